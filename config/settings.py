@@ -1,0 +1,285 @@
+"""Load and validate gridpay's configuration.
+
+One TOML file; every value can be overridden by an environment variable named
+``GRIDPAY_<KEY>__<KEY>...`` (double underscore between levels, list items by index),
+e.g. ``GRIDPAY_DATABASE__URL`` or ``GRIDPAY_BANKS__01020000__MAX_CONNECTIONS``.
+Secrets (ZMKs, database passwords) are never read from the file itself: the file names
+an environment variable (``*_env``) or a file path (``*_file``) that holds them.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ENV_PREFIX = "GRIDPAY_"
+CONFIG_ENV = "GRIDPAY_CONFIG"
+SECRET_KEYS = ("zmk", "password", "mak", "secret")
+
+
+class ConfigError(Exception):
+    """A configuration problem, naming the key and what is wrong with it."""
+
+    def __init__(self, key: str, problem: str):
+        super().__init__(f"config error: {key}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_inline_secrets(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key in data:
+                if key in SECRET_KEYS:
+                    raise ValueError(
+                        f"'{key}' may not be written in the config; name its source "
+                        f"with '{key}_env' (environment variable) or '{key}_file' (path)")
+        return data
+
+
+class DatabaseConfig(_Model):
+    url: str = "sqlite:///var/gridpay.db"
+    password_env: str = ""
+    password_file: str = ""
+    pool_size: int = Field(10, ge=1, le=200)
+    group_commit_max: int = Field(256, ge=1, le=10_000)
+    group_commit_wait_ms: float = Field(1.0, ge=0, le=1000)
+    statement_timeout_s: float = Field(5.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _url_has_no_password(cls, url: str) -> str:
+        from sqlalchemy.engine import make_url
+
+        try:
+            parsed = make_url(url)
+        except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises several kinds
+            raise ValueError(f"not a database URL: {exc}") from None
+        if parsed.password and not os.environ.get("GRIDPAY_DATABASE__URL"):
+            raise ValueError("the URL holds a password; use password_env or password_file")
+        return url
+
+
+class BusinessConfig(_Model):
+    timezone: str = "Asia/Shanghai"
+    cutoff: str = Field("23:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    refund_approval_resident_fen: int = Field(100_000, ge=0)
+    refund_approval_nonresident_fen: int = Field(1_000_000, ge=0)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {name!r}") from None
+        return name
+
+
+class DebitLinkConfig(_Model):
+    mode: Literal["online", "file"] = "online"
+    host: str = "127.0.0.1"
+    port: int = Field(0, ge=0, le=65535)
+    connections: int = Field(1, ge=1, le=64)
+    timeout_s: float = Field(30.0, gt=0)
+    reversal_interval_s: float = Field(60.0, gt=0)
+    reversal_max: int = Field(5, ge=1)
+    max_in_flight: int = Field(256, ge=1)
+    max_per_second: float = Field(2000.0, gt=0)
+    echo_interval_s: float = Field(60.0, gt=0)
+    result_deadline_h: float = Field(24.0, gt=0)
+
+
+class BankConfig(_Model):
+    name: str = ""
+    dialect: str = "ascii"
+    framing: str | None = None
+    fields: str | None = None
+    mac: str | None = None
+    nii_gateway: str = Field("0000", pattern=r"^\d{4}$")
+    nii_bank: str = Field("0001", pattern=r"^\d{4}$")
+    zmk_env: str = ""
+    zmk_file: str = ""
+    channels: list[Literal["counter", "debit"]] = ["counter"]
+    max_connections: int = Field(16, ge=1, le=10_000)
+    idle_timeout_s: float = Field(300.0, gt=0)
+    request_timeout_s: float = Field(10.0, gt=0)
+    max_frame: int = Field(4096, ge=64, le=65535)
+    allowed_networks: list[str] = ["127.0.0.0/8", "::1/128"]
+    client_cert_subject: str = ""
+    debit: DebitLinkConfig = DebitLinkConfig()
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _networks(cls, nets: list[str]) -> list[str]:
+        for net in nets:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise ValueError(f"not a network: {net!r}") from None
+        return nets
+
+    @model_validator(mode="after")
+    def _one_zmk_source(self) -> "BankConfig":
+        if self.zmk_env and self.zmk_file:
+            raise ValueError("give zmk_env or zmk_file, not both")
+        return self
+
+
+class ListenerConfig(_Model):
+    name: str = "counter"
+    host: str = "127.0.0.1"
+    port: int = Field(..., ge=0, le=65535)
+    dialect: str = "ascii"
+    banks: list[str] = []
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_client_ca_file: str = ""
+
+
+class GatewayConfig(_Model):
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(9108, ge=0, le=65535)
+    echo_interval_s: float = Field(60.0, gt=0)
+    key_grace_s: float = Field(60.0, ge=0)
+    drain_timeout_s: float = Field(15.0, gt=0)
+    log_file: str = ""
+    listeners: list[ListenerConfig] = []
+
+
+class Settings(_Model):
+    database: DatabaseConfig = DatabaseConfig()
+    business: BusinessConfig = BusinessConfig()
+    gateway: GatewayConfig = GatewayConfig()
+    banks: dict[str, BankConfig] = {}
+    drop_dir: str = "var/drop"
+    source: str = ""
+
+    @field_validator("banks")
+    @classmethod
+    def _bank_codes(cls, banks: dict[str, BankConfig]) -> dict[str, BankConfig]:
+        for code in banks:
+            if not (code.isdigit() and 1 <= len(code) <= 11):
+                raise ValueError(f"bank code {code!r} must be 1 to 11 digits")
+        return banks
+
+    def bank(self, code: str) -> BankConfig:
+        try:
+            return self.banks[code]
+        except KeyError:
+            raise ConfigError(f"banks.{code}", "no such bank in the configuration") from None
+
+    def zmk(self, code: str) -> bytes:
+        bank = self.bank(code)
+        value = read_secret(f"banks.{code}.zmk", bank.zmk_env, bank.zmk_file)
+        try:
+            key = bytes.fromhex(value)
+        except ValueError:
+            raise ConfigError(f"banks.{code}.zmk", "not hexadecimal") from None
+        if len(key) != 16:
+            raise ConfigError(f"banks.{code}.zmk", f"must be 16 bytes (32 hex), got {len(key)}")
+        return key
+
+    def database_url(self) -> str:
+        from sqlalchemy.engine import make_url
+
+        db = self.database
+        if not (db.password_env or db.password_file):
+            return db.url
+        password = read_secret("database.password", db.password_env, db.password_file)
+        return make_url(db.url).set(password=password).render_as_string(hide_password=False)
+
+
+def read_secret(key: str, env_name: str, file_path: str, environ: Mapping[str, str] | None = None) -> str:
+    """Read a secret from the named environment variable or file."""
+    environ = os.environ if environ is None else environ
+    if env_name:
+        value = environ.get(env_name, "").strip()
+        if not value:
+            raise ConfigError(key, f"environment variable {env_name} is not set")
+        return value
+    if file_path:
+        try:
+            return Path(file_path).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(key, f"cannot read {file_path}: {exc.strerror}") from None
+    raise ConfigError(key, "no source configured (set *_env or *_file)")
+
+
+def _parse_env_value(raw: str) -> Any:
+    """An override is a TOML value when it parses as one, otherwise a plain string."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _set_path(tree: dict, path: list[str], value: Any) -> None:
+    node: Any = tree
+    for i, part in enumerate(path):
+        last = i == len(path) - 1
+        if isinstance(node, list):
+            index = int(part)
+            while len(node) <= index:
+                node.append({})
+            if last:
+                node[index] = value
+            else:
+                node = node[index]
+            continue
+        key = part
+        if last:
+            node[key] = value
+        else:
+            node = node.setdefault(key, {})
+
+
+def apply_env_overrides(tree: dict, environ: Mapping[str, str]) -> dict:
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX) or "__" not in name or name == CONFIG_ENV:
+            continue
+        path = [p.lower() for p in name[len(ENV_PREFIX):].split("__")]
+        try:
+            _set_path(tree, path, _parse_env_value(raw))
+        except (ValueError, TypeError, AttributeError):
+            raise ConfigError(".".join(path), f"cannot apply environment override {name}") from None
+    return tree
+
+
+def _first_error(exc: ValidationError) -> ConfigError:
+    err = exc.errors()[0]
+    key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    message = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        message = "unknown key"
+    return ConfigError(key, message)
+
+
+def load_settings(path: str | os.PathLike | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read the TOML file (or none), overlay the environment and validate."""
+    environ = os.environ if environ is None else environ
+    path = path or environ.get(CONFIG_ENV) or None
+    tree: dict = {}
+    if path:
+        try:
+            tree = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(str(path), f"cannot read: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(str(path), f"not valid TOML: {exc}") from None
+    apply_env_overrides(tree, environ)
+    tree["source"] = str(path or "")
+    try:
+        return Settings.model_validate(tree)
+    except ValidationError as exc:
+        raise _first_error(exc) from None

@@ -1,0 +1,60 @@
+import pytest
+
+from config import ConfigError, load_settings
+
+GOOD = """
+[database]
+url = "sqlite:///var/x.db"
+
+[banks.01020000]
+dialect = "ascii"
+zmk_env = "TEST_ZMK"
+channels = ["counter", "debit"]
+"""
+
+
+def write(tmp_path, text):
+    path = tmp_path / "gridpay.toml"
+    path.write_text(text)
+    return path
+
+
+def test_example_config_loads():
+    settings = load_settings("config/gridpay.example.toml", environ={})
+    assert settings.banks
+
+
+def test_env_overrides_any_value(tmp_path):
+    path = write(tmp_path, GOOD)
+    env = {"GRIDPAY_BANKS__01020000__MAX_CONNECTIONS": "3", "GRIDPAY_DATABASE__URL": "sqlite:///y.db",
+           "TEST_ZMK": "0123456789ABCDEFFEDCBA9876543210"}
+    settings = load_settings(path, environ=env)
+    assert settings.banks["01020000"].max_connections == 3
+    assert settings.database.url == "sqlite:///y.db"
+
+
+def test_zmk_comes_from_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("TEST_ZMK", "0123456789ABCDEFFEDCBA9876543210")
+    settings = load_settings(write(tmp_path, GOOD), environ={})
+    assert settings.zmk("01020000") == bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
+
+
+@pytest.mark.parametrize("text, key, words", [
+    (GOOD.replace('dialect = "ascii"', 'zmk = "0123"'), "banks.01020000", "may not be written"),
+    (GOOD.replace("channels", "chanels"), "banks.01020000.chanels", "unknown key"),
+    (GOOD + "\n[banks.abc]\n", "banks", "must be 1 to 11 digits"),
+    ("[database]\nurl = 5\n", "database.url", "string"),
+    ("[business]\ncutoff = \"25:00\"\n", "business.cutoff", "pattern"),
+    ("[database\n", "gridpay.toml", "not valid TOML"),
+])
+def test_bad_config_names_the_key(tmp_path, text, key, words):
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, text), environ={})
+    assert key in str(info.value)
+    assert words in str(info.value)
+
+
+def test_missing_secret_names_the_variable(tmp_path):
+    settings = load_settings(write(tmp_path, GOOD), environ={})
+    with pytest.raises(ConfigError, match="TEST_ZMK is not set"):
+        settings.zmk("01020000")
