@@ -15,6 +15,7 @@ from config import ConfigError
 
 # name -> "module:attribute" of a click command or group
 SUBCOMMANDS: dict[str, str] = {
+    "db": "ledger.cli:db",
     "demo": "gateway.demo:demo",
 }
 
