@@ -17,6 +17,11 @@ from config import ConfigError
 SUBCOMMANDS: dict[str, str] = {
     "db": "ledger.cli:db",
     "demo": "gateway.demo:demo",
+    "ledger": "ledger.cli:ledger",
+    "report": "ledger.cli:report",
+    "iso": "iso8583_specs.cli:iso",
+    "serve": "gateway.serve:serve",
+    "sim": "gateway.sim.cli:sim",
 }
 
 

@@ -1,0 +1,244 @@
+"""What each message of §4 must carry, as data, and the checks pyiso8583 does not make.
+
+``validate_request`` / ``validate_response`` raise :class:`MessageError` (answer ``30``) for a
+missing mandatory field or bad content, and :class:`UnsupportedError` (answer ``40``) for an
+unknown MTI, processing code or network management code. Fields the table marks absent are
+tolerated when present; unknown field 48 tags are ignored.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .codec import Message, mac_field_for
+from .errors import MessageError, UnsupportedError
+from .tlv import Tlv
+
+
+@dataclass(frozen=True)
+class Shape:
+    name: str
+    fields: tuple[int, ...]                          # mandatory fields, MAC aside
+    tags: tuple[str, ...] = ()                       # mandatory field 48 tags
+    mac: bool = True                                 # MAC field (64 or 128) mandatory
+    echo: tuple[int, ...] = ()                       # response fields equal to the request's
+    tag_rules: tuple[tuple[str, str, str], ...] = ()  # (tag, value, then this tag is mandatory)
+    field_rules: tuple[tuple[int, str, tuple[str, ...]], ...] = ()  # (field, value, then tags)
+    counts: tuple[tuple[str, str], ...] = ()          # (tag, tag it counts)
+
+
+_NET = (7, 11, 12, 13, 32)
+_FIN = (3, 7, 11, 12, 13, 32, 37, 41, 42, 49)
+_ECHO = (3, 7, 11, 12, 13, 32, 37, 41, 42, 49)
+
+# (MTI, processing code or None) -> shape; the columns of the §4 table.
+REQUESTS: dict[tuple[str, str | None], Shape] = {
+    ("0800", None): Shape("network management", _NET + (70,), mac=False),
+    ("0100", "310000"): Shape("bill inquiry", _FIN + (48,), ("CN",)),
+    ("0200", "500000"): Shape("counter payment", _FIN + (4, 48), ("CN", "PM"),
+                              tag_rules=(("PM", "03", "CQ"),)),
+    ("0200", "510000"): Shape("direct debit", _FIN + (4, 48, 102), ("CN", "BI")),
+    **{(mti, "500000"): Shape("payment reversal", _FIN + (4, 48, 90), ("CN",))
+       for mti in ("0400", "0401", "0420", "0421")},
+    **{(mti, "510000"): Shape("debit reversal", _FIN + (4, 48, 90), ("CN",)) for mti in ("0420", "0421")},
+}
+
+_RESP = _FIN + (15, 39)
+# Approved responses ("00"); any other response code needs only ALWAYS (+ MAC).
+RESPONSES: dict[tuple[str, str | None], Shape] = {
+    ("0810", None): Shape("network management response", _NET + (15, 39, 70), mac=False,
+                          echo=_NET + (70,), field_rules=((70, "001", ("MK", "KV")),)),
+    ("0110", "310000"): Shape("bill inquiry response", _RESP + (4, 48), ("CN", "NM", "BC", "PB"),
+                              echo=_ECHO, counts=(("BC", "BI"),)),
+    ("0210", "500000"): Shape("counter payment response", _RESP + (4, 48), ("CN", "RN", "PB"),
+                              echo=_ECHO + (4,)),
+    ("0210", "510000"): Shape("direct debit response", _RESP + (4, 38, 102), echo=_ECHO + (4, 102)),
+    **{(mti, "500000"): Shape("payment reversal response", _RESP + (4, 90), echo=_ECHO + (4, 90))
+       for mti in ("0410", "0430")},
+    ("0430", "510000"): Shape("debit reversal response", _RESP + (4, 90), echo=_ECHO + (4, 90)),
+}
+ALWAYS = (7, 11, 32, 39)  # "A response always carries fields 7, 11, 32 and 39"
+NO_KEY = "91"             # sent without a MAC: there is no key to compute it (§4.1)
+RESPONSE_TO = {"0100": "0110", "0200": "0210", "0400": "0410", "0401": "0410",
+               "0420": "0430", "0421": "0430", "0800": "0810"}
+REQUEST_MTIS = frozenset(m for m, _ in REQUESTS)
+RESPONSE_MTIS = frozenset(m for m, _ in RESPONSES)
+NETWORK_CODES = {"001": "sign-on", "002": "sign-off", "301": "echo"}
+
+# field 48 tag -> (class, min, max length in bytes); "choice" lists the allowed values.
+TAG_FORMATS: dict[str, tuple] = {
+    "CN": ("alnum", 1, 20), "NM": ("text", 0, 60), "BC": ("digits", 1, 999),
+    "BI": ("digits", 30, 30), "PB": ("digits", 12, 12), "PM": ("choice", "01", "02", "03"),
+    "CQ": ("alnum", 1, 20), "RN": ("alnum", 1, 20), "MK": ("hex", 32, 32), "KV": ("hex", 6, 6),
+    "ER": ("text", 0, 200),
+}
+_CLASS_WORDS = {"alnum": "ASCII letters or digits", "digits": "digits", "hex": "hexadecimal characters",
+                "text": "bytes"}
+_HEXCHARS = frozenset("0123456789ABCDEFabcdef")
+# field -> (allowed values) checked whenever present
+FIELD_VALUES: dict[int, tuple[str, ...]] = {49: ("156",)}
+
+
+def processing_code(message: Message) -> str | None:
+    return message.fields.get("3")
+
+
+def request_shape(message: Message) -> Shape:
+    mti = message.mti
+    if mti not in REQUEST_MTIS:
+        raise UnsupportedError(f"MTI {mti}: not supported", mti=mti)
+    if mti == "0800":
+        return REQUESTS[(mti, None)]
+    code = message.fields.get("3")
+    if code is None:
+        raise MessageError("field 3: missing", field=3)
+    shape = REQUESTS.get((mti, code))
+    if shape is None:
+        raise UnsupportedError(f"field 3: processing code {code} not supported with MTI {mti}", field=3)
+    return shape
+
+
+def validate_request(message: Message, *, require_mac: bool = True) -> Shape:
+    """Check a request against §4; returns its shape."""
+    try:
+        shape = request_shape(message)
+        _check(message, shape, require_mac)
+    except MessageError as exc:
+        raise exc.salvage(message.mti, message.fields) from None
+    return shape
+
+
+def validate_response(message: Message, request: Message | None = None, *,
+                      require_mac: bool = True) -> Shape | None:
+    """Check a response against §4 (and its echoed fields against ``request`` when given).
+
+    An approved response ("00") must carry its whole shape; any other code only fields 7, 11,
+    32 and 39 and, except "91", the MAC. Returns the shape (None for a non-approved response)."""
+    try:
+        return _check_response(message, request, require_mac)
+    except MessageError as exc:
+        raise exc.salvage(message.mti, message.fields) from None
+
+
+def _check_response(message: Message, request: Message | None, require_mac: bool) -> Shape | None:
+    mti = message.mti
+    if mti not in RESPONSE_MTIS:
+        raise UnsupportedError(f"MTI {mti}: not a supported response", mti=mti)
+    if request is not None and RESPONSE_TO.get(request.mti) != mti:
+        raise MessageError(f"MTI {mti}: does not answer a {request.mti}")
+    code = message.fields.get("39")
+    _require(message, ALWAYS)
+    shape = None
+    if code == "00":
+        shape = _response_shape(message)
+        _check(message, shape, require_mac)
+    else:
+        _check_values(message)
+        mac = require_mac and mti != "0810" and code != NO_KEY
+        _check_tags(message, Shape("declined response", ALWAYS, mac=mac), mac)
+    if request is not None:
+        _check_echo(message, request, shape.echo if shape else _ECHO + (4, 70, 90, 102))
+    return shape
+
+
+def _response_shape(message: Message) -> Shape:
+    if message.mti == "0810":
+        return RESPONSES[("0810", None)]
+    code = message.fields.get("3")
+    if code is None:
+        raise MessageError("field 3: missing", field=3)
+    shape = RESPONSES.get((message.mti, code))
+    if shape is None:
+        raise UnsupportedError(f"field 3: processing code {code} not supported with MTI {message.mti}",
+                               field=3)
+    return shape
+
+
+def _check(message: Message, shape: Shape, require_mac: bool) -> None:
+    _require(message, shape.fields)
+    _check_values(message)
+    _check_tags(message, shape, require_mac and shape.mac)
+
+
+def _require(message: Message, numbers: tuple[int, ...]) -> None:
+    fields = message.fields
+    for number in sorted(numbers):
+        if str(number) not in fields:
+            raise MessageError(f"field {number}: missing", field=number)
+
+
+def _check_values(message: Message) -> None:
+    fields = message.fields
+    for number, allowed in FIELD_VALUES.items():
+        value = fields.get(str(number))
+        if value is not None and value not in allowed:
+            raise MessageError(f"field {number}: must be {' or '.join(allowed)}", field=number)
+    original = fields.get("90")
+    if original is not None and not (len(original) == 42 and original.isascii() and original.isdigit()):
+        raise MessageError("field 90: must be 42 digits", field=90)
+    network = fields.get("70")
+    if network is not None and network not in NETWORK_CODES:
+        raise UnsupportedError(f"field 70: network management code {network} not supported", field=70)
+
+
+def _check_tags(message: Message, shape: Shape, mac: bool) -> None:
+    if mac:
+        mac_field = mac_field_for(message.fields)
+        if mac_field not in message.fields:
+            raise MessageError(f"field {mac_field}: missing (MAC)", field=int(mac_field))
+    tlv = message.tlv
+    required = list(shape.tags)
+    for number, value, tags in shape.field_rules:
+        if message.fields.get(str(number)) == value:
+            required.extend(tags)
+    for tag, value, then in shape.tag_rules:
+        if tlv.get(tag) == value:
+            required.append(then)
+    for tag in required:
+        if tag not in tlv:
+            raise MessageError(f"field 48: {tag} missing", field=48)
+    check_tag_formats(tlv)
+    for counter, counted in shape.counts:
+        if int(tlv.get(counter)) != len(tlv.getall(counted)):
+            raise MessageError(f"field 48: {counter} does not match the number of {counted}", field=48)
+
+
+def check_tag_formats(tlv: Tlv) -> None:
+    """Content of the known field 48 tags (§5); unknown tags pass."""
+    for tag, value in tlv:
+        rule = TAG_FORMATS.get(tag)
+        if rule is not None and not _tag_ok(rule, value):
+            raise MessageError(f"field 48: {tag} {_rule_words(rule)}", field=48)
+
+
+def _tag_ok(rule: tuple, value: str) -> bool:
+    kind = rule[0]
+    if kind == "choice":
+        return value in rule[1:]
+    size = len(value) if value.isascii() else len(value.encode("gbk", "replace"))
+    if not rule[1] <= size <= rule[2]:
+        return False
+    if kind == "alnum":
+        return value.isascii() and value.isalnum()
+    if kind == "digits":
+        return value.isascii() and value.isdigit()
+    if kind == "hex":
+        return _HEXCHARS.issuperset(value)
+    return True
+
+
+def _rule_words(rule: tuple) -> str:
+    kind = rule[0]
+    if kind == "choice":
+        return "must be " + ", ".join(rule[1:-1]) + " or " + rule[-1]
+    low, high = rule[1], rule[2]
+    if kind == "text":
+        return f"longer than {high} bytes"
+    count = f"{low}" if low == high else f"{low} to {high}"
+    return f"must be {count} {_CLASS_WORDS[kind]}"
+
+
+def _check_echo(message: Message, request: Message, numbers: tuple[int, ...]) -> None:
+    for number in sorted(numbers):
+        key = str(number)
+        if key in message.fields and key in request.fields and message.fields[key] != request.fields[key]:
+            raise MessageError(f"field {number}: does not match the request", field=number)
