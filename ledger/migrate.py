@@ -16,11 +16,12 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
-def upgrade(url: str, revision: str = "head") -> None:
+def upgrade(url: str, revision: str = "heads") -> None:
     command.upgrade(alembic_config(url), revision)
 
 
 def current(url: str) -> str | None:
+    """The revisions the database is at, comma-separated (one per branch), or None when empty."""
     from alembic.runtime.migration import MigrationContext
 
     from ledger.db import make_engine
@@ -28,6 +29,14 @@ def current(url: str) -> str | None:
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
-            return MigrationContext.configure(conn).get_current_revision()
+            heads = MigrationContext.configure(conn).get_current_heads()
+            return ",".join(sorted(heads)) or None
     finally:
         engine.dispose()
+
+
+def newest() -> str:
+    """The revisions a fully migrated database is at."""
+    from alembic.script import ScriptDirectory
+
+    return ",".join(sorted(ScriptDirectory.from_config(alembic_config("sqlite://")).get_heads()))

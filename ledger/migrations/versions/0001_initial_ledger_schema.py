@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 18:23:17.999800
+Create Date: 2026-11-23 18:26:36.934435
 """
 from alembic import op
 import sqlalchemy as sa
@@ -311,7 +311,7 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['debit_id'], ['debits.debit_id'], name=op.f('fk_payments_debit_id')),
     sa.PrimaryKeyConstraint('payment_id', name=op.f('pk_payments')),
     sa.UniqueConstraint('bank_code', 'channel', 'business_date', 'rrn', name='uq_payments_rrn'),
-    sa.UniqueConstraint('bank_code', 'id_year', 'transmitted', 'stan', name='uq_payments_identity'),
+    sa.UniqueConstraint('bank_code', 'channel', 'id_year', 'transmitted', 'stan', name='uq_payments_identity'),
     sa.UniqueConstraint('debit_id', name=op.f('uq_payments_debit_id')),
     sa.UniqueConstraint('receipt_no', name=op.f('uq_payments_receipt_no'))
     )
