@@ -113,6 +113,7 @@ class BankConfig(_Model):
     channels: list[Literal["counter", "debit"]] = ["counter"]
     max_connections: int = Field(16, ge=1, le=10_000)
     idle_timeout_s: float = Field(300.0, gt=0)
+    frame_timeout_s: float = Field(10.0, gt=0)
     request_timeout_s: float = Field(10.0, gt=0)
     max_frame: int = Field(4096, ge=64, le=65535)
     allowed_networks: list[str] = ["127.0.0.0/8", "::1/128"]

@@ -1,0 +1,142 @@
+"""The gateway daemon: listeners, the ops HTTP port, the ledger, and an orderly stop.
+
+``Gateway`` is usable in-process (tests run it on the test's reactor with real sockets) and
+is what ``gridpay serve`` runs. Stopping (SIGTERM) stops accepting, lets requests in flight
+finish, closes connections, drains the group committer, and only then lets the process exit.
+"""
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import text
+from twisted.internet import defer, endpoints, ssl, threads
+
+from gateway.banks import BankDirectory
+from gateway.counter import CounterService
+from gateway.health import ops_site
+from gateway.keys import KeyStore
+from gateway.keystore_db import DbKeyBackend
+from gateway.ledger_port import LedgerPort
+from gateway.listener import ConnectionCounts, CounterFactory
+from gateway.metrics import GatewayMetrics
+from ledger.business_date import BusinessCalendar
+from ledger.db import make_engine
+from ledger.group_commit import GroupCommitter
+
+log = logging.getLogger("gridpay.gateway")
+
+
+class Gateway:
+    def __init__(self, settings, reactor, engine=None, clock=None):
+        self.settings = settings
+        self.reactor = reactor
+        self.clock = clock or reactor  # timers and key grace; tests inject twisted.internet.task.Clock
+        self.metrics = GatewayMetrics()
+        self.directory = BankDirectory(settings)
+        self.calendar = BusinessCalendar(settings.business.timezone, settings.business.cutoff)
+        self.engine = engine or make_engine(settings.database_url(), pool_size=settings.database.pool_size)
+        db = settings.database
+        self.committer = GroupCommitter(self.engine, self.calendar, max_batch=db.group_commit_max,
+                                        max_wait_s=db.group_commit_wait_ms / 1000, on_commit=self.metrics.on_commit)
+        self.ledger = LedgerPort(reactor, self.engine, self.committer, self.calendar, pool_size=db.pool_size)
+        backend = DbKeyBackend(self.engine, self.directory.zmk)
+        self.keys = KeyStore(self.clock, grace_s=settings.gateway.key_grace_s, backend=backend)
+        self.service = CounterService(self.directory, self.keys, self.ledger, self.calendar, self.metrics,
+                                      self.clock, self.directory.zmk)
+        self.counts = ConnectionCounts(self.directory, self.metrics)
+        self.factories: list[CounterFactory] = []
+        self.ports = []
+        self.ops_port = None
+        self.draining = False
+        self._idle_waiters: list[defer.Deferred] = []
+
+    # --- start --------------------------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def start(self):
+        yield self.ledger_ready()
+        self.committer.start()
+        self.ledger.start()
+        for cfg in self.settings.gateway.listeners:
+            factory = CounterFactory(cfg, self)
+            port = yield self._endpoint(cfg).listen(factory)
+            self.factories.append(factory)
+            self.ports.append(port)
+            log.info("listener %s on %s:%d (%s) for banks %s", cfg.name, cfg.host, port.getHost().port,
+                     cfg.dialect, ",".join(cfg.banks))
+        self.metrics.listeners_up.set(len(self.ports))
+        gw = self.settings.gateway
+        site = ops_site(self.metrics, self.db_check, lambda: (len(self.ports), len(gw.listeners)))
+        self.ops_port = yield endpoints.TCP4ServerEndpoint(self.reactor, gw.metrics_port, interface=gw.metrics_host).listen(site)
+        log.info("metrics and health on http://%s:%d/metrics", gw.metrics_host, self.ops_port.getHost().port)
+
+    def ledger_ready(self):
+        """The configured banks have their rows (payments refer to them)."""
+        from ledger.banks import ensure_banks
+
+        def ensure():
+            with self.engine.begin() as conn:
+                ensure_banks(conn, {code: bank.name for code, bank in self.settings.banks.items()})
+
+        return threads.deferToThread(ensure)
+
+    def _endpoint(self, cfg):
+        if not cfg.tls_cert_file:
+            return endpoints.TCP4ServerEndpoint(self.reactor, cfg.port, interface=cfg.host, backlog=256)
+        return endpoints.SSL4ServerEndpoint(self.reactor, cfg.port, tls_options(cfg), interface=cfg.host, backlog=256)
+
+    def port_of(self, name: str) -> int:
+        for factory, port in zip(self.factories, self.ports):
+            if factory.cfg.name == name:
+                return port.getHost().port
+        raise KeyError(name)
+
+    def db_check(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(text("select 1"))
+
+    # --- stop ---------------------------------------------------------------------------
+
+    def request_done(self) -> None:
+        if self.draining and not self.in_flight():
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for d in waiters:
+                d.callback(None)
+
+    def in_flight(self) -> int:
+        return sum(len(p.pending) for f in self.factories for p in f.protocols)
+
+    @defer.inlineCallbacks
+    def stop(self):
+        """Stop accepting, finish what is in flight, close every connection, drain the ledger."""
+        self.draining = True
+        yield defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in self.ports])
+        self.metrics.listeners_up.set(0)
+        if self.in_flight():
+            waiter = defer.Deferred()
+            self._idle_waiters.append(waiter)
+            waiter.addTimeout(self.settings.gateway.drain_timeout_s, self.reactor)
+            try:
+                yield waiter
+            except defer.TimeoutError:
+                log.error("drain timed out with %d requests in flight", self.in_flight())
+        for factory in self.factories:
+            for proto in list(factory.protocols):
+                proto.transport.loseConnection()
+        if self.ops_port is not None:
+            yield self.ops_port.stopListening()
+        yield self.ledger.run(self.committer.stop, True)
+        self.ledger.stop()
+        log.info("gateway stopped")
+
+
+def tls_options(cfg):
+    with open(cfg.tls_key_file, "rb") as key_file, open(cfg.tls_cert_file, "rb") as cert_file:
+        cert = ssl.PrivateCertificate.loadPEM(key_file.read() + cert_file.read())
+    kwargs = {}
+    if cfg.tls_client_ca_file:
+        with open(cfg.tls_client_ca_file, "rb") as ca_file:
+            kwargs["trustRoot"] = ssl.Certificate.loadPEM(ca_file.read())
+    return cert.options(**kwargs) if not kwargs else ssl.CertificateOptions(
+        privateKey=cert.privateKey.original, certificate=cert.original,
+        trustRoot=kwargs["trustRoot"])

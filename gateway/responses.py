@@ -1,0 +1,93 @@
+"""What goes into an answer: the request's echoed fields (§4's E), field 15, 39 and 48.
+
+Also turns requests into the ledger's postings, and the ledger's outcomes into answer fields.
+"""
+from __future__ import annotations
+
+from datetime import date
+
+from gateway.exchange import Exchange
+from ledger.postings import CounterPayment, PaymentReversal
+
+ECHOED = ("3", "4", "7", "11", "12", "13", "32", "37", "41", "42", "49", "70", "90", "102")
+IDENTITY_ECHOED = ("7", "11", "12", "13", "32")   # all a 30 answer repeats (vectors.json "format error response")
+ER_CODES = {"30", "40", "12"}                      # §5: ER only in answers with these codes
+MAX_FIELD48 = 999
+
+
+def mmdd(day: date) -> str:
+    return f"{day.month:02d}{day.day:02d}"
+
+
+def reply_fields(ex: Exchange, business_date: date) -> dict[str, str]:
+    fields = {f: ex.fields[f] for f in (ECHOED if ex.echo_all else IDENTITY_ECHOED) if f in ex.fields}
+    if ex.echo_all:
+        fields["15"] = mmdd(business_date)
+    fields.update(ex.reply)
+    fields["39"] = ex.code
+    items = list(ex.reply_tlv)
+    if ex.detail and ex.code in ER_CODES:
+        items.append(("ER", ex.detail))
+    if items:
+        fields["48"] = _tlv_within(items)
+    return fields
+
+
+def _tlv_within(items: list[tuple[str, str]]) -> str:
+    from iso8583_specs.tlv import build_tlv
+
+    return build_tlv(items)
+
+
+def n12(fen: int) -> str:
+    assert isinstance(fen, int) and 0 <= fen < 10**12
+    return f"{fen:012d}"
+
+
+def inquiry(ex: Exchange, result) -> None:
+    """0110: the unpaid bills, oldest first; field 4 the total due less the prepaid balance."""
+    from iso8583_specs.tlv import build_tlv
+
+    customer = ex.first("CN")
+    if result.response_code != "00":
+        ex.reply = {"4": n12(0)}
+        ex.reply_tlv = [("CN", customer)]
+        ex.decide(result.response_code, getattr(result, "detail", ""))
+        return
+    head = [("CN", customer), ("NM", result.customer_name), ("BC", str(len(result.bills)))]
+    tail = [("PB", n12(result.prepaid_balance))]
+    bills = [("BI", f"{period}{n12(principal)}{n12(penalty)}") for period, principal, penalty in result.bills]
+    # field 48 holds at most 999 bytes: list the oldest bills that fit; BC and field 4 still count them all
+    while bills and len(build_tlv(head + bills + tail).encode("gbk")) > MAX_FIELD48:
+        bills.pop()
+    ex.reply = {"4": n12(result.total_due)}
+    ex.reply_tlv = head + bills + tail
+    ex.decide("00")
+
+
+def payment_posting(ex: Exchange, digest: str) -> CounterPayment:
+    return CounterPayment(
+        bank_code=ex.bank, transmitted=ex.fields["7"], stan=ex.fields["11"], rrn=ex.fields["37"],
+        customer_no=ex.first("CN"), amount=int(ex.fields["4"]), method=ex.first("PM"),
+        cheque_no=ex.first("CQ"), terminal_id=ex.fields.get("41", "").strip(),
+        branch_id=ex.fields.get("42", "").strip(), digest=digest, received_at=ex.received_at)
+
+
+def reversal_posting(ex: Exchange, digest: str, bank_by_number) -> PaymentReversal:
+    original = ex.fields["90"]  # orig MTI (4) + STAN (6) + field 7 (10) + field 32 (11, zero-filled) + 11 zeros
+    orig_number = int(original[20:31])
+    return PaymentReversal(
+        bank_code=ex.bank, transmitted=ex.fields["7"], stan=ex.fields["11"],
+        orig_bank_code=bank_by_number(orig_number) or str(orig_number),
+        orig_transmitted=original[10:20], orig_stan=original[4:10], amount=int(ex.fields["4"]),
+        customer_no=ex.first("CN"), digest=digest, received_at=ex.received_at)
+
+
+def posting(ex: Exchange, outcome) -> None:
+    """0210 / 04x0 answer fields from the ledger's outcome."""
+    ex.replayed = outcome.replayed
+    items = [("CN", ex.first("CN"))]
+    if ex.kind == "payment" and outcome.response_code == "00":
+        items += [("RN", outcome.fields["receipt_no"]), ("PB", n12(int(outcome.fields["prepaid_balance"])))]
+    ex.reply_tlv = items
+    ex.decide(outcome.response_code, outcome.detail)

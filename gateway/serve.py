@@ -1,0 +1,71 @@
+"""``gridpay serve``: run the gateway daemon until SIGTERM or SIGINT."""
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+
+import click
+
+from config import load_settings
+
+
+def install_reactor():
+    """Twisted on its asyncio reactor; installed once, before anything imports the reactor."""
+    if "twisted.internet.reactor" not in sys.modules:
+        from twisted.internet import asyncioreactor
+
+        asyncioreactor.install()
+    from twisted.internet import reactor
+
+    return reactor
+
+
+def setup_logging(log_file: str = "", level: int = logging.INFO) -> None:
+    handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+@click.command()
+@click.option("--config", "config_path", envvar="GRIDPAY_CONFIG", type=click.Path(dir_okay=False),
+              help="configuration file (default: GRIDPAY_CONFIG)")
+@click.option("--log-level", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
+def serve(config_path, log_level) -> None:
+    """Run the gateway: counter-channel listeners, /metrics, /healthz and /readyz."""
+    settings = load_settings(config_path)
+    setup_logging(settings.gateway.log_file, getattr(logging, log_level))
+    reactor = install_reactor()
+    from gateway.daemon import Gateway
+    from ledger import migrate
+
+    if migrate.current(settings.database_url()) is None:
+        raise click.ClickException("the database has no schema yet: run `gridpay db upgrade` first")
+    gateway = Gateway(settings, reactor)
+    stopping = []
+
+    def on_signal(signum, _frame):
+        if not stopping:
+            stopping.append(signum)
+            logging.getLogger("gridpay.gateway").info("signal %d: draining", signum)
+            reactor.callFromThread(lambda: gateway.stop().addBoth(lambda _: reactor.stop()))
+
+    def started(_):
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        print(f"gridpay serving: {', '.join(f'{f.cfg.name}={gateway.port_of(f.cfg.name)}' for f in gateway.factories)}"
+              f" metrics=http://{settings.gateway.metrics_host}:{gateway.ops_port.getHost().port}/metrics",
+              flush=True)
+
+    def failed(failure):
+        logging.getLogger("gridpay.gateway").error("start-up failed: %s", failure.getErrorMessage())
+        stopping.append("failed")
+        reactor.stop()
+
+    reactor.callWhenRunning(lambda: gateway.start().addCallbacks(started, failed))
+    reactor.run(installSignalHandlers=False)
+    if "failed" in stopping:
+        sys.exit(1)
