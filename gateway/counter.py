@@ -154,6 +154,9 @@ class CounterService:
         return any(codec.verify_mac(link.dialect, ex.frame, key) for key in self.keys.accepted(ex.bank, CHANNEL))
 
     async def validate(self, ex: Exchange, link: Link) -> None:
+        if ex.mti != "0800" and "3" in ex.fields and (ex.mti, ex.processing_code) not in TRANSACTIONS:
+            ex.decide("40", f"processing code {ex.processing_code} not supported for {ex.mti} on the counter channel")
+            return
         try:
             shapes.validate_request(ex.message, require_mac=ex.mti != "0800")
         except MessageError as err:
@@ -161,11 +164,8 @@ class CounterService:
             ex.echo_all = err.response_code != "30"
             ex.decide(err.response_code, err.er)
             return
-        if ex.mti == "0800":
-            return
-        ex.kind = TRANSACTIONS.get((ex.mti, ex.processing_code), "")
-        if not ex.kind:
-            ex.decide("40", f"processing code {ex.processing_code} not supported for {ex.mti}")
+        if ex.mti != "0800":
+            ex.kind = TRANSACTIONS[(ex.mti, ex.processing_code)]
 
     async def transact(self, ex: Exchange, link: Link) -> None:
         if ex.kind == "inquiry":
