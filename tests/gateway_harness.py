@@ -46,8 +46,10 @@ def make_settings(db_url: str, **bank_overrides) -> Settings:
     return Settings.model_validate(settings_tree(db_url, **bank_overrides))
 
 
-async def start_gateway(reactor, db_url: str, clock: Clock | None = None, settings: Settings | None = None) -> Gateway:
-    migrate.upgrade(db_url)
+async def start_gateway(reactor, db_url: str, clock: Clock | None = None, settings: Settings | None = None,
+                        upgrade: bool = True) -> Gateway:
+    if upgrade:
+        migrate.upgrade(db_url)
     gateway = Gateway(settings or make_settings(db_url), reactor, clock=clock)
     await gateway.start()
     return gateway
