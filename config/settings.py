@@ -225,6 +225,9 @@ def _parse_env_value(raw: str) -> Any:
         return raw
 
 
+LIST_OF_TABLES = {("gateway", "listeners")}  # where an override's next key is a list index
+
+
 def _set_path(tree: dict, path: list[str], value: Any) -> None:
     node: Any = tree
     for i, part in enumerate(path):
@@ -238,11 +241,10 @@ def _set_path(tree: dict, path: list[str], value: Any) -> None:
             else:
                 node = node[index]
             continue
-        key = part
         if last:
-            node[key] = value
+            node[part] = value
         else:
-            node = node.setdefault(key, {})
+            node = node.setdefault(part, [] if tuple(path[: i + 1]) in LIST_OF_TABLES else {})
 
 
 def apply_env_overrides(tree: dict, environ: Mapping[str, str]) -> dict:

@@ -112,6 +112,9 @@ class Gateway:
         self.draining = True
         yield defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in self.ports])
         self.metrics.listeners_up.set(0)
+        for factory in self.factories:  # requests not yet read stay unread: the bank will time them out
+            for proto in factory.protocols:
+                proto.transport.pauseProducing()
         if self.in_flight():
             waiter = defer.Deferred()
             self._idle_waiters.append(waiter)

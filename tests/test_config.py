@@ -58,3 +58,11 @@ def test_missing_secret_names_the_variable(tmp_path):
     settings = load_settings(write(tmp_path, GOOD), environ={})
     with pytest.raises(ConfigError, match="TEST_ZMK is not set"):
         settings.zmk("01020000")
+
+
+def test_env_can_build_lists_of_tables(tmp_path):
+    env = {"GRIDPAY_GATEWAY__LISTENERS__0__PORT": "15001", "GRIDPAY_GATEWAY__LISTENERS__0__BANKS": '["01020000"]',
+           "GRIDPAY_GATEWAY__LISTENERS__1__PORT": "15002"}
+    settings = load_settings(None, environ=env)
+    assert [listener.port for listener in settings.gateway.listeners] == [15001, 15002]
+    assert settings.gateway.listeners[0].banks == ["01020000"]

@@ -1,0 +1,95 @@
+"""A deterministic demo data set: customers, bills and debit agreements as the billing system's
+CSV files (spec/BILLING-FILES.md), for ``gridpay demo`` and for tests.
+
+The same (customers, seed, as_of) always gives the same files. Customers have Chinese names, about
+two thirds a mobile number; about one in ten is a non-resident (a company); one is suspended; each
+has 1 to 3 bills over the three months before ``as_of``; about one in eight has a direct-debit
+agreement with bank 01020000.
+"""
+from __future__ import annotations
+
+import csv
+import random
+from datetime import date
+from pathlib import Path
+
+from ledger.imports import HEADERS, SET_FILE_NAMES
+
+DEMO_BANK = "01020000"
+
+_SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈"
+_GIVEN = "伟芳娜秀英敏静丽强磊军洋勇艳杰娟涛明超秀兰霞平刚桂英华建国志红玉兰文斌浩宇子涵欣怡梓轩思远晓东海燕春梅"
+_COMPANY_PLACES = ["广州", "佛山", "东莞", "深圳", "珠海", "中山"]
+_COMPANY_WORDS = ["华南", "宏达", "兴业", "恒通", "瑞丰", "金穗", "南粤", "天河", "珠江", "信达"]
+_COMPANY_KINDS = ["贸易有限公司", "实业有限公司", "物业管理有限公司", "电子科技有限公司", "餐饮管理有限公司"]
+
+
+def _periods(as_of: date, count: int) -> list[str]:
+    out, year, month = [], as_of.year, as_of.month
+    for _ in range(count):
+        month -= 1
+        if month == 0:
+            year, month = year - 1, 12
+        out.append(f"{year:04d}{month:02d}")
+    return sorted(out)
+
+
+def _due(period: str) -> date:
+    year, month = int(period[:4]), int(period[4:]) + 1
+    if month == 13:
+        year, month = year + 1, 1
+    return date(year, month, 20)
+
+
+def demo_rows(customers: int = 200, seed: int = 1, as_of: date | None = None) -> dict[str, list[list[str]]]:
+    """The rows (without header) of each file of the demo set."""
+    rng = random.Random(seed)
+    as_of = as_of or date.today()
+    periods = _periods(as_of, 3)
+    rows: dict[str, list[list[str]]] = {kind: [] for kind in HEADERS}
+    suspended = customers // 2
+    for i in range(customers):
+        customer_no = f"0140{580000 + i:06d}"
+        resident = rng.random() >= 0.1
+        if resident:
+            name = rng.choice(_SURNAMES) + "".join(rng.choice(_GIVEN) for _ in range(rng.choice((1, 2))))
+        else:
+            name = rng.choice(_COMPANY_PLACES) + "市" + rng.choice(_COMPANY_WORDS) + rng.choice(_COMPANY_KINDS)
+        mobile = f"1{rng.choice('3578')}{rng.randrange(10 ** 9):09d}" if rng.random() < 0.67 else ""
+        status = "S" if i == suspended else "A"
+        rows["customers"].append([customer_no, name, "R" if resident else "N", status,
+                                  "Y" if resident or rng.random() < 0.5 else "N", mobile])
+        for period in periods[-rng.randint(1, 3):]:
+            principal = rng.randrange(3_000, 60_000) if resident else rng.randrange(50_000, 2_000_000)
+            penalty = rng.randrange(100, 2_000) if period == periods[0] and rng.random() < 0.3 else 0
+            rows["bills"].append([customer_no, period, f"{period}{customer_no}", str(principal), str(penalty),
+                                  _due(period).isoformat()])
+        if rng.random() < 0.125:
+            account = "6222" + f"{rng.randrange(10 ** 15):015d}"
+            limit = rng.choice(("0", "0", "50000", "200000"))
+            rows["agreements"].append([customer_no, DEMO_BANK, account, name, "A", limit])
+    return rows
+
+
+def write_demo_files(directory: str | Path, customers: int = 200, seed: int = 1,
+                     as_of: date | None = None) -> dict[str, Path]:
+    """Write customers.csv, bills.csv and agreements.csv into ``directory``; returns {kind: path}."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for kind, rows in demo_rows(customers, seed, as_of).items():
+        path = directory / SET_FILE_NAMES[kind]
+        with open(path, "w", encoding="utf-8", newline="") as fh:
+            writer = csv.writer(fh, lineterminator="\r\n")
+            writer.writerow(HEADERS[kind])
+            writer.writerows(rows)
+        out[kind] = path
+    return out
+
+
+def install_demo(engine, directory: str | Path, actor: str = "system:demo", customers: int = 200, seed: int = 1,
+                 as_of: date | None = None):
+    """Write the demo files and import them as one set; returns {kind: ImportResult}."""
+    from ledger.imports import import_files
+
+    return import_files(engine, write_demo_files(directory, customers, seed, as_of), actor)

@@ -1,0 +1,218 @@
+"""Finance reports: the daily collections report and the receivables report of a billing period.
+
+Figures are SQL aggregates (SQLAlchemy Core) over integer fen; they are shown in yuan with two
+decimals, converted with integer arithmetic (``divmod``), never through floats. Each report renders
+as an aligned text table (``render_table``) or CSV (``render_csv``).
+
+- ``daily_report(engine, business_date)``: the payments of that business date by bank, channel
+  (C counter, D direct debit) and method (01 cash, 02 transfer/card, 03 cheque, 10 direct debit),
+  count and sum; the reversals made on that business date, by the same keys of the payment they
+  reverse, count and sum; and the net (payments less reversals). A reversal counts on the business
+  date it was made, which may be later than its payment's.
+- ``receivables_report(engine, period)``: the bills of a billing period (YYYYMM) by customer type:
+  number of bills in force, billed principal, penalty and total (corrections included: a reversing
+  bill counts negative), collected (allocations to those bills, net of reversals and moves by
+  corrections) and outstanding (billed less collected), as they stand now.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from datetime import date
+
+from sqlalchemy import Engine, case, func, select
+
+from ledger.schema import allocations, bills, customers, payments, reversals
+
+CHANNELS = {"C": "counter", "D": "direct debit"}
+METHODS = {"01": "cash", "02": "transfer/card", "03": "cheque", "10": "direct debit"}
+CUSTOMER_TYPES = {"R": "resident", "N": "non-resident"}
+
+
+def yuan(fen: int) -> str:
+    """Integer fen as yuan with two decimals: 123456 -> '1234.56', -5 -> '-0.05'."""
+    assert isinstance(fen, int) and not isinstance(fen, bool), "money is integer fen"
+    whole, cents = divmod(abs(fen), 100)
+    return f"{'-' if fen < 0 else ''}{whole}.{cents:02d}"
+
+
+def yuan_grouped(fen: int) -> str:
+    whole, cents = divmod(abs(fen), 100)
+    return f"{'-' if fen < 0 else ''}{whole:,}.{cents:02d}"
+
+
+@dataclass
+class Report:
+    title: str
+    columns: list[str]
+    money: set[str]                          # columns holding fen
+    rows: list[dict] = field(default_factory=list)
+    total: dict | None = None
+
+    def as_text_rows(self, grouped: bool) -> list[list[str]]:
+        fmt = yuan_grouped if grouped else yuan
+        out = []
+        for row in self.rows + ([self.total] if self.total else []):
+            out.append([fmt(row[c]) if c in self.money else str(row[c]) for c in self.columns])
+        return out
+
+
+@dataclass
+class DailyRow:
+    bank_code: str
+    channel: str
+    method: str
+    payments: int = 0
+    collected: int = 0
+    reversals: int = 0
+    reversed: int = 0
+
+    @property
+    def net(self) -> int:
+        return self.collected - self.reversed
+
+
+@dataclass
+class DailyReport:
+    business_date: date
+    rows: list[DailyRow]
+
+    @property
+    def total(self) -> DailyRow:
+        t = DailyRow("total", "", "")
+        for r in self.rows:
+            t.payments += r.payments
+            t.collected += r.collected
+            t.reversals += r.reversals
+            t.reversed += r.reversed
+        return t
+
+    def report(self) -> Report:
+        columns = ["bank", "channel", "method", "payments", "collected", "reversals", "reversed", "net"]
+
+        def as_dict(r: DailyRow) -> dict:
+            return {"bank": r.bank_code, "channel": CHANNELS.get(r.channel, r.channel),
+                    "method": METHODS.get(r.method, r.method), "payments": r.payments, "collected": r.collected,
+                    "reversals": r.reversals, "reversed": r.reversed, "net": r.net}
+
+        return Report(f"Daily collections, business date {self.business_date.isoformat()} (amounts in yuan)",
+                      columns, {"collected", "reversed", "net"}, [as_dict(r) for r in self.rows],
+                      as_dict(self.total))
+
+
+def daily_report(engine: Engine, business_date: date) -> DailyReport:
+    keys = (payments.c.bank_code, payments.c.channel, payments.c.method)
+    collected = (select(*keys, func.count(), func.coalesce(func.sum(payments.c.amount), 0))
+                 .where(payments.c.business_date == business_date).group_by(*keys))
+    reversed_ = (select(*keys, func.count(), func.coalesce(func.sum(reversals.c.amount), 0))
+                 .select_from(reversals.join(payments, payments.c.payment_id == reversals.c.payment_id))
+                 .where(reversals.c.business_date == business_date).group_by(*keys))
+    rows: dict[tuple, DailyRow] = {}
+    with engine.connect() as conn:
+        for bank, channel, method, count, total in conn.execute(collected):
+            row = rows.setdefault((bank, channel, method), DailyRow(bank, channel, method))
+            row.payments, row.collected = int(count), int(total)
+        for bank, channel, method, count, total in conn.execute(reversed_):
+            row = rows.setdefault((bank, channel, method), DailyRow(bank, channel, method))
+            row.reversals, row.reversed = int(count), int(total)
+    return DailyReport(business_date, [rows[k] for k in sorted(rows)])
+
+
+@dataclass
+class ReceivablesRow:
+    customer_type: str
+    bills: int = 0
+    principal: int = 0
+    penalty: int = 0
+    collected: int = 0
+
+    @property
+    def billed(self) -> int:
+        return self.principal + self.penalty
+
+    @property
+    def outstanding(self) -> int:
+        return self.billed - self.collected
+
+
+@dataclass
+class ReceivablesReport:
+    period: str
+    rows: list[ReceivablesRow]
+
+    @property
+    def total(self) -> ReceivablesRow:
+        t = ReceivablesRow("total")
+        for r in self.rows:
+            t.bills += r.bills
+            t.principal += r.principal
+            t.penalty += r.penalty
+            t.collected += r.collected
+        return t
+
+    def report(self) -> Report:
+        columns = ["customer_type", "bills", "principal", "penalty", "billed", "collected", "outstanding"]
+
+        def as_dict(r: ReceivablesRow) -> dict:
+            return {"customer_type": CUSTOMER_TYPES.get(r.customer_type, r.customer_type), "bills": r.bills,
+                    "principal": r.principal, "penalty": r.penalty, "billed": r.billed,
+                    "collected": r.collected, "outstanding": r.outstanding}
+
+        return Report(f"Receivables, billing period {self.period} (amounts in yuan)", columns,
+                      {"principal", "penalty", "billed", "collected", "outstanding"},
+                      [as_dict(r) for r in self.rows], as_dict(self.total))
+
+
+def receivables_report(engine: Engine, period: str) -> ReceivablesReport:
+    if not (len(period) == 6 and period.isdigit() and 1 <= int(period[4:]) <= 12):
+        raise ValueError(f"period {period!r} is not YYYYMM")
+    ctype = customers.c.customer_type
+    billed = (select(ctype,
+                     func.sum(case((bills.c.kind == "R", -1), else_=1)),   # each reversal cancels one bill
+                     func.coalesce(func.sum(bills.c.principal), 0), func.coalesce(func.sum(bills.c.penalty), 0))
+              .select_from(bills.join(customers, customers.c.customer_no == bills.c.customer_no))
+              .where(bills.c.period == period).group_by(ctype))
+    collected = (select(ctype, func.coalesce(func.sum(allocations.c.amount), 0))
+                 .select_from(allocations.join(bills, bills.c.bill_id == allocations.c.bill_id)
+                              .join(customers, customers.c.customer_no == bills.c.customer_no))
+                 .where(bills.c.period == period).group_by(ctype))
+    rows: dict[str, ReceivablesRow] = {t: ReceivablesRow(t) for t in CUSTOMER_TYPES}
+    with engine.connect() as conn:
+        for t, count, principal, penalty in conn.execute(billed):
+            row = rows.setdefault(t, ReceivablesRow(t))
+            row.bills, row.principal, row.penalty = int(count), int(principal), int(penalty)
+        for t, total in conn.execute(collected):
+            rows.setdefault(t, ReceivablesRow(t)).collected = int(total)
+    return ReceivablesReport(period, list(rows.values()))
+
+
+def render_table(report: Report) -> str:
+    """An aligned text table: text columns left-aligned, figures right-aligned, a rule before the total."""
+    cells = report.as_text_rows(grouped=True)
+    numeric = [c for c in report.columns if c in report.money or all(
+        isinstance(r[c], int) for r in report.rows + ([report.total] if report.total else []))]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(report.columns)]
+
+    def line(values: list[str]) -> str:
+        return "  ".join(v.rjust(w) if c in numeric else v.ljust(w)
+                         for v, w, c in zip(values, widths, report.columns)).rstrip()
+
+    out = [report.title, "", line(report.columns), line(["-" * w for w in widths])]
+    body = cells[:-1] if report.total else cells
+    out += [line(r) for r in body]
+    if not report.rows:
+        out.append("(nothing)")
+    if report.total:
+        out.append(line(["-" * w for w in widths]))
+        out.append(line(cells[-1]))
+    return "\n".join(out) + "\n"
+
+
+def render_csv(report: Report) -> str:
+    """CSV with a header line; amounts in yuan with two decimals (no thousands separators)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(report.columns)
+    writer.writerows(report.as_text_rows(grouped=False))
+    return buf.getvalue()

@@ -1,0 +1,80 @@
+"""``gridpay serve`` as a real child process, configured through the environment (GRIDPAY_* variables)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+from gateway_harness import ZMKS, settings_tree
+
+SERVING = re.compile(r"gridpay serving: (?P<ports>.*) metrics=http://[^:]+:(?P<metrics>\d+)/metrics")
+
+
+def env_of(tree: dict, prefix: str = "GRIDPAY") -> dict[str, str]:
+    """Flatten a settings tree into GRIDPAY_A__B__C variables (list items by index)."""
+    out: dict[str, str] = {}
+    for key, value in tree.items():
+        name = f"{prefix}__{key}".upper() if prefix != "GRIDPAY" else f"GRIDPAY_{key}".upper()
+        if isinstance(value, dict):
+            out.update(env_of(value, name))
+        elif isinstance(value, list) and value and isinstance(value[0], dict):
+            for i, item in enumerate(value):
+                out.update(env_of(item, f"{name}__{i}"))
+        else:
+            out[name] = json.dumps(value) if not isinstance(value, str) else json.dumps(value)
+    return out
+
+
+def gridpay(*args: str) -> list[str]:
+    return [sys.executable, "-m", "gateway", *args]
+
+
+class GatewayProcess:
+    def __init__(self, tmp_path: Path, db_url: str, **bank_overrides):
+        tree = settings_tree(db_url, **bank_overrides)
+        tree["gateway"]["log_file"] = str(tmp_path / "gateway.log")
+        self.env = {**os.environ, **env_of(tree), **{f"GRIDPAY_TEST_ZMK_{b}": z for b, z in ZMKS.items()}}
+        self.log = tmp_path / "gateway.log"
+        self.proc: subprocess.Popen | None = None
+        self.ports: dict[str, int] = {}
+        self.metrics_port = 0
+
+    def start(self) -> "GatewayProcess":
+        self.proc = subprocess.Popen(gridpay("serve"), env=self.env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
+        for line in self.proc.stdout:
+            match = SERVING.search(line)
+            if match:
+                self.ports = {k: int(v) for k, v in (p.split("=") for p in match["ports"].split(", "))}
+                self.metrics_port = int(match["metrics"])
+                return self
+        raise RuntimeError(f"gateway did not start (exit {self.proc.wait()})")
+
+    def http(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}{path}", timeout=10) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read().decode()
+
+    def terminate(self, timeout: float = 60) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+
+    def sim(self, listener: str, bank: str, dialect: str, customers_file: Path, receipts: Path, *extra: str,
+            background: bool = False):
+        args = gridpay("sim", "counter", "--port", str(self.ports[listener]), "--bank", bank, "--dialect", dialect,
+                       "--zmk-env", f"GRIDPAY_TEST_ZMK_{bank}", "--customers", str(customers_file),
+                       "--receipts", str(receipts), "--json", *extra)
+        if background:
+            return subprocess.Popen(args, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return subprocess.run(args, env=self.env, capture_output=True, text=True, timeout=300)
