@@ -12,6 +12,7 @@ import logging
 from twisted.internet import defer, threads
 from twisted.python.threadpool import ThreadPool
 
+from ledger.db import read_only
 from ledger.inquiry import inquire
 from ledger.postings import Outcome
 
@@ -42,10 +43,17 @@ class LedgerPort:
         return threads.deferToThreadPool(self.reactor, self.pool, fn, *args)
 
     def inquire(self, customer_no: str, at, timeout_s: float = 10.0) -> defer.Deferred:
-        d = self.run(inquire, self.engine, customer_no, at, self.calendar)
+        d = self.run(self._inquire, customer_no, at)
         d.addTimeout(timeout_s, self.reactor)
         d.addErrback(self._read_failed)
         return d
+
+    def _inquire(self, customer_no: str, at):
+        with read_only(self.engine.connect()) as conn:
+            if conn.dialect.name == "postgresql":  # bills and prepaid balance from one snapshot
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                return inquire(conn, customer_no, at, self.calendar)
 
     def _read_failed(self, failure):
         log.warning("inquiry failed: %s", failure.getErrorMessage() or failure.type.__name__)

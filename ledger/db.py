@@ -37,10 +37,18 @@ def _sqlite_engine(url: str, echo: bool) -> Engine:
         cur.close()
 
     @event.listens_for(engine, "begin")
-    def _begin_immediate(conn):
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    def _begin(conn):
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
     return engine
+
+
+READ_ONLY = "gridpay_read_only"
+
+
+def read_only(conn):
+    """A connection for reads only: on SQLite its transactions do not take the write lock."""
+    return conn.execution_options(**{READ_ONLY: True})
 
 
 def is_sqlite(engine: Engine) -> bool:

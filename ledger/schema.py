@@ -172,7 +172,9 @@ payments = Table(
     Column("source", String(1), nullable=False, server_default="B"),  # B bank message, R reconciliation (补账)
     Column("created_at", Ts, nullable=False),
     CheckConstraint("amount > 0", name="amount"),
-    UniqueConstraint("bank_code", "id_year", "transmitted", "stan", name="uq_payments_identity"),
+    # channel is part of the identity: on the debit channel fields 7/11 are the gateway's own, and may
+    # coincide with those of a counter request from the same bank.
+    UniqueConstraint("bank_code", "channel", "id_year", "transmitted", "stan", name="uq_payments_identity"),
     UniqueConstraint("bank_code", "channel", "business_date", "rrn", name="uq_payments_rrn"),
     Index(None, "customer_no"),
     Index(None, "business_date", "bank_code"),

@@ -1,0 +1,164 @@
+"""``verify(engine)``: check every invariant of the ledger; returns failures in plain words.
+
+An empty list means the ledger is consistent. ``gridpay ledger verify`` prints these.
+Invariants (the chart of accounts is in ledger/schema.py):
+ 1. every journal entry balances, and so does the journal as a whole;
+ 2. per bill, the sum of its allocations is between 0 and principal + penalty; a bill with a
+    reversing twin (a corrected bill) is cancelled and its allocations net to 0; a reversing
+    bill has none;
+ 3. every customer's prepaid balance (sum of prepaid movements) is >= 0;
+ 4. the receivable account = everything billed - everything allocated;
+ 5. the prepaid account = - (sum of all prepaid movements);
+ 6. each bank_clearing:<bank> account = that bank's payments - their reversals;
+ 7. every reversal refers to a payment of the same amount and bank, and its allocations and
+    prepaid movements take back exactly that amount;
+ 8. every payment's allocations plus its prepaid excess equal its amount;
+ 9. every payment and every reversal has exactly one journal entry.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+from sqlalchemy import Engine, String, cast, func, select
+
+from ledger.journal import PREPAID, RECEIVABLE
+from ledger.schema import (
+    allocations, bills, journal_entries, journal_lines, payments, prepaid_movements, reversals,
+)
+
+LIMIT = 20  # failures listed per invariant; the rest are counted
+
+
+def verify(engine: Engine) -> list[str]:
+    with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        with conn.begin():
+            return _verify(conn)
+
+
+def _listed(failures: list[str], items: list[str], what: str) -> None:
+    failures.extend(items[:LIMIT])
+    if len(items) > LIMIT:
+        failures.append(f"... and {len(items) - LIMIT} more {what}")
+
+
+def _verify(conn) -> list[str]:
+    failures: list[str] = []
+    jl, je = journal_lines, journal_entries
+
+    # 1. journal balance
+    rows = conn.execute(select(jl.c.entry_id, func.sum(jl.c.amount)).group_by(jl.c.entry_id)
+                        .having(func.sum(jl.c.amount) != 0)).all()
+    _listed(failures, [f"journal entry {e} does not balance: lines sum to {int(s)}" for e, s in rows], "unbalanced entries")
+    total = int(conn.execute(select(func.coalesce(func.sum(jl.c.amount), 0))).scalar_one())
+    if total != 0:
+        failures.append(f"the journal as a whole does not balance: {total}")
+    balances = {a: int(s) for a, s in conn.execute(select(jl.c.account, func.sum(jl.c.amount)).group_by(jl.c.account))}
+
+    # 2. bills
+    alloc = (select(allocations.c.bill_id, func.sum(allocations.c.amount).label("allocated"))
+             .group_by(allocations.c.bill_id).subquery())
+    twin = bills.alias("twin")
+    rows = conn.execute(select(bills.c.bill_id, bills.c.kind, bills.c.principal, bills.c.penalty,
+                               func.coalesce(alloc.c.allocated, 0).label("allocated"),
+                               twin.c.bill_id.label("reversed_by"))
+                        .select_from(bills.outerjoin(alloc, alloc.c.bill_id == bills.c.bill_id)
+                                     .outerjoin(twin, twin.c.reverses_bill_id == bills.c.bill_id))).all()
+    bad = []
+    billed = 0
+    for r in rows:
+        amount, allocated = int(r.principal) + int(r.penalty), int(r.allocated)
+        billed += amount
+        if r.kind == "R":
+            if allocated:
+                bad.append(f"reversing bill {r.bill_id} has allocations of {allocated}")
+        elif r.reversed_by is not None:
+            if allocated:
+                bad.append(f"bill {r.bill_id} is cancelled (reversed by {r.reversed_by}) but keeps {allocated} allocated")
+        elif allocated < 0 or allocated > amount:
+            bad.append(f"bill {r.bill_id}: allocated {allocated} outside 0..{amount}")
+    _listed(failures, bad, "bad bills")
+
+    # 3. prepaid per customer
+    rows = conn.execute(select(prepaid_movements.c.customer_no, func.sum(prepaid_movements.c.amount))
+                        .group_by(prepaid_movements.c.customer_no).having(func.sum(prepaid_movements.c.amount) < 0)).all()
+    _listed(failures, [f"customer {c} has a negative prepaid balance {int(s)}" for c, s in rows], "negative balances")
+
+    # 4. receivable
+    allocated_total = int(conn.execute(select(func.coalesce(func.sum(allocations.c.amount), 0))).scalar_one())
+    if balances.get(RECEIVABLE, 0) != billed - allocated_total:
+        failures.append(f"receivable account is {balances.get(RECEIVABLE, 0)}, but billed {billed} - allocated "
+                        f"{allocated_total} = {billed - allocated_total}")
+
+    # 5. prepaid account
+    moved = int(conn.execute(select(func.coalesce(func.sum(prepaid_movements.c.amount), 0))).scalar_one())
+    if balances.get(PREPAID, 0) != -moved:
+        failures.append(f"prepaid account is {balances.get(PREPAID, 0)}, but prepaid movements sum to {moved} "
+                        f"(expected {-moved})")
+
+    # 6. bank clearing
+    paid = defaultdict(int, {b: int(s) for b, s in conn.execute(
+        select(payments.c.bank_code, func.sum(payments.c.amount)).group_by(payments.c.bank_code))})
+    for b, s in conn.execute(select(payments.c.bank_code, func.sum(reversals.c.amount))
+                             .select_from(reversals.join(payments, payments.c.payment_id == reversals.c.payment_id))
+                             .group_by(payments.c.bank_code)):
+        paid[b] -= int(s)
+    clearing = {a.split(":", 1)[1]: v for a, v in balances.items() if a.startswith("bank_clearing:")}
+    for bank in sorted(set(paid) | set(clearing)):
+        if paid.get(bank, 0) != clearing.get(bank, 0):
+            failures.append(f"bank_clearing:{bank} is {clearing.get(bank, 0)}, but the bank's payments less "
+                            f"reversals are {paid.get(bank, 0)}")
+
+    # 7. reversals
+    rev_alloc = (select(allocations.c.reversal_id, func.sum(allocations.c.amount).label("s"))
+                 .where(allocations.c.reversal_id.is_not(None)).group_by(allocations.c.reversal_id).subquery())
+    rev_move = (select(prepaid_movements.c.reversal_id, func.sum(prepaid_movements.c.amount).label("s"))
+                .where(prepaid_movements.c.reversal_id.is_not(None)).group_by(prepaid_movements.c.reversal_id).subquery())
+    rows = conn.execute(select(reversals.c.reversal_id, reversals.c.amount, reversals.c.bank_code,
+                               payments.c.payment_id, payments.c.amount.label("paid"), payments.c.bank_code.label("pbank"),
+                               func.coalesce(rev_alloc.c.s, 0).label("a"), func.coalesce(rev_move.c.s, 0).label("m"))
+                        .select_from(reversals.outerjoin(payments, payments.c.payment_id == reversals.c.payment_id)
+                                     .outerjoin(rev_alloc, rev_alloc.c.reversal_id == reversals.c.reversal_id)
+                                     .outerjoin(rev_move, rev_move.c.reversal_id == reversals.c.reversal_id))).all()
+    bad = []
+    for r in rows:
+        if r.payment_id is None:
+            bad.append(f"reversal {r.reversal_id} refers to no payment")
+            continue
+        if int(r.amount) != int(r.paid):
+            bad.append(f"reversal {r.reversal_id} of {int(r.amount)} differs from its payment {r.payment_id} of {int(r.paid)}")
+        if r.bank_code != r.pbank:
+            bad.append(f"reversal {r.reversal_id} is by bank {r.bank_code}, its payment by {r.pbank}")
+        if int(r.a) + int(r.m) != -int(r.amount):
+            bad.append(f"reversal {r.reversal_id} takes back {-(int(r.a) + int(r.m))}, not {int(r.amount)}")
+    _listed(failures, bad, "bad reversals")
+
+    # 8. payments: allocations + excess = amount
+    pay_alloc = (select(allocations.c.payment_id, func.sum(allocations.c.amount).label("s"))
+                 .where(allocations.c.payment_id.is_not(None), allocations.c.reversal_id.is_(None),
+                        allocations.c.correction_bill_id.is_(None))
+                 .group_by(allocations.c.payment_id).subquery())
+    pay_move = (select(prepaid_movements.c.payment_id, func.sum(prepaid_movements.c.amount).label("s"))
+                .where(prepaid_movements.c.kind == "excess").group_by(prepaid_movements.c.payment_id).subquery())
+    rows = conn.execute(select(payments.c.payment_id, payments.c.amount,
+                               func.coalesce(pay_alloc.c.s, 0).label("a"), func.coalesce(pay_move.c.s, 0).label("m"))
+                        .select_from(payments.outerjoin(pay_alloc, pay_alloc.c.payment_id == payments.c.payment_id)
+                                     .outerjoin(pay_move, pay_move.c.payment_id == payments.c.payment_id))
+                        .where(func.coalesce(pay_alloc.c.s, 0) + func.coalesce(pay_move.c.s, 0) != payments.c.amount)).all()
+    _listed(failures, [f"payment {r.payment_id} of {int(r.amount)}: allocations {int(r.a)} + prepaid excess {int(r.m)} "
+                       f"do not make up its amount" for r in rows], "bad payments")
+
+    # 9. one journal entry per payment and per reversal
+    for table, key, ref_type in ((payments, payments.c.payment_id, "payment"), (reversals, reversals.c.reversal_id, "reversal")):
+        counts = (select(je.c.ref_id, func.count().label("n")).where(je.c.ref_type == ref_type)
+                  .group_by(je.c.ref_id).subquery())
+        rows = conn.execute(select(key, func.coalesce(counts.c.n, 0))
+                            .select_from(table.outerjoin(counts, counts.c.ref_id == cast(key, String)))
+                            .where(func.coalesce(counts.c.n, 0) != 1)).all()
+        _listed(failures, [f"{ref_type} {k} has {n} journal entries, not 1" for k, n in rows], f"{ref_type}s without entries")
+        orphans = conn.execute(select(func.count()).select_from(je.outerjoin(table, cast(key, String) == je.c.ref_id))
+                               .where(je.c.ref_type == ref_type, key.is_(None))).scalar_one()
+        if orphans:
+            failures.append(f"{orphans} journal entries of type {ref_type} refer to no {ref_type}")
+    return failures

@@ -1,0 +1,436 @@
+"""Inquiry, counter payment, reversal and duplicate rules (INTERFACE.md §4.3-§4.7), on SQLite and PostgreSQL."""
+from __future__ import annotations
+
+import json
+from datetime import date, timedelta
+
+import pytest
+from sqlalchemy import func, insert, select
+
+from ledger.business_date import BusinessCalendar
+from ledger.postings import Outcome, apply_batch, inquire, post
+from ledger.schema import (
+    allocations, audit_log, bank_requests, business_day_closures, journal_entries, journal_lines, orphan_reversals,
+    outbox, payments, prepaid_movements, reversals,
+)
+from ledger_helpers import (
+    T0, add_banks, add_bill, add_bills, add_customer, assert_ledger_verifies, new_engine, payment, prepaid_of,
+    reversal,
+)
+
+CAL = BusinessCalendar()
+
+
+@pytest.fixture
+def ledger(db_url):
+    engine = new_engine(db_url)
+    with engine.begin() as conn:
+        add_banks(conn, "0102", "0103", "102")
+        add_customer(conn, "1001")                                   # two bills
+        add_bills(conn, [("1001", "202609", 10_000, 100), ("1001", "202610", 20_000, 0)])
+        add_customer(conn, "1002", prepay="N", mobile=None)          # one bill, no prepayment, no SMS
+        add_bill(conn, "1002", "202610", 5_000)
+        add_customer(conn, "1003")                                   # nothing billed
+        add_customer(conn, "1004", status="S")
+        add_bill(conn, "1004", "202610", 5_000)
+        add_customer(conn, "1005", status="C")
+        add_customer(conn, "1006", prepay="N")                       # nothing billed, no prepayment
+    yield engine
+    assert_ledger_verifies(engine)
+    engine.dispose()
+
+
+def count(engine, table, *where) -> int:
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(table).where(*where)).scalar_one()
+
+
+def prepaid(engine, customer_no) -> int:
+    with engine.connect() as conn:
+        return prepaid_of(conn, customer_no)
+
+
+def one(engine, posting) -> Outcome:
+    return post(engine, [posting], CAL)[0]
+
+
+# ------------------------------------------------------------------------------------- inquiry
+
+def test_inquiry_lists_unpaid_bills_oldest_first_and_changes_nothing(ledger):
+    before = count(ledger, audit_log), count(ledger, bank_requests)
+    r = inquire(ledger, "1001", T0)
+    assert r.response_code == "00"
+    assert r.customer_name == "客户1001"
+    assert r.bills == [("202609", 10_000, 100), ("202610", 20_000, 0)]
+    assert r.total_due == 30_100 and r.prepaid_balance == 0
+    assert r.business_date == date(2026, 11, 23)
+    assert (count(ledger, audit_log), count(ledger, bank_requests)) == before
+
+
+def test_inquiry_codes(ledger):
+    assert inquire(ledger, "9999", T0).response_code == "14"
+    assert inquire(ledger, "1004", T0).response_code == "B2"
+    assert inquire(ledger, "1005", T0).response_code == "B2"
+    r = inquire(ledger, "1003", T0)
+    assert (r.response_code, r.bills, r.total_due) == ("00", [], 0)
+
+
+def test_inquiry_total_due_subtracts_prepaid_never_below_zero(ledger):
+    with ledger.begin() as conn:
+        conn.execute(insert(prepaid_movements), [
+            {"customer_no": "1001", "amount": 500, "kind": "excess", "created_at": T0},
+            {"customer_no": "1003", "amount": 700, "kind": "excess", "created_at": T0}])
+        conn.execute(insert(journal_entries), {"entry_id": 9_000, "business_date": T0.date(), "kind": "test",
+                                               "ref_type": "test", "ref_id": "x", "actor": "t", "created_at": T0})
+        conn.execute(insert(journal_lines), [
+            {"entry_id": 9_000, "account": "bank_clearing:0102", "amount": 1_200},
+            {"entry_id": 9_000, "account": "prepaid", "amount": -1_200}])
+    assert inquire(ledger, "1001", T0).total_due == 29_600
+    r = inquire(ledger, "1003", T0)
+    assert (r.total_due, r.prepaid_balance) == (0, 700)
+    with ledger.begin() as conn:  # keep verify() happy: the test money above came from no payment
+        conn.execute(insert(journal_entries), {"entry_id": 9_001, "business_date": T0.date(), "kind": "test",
+                                               "ref_type": "test", "ref_id": "y", "actor": "t", "created_at": T0})
+        conn.execute(insert(journal_lines), [
+            {"entry_id": 9_001, "account": "bank_clearing:0102", "amount": -1_200},
+            {"entry_id": 9_001, "account": "prepaid", "amount": 1_200}])
+        conn.execute(insert(prepaid_movements), [
+            {"customer_no": "1001", "amount": -500, "kind": "refund", "created_at": T0},
+            {"customer_no": "1003", "amount": -700, "kind": "refund", "created_at": T0}])
+
+
+# ------------------------------------------------------------------------------------- payment
+
+def test_payment_pays_all_bills_oldest_first_with_receipt_journal_sms_audit(ledger):
+    p = payment("0102", "1001", 30_100)
+    out = one(ledger, p)
+    assert out.response_code == "00", out
+    rn = out.fields["receipt_no"]
+    assert rn.startswith("R20261123") and rn.isalnum() and len(rn) <= 20
+    assert out.fields["prepaid_balance"] == 0 and out.fields["business_date"] == "2026-11-23"
+    assert inquire(ledger, "1001", T0).bills == []
+    with ledger.connect() as conn:
+        allocs = conn.execute(select(allocations.c.bill_id, allocations.c.amount).order_by(allocations.c.id)).all()
+        assert [tuple(a) for a in allocs] == [("B1001202609", 10_100), ("B1001202610", 20_000)]
+        pay = conn.execute(select(payments)).one()
+        assert (pay.channel, pay.method, pay.receipt_no, pay.amount) == ("C", "01", rn, 30_100)
+        lines = conn.execute(select(journal_lines.c.account, journal_lines.c.amount)
+                             .join(journal_entries, journal_entries.c.entry_id == journal_lines.c.entry_id)
+                             .where(journal_entries.c.ref_type == "payment")).all()
+        assert sorted(map(tuple, lines)) == [("bank_clearing:0102", 30_100), ("receivable", -30_100)]
+        sms = conn.execute(select(outbox)).one()
+        assert sms.kind == "payment" and sms.ref == f"payment:{pay.payment_id}" and "2026年9月、2026年10月" in sms.text
+        audit = conn.execute(select(audit_log).where(audit_log.c.action == "payment.post")).one()
+        assert audit.actor == "bank:0102"
+        req = conn.execute(select(bank_requests)).one()
+        assert (req.response_code, req.mti, req.processing_code) == ("00", "0200", "500000")
+
+
+def test_payment_excess_becomes_prepaid_then_used_by_next_payment(ledger):
+    out = one(ledger, payment("0102", "1001", 40_000))
+    assert out.response_code == "00" and out.fields["prepaid_balance"] == 9_900
+    with ledger.begin() as conn:
+        add_bill(conn, "1001", "202611", 15_000)
+    r = inquire(ledger, "1001", T0)
+    assert (r.bills, r.total_due, r.prepaid_balance) == ([("202611", 15_000, 0)], 5_100, 9_900)
+    assert one(ledger, payment("0102", "1001", 5_000)).response_code == "13"
+    out = one(ledger, payment("0103", "1001", 5_100))
+    assert out.response_code == "00" and out.fields["prepaid_balance"] == 0
+    assert inquire(ledger, "1001", T0).bills == []
+    with ledger.connect() as conn:
+        kinds = conn.execute(select(prepaid_movements.c.kind, prepaid_movements.c.amount)
+                             .order_by(prepaid_movements.c.id)).all()
+    assert [tuple(k) for k in kinds] == [("excess", 9_900), ("applied", -9_900)]
+
+
+def test_prepayment_with_nothing_due(ledger):
+    out = one(ledger, payment("0102", "1003", 8_000))
+    assert out.response_code == "00" and out.fields["prepaid_balance"] == 8_000
+    with ledger.connect() as conn:
+        assert "预存电费80.00元已到账" in conn.execute(select(outbox.c.text)).scalar_one()
+
+
+@pytest.mark.parametrize("customer,amount,code", [
+    ("9999", 100, "14"), ("1004", 5_000, "B2"), ("1005", 100, "B2"), ("1006", 100, "B1"),
+    ("1001", 30_099, "13"), ("1003", 0, "13"), ("1002", 4_999, "13"),
+])
+def test_payment_declines(ledger, customer, amount, code):
+    out = one(ledger, payment("0102", customer, amount))
+    assert out.response_code == code, out
+    assert out.detail
+    assert count(ledger, payments) == 0 and count(ledger, allocations) == 0 and count(ledger, audit_log) == 0
+    assert count(ledger, bank_requests, bank_requests.c.response_code == code) == 1
+
+
+def test_payment_after_everything_paid_is_b1_without_prepay(ledger):
+    assert one(ledger, payment("0102", "1002", 5_000)).response_code == "00"
+    assert one(ledger, payment("0102", "1002", 5_000)).response_code == "B1"
+
+
+def test_cheque_needs_cheque_number_and_method_checked(ledger):
+    assert one(ledger, payment("0102", "1001", 30_100, method="03")).response_code == "30"
+    assert one(ledger, payment("0102", "1001", 30_100, method="07")).response_code == "30"
+    out = one(ledger, payment("0102", "1001", 30_100, method="03", cheque_no="CQ123456"))
+    assert out.response_code == "00"
+    with ledger.connect() as conn:
+        assert conn.execute(select(payments.c.method, payments.c.cheque_no)).one() == ("03", "CQ123456")
+
+
+def test_unknown_bank_is_58(ledger):
+    assert one(ledger, payment("0999", "1001", 30_100)).response_code == "58"
+
+
+# ------------------------------------------------------------------------------------- duplicates
+
+def test_repeat_replays_and_changes_nothing(ledger):
+    p = payment("0102", "1001", 30_100)
+    first = one(ledger, p)
+    rows = {t.name: count(ledger, t) for t in (payments, allocations, journal_lines, outbox, audit_log, bank_requests)}
+    again = one(ledger, p)
+    assert again.replayed and not first.replayed
+    assert (again.response_code, again.fields, again.detail) == (first.response_code, first.fields, first.detail)
+    assert {t.name: count(ledger, t) for t in (payments, allocations, journal_lines, outbox, audit_log,
+                                                 bank_requests)} == rows
+
+
+def test_repeat_of_a_decline_gets_the_same_decline(ledger):
+    p = payment("0102", "1001", 100)
+    first = one(ledger, p)
+    assert first.response_code == "13"
+    with ledger.begin() as conn:   # even though the same request would now be decided otherwise
+        add_bill(conn, "1003", "202610", 100)
+    again = one(ledger, p)
+    assert again.replayed and (again.response_code, again.detail) == ("13", first.detail)
+
+
+def test_same_identity_different_content_is_94(ledger):
+    p = payment("0102", "1001", 30_100, stan="000777")
+    assert one(ledger, p).response_code == "00"
+    other = payment("0102", "1003", 500, stan="000777", transmitted=p.transmitted)
+    out = one(ledger, other)
+    assert out.response_code == "94" and not out.replayed
+    assert count(ledger, payments) == 1 and count(ledger, bank_requests) == 1
+
+
+def test_identity_is_per_bank_and_year(ledger):
+    p = payment("0102", "1001", 30_100, stan="000777")
+    assert one(ledger, p).response_code == "00"
+    # another bank, same 7 and 11: a different request
+    assert one(ledger, payment("0103", "1003", 500, stan="000777", transmitted=p.transmitted)).response_code == "00"
+    # a year later, same 7 and 11: a different request
+    later = payment("0102", "1003", 600, stan="000777", transmitted=p.transmitted, at=T0 + timedelta(days=365))
+    assert one(ledger, later).response_code == "00"
+
+
+def test_rrn_reused_on_same_business_date_is_94(ledger):
+    assert one(ledger, payment("0102", "1001", 30_100, rrn="RRN000000001")).response_code == "00"
+    out = one(ledger, payment("0102", "1003", 500, rrn="RRN000000001"))
+    assert out.response_code == "94" and "RRN" in out.detail
+    # another business date, or another bank: fine
+    assert one(ledger, payment("0102", "1003", 500, rrn="RRN000000001", at=T0 + timedelta(days=1))).response_code == "00"
+    assert one(ledger, payment("0103", "1003", 500, rrn="RRN000000001")).response_code == "00"
+
+
+def test_duplicates_inside_one_batch(ledger):
+    p = payment("0102", "1001", 30_100, stan="000001")
+    clash = payment("0102", "1003", 100, stan="000001", transmitted=p.transmitted)
+    rrn_clash = payment("0102", "1003", 100, rrn=p.rrn)
+    outs = post(ledger, [p, p, clash, rrn_clash], CAL)
+    assert [o.response_code for o in outs] == ["00", "00", "94", "94"]
+    assert outs[1].replayed and outs[1].fields == outs[0].fields
+    assert count(ledger, payments) == 1
+
+
+def test_unique_constraints_back_the_identity(ledger):
+    from sqlalchemy.exc import IntegrityError
+
+    one(ledger, payment("0102", "1001", 30_100, stan="000123", rrn="R1"))
+    with ledger.connect() as conn:
+        row = dict(conn.execute(select(payments)).mappings().one())
+    for change in ({"rrn": "R2", "receipt_no": "X1"}, {"stan": "000124", "receipt_no": "X2"},
+                   {"stan": "000125", "rrn": "R3"}):
+        dup = {k: v for k, v in row.items() if k != "payment_id"} | change
+        with pytest.raises(IntegrityError):
+            with ledger.begin() as conn:
+                conn.execute(insert(payments), dup)
+
+
+# ------------------------------------------------------------------------------------- reversal
+
+def test_reversal_makes_bills_unpaid_again_by_new_records(ledger):
+    p = payment("0102", "1001", 40_000)
+    paid = one(ledger, p)
+    with ledger.connect() as conn:
+        pay_row = dict(conn.execute(select(payments)).mappings().one())
+    out = one(ledger, reversal(p))
+    assert out.response_code == "00", out
+    assert out.fields["receipt_no"] == paid.fields["receipt_no"] and out.fields["prepaid_balance"] == 0
+    r = inquire(ledger, "1001", T0)
+    assert r.total_due == 30_100 and r.prepaid_balance == 0
+    with ledger.connect() as conn:
+        assert dict(conn.execute(select(payments)).mappings().one()) == pay_row  # untouched
+        rev = conn.execute(select(reversals)).one()
+        assert (rev.amount, rev.source, rev.payment_id) == (40_000, "B", pay_row["payment_id"])
+        negs = conn.execute(select(allocations.c.amount).where(allocations.c.reversal_id == rev.reversal_id)).scalars()
+        assert sorted(negs) == [-20_000, -10_100]
+        assert conn.execute(select(prepaid_movements.c.amount).where(prepaid_movements.c.kind == "reversal")).scalar() == -9_900
+        assert conn.execute(select(outbox.c.kind).where(outbox.c.ref == f"reversal:{rev.reversal_id}")).scalar() == "reversal"
+        assert conn.execute(select(journal_entries.c.actor).where(journal_entries.c.kind == "reversal")).scalar() == "bank:0102"
+
+
+def test_reversal_original_32_compared_as_number(ledger):
+    p = payment("102", "1001", 30_100)
+    assert one(ledger, p).response_code == "00"
+    rev = reversal(p)
+    assert rev.orig_bank_code == "00000000102"
+    assert one(ledger, rev).response_code == "00"
+
+
+def test_reversal_amount_must_match(ledger):
+    p = payment("0102", "1001", 30_100)
+    one(ledger, p)
+    assert one(ledger, reversal(p, amount=30_000)).response_code == "13"
+    assert count(ledger, reversals) == 0
+
+
+def test_reversal_twice_answers_00_and_posts_once(ledger):
+    p = payment("0102", "1001", 30_100)
+    one(ledger, p)
+    assert one(ledger, reversal(p)).response_code == "00"
+    second = one(ledger, reversal(p))           # a different reversal request for the same payment
+    assert second.response_code == "00" and not second.replayed
+    assert count(ledger, reversals) == 1
+
+
+def test_reversal_repeat_0421_replays(ledger):
+    p = payment("0102", "1001", 30_100)
+    one(ledger, p)
+    r = reversal(p)
+    first = one(ledger, r)
+    again = one(ledger, r)  # 0421 normalised to the 0420's content by the caller
+    assert again.replayed and again.fields == first.fields and count(ledger, reversals) == 1
+
+
+def test_reversal_of_unknown_original_is_25_and_remembered(ledger):
+    p = payment("0102", "1001", 30_100)
+    rev = reversal(p)
+    out = one(ledger, rev)
+    assert out.response_code == "25"
+    assert count(ledger, orphan_reversals) == 1
+    late = one(ledger, p)
+    assert late.response_code == "12" and "reversed" in late.detail
+    assert count(ledger, payments) == 0 and count(ledger, allocations) == 0
+    assert inquire(ledger, "1001", T0).total_due == 30_100
+    assert one(ledger, p).replayed                          # a repeat of the late original: same 12
+    assert one(ledger, rev).response_code == "25"           # a repeat of the reversal: same 25
+    assert count(ledger, orphan_reversals) == 1
+
+
+def test_orphan_then_original_inside_one_batch(ledger):
+    p = payment("0102", "1001", 30_100)
+    outs = post(ledger, [reversal(p, at=p.received_at), p], CAL)
+    assert [o.response_code for o in outs] == ["25", "12"]
+    assert count(ledger, payments) == 0
+
+
+def test_reversal_after_business_date_closed_is_12(ledger):
+    p = payment("0102", "1001", 30_100)
+    one(ledger, p)
+    with ledger.begin() as conn:
+        conn.execute(insert(business_day_closures), {"bank_code": "0102", "business_date": date(2026, 11, 23),
+                                                     "closed_at": T0, "closed_by": "recon"})
+    out = one(ledger, reversal(p, at=T0 + timedelta(days=1)))
+    assert out.response_code == "12" and "reconciled" in out.detail
+    assert count(ledger, reversals) == 0
+
+
+def test_reversal_closure_of_another_bank_or_date_does_not_matter(ledger):
+    p = payment("0102", "1001", 30_100)
+    one(ledger, p)
+    with ledger.begin() as conn:
+        conn.execute(insert(business_day_closures), [
+            {"bank_code": "0103", "business_date": date(2026, 11, 23), "closed_at": T0, "closed_by": "recon"},
+            {"bank_code": "0102", "business_date": date(2026, 11, 22), "closed_at": T0, "closed_by": "recon"}])
+    assert one(ledger, reversal(p)).response_code == "00"
+
+
+def test_reversal_when_its_prepaid_was_consumed_is_12(ledger):
+    """The rule where the spec is silent: the prepaid balance a payment created may not be taken
+    back once later bills consumed it; the reversal is declined (12 + ER) and left to reconciliation."""
+    p = payment("0102", "1001", 40_000)      # 9,900 into prepaid
+    one(ledger, p)
+    with ledger.begin() as conn:
+        add_bill(conn, "1001", "202611", 15_000)
+    one(ledger, payment("0102", "1001", 5_100))   # consumes the 9,900
+    out = one(ledger, reversal(p))
+    assert out.response_code == "12" and "prepaid" in out.detail
+    assert count(ledger, reversals) == 0
+    # a payment whose excess is still there reverses fine
+    q = payment("0102", "1003", 1_000)
+    one(ledger, q)
+    assert one(ledger, reversal(q)).response_code == "00"
+    assert prepaid(ledger, "1003") == 0
+
+
+def test_reversal_of_a_payment_that_used_prepaid_keeps_the_prepaid_use(ledger):
+    one(ledger, payment("0102", "1001", 40_000))                 # 9,900 prepaid
+    with ledger.begin() as conn:
+        add_bill(conn, "1001", "202611", 15_000)
+    p = payment("0103", "1001", 5_100)
+    one(ledger, p)
+    assert one(ledger, reversal(p)).response_code == "00"
+    r = inquire(ledger, "1001", T0)
+    assert r.total_due == 5_100 and r.bills == [("202611", 5_100, 0)]   # partly paid from prepaid
+
+
+def test_reversal_by_another_bank_or_for_another_customer_is_12(ledger):
+    p = payment("0102", "1001", 30_100)
+    one(ledger, p)
+    assert one(ledger, reversal(p, bank="0103")).response_code == "12"
+    assert one(ledger, reversal(p, customer_no="1003")).response_code == "12"
+    assert count(ledger, reversals) == 0
+
+
+def test_payment_and_its_reversal_in_one_batch_and_payment_again(ledger):
+    p = payment("0102", "1001", 30_100)
+    q = payment("0103", "1001", 30_100)
+    outs = post(ledger, [p, reversal(p), q], CAL)
+    assert [o.response_code for o in outs] == ["00", "00", "00"]
+    assert outs[1].fields["receipt_no"] == outs[0].fields["receipt_no"]
+    assert inquire(ledger, "1001", T0).total_due == 0 and prepaid(ledger, "1001") == 0
+
+
+def test_same_customer_twice_in_one_batch(ledger):
+    a = payment("0102", "1001", 30_100)
+    b = payment("0103", "1001", 30_100)
+    c = payment("0102", "1002", 5_000)
+    d = payment("0103", "1002", 5_000)
+    outs = post(ledger, [a, b, c, d], CAL)
+    assert [o.response_code for o in outs] == ["00", "00", "00", "B1"]
+    assert outs[1].fields["prepaid_balance"] == 30_100     # nothing due any more: all of b is prepaid
+    with ledger.connect() as conn:
+        per_bill = dict(conn.execute(select(allocations.c.bill_id, func.sum(allocations.c.amount))
+                                     .group_by(allocations.c.bill_id)).all())
+    assert per_bill == {"B1001202609": 10_100, "B1001202610": 20_000, "B1002202610": 5_000}
+
+
+def test_stored_response_is_json_with_er(ledger):
+    one(ledger, payment("0102", "1001", 1))
+    with ledger.connect() as conn:
+        stored = json.loads(conn.execute(select(bank_requests.c.response_fields)).scalar_one())
+    assert stored["ER"].startswith("amount 1 is less") and stored["business_date"] == "2026-11-23"
+
+
+def test_business_date_rolls_at_cutoff(ledger):
+    late = T0.replace(hour=15, minute=30)      # 23:30 in Shanghai: next business date
+    out = one(ledger, payment("0102", "1001", 30_100, at=late))
+    assert out.fields["business_date"] == "2026-11-24" and out.fields["receipt_no"].startswith("R20261124")
+
+
+def test_apply_batch_is_all_in_callers_transaction(ledger):
+    with pytest.raises(RuntimeError):
+        with ledger.begin() as conn:
+            outs = apply_batch(conn, [payment("0102", "1001", 30_100)], CAL, T0)
+            assert outs[0].response_code == "00"
+            raise RuntimeError("roll back")
+    assert count(ledger, payments) == 0 and count(ledger, bank_requests) == 0
