@@ -1,6 +1,7 @@
 """Bill inquiry (INTERFACE.md §4.3): what a customer owes. Reads only; never records anything."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
@@ -39,20 +40,49 @@ def inquire(engine_or_conn, customer_no: str, at: datetime,
 
 
 def _inquire(conn, customer_no: str, at: datetime, calendar: BusinessCalendar) -> InquiryResult:
-    from ledger.postings import _Bill, open_bills_query
+    return inquire_many(conn, [customer_no], at, calendar)[customer_no]
 
+
+@functools.cache
+def _statements(dialect_name: str):
+    from ledger.bulk import in_list
+    from ledger.postings import open_bills_query
+
+    who = (select(customers.c.customer_no, customers.c.customer_name, customers.c.status)
+           .where(in_list(dialect_name, customers.c.customer_no, "custs")))
+    prepaid = (select(prepaid_movements.c.customer_no, func.sum(prepaid_movements.c.amount).label("balance"))
+               .where(in_list(dialect_name, prepaid_movements.c.customer_no, "custs"))
+               .group_by(prepaid_movements.c.customer_no))
+    return who, open_bills_query(dialect_name), prepaid
+
+
+def inquire_many(conn, customer_nos, at: datetime, calendar: BusinessCalendar | None = None) -> dict[str, InquiryResult]:
+    """Inquiries for several customers at once, with one query per table (the gateway batches them)."""
+    from ledger.postings import _Bill
+
+    calendar = calendar or BusinessCalendar()
     bd = calendar.business_date(at)
-    cust = conn.execute(select(customers.c.customer_name, customers.c.status)
-                        .where(customers.c.customer_no == customer_no)).first()
-    if cust is None:
-        return InquiryResult("14", business_date=bd, detail=f"no customer {customer_no}")
-    if cust.status != "A":
-        return InquiryResult("B2", cust.customer_name, business_date=bd,
-                             detail="customer suspended" if cust.status == "S" else "customer closed")
-    open_bills = sorted((_Bill(r) for r in conn.execute(open_bills_query(conn.dialect.name), {"custs": [customer_no]})),
-                        key=_Bill.sort_key)
-    prepaid = int(conn.execute(select(func.coalesce(func.sum(prepaid_movements.c.amount), 0))
-                               .where(prepaid_movements.c.customer_no == customer_no)).scalar_one())
-    listed = [(b.period, *b.owing_split()) for b in open_bills if b.owing > 0]
-    owing = sum(p + q for _, p, q in listed)
-    return InquiryResult("00", cust.customer_name, listed, max(0, owing - prepaid), prepaid, bd)
+    wanted = sorted(set(customer_nos))
+    who_q, bills_q, prepaid_q = _statements(conn.dialect.name)
+    params = {"custs": wanted}
+    who = {r.customer_no: r for r in conn.execute(who_q, params)}
+    open_bills: dict[str, list] = {}
+    for row in conn.execute(bills_q, params):
+        open_bills.setdefault(row.customer_no, []).append(_Bill(row))
+    prepaid = {r.customer_no: int(r.balance) for r in conn.execute(prepaid_q, params)}
+    results = {}
+    for customer_no in wanted:
+        cust = who.get(customer_no)
+        if cust is None:
+            results[customer_no] = InquiryResult("14", business_date=bd, detail=f"no customer {customer_no}")
+        elif cust.status != "A":
+            results[customer_no] = InquiryResult(
+                "B2", cust.customer_name, business_date=bd,
+                detail="customer suspended" if cust.status == "S" else "customer closed")
+        else:
+            bills_owed = sorted(open_bills.get(customer_no, ()), key=_Bill.sort_key)
+            listed = [(b.period, *b.owing_split()) for b in bills_owed if b.owing > 0]
+            owing = sum(p + q for _, p, q in listed)
+            balance = prepaid.get(customer_no, 0)
+            results[customer_no] = InquiryResult("00", cust.customer_name, listed, max(0, owing - balance), balance, bd)
+    return results

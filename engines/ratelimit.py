@@ -1,0 +1,65 @@
+"""Small timing helpers for outbound links: reconnect backoff and a token bucket.
+
+Both read time only from an injectable clock (anything with ``seconds()``: the reactor or
+``twisted.internet.task.Clock``), so their behaviour is tested without sleeping.
+"""
+from __future__ import annotations
+
+import random
+
+
+class Backoff:
+    """Exponential backoff with jitter: ``initial * factor**n`` capped at ``cap``, then shortened
+    by a random fraction of at most ``jitter``.
+
+    With ``jitter < 1 - 1/factor`` (0.3 < 0.5 by default) successive delays still grow until the
+    cap, so a bank coming back is not hit by all gateways at the same instant, yet a dead bank
+    is retried less and less often. ``reset()`` after a successful sign-on.
+    """
+
+    def __init__(self, initial: float = 0.5, cap: float = 30.0, factor: float = 2.0, jitter: float = 0.3,
+                 rng: random.Random | None = None):
+        if not (initial > 0 and cap >= initial and factor >= 1 and 0 <= jitter < 1):
+            raise ValueError("backoff: need initial > 0, cap >= initial, factor >= 1, 0 <= jitter < 1")
+        self.initial, self.cap, self.factor, self.jitter = initial, cap, factor, jitter
+        self.rng = rng or random.Random()
+        self.attempts = 0
+
+    def next(self) -> float:
+        base = min(self.cap, self.initial * self.factor ** min(self.attempts, 64))
+        self.attempts += 1
+        return base * (1.0 - self.jitter * self.rng.random())
+
+    def reset(self) -> None:
+        self.attempts = 0
+
+
+class TokenBucket:
+    """At most ``rate`` takes per second on average, bursts of at most ``burst``.
+
+    ``take()`` returns 0.0 and uses a token when one is available, otherwise the seconds until
+    the next token (and takes nothing). The default burst is 1/20 s of tokens (at least one), so
+    the cap holds over any window of a second, not only on average.
+    """
+
+    def __init__(self, rate: float, clock, burst: float | None = None):
+        if rate <= 0:
+            raise ValueError("rate must be > 0")
+        self.rate = float(rate)
+        self.burst = float(burst) if burst is not None else max(1.0, self.rate / 20.0)
+        self.clock = clock
+        self.tokens = self.burst
+        self.stamp = clock.seconds()
+
+    def _refill(self) -> None:
+        now = self.clock.seconds()
+        if now > self.stamp:
+            self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+
+    def take(self) -> float:
+        self._refill()
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return 0.0
+        return (1.0 - self.tokens) / self.rate

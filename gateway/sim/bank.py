@@ -1,0 +1,432 @@
+"""A bank's host on the debit channel (``gridpay sim bank``): a TCP server the gateway connects to.
+
+It answers sign-on with a fresh MAK under the ZMK (§4.1), verifies MACs (A0; 91 before sign-on),
+applies direct debits to its accounts (14, 57, 61, 51 are real: ``bank_state.BankBooks``) and
+debit reversals, answers repeats from its response cache (§4.7: same answer, never applied
+twice; different content under the same identity: 94), and misbehaves on purpose, seeded:
+
+- latency: fixed, uniform (0..2×mean) or exponential, in ms, via ``callLater`` (never sleeps);
+- declines by code at given rates (drawn after the account checks 14/57, before 61/51);
+- ``drop_before_apply``: no answer, nothing applied; ``drop_after_apply``: applied, no answer
+  (the unknown-outcome case);
+- ``disconnect``: the message is applied, then the connection closes instead of answering
+  (other answers still pending on that connection are lost too);
+- ``slow_rate``/``slow_ms``: extra delay; ``duplicate_rate``: the answer is sent twice;
+  ``bad_mac_rate``: the answer's MAC is corrupted;
+- ``echo_interval_s``: the host echoes an idle connection; ``answer_echo=False`` ignores the
+  gateway's echoes.
+
+Everything it applied is in ``books`` (``applied``, ``reversals``, ``preempted``) and
+``write_day_file`` writes the bank transaction file of §7.1 for the debit channel.
+"""
+from __future__ import annotations
+
+import logging
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+
+from twisted.internet import defer
+from twisted.internet.protocol import Factory, Protocol
+
+from gateway.keys import KeyStore
+from gateway.sim.bank_state import Account, BankBooks, load_accounts  # noqa: F401 - re-exported
+from gateway.sim.client import SHANGHAI, Stans, request_times
+from iso8583_specs import codec, shapes
+from iso8583_specs.errors import FramingError, MessageError
+from iso8583_specs.framing import encode_frame, make_tpdu, response_tpdu
+from iso8583_specs.keys import generate_mak, sign_on_field48
+from iso8583_specs.tlv import Tlv
+
+log = logging.getLogger("gridpay.sim.bank")
+
+CHANNEL = "debit"
+LATENCY_DISTS = ("fixed", "uniform", "exponential")
+DEBIT_ECHO = ("3", "4", "7", "11", "12", "13", "32", "37", "41", "42", "49", "102")
+REVERSAL_ECHO = ("3", "4", "7", "11", "12", "13", "32", "37", "41", "42", "49", "90")
+ALWAYS = ("7", "11", "32")
+RESPONSE_TO = {"0200": "0210", "0420": "0430", "0421": "0430", "0800": "0810",
+               "0100": "0110", "0400": "0410", "0401": "0410"}
+
+
+@dataclass
+class Behaviour:
+    latency_ms: float = 0.0
+    latency_dist: str = "fixed"
+    declines: dict[str, float] = field(default_factory=dict)
+    drop_before_apply: float = 0.0
+    drop_after_apply: float = 0.0
+    disconnect: float = 0.0
+    slow_rate: float = 0.0
+    slow_ms: float = 0.0
+    duplicate_rate: float = 0.0
+    bad_mac_rate: float = 0.0
+    echo_interval_s: float | None = None
+    answer_echo: bool = True
+
+    def __post_init__(self):
+        if self.latency_dist not in LATENCY_DISTS:
+            raise ValueError(f"latency distribution must be one of {', '.join(LATENCY_DISTS)}")
+        if sum(self.declines.values()) > 1:
+            raise ValueError("decline rates add up to more than 1")
+        self._decline_table = []
+        total = 0.0
+        for code, rate in self.declines.items():
+            total += rate
+            self._decline_table.append((total, code))
+
+
+def parse_rates(text: str) -> dict[str, float]:
+    """``51=0.02,05=0.01`` → {"51": 0.02, "05": 0.01}"""
+    rates = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        code, _, value = part.partition("=")
+        rates[code.strip()] = float(value)
+        if not (len(code.strip()) == 2 and 0 <= rates[code.strip()] <= 1):
+            raise ValueError(f"decline {part!r}: expected CODE=RATE with a 2-character code and 0 <= rate <= 1")
+    return rates
+
+
+class BankConnection(Protocol):
+    def __init__(self, host: "BankHost"):
+        self.host = host
+        self.framer = host.dialect.framer(host.max_frame)
+        self._echo_call = None
+        self.stans = Stans()
+        self.closed = defer.Deferred()
+
+    def connectionMade(self) -> None:
+        self.host.connections.add(self)
+        self.host.counters["connections"] += 1
+        self._arm_echo()
+
+    def connectionLost(self, reason=None) -> None:
+        self.host.connections.discard(self)
+        if self._echo_call is not None and self._echo_call.active():
+            self._echo_call.cancel()
+        self.closed.callback(None)
+
+    def _arm_echo(self) -> None:
+        interval = self.host.behaviour.echo_interval_s
+        if interval:
+            if self._echo_call is not None and self._echo_call.active():
+                self._echo_call.reset(interval)
+            else:
+                self._echo_call = self.host.clock.callLater(interval, self._echo)
+
+    def _echo(self) -> None:
+        host = self.host
+        fields = {**request_times(host.now()), "11": self.stans.next(), "32": host.bank_code, "70": "301"}
+        tpdu = make_tpdu(host.nii_gateway, host.nii_bank) if host.dialect.framing.tpdu else None
+        self.write(codec.encode(host.dialect, "0800", fields), tpdu)
+        host.counters["echoes_sent"] += 1
+        self._echo_call = host.clock.callLater(host.behaviour.echo_interval_s, self._echo)
+
+    def write(self, iso: bytes, tpdu: bytes | None) -> None:
+        if self.connected:
+            self.transport.write(encode_frame(self.host.dialect.framing, iso, tpdu))
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.host.behaviour.echo_interval_s:
+            self._arm_echo()
+        try:
+            frames = list(self.framer.feed(data))
+        except FramingError as err:
+            self.host.counters["framing_errors"] += 1
+            log.warning("bank sim: %s; closing", err.reason)
+            self.transport.abortConnection()
+            return
+        for frame in frames:
+            if not frame.keepalive:
+                self.host.handle(self, frame)
+                if not self.connected:
+                    return
+
+
+class BankHost:
+    """The bank's host for one bank code. ``start()`` listens (port 0: ephemeral) and returns
+    the port; ``stop()`` closes the port and every connection."""
+
+    def __init__(self, reactor, bank_code: str, dialect, zmk: bytes, accounts: dict[str, Account],
+                 behaviour: Behaviour | None = None, clock=None, seed: int = 1, business_date: date | None = None,
+                 interface: str = "127.0.0.1", port: int = 0, nii_gateway: str = "0000", nii_bank: str = "0001",
+                 key_grace_s: float = 60.0, max_frame: int = 8192, now=None):
+        self.reactor = reactor
+        self.clock = clock or reactor
+        self.bank_code = bank_code
+        self.dialect = dialect
+        self.zmk = zmk
+        self.behaviour = behaviour or Behaviour()
+        self.rng = random.Random(seed)
+        self.now = now or (lambda: datetime.now(SHANGHAI))
+        self.books = BankBooks(bank_code, accounts, business_date or self.now().date())
+        self.keys = KeyStore(self.clock, grace_s=key_grace_s)
+        self.interface, self.requested_port = interface, port
+        self.nii_gateway, self.nii_bank = nii_gateway, nii_bank
+        self.max_frame = max_frame
+        self.counters: Counter = Counter()
+        self.connections: set[BankConnection] = set()
+        self.responses: dict[tuple, tuple[tuple, str, dict]] = {}  # identity -> (content, MTI, fields)
+        self.in_flight = 0           # requests received and not yet answered (or given up)
+        self.max_in_flight_seen = 0
+        self._answers: set = set()
+        self._listening = None
+        self.port: int | None = None
+        self._f15 = (None, "")
+
+    # --- records (for tests) -------------------------------------------------------------------
+
+    @property
+    def accounts(self) -> dict[str, Account]:
+        return self.books.accounts
+
+    @property
+    def applied(self):
+        return self.books.applied
+
+    @property
+    def reversals(self):
+        return self.books.reversals
+
+    @property
+    def business_date(self) -> date:
+        return self.books.business_date
+
+    @business_date.setter
+    def business_date(self, value: date) -> None:
+        self.books.business_date = value
+
+    def write_day_file(self, path: str | Path, business_date: date | None = None) -> Path:
+        return self.books.write_day_file(path, business_date)
+
+    @property
+    def mak(self) -> bytes | None:
+        return self.keys.current(self.bank_code, CHANNEL)
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> int:
+        factory = Factory.forProtocol(lambda: BankConnection(self))
+        factory.noisy = False
+        self._listening = self.reactor.listenTCP(self.requested_port, factory, interface=self.interface)
+        self.port = self._listening.getHost().port
+        return self.port
+
+    def drop_connections(self) -> None:
+        for conn in list(self.connections):
+            conn.transport.abortConnection()
+
+    def stop(self) -> defer.Deferred:
+        for call in list(self._answers):
+            if call.active():
+                call.cancel()
+        self._answers.clear()
+        waits = []
+        for conn in list(self.connections):
+            waits.append(conn.closed)
+            conn.transport.abortConnection()
+        if self._listening is not None:
+            waits.append(defer.maybeDeferred(self._listening.stopListening))
+            self._listening = None
+        return defer.gatherResults(waits)
+
+    # --- messages ------------------------------------------------------------------------------
+
+    def handle(self, conn: BankConnection, frame) -> None:
+        counters = self.counters
+        try:
+            message = codec.decode(self.dialect, frame.message)
+        except MessageError as err:
+            counters["format_errors"] += 1
+            if err.answerable and err.mti in RESPONSE_TO:
+                fields = {k: err.identity[k] for k in ALWAYS}
+                fields.update({"39": err.response_code, "48": Tlv([("ER", err.er)]).encode()})
+                self._reply(conn, frame, RESPONSE_TO[err.mti], fields, mac=err.mti != "0800", delay=False)
+            return
+        mti = message.mti
+        if mti == "0810":
+            counters["echo_answers"] += 1
+            return
+        if mti == "0800":
+            self._network(conn, frame, message)
+            return
+        if mti not in RESPONSE_TO:
+            counters["unexpected_mti"] += 1
+            return
+        self._financial(conn, frame, message)
+
+    def _network(self, conn, frame, message) -> None:
+        f = message.fields
+        code = f.get("70")
+        fields = {k: f[k] for k in ("7", "11", "12", "13", "32", "70") if k in f}
+        fields["15"] = self._settlement()
+        fields["39"] = "00"
+        if code == "001":
+            mak = generate_mak()
+            self.keys.install(self.bank_code, CHANNEL, mak)
+            fields["48"] = sign_on_field48(self.zmk, mak)
+            self.counters["sign_ons"] += 1
+        elif code == "002":
+            self.keys.drop(self.bank_code, CHANNEL)
+            self.counters["sign_offs"] += 1
+        elif code == "301":
+            self.counters["echoes_received"] += 1
+            if not self.behaviour.answer_echo:
+                return
+        else:
+            fields["39"] = "40"
+        self._reply(conn, frame, "0810", fields, mac=False, delay=False)
+
+    def _financial(self, conn, frame, message) -> None:
+        counters, b, rng = self.counters, self.behaviour, self.rng
+        f = message.fields
+        mti = message.mti
+        counters[f"received_{mti}"] += 1
+        resp_mti = RESPONSE_TO[mti]
+        identity = {k: f[k] for k in ALWAYS if k in f}
+        try:
+            shapes.validate_request(message)
+        except MessageError as err:
+            counters["format_errors"] += 1
+            if len(identity) == 3:
+                self._reply(conn, frame, resp_mti, {**identity, "39": err.response_code,
+                                                    "48": Tlv([("ER", err.er)]).encode()}, mac=True)
+            return
+        if f["3"] != "510000":
+            counters["unsupported"] += 1
+            self._reply(conn, frame, resp_mti, {**identity, "39": "40",
+                                                "48": Tlv([("ER", f"field 3: {f['3']} not on this channel")]).encode()},
+                        mac=True)
+            return
+        keys = self.keys.accepted(self.bank_code, CHANNEL)
+        if not keys:
+            counters["not_signed_on"] += 1
+            self._reply(conn, frame, resp_mti, {**identity, "39": "91"}, mac=False)
+            return
+        if not any(codec.verify_mac(self.dialect, message.raw, k) for k in keys):
+            counters["mac_failures"] += 1
+            self._reply(conn, frame, resp_mti, {**identity, "39": "A0"}, mac=True)
+            return
+        if b.drop_before_apply and rng.random() < b.drop_before_apply:
+            counters["dropped_before_apply"] += 1
+            return
+        key = self.books.identity(f["32"], f["7"], f["11"])
+        # same content = the same bytes after the MTI and before the MAC (0421 repeats 0420)
+        fs = self.dialect.fields
+        content = ("0420" if mti == "0421" else mti, message.raw[fs.mti_len:-fs.mac_len])
+        seen = self.responses.get(key)
+        if seen is not None:
+            if seen[0] == content:
+                counters["duplicates"] += 1
+                fields = seen[2]
+            else:
+                counters["duplicate_identity_94"] += 1
+                fields = {**identity, "39": "94"}
+        elif f["32"] != self.bank_code and not (f["32"].isdigit() and int(f["32"]) == int(self.bank_code)):
+            fields = {**identity, "39": "58"}
+        elif mti == "0200":
+            fields = self._debit(key, message)
+            self.responses[key] = (content, resp_mti, fields)
+        else:
+            fields = self._reverse(key, message)
+            self.responses[key] = (content, resp_mti, fields)
+        if b.drop_after_apply and rng.random() < b.drop_after_apply:
+            counters["dropped_after_apply"] += 1
+            return
+        if b.disconnect and rng.random() < b.disconnect:
+            counters["disconnects"] += 1
+            conn.transport.loseConnection()
+            return
+        self._reply(conn, frame, resp_mti, fields, mac=True)
+
+    def _debit(self, key, message) -> dict:
+        f = message.fields
+        forced = None
+        table = self.behaviour._decline_table
+        if table:
+            draw = self.rng.random()
+            for threshold, code in table:
+                if draw < threshold:
+                    forced = code
+                    break
+        try:
+            customer = message.tlv.get("CN", "")
+        except MessageError:
+            customer = ""
+        code, approval = self.books.debit(key, f["102"], int(f["4"]), f["37"], customer, forced)
+        self.counters[f"debit_{code}"] += 1
+        fields = {k: f[k] for k in DEBIT_ECHO if k in f}
+        fields["15"] = self._settlement()
+        fields["39"] = code
+        if approval is not None:
+            fields["38"] = approval
+        return fields
+
+    def _reverse(self, key, message) -> dict:
+        f = message.fields
+        orig = f["90"]
+        original = self.books.identity(orig[20:31], orig[10:20], orig[4:10])
+        code = self.books.reverse(original, key, int(f["4"])) if orig[:4] == "0200" else "25"
+        self.counters[f"reversal_{code}"] += 1
+        fields = {k: f[k] for k in REVERSAL_ECHO if k in f}
+        fields["15"] = self._settlement()
+        fields["39"] = code
+        return fields
+
+    def _settlement(self) -> str:
+        bd = self.books.business_date
+        if self._f15[0] != bd:
+            self._f15 = (bd, bd.strftime("%m%d"))
+        return self._f15[1]
+
+    # --- answers -------------------------------------------------------------------------------
+
+    def _latency(self) -> float:
+        b = self.behaviour
+        mean = b.latency_ms
+        if mean <= 0:
+            ms = 0.0
+        elif b.latency_dist == "fixed":
+            ms = mean
+        elif b.latency_dist == "uniform":
+            ms = self.rng.uniform(0, 2 * mean)
+        else:
+            ms = self.rng.expovariate(1.0 / mean)
+        if b.slow_rate and self.rng.random() < b.slow_rate:
+            self.counters["slow"] += 1
+            ms += b.slow_ms
+        return ms / 1000.0
+
+    def _reply(self, conn, frame, mti: str, fields: dict, mac: bool, delay: bool = True) -> None:
+        key = self.mak if mac else None
+        iso = codec.encode(self.dialect, mti, fields, mac_key=key)
+        b = self.behaviour
+        if key is not None and b.bad_mac_rate and self.rng.random() < b.bad_mac_rate:
+            self.counters["bad_macs_sent"] += 1
+            iso = iso[:-1] + bytes([iso[-1] ^ 0x01]) if self.dialect.fields.mac_len == 8 else \
+                iso[:-1] + (b"0" if iso[-1:] != b"0" else b"1")
+        tpdu = response_tpdu(frame.tpdu) if frame.tpdu else None
+        copies = 2 if b.duplicate_rate and self.rng.random() < b.duplicate_rate else 1
+        if copies == 2:
+            self.counters["duplicates_sent"] += 1
+        seconds = self._latency() if delay else 0.0
+        if seconds <= 0:
+            for _ in range(copies):
+                conn.write(iso, tpdu)
+            self.counters[f"sent_{mti}"] += 1
+            return
+        self.in_flight += 1
+        if self.in_flight > self.max_in_flight_seen:
+            self.max_in_flight_seen = self.in_flight
+        call = None
+
+        def send():
+            self._answers.discard(call)
+            self.in_flight -= 1
+            for _ in range(copies):
+                conn.write(iso, tpdu)
+            self.counters[f"sent_{mti}"] += 1
+        call = self.clock.callLater(seconds, send)
+        self._answers.add(call)
