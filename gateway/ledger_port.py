@@ -12,8 +12,10 @@ import logging
 from twisted.internet import defer, threads
 from twisted.python.threadpool import ThreadPool
 
+from datetime import datetime, timezone
+
 from ledger.db import read_only
-from ledger.inquiry import inquire
+from ledger.inquiry import inquire_many
 from ledger.postings import Outcome
 
 log = logging.getLogger("gridpay.ledger_port")
@@ -26,12 +28,14 @@ class SystemError96:
 
 
 class LedgerPort:
-    def __init__(self, reactor, engine, committer, calendar, pool_size: int = 8):
+    def __init__(self, reactor, engine, committer, calendar, pool_size: int = 4, max_batch: int = 256):
         self.reactor = reactor
         self.engine = engine
         self.calendar = calendar
         self.committer = committer
-        self.pool = ThreadPool(minthreads=1, maxthreads=pool_size, name="gridpay-db")
+        # Python threads share one interpreter lock: a few threads doing batched work beat many doing single rows.
+        self.pool = ThreadPool(minthreads=1, maxthreads=min(pool_size, 4), name="gridpay-db")
+        self.reader = InquiryReader(self.run, self._read, max_batch=max_batch)
 
     def start(self) -> None:
         self.pool.start()
@@ -43,17 +47,17 @@ class LedgerPort:
         return threads.deferToThreadPool(self.reactor, self.pool, fn, *args)
 
     def inquire(self, customer_no: str, at, timeout_s: float = 10.0) -> defer.Deferred:
-        d = self.run(self._inquire, customer_no, at)
+        d = self.reader.inquire(customer_no)
         d.addTimeout(timeout_s, self.reactor)
         d.addErrback(self._read_failed)
         return d
 
-    def _inquire(self, customer_no: str, at):
+    def _read(self, customer_nos: list[str]) -> dict:
         with read_only(self.engine.connect()) as conn:
-            if conn.dialect.name == "postgresql":  # bills and prepaid balance from one snapshot
+            if conn.dialect.name == "postgresql":  # bills and prepaid balances from one snapshot
                 conn = conn.execution_options(isolation_level="REPEATABLE READ")
             with conn.begin():
-                return inquire(conn, customer_no, at, self.calendar)
+                return inquire_many(conn, customer_nos, datetime.now(timezone.utc), self.calendar)
 
     def _read_failed(self, failure):
         log.warning("inquiry failed: %s", failure.getErrorMessage() or failure.type.__name__)
@@ -82,3 +86,47 @@ class LedgerPort:
         timer = self.reactor.callLater(timeout_s, future.cancel)
         future.add_done_callback(resolved)
         return d
+
+
+class InquiryReader:
+    """Inquiries that arrive together are answered from one read transaction, as postings share a commit.
+
+    At most ``max_concurrent`` reads run at once; what arrives meanwhile waits for the next one.
+    """
+
+    def __init__(self, run, read, max_batch: int = 256, max_concurrent: int = 2):
+        self.run, self.read = run, read
+        self.max_batch, self.max_concurrent = max_batch, max_concurrent
+        self.waiting: list[tuple[str, defer.Deferred]] = []
+        self.running = 0
+
+    def inquire(self, customer_no: str) -> defer.Deferred:
+        d = defer.Deferred()
+        self.waiting.append((customer_no, d))
+        if self.running < self.max_concurrent:
+            self._start()
+        return d
+
+    def _start(self) -> None:
+        batch, self.waiting = self.waiting[: self.max_batch], self.waiting[self.max_batch:]
+        self.running += 1
+        read = self.run(self.read, [customer for customer, _ in batch])
+        read.addCallbacks(self._answer, self._fail, callbackArgs=(batch,), errbackArgs=(batch,))
+        read.addBoth(self._finished)
+
+    @staticmethod
+    def _answer(results: dict, batch) -> None:
+        for customer, d in batch:
+            if not d.called:
+                d.callback(results[customer])
+
+    @staticmethod
+    def _fail(failure, batch) -> None:
+        for _, d in batch:
+            if not d.called:
+                d.errback(failure)
+
+    def _finished(self, _) -> None:
+        self.running -= 1
+        if self.waiting and self.running < self.max_concurrent:
+            self._start()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import hmac
 import secrets
 
-from Crypto.Cipher import DES, DES3
+from .des import Ecb, with_odd_parity
 
 from .errors import MessageError
 from .tlv import Tlv
@@ -16,9 +16,7 @@ def _tdes(key: bytes):
     """3DES-ECB under a double-length key (plain DES when both halves are equal)."""
     if len(key) != KEY_BYTES:
         raise ValueError(f"a double-length key is 16 bytes, got {len(key)}")
-    if key[:8] == key[8:]:
-        return DES.new(key[:8], DES.MODE_ECB)
-    return DES3.new(key, DES3.MODE_ECB)
+    return Ecb(key)
 
 
 def has_odd_parity(key: bytes) -> bool:
@@ -28,10 +26,9 @@ def has_odd_parity(key: bytes) -> bool:
 def generate_mak() -> bytes:
     """A fresh random double-length key with odd parity (halves never equal)."""
     while True:
-        try:
-            return DES3.adjust_key_parity(secrets.token_bytes(KEY_BYTES))
-        except ValueError:  # degenerate (both halves equal): draw again
-            continue
+        key = with_odd_parity(secrets.token_bytes(KEY_BYTES))
+        if key[:8] != key[8:]:  # a key whose halves are equal is single DES: draw again
+            return key
 
 
 def encrypt_key(zmk: bytes, key: bytes) -> bytes:
