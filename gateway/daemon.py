@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from sqlalchemy import text
-from twisted.internet import defer, endpoints, ssl, threads
+from twisted.internet import defer, endpoints, threads
 
 from gateway.banks import BankDirectory
 from gateway.counter import CounterService
@@ -19,6 +19,7 @@ from gateway.keystore_db import DbKeyBackend
 from gateway.ledger_port import LedgerPort
 from gateway.listener import ConnectionCounts, CounterFactory
 from gateway.metrics import GatewayMetrics
+from gateway.tls import server_options
 from ledger.business_date import BusinessCalendar
 from ledger.db import make_engine
 from ledger.group_commit import GroupCommitter
@@ -83,7 +84,8 @@ class Gateway:
     def _endpoint(self, cfg):
         if not cfg.tls_cert_file:
             return endpoints.TCP4ServerEndpoint(self.reactor, cfg.port, interface=cfg.host, backlog=256)
-        return endpoints.SSL4ServerEndpoint(self.reactor, cfg.port, tls_options(cfg), interface=cfg.host, backlog=256)
+        return endpoints.SSL4ServerEndpoint(self.reactor, cfg.port, server_options(cfg), interface=cfg.host,
+                                            backlog=256)
 
     def port_of(self, name: str) -> int:
         for factory, port in zip(self.factories, self.ports):
@@ -131,15 +133,3 @@ class Gateway:
         yield self.ledger.run(self.committer.stop, True)
         self.ledger.stop()
         log.info("gateway stopped")
-
-
-def tls_options(cfg):
-    with open(cfg.tls_key_file, "rb") as key_file, open(cfg.tls_cert_file, "rb") as cert_file:
-        cert = ssl.PrivateCertificate.loadPEM(key_file.read() + cert_file.read())
-    kwargs = {}
-    if cfg.tls_client_ca_file:
-        with open(cfg.tls_client_ca_file, "rb") as ca_file:
-            kwargs["trustRoot"] = ssl.Certificate.loadPEM(ca_file.read())
-    return cert.options(**kwargs) if not kwargs else ssl.CertificateOptions(
-        privateKey=cert.privateKey.original, certificate=cert.original,
-        trustRoot=kwargs["trustRoot"])

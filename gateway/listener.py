@@ -10,6 +10,7 @@ from twisted.internet.protocol import ServerFactory
 
 from gateway.counter import CHANNEL, Link
 from gateway.protocol import CounterProtocol
+from gateway.tls import banks_certified, peer_common_name
 from iso8583_specs.dialects import get_dialect
 
 log = logging.getLogger("gridpay.listener")
@@ -81,6 +82,20 @@ class CounterFactory(ServerFactory):
     def _banks_for(self, host: str) -> list[str]:
         ip = ipaddress.ip_address(host)
         return [b for b, nets in self.networks.items() if any(ip in n for n in nets)]
+
+    def certificate_admits(self, proto: CounterProtocol) -> bool:
+        """On a TLS listener: narrow the connection's banks to those its client certificate may speak for."""
+        if not self.cfg.tls_cert_file:
+            return True
+        subject = peer_common_name(proto.transport)
+        allowed = banks_certified(proto.link.allowed_banks, subject,
+                                  lambda b: self.directory.config(b).client_cert_subject)
+        if not allowed or (proto.link.bank is not None and proto.link.bank not in allowed):
+            self.metrics.connections_refused.labels(proto.link.bank or "unknown", "certificate").inc()
+            log.warning("client certificate %r is not one the connecting bank may use", subject)
+            return False
+        proto.link.allowed_banks = allowed
+        return True
 
     def identified(self, proto: CounterProtocol, bank: str) -> None:
         """A connection shared by several banks' networks says, with field 32, whose it is."""

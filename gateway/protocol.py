@@ -33,6 +33,7 @@ class CounterProtocol(Protocol):
         self.pending: set[defer.Deferred] = set()
         self._idle = self._frame = self._echo = None
         self._stan = 0
+        self._certificate_checked = False
 
     # --- connection lifecycle -----------------------------------------------------------
 
@@ -47,6 +48,11 @@ class CounterProtocol(Protocol):
         self.factory.connection_closed(self)
 
     def dataReceived(self, data: bytes) -> None:
+        if not self._certificate_checked:  # the TLS handshake is complete once data arrives
+            self._certificate_checked = True
+            if not self.factory.certificate_admits(self):
+                self.transport.abortConnection()
+                return
         self._reset_timers()
         try:
             frames = list(self.framer.feed(data))
