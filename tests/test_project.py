@@ -1,0 +1,50 @@
+"""The project as a newcomer meets it: the README's commands, CI, and the gridpay command's help."""
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+from gateway.cli import gridpay
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def readme_commands() -> list[str]:
+    return re.findall(r"```sh\n(.+?)\n```", (ROOT / "README.md").read_text())
+
+
+def test_readme_opens_with_the_two_commands():
+    start, test = readme_commands()[:2]
+    assert start.endswith("gridpay demo") and "pip install" in start
+    assert test.endswith("python -m pytest") and "'.[test]'" in test
+    assert (ROOT / "README.md").read_text().index(start) < 800  # at the very top
+
+
+def test_ci_runs_the_readme_test_command_verbatim():
+    test = readme_commands()[1]
+    assert test in (ROOT / ".ci" / "run").read_text().splitlines()
+
+
+def walk(command: click.Command, path=()):
+    yield path, command
+    if isinstance(command, click.Group):
+        ctx = click.Context(command)
+        for name in command.list_commands(ctx):
+            yield from walk(command.get_command(ctx, name), path + (name,))
+
+
+def test_every_subcommand_has_help():
+    commands = list(walk(gridpay))
+    assert len(commands) > 20
+    for path, command in commands:
+        out = subprocess.run([sys.executable, "-m", "gateway", *path, "--help"], capture_output=True, text=True)
+        assert out.returncode == 0, (path, out.stderr)
+        assert "Usage:" in out.stdout and (command.help or command.short_help), path
+
+
+def test_top_level_help_lists_the_areas():
+    out = subprocess.run([sys.executable, "-m", "gateway", "--help"], capture_output=True, text=True).stdout
+    for name in ("serve", "demo", "db", "ledger", "report", "iso", "sim"):
+        assert re.search(rf"^\s+{name}\s", out, re.M), name
