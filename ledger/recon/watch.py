@@ -1,0 +1,297 @@
+"""The drop directory: files arrive in ``incoming/``, are recognised, processed once, and moved.
+
+Layout (created if missing)::
+
+    DROP/incoming/    files to process
+    DROP/processed/   files applied (or harmlessly repeated, see below)
+    DROP/rejected/    files not applied, each next to ``<name>.error.txt`` naming every bad line,
+                      field and reason (or why the file was set aside)
+    DROP/reports/     the reconciliation reports (CSV + HTML) of every run
+    DROP/requests/    (optional) batch debit request files, to check result files against
+
+**Complete-file rule.** A file is taken only under its final name: a writer writes it under a
+temporary name — starting with ``.`` or ending in ``.part``, ``.tmp`` or ``.partial`` — in
+``incoming/`` (the same file system) and renames it to its final name when complete; rename is
+atomic, so a file seen under its final name is whole. Temporary names are never touched.
+
+**Recognised by name and content** (anything else is rejected as not recognised):
+
+- bank transaction file (§7.1): ``{bank}_{YYYYMMDD}.txt`` starting ``H|`` → ``reconcile_bank_file``;
+- batch debit result (§7.2): ``{bank}_{batch}.ret`` starting ``H|`` → the handler registered for
+  ``debit_result`` (``register_handler``; the debit engine's ``engines.files`` registers
+  ``apply_result_file`` when imported, and is imported on first need). Without one the file is
+  rejected ("no handler"), with the §7.2 checks against ``requests/{bank}_{batch}.req`` if present;
+- finance statement (§7.3): camt.053 XML, or CSV with the statement header → ``reconcile_statement``;
+- billing system files: CSV with the customers / bills / agreements header →
+  ``ledger.imports.import_file``.
+
+Files are taken billing files first, then bank files, debit results, and finance statements
+last (a remittance is matched against the bank's run of its date), by name within a kind.
+
+**Once.** A file whose SHA-256 was processed before is moved to ``rejected/`` as a duplicate, with
+an ``.error.txt`` naming the earlier file; so is a bank file the reconciler reports as already
+reconciled. Every file taken is recorded in ``recon_drop_files``.
+
+``DropWatcher(engine, drop).poll_once()`` processes what is there now; ``start(reactor)`` /
+``stop()`` poll on a Twisted reactor (each poll in a thread: a large file does not block the
+reactor); ``poll_forever(watcher, interval, stop_event)`` is a plain polling loop.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Callable
+
+from sqlalchemy import Engine, insert, select
+
+from ledger.business_date import BusinessCalendar, utcnow
+from ledger.recon_tables import recon_drop_files
+
+log = logging.getLogger("gridpay.recon.watch")
+
+TEMP_SUFFIXES = (".part", ".tmp", ".partial")
+BANK_NAME = re.compile(r"^\d{1,11}_\d{8}\.txt$")
+RET_NAME = re.compile(r"^(\d{1,11})_([^.]+)\.ret$")
+ORDER = {"customers": 0, "bills": 1, "agreements": 2, "bank": 3, "debit_result": 4, "finance": 5, "unknown": 6}
+
+# kind -> handler(engine, path, actor) -> (ok, message, errors[(line, field, reason)])
+_HANDLERS: dict[str, Callable] = {}
+# modules that register a kind's handler when imported (the debit engine's §7.2 result files)
+DEFAULT_HANDLER_MODULES: dict[str, str] = {"debit_result": "engines.files"}
+
+
+def handler_for(kind: str) -> Callable | None:
+    """The registered handler, importing the module known to provide it the first time."""
+    if kind not in _HANDLERS and kind in DEFAULT_HANDLER_MODULES:
+        import importlib
+
+        try:
+            importlib.import_module(DEFAULT_HANDLER_MODULES[kind])
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not DEFAULT_HANDLER_MODULES[kind].startswith(exc.name):
+                raise
+    return _HANDLERS.get(kind)
+
+
+def register_handler(kind: str, handler: Callable | None) -> None:
+    """Register (or with None remove) the handler for a kind; ``debit_result`` is the one others provide."""
+    if handler is None:
+        _HANDLERS.pop(kind, None)
+    else:
+        _HANDLERS[kind] = handler
+
+
+@dataclass
+class DropResult:
+    name: str
+    kind: str
+    outcome: str                 # processed | rejected | duplicate
+    message: str
+    moved_to: Path | None = None
+    errors: list[tuple] = field(default_factory=list)
+    reports: list[Path] = field(default_factory=list)
+    ref: str = ""
+
+
+def is_temporary(name: str) -> bool:
+    return name.startswith(".") or name.endswith(TEMP_SUFFIXES)
+
+
+def recognise(name: str, head: bytes) -> str:
+    from ledger.imports import HEADERS
+    from ledger.recon.camt import sniff
+
+    starts_h = head.startswith(b"H|")
+    if BANK_NAME.match(name) and starts_h:
+        return "bank"
+    if RET_NAME.match(name) and starts_h:
+        return "debit_result"
+    if sniff(head) is not None:
+        return "finance"
+    first = head.lstrip(b"\xef\xbb\xbf").split(b"\n", 1)[0].strip().decode("utf-8", "replace")
+    cols = tuple(c.strip().strip('"') for c in first.split(","))
+    for kind, header in HEADERS.items():
+        if cols == header:
+            return kind
+    return "unknown"
+
+
+class DropWatcher:
+    def __init__(self, engine: Engine, drop_dir: str | Path, *, actor: str = "system:recon-watch",
+                 calendar: BusinessCalendar | None = None, rules=None, reports_dir: str | Path | None = None,
+                 settle_debits: bool = False, interval_s: float = 5.0):
+        self.engine = engine
+        self.drop = Path(drop_dir)
+        self.actor = actor
+        self.calendar = calendar or BusinessCalendar()
+        self.rules = rules
+        self.settle_debits = settle_debits
+        self.interval_s = interval_s
+        self.incoming, self.processed, self.rejected = (self.drop / d for d in ("incoming", "processed", "rejected"))
+        self.reports = Path(reports_dir) if reports_dir else self.drop / "reports"
+        self.requests = self.drop / "requests"
+        self._busy = threading.Lock()
+        self._loop = None
+        for d in (self.incoming, self.processed, self.rejected, self.reports):
+            d.mkdir(parents=True, exist_ok=True)
+
+    # ------------------------------------------------------------------ one pass
+    def pending(self) -> list[tuple[str, Path]]:
+        files = []
+        for path in self.incoming.iterdir():
+            if is_temporary(path.name) or not path.is_file():
+                continue
+            with path.open("rb") as fh:
+                head = fh.read(4096)
+            files.append((recognise(path.name, head), path))
+        return sorted(files, key=lambda kp: (ORDER[kp[0]], kp[1].name))
+
+    def poll_once(self) -> list[DropResult]:
+        """Process every complete file in incoming/ now; returns what became of each."""
+        if not self._busy.acquire(blocking=False):
+            return []
+        try:
+            out = []
+            for kind, path in self.pending():
+                try:
+                    out.append(self.process(kind, path))
+                except Exception as exc:  # noqa: BLE001 - one bad file must not stop the others
+                    log.exception("cannot process %s", path.name)
+                    out.append(self._finish(path, kind, "", "rejected", f"internal error: {type(exc).__name__}: {exc}",
+                                            [(0, "-", f"internal error: {exc}")]))
+            return out
+        finally:
+            self._busy.release()
+
+    def process(self, kind: str, path: Path) -> DropResult:
+        data = path.read_bytes()
+        sha = hashlib.sha256(data).hexdigest()
+        dc = recon_drop_files.c
+        with self.engine.connect() as conn:
+            earlier = conn.execute(select(dc.file_name, dc.processed_at, dc.ref).where(
+                dc.file_sha256 == sha, dc.outcome == "processed").order_by(dc.id)).first()
+        if earlier is not None:
+            return self._finish(path, kind, sha, "duplicate",
+                                f"duplicate: same SHA-256 as {earlier.file_name}, processed "
+                                f"{earlier.processed_at:%Y-%m-%d %H:%M:%S} ({earlier.ref}); set aside, nothing applied")
+        handler = getattr(self, f"_do_{kind}", None)
+        if kind in ("customers", "bills", "agreements"):
+            handler = self._do_import
+        if handler is None:
+            return self._finish(path, kind, sha, "rejected", "not recognised: expected a bank file {bank}_{YYYYMMDD}.txt, a "
+                                "batch debit result {bank}_{batch}.ret, a camt.053 or CSV finance statement, or a "
+                                "customers/bills/agreements CSV", [(1, "-", "file kind not recognised by name and content")])
+        outcome, message, errors, reports, ref = handler(kind, path, data)
+        return self._finish(path, kind, sha, outcome, message, errors, reports, ref)
+
+    def _do_bank(self, kind, path, data):
+        from ledger.recon.matching import reconcile_bank_file
+
+        r = reconcile_bank_file(self.engine, path, actor=self.actor, calendar=self.calendar, reports_dir=self.reports,
+                                settle_debits=self.settle_debits, data=data)
+        errors = [(e.line, e.field, e.reason) for e in r.bank_file.errors] if r.bank_file else []
+        if r.bank_file and r.bank_file.more_errors:
+            errors.append(("", "-", f"... and {r.bank_file.more_errors} more errors"))
+        outcome = {"applied": "processed", "duplicate": "duplicate"}.get(r.status, "rejected")
+        return outcome, r.message, errors, r.reports, f"run:{r.run_id}" if r.run_id else ""
+
+    def _do_finance(self, kind, path, data):
+        from ledger.recon.finance import reconcile_statement
+
+        r = reconcile_statement(self.engine, path, actor=self.actor, rules=self.rules, reports_dir=self.reports, data=data)
+        outcome = {"applied": "processed", "duplicate": "duplicate"}.get(r.status, "rejected")
+        return outcome, r.message, r.errors, r.reports, f"run:{r.run_id}" if r.run_id else ""
+
+    def _do_import(self, kind, path, data):
+        from ledger.imports import import_file
+
+        r = import_file(self.engine, kind, path, self.actor, calendar=self.calendar)
+        errors = [(e.line, e.column, e.reason) for e in r.errors]
+        return ("processed" if r.ok else "rejected"), r.summary(), errors, [], f"import:{r.import_id}" if r.import_id else ""
+
+    def _do_debit_result(self, kind, path, data):
+        handler = handler_for("debit_result")
+        if handler is not None:
+            ok, message, errors = handler(self.engine, path, self.actor)
+            return ("processed" if ok else "rejected"), message, list(errors), [], ""
+        from ledger.recon.debit_files import validate_debit_result
+
+        m = RET_NAME.match(path.name)
+        request = self.requests / f"{m.group(1)}_{m.group(2)}.req"
+        errors = [(0, "-", "no handler registered for batch debit result files (§7.2): the debit engine provides "
+                           "it (ledger.recon.watch.register_handler('debit_result', ...)); nothing was applied")]
+        if request.is_file():
+            problems = validate_debit_result(request.read_bytes(), data)
+            errors += problems or [(0, "-", f"checked against {request.name}: every request line answered once, totals agree")]
+        else:
+            errors.append((0, "-", f"request file requests/{request.name} not found: not checked"))
+        return "rejected", "no handler for batch debit result files; nothing was applied", errors, [], ""
+
+    # ------------------------------------------------------------------ moving and recording
+    @staticmethod
+    def _free(directory: Path, name: str) -> Path:
+        target = directory / name
+        if not target.exists() and not (directory / f"{name}.error.txt").exists():
+            return target
+        stamp = datetime.now().strftime("%Y%m%d%H%M%S%f")
+        return directory / f"{name}.{stamp}"
+
+    def _finish(self, path: Path, kind: str, sha: str, outcome: str, message: str, errors=(), reports=(), ref="") -> DropResult:
+        target_dir = self.processed if outcome == "processed" else self.rejected
+        target = self._free(target_dir, path.name)
+        if outcome != "processed":
+            lines = [f"file: {path.name}", f"kind: {kind}", f"SHA-256: {sha}", f"outcome: {outcome}", f"reason: {message}", ""]
+            lines += [f"line {ln}, field {fld}: {reason}" if ln not in (0, "") else f"{fld}: {reason}" if fld != "-" else reason
+                      for ln, fld, reason in errors]
+            tmp = target_dir / f".{target.name}.error.txt.part"
+            tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+            tmp.replace(target_dir / f"{target.name}.error.txt")
+        path.replace(target)
+        if sha:
+            with self.engine.begin() as conn:
+                conn.execute(insert(recon_drop_files), {"file_sha256": sha, "file_name": path.name[:255], "kind": kind,
+                                                        "outcome": outcome, "ref": ref[:40], "detail": message[:400],
+                                                        "processed_at": utcnow()})
+        log.info("%s %s (%s): %s", outcome, path.name, kind, message)
+        return DropResult(path.name, kind, outcome, message, target, list(errors), list(reports), ref)
+
+    # ------------------------------------------------------------------ running
+    def start(self, reactor=None):
+        """Poll every interval_s on a Twisted reactor; each poll runs in the reactor's thread pool."""
+        from twisted.internet import task, threads
+
+        if reactor is None:
+            from twisted.internet import reactor  # noqa: F811
+
+        def tick():
+            return threads.deferToThreadPool(reactor, reactor.getThreadPool(), self.poll_once).addErrback(
+                lambda f: log.error("drop poll failed: %s", f.getErrorMessage()))
+
+        self._loop = task.LoopingCall(tick)
+        self._loop.clock = reactor
+        return self._loop.start(self.interval_s, now=True)
+
+    def stop(self) -> None:
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._loop = None
+
+
+def poll_forever(watcher: DropWatcher, interval_s: float | None = None, stop: threading.Event | None = None,
+                 on_result: Callable[[DropResult], None] | None = None) -> None:
+    """A plain polling loop until ``stop`` is set."""
+    stop = stop or threading.Event()
+    interval_s = watcher.interval_s if interval_s is None else interval_s
+    while not stop.is_set():
+        for result in watcher.poll_once():
+            if on_result:
+                on_result(result)
+        stop.wait(interval_s)
+
+
+__all__ = ["DropWatcher", "DropResult", "poll_forever", "register_handler", "recognise", "is_temporary"]
