@@ -134,13 +134,17 @@ def demo(workdir, customers, ascii_port, bcd_port, metrics_port, wait) -> None:
     try:
         wait_ready(metrics_port, gateway)
         click.echo(gateway.stdout.readline().strip())
-        for name, port, bank, dialect in (("ASCII", ascii_port, ASCII_BANK, "ascii"),
-                                          ("BCD", bcd_port, BCD_BANK, "bcd")):
+        owing = customers_with_bills(load_url(config))
+        half = len(owing) // 2
+        for (name, port, bank, dialect), share in zip((("ASCII", ascii_port, ASCII_BANK, "ascii"),
+                                                       ("BCD", bcd_port, BCD_BANK, "bcd")), (owing[:half], owing[half:])):
             click.echo(f"\n--- simulated counter of bank {bank} ({name} dialect) on port {port} ---")
+            customer_file = workdir / f"customers-{dialect}.txt"
+            customer_file.write_text("\n".join(share))
             run = subprocess.run(gridpay(
                 "sim", "counter", "--port", str(port), "--dialect", dialect, "--bank", bank,
-                "--zmk-file", str(workdir / "keys" / f"{bank}.zmk"), "--db", load_url(config),
-                "--count", str(min(customers // 2, 1000)), "--connections", "4",
+                "--zmk-file", str(workdir / "keys" / f"{bank}.zmk"), "--customers", str(customer_file),
+                "--count", str(min(len(share), 1000)), "--connections", "4",
                 "--mix", "pay=90,reverse=4,repeat=3,malformed=3", "--seed", str(int(time.time()))),
                 capture_output=True, text=True)
             click.echo((run.stdout + run.stderr).strip())
@@ -164,6 +168,12 @@ Run the simulator again:  gridpay sim counter --port {ascii_port} --bank {ASCII_
         if gateway.poll() is None:
             gateway.terminate()
             gateway.wait(timeout=30)
+
+
+def customers_with_bills(url: str) -> list[str]:
+    from gateway.sim.cli import customers_from_db
+
+    return customers_from_db(url, 1_000_000)
 
 
 def load_url(config: Path) -> str:

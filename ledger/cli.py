@@ -346,3 +346,13 @@ def receivables(period, fmt, csv_path, config_path, url) -> None:
     finally:
         engine.dispose()
     _emit(result.report(), fmt, csv_path)
+
+
+def _recon_day_report() -> click.Command:
+    """``gridpay report recon`` is ``gridpay recon report``: finance finds every report under ``report``."""
+    from ledger.recon.cli import report as recon_report
+
+    return recon_report
+
+
+report.add_command(_recon_day_report(), name="recon")
