@@ -155,13 +155,86 @@ class GatewayConfig(_Model):
     key_grace_s: float = Field(60.0, ge=0)
     drain_timeout_s: float = Field(15.0, gt=0)
     log_file: str = ""
+    watch_drop_dir: bool = False
     listeners: list[ListenerConfig] = []
+
+
+class NotifierConfig(_Model):
+    """``gridpay notifier``: sends the outbox's SMS notices, each at most once (docs/notifier.md)."""
+    sender: Literal["file", "http"] = Field(
+        "file", description="Where notices go: `http` (an SMS gateway) or `file` (one JSON line per notice, "
+        "for tests and demos; the default, so a development machine never sends real SMS).")
+    file_path: str = Field("var/sms-outbox.jsonl", description="The file sender's file.")
+    http_url: str = Field("", description="The SMS gateway's URL (required for `sender = http`); may hold "
+                          "placeholders {mobile} {text} {ref} {id} {kind} {customer_no}, URL-quoted.")
+    http_method: Literal["POST", "PUT", "GET"] = Field(
+        "POST", description="HTTP method; with GET the form template goes into the query.")
+    http_body_format: Literal["json", "form"] = Field(
+        "json", description="`json`: `http_body` is a JSON document whose strings hold placeholders; "
+        "`form`: `http_body` is `a={mobile}&b={text}`, form-encoded (UTF-8).")
+    http_body: str = Field('{"mobile": "{mobile}", "text": "{text}", "ref": "{ref}"}',
+                           description="The request body's template (see `http_body_format`).")
+    http_headers: dict[str, str] = Field({}, description="Extra request headers (values may hold placeholders).")
+    http_secret_header: str = Field("", description="A header whose value holds a secret (e.g. `Authorization`); "
+                                    "the secret comes from `secret_env` or `secret_file`.")
+    http_secret_format: str = Field("{secret}", description="That header's value, e.g. `Bearer {secret}`.")
+    secret_env: str = Field("", description="Environment variable holding the gateway secret.")
+    secret_file: str = Field("", description="File holding the gateway secret.")
+    http_timeout_s: float = Field(10.0, gt=0, le=300, description="Timeout for connecting and for each read "
+                                  "of the answer.")
+    http_success_field: str = Field("", description="Optional: a 2xx answer must be JSON whose field at this "
+                                    "dotted path (e.g. `result.code`) equals `http_success_value`; else the "
+                                    "notice is dead (rejected).")
+    http_success_value: str = Field("", description="The value `http_success_field` must have.")
+    http_ca_file: str = Field("", description="CA bundle for an https gateway (default: the system's).")
+    http_retry_unknown: bool = Field(False, description="Retry a request that got no answer (timeout, "
+                                     "connection lost) instead of making it dead: at least once instead of "
+                                     "at most once.")
+    batch_size: int = Field(50, ge=1, le=10_000, description="Notices claimed per batch.")
+    concurrency: int = Field(4, ge=1, le=64, description="Sends in parallel within a batch.")
+    poll_interval_s: float = Field(2.0, gt=0, le=3600, description="Wait after a batch that was not full.")
+    max_attempts: int = Field(8, ge=1, le=1000, description="Attempts before a notice is dead.")
+    backoff_base_s: float = Field(30.0, ge=0, description="First retry delay; doubled after each failure.")
+    backoff_max_s: float = Field(3600.0, ge=0, description="Longest retry delay (also caps Retry-After).")
+    backoff_jitter: float = Field(0.2, ge=0, le=1, description="Each delay is cut by up to this fraction "
+                                  "at random.")
+    lease_s: float = Field(300.0, gt=0, description="A notice still `sending` this long after its claim "
+                           "is swept: never begun -> pending, in flight -> dead (outcome unknown). "
+                           "At least 3 x `http_timeout_s`.")
+    sweep_interval_s: float = Field(15.0, gt=0, description="How often the sweep runs and the backlog "
+                                    "gauges are refreshed.")
+    name: str = Field("", max_length=40, description="`claimed_by` prefix (default: the host name); "
+                      "`:pid` is appended.")
+    metrics_host: str = Field("127.0.0.1", description="Address of the notifier's /metrics, /healthz, /readyz.")
+    metrics_port: int = Field(9109, ge=0, le=65535, description="Port of the notifier's /metrics, /healthz, "
+                              "/readyz; 0 = any free port (printed at start).")
+    log_file: str = Field("", description="Log to this file (default: stderr).")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "NotifierConfig":
+        if self.sender == "http":
+            from engines.sms import HttpSender
+
+            if not self.http_url:
+                raise ValueError("sender = http needs http_url")
+            HttpSender(self.http_url, self.http_body, self.http_headers, self.http_timeout_s,
+                       method=self.http_method, body_format=self.http_body_format)
+        if self.http_secret_header and not (self.secret_env or self.secret_file):
+            raise ValueError("http_secret_header needs secret_env or secret_file")
+        if self.secret_env and self.secret_file:
+            raise ValueError("give secret_env or secret_file, not both")
+        if self.lease_s < 3 * self.http_timeout_s:
+            raise ValueError("lease_s must be at least 3 x http_timeout_s")
+        if self.backoff_max_s < self.backoff_base_s:
+            raise ValueError("backoff_max_s must not be below backoff_base_s")
+        return self
 
 
 class Settings(_Model):
     database: DatabaseConfig = DatabaseConfig()
     business: BusinessConfig = BusinessConfig()
     gateway: GatewayConfig = GatewayConfig()
+    notifier: NotifierConfig = NotifierConfig()
     banks: dict[str, BankConfig] = {}
     drop_dir: str = "var/drop"
     source: str = ""

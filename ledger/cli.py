@@ -304,7 +304,21 @@ format_option = click.option("--format", "fmt", type=click.Choice(["table", "csv
 csv_option = click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="write the report as CSV to FILE")
 
 
-@click.group()
+class _ReportGroup(click.Group):
+    """``gridpay report recon`` is ``gridpay recon report``, imported when used (it imports this module)."""
+
+    def list_commands(self, ctx):
+        return sorted([*super().list_commands(ctx), "recon"])
+
+    def get_command(self, ctx, name):
+        if name == "recon":
+            from ledger.recon.cli import report as recon_report
+
+            return recon_report
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=_ReportGroup)
 def report() -> None:
     """Finance reports: daily collections and receivables."""
 
@@ -346,13 +360,3 @@ def receivables(period, fmt, csv_path, config_path, url) -> None:
     finally:
         engine.dispose()
     _emit(result.report(), fmt, csv_path)
-
-
-def _recon_day_report() -> click.Command:
-    """``gridpay report recon`` is ``gridpay recon report``: finance finds every report under ``report``."""
-    from ledger.recon.cli import report as recon_report
-
-    return recon_report
-
-
-report.add_command(_recon_day_report(), name="recon")

@@ -1,0 +1,297 @@
+"""SMS senders for the notifier (``engines.notifier``): an HTTP SMS gateway, and a file for tests and demos.
+
+A sender's ``send(notice)`` blocks (the notifier calls it from a worker thread) and either returns
+(the gateway took the message) or raises ``SendError``, whose ``kind`` tells the notifier what it may do:
+
+- ``transient``: certainly not delivered, or the gateway asked for a retry (connection refused,
+  HTTP 5xx, 429): retried with backoff;
+- ``permanent``: the gateway refused it for good (HTTP 4xx other than 429, 3xx, a 2xx whose
+  JSON field check fails): dead at once;
+- ``unknown``: the request was written but no answer came (timeout, connection lost): the
+  message may have gone out. At most once: dead, unless ``http_retry_unknown`` is set.
+
+``reason`` is a short class for metrics and logs (``connect``, ``http_5xx``, ``http_429``,
+``http_4xx``, ``http_3xx``, ``rejected``, ``timeout``, ``broken``, ``file``).
+"""
+from __future__ import annotations
+
+import fcntl
+import http.client
+import json
+import os
+import re
+import socket
+import ssl
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any, Mapping, Protocol
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
+
+PLACEHOLDERS = ("id", "mobile", "text", "ref", "kind", "customer_no")
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+DEFAULT_JSON_TEMPLATE = '{"mobile": "{mobile}", "text": "{text}", "ref": "{ref}"}'
+MAX_ANSWER = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Notice:
+    """One outbox row, as a sender sees it."""
+    id: int
+    customer_no: str
+    mobile: str
+    kind: str
+    text: str
+    ref: str
+    attempts: int = 0   # attempts made before this one
+
+    def values(self) -> dict[str, str]:
+        return {k: str(v) for k, v in asdict(self).items() if k in PLACEHOLDERS}
+
+
+class SendError(Exception):
+    def __init__(self, kind: str, reason: str, detail: str, retry_after_s: float | None = None):
+        assert kind in ("transient", "permanent", "unknown"), kind
+        super().__init__(f"{reason}: {detail}")
+        self.kind, self.reason, self.detail, self.retry_after_s = kind, reason, detail, retry_after_s
+
+
+class Sender(Protocol):
+    name: str
+
+    def send(self, notice: Notice) -> None: ...
+
+    def close(self) -> None: ...
+
+
+# ---------------------------------------------------------------------------------------------
+# templates
+
+
+def check_template(template: str, where: str) -> None:
+    """Raise ValueError naming an unknown placeholder."""
+    for name in _PLACEHOLDER.findall(template):
+        if name not in PLACEHOLDERS:
+            raise ValueError(f"{where}: unknown placeholder {{{name}}} (known: "
+                             + ", ".join(f"{{{p}}}" for p in PLACEHOLDERS) + ")")
+
+
+def fill(template: str, values: Mapping[str, str], escape=lambda s: s) -> str:
+    """Replace known {placeholders}; anything else in braces is left alone."""
+    return _PLACEHOLDER.sub(lambda m: escape(values[m[1]]) if m[1] in values else m[0], template)
+
+
+def _fill_json(node: Any, values: Mapping[str, str]) -> Any:
+    if isinstance(node, str):
+        return fill(node, values)
+    if isinstance(node, list):
+        return [_fill_json(n, values) for n in node]
+    if isinstance(node, dict):
+        return {fill(k, values): _fill_json(v, values) for k, v in node.items()}
+    return node
+
+
+class BodyTemplate:
+    """A request body built from a template.
+
+    ``json``: the template is a JSON document; placeholders inside its strings are replaced and the
+    result re-encoded, so a text with quotes or newlines stays valid JSON.
+    ``form``: the template is ``a={mobile}&b={text}``; values are replaced, then form-encoded (UTF-8).
+    """
+
+    def __init__(self, template: str, fmt: str = "json"):
+        if fmt not in ("json", "form"):
+            raise ValueError(f"body format must be json or form, not {fmt!r}")
+        check_template(template, "body template")
+        self.fmt = fmt
+        if fmt == "json":
+            try:
+                self.tree = json.loads(template)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"body template is not JSON: {exc}") from None
+            self.content_type = "application/json; charset=utf-8"
+        else:
+            self.pairs = parse_qsl(template, keep_blank_values=True)
+            self.content_type = "application/x-www-form-urlencoded; charset=utf-8"
+
+    def render(self, values: Mapping[str, str]) -> bytes:
+        if self.fmt == "json":
+            return json.dumps(_fill_json(self.tree, values), ensure_ascii=False).encode()
+        return self.query(values).encode()
+
+    def query(self, values: Mapping[str, str]) -> str:
+        if self.fmt == "json":
+            raise ValueError("a GET request needs a form template")
+        return urlencode([(fill(k, values), fill(v, values)) for k, v in self.pairs])
+
+
+def json_field(document: Any, path: str) -> Any:
+    """``a.b.0.c`` in a decoded JSON document; KeyError when missing."""
+    node = document
+    for part in path.split("."):
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            raise KeyError(path)
+    return node
+
+
+# ---------------------------------------------------------------------------------------------
+# senders
+
+
+class HttpSender:
+    """POST (PUT, GET) a notice to an SMS gateway; success is a 2xx answer (and, if configured, a JSON
+    field of the answer equal to a value). One connection per request (http.client), with
+    ``timeout`` on connecting and on every read; redirects are not followed."""
+
+    name = "http"
+
+    def __init__(self, url: str, template: str = DEFAULT_JSON_TEMPLATE, headers: Mapping[str, str] | None = None,
+                 timeout: float = 10.0, *, method: str = "POST", body_format: str = "json",
+                 success_field: str = "", success_value: str = "", ca_file: str = "", retry_unknown: bool = False):
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {url!r}")
+        check_template(url, "url")
+        self.method = method.upper()
+        if self.method not in ("POST", "PUT", "GET"):
+            raise ValueError(f"method must be POST, PUT or GET, not {method!r}")
+        self.url, self.parts = url, parts
+        self.body = BodyTemplate(template, body_format)
+        if self.method == "GET" and body_format != "form":
+            raise ValueError("a GET request carries its parameters as a form template (body_format = form)")
+        self.headers = dict(headers or {})
+        self.timeout = timeout
+        self.success_field, self.success_value = success_field, success_value
+        self.retry_unknown = retry_unknown
+        self.context = None
+        if parts.scheme == "https":
+            self.context = ssl.create_default_context(cafile=ca_file or None)
+
+    def _target(self, values: Mapping[str, str]) -> tuple[str, bytes | None]:
+        path = fill(self.parts.path or "/", values, lambda s: quote(s, safe=""))
+        query = fill(self.parts.query, values, lambda s: quote(s, safe=""))
+        body: bytes | None = None
+        if self.method == "GET":
+            query = "&".join(q for q in (query, self.body.query(values)) if q)
+        else:
+            body = self.body.render(values)
+        return path + (f"?{query}" if query else ""), body
+
+    def send(self, notice: Notice) -> None:
+        values = notice.values()
+        target, body = self._target(values)
+        headers = {"User-Agent": "gridpay-notifier", "Accept": "application/json, */*",
+                   **{k: fill(v, values) for k, v in self.headers.items()}}
+        if body is not None:
+            headers.setdefault("Content-Type", self.body.content_type)
+        port = self.parts.port
+        if self.context is not None:
+            conn = http.client.HTTPSConnection(self.parts.hostname, port, timeout=self.timeout, context=self.context)
+        else:
+            conn = http.client.HTTPConnection(self.parts.hostname, port, timeout=self.timeout)
+        try:
+            try:
+                conn.connect()
+            except (OSError, ssl.SSLError) as exc:   # nothing was written: safe to retry
+                raise SendError("transient", "connect", _describe(exc)) from None
+            try:
+                conn.request(self.method, target, body=body, headers=headers)
+                response = conn.getresponse()
+                answer = response.read(MAX_ANSWER)
+            except (TimeoutError, socket.timeout) as exc:
+                raise self._unknown("timeout", _describe(exc) or "no answer in time") from None
+            except (OSError, http.client.HTTPException) as exc:
+                raise self._unknown("broken", _describe(exc)) from None
+        finally:
+            conn.close()
+        self._judge(response, answer)
+
+    def _unknown(self, reason: str, detail: str) -> SendError:
+        return SendError("transient" if self.retry_unknown else "unknown", reason, detail)
+
+    def _judge(self, response, answer: bytes) -> None:
+        status = response.status
+        snippet = answer[:120].decode("utf-8", "replace").strip()
+        if status == 429 or 500 <= status <= 599:
+            retry_after = _retry_after(response.getheader("Retry-After")) if status in (429, 503) else None
+            raise SendError("transient", "http_429" if status == 429 else "http_5xx",
+                            f"HTTP {status} {snippet}".strip(), retry_after)
+        if 300 <= status <= 399:
+            raise SendError("permanent", "http_3xx", f"HTTP {status} to {response.getheader('Location')}")
+        if not 200 <= status <= 299:
+            raise SendError("permanent", "http_4xx", f"HTTP {status} {snippet}".strip())
+        if self.success_field:
+            try:
+                value = json_field(json.loads(answer), self.success_field)
+            except (ValueError, KeyError):
+                raise SendError("permanent", "rejected",
+                                f"HTTP {status} without {self.success_field}: {snippet}") from None
+            if str(value) != self.success_value:
+                raise SendError("permanent", "rejected", f"{self.success_field}={value!s:.60}: {snippet}")
+
+    def close(self) -> None:
+        pass
+
+
+class FileSender:
+    """Appends one JSON line per notice to ``path`` (locked, so several notifiers may share the file)."""
+
+    name = "file"
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def send(self, notice: Notice) -> None:
+        line = json.dumps({**asdict(notice), "at": datetime.now().astimezone().isoformat()},
+                          ensure_ascii=False) + "\n"
+        try:
+            with open(self.path, "a", encoding="utf-8") as f:
+                fcntl.flock(f, fcntl.LOCK_EX)
+                f.write(line)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            raise SendError("transient", "file", _describe(exc)) from None
+
+    def close(self) -> None:
+        pass
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if text != type(exc).__name__ else text
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - datetime.now(when.tzinfo)).total_seconds())
+
+
+def sender_from_config(cfg, environ: Mapping[str, str] | None = None) -> Sender:
+    """The sender a ``NotifierConfig`` names (secrets read here, never stored in the config)."""
+    from config.settings import read_secret
+
+    if cfg.sender == "file":
+        return FileSender(cfg.file_path)
+    headers = dict(cfg.http_headers)
+    if cfg.http_secret_header:
+        secret = read_secret("notifier.secret", cfg.secret_env, cfg.secret_file, environ)
+        headers[cfg.http_secret_header] = cfg.http_secret_format.replace("{secret}", secret)
+    return HttpSender(cfg.http_url, cfg.http_body, headers, cfg.http_timeout_s, method=cfg.http_method,
+                      body_format=cfg.http_body_format, success_field=cfg.http_success_field,
+                      success_value=cfg.http_success_value, ca_file=cfg.http_ca_file,
+                      retry_unknown=cfg.http_retry_unknown)
