@@ -353,6 +353,7 @@ class BankLink:
                  stans: Stans | None = None, now: Callable[[], datetime] | None = None,
                  rng: random.Random | None = None, endpoint: Callable | None = None,
                  backoff: Callable[[], Backoff] | None = None, key_grace_s: float = 60.0,
+                 keys: KeyStore | None = None,
                  late_memory: int = 100_000, connect_timeout_s: float = 10.0):
         self.reactor = reactor
         self.clock = clock or reactor
@@ -371,7 +372,8 @@ class BankLink:
         self._endpoint = endpoint or (lambda: endpoints.TCP4ClientEndpoint(
             reactor, self.cfg.host, self.cfg.port, timeout=connect_timeout_s))
         make_backoff = backoff or (lambda: Backoff(0.5, 30.0, 2.0, 0.3, rng))
-        self.keys = KeyStore(self.clock, grace_s=key_grace_s)
+        # engines of one bank share its MAK through the database (a KeyStore with a backend)
+        self.keys = keys or KeyStore(self.clock, grace_s=key_grace_s)
         self.bucket = TokenBucket(self.cfg.max_per_second, self.clock)
         self.slots = [_Slot(i, make_backoff()) for i in range(self.cfg.connections)]
         self.stats: Counter = Counter()
@@ -662,10 +664,16 @@ class BankLink:
         fields = message.fields
         if fields.get("39") == "91" and "64" not in fields and "128" not in fields:
             return True  # §4.1: 91 travels without a MAC
-        for key in self.keys.accepted(self.bank, CHANNEL):
-            if codec.verify_mac(self.dialect, message.raw, key):
-                return True
-        return False
+        if self._verifies(message):
+            return True
+        # another engine may have signed this bank on since: take its key, if any, and look again
+        try:
+            return self.keys.refresh(self.bank, CHANNEL) and self._verifies(message)
+        except Exception:  # noqa: BLE001 - the key store is unreachable: the answer stays unverified
+            return False
+
+    def _verifies(self, message) -> bool:
+        return any(codec.verify_mac(self.dialect, message.raw, key) for key in self.keys.accepted(self.bank, CHANNEL))
 
     def _reject(self, reason: str, message, detail: str = "") -> None:
         self.stats[reason] += 1

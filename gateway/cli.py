@@ -22,6 +22,13 @@ SUBCOMMANDS: dict[str, str] = {
     "iso": "iso8583_specs.cli:iso",
     "serve": "gateway.serve:serve",
     "sim": "gateway.sim.cli:sim",
+    "recon": "ledger.recon.cli:recon",
+    "watch": "ledger.recon.cli:watch",
+    "plan": "engines.cli:plan",
+    "scheduler": "engines.cli:scheduler",
+    "engine": "engines.cli:engine",
+    "debit": "engines.cli:debit",
+    "notifier": "engines.notifier_cli:notifier",
 }
 
 

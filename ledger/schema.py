@@ -178,6 +178,9 @@ payments = Table(
     UniqueConstraint("bank_code", "channel", "business_date", "rrn", name="uq_payments_rrn"),
     Index(None, "customer_no"),
     Index(None, "business_date", "bank_code"),
+    # debit results are matched to payments by RRN alone (uq_payments_rrn leads with bank_code);
+    # created by migration 0004 with the debit engines that need it
+    Index("ix_payments_rrn", "rrn"),
 )
 
 reversals = Table(  # one per reversed payment; the payment row itself is never changed

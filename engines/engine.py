@@ -1,0 +1,457 @@
+"""``DebitEngine``: one engine process's work - claim chunks, send debits, post results, reverse.
+
+Runs on a Twisted reactor. Database work happens off the reactor: claims and heartbeats in a
+small thread pool, results and reversal bookkeeping in the writer thread (``engines.writer``).
+All timing (poll interval, leases, the link's timeouts, reversal repeats) reads ``clock``
+(default: the reactor), and timestamps come from ``now()`` - tests inject both.
+
+Per debit (docs/debit-engines.md has the whole argument):
+
+    pending --(identity committed, chunk claimed)--> sent --0200--> answer 00  -> approved
+                                                                 answer xx  -> declined
+                                                                 no answer  -> unknown + reversal row
+    reversal row: 0420, then 0421 every reversal_interval_s, at most reversal_max repeats,
+                  each attempt counted in the database before it is written;
+                  0430 00 -> debit reversed; 0430 other -> refused (open);
+                  none after all attempts -> unanswered (debit stays unknown, open for reconciliation)
+"""
+from __future__ import annotations
+
+import logging
+import socket
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+from typing import Callable
+
+from twisted.internet import defer, task, threads
+from twisted.python.threadpool import ThreadPool
+
+from engines import store
+from engines.link import CHANNEL as LINK_CHANNEL
+from engines.link import BankLink, DebitTimeout, LinkError, NotSent, reversal_fields
+from gateway.keys import KeyStore
+from gateway.keystore_db import DbKeyBackend
+from engines.writer import (ChunkDone, Note, Result, ReversalAnswered, ReversalBegun, ReversalUnanswered, Unknown,
+                            Writer)
+from ledger.business_date import BusinessCalendar, utcnow
+from ledger.postings import DEBIT_ACTOR, DebitResult
+
+log = logging.getLogger("gridpay.debit.engine")
+
+
+def default_name() -> str:
+    import os
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class DebitEngine:
+    def __init__(self, settings, reactor, db, *, name: str | None = None, banks: list[str] | None = None,
+                 clock=None, now: Callable[[], datetime] | None = None, lease_s: float = 30.0, poll_s: float = 0.5,
+                 chunks_ahead: int = 2, only_chunks: list[int] | None = None, files: bool = True,
+                 writer_batch: int = 1000, writer_threads: int = 2, writer_wait_s: float = 0.05, retry_unsent_s: float = 1.0, single: bool | None = None,
+                 link_factory: Callable | None = None, actor: str = DEBIT_ACTOR):
+        self.settings, self.reactor, self.db = settings, reactor, db
+        self.clock = clock or reactor
+        self.now = now or utcnow
+        self.name = name or default_name()
+        self.calendar = BusinessCalendar(settings.business.timezone, settings.business.cutoff)
+        self.lease_s, self.poll_s, self.chunks_ahead = lease_s, poll_s, chunks_ahead
+        self.only_chunks = only_chunks
+        self.files = files
+        self.retry_unsent_s = retry_unsent_s
+        self.actor = actor
+        self.single = db.dialect.name == "sqlite" if single is None else single
+        online = [code for code, b in settings.banks.items() if "debit" in b.channels and b.debit.mode == "online"]
+        self.banks = [b for b in (banks or online) if b in online]
+        self.file_banks = [code for code, b in settings.banks.items()
+                           if "debit" in b.channels and b.debit.mode == "file" and (banks is None or code in banks)]
+        self._link_factory = link_factory
+        self.links: dict[str, BankLink] = {}
+        self.stats: Counter = Counter()
+        self.chunks: dict[int, dict] = {}          # chunk_id -> {"bank", "left"}
+        self.reversals: dict[int, store.ReverseItem] = {}
+        self.rev_keys: dict[tuple, int] = {}       # reversal identity (7, 11) -> debit_id
+        self.timed_out: dict[tuple, int] = {}      # debit identity (7, 11) -> debit_id, for late answers
+        self.writer = Writer(db, self.calendar, self._deliver, self.now, max_batch=writer_batch,
+                             threads=writer_threads, max_wait_s=writer_wait_s)
+        self.pool = ThreadPool(2, 4, name=f"debit-db-{self.name}")
+        self._loop: task.LoopingCall | None = None
+        self._ticking = False
+        self._tick_waiters: list[defer.Deferred] = []
+        self._first = True
+        self._stopping = False
+        self._watchers: list[tuple[Callable[[], bool], defer.Deferred]] = []
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def _db(self, fn, *args, **kw) -> defer.Deferred:
+        return threads.deferToThreadPool(self.reactor, self.pool, fn, *args, **kw)
+
+    def make_link(self, code: str) -> BankLink:
+        cfg = self.settings.bank(code)
+        tz = self.calendar.timezone
+        stans = store.BlockStans(self.db, code, self.now, tz)
+        if self._link_factory is not None:
+            return self._link_factory(code, cfg, stans, self._late)
+        # every engine (process) of a bank must use the MAK the bank issued last (§4.1: one key per
+        # bank and channel): keys go through the database, as the counter gateway's do
+        keys = KeyStore(self.clock, grace_s=self.settings.gateway.key_grace_s,
+                        backend=DbKeyBackend(self.db, self.settings.zmk))
+        keys.refresh(code, LINK_CHANNEL)
+        return BankLink(self.reactor, code, cfg, self.settings.zmk(code), clock=self.clock,
+                        on_late_response=lambda m, code=code: self._late(code, m), stans=stans,
+                        now=lambda: store.local_now(self.now(), tz), keys=keys)
+
+    def start(self) -> defer.Deferred:
+        """Register (refused if SQLite already has an engine, or the name is taken), start the
+        writer and the links, and begin polling. Fires once registered."""
+        self.pool.start()
+        d = self._db(store.register_instance, self.db, name=self.name, banks=self.banks + self.file_banks,
+                     now=self.now(), lease_s=self.lease_s, single=self.single)
+
+        def registered(_):
+            self.writer.start()
+            for code in self.banks:
+                self.links[code] = self.make_link(code).start()
+            self._loop = task.LoopingCall(self.tick)
+            self._loop.clock = self.clock
+            self._loop.start(self.poll_s, now=True).addErrback(lambda f: log.error("engine loop: %s", f.getTraceback()))
+            log.info("engine %s started: online banks %s, file banks %s", self.name, self.banks, self.file_banks)
+            return self
+
+        def failed(f):
+            self.pool.stop()
+            return f
+        return d.addCallbacks(registered, failed)
+
+    @defer.inlineCallbacks
+    def stop(self, grace_s: float = 5.0):
+        """Stop claiming, let answers in flight arrive (up to grace_s), stop the links, drain the
+        writer, then give up every lease so other engines take over at once."""
+        self._stopping = True
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        for link in self.links.values():
+            yield link.stop(grace_s)
+        yield self._db(self.writer.stop)
+        try:
+            yield self._db(store.unregister_instance, self.db, self.name, self.now())
+        except Exception:  # noqa: BLE001
+            log.exception("unregistering %s failed", self.name)
+        self.pool.stop()
+
+    def when(self, condition: Callable[[], bool]) -> defer.Deferred:
+        """Fires when condition() holds (checked after each tick and each delivery)."""
+        d = defer.Deferred()
+        if condition():
+            d.callback(None)
+        else:
+            self._watchers.append((condition, d))
+        return d
+
+    def _check_watchers(self) -> None:
+        for item in list(self._watchers):
+            if item[0]():
+                self._watchers.remove(item)
+                item[1].callback(None)
+
+    @property
+    def idle(self) -> bool:
+        return not self.chunks and not any(r.busy for r in self.reversals.values())
+
+    # --- the poll ------------------------------------------------------------------------------
+
+    def poll(self) -> defer.Deferred:
+        """One poll now (after the one running, if any); fires when it is done."""
+        if self._ticking:
+            d = defer.Deferred()
+            self._tick_waiters.append(d)
+            return d.addCallback(lambda _: self.poll())
+        return self.tick() or defer.succeed(None)
+
+    def tick(self) -> defer.Deferred | None:
+        if self._ticking or self._stopping:
+            return None
+        self._ticking = True
+        for code, link in self.links.items():   # another engine may have signed on: use its key
+            try:
+                link.keys.refresh(code, LINK_CHANNEL)
+            except Exception:  # noqa: BLE001
+                log.warning("engine %s: cannot reload the MAC key of bank %s", self.name, code)
+        include_own, self._first = self._first, False
+        now = self.now()
+        want = {code: max(0, self.chunks_ahead - sum(1 for c in self.chunks.values() if c["bank"] == code))
+                for code in self.banks if self.links[code].ready}
+        d = self._db(self._db_tick, now, include_own, want)
+        d.addCallback(self._dispatch)
+        d.addErrback(lambda f: log.error("engine %s poll failed: %s", self.name, f.getErrorMessage()))
+
+        def done(_):
+            self._ticking = False
+            self._pump_reversals()
+            self._check_watchers()
+            waiters, self._tick_waiters = self._tick_waiters, []
+            for w in waiters:
+                w.callback(None)
+        d.addBoth(done)
+        return d
+
+    def _db_tick(self, now: datetime, include_own: bool, want: dict[str, int]):
+        held_chunks, held_revs = store.renew(self.db, owner=self.name, now=now, lease_s=self.lease_s)
+        revs = store.claim_reversals(self.db, owner=self.name, banks=self.banks, now=now, lease_s=self.lease_s,
+                                     include_own=include_own)
+        claimed = []
+        for code, n in want.items():
+            if n > 0:
+                claimed += store.claim_chunks(self.db, owner=self.name, banks=[code], now=now, lease_s=self.lease_s,
+                                              calendar=self.calendar, limit=n, include_own=include_own,
+                                              only_chunks=self.only_chunks, actor=self.actor)
+        if self.files and self.file_banks:
+            from engines import files
+            files.run_file_work(self.db, self.settings, now, owner=self.name, banks=self.file_banks,
+                                calendar=self.calendar)
+        return claimed, revs, held_chunks, held_revs
+
+    def _dispatch(self, result) -> None:
+        claimed, revs, held_chunks, held_revs = result
+        for cid in [cid for cid in self.chunks if cid not in held_chunks]:  # another engine took it over after our lease lapsed: its debits are theirs now
+            log.warning("engine %s: chunk %d was taken over by another engine", self.name, cid)
+            self.chunks.pop(cid, None)
+        for debit_id in [d for d, r in self.reversals.items() if d not in held_revs and not r.busy]:
+            self.reversals.pop(debit_id, None)
+        for item in revs:
+            self._add_reversal(item)
+        for ch in claimed:
+            self.stats["chunks"] += 1
+            left = len(ch.to_send)
+            for item in ch.to_reverse:
+                self.stats["orphans_reversed"] += 1
+                self._add_reversal(item)
+            if left == 0:
+                self.writer.submit(ChunkDone(ch.chunk_id, self.name), lambda res: None)
+                continue
+            self.chunks[ch.chunk_id] = {"bank": ch.bank_code, "left": left}
+            link = self.links[ch.bank_code]
+            for item in ch.to_send:
+                self._send(link, item)
+
+    # --- debits ----------------------------------------------------------------------------
+
+    def _send(self, link: BankLink, item: store.SendItem) -> None:
+        self.stats["sent"] += 1
+        d = link.send("0200", item.fields)
+        d.addCallbacks(self._answered, self._failed, callbackArgs=(item,), errbackArgs=(link, item))
+
+    def _answered(self, message, item: store.SendItem) -> None:
+        code = message.fields.get("39", "")
+        if code == "A0" and item.tries < 3 and not self._stopping:
+            # our MAC did not verify (another engine's sign-on replaced the key): the bank changed
+            # nothing (§4.2) and did not record it, so the same identity goes again with the new key
+            item.tries += 1
+            self.stats["resent_after_A0"] += 1
+            link = self.links[item.bank_code]
+            link.keys.refresh(item.bank_code, LINK_CHANNEL)
+            self._send(link, item)
+            return
+        if code == "00":
+            self.stats["approved"] += 1
+            posting = DebitResult(item.debit_id, "approved", self.now(), "00",
+                                  (message.fields.get("38") or "").strip() or None, actor=self.actor)
+        else:
+            self.stats[f"declined_{code}"] += 1
+            posting = DebitResult(item.debit_id, "declined", self.now(), code, detail=_er(message), actor=self.actor)
+        self.writer.submit(Result(posting), lambda res, item=item, posting=posting: self._posted(item, posting, res))
+
+    def _posted(self, item: store.SendItem, posting: DebitResult, res) -> None:
+        if isinstance(res, Exception):
+            # the ledger is unreachable: post again later; the answer is not lost while we live,
+            # and if we die the debit stays 'sent' and the next engine reverses it
+            self.stats["post_retries"] += 1
+            self.clock.callLater(1.0, self.writer.submit, Result(posting),
+                                 lambda r: self._posted(item, posting, r))
+            return
+        if not (res.ok or res.replayed):
+            log.warning("debit %d: the ledger answered %s %s", item.debit_id, res.response_code, res.detail)
+            self.stats[f"ledger_{res.response_code}"] += 1
+        self._settled(item.chunk_id)
+
+    def _failed(self, failure, link: BankLink, item: store.SendItem) -> None:
+        exc = failure.value
+        if isinstance(exc, NotSent) and not self._stopping and item.chunk_id in self.chunks:
+            # certainly never written: the same identity may go again later
+            self.stats["not_sent_retry"] += 1
+            self.clock.callLater(self.retry_unsent_s, self._resend, link, item)
+            return
+        if isinstance(exc, NotSent):
+            return  # stopping: the debit stays 'sent'; whoever claims the chunk next reverses it
+        kind = "connection lost" if type(exc).__name__ == "OutcomeUnknown" else "no answer"
+        if not isinstance(exc, LinkError):
+            log.error("debit %d: send failed: %s", item.debit_id, exc)
+        self.stats["unknown"] += 1
+        self.timed_out[(item.fields["7"], item.fields["11"])] = item.debit_id
+        self._unknown(item.debit_id, item.bank_code, store.original_fields(
+            item.bank_code, item.fields["7"], item.fields["11"], item.fields["37"], int(item.fields["4"]),
+            _cn(item.fields)), f"{kind} within {link.cfg.timeout_s:g} s: reversing", item.chunk_id)
+
+    def _resend(self, link: BankLink, item: store.SendItem) -> None:
+        if self._stopping or item.chunk_id not in self.chunks:
+            return
+        self._send(link, item)
+
+    def _unknown(self, debit_id: int, bank: str, original: dict, detail: str, chunk_id: int | None) -> None:
+        op = Unknown(DebitResult(debit_id, "unknown", self.now(), detail=detail, actor=self.actor), bank, original,
+                     self.name, self.lease_s)
+
+        def written(res):
+            if isinstance(res, Exception):
+                self.stats["unknown_write_retries"] += 1
+                self.clock.callLater(1.0, self.writer.submit, op, written)
+                return
+            if isinstance(res, store.ReverseItem):
+                self._add_reversal(res)
+                self._pump_reversals()
+            if chunk_id is not None:
+                self._settled(chunk_id)
+        self.writer.submit(op, written)
+
+    def _settled(self, chunk_id: int) -> None:
+        chunk = self.chunks.get(chunk_id)
+        if chunk is None:
+            return
+        chunk["left"] -= 1
+        if chunk["left"] <= 0:
+            del self.chunks[chunk_id]
+            self.writer.submit(ChunkDone(chunk_id, self.name), lambda res: None)
+            if not self._stopping:
+                self.reactor.callLater(0, self.tick)
+
+    def _deliver(self, results: list) -> None:
+        """Called on the writer thread after each commit: hand the results to the reactor."""
+        self.reactor.callFromThread(self._delivered, results)
+
+    def _delivered(self, results: list) -> None:
+        for callback, res in results:
+            try:
+                callback(res)
+            except Exception:  # noqa: BLE001
+                log.exception("result callback failed")
+        self._check_watchers()
+
+    # --- late answers ----------------------------------------------------------------------
+
+    def _late(self, bank: str, message) -> None:
+        f = message.fields
+        key = (f.get("7", "").zfill(10), f.get("11", "").zfill(6))
+        if message.mti == "0430":
+            debit_id = self.rev_keys.get(key)
+            if debit_id is not None and debit_id in self.reversals:
+                self.stats["late_0430_counted"] += 1
+                self._reversal_answered(self.reversals[debit_id], message)
+                return
+        debit_id = self.timed_out.get(key)
+        self.stats[f"late_{message.mti}"] += 1
+        log.warning("bank %s: late %s %s/%s 39=%s after its reversal began: changes nothing", bank, message.mti,
+                    key[0], key[1], f.get("39"))
+        if debit_id is not None:
+            self.writer.submit(Note(debit_id, "late_answer", message.mti, f.get("39"),
+                                    "answer after the timeout; the debit is being reversed: ignored", self.actor),
+                               lambda res: None)
+
+    # --- reversals -------------------------------------------------------------------------
+
+    def _add_reversal(self, item: store.ReverseItem) -> None:
+        if item.debit_id in self.reversals or item.bank_code not in self.links:
+            return
+        self.reversals[item.debit_id] = item
+        self.rev_keys[(item.transmitted, item.stan)] = item.debit_id
+
+    def _pump_reversals(self) -> None:
+        if self._stopping:
+            return
+        now = self.now()
+        cfg_of = {code: self.links[code].cfg for code in self.links}
+        for item in list(self.reversals.values()):
+            if item.busy or item.next_at > now:
+                continue
+            cfg = cfg_of[item.bank_code]
+            if item.attempts >= 1 + cfg.reversal_max:
+                item.busy = True
+                self.stats["reversal_unanswered"] += 1
+                log.warning("debit %d: reversal unanswered after %d attempts: open for reconciliation",
+                            item.debit_id, item.attempts)
+                self.writer.submit(ReversalUnanswered(item.debit_id, item.attempts, self.actor),
+                                   lambda res, item=item: self.reversals.pop(item.debit_id, None))
+                continue
+            if not self.links[item.bank_code].ready:
+                continue
+            item.busy = True
+            attempt = item.attempts + 1
+            mti = "0420" if attempt == 1 else "0421"
+            next_at = now + timedelta(seconds=cfg.reversal_interval_s)
+            self.writer.submit(ReversalBegun(item.debit_id, attempt, mti, next_at, self.actor),
+                               lambda res, item=item, mti=mti, next_at=next_at, attempt=attempt:
+                               self._reversal_counted(item, res, mti, attempt, next_at))
+
+    def _reversal_counted(self, item: store.ReverseItem, res, mti: str, attempt: int, next_at: datetime) -> None:
+        if isinstance(res, Exception):
+            item.busy = False
+            item.next_at = self.now() + timedelta(seconds=1)
+            return
+        item.attempts = attempt
+        item.next_at = next_at
+        link = self.links[item.bank_code]
+        fields = reversal_fields(item.original, transmitted=item.transmitted, stan=item.stan)
+        self.stats[f"sent_{mti}"] += 1
+        d = link.send(mti, fields)
+
+        def answered(message):
+            self._reversal_answered(item, message)
+
+        def failed(f):
+            if item.debit_id not in self.reversals:
+                return
+            item.busy = False
+            if isinstance(f.value, NotSent):
+                item.attempts -= 1   # never written: this attempt does not count (the DB count is rewritten)
+                item.next_at = self.now() + timedelta(seconds=self.retry_unsent_s)
+            elif isinstance(f.value, DebitTimeout):
+                item.next_at = max(next_at, self.now())
+                self.stats["reversal_timeouts"] += 1
+            else:
+                log.error("debit %d: reversal send failed: %s", item.debit_id, f.value)
+                item.next_at = self.now() + timedelta(seconds=self.retry_unsent_s)
+            self._schedule_pump(item.next_at)
+        d.addCallbacks(answered, failed)
+
+    def _schedule_pump(self, at: datetime) -> None:
+        delay = max(0.0, (at - self.now()).total_seconds())
+        self.clock.callLater(delay, self._pump_reversals)
+
+    def _reversal_answered(self, item: store.ReverseItem, message) -> None:
+        if self.reversals.get(item.debit_id) is not item:
+            return
+        code = message.fields.get("39", "")
+        item.busy = True          # done: never again
+        item.next_at = datetime.max.replace(tzinfo=timezone.utc)
+        self.stats["reversed" if code == "00" else f"reversal_refused_{code}"] += 1
+
+        def written(res):
+            if isinstance(res, Exception):
+                self.clock.callLater(1.0, self.writer.submit, ReversalAnswered(item.debit_id, code, self.actor),
+                                     written)
+                return
+            self.reversals.pop(item.debit_id, None)
+            self.rev_keys.pop((item.transmitted, item.stan), None)
+        self.writer.submit(ReversalAnswered(item.debit_id, code, self.actor), written)
+
+
+def _er(message) -> str:
+    try:
+        return (message.tlv.get("ER") or "")[:200]
+    except Exception:  # noqa: BLE001
+        return ""
+
+
+def _cn(fields: dict) -> str:
+    from iso8583_specs.tlv import Tlv
+    return Tlv.parse(fields["48"]).get("CN")

@@ -1,0 +1,270 @@
+"""The engine's writer thread: debit results and reversal bookkeeping, many per transaction.
+
+The reactor hands in operations (``submit(op, callback)``); one thread takes whatever is queued
+(up to ``max_batch``, waiting at most ``max_wait_s`` for company), runs them in ONE transaction
+- the ledger's ``apply_batch`` for every ``DebitResult`` among them, in order, then the engine's
+own rows - commits, and only then calls each callback on the reactor thread with the op's
+result (an ``Outcome``) or the exception. Nothing is acted on before it is durable: a reversal
+is sent only after its attempt is counted in the database.
+
+Retries: deadlock / serialization failure / SQLite busy → the batch again; any other failure of
+a batch of several → one op at a time, so only the bad one fails.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Callable
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import DBAPIError
+
+from engines.store import ReverseItem, create_reversals
+from engines.tables import debit_chunks, debit_reversals
+from ledger.business_date import BusinessCalendar, utcnow
+from ledger.group_commit import _retryable
+from ledger.postings import DebitResult, Outcome, apply_batch
+from ledger.schema import debit_attempts
+
+log = logging.getLogger("gridpay.debit.writer")
+
+
+# --- operations ------------------------------------------------------------------------------
+
+@dataclass
+class Result:
+    """The bank answered a 0200: approved or declined."""
+    posting: DebitResult
+
+
+@dataclass
+class Unknown:
+    """No answer: the debit becomes unknown and gets a reversal row (own identity), atomically."""
+    posting: DebitResult
+    bank_code: str
+    original: dict
+    owner: str
+    lease_s: float
+
+
+@dataclass
+class ReversalBegun:
+    """Counted before each 0420/0421 is written (store and forward survives restarts)."""
+    debit_id: int
+    attempt: int
+    mti: str
+    next_at: datetime
+    actor: str
+
+
+@dataclass
+class ReversalAnswered:
+    debit_id: int
+    response_code: str
+    actor: str
+
+    @property
+    def posting(self) -> DebitResult | None:
+        return None
+
+
+@dataclass
+class ReversalUnanswered:
+    debit_id: int
+    attempts: int
+    actor: str
+
+
+@dataclass
+class ChunkDone:
+    chunk_id: int
+    owner: str
+
+
+@dataclass
+class Note:
+    """History only (a late answer): changes no state."""
+    debit_id: int
+    event: str
+    mti: str | None
+    response_code: str | None
+    detail: str
+    actor: str
+
+
+def _posting_of(op, now: datetime) -> DebitResult | None:
+    if isinstance(op, (Result, Unknown)):
+        return op.posting
+    if isinstance(op, ReversalAnswered) and op.response_code == "00":
+        return DebitResult(op.debit_id, "reversed", now, "00", detail="debit reversal answered 00", actor=op.actor)
+    return None
+
+
+class Writer:
+    def __init__(self, db, calendar: BusinessCalendar, deliver: Callable[[list], None],
+                 now: Callable[[], datetime] = utcnow, max_batch: int = 1000, max_wait_s: float = 0.005,
+                 name: str = "debit-writer", threads: int = 1):
+        self.db, self.calendar, self.deliver, self.now = db, calendar, deliver, now
+        self.max_batch, self.max_wait_s = max_batch, max_wait_s
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        # Several threads may take from the one queue: an op is only ever submitted after the ops
+        # it depends on have committed (their callbacks submit it), so order needs no single thread.
+        self._threads = [threading.Thread(target=self._run, name=f"{name}-{i}", daemon=True) for i in range(threads)]
+        self._stop = object()
+        self._lock = threading.Lock()
+        self.batches = self.ops = 0
+        self.busy_s = 0.0
+
+    def start(self) -> "Writer":
+        for t in self._threads:
+            t.start()
+        return self
+
+    def submit(self, op, callback: Callable) -> None:
+        self._queue.put((op, callback))
+
+    def stop(self, timeout: float | None = 30) -> None:
+        for _ in self._threads:
+            self._queue.put(self._stop)
+        for t in self._threads:
+            t.join(timeout)
+
+    # --- the thread ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is self._stop:
+                return
+            batch, stop = [item], False
+            deadline = time.monotonic() + self.max_wait_s
+            while len(batch) < self.max_batch:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    try:
+                        nxt = self._queue.get(timeout=left)
+                    except queue.Empty:
+                        break
+                if nxt is self._stop:
+                    stop = True
+                    break
+                batch.append(nxt)
+            started = time.perf_counter()
+            results = self.process([op for op, _ in batch])
+            with self._lock:
+                self.busy_s += time.perf_counter() - started
+                self.batches += 1
+                self.ops += len(batch)
+            try:
+                self.deliver([(cb, res) for (_, cb), res in zip(batch, results)])
+            except Exception:  # noqa: BLE001
+                log.exception("delivering results failed")
+            if stop:
+                return
+
+    def process(self, ops: list) -> list:
+        try:
+            return self._transaction(ops)
+        except Exception as exc:  # noqa: BLE001
+            if len(ops) == 1:
+                log.error("debit write failed: %s: %s", type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+                return [exc]
+            log.warning("a batch of %d debit writes failed (%s): writing one at a time", len(ops), type(exc).__name__)
+        return [self.process([op])[0] for op in ops]
+
+    def _transaction(self, ops: list) -> list:
+        for attempt in range(5):
+            try:
+                with self.db.begin() as conn:
+                    return self._apply(conn, ops, self.now())
+            except DBAPIError as exc:
+                if attempt < 4 and (_retryable(exc) or (exc.connection_invalidated and attempt == 0)):
+                    time.sleep(0.01 * (attempt + 1))
+                    continue
+                raise
+        raise AssertionError("unreachable")
+
+    def _apply(self, conn, ops: list, now: datetime) -> list:
+        results: list = [None] * len(ops)
+        postings, where = [], []
+        for i, op in enumerate(ops):
+            p = _posting_of(op, now)
+            if p is not None:
+                postings.append(p)
+                where.append(i)
+        if postings:
+            for i, outcome in zip(where, apply_batch(conn, postings, self.calendar, now)):
+                results[i] = outcome
+        unknowns = [(i, op) for i, op in enumerate(ops) if isinstance(op, Unknown)]
+        if unknowns:
+            fine = [(i, op) for i, op in unknowns if results[i].ok or results[i].replayed]
+            for i, op in unknowns:
+                if not (results[i].ok or results[i].replayed):
+                    results[i] = RuntimeError(f"ledger refused unknown for debit {op.posting.debit_id}: "
+                                              f"{results[i].response_code} {results[i].detail}")
+            if fine:
+                r = debit_reversals.c
+                existing = {x.debit_id: x for x in conn.execute(select(debit_reversals).where(
+                    r.debit_id.in_([op.posting.debit_id for _, op in fine])))}
+                for i, op in fine:   # already scheduled (a retried write that had committed): reuse it
+                    x = existing.get(op.posting.debit_id)
+                    if x is not None:
+                        results[i] = ReverseItem(x.debit_id, x.bank_code, op.original, x.transmitted, x.stan,
+                                                 x.attempts, x.next_at if x.next_at.tzinfo else
+                                                 x.next_at.replace(tzinfo=timezone.utc))
+                fresh = [(i, op) for i, op in fine if op.posting.debit_id not in existing]
+                if fresh:
+                    owner, lease_s = fresh[0][1].owner, fresh[0][1].lease_s
+                    items = create_reversals(conn, [(op.posting.debit_id, op.bank_code, op.original)
+                                                    for _, op in fresh],
+                                             owner=owner, now=now, lease=now + timedelta(seconds=lease_s),
+                                             calendar=self.calendar)
+                    for (i, _), item in zip(fresh, items):
+                        results[i] = item
+        r = debit_reversals.c
+        history = []
+        for i, op in enumerate(ops):
+            if isinstance(op, ReversalBegun):
+                conn.execute(update(debit_reversals).where(r.debit_id == op.debit_id).values(
+                    attempts=op.attempt, next_at=op.next_at, updated_at=now))
+                history.append({"debit_id": op.debit_id, "event": "reversal_sent", "mti": op.mti,
+                                "response_code": None, "detail": f"attempt {op.attempt}", "actor": op.actor, "at": now})
+                results[i] = Outcome("00")
+            elif isinstance(op, ReversalAnswered):
+                outcome = results[i] or Outcome("00")
+                state = "answered" if op.response_code == "00" else "refused"
+                conn.execute(update(debit_reversals).where(r.debit_id == op.debit_id).values(
+                    state=state, response_code=op.response_code, owner=None, lease_until=None, updated_at=now))
+                history.append({"debit_id": op.debit_id, "event": "reversal_answer", "mti": "0430",
+                                "response_code": op.response_code,
+                                "detail": "" if op.response_code == "00" else "reversal refused: open for reconciliation",
+                                "actor": op.actor, "at": now})
+                results[i] = outcome
+            elif isinstance(op, ReversalUnanswered):
+                conn.execute(update(debit_reversals).where(r.debit_id == op.debit_id).values(
+                    state="unanswered", owner=None, lease_until=None, updated_at=now))
+                history.append({"debit_id": op.debit_id, "event": "reversal_unanswered", "mti": None,
+                                "response_code": None, "detail": f"no 0430 after {op.attempts} attempts: open for "
+                                                                 f"reconciliation", "actor": op.actor, "at": now})
+                results[i] = Outcome("00")
+            elif isinstance(op, ChunkDone):
+                c = debit_chunks.c
+                conn.execute(update(debit_chunks).where(c.chunk_id == op.chunk_id, c.owner == op.owner).values(
+                    state="done", lease_until=None, updated_at=now))
+                results[i] = Outcome("00")
+            elif isinstance(op, Note):
+                history.append({"debit_id": op.debit_id, "event": op.event, "mti": op.mti,
+                                "response_code": op.response_code, "detail": op.detail[:200], "actor": op.actor,
+                                "at": now})
+                results[i] = Outcome("00")
+        if history:
+            conn.execute(insert(debit_attempts), history)
+        return results

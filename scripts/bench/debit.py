@@ -1,0 +1,205 @@
+"""Debit engine throughput: one batch of N debits against ``gridpay sim bank`` (20 ms mean
+latency, exponential), first with 1 engine process, then with 2, on PostgreSQL.
+
+    .venv/bin/python -m scripts.bench.debit [--debits 100000] [--engines 1,2] [--latency-ms 20]
+        [--chunk 1000] [--profile DIR]
+
+Each run gets a fresh PostgreSQL schema (GRIDPAY_TEST_PG_URL, default
+postgresql+psycopg://postgres@127.0.0.1:5432/test), N customers with one bill and an agreement,
+a fresh simulator process and N debits in one batch. The clock runs from the moment every engine
+is up to the moment no debit is pending or sent. Printed per run: debits/s, and where the CPU
+went (seconds of CPU per 1,000 debits for the engines, the simulator and PostgreSQL, read with
+psutil); then the ratio. With --profile DIR each engine writes a cProfile of its reactor thread.
+At the end it checks exactly-once: every debit approved, the bank applied each once, and the
+ledger verifies.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+if str(ROOT / "tests") not in sys.path:
+    sys.path.insert(0, str(ROOT / "tests"))
+
+import psutil  # noqa: E402
+from sqlalchemy import create_engine, func, select, text  # noqa: E402
+
+from ledger.business_date import BusinessCalendar, utcnow  # noqa: E402
+from ledger.schema import debits  # noqa: E402
+from ledger.verify import verify  # noqa: E402
+
+BANK = "01020000"
+ZMK = "0123456789ABCDEFFEDCBA9876543210"
+PG = os.environ.get("GRIDPAY_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def gridpay(*args: str) -> list[str]:
+    return [sys.executable, "-m", "gateway", *args]
+
+
+def env_for(url: str, port: int, drop: str, in_flight: int) -> dict[str, str]:
+    from process_harness import env_of
+
+    tree = {"database": {"url": url, "pool_size": 8}, "drop_dir": drop,
+            "banks": {BANK: {"name": "bench", "dialect": "ascii", "zmk_env": "BENCH_ZMK", "channels": ["debit"],
+                             "debit": {"mode": "online", "host": "127.0.0.1", "port": port, "connections": 2,
+                                       "timeout_s": 30.0, "max_in_flight": in_flight,
+                                       "max_per_second": 100000.0}}}}
+    return {**os.environ, **env_of(tree), "BENCH_ZMK": ZMK, "PYTHONPATH": str(ROOT)}
+
+
+def postgres_cpu() -> float:
+    total = 0.0
+    for p in psutil.process_iter(["name"]):
+        if (p.info["name"] or "").startswith("postgres"):
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except psutil.Error:
+                pass
+    return total
+
+
+def cpu(pid: int) -> float:
+    try:
+        p = psutil.Process(pid)
+        t = p.cpu_times()
+        return t.user + t.system
+    except psutil.Error:
+        return 0.0
+
+
+def run(n: int, engines: int, latency_ms: float, chunk: int, profile: str | None, in_flight: int,
+        chunks_ahead: int = 3) -> dict:
+    from test_engine_support import add_agreements
+    from ledger_helpers import add_banks, new_engine, setup_customers
+    from engines.plans import build_batch
+
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'create schema "{schema}"'))
+    url = f"{PG}{'&' if '?' in PG else '?'}options=-csearch_path%3D{schema}"
+    tmp = Path(tempfile.mkdtemp(prefix="gridpay-bench-"))
+    procs: list[subprocess.Popen] = []
+    try:
+        t = time.perf_counter()
+        db = new_engine(url)
+        with db.begin() as conn:
+            add_banks(conn, BANK)
+        numbers = setup_customers(db, n, bills_each=1, prefix="B")
+        add_agreements(db, numbers, bank=BANK)
+        (tmp / "accounts.csv").write_text("account_no,balance,limit,status\n"
+                                          + "".join(f"A{c},100000000,0,A\n" for c in numbers))
+        with db.begin() as conn:
+            s = build_batch(conn, bank_code=BANK, at=utcnow(), calendar=BusinessCalendar(), chunk_size=chunk)
+        print(f"  set-up: {n} customers, batch {s.batch_id} of {s.debits} debits in {s.chunks} chunks "
+              f"({time.perf_counter() - t:.1f} s)", flush=True)
+        env = env_for(url, 0, str(tmp / "drop"), in_flight)
+        sim = subprocess.Popen(gridpay("sim", "bank", "--bank", BANK, "--zmk-env", "BENCH_ZMK", "--accounts",
+                                       str(tmp / "accounts.csv"), "--latency-ms", str(latency_ms),
+                                       "--latency-dist", "exponential", "--seed", "5"),
+                               env=env, stdout=subprocess.PIPE, text=True)
+        procs.append(sim)
+        port = json.loads(sim.stdout.readline())["port"]
+        env = env_for(url, port, str(tmp / "drop"), in_flight)
+        if profile:
+            os.makedirs(profile, exist_ok=True)
+        eng_procs = []
+        for i in range(engines):
+            e = dict(env)
+            if profile:
+                e["GRIDPAY_ENGINE_PROFILE"] = str(Path(profile) / f"engine{engines}-{i}.prof")
+            p = subprocess.Popen(gridpay("engine", "--id", f"bench-{i}", "--poll", "0.2", "--log-level", "WARNING",
+                                         "--chunks-ahead", str(chunks_ahead),
+                                         "--log-file", str(tmp / f"engine{i}.log")),
+                                 env=e, stdout=subprocess.PIPE, text=True)
+            procs.append(p)
+            eng_procs.append(p)
+        for p in eng_procs:
+            line = p.stdout.readline()
+            if "running" not in line:
+                raise RuntimeError(f"engine did not start: {line!r}; see {tmp}")
+        cpu0 = {p.pid: cpu(p.pid) for p in eng_procs + [sim]}
+        pg0 = postgres_cpu()
+        t0 = time.perf_counter()
+        with db.connect() as conn:
+            while True:
+                left = conn.execute(select(func.count()).select_from(debits)
+                                    .where(debits.c.state.in_(("pending", "sent")))).scalar_one()
+                conn.commit()
+                if left == 0:
+                    break
+                time.sleep(0.2)
+        elapsed = time.perf_counter() - t0
+        cpu_used = {pid: cpu(pid) - c for pid, c in cpu0.items()}
+        pg_used = postgres_cpu() - pg0
+        stats = []
+        for p in eng_procs:
+            p.send_signal(signal.SIGTERM)
+            out, _ = p.communicate(timeout=120)
+            stats.append(json.loads(out.strip().splitlines()[-1]))
+        sim.send_signal(signal.SIGTERM)
+        sim_out, _ = sim.communicate(timeout=60)
+        summary = json.loads(sim_out.strip().splitlines()[-1])
+        with db.connect() as conn:
+            final = dict(conn.execute(select(debits.c.state, func.count()).group_by(debits.c.state)).all())
+        problems = verify(db)
+        k = n / 1000.0
+        result = {
+            "engines": engines, "debits": s.debits, "seconds": round(elapsed, 2), "per_second": round(s.debits / elapsed),
+            "states": final, "bank_applied": summary["applied"], "ledger_verifies": not problems,
+            "cpu_s_per_1000": {"engines": round(sum(cpu_used[p.pid] for p in eng_procs) / k, 3),
+                               "simulator": round(cpu_used[sim.pid] / k, 3), "postgresql": round(pg_used / k, 3)},
+            "engine_stats": [{"chunks": st["stats"].get("chunks"), "approved": st["stats"].get("approved"),
+                              "writer_batches": st["writer_batches"], "writer_busy_s": st["writer_busy_s"]}
+                             for st in stats],
+            "load_avg_1m": round(os.getloadavg()[0], 2),
+        }
+        db.dispose()
+        return result
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        with admin.connect() as conn:
+            conn.execute(text(f'drop schema "{schema}" cascade'))
+        admin.dispose()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--debits", type=int, default=100_000)
+    ap.add_argument("--engines", default="1,2")
+    ap.add_argument("--latency-ms", type=float, default=20.0)
+    ap.add_argument("--chunk", type=int, default=1000)
+    ap.add_argument("--in-flight", type=int, default=512, help="max_in_flight per engine link")
+    ap.add_argument("--chunks-ahead", type=int, default=3, help="chunks each engine holds at once")
+    ap.add_argument("--profile", default=None, help="directory for each engine's cProfile")
+    args = ap.parse_args()
+    results = []
+    for k in [int(x) for x in args.engines.split(",")]:
+        print(f"{k} engine(s), {args.debits} debits, {args.latency_ms:g} ms mean latency:", flush=True)
+        r = run(args.debits, k, args.latency_ms, args.chunk, args.profile, args.in_flight, args.chunks_ahead)
+        print(f"  {r['per_second']} debits/s in {r['seconds']} s; {json.dumps(r)}", flush=True)
+        results.append(r)
+    if len(results) >= 2:
+        ratio = results[1]["per_second"] / results[0]["per_second"]
+        print(f"1 engine: {results[0]['per_second']} debits/s; {results[1]['engines']} engines: "
+              f"{results[1]['per_second']} debits/s; ratio {ratio:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

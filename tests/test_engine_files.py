@@ -1,0 +1,146 @@
+"""Batch debit files (§7.2): the request is written once, a good result applies whole, a bad one
+(missing, extra or changed lines, wrong totals) is rejected whole, the deadline leaves lines open."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from click.testing import CliRunner
+from sqlalchemy import func, select
+
+from engines.files import apply_result_file, expire_files, run_file_work, write_request_file
+from engines.plans import build_batch
+from gateway.cli import gridpay
+from ledger.business_date import BusinessCalendar
+from ledger.schema import allocations, debits, outbox
+from ledger_helpers import T0, assert_ledger_verifies
+from process_harness import env_of
+from test_engine_support import FILE_BANK, make_settings, seed, settings_tree, states
+
+CAL = BusinessCalendar()
+
+
+def file_batch(engine, at=T0):
+    with engine.begin() as conn:
+        return build_batch(conn, bank_code=FILE_BANK, at=at, calendar=CAL, mode="file")
+
+
+def result_for(request: bytes, codes: dict[int, str], *, header=None, drop=(), extra=None, change=None) -> bytes:
+    lines = request.decode("gbk").strip("\n").split("\n")
+    h = lines[0].split("|")
+    out, ok, bad = [], [0, 0], [0, 0]
+    for line in lines[1:]:
+        _, seq, cust, account, amount, _periods = line.split("|")
+        seq = int(seq)
+        if seq in drop:
+            continue
+        if change and change[0] == seq:
+            amount = str(change[1])
+        code = codes.get(seq, "00")
+        out.append(f"D|{seq}|{cust}|{account}|{amount}|{code}|REF{seq:06d}")
+        bucket = ok if code == "00" else bad
+        bucket[0] += 1
+        bucket[1] += int(amount)
+    if extra:
+        out.append(extra)
+    total = ok[1] + bad[1]
+    head = header or f"H|{h[1]}|{h[2]}|{len(out)}|{total}|{ok[0]}|{ok[1]}|{bad[0]}|{bad[1]}"
+    return ("\n".join([head] + out) + "\n").encode("gbk")
+
+
+def test_file_debits_round_trip(db_url, tmp_path):
+    engine, numbers = seed(db_url, 5, bank=FILE_BANK)
+    drop = tmp_path / "drop"
+    settings = make_settings(db_url, drop_dir=str(drop))
+    s = file_batch(engine)
+    assert s.debits == 5 and s.chunks == 0
+    work = run_file_work(engine, settings, T0, owner="t", banks=[FILE_BANK], calendar=CAL)
+    req_path = drop / "outgoing" / f"{FILE_BANK}_{s.batch_id}.req"
+    assert work["written"] == [req_path]
+    request = req_path.read_bytes()
+    lines = request.decode("gbk").strip().split("\n")
+    assert lines[0] == f"H|{FILE_BANK}|{s.batch_id}|5|{5 * 10_050}"
+    assert lines[1] == f"D|1|{numbers[0]}|A{numbers[0]}|10050|202601"
+    assert states(engine) == {"sent": 5}
+    # never twice: the request is gone from outgoing (picked up) and another pass writes nothing
+    req_path.unlink()
+    assert run_file_work(engine, settings, T0 + timedelta(minutes=1), owner="t", banks=[FILE_BANK],
+                         calendar=CAL)["written"] == []
+    assert write_request_file(engine, settings, s.batch_id, now=T0) is None
+    assert not list((drop / "outgoing").iterdir())
+
+    ret = tmp_path / f"{FILE_BANK}_{s.batch_id}.ret"
+    bad_files = {
+        "missing line": result_for(request, {}, drop=(3,)),
+        "extra line": result_for(request, {}, extra=f"D|9|{numbers[0]}|A{numbers[0]}|10050|00|X"),
+        "changed amount": result_for(request, {}, change=(2, 10_000)),
+        "totals disagree": result_for(request, {}, header=f"H|{FILE_BANK}|{s.batch_id}|5|50250|5|50250|0|1"),
+    }
+    for why, data in bad_files.items():
+        ret.write_bytes(data)
+        out = apply_result_file(engine, ret, "test", now=T0 + timedelta(hours=2))
+        assert not out.ok and out.errors, why
+        assert states(engine) == {"sent": 5}, why            # nothing applied
+    ret.write_bytes(result_for(request, {4: "51", 5: "14"}))
+    env = env_of(settings_tree(db_url, drop_dir=str(drop)))
+    res = CliRunner().invoke(gridpay, ["debit", "result", str(ret)], env=env, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert "3 approved (30150 fen), 2 declined" in res.output
+    assert states(engine) == {"approved": 3, "declined": 2}
+    with engine.connect() as conn:
+        codes = dict(conn.execute(select(debits.c.customer_no, debits.c.response_code)).all())
+        assert codes[numbers[3]] == "51" and codes[numbers[4]] == "14"
+        paid = conn.execute(select(func.sum(allocations.c.amount))).scalar_one()
+        assert paid == 3 * 10_050
+        assert conn.execute(select(func.count()).select_from(outbox).where(outbox.c.kind.like("debit%"))).scalar_one() == 5
+    # the same result again changes nothing
+    again = apply_result_file(engine, ret, "test", now=T0 + timedelta(hours=3))
+    assert not again.ok and "already has its result" in again.message
+    assert_ledger_verifies(engine)
+    engine.dispose()
+
+
+def test_no_result_by_the_deadline_stays_open(sqlite_url, tmp_path):
+    engine, numbers = seed(sqlite_url, 2, bank=FILE_BANK)
+    settings = make_settings(sqlite_url, drop_dir=str(tmp_path / "drop"))
+    s = file_batch(engine)
+    run_file_work(engine, settings, T0, owner="t", banks=[FILE_BANK], calendar=CAL)
+    assert expire_files(engine, T0 + timedelta(hours=23), CAL) == []
+    assert expire_files(engine, T0 + timedelta(hours=24, seconds=1), CAL) == [s.batch_id]
+    assert states(engine) == {"unknown": 2}                   # unpaid, open for reconciliation
+    # a valid result arriving late is the bank's word: still applied
+    request = (tmp_path / "drop" / "outgoing" / f"{FILE_BANK}_{s.batch_id}.req").read_bytes()
+    ret = tmp_path / f"{FILE_BANK}_{s.batch_id}.ret"
+    ret.write_bytes(result_for(request, {2: "51"}))
+    assert apply_result_file(engine, ret, "test", now=T0 + timedelta(hours=30)).ok
+    assert states(engine) == {"approved": 1, "declined": 1}
+    assert_ledger_verifies(engine)
+    engine.dispose()
+
+
+def test_crash_between_commit_and_rename_is_finished(sqlite_url, tmp_path):
+    engine, _ = seed(sqlite_url, 2, bank=FILE_BANK)
+    settings = make_settings(sqlite_url, drop_dir=str(tmp_path / "drop"))
+    s = file_batch(engine)
+    path = write_request_file(engine, settings, s.batch_id, now=T0)
+    part = path.parent / f".{path.name}.part"
+    path.replace(part)                                        # as if we died before the rename
+    run_file_work(engine, settings, T0, owner="t", banks=[FILE_BANK], calendar=CAL)
+    assert path.exists() and not part.exists()
+    engine.dispose()
+
+
+def test_drop_watcher_hands_result_files_to_the_engine(sqlite_url, tmp_path):
+    from ledger.recon.watch import DropWatcher
+
+    engine, _ = seed(sqlite_url, 2, bank=FILE_BANK)
+    drop = tmp_path / "drop"
+    settings = make_settings(sqlite_url, drop_dir=str(drop))
+    s = file_batch(engine)
+    run_file_work(engine, settings, T0, owner="t", banks=[FILE_BANK], calendar=CAL)
+    request = (drop / "outgoing" / f"{FILE_BANK}_{s.batch_id}.req").read_bytes()
+    (drop / "incoming").mkdir(parents=True, exist_ok=True)
+    (drop / "incoming" / f"{FILE_BANK}_{s.batch_id}.ret").write_bytes(result_for(request, {}))
+    results = DropWatcher(engine, drop).poll_once()
+    assert [r.outcome for r in results] == ["processed"], [(r.outcome, r.message, r.errors) for r in results]
+    assert states(engine) == {"approved": 2}
+    engine.dispose()

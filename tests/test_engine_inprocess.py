@@ -1,0 +1,241 @@
+"""The debit engine in the test's reactor against the in-process bank host, on real sockets and
+real databases: approvals and declines, timeouts → unknown → 0420/0421 (injected clock), late
+answers, the debit limit, dead-engine recovery, SQLite's single engine, the Oracle claim."""
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import pytest
+import pytest_twisted
+from sqlalchemy import func, select
+from twisted.internet import defer, reactor
+from twisted.internet.task import deferLater
+
+from engines.engine import DebitEngine
+from engines.plans import build_batch
+from engines.store import EngineConflict, claim_statement, register_instance
+from engines.tables import debit_chunks, debit_reversals, debit_skips
+from gateway.sim.bank import Account, BankHost, Behaviour
+from iso8583_specs.dialects import get_dialect
+from ledger.business_date import BusinessCalendar
+from ledger.schema import bills, debit_attempts, debits, outbox
+from ledger_helpers import T0, assert_ledger_verifies
+from test_engine_support import (BANK, ZMK, FakeClock, accounts_for, bank_vs_ledger, make_settings, seed,
+                                 states)
+
+CAL = BusinessCalendar()
+
+
+def make_host(accounts, behaviour=None, clock=None):
+    host = BankHost(reactor, BANK, get_dialect("ascii"), ZMK, accounts, behaviour or Behaviour(), clock=clock,
+                    business_date=date(2026, 11, 23), seed=7)
+    host.start()
+    return host
+
+
+def batch(engine, chunk_size=10, at=T0, **kw):
+    with engine.begin() as conn:
+        return build_batch(conn, bank_code=BANK, at=at, calendar=CAL, chunk_size=chunk_size, **kw)
+
+
+async def until(cond, timeout=20.0, step=0.02, show=None):
+    waited = 0.0
+    while not cond():
+        if waited > timeout:
+            raise AssertionError("condition not met in time" + (f": {show()}" if show else ""))
+        await deferLater(reactor, step, lambda: None)
+        waited += step
+
+
+@pytest.fixture
+def cleanup():
+    items = []
+    yield items
+    for thing in reversed(items):
+        try:
+            pytest_twisted.blockon(defer.maybeDeferred(thing))
+        except Exception:  # noqa: BLE001
+            pass
+
+
+@pytest_twisted.ensureDeferred
+async def test_batch_approved_and_declined(db_url, cleanup):
+    engine, numbers = seed(db_url, 40)
+    accounts = accounts_for(numbers)
+    accounts[f"A{numbers[0]}"] = Account(10)             # 51
+    accounts[f"A{numbers[1]}"] = Account(10**9, 0, "C")  # 57
+    host = make_host(accounts)
+    cleanup.append(host.stop)
+    s = batch(engine)
+    assert s.debits == 40 and s.chunks == 4
+    eng = DebitEngine(make_settings(db_url, host.port), reactor, engine, name="e1", poll_s=0.05)
+    await eng.start()
+    cleanup.append(eng.stop)
+    await until(lambda: states(engine).get("pending", 0) + states(engine).get("sent", 0) == 0)
+    await until(lambda: eng.idle and _chunk_states(engine) == {"done"})
+    st = states(engine)
+    assert st == {"approved": 38, "declined": 2}
+    with engine.connect() as conn:
+        codes = dict(conn.execute(select(debits.c.customer_no, debits.c.response_code)
+                                  .where(debits.c.state == "declined")).all())
+        assert codes == {numbers[0]: "51", numbers[1]: "57"}
+        kinds = dict(conn.execute(select(outbox.c.kind, func.count()).group_by(outbox.c.kind)).all())
+        assert kinds["debit_ok"] == 38 and kinds["debit_failed"] == 2
+        chunk_states = set(conn.execute(select(debit_chunks.c.state)).scalars())
+        assert chunk_states == {"done"}
+    cmp = bank_vs_ledger(engine, host)
+    assert cmp["bank_held"] == cmp["ledger_held"] and len(cmp["bank_held"]) == 38 and cmp["rrn_dupes"] == 0
+    assert len(host.applied) == 38
+    assert_ledger_verifies(engine)
+    # nothing left to debit: a second batch finds no due bills except the declined customers'
+    assert batch(engine).debits == 2
+    engine.dispose()
+
+
+@pytest_twisted.ensureDeferred
+async def test_debit_limit_is_skipped_with_reason(sqlite_url, cleanup):
+    engine, numbers = seed(sqlite_url, 5, limit=5_000)  # each owes 10,050 > 5,000
+    s = batch(engine)
+    assert s.debits == 0 and len(s.skipped) == 5
+    with engine.connect() as conn:
+        reasons = list(conn.execute(select(debit_skips.c.reason)).scalars())
+    assert len(reasons) == 5 and all("exceeds the agreement's debit limit 5000 fen" in r for r in reasons)
+    engine.dispose()
+
+
+@pytest_twisted.ensureDeferred
+async def test_timeouts_reverse_with_0420_then_0421_on_injected_clock(sqlite_url, cleanup):
+    """The bank applies but never answers: unknown → 0420 → 0421 … (interval and count from the
+    config, driven by an injected clock), then a host that answers again gets the reversal
+    through; a late 0210 changes nothing."""
+    engine, numbers = seed(sqlite_url, 3)
+    fc = FakeClock()
+    host = make_host(accounts_for(numbers), Behaviour(drop_after_apply=1.0))
+    cleanup.append(host.stop)
+    batch(engine, chunk_size=10)
+    settings = make_settings(sqlite_url, host.port, timeout_s=5.0, reversal_interval_s=10.0, reversal_max=2)
+    eng = DebitEngine(settings, reactor, engine, name="e1", clock=fc.clock, now=fc.now, poll_s=1.0)
+    await eng.start()
+    cleanup.append(eng.stop)
+    await until(lambda: eng.links[BANK].ready)
+    await eng.poll()
+    await until(lambda: states(engine).get("sent") == 3)
+    await until(lambda: len(host.applied) == 3)
+    fc.advance(5.1)                                      # the debit timeout
+    await until(lambda: states(engine).get("unknown") == 3)
+    await until(lambda: host.counters["received_0420"] == 3)
+    assert host.counters["received_0421"] == 0
+    fc.advance(5.0)                                      # the 0420 times out (5 s), interval not yet
+    await until(lambda: eng.stats["reversal_timeouts"] == 3)
+    assert host.counters["received_0421"] == 0
+    fc.advance(5.1)                                      # 10 s after the 0420: first 0421
+    await until(lambda: host.counters["received_0421"] == 3)
+    fc.advance(10.1)                                     # second 0421 (reversal_max = 2)
+    await until(lambda: host.counters["received_0421"] == 6)
+    with engine.connect() as conn:
+        attempts = set(conn.execute(select(debit_reversals.c.attempts)).scalars())
+        assert attempts == {3}
+    fc.advance(10.1)                                     # no more: unanswered, open for reconciliation
+    await until(lambda: eng.stats["reversal_unanswered"] == 3)
+    await until(lambda: set(_rev_states(engine)) == {"unanswered"})
+    assert host.counters["received_0421"] == 6
+    assert states(engine) == {"unknown": 3}
+    # the bank reversed on the first 0420 although it never said so: money back
+    assert all(r.reversed for r in host.applied.values())
+    assert_ledger_verifies(engine)
+    engine.dispose()
+
+
+def _chunk_states(engine):
+    with engine.connect() as conn:
+        return set(conn.execute(select(debit_chunks.c.state)).scalars())
+
+
+def _rev_states(engine):
+    with engine.connect() as conn:
+        return list(conn.execute(select(debit_reversals.c.state)).scalars())
+
+
+@pytest_twisted.ensureDeferred
+async def test_late_0210_after_reversal_changes_nothing(sqlite_url, cleanup):
+    engine, numbers = seed(sqlite_url, 1)
+    fc = FakeClock()
+    host = make_host(accounts_for(numbers), Behaviour(latency_ms=300))   # answers after 0.3 s real time
+    cleanup.append(host.stop)
+    batch(engine)
+    settings = make_settings(sqlite_url, host.port, timeout_s=5.0)
+    eng = DebitEngine(settings, reactor, engine, name="e1", clock=fc.clock, now=fc.now, poll_s=1.0)
+    await eng.start()
+    cleanup.append(eng.stop)
+    await until(lambda: eng.links[BANK].ready)
+    await eng.poll()
+    await until(lambda: states(engine).get("sent") == 1)
+    await until(lambda: host.counters["received_0200"] == 1)
+    fc.advance(5.1)                                       # times out before the bank's answer
+    await until(lambda: eng.stats["late_0210"] == 1 and states(engine) == {"reversed": 1}, timeout=10)
+    assert states(engine) == {"reversed": 1}
+    with engine.connect() as conn:
+        events = list(conn.execute(select(debit_attempts.c.event).order_by(debit_attempts.c.id)).scalars())
+    assert events[:4] == ["created", "sent", "unknown", "reversal_sent"]
+    assert sorted(events[4:]) == ["late_answer", "reversal_answer", "reversed"]
+    assert all(r.reversed for r in host.applied.values())
+    assert_ledger_verifies(engine)
+    engine.dispose()
+
+
+@pytest_twisted.ensureDeferred
+async def test_dead_engine_chunks_are_taken_over_and_sent_debits_reversed(db_url, cleanup):
+    """An engine claimed a chunk, committed the identities ('sent') and died before any answer
+    was posted: after its lease expires another engine reverses those debits (never resends
+    them) and sends the chunks nobody claimed."""
+    engine, numbers = seed(db_url, 30)
+    fc = FakeClock()
+    host = make_host(accounts_for(numbers))
+    cleanup.append(host.stop)
+    batch(engine, chunk_size=10)
+    from engines.store import claim_chunks
+    dead = claim_chunks(engine, owner="dead", banks=[BANK], now=fc.now(), lease_s=30, calendar=CAL)
+    assert len(dead) == 1 and len(dead[0].to_send) == 10
+    # the dead engine wrote 4 of them to the bank (applied there), then died
+    assert states(engine) == {"sent": 10, "pending": 20}
+    settings = make_settings(db_url, host.port)
+    eng = DebitEngine(settings, reactor, engine, name="e2", clock=fc.clock, now=fc.now, poll_s=1.0, lease_s=30)
+    await eng.start()
+    cleanup.append(eng.stop)
+    await until(lambda: eng.links[BANK].ready)
+    await eng.poll()
+    await until(lambda: states(engine).get("pending", 0) == 0 and eng.idle,
+                show=lambda: (states(engine), dict(eng.stats), eng.chunks))
+    assert states(engine) == {"approved": 20, "sent": 10}, (dict(eng.stats), dict(host.counters))  # the dead engine's chunk is still leased
+    fc.advance(31)                                             # its lease expires
+    await eng.poll()
+    await until(lambda: states(engine).get("reversed") == 10, timeout=10)
+    assert host.counters["received_0200"] == 20               # never resent
+    assert host.counters["received_0420"] == 10
+    cmp = bank_vs_ledger(engine, host)
+    assert cmp["bank_held"] == cmp["ledger_held"] and len(cmp["ledger_held"]) == 20
+    assert_ledger_verifies(engine)
+    engine.dispose()
+
+
+def test_sqlite_allows_one_engine(sqlite_url):
+    engine, _ = seed(sqlite_url, 1)
+    register_instance(engine, name="first", banks=[BANK], now=T0, lease_s=30, single=True)
+    with pytest.raises(EngineConflict, match="SQLite allows one engine"):
+        register_instance(engine, name="second", banks=[BANK], now=T0 + timedelta(seconds=10), lease_s=30, single=True)
+    with pytest.raises(EngineConflict, match="named 'first' is running"):
+        register_instance(engine, name="first", banks=[BANK], now=T0 + timedelta(seconds=10), lease_s=30, single=True)
+    # once the first one's lease has expired (it died), another may start
+    register_instance(engine, name="second", banks=[BANK], now=T0 + timedelta(seconds=31), lease_s=30, single=True)
+    engine.dispose()
+
+
+def test_claim_statement_compiles_for_oracle_and_postgresql():
+    from sqlalchemy.dialects import oracle, postgresql
+
+    ora = str(claim_statement("oracle", [BANK], T0, "e1", False).compile(dialect=oracle.dialect()))
+    assert "FOR UPDATE SKIP LOCKED" in ora and "FETCH FIRST" not in ora and "ROWNUM" not in ora
+    pg = str(claim_statement("postgresql", [BANK], T0, "e1", False, limit=2).compile(dialect=postgresql.dialect()))
+    assert "FOR UPDATE SKIP LOCKED" in pg and "LIMIT" in pg
+    lite = str(claim_statement("sqlite", [BANK], T0, "e1", False).compile())
+    assert "FOR UPDATE" not in lite

@@ -1,0 +1,95 @@
+"""Debit plans: `gridpay plan add|list|pause|resume|run-now`, who a batch takes (agreement, due
+date rule, district, customer list) and who it leaves out and why (limit, suspended)."""
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+from click.testing import CliRunner
+from sqlalchemy import select, update
+
+from engines.plans import build_batch
+from engines.tables import debit_chunks, debit_skips
+from gateway.cli import gridpay
+from ledger.business_date import BusinessCalendar
+from ledger.schema import agreements, customers, debit_bills, debits
+from ledger_helpers import T0, add_bills
+from process_harness import env_of
+from test_engine_support import BANK, FILE_BANK, add_agreements, seed, set_district, settings_tree
+
+
+def cli(env, *args):
+    result = CliRunner().invoke(gridpay, list(args), env=env, catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+def test_plan_commands(sqlite_url, tmp_path):
+    engine, numbers = seed(sqlite_url, 6, limit=20_000)
+    with engine.begin() as conn:
+        conn.execute(update(agreements).where(agreements.c.customer_no == numbers[0]).values(debit_limit=5_000))
+        conn.execute(update(customers).where(customers.c.customer_no == numbers[1]).values(status="S"))
+    env = env_of(settings_tree(sqlite_url, drop_dir=str(tmp_path / "drop")))
+    code, out = cli(env, "plan", "add", "monthly", "--bank", BANK, "--cron", "0 9 5 * *", "--due-days", "30")
+    assert code == 0 and "monthly added" in out
+    code, out = cli(env, "plan", "add", "bad", "--bank", BANK, "--cron", "every day")
+    assert code != 0 and "not a cron expression" in out
+    code, out = cli(env, "plan", "list", "--json")
+    plans = json.loads(out)
+    assert [(p["name"], p["status"], p["cron"], p["due_days"]) for p in plans] == [("monthly", "A", "0 9 5 * *", 30)]
+    assert cli(env, "plan", "pause", "monthly")[0] == 0
+    assert json.loads(cli(env, "plan", "list", "--json")[1])[0]["status"] == "P"
+    assert cli(env, "plan", "resume", "monthly")[0] == 0
+    code, out = cli(env, "plan", "list")
+    assert "monthly" in out and "active" in out
+    code, out = cli(env, "plan", "run-now", "monthly")
+    assert code == 0, out
+    assert "4 debits" in out and "2 skipped" in out
+    assert f"skipped {numbers[0]} (10050 fen): total due 10050 fen exceeds the agreement's debit limit 5000 fen" in out
+    assert f"skipped {numbers[1]} (10050 fen): customer is suspended" in out
+    with engine.connect() as conn:
+        assert len(conn.execute(select(debit_skips)).all()) == 2
+        assert {r.state for r in conn.execute(select(debit_chunks))} == {"ready"}
+    assert cli(env, "plan", "pause", "nosuch")[0] != 0
+    engine.dispose()
+
+
+def test_batch_selection_rules(db_url):
+    engine, numbers = seed(db_url, 8, bills_each=2)     # bills 202601 and 202602, due the 28th of their month
+    set_district(engine, numbers[:4], "east")
+    cal = BusinessCalendar()
+    with engine.begin() as conn:
+        add_bills(conn, [(numbers[0], "202612", 700, 0)])   # due 2026-12-28: after the run date
+        # a customer with an agreement at another bank only is not taken
+        conn.execute(update(agreements).where(agreements.c.customer_no == numbers[7]).values(bank_code=FILE_BANK))
+    with engine.begin() as conn:
+        s = build_batch(conn, bank_code=BANK, at=T0, calendar=cal, district="east", chunk_size=3)
+    assert s.debits == 4 and s.chunks == 2 and s.total == 4 * 2 * 10_050
+    with engine.begin() as conn:
+        s2 = build_batch(conn, bank_code=BANK, at=T0, calendar=cal, due_days=40, chunk_size=3)
+    # east customers' bills are in open debits; the west ones are taken; the December bill now falls due
+    assert s2.debits == 4 and s2.total == 3 * 2 * 10_050 + 700
+    with engine.begin() as conn:
+        s3 = build_batch(conn, bank_code=BANK, at=T0 + timedelta(days=1), calendar=cal,
+                         customers_only=[numbers[7]], chunk_size=3)
+    assert s3.debits == 0
+    with engine.connect() as conn:
+        rows = conn.execute(select(debits.c.customer_no, debits.c.account_no, debits.c.amount, debits.c.chunk_no)
+                            .where(debits.c.batch_id == s.batch_id).order_by(debits.c.customer_no)).all()
+        assert [r.account_no for r in rows] == [f"A{c}" for c in numbers[:4]]
+        assert [r.chunk_no for r in rows] == [0, 0, 0, 1]
+        assert conn.execute(select(debit_bills).where(debit_bills.c.debit_id.in_(s.debit_ids))).all().__len__() == 8
+    engine.dispose()
+
+
+def test_agreement_for_other_customers_only(sqlite_url):
+    engine, numbers = seed(sqlite_url, 3)
+    more = ["X00000001"]
+    from ledger_helpers import add_customer
+    with engine.begin() as conn:
+        add_customer(conn, more[0])
+        add_bills(conn, [(more[0], "202601", 100, 0)])
+    add_agreements(engine, more)
+    with engine.begin() as conn:
+        s = build_batch(conn, bank_code=BANK, at=T0, calendar=BusinessCalendar(), customers_only=more)
+    assert s.debits == 1 and s.total == 100
+    engine.dispose()
