@@ -178,7 +178,10 @@ def scheduler(config_path, once, interval, log_level):
 @click.option("--chunks-ahead", default=2, show_default=True, help="chunks held per bank at once")
 @click.option("--log-level", default="INFO", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
 @click.option("--log-file", default="", help="log here instead of stderr")
-def engine(config_path, name, banks, lease_s, poll_s, chunks_ahead, log_level, log_file):
+@click.option("--metrics-host", default="127.0.0.1", show_default=True)
+@click.option("--metrics-port", default=0, show_default=True, type=click.IntRange(0, 65535),
+              help="/metrics, /healthz, /readyz (0 = any free port, printed at start)")
+def engine(config_path, name, banks, lease_s, poll_s, chunks_ahead, log_level, log_file, metrics_host, metrics_port):
     """Run a debit engine until SIGTERM: claim chunks, send debits, post results, reverse unknowns."""
     from gateway.serve import install_reactor, setup_logging
 
@@ -190,9 +193,12 @@ def engine(config_path, name, banks, lease_s, poll_s, chunks_ahead, log_level, l
     from engines.engine import DebitEngine, default_name
     from engines.store import EngineConflict
 
+    from engines.metrics import EngineMetrics, serve_metrics
+
     settings, db = _open(config_path, pool_size=8)
+    metrics = EngineMetrics()
     eng = DebitEngine(settings, reactor, db, name=name or default_name(), banks=list(banks) or None,
-                      lease_s=lease_s, poll_s=poll_s, chunks_ahead=chunks_ahead)
+                      lease_s=lease_s, poll_s=poll_s, chunks_ahead=chunks_ahead, link_metrics=metrics.link)
     state = {"failed": None}
 
     def on_signal(signum, _frame):
@@ -201,8 +207,13 @@ def engine(config_path, name, banks, lease_s, poll_s, chunks_ahead, log_level, l
     def started(_):
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+        metrics.start(reactor, db)
+        serve_metrics(reactor, metrics, db, metrics_host, metrics_port).addCallback(announce)
+
+    def announce(port):
         print(f"gridpay engine {eng.name} running: online banks {','.join(eng.banks) or '-'}; "
-              f"file banks {','.join(eng.file_banks) or '-'}", flush=True)
+              f"file banks {','.join(eng.file_banks) or '-'}; "
+              f"metrics http://{metrics_host}:{port.getHost().port}/metrics", flush=True)
 
     def failed(f):
         state["failed"] = f.value

@@ -49,7 +49,7 @@ class DebitEngine:
                  clock=None, now: Callable[[], datetime] | None = None, lease_s: float = 30.0, poll_s: float = 0.5,
                  chunks_ahead: int = 2, only_chunks: list[int] | None = None, files: bool = True,
                  writer_batch: int = 1000, writer_threads: int = 2, writer_wait_s: float = 0.05, retry_unsent_s: float = 1.0, single: bool | None = None,
-                 link_factory: Callable | None = None, actor: str = DEBIT_ACTOR):
+                 link_factory: Callable | None = None, actor: str = DEBIT_ACTOR, link_metrics=None):
         self.settings, self.reactor, self.db = settings, reactor, db
         self.clock = clock or reactor
         self.now = now or utcnow
@@ -66,6 +66,7 @@ class DebitEngine:
         self.file_banks = [code for code, b in settings.banks.items()
                            if "debit" in b.channels and b.debit.mode == "file" and (banks is None or code in banks)]
         self._link_factory = link_factory
+        self.link_metrics = link_metrics
         self.links: dict[str, BankLink] = {}
         self.stats: Counter = Counter()
         self.chunks: dict[int, dict] = {}          # chunk_id -> {"bank", "left"}
@@ -100,7 +101,7 @@ class DebitEngine:
         keys.refresh(code, LINK_CHANNEL)
         return BankLink(self.reactor, code, cfg, self.settings.zmk(code), clock=self.clock,
                         on_late_response=lambda m, code=code: self._late(code, m), stans=stans,
-                        now=lambda: store.local_now(self.now(), tz), keys=keys)
+                        now=lambda: store.local_now(self.now(), tz), keys=keys, metrics=self.link_metrics)
 
     def start(self) -> defer.Deferred:
         """Register (refused if SQLite already has an engine, or the name is taken), start the

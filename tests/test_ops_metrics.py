@@ -185,6 +185,9 @@ def test_alerts_cover_the_required_conditions():
     assert "gridpay_transaction_seconds_bucket" in used                               # latency
     assert any("response_code" in e and "/" in e for e in exprs.values())             # error rate
     assert any('mti=~"0420|0421"' in e for e in exprs.values())                       # reversals unanswered
+    assert "gridpay_debit_reversals" in used                                          # ... and left open
+    assert "gridpay_debit_oldest_ready_chunk_age_seconds" in used                     # stuck batches
+    assert "gridpay_recon_oldest_open_item_age_seconds" in used                       # recon open past a day
 
 
 def test_alert_rules_name_only_exported_metrics():

@@ -312,6 +312,27 @@ def report(business_date, reports_dir, fmt, config_path, url) -> None:
             click.echo(f"report: {p}")
 
 
+def _serve_recon_metrics(engine, host: str, port: int, stop, refresh_s: float = 15.0) -> None:
+    """Prometheus /metrics for the watcher, refreshed from the database on a thread of its own."""
+    import threading
+
+    from prometheus_client import start_http_server
+
+    from engines.metrics import ReconMetrics
+
+    metrics = ReconMetrics()
+    server, _thread = start_http_server(port, addr=host, registry=metrics.registry)
+    port = server.server_port
+
+    def refresh():
+        while not stop.is_set():
+            metrics.poll(engine)
+            stop.wait(refresh_s)
+
+    threading.Thread(target=refresh, name="recon-metrics", daemon=True).start()
+    click.echo(f"gridpay watch: metrics on http://{host}:{port}/metrics")
+
+
 @click.command()
 @click.option("--dir", "drop_dir", required=True, type=click.Path(file_okay=False), help="the drop directory")
 @click.option("--once", is_flag=True, help="process what is there now and exit")
@@ -319,10 +340,14 @@ def report(business_date, reports_dir, fmt, config_path, url) -> None:
 @click.option("--settle-debits", is_flag=True, help="settle unknown debits by the bank files")
 @click.option("--amount-tolerance", default=0, show_default=True, type=click.IntRange(0))
 @click.option("--cheque-window-days", type=click.IntRange(0), default=None)
+@click.option("--metrics-host", default="127.0.0.1", show_default=True)
+@click.option("--metrics-port", default=0, show_default=True, type=click.IntRange(0, 65535),
+              help="/metrics (open reconciliation items, database reachability); 0 = any free port")
 @actor_option
 @config_option
 @url_option
-def watch(drop_dir, once, interval, settle_debits, amount_tolerance, cheque_window_days, actor, config_path, url) -> None:
+def watch(drop_dir, once, interval, settle_debits, amount_tolerance, cheque_window_days, metrics_host, metrics_port,
+          actor, config_path, url) -> None:
     """Watch a drop directory (incoming/ processed/ rejected/ reports/) and process each complete file once.
 
     Writers put a file in incoming/ under a temporary name (leading '.', or ending .part/.tmp/.partial)
@@ -355,6 +380,7 @@ def watch(drop_dir, once, interval, settle_debits, amount_tolerance, cheque_wind
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
+        _serve_recon_metrics(engine, metrics_host, metrics_port, stop)
         poll_forever(watcher, interval, stop, show)
     finally:
         engine.dispose()
