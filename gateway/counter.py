@@ -51,10 +51,12 @@ class CounterService:
         self.metrics = metrics
         self.clock = clock
         self.zmk_for = zmk_for          # bank code -> ZMK bytes
+        self.in_flight = 0
+        metrics.in_flight.set_function(lambda: self.in_flight)
 
     async def handle(self, ex: Exchange, link: Link) -> bytes | None:
         """Run one request through the participants; returns the response message, or None."""
-        self.metrics.in_flight.inc()
+        self.in_flight += 1
         try:
             for participant in (self.decode, self.identify_bank, self.validate, self.network_management,
                                 self.require_key, self.verify_mac, self.transact):
@@ -63,13 +65,12 @@ class CounterService:
                     break
             return None if ex.silent else self.respond(ex, link)
         finally:
-            self.metrics.in_flight.dec()
-            log_exchange(ex, self.clock.seconds())
+            self.in_flight -= 1
+            now = self.clock.seconds()
+            log_exchange(ex, now)
             if not ex.silent:
-                self.metrics.transactions.labels(ex.bank or "unknown", ex.mti or "????",
-                                                 ex.processing_code or "-", ex.code or "--").inc()
-                self.metrics.latency.labels(ex.bank or "unknown", ex.mti or "????").observe(
-                    max(0.0, self.clock.seconds() - ex.received))
+                self.metrics.answered(ex.bank or "unknown", ex.mti or "????", ex.processing_code or "-",
+                                      ex.code or "--", max(0.0, now - ex.received))
 
     # --- participants -------------------------------------------------------------------
 

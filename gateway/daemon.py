@@ -6,11 +6,13 @@ finish, closes connections, drains the group committer, and only then lets the p
 """
 from __future__ import annotations
 
+import gc
 import logging
 
 from sqlalchemy import text
-from twisted.internet import defer, endpoints, threads
+from twisted.internet import defer, endpoints, task, threads
 
+from gateway import txlog
 from gateway.banks import BankDirectory
 from gateway.counter import CounterService
 from gateway.health import ops_site
@@ -25,6 +27,7 @@ from ledger.db import make_engine
 from ledger.group_commit import GroupCommitter
 
 log = logging.getLogger("gridpay.gateway")
+TXLOG_FLUSH_S = 0.2  # transaction log lines reach the file at most this late (gateway.txlog)
 
 
 class Gateway:
@@ -49,13 +52,17 @@ class Gateway:
         self.ports = []
         self.ops_port = None
         self.draining = False
+        self.watcher = None
         self._idle_waiters: list[defer.Deferred] = []
+        self.txlog_flush = task.LoopingCall(txlog.flush)
+        self.txlog_flush.clock = reactor
 
     # --- start --------------------------------------------------------------------------
 
     @defer.inlineCallbacks
     def start(self):
         yield self.ledger_ready()
+        self.txlog_flush.start(TXLOG_FLUSH_S, now=False)
         self.committer.start()
         self.ledger.start()
         for cfg in self.settings.gateway.listeners:
@@ -70,6 +77,17 @@ class Gateway:
         site = ops_site(self.metrics, self.db_check, lambda: (len(self.ports), len(gw.listeners)))
         self.ops_port = yield endpoints.TCP4ServerEndpoint(self.reactor, gw.metrics_port, interface=gw.metrics_host).listen(site)
         log.info("metrics and health on http://%s:%d/metrics", gw.metrics_host, self.ops_port.getHost().port)
+        settle_gc()
+        if gw.watch_drop_dir:
+            self.start_watcher()
+
+    def start_watcher(self) -> None:
+        """The drop directory's watcher (``gridpay watch``) inside this process."""
+        from ledger.recon.watch import DropWatcher
+
+        self.watcher = DropWatcher(self.engine, self.settings.drop_dir, actor="system:gateway-watch")
+        self.watcher.start(self.reactor)
+        log.info("watching drop directory %s", self.settings.drop_dir)
 
     def ledger_ready(self):
         """The configured banks have their rows (payments refer to them)."""
@@ -112,6 +130,8 @@ class Gateway:
     def stop(self):
         """Stop accepting, finish what is in flight, close every connection, drain the ledger."""
         self.draining = True
+        if self.watcher is not None:
+            self.watcher.stop()
         yield defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in self.ports])
         self.metrics.listeners_up.set(0)
         for factory in self.factories:  # requests not yet read stay unread: the bank will time them out
@@ -132,4 +152,24 @@ class Gateway:
             yield self.ops_port.stopListening()
         yield self.ledger.run(self.committer.stop, True)
         self.ledger.stop()
+        if self.txlog_flush.running:
+            self.txlog_flush.stop()
+        txlog.flush()
         log.info("gateway stopped")
+
+
+_gc_settled = False
+
+
+def settle_gc() -> None:
+    """Once per process, when the gateway is up: what start-up built lives as long as the
+    process, so the cyclic collector stops walking it (gc.freeze); and the youngest generation
+    is collected every 10,000 allocations instead of 700, since each collection walks the
+    objects of every request in flight (thousands at load) however few were allocated since."""
+    global _gc_settled
+    if _gc_settled:
+        return
+    _gc_settled = True
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 10)

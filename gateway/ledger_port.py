@@ -8,6 +8,7 @@ the committer's queue (cancelled there). A posting already inside a commit is wa
 from __future__ import annotations
 
 import logging
+import threading
 
 from twisted.internet import defer, threads
 from twisted.python.threadpool import ThreadPool
@@ -36,6 +37,7 @@ class LedgerPort:
         # Python threads share one interpreter lock: a few threads doing batched work beat many doing single rows.
         self.pool = ThreadPool(minthreads=1, maxthreads=min(pool_size, 4), name="gridpay-db")
         self.reader = InquiryReader(self.run, self._read, max_batch=max_batch)
+        self.outcomes = ToReactor(reactor, self._fire)
 
     def start(self) -> None:
         self.pool.start()
@@ -66,26 +68,48 @@ class LedgerPort:
     def post(self, posting, timeout_s: float = 10.0) -> defer.Deferred:
         future = self.committer.submit(posting)
         d = defer.Deferred()
-
-        def resolved(fut):
-            if fut.cancelled():
-                outcome = Outcome("96", {}, "timed out waiting for the database: nothing was applied")
-            elif fut.exception() is not None:
-                log.error("posting failed: %r", fut.exception())
-                outcome = Outcome("96", {}, UNAVAILABLE)
-            else:
-                outcome = fut.result()
-            self.reactor.callFromThread(_fire, outcome)
-
-        def _fire(outcome):
-            if timer.active():
-                timer.cancel()
-            if not d.called:
-                d.callback(outcome)
-
         timer = self.reactor.callLater(timeout_s, future.cancel)
-        future.add_done_callback(resolved)
+        future.add_done_callback(lambda fut: self.outcomes.deliver((fut, d, timer)))
         return d
+
+    @staticmethod
+    def _fire(fut, d: defer.Deferred, timer) -> None:
+        if timer.active():
+            timer.cancel()
+        if fut.cancelled():
+            outcome = Outcome("96", {}, "timed out waiting for the database: nothing was applied")
+        elif fut.exception() is not None:
+            log.error("posting failed: %r", fut.exception())
+            outcome = Outcome("96", {}, UNAVAILABLE)
+        else:
+            outcome = fut.result()
+        if not d.called:
+            d.callback(outcome)
+
+
+class ToReactor:
+    """Hands items from other threads to the reactor thread, many per wake-up: a group commit
+    resolves its postings together, and one reactor call answers them all."""
+
+    def __init__(self, reactor, handle):
+        self.reactor, self.handle = reactor, handle
+        self._lock = threading.Lock()
+        self._ready: list = []
+        self._scheduled = False
+
+    def deliver(self, item) -> None:
+        with self._lock:
+            self._ready.append(item)
+            if self._scheduled:
+                return
+            self._scheduled = True
+        self.reactor.callFromThread(self._run)
+
+    def _run(self) -> None:
+        with self._lock:
+            ready, self._ready, self._scheduled = self._ready, [], False
+        for item in ready:
+            self.handle(*item)
 
 
 class InquiryReader:

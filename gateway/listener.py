@@ -59,6 +59,7 @@ class CounterFactory(ServerFactory):
         self.networks = {b: [ipaddress.ip_network(n, strict=False) for n in self.directory.config(b).allowed_networks]
                          for b in banks}
         self.dialect = get_dialect(listener_cfg.dialect)
+        self._timings: dict[object, Timing] = {}
 
     def buildProtocol(self, addr):
         if self.gateway.draining:
@@ -113,6 +114,13 @@ class CounterFactory(ServerFactory):
         self.gateway.request_done()
 
     def timing(self, link: Link) -> Timing:
+        """The link's timers (looked up on every read, so worked out once per bank or set of banks)."""
+        key = link.bank or link.allowed_banks
+        if key not in self._timings:
+            self._timings[key] = self._timing(link)
+        return self._timings[key]
+
+    def _timing(self, link: Link) -> Timing:
         banks = [link.bank] if link.bank else sorted(link.allowed_banks)
         cfgs = [self.directory.config(b) for b in banks]
         return Timing(idle_timeout_s=min(c.idle_timeout_s for c in cfgs),

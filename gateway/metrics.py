@@ -34,6 +34,17 @@ class GatewayMetrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), registry=r)
         self.db_up = Gauge("gridpay_db_up", "1 when the last database check succeeded", registry=r)
         self.listeners_up = Gauge("gridpay_listeners_up", "Listening ports open", registry=r)
+        self._answered: dict[tuple, tuple] = {}  # labels -> (counter child, histogram child)
+
+    def answered(self, bank: str, mti: str, processing_code: str, response_code: str, seconds: float) -> None:
+        """One request answered: counted by its labels and timed. Label lookups cost more than the
+        counting, so each combination's children are looked up once."""
+        key = (bank, mti, processing_code, response_code)
+        children = self._answered.get(key)
+        if children is None:
+            children = self._answered[key] = (self.transactions.labels(*key), self.latency.labels(bank, mti))
+        children[0].inc()
+        children[1].observe(seconds)
 
     def on_commit(self, batch_size: int, seconds: float) -> None:
         """Group-commit hook; called from the committer's thread (prometheus-client is thread-safe)."""

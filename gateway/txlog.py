@@ -1,29 +1,107 @@
-"""One structured log line per transaction, with customer and account numbers masked."""
+"""One structured log line per transaction, with customer and account numbers masked.
+
+The line goes where the ``gridpay.tx`` logger's records go. A busy gateway writes thousands
+a second, so when those handlers are plain files or streams with the daemon's line format
+(``gateway.serve.setup_logging``) the line is formatted here, as the handler would, and put
+into the stream's buffer without a flush per line: ``flush()`` (the daemon calls it on a
+timer and when it stops), any other log record and the process's exit write it out. Any
+other set-up (capture handlers in tests, other formats, filters) gets an ordinary record.
+"""
 from __future__ import annotations
 
 import json
 import logging
+import re
+import time
 
 from iso8583_specs.masking import mask_number
 
 log = logging.getLogger("gridpay.tx")
 
+LINE_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+PLAIN_TEXT = re.compile(r'[^"\\\x00-\x1f]*\Z')  # what json.dumps(ensure_ascii=False) leaves as it is
+
 
 def log_exchange(ex, now: float) -> None:
     if not log.isEnabledFor(logging.INFO):
         return
-    record = {
-        "bank": ex.bank or ex.fields.get("32", ""), "mti": ex.mti, "pc": ex.processing_code,
-        "stan": ex.fields.get("11", ""), "rrn": ex.fields.get("37", ""), "rc": ex.code if not ex.silent else None,
-        "latency_ms": round((now - ex.received) * 1000, 2), "kind": ex.kind,
-    }
+    message = transaction_json(ex, now)
+    handlers = _direct_handlers()
+    if handlers is None:
+        log.info(message)
+        return
+    line = f"{_asctime(time.time())} INFO {log.name} {message}\n"
+    for handler in handlers:
+        with handler.lock:
+            handler.stream.write(line)
+
+
+def transaction_json(ex, now: float) -> str:
+    """The same text as ``json.dumps(record, ensure_ascii=False)`` of the record below, built directly."""
+    rc = _text(ex.code) if not ex.silent and ex.code is not None else "null"
+    text = (f'{{"bank": {_text(ex.bank or ex.fields.get("32", ""))}, "mti": {_text(ex.mti)}, '
+            f'"pc": {_text(ex.processing_code)}, "stan": {_text(ex.fields.get("11", ""))}, '
+            f'"rrn": {_text(ex.fields.get("37", ""))}, "rc": {rc}, '
+            f'"latency_ms": {round((now - ex.received) * 1000, 2)!r}, "kind": {_text(ex.kind)}')
     customer = ex.first("CN")
     if customer:
-        record["customer"] = mask_number(customer)
-    if ex.fields.get("4"):
-        record["amount"] = int(ex.fields["4"]) if ex.fields["4"].isdigit() else ex.fields["4"]
+        text += f', "customer": {_text(mask_number(customer))}'
+    amount = ex.fields.get("4")
+    if amount:
+        text += f', "amount": {int(amount)}' if amount.isdigit() else f', "amount": {_text(amount)}'
     if ex.replayed:
-        record["replayed"] = True
+        text += ', "replayed": true'
     if ex.detail:
-        record["detail"] = ex.detail
-    log.info(json.dumps(record, ensure_ascii=False))
+        text += f', "detail": {_text(ex.detail)}'
+    return text + "}"
+
+
+def _text(value) -> str:
+    if type(value) is str and PLAIN_TEXT.match(value):
+        return f'"{value}"'
+    return json.dumps(value, ensure_ascii=False)
+
+
+def flush() -> None:
+    """Write out the lines buffered in the handlers' streams."""
+    for handler in _direct_handlers() or ():
+        handler.flush()
+
+
+# --- where the lines go -------------------------------------------------------------------
+
+_decided: dict[tuple, tuple | None] = {}
+
+
+def _direct_handlers() -> tuple | None:
+    """The handlers a gridpay.tx record would reach, when each is a plain stream with the
+    daemon's format (the line can be written for them); None otherwise."""
+    handlers, logger = [], log
+    while logger is not None:
+        handlers.extend(logger.handlers)
+        logger = logger.parent if logger.propagate else None
+    key = tuple((h, h.formatter, h.level, len(h.filters)) for h in handlers)
+    if key not in _decided:
+        plain = handlers and all(_plain_stream(h) for h in handlers)
+        _decided[key] = tuple(handlers) if plain else None
+    return _decided[key]
+
+
+def _plain_stream(handler) -> bool:
+    fmt = handler.formatter
+    return (type(handler) in (logging.StreamHandler, logging.FileHandler) and handler.stream is not None
+            and not handler.filters and handler.level <= logging.INFO
+            and type(fmt) is logging.Formatter and fmt._fmt == LINE_FORMAT and fmt.datefmt is None
+            and type(fmt._style) is logging.PercentStyle and fmt.converter is time.localtime
+            and fmt.default_time_format == "%Y-%m-%d %H:%M:%S" and fmt.default_msec_format == "%s,%03d")
+
+
+_second: list = [None, ""]
+
+
+def _asctime(created: float) -> str:
+    """``logging.Formatter.formatTime`` of a record created at ``created`` (local time, milliseconds)."""
+    whole = int(created)
+    if _second[0] != whole:
+        _second[:] = [whole, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created))]
+    return "%s,%03d" % (_second[1], int((created - whole) * 1000) + 0.0)

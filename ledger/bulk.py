@@ -4,9 +4,10 @@
   unnest(array, array, ...)`` with one array parameter per column: the SQL text is the same for
   every batch, so psycopg prepares it once, and the server parses one statement instead of one
   per row (psycopg's executemany sends a statement per row). The arrays go in binary.
-  SQLite: the Core insert compiled once, the columns' bind processors applied here, and the
-  driver's native executemany with positional tuples (SQLAlchemy's generic per-row parameter
-  handling was a third of the batch's time). Others (Oracle): a plain Core ``executemany``.
+  SQLite: the Core insert compiled once, the columns' bind processors applied here, and all
+  rows in one multi-row ``VALUES`` statement with positional parameters (SQLAlchemy's generic
+  per-row parameter handling was a third of the batch's time; see SQLITE_MAX_PARAMS for why
+  not executemany). Others (Oracle): a plain Core ``executemany``.
 - ``in_list``: ``col IN (...)`` as ``col = ANY(:array)`` on PostgreSQL (one SQL text whatever the
   number of values, so it is prepared too) and an expanding IN elsewhere.
 """
@@ -43,10 +44,21 @@ def insert_rows(conn, table: Table, rows: list[dict]) -> None:
         return
     if conn.dialect.name == "sqlite":
         columns = tuple(rows[0])
-        sql, procs = _sqlite_insert(table, columns, conn.dialect)
-        conn.exec_driver_sql(sql, [tuple(p(r[c]) if p else r[c] for c, p in procs) for r in rows])
+        head, group, procs = _sqlite_insert(table, columns, conn.dialect)
+        per_statement = max(1, SQLITE_MAX_PARAMS // len(procs))
+        for start in range(0, len(rows), per_statement):
+            chunk = rows[start:start + per_statement]
+            values = [p(r[c]) if p else r[c] for r in chunk for c, p in procs]
+            conn.exec_driver_sql(_sqlite_values(head, group, len(chunk)), tuple(values))
         return
     conn.execute(insert(table), rows)
+
+
+# SQLite: one multi-row VALUES statement per table (in chunks of at most this many parameters,
+# SQLite's limit before 3.32). The driver lets the interpreter lock go around every step of a
+# statement, and executemany steps once per row: with the reactor thread busy, each step meant
+# waiting for the lock again. One statement is one step.
+SQLITE_MAX_PARAMS = 999
 
 
 @functools.lru_cache(maxsize=256)
@@ -55,4 +67,11 @@ def _sqlite_insert(table: Table, columns: tuple[str, ...], dialect):
     order = compiled.positiontup
     assert sorted(order) == sorted(columns), (order, columns)
     procs = tuple((c, table.c[c].type._cached_bind_processor(dialect)) for c in order)
-    return compiled.string, procs
+    head, group = compiled.string.split(" VALUES ")
+    assert group == "(" + ", ".join("?" * len(order)) + ")", group
+    return head + " VALUES ", group, procs
+
+
+@functools.lru_cache(maxsize=1024)
+def _sqlite_values(head: str, group: str, rows: int) -> str:
+    return head + ", ".join([group] * rows)

@@ -187,3 +187,31 @@ class DatabaseProxy(ProxyFactory):
     def cut(self) -> None:
         for proto in list(self.live):
             proto.transport.abortConnection()
+
+
+@pytest_twisted.ensureDeferred
+async def test_serve_can_watch_the_drop_directory(sqlite_url, tmp_path):
+    """`gridpay watch` inside `gridpay serve`: a billing file renamed into incoming/ is imported."""
+    seed(sqlite_url, STANDARD)
+    tree = settings_tree(sqlite_url)
+    tree["drop_dir"] = str(tmp_path / "drop")
+    tree["gateway"]["watch_drop_dir"] = True
+    gw = await start_gateway(reactor, sqlite_url, settings=Settings.model_validate(tree))
+    try:
+        incoming = tmp_path / "drop" / "incoming"
+        incoming.mkdir(parents=True, exist_ok=True)
+        part = incoming / ".customers.csv.part"
+        part.write_text("customer_no,customer_name,customer_type,status,prepay_allowed,mobile\n"
+                        "0150000001,新客户,R,A,Y,13900000001\n", encoding="utf-8")
+        part.rename(incoming / "customers.csv")
+        processed = tmp_path / "drop" / "processed"
+        for _ in range(200):
+            if processed.exists() and any(processed.iterdir()):
+                break
+            await task.deferLater(reactor, 0.1)
+        assert any(processed.iterdir()), list((tmp_path / "drop").rglob("*"))
+        bank = await connected_bank(reactor, gw)
+        assert code_of(await bank.send("0100", bank.inquiry_fields("0150000001"))) == "00"
+        bank.close()
+    finally:
+        await stop_all(gw)

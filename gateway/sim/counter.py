@@ -129,6 +129,7 @@ class CounterSimulator:
         self._next_slot = 0.0
         self._issued = 0
         self._done = False
+        self._times_of: tuple[int, dict] = (0, {})
 
     # --- running ------------------------------------------------------------------------
 
@@ -245,7 +246,14 @@ class CounterSimulator:
     # --- plumbing -----------------------------------------------------------------------
 
     def _head(self) -> dict[str, str]:
-        return {**request_times(), "11": self.stans.next(), "32": self.bank}
+        return {**self._times(), "11": self.stans.next(), "32": self.bank}
+
+    def _times(self) -> dict[str, str]:
+        """Fields 7, 12 and 13, which change once a second: worked out once a second."""
+        second = int(time.time())
+        if second != self._times_of[0]:
+            self._times_of = (second, request_times())
+        return self._times_of[1]
 
     def _rrn(self) -> str:
         return f"{self.rrn_prefix}{next(self.rrns) % 1_000_000:06d}"
