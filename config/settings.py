@@ -320,9 +320,19 @@ def _set_path(tree: dict, path: list[str], value: Any) -> None:
             node = node.setdefault(part, [] if tuple(path[: i + 1]) in LIST_OF_TABLES else {})
 
 
+def _top_level_scalars() -> set[str]:
+    """Top-level keys that are plain values (e.g. drop_dir): GRIDPAY_DROP_DIR overrides them.
+    Other GRIDPAY_ variables with no ``__`` (ZMKs, test settings) are not configuration."""
+    return {name for name, f in Settings.model_fields.items()
+            if name != "source" and f.annotation in (str, int, float, bool)}
+
+
 def apply_env_overrides(tree: dict, environ: Mapping[str, str]) -> dict:
+    scalars = _top_level_scalars()
     for name, raw in sorted(environ.items()):
-        if not name.startswith(ENV_PREFIX) or "__" not in name or name == CONFIG_ENV:
+        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
+            continue
+        if "__" not in name and name[len(ENV_PREFIX):].lower() not in scalars:
             continue
         path = [p.lower() for p in name[len(ENV_PREFIX):].split("__")]
         try:

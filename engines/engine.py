@@ -183,7 +183,8 @@ class DebitEngine:
         now = self.now()
         want = {code: max(0, self.chunks_ahead - sum(1 for c in self.chunks.values() if c["bank"] == code))
                 for code in self.banks if self.links[code].ready}
-        d = self._db(self._db_tick, now, include_own, want)
+        holding = (set(self.chunks), set(self.reversals))  # read here, on the reactor thread
+        d = self._db(self._db_tick, now, include_own, want, holding)
         d.addCallback(self._dispatch)
         d.addErrback(lambda f: log.error("engine %s poll failed: %s", self.name, f.getErrorMessage()))
 
@@ -197,8 +198,9 @@ class DebitEngine:
         d.addBoth(done)
         return d
 
-    def _db_tick(self, now: datetime, include_own: bool, want: dict[str, int]):
-        held_chunks, held_revs = store.renew(self.db, owner=self.name, now=now, lease_s=self.lease_s)
+    def _db_tick(self, now: datetime, include_own: bool, want: dict[str, int], holding):
+        held_chunks, held_revs = store.renew(self.db, owner=self.name, now=now, lease_s=self.lease_s,
+                                             chunk_ids=holding[0], reversal_ids=holding[1])
         revs = store.claim_reversals(self.db, owner=self.name, banks=self.banks, now=now, lease_s=self.lease_s,
                                      include_own=include_own)
         claimed = []

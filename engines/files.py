@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 
 from engines.tables import debit_file_lines, debit_files, engine_batches
 from ledger.bulk import insert_rows
@@ -76,6 +76,12 @@ def finish_renames(db, drop_dir) -> list[str]:
     return done
 
 
+def file_debit_rrn(batch_id: int, seq: int) -> str:
+    """The RRN by which a bank's daily file (§7.1) names a file debit: batch no + line sequence."""
+    assert batch_id < 10**6 and seq < 10**6, "batch numbers and sequences of 6 digits at most"
+    return f"{batch_id:06d}{seq:06d}"
+
+
 def write_request_file(db, settings, batch_id: int, *, now: datetime, owner: str = ACTOR,
                        calendar: BusinessCalendar | None = None) -> Path | None:
     """Write the batch's request file once; None if it is not (or no longer) waiting for one."""
@@ -118,6 +124,11 @@ def write_request_file(db, settings, batch_id: int, *, now: datetime, owner: str
             state="sent", business_date=calendar.business_date(now), updated_at=now)).rowcount
         if changed != len(rows):
             raise RuntimeError(f"batch {batch_id}: {changed} of {len(rows)} debits moved to sent")
+        # The §7.2 request has no RRN, but the bank's §7.1 file reports one: for a file debit it is
+        # the batch number and the line's sequence, each zero-filled to 6 digits (docs/debit-engines.md).
+        conn.execute(update(debits).where(d.debit_id == bindparam("id"), d.rrn.is_(None))
+                     .values(rrn=bindparam("file_rrn")),
+                     [{"id": r.debit_id, "file_rrn": file_debit_rrn(batch_id, seq)} for seq, r in enumerate(rows, start=1)])
         insert_rows(conn, debit_attempts, [{"debit_id": r.debit_id, "event": "sent", "mti": None, "response_code": None,
                                             "detail": f"request file {name} line {seq}", "actor": owner, "at": now}
                                            for seq, r in enumerate(rows, start=1)])

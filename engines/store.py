@@ -395,17 +395,26 @@ def _aware(ts: datetime) -> datetime:
 # --------------------------------------------------------------------------------------------
 # leases and instances
 
-def renew(db, *, owner: str, now: datetime, lease_s: float) -> tuple[set[int], set[int]]:
-    """Extend the leases of an engine's chunks and reversals and its instance row; returns the
-    chunk ids and reversal debit ids it still holds (a lost one was taken over by another engine)."""
+def renew(db, *, owner: str, now: datetime, lease_s: float, chunk_ids: set[int] = frozenset(),
+          reversal_ids: set[int] = frozenset()) -> tuple[set[int], set[int]]:
+    """Extend the leases of the chunks and reversals this process holds (``chunk_ids``,
+    ``reversal_ids``) and its instance row; returns those it still holds (a lost one was taken
+    over by another engine). Only what the process holds in memory is renewed: rows left under
+    the same name by a process that died must expire, so that they are taken over and recovered."""
     lease = now + timedelta(seconds=lease_s)
     c, r, e = debit_chunks.c, debit_reversals.c, engine_instances.c
+    chunks: set[int] = set()
+    revs: set[int] = set()
     with db.begin() as conn:
-        conn.execute(update(debit_chunks).where(c.owner == owner, c.state == "claimed").values(lease_until=lease))
-        conn.execute(update(debit_reversals).where(r.owner == owner, r.state == "pending").values(lease_until=lease))
+        if chunk_ids:
+            mine = and_(c.chunk_id.in_(sorted(chunk_ids)), c.owner == owner, c.state == "claimed")
+            conn.execute(update(debit_chunks).where(mine).values(lease_until=lease))
+            chunks = set(conn.execute(select(c.chunk_id).where(mine)).scalars())
+        if reversal_ids:
+            mine = and_(r.debit_id.in_(sorted(reversal_ids)), r.owner == owner, r.state == "pending")
+            conn.execute(update(debit_reversals).where(mine).values(lease_until=lease))
+            revs = set(conn.execute(select(r.debit_id).where(mine)).scalars())
         conn.execute(update(engine_instances).where(e.name == owner).values(heartbeat_at=now, lease_until=lease))
-        chunks = set(conn.execute(select(c.chunk_id).where(c.owner == owner, c.state == "claimed")).scalars())
-        revs = set(conn.execute(select(r.debit_id).where(r.owner == owner, r.state == "pending")).scalars())
     return chunks, revs
 
 

@@ -170,15 +170,19 @@ class CounterService:
 
     async def transact(self, ex: Exchange, link: Link) -> None:
         if ex.kind == "inquiry":
-            result = await self.ledger.inquire(ex.first("CN"), ex.received_at)
+            result = await self.ledger.inquire(ex.first("CN"), ex.received_at, self._timeout(ex))
             responses.inquiry(ex, result)
             return
         posting = (responses.payment_posting if ex.kind == "payment" else self._reversal_posting)(
             ex, content_digest(ex.mti, ex.fields))
-        outcome = await self.ledger.post(posting)
+        outcome = await self.ledger.post(posting, self._timeout(ex))
         if outcome.replayed:
             self.metrics.duplicates.labels(ex.bank).inc()
         responses.posting(ex, outcome)
+
+    def _timeout(self, ex: Exchange) -> float:
+        """The bank's request_timeout_s: past it, a request the database has not answered gets 96."""
+        return self.banks.config(ex.bank).request_timeout_s
 
     def _reversal_posting(self, ex: Exchange, digest: str):
         return responses.reversal_posting(ex, digest, self.banks.resolve_number)

@@ -38,7 +38,8 @@ class Gateway:
         self.metrics = GatewayMetrics()
         self.directory = BankDirectory(settings)
         self.calendar = BusinessCalendar(settings.business.timezone, settings.business.cutoff)
-        self.engine = engine or make_engine(settings.database_url(), pool_size=settings.database.pool_size)
+        self.engine = engine or make_engine(settings.database_url(), pool_size=settings.database.pool_size,
+                                            statement_timeout_s=settings.database.statement_timeout_s)
         db = settings.database
         self.committer = GroupCommitter(self.engine, self.calendar, max_batch=db.group_commit_max,
                                         max_wait_s=db.group_commit_wait_ms / 1000, on_commit=self.metrics.on_commit)
@@ -73,8 +74,9 @@ class Gateway:
             log.info("listener %s on %s:%d (%s) for banks %s", cfg.name, cfg.host, port.getHost().port,
                      cfg.dialect, ",".join(cfg.banks))
         self.metrics.listeners_up.set(len(self.ports))
+        self.show_configured_banks()
         gw = self.settings.gateway
-        site = ops_site(self.metrics, self.db_check, lambda: (len(self.ports), len(gw.listeners)))
+        site = ops_site(self.metrics, self.db_check, self.listeners_up)
         self.ops_port = yield endpoints.TCP4ServerEndpoint(self.reactor, gw.metrics_port, interface=gw.metrics_host).listen(site)
         log.info("metrics and health on http://%s:%d/metrics", gw.metrics_host, self.ops_port.getHost().port)
         settle_gc()
@@ -105,6 +107,17 @@ class Gateway:
         return endpoints.SSL4ServerEndpoint(self.reactor, cfg.port, server_options(cfg), interface=cfg.host,
                                             backlog=256)
 
+    def listeners_up(self) -> tuple[int, int]:
+        """(listening, configured) for /readyz: a draining gateway is not ready for new links."""
+        return (0 if self.draining else len(self.ports)), len(self.settings.gateway.listeners)
+
+    def show_configured_banks(self) -> None:
+        """Every counter bank has its series from the start, so 'never connected' can alert."""
+        for code in self.settings.banks:
+            if "counter" in self.directory.channels(code):
+                self.metrics.connections.labels(code).set(0)
+                self.metrics.signed_on.labels(code, "counter").set(1 if self.keys.signed_on(code, "counter") else 0)
+
     def port_of(self, name: str) -> int:
         for factory, port in zip(self.factories, self.ports):
             if factory.cfg.name == name:
@@ -125,6 +138,11 @@ class Gateway:
 
     def in_flight(self) -> int:
         return sum(len(p.pending) for f in self.factories for p in f.protocols)
+
+    def abandon(self) -> None:
+        """After a failed start: stop the threads already running, so the process can exit."""
+        self.committer.stop(drain=False, timeout=5)
+        self.ledger.stop()
 
     @defer.inlineCallbacks
     def stop(self):

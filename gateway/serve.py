@@ -63,6 +63,7 @@ def serve(config_path, log_level) -> None:
     def failed(failure):
         logging.getLogger("gridpay.gateway").error("start-up failed: %s", failure.getErrorMessage())
         stopping.append("failed")
+        gateway.abandon()
         reactor.stop()
 
     reactor.callWhenRunning(lambda: gateway.start().addCallbacks(started, failed))

@@ -7,15 +7,26 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 
-def make_engine(url: str, pool_size: int = 10, echo: bool = False) -> Engine:
-    """An engine set up for durable ledger work on any supported database."""
+def make_engine(url: str, pool_size: int = 10, echo: bool = False, statement_timeout_s: float | None = None) -> Engine:
+    """An engine set up for durable ledger work on any supported database. ``statement_timeout_s``
+    bounds each statement on PostgreSQL, so a wedged database fails a request instead of holding it."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(url, echo)
     kwargs = {"pool_size": pool_size, "max_overflow": pool_size, "pool_pre_ping": True}
     if parsed.get_backend_name() == "postgresql":
         kwargs["connect_args"] = {"connect_timeout": 5}
-    return create_engine(url, echo=echo, **kwargs)
+    engine = create_engine(url, echo=echo, **kwargs)
+    if statement_timeout_s and parsed.get_backend_name() == "postgresql":
+        milliseconds = int(statement_timeout_s * 1000)
+
+        @event.listens_for(engine, "connect")
+        def _statement_timeout(dbapi_conn, _record):
+            with dbapi_conn.cursor() as cur:
+                cur.execute(f"SET statement_timeout = {milliseconds}")
+            dbapi_conn.commit()
+
+    return engine
 
 
 def _sqlite_engine(url: str, echo: bool) -> Engine:

@@ -56,8 +56,9 @@ DESCRIPTIONS: dict[str, str] = {
     "database.group_commit_max": "Most postings that share one durable commit in the gateway's group committer.",
     "database.group_commit_wait_ms": "How long the group committer waits for more postings when its queue runs "
                                      "dry before committing what it has (milliseconds).",
-    "database.statement_timeout_s": "Intended upper bound for one database statement. Validated, but no process "
-                                    "applies it yet.",
+    "database.statement_timeout_s": "Upper bound for one statement on PostgreSQL (the gateway sets "
+                                    "`statement_timeout` on its connections), so a wedged database fails a "
+                                    "request (96) instead of holding it.",
 
     # --- [business] ---
     "business.timezone": "IANA time zone of business dates, cut-off, field 7 years and cron plans.",
@@ -113,8 +114,9 @@ DESCRIPTIONS: dict[str, str] = {
     "banks.*.max_connections": "Most counter connections the bank may hold open at once on one gateway instance.",
     "banks.*.idle_timeout_s": "A counter connection with no bytes from the bank for this long is closed.",
     "banks.*.frame_timeout_s": "A frame begun but not finished within this time closes the connection.",
-    "banks.*.request_timeout_s": "Intended time limit for the ledger's answer to one counter request. Validated, "
-                                 "but the gateway does not read it yet (it uses a fixed 10 s).",
+    "banks.*.request_timeout_s": "Time limit for the ledger's answer to one counter request: past it the bank gets "
+                                 "96, but only where nothing can have been applied (a read, or a posting still "
+                                 "queued; a posting inside a commit is waited for).",
     "banks.*.max_frame": "Largest frame (bytes after the length header) accepted from the bank.",
     "banks.*.allowed_networks": "Source networks (CIDR) the bank's counters may connect from. Behind HAProxy "
                                 "(TCP mode, no transparent proxy) the gateway sees the HAProxy hosts' addresses: "

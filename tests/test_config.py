@@ -66,3 +66,9 @@ def test_env_can_build_lists_of_tables(tmp_path):
     settings = load_settings(None, environ=env)
     assert [listener.port for listener in settings.gateway.listeners] == [15001, 15002]
     assert settings.gateway.listeners[0].banks == ["01020000"]
+
+
+def test_top_level_values_can_be_overridden_and_other_variables_are_not_config():
+    settings = load_settings(None, environ={"GRIDPAY_DROP_DIR": "/srv/drop", "GRIDPAY_ZMK_01020000": "00" * 16,
+                                            "GRIDPAY_REQUIRE_PG": "1"})
+    assert settings.drop_dir == "/srv/drop"

@@ -215,3 +215,31 @@ async def test_serve_can_watch_the_drop_directory(sqlite_url, tmp_path):
         bank.close()
     finally:
         await stop_all(gw)
+
+
+@pytest_twisted.ensureDeferred
+async def test_readiness_and_bank_series_from_the_start(url):
+    gw = await start_gateway(reactor, url)
+    try:
+        assert gw.listeners_up() == (2, 2)
+        for bank in ("01020000", "01030000", "01050000"):  # never connected: the series exist, at 0
+            assert gw.metrics.registry.get_sample_value("gridpay_connections", {"bank": bank}) == 0
+            assert gw.metrics.registry.get_sample_value(
+                "gridpay_bank_signed_on", {"bank": bank, "channel": "counter"}) == 0
+        gw.draining = True  # what SIGTERM sets first: HAProxy must stop sending new links here
+        assert gw.listeners_up() == (0, 2)
+        gw.draining = False
+    finally:
+        await stop_all(gw)
+
+
+def test_statement_timeout_bounds_each_statement(pg_url):
+    import sqlalchemy
+
+    from ledger.db import make_engine
+
+    engine = make_engine(pg_url, statement_timeout_s=0.2)
+    with pytest.raises(sqlalchemy.exc.OperationalError, match="statement timeout"):
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("select pg_sleep(2)"))
+    engine.dispose()

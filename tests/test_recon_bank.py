@@ -208,3 +208,16 @@ def test_bank_cli(world, tmp_path):
     refused = gridpay("recon", "resolve", item_id, "--reason", "again", "--actor", "dave", "--url", world.url)
     assert refused.returncode == 1 and "refused" in refused.stderr
     _ = line_of
+
+
+def test_a_debit_reversed_on_both_sides_matches(world, tmp_path):
+    """Our 0420 reversed a debit of unknown outcome; the bank applied it, then reversed it (line R)."""
+    from ledger.debits import debit_reversed
+    from ledger_helpers import T0
+
+    assert debit_reversed(world.engine, world.debits["DR"], T0).ok
+    reconcile_bank_file(world.engine, write_bank_file(tmp_path, world.lines), actor="alice")
+    with world.engine.connect() as conn:
+        kinds = [k for (k,) in conn.execute(select(recon_items.c.kind).where(recon_items.c.rrn == "DRRN00000002"))]
+    assert kinds == []
+    assert_ledger_verifies(world.engine)

@@ -241,6 +241,15 @@ def _match_and_store(engine: Engine, bf: BankFile, actor: str, now: datetime, t0
                 d.bank_code == bf.bank_code, d.business_date == bf.business_date, d.rrn.is_not(None),
                 d.state.not_in(("approved", "pending")))):
             if row.state in FINAL_DEBIT_STATES:
+                b = entries.get("D" + row.rrn)
+                if row.state == "reversed" and b is not None and b[1] == "R" and b[0] == int(row.amount):
+                    # applied at the bank, then reversed by our 0420: both sides agree, nothing moved
+                    pop("D" + row.rrn)
+                    ledger_count += 1
+                    matched_count += 1
+                    per_channel["D"]["matched"] += 1
+                    per_channel["D"]["matched_reversed"] += 1
+                    continue
                 declined["D" + row.rrn] = row.debit_id
                 continue
             ledger_count += 1
