@@ -333,6 +333,11 @@ class _Batch:
             for pid in q(select(reversals.c.payment_id).where(IN(reversals.c.payment_id, "ids")), ids=ids).scalars():
                 by_id[pid].reversed = True
             closures = {(t.bank_code, t.business_date) for t in targets}
+            # Reconciliation closes a day under the bank row's exclusive lock; a reversal reads the
+            # closures under a shared one, so it sees a closure that commits before it (PostgreSQL;
+            # SQLite has one writer at a time anyway).
+            q(select(banks.c.bank_code).where(IN(banks.c.bank_code, "codes")).with_for_update(read=True),
+              codes=sorted({c[0] for c in closures})).all()
             bdc = business_day_closures.c
             self.closed = {key for r in q(select(bdc.bank_code, bdc.business_date).where(IN(bdc.bank_code, "codes")),
                                           codes=sorted({c[0] for c in closures}))

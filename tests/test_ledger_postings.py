@@ -434,3 +434,38 @@ def test_apply_batch_is_all_in_callers_transaction(ledger):
             assert outs[0].response_code == "00"
             raise RuntimeError("roll back")
     assert count(ledger, payments) == 0 and count(ledger, bank_requests) == 0
+
+
+def test_reversal_waits_for_a_reconciliation_closing_its_day(pg_url):
+    """PostgreSQL: a reversal arriving while reconciliation closes the day is decided after the
+    closure commits (12), never accepted into a day already being reconciled."""
+    import threading
+    import time as _time
+
+    from sqlalchemy import insert as _insert, select as _select
+
+    from ledger.postings import post as _post
+    from ledger.schema import banks as _banks, business_day_closures as _closures
+    from ledger_helpers import T0, add_banks, add_bill, add_customer, new_engine, payment, reversal
+
+    engine = new_engine(pg_url)
+    with engine.begin() as conn:
+        add_banks(conn, "0102")
+        add_customer(conn, "C1")
+        add_bill(conn, "C1", "202610", 10_000)
+    pay = payment("0102", "C1", 10_000)
+    assert _post(engine, [pay])[0].response_code == "00"
+    closing = engine.connect()
+    tx = closing.begin()
+    closing.execute(_select(_banks.c.bank_code).where(_banks.c.bank_code == "0102").with_for_update()).all()
+    closing.execute(_insert(_closures), {"bank_code": "0102", "business_date": T0.date(), "closed_at": T0,
+                                         "closed_by": "recon", "recon_run_id": None})
+    outcome = {}
+    worker = threading.Thread(target=lambda: outcome.update(r=_post(engine, [reversal(pay)])[0]))
+    worker.start()
+    _time.sleep(0.5)  # let the reversal reach the bank row while the day is being closed
+    tx.commit()
+    closing.close()
+    worker.join(30)
+    assert outcome["r"].response_code == "12"
+    engine.dispose()

@@ -195,7 +195,10 @@ def _match_and_store(engine: Engine, bf: BankFile, actor: str, now: datetime, t0
     ledger_count = ledger_sum = matched_count = matched_sum = 0
     with engine.begin() as conn:
         (run_id,) = reserve_ids(conn, recon_runs, 1)
-        # the closure first: it takes the (bank, date) key, so a concurrent run of the same date fails here
+        # the bank row's lock first: a reversal being posted for this bank finishes before the day is
+        # closed and read (the ledger's reversals take the same row FOR SHARE before reading closures)
+        conn.execute(select(banks.c.bank_code).where(banks.c.bank_code == bf.bank_code).with_for_update()).all()
+        # the closure next: it takes the (bank, date) key, so a concurrent run of the same date fails here
         conn.execute(insert(business_day_closures), {"bank_code": bf.bank_code, "business_date": bf.business_date,
                                                      "closed_at": now, "closed_by": actor, "recon_run_id": run_id})
         t1 = time.perf_counter()
