@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 
@@ -38,6 +39,9 @@ def serve(config_path, log_level) -> None:
     """Run the gateway: counter-channel listeners, /metrics, /healthz and /readyz."""
     settings = load_settings(config_path)
     setup_logging(settings.gateway.log_file, getattr(logging, log_level))
+    # Database threads give up the interpreter lock on every round trip and must get it back from
+    # the busy reactor thread, which by default hands it over only every 5 ms.
+    sys.setswitchinterval(float(os.environ.get("GRIDPAY_SWITCH_INTERVAL_S", "0.0005")))
     reactor = install_reactor()
     from gateway.daemon import Gateway
     from ledger import migrate
