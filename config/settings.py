@@ -9,6 +9,7 @@ an environment variable (``*_env``) or a file path (``*_file``) that holds them.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import tomllib
 from pathlib import Path
@@ -340,6 +341,22 @@ def apply_env_overrides(tree: dict, environ: Mapping[str, str]) -> dict:
         except (ValueError, TypeError, AttributeError):
             raise ConfigError(".".join(path), f"cannot apply environment override {name}") from None
     return tree
+
+
+def environment_for(tree: dict, prefix: str = "GRIDPAY") -> dict[str, str]:
+    """The GRIDPAY_A__B variables that configure a settings tree (the inverse of the overrides;
+    list items by index, values as TOML/JSON literals) — for process environments and env files."""
+    out: dict[str, str] = {}
+    for key, value in tree.items():
+        name = f"{prefix}__{key}".upper() if prefix != "GRIDPAY" else f"GRIDPAY_{key}".upper()
+        if isinstance(value, dict):
+            out.update(environment_for(value, name))
+        elif isinstance(value, list) and value and isinstance(value[0], dict):
+            for i, item in enumerate(value):
+                out.update(environment_for(item, f"{name}__{i}"))
+        else:
+            out[name] = json.dumps(value)
+    return out
 
 
 def _first_error(exc: ValidationError) -> ConfigError:

@@ -31,6 +31,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from config.settings import environment_for
 from engines.files import file_debit_rrn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,19 +55,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def env_of(tree: dict, prefix: str = "GRIDPAY") -> dict[str, str]:
-    """GRIDPAY_A__B variables from a settings tree (as tests/process_harness.py)."""
-    out: dict[str, str] = {}
-    for key, value in tree.items():
-        name = f"{prefix}__{key}".upper() if prefix != "GRIDPAY" else f"GRIDPAY_{key}".upper()
-        if isinstance(value, dict):
-            out.update(env_of(value, name))
-        elif isinstance(value, list) and value and isinstance(value[0], dict):
-            for i, item in enumerate(value):
-                out.update(env_of(item, f"{name}__{i}"))
-        else:
-            out[name] = json.dumps(value)
-    return out
 
 
 class Proc:
@@ -700,12 +688,12 @@ class Day:
             self.config = self.work / "gridpay.toml"
             self.config.write_text(f'drop_dir = {json.dumps(str(self.drop))}\n')
             os.environ["GRIDPAY_CONFIG"] = str(self.config)
-            self.env = {**os.environ, **env_of(self.settings_tree({}))}
+            self.env = {**os.environ, **environment_for(self.settings_tree({}))}
             self.cli("db", "upgrade")
             self.start_watcher()
             self.billing_files()
             sim_ports = self.start_bank_sims()
-            self.env = {**os.environ, **env_of(self.settings_tree(sim_ports))}
+            self.env = {**os.environ, **environment_for(self.settings_tree(sim_ports))}
             self.procs["watcher"].env = self.env
             self.start_daemons()
             self.add_plans()

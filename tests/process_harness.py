@@ -1,7 +1,6 @@
 """``gridpay serve`` as a real child process, configured through the environment (GRIDPAY_* variables)."""
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -10,24 +9,12 @@ import sys
 import urllib.request
 from pathlib import Path
 
+from config.settings import environment_for
 from gateway_harness import ZMKS, settings_tree
 
 SERVING = re.compile(r"gridpay serving: (?P<ports>.*) metrics=http://[^:]+:(?P<metrics>\d+)/metrics")
 
 
-def env_of(tree: dict, prefix: str = "GRIDPAY") -> dict[str, str]:
-    """Flatten a settings tree into GRIDPAY_A__B__C variables (list items by index)."""
-    out: dict[str, str] = {}
-    for key, value in tree.items():
-        name = f"{prefix}__{key}".upper() if prefix != "GRIDPAY" else f"GRIDPAY_{key}".upper()
-        if isinstance(value, dict):
-            out.update(env_of(value, name))
-        elif isinstance(value, list) and value and isinstance(value[0], dict):
-            for i, item in enumerate(value):
-                out.update(env_of(item, f"{name}__{i}"))
-        else:
-            out[name] = json.dumps(value) if not isinstance(value, str) else json.dumps(value)
-    return out
 
 
 def gridpay(*args: str) -> list[str]:
@@ -38,7 +25,7 @@ class GatewayProcess:
     def __init__(self, tmp_path: Path, db_url: str, **bank_overrides):
         tree = settings_tree(db_url, **bank_overrides)
         tree["gateway"]["log_file"] = str(tmp_path / "gateway.log")
-        self.env = {**os.environ, **env_of(tree), **{f"GRIDPAY_TEST_ZMK_{b}": z for b, z in ZMKS.items()}}
+        self.env = {**os.environ, **environment_for(tree), **{f"GRIDPAY_TEST_ZMK_{b}": z for b, z in ZMKS.items()}}
         self.log = tmp_path / "gateway.log"
         self.proc: subprocess.Popen | None = None
         self.ports: dict[str, int] = {}

@@ -72,3 +72,13 @@ def test_top_level_values_can_be_overridden_and_other_variables_are_not_config()
     settings = load_settings(None, environ={"GRIDPAY_DROP_DIR": "/srv/drop", "GRIDPAY_ZMK_01020000": "00" * 16,
                                             "GRIDPAY_REQUIRE_PG": "1"})
     assert settings.drop_dir == "/srv/drop"
+
+
+def test_environment_for_a_tree_configures_exactly_that_tree():
+    from config.settings import environment_for
+
+    tree = {"database": {"url": "sqlite:///x.db"}, "drop_dir": "/srv/drop",
+            "gateway": {"listeners": [{"name": "a", "port": 15001, "banks": ["01020000"]}]}}
+    settings = load_settings(None, environ=environment_for(tree))
+    assert settings.database.url == "sqlite:///x.db" and settings.drop_dir == "/srv/drop"
+    assert settings.gateway.listeners[0].banks == ["01020000"] and settings.gateway.listeners[0].port == 15001

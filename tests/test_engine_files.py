@@ -13,7 +13,7 @@ from gateway.cli import gridpay
 from ledger.business_date import BusinessCalendar
 from ledger.schema import allocations, debits, outbox
 from ledger_helpers import T0, assert_ledger_verifies
-from process_harness import env_of
+from config.settings import environment_for
 from test_engine_support import FILE_BANK, make_settings, seed, settings_tree, states
 
 CAL = BusinessCalendar()
@@ -81,7 +81,7 @@ def test_file_debits_round_trip(db_url, tmp_path):
         assert not out.ok and out.errors, why
         assert states(engine) == {"sent": 5}, why            # nothing applied
     ret.write_bytes(result_for(request, {4: "51", 5: "14"}))
-    env = env_of(settings_tree(db_url, drop_dir=str(drop)))
+    env = environment_for(settings_tree(db_url, drop_dir=str(drop)))
     res = CliRunner().invoke(gridpay, ["debit", "result", str(ret)], env=env, catch_exceptions=False)
     assert res.exit_code == 0, res.output
     assert "3 approved (30150 fen), 2 declined" in res.output

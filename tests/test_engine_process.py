@@ -21,7 +21,7 @@ from engines.tables import debit_chunks, debit_reversals
 from ledger.business_date import BusinessCalendar, utcnow
 from ledger.schema import debit_attempts, debits, payments, reversals
 from ledger_helpers import assert_ledger_verifies
-from process_harness import env_of
+from config.settings import environment_for
 from test_engine_support import BANK, ZMK_ENV, ZMK_HEX, seed, settings_tree, states
 
 pytestmark = pytest.mark.slow
@@ -50,7 +50,7 @@ class Procs:
         return json.loads(p.stdout.readline())["port"]
 
     def configure(self, port: int, **debit) -> dict:
-        self.env = {**os.environ, **env_of(settings_tree(self.url, port, str(self.tmp / "drop"), **debit)),
+        self.env = {**os.environ, **environment_for(settings_tree(self.url, port, str(self.tmp / "drop"), **debit)),
                     ZMK_ENV: ZMK_HEX}
         return self.env
 

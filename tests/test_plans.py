@@ -14,7 +14,7 @@ from gateway.cli import gridpay
 from ledger.business_date import BusinessCalendar
 from ledger.schema import agreements, customers, debit_bills, debits
 from ledger_helpers import T0, add_bills
-from process_harness import env_of
+from config.settings import environment_for
 from test_engine_support import BANK, FILE_BANK, add_agreements, seed, set_district, settings_tree
 
 
@@ -28,7 +28,7 @@ def test_plan_commands(sqlite_url, tmp_path):
     with engine.begin() as conn:
         conn.execute(update(agreements).where(agreements.c.customer_no == numbers[0]).values(debit_limit=5_000))
         conn.execute(update(customers).where(customers.c.customer_no == numbers[1]).values(status="S"))
-    env = env_of(settings_tree(sqlite_url, drop_dir=str(tmp_path / "drop")))
+    env = environment_for(settings_tree(sqlite_url, drop_dir=str(tmp_path / "drop")))
     code, out = cli(env, "plan", "add", "monthly", "--bank", BANK, "--cron", "0 9 5 * *", "--due-days", "30")
     assert code == 0 and "monthly added" in out
     code, out = cli(env, "plan", "add", "bad", "--bank", BANK, "--cron", "every day")

@@ -49,14 +49,14 @@ def gridpay(*args: str) -> list[str]:
 
 
 def env_for(url: str, port: int, drop: str, in_flight: int) -> dict[str, str]:
-    from process_harness import env_of
+    from config.settings import environment_for
 
     tree = {"database": {"url": url, "pool_size": 8}, "drop_dir": drop,
             "banks": {BANK: {"name": "bench", "dialect": "ascii", "zmk_env": "BENCH_ZMK", "channels": ["debit"],
                              "debit": {"mode": "online", "host": "127.0.0.1", "port": port, "connections": 2,
                                        "timeout_s": 30.0, "max_in_flight": in_flight,
                                        "max_per_second": 100000.0}}}}
-    return {**os.environ, **env_of(tree), "BENCH_ZMK": ZMK, "PYTHONPATH": str(ROOT)}
+    return {**os.environ, **environment_for(tree), "BENCH_ZMK": ZMK, "PYTHONPATH": str(ROOT)}
 
 
 def postgres_cpu() -> float:
