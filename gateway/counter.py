@@ -170,7 +170,7 @@ class CounterService:
 
     async def transact(self, ex: Exchange, link: Link) -> None:
         if ex.kind == "inquiry":
-            result = await self.ledger.inquire(ex.first("CN"), ex.received_at, self._timeout(ex))
+            result = await self.ledger.inquire(ex.first("CN"), self._timeout(ex))
             responses.inquiry(ex, result)
             return
         posting = (responses.payment_posting if ex.kind == "payment" else self._reversal_posting)(

@@ -2,7 +2,8 @@
 
 ``Gateway`` is usable in-process (tests run it on the test's reactor with real sockets) and
 is what ``gridpay serve`` runs. Stopping (SIGTERM) stops accepting, lets requests in flight
-finish, closes connections, drains the group committer, and only then lets the process exit.
+finish, closes connections, drains the ledger's worker processes, and only then lets the
+process exit.
 """
 from __future__ import annotations
 
@@ -24,7 +25,6 @@ from gateway.metrics import GatewayMetrics
 from gateway.tls import server_options
 from ledger.business_date import BusinessCalendar
 from ledger.db import make_engine
-from ledger.group_commit import GroupCommitter
 
 log = logging.getLogger("gridpay.gateway")
 TXLOG_FLUSH_S = 0.2  # transaction log lines reach the file at most this late (gateway.txlog)
@@ -40,10 +40,7 @@ class Gateway:
         self.calendar = BusinessCalendar(settings.business.timezone, settings.business.cutoff)
         self.engine = engine or make_engine(settings.database_url(), pool_size=settings.database.pool_size,
                                             statement_timeout_s=settings.database.statement_timeout_s)
-        db = settings.database
-        self.committer = GroupCommitter(self.engine, self.calendar, max_batch=db.group_commit_max,
-                                        max_wait_s=db.group_commit_wait_ms / 1000, on_commit=self.metrics.on_commit)
-        self.ledger = LedgerPort(reactor, self.engine, self.committer, self.calendar, pool_size=db.pool_size)
+        self.ledger = LedgerPort(reactor, self.engine, settings, self.calendar, on_commit=self.metrics.on_commit)
         backend = DbKeyBackend(self.engine, self.directory.zmk)
         self.keys = KeyStore(self.clock, grace_s=settings.gateway.key_grace_s, backend=backend)
         self.service = CounterService(self.directory, self.keys, self.ledger, self.calendar, self.metrics,
@@ -64,8 +61,7 @@ class Gateway:
     def start(self):
         yield self.ledger_ready()
         self.txlog_flush.start(TXLOG_FLUSH_S, now=False)
-        self.committer.start()
-        self.ledger.start()
+        yield self.ledger.start()
         for cfg in self.settings.gateway.listeners:
             factory = CounterFactory(cfg, self)
             port = yield self._endpoint(cfg).listen(factory)
@@ -140,9 +136,8 @@ class Gateway:
         return sum(len(p.pending) for f in self.factories for p in f.protocols)
 
     def abandon(self) -> None:
-        """After a failed start: stop the threads already running, so the process can exit."""
-        self.committer.stop(drain=False, timeout=5)
-        self.ledger.stop()
+        """After a failed start: stop the workers already running, so the process can exit."""
+        self.ledger.abandon()
 
     @defer.inlineCallbacks
     def stop(self):
@@ -168,8 +163,7 @@ class Gateway:
                 proto.transport.loseConnection()
         if self.ops_port is not None:
             yield self.ops_port.stopListening()
-        yield self.ledger.run(self.committer.stop, True)
-        self.ledger.stop()
+        yield self.ledger.stop(timeout=self.settings.gateway.drain_timeout_s)
         if self.txlog_flush.running:
             self.txlog_flush.stop()
         txlog.flush()

@@ -110,6 +110,24 @@ class Poster:
         return out
 
 
+class PostingWorker:
+    """The group commit as a ``ledger.batch_process`` worker: each batch is one transaction of
+    ``Poster.process``, in a child process of its own. ``config``: url, statement_timeout_s,
+    timezone, cutoff."""
+
+    def __init__(self, config: dict):
+        from ledger.db import make_engine
+
+        self.engine = make_engine(config["url"], pool_size=1, statement_timeout_s=config.get("statement_timeout_s"))
+        self.poster = Poster(self.engine, BusinessCalendar(config["timezone"], config["cutoff"]))
+
+    def process(self, postings: Sequence[Posting]) -> list[Outcome]:
+        return self.poster.process(postings)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
 _STOP = object()
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 
 from sqlalchemy import Engine, func, select
 
@@ -86,3 +86,28 @@ def inquire_many(conn, customer_nos, at: datetime, calendar: BusinessCalendar | 
             balance = prepaid.get(customer_no, 0)
             results[customer_no] = InquiryResult("00", cust.customer_name, listed, max(0, owing - balance), balance, bd)
     return results
+
+
+class InquiryWorker:
+    """Inquiries as a ``ledger.batch_process`` worker: the customer numbers that arrive together
+    are answered from one read transaction (one snapshot on PostgreSQL). ``config``: url,
+    statement_timeout_s, timezone, cutoff."""
+
+    def __init__(self, config: dict):
+        from ledger.db import make_engine
+
+        self.engine = make_engine(config["url"], pool_size=1, statement_timeout_s=config.get("statement_timeout_s"))
+        self.calendar = BusinessCalendar(config["timezone"], config["cutoff"])
+
+    def process(self, customer_nos: list[str]) -> list[InquiryResult]:
+        from ledger.db import read_only
+
+        with read_only(self.engine.connect()) as conn:
+            if conn.dialect.name == "postgresql":
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                results = inquire_many(conn, customer_nos, datetime.now(timezone.utc), self.calendar)
+        return [results[c] for c in customer_nos]
+
+    def close(self) -> None:
+        self.engine.dispose()

@@ -250,8 +250,11 @@ class _Batch:
         idents = {self.identity(p) for p in counter + revs}
         if idents:
             for r in q(select(br.bank_code, br.id_year, br.transmitted, br.stan, br.content_digest, br.response_code,
-                              br.response_fields).where(IN(br.stan, "stans"), IN(br.transmitted, "ts")),
-                       stans=sorted({i[3] for i in idents}), ts=sorted({i[2] for i in idents})):
+                              br.response_fields)
+                       .where(IN(br.bank_code, "codes"), IN(br.id_year, "years"), IN(br.transmitted, "ts"),
+                              IN(br.stan, "stans")),  # the identity index's columns, in its order
+                       codes=sorted({i[0] for i in idents}), years=sorted({i[1] for i in idents}),
+                       ts=sorted({i[2] for i in idents}), stans=sorted({i[3] for i in idents})):
                 key = (r.bank_code, r.id_year, r.transmitted, r.stan)
                 if key in idents:
                     stored = json.loads(r.response_fields)

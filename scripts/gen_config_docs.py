@@ -51,11 +51,13 @@ DESCRIPTIONS: dict[str, str] = {
                              "the URL at connect time).",
     "database.password_file": "Path of a file that holds the database password (first line, stripped). Give "
                               "`password_env` or `password_file`, or neither for password-less (peer/cert) logins.",
-    "database.pool_size": "Connections each process keeps in its SQLAlchemy pool. The gateway also sizes its "
-                          "inquiry thread pool from it (at most 4 threads).",
-    "database.group_commit_max": "Most postings that share one durable commit in the gateway's group committer.",
-    "database.group_commit_wait_ms": "How long the group committer waits for more postings when its queue runs "
-                                     "dry before committing what it has (milliseconds).",
+    "database.pool_size": "Connections each process keeps in its SQLAlchemy pool (the gateway's and engines' "
+                          "worker processes keep one each).",
+    "database.group_commit_max": "Most postings that share one durable commit in the gateway's committer "
+                                 "process, and most inquiries that share one read in its reader process.",
+    "database.group_commit_wait_ms": "How long an idle committer waits for more postings before committing "
+                                     "what it has (milliseconds); under load a batch is what queued during "
+                                     "the previous commit.",
     "database.statement_timeout_s": "Upper bound for one statement on PostgreSQL (the gateway sets "
                                     "`statement_timeout` on its connections), so a wedged database fails a "
                                     "request (96) instead of holding it.",

@@ -1,7 +1,11 @@
 """``gridpay serve`` as operators run it: HTTP endpoints, the transaction log, SIGTERM, kill -9."""
 import csv
 import json
+import os
+import signal
 import time
+
+import psutil
 
 import pytest
 from sqlalchemy import select
@@ -105,13 +109,25 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(tmp_path, db_url, listene
     assert_ledger_verifies(db_url)
 
 
+def workers_of(gw) -> list[psutil.Process]:
+    return [p for p in psutil.Process(gw.proc.pid).children() if "ledger.batch_child" in " ".join(p.cmdline())]
+
+
+def gone(procs: list[psutil.Process], timeout: float = 15.0) -> bool:
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    return not alive
+
+
 def test_kill_9_loses_no_acknowledged_payment(tmp_path, db_url):
     customers = prepare(tmp_path, db_url)
     gw = GatewayProcess(tmp_path, db_url).start()
     sim = gw.sim("ascii", "01020000", "ascii", customers, tmp_path / "r.csv", "--count", "3000",
                  "--connections", "4", "--mix", "pay=95,reverse=5", background=True)
     wait_for_payments(db_url)
+    workers = workers_of(gw)
+    assert len(workers) == 2  # the committer and the reader
     gw.kill9()
+    assert gone(workers), "the gateway's database workers outlived it"
     out, err = sim.communicate(timeout=120)
     client_paid, client_reversed = client_view(tmp_path / "r.csv")
     ledger_paid, ledger_reversed = ledger_view(db_url)
@@ -126,3 +142,38 @@ def test_kill_9_loses_no_acknowledged_payment(tmp_path, db_url):
     finally:
         assert restarted.terminate() == 0
     assert_ledger_verifies(db_url)
+
+
+def test_a_killed_committer_is_replaced_and_every_answer_matches_the_ledger(tmp_path, db_url):
+    """kill -9 of the committer process in the middle of the load: the gateway starts another,
+    which answers the batch the dead one had not (replaying what had committed). The bank sees
+    no error and no payment is lost or doubled."""
+    customers = prepare(tmp_path, db_url)
+    gw = GatewayProcess(tmp_path, db_url).start()
+    try:
+        committer = next(p for p in workers_of(gw) if "committer" in committer_name(gw, p))
+        sim = gw.sim("ascii", "01020000", "ascii", customers, tmp_path / "r.csv", "--count", "3000",
+                     "--connections", "4", "--mix", "pay=95,reverse=5", background=True)
+        wait_for_payments(db_url)
+        os.kill(committer.pid, signal.SIGKILL)
+        out, err = sim.communicate(timeout=180)
+        report = json.loads(out.strip().splitlines()[-1])
+        assert report["mismatches"] == 0, out + err
+        assert len(workers_of(gw)) == 2 and committer.pid not in [p.pid for p in workers_of(gw)]
+        assert gw.terminate() == 0
+    finally:
+        if gw.proc.poll() is None:
+            gw.kill9()
+    client_paid, client_reversed = client_view(tmp_path / "r.csv")
+    ledger_paid, ledger_reversed = ledger_view(db_url)
+    assert ledger_paid == client_paid and ledger_reversed == client_reversed
+    assert "worker process lost; restarting it" in gw.log.read_text()
+    assert_ledger_verifies(db_url)
+
+
+def committer_name(gw, proc: psutil.Process) -> str:
+    """Which worker a child is, from the gateway's log line naming its pid when it became ready."""
+    for line in gw.log.read_text().splitlines():
+        if f"worker process {proc.pid} ready" in line:
+            return line
+    return ""

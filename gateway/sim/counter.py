@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from twisted.internet import defer, task
 
-from gateway.sim.client import Stans, connect, request_times
+from gateway.sim.client import Stans, clock_sequence, connect, request_times
 from iso8583_specs import codec
 from iso8583_specs import keys as wire_keys
 
@@ -120,9 +120,8 @@ class CounterSimulator:
         self.mix, self.random = mix, random.Random(seed)
         self.niis = {"nii_gateway": nii_gateway, "nii_bank": nii_bank}
         self.terminal, self.branch = terminal, branch
-        self.stans = Stans(self.random.randint(1, 900000))
-        self.rrns = itertools.count(1)
-        self.rrn_prefix = f"{int(time.time()) % 1_000_000:06d}"
+        self.stans = Stans.from_clock()
+        self.rrns = itertools.count(clock_sequence(None, 10**12))  # unique per bank per business date, across runs
         self.paid: list[dict] = []
         self.report = Report()
         self.mak: bytes | None = None
@@ -256,7 +255,7 @@ class CounterSimulator:
         return self._times_of[1]
 
     def _rrn(self) -> str:
-        return f"{self.rrn_prefix}{next(self.rrns) % 1_000_000:06d}"
+        return f"{next(self.rrns) % 10**12:012d}"
 
     async def _send(self, client, mti, fields, mac=True):
         iso = codec.encode(self.dialect, mti, fields, mac_key=self.mak if mac else None)

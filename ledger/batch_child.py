@@ -1,0 +1,147 @@
+"""The child's half of ``ledger.batch_process``: run each batch it is sent, answer, repeat.
+
+Run as ``python -m ledger.batch_child FD``. The first message on the socket names the worker
+(``module:factory``) and its configuration, so a database password never shows on a command
+line. Standard library only here; the worker brings its own imports.
+
+Messages are pickles, each behind a 4-byte big-endian length (both ends are ours):
+parent → child ``("start", worker, config)``, ``("batch", [(id, op)])``, ``("stop",)``;
+child → parent ``("ready", pid)``, ``("failed", why)``, ``("done", [(id, result)], seconds)``.
+End of file (the parent is gone, even killed with -9) ends the child after its current batch.
+"""
+from __future__ import annotations
+
+import gc
+import importlib
+import logging
+import os
+import pickle
+import socket
+import struct
+import sys
+import time
+from dataclasses import dataclass
+
+HEADER = struct.Struct(">I")
+log = logging.getLogger("gridpay.ledger.batch_child")
+
+
+@dataclass
+class WorkerError(Exception):
+    """The worker raised for this op: the child's exception, by name and first line."""
+    kind: str
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.text}"
+
+
+def frame(message) -> bytes:
+    body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return HEADER.pack(len(body)) + body
+
+
+class FrameBuffer:
+    """Bytes in, whole messages out."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list:
+        self._buffer += data
+        messages, start = [], 0
+        while len(self._buffer) - start >= HEADER.size:
+            (size,) = HEADER.unpack_from(self._buffer, start)
+            end = start + HEADER.size + size
+            if len(self._buffer) < end:
+                break
+            messages.append(pickle.loads(self._buffer[start + HEADER.size:end]))
+            start = end
+        del self._buffer[:start]
+        return messages
+
+
+def messages(sock: socket.socket):
+    """Every message the parent sends, until end of file."""
+    frames = FrameBuffer()
+    while True:
+        data = sock.recv(1 << 20)
+        if not data:
+            return
+        yield from frames.feed(data)
+
+
+def settle_gc() -> None:
+    """What start-up built lives as long as the process: the cyclic collector stops walking it, and
+    collects the young generation every 10,000 allocations (a batch makes thousands of objects)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 10)
+
+
+def _load(path: str):
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _portable(result):
+    if isinstance(result, BaseException):
+        text = str(result)
+        return WorkerError(type(result).__name__, text.splitlines()[0] if text else "")
+    return result
+
+
+def _setup_logging(log_file: str | None) -> None:
+    handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logging.getLogger().handlers[:] = [handler]
+    logging.getLogger().setLevel(logging.INFO)
+
+
+def serve(sock: socket.socket) -> None:
+    incoming = messages(sock)
+    start = next(incoming, None)
+    if start is None:
+        return
+    _, worker_path, config = start
+    _setup_logging(config.get("log_file"))
+    try:
+        worker = _load(worker_path)(config)
+    except Exception as exc:  # noqa: BLE001 - told to the parent, which logs it
+        sock.sendall(frame(("failed", f"{type(exc).__name__}: {exc}")))
+        return
+    settle_gc()
+    sock.sendall(frame(("ready", os.getpid())))
+    try:
+        for message in incoming:
+            if message[0] == "stop":
+                break
+            sock.sendall(frame(("done", *run(worker, message[1]))))
+    finally:
+        close = getattr(worker, "close", None)
+        if close is not None:
+            close()
+
+
+def run(worker, batch: list) -> tuple[list, float]:
+    started = time.perf_counter()
+    try:
+        results = worker.process([op for _, op in batch])
+    except Exception as exc:  # noqa: BLE001 - every op of the batch gets the error
+        log.warning("a batch of %d failed: %s: %s", len(batch), type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+        results = [exc] * len(batch)
+    return [(call_id, _portable(r)) for (call_id, _), r in zip(batch, results)], time.perf_counter() - started
+
+
+def main(argv: list[str]) -> None:
+    sock = socket.socket(fileno=int(argv[0]))
+    try:
+        serve(sock)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the parent is gone: nothing more can be answered
+    finally:
+        sock.close()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
