@@ -186,8 +186,8 @@ def engine(config_path, name, banks, lease_s, poll_s, chunks_ahead, log_level, l
     from gateway.serve import install_reactor, setup_logging
 
     setup_logging(log_file, getattr(logging, log_level))
-    # The writer threads wait on PostgreSQL a dozen times per transaction; each wake-up needs the
-    # GIL back from the busy reactor thread, which by default yields it only every 5 ms.
+    # The claim and heartbeat threads wait on the database; each wake-up needs the interpreter
+    # lock back from the busy reactor thread, which by default yields it only every 5 ms.
     sys.setswitchinterval(float(os.environ.get("GRIDPAY_ENGINE_SWITCH_S", "0.0005")))
     reactor = install_reactor()  # Twisted on its asyncio reactor, as every gridpay process
     from engines.engine import DebitEngine, default_name

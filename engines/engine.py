@@ -1,7 +1,7 @@
 """``DebitEngine``: one engine process's work - claim chunks, send debits, post results, reverse.
 
 Runs on a Twisted reactor. Database work happens off the reactor: claims and heartbeats in a
-small thread pool, results and reversal bookkeeping in the writer thread (``engines.writer``).
+small thread pool, results and reversal bookkeeping in the writer process (``engines.writer``).
 All timing (poll interval, leases, the link's timeouts, reversal repeats) reads ``clock``
 (default: the reactor), and timestamps come from ``now()`` - tests inject both.
 
@@ -48,7 +48,8 @@ class DebitEngine:
     def __init__(self, settings, reactor, db, *, name: str | None = None, banks: list[str] | None = None,
                  clock=None, now: Callable[[], datetime] | None = None, lease_s: float = 30.0, poll_s: float = 0.5,
                  chunks_ahead: int = 2, only_chunks: list[int] | None = None, files: bool = True,
-                 writer_batch: int = 1000, writer_threads: int = 2, writer_wait_s: float = 0.05, retry_unsent_s: float = 1.0, single: bool | None = None,
+                 writer_batch: int = 1000, writer_wait_s: float = 0.05, retry_unsent_s: float = 1.0,
+                 single: bool | None = None,
                  link_factory: Callable | None = None, actor: str = DEBIT_ACTOR, link_metrics=None):
         self.settings, self.reactor, self.db = settings, reactor, db
         self.clock = clock or reactor
@@ -73,8 +74,10 @@ class DebitEngine:
         self.reversals: dict[int, store.ReverseItem] = {}
         self.rev_keys: dict[tuple, int] = {}       # reversal identity (7, 11) -> debit_id
         self.timed_out: dict[tuple, int] = {}      # debit identity (7, 11) -> debit_id, for late answers
-        self.writer = Writer(db, self.calendar, self._deliver, self.now, max_batch=writer_batch,
-                             threads=writer_threads, max_wait_s=writer_wait_s)
+        self.writer = Writer(reactor, db.url.render_as_string(hide_password=False), self.calendar, self.now,
+                             max_batch=writer_batch, max_wait_s=writer_wait_s,
+                             statement_timeout_s=settings.database.statement_timeout_s,
+                             on_batch=lambda size, seconds: self._check_watchers())
         self.pool = ThreadPool(2, 4, name=f"debit-db-{self.name}")
         self._loop: task.LoopingCall | None = None
         self._ticking = False
@@ -111,7 +114,9 @@ class DebitEngine:
                      now=self.now(), lease_s=self.lease_s, single=self.single)
 
         def registered(_):
-            self.writer.start()
+            return self.writer.start().addCallback(running)
+
+        def running(_):
             for code in self.banks:
                 self.links[code] = self.make_link(code).start()
             self._loop = task.LoopingCall(self.tick)
@@ -134,7 +139,7 @@ class DebitEngine:
             self._loop.stop()
         for link in self.links.values():
             yield link.stop(grace_s)
-        yield self._db(self.writer.stop)
+        yield self.writer.stop()
         try:
             yield self._db(store.unregister_instance, self.db, self.name, self.now())
         except Exception:  # noqa: BLE001
@@ -327,18 +332,6 @@ class DebitEngine:
             self.writer.submit(ChunkDone(chunk_id, self.name), lambda res: None)
             if not self._stopping:
                 self.reactor.callLater(0, self.tick)
-
-    def _deliver(self, results: list) -> None:
-        """Called on the writer thread after each commit: hand the results to the reactor."""
-        self.reactor.callFromThread(self._delivered, results)
-
-    def _delivered(self, results: list) -> None:
-        for callback, res in results:
-            try:
-                callback(res)
-            except Exception:  # noqa: BLE001
-                log.exception("result callback failed")
-        self._check_watchers()
 
     # --- late answers ----------------------------------------------------------------------
 

@@ -1,20 +1,23 @@
-"""The engine's writer thread: debit results and reversal bookkeeping, many per transaction.
+"""The engine's writer: debit results and reversal bookkeeping, many per transaction.
 
-The reactor hands in operations (``submit(op, callback)``); one thread takes whatever is queued
-(up to ``max_batch``, waiting at most ``max_wait_s`` for company), runs them in ONE transaction
-- the ledger's ``apply_batch`` for every ``DebitResult`` among them, in order, then the engine's
-own rows - commits, and only then calls each callback on the reactor thread with the op's
-result (an ``Outcome``) or the exception. Nothing is acted on before it is durable: a reversal
-is sent only after its attempt is counted in the database.
+The reactor hands in operations (``Writer.submit(op, callback)``); they run in a worker process
+of their own (``ledger.batch_process``), so the engine's reactor thread keeps the interpreter
+lock. The worker takes whatever is queued (up to ``max_batch``; an idle one waits up to
+``max_wait_s`` for company), runs it in ONE transaction - the ledger's ``apply_batch`` for every
+``DebitResult`` among them, in order, then the engine's own rows - commits, and only then is each
+callback called on the reactor thread with the op's result (an ``Outcome``) or an exception.
+Nothing is acted on before it is durable: a reversal is sent only after its attempt is counted
+in the database. Time comes from the engine (each op is stamped with its ``now()`` when
+submitted), so an engine on an injected clock writes the times it lives in.
 
 Retries: deadlock / serialization failure / SQLite busy → the batch again; any other failure of
-a batch of several → one op at a time, so only the bad one fails.
+a batch of several → one op at a time, so only the bad one fails. A worker process that dies is
+replaced and its batch is run again: every operation is idempotent (a debit result the ledger
+has recorded is replayed, a reversal row that exists is reused, updates set the same values).
 """
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -25,6 +28,7 @@ from sqlalchemy.exc import DBAPIError
 
 from engines.store import ReverseItem, create_reversals
 from engines.tables import debit_chunks, debit_reversals
+from ledger.batch_process import BatchProcess
 from ledger.business_date import BusinessCalendar, utcnow
 from ledger.group_commit import _retryable
 from ledger.postings import DebitResult, Outcome, apply_batch
@@ -105,86 +109,74 @@ def _posting_of(op, now: datetime) -> DebitResult | None:
 
 
 class Writer:
-    def __init__(self, db, calendar: BusinessCalendar, deliver: Callable[[list], None],
-                 now: Callable[[], datetime] = utcnow, max_batch: int = 1000, max_wait_s: float = 0.005,
-                 name: str = "debit-writer", threads: int = 1):
-        self.db, self.calendar, self.deliver, self.now = db, calendar, deliver, now
-        self.max_batch, self.max_wait_s = max_batch, max_wait_s
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        # Several threads may take from the one queue: an op is only ever submitted after the ops
-        # it depends on have committed (their callbacks submit it), so order needs no single thread.
-        self._threads = [threading.Thread(target=self._run, name=f"{name}-{i}", daemon=True) for i in range(threads)]
-        self._stop = object()
-        self._lock = threading.Lock()
-        self.batches = self.ops = 0
-        self.busy_s = 0.0
+    """The engine's handle on its writer process: ``submit(op, callback)``; ``callback(result)``
+    runs on the reactor thread after the commit (an exception instead when the op failed)."""
 
-    def start(self) -> "Writer":
-        for t in self._threads:
-            t.start()
-        return self
+    def __init__(self, reactor, url: str, calendar: BusinessCalendar, now: Callable[[], datetime] = utcnow,
+                 max_batch: int = 1000, max_wait_s: float = 0.005, statement_timeout_s: float | None = None,
+                 log_file: str = "", on_batch: Callable[[int, float], None] | None = None, name: str = "debit-writer"):
+        self.now = now
+        config = {"url": url, "statement_timeout_s": statement_timeout_s, "timezone": calendar.timezone,
+                  "cutoff": calendar.cutoff, "log_file": log_file}
+        self.process = BatchProcess(reactor, "engines.writer:WriterWorker", config, name=name, max_batch=max_batch,
+                                    max_wait_s=max_wait_s, resend=True, on_batch=on_batch)
+
+    def start(self):
+        return self.process.start()
+
+    def stop(self):
+        return self.process.stop()
 
     def submit(self, op, callback: Callable) -> None:
-        self._queue.put((op, callback))
+        d = self.process.submit((self.now(), op))
+        d.addCallbacks(callback, lambda failure: callback(failure.value))
+        d.addErrback(lambda failure: log.error("writer callback failed: %s", failure.getTraceback()))
 
-    def stop(self, timeout: float | None = 30) -> None:
-        for _ in self._threads:
-            self._queue.put(self._stop)
-        for t in self._threads:
-            t.join(timeout)
+    @property
+    def batches(self) -> int:
+        return self.process.batches
 
-    # --- the thread ------------------------------------------------------------------------
+    @property
+    def ops(self) -> int:
+        return self.process.ops
 
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is self._stop:
-                return
-            batch, stop = [item], False
-            deadline = time.monotonic() + self.max_wait_s
-            while len(batch) < self.max_batch:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    try:
-                        nxt = self._queue.get(timeout=left)
-                    except queue.Empty:
-                        break
-                if nxt is self._stop:
-                    stop = True
-                    break
-                batch.append(nxt)
-            started = time.perf_counter()
-            results = self.process([op for op, _ in batch])
-            with self._lock:
-                self.busy_s += time.perf_counter() - started
-                self.batches += 1
-                self.ops += len(batch)
-            try:
-                self.deliver([(cb, res) for (_, cb), res in zip(batch, results)])
-            except Exception:  # noqa: BLE001
-                log.exception("delivering results failed")
-            if stop:
-                return
+    @property
+    def busy_s(self) -> float:
+        return self.process.busy_s
 
-    def process(self, ops: list) -> list:
+
+class WriterWorker:
+    """The writer's transactions, in the worker process. ``config``: url, statement_timeout_s,
+    timezone, cutoff."""
+
+    def __init__(self, config: dict):
+        from ledger.db import make_engine
+
+        self.db = make_engine(config["url"], pool_size=1, statement_timeout_s=config.get("statement_timeout_s"))
+        self.calendar = BusinessCalendar(config["timezone"], config["cutoff"])
+
+    def close(self) -> None:
+        self.db.dispose()
+
+    def process(self, stamped: list) -> list:
+        """stamped: (now, op) as the engine submitted them; the batch is written at the latest now."""
+        return self._process([op for _, op in stamped], max(now for now, _ in stamped))
+
+    def _process(self, ops: list, now: datetime) -> list:
         try:
-            return self._transaction(ops)
+            return self._transaction(ops, now)
         except Exception as exc:  # noqa: BLE001
             if len(ops) == 1:
                 log.error("debit write failed: %s: %s", type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
                 return [exc]
             log.warning("a batch of %d debit writes failed (%s): writing one at a time", len(ops), type(exc).__name__)
-        return [self.process([op])[0] for op in ops]
+        return [self._process([op], now)[0] for op in ops]
 
-    def _transaction(self, ops: list) -> list:
+    def _transaction(self, ops: list, now: datetime) -> list:
         for attempt in range(5):
             try:
                 with self.db.begin() as conn:
-                    return self._apply(conn, ops, self.now())
+                    return self._apply(conn, ops, now)
             except DBAPIError as exc:
                 if attempt < 4 and (_retryable(exc) or (exc.connection_invalidated and attempt == 0)):
                     time.sleep(0.01 * (attempt + 1))

@@ -75,5 +75,20 @@ class KeyStore:
         self._keys[(bank, channel)] = state
         return True
 
+    def adopt(self, bank: str, channel: str, verifies) -> bool:
+        """A peer's message verifies with none of our keys. The peer MACs with the key it holds as
+        current, so if one of the backend's recent keys verifies it, that key is the peer's: make
+        it current and save it as the newest version. Needed because instances save sign-ons in
+        the order their database writes land, which need not be the order the peer issued them:
+        the "newest" row can hold a key the peer has already replaced. True if found."""
+        if not self.backend:
+            return False
+        known = self.accepted(bank, channel)
+        for key in self.backend.recent(bank, channel):
+            if key not in known and verifies(key):
+                self.install(bank, channel, key)
+                return True
+        return False
+
     def known(self) -> list[tuple[str, str]]:
         return [k for k, s in self._keys.items() if s.current]

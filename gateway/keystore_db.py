@@ -37,6 +37,17 @@ class DbKeyBackend:
             with self.engine.begin() as conn:
                 conn.execute(insert(bank_keys), row)
 
+    def recent(self, bank: str, channel: str, versions: int = 6) -> list[bytes]:
+        """The current keys of the newest versions, newest first, each once."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(bank_keys.c.mak_under_zmk).where(bank_keys.c.bank_code == bank, bank_keys.c.channel == channel,
+                                                        bank_keys.c.mak_under_zmk.is_not(None))
+                .order_by(bank_keys.c.version.desc()).limit(versions)).scalars().all()
+        zmk = self.zmk_for(bank)
+        keys = [wire_keys.decrypt_key(zmk, bytes.fromhex(hexkey)) for hexkey in rows]
+        return list(dict.fromkeys(keys))
+
     def load(self, bank: str, channel: str) -> KeyState | None:
         with self.engine.connect() as conn:
             row = conn.execute(

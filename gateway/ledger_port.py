@@ -37,7 +37,7 @@ class LedgerPort:
         self.calendar = calendar
         db = settings.database
         common = {"url": settings.database_url(), "statement_timeout_s": db.statement_timeout_s,
-                  "timezone": calendar.timezone, "cutoff": calendar.cutoff, "log_file": settings.gateway.log_file}
+                  "timezone": calendar.timezone, "cutoff": calendar.cutoff}
         self.poster = BatchProcess(reactor, "ledger.group_commit:PostingWorker", common, name="ledger-committer",
                                    max_batch=db.group_commit_max, max_wait_s=db.group_commit_wait_ms / 1000,
                                    resend=True, on_batch=on_commit)

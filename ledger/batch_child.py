@@ -112,21 +112,35 @@ def serve(sock: socket.socket) -> None:
         return
     settle_gc()
     sock.sendall(frame(("ready", os.getpid())))
+    profile = _profiler()
     try:
         for message in incoming:
             if message[0] == "stop":
                 break
-            sock.sendall(frame(("done", *run(worker, message[1]))))
+            sock.sendall(frame(("done", *run(worker, message[1], profile))))
     finally:
         close = getattr(worker, "close", None)
         if close is not None:
             close()
+        if profile is not None:
+            profile.dump_stats(os.path.join(os.environ["GRIDPAY_WORKER_PROFILE"],
+                                            f"{worker_path.rpartition(':')[2]}-{os.getpid()}.prof"))
 
 
-def run(worker, batch: list) -> tuple[list, float]:
+def _profiler():
+    """GRIDPAY_WORKER_PROFILE=DIR: a cProfile of the worker's batches, written there at exit."""
+    if not os.environ.get("GRIDPAY_WORKER_PROFILE"):
+        return None
+    import cProfile
+
+    return cProfile.Profile()
+
+
+def run(worker, batch: list, profile=None) -> tuple[list, float]:
     started = time.perf_counter()
     try:
-        results = worker.process([op for _, op in batch])
+        ops = [op for _, op in batch]
+        results = worker.process(ops) if profile is None else profile.runcall(worker.process, ops)
     except Exception as exc:  # noqa: BLE001 - every op of the batch gets the error
         log.warning("a batch of %d failed: %s: %s", len(batch), type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
         results = [exc] * len(batch)

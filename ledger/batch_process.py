@@ -41,6 +41,13 @@ log = logging.getLogger("gridpay.ledger.batch_process")
 MAX_SENDS = 3  # a batch goes to at most this many children in turn: a poison op must not loop
 
 
+def current_log_file() -> str:
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            return handler.baseFilename
+    return ""
+
+
 class NotStarted(Exception):
     """The op had not begun when it was cancelled or the worker stopped: nothing was applied."""
 
@@ -63,6 +70,7 @@ class BatchProcess:
     def __init__(self, reactor, worker: str, config: dict, *, name: str, max_batch: int = 256,
                  max_wait_s: float = 0.0, resend: bool = False, restart_delay_s: float = 1.0, on_batch=None):
         assert max_batch >= 1
+        config = {"log_file": current_log_file(), **config}   # the child logs where its parent does
         self.reactor, self.worker, self.config, self.name = reactor, worker, config, name
         self.max_batch, self.max_wait_s = max_batch, max_wait_s
         self.resend, self.restart_delay_s, self.on_batch = resend, restart_delay_s, on_batch

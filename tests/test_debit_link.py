@@ -44,13 +44,13 @@ def env():
             made["hosts"].append(host)
             return host
 
-        def link(self, host_or_port, dialect="ascii", clock=None, **debit):
+        def link(self, host_or_port, dialect="ascii", clock=None, keys=None, **debit):
             port = host_or_port if isinstance(host_or_port, int) else host_or_port.port
             cfg = BankConfig(dialect=dialect, debit=DebitLinkConfig(**{"host": "127.0.0.1", "port": port,
                                                                        "timeout_s": 5.0, **debit}))
             late = []
             link = BankLink(reactor, BANK, cfg, ZMK, clock=clock, on_late_response=late.append,
-                            rng=random.Random(3))
+                            rng=random.Random(3), keys=keys)
             link.late = late
             made["links"].append(link)
             return link.start()
@@ -107,6 +107,33 @@ async def test_several_connections_under_load_never_see_A0(env):
     results = await defer.gatherResults([link.send("0200", env.debit("A1", 1 + i)) for i in range(200)])
     assert {m.fields["39"] for m in results} == {"00"} and host.counters["mac_failures"] == 0
     assert host.counters["sign_ons"] == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_links_converge_on_the_banks_key_when_the_store_saved_sign_ons_out_of_order(env, sqlite_url):
+    """Two engines sign on; their saves land the other way round, so the store's newest version is
+    the key the bank has already replaced. The bank's MAC tells which key it holds: both links take
+    that one, their answers verify, and the store's newest version is the bank's key again."""
+    from gateway.keys import KeyStore
+    from gateway.keystore_db import DbKeyBackend
+    from ledger_helpers import new_engine
+
+    backend = DbKeyBackend(new_engine(sqlite_url), lambda bank: ZMK)
+    host = env.host()
+    a = env.link(host, keys=KeyStore(reactor, backend=backend))
+    await a.when_ready()
+    replaced = host.mak
+    b = env.link(host, keys=KeyStore(reactor, backend=backend))
+    await b.when_ready()
+    assert host.counters["sign_ons"] == 2 and host.mak != replaced
+    a.keys.install(BANK, "debit", replaced)      # the first engine's save lands last
+    assert b.keys.refresh(BANK, "debit") and b.keys.current(BANK, "debit") == replaced
+    answers = await defer.gatherResults([link.send("0200", env.debit("A1", 100 + i))
+                                         for i in range(10) for link in (a, b)])
+    assert {m.fields["39"] for m in answers} == {"00"}
+    assert a.stats["bad_mac"] == b.stats["bad_mac"] == 0
+    assert a.keys.current(BANK, "debit") == b.keys.current(BANK, "debit") == host.mak
+    assert backend.load(BANK, "debit").current == host.mak
 
 
 @pytest_twisted.ensureDeferred

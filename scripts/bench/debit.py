@@ -72,12 +72,20 @@ def postgres_cpu() -> float:
 
 
 def cpu(pid: int) -> float:
+    """CPU seconds of a process and its children (an engine's writer process)."""
+    total = 0.0
     try:
-        p = psutil.Process(pid)
-        t = p.cpu_times()
-        return t.user + t.system
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
     except psutil.Error:
         return 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
 
 
 def run(n: int, engines: int, latency_ms: float, chunk: int, profile: str | None, in_flight: int,
