@@ -59,26 +59,8 @@ def env_for(url: str, port: int, drop: str, in_flight: int) -> dict[str, str]:
     return {**os.environ, **environment_for(tree), "BENCH_ZMK": ZMK, "PYTHONPATH": str(ROOT)}
 
 
-def postgres_cpu() -> float:
+def cpu_seconds(procs) -> float:
     total = 0.0
-    for p in psutil.process_iter(["name"]):
-        if (p.info["name"] or "").startswith("postgres"):
-            try:
-                t = p.cpu_times()
-                total += t.user + t.system
-            except psutil.Error:
-                pass
-    return total
-
-
-def cpu(pid: int) -> float:
-    """CPU seconds of a process and its children (an engine's writer process)."""
-    total = 0.0
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return 0.0
     for p in procs:
         try:
             t = p.cpu_times()
@@ -86,6 +68,19 @@ def cpu(pid: int) -> float:
         except psutil.Error:
             pass
     return total
+
+
+def postgres_cpu() -> float:
+    return cpu_seconds(p for p in psutil.process_iter(["name"]) if (p.info["name"] or "").startswith("postgres"))
+
+
+def cpu(pid: int) -> float:
+    """CPU seconds of a process and its children (an engine's writer process)."""
+    try:
+        root = psutil.Process(pid)
+        return cpu_seconds([root, *root.children(recursive=True)])
+    except psutil.Error:
+        return 0.0
 
 
 def run(n: int, engines: int, latency_ms: float, chunk: int, profile: str | None, in_flight: int,
