@@ -152,7 +152,8 @@ class WriterWorker:
     def __init__(self, config: dict):
         from ledger.db import make_engine
 
-        self.db = make_engine(config["url"], pool_size=1, statement_timeout_s=config.get("statement_timeout_s"))
+        self.db = make_engine(config["url"], pool_size=1, statement_timeout_s=config.get("statement_timeout_s"),
+                              pre_ping=False)
         self.calendar = BusinessCalendar(config["timezone"], config["cutoff"])
 
     def close(self) -> None:

@@ -16,13 +16,16 @@ from sqlalchemy.engine import make_url
 SESSION_OPTIONS = ("-c plan_cache_mode=force_custom_plan", "-c jit=off")
 
 
-def make_engine(url: str, pool_size: int = 10, echo: bool = False, statement_timeout_s: float | None = None) -> Engine:
+def make_engine(url: str, pool_size: int = 10, echo: bool = False, statement_timeout_s: float | None = None,
+                pre_ping: bool = True) -> Engine:
     """An engine set up for durable ledger work on any supported database. ``statement_timeout_s``
-    bounds each statement on PostgreSQL, so a wedged database fails a request instead of holding it."""
+    bounds each statement on PostgreSQL, so a wedged database fails a request instead of holding it.
+    ``pre_ping=False`` for a caller that retries a transaction whose connection turns out dead (the
+    batch workers): a ping is a round trip per transaction."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(url, echo)
-    kwargs = {"pool_size": pool_size, "max_overflow": pool_size, "pool_pre_ping": True}
+    kwargs = {"pool_size": pool_size, "max_overflow": pool_size, "pool_pre_ping": pre_ping}
     if parsed.get_backend_name() == "postgresql":
         options = " ".join(filter(None, [parsed.query.get("options"), *SESSION_OPTIONS]))
         kwargs["connect_args"] = {"connect_timeout": 5, "options": options}

@@ -118,7 +118,8 @@ class PostingWorker:
     def __init__(self, config: dict):
         from ledger.db import make_engine
 
-        self.engine = make_engine(config["url"], pool_size=1, statement_timeout_s=config.get("statement_timeout_s"))
+        self.engine = make_engine(config["url"], pool_size=1, statement_timeout_s=config.get("statement_timeout_s"),
+                                  pre_ping=False)
         self.poster = Poster(self.engine, BusinessCalendar(config["timezone"], config["cutoff"]))
 
     def process(self, postings: Sequence[Posting]) -> list[Outcome]:

@@ -68,3 +68,23 @@ def reserve_ids(conn, table: Table, n: int) -> list[int]:
         rows = conn.execute(text(f'select "{seq}".nextval from dual connect by level <= :n'), {"n": n})
         return [r[0] for r in rows]
     raise NotImplementedError(f"reserve_ids on {dialect}")
+
+
+def reserve_ids_many(conn, wanted: list[tuple[Table, int]]) -> list[list[int]]:
+    """``reserve_ids`` for several tables at once; on PostgreSQL one statement for all of them."""
+    if conn.dialect.name != "postgresql":
+        return [reserve_ids(conn, table, n) for table, n in wanted]
+    asked = [(i, table, n) for i, (table, n) in enumerate(wanted) if n > 0]
+    out: list[list[int]] = [[] for _ in wanted]
+    if not asked:
+        return out
+    parts, params = [], {}
+    for i, table, n in asked:
+        (pk,) = table.primary_key.columns
+        parts.append(f"(select array_agg(nextval(pg_get_serial_sequence(:t{i}, :c{i}))) from generate_series(1, :n{i}))")
+        params.update({f"t{i}": table.name, f"c{i}": pk.name, f"n{i}": n})
+    row = conn.execute(text("select " + ", ".join(parts)), params).one()
+    for (i, _, n), ids in zip(asked, row):
+        assert len(ids) == n
+        out[i] = list(ids)
+    return out

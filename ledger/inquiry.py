@@ -7,6 +7,7 @@ from datetime import date, datetime, timezone
 
 from sqlalchemy import Engine, func, select
 
+from ledger.bulk import select_many
 from ledger.business_date import BusinessCalendar
 from ledger.schema import customers, prepaid_movements
 
@@ -63,13 +64,13 @@ def inquire_many(conn, customer_nos, at: datetime, calendar: BusinessCalendar | 
     calendar = calendar or BusinessCalendar()
     bd = calendar.business_date(at)
     wanted = sorted(set(customer_nos))
-    who_q, bills_q, prepaid_q = _statements(conn.dialect.name)
     params = {"custs": wanted}
-    who = {r.customer_no: r for r in conn.execute(who_q, params)}
+    who_rows, bill_rows, prepaid_rows = select_many(conn, [(q, params) for q in _statements(conn.dialect.name)])
+    who = {r.customer_no: r for r in who_rows}
     open_bills: dict[str, list] = {}
-    for row in conn.execute(bills_q, params):
+    for row in bill_rows:
         open_bills.setdefault(row.customer_no, []).append(_Bill(row))
-    prepaid = {r.customer_no: int(r.balance) for r in conn.execute(prepaid_q, params)}
+    prepaid = {r.customer_no: int(r.balance) for r in prepaid_rows}
     results = {}
     for customer_no in wanted:
         cust = who.get(customer_no)
@@ -96,18 +97,29 @@ class InquiryWorker:
     def __init__(self, config: dict):
         from ledger.db import make_engine
 
-        self.engine = make_engine(config["url"], pool_size=1, statement_timeout_s=config.get("statement_timeout_s"))
+        self.engine = make_engine(config["url"], pool_size=1, statement_timeout_s=config.get("statement_timeout_s"),
+                                  pre_ping=False)
         self.calendar = BusinessCalendar(config["timezone"], config["cutoff"])
 
     def process(self, customer_nos: list[str]) -> list[InquiryResult]:
+        from sqlalchemy.exc import DBAPIError
+
+        try:
+            results = self._read(customer_nos)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            results = self._read(customer_nos)  # the pooled connection had died: once more on a new one
+        return [results[c] for c in customer_nos]
+
+    def _read(self, customer_nos: list[str]) -> dict[str, InquiryResult]:
         from ledger.db import read_only
 
         with read_only(self.engine.connect()) as conn:
             if conn.dialect.name == "postgresql":
                 conn = conn.execution_options(isolation_level="REPEATABLE READ")
             with conn.begin():
-                results = inquire_many(conn, customer_nos, datetime.now(timezone.utc), self.calendar)
-        return [results[c] for c in customer_nos]
+                return inquire_many(conn, customer_nos, datetime.now(timezone.utc), self.calendar)
 
     def close(self) -> None:
         self.engine.dispose()

@@ -14,15 +14,16 @@ import functools
 import json
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from types import SimpleNamespace
 from typing import Callable, Iterable, Sequence, Union
 
-from sqlalchemy import bindparam, exists, func, literal_column, select, update
+from sqlalchemy import exists, func, literal_column, select
 from sqlalchemy.orm import aliased
 
 from ledger.audit import audit_row, bank_actor
-from ledger.bulk import in_list, insert_rows
+from ledger.bulk import Writes, in_list, select_many
 from ledger.business_date import BusinessCalendar, utcnow
-from ledger.ids import bank_number, id_year, receipt_no, reserve_ids
+from ledger.ids import bank_number, id_year, receipt_no, reserve_ids_many
 from ledger.journal import PREPAID, RECEIVABLE, Entry, bank_clearing
 from ledger import notices
 from ledger.schema import (
@@ -226,136 +227,153 @@ class _Batch:
     def q(self, stmt, **params):
         return self.conn.execute(stmt, params)
 
-    def IN(self, col, name):
-        return in_list(self.conn.dialect.name, col, name)
+    def prefetch(self, postings: Sequence[Posting]) -> None:
+        """Everything the batch's decisions need, in a few rounds of set queries (``select_many``:
+        one round trip each on PostgreSQL). Keys of several columns are fetched by a superset (IN
+        per column) and matched exactly here.
+
+        Customers whose money this batch may move are locked FOR UPDATE, in key order (PostgreSQL,
+        Oracle; SQLite's BEGIN IMMEDIATE already made this transaction the only writer), BEFORE
+        anything that decides is read: the statements of a round run in order, the lock first. A
+        reversal locks its CN, so a payment and its reversal arriving at once through two processes
+        are serialized (no orphan slipping past its original)."""
+        counter = [p for p in postings if isinstance(p, CounterPayment)]
+        revs = [p for p in postings if isinstance(p, PaymentReversal)]
+        dres = [p for p in postings if isinstance(p, DebitResult)]
+        st = _statements(self.conn.dialect.name)
+        if dres:  # round 1: the debits, to know whose customers to lock
+            drows = self.q(st.debits, ids=sorted({d.debit_id for d in dres})).mappings().all()
+            self.debits = {r["debit_id"]: dict(r) for r in drows}
+        # round 2: the locks, then what the decisions read
+        custs = ({p.customer_no for p in counter} | {r.customer_no for r in revs if r.customer_no}
+                 | {d["customer_no"] for d in self.debits.values()})
+        queries: dict[str, tuple] = {}
+        if custs:
+            queries["customers"] = (st.lock_customers, {"custs": sorted(custs)})
+        idents = {self.identity(p) for p in counter + revs}
+        if idents:
+            queries["known"] = (st.known_requests, {
+                "codes": sorted({i[0] for i in idents}), "years": sorted({i[1] for i in idents}),
+                "ts": sorted({i[2] for i in idents}), "stans": sorted({i[3] for i in idents})})
+            queries["banks"] = (st.banks, {"codes": sorted({p.bank_code for p in counter + revs})})
+        rrn_keys = {(p.bank_code, "C", self.calendar.business_date(p.received_at), p.rrn) for p in counter}
+        rrn_keys |= {(d["bank_code"], "D", self._debit_date(d, r.at), self._debit_rrn(d))
+                     for r in dres if r.result == "approved" and (d := self.debits.get(r.debit_id))}
+        if rrn_keys:
+            queries["rrns"] = (st.used_rrns, {"codes": sorted({k[0] for k in rrn_keys}),
+                                              "channels": sorted({k[1] for k in rrn_keys}),
+                                              "dates": sorted({k[2] for k in rrn_keys}),
+                                              "rrns": sorted({k[3] for k in rrn_keys})})
+        origs = {(id_year(p.transmitted, p.received_at), p.transmitted, p.stan) for p in counter}
+        origs |= {self.orig_identity(r) for r in revs}
+        if origs:
+            queries["orphans"] = (st.orphans, {"stans": sorted({o[2] for o in origs})})
+        rev_origs = {self.orig_identity(r) for r in revs}
+        if rev_origs:  # the payments reversals refer to (payments never change: no lock needed)
+            queries["targets"] = (st.reversal_targets, {"stans": sorted({o[2] for o in rev_origs}),
+                                                        "ts": sorted({o[1] for o in rev_origs})})
+        reversed_debits = sorted({r.debit_id for r in dres if r.result == "reversed"})
+        if reversed_debits:
+            queries["debit_payments"] = (st.debit_payments, {"ids": reversed_debits})
+        if self.debits:  # the debits' state again under the customers' locks, and their rows locked
+            ids = sorted(self.debits)
+            queries["debits"] = (st.lock_debits, {"ids": ids})
+            queries["debit_bills"] = (st.debit_bills, {"ids": ids})
+        if custs:
+            queries["prepaid"] = (st.prepaid, {"custs": sorted(custs)})
+        pay_custs = sorted({p.customer_no for p in counter})
+        if pay_custs:
+            queries["open_bills"] = (open_bills_query(self.conn.dialect.name), {"custs": pay_custs})
+        got = dict(zip(queries, select_many(self.conn, list(queries.values()))))
+        for r in got.get("customers", ()):
+            self.customers[r.customer_no] = _Customer(r)
+        for r in got.get("known", ()):
+            key = (r.bank_code, r.id_year, r.transmitted, r.stan)
+            if key in idents:
+                stored = json.loads(r.response_fields)
+                detail = stored.pop("ER", "")
+                self.known_requests[key] = (r.content_digest, _Result(r.response_code, stored, detail))
+        self.known_banks = {r.bank_code for r in got.get("banks", ())}
+        self.used_rrns = {key for r in got.get("rrns", ()) if (key := (r.bank_code, r.channel, r.business_date, r.rrn))
+                          in rrn_keys}
+        for r in got.get("orphans", ()):
+            key = (r.id_year, r.orig_transmitted, r.orig_stan)
+            if key in origs:
+                self.orphans.setdefault(key, []).append(r.bank_code)
+        targets: list[_Payment] = []
+        for r in got.get("targets", ()):
+            key = (r.id_year, r.transmitted, r.stan)
+            if key in rev_origs:
+                p = _Payment(r.payment_id, r.bank_code, r.channel, r.customer_no, int(r.amount), r.business_date,
+                             r.receipt_no)
+                self.payments_by_identity.setdefault(key, []).append(p)
+                targets.append(p)
+        for r in got.get("debit_payments", ()):
+            p = _Payment(r.payment_id, r.bank_code, r.channel, r.customer_no, int(r.amount), r.business_date,
+                         r.receipt_no, r.debit_id)
+            self.payments_by_debit[r.debit_id] = p
+            targets.append(p)
+        if "debits" in got:
+            self.debits = {r.debit_id: r._asdict() for r in got["debits"]}
+            for r in got["debit_bills"]:
+                self.debits[r.debit_id].setdefault("bills", []).append((r.bill_id, int(r.amount)))
+        prepaid = {r[0]: int(r[1] or 0) for r in got.get("prepaid", ())}
+        for cust in self.customers.values():
+            cust.prepaid = prepaid.get(cust.customer_no, 0)
+        self.add_bills(got.get("open_bills", ()))
+        if targets:
+            self.prefetch_targets(targets, st)
+        named = {b for d in self.debits.values() for b, _ in d.get("bills", ())}
+        named |= {b for t in targets for b, _ in t.allocs}
+        named -= set(self.bills)
+        if named:  # round 3 (4 with reversals): the bills that debits and reversal targets name
+            self.add_bills(self.q(bills_by_id_query(self.conn.dialect.name), ids=sorted(named)).all())
+
+    def prefetch_targets(self, targets: list[_Payment], st) -> None:
+        """What reversal targets paid, whether they were reversed already, and whether their day is
+        closed (read under the locks); their customers locked too where the CN differed (rare)."""
+        ids = sorted({t.ref for t in targets})
+        closures = {(t.bank_code, t.business_date) for t in targets}
+        codes = sorted({c[0] for c in closures})
+        extra = sorted({t.customer_no for t in targets} - set(self.customers))
+        queries = [(st.lock_customers, {"custs": extra}), (st.prepaid, {"custs": extra})] if extra else []
+        # Reconciliation closes a day under the bank row's exclusive lock; a reversal reads the
+        # closures under a shared one, so it sees a closure that commits before it (PostgreSQL;
+        # SQLite has one writer at a time anyway).
+        queries += [(st.target_allocations, {"ids": ids}), (st.target_excess, {"ids": ids}),
+                    (st.target_reversals, {"ids": ids}), (st.share_banks, {"codes": codes}),
+                    (st.closures, {"codes": codes})]
+        got = select_many(self.conn, queries)
+        if extra:
+            locked, prepaid, got = got[0], got[1], got[2:]
+            for r in locked:
+                self.customers[r.customer_no] = _Customer(r)
+            for r in prepaid:
+                self.customers[r[0]].prepaid = int(r[1] or 0)
+        allocs, excess, reversed_, _, closed = got
+        by_id = {t.ref: t for t in targets}
+        for r in allocs:
+            by_id[r.payment_id].allocs.append((r.bill_id, int(r.amount)))
+        for r in excess:
+            by_id[r[0]].excess = int(r[1] or 0)
+        for r in reversed_:
+            by_id[r.payment_id].reversed = True
+        self.closed = {key for r in closed if (key := (r.bank_code, r.business_date)) in closures}
 
     def lock(self, custs: set[str]) -> None:
         """Read (and on PostgreSQL/Oracle lock FOR UPDATE, in key order) these customers."""
         custs = custs - set(self.customers)
         if custs:
-            for r in self.q(select(customers.c.customer_no, customers.c.customer_name, customers.c.status,
-                                   customers.c.prepay_allowed, customers.c.mobile)
-                            .where(self.IN(customers.c.customer_no, "custs"))
-                            .order_by(customers.c.customer_no).with_for_update(), custs=sorted(custs)):
+            for r in self.q(_statements(self.conn.dialect.name).lock_customers, custs=sorted(custs)):
                 self.customers[r.customer_no] = _Customer(r)
 
-    def prefetch(self, postings: Sequence[Posting]) -> None:
-        """Everything the batch's decisions need, a few set queries. Keys of several columns are
-        fetched by a superset (IN per column) and matched exactly here."""
-        counter = [p for p in postings if isinstance(p, CounterPayment)]
-        revs = [p for p in postings if isinstance(p, PaymentReversal)]
-        dres = [p for p in postings if isinstance(p, DebitResult)]
-        IN, q = self.IN, self.q
-        br, pay, orph = bank_requests.c, payments.c, orphan_reversals.c
-        idents = {self.identity(p) for p in counter + revs}
-        if idents:
-            for r in q(select(br.bank_code, br.id_year, br.transmitted, br.stan, br.content_digest, br.response_code,
-                              br.response_fields)
-                       .where(IN(br.bank_code, "codes"), IN(br.id_year, "years"), IN(br.transmitted, "ts"),
-                              IN(br.stan, "stans")),  # the identity index's columns, in its order
-                       codes=sorted({i[0] for i in idents}), years=sorted({i[1] for i in idents}),
-                       ts=sorted({i[2] for i in idents}), stans=sorted({i[3] for i in idents})):
-                key = (r.bank_code, r.id_year, r.transmitted, r.stan)
-                if key in idents:
-                    stored = json.loads(r.response_fields)
-                    detail = stored.pop("ER", "")
-                    self.known_requests[key] = (r.content_digest, _Result(r.response_code, stored, detail))
-        codes = {p.bank_code for p in counter + revs}
-        if dres:
-            drows = q(select(debits).where(IN(debits.c.debit_id, "ids")),
-                      ids=sorted({d.debit_id for d in dres})).mappings().all()
-            self.debits = {r["debit_id"]: dict(r) for r in drows}
-        if codes:
-            self.known_banks = set(q(select(banks.c.bank_code).where(IN(banks.c.bank_code, "codes")),
-                                     codes=sorted(codes)).scalars())
-        # Lock the customers whose money this batch may move, in key order (PostgreSQL, Oracle;
-        # SQLite's BEGIN IMMEDIATE already made this transaction the only writer) BEFORE reading
-        # anything that decides: a reversal locks its CN, so a payment and its reversal arriving
-        # at once through two processes are serialized (no orphan slipping past its original).
-        self.lock({p.customer_no for p in counter} | {r.customer_no for r in revs if r.customer_no}
-                  | {d["customer_no"] for d in self.debits.values()})
-        rrn_keys = {(p.bank_code, "C", self.calendar.business_date(p.received_at), p.rrn) for p in counter}
-        rrn_keys |= {(d["bank_code"], "D", self._debit_date(d, r.at), self._debit_rrn(d))
-                     for r in dres if r.result == "approved" and (d := self.debits.get(r.debit_id))}
-        if rrn_keys:
-            self.used_rrns = {key for r in q(select(pay.bank_code, pay.channel, pay.business_date, pay.rrn)
-                                             .where(IN(pay.rrn, "rrns")), rrns=sorted({k[3] for k in rrn_keys}))
-                              if (key := tuple(r)) in rrn_keys}
-        origs = {(id_year(p.transmitted, p.received_at), p.transmitted, p.stan) for p in counter}
-        origs |= {self.orig_identity(r) for r in revs}
-        if origs:
-            for r in q(select(orph.bank_code, orph.id_year, orph.orig_transmitted, orph.orig_stan)
-                       .where(IN(orph.orig_stan, "stans")), stans=sorted({o[2] for o in origs})):
-                key = (r.id_year, r.orig_transmitted, r.orig_stan)
-                if key in origs:
-                    self.orphans.setdefault(key, []).append(r.bank_code)
-        # the payments reversals refer to (payments are never changed: no lock needed to read them)
-        targets: list[_Payment] = []
-        rev_origs = {self.orig_identity(r) for r in revs}
-        if rev_origs:
-            for r in q(select(payments).where(pay.channel == "C", IN(pay.stan, "stans"), IN(pay.transmitted, "ts")),
-                       stans=sorted({o[2] for o in rev_origs}), ts=sorted({o[1] for o in rev_origs})):
-                key = (r.id_year, r.transmitted, r.stan)
-                if key in rev_origs:
-                    p = _Payment(r.payment_id, r.bank_code, r.channel, r.customer_no, int(r.amount),
-                                 r.business_date, r.receipt_no)
-                    self.payments_by_identity.setdefault(key, []).append(p)
-                    targets.append(p)
-        reversed_debits = sorted({r.debit_id for r in dres if r.result == "reversed"})
-        if reversed_debits:
-            for r in q(select(payments).where(IN(pay.debit_id, "ids")), ids=reversed_debits):
-                p = _Payment(r.payment_id, r.bank_code, r.channel, r.customer_no, int(r.amount),
-                             r.business_date, r.receipt_no, r.debit_id)
-                self.payments_by_debit[r.debit_id] = p
-                targets.append(p)
-        self.lock({t.customer_no for t in targets} - set(self.customers))  # CN differed: rare
-        if self.debits:   # re-read the debits' state under the customers' locks, and lock the rows
-            ids = sorted(self.debits)
-            drows = q(select(debits).where(IN(debits.c.debit_id, "ids")).order_by(debits.c.debit_id)
-                      .with_for_update(), ids=ids).mappings().all()
-            self.debits = {r["debit_id"]: dict(r) for r in drows}
-            for r in q(select(debit_bills).where(IN(debit_bills.c.debit_id, "ids")), ids=ids):
-                self.debits[r.debit_id].setdefault("bills", []).append((r.bill_id, int(r.amount)))
-        if self.customers:
-            pm = prepaid_movements.c
-            for r in q(select(pm.customer_no, func.sum(pm.amount)).where(IN(pm.customer_no, "custs"))
-                       .group_by(pm.customer_no), custs=sorted(self.customers)):
-                self.customers[r[0]].prepaid = int(r[1] or 0)
-        # what reversal targets paid, and whether they were reversed already (read under the lock)
-        if targets:
-            by_id = {t.ref: t for t in targets}
-            ids = sorted(by_id)
-            al, pm = allocations.c, prepaid_movements.c
-            for r in q(select(al.payment_id, al.bill_id, al.amount)
-                       .where(IN(al.payment_id, "ids"), al.reversal_id.is_(None), al.correction_bill_id.is_(None))
-                       .order_by(al.id), ids=ids):
-                by_id[r.payment_id].allocs.append((r.bill_id, int(r.amount)))
-            for r in q(select(pm.payment_id, func.sum(pm.amount)).where(IN(pm.payment_id, "ids"), pm.kind == "excess")
-                       .group_by(pm.payment_id), ids=ids):
-                by_id[r[0]].excess = int(r[1] or 0)
-            for pid in q(select(reversals.c.payment_id).where(IN(reversals.c.payment_id, "ids")), ids=ids).scalars():
-                by_id[pid].reversed = True
-            closures = {(t.bank_code, t.business_date) for t in targets}
-            # Reconciliation closes a day under the bank row's exclusive lock; a reversal reads the
-            # closures under a shared one, so it sees a closure that commits before it (PostgreSQL;
-            # SQLite has one writer at a time anyway).
-            q(select(banks.c.bank_code).where(IN(banks.c.bank_code, "codes")).with_for_update(read=True),
-              codes=sorted({c[0] for c in closures})).all()
-            bdc = business_day_closures.c
-            self.closed = {key for r in q(select(bdc.bank_code, bdc.business_date).where(IN(bdc.bank_code, "codes")),
-                                          codes=sorted({c[0] for c in closures}))
-                           if (key := (r.bank_code, r.business_date)) in closures}
-        # bills: every customer's open bills, and the bills named by reversal targets and debits
-        named = {b for t in targets for b, _ in t.allocs} | {b for d in self.debits.values() for b, _ in d.get("bills", ())}
-        pay_custs = {p.customer_no for p in counter if p.customer_no in self.customers}
-        self.load_bills(pay_custs, named)
-
     def load_bills(self, customer_nos: set[str], bill_ids: set[str]) -> None:
-        rows = []
         if customer_nos:
-            rows += self.q(open_bills_query(self.conn.dialect.name), custs=sorted(customer_nos)).all()
+            self.add_bills(self.q(open_bills_query(self.conn.dialect.name), custs=sorted(customer_nos)).all())
         if bill_ids:
-            rows += self.q(bills_by_id_query(self.conn.dialect.name), ids=sorted(bill_ids)).all()
+            self.add_bills(self.q(bills_by_id_query(self.conn.dialect.name), ids=sorted(bill_ids)).all())
+
+    def add_bills(self, rows) -> None:
         for r in rows:
             if r.bill_id in self.bills:
                 continue
@@ -634,10 +652,10 @@ class _Batch:
                     return _Result("12", fields, problem), False
             self.audit(d.actor, "debit.reversed", "debit", d.debit_id, posted=pay is not None, reason=d.detail)
         self.rows["debit_updates"].append({
-            "b_debit_id": d.debit_id, "b_state": d.result,
-            "b_response_code": d.response_code if d.response_code is not None else debit["response_code"],
-            "b_approval_code": d.approval_code if d.approval_code is not None else debit["approval_code"],
-            "b_updated_at": self.now})
+            "debit_id": d.debit_id, "state": d.result,
+            "response_code": d.response_code if d.response_code is not None else debit["response_code"],
+            "approval_code": d.approval_code if d.approval_code is not None else debit["approval_code"],
+            "updated_at": self.now})
         self.rows["debit_attempts"].append({
             "debit_id": d.debit_id, "event": d.result, "mti": None, "response_code": d.response_code,
             "detail": d.detail[:200], "actor": d.actor, "at": d.at})
@@ -655,50 +673,48 @@ class _Batch:
                 "reversal_id": reversal, "bill_id": bill_id, "refund_id": None, "created_at": self.now}
 
     def flush(self) -> None:
-        """Reserve ids, then one multi-row insert per table (foreign keys' order)."""
-        conn, now, rows = self.conn, self.now, self.rows
-        for table, key, name in ((payments, "payment_id", "payments"), (reversals, "reversal_id", "reversals"),
-                                 (prepaid_movements, "id", "prepaid_movements")):
-            todo = rows[name]
-            for row, new_id in zip(todo, reserve_ids(conn, table, len(todo))):
+        """Reserve ids, then one multi-row insert per table (foreign keys' order), all sent together."""
+        now, rows = self.now, self.rows
+        owners = ((payments, "payment_id", "payments"), (reversals, "reversal_id", "reversals"),
+                  (prepaid_movements, "id", "prepaid_movements"))
+        *row_ids, entry_ids = reserve_ids_many(self.conn, [(table, len(rows[name])) for table, _, name in owners]
+                                               + [(journal_entries, len(self.entries))])
+        for (_, key, name), ids in zip(owners, row_ids):
+            for row, new_id in zip(rows[name], ids):
                 row[key].id = new_id
         for row in rows["payments"]:
             row["receipt_no"] = row["receipt_no"].receipt_no()
+        writes = Writes(self.conn)
         for name, table in (("payments", payments), ("reversals", reversals), ("prepaid_movements", prepaid_movements),
                             ("allocations", allocations)):
-            insert_rows(conn, table, [{k: _v(v) for k, v in row.items()} for row in rows[name]])
-        if self.entries:
-            entry_rows, line_rows = [], []
-            for entry_id, (kind, ref_type, ref, bd, actor, lines) in zip(
-                    reserve_ids(conn, journal_entries, len(self.entries)), self.entries):
-                e = Entry(kind, ref_type, str(_v(ref)), bd, actor)
-                for account, amount, cust in lines:
-                    e.debit(account, amount, cust)
-                entry_rows.append({"entry_id": entry_id, **e.entry_row(now)})   # entry_row checks the balance
-                line_rows.extend(e.line_rows(entry_id))
-            insert_rows(conn, journal_entries, entry_rows)
-            insert_rows(conn, journal_lines, line_rows)
+            writes.insert(table, [{k: _v(v) for k, v in row.items()} for row in rows[name]])
+        entry_rows, line_rows = [], []
+        for entry_id, (kind, ref_type, ref, bd, actor, lines) in zip(entry_ids, self.entries):
+            e = Entry(kind, ref_type, str(_v(ref)), bd, actor)
+            for account, amount, cust in lines:
+                e.debit(account, amount, cust)
+            entry_rows.append({"entry_id": entry_id, **e.entry_row(now)})   # entry_row checks the balance
+            line_rows.extend(e.line_rows(entry_id))
+        writes.insert(journal_entries, entry_rows)
+        writes.insert(journal_lines, line_rows)
         out = []
         for cust, kind, prefix, ref, text in self.notices:
             row = notices.outbox_row(cust.customer_no, cust.mobile, kind, f"{prefix}:{_v(ref)}", text, now)
             if row is not None:
                 out.append(row)
-        insert_rows(conn, outbox, out)
-        insert_rows(conn, audit_log, [audit_row(now, actor, action, otype, _v(ref), reason=details.pop("reason", "") or "",
-                                                **{k: _v(v) for k, v in details.items()})
-                                      for actor, action, otype, ref, details in rows["audit"]])
-        insert_rows(conn, bank_requests, [{
+        writes.insert(outbox, out)
+        writes.insert(audit_log, [audit_row(now, actor, action, otype, _v(ref), reason=details.pop("reason", "") or "",
+                                            **{k: _v(v) for k, v in details.items()})
+                                  for actor, action, otype, ref, details in rows["audit"]])
+        writes.insert(bank_requests, [{
             "bank_code": ident[0], "id_year": ident[1], "transmitted": ident[2], "stan": ident[3],
             "mti": p.mti, "processing_code": PAYMENT_CODE, "content_digest": p.digest,
             "response_code": res.code, "response_fields": _stored(res), "received_at": p.received_at}
             for ident, p, res in self.new_requests])
-        insert_rows(conn, orphan_reversals, rows["orphans"])
-        if rows["debit_updates"]:
-            conn.execute(update(debits).where(debits.c.debit_id == bindparam("b_debit_id")).values(
-                state=bindparam("b_state"), response_code=bindparam("b_response_code"),
-                approval_code=bindparam("b_approval_code"), updated_at=bindparam("b_updated_at")),
-                rows["debit_updates"])
-        insert_rows(conn, debit_attempts, rows["debit_attempts"])
+        writes.insert(orphan_reversals, rows["orphans"])
+        writes.update(debits, "debit_id", rows["debit_updates"])
+        writes.insert(debit_attempts, rows["debit_attempts"])
+        writes.flush()
 
 
 def _stored(res: _Result) -> str:
@@ -709,6 +725,48 @@ def _stored(res: _Result) -> str:
 
 
 _reversing = aliased(bills)
+
+
+@functools.cache
+def _statements(dialect_name: str) -> SimpleNamespace:
+    """The batch's queries, built once per dialect (``select_many`` compiles each once)."""
+    def IN(col, name):
+        return in_list(dialect_name, col, name)
+
+    br, pay, orph, pm, al = bank_requests.c, payments.c, orphan_reversals.c, prepaid_movements.c, allocations.c
+    bdc = business_day_closures.c
+    return SimpleNamespace(
+        debits=select(debits).where(IN(debits.c.debit_id, "ids")),
+        lock_customers=(select(customers.c.customer_no, customers.c.customer_name, customers.c.status,
+                               customers.c.prepay_allowed, customers.c.mobile)
+                        .where(IN(customers.c.customer_no, "custs")).order_by(customers.c.customer_no)
+                        .with_for_update()),
+        known_requests=(select(br.bank_code, br.id_year, br.transmitted, br.stan, br.content_digest,
+                               br.response_code, br.response_fields)
+                        .where(IN(br.bank_code, "codes"), IN(br.id_year, "years"), IN(br.transmitted, "ts"),
+                               IN(br.stan, "stans"))),  # the identity index's columns, in its order
+        banks=select(banks.c.bank_code).where(IN(banks.c.bank_code, "codes")),
+        used_rrns=(select(pay.bank_code, pay.channel, pay.business_date, pay.rrn)
+                   .where(IN(pay.bank_code, "codes"), IN(pay.channel, "channels"), IN(pay.business_date, "dates"),
+                          IN(pay.rrn, "rrns"))),  # uq_payments_rrn's columns, in its order
+        orphans=(select(orph.bank_code, orph.id_year, orph.orig_transmitted, orph.orig_stan)
+                 .where(IN(orph.orig_stan, "stans"))),
+        reversal_targets=select(payments).where(pay.channel == "C", IN(pay.stan, "stans"), IN(pay.transmitted, "ts")),
+        debit_payments=select(payments).where(IN(pay.debit_id, "ids")),
+        lock_debits=(select(debits).where(IN(debits.c.debit_id, "ids")).order_by(debits.c.debit_id)
+                     .with_for_update()),
+        debit_bills=select(debit_bills).where(IN(debit_bills.c.debit_id, "ids")),
+        prepaid=(select(pm.customer_no, func.sum(pm.amount)).where(IN(pm.customer_no, "custs"))
+                 .group_by(pm.customer_no)),
+        target_allocations=(select(al.payment_id, al.bill_id, al.amount)
+                            .where(IN(al.payment_id, "ids"), al.reversal_id.is_(None), al.correction_bill_id.is_(None))
+                            .order_by(al.id)),
+        target_excess=(select(pm.payment_id, func.sum(pm.amount)).where(IN(pm.payment_id, "ids"), pm.kind == "excess")
+                       .group_by(pm.payment_id)),
+        target_reversals=select(reversals.c.payment_id).where(IN(reversals.c.payment_id, "ids")),
+        share_banks=select(banks.c.bank_code).where(IN(banks.c.bank_code, "codes")).with_for_update(read=True),
+        closures=select(bdc.bank_code, bdc.business_date).where(IN(bdc.bank_code, "codes")),
+    )
 
 
 def _bill_columns():

@@ -13,7 +13,10 @@ Invariants (the chart of accounts is in ledger/schema.py):
  7. every reversal refers to a payment of the same amount and bank, and its allocations and
     prepaid movements take back exactly that amount;
  8. every payment's allocations plus its prepaid excess equal its amount;
- 9. every payment and every reversal has exactly one journal entry.
+ 9. every payment and every reversal has exactly one journal entry;
+10. every journal line's entry, and every payment, reversal and prepaid movement an allocation or
+    a prepaid movement names, exists (the references a posting creates together with the rows it
+    points at carry no foreign key: migration 0005).
 """
 from __future__ import annotations
 
@@ -161,4 +164,21 @@ def _verify(conn) -> list[str]:
                                .where(je.c.ref_type == ref_type, key.is_(None))).scalar_one()
         if orphans:
             failures.append(f"{orphans} journal entries of type {ref_type} refer to no {ref_type}")
+
+    # 10. references without foreign keys
+    for child, column, parent, key in REFERENCES:
+        rows = conn.execute(select(child.c[column]).distinct()
+                            .select_from(child.outerjoin(parent, parent.c[key] == child.c[column]))
+                            .where(child.c[column].is_not(None), parent.c[key].is_(None))
+                            .order_by(child.c[column])).scalars().all()
+        _listed(failures, [f"{child.name}.{column} {v} refers to no {parent.name} row" for v in rows],
+                f"dangling {child.name}.{column}")
     return failures
+
+
+REFERENCES = [(journal_lines, "entry_id", journal_entries, "entry_id"),
+              (allocations, "payment_id", payments, "payment_id"),
+              (allocations, "reversal_id", reversals, "reversal_id"),
+              (allocations, "prepaid_movement_id", prepaid_movements, "id"),
+              (prepaid_movements, "payment_id", payments, "payment_id"),
+              (prepaid_movements, "reversal_id", reversals, "reversal_id")]

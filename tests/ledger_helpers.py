@@ -12,11 +12,12 @@ from ledger import migrate
 from ledger.db import make_engine
 from ledger.journal import PENALTY_INCOME, RECEIVABLE, REVENUE, Entry, write_entries
 from ledger.postings import CounterPayment, PaymentReversal
-from ledger.schema import banks, bills, customer_history, customers, prepaid_movements
+from ledger.schema import banks, bills, customer_history, customers, journal_entries, journal_lines, prepaid_movements
 from ledger.verify import verify
 
 T0 = datetime(2026, 11, 23, 2, 0, 0, tzinfo=timezone.utc)  # 10:00 in Shanghai, business date 2026-11-23
 ACTOR = "test:setup"
+ENTRY_OF_LINE = journal_entries.c.entry_id == journal_lines.c.entry_id  # a join without a foreign key (migration 0005)
 
 
 def new_engine(url: str):

@@ -20,7 +20,7 @@ from ledger.schema import (
     refunds,
 )
 from ledger_helpers import (
-    T0, add_banks, add_bill, add_customer, assert_ledger_verifies, new_engine, payment, prepaid_of,
+    ENTRY_OF_LINE, T0, add_banks, add_bill, add_customer, assert_ledger_verifies, new_engine, payment, prepaid_of,
 )
 
 BANK = "01020000"
@@ -53,7 +53,7 @@ def owing(conn, bill_id: str) -> int:
 
 def entry_lines(conn, kind: str, ref_id: str) -> list[tuple]:
     return sorted(tuple(r) for r in conn.execute(
-        select(journal_lines.c.account, journal_lines.c.amount).select_from(journal_lines.join(journal_entries))
+        select(journal_lines.c.account, journal_lines.c.amount).select_from(journal_lines.join(journal_entries, ENTRY_OF_LINE))
         .where(journal_entries.c.kind == kind, journal_entries.c.ref_id == ref_id)))
 
 

@@ -285,7 +285,7 @@ def test_pg_connection_killed_mid_batch(pg_url):
     def kill(conn, cursor, statement, params, context, executemany):
         if kills["left"] and "INSERT INTO allocations" in statement:
             kills["left"] -= 1
-            pid = conn.exec_driver_sql("select pg_backend_pid()").scalar()
+            pid = conn.connection.driver_connection.info.backend_pid  # no query: statements may be pipelined
             with admin.connect() as a:
                 a.execute(text("select pg_terminate_backend(:p)"), {"p": pid})
 

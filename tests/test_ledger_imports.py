@@ -20,7 +20,7 @@ from ledger.schema import (
     agreements, allocations, audit_log, banks, bills, customer_history, customers, imports, journal_entries,
     journal_lines, outbox, prepaid_movements,
 )
-from ledger_helpers import T0, add_banks, assert_ledger_verifies, new_engine, payment, prepaid_of
+from ledger_helpers import ENTRY_OF_LINE, T0, add_banks, assert_ledger_verifies, new_engine, payment, prepaid_of
 
 ACTOR = "clerk.li"
 
@@ -88,7 +88,7 @@ def test_good_file_set_is_applied_with_journal_notices_and_import_rows(db_url, e
         assert (b4.kind, b4.principal, b4.penalty, b4.due_date, b4.import_id) == ("O", 250000, 3000, date(2026, 11, 20),
                                                                                   rows[1].id)
         lines = conn.execute(select(journal_lines.c.account, journal_lines.c.amount)
-                             .select_from(journal_lines.join(journal_entries))
+                             .select_from(journal_lines.join(journal_entries, ENTRY_OF_LINE))
                              .where(journal_entries.c.ref_type == "bill", journal_entries.c.ref_id == "B004")).all()
         assert sorted(lines) == [("penalty_income", -3000), ("receivable", 253000), ("revenue", -250000)]
         notice = conn.execute(select(outbox).where(outbox.c.ref == "bill:B002")).one()
@@ -286,7 +286,7 @@ def test_prepaid_balance_pays_new_bills_oldest_first_whole_bills_only(db_url, en
         assert conn.execute(select(func.count()).select_from(allocations)
                             .where(allocations.c.bill_id == "N3")).scalar_one() == 0
         lines = conn.execute(select(journal_lines.c.account, journal_lines.c.amount)
-                             .select_from(journal_lines.join(journal_entries))
+                             .select_from(journal_lines.join(journal_entries, ENTRY_OF_LINE))
                              .where(journal_entries.c.kind == "prepaid_applied", journal_entries.c.ref_id == "N1")).all()
         assert sorted(lines) == [("prepaid", 8_500), ("receivable", -8_500)]
         texts = dict(conn.execute(select(outbox.c.ref, outbox.c.text).where(outbox.c.kind == "bill_notice")).all())

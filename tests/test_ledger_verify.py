@@ -77,6 +77,26 @@ def test_payment_split_and_missing_entry(ledger):
     assert "refer to no payment" in out
 
 
+def test_references_a_posting_creates_are_checked(ledger):
+    """Invariant 10: the references the ledger keeps without a foreign key (a posting inserts
+    them with the rows they point at) are checked by verify."""
+    out = failures_after(
+        ledger,
+        insert(journal_lines).values(entry_id=424242, account="revenue", amount=0),
+        insert(allocations).values(bill_id="B3001202610", amount=0, payment_id=515151, created_at=T0),
+        insert(allocations).values(bill_id="B3001202610", amount=0, reversal_id=616161, prepaid_movement_id=717171,
+                                   created_at=T0),
+        insert(prepaid_movements).values(customer_no="3001", amount=0, kind="excess", payment_id=818181,
+                                         reversal_id=919191, created_at=T0))
+    for expected in ("journal_lines.entry_id 424242 refers to no journal_entries row",
+                     "allocations.payment_id 515151 refers to no payments row",
+                     "allocations.reversal_id 616161 refers to no reversals row",
+                     "allocations.prepaid_movement_id 717171 refers to no prepaid_movements row",
+                     "prepaid_movements.payment_id 818181 refers to no payments row",
+                     "prepaid_movements.reversal_id 919191 refers to no reversals row"):
+        assert expected in out, out
+
+
 # ------------------------------------------------------------------------------------- property test
 
 _db: dict = {}
