@@ -7,8 +7,8 @@ batch's dozen statements each waited for it: a group commit that takes 3 ms on i
 object with ``process(ops) -> results`` (one result per op, an exception for a failed one), such
 as the ledger's group commit - in a child process (``ledger.batch_child``):
 
-    submit(op) ─▶ queue ─▶ one batch at a time (up to max_batch; an idle worker waits up to
-                           max_wait_s for company) ─▶ child: process ─▶ results ─▶ Deferreds
+    submit(op) ─▶ queue ─▶ one batch at a time (up to max_batch, or what is queued once its oldest
+                           op has waited max_wait_s for company) ─▶ child: process ─▶ results
 
 - A result comes only after ``process`` has returned (for a ledger worker: committed).
 - ``submit(op, cancel_after=s)``: an op still queued after ``s`` seconds fails with ``NotStarted``
@@ -60,6 +60,7 @@ class WorkerLost(Exception):
 class _Call:
     op: object
     deferred: defer.Deferred
+    submitted: float
     timer: object = None
     sends: int = 0
 
@@ -147,15 +148,11 @@ class BatchProcess:
             return d
         self._next_id += 1
         call_id = self._next_id
-        call = self._calls[call_id] = _Call(op, d)
+        call = self._calls[call_id] = _Call(op, d, self.reactor.seconds())
         if cancel_after is not None:
             call.timer = self.reactor.callLater(cancel_after, self._cancel, call_id)
         self._queue.append(call_id)
-        if not self._in_flight and self._company is None and self._ready:
-            if self.max_wait_s > 0 and len(self._queue) < self.max_batch:
-                self._company = self.reactor.callLater(self.max_wait_s, self._company_came)
-            else:
-                self._pump()
+        self._pump()
         return d
 
     def _company_came(self) -> None:
@@ -163,12 +160,21 @@ class BatchProcess:
         self._pump()
 
     def _pump(self) -> None:
-        """Send the next batch, if the worker is idle; or finish stopping once all is answered."""
+        """Send the next batch when the worker is idle and the batch is full or its oldest op has
+        waited max_wait_s for company; or finish stopping once everything is answered."""
         if self._in_flight or not self._ready:
             return
+        waiting = len(self._queue) < self.max_batch and not self._stopping
         if self._company is not None and self._company.active():
+            if waiting:
+                return
             self._company.cancel()
         self._company = None
+        if self._queue and waiting:
+            wait = self._calls[self._queue[0]].submitted + self.max_wait_s - self.reactor.seconds()
+            if wait > 0:
+                self._company = self.reactor.callLater(wait, self._company_came)
+                return
         if self._queue:
             batch = [self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))]
             self._in_flight = batch

@@ -148,7 +148,8 @@ bank_requests = Table(  # every financial request answered, for duplicate replay
     Column("response_code", String(2), nullable=False),
     Column("response_fields", Text, nullable=False),      # JSON of the response's fields, for replay
     Column("received_at", Ts, nullable=False),
-    UniqueConstraint("bank_code", "id_year", "transmitted", "stan", name="uq_bank_requests_identity"),
+    # the most selective column first: a lookup stays on this index with or without statistics (0005)
+    UniqueConstraint("stan", "transmitted", "bank_code", "id_year", name="uq_bank_requests_identity"),
 )
 
 payments = Table(
@@ -174,8 +175,9 @@ payments = Table(
     CheckConstraint("amount > 0", name="amount"),
     # channel is part of the identity: on the debit channel fields 7/11 are the gateway's own, and may
     # coincide with those of a counter request from the same bank.
-    UniqueConstraint("bank_code", "channel", "id_year", "transmitted", "stan", name="uq_payments_identity"),
-    UniqueConstraint("bank_code", "channel", "business_date", "rrn", name="uq_payments_rrn"),
+    # most selective column first (migration 0005), as in every identity index
+    UniqueConstraint("stan", "transmitted", "bank_code", "channel", "id_year", name="uq_payments_identity"),
+    UniqueConstraint("rrn", "business_date", "bank_code", "channel", name="uq_payments_rrn"),
     Index(None, "customer_no"),
     Index(None, "business_date", "bank_code"),
 )
@@ -205,7 +207,7 @@ orphan_reversals = Table(  # a reversal whose original had not arrived: the orig
     Column("orig_stan", String(6), nullable=False),
     Column("amount", Money, nullable=False),
     Column("created_at", Ts, nullable=False),
-    UniqueConstraint("bank_code", "id_year", "orig_transmitted", "orig_stan", name="uq_orphan_reversals_orig"),
+    UniqueConstraint("orig_stan", "orig_transmitted", "bank_code", "id_year", name="uq_orphan_reversals_orig"),
 )
 
 allocations = Table(  # money applied to bills; a reversal adds the negative twin

@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -83,6 +84,27 @@ def cpu(pid: int) -> float:
         return 0.0
 
 
+class Analyzer(threading.Thread):
+    """ANALYZE every few seconds while the batch runs, as autovacuum's autoanalyze would on a
+    production server (it is off on this machine's PostgreSQL). Without statistics the planner
+    takes a lookup of 50 RRNs for an eighth of the table and scans all of it."""
+
+    def __init__(self, url: str, every_s: float = 5.0):
+        super().__init__(daemon=True, name="bench-analyze")
+        self.url, self.every_s, self.stop = url, every_s, threading.Event()
+
+    def run(self) -> None:
+        engine = create_engine(self.url, isolation_level="AUTOCOMMIT")
+        try:
+            while True:
+                with engine.connect() as conn:
+                    conn.exec_driver_sql("ANALYZE")
+                if self.stop.wait(self.every_s):
+                    return
+        finally:
+            engine.dispose()
+
+
 def run(n: int, engines: int, latency_ms: float, chunk: int, profile: str | None, in_flight: int,
         chunks_ahead: int = 3) -> dict:
     from test_engine_support import add_agreements
@@ -134,6 +156,8 @@ def run(n: int, engines: int, latency_ms: float, chunk: int, profile: str | None
             line = p.stdout.readline()
             if "running" not in line:
                 raise RuntimeError(f"engine did not start: {line!r}; see {tmp}")
+        analyzer = Analyzer(url)
+        analyzer.start()
         cpu0 = {p.pid: cpu(p.pid) for p in eng_procs + [sim]}
         pg0 = postgres_cpu()
         t0 = time.perf_counter()
@@ -146,6 +170,7 @@ def run(n: int, engines: int, latency_ms: float, chunk: int, profile: str | None
                     break
                 time.sleep(0.2)
         elapsed = time.perf_counter() - t0
+        analyzer.stop.set()
         cpu_used = {pid: cpu(pid) - c for pid, c in cpu0.items()}
         pg_used = postgres_cpu() - pg0
         stats = []
