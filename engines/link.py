@@ -109,7 +109,7 @@ class PrometheusLinkMetrics(LinkMetrics):
     def __init__(self, registry):
         from prometheus_client import Counter as C, Gauge, Histogram
 
-        from gateway.metrics import LATENCY_BUCKETS
+        from gateway.metrics import LATENCY_BUCKETS, LabelCache
 
         r = registry
         self._sent = C("gridpay_debit_requests_sent", "Debit-channel requests written", ["bank", "mti"], registry=r)
@@ -130,13 +130,15 @@ class PrometheusLinkMetrics(LinkMetrics):
         self._reconnects = C("gridpay_debit_reconnects", "Reconnects scheduled", ["bank"], registry=r)
         self._in_flight = Gauge("gridpay_debit_in_flight", "Requests written and not answered", ["bank"], registry=r)
         self._queued = Gauge("gridpay_debit_queued", "Requests waiting for the caps", ["bank"], registry=r)
+        self._child = LabelCache()
+        self._levels: dict[str, tuple[int, int]] = {}
 
     def sent(self, bank, mti):
-        self._sent.labels(bank, mti).inc()
+        self._child(self._sent, bank, mti).inc()
 
     def answered(self, bank, mti, code, seconds):
-        self._answered.labels(bank, mti, code).inc()
-        self._latency.labels(bank, mti).observe(seconds)
+        self._child(self._answered, bank, mti, code).inc()
+        self._child(self._latency, bank, mti).observe(seconds)
 
     def timed_out(self, bank, mti, unknown):
         self._timeouts.labels(bank, mti, "connection_lost" if unknown else "timeout").inc()
@@ -161,8 +163,11 @@ class PrometheusLinkMetrics(LinkMetrics):
         self._reconnects.labels(bank).inc()
 
     def in_flight(self, bank, in_flight, queued):
-        self._in_flight.labels(bank).set(in_flight)
-        self._queued.labels(bank).set(queued)
+        # called on every send and answer: kept here, read by the gauges only when scraped
+        if bank not in self._levels:
+            self._in_flight.labels(bank).set_function(lambda: self._levels[bank][0])
+            self._queued.labels(bank).set_function(lambda: self._levels[bank][1])
+        self._levels[bank] = (in_flight, queued)
 
 
 # --- message helpers -------------------------------------------------------------------------

@@ -34,19 +34,29 @@ class GatewayMetrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), registry=r)
         self.db_up = Gauge("gridpay_db_up", "1 when the last database check succeeded", registry=r)
         self.listeners_up = Gauge("gridpay_listeners_up", "Listening ports open", registry=r)
-        self._answered: dict[tuple, tuple] = {}  # labels -> (counter child, histogram child)
+        self.child = LabelCache()
 
     def answered(self, bank: str, mti: str, processing_code: str, response_code: str, seconds: float) -> None:
-        """One request answered: counted by its labels and timed. Label lookups cost more than the
-        counting, so each combination's children are looked up once."""
-        key = (bank, mti, processing_code, response_code)
-        children = self._answered.get(key)
-        if children is None:
-            children = self._answered[key] = (self.transactions.labels(*key), self.latency.labels(bank, mti))
-        children[0].inc()
-        children[1].observe(seconds)
+        """One request answered: counted by its labels and timed."""
+        self.child(self.transactions, bank, mti, processing_code, response_code).inc()
+        self.child(self.latency, bank, mti).observe(seconds)
 
     def on_commit(self, batch_size: int, seconds: float) -> None:
         """Group-commit hook; called from the committer's thread (prometheus-client is thread-safe)."""
         self.batch_size.observe(batch_size)
         self.commit_seconds.observe(seconds)
+
+
+class LabelCache:
+    """``metric.labels(*values)``, looked up once per metric and combination of values: on a path
+    taken per message the lookup cost more than the counting."""
+
+    def __init__(self):
+        self._children: dict[tuple, object] = {}
+
+    def __call__(self, metric, *values):
+        key = (id(metric), values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child

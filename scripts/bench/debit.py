@@ -75,13 +75,13 @@ def postgres_cpu() -> float:
     return cpu_seconds(p for p in psutil.process_iter(["name"]) if (p.info["name"] or "").startswith("postgres"))
 
 
-def cpu(pid: int) -> float:
-    """CPU seconds of a process and its children (an engine's writer process)."""
+def cpu(pid: int) -> tuple[float, float]:
+    """CPU seconds of a process, and of its children (an engine's writer process)."""
     try:
         root = psutil.Process(pid)
-        return cpu_seconds([root, *root.children(recursive=True)])
+        return cpu_seconds([root]), cpu_seconds(root.children(recursive=True))
     except psutil.Error:
-        return 0.0
+        return 0.0, 0.0
 
 
 class Analyzer(threading.Thread):
@@ -171,7 +171,7 @@ def run(n: int, engines: int, latency_ms: float, chunk: int, profile: str | None
                 time.sleep(0.2)
         elapsed = time.perf_counter() - t0
         analyzer.stop.set()
-        cpu_used = {pid: cpu(pid) - c for pid, c in cpu0.items()}
+        cpu_used = {pid: tuple(now - then for now, then in zip(cpu(pid), c)) for pid, c in cpu0.items()}
         pg_used = postgres_cpu() - pg0
         stats = []
         for p in eng_procs:
@@ -188,8 +188,9 @@ def run(n: int, engines: int, latency_ms: float, chunk: int, profile: str | None
         result = {
             "engines": engines, "debits": s.debits, "seconds": round(elapsed, 2), "per_second": round(s.debits / elapsed),
             "states": final, "bank_applied": summary["applied"], "ledger_verifies": not problems,
-            "cpu_s_per_1000": {"engines": round(sum(cpu_used[p.pid] for p in eng_procs) / k, 3),
-                               "simulator": round(cpu_used[sim.pid] / k, 3), "postgresql": round(pg_used / k, 3)},
+            "cpu_s_per_1000": {"engines": round(sum(cpu_used[p.pid][0] for p in eng_procs) / k, 3),
+                               "writers": round(sum(cpu_used[p.pid][1] for p in eng_procs) / k, 3),
+                               "simulator": round(sum(cpu_used[sim.pid]) / k, 3), "postgresql": round(pg_used / k, 3)},
             "engine_stats": [{"chunks": st["stats"].get("chunks"), "approved": st["stats"].get("approved"),
                               "writer_batches": st["writer_batches"], "writer_busy_s": st["writer_busy_s"]}
                              for st in stats],
