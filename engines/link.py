@@ -38,6 +38,7 @@ from twisted.internet.protocol import Factory, Protocol
 
 from engines.ratelimit import Backoff, TokenBucket
 from gateway.keys import KeyStore
+from gateway.tcp import no_delay
 from gateway.sim.client import SHANGHAI, Stans, request_times
 from iso8583_specs import codec, shapes
 from iso8583_specs.dialects import dialect_for_bank, request_tpdu
@@ -255,6 +256,7 @@ class DebitConnection(Protocol):
     # lifecycle
 
     def connectionMade(self) -> None:
+        no_delay(self.transport)
         self.link._connected(self)
 
     def connectionLost(self, reason=None) -> None:

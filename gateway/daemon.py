@@ -7,7 +7,6 @@ process exit.
 """
 from __future__ import annotations
 
-import gc
 import logging
 
 from sqlalchemy import text
@@ -25,6 +24,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.tls import server_options
 from ledger.business_date import BusinessCalendar
 from ledger.db import make_engine
+from ledger.gc_settle import settle_gc
 
 log = logging.getLogger("gridpay.gateway")
 TXLOG_FLUSH_S = 0.2  # transaction log lines reach the file at most this late (gateway.txlog)
@@ -168,20 +168,3 @@ class Gateway:
             self.txlog_flush.stop()
         txlog.flush()
         log.info("gateway stopped")
-
-
-_gc_settled = False
-
-
-def settle_gc() -> None:
-    """Once per process, when the gateway is up: what start-up built lives as long as the
-    process, so the cyclic collector stops walking it (gc.freeze); and the youngest generation
-    is collected every 10,000 allocations instead of 700, since each collection walks the
-    objects of every request in flight (thousands at load) however few were allocated since."""
-    global _gc_settled
-    if _gc_settled:
-        return
-    _gc_settled = True
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(10_000, 20, 10)

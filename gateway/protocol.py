@@ -17,6 +17,7 @@ from twisted.internet.protocol import Protocol
 
 from gateway.counter import CHANNEL, Link
 from gateway.exchange import Exchange
+from gateway.tcp import no_delay
 from iso8583_specs import codec
 from iso8583_specs.errors import FramingError
 from iso8583_specs.framing import encode_frame, make_tpdu, response_tpdu
@@ -39,6 +40,7 @@ class CounterProtocol(Protocol):
 
     def connectionMade(self) -> None:
         self.peer = self.transport.getPeer()
+        no_delay(self.transport)
         self._reset_timers()
 
     def connectionLost(self, reason=None) -> None:

@@ -11,7 +11,6 @@ End of file (the parent is gone, even killed with -9) ends the child after its c
 """
 from __future__ import annotations
 
-import gc
 import importlib
 import logging
 import os
@@ -21,6 +20,8 @@ import struct
 import sys
 import time
 from dataclasses import dataclass
+
+from ledger.gc_settle import settle_gc
 
 HEADER = struct.Struct(">I")
 log = logging.getLogger("gridpay.ledger.batch_child")
@@ -69,14 +70,6 @@ def messages(sock: socket.socket):
         if not data:
             return
         yield from frames.feed(data)
-
-
-def settle_gc() -> None:
-    """What start-up built lives as long as the process: the cyclic collector stops walking it, and
-    collects the young generation every 10,000 allocations (a batch makes thousands of objects)."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(10_000, 20, 10)
 
 
 def _load(path: str):

@@ -32,6 +32,7 @@ from twisted.internet import defer
 from twisted.internet.protocol import Factory, Protocol
 
 from gateway.keys import KeyStore
+from gateway.tcp import no_delay
 from gateway.sim.bank_state import Account, BankBooks, load_accounts  # noqa: F401 - re-exported
 from gateway.sim.client import SHANGHAI, Stans, request_times
 from iso8583_specs import codec, shapes
@@ -98,6 +99,7 @@ class BankConnection(Protocol):
         self.closed = defer.Deferred()
 
     def connectionMade(self) -> None:
+        no_delay(self.transport)
         self.host.connections.add(self)
         self.host.counters["connections"] += 1
         self._arm_echo()

@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 from twisted.internet import defer, endpoints
 from twisted.internet.protocol import Factory, Protocol
 
+from gateway.tcp import no_delay
 from iso8583_specs import codec
 from iso8583_specs.errors import MessageError
 from iso8583_specs.framing import encode_frame, make_tpdu
@@ -58,6 +59,9 @@ class CounterClient(Protocol):
         self.waiting: dict[tuple, tuple[defer.Deferred, float]] = {}
         self.closed = defer.Deferred()
         self.echoes_answered = 0
+
+    def connectionMade(self) -> None:
+        no_delay(self.transport)
 
     def send_raw(self, iso: bytes) -> None:
         self.transport.write(encode_frame(self.dialect.framing, iso, self.tpdu))

@@ -48,14 +48,20 @@ def seed(url: str, customers: int, history: int, workdir: Path) -> dict[str, Pat
     return files
 
 
-def analyze(url: str) -> None:
-    """Table statistics, as a production database keeps them (autovacuum is off on this machine's
-    PostgreSQL, and without statistics the planner guesses that a lookup of 100 keys returns half
-    the table and scans it)."""
+def settle(url: str, analyze: bool = False) -> None:
+    """Before a measured phase: a checkpoint, so the phase does not pay for the writes of the one
+    before it (this machine's PostgreSQL is checkpointing the schemas every test and bench run
+    creates and drops; a checkpoint's fsync stalled commits for ~40 ms); and with analyze, table
+    statistics as a production database keeps them (autovacuum is off here, and without
+    statistics the planner guesses that a lookup of 100 keys returns half the table)."""
     engine = create_engine(url)
-    if engine.dialect.name == "postgresql":
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.exec_driver_sql("ANALYZE")
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        if engine.dialect.name == "postgresql":
+            if analyze:
+                conn.exec_driver_sql("ANALYZE")
+            conn.exec_driver_sql("CHECKPOINT")
+        else:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
     engine.dispose()
 
 
@@ -74,9 +80,10 @@ def bench_database(name: str, url: str, customers: int, history: int) -> dict:
         try:
             # warm-up, and a history of payments in the tables before the statistics are taken
             drive(gw, files["history"], workdir, "--count", str(history), "--connections", "8", "--window", "24")
-            analyze(url)
+            settle(url, analyze=True)
             saturation = drive(gw, files["saturation"], workdir, "--count", str(customers), "--connections", "8",
                                "--window", "24")
+            settle(url)
             paced = drive(gw, files["paced"], workdir, "--rate", "500", "--duration", "10", "--count", "6000",
                           "--connections", "8", "--window", "16")
         finally:
