@@ -179,17 +179,13 @@ class DebitEngine:
         if self._ticking or self._stopping:
             return None
         self._ticking = True
-        for code, link in self.links.items():   # another engine may have signed on: use its key
-            try:
-                link.keys.refresh(code, LINK_CHANNEL)
-            except Exception:  # noqa: BLE001
-                log.warning("engine %s: cannot reload the MAC key of bank %s", self.name, code)
         include_own, self._first = self._first, False
         now = self.now()
         want = {code: max(0, self.chunks_ahead - sum(1 for c in self.chunks.values() if c["bank"] == code))
                 for code in self.banks if self.links[code].ready}
         holding = (set(self.chunks), set(self.reversals))  # read here, on the reactor thread
         d = self._db(self._db_tick, now, include_own, want, holding)
+        d.addCallback(self._take_keys)
         d.addCallback(self._dispatch)
         d.addErrback(lambda f: log.error("engine %s poll failed: %s", self.name, f.getErrorMessage()))
 
@@ -202,6 +198,23 @@ class DebitEngine:
                 w.callback(None)
         d.addBoth(done)
         return d
+
+    def _load_keys(self) -> dict:
+        """Each bank's MAC key as stored (another engine may have signed on): read on the pool
+        thread, taken on the reactor's (``_take_keys``)."""
+        loaded = {}
+        for code, link in self.links.items():
+            try:
+                loaded[code] = link.keys.backend.load(code, LINK_CHANNEL) if link.keys.backend else None
+            except Exception:  # noqa: BLE001
+                log.warning("engine %s: cannot reload the MAC key of bank %s", self.name, code)
+        return loaded
+
+    def _take_keys(self, result):
+        *rest, loaded = result
+        for code, state in loaded.items():
+            self.links[code].keys.take(code, LINK_CHANNEL, state)
+        return tuple(rest)
 
     def _db_tick(self, now: datetime, include_own: bool, want: dict[str, int], holding):
         held_chunks, held_revs = store.renew(self.db, owner=self.name, now=now, lease_s=self.lease_s,
@@ -218,7 +231,7 @@ class DebitEngine:
             from engines import files
             files.run_file_work(self.db, self.settings, now, owner=self.name, banks=self.file_banks,
                                 calendar=self.calendar)
-        return claimed, revs, held_chunks, held_revs
+        return claimed, revs, held_chunks, held_revs, self._load_keys()
 
     def _dispatch(self, result) -> None:
         claimed, revs, held_chunks, held_revs = result

@@ -69,7 +69,10 @@ class KeyStore:
         """Reload from the backend (another instance may have signed the bank on); True if changed."""
         if not self.backend:
             return False
-        state = self.backend.load(bank, channel)
+        return self.take(bank, channel, self.backend.load(bank, channel))
+
+    def take(self, bank: str, channel: str, state: KeyState | None) -> bool:
+        """A state loaded from the backend (perhaps on another thread), if newer than ours."""
         if state is None or state.version <= self._keys.get((bank, channel), KeyState(None)).version:
             return False
         self._keys[(bank, channel)] = state
