@@ -88,6 +88,7 @@ class BatchProcess:
         self._stopping = False
         self._started: defer.Deferred | None = None
         self._stopped: defer.Deferred | None = None
+        self._kill_call = None
 
     # --- life cycle --------------------------------------------------------------------------
 
@@ -101,9 +102,6 @@ class BatchProcess:
     def pid(self) -> int | None:
         return self._popen.pid if self._popen else None
 
-    def outstanding(self) -> int:
-        return len(self._calls)
-
     def stop(self, drain: bool = True, timeout: float | None = None) -> defer.Deferred:
         """Drain: everything submitted is processed, then the child exits. Without drain, what
         is still queued fails with NotStarted. After timeout the child is killed."""
@@ -111,15 +109,21 @@ class BatchProcess:
         if self._stopped is None:
             self._stopped = defer.Deferred()
             if timeout is not None:
-                self.reactor.callLater(timeout, self.kill)
+                self._kill_call = self.reactor.callLater(timeout, self.kill)
         if not drain or not self._ready:
             while self._queue:
                 self._resolve(self._queue.popleft(), NotStarted("database worker stopping: nothing was applied"))
         if self._link is None:  # no child now, and none will be started
-            self._stopped.callback(None)
+            self._stopped_now()
         else:
             self._pump()
         return self._stopped
+
+    def _stopped_now(self) -> None:
+        if self._kill_call is not None and self._kill_call.active():
+            self._kill_call.cancel()
+        if not self._stopped.called:
+            self._stopped.callback(None)
 
     def kill(self) -> None:
         if self._popen is not None and self._popen.poll() is None:
@@ -243,8 +247,8 @@ class BatchProcess:
             for call_id in batch + list(self._queue):
                 self._resolve(call_id, WorkerLost("database worker stopped before answering"))
             self._queue.clear()
-            if self._stopped is not None and not self._stopped.called:
-                self._stopped.callback(None)
+            if self._stopped is not None:
+                self._stopped_now()
             return
         self.restarts += 1
         for call_id in reversed(batch):

@@ -160,9 +160,10 @@ class Writes:
                       _pg_update(self.conn, table, key, rows) for kind, table, rows, key in items]
         if not statements:
             return
-        # The foreign-key checks these writes fire are one cached lookup by primary key each: with
-        # the session's force_custom_plan (ledger.db) every one of them was planned again, a third
-        # of a debit's cost. Generic plans for the writes, custom ones again after them.
+        # The foreign-key checks these writes fire (customers, banks, bills, debits) are one cached
+        # lookup each; under the session's force_custom_plan (ledger.db) every one was planned
+        # again, row after row. Generic plans for the writes, custom ones again after them: a
+        # debit's writer batch went from ~310 to ~260 us a debit.
         statements = [(GENERIC_PLANS, None), *statements, (CUSTOM_PLANS, None)]
         sent = []
         with _as_sqlalchemy_error(self.conn):
