@@ -15,6 +15,7 @@ import importlib
 import logging
 import os
 import pickle
+import signal
 import socket
 import struct
 import sys
@@ -141,6 +142,11 @@ def run(worker, batch: list, profile=None) -> tuple[list, float]:
 
 
 def main(argv: list[str]) -> None:
+    # The parent owns this process's life: it says stop, or its end of the socket closes. Ctrl-C in
+    # a terminal (SIGINT to the whole process group) or a SIGTERM to every process of a service
+    # would otherwise kill a worker in the middle of the parent's orderly drain.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sock = socket.socket(fileno=int(argv[0]))
     try:
         serve(sock)

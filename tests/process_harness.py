@@ -31,9 +31,10 @@ class GatewayProcess:
         self.ports: dict[str, int] = {}
         self.metrics_port = 0
 
-    def start(self) -> "GatewayProcess":
+    def start(self, own_group: bool = False) -> "GatewayProcess":
+        """own_group: in a process group of its own, as a terminal's foreground job is."""
         self.proc = subprocess.Popen(gridpay("serve"), env=self.env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
+                                     stderr=subprocess.STDOUT, text=True, start_new_session=own_group)
         for line in self.proc.stdout:
             match = SERVING.search(line)
             if match:
@@ -51,6 +52,11 @@ class GatewayProcess:
 
     def terminate(self, timeout: float = 60) -> int:
         self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def interrupt_group(self, timeout: float = 60) -> int:
+        """Ctrl-C in the terminal: SIGINT to every process of the group, the workers included."""
+        os.killpg(os.getpgid(self.proc.pid), signal.SIGINT)
         return self.proc.wait(timeout)
 
     def kill9(self) -> None:

@@ -109,6 +109,25 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(tmp_path, db_url, listene
     assert_ledger_verifies(db_url)
 
 
+def test_ctrl_c_to_the_whole_group_drains_like_sigterm(tmp_path, sqlite_url):
+    """SIGINT reaches the gateway and its worker processes at once (a terminal's Ctrl-C): the
+    workers leave their life to the gateway, which drains, so every answer is in the ledger."""
+    customers = prepare(tmp_path, sqlite_url)
+    gw = GatewayProcess(tmp_path, sqlite_url).start(own_group=True)
+    sim = gw.sim("ascii", "01020000", "ascii", customers, tmp_path / "r.csv", "--count", "3000", "--connections", "4",
+                 background=True)
+    wait_for_payments(sqlite_url)
+    workers = workers_of(gw)
+    assert gw.interrupt_group() == 0
+    sim.communicate(timeout=120)
+    assert gone(workers)
+    client_paid, _ = client_view(tmp_path / "r.csv")
+    ledger_paid, _ = ledger_view(sqlite_url)
+    assert client_paid and ledger_paid == client_paid
+    assert "worker process lost" not in gw.log.read_text()
+    assert_ledger_verifies(sqlite_url)
+
+
 def workers_of(gw) -> list[psutil.Process]:
     return [p for p in psutil.Process(gw.proc.pid).children() if "ledger.batch_child" in " ".join(p.cmdline())]
 
