@@ -123,7 +123,7 @@ class CounterService:
         elif action == "sign-on":
             mak = wire_keys.generate_mak()
             zmk = self.zmk_for(ex.bank)
-            await self.ledger.run(self.keys.install, ex.bank, CHANNEL, mak)  # persisted: off the reactor
+            await self.ledger.run(self.keys.issue, ex.bank, CHANNEL, mak)  # persisted: off the reactor
             ex.reply_tlv = list(Tlv.parse(wire_keys.sign_on_field48(zmk, mak)))
             self.metrics.signed_on.labels(ex.bank, CHANNEL).set(1)
             ex.decide("00")

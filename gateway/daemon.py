@@ -28,6 +28,7 @@ from ledger.gc_settle import settle_gc
 
 log = logging.getLogger("gridpay.gateway")
 TXLOG_FLUSH_S = 0.2  # transaction log lines reach the file at most this late (gateway.txlog)
+KEY_RELOAD_S = 1.0   # a key another instance issued is this gateway's current key at most this late
 
 
 class Gateway:
@@ -54,6 +55,8 @@ class Gateway:
         self._idle_waiters: list[defer.Deferred] = []
         self.txlog_flush = task.LoopingCall(txlog.flush)
         self.txlog_flush.clock = reactor
+        self.key_reload = task.LoopingCall(self.reload_keys)
+        self.key_reload.clock = reactor
 
     # --- start --------------------------------------------------------------------------
 
@@ -61,6 +64,7 @@ class Gateway:
     def start(self):
         yield self.ledger_ready()
         self.txlog_flush.start(TXLOG_FLUSH_S, now=False)
+        self.key_reload.start(KEY_RELOAD_S, now=False)
         yield self.ledger.start()
         for cfg in self.settings.gateway.listeners:
             factory = CounterFactory(cfg, self)
@@ -114,6 +118,24 @@ class Gateway:
                 self.metrics.connections.labels(code).set(0)
                 self.metrics.signed_on.labels(code, "counter").set(1 if self.keys.signed_on(code, "counter") else 0)
 
+    def reload_keys(self) -> defer.Deferred:
+        """The counter banks' keys as stored (another gateway may have answered a sign-on): read on
+        the pool, taken on the reactor, so answers are MACed with the bank's newest key (§4.1: a
+        new MAK replaces the old one on all its connections) and a request MACed with the key it
+        replaced is accepted for the grace period here too."""
+        banks = [code for code in self.settings.banks if "counter" in self.directory.channels(code)]
+
+        def load():
+            return {code: self.keys.backend.load(code, "counter") for code in banks}
+
+        def take(states):
+            for code, state in states.items():
+                self.keys.take(code, "counter", state)
+
+        d = self.ledger.run(load)
+        d.addCallbacks(take, lambda f: log.warning("reloading MAC keys failed: %s", f.getErrorMessage()))
+        return d
+
     def port_of(self, name: str) -> int:
         for factory, port in zip(self.factories, self.ports):
             if factory.cfg.name == name:
@@ -164,7 +186,8 @@ class Gateway:
         if self.ops_port is not None:
             yield self.ops_port.stopListening()
         yield self.ledger.stop(timeout=self.settings.gateway.drain_timeout_s)
-        if self.txlog_flush.running:
-            self.txlog_flush.stop()
+        for loop in (self.txlog_flush, self.key_reload):
+            if loop.running:
+                loop.stop()
         txlog.flush()
         log.info("gateway stopped")

@@ -33,6 +33,13 @@ class KeyStore:
         self.backend = backend
         self._keys: dict[tuple[str, str], KeyState] = {}
 
+    def issue(self, bank: str, channel: str, mak: bytes) -> None:
+        """This instance answered a sign-on with ``mak`` (the counter channel, where the gateway
+        issues keys). The key it replaces is the newest one stored, which another instance may
+        have issued a moment ago: that one stays accepted for the grace period here too (§4.1)."""
+        self.refresh(bank, channel)
+        self.install(bank, channel, mak)
+
     def install(self, bank: str, channel: str, mak: bytes) -> None:
         """A sign-on: ``mak`` becomes current; the old key is kept for the grace period."""
         assert len(mak) == 16, "a MAK is a double-length DES key"

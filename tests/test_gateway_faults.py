@@ -134,6 +134,34 @@ async def test_two_banks_two_gateways_pay_one_customer_at_the_same_moment(pg_url
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_key_another_gateway_replaced_keeps_its_grace_on_both(url):
+    """A bank signs on through gw1 (key 1) and then through gw2 (key 2): within a second key 2 is the
+    current key on both gateways and key 1 the previous one, accepted for 60 s (§4.1) wherever the
+    request lands; answers are MACed with key 2; after the grace period key 1 gets A0."""
+    clock = Clock()
+    gw1 = await start_gateway(reactor, url, clock=clock)
+    gw2 = await start_gateway(reactor, url, clock=clock, upgrade=False)
+    a = await connected_bank(reactor, gw1)
+    b = await connected_bank(reactor, gw2)      # gw2 had never loaded key 1 before it issued key 2
+    try:
+        first, second = a.mak, b.mak
+        assert gw1.key_reload.running           # every KEY_RELOAD_S; here one reload, not a sleep
+        await gw1.reload_keys()
+        for bank in (a, b):                     # either gateway accepts the replaced key
+            answer = await bank.send("0100", bank.inquiry_fields(CUSTOMER), key=first)
+            assert code_of(answer) == "00" and bank.mac_ok(answer, second) and not bank.mac_ok(answer, first)
+        clock.advance(61)
+        for bank in (a, b):
+            answer = await bank.send("0100", bank.inquiry_fields(CUSTOMER), key=first)
+            assert code_of(answer) == "A0"
+            answer = await bank.send("0100", bank.inquiry_fields(CUSTOMER), key=second)
+            assert code_of(answer) == "00"
+    finally:
+        await stop_all(gw1, a)
+        await stop_all(gw2, b)
+
+
+@pytest_twisted.ensureDeferred
 async def test_database_going_away_gives_96_and_service_resumes(pg_url, pg_server_url):
     """The gateway reaches PostgreSQL through a proxy the test stops and restarts."""
     from sqlalchemy.engine import make_url
