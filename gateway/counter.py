@@ -137,7 +137,9 @@ class CounterService:
     async def require_key(self, ex: Exchange, link: Link) -> None:
         if self.keys.accepted(ex.bank, CHANNEL):
             return
-        if await self.ledger.run(self.keys.refresh, ex.bank, CHANNEL) and self.keys.accepted(ex.bank, CHANNEL):
+        # whether this refresh or the reactor's periodic reload took the stored key, it counts
+        await self.ledger.run(self.keys.refresh, ex.bank, CHANNEL)
+        if self.keys.accepted(ex.bank, CHANNEL):
             return
         ex.mac = False
         ex.decide("91", "not signed on")
@@ -146,7 +148,8 @@ class CounterService:
         if self._mac_ok(ex, link):
             return
         # another gateway instance may have issued a newer key for this bank
-        if await self.ledger.run(self.keys.refresh, ex.bank, CHANNEL) and self._mac_ok(ex, link):
+        await self.ledger.run(self.keys.refresh, ex.bank, CHANNEL)
+        if self._mac_ok(ex, link):
             return
         self.metrics.mac_failures.labels(ex.bank).inc()
         ex.decide("A0", "MAC verification failed")

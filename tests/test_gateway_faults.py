@@ -161,6 +161,40 @@ async def test_a_key_another_gateway_replaced_keeps_its_grace_on_both(url):
         await stop_all(gw2, b)
 
 
+class ReloadWinsTheRace:
+    """A key backend whose every load is overtaken by the gateway's periodic reload: the stored
+    state is already taken when the request's own refresh gets it back."""
+
+    def __init__(self, keys):
+        self.keys, self.backend = keys, keys.backend
+
+    def load(self, bank, channel):
+        state = self.backend.load(bank, channel)
+        self.keys.take(bank, channel, state)
+        return state
+
+    def __getattr__(self, name):
+        return getattr(self.backend, name)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_key_the_periodic_reload_took_first_is_not_91(url):
+    """The first request through gw2 after a sign-on through gw1: its refresh finds the key already
+    taken by the reload (nothing changed), and the request is still answered with the key."""
+    gw1 = await start_gateway(reactor, url)
+    gw2 = await start_gateway(reactor, url, upgrade=False)
+    gw2.keys.backend = ReloadWinsTheRace(gw2.keys)
+    a = await connected_bank(reactor, gw1)
+    b = await connected_bank(reactor, gw2, sign_on=False)
+    try:
+        b.mak = a.mak
+        answer = await b.send("0100", b.inquiry_fields(CUSTOMER))
+        assert code_of(answer) == "00" and b.mac_ok(answer, a.mak)
+    finally:
+        await stop_all(gw1, a)
+        await stop_all(gw2, b)
+
+
 @pytest_twisted.ensureDeferred
 async def test_database_going_away_gives_96_and_service_resumes(pg_url, pg_server_url):
     """The gateway reaches PostgreSQL through a proxy the test stops and restarts."""
