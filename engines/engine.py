@@ -144,7 +144,8 @@ class DebitEngine:
             yield self._db(store.unregister_instance, self.db, self.name, self.now())
         except Exception:  # noqa: BLE001
             log.exception("unregistering %s failed", self.name)
-        self.pool.stop()
+        # joined off the reactor: a call still on the pool may need the reactor to finish
+        yield threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self.pool.stop)
 
     def when(self, condition: Callable[[], bool]) -> defer.Deferred:
         """Fires when condition() holds (checked after each tick and each delivery)."""

@@ -167,6 +167,8 @@ class Gateway:
         self.draining = True
         if self.watcher is not None:
             self.watcher.stop()
+        if self.key_reload.running:  # no new key reads on the pool, which is about to stop
+            self.key_reload.stop()
         yield defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in self.ports])
         self.metrics.listeners_up.set(0)
         for factory in self.factories:  # requests not yet read stay unread: the bank will time them out
@@ -186,8 +188,7 @@ class Gateway:
         if self.ops_port is not None:
             yield self.ops_port.stopListening()
         yield self.ledger.stop(timeout=self.settings.gateway.drain_timeout_s)
-        for loop in (self.txlog_flush, self.key_reload):
-            if loop.running:
-                loop.stop()
+        if self.txlog_flush.running:
+            self.txlog_flush.stop()
         txlog.flush()
         log.info("gateway stopped")

@@ -6,6 +6,10 @@ request completes. Timers (all on the injectable reactor clock):
 - frame: a frame begun but not finished within ``frame_timeout_s`` → close;
 - echo: no bytes for ``echo_interval_s`` → the gateway sends an 0800 echo (301). A bank's
   0810 is never answered, so echoes cannot loop.
+Bytes arriving only note the time: the idle and echo timers, when they fire, measure from the
+last bytes and wait again for what is left (a busy link would otherwise reschedule two timers
+on every read). A link's timeouts only lengthen once its bank is known, so a timer armed with
+the shorter ones fires early at worst, and waits on.
 """
 from __future__ import annotations
 
@@ -33,6 +37,7 @@ class CounterProtocol(Protocol):
         self.clock = factory.clock
         self.pending: set[defer.Deferred] = set()
         self._idle = self._frame = self._echo = None
+        self._last_bytes = 0.0
         self._stan = 0
         self._certificate_checked = False
 
@@ -41,7 +46,10 @@ class CounterProtocol(Protocol):
     def connectionMade(self) -> None:
         self.peer = self.transport.getPeer()
         no_delay(self.transport)
-        self._reset_timers()
+        self._last_bytes = self.clock.seconds()
+        cfg = self.factory.timing(self.link)
+        self._idle = self.clock.callLater(cfg.idle_timeout_s, self._idle_due)
+        self._echo = self.clock.callLater(cfg.echo_interval_s, self._echo_due)
 
     def connectionLost(self, reason=None) -> None:
         for timer in (self._idle, self._frame, self._echo):
@@ -55,7 +63,7 @@ class CounterProtocol(Protocol):
             if not self.factory.certificate_admits(self):
                 self.transport.abortConnection()
                 return
-        self._reset_timers()
+        self._last_bytes = self.clock.seconds()
         try:
             frames = list(self.framer.feed(data))
         except FramingError as err:
@@ -97,16 +105,24 @@ class CounterProtocol(Protocol):
 
     # --- timers -------------------------------------------------------------------------
 
-    def _reset_timers(self) -> None:
-        cfg = self.factory.timing(self.link)
-        self._idle = self._restart(self._idle, cfg.idle_timeout_s, self._idle_timeout)
-        self._echo = self._restart(self._echo, cfg.echo_interval_s, self._send_echo)
+    def _quiet_left(self, seconds: float) -> float:
+        """How much of ``seconds`` of silence is still to come since the last bytes."""
+        return self._last_bytes + seconds - self.clock.seconds()
 
-    def _restart(self, timer, seconds: float, fn):
-        if timer is not None and timer.active():
-            timer.reset(seconds)
-            return timer
-        return self.clock.callLater(seconds, fn)
+    def _idle_due(self) -> None:
+        left = self._quiet_left(self.factory.timing(self.link).idle_timeout_s)
+        if left > 0:
+            self._idle = self.clock.callLater(left, self._idle_due)
+        else:
+            self._idle_timeout()
+
+    def _echo_due(self) -> None:
+        interval = self.factory.timing(self.link).echo_interval_s
+        left = self._quiet_left(interval)
+        if left <= 0:
+            self._send_echo()
+            left = interval
+        self._echo = self.clock.callLater(left, self._echo_due)
 
     def _watch_partial_frame(self) -> None:
         if self.framer.buffered:
@@ -125,7 +141,6 @@ class CounterProtocol(Protocol):
         self.transport.abortConnection()
 
     def _send_echo(self) -> None:
-        self._echo = None
         if self.link.bank is None or not self.connected:
             return
         self._stan = self._stan % 999999 + 1
@@ -133,7 +148,6 @@ class CounterProtocol(Protocol):
         bank = self.factory.directory.config(self.link.bank)
         tpdu = make_tpdu(bank.nii_bank, bank.nii_gateway) if self.link.dialect.framing.tpdu else None
         self.transport.write(encode_frame(self.link.dialect.framing, message, tpdu))
-        self._echo = self.clock.callLater(self.factory.timing(self.link).echo_interval_s, self._send_echo)
 
     def _who(self) -> str:
         return f"{self.link.bank or 'unidentified'}@{self.peer.host}:{self.peer.port}"

@@ -12,7 +12,9 @@ as the ledger's group commit - in a child process (``ledger.batch_child``):
 
 - A result comes only after ``process`` has returned (for a ledger worker: committed).
 - ``submit(op, cancel_after=s)``: an op still queued after ``s`` seconds fails with ``NotStarted``
-  at once (nothing was applied); an op in the batch being processed is waited for.
+  at once (nothing was applied); an op in the batch being processed is waited for, unless it
+  was submitted with ``abandon_late`` (a read: it changes nothing) - then it fails with
+  ``TimedOut`` too, and its result is dropped when it comes.
 - The child dies (killed, crashed): a new one is started; the batch the dead one had not answered
   goes to it again when ``resend`` is set (ledger postings are idempotent by request identity:
   one that had committed replays its stored answer), else its ops fail with ``WorkerLost``.
@@ -35,7 +37,7 @@ from twisted.internet.protocol import Factory, Protocol
 
 from ledger.batch_child import FrameBuffer, WorkerError, frame
 
-__all__ = ["BatchProcess", "NotStarted", "WorkerLost", "WorkerError"]
+__all__ = ["BatchProcess", "NotStarted", "TimedOut", "WorkerLost", "WorkerError"]
 
 log = logging.getLogger("gridpay.ledger.batch_process")
 MAX_SENDS = 3  # a batch goes to at most this many children in turn: a poison op must not loop
@@ -52,6 +54,10 @@ class NotStarted(Exception):
     """The op had not begun when it was cancelled or the worker stopped: nothing was applied."""
 
 
+class TimedOut(Exception):
+    """An op submitted with ``abandon_late`` was still being processed when its time ran out."""
+
+
 class WorkerLost(Exception):
     """The child died before answering, and the op is not sent again."""
 
@@ -63,6 +69,7 @@ class _Call:
     submitted: float
     timer: object = None
     sends: int = 0
+    abandon_late: bool = False
 
 
 class BatchProcess:
@@ -144,15 +151,16 @@ class BatchProcess:
 
     # --- ops ---------------------------------------------------------------------------------
 
-    def submit(self, op, cancel_after: float | None = None) -> defer.Deferred:
-        """The op's result, once processed; NotStarted if cancelled first (see the module doc)."""
+    def submit(self, op, cancel_after: float | None = None, abandon_late: bool = False) -> defer.Deferred:
+        """The op's result, once processed; NotStarted if cancelled first, TimedOut if late and
+        ``abandon_late`` (see the module doc)."""
         d = defer.Deferred()
         if self._stopping:
             d.errback(NotStarted("database worker stopping: nothing was applied"))
             return d
         self._next_id += 1
         call_id = self._next_id
-        call = self._calls[call_id] = _Call(op, d, self.reactor.seconds())
+        call = self._calls[call_id] = _Call(op, d, self.reactor.seconds(), abandon_late=abandon_late)
         if cancel_after is not None:
             call.timer = self.reactor.callLater(cancel_after, self._cancel, call_id)
         self._queue.append(call_id)
@@ -196,7 +204,9 @@ class BatchProcess:
         if call_id in self._queue:  # not sent to any child: certainly not applied
             self._queue.remove(call_id)
             self._resolve(call_id, NotStarted("timed out waiting for the database: nothing was applied"))
-        # in the batch being processed: its result is waited for
+        elif call.abandon_late:
+            self._resolve(call_id, TimedOut("the database did not answer in time"))
+        # else in the batch being processed: its result is waited for
 
     def _resolve(self, call_id: int, result) -> None:
         call = self._calls.pop(call_id, None)
@@ -242,7 +252,8 @@ class BatchProcess:
             self.reactor.callInThread(popen.wait)  # reap it
         if not self._started.called:
             self._give_up(RuntimeError(f"{self.name}: worker process exited during start-up"))
-        batch, self._in_flight = self._in_flight, []
+        batch = [call_id for call_id in self._in_flight if call_id in self._calls]  # not abandoned
+        self._in_flight = []
         if self._stopping:
             for call_id in batch + list(self._queue):
                 self._resolve(call_id, WorkerLost("database worker stopped before answering"))

@@ -232,6 +232,26 @@ async def test_database_going_away_gives_96_and_service_resumes(pg_url, pg_serve
     assert_ledger_verifies(pg_url)
 
 
+@pytest_twisted.ensureDeferred
+async def test_stop_does_not_block_the_reactor_while_a_database_call_waits_on_it(sqlite_url):
+    """A database call on the gateway's pool may wait for the reactor (in the test above, a
+    key read going through the proxy, which the reactor runs): stopping joins the pool off
+    the reactor, so the call finishes and stop completes (it used to deadlock)."""
+    import threading
+
+    seed(sqlite_url, STANDARD)
+    gw = await start_gateway(reactor, sqlite_url)
+    released = threading.Event()
+
+    def waits_for_the_reactor():
+        return released.wait(10)
+
+    call = gw.ledger.run(waits_for_the_reactor)
+    reactor.callLater(0.2, released.set)    # the reactor's part, due after stop has begun
+    await stop_all(gw)
+    assert await call is True                # released by the reactor, not by the 10 s wait
+
+
 class DatabaseProxy(ProxyFactory):
     """A TCP proxy in front of PostgreSQL that the test can cut: the database 'goes away'."""
 

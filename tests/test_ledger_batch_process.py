@@ -16,7 +16,7 @@ import pytest_twisted
 from sqlalchemy import select
 from twisted.internet import defer, reactor, task
 
-from ledger.batch_process import BatchProcess, NotStarted
+from ledger.batch_process import BatchProcess, NotStarted, TimedOut
 from ledger.db import make_engine
 from ledger.schema import payments
 from ledger_helpers import assert_ledger_verifies, new_engine, payment
@@ -103,6 +103,41 @@ async def test_cancel_drops_what_has_not_begun_and_waits_for_what_has(sqlite_url
         await worker.stop()
     assert len(payments_in(sqlite_url)) == 1
     assert_ledger_verifies(sqlite_url)
+
+
+SLOW_WORKER = """
+import time
+
+class SlowEcho:
+    def __init__(self, config):
+        self.delay_s = config["delay_s"]
+
+    def process(self, ops):
+        time.sleep(self.delay_s)
+        return list(ops)
+"""
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_late_read_is_given_up_inside_its_batch_and_its_result_dropped(tmp_path, monkeypatch):
+    """An op submitted with abandon_late (an inquiry: it changes nothing) fails when its time
+    runs out even while the child is processing it; the child's late answer is dropped, and the
+    next op is answered as usual."""
+    (tmp_path / "slow_worker.py").write_text(SLOW_WORKER)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    worker = BatchProcess(reactor, "slow_worker:SlowEcho", {"delay_s": 0.6}, name="slow")
+    await worker.start()
+    try:
+        late = worker.submit("late", cancel_after=0.2, abandon_late=True)
+        with pytest.raises(TimedOut):
+            await late
+        assert worker.ops == 0                           # failed before the child answered
+        assert await worker.submit("next", cancel_after=5, abandon_late=True) == "next"
+        waited = worker.submit("waited", cancel_after=0.2)  # a write inside its batch is waited for
+        assert await waited == "waited"
+    finally:
+        await worker.stop()
+    assert worker.ops == 3
 
 
 @pytest_twisted.ensureDeferred

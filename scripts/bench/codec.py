@@ -62,6 +62,24 @@ def _rate(step, seconds: float) -> float:
             return count / (now - start)
 
 
+def bare_step(dialect):
+    """One bare pyiso8583 decode + encode of the payment, with the dialect's spec."""
+    iso_bytes = next(iter(dialect.framer().feed(payment_frame(dialect)))).message
+    spec = dialect.fields.spec
+
+    def bare():
+        doc, _ = iso8583.decode(iso_bytes, spec)
+        iso8583.encode(doc, spec)
+    return bare
+
+
+def bare_rate(name: str = "ascii", seconds: float = 1.0, rounds: int = 5) -> float:
+    """Bare pyiso8583 decode + encode pairs per second, best of ``rounds`` short rounds."""
+    bare = bare_step(get_dialect(name))
+    bare()
+    return max(_rate(bare, seconds / rounds) for _ in range(rounds))
+
+
 def measure(name: str, seconds: float) -> dict:
     dialect = get_dialect(name)
     data = payment_frame(dialect)
@@ -71,12 +89,7 @@ def measure(name: str, seconds: float) -> dict:
         for frame in framer.feed(data):
             answer(dialect, frame)
 
-    iso_bytes = next(iter(dialect.framer().feed(data))).message
-    spec = dialect.fields.spec
-
-    def bare():
-        doc, _ = iso8583.decode(iso_bytes, spec)
-        iso8583.encode(doc, spec)
+    bare = bare_step(dialect)
 
     full()
     bare()

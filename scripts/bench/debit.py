@@ -47,6 +47,7 @@ from ledger.business_date import BusinessCalendar, utcnow  # noqa: E402
 from engines.tables import debit_chunks  # noqa: E402
 from ledger.schema import debits  # noqa: E402
 from ledger.verify import verify  # noqa: E402
+from scripts.bench import machine  # noqa: E402
 
 BANK = "01020000"
 ZMK = "0123456789ABCDEFFEDCBA9876543210"
@@ -237,7 +238,11 @@ def main() -> None:
     results = []
     for k in [int(x) for x in args.engines.split(",")]:
         print(f"{k} engine(s), {args.debits} debits, {args.latency_ms:g} ms mean latency:", flush=True)
+        before = machine.speed()
+        print(f"  {machine.describe(before)} (before)", flush=True)
         r = run(args.debits, k, args.latency_ms, args.chunk, args.profile, args.in_flight, args.chunks_ahead)
+        r["machine"] = {"before": before, "after": machine.speed()}
+        print(f"  {machine.describe(r['machine']['after'])} (after)")
         print(f"  {r['per_second']} debits/s in {r['seconds']} s; {json.dumps(r)}", flush=True)
         results.append(r)
     if len(results) >= 2:

@@ -29,7 +29,7 @@ for path in (ROOT, ROOT / "tests"):
 
 from sqlalchemy import create_engine, text  # noqa: E402
 
-from scripts.bench import codec  # noqa: E402
+from scripts.bench import codec, machine  # noqa: E402
 from tests.ledger_helpers import add_banks, new_engine, setup_customers  # noqa: E402
 from tests.process_harness import GatewayProcess  # noqa: E402
 
@@ -72,7 +72,7 @@ def drive(gw: GatewayProcess, customers: Path, workdir: Path, *args: str) -> dic
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 
-def bench_database(name: str, url: str, customers: int, history: int) -> dict:
+def bench_database(name: str, url: str, customers: int, history: int, window: int = 24) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"gridpay-bench-{name}-") as tmp:
         workdir = Path(tmp)
         files = seed(url, customers, history, workdir)
@@ -82,7 +82,7 @@ def bench_database(name: str, url: str, customers: int, history: int) -> dict:
             drive(gw, files["history"], workdir, "--count", str(history), "--connections", "8", "--window", "24")
             settle(url, analyze=True)
             saturation = drive(gw, files["saturation"], workdir, "--count", str(customers), "--connections", "8",
-                               "--window", "24")
+                               "--window", str(window))
             settle(url)
             paced = drive(gw, files["paced"], workdir, "--rate", "500", "--duration", "10", "--count", "6000",
                           "--connections", "8", "--window", "16")
@@ -113,20 +113,27 @@ def main(argv=None) -> int:
     parser.add_argument("--customers", type=int, default=40_000)
     parser.add_argument("--history", type=int, default=10_000, help="payments made (and analyzed) before the runs")
     parser.add_argument("--only", choices=["sqlite", "postgresql"])
+    parser.add_argument("--window", type=int, default=24,
+                        help="requests each of the 8 load-generator connections keeps outstanding at saturation")
     args = parser.parse_args(argv)
+    speed_before = machine.speed()
+    print(machine.describe(speed_before), "(before)", flush=True)
     ceiling = codec.run(2.0)["ascii"]["full_per_s"] / 2
     results, targets = {}, {"sqlite": 1500, "postgresql": 1000}
     if args.only in (None, "sqlite"):
         with tempfile.TemporaryDirectory() as tmp:
             results["sqlite"] = bench_database("sqlite", f"sqlite:///{tmp}/bench.db", args.customers,
-                                               args.history)
+                                               args.history, args.window)
     if args.only in (None, "postgresql"):
         base = os.environ.get("GRIDPAY_BENCH_PG_URL", DEFAULT_PG)
         url, schema = pg_schema_url(base)
         try:
-            results["postgresql"] = bench_database("postgresql", url, args.customers, args.history)
+            results["postgresql"] = bench_database("postgresql", url, args.customers, args.history, args.window)
         finally:
             drop_schema(base, schema)
+    speed_after = machine.speed()
+    print(machine.describe(speed_before), "(before)")
+    print(machine.describe(speed_after), "(after)")
     print(f"codec-only ceiling (ascii, full path of one request/response, halved per payment): "
           f"{ceiling:,.0f} payments/s")
     for name, res in results.items():
@@ -140,7 +147,8 @@ def main(argv=None) -> int:
         print(f"{name:10s} paced at {paced['payments_per_s']:,.1f} payments/s: payment 0200 latency ms "
               f"p50 {pl['p50']} p95 {pl['p95']} p99 {pl['p99']} max {pl['max']} "
               f"(target p99 <= 50: {'ok' if pl['p99'] <= 50 else 'ABOVE'}); mismatches {paced['mismatches']}")
-    print(json.dumps({"bench": "gateway", "ceiling_payments_per_s": round(ceiling, 1), "results": results}))
+    print(json.dumps({"bench": "gateway", "ceiling_payments_per_s": round(ceiling, 1),
+                      "machine": {"before": speed_before, "after": speed_after}, "results": results}))
     return 0
 
 

@@ -1,35 +1,94 @@
-"""CPU per payment of the gateway process and of the load generator, per thread (a profiling aid)."""
-import sys, os, subprocess, tempfile, time, json, psutil, threading
-sys.path[:0] = ["/work/main", "/work/main/tests"]
+"""Where a payment's CPU goes (a profiling aid, not a target): the gateway's reactor process,
+its database worker processes and the load generator, in ms of CPU per payment, plus the
+group commit's batches.
+
+    .venv/bin/python -m scripts.bench.gateway_cpu [--url URL] [--window 24] [--py-spy FILE]
+
+One short saturation run (7,500 inquiry + payment pairs over 8 connections). With --py-spy the
+gateway's reactor is sampled for 6 s into FILE (raw collapsed stacks; py-spy must be installed).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
-from ledger_helpers import new_engine, setup_customers, add_banks
-from process_harness import GatewayProcess
-tmp = Path(tempfile.mkdtemp())
-url = sys.argv[1] if len(sys.argv) > 1 else f"sqlite:///{tmp}/x.db"
-e = new_engine(url)
-with e.begin() as c: add_banks(c, "01020000", "01030000", "01050000")
-nums = setup_customers(e, 8000, bills_each=1, prefix=f"Q{int(time.time())%100000}"); e.dispose()
-(tmp / "c.txt").write_text("\n".join(nums))
-gw = GatewayProcess(tmp, url).start()
-p = psutil.Process(gw.proc.pid)
-gw.sim("ascii", "01020000", "ascii", tmp / "c.txt", tmp / "w.csv", "--count", "200")
-c0 = p.cpu_times(); t0 = time.time(); th0 = {t.id: t.user_time + t.system_time for t in p.threads()}
-sim = gw.sim("ascii", "01020000", "ascii", tmp / "c.txt", tmp / "r.csv", "--count", "7500", "--connections", "8", "--window", "24", background=True)
-sp = psutil.Process(sim.pid); last = None
-while sim.poll() is None:
-    try: last = sp.cpu_times()
-    except Exception: pass
-    time.sleep(0.05)
-out = sim.stdout.read()
-c1 = p.cpu_times(); t1 = time.time(); th1 = {t.id: t.user_time + t.system_time for t in p.threads()}
-names = {}
-for tid in th1:
-    try: names[tid] = open(f"/proc/{gw.proc.pid}/task/{tid}/comm").read().strip()
-    except Exception: names[tid] = "?"
-r0 = json.loads(sim.stdout.read()) if False else None
-r = json.loads(out)
-cpu = (c1.user + c1.system) - (c0.user + c0.system)
-print(f"payments {r['payments']} rate {r['payments_per_s']}/s  gateway {cpu/r['payments']*1000:.3f} ms/payment  sim {(last.user+last.system)/r['payments']*1000:.3f} ms/payment (incl. startup)  p99 {r['latency_ms']['p99']}")
-for tid, v in sorted(th1.items(), key=lambda x: -(x[1]-th0.get(x[0],0)))[:6]:
-    print(f"  thread {names[tid]:20s} {(v-th0.get(tid,0))/r['payments']*1000:.3f} ms/payment")
-gw.terminate()
+
+ROOT = Path(__file__).resolve().parents[2]
+for path in (ROOT, ROOT / "tests"):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+import psutil  # noqa: E402
+
+from tests.ledger_helpers import add_banks, new_engine, setup_customers  # noqa: E402
+from tests.process_harness import GatewayProcess  # noqa: E402
+
+
+def cpu_s(procs) -> float:
+    return sum(t.user + t.system for t in (p.cpu_times() for p in procs))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--url", default=None, help="database URL (default: SQLite in a temporary directory)")
+    ap.add_argument("--connections", type=int, default=8)
+    ap.add_argument("--window", type=int, default=24)
+    ap.add_argument("--py-spy", dest="py_spy", default=None, help="write py-spy's raw samples of the gateway here")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="gridpay-gwcpu-"))
+    url = args.url or f"sqlite:///{tmp}/gridpay.db"
+    engine = new_engine(url)
+    with engine.begin() as conn:
+        add_banks(conn, "01020000", "01030000", "01050000")
+    customers = setup_customers(engine, 8000, bills_each=1, prefix=f"Q{int(time.time()) % 100000}")
+    engine.dispose()
+    (tmp / "customers.txt").write_text("\n".join(customers))
+    gw = GatewayProcess(tmp, url).start()
+    try:
+        run(gw, tmp, args)
+    finally:
+        gw.terminate()
+
+
+def run(gw: GatewayProcess, tmp: Path, args) -> None:
+    proc = psutil.Process(gw.proc.pid)
+    gw.sim("ascii", "01020000", "ascii", tmp / "customers.txt", tmp / "warm.csv", "--count", "200")
+    workers = proc.children(recursive=True)
+    reactor0, workers0 = cpu_s([proc]), cpu_s(workers)
+    sim = gw.sim("ascii", "01020000", "ascii", tmp / "customers.txt", tmp / "run.csv", "--count", "7500",
+                 "--connections", str(args.connections), "--window", str(args.window), background=True)
+    sim_proc, sim_cpu = psutil.Process(sim.pid), 0.0
+    spy = None
+    if args.py_spy:
+        spy = subprocess.Popen(["py-spy", "record", "-p", str(gw.proc.pid), "-o", args.py_spy, "-f", "raw",
+                                "-r", "200", "-d", "6"])
+    while sim.poll() is None:
+        try:
+            sim_cpu = cpu_s([sim_proc])
+        except psutil.Error:
+            pass
+        time.sleep(0.05)
+    result = json.loads(sim.stdout.read().strip().splitlines()[-1])
+    if spy is not None:
+        spy.wait()
+    n = result["payments"]
+    per = lambda seconds: seconds / n * 1000  # noqa: E731
+    print(f"{n} payments at {result['payments_per_s']}/s, p99 {result['latency_ms']['p99']} ms; CPU ms per payment: "
+          f"gateway reactor {per(cpu_s([proc]) - reactor0):.3f}, its database workers "
+          f"{per(cpu_s(workers) - workers0):.3f}, load generator {per(sim_cpu):.3f} (with its start-up)")
+    _, body = gw.http("/metrics")
+    figures = {line.split()[0]: float(line.split()[1]) for line in body.splitlines()
+               if line.startswith(("gridpay_db_commit_seconds_", "gridpay_db_batch_size_"))
+               and line.split()[0].endswith(("_sum", "_count"))}
+    commits = figures.get("gridpay_db_commit_seconds_count", 0)
+    if commits:
+        print(f"group commits {commits:.0f} (with the warm-up): {figures['gridpay_db_batch_size_sum'] / commits:.1f} "
+              f"postings each, {figures['gridpay_db_commit_seconds_sum'] / commits * 1000:.1f} ms each")
+
+
+if __name__ == "__main__":
+    main()
