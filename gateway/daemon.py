@@ -158,7 +158,10 @@ class Gateway:
         return sum(len(p.pending) for f in self.factories for p in f.protocols)
 
     def abandon(self) -> None:
-        """After a failed start: stop the workers already running, so the process can exit."""
+        """After a failed start: stop the timers and workers already running, so the process can exit."""
+        for loop in (self.key_reload, self.txlog_flush):
+            if loop.running:
+                loop.stop()
         self.ledger.abandon()
 
     @defer.inlineCallbacks

@@ -47,9 +47,8 @@ class CounterProtocol(Protocol):
         self.peer = self.transport.getPeer()
         no_delay(self.transport)
         self._last_bytes = self.clock.seconds()
-        cfg = self.factory.timing(self.link)
-        self._idle = self.clock.callLater(cfg.idle_timeout_s, self._idle_due)
-        self._echo = self.clock.callLater(cfg.echo_interval_s, self._echo_due)
+        self._idle_due()  # each arms itself for its full time: nothing was quiet yet
+        self._echo_due()
 
     def connectionLost(self, reason=None) -> None:
         for timer in (self._idle, self._frame, self._echo):

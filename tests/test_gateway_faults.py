@@ -252,6 +252,32 @@ async def test_stop_does_not_block_the_reactor_while_a_database_call_waits_on_it
     assert await call is True                # released by the reactor, not by the 10 s wait
 
 
+@pytest_twisted.ensureDeferred
+async def test_a_failed_start_is_abandoned_with_its_timers_stopped(sqlite_url):
+    """A listener port already taken fails the start; abandoning stops the key reload and the
+    log flush with the workers, so nothing keeps running in a process that is about to exit."""
+    from twisted.internet.error import CannotListenError
+    from twisted.internet.protocol import Factory
+
+    from gateway.daemon import Gateway
+    from ledger import migrate
+
+    seed(sqlite_url, STANDARD)
+    migrate.upgrade(sqlite_url)
+    taken = reactor.listenTCP(0, Factory(), interface="127.0.0.1")
+    tree = settings_tree(sqlite_url)
+    tree["gateway"]["listeners"][0]["port"] = taken.getHost().port
+    gw = Gateway(Settings.model_validate(tree), reactor)
+    try:
+        with pytest.raises(CannotListenError):
+            await gw.start()
+        gw.abandon()
+        assert not gw.key_reload.running and not gw.txlog_flush.running
+    finally:
+        await taken.stopListening()
+        gw.engine.dispose()
+
+
 class DatabaseProxy(ProxyFactory):
     """A TCP proxy in front of PostgreSQL that the test can cut: the database 'goes away'."""
 
