@@ -194,6 +194,7 @@ def engine(config_path, name, banks, lease_s, poll_s, chunks_ahead, log_level, l
     from engines.store import EngineConflict
 
     from engines.metrics import EngineMetrics, serve_metrics
+    from ledger.gc_settle import settle_gc
 
     settings, db = _open(config_path, pool_size=8)
     metrics = EngineMetrics()
@@ -205,6 +206,7 @@ def engine(config_path, name, banks, lease_s, poll_s, chunks_ahead, log_level, l
         reactor.callFromThread(lambda: eng.stop().addBoth(lambda _: reactor.stop()))
 
     def started(_):
+        settle_gc()  # collections walked every start-up object: 0.06 ms of a debit's 0.3 ms in the bench
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
         metrics.start(reactor, db)

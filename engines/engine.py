@@ -49,7 +49,7 @@ class DebitEngine:
                  clock=None, now: Callable[[], datetime] | None = None, lease_s: float = 30.0, poll_s: float = 0.5,
                  chunks_ahead: int = 2, only_chunks: list[int] | None = None, files: bool = True,
                  writer_batch: int = 1000, writer_wait_s: float = 0.05, retry_unsent_s: float = 1.0,
-                 single: bool | None = None,
+                 single: bool | None = None, housekeeping_s: float | None = None,
                  link_factory: Callable | None = None, actor: str = DEBIT_ACTOR, link_metrics=None):
         self.settings, self.reactor, self.db = settings, reactor, db
         self.clock = clock or reactor
@@ -57,6 +57,10 @@ class DebitEngine:
         self.name = name or default_name()
         self.calendar = BusinessCalendar(settings.business.timezone, settings.business.cutoff)
         self.lease_s, self.poll_s, self.chunks_ahead = lease_s, poll_s, chunks_ahead
+        # leases renewed, dead engines' reversals looked for and MAC keys reloaded this often, not
+        # on every poll: a poll that finds nothing to claim then costs the database one query
+        self.housekeeping_s = min(1.0, lease_s / 3) if housekeeping_s is None else housekeeping_s
+        self._housekeeping_at = float("-inf")
         self.only_chunks = only_chunks
         self.files = files
         self.retry_unsent_s = retry_unsent_s
@@ -184,7 +188,10 @@ class DebitEngine:
         now = self.now()
         want = {code: max(0, self.chunks_ahead - sum(1 for c in self.chunks.values() if c["bank"] == code))
                 for code in self.banks if self.links[code].ready}
-        holding = (set(self.chunks), set(self.reversals))  # read here, on the reactor thread
+        holding = None
+        if include_own or self.clock.seconds() >= self._housekeeping_at:
+            self._housekeeping_at = self.clock.seconds() + self.housekeeping_s
+            holding = (set(self.chunks), set(self.reversals))  # read here, on the reactor thread
         d = self._db(self._db_tick, now, include_own, want, holding)
         d.addCallback(self._take_keys)
         d.addCallback(self._dispatch)
@@ -218,10 +225,15 @@ class DebitEngine:
         return tuple(rest)
 
     def _db_tick(self, now: datetime, include_own: bool, want: dict[str, int], holding):
-        held_chunks, held_revs = store.renew(self.db, owner=self.name, now=now, lease_s=self.lease_s,
-                                             chunk_ids=holding[0], reversal_ids=holding[1])
-        revs = store.claim_reversals(self.db, owner=self.name, banks=self.banks, now=now, lease_s=self.lease_s,
-                                     include_own=include_own)
+        """holding: the chunks and reversals held, when housekeeping is due (else None)."""
+        held_chunks = held_revs = None
+        revs, keys = [], {}
+        if holding is not None:
+            held_chunks, held_revs = store.renew(self.db, owner=self.name, now=now, lease_s=self.lease_s,
+                                                 chunk_ids=holding[0], reversal_ids=holding[1])
+            revs = store.claim_reversals(self.db, owner=self.name, banks=self.banks, now=now,
+                                         lease_s=self.lease_s, include_own=include_own)
+            keys = self._load_keys()
         claimed = []
         for code, n in want.items():
             if n > 0:
@@ -232,15 +244,12 @@ class DebitEngine:
             from engines import files
             files.run_file_work(self.db, self.settings, now, owner=self.name, banks=self.file_banks,
                                 calendar=self.calendar)
-        return claimed, revs, held_chunks, held_revs, self._load_keys()
+        return claimed, revs, held_chunks, held_revs, keys
 
     def _dispatch(self, result) -> None:
         claimed, revs, held_chunks, held_revs = result
-        for cid in [cid for cid in self.chunks if cid not in held_chunks]:  # another engine took it over after our lease lapsed: its debits are theirs now
-            log.warning("engine %s: chunk %d was taken over by another engine", self.name, cid)
-            self.chunks.pop(cid, None)
-        for debit_id in [d for d, r in self.reversals.items() if d not in held_revs and not r.busy]:
-            self.reversals.pop(debit_id, None)
+        if held_chunks is not None:
+            self._drop_lost(held_chunks, held_revs)
         for item in revs:
             self._add_reversal(item)
         for ch in claimed:
@@ -256,6 +265,14 @@ class DebitEngine:
             link = self.links[ch.bank_code]
             for item in ch.to_send:
                 self._send(link, item)
+
+    def _drop_lost(self, held_chunks: set[int], held_revs: set[int]) -> None:
+        """What another engine took over after our lease lapsed is theirs now."""
+        for cid in [cid for cid in self.chunks if cid not in held_chunks]:
+            log.warning("engine %s: chunk %d was taken over by another engine", self.name, cid)
+            self.chunks.pop(cid, None)
+        for debit_id in [d for d, r in self.reversals.items() if d not in held_revs and not r.busy]:
+            self.reversals.pop(debit_id, None)
 
     # --- debits ----------------------------------------------------------------------------
 

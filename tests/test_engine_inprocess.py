@@ -14,7 +14,7 @@ from twisted.internet.task import deferLater
 from engines.engine import DebitEngine
 from engines.plans import build_batch
 from engines.store import EngineConflict, claim_statement, register_instance
-from engines.tables import debit_chunks, debit_reversals, debit_skips
+from engines.tables import debit_chunks, debit_reversals, debit_skips, engine_instances
 from gateway.sim.bank import Account, BankHost, Behaviour
 from iso8583_specs.dialects import get_dialect
 from ledger.business_date import BusinessCalendar
@@ -180,6 +180,40 @@ async def test_late_0210_after_reversal_changes_nothing(sqlite_url, cleanup):
     assert events[:4] == ["created", "sent", "unknown", "reversal_sent"]
     assert sorted(events[4:]) == ["late_answer", "reversal_answer", "reversed"]
     assert all(r.reversed for r in host.applied.values())
+    assert_ledger_verifies(engine)
+    engine.dispose()
+
+
+@pytest_twisted.ensureDeferred
+async def test_every_poll_claims_but_leases_are_renewed_once_housekeeping_is_due(sqlite_url, cleanup):
+    """A poll claims work; the heartbeat (leases, a dead engine's reversals, keys) waits for
+    housekeeping_s (1 s with a 30 s lease) on the engine's clock, however often it polls."""
+    engine, numbers = seed(sqlite_url, 5)
+    fc = FakeClock()
+    host = make_host(accounts_for(numbers))
+    cleanup.append(host.stop)
+    eng = DebitEngine(make_settings(sqlite_url, host.port), reactor, engine, name="e1", clock=fc.clock, now=fc.now,
+                      poll_s=10.0, lease_s=30)
+    assert eng.housekeeping_s == 1.0
+    await eng.start()
+    cleanup.append(eng.stop)
+    await until(lambda: eng.links[BANK].ready)
+
+    def heartbeat():
+        with engine.connect() as conn:
+            return conn.execute(select(engine_instances.c.heartbeat_at)).scalar_one().replace(tzinfo=None)
+
+    await eng.poll()
+    assert heartbeat() == T0.replace(tzinfo=None)
+    batch(engine, chunk_size=5)
+    fc.advance(0.5)
+    await eng.poll()                                   # claims the new chunk; no heartbeat yet
+    assert heartbeat() == T0.replace(tzinfo=None)
+    assert eng.stats["chunks"] == 1
+    await until(lambda: states(engine) == {"approved": 5})
+    fc.advance(0.6)
+    await eng.poll()                                   # 1.1 s since the last: housekeeping
+    assert heartbeat() == (T0 + timedelta(seconds=1.1)).replace(tzinfo=None)
     assert_ledger_verifies(engine)
     engine.dispose()
 

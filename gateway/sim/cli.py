@@ -151,6 +151,7 @@ def bank(interface, port, dialect, framing, field_encoding, mac, bank, zmk_env, 
     from config import read_secret
     from gateway.serve import install_reactor
     from gateway.sim.bank import BankHost, Behaviour, load_accounts, parse_rates
+    from ledger.gc_settle import settle_gc
     from iso8583_specs.dialects import get_dialect
 
     zmk = bytes.fromhex(read_secret("zmk", zmk_env, zmk_file, os.environ))
@@ -169,6 +170,7 @@ def bank(interface, port, dialect, framing, field_encoding, mac, bank, zmk_env, 
                     seed=seed, business_date=bd, interface=interface, port=port, nii_gateway=nii_gateway,
                     nii_bank=nii_bank)
     bound = host.start()
+    settle_gc()  # the accounts and the day's answers are long-lived: collectors must not walk them again and again
     click.echo(json.dumps({"port": bound, "bank": bank, "dialect": dialect, "accounts": len(accounts)}))
     sys.stdout.flush()
     reactor.run()  # Twisted stops the reactor on SIGINT and SIGTERM
