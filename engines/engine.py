@@ -58,7 +58,7 @@ class DebitEngine:
         self.calendar = BusinessCalendar(settings.business.timezone, settings.business.cutoff)
         self.lease_s, self.poll_s, self.chunks_ahead = lease_s, poll_s, chunks_ahead
         # leases renewed, dead engines' reversals looked for and MAC keys reloaded this often, not
-        # on every poll: a poll that finds nothing to claim then costs the database one query
+        # on every poll: between them a poll costs the database its claim and file work, if any
         self.housekeeping_s = min(1.0, lease_s / 3) if housekeeping_s is None else housekeeping_s
         self._housekeeping_at = float("-inf")
         self.only_chunks = only_chunks
@@ -189,8 +189,9 @@ class DebitEngine:
         want = {code: max(0, self.chunks_ahead - sum(1 for c in self.chunks.values() if c["bank"] == code))
                 for code in self.banks if self.links[code].ready}
         holding = None
-        if include_own or self.clock.seconds() >= self._housekeeping_at:
-            self._housekeeping_at = self.clock.seconds() + self.housekeeping_s
+        clock_now = self.clock.seconds()
+        if include_own or clock_now >= self._housekeeping_at:
+            self._housekeeping_at = clock_now + self.housekeeping_s
             holding = (set(self.chunks), set(self.reversals))  # read here, on the reactor thread
         d = self._db(self._db_tick, now, include_own, want, holding)
         d.addCallback(self._take_keys)
