@@ -231,14 +231,46 @@ class NotifierConfig(_Model):
         return self
 
 
+class EnginesConfig(_Model):
+    """``gridpay engine``: the debit engines (docs/debit-engines.md)."""
+    metrics_host: str = Field("127.0.0.1", description="Address of each engine's /metrics, /healthz, /readyz.")
+    metrics_port_base: int = Field(9120, ge=0, le=65535, description="Engine number N (`gridpay engine "
+                                   "--instance N`, as the systemd template `gridpay-engine@N` starts it) serves "
+                                   "its operations port on this port + N; 0: any free port (printed at start).")
+
+
+class SchedulerConfig(_Model):
+    """``gridpay scheduler``: turns due debit plans into batches."""
+    interval_s: float = Field(30.0, gt=0, le=3600, description="Seconds between passes over the plans.")
+    metrics_host: str = Field("127.0.0.1", description="Address of the scheduler's /metrics, /healthz, /readyz.")
+    metrics_port: int = Field(9112, ge=0, le=65535, description="Port of the scheduler's /metrics, /healthz, "
+                              "/readyz; 0: any free port (printed at start).")
+
+
+class WatchConfig(_Model):
+    """``gridpay watch``: the drop directory's watcher (docs/reconciliation.md)."""
+    interval_s: float = Field(5.0, gt=0, le=3600, description="Seconds between looks at `drop_dir`.")
+    metrics_host: str = Field("127.0.0.1", description="Address of the watcher's /metrics, /healthz, /readyz.")
+    metrics_port: int = Field(9111, ge=0, le=65535, description="Port of the watcher's /metrics, /healthz, "
+                              "/readyz; 0: any free port (printed at start).")
+
+
+DEFAULT_DATABASE_URL = DatabaseConfig().url
+
+
 class Settings(_Model):
     database: DatabaseConfig = DatabaseConfig()
     business: BusinessConfig = BusinessConfig()
     gateway: GatewayConfig = GatewayConfig()
     notifier: NotifierConfig = NotifierConfig()
+    engines: EnginesConfig = EnginesConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    watch: WatchConfig = WatchConfig()
     banks: dict[str, BankConfig] = {}
     drop_dir: str = "var/drop"
+    reports_dir: str = "var/reports"
     source: str = ""
+    database_chosen: bool = True
 
     @field_validator("banks")
     @classmethod
@@ -269,6 +301,12 @@ class Settings(_Model):
         from sqlalchemy.engine import make_url
 
         db = self.database
+        if not self.database_chosen:
+            where = make_url(db.url).database or ""
+            raise ConfigError("database.url", (
+                f"no configuration names a database (without one, gridpay would use {db.url}, i.e. "
+                f"{Path(where).resolve()}); choose one with --config FILE, GRIDPAY_CONFIG=FILE or "
+                f"GRIDPAY_DATABASE__URL=URL (or --url where the command has it)"))
         if not (db.password_env or db.password_file):
             return db.url
         password = read_secret("database.password", db.password_env, db.password_file)
@@ -382,6 +420,8 @@ def load_settings(path: str | os.PathLike | None = None, environ: Mapping[str, s
             raise ConfigError(str(path), f"not valid TOML: {exc}") from None
     apply_env_overrides(tree, environ)
     tree["source"] = str(path or "")
+    # A command run with no configuration never creates a database in the current directory.
+    tree["database_chosen"] = bool(path) or "url" in tree.get("database", {})
     try:
         return Settings.model_validate(tree)
     except ValidationError as exc:

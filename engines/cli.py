@@ -142,9 +142,11 @@ def plan_run_now(config_path, name):
 @click.command()
 @CONFIG
 @click.option("--once", is_flag=True, help="one pass, then exit")
-@click.option("--interval", default=30.0, show_default=True, help="seconds between passes")
+@click.option("--interval", type=float, help="seconds between passes (default: scheduler.interval_s)")
+@click.option("--metrics-port", type=click.IntRange(0, 65535),
+              help="/metrics, /healthz, /readyz (default: scheduler.metrics_port; 0 = any free port)")
 @click.option("--log-level", default="INFO", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
-def scheduler(config_path, once, interval, log_level):
+def scheduler(config_path, once, interval, metrics_port, log_level):
     """Turn due plans into batches (each missed run once; never two batches for one run)."""
     import threading
 
@@ -153,6 +155,7 @@ def scheduler(config_path, once, interval, log_level):
 
     setup_logging("", getattr(logging, log_level))
     settings, db = _open(config_path)
+    interval = interval or settings.scheduler.interval_s
     if once:
         for run in run_once(db, settings, _now()):
             b = run.batch
@@ -162,9 +165,14 @@ def scheduler(config_path, once, interval, log_level):
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    click.echo("gridpay scheduler running", err=False)
+    from engines.metrics import SchedulerMetrics, serve_threaded
+
+    metrics = SchedulerMetrics()
+    port = serve_threaded(metrics, db, settings.scheduler.metrics_host,
+                          settings.scheduler.metrics_port if metrics_port is None else metrics_port, stop)
+    click.echo(f"gridpay scheduler running: metrics http://{settings.scheduler.metrics_host}:{port}/metrics")
     sys.stdout.flush()
-    run_forever(db, settings, interval_s=interval, stop=stop)
+    run_forever(db, settings, interval_s=interval, stop=stop, on_pass=metrics.passed)
 
 
 # --- engine ----------------------------------------------------------------------------------
@@ -178,10 +186,15 @@ def scheduler(config_path, once, interval, log_level):
 @click.option("--chunks-ahead", default=2, show_default=True, help="chunks held per bank at once")
 @click.option("--log-level", default="INFO", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
 @click.option("--log-file", default="", help="log here instead of stderr")
-@click.option("--metrics-host", default="127.0.0.1", show_default=True)
-@click.option("--metrics-port", default=0, show_default=True, type=click.IntRange(0, 65535),
-              help="/metrics, /healthz, /readyz (0 = any free port, printed at start)")
-def engine(config_path, name, banks, lease_s, poll_s, chunks_ahead, log_level, log_file, metrics_host, metrics_port):
+@click.option("--instance", type=click.IntRange(0, 999), default=0, show_default=True,
+              help="this engine's number on its host (systemd: gridpay-engine@N); its metrics port is "
+                   "engines.metrics_port_base + N")
+@click.option("--metrics-host", help="address of /metrics, /healthz, /readyz (default: engines.metrics_host)")
+@click.option("--metrics-port", type=click.IntRange(0, 65535),
+              help="/metrics, /healthz, /readyz (default: engines.metrics_port_base + --instance; "
+                   "0 = any free port, printed at start)")
+def engine(config_path, name, banks, lease_s, poll_s, chunks_ahead, log_level, log_file, instance, metrics_host,
+           metrics_port):
     """Run a debit engine until SIGTERM: claim chunks, send debits, post results, reverse unknowns."""
     from gateway.serve import install_reactor, setup_logging
 
@@ -197,6 +210,10 @@ def engine(config_path, name, banks, lease_s, poll_s, chunks_ahead, log_level, l
     from ledger.gc_settle import settle_gc
 
     settings, db = _open(config_path, pool_size=8)
+    metrics_host = metrics_host or settings.engines.metrics_host
+    if metrics_port is None:
+        base = settings.engines.metrics_port_base
+        metrics_port = base + instance if base else 0
     metrics = EngineMetrics()
     eng = DebitEngine(settings, reactor, db, name=name or default_name(), banks=list(banks) or None,
                       lease_s=lease_s, poll_s=poll_s, chunks_ahead=chunks_ahead, link_metrics=metrics.link)
@@ -283,7 +300,7 @@ def debit_now(config_path, customer, bank_code, pickup_s):
 @CONFIG
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 def debit_result(config_path, path):
-    """Apply a batch debit result file {bank}_{batch}.ret (§7.2): whole, or rejected whole."""
+    """Apply a batch debit result file {bank}_{batch}.ret (docs/spec/INTERFACE.md §7.2): whole, or rejected whole."""
     from engines.files import apply_result_file
 
     settings, db = _open(config_path)
@@ -299,23 +316,66 @@ def debit_result(config_path, path):
 @debit.command("batch")
 @CONFIG
 @click.argument("batch_id", type=int)
-def debit_batch(config_path, batch_id):
-    """Show a batch: debits by state, chunks by state, skipped customers."""
+@click.option("--watch", is_flag=True, help="follow the batch until every debit has an outcome, with progress")
+@click.option("--interval", default=2.0, show_default=True, type=click.FloatRange(0.1),
+              help="seconds between looks (with --watch)")
+def debit_batch(config_path, batch_id, watch, interval):
+    """Show a batch: debits by state, chunks by state, skipped customers (JSON).
+
+    With --watch, show its progress (a bar on a terminal, a line every few seconds otherwise)
+    until no debit is pending or sent, then the same JSON. Ctrl-C stops watching, not the batch."""
+    import time
+
+    from ledger.progress import Progress
+
+    _, db = _open(config_path)
+    shown = _batch_state(db, batch_id)
+    if shown is None:
+        raise click.ClickException(f"no batch {batch_id}")
+    if watch:
+        progress = Progress().start(f"batch {batch_id}", total=_debit_count(shown), unit="debits")
+        try:
+            while _open_debits(shown):
+                progress.set_done(_debit_count(shown) - _open_debits(shown), total=_debit_count(shown))
+                time.sleep(interval)
+                shown = _batch_state(db, batch_id)
+            progress.set_done(_debit_count(shown))
+        except KeyboardInterrupt:
+            pass
+        states = shown["debits"]
+        progress.finish(f"batch {batch_id}: {_debit_count(shown) - _open_debits(shown):,} of {_debit_count(shown):,} "
+                        f"debits have an outcome (" + ", ".join(f"{n:,} {s}" for s, n in sorted(states.items())) + ")")
+    click.echo(json.dumps(shown))
+
+
+OPEN_DEBIT_STATES = ("pending", "sent")  # no outcome yet; unknown ones have one (their reversal follows)
+
+
+def _debit_count(shown: dict) -> int:
+    return sum(shown["debits"].values())
+
+
+def _open_debits(shown: dict) -> int:
+    return sum(shown["debits"].get(state, 0) for state in OPEN_DEBIT_STATES)
+
+
+def _batch_state(db, batch_id: int) -> dict | None:
     from sqlalchemy import func, select
 
     from engines.tables import debit_chunks, debit_skips
-    from ledger.schema import debits
+    from ledger.schema import debit_batches, debits
 
-    _, db = _open(config_path)
     with db.connect() as conn:
+        if conn.execute(select(debit_batches.c.batch_id).where(debit_batches.c.batch_id == batch_id)).first() is None:
+            return None
         states = dict(conn.execute(select(debits.c.state, func.count()).where(debits.c.batch_id == batch_id)
                                    .group_by(debits.c.state)).all())
         chunks = dict(conn.execute(select(debit_chunks.c.state, func.count()).where(debit_chunks.c.batch_id == batch_id)
                                    .group_by(debit_chunks.c.state)).all())
         skips = conn.execute(select(debit_skips.c.customer_no, debit_skips.c.amount, debit_skips.c.reason)
                              .where(debit_skips.c.batch_id == batch_id)).all()
-    click.echo(json.dumps({"batch": batch_id, "debits": states, "chunks": chunks,
-                           "skipped": [{"customer": c, "amount": a, "reason": r} for c, a, r in skips]}))
+    return {"batch": batch_id, "debits": states, "chunks": chunks,
+            "skipped": [{"customer": c, "amount": a, "reason": r} for c, a, r in skips]}
 
 
 __all__ = ["plan", "scheduler", "engine", "debit"]

@@ -101,7 +101,7 @@ class DebitEngine:
         stans = store.BlockStans(self.db, code, self.now, tz)
         if self._link_factory is not None:
             return self._link_factory(code, cfg, stans, self._late)
-        # every engine (process) of a bank must use the MAK the bank issued last (§4.1: one key per
+        # every engine (process) of a bank must use the MAK the bank issued last (docs/spec/INTERFACE.md §4.1: one key per
         # bank and channel): keys go through the database, as the counter gateway's do
         keys = KeyStore(self.clock, grace_s=self.settings.gateway.key_grace_s,
                         backend=DbKeyBackend(self.db, self.settings.zmk))

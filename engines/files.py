@@ -1,4 +1,4 @@
-"""Batch debit files (§7.2) for banks without an online debit channel (``debit.mode = "file"``).
+"""Batch debit files (docs/spec/INTERFACE.md §7.2) for banks without an online debit channel (``debit.mode = "file"``).
 
 Request ``{bank}_{batch}.req`` goes to ``DROP/outgoing/``; the result ``{bank}_{batch}.ret``
 comes back through ``DROP/incoming/`` (the drop watcher calls ``apply_result_file``) or

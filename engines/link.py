@@ -1,4 +1,4 @@
-"""Outbound debit links (INTERFACE.md §1, §4.1, §4.6): the gateway connects to a bank's host.
+"""Outbound debit links (docs/spec/INTERFACE.md §1, §4.1, §4.6): the gateway connects to a bank's host.
 
 ``BankLink`` keeps ``debit.connections`` TCP connections to one bank. Each connection signs on
 (0800/001) and reads the MAK the bank issues in its 0810 (``MK``/``KV`` under the ZMK); the

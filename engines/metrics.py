@@ -8,9 +8,11 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timezone
 
-from prometheus_client import CollectorRegistry, Gauge
-from sqlalchemy import func, select, text
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from sqlalchemy import func, select
 from twisted.internet import task, threads
+
+from ledger.db import PROBE, probe
 
 log = logging.getLogger("gridpay.metrics")
 
@@ -31,7 +33,7 @@ class ProcessMetrics:
         self.db_up = Gauge("gridpay_db_up", "1 when the last database check succeeded", registry=self.registry)
 
     def refresh(self, conn, now: datetime) -> None:  # pragma: no cover - overridden
-        conn.execute(text("select 1"))
+        conn.execute(PROBE)
 
     def poll(self, engine) -> None:
         now = datetime.now(timezone.utc)
@@ -104,6 +106,50 @@ class ReconMetrics(ProcessMetrics):
             self.oldest_open.labels(code).set(_age(now, created))
 
 
+class SchedulerMetrics(ProcessMetrics):
+    """The plan scheduler: when its last pass ended, the batches it made, the passes that failed."""
+
+    def __init__(self, registry: CollectorRegistry | None = None):
+        super().__init__(registry)
+        r = self.registry
+        self.last_pass = Gauge("gridpay_scheduler_last_pass_timestamp_seconds",
+                               "When the scheduler's last pass over the plans ended (Unix time)", registry=r)
+        self.batches = Counter("gridpay_scheduler_batches_made", "Batches made from due plans", registry=r)
+        self.failures = Counter("gridpay_scheduler_pass_failures", "Passes over the plans that failed", registry=r)
+        self.plans = Gauge("gridpay_scheduler_active_plans", "Active debit plans", registry=r)
+
+    def refresh(self, conn, now: datetime) -> None:
+        from engines.tables import debit_plans
+
+        self.plans.set(conn.execute(select(func.count()).where(debit_plans.c.status == "A")).scalar_one())
+
+    def passed(self, runs: list | None) -> None:
+        """After each pass: ``runs`` made, or None when the pass failed."""
+        if runs is None:
+            self.failures.inc()
+            return
+        self.batches.inc(sum(1 for run in runs if run.outcome == "made"))
+        self.last_pass.set_to_current_time()
+
+
+def serve_threaded(metrics: ProcessMetrics, engine, host: str, port: int, stop, refresh_s: float = 15.0) -> int:
+    """/metrics for a process without a reactor (scheduler, watcher), refreshed on a thread of its
+    own until ``stop`` is set; returns the port (``port`` 0: any free one)."""
+    import threading
+
+    from prometheus_client import start_http_server
+
+    server, _thread = start_http_server(port, addr=host, registry=metrics.registry)
+
+    def refresh():
+        while not stop.is_set():
+            metrics.poll(engine)
+            stop.wait(refresh_s)
+
+    threading.Thread(target=refresh, name="metrics-refresh", daemon=True).start()
+    return server.server_port
+
+
 def _set_counts(gauge: Gauge, rows) -> None:
     gauge.clear()  # a state that emptied must read 0 rather than keep its last count
     for bank, state, count in rows:
@@ -117,8 +163,7 @@ def serve_metrics(reactor, metrics: ProcessMetrics, engine, host: str, port: int
     from gateway.health import ops_site
 
     def db_check():
-        with engine.connect() as conn:
-            conn.execute(text("select 1"))
+        probe(engine)
 
     return endpoints.TCP4ServerEndpoint(reactor, port, interface=host).listen(
         ops_site(metrics, db_check, lambda: (0, 0)))

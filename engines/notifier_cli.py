@@ -143,10 +143,11 @@ def _run(settings) -> None:
 def ops_site(notifier, loop, engine):
     """/metrics (the notifier's own registry), /healthz and /readyz as JSON, as the gateway does."""
     from prometheus_client.twisted import MetricsResource
-    from sqlalchemy import text
     from twisted.internet import threads
     from twisted.web.resource import Resource
     from twisted.web.server import NOT_DONE_YET, Site
+
+    from ledger.db import probe
 
     started = time.monotonic()
 
@@ -157,8 +158,7 @@ def ops_site(notifier, loop, engine):
         request.finish()
 
     def db_check() -> None:
-        with engine.connect() as conn:
-            conn.execute(text("select 1" if engine.dialect.name != "oracle" else "select 1 from dual"))
+        probe(engine)
 
     class Healthz(Resource):
         isLeaf = True

@@ -100,14 +100,18 @@ def batches_of(db, plan_id: int) -> list[tuple[int, datetime]]:
             select(b.batch_id, b.scheduled_for).where(b.plan_id == plan_id).order_by(b.scheduled_for))]
 
 
-def run_forever(db, settings, *, interval_s: float = 30.0, stop: threading.Event | None = None, now=None) -> None:
+def run_forever(db, settings, *, interval_s: float = 30.0, stop: threading.Event | None = None, now=None,
+                on_pass=lambda runs: None) -> None:
+    """Pass over the plans every ``interval_s`` until ``stop``; ``on_pass`` gets each pass's runs (None: failed)."""
     from ledger.business_date import utcnow
 
     stop = stop or threading.Event()
     now = now or utcnow
     while not stop.is_set():
         try:
-            run_once(db, settings, now())
+            runs = run_once(db, settings, now())
         except Exception:  # noqa: BLE001 - keep scheduling; the next pass retries
             log.exception("scheduler pass failed")
+            runs = None
+        on_pass(runs)
         stop.wait(interval_s)

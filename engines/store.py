@@ -147,7 +147,7 @@ class Claimed:
 
 
 def original_fields(bank_code: str, transmitted: str, stan: str, rrn: str, amount: int, customer_no: str) -> dict:
-    """The fields of a sent 0200 that its reversal refers to (§4.6: 90, 4, 37, 41, 42, 48 CN)."""
+    """The fields of a sent 0200 that its reversal refers to (docs/spec/INTERFACE.md §4.6: 90, 4, 37, 41, 42, 48 CN)."""
     return {"7": transmitted, "11": stan.zfill(6), "32": bank_code, "4": f"{int(amount):012d}",
             "37": rrn.ljust(12), "41": TERMINAL_ID.ljust(8), "42": ACCEPTOR_ID.ljust(15),
             "48": build_tlv([("CN", customer_no)])}
@@ -421,11 +421,17 @@ def renew(db, *, owner: str, now: datetime, lease_s: float, chunk_ids: set[int] 
 def _alive(host: str, pid: int) -> bool:
     if host != socket.gethostname():
         return True  # cannot tell: trust the lease
+    if pid <= 0:
+        return True  # not a process id: cannot tell, trust the lease
     try:
-        import psutil
-        return psutil.pid_exists(pid)
-    except Exception:  # noqa: BLE001
-        return True
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, under another user
+    except OSError:
+        return True  # cannot tell: trust the lease
+    return True
 
 
 def register_instance(db, *, name: str, banks: list[str], now: datetime, lease_s: float,

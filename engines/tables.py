@@ -3,7 +3,7 @@
 The ledger owns ``debit_batches``, ``debits``, ``debit_bills`` and ``debit_attempts``; these
 tables hold what only the engines need: plans, the batch's progress, chunks with their leases,
 customers skipped with the reason, the reversal schedule (store and forward), STAN counters,
-running engine instances, and batch debit files (§7.2).
+running engine instances, and batch debit files (docs/spec/INTERFACE.md §7.2).
 """
 from __future__ import annotations
 

@@ -17,6 +17,7 @@ from config import ConfigError
 SUBCOMMANDS: dict[str, str] = {
     "db": "ledger.cli:db",
     "demo": "gateway.demo:demo",
+    "ops-kit": "config.opskit:ops_kit",
     "ledger": "ledger.cli:ledger",
     "report": "ledger.cli:report",
     "iso": "iso8583_specs.cli:iso",
@@ -29,6 +30,7 @@ SUBCOMMANDS: dict[str, str] = {
     "engine": "engines.cli:engine",
     "debit": "engines.cli:debit",
     "notifier": "engines.notifier_cli:notifier",
+    "status": "gateway.status:status",
 }
 
 

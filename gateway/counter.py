@@ -1,4 +1,4 @@
-"""The counter channel (INTERFACE.md §4.1-§4.7): banks' counters ask, the gateway answers.
+"""The counter channel (docs/spec/INTERFACE.md §4.1-§4.7): banks' counters ask, the gateway answers.
 
 A request runs through small participants, top to bottom, until one decides the answer
 (jPOS TransactionManager style). Each participant has one job:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import text
 from twisted.internet import defer, endpoints, task, threads
 
 from gateway import txlog
@@ -23,7 +22,7 @@ from gateway.listener import ConnectionCounts, CounterFactory
 from gateway.metrics import GatewayMetrics
 from gateway.tls import server_options
 from ledger.business_date import BusinessCalendar
-from ledger.db import make_engine
+from ledger.db import make_engine, probe
 from ledger.gc_settle import settle_gc
 
 log = logging.getLogger("gridpay.gateway")
@@ -120,7 +119,7 @@ class Gateway:
 
     def reload_keys(self) -> defer.Deferred:
         """The counter banks' keys as stored (another gateway may have answered a sign-on): read on
-        the pool, taken on the reactor, so answers are MACed with the bank's newest key (§4.1: a
+        the pool, taken on the reactor, so answers are MACed with the bank's newest key (docs/spec/INTERFACE.md §4.1: a
         new MAK replaces the old one on all its connections) and a request MACed with the key it
         replaced is accepted for the grace period here too."""
         banks = [code for code in self.settings.banks if "counter" in self.directory.channels(code)]
@@ -143,8 +142,7 @@ class Gateway:
         raise KeyError(name)
 
     def db_check(self) -> None:
-        with self.engine.connect() as conn:
-            conn.execute(text("select 1"))
+        probe(self.engine)
 
     # --- stop ---------------------------------------------------------------------------
 

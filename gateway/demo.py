@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -46,7 +47,7 @@ banks = ["{bcd_bank}"]
 name = "Demo bank (ASCII dialect)"
 dialect = "ascii"
 zmk_file = "{keys}/{ascii_bank}.zmk"
-channels = ["counter", "debit"]
+channels = ["counter"]
 
 [banks.{bcd_bank}]
 name = "Demo bank (BCD dialect)"
@@ -131,6 +132,8 @@ def demo(workdir, customers, ascii_port, bcd_port, metrics_port, wait) -> None:
         click.echo(f"creating the demo database with {customers} customers in {workdir}/gridpay.db ...")
         load_demo_data(workdir, config, customers)
     gateway = subprocess.Popen(gridpay("serve", "--config", str(config)), stdout=subprocess.PIPE, text=True)
+    for sig in (signal.SIGTERM, signal.SIGHUP):  # as Ctrl-C: the gateway must not outlive the demo
+        signal.signal(sig, _interrupt)
     try:
         wait_ready(metrics_port, gateway)
         click.echo(gateway.stdout.readline().strip())
@@ -160,7 +163,8 @@ The gateway is serving:
 Run the simulator again:  gridpay sim counter --port {ascii_port} --bank {ASCII_BANK} --zmk-file {workdir}/keys/{ASCII_BANK}.zmk --db {load_url(config)}
 """)
         if wait:
-            click.echo("Ctrl-C stops the gateway.")
+            click.echo("Ctrl-C (or SIGTERM, SIGHUP) stops the gateway.", nl=True)
+            sys.stdout.flush()
             gateway.wait()
     except KeyboardInterrupt:
         pass
@@ -168,6 +172,10 @@ Run the simulator again:  gridpay sim counter --port {ascii_port} --bank {ASCII_
         if gateway.poll() is None:
             gateway.terminate()
             gateway.wait(timeout=30)
+
+
+def _interrupt(signum, _frame) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def customers_with_bills(url: str) -> list[str]:

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime
 
-# A repeat MTI counts as the request it repeats (INTERFACE §4.7).
+# A repeat MTI counts as the request it repeats (docs/spec/INTERFACE.md §4.7).
 REPEAT_OF = {"0401": "0400", "0421": "0420"}
 CONTENT_EXCLUDED = {"64", "128"}
 

@@ -1,6 +1,6 @@
 """MAC keys per bank and channel: the current key and, for a grace period, the one it replaced.
 
-INTERFACE.md §4.1: a new MAK replaces the old one for that bank and channel on all its
+docs/spec/INTERFACE.md §4.1: a new MAK replaces the old one for that bank and channel on all its
 connections; the old one is still accepted for ``grace_s`` seconds; sign-off drops the key.
 Time comes from an injectable clock (anything with ``seconds()``, e.g. the reactor or
 ``twisted.internet.task.Clock``) so the grace period is tested without sleeping.

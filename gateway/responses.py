@@ -1,4 +1,4 @@
-"""What goes into an answer: the request's echoed fields (§4's E), field 15, 39 and 48.
+"""What goes into an answer: the request's echoed fields (docs/spec/INTERFACE.md §4's E), field 15, 39 and 48.
 
 Also turns requests into the ledger's postings, and the ledger's outcomes into answer fields.
 """

@@ -3,7 +3,7 @@ from sqlalchemy import Column, Float, Integer, String, Table
 
 from ledger.schema import Ts, metadata
 
-bank_keys = Table(  # every MAC key a bank channel has been given, newest version current (§4.1)
+bank_keys = Table(  # every MAC key a bank channel has been given, newest version current (docs/spec/INTERFACE.md §4.1)
     "bank_keys", metadata,
     Column("bank_code", String(11), primary_key=True),
     Column("channel", String(10), primary_key=True),      # counter | debit

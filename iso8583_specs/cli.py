@@ -21,7 +21,7 @@ DEFAULT_RESPONSE_TPDU = make_tpdu("0000", "0001")  # the same, NIIs swapped
 def _dialect_options(command):
     options = [
         click.option("--dialect", required=True, type=click.Choice(sorted(PRESETS)),
-                     help="preset dialect (§2): ascii or bcd"),
+                     help="preset dialect (docs/spec/INTERFACE.md §2): ascii or bcd"),
         click.option("--framing", type=click.Choice(sorted(FRAMINGS)),
                      help="replace the preset's framing (length header, TPDU)"),
         click.option("--fields", "field_encoding", type=click.Choice(sorted(FIELD_SET_NAMES)),

@@ -1,4 +1,4 @@
-"""ISO messages to and from bytes, and MAC verification on the bytes as received (§4.2)."""
+"""ISO messages to and from bytes, and MAC verification on the bytes as received (docs/spec/INTERFACE.md §4.2)."""
 from __future__ import annotations
 
 import hmac

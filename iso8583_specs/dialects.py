@@ -1,6 +1,6 @@
 """Dialects as data: a framing + a field encoding + a MAC method, each chosen by name.
 
-The presets are the two dialects of §2; a bank whose link mixes parts (say a 4-digit ASCII
+The presets are the two dialects of docs/spec/INTERFACE.md §2; a bank whose link mixes parts (say a 4-digit ASCII
 length header with BCD fields, or X9.9 MACs) names the parts in its configuration.
 """
 from __future__ import annotations

@@ -6,7 +6,7 @@ field 48 ``ER``) and whatever of the MTI and fields 7, 11 and 32 could still be 
 """
 from __future__ import annotations
 
-# Fields that identify a request (§4.7); without them a request cannot be answered (§6).
+# Fields that identify a request (docs/spec/INTERFACE.md §4.7); without them a request cannot be answered (§6).
 IDENTITY_FIELDS = ("7", "11", "32")
 ER_MAX_BYTES = 200
 

@@ -1,4 +1,4 @@
-"""Field definitions (§3) and how each field encoding lays them out on the wire (§2), as data.
+"""Field definitions (docs/spec/INTERFACE.md §3) and how each field encoding lays them out on the wire (§2), as data.
 
 A *field set* is one pyiso8583 spec built from two tables: :data:`FIELDS` (what each field is:
 format class, size, fixed or LLVAR/LLLVAR) and :data:`ENCODINGS` (how a field encoding writes

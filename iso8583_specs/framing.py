@@ -1,4 +1,4 @@
-"""Frames on the byte stream (§2): a length header, an optional 5-byte TPDU, the ISO message."""
+"""Frames on the byte stream (docs/spec/INTERFACE.md §2): a length header, an optional 5-byte TPDU, the ISO message."""
 from __future__ import annotations
 
 from dataclasses import dataclass

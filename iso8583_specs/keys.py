@@ -1,4 +1,4 @@
-"""MAC keys (§4.1): generation, protection under the ZMK, check values, sign-on field 48."""
+"""MAC keys (docs/spec/INTERFACE.md §4.1): generation, protection under the ZMK, check values, sign-on field 48."""
 from __future__ import annotations
 
 import hmac

@@ -1,4 +1,4 @@
-"""MAC methods, by name (§4.2). Each takes a key and the MAC input and returns 8 bytes.
+"""MAC methods, by name (docs/spec/INTERFACE.md §4.2). Each takes a key and the MAC input and returns 8 bytes.
 
 ``x919``: ANSI X9.19 = ISO/IEC 9797-1 MAC algorithm 3 with DES, padding method 1, under a
 double-length key (left half for the CBC chain, right half for the final decrypt).

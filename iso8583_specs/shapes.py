@@ -1,4 +1,4 @@
-"""What each message of §4 must carry, as data, and the checks pyiso8583 does not make.
+"""What each message of docs/spec/INTERFACE.md §4 must carry, as data, and the checks pyiso8583 does not make.
 
 ``validate_request`` / ``validate_response`` raise :class:`MessageError` (answer ``30``) for a
 missing mandatory field or bad content, and :class:`UnsupportedError` (answer ``40``) for an

@@ -1,4 +1,4 @@
-"""Field 48 private data (§5): ``TAG`` (2 ASCII characters) + ``LEN`` (3 ASCII digits, GBK byte
+"""Field 48 private data (docs/spec/INTERFACE.md §5): ``TAG`` (2 ASCII characters) + ``LEN`` (3 ASCII digits, GBK byte
 count of the value) + value. Tags may repeat; unknown tags are kept, in order."""
 from __future__ import annotations
 

@@ -24,7 +24,10 @@ def db() -> None:
 @url_option
 @click.option("--revision", default="heads", show_default=True, help="migrate to this revision")
 def upgrade(config_path, url, revision) -> None:
-    """Create the database or migrate it to the newest schema (SQLite, PostgreSQL, Oracle)."""
+    """Create the database or migrate it to the newest schema (SQLite, PostgreSQL, Oracle).
+
+    Oracle needs its driver: pip install 'gridpay[oracle]'. It is untested against a server (none was
+    available): tests only compile the Oracle DDL and statements with SQLAlchemy's Oracle dialect."""
     from ledger import migrate
 
     target = database_url(config_path, url)
@@ -36,22 +39,61 @@ def upgrade(config_path, url, revision) -> None:
 @config_option
 @url_option
 def current(config_path, url) -> None:
-    """Print the schema revision the database is at."""
+    """Print the schema revision the database is at; exit 1 when it is not at the newest."""
     from ledger import migrate
 
-    click.echo(migrate.current(database_url(config_path, url)) or "(empty: run gridpay db upgrade)")
+    at, newest = migrate.current(database_url(config_path, url)), migrate.newest()
+    if at == newest:
+        click.echo(f"{at} (newest)")
+        return
+    click.echo(f"{at or '(empty)'}: not at the newest revision {newest}; run gridpay db upgrade", err=True)
+    raise SystemExit(1)
+
+
+DIALECT_URLS = {"oracle": "oracle+oracledb://", "postgresql": "postgresql+psycopg://", "sqlite": "sqlite://"}
 
 
 @db.command()
-@click.option("--dialect", type=click.Choice(["oracle", "postgresql", "sqlite"]), default="oracle", show_default=True)
-def sql(dialect) -> None:
-    """Print the migration as SQL for a DBA to review (offline: no database is touched)."""
+@config_option
+@url_option
+@click.option("--dialect", type=click.Choice(sorted(DIALECT_URLS)),
+              help="print for this dialect without touching any database (default: the configured database's)")
+@click.option("--from", "from_revision", metavar="REVISION",
+              help="start from this revision instead of the one the database is at ('base': the whole schema)")
+def sql(config_path, url, dialect, from_revision) -> None:
+    """Print the SQL that would take the database to the newest schema, for a DBA to review.
+
+    By default it reads the configured database's revision and prints, in that database's
+    dialect, only the migrations it still needs (nothing changes in the database; SQLite's are
+    found by migrating a copy, since SQLite rebuilds a table to alter it). With --dialect
+    nothing is read: the SQL starts at --from (default: an empty database). Oracle's SQL is
+    compiled by SQLAlchemy's Oracle dialect; it has not been run on an Oracle server here."""
     from alembic import command
+    from sqlalchemy.engine import make_url
 
-    from ledger.migrate import alembic_config
+    from ledger import migrate
 
-    urls = {"oracle": "oracle+oracledb://", "postgresql": "postgresql+psycopg://", "sqlite": "sqlite://"}
-    command.upgrade(alembic_config(urls[dialect]), "heads", sql=True)
+    if dialect:
+        target, start = DIALECT_URLS[dialect], from_revision
+    else:
+        target = database_url(config_path, url)
+        start = from_revision or migrate.current(target)
+        if start == migrate.newest():
+            click.echo(f"-- the database is at the newest revision {start}: nothing to apply", err=True)
+            return
+    backend = make_url(target).get_backend_name()
+    if backend == "sqlite" and not dialect:
+        click.echo("BEGIN;\n")
+        for statement in migrate.sqlite_upgrade_sql(target):
+            click.echo(f"{statement};\n")
+        click.echo("COMMIT;")
+        return
+    config = migrate.alembic_config(DIALECT_URLS.get(backend, target))
+    if start in (None, "base"):
+        command.upgrade(config, "heads", sql=True)
+        return
+    for begin, end in migrate.pending_ranges(start.split(",")):
+        command.upgrade(config, f"{begin}:{end}", sql=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,6 +152,7 @@ def import_(kind, path, config_path, url, actor, report_path, max_errors) -> Non
     from pathlib import Path
 
     from ledger.imports import import_files, set_files, write_report
+    from ledger.progress import Progress
 
     engine, settings = _engine_and_settings(config_path, url)
     if kind == "set":
@@ -122,7 +165,9 @@ def import_(kind, path, config_path, url, actor, report_path, max_errors) -> Non
         files = {kind: path}
     known_banks = {code: bank.name for code, bank in settings.banks.items()} or None
     try:
-        results = import_files(engine, files, _actor(actor), calendar=_calendar(settings), known_banks=known_banks)
+        # progress on stderr: a bar on a terminal, a line every 5 s otherwise; the summary on stdout
+        results = import_files(engine, files, _actor(actor), calendar=_calendar(settings), known_banks=known_banks,
+                               progress=Progress())
     finally:
         engine.dispose()
     rejected = any(r.errors for r in results.values())
@@ -286,6 +331,18 @@ def verify(config_path, url) -> None:
 # gridpay report
 
 
+def _generated(what: str, make):
+    """Run a report's query, then say on standard error how long it took (standard output is the report)."""
+    import time
+
+    from ledger.progress import Progress
+
+    t0 = time.perf_counter()
+    result = make()
+    Progress().step(f"{what}: {len(result.rows):,} rows in {time.perf_counter() - t0:.1f} s")
+    return result
+
+
 def _emit(report, fmt: str, csv_path: str | None) -> None:
     from ledger.reports import render_csv, render_table
 
@@ -336,7 +393,7 @@ def daily(business_date, fmt, csv_path, config_path, url) -> None:
 
     engine, _ = _engine_and_settings(config_path, url)
     try:
-        result = daily_report(engine, business_date.date())
+        result = _generated(f"daily report {business_date:%Y-%m-%d}", lambda: daily_report(engine, business_date.date()))
     finally:
         engine.dispose()
     _emit(result.report(), fmt, csv_path)
@@ -354,7 +411,7 @@ def receivables(period, fmt, csv_path, config_path, url) -> None:
 
     engine, _ = _engine_and_settings(config_path, url)
     try:
-        result = receivables_report(engine, period)
+        result = _generated(f"receivables report {period}", lambda: receivables_report(engine, period))
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--period") from None
     finally:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, literal_column, select
 from sqlalchemy.engine import make_url
 
 
@@ -25,6 +25,7 @@ def make_engine(url: str, pool_size: int = 10, echo: bool = False, statement_tim
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(url, echo)
+    _require_driver(parsed)
     kwargs = {"pool_size": pool_size, "max_overflow": pool_size, "pool_pre_ping": pre_ping}
     if parsed.get_backend_name() == "postgresql":
         options = " ".join(filter(None, [parsed.query.get("options"), *SESSION_OPTIONS]))
@@ -40,6 +41,25 @@ def make_engine(url: str, pool_size: int = 10, echo: bool = False, statement_tim
             dbapi_conn.commit()
 
     return engine
+
+
+ORACLE_DRIVER_MISSING = (
+    "an Oracle URL needs the python-oracledb driver, an extra of gridpay: pip install 'gridpay[oracle]'. "
+    "Oracle is untested against a server (none was available): tests only compile gridpay's Oracle DDL and "
+    "statements with SQLAlchemy's Oracle dialect")
+
+
+def _require_driver(parsed) -> None:
+    """The Oracle driver is the ``oracle`` extra, imported only for an Oracle URL: without it, a
+    ConfigError that says how to install it (instead of SQLAlchemy's bare ModuleNotFoundError)."""
+    if parsed.get_backend_name() != "oracle":
+        return
+    try:
+        parsed.get_dialect().import_dbapi()
+    except ImportError:
+        from config import ConfigError
+
+        raise ConfigError("database.url", ORACLE_DRIVER_MISSING) from None
 
 
 def _sqlite_engine(url: str, echo: bool) -> Engine:
@@ -77,3 +97,12 @@ def read_only(conn):
 
 def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
+
+
+PROBE = select(literal_column("1"))  # SELECT 1, or SELECT 1 FROM DUAL on Oracle before 23
+
+
+def probe(engine: Engine) -> None:
+    """One round trip that works on every supported dialect; raises when the database does not answer."""
+    with engine.connect() as conn:
+        conn.execute(PROBE)

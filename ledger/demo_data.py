@@ -1,5 +1,5 @@
 """A deterministic demo data set: customers, bills and debit agreements as the billing system's
-CSV files (spec/BILLING-FILES.md), for ``gridpay demo`` and for tests.
+CSV files (docs/spec/BILLING-FILES.md), for ``gridpay demo`` and for tests.
 
 The same (customers, seed, as_of) always gives the same files. Customers have Chinese names, about
 two thirds a mobile number; about one in ten is a non-resident (a company); one is suspended; each
@@ -8,10 +8,12 @@ agreement with bank 01020000.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import random
 from datetime import date
 from pathlib import Path
+from typing import Iterator
 
 from ledger.imports import HEADERS, SET_FILE_NAMES
 
@@ -41,12 +43,16 @@ def _due(period: str) -> date:
     return date(year, month, 20)
 
 
-def demo_rows(customers: int = 200, seed: int = 1, as_of: date | None = None) -> dict[str, list[list[str]]]:
-    """The rows (without header) of each file of the demo set."""
+def iter_demo_rows(customers: int = 200, seed: int = 1, as_of: date | None = None,
+                   bills: int | None = None) -> Iterator[tuple[str, list[str]]]:
+    """The demo set's rows as (kind, row), one customer at a time (nothing is kept: a set of any
+    size streams). ``bills``, when given, spreads exactly that many bills evenly over the
+    customers (one each for as many bills as customers) instead of 1 to 3 each."""
     rng = random.Random(seed)
     as_of = as_of or date.today()
-    periods = _periods(as_of, 3)
-    rows: dict[str, list[list[str]]] = {kind: [] for kind in HEADERS}
+    most = 3 if bills is None or not customers else max(3, -(-bills // customers))
+    periods = _periods(as_of, most)
+    dues = {period: _due(period).isoformat() for period in periods}
     suspended = customers // 2
     for i in range(customers):
         customer_no = f"0140{580000 + i:06d}"
@@ -57,33 +63,46 @@ def demo_rows(customers: int = 200, seed: int = 1, as_of: date | None = None) ->
             name = rng.choice(_COMPANY_PLACES) + "市" + rng.choice(_COMPANY_WORDS) + rng.choice(_COMPANY_KINDS)
         mobile = f"1{rng.choice('3578')}{rng.randrange(10 ** 9):09d}" if rng.random() < 0.67 else ""
         status = "S" if i == suspended else "A"
-        rows["customers"].append([customer_no, name, "R" if resident else "N", status,
-                                  "Y" if resident or rng.random() < 0.5 else "N", mobile])
-        for period in periods[-rng.randint(1, 3):]:
+        yield "customers", [customer_no, name, "R" if resident else "N", status,
+                            "Y" if resident or rng.random() < 0.5 else "N", mobile]
+        if bills is None:
+            count = rng.randint(1, 3)
+        else:
+            count = (i + 1) * bills // customers - i * bills // customers
+        for period in periods[len(periods) - count:] if count else ():
             principal = rng.randrange(3_000, 60_000) if resident else rng.randrange(50_000, 2_000_000)
             penalty = rng.randrange(100, 2_000) if period == periods[0] and rng.random() < 0.3 else 0
-            rows["bills"].append([customer_no, period, f"{period}{customer_no}", str(principal), str(penalty),
-                                  _due(period).isoformat()])
+            yield "bills", [customer_no, period, f"{period}{customer_no}", str(principal), str(penalty), dues[period]]
         if rng.random() < 0.125:
             account = "6222" + f"{rng.randrange(10 ** 15):015d}"
             limit = rng.choice(("0", "0", "50000", "200000"))
-            rows["agreements"].append([customer_no, DEMO_BANK, account, name, "A", limit])
+            yield "agreements", [customer_no, DEMO_BANK, account, name, "A", limit]
+
+
+def demo_rows(customers: int = 200, seed: int = 1, as_of: date | None = None) -> dict[str, list[list[str]]]:
+    """The rows (without header) of each file of the demo set."""
+    rows: dict[str, list[list[str]]] = {kind: [] for kind in HEADERS}
+    for kind, row in iter_demo_rows(customers, seed, as_of):
+        rows[kind].append(row)
     return rows
 
 
 def write_demo_files(directory: str | Path, customers: int = 200, seed: int = 1,
-                     as_of: date | None = None) -> dict[str, Path]:
-    """Write customers.csv, bills.csv and agreements.csv into ``directory``; returns {kind: path}."""
+                     as_of: date | None = None, bills: int | None = None) -> dict[str, Path]:
+    """Write customers.csv, bills.csv and agreements.csv into ``directory``, a row at a time (a
+    million customers take no more memory than ten); returns {kind: path}. ``bills``: see
+    ``iter_demo_rows``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    out = {}
-    for kind, rows in demo_rows(customers, seed, as_of).items():
-        path = directory / SET_FILE_NAMES[kind]
-        with open(path, "w", encoding="utf-8", newline="") as fh:
-            writer = csv.writer(fh, lineterminator="\r\n")
-            writer.writerow(HEADERS[kind])
-            writer.writerows(rows)
-        out[kind] = path
+    out = {kind: directory / SET_FILE_NAMES[kind] for kind in HEADERS}
+    with contextlib.ExitStack() as stack:
+        writers = {}
+        for kind, path in out.items():
+            fh = stack.enter_context(open(path, "w", encoding="utf-8", newline="", buffering=1 << 20))
+            writers[kind] = csv.writer(fh, lineterminator="\r\n")
+            writers[kind].writerow(HEADERS[kind])
+        for kind, row in iter_demo_rows(customers, seed, as_of, bills):
+            writers[kind].writerow(row)
     return out
 
 

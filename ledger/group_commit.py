@@ -16,7 +16,7 @@ Failures (``Poster.process``):
   the committer carries on; the pool reconnects when the database is back;
 - a bug in deciding one posting: the batch is run again one at a time so only that one gets 96.
 If the connection breaks during COMMIT itself the outcome is unknowable: the postings get 96, the
-bank repeats them (§4.7), and a repeat of a request that did commit replays its stored answer.
+bank repeats them (docs/spec/INTERFACE.md §4.7), and a repeat of a request that did commit replays its stored answer.
 """
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Table, func, select, text
 
-SENDER_TZ = "Asia/Shanghai"  # field 7 is the sender's local time (INTERFACE.md)
+SENDER_TZ = "Asia/Shanghai"  # field 7 is the sender's local time (docs/spec/INTERFACE.md)
 
 
 def id_year(transmitted: str, received_at: datetime, tz: str = SENDER_TZ) -> int:

@@ -1,11 +1,25 @@
-"""Imports of the billing system's files: customers, bills and debit agreements (spec/BILLING-FILES.md).
+"""Imports of the billing system's files: customers, bills and debit agreements (docs/spec/BILLING-FILES.md).
 
-A file is applied whole or not at all. Every line is checked first: the encoding (UTF-8, optional
-BOM), the quoting (RFC 4180), the header, every field, and then the facts in the database (known
-customers, bill ids already imported, active agreements). Any bad line rejects the file and the
-result lists every bad line with its column and the reason; nothing is written. A good file is
-applied in one transaction with one statement per table (``executemany``), and an ``imports`` row
-records it (sha256, counts, actor).
+A file is applied whole or not at all. Every line is checked: the encoding (UTF-8, optional BOM),
+the quoting (RFC 4180), the header, every field, and the facts in the database (known customers,
+bill ids already imported, active agreements). Any bad line rejects the file and the result lists
+every bad line with its column and the reason; nothing is written. A good file is applied in one
+transaction, and an ``imports`` row records it (sha256, counts, actor).
+
+Imports stream: memory stays flat whatever the file's size. A file is read twice:
+- pass 0 reads its bytes: the sha256, the encoding (UTF-8, a byte-order mark only at the start)
+  and its number of lines (the progress's total); a file that is not UTF-8 is rejected here.
+- pass 1 reads its CSV records, checks each line's fields, and takes the good ones
+  ``CHUNK_LINES`` at a time: the facts the chunk needs are looked up in the database in a few
+  queries (its customers, its bill ids, ...) and its rows are written at once (COPY on
+  PostgreSQL, one executemany per table elsewhere), in the one transaction of the file (set).
+  Lines after a bad one are still checked and their good rows still written, so that later
+  checks see the same database a good file would have made; at the end a rejected file (set) is
+  rolled back: nothing of it stays. A file's keys met so far (customer numbers, bill ids,
+  agreements) and the line each was first met on go to a temporary table, so that a key seen
+  again is reported with its first line however far back that was.
+Only the current chunk, the errors and, for bills, the new bills of customers with a prepaid
+balance (usually few) are held in memory.
 
 Repeat imports are idempotent:
 - customers: an identical row is skipped; a known customer_no with other values is updated, its
@@ -18,33 +32,45 @@ Repeat imports are idempotent:
 Every new bill writes a journal entry (Dr receivable principal+penalty; Cr revenue principal;
 Cr penalty_income penalty) and, when the customer has a mobile number, an SMS notice.
 
-Prepaid balances pay bills as they arrive (``apply_prepaid``): the customer's unpaid bills are
-taken oldest first (period, due date, bill id), and a bill is paid only when the balance covers it
-entirely, since bills are paid whole; the first bill the balance does not cover stops the run, so
-a newer bill is never paid while an older one stays unpaid. Each bill so paid gets a prepaid
-movement (kind ``applied``, negative), an allocation pointing at it, and a journal entry
-(Dr prepaid / Cr receivable); its SMS says it has been paid instead of asking for payment.
+Prepaid balances pay bills as they arrive (``apply_prepaid``), once the whole file is written: the
+customer's unpaid bills are taken oldest first (period, due date, bill id), and a bill is paid
+only when the balance covers it entirely, since bills are paid whole; the first bill the balance
+does not cover stops the run, so a newer bill is never paid while an older one stays unpaid. Each
+bill so paid gets a prepaid movement (kind ``applied``, negative), an allocation pointing at it,
+and a journal entry (Dr prepaid / Cr receivable); its SMS says it has been paid instead of asking
+for payment.
+
+Progress: ``import_file``/``import_files`` take a ``ledger.progress.Progress`` (default: none)
+and advance it a chunk at a time.
 """
 from __future__ import annotations
 
+import codecs
+import contextlib
 import csv
+import functools
 import hashlib
-import io
+import json
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from itertools import chain
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Sequence
 
-from sqlalchemy import Engine, any_, bindparam, exists, func, insert, select, update
+from sqlalchemy import (
+    Column, Engine, Integer, MetaData, String, Table, any_, bindparam, exists, func, insert, select, update,
+)
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import aliased
 
 from ledger import notices
 from ledger.audit import audit_row, write_audit
+from ledger.bulk import CUSTOM_PLANS, GENERIC_PLANS, in_list
 from ledger.business_date import BusinessCalendar, utcnow
 from ledger.ids import reserve_ids
 from ledger.journal import PENALTY_INCOME, PREPAID, RECEIVABLE, REVENUE, Entry, write_entries
+from ledger.progress import NoProgress
 from ledger.schema import (
     agreements, allocations, audit_log, banks, bills, customer_history, customers, imports, journal_entries, journal_lines,
     outbox, prepaid_movements,
@@ -59,6 +85,10 @@ HEADERS = {
 SET_FILE_NAMES = {kind: f"{kind}.csv" for kind in KINDS}
 
 CHUNK = 900            # keys per IN (...) query
+CHUNK_LINES = 5_000    # records checked against the database and written together
+READ_BLOCK = 1 << 20   # bytes read at a time in pass 0
+SQLITE_CACHE_KIB = 65_536  # SQLite's page cache during an import (its default is 2 MiB): a million
+                           # rows' index pages stay in memory instead of being read back and again
 MAX_AMOUNT = 10 ** 12  # field 48 BI carries principal and penalty in 12 digits each
 
 _CUSTOMER_NO = re.compile(r"[A-Za-z0-9]{1,20}")
@@ -120,71 +150,116 @@ class ImportResult:
 
 
 # ---------------------------------------------------------------------------------------------
-# Reading and checking a file on its own
+# Reading a file: pass 0 (its bytes) and pass 1 (its records)
 
 
 @dataclass
-class _Parsed:
-    kind: str
-    path: Path
-    result: ImportResult
-    records: list[tuple[int, dict]] = field(default_factory=list)  # (line, values)
+class _Scan:
+    sha256: str
+    size: int
+    lines: int          # physical lines (the progress's total)
 
 
-def _decode(data: bytes, errors: list[LineError]) -> str | None:
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        errors.append(LineError(1, "-", "UTF-16 byte-order mark: the file must be UTF-8"))
-        return None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        errors.append(LineError(line, "-", f"not UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
-                                           "the file must be UTF-8, e.g. not GBK"))
-        return None
-    stray = text.find("\ufeff")
-    if stray >= 0:
-        errors.append(LineError(text.count("\n", 0, stray) + 1, "-", "byte-order mark inside the file"))
-        return None
-    return text
-
-
-def _records(text: str, kind: str, errors: list[LineError]) -> Iterator[tuple[int, list[str]]]:
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    header = HEADERS[kind]
-    previous_end = 0
-    header_seen = False
-    while True:
-        start = previous_end + 1
-        try:
-            row = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            message = str(exc)
-            if "unexpected end of data" in message:
-                message = "a quoted field is not closed before the end of the file"
-            errors.append(LineError(start, "-", f"bad CSV quoting: {message}"))
-            previous_end = reader.line_num
-            header_seen = True
-            continue
-        previous_end = reader.line_num
-        if not header_seen:
-            header_seen = True
-            if tuple(row) != header:
-                found = ",".join(row)
-                for i, name in enumerate(header):
-                    if i >= len(row) or row[i] != name:
-                        errors.append(LineError(start, name, f"bad header {found!r}: expected {','.join(header)!r}"))
-                        break
+def _scan(path: Path, errors: list[LineError]) -> _Scan:
+    """Pass 0: the file's sha256 and number of lines, and whether it is UTF-8 with at most a
+    byte-order mark at its start (an error is appended if not; the caller then reads no further)."""
+    digest = hashlib.sha256()
+    decoder = codecs.getincrementaldecoder("utf-8-sig")("strict")
+    offset = newlines = 0
+    last = b""
+    failed = False
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(READ_BLOCK)
+            digest.update(block)
+            if offset == 0 and block.startswith((b"\xff\xfe", b"\xfe\xff")):
+                errors.append(LineError(1, "-", "UTF-16 byte-order mark: the file must be UTF-8"))
+                failed = True
+            if not failed:
+                pending = len(decoder.getstate()[0])
+                try:
+                    text = decoder.decode(block, not block)
+                except UnicodeDecodeError as exc:
+                    at = offset - pending + exc.start   # in the whole file
+                    bad = (bytes(exc.object)[exc.start:exc.start + 1] or b"\0")[0]
+                    line = newlines + block.count(b"\n", 0, max(0, at - offset)) + 1
+                    errors.append(LineError(line, "-", f"not UTF-8 (byte 0x{bad:02x} at offset {at}); "
+                                                       "the file must be UTF-8, e.g. not GBK"))
+                    failed = True
                 else:
-                    errors.append(LineError(start, "-", f"bad header {found!r}: expected {','.join(header)!r}"))
-            continue
-        if not row or row == [""]:
-            continue  # blank line
-        yield start, row
-    if not header_seen:
-        errors.append(LineError(1, "-", f"empty file: the header line {','.join(header)!r} is required"))
+                    stray = text.find("\ufeff")
+                    if stray >= 0:
+                        errors.append(LineError(newlines + text.count("\n", 0, stray) + 1, "-",
+                                                "byte-order mark inside the file"))
+                        failed = True
+            if not block:
+                break
+            newlines += block.count(b"\n")
+            offset += len(block)
+            last = block[-1:]
+    return _Scan(digest.hexdigest(), offset, newlines + (1 if last not in (b"", b"\n") else 0))
+
+
+class _Reader:
+    """Pass 1: a file's data records ``(line, fields)`` with the number of fields of the header;
+    errors of quoting, header and field count are appended. ``line_num``: lines read so far."""
+
+    def __init__(self, path: Path, kind: str, errors: list[LineError]):
+        self.path, self.kind, self.errors = path, kind, errors
+        self.records = 0
+        self.reader = None
+
+    @property
+    def line_num(self) -> int:
+        return self.reader.line_num if self.reader is not None else 0
+
+    def __iter__(self) -> Iterator[tuple[int, list[str]]]:
+        errors, header = self.errors, HEADERS[self.kind]
+        width = len(header)
+        with open(self.path, encoding="utf-8-sig", newline="") as fh:
+            self.reader = reader = csv.reader(fh, strict=True)
+            previous_end = 0
+            header_seen = False
+            while True:
+                start = previous_end + 1
+                try:
+                    row = next(reader)
+                except StopIteration:
+                    break
+                except csv.Error as exc:
+                    message = str(exc)
+                    if "unexpected end of data" in message:
+                        message = "a quoted field is not closed before the end of the file"
+                    errors.append(LineError(start, "-", f"bad CSV quoting: {message}"))
+                    previous_end = reader.line_num
+                    header_seen = True
+                    continue
+                previous_end = reader.line_num
+                if not header_seen:
+                    header_seen = True
+                    if tuple(row) != header:
+                        found = ",".join(row)
+                        for i, name in enumerate(header):
+                            if i >= len(row) or row[i] != name:
+                                errors.append(LineError(start, name, f"bad header {found!r}: "
+                                                                     f"expected {','.join(header)!r}"))
+                                break
+                        else:
+                            errors.append(LineError(start, "-", f"bad header {found!r}: expected {','.join(header)!r}"))
+                    continue
+                if not row or row == [""]:
+                    continue  # blank line
+                self.records += 1
+                if len(row) != width:
+                    errors.append(LineError(start, "-", f"{len(row)} field(s), expected {width}"))
+                    continue
+                yield start, row
+        if not header_seen:
+            errors.append(LineError(1, "-", f"empty file: the header line {','.join(header)!r} is required"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Checking a line's fields
 
 
 def _gbk_name(value: str, column: str, line: int, errors: list[LineError], limit: int = 60) -> None:
@@ -203,8 +278,8 @@ def _gbk_name(value: str, column: str, line: int, errors: list[LineError], limit
         errors.append(LineError(line, column, f"{size} bytes in GBK, at most {limit} allowed"))
 
 
-def _choice(value: str, allowed: str, column: str, line: int, errors: list[LineError], what: str) -> None:
-    if len(value) != 1 or value not in allowed:
+def _choice(value: str, allowed: tuple[str, ...], column: str, line: int, errors: list[LineError], what: str) -> None:
+    if value not in allowed:
         errors.append(LineError(line, column, f"{value!r} is not {what}"))
 
 
@@ -222,111 +297,67 @@ def _fen(value: str, column: str, line: int, errors: list[LineError], *, positiv
     return amount
 
 
-def _check_customers(rows: Iterable[tuple[int, list[str]]], errors: list[LineError]) -> list[tuple[int, dict]]:
-    out, seen = [], {}
-    for line, row in rows:
-        n = len(errors)
-        no, name, ctype, status, prepay, mobile = row
-        if not _CUSTOMER_NO.fullmatch(no):
-            errors.append(LineError(line, "customer_no", f"{no!r} is not 1-20 ASCII letters or digits"))
-        elif no in seen:
-            errors.append(LineError(line, "customer_no", f"{no} appears again (first on line {seen[no]})"))
-        else:
-            seen[no] = line
-        _gbk_name(name, "customer_name", line, errors)
-        _choice(ctype, "RN", "customer_type", line, errors, "R (resident) or N (non-resident)")
-        _choice(status, "ASC", "status", line, errors, "A (active), S (suspended) or C (closed)")
-        _choice(prepay, "YN", "prepay_allowed", line, errors, "Y or N")
-        if mobile and not _MOBILE.fullmatch(mobile):
-            errors.append(LineError(line, "mobile", f"{mobile!r} is not empty or 11 digits"))
-        if len(errors) == n:
-            out.append((line, {"customer_no": no, "customer_name": name, "customer_type": ctype,
-                               "status": status, "prepay_allowed": prepay, "mobile": mobile or None}))
-    return out
+def _customer_no(no: str, line: int, errors: list[LineError]) -> bool:
+    if _CUSTOMER_NO.fullmatch(no):
+        return True
+    errors.append(LineError(line, "customer_no", f"{no!r} is not 1-20 ASCII letters or digits"))
+    return False
 
 
-def _check_bills(rows: Iterable[tuple[int, list[str]]], errors: list[LineError]) -> list[tuple[int, dict]]:
-    out = []
-    for line, row in rows:
-        n = len(errors)
-        no, period, bill_id, principal, penalty, due = row
-        if not _CUSTOMER_NO.fullmatch(no):
-            errors.append(LineError(line, "customer_no", f"{no!r} is not 1-20 ASCII letters or digits"))
-        if not _PERIOD.fullmatch(period):
-            errors.append(LineError(line, "period", f"{period!r} is not a month YYYYMM"))
-        if not _BILL_ID.fullmatch(bill_id):
-            errors.append(LineError(line, "bill_id", f"{bill_id!r} is not 1-32 ASCII letters or digits"))
-        p = _fen(principal, "principal", line, errors, positive=True)
-        q = _fen(penalty, "penalty", line, errors, positive=False)
-        due_date = None
-        if not _DATE.fullmatch(due):
-            errors.append(LineError(line, "due_date", f"{due!r} is not a date YYYY-MM-DD"))
-        else:
-            try:
-                due_date = date.fromisoformat(due)
-            except ValueError:
-                errors.append(LineError(line, "due_date", f"{due!r} is not a calendar date"))
-        if len(errors) == n:
-            out.append((line, {"customer_no": no, "period": period, "bill_id": bill_id, "principal": p,
-                               "penalty": q, "due_date": due_date}))
-    return out
+def _check_customer(line: int, row: list[str], errors: list[LineError]) -> tuple[str | None, tuple | None]:
+    """(the customer_no if valid, the row's values if the whole line is)."""
+    n = len(errors)
+    no, name, ctype, status, prepay, mobile = row
+    key = no if _customer_no(no, line, errors) else None
+    _gbk_name(name, "customer_name", line, errors)
+    _choice(ctype, ("R", "N"), "customer_type", line, errors, "R (resident) or N (non-resident)")
+    _choice(status, ("A", "S", "C"), "status", line, errors, "A (active), S (suspended) or C (closed)")
+    _choice(prepay, ("Y", "N"), "prepay_allowed", line, errors, "Y or N")
+    if mobile and not _MOBILE.fullmatch(mobile):
+        errors.append(LineError(line, "mobile", f"{mobile!r} is not empty or 11 digits"))
+    if len(errors) != n:
+        return key, None
+    return key, (no, name, ctype, status, prepay, mobile or None)
 
 
-def _check_agreements(rows: Iterable[tuple[int, list[str]]], errors: list[LineError]) -> list[tuple[int, dict]]:
-    out, seen = [], {}
-    for line, row in rows:
-        n = len(errors)
-        no, bank, account, name, status, limit = row
-        if not _CUSTOMER_NO.fullmatch(no):
-            errors.append(LineError(line, "customer_no", f"{no!r} is not 1-20 ASCII letters or digits"))
-        if not _BANK_CODE.fullmatch(bank):
-            errors.append(LineError(line, "bank_code", f"{bank!r} is not a bank code of 1-11 digits"))
-        if not _ACCOUNT_NO.fullmatch(account):
-            errors.append(LineError(line, "account_no", f"{account!r} is not 1-28 printable ASCII characters"))
-        _gbk_name(name, "account_name", line, errors)
-        _choice(status, "AC", "status", line, errors, "A (active) or C (cancelled)")
-        debit_limit = _fen(limit, "debit_limit", line, errors, positive=False)
-        if len(errors) == n:
-            key = (no, bank, account)
-            if key in seen:
-                errors.append(LineError(line, "account_no",
-                                        f"agreement {no}/{bank}/{account} appears again (first on line {seen[key]})"))
-                continue
-            seen[key] = line
-            out.append((line, {"customer_no": no, "bank_code": bank, "account_no": account,
-                               "account_name": name, "status": status, "debit_limit": debit_limit}))
-    return out
+def _check_bill(line: int, row: list[str], errors: list[LineError]) -> tuple | None:
+    """(customer_no, period, bill_id, principal, penalty, due_date as YYYY-MM-DD) if the line is good."""
+    n = len(errors)
+    no, period, bill_id, principal, penalty, due = row
+    _customer_no(no, line, errors)
+    if not _PERIOD.fullmatch(period):
+        errors.append(LineError(line, "period", f"{period!r} is not a month YYYYMM"))
+    if not _BILL_ID.fullmatch(bill_id):
+        errors.append(LineError(line, "bill_id", f"{bill_id!r} is not 1-32 ASCII letters or digits"))
+    p = _fen(principal, "principal", line, errors, positive=True)
+    q = _fen(penalty, "penalty", line, errors, positive=False)
+    if not _DATE.fullmatch(due):
+        errors.append(LineError(line, "due_date", f"{due!r} is not a date YYYY-MM-DD"))
+    else:
+        try:
+            date.fromisoformat(due)
+        except ValueError:
+            errors.append(LineError(line, "due_date", f"{due!r} is not a calendar date"))
+    if len(errors) != n:
+        return None
+    return no, period, bill_id, p, q, due
 
 
-_CHECKS = {"customers": _check_customers, "bills": _check_bills, "agreements": _check_agreements}
-
-
-def parse_file(kind: str, path: str | Path) -> _Parsed:
-    """Read a file and check everything that needs no database."""
-    if kind not in HEADERS:
-        raise ValueError(f"unknown import kind {kind!r}: one of {', '.join(KINDS)}")
-    path = Path(path)
-    data = path.read_bytes()
-    result = ImportResult(kind=kind, file_name=path.name[:255], sha256=hashlib.sha256(data).hexdigest())
-    parsed = _Parsed(kind, path, result)
-    errors = result.errors
-    text = _decode(data, errors)
-    if text is None:
-        return parsed
-    width = len(HEADERS[kind])
-    counted = []
-
-    def sized() -> Iterator[tuple[int, list[str]]]:
-        for line, row in _records(text, kind, errors):
-            counted.append(line)
-            if len(row) != width:
-                errors.append(LineError(line, "-", f"{len(row)} field(s), expected {width}"))
-                continue
-            yield line, row
-
-    parsed.records = _CHECKS[kind](sized(), errors)
-    result.lines = len(counted)
-    return parsed
+def _check_agreement(line: int, row: list[str], errors: list[LineError]) -> tuple | None:
+    """(customer_no, bank_code, account_no, account_name, status, debit_limit) if the line is good."""
+    n = len(errors)
+    no, bank, account, name, status, limit = row
+    _customer_no(no, line, errors)
+    if not _BANK_CODE.fullmatch(bank):
+        errors.append(LineError(line, "bank_code", f"{bank!r} is not a bank code of 1-11 digits"))
+    if not _ACCOUNT_NO.fullmatch(account):
+        errors.append(LineError(line, "account_no", f"{account!r} is not 1-28 printable ASCII characters"))
+    _gbk_name(name, "account_name", line, errors)
+    _choice(status, ("A", "C"), "status", line, errors, "A (active) or C (cancelled)")
+    debit_limit = _fen(limit, "debit_limit", line, errors, positive=False)
+    if len(errors) != n:
+        return None
+    return no, bank, account, name, status, debit_limit
 
 
 # ---------------------------------------------------------------------------------------------
@@ -497,7 +528,7 @@ def bill_notice_rows(conn, new_bills: Sequence[Mapping], paid_ids: set[str], at:
 
 
 # ---------------------------------------------------------------------------------------------
-# Checks against the database, and applying
+# Checks against the database, and applying, a chunk at a time
 
 
 class _Rejected(Exception):
@@ -506,247 +537,662 @@ class _Rejected(Exception):
 
 _CUSTOMER_FIELDS = ("customer_name", "customer_type", "status", "prepay_allowed", "mobile")
 _AGREEMENT_FIELDS = ("account_name", "status", "debit_limit")
+_JSON = json.JSONEncoder(ensure_ascii=False, sort_keys=True, default=str)  # as ledger.audit.audit_row
 
 
-def _existing(conn, table, column, keys: Iterable[str], lock: bool = False) -> dict[str, object]:
-    out = {}
-    for where in key_filters(conn, column, keys):
-        query = select(table).where(where)
-        if lock:
-            query = query.order_by(column).with_for_update()
-        out.update({getattr(row, column.name): row for row in conn.execute(query)})
+class _Writer:
+    """Rows (tuples in ``columns`` order, values as the database takes them) into a table:
+    COPY on PostgreSQL; on SQLite multi-row ``INSERT ... VALUES`` statements of as many rows as
+    its parameter limit allows (half the cost of an executemany's step per row); else Core."""
+
+    def __init__(self, conn, table: Table, columns: Sequence[str]):
+        self.conn, self.table, self.columns = conn, table, tuple(columns)
+        self.dialect = conn.dialect.name
+        prep = conn.dialect.identifier_preparer
+        names = ", ".join(prep.quote(table.c[c].name) for c in self.columns)
+        if self.dialect == "postgresql":
+            # binary: the server parses no timestamps, dates or numbers (a fifth of a COPY's time)
+            self.sql = f"COPY {prep.format_table(table)} ({names}) FROM STDIN (FORMAT BINARY)"
+            self.types = [re.sub(r"\(.*\)", "", table.c[c].type.compile(dialect=conn.dialect)).lower()
+                          for c in self.columns]
+        elif self.dialect == "sqlite":
+            self.head = f"INSERT INTO {prep.format_table(table)} ({names}) VALUES "
+            self.group = f"({', '.join('?' * len(self.columns))})"
+            self.per_statement = max(1, _sqlite_max_params() // len(self.columns))
+            self.full = self.head + ", ".join([self.group] * self.per_statement)
+
+    def write(self, rows: Sequence[tuple]) -> None:
+        if not rows:
+            return
+        if self.dialect == "postgresql":
+            with self.conn.connection.driver_connection.cursor() as cur:
+                with cur.copy(self.sql) as copy:
+                    copy.set_types(self.types)
+                    write_row = copy.write_row
+                    for row in rows:
+                        write_row(row)
+        elif self.dialect == "sqlite":
+            per, execute = self.per_statement, self.conn.exec_driver_sql
+            for start in range(0, len(rows), per):
+                part = rows[start:start + per]
+                sql = self.full if len(part) == per else self.head + ", ".join([self.group] * len(part))
+                execute(sql, tuple(chain.from_iterable(part)))
+        else:   # values as the database takes them are Python's here (Oracle)
+            self.conn.execute(insert(self.table), [dict(zip(self.columns, row)) for row in rows])
+
+
+# SQLite: parameters per statement. Its limit is 32,766 (999 before 3.32), but the sqlite3 module
+# keeps its statements prepared, and one of 30,000 parameters holds several MiB: 100 MiB more peak
+# RSS for a bills file, for no speed.
+SQLITE_PARAMS = 4_000
+
+
+@functools.lru_cache(maxsize=1)
+def _sqlite_max_params() -> int:
+    import sqlite3
+
+    return SQLITE_PARAMS if sqlite3.sqlite_version_info >= (3, 32) else 999
+
+
+def _lookup(conn, query, keys: Iterable[str]) -> list:
+    """The rows of ``query`` (whose WHERE holds ``_keys(column)``) for all the keys: on PostgreSQL
+    in one statement (``= ANY(array)``), else in as few ``IN (...)`` as SQLite's parameter limit
+    allows. The query is built once by its caller, so its compiled form is cached."""
+    keys = list(keys)
+    if not keys:
+        return []
+    if conn.dialect.name == "postgresql":
+        return conn.execute(query, {"keys": keys}).all()
+    size = _sqlite_max_params() - 10 if conn.dialect.name == "sqlite" else CHUNK
+    out = []
+    for start in range(0, len(keys), size):
+        out += conn.execute(query, {"keys": keys[start:start + size]}).all()
     return out
+
+
+def _keys(column, dialect_name: str):
+    return in_list(dialect_name, column, "keys")
+
+
+@functools.lru_cache(maxsize=64)
+def _query(name: str, dialect_name: str):
+    """The lookups of a chunk, built once per dialect."""
+    c, b, a, s = customers.c, bills.c, agreements.c, _seen_table.c
+    if name == "customers":
+        query = select(customers).where(_keys(c.customer_no, dialect_name))
+        return query.order_by(c.customer_no).with_for_update() if dialect_name != "sqlite" else query
+    if name == "mobiles":   # a bill's customer: its mobile, and whether it has a prepaid balance
+        m = prepaid_movements.c
+        prepaid = select(func.sum(m.amount)).where(m.customer_no == c.customer_no).scalar_subquery()
+        return select(c.customer_no, c.mobile, prepaid.label("prepaid")).where(_keys(c.customer_no, dialect_name))
+    if name == "bills":
+        return select(b.bill_id, b.customer_no, b.period, b.principal, b.penalty, b.due_date, b.kind,
+                      b.import_id).where(_keys(b.bill_id, dialect_name))
+    if name == "seen":
+        return select(s.k, s.line, s.content).where(_keys(s.k, dialect_name))
+    raise KeyError(name)
+
+
+def _reserve(conn, table: Table, n: int) -> list[int]:
+    """``ledger.ids.reserve_ids``, cheaper on PostgreSQL: the sequence's name is looked up once,
+    not once per id (that lookup was most of the time of a chunk's ids)."""
+    if conn.dialect.name != "postgresql" or n <= 0:
+        return reserve_ids(conn, table, n)
+    (pk,) = table.primary_key.columns
+    cache = conn.info.setdefault("gridpay_sequences", {})
+    if table.name not in cache:
+        cache[table.name] = conn.exec_driver_sql("select pg_get_serial_sequence(%(t)s, %(c)s)",
+                                                 {"t": table.name, "c": pk.name}).scalar_one()
+    return conn.exec_driver_sql("select nextval(%(s)s::regclass) from generate_series(1, %(n)s)",
+                                {"s": cache[table.name], "n": n}).scalars().all()
+
+
+class _GenericPlans:
+    """PostgreSQL: generic plans for a chunk's lookups and writes. Our sessions plan every
+    statement afresh (``ledger.db``), and so the foreign-key check each written row fires (bills,
+    customer_history: customers and imports) was planned again row after row: 2.4 times the COPY's
+    time; the lookups by key (``= ANY(array)`` on a primary key or an index) took twice as long.
+    Their generic plans are index lookups whatever a table's size. Custom plans again after the
+    chunk (the prepaid application at the end has joins that want them)."""
+
+    def __init__(self, conn):
+        self.conn = conn if conn.dialect.name == "postgresql" else None
+
+    def __enter__(self):
+        if self.conn is not None:
+            self.conn.exec_driver_sql(GENERIC_PLANS)
+
+    def __exit__(self, *exc):
+        if self.conn is not None and exc[0] is None:
+            self.conn.exec_driver_sql(CUSTOM_PLANS)
+
+
+_seen_table = Table("gridpay_import_seen", MetaData(),
+                    Column("k", String(200), primary_key=True),   # the key of a line
+                    Column("line", Integer, nullable=False),      # the first line it is on
+                    Column("owner", String(20), nullable=True),   # agreements: the customer
+                    Column("content", String(400), nullable=True),
+                    prefixes=["TEMPORARY"])
+
+
+class _Seen:
+    """The keys of a file met so far, with the line each was first met on: a temporary table, so
+    that a file of any size can be checked for keys given twice in constant memory."""
+
+    def __init__(self, conn):
+        self.conn = conn
+        _seen_table.drop(conn, checkfirst=True)
+        _seen_table.create(conn)
+        self.writer = _Writer(conn, _seen_table, ("k", "line", "owner", "content"))
+
+    def get(self, keys: Iterable[str]) -> dict[str, tuple[int, str | None]]:
+        return {k: (line, content) for k, line, content in
+                _lookup(self.conn, _query("seen", self.conn.dialect.name), keys)}
+
+    def add(self, rows: list[tuple]) -> None:
+        self.writer.write(rows)
+
+    def close(self) -> None:
+        _seen_table.drop(self.conn, checkfirst=True)
 
 
 class _Context:
     def __init__(self, conn, actor: str, at: datetime, business_date: date, known_banks):
         self.conn, self.actor, self.at, self.business_date = conn, actor, at, business_date
         self.known_banks = known_banks
-        self.set_customers: set[str] = set()   # customers from the customers file of this set
+        self.pg = conn.dialect.name == "postgresql"
+        # the values of every row's timestamp and business date, as the database takes them
+        if conn.dialect.name != "sqlite":
+            self.at_db, self.day_db = at, business_date
+        else:
+            self.at_db = customers.c.updated_at.type._cached_bind_processor(conn.dialect)(at)
+            self.day_db = journal_entries.c.business_date.type._cached_bind_processor(conn.dialect)(business_date)
 
-    def import_row(self, parsed: _Parsed) -> int:
-        r = parsed.result
-        import_id = self.conn.execute(insert(imports).returning(imports.c.id), [{
-            "kind": r.kind, "file_name": r.file_name, "file_sha256": r.sha256, "lines": r.lines,
-            "applied": r.applied, "skipped": r.skipped, "actor": self.actor, "imported_at": self.at}]).scalar_one()
-        write_audit(self.conn, [audit_row(self.at, self.actor, "import.apply", "import", import_id,
+
+class _File:
+    """One file's import: its checks and writes chunk by chunk (``chunk``), then what needs the
+    whole file (``finish``). Subclasses per kind."""
+    kind = ""
+
+    def __init__(self, ctx: _Context, result: ImportResult, path: Path):
+        self.ctx, self.conn, self.r, self.path = ctx, ctx.conn, result, path
+        self.errors = result.errors
+        self.seen = _Seen(self.conn)
+        r = result
+        self.import_id = r.import_id = self.conn.execute(insert(imports).returning(imports.c.id), [{
+            "kind": r.kind, "file_name": r.file_name, "file_sha256": r.sha256, "lines": 0, "applied": 0, "skipped": 0,
+            "actor": ctx.actor, "imported_at": ctx.at}]).scalar_one()
+        self.audits = _Writer(self.conn, audit_log, ("at", "actor", "action", "object_type", "object_id", "reason",
+                                                     "details"))
+
+    def audit(self, action: str, object_type: str, object_id, details: dict) -> tuple:
+        return (self.ctx.at_db, self.ctx.actor, action, object_type, str(object_id), f"import {self.import_id}",
+                _JSON.encode(details))
+
+    def chunk(self, items: list) -> None:
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        """After the last chunk: checks of the whole file; then, if the file is good, its imports row."""
+        self.seen.close()
+
+    def record(self) -> None:
+        r, ctx = self.r, self.ctx
+        self.conn.execute(update(imports).where(imports.c.id == self.import_id)
+                          .values(lines=r.lines, applied=r.applied, skipped=r.skipped))
+        write_audit(self.conn, [audit_row(ctx.at, ctx.actor, "import.apply", "import", self.import_id,
                                           f"{r.kind} file {r.file_name}", kind=r.kind, file_name=r.file_name,
                                           sha256=r.sha256, lines=r.lines, applied=r.applied, skipped=r.skipped)])
-        return import_id
 
 
-def _customers(ctx: _Context, parsed: _Parsed, apply: bool) -> None:
-    conn, r = ctx.conn, parsed.result
-    ctx.set_customers = {values["customer_no"] for _, values in parsed.records}
-    if r.errors or not apply:
-        return
-    known = _existing(conn, customers, customers.c.customer_no, ctx.set_customers, lock=True)
-    new, changed = [], []
-    for _, values in parsed.records:
-        old = known.get(values["customer_no"])
-        if old is None:
-            new.append(values)
-        elif any(getattr(old, f) != values[f] for f in _CUSTOMER_FIELDS):
-            changed.append((old, values))
-    r.created, r.updated = len(new), len(changed)
-    r.applied, r.skipped = len(new) + len(changed), len(parsed.records) - len(new) - len(changed)
-    r.import_id = import_id = ctx.import_row(parsed)
-    at = ctx.at
-    bulk_insert(conn, customers, [{**v, "district": None, "version": 1, "updated_at": at} for v in new])
-    if changed:
-        conn.execute(update(customers).where(customers.c.customer_no == bindparam("key"))
-                     .values({f: bindparam(f) for f in (*_CUSTOMER_FIELDS, "version", "updated_at")}),
-                     [{**v, "key": v["customer_no"], "version": old.version + 1, "updated_at": at}
-                      for old, v in changed])
-    history = [{**v, "version": 1, "import_id": import_id, "recorded_at": at} for v in new]
-    history += [{**v, "version": old.version + 1, "import_id": import_id, "recorded_at": at} for old, v in changed]
-    bulk_insert(conn, customer_history, [{k: h[k] for k in (
-        "customer_no", "version", *_CUSTOMER_FIELDS, "import_id", "recorded_at")} for h in history])
-    audits = [audit_row(at, ctx.actor, "customer.create", "customer", v["customer_no"], f"import {import_id}",
-                        import_id=import_id, version=1, **{f: v[f] for f in _CUSTOMER_FIELDS}) for v in new]
-    audits += [audit_row(at, ctx.actor, "customer.update", "customer", v["customer_no"], f"import {import_id}",
-                         import_id=import_id, version=old.version + 1,
-                         changes={f: [getattr(old, f), v[f]] for f in _CUSTOMER_FIELDS if getattr(old, f) != v[f]})
-               for old, v in changed]
-    bulk_insert(conn, audit_log, audits)
+class _CustomersFile(_File):
+    kind = "customers"
+
+    def __init__(self, ctx, result, path):
+        super().__init__(ctx, result, path)
+        self.customers = _Writer(self.conn, customers, ("customer_no", *_CUSTOMER_FIELDS, "district", "version",
+                                                        "updated_at"))
+        self.history = _Writer(self.conn, customer_history, ("customer_no", "version", *_CUSTOMER_FIELDS,
+                                                             "import_id", "recorded_at"))
+
+    def chunk(self, items):
+        conn, r, errors = self.conn, self.r, self.errors
+        keys = [key for _, key, _ in items]
+        earlier = self.seen.get(keys)
+        known = {row.customer_no: row for row in _lookup(conn, _query("customers", conn.dialect.name),
+                                                         sorted({k for _, k, v in items if v is not None}))}
+        first: dict[str, int] = {}
+        new, changed = [], []
+        for line, key, values in items:
+            seen = first.get(key) or earlier.get(key, (None,))[0]
+            if seen is not None:
+                errors.append(LineError(line, "customer_no", f"{key} appears again (first on line {seen})"))
+                continue
+            first[key] = line
+            if values is None:
+                continue
+            old = known.get(key)
+            if old is None:
+                new.append(values)
+            elif (old.customer_name, old.customer_type, old.status, old.prepay_allowed, old.mobile) != values[1:]:
+                changed.append((old, values))
+        self.seen.add([(key, line, None, None) for key, line in first.items()])
+        r.created += len(new)
+        r.updated += len(changed)
+        r.applied += len(new) + len(changed)
+        r.skipped += sum(1 for _, _, v in items if v is not None) - len(new) - len(changed)
+        self._write(new, changed)
+
+    def _write(self, new: list[tuple], changed: list[tuple]) -> None:
+        conn, at, import_id = self.conn, self.ctx.at_db, self.import_id
+        self.customers.write([(*v, None, 1, at) for v in new])
+        if changed:
+            conn.execute(update(customers).where(customers.c.customer_no == bindparam("key"))
+                         .values({f: bindparam(f) for f in (*_CUSTOMER_FIELDS, "version", "updated_at")}),
+                         [{**dict(zip(_CUSTOMER_FIELDS, v[1:])), "key": v[0], "version": old.version + 1,
+                           "updated_at": self.ctx.at} for old, v in changed])
+        self.history.write([(v[0], 1, *v[1:], import_id, at) for v in new] +
+                           [(v[0], old.version + 1, *v[1:], import_id, at) for old, v in changed])
+        audits = [self.audit("customer.create", "customer", v[0], {
+            "customer_name": v[1], "customer_type": v[2], "import_id": import_id, "mobile": v[5],
+            "prepay_allowed": v[4], "status": v[3], "version": 1}) for v in new]
+        for old, v in changed:
+            olds = (old.customer_name, old.customer_type, old.status, old.prepay_allowed, old.mobile)
+            audits.append(self.audit("customer.update", "customer", v[0], {
+                "import_id": import_id, "version": old.version + 1,
+                "changes": {f: [o, n] for f, o, n in zip(_CUSTOMER_FIELDS, olds, v[1:]) if o != n}}))
+        self.audits.write(audits)
 
 
-def _check_customers_known(ctx: _Context, parsed: _Parsed) -> None:
-    nos = {v["customer_no"] for _, v in parsed.records}
-    known = set(_existing(ctx.conn, customers, customers.c.customer_no, nos - ctx.set_customers)) | ctx.set_customers
-    for line, values in parsed.records:
-        if values["customer_no"] not in known:
-            parsed.result.errors.append(LineError(line, "customer_no",
-                                                  f"unknown customer {values['customer_no']}"))
+def _bill_content(no: str, period: str, principal: int, penalty: int, due: str) -> str:
+    return f"{no}|{period}|{principal}|{penalty}|{due}"
 
 
-_BILL_CONTENT = ("customer_no", "period", "principal", "penalty", "due_date")
+class _BillsFile(_File):
+    kind = "bills"
 
+    def __init__(self, ctx, result, path):
+        super().__init__(ctx, result, path)
+        self.bills = _Writer(self.conn, bills, ("bill_id", "customer_no", "period", "principal", "penalty", "due_date",
+                                                "kind", "import_id", "created_at"))
+        self.entries = _Writer(self.conn, journal_entries, ("entry_id", "business_date", "kind", "ref_type", "ref_id",
+                                                            "actor", "created_at"))
+        self.lines = _Writer(self.conn, journal_lines, ("entry_id", "account", "amount", "customer_no"))
+        self.outbox = _Writer(self.conn, outbox, ("customer_no", "mobile", "kind", "ref", "text", "state", "attempts",
+                                                  "next_attempt_at", "created_at"))
+        self.unwritten = False                  # lines with a good bill id not written (seen holds them)
+        self.again: list[tuple[int, str]] = []  # lines giving a bill written from this file with other content
+        self.waiting: list[tuple] = []          # their new bills (and mobile): told once prepaid is applied
 
-def _bills(ctx: _Context, parsed: _Parsed, apply: bool) -> None:
-    conn, r = ctx.conn, parsed.result
-    _check_customers_known(ctx, parsed)
-    ids = [v["bill_id"] for _, v in parsed.records]
-    known = _existing(conn, bills, bills.c.bill_id, ids)
-    first: dict[str, tuple[int, dict]] = {}
-    new, skipped = [], 0
-    for line, v in parsed.records:
-        old = known.get(v["bill_id"])
-        if old is None and v["bill_id"] in first:
-            first_line, old_values = first[v["bill_id"]]
-            if all(old_values[f] == v[f] for f in _BILL_CONTENT):
-                skipped += 1
+    def chunk(self, items):
+        conn, r, errors, import_id = self.conn, self.r, self.errors, self.import_id
+        dialect = conn.dialect.name
+        mobiles, funded = {}, set()   # the chunk's customers with a prepaid balance
+        for no, mobile, prepaid in _lookup(conn, _query("mobiles", dialect), {v[0] for _, v in items}):
+            mobiles[no] = mobile
+            if prepaid is not None and prepaid > 0:
+                funded.add(no)
+        ids = [v[2] for _, v in items]
+        known = {row.bill_id: row for row in _lookup(conn, _query("bills", dialect), ids)}
+        # lines not written (unknown customer) whose bill id a later line may give again
+        earlier = self.seen.get(i for i in ids if i not in known) if self.unwritten else {}
+        first: dict[str, tuple[int, str]] = {}
+        unwritten, new = [], []
+        skipped = 0
+        for line, v in items:
+            no, period, bill_id, principal, penalty, due = v
+            unknown = no not in mobiles
+            if unknown:
+                errors.append(LineError(line, "customer_no", f"unknown customer {no}"))
+            old = known.get(bill_id)
+            mine = old is not None and old.import_id == import_id   # written from an earlier line of this file
+            if old is None or mine:
+                content = _bill_content(no, period, principal, penalty, due)
+                before = first.get(bill_id) or earlier.get(bill_id)
+                if before is None and mine:
+                    if content == _bill_content(old.customer_no, old.period, old.principal, old.penalty,
+                                                old.due_date.isoformat()):
+                        skipped += 1
+                    else:   # its first line is looked up at the end: only a rejected file needs it
+                        self.again.append((line, bill_id))
+                    continue
+                if before is not None:
+                    first_line, first_content = before
+                    if first_content == content:
+                        skipped += 1
+                    else:
+                        errors.append(LineError(line, "bill_id", f"bill {bill_id} appears again with other "
+                                                                 f"content (first on line {first_line})"))
+                    continue
+                first[bill_id] = (line, content)
+                if unknown:
+                    unwritten.append((bill_id, line, None, content))
+                else:
+                    new.append(v)
+                continue
+            diffs = [f for f, a, b in (("customer_no", old.customer_no, no), ("period", old.period, period),
+                                       ("principal", old.principal, principal), ("penalty", old.penalty, penalty),
+                                       ("due_date", old.due_date.isoformat(), due)) if a != b]
+            if old.kind != "O":
+                diffs.insert(0, "kind")
+            if diffs:
+                errors.append(LineError(line, "bill_id", f"bill {bill_id} was imported before with other "
+                                                         f"content ({', '.join(diffs)} differ); corrections are made "
+                                                         f"with 'gridpay ledger correct'"))
             else:
-                r.errors.append(LineError(line, "bill_id", f"bill {v['bill_id']} appears again with other "
-                                                           f"content (first on line {first_line})"))
-            continue
-        if old is None:
-            first[v["bill_id"]] = (line, v)
-            new.append(v)
-            continue
-        diffs = [f for f in _BILL_CONTENT if getattr(old, f) != v[f]]
-        if old.kind != "O":
-            diffs.insert(0, "kind")
-        if diffs:
-            r.errors.append(LineError(line, "bill_id", f"bill {v['bill_id']} was imported before with other "
-                                                       f"content ({', '.join(diffs)} differ); corrections are made "
-                                                       f"with 'gridpay ledger correct'"))
+                skipped += 1
+        if unwritten:
+            self.seen.add(unwritten)
+            self.unwritten = True
+        r.created += len(new)
+        r.applied += len(new)
+        r.skipped += skipped
+        if new:
+            self._write(new, mobiles, funded)
+
+    def _write(self, new: list[tuple], mobiles: dict, funded: set[str]) -> None:
+        conn, ctx = self.conn, self.ctx
+        at, day, actor, import_id = ctx.at_db, ctx.day_db, ctx.actor, self.import_id
+        if ctx.pg:   # binary COPY takes a date; SQLite stores the text the file has
+            self.bills.write([(bill_id, no, period, principal, penalty, date.fromisoformat(due), "O", import_id, at)
+                              for no, period, bill_id, principal, penalty, due in new])
         else:
-            skipped += 1
-    if r.errors or not apply:
-        return
-    r.created, r.applied, r.skipped = len(new), len(new), skipped
-    r.import_id = import_id = ctx.import_row(parsed)
-    if not new:
-        return
-    at = ctx.at
-    bulk_insert(conn, bills, [{**v, "kind": "O", "reverses_bill_id": None, "replaces_bill_id": None,
-                               "import_id": import_id, "created_at": at} for v in new])
-    write_entries_bulk(conn, [bill_entry(v, ctx.business_date, ctx.actor) for v in new], at)
-    touched = {v["customer_no"] for v in new}
-    funded = [no for no, bal in prepaid_balances(conn, touched).items() if bal > 0]
-    paid = []
-    if funded:
-        lock_customers(conn, funded)
-        paid = apply_prepaid(conn, funded, at=at, business_date=ctx.business_date, actor=ctx.actor)
-    r.prepaid_applied = sum(1 for _, bill_id, _ in paid if bill_id in first)
-    rows = bill_notice_rows(conn, new, {bill_id for _, bill_id, _ in paid}, at)
-    bulk_insert(conn, outbox, rows)
-    r.notices = len(rows)
+            self.bills.write([(bill_id, no, period, principal, penalty, due, "O", import_id, at)
+                              for no, period, bill_id, principal, penalty, due in new])
+        # the journal entry of each bill, as bill_entry makes it: Dr receivable; Cr revenue, Cr penalty_income
+        ids = _reserve(conn, journal_entries, len(new))
+        self.entries.write([(entry_id, day, "bill", "bill", v[2], actor, at) for entry_id, v in zip(ids, new)])
+        lines = []
+        for entry_id, (no, _, _, principal, penalty, _) in zip(ids, new):
+            lines.append((entry_id, RECEIVABLE, principal + penalty, no))
+            lines.append((entry_id, REVENUE, -principal, no))
+            if penalty:
+                lines.append((entry_id, PENALTY_INCOME, -penalty, no))
+        self.lines.write(lines)
+        rows = []
+        for v in new:
+            no = v[0]
+            mobile = mobiles.get(no)
+            if no in funded:
+                self.waiting.append((v, mobile))
+            elif mobile:
+                rows.append(self._notice(v, mobile, paid=False))
+        self.outbox.write(rows)
+        self.r.notices += len(rows)
+
+    def _first_lines(self) -> None:
+        """The lines giving a bill id again with other content, once the file is read: the first
+        line of each such bill id (read the file again; only a rejected file comes here)."""
+        wanted = {bill_id for _, bill_id in self.again}
+        firsts: dict[str, int] = {}
+        for line, row in _Reader(self.path, "bills", []):
+            if row[2] in wanted and row[2] not in firsts and _check_bill(line, row, []) is not None:
+                firsts[row[2]] = line
+        for line, bill_id in self.again:
+            self.errors.append(LineError(line, "bill_id", f"bill {bill_id} appears again with other content "
+                                                          f"(first on line {firsts[bill_id]})"))
+
+    def _notice(self, v: tuple, mobile: str, paid: bool) -> tuple:
+        no, period, bill_id, principal, penalty, due = v
+        if paid:
+            text = notices.payment_received(no, [period], principal + penalty)
+        else:
+            text = notices.bill_notice(no, period, principal + penalty, date.fromisoformat(due))
+        at = self.ctx.at_db
+        return (no, mobile, "bill_notice", f"bill:{bill_id}", text, "pending", 0, at, at)
+
+    def finish(self):
+        super().finish()
+        if self.again:
+            self._first_lines()
+        funded = sorted({v[0] for v, _ in self.waiting})   # with a prepaid balance and a new bill
+        if self.errors or not funded:
+            return
+        ctx = self.ctx
+        lock_customers(self.conn, funded)
+        paid = {bill_id for _, bill_id, _ in apply_prepaid(self.conn, funded, at=ctx.at,
+                                                             business_date=ctx.business_date, actor=ctx.actor)}
+        rows = []
+        for v, mobile in self.waiting:
+            if v[2] in paid:
+                self.r.prepaid_applied += 1
+            if mobile:
+                rows.append(self._notice(v, mobile, paid=v[2] in paid))
+        self.outbox.write(rows)
+        self.r.notices += len(rows)
 
 
-def _agreements(ctx: _Context, parsed: _Parsed, apply: bool) -> None:
-    conn, r = ctx.conn, parsed.result
-    _check_customers_known(ctx, parsed)
-    nos = sorted({v["customer_no"] for _, v in parsed.records})
-    current: dict[tuple, object] = {}
-    for where in key_filters(conn, agreements.c.customer_no, nos):
-        query = select(agreements).where(where)
-        if conn.dialect.name != "sqlite":
-            query = query.order_by(agreements.c.id).with_for_update()
-        for row in conn.execute(query):
-            current[(row.customer_no, row.bank_code, row.account_no)] = row
-    # the state after this file: the file's rows over the current ones
-    final: dict[str, dict[tuple, tuple[int | None, str]]] = {}
-    for key, row in current.items():
-        final.setdefault(key[0], {})[key] = (None, row.status)
-    for line, v in parsed.records:
-        key = (v["customer_no"], v["bank_code"], v["account_no"])
-        final.setdefault(key[0], {})[key] = (line, v["status"])
-    for no, rows in final.items():
-        active = sorted(((line or 0), key) for key, (line, status) in rows.items() if status == "A")
-        if len(active) <= 1:
+class _AgreementsFile(_File):
+    kind = "agreements"
+
+    def __init__(self, ctx, result, path):
+        super().__init__(ctx, result, path)
+        self.banks_known: set[str] = set()
+        self.agreements = _Writer(self.conn, agreements, ("id", "customer_no", "bank_code", "account_no",
+                                                          "account_name", "status", "debit_limit", "version",
+                                                          "updated_at"))
+
+    def _banks(self, codes: set[str]) -> set[str]:
+        """The codes not in the banks table (those allowed are added to it)."""
+        conn, ctx = self.conn, self.ctx
+        unknown = codes - self.banks_known
+        if unknown:
+            self.banks_known.update(conn.execute(select(banks.c.bank_code)
+                                                 .where(banks.c.bank_code.in_(sorted(unknown)))).scalars())
+        missing = sorted(codes - self.banks_known)
+        allowed = [code for code in missing if ctx.known_banks is None or code in ctx.known_banks]
+        if allowed:
+            names = ctx.known_banks or {}
+            conn.execute(insert(banks), [{"bank_code": code, "name": str(names.get(code, ""))[:100],
+                                          "created_at": ctx.at} for code in allowed])
+            self.audits.write([self.audit("bank.create", "bank", code, {"import_id": self.import_id})
+                               for code in allowed])
+            self.banks_known.update(allowed)
+            self.r.banks_added = sorted({*self.r.banks_added, *allowed})
+        return set(missing) - set(allowed)
+
+    def chunk(self, items):
+        conn, r, errors, import_id, at = self.conn, self.r, self.errors, self.import_id, self.ctx.at_db
+        nos = {v[0] for _, v in items}
+        known_customers = set()
+        for where in key_filters(conn, customers.c.customer_no, nos):
+            known_customers.update(conn.execute(select(customers.c.customer_no).where(where)).scalars())
+        unknown_banks = self._banks({v[1] for _, v in items})
+        current: dict[tuple, object] = {}
+        for where in key_filters(conn, agreements.c.customer_no, nos):
+            query = select(agreements).where(where)
+            if self.ctx.pg:
+                query = query.order_by(agreements.c.id).with_for_update()
+            for row in conn.execute(query):
+                current[(row.customer_no, row.bank_code, row.account_no)] = row
+        keys = {"\t".join(v[:3]): (line, v) for line, v in reversed(items)}
+        earlier = self.seen.get(keys)
+        first: dict[str, int] = {}
+        new, changed, seen_rows = [], [], []
+        for line, v in items:
+            no, bank, account = v[:3]
+            key = f"{no}\t{bank}\t{account}"
+            before = first.get(key) or earlier.get(key, (None,))[0]
+            if before is not None:
+                errors.append(LineError(line, "account_no",
+                                        f"agreement {no}/{bank}/{account} appears again (first on line {before})"))
+                continue
+            first[key] = line
+            bad = False
+            if no not in known_customers:
+                errors.append(LineError(line, "customer_no", f"unknown customer {no}"))
+                bad = True
+            if bank in unknown_banks:
+                errors.append(LineError(line, "bank_code", f"unknown bank {bank} (not in the configuration's banks "
+                                                           f"nor the banks table)"))
+                bad = True
+            if bad:
+                seen_rows.append((key, line, None, None))
+                continue
+            seen_rows.append((key, line, no, None))   # owner: written, counted in the check of active ones
+            old = current.get((no, bank, account))
+            if old is None:
+                new.append(v)
+            elif (old.account_name, old.status, old.debit_limit) != v[3:]:
+                changed.append((old, v))
+        self.seen.add(seen_rows)
+        r.created += len(new)
+        r.updated += len(changed)
+        r.applied += len(new) + len(changed)
+        r.skipped += len(seen_rows) - len(new) - len(changed)
+        # cancellations first, so that a customer never has two active agreements mid-way
+        changed.sort(key=lambda pair: pair[1][4] != "C")
+        if changed:
+            conn.execute(update(agreements).where(agreements.c.id == bindparam("key"))
+                         .values({f: bindparam(f) for f in (*_AGREEMENT_FIELDS, "version", "updated_at")}),
+                         [{**dict(zip(_AGREEMENT_FIELDS, v[3:])), "key": old.id, "version": old.version + 1,
+                           "updated_at": self.ctx.at} for old, v in changed])
+        ids = _reserve(conn, agreements, len(new))
+        self.agreements.write([(agreement_id, *v, 1, at) for agreement_id, v in zip(ids, new)])
+        audits = [self.audit("agreement.create", "agreement", agreement_id, {
+            "import_id": import_id, "version": 1, **dict(zip(HEADERS["agreements"], v))})
+            for v, agreement_id in zip(new, ids)]
+        audits += [self.audit("agreement.update", "agreement", old.id, {
+            "import_id": import_id, "version": old.version + 1, "customer_no": v[0], "bank_code": v[1],
+            "account_no": v[2], "changes": {f: [o, n] for f, o, n in zip(
+                _AGREEMENT_FIELDS, (old.account_name, old.status, old.debit_limit), v[3:]) if o != n}})
+            for old, v in changed]
+        self.audits.write(audits)
+
+    def finish(self):
+        """At most one active agreement per customer of the file, once all of it is written."""
+        conn, s, a = self.conn, _seen_table.c, agreements.c
+        owners = select(s.owner).where(s.owner.is_not(None))
+        crowded = conn.execute(select(a.customer_no).where(a.status == "A", a.customer_no.in_(owners))
+                               .group_by(a.customer_no).having(func.count() > 1)).scalars().all()
+        for where in key_filters(conn, a.customer_no, crowded):
+            rows = conn.execute(select(a.customer_no, a.bank_code, a.account_no)
+                                .where(where, a.status == "A")).all()
+            lines = self.seen.get("\t".join(row) for row in rows)
+            by_customer: dict[str, list] = {}
+            for no, bank, account in rows:
+                line = lines.get(f"{no}\t{bank}\t{account}", (None,))[0]
+                by_customer.setdefault(no, []).append((line or 0, (no, bank, account)))
+            for no, active in sorted(by_customer.items()):
+                active.sort()
+                names = ", ".join(f"{k[1]}/{k[2]}" + (f" (line {ln})" if ln else " (already active)")
+                                  for ln, k in active)
+                for line, _ in active:
+                    if line:
+                        self.errors.append(LineError(line, "status", f"customer {no} would have {len(active)} "
+                                                                     f"active agreements: {names}; at most one may be "
+                                                                     f"active"))
+        super().finish()
+
+
+def _check_customer_item(line: int, row: list[str], errors: list[LineError]):
+    key, values = _check_customer(line, row, errors)
+    return None if key is None else (line, key, values)
+
+
+def _check_bill_item(line: int, row: list[str], errors: list[LineError]):
+    values = _check_bill(line, row, errors)
+    return None if values is None else (line, values)
+
+
+def _check_agreement_item(line: int, row: list[str], errors: list[LineError]):
+    values = _check_agreement(line, row, errors)
+    return None if values is None else (line, values)
+
+
+_FILES = {"customers": _CustomersFile, "bills": _BillsFile, "agreements": _AgreementsFile}
+
+
+def _chunks(reader: _Reader, check, key_of) -> Iterator[tuple[list, int]]:
+    """The checked lines of a file in chunks of CHUNK_LINES, with the number of lines read so far.
+    A key met again within a chunk ends it, so that a chunk's lookups see its earlier lines written."""
+    items: list = []
+    keys: set[str] = set()
+    for line, row in reader:
+        item = check(line, row)
+        if item is None:
             continue
-        names = ", ".join(f"{k[1]}/{k[2]}" + (f" (line {ln})" if ln else " (already active)") for ln, k in active)
-        for line, key in active:
-            if line:
-                r.errors.append(LineError(line, "status", f"customer {no} would have {len(active)} active "
-                                                          f"agreements: {names}; at most one may be active"))
-    bank_codes = {v["bank_code"] for _, v in parsed.records}
-    known_banks = set(conn.execute(select(banks.c.bank_code).where(banks.c.bank_code.in_(sorted(bank_codes)))).scalars())
-    missing = sorted(bank_codes - known_banks)
-    if ctx.known_banks is not None:
-        for line, v in parsed.records:
-            if v["bank_code"] in missing and v["bank_code"] not in ctx.known_banks:
-                r.errors.append(LineError(line, "bank_code", f"unknown bank {v['bank_code']} (not in the "
-                                                             f"configuration's banks nor the banks table)"))
-    if r.errors or not apply:
-        return
-    new, changed = [], []
-    for _, v in parsed.records:
-        old = current.get((v["customer_no"], v["bank_code"], v["account_no"]))
-        if old is None:
-            new.append(v)
-        elif any(getattr(old, f) != v[f] for f in _AGREEMENT_FIELDS):
-            changed.append((old, v))
-    r.created, r.updated = len(new), len(changed)
-    r.applied = len(new) + len(changed)
-    r.skipped = len(parsed.records) - r.applied
-    r.import_id = import_id = ctx.import_row(parsed)
-    at, audits = ctx.at, []
-    if missing:
-        names = ctx.known_banks or {}
-        conn.execute(insert(banks), [{"bank_code": code, "name": str(names.get(code, "") if isinstance(names, dict)
-                                                                     else "")[:100], "created_at": at}
-                                     for code in missing])
-        audits += [audit_row(at, ctx.actor, "bank.create", "bank", code, f"import {import_id}", import_id=import_id)
-                   for code in missing]
-        r.banks_added = missing
-    # cancellations first, so that a customer never has two active agreements mid-way
-    changed.sort(key=lambda pair: pair[1]["status"] != "C")
-    if changed:
-        conn.execute(update(agreements).where(agreements.c.id == bindparam("key"))
-                     .values({f: bindparam(f) for f in (*_AGREEMENT_FIELDS, "version", "updated_at")}),
-                     [{**{f: v[f] for f in _AGREEMENT_FIELDS}, "key": old.id, "version": old.version + 1,
-                       "updated_at": at} for old, v in changed])
-    if new:
-        ids = conn.execute(insert(agreements).returning(agreements.c.id, sort_by_parameter_order=True),
-                           [{**v, "version": 1, "updated_at": at} for v in new]).scalars().all()
-    else:
-        ids = []
-    audits += [audit_row(at, ctx.actor, "agreement.create", "agreement", agreement_id, f"import {import_id}",
-                         import_id=import_id, version=1, **v) for v, agreement_id in zip(new, ids)]
-    audits += [audit_row(at, ctx.actor, "agreement.update", "agreement", old.id, f"import {import_id}",
-                         import_id=import_id, version=old.version + 1, customer_no=v["customer_no"],
-                         bank_code=v["bank_code"], account_no=v["account_no"],
-                         changes={f: [getattr(old, f), v[f]] for f in _AGREEMENT_FIELDS if getattr(old, f) != v[f]})
-               for old, v in changed]
-    write_audit(conn, audits)
+        key = key_of(item)
+        if key in keys or len(items) >= CHUNK_LINES:
+            yield items, reader.line_num - 1
+            items, keys = [], set()
+        items.append(item)
+        keys.add(key)
+    if items:
+        yield items, reader.line_num
 
 
-_APPLY = {"customers": _customers, "bills": _bills, "agreements": _agreements}
+_KEY_OF = {"customers": lambda item: item[1], "bills": lambda item: item[1][2],
+           "agreements": lambda item: "\t".join(item[1][:3])}
+
+
+def _import_one(ctx: _Context, kind: str, path: Path, result: ImportResult, lines: int, progress) -> None:
+    """Pass 1 of one file: check its lines and write its good rows, CHUNK_LINES at a time."""
+    importer = _FILES[kind](ctx, result, path)
+    read_errors: list[LineError] = []   # the fields' (a line's check counts the errors it adds)
+    reader = _Reader(path, kind, read_errors)
+    check = {"customers": _check_customer_item, "bills": _check_bill_item, "agreements": _check_agreement_item}[kind]
+    progress.start(f"{result.file_name}: checking and applying", total=lines, unit="lines")
+    chunks = _chunks(reader, functools.partial(check, errors=read_errors), _KEY_OF[kind])
+    try:
+        for items, read in chunks:
+            with _GenericPlans(ctx.conn):
+                importer.chunk(items)
+            progress.set_done(read)
+    finally:
+        chunks.close()
+    result.errors.extend(read_errors)
+    result.lines = reader.records
+    importer.finish()
+    progress.set_done(lines)
+    if not result.errors:
+        importer.record()
+    progress.finish()
 
 
 def import_files(engine: Engine, files: Mapping[str, str | Path], actor: str, *,
                  calendar: BusinessCalendar | None = None, now: datetime | None = None,
-                 known_banks: Mapping[str, str] | Iterable[str] | None = None) -> dict[str, ImportResult]:
+                 known_banks: Mapping[str, str] | Iterable[str] | None = None,
+                 progress=None) -> dict[str, ImportResult]:
     """Import a file set ({kind: path}) in the order customers, bills, agreements, all in one
     transaction: either every file is applied or none is. Bills and agreements may name customers
     of the customers file of the same set. ``known_banks`` (codes, or codes to names), when given,
     limits the banks an agreement may name to these and those already in the banks table; a bank
-    not yet in the banks table is added. Returns a result per file; look at ``.errors``."""
+    not yet in the banks table is added. ``progress``: a ``ledger.progress.Progress`` advanced as
+    the files are read (default: none). Returns a result per file; look at ``.errors``."""
     if not actor or not actor.strip():
         raise ValueError("an import names who makes it (actor)")
     unknown = set(files) - set(KINDS)
     if unknown:
         raise ValueError(f"unknown import kind(s) {', '.join(sorted(unknown))}: one of {', '.join(KINDS)}")
+    progress = progress or NoProgress()
     at = now or utcnow()
     business_date = (calendar or BusinessCalendar()).business_date(at)
     if known_banks is not None and not isinstance(known_banks, Mapping):
         known_banks = {code: "" for code in known_banks}
-    parsed = [parse_file(kind, files[kind]) for kind in KINDS if kind in files]
-    results = {p.kind: p.result for p in parsed}
+    paths = {kind: Path(files[kind]) for kind in KINDS if kind in files}
+    results, scans = {}, {}
+    for kind, path in paths.items():   # pass 0: sha256, encoding, size
+        results[kind] = r = ImportResult(kind=kind, file_name=path.name[:255])
+        scan = scans[kind] = _scan(path, r.errors)
+        r.sha256 = scan.sha256
     try:
         with engine.begin() as conn:
             ctx = _Context(conn, actor, at, business_date, known_banks)
-            rejected = False
-            for p in parsed:
-                # after a bad file, keep checking against the database for a complete report
-                rejected = rejected or bool(p.result.errors)
-                _APPLY[p.kind](ctx, p, not rejected)
-                rejected = rejected or bool(p.result.errors)
-            if rejected:
-                raise _Rejected
+            cache = None
+            if conn.dialect.name == "sqlite":
+                cache = conn.exec_driver_sql("PRAGMA cache_size").scalar()
+                conn.exec_driver_sql(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")
+            try:
+                for kind, path in paths.items():
+                    if not results[kind].errors:   # a file that is not UTF-8 is not read further
+                        _import_one(ctx, kind, path, results[kind], scans[kind].lines, progress)
+                if any(r.errors for r in results.values()):
+                    raise _Rejected
+            finally:
+                if cache is not None:
+                    with contextlib.suppress(Exception):   # never in place of the error that got us here
+                        conn.exec_driver_sql(f"PRAGMA cache_size = {int(cache)}")
     except _Rejected:
         for r in results.values():
             r.import_id = None
@@ -758,6 +1204,8 @@ def import_files(engine: Engine, files: Mapping[str, str | Path], actor: str, *,
 
 def import_file(engine: Engine, kind: str, path: str | Path, actor: str, **kwargs) -> ImportResult:
     """Import one file (customers, bills or agreements); see ``import_files``."""
+    if kind not in HEADERS:
+        raise ValueError(f"unknown import kind {kind!r}: one of {', '.join(KINDS)}")
     return import_files(engine, {kind: path}, actor, **kwargs)[kind]
 
 

@@ -1,4 +1,4 @@
-"""Bill inquiry (INTERFACE.md §4.3): what a customer owes. Reads only; never records anything."""
+"""Bill inquiry (docs/spec/INTERFACE.md §4.3): what a customer owes. Reads only; never records anything."""
 from __future__ import annotations
 
 import functools

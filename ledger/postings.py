@@ -6,7 +6,7 @@ batch's in-memory state (postings for one customer see each other in order), and
 ``executemany`` per table at the end. ``GroupCommitter`` (ledger.group_commit) runs it on its own
 thread, one transaction per batch; ``post`` runs it synchronously (tests, the debit engine).
 
-Rules where INTERFACE.md is silent are in docs/ledger.md; the main ones are in the code below.
+Rules where docs/spec/INTERFACE.md is silent are in docs/ledger.md; the main ones are in the code below.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Reconciliation's tables (declared on ``ledger.schema.metadata``; migration 0003, branch ``recon``).
 
-- ``recon_runs``: one per reconciled file: a bank transaction file (§7.1, one per bank and business
+- ``recon_runs``: one per reconciled file: a bank transaction file (docs/spec/INTERFACE.md §7.1, one per bank and business
   date) or a finance statement (§7.3). Totals of both sides and of what matched are columns; matched
   lines are NOT stored one by one (a bank file has up to millions): their count and sum are, per
   channel in ``details``, and the file itself (its SHA-256 is kept) reproduces them.

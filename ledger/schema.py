@@ -135,7 +135,7 @@ business_day_closures = Table(  # a bank's business date is closed when its file
     Column("recon_run_id", Id, nullable=True),
 )
 
-bank_requests = Table(  # every financial request answered, for duplicate replay (INTERFACE §4.7)
+bank_requests = Table(  # every financial request answered, for duplicate replay (docs/spec/INTERFACE.md §4.7)
     "bank_requests", metadata,
     _id(),
     Column("bank_code", String(11), nullable=False),      # field 32

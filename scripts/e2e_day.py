@@ -6,7 +6,7 @@ Separate processes: two ``gridpay serve``, two ``gridpay engine``, ``gridpay sch
 (file sender), ``gridpay watch``, ``gridpay sim bank`` for banks A (ascii) and B (bcd), and a counter system per
 bank (``scripts.e2e.counter``); this script plays bank C's batch-file department and finance. A full day:
 billing files through the watcher, counter payments / reversals / repeats, a scheduled debit batch per bank
-(A, B online, C by file), then the banks' §7.1 files with planted differences and a finance statement. The
+(A, B online, C by file), then the banks' docs/spec/INTERFACE.md §7.1 files with planted differences and a finance statement. The
 day must end with exactly the planted differences found, ``gridpay ledger verify`` holding, every notice sent
 once, every process alive until its clean stop and exiting 0 — also when one process is killed (-9) at a
 random moment during the day and restarted. Exit status 0 when every check holds, 1 otherwise.
@@ -188,6 +188,7 @@ class Day:
                                      if code in sim_ports else {"mode": "file", "result_deadline_h": 24})}
         return {
             "database": {"url": self.url, "pool_size": 5, "group_commit_wait_ms": 1},
+            "engines": {"metrics_port_base": 0}, "scheduler": {"metrics_port": 0}, "watch": {"metrics_port": 0},
             "gateway": {"metrics_port": 0, "echo_interval_s": 60, "key_grace_s": 60, "listeners": [
                 {"name": "ascii", "port": 0, "dialect": "ascii", "banks": [A, C]},
                 {"name": "bcd", "port": 0, "dialect": "bcd", "banks": [B]}]},

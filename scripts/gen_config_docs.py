@@ -28,25 +28,31 @@ ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "configuration.md"
 
 # Keys of the models that are not configuration (set by the loader itself).
-INTERNAL = {"source"}
+INTERNAL = {"source", "database_chosen"}
 
 DESCRIPTIONS: dict[str, str] = {
     # --- top level ---
+    "reports_dir": "Where commands write their reports (CSV, HTML) unless told otherwise (`--reports`).",
     "drop_dir": "The drop directory: `incoming/` (bank files, result files, finance statements, billing "
                 "files), `processed/`, `rejected/`, `reports/`, `requests/`, and `outgoing/` (batch debit "
                 "request files written by the engines). The engines' file mode and the gateway's watcher "
-                "(`gateway.watch_drop_dir`) use it; `gridpay watch --dir DIR` is given it explicitly.",
+                "(`gateway.watch_drop_dir`) and `gridpay watch` use it (`--dir` overrides it).",
 
     "database": "The database; see `[database]`.",
     "business": "Business calendar and approval thresholds; see `[business]`.",
     "gateway": "The counter-channel daemon `gridpay serve`; see `[gateway]`.",
     "notifier": "The SMS notifier `gridpay notifier` (docs/notifier.md); see `[notifier]`.",
+    "engines": "The debit engines `gridpay engine`; see `[engines]`.",
+    "scheduler": "The plan scheduler `gridpay scheduler`; see `[scheduler]`.",
+    "watch": "The drop-directory watcher `gridpay watch`; see `[watch]`.",
 
     # --- [database] ---
     "database.url": "SQLAlchemy URL of the one database every process shares. `sqlite:///path` (embedded, WAL; "
                     "one host only), `postgresql+psycopg://user@host:5432/db`, "
-                    "`oracle+oracledb://user@host:1521/?service_name=GRID`. Must not contain a password unless it "
-                    "comes from the `GRIDPAY_DATABASE__URL` environment variable.",
+                    "`oracle+oracledb://user@host:1521/?service_name=GRID` (driver: `pip install 'gridpay[oracle]'`; "
+                    "untested against a server, none was available: tests only compile the Oracle DDL and "
+                    "statements). Must not contain a password unless it comes from the `GRIDPAY_DATABASE__URL` "
+                    "environment variable.",
     "database.password_env": "Name of the environment variable that holds the database password (inserted into "
                              "the URL at connect time).",
     "database.password_file": "Path of a file that holds the database password (first line, stripped). Give "
@@ -144,7 +150,8 @@ DESCRIPTIONS: dict[str, str] = {
     "banks.*.debit.result_deadline_h": "File mode: a batch with no result file this many hours after its request "
                                        "was written expires; its debits become `unknown`.",
 
-    # [notifier]: the model's fields carry their own descriptions (Field(description=...)).
+    # [notifier], [engines], [scheduler], [watch]: the models' fields carry their own descriptions
+    # (Field(description=...)).
 }
 
 # Rules across keys (model validators), by section path.

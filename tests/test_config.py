@@ -82,3 +82,27 @@ def test_environment_for_a_tree_configures_exactly_that_tree():
     settings = load_settings(None, environ=environment_for(tree))
     assert settings.database.url == "sqlite:///x.db" and settings.drop_dir == "/srv/drop"
     assert settings.gateway.listeners[0].banks == ["01020000"] and settings.gateway.listeners[0].port == 15001
+
+
+@pytest.mark.parametrize("argv", [["db", "upgrade"], ["ledger", "verify"], ["recon", "report", "--date", "2026-12-01"],
+                                  ["watch", "--once"]])
+def test_a_command_without_a_configuration_creates_no_database_and_says_how_to_choose(tmp_path, argv):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRIDPAY_")}
+    out = subprocess.run([sys.executable, "-m", "gateway", *argv], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "sqlite:///var/gridpay.db" in out.stderr and str(tmp_path / "var" / "gridpay.db") in out.stderr
+    assert "--config" in out.stderr and "GRIDPAY_DATABASE__URL" in out.stderr
+    assert not (tmp_path / "var" / "gridpay.db").exists()
+
+
+def test_a_configuration_file_or_the_environment_chooses_the_database(tmp_path):
+    config = tmp_path / "gridpay.toml"
+    config.write_text("[gateway]\nmetrics_port = 0\n")
+    assert load_settings(config, environ={}).database_url() == "sqlite:///var/gridpay.db"  # the file chose defaults
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    assert load_settings(None, environ={"GRIDPAY_DATABASE__URL": url}).database_url() == url

@@ -1,6 +1,6 @@
 """The end-to-end business day (scripts/e2e_day.py, docs/e2e-day.md) on PostgreSQL: two gateways, two
 engines, the scheduler, the notifier and the drop watcher as separate processes, bank hosts for A and B,
-counter systems for A, B and C, bank C's batch files, the banks' §7.1 files with planted differences and
+counter systems for A, B and C, bank C's batch files, the banks' docs/spec/INTERFACE.md §7.1 files with planted differences and
 a finance statement. Once clean, once with a seeded random process killed (-9) and restarted."""
 from __future__ import annotations
 

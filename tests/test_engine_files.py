@@ -1,4 +1,4 @@
-"""Batch debit files (§7.2): the request is written once, a good result applies whole, a bad one
+"""Batch debit files (docs/spec/INTERFACE.md §7.2): the request is written once, a good result applies whole, a bad one
 (missing, extra or changed lines, wrong totals) is rejected whole, the deadline leaves lines open."""
 from __future__ import annotations
 

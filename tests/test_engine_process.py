@@ -1,7 +1,7 @@
 """Real processes on PostgreSQL: three `gridpay engine` processes on one batch against a
 `gridpay sim bank` process that drops answers and connections; one engine is killed with -9 in
 the middle and restarted. Each debit is applied at the bank at most once, every unknown is
-reversed, the bank's truth (its §7.1 day file) equals the ledger's, and the ledger verifies.
+reversed, the bank's truth (its docs/spec/INTERFACE.md §7.1 day file) equals the ledger's, and the ledger verifies.
 Also `gridpay debit now`: approved, declined, and a timeout (unknown + reversal under way)."""
 from __future__ import annotations
 

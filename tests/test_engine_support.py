@@ -23,6 +23,7 @@ def settings_tree(db_url: str, port: int = 0, drop_dir: str = "", **debit) -> di
     return {
         "database": {"url": db_url},
         "drop_dir": drop_dir or "var/drop",
+        "engines": {"metrics_port_base": 0}, "scheduler": {"metrics_port": 0}, "watch": {"metrics_port": 0},
         "banks": {
             BANK: {"name": "debit bank", "dialect": "ascii", "zmk_env": ZMK_ENV, "channels": ["counter", "debit"],
                    "debit": {"mode": "online", "host": "127.0.0.1", "port": port, "timeout_s": 5.0,

@@ -1,4 +1,4 @@
-"""The counter channel end to end: a real gateway on real sockets and a real database (INTERFACE §4-§6)."""
+"""The counter channel end to end: a real gateway on real sockets and a real database (docs/spec/INTERFACE.md §4-§6)."""
 import pytest
 import pytest_twisted
 from twisted.internet import reactor

@@ -136,7 +136,7 @@ async def test_two_banks_two_gateways_pay_one_customer_at_the_same_moment(pg_url
 @pytest_twisted.ensureDeferred
 async def test_a_key_another_gateway_replaced_keeps_its_grace_on_both(url):
     """A bank signs on through gw1 (key 1) and then through gw2 (key 2): within a second key 2 is the
-    current key on both gateways and key 1 the previous one, accepted for 60 s (§4.1) wherever the
+    current key on both gateways and key 1 the previous one, accepted for 60 s (docs/spec/INTERFACE.md §4.1) wherever the
     request lands; answers are MACed with key 2; after the grace period key 1 gets A0."""
     clock = Clock()
     gw1 = await start_gateway(reactor, url, clock=clock)

@@ -8,8 +8,8 @@ from iso8583_specs.keys import has_odd_parity
 from iso8583_specs.mac import iso9797_alg3, x99, x919
 
 
-def test_iso9797_alg3_known_answer_from_notes():
-    # NOTES.md: alg. 3 with 3DES block ciphers K1, K2 and padding method 2.
+def test_iso9797_alg3_known_answer():
+    # ISO 9797-1 alg. 3 (ANSI X9.19) with 3DES block ciphers K1, K2 and padding method 2.
     k1 = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
     k2 = bytes.fromhex("FEDCBA98765432100123456789ABCDEF")
     data = bytes.fromhex("1234567890ABCDEF")

@@ -10,7 +10,7 @@ from iso8583_specs import (MessageError, Tlv, UnsupportedError, decode, dialect_
                            validate_request, validate_response)
 from iso8583_specs.codec import Message
 
-VECTORS = json.loads((Path(__file__).resolve().parents[1].parent / "shared" / "spec" / "vectors.json")
+VECTORS = json.loads((Path(__file__).with_name("spec") / "vectors.json")
                      .read_text(encoding="utf-8"))["vectors"]
 ASCII, BCD = get_dialect("ascii"), get_dialect("bcd")
 KEY = bytes.fromhex("89B07B35A1B3F47E4C7D2A0B91E3C5D7")

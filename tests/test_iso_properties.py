@@ -1,4 +1,4 @@
-"""Property tests: every §4 shape round-trips in every dialect; nothing but MessageError escapes."""
+"""Property tests: every docs/spec/INTERFACE.md §4 shape round-trips in every dialect; nothing but MessageError escapes."""
 import iso8583
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 

@@ -13,7 +13,7 @@ from iso8583_specs import (check_value, decode, encode, encode_frame, get_dialec
 from iso8583_specs.cli import iso
 from iso8583_specs.keys import decrypt_key
 
-VECTORS_FILE = Path(__file__).resolve().parents[1].parent / "shared" / "spec" / "vectors.json"
+VECTORS_FILE = Path(__file__).with_name("spec") / "vectors.json"
 DATA = json.loads(VECTORS_FILE.read_text(encoding="utf-8"))
 VECTORS = DATA["vectors"]
 ZMK = bytes.fromhex(DATA["zmk"])

@@ -1,4 +1,4 @@
-"""Imports of the billing system's files (spec/BILLING-FILES.md), on SQLite and PostgreSQL."""
+"""Imports of the billing system's files (docs/spec/BILLING-FILES.md), on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import csv
@@ -365,3 +365,135 @@ def test_100k_bills_import_quickly_on_sqlite(sqlite_url, tmp_path):
     print(f"\n{r.applied} bills imported in {elapsed:.1f} s ({r.applied / elapsed:,.0f}/s)")
     assert elapsed < 45
     engine.dispose()
+
+
+# --- streaming: files of many chunks -------------------------------------------------------------
+
+def _many_customers(n: int) -> list[list[str]]:
+    return [[f"S{i:04d}", f"客户{i}", "R", "A", "Y", f"138{i:08d}" if i % 3 else ""] for i in range(n)]
+
+
+def _many_bills(customer_nos: list[str], per: int = 2) -> list[list[str]]:
+    rows = []
+    for k in range(per):
+        period = f"2026{9 + k:02d}"
+        for i, no in enumerate(customer_nos):
+            rows.append([no, period, f"{period}{no}", str(1_000 + i), str(i % 4 * 10), f"2026-{10 + k:02d}-20"])
+    return rows
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    """Chunks of 7 lines: a file of a few dozen lines is read and written in many of them."""
+    import ledger.imports
+
+    monkeypatch.setattr(ledger.imports, "CHUNK_LINES", 7)
+
+
+def test_a_good_multi_chunk_file_set_imports_fully(db_url, engine, tmp_path, small_chunks):
+    cust = _many_customers(40)
+    nos = [row[0] for row in cust]
+    files = {"customers": write_csv(tmp_path / "customers.csv", "customers", cust),
+             "bills": write_csv(tmp_path / "bills.csv", "bills", _many_bills(nos))}
+    results = import_files(engine, files, ACTOR)
+    assert all(r.ok for r in results.values()), {k: r.errors[:3] for k, r in results.items()}
+    assert (results["customers"].lines, results["customers"].created) == (40, 40)
+    assert (results["bills"].lines, results["bills"].created, results["bills"].skipped) == (80, 80, 0)
+    assert results["bills"].notices == sum(2 for row in cust if row[5])
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(bills)).scalar_one() == 80
+        assert conn.execute(select(func.count()).select_from(customer_history)).scalar_one() == 40
+        entries = conn.execute(select(journal_entries.c.kind, func.count()).group_by(journal_entries.c.kind)).all()
+        assert dict(entries) == {"bill": 80}
+        assert conn.execute(select(func.sum(journal_lines.c.amount))).scalar_one() == 0
+        # every bill's entry: Dr receivable principal+penalty, Cr revenue, Cr penalty_income (when any)
+        lines = conn.execute(select(journal_lines.c.account, journal_lines.c.amount)
+                             .select_from(journal_lines.join(journal_entries, ENTRY_OF_LINE))
+                             .where(journal_entries.c.ref_id == f"202610{nos[3]}")).all()
+        assert sorted(lines) == [("penalty_income", -30), ("receivable", 1_033), ("revenue", -1_003)]
+        imported = conn.execute(select(imports.c.kind, imports.c.lines, imports.c.applied, imports.c.skipped)
+                                .order_by(imports.c.id)).all()
+        assert [tuple(r) for r in imported] == [("customers", 40, 40, 0), ("bills", 80, 80, 0)]
+        assert conn.execute(select(imports.c.file_sha256).where(imports.c.kind == "bills")).scalar_one() == \
+            hashlib.sha256(files["bills"].read_bytes()).hexdigest()
+    assert_ledger_verifies(db_url)
+    # again: everything known, skipped; a bills file repeating a line chunks apart skips it too
+    again = import_files(engine, files, ACTOR)
+    assert (again["customers"].skipped, again["bills"].skipped, again["bills"].applied) == (40, 80, 0)
+    more = _many_bills(nos[:10], per=1)
+    more = [["S0001", "202611", "N1", "500", "0", "2026-12-20"]] + more + [["S0001", "202611", "N1", "500", "0",
+                                                                              "2026-12-20"]]
+    r = import_file(engine, "bills", write_csv(tmp_path / "more.csv", "bills", more), ACTOR)
+    assert r.ok and (r.lines, r.created, r.skipped) == (12, 1, 11), r.errors
+    assert_ledger_verifies(db_url)
+
+
+def test_prepaid_pays_the_oldest_bill_even_when_a_later_chunk_brings_it(db_url, engine, tmp_path, small_chunks):
+    import_file(engine, "customers", write_csv(tmp_path / "c.csv", "customers", CUSTOMERS), ACTOR)
+    with engine.begin() as conn:
+        add_banks(conn, "01020000")
+    assert post(engine, [payment("01020000", "C001", 10_000, at=T0)])[0].ok   # prepaid 10,000
+    filler = [["C002", "202610", f"F{i}", "100", "0", "2026-11-20"] for i in range(20)]
+    rows = ([["C001", "202610", "NEW", "9000", "0", "2026-11-20"]] + filler +
+            [["C001", "202609", "OLD", "8000", "0", "2026-10-20"]])               # 3 chunks later
+    r = import_file(engine, "bills", write_csv(tmp_path / "b.csv", "bills", rows), ACTOR)
+    assert r.ok and r.prepaid_applied == 1, r.errors
+    with engine.connect() as conn:
+        assert prepaid_of(conn, "C001") == 2_000
+        paid = conn.execute(select(prepaid_movements.c.bill_id).where(prepaid_movements.c.kind == "applied")).scalars()
+        assert list(paid) == ["OLD"]
+        texts = dict(conn.execute(select(outbox.c.ref, outbox.c.text).where(outbox.c.kind == "bill_notice")).all())
+        assert texts["bill:OLD"].endswith("已缴，谢谢。") and "请于" in texts["bill:NEW"]
+        assert len(texts) == 2   # C002 has no mobile
+    assert_ledger_verifies(db_url)
+
+
+def test_a_bad_line_near_the_end_of_a_multi_chunk_file_rejects_it_whole(db_url, engine, tmp_path, small_chunks):
+    cust = _many_customers(30)
+    nos = [row[0] for row in cust]
+    import_file(engine, "customers", write_csv(tmp_path / "customers.csv", "customers", cust), ACTOR)
+    before = counts(engine)
+    rows = _many_bills(nos)                                      # 60 good lines, 9 chunks
+    rows[50][3] = "12.5"                                         # line 52: principal
+    rows.append([nos[0], "202609", f"202609{nos[0]}", "999", "0", "2026-10-20"])   # line 62: first on line 2
+    rows.append(["NOBODY", "202609", "X1", "100", "0", "2026-10-20"])             # line 63: unknown customer
+    rows.append([nos[5], "202612", "X1", "100", "0", "2026-10-20"])               # line 64: X1 again, other content
+    r = import_file(engine, "bills", write_csv(tmp_path / "bills.csv", "bills", rows), ACTOR)
+    assert not r.ok and r.lines == 63 and r.import_id is None and r.applied == 0
+    assert [(e.line, e.column) for e in r.errors] == [(52, "principal"), (62, "bill_id"), (63, "customer_no"),
+                                                      (64, "bill_id")]
+    assert "appears again with other content (first on line 2)" in r.errors[1].reason
+    assert "first on line 63" in r.errors[3].reason
+    assert counts(engine) == before                              # the 59 good lines were not applied
+    # customers: a number given again chunks after its first line, and a bad line at the very end
+    rows = _many_customers(30) + [["S0003", "又一个", "R", "A", "Y", ""], ["S9999", "末", "X", "A", "Y", ""]]
+    r = import_file(engine, "customers", write_csv(tmp_path / "c2.csv", "customers", rows), ACTOR)
+    assert [(e.line, e.column) for e in r.errors] == [(32, "customer_no"), (33, "customer_type")]
+    assert "S0003 appears again (first on line 5)" in r.errors[0].reason
+    assert counts(engine) == before
+    # agreements: two active ones for a customer, chunks apart
+    add = [[no, "01020000", f"62220000{i:08d}", "户名", "C", "0"] for i, no in enumerate(nos[:20])]
+    add[1][4] = "A"
+    add.append([nos[1], "01030000", "6228000000000001", "户名", "A", "0"])
+    r = import_file(engine, "agreements", write_csv(tmp_path / "a.csv", "agreements", add), ACTOR)
+    assert [(e.line, e.column) for e in r.errors] == [(3, "status"), (22, "status")]
+    assert "01020000/6222000000000001 (line 3), 01030000/6228000000000001 (line 22)" in r.errors[0].reason
+    assert counts(engine) == before
+    assert_ledger_verifies(db_url)
+
+
+def test_import_shows_progress_lines_off_a_terminal_and_a_summary(engine, tmp_path, small_chunks):
+    import io
+
+    from ledger.progress import Progress
+
+    out = io.StringIO()
+    files = {"customers": write_csv(tmp_path / "customers.csv", "customers", _many_customers(30))}
+    results = import_files(engine, files, ACTOR, progress=Progress(out, every_s=0))
+    assert results["customers"].ok
+    lines = out.getvalue().splitlines()
+    assert len(lines) >= 5, lines                               # a line a chunk (every_s=0), then the summary
+    assert lines[0].startswith("customers.csv: checking and applying: ") and "/31 lines (" in lines[0]
+    assert "lines/s" in lines[0]
+    assert "31/31 lines (100%)" in lines[-2]
+    assert lines[-1].startswith("customers.csv: checking and applying: 31 lines in ")

@@ -1,4 +1,4 @@
-"""Inquiry, counter payment, reversal and duplicate rules (INTERFACE.md §4.3-§4.7), on SQLite and PostgreSQL."""
+"""Inquiry, counter payment, reversal and duplicate rules (docs/spec/INTERFACE.md §4.3-§4.7), on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import json

@@ -70,3 +70,34 @@ def test_0005_keeps_a_populated_ledger_and_its_invariants(db_url):
     assert counts() == before and before[0] == 2
     assert verify(engine) == []
     engine.dispose()
+
+
+def gridpay_db(*args):
+    return subprocess.run([sys.executable, "-m", "gateway", "db", *args], capture_output=True, text=True)
+
+
+def test_db_current_fails_unless_the_database_is_at_the_newest_revision(db_url):
+    empty = gridpay_db("current", "--url", db_url)
+    assert empty.returncode == 1 and "not at the newest revision" in empty.stderr
+    for revision in ("0002", "0003", "0004"):
+        migrate.upgrade(db_url, revision)
+    old = gridpay_db("current", "--url", db_url)
+    assert old.returncode == 1 and "0002,0003,0004" in old.stderr and "gridpay db upgrade" in old.stderr
+    migrate.upgrade(db_url)
+    at_head = gridpay_db("current", "--url", db_url)
+    assert at_head.returncode == 0 and migrate.newest() in at_head.stdout
+
+
+def test_db_sql_prints_only_what_the_database_still_needs_in_its_dialect(db_url):
+    for revision in ("0002", "0003", "0004"):
+        migrate.upgrade(db_url, revision)
+    out = gridpay_db("sql", "--url", db_url)
+    assert out.returncode == 0, out.stderr
+    assert "SET version_num='0005' WHERE alembic_version.version_num = '0004'" in out.stdout
+    assert "CREATE TABLE bills" not in out.stdout and "0001" not in out.stdout  # what it has already
+    if db_url.startswith("postgresql"):
+        assert "DROP CONSTRAINT" in out.stdout  # PostgreSQL's own ALTER TABLE, not SQLite's batch rebuild
+    assert migrate.current(db_url) == "0002,0003,0004"  # printing changed nothing
+    migrate.upgrade(db_url)
+    done = gridpay_db("sql", "--url", db_url)
+    assert done.returncode == 0 and done.stdout == "" and "nothing to apply" in done.stderr

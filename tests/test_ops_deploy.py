@@ -158,10 +158,40 @@ def test_engine_template_names_each_instance(site):
     assert argv[argv.index("--id") + 1] == "%H-%i"
 
 
+def test_engine_template_passes_its_instance_number_for_the_metrics_port(site):
+    argv = exec_argv(units()["gridpay-engine@.service"])
+    assert argv[argv.index("--instance") + 1] == "%i"
+    assert "--metrics-port" not in argv, "the port comes from engines.metrics_port_base + instance"
+
+
 def test_watch_unit_watches_the_configured_drop_directory(site):
     argv = exec_argv(units()["gridpay-watch.service"])
-    assert argv[argv.index("--dir") + 1] == site.drop_dir
+    assert "--dir" not in argv, "the drop directory comes from the configuration (drop_dir)"
+    assert site.drop_dir == "/var/lib/gridpay/drop"
     assert not site.gateway.watch_drop_dir, "one watcher per drop directory"
+
+
+def test_every_process_takes_its_metrics_port_from_the_configuration_and_prometheus_scrapes_it(site):
+    """Each unit's process serves /metrics on the port its section of the site configuration
+    names (no --metrics-port in any unit), and the Prometheus example scrapes each of them there."""
+    import yaml
+
+    ports = {"serve": [site.gateway.metrics_port], "notifier": [site.notifier.metrics_port],
+             "scheduler": [site.scheduler.metrics_port], "watch": [site.watch.metrics_port],
+             "engine": [site.engines.metrics_port_base + n for n in (1, 2)]}
+    jobs = {"serve": "gridpay-gateway", "notifier": "gridpay-notifier", "scheduler": "gridpay-scheduler",
+            "watch": "gridpay-watch", "engine": "gridpay-engine"}
+    assert set(ports) == PROCESSES
+    for name, unit in units().items():
+        assert "--metrics-port" not in exec_argv(unit), f"{name}: the port belongs in the configuration"
+    every = [p for group in ports.values() for p in group]
+    assert len(set(every)) == len(every), f"two processes share a metrics port: {ports}"
+    scrape = yaml.safe_load((ROOT / "config" / "prometheus" / "prometheus.example.yml").read_text())["scrape_configs"]
+    targets = {job["job_name"]: {int(t.rsplit(":", 1)[1]) for c in job["static_configs"] for t in c["targets"]}
+               for job in scrape}
+    for process, job in jobs.items():
+        assert job in targets, f"Prometheus does not scrape {process} ({job})"
+        assert targets[job] == set(ports[process]), f"{job} scraped on {targets[job]}, serves on {ports[process]}"
 
 
 _OPTIONS_SCRIPT = """

@@ -48,3 +48,30 @@ def test_top_level_help_lists_the_areas():
     out = subprocess.run([sys.executable, "-m", "gateway", "--help"], capture_output=True, text=True).stdout
     for name in ("serve", "demo", "db", "ledger", "report", "iso", "sim"):
         assert re.search(rf"^\s+{name}\s", out, re.M), name
+
+
+RUNTIME_PACKAGES = ("config", "engines", "gateway", "iso8583_specs", "ledger")
+
+
+def imported_modules(path: Path) -> list[tuple[int, str]]:
+    import ast
+
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            out.append((node.lineno, node.module))
+    return out
+
+
+def test_runtime_code_needs_neither_scripts_nor_tests_nor_the_oracle_driver():
+    """The wheel installs only the runtime packages (tests/test_wheel.py): they may not import
+    scripts/ or tests/, and only SQLAlchemy's Oracle dialect imports the driver (the `oracle` extra)."""
+    for package in RUNTIME_PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            for line, module in imported_modules(path):
+                top = module.split(".")[0]
+                assert top not in ("scripts", "tests", "oracledb", "cx_Oracle", "psutil"), \
+                    f"{path.relative_to(ROOT)}:{line} imports {module}"
+

@@ -1,8 +1,9 @@
-"""First reconciliation (§7.1): outcomes, whole-file validation, idempotence, closure, resolutions."""
+"""First reconciliation (docs/spec/INTERFACE.md §7.1): outcomes, whole-file validation, idempotence, closure, resolutions."""
 from __future__ import annotations
 
 import csv
 import json
+import re
 
 import pytest
 from sqlalchemy import func, select
@@ -192,6 +193,10 @@ def test_bank_cli(world, tmp_path):
     reports = tmp_path / "reports"
     out = gridpay("recon", "bank", path, "--url", world.url, "--actor", "alice", "--reports", reports, check=True)
     assert "9 exception(s)" in out.stdout and "closed for reversals" in out.stdout
+    phases = out.stderr.splitlines()  # progress off a terminal: one line per phase, on standard error
+    assert any(re.search(r": read \d+ lines in [\d.]+ s \([\d,]+ lines/s\)$", line) for line in phases), phases
+    assert any("ledger payments against" in line and "matched" in line for line in phases), phases
+    assert any(re.search(r": 2 reports written in", line) for line in phases), phases
     assert sorted(p.suffix for p in reports.iterdir()) == [".csv", ".html"]
     again = gridpay("recon", "bank", path, "--url", world.url, "--actor", "alice", "--reports", reports)
     assert again.returncode == 0 and "already reconciled" in again.stdout and "nothing changed" in again.stdout

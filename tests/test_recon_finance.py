@@ -1,4 +1,4 @@
-"""Second reconciliation (§7.3): camt.053 (001.02 and 001.08 namespaces, and later), CSV, hostile XML,
+"""Second reconciliation (docs/spec/INTERFACE.md §7.3): camt.053 (001.02 and 001.08 namespaces, and later), CSV, hostile XML,
 remittances, cheques, reversals, tolerances, a 20,000-entry statement."""
 from __future__ import annotations
 

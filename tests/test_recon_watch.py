@@ -1,5 +1,5 @@
 """The drop directory: complete-file rule, recognition of each kind, once-only by SHA-256,
-rejections with .error.txt; §7.2 result-file checks; the real ``gridpay watch --once``."""
+rejections with .error.txt; docs/spec/INTERFACE.md §7.2 result-file checks; the real ``gridpay watch --once``."""
 from __future__ import annotations
 
 import os

@@ -1,6 +1,6 @@
 """A bank's host on the debit channel (``gridpay sim bank``): a TCP server the gateway connects to.
 
-It answers sign-on with a fresh MAK under the ZMK (§4.1), verifies MACs (A0; 91 before sign-on),
+It answers sign-on with a fresh MAK under the ZMK (docs/spec/INTERFACE.md §4.1), verifies MACs (A0; 91 before sign-on),
 applies direct debits to its accounts (14, 57, 61, 51 are real: ``bank_state.BankBooks``) and
 debit reversals, answers repeats from its response cache (§4.7: same answer, never applied
 twice; different content under the same identity: 94), and misbehaves on purpose, seeded:

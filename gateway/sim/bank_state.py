@@ -1,4 +1,4 @@
-"""The simulated bank's books: accounts, the debits it applied, reversals, and its day file (§7.1).
+"""The simulated bank's books: accounts, the debits it applied, reversals, and its day file (docs/spec/INTERFACE.md §7.1).
 
 Pure state, no networking: ``BankBooks.debit`` / ``reverse`` decide exactly what a bank host
 does with a direct debit and a debit reversal, and remember it, so that tests can compare the

@@ -137,7 +137,7 @@ def counter(host, port, dialect, framing, field_encoding, mac, bank, zmk_env, zm
 @click.option("--echo-interval", type=float, default=None, help="echo an idle connection after this many seconds")
 @click.option("--business-date", default=None, help="YYYY-MM-DD (default: today in Asia/Shanghai)")
 @click.option("--day-file-dir", type=click.Path(file_okay=False), default=None,
-              help="write the bank transaction file (§7.1) here on exit")
+              help="write the bank transaction file (docs/spec/INTERFACE.md §7.1) here on exit")
 @click.option("--seed", default=1, show_default=True)
 def bank(interface, port, dialect, framing, field_encoding, mac, bank, zmk_env, zmk_file, accounts_file,
          nii_gateway, nii_bank, latency_ms, latency_dist, decline_text, drop_before_apply, drop_after_apply,

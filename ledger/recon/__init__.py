@@ -1,4 +1,4 @@
-"""Reconciliation: bank transaction files (§7.1), finance statements (§7.3), manual matching,
+"""Reconciliation: bank transaction files (docs/spec/INTERFACE.md §7.1), finance statements (§7.3), manual matching,
 resolutions through the ledger, reports, and the drop-directory watcher. See docs/reconciliation.md.
 
 Public API (import from the submodules; names re-exported lazily here):

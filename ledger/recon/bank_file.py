@@ -1,4 +1,4 @@
-"""The bank transaction file (INTERFACE.md §7.1): read and check it whole.
+"""The bank transaction file (docs/spec/INTERFACE.md §7.1): read and check it whole.
 
 ``read_bank_file(path)`` decodes (GBK), checks every line and the header's count and sum against
 the lines, and returns a ``BankFile``: ``errors`` lists every bad line with its field and reason

@@ -1,4 +1,4 @@
-"""The finance statement (§7.3): ISO 20022 camt.053 (001.02 and later) or the CSV form.
+"""The finance statement (docs/spec/INTERFACE.md §7.3): ISO 20022 camt.053 (001.02 and later) or the CSV form.
 
 camt.053 is read by a streaming parser on the standard library's expat, hardened the way
 defusedxml hardens it (and raising defusedxml's exceptions): a DOCTYPE is refused outright (so no
@@ -6,7 +6,7 @@ internal entity can be declared: no billion laughs), as are entity declarations,
 references and parameter entities; nothing is fetched from the network; the file may be at most
 ``MAX_BYTES``; elements are not kept (each ``Ntry`` is turned into a ``StatementEntry`` and
 dropped), so memory stays flat, and it is linear: a 20,000-entry statement parses in well under a
-second (``pycamt`` was not used: NOTES.md measured it quadratic in the number of entries).
+second (``pycamt`` was not used: measured here, it slows down quadratically with the number of entries).
 
 Versions: the root namespace must be ``urn:iso:std:iso:20022:tech:xsd:camt.053.001.NN`` with NN >= 02.
 Element names are the same across versions for what is read here, except the status (``Sts``

@@ -13,8 +13,8 @@ import click
 from ledger.cli import config_option, url_option
 
 actor_option = click.option("--actor", help="operator name, audited (default: the login name)")
-reports_option = click.option("--reports", "reports_dir", default="reports", show_default=True,
-                              type=click.Path(file_okay=False), help="directory for the CSV and HTML reports")
+reports_option = click.option("--reports", "reports_dir", type=click.Path(file_okay=False),
+                              help="directory for the CSV and HTML reports (default: the configuration's reports_dir)")
 date_type = click.DateTime(formats=["%Y-%m-%d"])
 
 
@@ -37,6 +37,19 @@ def _setup(config_path, url):
     settings = load_settings(config_path)
     engine = make_engine(url or settings.database_url())
     return engine, BusinessCalendar(settings.business.timezone, settings.business.cutoff)
+
+
+def _reports(config_path, reports_dir: str | None) -> str:
+    from config import load_settings
+
+    return reports_dir or load_settings(config_path).reports_dir
+
+
+def _progress(quiet: bool = False):
+    """Phases of a run on standard error (a bar on a terminal), so standard output stays the result."""
+    from ledger.progress import NoProgress, Progress
+
+    return NoProgress() if quiet else Progress()
 
 
 def _fail(message: str) -> None:
@@ -73,12 +86,13 @@ def recon() -> None:
 @config_option
 @url_option
 def bank(path, actor, reports_dir, settle_debits, max_errors, as_json, config_path, url) -> None:
-    """First reconciliation: a bank's transaction file (§7.1) against the ledger; closes the date."""
+    """First reconciliation: a bank's transaction file (docs/spec/INTERFACE.md §7.1) against the ledger; closes the date."""
     from ledger.recon.matching import reconcile_bank_file
 
     engine, calendar = _setup(config_path, url)
     try:
-        r = reconcile_bank_file(engine, path, actor=_actor(actor), calendar=calendar, reports_dir=reports_dir,
+        r = reconcile_bank_file(engine, path, actor=_actor(actor), calendar=calendar,
+                                reports_dir=_reports(config_path, reports_dir), progress=_progress(as_json),
                                 settle_debits=settle_debits)
     finally:
         engine.dispose()
@@ -112,12 +126,13 @@ def bank(path, actor, reports_dir, settle_debits, max_errors, as_json, config_pa
 @url_option
 def finance(path, actor, reports_dir, amount_tolerance, cheque_window_days, no_cheques, max_errors, as_json,
             config_path, url) -> None:
-    """Second reconciliation: the finance statement (camt.053 or CSV, §7.3)."""
+    """Second reconciliation: the finance statement (camt.053 or CSV, docs/spec/INTERFACE.md §7.3)."""
     from ledger.recon.finance import reconcile_statement
 
     engine, _ = _setup(config_path, url)
     try:
-        r = reconcile_statement(engine, path, actor=_actor(actor), reports_dir=reports_dir,
+        r = reconcile_statement(engine, path, actor=_actor(actor), reports_dir=_reports(config_path, reports_dir),
+                                progress=_progress(as_json),
                                 rules=_rules(amount_tolerance, cheque_window_days, no_cheques))
     finally:
         engine.dispose()
@@ -300,49 +315,43 @@ def report(business_date, reports_dir, fmt, config_path, url) -> None:
     """The day across banks: text table (or CSV) on standard output, CSV + HTML in the reports directory."""
     from ledger.recon.reports import day_report, render_day_csv, render_day_text, write_day_reports
 
+    import time
+
     engine, _ = _setup(config_path, url)
+    t0 = time.perf_counter()
     try:
         rep = day_report(engine, business_date.date())
     finally:
         engine.dispose()
-    paths = write_day_reports(rep, reports_dir)
+    paths = write_day_reports(rep, _reports(config_path, reports_dir))
+    _progress().step(f"reconciliation day report {business_date:%Y-%m-%d}: {len(paths)} files in "
+                     f"{time.perf_counter() - t0:.1f} s")
     click.echo(render_day_text(rep) if fmt == "table" else render_day_csv(rep), nl=False)
     if fmt == "table":
         for p in paths:
             click.echo(f"report: {p}")
 
 
-def _serve_recon_metrics(engine, host: str, port: int, stop, refresh_s: float = 15.0) -> None:
+def _serve_recon_metrics(engine, host: str, port: int, stop) -> None:
     """Prometheus /metrics for the watcher, refreshed from the database on a thread of its own."""
-    import threading
+    from engines.metrics import ReconMetrics, serve_threaded
 
-    from prometheus_client import start_http_server
-
-    from engines.metrics import ReconMetrics
-
-    metrics = ReconMetrics()
-    server, _thread = start_http_server(port, addr=host, registry=metrics.registry)
-    port = server.server_port
-
-    def refresh():
-        while not stop.is_set():
-            metrics.poll(engine)
-            stop.wait(refresh_s)
-
-    threading.Thread(target=refresh, name="recon-metrics", daemon=True).start()
+    port = serve_threaded(ReconMetrics(), engine, host, port, stop)
     click.echo(f"gridpay watch: metrics on http://{host}:{port}/metrics")
 
 
 @click.command()
-@click.option("--dir", "drop_dir", required=True, type=click.Path(file_okay=False), help="the drop directory")
+@click.option("--dir", "drop_dir", type=click.Path(file_okay=False),
+              help="the drop directory (default: the configuration's drop_dir)")
 @click.option("--once", is_flag=True, help="process what is there now and exit")
-@click.option("--interval", default=5.0, show_default=True, type=click.FloatRange(0.1), help="seconds between polls")
+@click.option("--interval", type=click.FloatRange(0.1), help="seconds between polls (default: watch.interval_s)")
 @click.option("--settle-debits", is_flag=True, help="settle unknown debits by the bank files")
 @click.option("--amount-tolerance", default=0, show_default=True, type=click.IntRange(0))
 @click.option("--cheque-window-days", type=click.IntRange(0), default=None)
-@click.option("--metrics-host", default="127.0.0.1", show_default=True)
-@click.option("--metrics-port", default=0, show_default=True, type=click.IntRange(0, 65535),
-              help="/metrics (open reconciliation items, database reachability); 0 = any free port")
+@click.option("--metrics-host", help="address of /metrics (default: watch.metrics_host)")
+@click.option("--metrics-port", type=click.IntRange(0, 65535),
+              help="/metrics (open reconciliation items, database reachability); 0 = any free port "
+                   "(default: watch.metrics_port)")
 @actor_option
 @config_option
 @url_option
@@ -358,7 +367,14 @@ def watch(drop_dir, once, interval, settle_debits, amount_tolerance, cheque_wind
 
     from ledger.recon.watch import DropWatcher, poll_forever
 
+    from config import load_settings
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = load_settings(config_path)
+    drop_dir = drop_dir or settings.drop_dir
+    interval = interval or settings.watch.interval_s
+    metrics_host = metrics_host or settings.watch.metrics_host
+    metrics_port = settings.watch.metrics_port if metrics_port is None else metrics_port
     engine, calendar = _setup(config_path, url)
     watcher = DropWatcher(engine, drop_dir, actor=_actor(actor) if actor else "system:recon-watch", calendar=calendar,
                           rules=_rules(amount_tolerance, cheque_window_days, False), settle_debits=settle_debits,

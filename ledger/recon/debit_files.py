@@ -1,4 +1,4 @@
-"""Batch debit files (§7.2): check a result file against its request file.
+"""Batch debit files (docs/spec/INTERFACE.md §7.2): check a result file against its request file.
 
 ``validate_debit_result(request, result)`` (bytes or text of ``{bank}_{batch}.req`` and
 ``{bank}_{batch}.ret``) returns every problem as ``(line, field, reason)`` (line of the result

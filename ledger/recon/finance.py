@@ -1,4 +1,4 @@
-"""Second reconciliation: the finance department's statement of the collection account (§7.3).
+"""Second reconciliation: the finance department's statement of the collection account (docs/spec/INTERFACE.md §7.3).
 
 ``reconcile_statement(engine, path, actor=..., rules=FinanceRules())`` reads the statement
 (``camt.read_statement``: camt.053 001.02+ or CSV; a bad statement applies nothing) and stores a
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -36,6 +37,7 @@ from ledger.audit import audit_row, write_audit
 from ledger.bulk import insert_rows
 from ledger.business_date import utcnow
 from ledger.ids import reserve_ids
+from ledger.progress import NoProgress
 from ledger.recon.camt import Statement, StatementEntry, StatementError, read_statement
 from ledger.recon_tables import recon_items, recon_match_members, recon_matches, recon_runs
 from ledger.schema import payments, reversals
@@ -104,11 +106,14 @@ def new_match(conn, kind: str, actor: str, now: datetime, note: str, members: li
 
 def reconcile_statement(engine: Engine, path: str | Path, *, actor: str, rules: FinanceRules | None = None,
                         now: datetime | None = None, reports_dir: str | Path | None = None,
-                        data: bytes | None = None) -> FinanceRunResult:
+                        data: bytes | None = None, progress: NoProgress = NoProgress()) -> FinanceRunResult:
+    """Match a finance statement's entries against the ledger's collections; ``progress`` hears of
+    each phase (read, match and store, reports) as it ends."""
     assert actor, "a reconciliation names who runs it"
     rules = rules or FinanceRules()
     now = now or utcnow()
     path = Path(path)
+    t0 = time.perf_counter()
     try:
         st = read_statement(path, data)
     except StatementError as exc:
@@ -123,17 +128,22 @@ def reconcile_statement(engine: Engine, path: str | Path, *, actor: str, rules: 
             from ledger.recon.reports import write_rejection
             result.reports = write_rejection(path.name, result.errors, 0, reports_dir)
         return result
+    progress.step(f"{path.name}: read {len(st.entries):,} entries in {time.perf_counter() - t0:.1f} s")
     rr = recon_runs.c
     with engine.connect() as conn:
         same = conn.execute(select(rr.run_id, rr.finished_at).where(rr.kind == "finance", rr.file_sha256 == st.sha256)).first()
     if same is not None:
         return FinanceRunResult("duplicate", f"already reconciled: statement SHA-256 {st.sha256[:16]}... is run "
                                 f"{same.run_id} ({same.finished_at:%Y-%m-%d %H:%M}); nothing changed", st, same.run_id)
+    t1 = time.perf_counter()
     with engine.begin() as conn:
         result = _match_and_store(conn, st, actor, rules, now)
+    progress.step(f"{path.name}: matched and stored in {time.perf_counter() - t1:.1f} s: {result.message}")
     if reports_dir is not None:
         from ledger.recon.reports import write_run_reports
+        t2 = time.perf_counter()
         result.reports = write_run_reports(engine, result.run_id, reports_dir)
+        progress.step(f"{path.name}: {len(result.reports)} reports written in {time.perf_counter() - t2:.1f} s")
     return result
 
 

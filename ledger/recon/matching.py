@@ -1,4 +1,4 @@
-"""First reconciliation: a bank's transaction file (§7.1) against the gateway's records.
+"""First reconciliation: a bank's transaction file (docs/spec/INTERFACE.md §7.1) against the gateway's records.
 
 ``reconcile_bank_file(engine, path, actor=...)``:
 
@@ -36,6 +36,7 @@ from ledger.audit import audit_row, write_audit
 from ledger.bulk import insert_rows
 from ledger.business_date import BusinessCalendar, utcnow
 from ledger.ids import reserve_ids
+from ledger.progress import NoProgress
 from ledger.recon.bank_file import BankFile, read_bank_file
 from ledger.recon_tables import recon_items, recon_runs
 from ledger.schema import banks, business_day_closures, debits, payments, reversals
@@ -98,24 +99,28 @@ def _previous_run(conn, bf: BankFile):
 
 def reconcile_bank_file(engine: Engine, path: str | Path, *, actor: str, now: datetime | None = None,
                         calendar: BusinessCalendar | None = None, reports_dir: str | Path | None = None,
-                        settle_debits: bool = False, data: bytes | None = None) -> BankRunResult:
+                        settle_debits: bool = False, data: bytes | None = None,
+                        progress: NoProgress = NoProgress()) -> BankRunResult:
     """See the module docstring. ``settle_debits``: give every debit_unknown item at once the outcome
-    the file shows (``resolutions.resolve_item(..., 'settle')``), audited with ``actor``."""
+    the file shows (``resolutions.resolve_item(..., 'settle')``), audited with ``actor``. ``progress``
+    hears of each phase (read, match, store, reports) as it ends."""
     assert actor, "a reconciliation names who runs it"
     t0 = time.perf_counter()
     now = now or utcnow()
     gc_was_enabled = gc.isenabled()
     gc.disable()   # a million small tuples: the cyclic collector's passes over them cost seconds, and there are no cycles
     try:
-        return _reconcile(engine, path, actor, now, calendar, reports_dir, settle_debits, data, t0)
+        return _reconcile(engine, path, actor, now, calendar, reports_dir, settle_debits, data, t0, progress)
     finally:
         if gc_was_enabled:
             gc.enable()
 
 
-def _reconcile(engine, path, actor, now, calendar, reports_dir, settle_debits, data, t0) -> BankRunResult:
+def _reconcile(engine, path, actor, now, calendar, reports_dir, settle_debits, data, t0, progress) -> BankRunResult:
     bf = read_bank_file(path, data)
     t_read = time.perf_counter() - t0
+    progress.step(f"{bf.path.name}: read {len(bf.lines):,} lines in {t_read:.1f} s "
+                  f"({len(bf.lines) / max(t_read, 1e-6):,.0f} lines/s)" + ("" if bf.ok else f", {len(bf.errors):,} errors"))
     if not bf.ok:
         result = BankRunResult("rejected", bf.summary(), bf)
         if reports_dir is not None:
@@ -130,7 +135,7 @@ def _reconcile(engine, path, actor, now, calendar, reports_dir, settle_debits, d
     if status is not None:
         return BankRunResult(status, message, bf)
     try:
-        result = _match_and_store(engine, bf, actor, now, t0, t_read)
+        result = _match_and_store(engine, bf, actor, now, t0, t_read, progress)
     except IntegrityError:
         # another process closed this bank/date (or stored this file) between our check and our insert
         with engine.connect() as conn:
@@ -145,7 +150,9 @@ def _reconcile(engine, path, actor, now, calendar, reports_dir, settle_debits, d
                                                    calendar=calendar))
     if reports_dir is not None:
         from ledger.recon.reports import write_run_reports
+        t_reports = time.perf_counter()
         result.reports = write_run_reports(engine, result.run_id, reports_dir)
+        progress.step(f"{bf.path.name}: {len(result.reports)} reports written in {time.perf_counter() - t_reports:.1f} s")
     return result
 
 
@@ -188,7 +195,8 @@ def _ledger_rows(conn, bank_code: str, business_date: date, chunk: int = 50_000)
         yield [tuple(row) for row in part]
 
 
-def _match_and_store(engine: Engine, bf: BankFile, actor: str, now: datetime, t0: float, t_read: float) -> BankRunResult:
+def _match_and_store(engine: Engine, bf: BankFile, actor: str, now: datetime, t0: float, t_read: float,
+                     progress: NoProgress) -> BankRunResult:
     entries = bf.entries
     items: list[dict] = []
     per_channel = {ch: {"matched": 0, "matched_sum": 0, "matched_reversed": 0} for ch in "CD"}
@@ -203,7 +211,9 @@ def _match_and_store(engine: Engine, bf: BankFile, actor: str, now: datetime, t0
                                                      "closed_at": now, "closed_by": actor, "recon_run_id": run_id})
         t1 = time.perf_counter()
         pop = entries.pop
+        progress.start(f"{bf.path.name}: matching", total=bf.count, unit="payments")
         for part in _ledger_rows(conn, bf.bank_code, bf.business_date):
+            progress.advance(len(part))
             for channel, rrn, amount, payment_id, customer_no, reversal_id in part:
                 lstatus = "S" if reversal_id is None else "R"
                 ledger_count += 1
@@ -276,6 +286,8 @@ def _match_and_store(engine: Engine, bf: BankFile, actor: str, now: datetime, t0
                 detail = f"the ledger recorded debit {declined[key]} as {'declined/reversed'}; the bank shows {bstatus}"
             items.append(_item(run_id, "bank_only", bf, now, detail=detail, **_bank_fields(bf, line_no)))
         t_match = time.perf_counter() - t1
+        progress.finish(f"{bf.path.name}: {ledger_count:,} ledger payments against {bf.count:,} bank lines in "
+                        f"{t_match:.1f} s: {matched_count:,} matched, {len(items):,} exceptions")
         items.sort(key=lambda i: (i["kind"], i["line_no"] or 0, i["payment_id"] or 0))
         ids = reserve_ids(conn, recon_items, len(items))
         for item, item_id in zip(items, ids):

@@ -16,7 +16,7 @@ atomic, so a file seen under its final name is whole. Temporary names are never 
 
 **Recognised by name and content** (anything else is rejected as not recognised):
 
-- bank transaction file (§7.1): ``{bank}_{YYYYMMDD}.txt`` starting ``H|`` → ``reconcile_bank_file``;
+- bank transaction file (docs/spec/INTERFACE.md §7.1): ``{bank}_{YYYYMMDD}.txt`` starting ``H|`` → ``reconcile_bank_file``;
 - batch debit result (§7.2): ``{bank}_{batch}.ret`` starting ``H|`` → the handler registered for
   ``debit_result`` (``register_handler``; the debit engine's ``engines.files`` registers
   ``apply_result_file`` when imported, and is imported on first need). Without one the file is

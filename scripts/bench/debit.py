@@ -61,7 +61,7 @@ def gridpay(*args: str) -> list[str]:
 def env_for(url: str, port: int, drop: str, in_flight: int) -> dict[str, str]:
     from config.settings import environment_for
 
-    tree = {"database": {"url": url, "pool_size": 8}, "drop_dir": drop,
+    tree = {"database": {"url": url, "pool_size": 8}, "drop_dir": drop, "engines": {"metrics_port_base": 0},
             "banks": {BANK: {"name": "bench", "dialect": "ascii", "zmk_env": "BENCH_ZMK", "channels": ["debit"],
                              "debit": {"mode": "online", "host": "127.0.0.1", "port": port, "connections": 2,
                                        "timeout_s": 30.0, "max_in_flight": in_flight,

@@ -12,7 +12,7 @@ it behaves like a real bank's front-end when a gateway goes away in the middle o
 - a reversal (0420) whose answer never came is repeated as 0421 until answered.
 
 It writes a journal (``--journal FILE``, JSON): every payment the bank considers made, with the
-fields the bank's §7.1 file needs (field 7, STAN, RRN, customer, amount, method, cheque number,
+fields the bank's docs/spec/INTERFACE.md §7.1 file needs (field 7, STAN, RRN, customer, amount, method, cheque number,
 receipt) and its final status S or R, plus the unanswered payments and how they ended.
 That journal is the bank's truth for its transaction file.
 """
