@@ -1,7 +1,7 @@
 """The finance statement (docs/spec/INTERFACE.md §7.3): ISO 20022 camt.053 (001.02 and later) or the CSV form.
 
 camt.053 is read by a streaming parser on the standard library's expat, hardened the way
-defusedxml hardens it (and raising defusedxml's exceptions): a DOCTYPE is refused outright (so no
+defusedxml hardens it (with exceptions of the same names): a DOCTYPE is refused outright (so no
 internal entity can be declared: no billion laughs), as are entity declarations, external entity
 references and parameter entities; nothing is fetched from the network; the file may be at most
 ``MAX_BYTES``; elements are not kept (each ``Ntry`` is turned into a ``StatementEntry`` and
@@ -36,7 +36,6 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from xml.parsers import expat
 
-from defusedxml.common import DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden
 
 MAX_BYTES = 512 * 1024 * 1024
 CSV_HEADER = ("booking_date", "value_date", "amount", "direction", "method", "cheque_no", "reference", "counterparty")
@@ -292,20 +291,36 @@ class _CamtReader:
                 n.get("AcctSvcrRef") or tx.get("Refs/AcctSvcrRef") or n.get("NtryRef") or ""))
 
 
+class HostileXML(ValueError):
+    """A statement's XML tried something no statement needs (a DTD, an entity, an external reference)."""
+
+
+class DTDForbidden(HostileXML):
+    pass
+
+
+class EntitiesForbidden(HostileXML):
+    pass
+
+
+class ExternalReferenceForbidden(HostileXML):
+    pass
+
+
 def _forbid_dtd(name, sysid, pubid, has_internal_subset):
-    raise DTDForbidden(name, sysid, pubid)
+    raise DTDForbidden(name)
 
 
 def _forbid_entity(name, is_parameter_entity, value, base, sysid, pubid, notation_name):
-    raise EntitiesForbidden(name, value, base, sysid, pubid, notation_name)
+    raise EntitiesForbidden(name)
 
 
 def _forbid_unparsed(name, base, sysid, pubid, notation_name):
-    raise EntitiesForbidden(name, None, base, sysid, pubid, notation_name)
+    raise EntitiesForbidden(name)
 
 
 def _forbid_external(context, base, sysid, pubid):
-    raise ExternalReferenceForbidden(context, base, sysid, pubid)
+    raise ExternalReferenceForbidden(sysid)
 
 
 def _read_camt(st: Statement, data: bytes) -> None:
@@ -325,7 +340,7 @@ def _read_camt(st: Statement, data: bytes) -> None:
         for offset in range(0, len(data), step):
             parser.Parse(data[offset:offset + step], False)
         parser.Parse(b"", True)
-    except (DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden) as exc:
+    except HostileXML as exc:
         raise StatementError(f"{st.path.name}: refused, hostile XML: {type(exc).__name__}: DTDs and entities are not "
                              f"allowed in a statement") from None
     except expat.ExpatError as exc:
