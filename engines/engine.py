@@ -8,6 +8,7 @@ All timing (poll interval, leases, the link's timeouts, reversal repeats) reads 
 Per debit (docs/debit-engines.md has the whole argument):
 
     pending --(identity committed, chunk claimed)--> sent --0200--> answer 00  -> approved
+                                                                 answer A0  -> new identity committed, 0200 again
                                                                  answer xx  -> declined
                                                                  no answer  -> unknown + reversal row
     reversal row: 0420, then 0421 every reversal_interval_s, at most reversal_max repeats,
@@ -108,7 +109,8 @@ class DebitEngine:
         keys.refresh(code, LINK_CHANNEL)
         return BankLink(self.reactor, code, cfg, self.settings.zmk(code), clock=self.clock,
                         on_late_response=lambda m, code=code: self._late(code, m), stans=stans,
-                        now=lambda: store.local_now(self.now(), tz), keys=keys, metrics=self.link_metrics)
+                        now=lambda: store.local_now(self.now(), tz), keys=keys, metrics=self.link_metrics,
+                        calendar=self.calendar)
 
     def start(self) -> defer.Deferred:
         """Register (refused if SQLite already has an engine, or the name is taken), start the
@@ -285,13 +287,14 @@ class DebitEngine:
     def _answered(self, message, item: store.SendItem) -> None:
         code = message.fields.get("39", "")
         if code == "A0" and item.tries < 3 and not self._stopping:
-            # our MAC did not verify (another engine's sign-on replaced the key): the bank changed
-            # nothing (§4.2) and did not record it, so the same identity goes again with the new key
+            # our MAC did not verify (another engine's sign-on replaced the key): the bank applied
+            # nothing (§4.2) but has answered that identity, so the debit goes again with the
+            # current key under a new one (§4.7), committed before it is written
             item.tries += 1
             self.stats["resent_after_A0"] += 1
             link = self.links[item.bank_code]
             link.keys.refresh(item.bank_code, LINK_CHANNEL)
-            self._send(link, item)
+            self._send_again(link, item)
             return
         if code == "00":
             self.stats["approved"] += 1
@@ -301,6 +304,30 @@ class DebitEngine:
             self.stats[f"declined_{code}"] += 1
             posting = DebitResult(item.debit_id, "declined", self.now(), code, detail=_er(message), actor=self.actor)
         self.writer.submit(Result(posting), lambda res, item=item, posting=posting: self._posted(item, posting, res))
+
+    def _send_again(self, link: BankLink, item: store.SendItem) -> None:
+        """After A0: a new identity, committed, then the send. Its field 7 must differ from the
+        refused one's (§4.7 "new fields 7 and 11"), so an A0 within the same second waits for
+        the next one."""
+        if self._stopping or item.chunk_id not in self.chunks:
+            return  # the debit stays sent under the refused identity: whoever claims the chunk reverses it
+        now = self.now()
+        if store.transmitted_of(now, self.calendar.timezone) == item.fields["7"]:
+            self.clock.callLater(1.0 - now.microsecond / 1e6, self._send_again, link, item)
+            return
+
+        def identified(fields):
+            item.fields = fields
+            if not self._stopping and item.chunk_id in self.chunks:
+                self._send(link, item)
+
+        def failed(f):
+            log.warning("debit %d: a new identity after A0 was not recorded (%s); trying again", item.debit_id,
+                        f.getErrorMessage())
+            self.stats["a0_identity_retries"] += 1
+            self.clock.callLater(self.retry_unsent_s, self._send_again, link, item)
+        self._db(store.send_again_after_a0, self.db, item, now=now, calendar=self.calendar,
+                 actor=self.actor).addCallbacks(identified, failed)
 
     def _posted(self, item: store.SendItem, posting: DebitResult, res) -> None:
         if isinstance(res, Exception):

@@ -16,7 +16,10 @@ file whose part and final names are both gone was sent, and is never written aga
 (``ledger.recon.debit_files.validate_debit_result``: every line answered once with the same
 customer, account and amount; header totals agree); any problem rejects it whole. Otherwise
 every line's result is posted through the ledger in one transaction: ``00`` approved (bills
-paid), anything else declined with that code. A second result for the same batch is refused.
+paid), anything else declined with that code. A line's bank reference becomes the debit's RRN
+(the bank's §7.1 day file names a file debit by it; an approved line's must be 1-12 letters or
+digits); the request file has none, so a file debit has no RRN until its result. A second result
+for the same batch is refused.
 
 **Deadline.** A batch with no result ``result_deadline_h`` hours after its request was written
 is marked expired and its debits ``unknown``: unpaid, open for reconciliation. A valid result
@@ -76,12 +79,6 @@ def finish_renames(db, drop_dir) -> list[str]:
     return done
 
 
-def file_debit_rrn(batch_id: int, seq: int) -> str:
-    """The RRN by which a bank's daily file (§7.1) names a file debit: batch no + line sequence."""
-    assert batch_id < 10**6 and seq < 10**6, "batch numbers and sequences of 6 digits at most"
-    return f"{batch_id:06d}{seq:06d}"
-
-
 def write_request_file(db, settings, batch_id: int, *, now: datetime, owner: str = ACTOR,
                        calendar: BusinessCalendar | None = None) -> Path | None:
     """Write the batch's request file once; None if it is not (or no longer) waiting for one."""
@@ -124,11 +121,6 @@ def write_request_file(db, settings, batch_id: int, *, now: datetime, owner: str
             state="sent", business_date=calendar.business_date(now), updated_at=now)).rowcount
         if changed != len(rows):
             raise RuntimeError(f"batch {batch_id}: {changed} of {len(rows)} debits moved to sent")
-        # The §7.2 request has no RRN, but the bank's §7.1 file reports one: for a file debit it is
-        # the batch number and the line's sequence, each zero-filled to 6 digits (docs/debit-engines.md).
-        conn.execute(update(debits).where(d.debit_id == bindparam("id"), d.rrn.is_(None))
-                     .values(rrn=bindparam("file_rrn")),
-                     [{"id": r.debit_id, "file_rrn": file_debit_rrn(batch_id, seq)} for seq, r in enumerate(rows, start=1)])
         insert_rows(conn, debit_attempts, [{"debit_id": r.debit_id, "event": "sent", "mti": None, "response_code": None,
                                             "detail": f"request file {name} line {seq}", "actor": owner, "at": now}
                                            for seq, r in enumerate(rows, start=1)])
@@ -197,7 +189,7 @@ class ResultFileOutcome:
 def apply_result_file(engine, path, actor: str = ACTOR, *, now: datetime | None = None,
                       calendar: BusinessCalendar | None = None, data: bytes | None = None) -> ResultFileOutcome:
     """Apply a §7.2 result file whole, or reject it whole (nothing applied) with every problem."""
-    from ledger.recon.debit_files import RET_LINE, validate_debit_result
+    from ledger.recon.debit_files import RET_LINE, RRN, validate_debit_result
 
     now = now or utcnow()
     calendar = calendar or BusinessCalendar()
@@ -247,10 +239,12 @@ def apply_result_file(engine, path, actor: str = ACTOR, *, now: datetime | None 
                                              .where(debit_file_lines.c.batch_id == batch_id)).all())
             amounts = dict(conn.execute(select(debits.c.debit_id, debits.c.amount)
                                         .where(debits.c.batch_id == batch_id)).all())
-            postings = []
+            postings, rrns = [], []
             for seq in sorted(answers):
                 code, ref = answers[seq]
                 debit_id = seq_to_debit[seq]
+                if RRN.fullmatch(ref):
+                    rrns.append({"id": debit_id, "ref": ref})
                 if code == "00":
                     postings.append(DebitResult(debit_id, "approved", now, "00", ref[:6] or None,
                                                 detail=f"result file {name}: bank reference {ref}", actor=actor))
@@ -260,6 +254,11 @@ def apply_result_file(engine, path, actor: str = ACTOR, *, now: datetime | None 
                     postings.append(DebitResult(debit_id, "declined", now, code,
                                                 detail=f"result file {name}: bank reference {ref}", actor=actor))
                     out.declined += 1
+            # the bank's day file names a file debit by its bank reference (§7.1): that is its RRN,
+            # set before the postings so that an approved debit's payment is booked under it
+            if rrns:
+                d = debits.c
+                conn.execute(update(debits).where(d.debit_id == bindparam("id")).values(rrn=bindparam("ref")), rrns)
             outcomes = apply_batch(conn, postings, calendar, now)
             bad = [(p.debit_id, o.response_code, o.detail) for p, o in zip(postings, outcomes)
                    if not (o.ok or o.replayed)]

@@ -5,13 +5,14 @@
 newest MAK is used for every connection, the one it replaced is still accepted on answers for
 the grace period (``gateway.keys.KeyStore``). A connection with no traffic from the bank for
 ``echo_interval_s`` sends an echo (0800/301) and is closed if that goes unanswered; the bank's
-own echoes are answered, 0810s never are, so echoes cannot loop. A lost or refused connection
-is retried with exponential backoff and jitter (``engines.ratelimit.Backoff``).
+own echoes are answered (field 15: the utility's business date from ``calendar``), 0810s never
+are, so echoes cannot loop. A lost or refused connection is retried with exponential backoff and
+jitter (``engines.ratelimit.Backoff``).
 
 ``send(mti, fields)`` writes a request the caller has fully identified (fields 7, 11, 32: the
-debit engine assigns and stores them before the first send, so a debit is never sent twice
-under different identities) and returns a Deferred for the bank's answer, matched by 7, 11 and
-32 and MAC-checked. Outcomes:
+debit engine assigns and stores them before the send, and gives a debit a new identity only
+when the bank answered A0, §4.7) and returns a Deferred for the bank's answer, matched by 7, 11
+and 32 and MAC-checked. Outcomes:
 
 - the answer (a ``Message``) - whatever its response code;
 - ``DebitTimeout``: sent, no valid answer within ``timeout_s`` (the caller reverses);
@@ -46,6 +47,7 @@ from iso8583_specs.errors import FramingError, MessageError
 from iso8583_specs.framing import encode_frame, response_tpdu
 from iso8583_specs.keys import read_sign_on_field48
 from iso8583_specs.tlv import Bill, build_tlv
+from ledger.business_date import BusinessCalendar
 
 log = logging.getLogger("gridpay.debit.link")
 
@@ -360,7 +362,7 @@ class BankLink:
                  stans: Stans | None = None, now: Callable[[], datetime] | None = None,
                  rng: random.Random | None = None, endpoint: Callable | None = None,
                  backoff: Callable[[], Backoff] | None = None, key_grace_s: float = 60.0,
-                 keys: KeyStore | None = None,
+                 keys: KeyStore | None = None, calendar: BusinessCalendar | None = None,
                  late_memory: int = 100_000, connect_timeout_s: float = 10.0):
         self.reactor = reactor
         self.clock = clock or reactor
@@ -375,6 +377,9 @@ class BankLink:
         self.metrics = metrics or LinkMetrics()
         self.stans = stans or Stans()
         self.now = now or (lambda: datetime.now(SHANGHAI))
+        # field 15 of the gateway's responses is the utility's business date (§3, §8), which
+        # rolls over at the cut-off: the engine passes its settings' calendar
+        self.calendar = calendar or BusinessCalendar()
         rng = rng or random.Random()
         self._endpoint = endpoint or (lambda: endpoints.TCP4ClientEndpoint(
             reactor, self.cfg.host, self.cfg.port, timeout=connect_timeout_s))
@@ -635,12 +640,17 @@ class BankLink:
             d.callback(self)
         self._pump()
 
+    def settlement_date(self) -> str:
+        """Field 15 (MMDD) of every response the gateway sends on this channel: the utility's
+        business date now (§3, §8), not the bank's field 13 - after the cut-off they differ."""
+        return self.calendar.business_date(self.now()).strftime("%m%d")
+
     def _answer_bank_network(self, conn: DebitConnection, message, tpdu: bytes | None) -> None:
         """The bank's 0800: echo → 00; sign-off → 00 and sign on again; sign-on → 40 (on the
         debit channel the gateway signs on, the bank issues keys)."""
         network = message.fields.get("70")
         fields = {k: message.fields[k] for k in ("7", "11", "12", "13", "32", "70") if k in message.fields}
-        fields["15"] = fields.get("13", self.now().strftime("%m%d"))
+        fields["15"] = self.settlement_date()
         fields["39"] = "00" if network in ("301", "002") else "40"
         conn.write_iso(codec.encode(self.dialect, "0810", fields), response_tpdu(tpdu) if tpdu else None)
         self.stats[f"bank_network_{network}"] += 1

@@ -11,6 +11,8 @@ Everything here runs in a worker thread (never on the reactor) inside one transa
 - ``renew``: the heartbeat: extends the leases of everything an engine holds.
 - ``reserve_stans``: blocks of STANs from a per-bank, per-day counter under a row lock, so any
   number of engines (and ``debit now``) never reuse an identity.
+- ``send_again_after_a0``: the one change of a debit's identity: after the bank answered A0 it
+  gets new fields 7, 11 and 37, committed before it is sent again (§4.7).
 """
 from __future__ import annotations
 
@@ -54,9 +56,13 @@ def transmitted_of(now: datetime, tz: str = "Asia/Shanghai") -> str:
     return local_now(now, tz).strftime("%m%d%H%M%S")
 
 
-def rrn_of(debit_id: int) -> str:
-    """Field 37 of a debit: its id, 12 digits (unique per bank per business date, and beyond)."""
-    return f"{debit_id % 10**12:012d}"
+def rrn_of(debit_id: int, resend: int = 0) -> str:
+    """Field 37 of a debit: its id in 11 digits after a digit counting the sends after A0
+    (0 for the first send, so the RRN of a debit never refused is its id, 12 digits). Unique per
+    bank per business date and beyond: two debits never share an RRN, nor two sends of one."""
+    if not 0 <= resend <= 9:
+        raise ValueError(f"a debit is sent again after A0 at most 9 times, not {resend}")
+    return f"{resend}{debit_id % 10**11:011d}"
 
 
 def reserve_stans(conn, bank_code: str, day: str, n: int) -> int:
@@ -288,6 +294,36 @@ def mark_sent(conn, updates: list[tuple[int, str, str, str]], *, business_date: 
                                        for i, t, s, r in updates])
 
 
+def send_again_after_a0(db, item: SendItem, *, now: datetime, calendar: BusinessCalendar,
+                        actor: str = "system:debit-engine") -> dict:
+    """The fields of a debit the bank answered A0, under a new identity, committed before it is
+    written (§4.7: new 7 and 11 - and a new 37, docs/debit-engines.md): a STAN from the shared
+    counter, field 7 = ``now``, the RRN's resend digit one up (``rrn_of``); ``ledger.debits.mark_debit_sent``
+    records both identities. A retry after a commit whose answer was lost finds the new identity
+    already there and returns it (only the engine holding the chunk resends its debits)."""
+    from ledger.debits import mark_debit_sent
+
+    f = item.fields
+    old = (f["7"], f["11"], f["37"].strip())
+    tz = calendar.timezone
+    d = debits.c
+    with db.begin() as conn:
+        row = conn.execute(select(d.transmitted, d.stan, d.rrn, d.state).where(d.debit_id == item.debit_id)).one()
+        current = (row.transmitted, row.stan, row.rrn)
+        if current != old and row.state == "sent" and row.transmitted != old[0]:
+            transmitted, stan, rrn = current
+        else:
+            transmitted = transmitted_of(now, tz)
+            day = local_now(now, tz).strftime("%Y") + transmitted[:4]
+            stan = f"{reserve_stans(conn, item.bank_code, day, 1):06d}"
+            refused = conn.execute(select(func.count()).select_from(debit_attempts).where(
+                debit_attempts.c.debit_id == item.debit_id, debit_attempts.c.event == "mac_refused")).scalar_one()
+            rrn = rrn_of(item.debit_id, refused + 1)
+            mark_debit_sent(conn, item.debit_id, transmitted=transmitted, stan=stan, rrn=rrn,
+                            business_date=calendar.business_date(now), at=now, actor=actor, after_a0=old)
+    return {**f, "7": transmitted, "12": transmitted[4:], "13": transmitted[:4], "11": stan, "37": rrn.ljust(12)}
+
+
 def take_over_orphans(conn, claimed: Claimed | None, rows, *, owner: str, now: datetime, lease: datetime,
                       calendar: BusinessCalendar, actor: str, detail: str = "") -> list[ReverseItem]:
     """Debits left ``sent``/``unknown`` by an engine that is gone: they may have reached the bank,
@@ -484,5 +520,5 @@ def chunk_progress(conn, batch_id: int) -> dict:
 
 __all__ = ["BlockStans", "Claimed", "EngineConflict", "ReverseItem", "SendItem", "StanExhausted", "claim_chunks",
            "claim_reversals", "claim_statement", "create_reversals", "live_engines", "mark_sent",
-           "register_instance", "renew", "reserve_stans", "unregister_instance", "rrn_of", "transmitted_of",
-           "original_fields"]
+           "register_instance", "renew", "reserve_stans", "send_again_after_a0", "unregister_instance", "rrn_of",
+           "transmitted_of", "original_fields"]

@@ -50,20 +50,43 @@ def create_debit(conn, *, bank_code: str, customer_no: str, account_no: str, bil
 
 
 def mark_debit_sent(conn, debit_id: int, *, transmitted: str, stan: str, rrn: str, business_date: date,
-                    at: datetime, mti: str = "0200", actor: str = DEBIT_ACTOR) -> None:
+                    at: datetime, mti: str = "0200", actor: str = DEBIT_ACTOR,
+                    after_a0: tuple[str, str, str] | None = None) -> None:
     """Record a send of the debit. Its identity (7, 11, 37, business date) is given at the first
-    send and never changes; a resend must carry the same one."""
+    send, and a resend carries the same one - with one exception: ``after_a0`` = the identity
+    (7, 11, 37) the bank answered A0. A0 applied nothing (docs/spec/INTERFACE.md §4.2), and the
+    debit goes again under a new identity, never as a different request under the old one (§4.7):
+    new 7 and 11, and a new 37 too, since the bank counts the refused request's RRN as used (§4.7)
+    and its day file names the debit by the RRN it applied (§7.1). The debit must still be
+    ``sent`` under exactly that identity; the history keeps both (a ``mac_refused`` row for the
+    old one, a ``sent`` row for the new one), and a reversal afterwards refers to the new one:
+    the identity the bank saw last."""
     row = conn.execute(select(debits).where(debits.c.debit_id == debit_id).with_for_update()).mappings().first()
     if row is None:
         raise ValueError(f"no debit {debit_id}")
-    if row["transmitted"] is None:
+    current = (row["transmitted"], row["stan"], row["rrn"])
+    detail = ""
+    if after_a0 is not None:
+        if row["state"] != "sent" or current != tuple(after_a0):
+            raise ValueError(f"debit {debit_id} is {row['state']} as {'/'.join(map(str, current))}, not sent as "
+                             f"{'/'.join(after_a0)}: it cannot be sent again after A0")
+        if transmitted == after_a0[0] or rrn == after_a0[2]:
+            raise ValueError(f"debit {debit_id}: a send after A0 needs a new field 7 (with a new 11) and a new 37")
+        conn.execute(update(debits).where(debits.c.debit_id == debit_id).values(
+            transmitted=transmitted, stan=stan, rrn=rrn, business_date=business_date, updated_at=at))
+        conn.execute(insert(debit_attempts), {"debit_id": debit_id, "event": "mac_refused", "mti": "0210",
+                                              "response_code": "A0", "actor": actor, "at": at,
+                                              "detail": f"identity {'/'.join(after_a0)}: MAC not verified, "
+                                                        f"nothing applied"})
+        detail = f"identity {transmitted}/{stan}/{rrn}, new after A0 to {'/'.join(after_a0)}"
+    elif row["transmitted"] is None:
         if row["state"] != "pending":
             raise ValueError(f"debit {debit_id} is {row['state']}")
         conn.execute(update(debits).where(debits.c.debit_id == debit_id).values(
             transmitted=transmitted, stan=stan, rrn=rrn, business_date=business_date, state="sent", updated_at=at))
-    elif (row["transmitted"], row["stan"], row["rrn"]) != (transmitted, stan, rrn):
+    elif current != (transmitted, stan, rrn):
         raise ValueError(f"debit {debit_id} was sent as {row['transmitted']}/{row['stan']}/{row['rrn']}")
-    conn.execute(insert(debit_attempts), {"debit_id": debit_id, "event": "sent", "mti": mti, "detail": "",
+    conn.execute(insert(debit_attempts), {"debit_id": debit_id, "event": "sent", "mti": mti, "detail": detail,
                                           "actor": actor, "at": at})
 
 

@@ -32,7 +32,6 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from config.settings import environment_for
-from engines.files import file_debit_rrn
 
 ROOT = Path(__file__).resolve().parents[1]
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -359,7 +358,7 @@ class Day:
                 _, seq, customer, account, amount, _periods = line.split("|")
                 draw = self.rng.random()
                 code = "00" if draw < 0.9 else "51" if draw < 0.96 else "14"
-                ref = f"C{batch}{int(seq):06d}"
+                ref = f"C{int(batch) % 10**5:05d}{int(seq):06d}"   # its RRN in the day file (§7.1): 12 at most
                 (approved if code == "00" else declined)[0] += 1
                 (approved if code == "00" else declined)[1] += int(amount)
                 out.append(f"D|{seq}|{customer}|{account}|{amount}|{code}|{ref}")
@@ -457,8 +456,8 @@ class Day:
             for ln in res["lines"]:
                 if ln["code"] != "00":
                     continue
-                rrn = file_debit_rrn(res["batch"], ln["seq"])  # as docs/debit-engines.md defines it
-                out.append({"channel": "D", "tx": tx, "stan": f"{ln['seq'] % 1_000_000:06d}", "rrn": rrn,
+                # §7.1: the RRN of a file debit is the bank reference of its result-file line
+                out.append({"channel": "D", "tx": tx, "stan": f"{ln['seq'] % 1_000_000:06d}", "rrn": ln["ref"],
                             "customer": ln["customer"], "amount": ln["amount"], "status": "S", "term": ln["ref"][:6]})
         return out
 
@@ -633,9 +632,11 @@ class Day:
         s["debits"] = states
         self.check(set(states) <= {"approved", "declined", "reversed"}, f"debit states at the end: {states}")
         for bank in (A, B):
+            # a send the bank answered A0 applied nothing and is followed by one under a new identity (§4.7)
             rows = self.q("select d.rrn, d.state, d.debit_id, (select count(*) from debit_attempts a where "
-                          "a.debit_id = d.debit_id and a.event = 'sent') as sent from debits d where d.bank_code = :b",
-                          b=bank)
+                          "a.debit_id = d.debit_id and a.event = 'sent') - (select count(*) from debit_attempts a "
+                          "where a.debit_id = d.debit_id and a.event = 'mac_refused') as sent from debits d "
+                          "where d.bank_code = :b", b=bank)
             day = self.debit_lines_online(bank, self.sims[bank]["day_file"])
             rrns = Counter(ln["rrn"] for ln in day)
             self.check(all(n == 1 for n in rrns.values()), f"bank {bank} applied an RRN twice: "

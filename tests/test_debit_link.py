@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import random
-from datetime import date
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -44,13 +44,13 @@ def env():
             made["hosts"].append(host)
             return host
 
-        def link(self, host_or_port, dialect="ascii", clock=None, keys=None, **debit):
+        def link(self, host_or_port, dialect="ascii", clock=None, keys=None, now=None, calendar=None, **debit):
             port = host_or_port if isinstance(host_or_port, int) else host_or_port.port
             cfg = BankConfig(dialect=dialect, debit=DebitLinkConfig(**{"host": "127.0.0.1", "port": port,
                                                                        "timeout_s": 5.0, **debit}))
             late = []
             link = BankLink(reactor, BANK, cfg, ZMK, clock=clock, on_late_response=late.append,
-                            rng=random.Random(3), keys=keys)
+                            rng=random.Random(3), keys=keys, now=now, calendar=calendar)
             link.late = late
             made["links"].append(link)
             return link.start()
@@ -172,6 +172,41 @@ async def test_bank_sign_off_makes_the_link_sign_on_again(env):
     await link.when_ready()
     assert link.stats["bank_network_002"] == 1
     assert (await link.send("0200", env.debit("A1", 10))).fields["39"] == "00"
+
+
+@pytest_twisted.ensureDeferred
+async def test_field_15_of_every_0810_is_the_utilitys_business_date_across_the_cutoff(env):
+    """The gateway answers the bank's 0800s on the debit channel; field 15 is the utility's
+    business date (§3, §8: it rolls over at the 23:00 cut-off), not the bank's field 13. The
+    link's clock is injected: 22:59:59 and then 23:00:00 in Shanghai on 14 March."""
+    from gateway.sim.client import SHANGHAI
+    from iso8583_specs import codec
+    from ledger.business_date import BusinessCalendar
+
+    host = env.host()
+    clock = Clock()
+    start = datetime(2026, 3, 14, 22, 59, 59, tzinfo=SHANGHAI)
+    link = env.link(host, clock=clock, now=lambda: start + timedelta(seconds=clock.seconds()),
+                    calendar=BusinessCalendar("Asia/Shanghai", "23:00"))
+    await link.when_ready()
+    (conn,) = host.connections
+
+    async def answer_to(code, f7, stan):
+        fields = {"7": f7, "11": stan, "12": f7[4:], "13": f7[:4], "32": BANK, "70": code}
+        seen = len(host.network_answers)
+        conn.write(codec.encode(host.dialect, "0800", fields), None)
+        await until(lambda: len(host.network_answers) > seen)
+        answer = host.network_answers[-1]
+        assert (answer.mti, answer.fields["11"], answer.fields["13"]) == ("0810", stan, "0314")
+        return answer.fields["15"], answer.fields["39"]
+
+    assert await answer_to("301", "0314225959", "900001") == ("0314", "00")
+    clock.advance(1.0)                                     # 23:00:00: the next business date
+    assert await answer_to("301", "0314230000", "900002") == ("0315", "00")
+    assert await answer_to("001", "0314230000", "900003") == ("0315", "40")   # the bank does not sign on here
+    host.keys.drop(BANK, "debit")
+    assert await answer_to("002", "0314230000", "900004") == ("0315", "00")
+    await until(lambda: link.stats["sign_ons"] == 2)      # signed off: the link signs on again
 
 
 @pytest_twisted.ensureDeferred

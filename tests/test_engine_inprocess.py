@@ -184,6 +184,103 @@ async def test_late_0210_after_reversal_changes_nothing(sqlite_url, cleanup):
     engine.dispose()
 
 
+def _another_engine_signed_on_twice(engine, host, clock):
+    """What another engine's two sign-ons do: the bank holds a key two past the one this engine
+    MACs with (so it answers A0, §4.2), and the shared key store has the bank's current key."""
+    from gateway.keys import KeyStore
+    from gateway.keystore_db import DbKeyBackend
+    from iso8583_specs.keys import generate_mak
+
+    other = KeyStore(clock, backend=DbKeyBackend(engine, lambda bank: ZMK))
+    for _ in range(2):
+        mak = generate_mak()
+        host.keys.install(BANK, "debit", mak)
+        other.install(BANK, "debit", mak)
+
+
+def _history(engine, debit_id):
+    with engine.connect() as conn:
+        return [(r.event, r.response_code, r.detail) for r in conn.execute(
+            select(debit_attempts).where(debit_attempts.c.debit_id == debit_id).order_by(debit_attempts.c.id))]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_debit_answered_A0_goes_again_under_a_new_identity(db_url, cleanup):
+    """docs/spec/INTERFACE.md §4.7: after A0 (nothing applied, §4.2) the debit is sent again under
+    a new identity - new 7 and 11, and a new 37 (the bank counts the refused request's RRN as
+    used) - never as the same identity again: a bank following §4.7 to the letter answers that
+    from its cache (A0 again), and a different request under it, or under its RRN, with 94. The
+    history keeps both identities."""
+    engine, numbers = seed(db_url, 3)
+    fc = FakeClock()
+    host = make_host(accounts_for(numbers))
+    cleanup.append(host.stop)
+    eng = DebitEngine(make_settings(db_url, host.port), reactor, engine, name="e1", clock=fc.clock, now=fc.now,
+                      poll_s=10.0)
+    await eng.start()
+    cleanup.append(eng.stop)
+    await until(lambda: eng.links[BANK].ready)
+    _another_engine_signed_on_twice(engine, host, fc.clock)
+    batch(engine)
+    await eng.poll()
+    await until(lambda: host.counters["mac_failures"] == 3)
+    with engine.connect() as conn:
+        first = {r.debit_id: (r.transmitted, r.stan, r.rrn) for r in conn.execute(select(debits))}
+    fc.advance(1.0)                   # field 7 is new too: the next second
+    await until(lambda: states(engine) == {"approved": 3}, show=lambda: (states(engine), dict(host.counters)))
+    assert eng.stats["resent_after_A0"] == 3
+    assert host.counters["received_0200"] == 6 and host.counters["mac_failures"] == 3
+    assert host.counters["duplicate_identity_94"] == host.counters["duplicate_rrn_94"] == 0
+    with engine.connect() as conn:
+        now = {r.debit_id: (r.transmitted, r.stan, r.rrn, r.business_date) for r in conn.execute(select(debits))}
+    for debit_id, (t, s_, r) in first.items():
+        t2, s2, r2, bd = now[debit_id]
+        assert t2 != t and s2 != s_ and r2 != r and r2 == f"1{debit_id:011d}" and bd == date(2026, 11, 23)
+        history = _history(engine, debit_id)
+        assert [(e, c) for e, c, _ in history] == [("created", None), ("sent", None), ("mac_refused", "A0"),
+                                                   ("sent", None), ("approved", "00")]
+        assert f"{t}/{s_}/{r}" in history[2][2] and f"{t2}/{s2}/{r2}" in history[3][2]
+    applied = {rec.identity[1:]: rec.rrn for rec in host.applied.values()}
+    assert applied == {(t, s_): r for t, s_, r, _ in now.values()}    # applied once, under the new identity
+    cmp = bank_vs_ledger(engine, host)
+    assert cmp["bank_held"] == cmp["ledger_held"] and len(cmp["bank_held"]) == 3 and cmp["rrn_dupes"] == 0
+    assert_ledger_verifies(engine)
+    engine.dispose()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_reversal_after_A0_refers_to_the_identity_the_bank_saw_last(sqlite_url, cleanup):
+    """The debit sent again after A0 is applied and not answered: its 0420 (field 90) names the
+    new identity, the one the bank applied, and the bank credits it back."""
+    engine, numbers = seed(sqlite_url, 1)
+    fc = FakeClock()
+    host = make_host(accounts_for(numbers))
+    cleanup.append(host.stop)
+    eng = DebitEngine(make_settings(sqlite_url, host.port, timeout_s=5.0), reactor, engine, name="e1",
+                      clock=fc.clock, now=fc.now, poll_s=10.0)
+    await eng.start()
+    cleanup.append(eng.stop)
+    await until(lambda: eng.links[BANK].ready)
+    _another_engine_signed_on_twice(engine, host, fc.clock)
+    batch(engine)
+    await eng.poll()
+    await until(lambda: host.counters["mac_failures"] == 1)
+    host.behaviour = Behaviour(drop_after_apply=1.0)
+    fc.advance(1.0)
+    await until(lambda: len(host.applied) == 1)
+    (key,) = host.applied
+    host.behaviour = Behaviour()
+    fc.advance(5.1)                                       # the timeout: unknown, 0420
+    await until(lambda: states(engine) == {"reversed": 1}, show=lambda: (states(engine), dict(host.counters)))
+    assert list(host.reversals) == [key] and host.reversals[key].credited
+    with engine.connect() as conn:
+        (row,) = conn.execute(select(debits)).all()
+    assert (BANK, row.transmitted, row.stan) == key and host.applied[key].rrn == row.rrn
+    assert host.counters["duplicate_identity_94"] == host.counters["duplicate_rrn_94"] == 0
+    assert_ledger_verifies(engine)
+    engine.dispose()
+
+
 @pytest_twisted.ensureDeferred
 async def test_every_poll_claims_but_leases_are_renewed_once_housekeeping_is_due(sqlite_url, cleanup):
     """A poll claims work; the heartbeat (leases, a dead engine's reversals, keys) waits for
@@ -250,6 +347,23 @@ async def test_dead_engine_chunks_are_taken_over_and_sent_debits_reversed(db_url
     cmp = bank_vs_ledger(engine, host)
     assert cmp["bank_held"] == cmp["ledger_held"] and len(cmp["ledger_held"]) == 20
     assert_ledger_verifies(engine)
+    engine.dispose()
+
+
+def test_the_engines_links_answer_with_the_utilitys_business_date(sqlite_url):
+    """Field 15 of the 0810s an engine's link sends is the business date of the engine's settings
+    (time zone and cut-off), on the engine's clock."""
+    from config.settings import Settings
+    from test_engine_support import settings_tree
+
+    engine, _ = seed(sqlite_url, 1)
+    settings = Settings.model_validate({**settings_tree(sqlite_url), "business": {"cutoff": "22:00"}})
+    fc = FakeClock(T0 + timedelta(hours=11, minutes=59, seconds=59))   # 21:59:59 in Shanghai
+    eng = DebitEngine(settings, reactor, engine, name="e1", clock=fc.clock, now=fc.now)
+    link = eng.make_link(BANK)
+    assert link.settlement_date() == "1123"
+    fc.advance(1.0)
+    assert link.settlement_date() == "1124"
     engine.dispose()
 
 

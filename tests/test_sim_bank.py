@@ -173,6 +173,36 @@ async def test_duplicate_debit_answered_again_never_applied_twice(make_host):
 
 
 @pytest_twisted.ensureDeferred
+async def test_duplicates_are_literal_after_A0_too(make_host):
+    """docs/spec/INTERFACE.md §4.7 to the letter: an A0 is an answer. The refused request MACed
+    again under the right key is the same request (its identity and content; the MAC is not
+    content, as a 0421 shows) and gets the same A0; a different request under its identity gets
+    94; so does a new identity reusing its RRN. Only a new identity with a new RRN is applied. A
+    reversal carries its original's RRN (the spec's vectors) and is no duplicate."""
+    host = make_host()
+    gw = await gw_for(host)
+    fields = gw.debit_fields("A1", 700, stan="000501", rrn="000000000501")
+    assert (await gw.send("0200", fields, mac_key=bytes.fromhex("11" * 16))).fields["39"] == "A0"
+    again = await gw.send("0200", fields)                  # the same request, MACed with the bank's key
+    assert again.fields["39"] == "A0" and gw.mac_ok(again)
+    other = dict(fields, **{"4": "000000000800", "48": Tlv([("CN", "C001"),
+                                                            ("BI", "202602000000000800000000000000")]).encode()})
+    assert (await gw.send("0200", other)).fields["39"] == "94"
+    new_identity = dict(fields, **{"7": "0314101501", "12": "101501", "11": "000502"})
+    assert (await gw.send("0200", new_identity)).fields["39"] == "94"     # the A0'd request's RRN
+    fresh = dict(new_identity, **{"11": "000503", "37": "100000000501"})
+    assert (await gw.send("0200", fresh)).fields["39"] == "00"
+    assert not host.books.preempted and host.accounts["A1"].balance == 100_000 - 700 and len(host.applied) == 1
+    assert (host.counters["duplicate_identity_94"], host.counters["duplicate_rrn_94"]) == (1, 1)
+    rev = reversal_fields(fresh, transmitted="0314101600", stan="000504")
+    assert rev["37"] == fresh["37"] and (await gw.send("0420", rev)).fields["39"] == "00"
+    assert (await gw.send("0421", rev)).fields["39"] == "00" and host.accounts["A1"].balance == 100_000
+    stray = reversal_fields(dict(fresh, **{"11": "000999"}), transmitted="0314101700", stan="000505")
+    assert (await gw.send("0420", stray)).fields["39"] == "94"            # another debit's RRN
+    gw.client.transport.loseConnection()
+
+
+@pytest_twisted.ensureDeferred
 async def test_reversal_credits_back_once_also_when_repeated(make_host):
     host = make_host()
     gw = await gw_for(host)

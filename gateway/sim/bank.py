@@ -2,8 +2,10 @@
 
 It answers sign-on with a fresh MAK under the ZMK (docs/spec/INTERFACE.md §4.1), verifies MACs (A0; 91 before sign-on),
 applies direct debits to its accounts (14, 57, 61, 51 are real: ``bank_state.BankBooks``) and
-debit reversals, answers repeats from its response cache (§4.7: same answer, never applied
-twice; different content under the same identity: 94), and misbehaves on purpose, seeded:
+debit reversals, and follows §4.7 to the letter: every answer it gives an identity (32, 7, 11),
+refusals such as A0 included, is answered again to a repeat with the same content, a different
+request under that identity gets 94, and so does a request reusing another debit's RRN on the
+business date (a reversal carries its original's). It misbehaves on purpose, seeded:
 
 - latency: fixed, uniform (0..2×mean) or exponential, in ms, via ``callLater`` (never sleeps);
 - declines by code at given rates (drawn after the account checks 14/57, before 61/51);
@@ -12,7 +14,8 @@ twice; different content under the same identity: 94), and misbehaves on purpose
 - ``disconnect``: the message is applied, then the connection closes instead of answering
   (other answers still pending on that connection are lost too);
 - ``slow_rate``/``slow_ms``: extra delay; ``duplicate_rate``: the answer is sent twice;
-  ``bad_mac_rate``: the answer's MAC is corrupted;
+  ``bad_mac_rate``: the answer's MAC is corrupted; ``refuse_mac_rate``: a new 0200 is answered
+  A0 as if its MAC had not verified (a key race between engines), nothing applied;
 - ``echo_interval_s``: the host echoes an idle connection; ``answer_echo=False`` ignores the
   gateway's echoes.
 
@@ -23,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -64,6 +67,7 @@ class Behaviour:
     slow_ms: float = 0.0
     duplicate_rate: float = 0.0
     bad_mac_rate: float = 0.0
+    refuse_mac_rate: float = 0.0
     echo_interval_s: float | None = None
     answer_echo: bool = True
 
@@ -170,7 +174,9 @@ class BankHost:
         self.max_frame = max_frame
         self.counters: Counter = Counter()
         self.connections: set[BankConnection] = set()
-        self.responses: dict[tuple, tuple[tuple, str, dict]] = {}  # identity -> (content, MTI, fields)
+        self.responses: dict[tuple, tuple[tuple, str, dict, bool]] = {}  # identity -> (content, MTI, fields, MACed)
+        self.rrns: dict[tuple, tuple] = {}    # (business date, RRN) -> the debit identity it belongs to
+        self.network_answers: deque = deque(maxlen=100)   # the gateway's 0810s to the host's 0800s
         self.in_flight = 0           # requests received and not yet answered (or given up)
         self.max_in_flight_seen = 0
         self._answers: set = set()
@@ -250,6 +256,7 @@ class BankHost:
         mti = message.mti
         if mti == "0810":
             counters["echo_answers"] += 1
+            self.network_answers.append(message)
             return
         if mti == "0800":
             self._network(conn, frame, message)
@@ -282,58 +289,69 @@ class BankHost:
         self._reply(conn, frame, "0810", fields, mac=False, delay=False)
 
     def _financial(self, conn, frame, message) -> None:
+        """§4.7 taken literally: every answer given to an identity (32, 7, 11) is remembered -
+        refusals (30, 40, 91, A0, 58) included - and a repeat with that identity and the same
+        content gets it again, while a different request under it gets 94; an RRN (37) is owned
+        by the debit it first came with on the business date (a reversal names its original's
+        RRN and field 90 points at that original), and any other request with it gets 94."""
         counters, b, rng = self.counters, self.behaviour, self.rng
         f = message.fields
         mti = message.mti
         counters[f"received_{mti}"] += 1
         resp_mti = RESPONSE_TO[mti]
         identity = {k: f[k] for k in ALWAYS if k in f}
+        key = self.books.identity(f["32"], f["7"], f["11"]) if len(identity) == 3 else None
+        # same content = the same bytes after the MTI and before the MAC (0421 repeats 0420, and
+        # a request MACed again under a newer key is still the same request)
+        fs = self.dialect.fields
+        content = ("0420" if mti == "0421" else mti, message.raw[fs.mti_len:-fs.mac_len])
         try:
             shapes.validate_request(message)
         except MessageError as err:
             counters["format_errors"] += 1
-            if len(identity) == 3:
-                self._reply(conn, frame, resp_mti, {**identity, "39": err.response_code,
-                                                    "48": Tlv([("ER", err.er)]).encode()}, mac=True)
+            if key is not None:
+                self._refuse(conn, frame, key, content, resp_mti, {**identity, "39": err.response_code,
+                                                                   "48": Tlv([("ER", err.er)]).encode()}, f, mti)
             return
         if f["3"] != "510000":
             counters["unsupported"] += 1
-            self._reply(conn, frame, resp_mti, {**identity, "39": "40",
-                                                "48": Tlv([("ER", f"field 3: {f['3']} not on this channel")]).encode()},
-                        mac=True)
+            self._refuse(conn, frame, key, content, resp_mti, {
+                **identity, "39": "40", "48": Tlv([("ER", f"field 3: {f['3']} not on this channel")]).encode()}, f, mti)
             return
         keys = self.keys.accepted(self.bank_code, CHANNEL)
         if not keys:
             counters["not_signed_on"] += 1
-            self._reply(conn, frame, resp_mti, {**identity, "39": "91"}, mac=False)
+            self._refuse(conn, frame, key, content, resp_mti, {**identity, "39": "91"}, f, mti, mac=False)
             return
         if not any(codec.verify_mac(self.dialect, message.raw, k) for k in keys):
             counters["mac_failures"] += 1
-            self._reply(conn, frame, resp_mti, {**identity, "39": "A0"}, mac=True)
+            self._refuse(conn, frame, key, content, resp_mti, {**identity, "39": "A0"}, f, mti)
             return
         if b.drop_before_apply and rng.random() < b.drop_before_apply:
             counters["dropped_before_apply"] += 1
             return
-        key = self.books.identity(f["32"], f["7"], f["11"])
-        # same content = the same bytes after the MTI and before the MAC (0421 repeats 0420)
-        fs = self.dialect.fields
-        content = ("0420" if mti == "0421" else mti, message.raw[fs.mti_len:-fs.mac_len])
         seen = self.responses.get(key)
+        mac = True
         if seen is not None:
             if seen[0] == content:
                 counters["duplicates"] += 1
-                fields = seen[2]
+                fields, mac = seen[2], seen[3]
             else:
                 counters["duplicate_identity_94"] += 1
                 fields = {**identity, "39": "94"}
         elif f["32"] != self.bank_code and not (f["32"].isdigit() and int(f["32"]) == int(self.bank_code)):
-            fields = {**identity, "39": "58"}
+            fields = self._remember(key, content, resp_mti, {**identity, "39": "58"}, f, mti)
+        elif mti == "0200" and b.refuse_mac_rate and rng.random() < b.refuse_mac_rate:
+            counters["mac_refused"] += 1     # as if the request were MACed under a key replaced twice since
+            fields = self._remember(key, content, resp_mti, {**identity, "39": "A0"}, f, mti)
+        elif not self._rrn_free(f, key, mti):
+            counters["duplicate_rrn_94"] += 1
+            fields = {**identity, "39": "94"}
+            self.responses[key] = (content, resp_mti, fields, True)
         elif mti == "0200":
-            fields = self._debit(key, message)
-            self.responses[key] = (content, resp_mti, fields)
+            fields = self._remember(key, content, resp_mti, self._debit(key, message), f, mti)
         else:
-            fields = self._reverse(key, message)
-            self.responses[key] = (content, resp_mti, fields)
+            fields = self._remember(key, content, resp_mti, self._reverse(key, message), f, mti)
         if b.drop_after_apply and rng.random() < b.drop_after_apply:
             counters["dropped_after_apply"] += 1
             return
@@ -341,7 +359,37 @@ class BankHost:
             counters["disconnects"] += 1
             conn.transport.loseConnection()
             return
-        self._reply(conn, frame, resp_mti, fields, mac=True)
+        self._reply(conn, frame, resp_mti, fields, mac=mac)
+
+    def _rrn_owner(self, f: dict, key: tuple, mti: str) -> tuple:
+        """The debit an RRN belongs to: a 0200's own identity, a reversal's original (field 90)."""
+        if mti == "0200":
+            return key
+        orig = f.get("90", "")
+        return self.books.identity(orig[20:31], orig[10:20], orig[4:10]) if len(orig) == 42 else key
+
+    def _rrn_free(self, f: dict, key: tuple, mti: str) -> bool:
+        rrn = (f.get("37") or "").strip()
+        if not rrn:
+            return True
+        owner = self.rrns.get((self.books.business_date, rrn))
+        return owner is None or owner == self._rrn_owner(f, key, mti)
+
+    def _remember(self, key, content, resp_mti: str, fields: dict, f: dict, mti: str, mac: bool = True) -> dict:
+        """The answer to a new identity: given again to its repeats; its RRN is taken."""
+        if key not in self.responses:
+            self.responses[key] = (content, resp_mti, fields, mac)
+            rrn = (f.get("37") or "").strip()
+            if rrn:
+                self.rrns.setdefault((self.books.business_date, rrn), self._rrn_owner(f, key, mti))
+        return fields
+
+    def _refuse(self, conn, frame, key, content, resp_mti: str, fields: dict, f: dict, mti: str,
+                mac: bool = True) -> None:
+        """30, 40, 91 or A0: nothing applied, but the identity has its answer (§4.7 does not
+        exempt refusals), so a repeat - even one MACed under a newer key - gets it again."""
+        self._remember(key, content, resp_mti, fields, f, mti, mac)
+        self._reply(conn, frame, resp_mti, fields, mac=mac)
 
     def _debit(self, key, message) -> dict:
         f = message.fields

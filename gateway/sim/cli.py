@@ -134,6 +134,8 @@ def counter(host, port, dialect, framing, field_encoding, mac, bank, zmk_env, zm
 @click.option("--slow-ms", type=float, default=0.0)
 @click.option("--duplicate-rate", type=float, default=0.0, help="rate of answers sent twice")
 @click.option("--bad-mac-rate", type=float, default=0.0, help="rate of answers with a corrupted MAC")
+@click.option("--refuse-mac-rate", type=float, default=0.0,
+              help="rate of new debits answered A0 as if their MAC had not verified (nothing applied)")
 @click.option("--echo-interval", type=float, default=None, help="echo an idle connection after this many seconds")
 @click.option("--business-date", default=None, help="YYYY-MM-DD (default: today in Asia/Shanghai)")
 @click.option("--day-file-dir", type=click.Path(file_okay=False), default=None,
@@ -141,8 +143,8 @@ def counter(host, port, dialect, framing, field_encoding, mac, bank, zmk_env, zm
 @click.option("--seed", default=1, show_default=True)
 def bank(interface, port, dialect, framing, field_encoding, mac, bank, zmk_env, zmk_file, accounts_file,
          nii_gateway, nii_bank, latency_ms, latency_dist, decline_text, drop_before_apply, drop_after_apply,
-         disconnect, slow_rate, slow_ms, duplicate_rate, bad_mac_rate, echo_interval, business_date,
-         day_file_dir, seed) -> None:
+         disconnect, slow_rate, slow_ms, duplicate_rate, bad_mac_rate, refuse_mac_rate, echo_interval,
+         business_date, day_file_dir, seed) -> None:
     """A bank's host on the debit channel: the gateway connects, signs on, sends direct debits
     and reversals. Runs until SIGTERM/SIGINT, then prints its figures as JSON (and writes the
     day file when --day-file-dir is given). The first line printed is {"port": N, ...}."""
@@ -160,7 +162,7 @@ def bank(interface, port, dialect, framing, field_encoding, mac, bank, zmk_env, 
                               drop_before_apply=drop_before_apply, drop_after_apply=drop_after_apply,
                               disconnect=disconnect, slow_rate=slow_rate, slow_ms=slow_ms,
                               duplicate_rate=duplicate_rate, bad_mac_rate=bad_mac_rate,
-                              echo_interval_s=echo_interval)
+                              refuse_mac_rate=refuse_mac_rate, echo_interval_s=echo_interval)
         accounts = load_accounts(accounts_file)
         bd = date.fromisoformat(business_date) if business_date else None
     except ValueError as exc:

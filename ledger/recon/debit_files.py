@@ -4,8 +4,10 @@
 ``{bank}_{batch}.ret``) returns every problem as ``(line, field, reason)`` (line of the result
 file; 0 for the file as a whole). A result file must answer every line of its request exactly
 once, with the request's customer, account and amount, and its header's totals (lines, sum,
-approved lines and sum, declined lines and sum) must agree with its lines. An empty list means the
-file may be applied; applying it (posting the debits' results) is the debit engine's job: the
+approved lines and sum, declined lines and sum) must agree with its lines. An approved line's
+bank reference becomes the debit's RRN - the bank's day file names the debit by it (§7.1) - so
+it must be one: 1-12 letters or digits, and no two approved lines of the file share it. An
+empty list means the file may be applied; applying it (posting the debits' results) is the debit engine's job: the
 drop watcher hands it to the handler registered for ``debit_result`` (``watch.register_handler``).
 """
 from __future__ import annotations
@@ -19,6 +21,9 @@ RET_HEADER = re.compile(r"H\|(\d{1,11})\|([^|]{1,32})\|(\d{1,9})\|(\d{1,18})\|(\
 RET_LINE = re.compile(r"D\|(\d{1,9})\|([0-9A-Za-z]{1,20})\|([\x21-\x7b\x7d-\x7e]{1,28})\|([1-9]\d{0,14})\|"
                       r"([0-9A-Z]{2})\|([^|]{0,40})")
 NAME = re.compile(r"^(\d{1,11})_([^._][^.]*)\.(req|ret)$")
+# an approved line's bank reference is the debit's RRN in the bank's day file (§7.1): field 37's
+# an 12, as the day file's reader takes it (ledger.recon.bank_file)
+RRN = re.compile(r"[0-9A-Za-z]{1,12}")
 
 
 def _lines(data) -> list[str]:
@@ -73,6 +78,7 @@ def validate_debit_result(request, result) -> list[tuple[int, str, str]]:
         if h.group(2) != req_batch:
             out.append((1, "batch_no", f"result is for batch {h.group(2)}, the request is batch {req_batch}"))
     seen: dict[int, int] = {}
+    refs: dict[str, int] = {}
     approved = [0, 0]
     declined = [0, 0]
     total = 0
@@ -99,6 +105,16 @@ def validate_debit_result(request, result) -> list[tuple[int, str, str]]:
             out.append((no, "account", f"{account!r} but the request's seq {seq} is account {w_account!r}"))
         if amount != w_amount:
             out.append((no, "amount", f"{amount} but the request's seq {seq} is {w_amount}"))
+        if code == "00":
+            ref = m.group(6)
+            if not RRN.fullmatch(ref):
+                out.append((no, "bank_reference", f"{ref!r}: an approved line's bank reference is its RRN in the "
+                                                  f"bank's day file (§7.1), 1-12 letters or digits"))
+            elif ref in refs:
+                out.append((no, "bank_reference", f"{ref!r} is also the reference of line {refs[ref]}: one RRN "
+                                                  f"names one debit (§7.1)"))
+            else:
+                refs[ref] = no
         total += amount
         bucket = approved if code == "00" else declined
         bucket[0] += 1

@@ -10,7 +10,9 @@
    payments (counter C and approved debits D), reversed or not, and its debits still open
    (sent / unknown / reversal unanswered) from ``debits``. Outcomes: matched; bank_only;
    ledger_only; amount_differs; status_differs (reversed on one side only); debit_unknown (an
-   open debit, with what the bank says: S, R or absent);
+   open debit, with what the bank says: S, R or absent). A file debit's RRN is the bank reference
+   of its result-file line (§7.1); an open file debit whose result never came has none, and is
+   looked for among the file's unclaimed debit lines by customer and amount;
 4. in ONE transaction: the business-day closure row (reversals are refused from then on), the run
    with both sides' totals and the matched count and sum (per channel in ``details``: matched
    lines are not stored one by one), the exceptions as items (one multi-row insert), an audit row;
@@ -45,6 +47,9 @@ from ledger.schema import banks, business_day_closures, debits, payments, revers
 # reversal_sent / reversal_unanswered: any state not listed as final or unsent counts as open)
 FINAL_DEBIT_STATES = ("approved", "declined", "reversed", "pending")
 EXCEPTION_KINDS = ("bank_only", "ledger_only", "amount_differs", "status_differs", "debit_unknown")
+# the end of a debit_unknown item's detail that settling at reconciliation leaves alone: the bank's
+# file may hold the debit, but which of its lines is for a person to say
+BY_HAND = ": match it by hand"
 
 
 @dataclass
@@ -144,7 +149,7 @@ def _reconcile(engine, path, actor, now, calendar, reports_dir, settle_debits, d
     if settle_debits:
         from ledger.recon.resolutions import resolve_item
         for item in result.items:
-            if item["kind"] == "debit_unknown":
+            if item["kind"] == "debit_unknown" and not item["detail"].endswith(BY_HAND):
                 result.settled.append(resolve_item(engine, item["item_id"], "settle", actor=actor,
                                                    reason="settled by the bank file at reconciliation",
                                                    calendar=calendar))
@@ -250,9 +255,16 @@ def _match_and_store(engine: Engine, bf: BankFile, actor: str, now: datetime, t0
         # debits sent whose outcome is not known yet, and declined ones (for the bank-only lines' details)
         d = debits.c
         declined: dict[str, int] = {}
+        no_rrn = []
         for row in conn.execute(select(d.debit_id, d.rrn, d.amount, d.customer_no, d.state).where(
-                d.bank_code == bf.bank_code, d.business_date == bf.business_date, d.rrn.is_not(None),
+                d.bank_code == bf.bank_code, d.business_date == bf.business_date,
                 d.state.not_in(("approved", "pending")))):
+            if row.rrn is None:
+                # a file debit whose result file never came: the bank reference that is its RRN
+                # in this file (§7.1) was never heard of; it is looked for below by customer and amount
+                if row.state not in FINAL_DEBIT_STATES:
+                    no_rrn.append(row)
+                continue
             if row.state in FINAL_DEBIT_STATES:
                 b = entries.get("D" + row.rrn)
                 if row.state == "reversed" and b is not None and b[1] == "R" and b[0] == int(row.amount):
@@ -280,6 +292,9 @@ def _match_and_store(engine: Engine, bf: BankFile, actor: str, now: datetime, t0
                 detail += f" (bank amount {b[0]}, debit amount {int(row.amount)})"
             items.append(_item(run_id, "debit_unknown", bf, now, ledger_amount=int(row.amount), ledger_status="U",
                                debit_id=row.debit_id, detail=detail, **fields))
+        if no_rrn:
+            ledger_count += len(no_rrn)
+            items += _match_without_rrn(run_id, bf, now, no_rrn, entries, declined)
         for key, (bamount, bstatus, line_no) in entries.items():
             detail = "in the bank's file, not in the ledger"
             if key in declined:
@@ -317,6 +332,39 @@ def _match_and_store(engine: Engine, bf: BankFile, actor: str, now: datetime, t0
                + f"; business date closed for reversals ({time.perf_counter() - t0:.1f} s)")
     timings = dict(details["timings_s"], store=round(time.perf_counter() - t0 - t_read - t_match, 3))
     return BankRunResult("applied", message, bf, run_id, counts, items, totals, timings=timings)
+
+
+def _match_without_rrn(run_id, bf: BankFile, now, rows, entries: dict, declined: dict) -> list[dict]:
+    """Open file debits with no RRN (their batch's result file never came, §7.2) against the
+    file's debit lines nobody claimed, by customer and amount: a line that is the only one for
+    its customer and amount, wanted by exactly one such debit, is that debit's (taken from
+    ``entries``); the others get no line, and a debit with several candidates says so."""
+    lines: dict[tuple, list[str]] = {}
+    for key, (amount, _status, line_no) in entries.items():
+        if key[0] == "D" and key not in declined:
+            lines.setdefault((bf.line(line_no).customer_no, amount), []).append(key)
+    wanted: dict[tuple, int] = {}
+    for row in rows:
+        k = (row.customer_no, int(row.amount))
+        wanted[k] = wanted.get(k, 0) + 1
+    out = []
+    for row in rows:
+        k = (row.customer_no, int(row.amount))
+        found = lines.get(k, [])
+        base = f"debit {row.debit_id} is {row.state}, a file debit without a result file (no bank reference)"
+        if len(found) == 1 and wanted[k] == 1:
+            b = entries.pop(found[0])
+            what = "succeeded" if b[1] == "S" else "was reversed"
+            fields = _bank_fields(bf, b[2])
+            out.append(_item(run_id, "debit_unknown", bf, now, ledger_amount=int(row.amount), ledger_status="U",
+                             debit_id=row.debit_id, detail=f"{base}; the bank's file has its customer and amount "
+                                                           f"under RRN {fields['rrn']} and says it {what}", **fields))
+            continue
+        detail = (f"{base}; {len(found)} lines of the bank's file have its customer and amount{BY_HAND}"
+                  if found else f"{base}; no line of the bank's file has its customer and amount: it did not happen")
+        out.append(_item(run_id, "debit_unknown", bf, now, channel="D", customer_no=row.customer_no,
+                         ledger_amount=int(row.amount), ledger_status="U", debit_id=row.debit_id, detail=detail))
+    return out
 
 
 def closed(conn, bank_code: str, business_date: date) -> bool:

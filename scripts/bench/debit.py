@@ -2,7 +2,7 @@
 latency, exponential), first with 1 engine process, then with 2, on PostgreSQL.
 
     .venv/bin/python -m scripts.bench.debit [--debits 100000] [--engines 1,2] [--latency-ms 20]
-        [--in-flight 32] [--chunk 1000] [--profile DIR]
+        [--in-flight 32] [--chunk 1000] [--refuse-mac-rate 0.01] [--profile DIR]
 
 The bank's window: each engine opens 2 connections to the bank and keeps at most 32 debits
 outstanding (``max_in_flight``: 16 a connection, what a bank host typically agrees to). That is
@@ -19,6 +19,12 @@ is up to the moment every chunk is done. Printed per run: debits/s, and where th
 simulator and PostgreSQL, read with psutil); then the ratio. With --profile DIR each engine writes
 a cProfile of its reactor thread (GRIDPAY_WORKER_PROFILE=DIR profiles the writers). At the end it
 checks exactly-once: every debit approved, the bank applied each once, and the ledger verifies.
+
+The simulator follows docs/spec/INTERFACE.md §4.7 to the letter (it answers a repeated identity
+from its cache, and a different request under a known identity or a known RRN with 94); each run
+prints the 94s it gave (there must be none), the A0s, and the debits the engines sent again under
+a new identity after an A0. ``--refuse-mac-rate R`` makes the simulator answer that share of new
+debits A0, as a key race between engines would, to exercise that path.
 """
 from __future__ import annotations
 
@@ -131,7 +137,7 @@ class Analyzer(threading.Thread):
 
 
 def run(n: int, engines: int, latency_ms: float, chunk: int, profile: str | None, in_flight: int,
-        chunks_ahead: int = 3) -> dict:
+        chunks_ahead: int = 3, refuse_mac_rate: float = 0.0) -> dict:
     from test_engine_support import add_agreements
     from ledger_helpers import add_banks, new_engine, setup_customers
     from engines.plans import build_batch
@@ -159,7 +165,8 @@ def run(n: int, engines: int, latency_ms: float, chunk: int, profile: str | None
         env = env_for(url, 0, str(tmp / "drop"), in_flight)
         sim = subprocess.Popen(gridpay("sim", "bank", "--bank", BANK, "--zmk-env", "BENCH_ZMK", "--accounts",
                                        str(tmp / "accounts.csv"), "--latency-ms", str(latency_ms),
-                                       "--latency-dist", "exponential", "--seed", "5"),
+                                       "--latency-dist", "exponential", "--seed", "5",
+                                       "--refuse-mac-rate", str(refuse_mac_rate)),
                                env=env, stdout=subprocess.PIPE, text=True)
         procs.append(sim)
         port = json.loads(sim.stdout.readline())["port"]
@@ -215,6 +222,9 @@ def run(n: int, engines: int, latency_ms: float, chunk: int, profile: str | None
         result = {
             "engines": engines, "debits": s.debits, "seconds": round(elapsed, 2), "per_second": round(s.debits / elapsed),
             "states": final, "bank_applied": summary["applied"], "ledger_verifies": not problems,
+            "bank_94": sum(summary["counters"].get(k, 0) for k in ("duplicate_identity_94", "duplicate_rrn_94")),
+            "bank_A0": sum(summary["counters"].get(k, 0) for k in ("mac_refused", "mac_failures")),
+            "resent_after_A0": sum(st["stats"].get("resent_after_A0", 0) for st in stats),
             "cpu_s_per_1000": {"engines": round(sum(cpu_used[p.pid][0] for p in eng_procs) / k, 3),
                                "writers": round(sum(cpu_used[p.pid][1] for p in eng_procs) / k, 3),
                                "simulator": round(sum(cpu_used[sim.pid]) / k, 3), "postgresql": round(pg_used / k, 3)},
@@ -244,6 +254,8 @@ def main() -> None:
     ap.add_argument("--in-flight", type=int, default=32,
                     help="max_in_flight per engine and bank: the bank's window (512 lifts it)")
     ap.add_argument("--chunks-ahead", type=int, default=3, help="chunks each engine holds at once")
+    ap.add_argument("--refuse-mac-rate", type=float, default=0.0,
+                    help="share of new debits the simulator answers A0 (sent again under a new identity)")
     ap.add_argument("--profile", default=None, help="directory for each engine's cProfile")
     args = ap.parse_args()
     results = []
@@ -251,10 +263,13 @@ def main() -> None:
         print(f"{k} engine(s), {args.debits} debits, {args.latency_ms:g} ms mean latency:", flush=True)
         before = machine.speed()
         print(f"  {machine.describe(before)} (before)", flush=True)
-        r = run(args.debits, k, args.latency_ms, args.chunk, args.profile, args.in_flight, args.chunks_ahead)
+        r = run(args.debits, k, args.latency_ms, args.chunk, args.profile, args.in_flight, args.chunks_ahead,
+                args.refuse_mac_rate)
         r["machine"] = {"before": before, "after": machine.speed()}
         print(f"  {machine.describe(r['machine']['after'])} (after)")
-        print(f"  {r['per_second']} debits/s in {r['seconds']} s; {json.dumps(r)}", flush=True)
+        print(f"  {r['per_second']} debits/s in {r['seconds']} s; the bank answered 94 {r['bank_94']} times, "
+              f"A0 {r['bank_A0']} times; {r['resent_after_A0']} debits sent again under a new identity; "
+              f"{json.dumps(r)}", flush=True)
         results.append(r)
     if len(results) >= 2:
         ratio = results[1]["per_second"] / results[0]["per_second"]
