@@ -15,7 +15,11 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, create_model, field_validator, model_validator,
+)
+
+from ledger import notices
 
 ENV_PREFIX = "GRIDPAY_"
 CONFIG_ENV = "GRIDPAY_CONFIG"
@@ -255,6 +259,39 @@ class WatchConfig(_Model):
                               "/readyz; 0: any free port (printed at start).")
 
 
+def _check_template(cls, text: str, info: ValidationInfo) -> str:
+    problem = notices.template_problem(info.field_name, text)
+    if problem:
+        raise ValueError(problem)
+    return text
+
+
+# One key per template of ledger.notices.TEMPLATES, its built-in text the default.
+NoticeTemplatesConfig = create_model(
+    "NoticeTemplatesConfig", __base__=_Model, __doc__="The notices' templates (ledger/notices.py).",
+    __validators__={"_template": field_validator("*")(_check_template)},
+    **{name: (str, Field(t.text, description=f"{t.description} Placeholders: "
+                         f"{', '.join('`{' + p + '}`' for p in t.placeholders)}."))
+       for name, t in notices.TEMPLATES.items()})
+
+
+class NoticesConfig(_Model):
+    """The SMS notices' wording: every template of ledger/notices.py and the signature (docs/notifier.md)."""
+    signature: str = Field("", max_length=notices.MAX_SIGNATURE, description=(
+        "Text put in place of `{signature}`, which ends every built-in template, e.g. `【广州供电局】` "
+        "(empty: none)."))
+    templates: NoticeTemplatesConfig = Field(NoticeTemplatesConfig(), description=(
+        "The notices' texts, one key per notice, each a template whose placeholders (`{name}`) are those "
+        "listed for it; a site sets the ones it words differently."))
+
+    @field_validator("signature")
+    @classmethod
+    def _plain_signature(cls, signature: str) -> str:
+        if notices.CONTROL.search(signature):
+            raise ValueError("contains a control character")
+        return signature
+
+
 DEFAULT_DATABASE_URL = DatabaseConfig().url
 
 
@@ -266,6 +303,7 @@ class Settings(_Model):
     engines: EnginesConfig = EnginesConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     watch: WatchConfig = WatchConfig()
+    notices: NoticesConfig = NoticesConfig()
     banks: dict[str, BankConfig] = {}
     drop_dir: str = "var/drop"
     reports_dir: str = "var/reports"
@@ -423,6 +461,9 @@ def load_settings(path: str | os.PathLike | None = None, environ: Mapping[str, s
     # A command run with no configuration never creates a database in the current directory.
     tree["database_chosen"] = bool(path) or "url" in tree.get("database", {})
     try:
-        return Settings.model_validate(tree)
+        settings = Settings.model_validate(tree)
     except ValidationError as exc:
         raise _first_error(exc) from None
+    # the process writes its notices in the wording of the configuration it runs with
+    notices.configure(settings.notices.templates.model_dump(), settings.notices.signature)
+    return settings

@@ -1,10 +1,11 @@
 """Debit plans and the batches they make.
 
 A plan names a bank, which customers (an active agreement with that bank; unpaid bills due on or
-before the run date + ``due_days``; optionally one district or a list of customers) and when (a
-cron expression, evaluated in ``time_zone``). ``build_batch`` turns a plan and a scheduled time
-into one ``debit_batches`` row with its pending debits, in chunks, in ONE transaction: the unique
-(plan_id, scheduled_for) makes a second scheduler's attempt fail whole, so a run is made once.
+before the run date + ``due_days``; optionally one district, ``customers.district`` as customers.csv
+gives it, or a list of customers) and when (a cron expression, evaluated in ``time_zone``).
+``build_batch`` turns a plan and a scheduled time into one ``debit_batches`` row with its pending
+debits, in chunks, in ONE transaction: the unique (plan_id, scheduled_for) makes a second
+scheduler's attempt fail whole, so a run is made once.
 
 Who is left out, and why (``debit_skips``): a customer whose total due exceeds the agreement's
 debit limit (the bank would answer 61; the gateway does not ask), or who is suspended or closed.
@@ -12,6 +13,7 @@ Bills already in a debit whose outcome is open (pending, sent, unknown) are not 
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -27,6 +29,7 @@ from ledger.postings import DEBIT_ACTOR, open_bills_query
 from ledger.schema import agreements, audit_log, customers, debit_attempts, debit_batches, debit_bills, debits
 
 OPEN_STATES = ("pending", "sent", "unknown")
+_DISTRICT = re.compile(r"[A-Za-z0-9]{1,20}")   # as customers.csv gives it (docs/spec/BILLING-FILES.md)
 SINGLE_PRIORITY = 100
 
 
@@ -62,6 +65,9 @@ def add_plan(db, *, name: str, bank_code: str, cron: str, now: datetime, actor: 
              time_zone: str = "Asia/Shanghai", paused: bool = False) -> int:
     validate_cron(cron)
     ZoneInfo(time_zone)
+    if district is not None and not _DISTRICT.fullmatch(district):
+        raise PlanError(f"district {district!r} is not 1-20 ASCII letters or digits, as customers.csv names "
+                        f"districts: no customer could be in it")
     if not 1 <= chunk_size <= 100_000:
         raise PlanError("chunk size must be 1..100000")
     with db.begin() as conn:

@@ -7,7 +7,8 @@ A request runs through small participants, top to bottom, until one decides the 
            → transact (inquiry | payment | reversal) → respond
 
 Database work never runs on the reactor: inquiries go to a thread pool, postings to the
-ledger's group committer, and a ``00`` leaves only after its posting is committed.
+ledger's group committer, and a ``00`` leaves only after its posting is committed. A posting
+whose outcome the ledger cannot tell within the bank's timeout gets no answer at all (§6).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from iso8583_specs import codec, shapes
 from iso8583_specs import keys as wire_keys
 from iso8583_specs.errors import MessageError
 from iso8583_specs.tlv import Tlv
+from ledger.answers import UnknownOutcome
 
 log = logging.getLogger("gridpay.counter")
 
@@ -179,13 +181,26 @@ class CounterService:
         posting = (responses.payment_posting if ex.kind == "payment" else self._reversal_posting)(
             ex, content_digest(ex.mti, ex.fields))
         outcome = await self.ledger.post(posting, self._timeout(ex))
+        if isinstance(outcome, UnknownOutcome):
+            self._unanswered(ex, outcome.detail)
+            return
         if outcome.replayed:
             self.metrics.duplicates.labels(ex.bank).inc()
         responses.posting(ex, outcome)
 
     def _timeout(self, ex: Exchange) -> float:
-        """The bank's request_timeout_s: past it, a request the database has not answered gets 96."""
+        """The bank's request_timeout_s: past it a request the database has not answered gets 96 when
+        nothing can have been applied, and no answer when that is not known."""
         return self.banks.config(ex.bank).request_timeout_s
+
+    def _unanswered(self, ex: Exchange, why: str) -> None:
+        """Neither 96 (it may have been applied) nor an approval (it may not): no answer. The bank's
+        timeout leads to its reversal (0420) or repeat, which finds the stored answer or nothing."""
+        ex.silent = True
+        ex.detail = why
+        self.metrics.unanswered.labels(ex.bank).inc()
+        log.error("%s %s stan %s rrn %s from %s: outcome unknown by the bank's timeout, not answered: %s",
+                  ex.kind, ex.mti, ex.fields.get("11"), ex.fields.get("37"), ex.bank, why)
 
     def _reversal_posting(self, ex: Exchange, digest: str):
         return responses.reversal_posting(ex, digest, self.banks.resolve_number)

@@ -115,6 +115,7 @@ class Gateway:
         for code in self.settings.banks:
             if "counter" in self.directory.channels(code):
                 self.metrics.connections.labels(code).set(0)
+                self.metrics.unanswered.labels(code)
                 self.metrics.signed_on.labels(code, "counter").set(1 if self.keys.signed_on(code, "counter") else 0)
 
     def reload_keys(self) -> defer.Deferred:

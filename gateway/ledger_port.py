@@ -5,11 +5,14 @@ its own (``ledger.batch_process``): the reactor thread keeps the interpreter loc
 each worker batches what arrives together (one commit for many postings, one read transaction
 for many inquiries). Key persistence and health checks run on a small thread pool.
 
-A request whose database work has not finished within the bank's timeout is answered 96 only
-when nothing can have been applied: a read, or a posting still waiting in the worker's queue
-(dropped there). A posting already inside a commit is waited for. Should the posting worker
-die, the postings it had not answered go to its successor: one that had committed replays its
-stored answer (the request's identity), the others are applied then.
+A request whose database work has not finished within the bank's timeout (its deadline) is
+answered 96 only when nothing can have been applied: a read, or a posting still waiting in the
+worker's queue (dropped there). A posting the worker has been given either gets its outcome by
+the deadline or none at all (``UnknownOutcome``: the gateway sends no answer, docs/spec/INTERFACE.md
+§6). The worker works its deadline out itself when a COMMIT's outcome is unknown
+(``ledger.group_commit``). Should the posting worker die, the postings it had not answered go to
+its successor marked as resent, which processes them as repeats: the stored answer of one that
+had committed, the others applied then; never 96 unless a lookup says it had not landed.
 """
 from __future__ import annotations
 
@@ -18,7 +21,8 @@ import logging
 from twisted.internet import defer, threads
 from twisted.python.threadpool import ThreadPool
 
-from ledger.batch_process import BatchProcess, NotStarted
+from ledger.answers import UnknownOutcome
+from ledger.batch_process import BatchProcess, NotStarted, TimedOut, WorkerLost
 from ledger.postings import Outcome
 
 log = logging.getLogger("gridpay.ledger_port")
@@ -31,6 +35,8 @@ class SystemError96:
 
 
 class LedgerPort:
+    POSTING_WORKER = "ledger.group_commit:PostingWorker"   # a test may run its own, faulty one
+
     def __init__(self, reactor, engine, settings, calendar, on_commit=None):
         self.reactor = reactor
         self.engine = engine
@@ -38,7 +44,7 @@ class LedgerPort:
         db = settings.database
         common = {"url": settings.database_url(), "statement_timeout_s": db.statement_timeout_s,
                   "timezone": calendar.timezone, "cutoff": calendar.cutoff}
-        self.poster = BatchProcess(reactor, "ledger.group_commit:PostingWorker", common, name="ledger-committer",
+        self.poster = BatchProcess(reactor, self.POSTING_WORKER, common, name="ledger-committer",
                                    max_batch=db.group_commit_max, max_wait_s=db.group_commit_wait_ms / 1000,
                                    resend=True, on_batch=on_commit)
         self.reader = BatchProcess(reactor, "ledger.inquiry:InquiryWorker", common, name="ledger-reader",
@@ -81,7 +87,8 @@ class LedgerPort:
         return SystemError96()
 
     def post(self, posting, timeout_s: float = 10.0) -> defer.Deferred:
-        d = self.poster.submit(posting, cancel_after=timeout_s)
+        """The posting's ``Outcome`` by ``timeout_s``, or an ``UnknownOutcome`` then."""
+        d = self.poster.submit(posting, cancel_after=timeout_s, abandon_late=True)
         d.addErrback(self._post_failed)
         return d
 
@@ -89,5 +96,9 @@ class LedgerPort:
     def _post_failed(failure):
         if failure.check(NotStarted):
             return Outcome("96", {}, failure.getErrorMessage())
-        log.error("posting failed: %s", failure.getErrorMessage() or failure.type.__name__)
-        return Outcome("96", {}, UNAVAILABLE)
+        if failure.check(TimedOut):
+            return UnknownOutcome(detail="the database did not answer by the bank's timeout")
+        # the worker died with it (WorkerLost), or failed it in a way that says nothing (WorkerError)
+        if not failure.check(WorkerLost):
+            log.error("posting failed: %s", failure.getErrorMessage() or failure.type.__name__)
+        return UnknownOutcome(detail=f"{failure.type.__name__}: {failure.getErrorMessage()}"[:200])

@@ -27,6 +27,10 @@ class GatewayMetrics:
             "gridpay_format_errors", "Requests answered 30 or dropped as undecodable", ["bank"], registry=r)
         self.duplicates = Counter(
             "gridpay_duplicates_replayed", "Repeated requests answered from the stored response", ["bank"], registry=r)
+        self.unanswered = Counter(
+            "gridpay_unanswered_requests",
+            "Payments and reversals left unanswered: whether they were applied was not known by the bank's timeout",
+            ["bank"], registry=r)
         self.commit_seconds = Histogram(
             "gridpay_db_commit_seconds", "Duration of one group commit", buckets=LATENCY_BUCKETS, registry=r)
         self.batch_size = Histogram(

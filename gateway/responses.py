@@ -7,12 +7,14 @@ from __future__ import annotations
 from datetime import date
 
 from gateway.exchange import Exchange
+from iso8583_specs.tlv import FIELD_MAX_BYTES, byte_length
 from ledger.postings import CounterPayment, PaymentReversal
 
 ECHOED = ("3", "4", "7", "11", "12", "13", "32", "37", "41", "42", "49", "70", "90", "102")
 IDENTITY_ECHOED = ("7", "11", "12", "13", "32")   # all a 30 answer repeats (vectors.json "format error response")
 ER_CODES = {"30", "40", "12"}                      # §5: ER only in answers with these codes
-MAX_FIELD48 = 999
+TLV_HEAD = 5                                       # tag (2) + length (3)
+BI_ELEMENT = TLV_HEAD + 30                         # BI: period (6) + principal (12) + penalty (12)
 
 
 def mmdd(day: date) -> str:
@@ -45,9 +47,7 @@ def n12(fen: int) -> str:
 
 
 def inquiry(ex: Exchange, result) -> None:
-    """0110: the unpaid bills, oldest first; field 4 the total due less the prepaid balance."""
-    from iso8583_specs.tlv import build_tlv
-
+    """0110 (§4.3): the oldest unpaid bills that fit in field 48; BC and field 4 count them all."""
     customer = ex.first("CN")
     if result.response_code != "00":
         ex.reply = {"4": n12(0)}
@@ -56,12 +56,10 @@ def inquiry(ex: Exchange, result) -> None:
         return
     head = [("CN", customer), ("NM", result.customer_name), ("BC", str(len(result.bills)))]
     tail = [("PB", n12(result.prepaid_balance))]
-    bills = [("BI", f"{period}{n12(principal)}{n12(penalty)}") for period, principal, penalty in result.bills]
-    # field 48 holds at most 999 bytes: list the oldest bills that fit; BC and field 4 still count them all
-    while bills and len(build_tlv(head + bills + tail).encode("gbk")) > MAX_FIELD48:
-        bills.pop()
+    room = (FIELD_MAX_BYTES - sum(TLV_HEAD + byte_length(v) for _, v in head + tail)) // BI_ELEMENT
     ex.reply = {"4": n12(result.total_due)}
-    ex.reply_tlv = head + bills + tail
+    ex.reply_tlv = head + [("BI", f"{period}{n12(principal)}{n12(penalty)}")
+                           for period, principal, penalty in result.bills[:max(0, room)]] + tail
     ex.decide("00")
 
 
@@ -80,7 +78,7 @@ def reversal_posting(ex: Exchange, digest: str, bank_by_number) -> PaymentRevers
         bank_code=ex.bank, transmitted=ex.fields["7"], stan=ex.fields["11"],
         orig_bank_code=bank_by_number(orig_number) or str(orig_number),
         orig_transmitted=original[10:20], orig_stan=original[4:10], amount=int(ex.fields["4"]),
-        customer_no=ex.first("CN"), digest=digest, received_at=ex.received_at)
+        customer_no=ex.first("CN"), digest=digest, received_at=ex.received_at, rrn=ex.fields["37"])
 
 
 def posting(ex: Exchange, outcome) -> None:

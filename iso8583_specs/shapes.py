@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from .codec import Message, mac_field_for
 from .errors import MessageError, UnsupportedError
-from .tlv import Tlv
+from .tlv import FIELD_MAX_BYTES, Tlv, byte_length
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class Shape:
     echo: tuple[int, ...] = ()                       # response fields equal to the request's
     tag_rules: tuple[tuple[str, str, str], ...] = ()  # (tag, value, then this tag is mandatory)
     field_rules: tuple[tuple[int, str, tuple[str, ...]], ...] = ()  # (field, value, then tags)
-    counts: tuple[tuple[str, str], ...] = ()          # (tag, tag it counts)
+    counts: tuple[tuple[str, str], ...] = ()          # (tag, repeated tag it counts, listed or not)
 
 
 _NET = (7, 11, 12, 13, 32)
@@ -198,8 +198,20 @@ def _check_tags(message: Message, shape: Shape, mac: bool) -> None:
             raise MessageError(f"field 48: {tag} missing", field=48)
     check_tag_formats(tlv)
     for counter, counted in shape.counts:
-        if int(tlv.get(counter)) != len(tlv.getall(counted)):
-            raise MessageError(f"field 48: {counter} does not match the number of {counted}", field=48)
+        check_count(tlv, message.fields["48"], counter, counted)
+
+
+def check_count(tlv: Tlv, field48: str, counter: str, counted: str) -> None:
+    """§4.3: ``counter`` counts every element, listed or not; fewer are listed only when field 48
+    has no room for another."""
+    total, listed = int(tlv.get(counter)), len(tlv.getall(counted))
+    if total < listed:
+        raise MessageError(f"field 48: {counter} {total} is less than the {listed} {counted} listed", field=48)
+    if total > listed:
+        another = 5 + TAG_FORMATS[counted][2]   # tag, length, the largest value
+        if byte_length(field48) + another <= FIELD_MAX_BYTES:
+            raise MessageError(f"field 48: {counter} {total} counts {counted} not listed, though another fits",
+                               field=48)
 
 
 def check_tag_formats(tlv: Tlv) -> None:

@@ -8,6 +8,7 @@ from .errors import MessageError
 
 FIELD = 48
 MAX_VALUE_BYTES = 999
+FIELD_MAX_BYTES = 999   # the whole of field 48 (ans ..999, §3)
 
 
 def _error(problem: str) -> MessageError:
@@ -74,10 +75,15 @@ def build_tlv(items: Iterable[tuple[str, str]]) -> str:
     return Tlv(items).encode()
 
 
+def byte_length(text: str) -> int:
+    """Length of ``text`` in GBK bytes, as every length of the contract counts."""
+    return len(text) if text.isascii() else len(text.encode("gbk"))
+
+
 def _element(tag: str, value: str) -> str:
     if not _is_tag(tag):
         raise _error(f"bad TLV tag {tag!r}")
-    size = len(value) if value.isascii() else len(value.encode("gbk"))
+    size = byte_length(value)
     if size > MAX_VALUE_BYTES:
         raise _error(f"{tag} value of {size} bytes is too long")
     return f"{tag}{size:03d}{value}"

@@ -5,9 +5,14 @@ Run as ``python -m ledger.batch_child FD``. The first message on the socket name
 line. Standard library only here; the worker brings its own imports.
 
 Messages are pickles, each behind a 4-byte big-endian length (both ends are ours):
-parent → child ``("start", worker, config)``, ``("batch", [(id, op)])``, ``("stop",)``;
-child → parent ``("ready", pid)``, ``("failed", why)``, ``("done", [(id, result)], seconds)``.
+parent → child ``("start", worker, config)``,
+``("batch", [(id, op)], [seconds left or None, per op], [index of each op sent before])``,
+``("stop",)``; child → parent ``("ready", pid)``, ``("failed", why)``, ``("done", [(id, result)], seconds)``.
 End of file (the parent is gone, even killed with -9) ends the child after its current batch.
+
+A worker whose class sets ``takes_context = True`` is called ``process(ops, deadlines, resent)``:
+per op, its deadline on this process's ``time.monotonic()`` (None: it has none) and whether it was
+in a batch whose child died before answering.
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ import sys
 import time
 from dataclasses import dataclass
 
+from ledger import notices
 from ledger.gc_settle import settle_gc
 
 HEADER = struct.Struct(">I")
@@ -100,6 +106,7 @@ def serve(sock: socket.socket) -> None:
     _, worker_path, config = start
     _setup_logging(config.get("log_file"))
     try:
+        notices.configure(**config.get("notices", {}))
         worker = _load(worker_path)(config)
     except Exception as exc:  # noqa: BLE001 - told to the parent, which logs it
         sock.sendall(frame(("failed", f"{type(exc).__name__}: {exc}")))
@@ -111,7 +118,7 @@ def serve(sock: socket.socket) -> None:
         for message in incoming:
             if message[0] == "stop":
                 break
-            sock.sendall(frame(("done", *run(worker, message[1], profile))))
+            sock.sendall(frame(("done", *run(worker, message[1], profile, message[2:]))))
     finally:
         close = getattr(worker, "close", None)
         if close is not None:
@@ -130,11 +137,19 @@ def _profiler():
     return cProfile.Profile()
 
 
-def run(worker, batch: list, profile=None) -> tuple[list, float]:
+def run(worker, batch: list, profile=None, context: tuple = ()) -> tuple[list, float]:
     started = time.perf_counter()
     try:
         ops = [op for _, op in batch]
-        results = worker.process(ops) if profile is None else profile.runcall(worker.process, ops)
+        args = [ops]
+        if context and getattr(worker, "takes_context", False):
+            lefts, sent_before = context
+            now = time.monotonic()
+            resent = [False] * len(ops)
+            for i in sent_before:
+                resent[i] = True
+            args += [[None if left is None else now + left for left in lefts], resent]
+        results = worker.process(*args) if profile is None else profile.runcall(worker.process, *args)
     except Exception as exc:  # noqa: BLE001 - every op of the batch gets the error
         log.warning("a batch of %d failed: %s: %s", len(batch), type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
         results = [exc] * len(batch)
@@ -157,4 +172,8 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    # Run as the importable module, not as __main__: what it pickles (WorkerError) must name a class
+    # the parent can find.
+    from ledger.batch_child import main as _main
+
+    _main(sys.argv[1:])

@@ -11,13 +11,15 @@ as the ledger's group commit - in a child process (``ledger.batch_child``):
                            op has waited max_wait_s for company) ─▶ child: process ─▶ results
 
 - A result comes only after ``process`` has returned (for a ledger worker: committed).
-- ``submit(op, cancel_after=s)``: an op still queued after ``s`` seconds fails with ``NotStarted``
-  at once (nothing was applied); an op in the batch being processed is waited for, unless it
-  was submitted with ``abandon_late`` (a read: it changes nothing) - then it fails with
-  ``TimedOut`` too, and its result is dropped when it comes.
+- ``submit(op, cancel_after=s)``: an op never sent to a child and still queued after ``s`` seconds
+  fails with ``NotStarted`` at once (nothing was applied); an op a child has been given is waited
+  for, unless it was submitted with ``abandon_late`` - then it fails with ``TimedOut`` (it may or
+  may not have been applied), and its result is dropped when it comes. The child is told each
+  op's time left (a little less: its answer must still arrive), for a worker that wants it.
 - The child dies (killed, crashed): a new one is started; the batch the dead one had not answered
-  goes to it again when ``resend`` is set (ledger postings are idempotent by request identity:
-  one that had committed replays its stored answer), else its ops fail with ``WorkerLost``.
+  goes to it again when ``resend`` is set, marked as resent (a worker that takes the context
+  knows the op may already have been applied: the ledger's committer never answers 96 for such a
+  posting without looking it up), else its ops fail with ``WorkerLost``.
 - The parent dies, even by kill -9: the child reads end-of-file and exits after its current batch.
 - ``stop()``: what was submitted is processed, then the child exits.
 """
@@ -35,6 +37,7 @@ from dataclasses import dataclass
 from twisted.internet import defer
 from twisted.internet.protocol import Factory, Protocol
 
+from ledger import notices
 from ledger.batch_child import FrameBuffer, WorkerError, frame
 
 __all__ = ["BatchProcess", "NotStarted", "TimedOut", "WorkerLost", "WorkerError"]
@@ -55,11 +58,16 @@ class NotStarted(Exception):
 
 
 class TimedOut(Exception):
-    """An op submitted with ``abandon_late`` was still being processed when its time ran out."""
+    """An op submitted with ``abandon_late`` was still with a child, or waiting to be sent again
+    after its child died, when its time ran out: it may or may not have been applied."""
 
 
 class WorkerLost(Exception):
-    """The child died before answering, and the op is not sent again."""
+    """The child died before answering, and the op is not sent again: it may or may not have been
+    applied."""
+
+
+DEADLINE_MARGIN = 0.05   # the child's deadline is this part of the time left earlier (at most 0.25 s)
 
 
 @dataclass
@@ -67,6 +75,7 @@ class _Call:
     op: object
     deferred: defer.Deferred
     submitted: float
+    deadline: float | None = None
     timer: object = None
     sends: int = 0
     abandon_late: bool = False
@@ -78,7 +87,8 @@ class BatchProcess:
     def __init__(self, reactor, worker: str, config: dict, *, name: str, max_batch: int = 256,
                  max_wait_s: float = 0.0, resend: bool = False, restart_delay_s: float = 1.0, on_batch=None):
         assert max_batch >= 1
-        config = {"log_file": current_log_file(), **config}   # the child logs where its parent does
+        # the child logs where its parent does, and words its notices as its parent's configuration says
+        config = {"log_file": current_log_file(), "notices": notices.current(), **config}
         self.reactor, self.worker, self.config, self.name = reactor, worker, config, name
         self.max_batch, self.max_wait_s = max_batch, max_wait_s
         self.resend, self.restart_delay_s, self.on_batch = resend, restart_delay_s, on_batch
@@ -119,7 +129,7 @@ class BatchProcess:
                 self._kill_call = self.reactor.callLater(timeout, self.kill)
         if not drain or not self._ready:
             while self._queue:
-                self._resolve(self._queue.popleft(), NotStarted("database worker stopping: nothing was applied"))
+                self._resolve_unsent(self._queue.popleft(), "database worker stopping")
         if self._link is None:  # no child now, and none will be started
             self._stopped_now()
         else:
@@ -162,6 +172,7 @@ class BatchProcess:
         call_id = self._next_id
         call = self._calls[call_id] = _Call(op, d, self.reactor.seconds(), abandon_late=abandon_late)
         if cancel_after is not None:
+            call.deadline = call.submitted + cancel_after
             call.timer = self.reactor.callLater(cancel_after, self._cancel, call_id)
         self._queue.append(call_id)
         self._pump()
@@ -190,9 +201,16 @@ class BatchProcess:
         if self._queue:
             batch = [self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))]
             self._in_flight = batch
-            for call_id in batch:
-                self._calls[call_id].sends += 1
-            self._link.send(("batch", [(call_id, self._calls[call_id].op) for call_id in batch]))
+            now = self.reactor.seconds()
+            calls = [self._calls[call_id] for call_id in batch]
+            lefts, sent_before = [], []
+            for i, call in enumerate(calls):
+                if call.sends:
+                    sent_before.append(i)
+                call.sends += 1
+                left = None if call.deadline is None else call.deadline - now
+                lefts.append(None if left is None else max(0.0, left - min(0.25, left * DEADLINE_MARGIN)))
+            self._link.send(("batch", [(call_id, call.op) for call_id, call in zip(batch, calls)], lefts, sent_before))
         elif self._stopping:
             self._link.send(("stop",))
 
@@ -201,12 +219,21 @@ class BatchProcess:
         if call is None:
             return
         call.timer = None
-        if call_id in self._queue:  # not sent to any child: certainly not applied
+        if call_id in self._queue and call.sends == 0:  # not sent to any child: certainly not applied
             self._queue.remove(call_id)
             self._resolve(call_id, NotStarted("timed out waiting for the database: nothing was applied"))
         elif call.abandon_late:
+            if call_id in self._queue:  # waiting to go to the successor of a child that died with it
+                self._queue.remove(call_id)
             self._resolve(call_id, TimedOut("the database did not answer in time"))
-        # else in the batch being processed: its result is waited for
+        # else with a child, or to be sent again: its result is waited for
+
+    def _resolve_unsent(self, call_id: int, why: str) -> None:
+        """An op taken off the queue for good: never sent, or sent to a child that died with it."""
+        if self._calls[call_id].sends:
+            self._resolve(call_id, WorkerLost(f"{why}; the database worker died with it before answering"))
+        else:
+            self._resolve(call_id, NotStarted(f"{why}: nothing was applied"))
 
     def _resolve(self, call_id: int, result) -> None:
         call = self._calls.pop(call_id, None)
@@ -255,9 +282,10 @@ class BatchProcess:
         batch = [call_id for call_id in self._in_flight if call_id in self._calls]  # not abandoned
         self._in_flight = []
         if self._stopping:
-            for call_id in batch + list(self._queue):
+            for call_id in batch:
                 self._resolve(call_id, WorkerLost("database worker stopped before answering"))
-            self._queue.clear()
+            while self._queue:
+                self._resolve_unsent(self._queue.popleft(), "database worker stopped")
             if self._stopped is not None:
                 self._stopped_now()
             return

@@ -130,11 +130,11 @@ def _correct(conn, bill_id, principal, penalty, actor, reason, due_date, new_bil
     reversing = {"bill_id": reversing_id, "customer_no": customer_no, "period": original.period,
                  "principal": -int(original.principal), "penalty": -int(original.penalty),
                  "due_date": original.due_date, "kind": "R", "reverses_bill_id": bill_id,
-                 "replaces_bill_id": None, "import_id": None, "created_at": at}
+                 "replaces_bill_id": None, "import_id": None, "category": original.category, "created_at": at}
     new = {"bill_id": new_bill_id, "customer_no": customer_no, "period": original.period,
            "principal": principal, "penalty": penalty, "due_date": due_date or original.due_date,
            "kind": "N", "reverses_bill_id": None, "replaces_bill_id": bill_id, "import_id": None,
-           "created_at": at}
+           "category": original.category, "created_at": at}
     conn.execute(insert(bills), [reversing, new])
     entries = [bill_entry(reversing, business_date, actor), bill_entry(new, business_date, actor)]
     if paid > 0:

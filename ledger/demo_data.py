@@ -5,6 +5,12 @@ The same (customers, seed, as_of) always gives the same files. Customers have Ch
 two thirds a mobile number; about one in ten is a non-resident (a company); one is suspended; each
 has 1 to 3 bills over the three months before ``as_of``; about one in eight has a direct-debit
 agreement with bank 01020000.
+
+The files are of billing files 1.1: customers.csv has the optional columns ``district`` (most
+customers in one of five districts, some in none) and ``collection_type`` (mostly empty, which
+is D with an agreement and C without; some C, some B), bills.csv has ``category`` (mostly E or
+empty, a few V and F). Those values come from a random stream of their own, so the required
+columns are what they were before 1.1; ``optional=False`` gives the rows without them (1.0).
 """
 from __future__ import annotations
 
@@ -15,9 +21,10 @@ from datetime import date
 from pathlib import Path
 from typing import Iterator
 
-from ledger.imports import HEADERS, SET_FILE_NAMES
+from ledger.imports import HEADERS, OPTIONAL, SET_FILE_NAMES
 
 DEMO_BANK = "01020000"
+DISTRICTS = ("TIANHE", "YUEXIU", "HAIZHU", "BAIYUN", "PANYU")
 
 _SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈"
 _GIVEN = "伟芳娜秀英敏静丽强磊军洋勇艳杰娟涛明超秀兰霞平刚桂英华建国志红玉兰文斌浩宇子涵欣怡梓轩思远晓东海燕春梅"
@@ -43,12 +50,19 @@ def _due(period: str) -> date:
     return date(year, month, 20)
 
 
+def demo_header(kind: str, optional: bool = True) -> tuple[str, ...]:
+    """The header of a demo file: with the optional columns of billing files 1.1, or without."""
+    return (*HEADERS[kind], *OPTIONAL[kind]) if optional else HEADERS[kind]
+
+
 def iter_demo_rows(customers: int = 200, seed: int = 1, as_of: date | None = None,
-                   bills: int | None = None) -> Iterator[tuple[str, list[str]]]:
+                   bills: int | None = None, optional: bool = False) -> Iterator[tuple[str, list[str]]]:
     """The demo set's rows as (kind, row), one customer at a time (nothing is kept: a set of any
     size streams). ``bills``, when given, spreads exactly that many bills evenly over the
-    customers (one each for as many bills as customers) instead of 1 to 3 each."""
+    customers (one each for as many bills as customers) instead of 1 to 3 each. ``optional``:
+    customers and bills rows carry the optional columns (``demo_header``)."""
     rng = random.Random(seed)
+    extra = random.Random(f"billing files 1.1, seed {seed}")   # keeps ``rng``'s draws as they were
     as_of = as_of or date.today()
     most = 3 if bills is None or not customers else max(3, -(-bills // customers))
     periods = _periods(as_of, most)
@@ -63,8 +77,12 @@ def iter_demo_rows(customers: int = 200, seed: int = 1, as_of: date | None = Non
             name = rng.choice(_COMPANY_PLACES) + "市" + rng.choice(_COMPANY_WORDS) + rng.choice(_COMPANY_KINDS)
         mobile = f"1{rng.choice('3578')}{rng.randrange(10 ** 9):09d}" if rng.random() < 0.67 else ""
         status = "S" if i == suspended else "A"
-        yield "customers", [customer_no, name, "R" if resident else "N", status,
-                            "Y" if resident or rng.random() < 0.5 else "N", mobile]
+        row = [customer_no, name, "R" if resident else "N", status, "Y" if resident or rng.random() < 0.5 else "N",
+               mobile]
+        if optional:
+            draw = extra.random()
+            row += [extra.choice(DISTRICTS) if draw < 0.9 else "", "C" if draw < 0.1 else "B" if draw < 0.2 else ""]
+        yield "customers", row
         if bills is None:
             count = rng.randint(1, 3)
         else:
@@ -72,26 +90,31 @@ def iter_demo_rows(customers: int = 200, seed: int = 1, as_of: date | None = Non
         for period in periods[len(periods) - count:] if count else ():
             principal = rng.randrange(3_000, 60_000) if resident else rng.randrange(50_000, 2_000_000)
             penalty = rng.randrange(100, 2_000) if period == periods[0] and rng.random() < 0.3 else 0
-            yield "bills", [customer_no, period, f"{period}{customer_no}", str(principal), str(penalty), dues[period]]
+            row = [customer_no, period, f"{period}{customer_no}", str(principal), str(penalty), dues[period]]
+            if optional:
+                draw = extra.random()
+                row.append("V" if draw < 0.03 else "F" if draw < 0.04 else "E" if draw < 0.5 else "")
+            yield "bills", row
         if rng.random() < 0.125:
             account = "6222" + f"{rng.randrange(10 ** 15):015d}"
             limit = rng.choice(("0", "0", "50000", "200000"))
             yield "agreements", [customer_no, DEMO_BANK, account, name, "A", limit]
 
 
-def demo_rows(customers: int = 200, seed: int = 1, as_of: date | None = None) -> dict[str, list[list[str]]]:
-    """The rows (without header) of each file of the demo set."""
+def demo_rows(customers: int = 200, seed: int = 1, as_of: date | None = None,
+              optional: bool = False) -> dict[str, list[list[str]]]:
+    """The rows (without header: ``demo_header``) of each file of the demo set."""
     rows: dict[str, list[list[str]]] = {kind: [] for kind in HEADERS}
-    for kind, row in iter_demo_rows(customers, seed, as_of):
+    for kind, row in iter_demo_rows(customers, seed, as_of, optional=optional):
         rows[kind].append(row)
     return rows
 
 
 def write_demo_files(directory: str | Path, customers: int = 200, seed: int = 1,
-                     as_of: date | None = None, bills: int | None = None) -> dict[str, Path]:
+                     as_of: date | None = None, bills: int | None = None, optional: bool = True) -> dict[str, Path]:
     """Write customers.csv, bills.csv and agreements.csv into ``directory``, a row at a time (a
-    million customers take no more memory than ten); returns {kind: path}. ``bills``: see
-    ``iter_demo_rows``."""
+    million customers take no more memory than ten); returns {kind: path}. ``bills``, ``optional``
+    (default: the 1.1 columns): see ``iter_demo_rows``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     out = {kind: directory / SET_FILE_NAMES[kind] for kind in HEADERS}
@@ -100,8 +123,8 @@ def write_demo_files(directory: str | Path, customers: int = 200, seed: int = 1,
         for kind, path in out.items():
             fh = stack.enter_context(open(path, "w", encoding="utf-8", newline="", buffering=1 << 20))
             writers[kind] = csv.writer(fh, lineterminator="\r\n")
-            writers[kind].writerow(HEADERS[kind])
-        for kind, row in iter_demo_rows(customers, seed, as_of, bills):
+            writers[kind].writerow(demo_header(kind, optional))
+        for kind, row in iter_demo_rows(customers, seed, as_of, bills, optional):
             writers[kind].writerow(row)
     return out
 

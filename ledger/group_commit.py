@@ -7,16 +7,28 @@ queued (up to ``max_batch``, waiting at most ``max_wait_s`` for company when the
 decides and writes them all in ONE transaction (``ledger.postings.apply_batch``), commits, and only
 then resolves the futures: nobody sees an outcome of a posting that is not durable.
 
-Failures (``Poster.process``):
-- deadlock / serialization failure / SQLite busy: the whole batch is run again (a few times);
-- IntegrityError (another process took a request identity or an RRN between our read and our
-  insert): the batch is run again one posting at a time, so the conflicting posting finds the
-  other's row and gets its replay or 94 while the others succeed;
-- the database is unreachable or broken: every posting of the batch gets 96 (nothing applied) and
-  the committer carries on; the pool reconnects when the database is back;
-- a bug in deciding one posting: the batch is run again one at a time so only that one gets 96.
-If the connection breaks during COMMIT itself the outcome is unknowable: the postings get 96, the
-bank repeats them (docs/spec/INTERFACE.md §4.7), and a repeat of a request that did commit replays its stored answer.
+Failures (``Poster.process``), by what they leave behind:
+- nothing applied, for certain: the database cannot be reached, a statement fails (the transaction
+  is rolled back), or the server answers the COMMIT with an error:
+  - deadlock / serialization failure / SQLite busy: the whole batch is run again (a few times);
+  - IntegrityError (another process took a request identity or an RRN between our read and our
+    insert): the batch is run again one posting at a time, so the conflicting posting finds the
+    other's row and gets its replay or 94 while the others succeed;
+  - the database is unreachable or broken: every posting of the batch gets 96 and the committer
+    carries on; the pool reconnects when the database is back;
+  - a bug in deciding one posting: the batch is run again one at a time so only that one gets 96.
+- unknown: the connection broke while the COMMIT was in flight, or the COMMIT's answer never came
+  (any COMMIT failure but the server's own error answer). The transaction is atomic, so each
+  posting either landed whole or not at all. ``Poster.settle`` finds out which: it reconnects,
+  again and again until the posting's deadline (the bank's request timeout), and looks the
+  posting up by its request identity (``ledger.answers``): found - its stored answer, the one a
+  repeat gets too; not found - 96, nothing was applied. A posting whose deadline passes first
+  gets an ``UnknownOutcome``: the gateway sends no answer, and the bank's timeout and its reversal
+  or repeat settle it (docs/spec/INTERFACE.md §6, §4.7).
+- resent: a posting the worker process is given again because the one before it died holding it
+  may have been committed by that one. It is posted as a repeat is - under its customers' locks,
+  so after the dead worker's transaction has ended: its stored answer if it had landed, else it is
+  applied now. Should that fail too, it is settled as above, never answered 96 by the failure.
 """
 from __future__ import annotations
 
@@ -30,12 +42,15 @@ from typing import Callable, Sequence
 
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
+from ledger.answers import UnknownOutcome, stored_answers
 from ledger.business_date import BusinessCalendar, utcnow
 from ledger.postings import Outcome, Posting, apply_batch, system_error
 
 log = logging.getLogger("gridpay.ledger.group_commit")
 
 RETRYABLE_SQLSTATES = {"40001", "40P01", "55P03"}  # serialization failure, deadlock, lock not available
+SETTLE_S = 10.0  # how long an unknown outcome is worked on when the caller gave no deadline
+NOT_APPLIED = "the commit did not happen: nothing was applied"
 
 
 def _retryable(exc: DBAPIError) -> bool:
@@ -46,34 +61,102 @@ def _retryable(exc: DBAPIError) -> bool:
     return "database is locked" in text or "deadlock" in text or "ora-00060" in text or "ora-08177" in text
 
 
+def commit_outcome_unknown(exc: DBAPIError) -> bool:
+    """Whether a failed COMMIT may have committed. Only an error the server itself answered, on a
+    connection still alive, says it did not: PostgreSQL rolls back a transaction whose COMMIT it
+    refuses, and SQLite's busy leaves it open to be rolled back. A broken connection (EOF, reset,
+    the backend terminated) or any other error (SQLite's disk I/O error after part of the WAL was
+    written) leaves it unknown."""
+    if exc.connection_invalidated:
+        return True
+    if isinstance(exc, IntegrityError) or _retryable(exc):
+        return False
+    return not getattr(exc.orig, "sqlstate", None)
+
+
+class CommitUnknown(Exception):
+    """The COMMIT was sent and its outcome is unknown (see ``commit_outcome_unknown``)."""
+
+    def __init__(self, cause: BaseException, backend_pid: int | None):
+        cause = getattr(cause, "orig", None) or cause
+        super().__init__(str(cause).splitlines()[0] if str(cause) else type(cause).__name__)
+        self.backend_pid = backend_pid
+
+
+def _backend_pid(conn) -> int | None:
+    """The PostgreSQL backend running this transaction (libpq knows it: no round trip)."""
+    if conn.dialect.name != "postgresql":
+        return None
+    try:
+        return conn.connection.driver_connection.info.backend_pid
+    except Exception:  # noqa: BLE001 - only a help to settle an unknown commit faster
+        return None
+
+
 class Poster:
-    """Runs batches of postings in transactions, with the retry rules above. Not thread-safe:
-    one Poster per writer thread."""
+    """Runs batches of postings in transactions, with the rules above. Not thread-safe: one Poster
+    per writer thread."""
 
     def __init__(self, engine, calendar: BusinessCalendar, clock: Callable[[], datetime] = utcnow,
-                 retries: int = 3):
+                 retries: int = 3, settle_s: float = SETTLE_S):
         self.engine, self.calendar, self.clock, self.retries = engine, calendar, clock, retries
+        self.settle_s = settle_s
 
     def _transaction(self, postings: Sequence[Posting]) -> list[Outcome]:
         for attempt in range(self.retries):
+            committing, pid = False, None
             try:
                 with self.engine.begin() as conn:
-                    return apply_batch(conn, postings, self.calendar, self.clock())
+                    outcomes = apply_batch(conn, postings, self.calendar, self.clock())
+                    pid = _backend_pid(conn)
+                    committing = True  # leaving the block sends the COMMIT
+                return outcomes
             except IntegrityError:
                 raise
             except DBAPIError as exc:
+                if committing and commit_outcome_unknown(exc):
+                    raise CommitUnknown(exc, pid) from exc
                 if attempt + 1 < self.retries and (_retryable(exc) or (exc.connection_invalidated and attempt == 0)):
                     log.info("retrying a batch of %d after %s", len(postings), type(exc.orig).__name__)
                     time.sleep(0.005 * (attempt + 1))
                     continue
                 raise
+            except Exception as exc:
+                if committing:  # not even the driver's error: nothing says the COMMIT did not land
+                    raise CommitUnknown(exc, pid) from exc
+                raise
         raise AssertionError("unreachable")
 
-    def process(self, postings: Sequence[Posting]) -> list[Outcome]:
+    def process(self, postings: Sequence[Posting], deadlines: Sequence[float | None] | None = None,
+                resent: Sequence[bool] | None = None) -> list[Outcome]:
+        """One outcome per posting. ``deadlines``: per posting, the ``time.monotonic()`` by which an
+        unknown outcome must be settled (None: ``settle_s`` from now). ``resent``: per posting, True
+        when it was in a batch whose worker died before answering: it may have been applied."""
+        if not postings:
+            return []
+        now = time.monotonic()
+        due = [now + self.settle_s if d is None else d for d in (deadlines or [None] * len(postings))]
+        out = self._post(postings, due)
+        if not resent or not any(resent):
+            return out
+        # a 96 says this attempt applied nothing; for a resent posting the dead worker's attempt may have
+        # (unless the 96 is a lookup's finding already)
+        failed = [i for i, r in enumerate(resent)
+                  if r and out[i].response_code == "96" and out[i].detail != NOT_APPLIED]
+        if failed:
+            for i, outcome in zip(failed, self.settle([postings[i] for i in failed], [due[i] for i in failed])):
+                out[i] = outcome
+        return out
+
+    def _post(self, postings: Sequence[Posting], due: Sequence[float]) -> list[Outcome]:
         if not postings:
             return []
         try:
             return self._transaction(postings)
+        except CommitUnknown as exc:
+            log.error("connection lost during the COMMIT of a batch of %d (%s): settling each posting by its "
+                      "identity", len(postings), exc)
+            return self.settle(postings, due, exc.backend_pid)
         except IntegrityError as exc:
             log.info("integrity conflict in a batch of %d (%s): posting one at a time", len(postings),
                      str(exc.orig).splitlines()[0])
@@ -82,12 +165,12 @@ class Poster:
             return [system_error()] * len(postings)
         except Exception:  # noqa: BLE001 - a bug deciding some posting: find which, keep the others
             log.exception("unexpected error in a batch of %d: posting one at a time", len(postings))
-        return self._singly(postings)
+        return self._singly(postings, due)
 
-    def _singly(self, postings: Sequence[Posting]) -> list[Outcome]:
+    def _singly(self, postings: Sequence[Posting], due: Sequence[float]) -> list[Outcome]:
         out: list[Outcome] = []
         broken = False
-        for p in postings:
+        for p, deadline in zip(postings, due):
             if broken:
                 out.append(system_error())
                 continue
@@ -95,6 +178,10 @@ class Poster:
             for _ in range(self.retries):
                 try:
                     outcome = self._transaction([p])[0]
+                    break
+                except CommitUnknown as exc:
+                    log.error("connection lost during the COMMIT of %r (%s): settling it", p, exc)
+                    outcome = self.settle([p], [deadline], exc.backend_pid)[0]
                     break
                 except IntegrityError as exc:  # the other's row is committed now: the next try sees it
                     log.info("integrity conflict posting %r: %s", p, str(exc.orig).splitlines()[0])
@@ -107,6 +194,38 @@ class Poster:
                     outcome = system_error("internal error: nothing was applied")
                     break
             out.append(outcome or system_error())
+        return out
+
+    def settle(self, postings: Sequence[Posting], due: Sequence[float], lost_backend: int | None = None,
+               ) -> list[Outcome]:
+        """Outcomes of postings that may or may not have been committed: once the database answers,
+        each one's stored answer (it landed) or 96 (it did not); ``UnknownOutcome`` for each whose
+        deadline (``time.monotonic()``) passes first."""
+        out: list[Outcome | None] = [None] * len(postings)
+        pending = list(range(len(postings)))
+        pause = 0.02
+        while True:
+            now = time.monotonic()
+            for i in [i for i in pending if due[i] <= now]:
+                out[i] = UnknownOutcome(detail="the database could not say in time whether it was applied")
+                pending.remove(i)
+            if not pending:
+                break
+            try:
+                found = stored_answers(self.engine, [postings[i] for i in pending], lost_backend,
+                                       wait_s=max(due[i] for i in pending) - now)
+            except SQLAlchemyError as exc:
+                log.warning("cannot settle %d postings yet: %s", len(pending), str(exc).splitlines()[0])
+                time.sleep(max(0.0, min(pause, min(due[i] for i in pending) - time.monotonic())))
+                pause = min(pause * 2, 0.5)
+                continue
+            for i, outcome in zip(pending, found):
+                out[i] = outcome if outcome is not None else system_error(NOT_APPLIED)
+            break
+        unknown = sum(isinstance(o, UnknownOutcome) for o in out)
+        not_applied = sum(o.response_code == "96" for o in out)   # a 96 is never stored: found ones are not
+        log.warning("settled %d postings of an unknown commit: %d had landed, %d had not, %d still unknown",
+                    len(out), len(out) - unknown - not_applied, not_applied, unknown)
         return out
 
 
@@ -122,8 +241,10 @@ class PostingWorker:
                                   pre_ping=False)
         self.poster = Poster(self.engine, BusinessCalendar(config["timezone"], config["cutoff"]))
 
-    def process(self, postings: Sequence[Posting]) -> list[Outcome]:
-        return self.poster.process(postings)
+    takes_context = True  # ledger.batch_child hands in each posting's deadline and whether it is resent
+
+    def process(self, postings: Sequence[Posting], deadlines=None, resent=None) -> list[Outcome]:
+        return self.poster.process(postings, deadlines, resent)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -133,17 +254,19 @@ _STOP = object()
 
 
 class GroupCommitter:
-    """Thread-safe front of a single writer thread; see the module docstring."""
+    """Thread-safe front of a single writer thread; see the module docstring. No bank waits on its
+    futures with a deadline: an unknown commit is given ``settle_s`` to be settled."""
 
     def __init__(self, engine, calendar: BusinessCalendar, max_batch: int = 256, max_wait_s: float = 0.001,
                  on_commit: Callable[[int, float], None] | None = None,
-                 clock: Callable[[], datetime] | None = None, name: str = "ledger-committer"):
+                 clock: Callable[[], datetime] | None = None, name: str = "ledger-committer",
+                 settle_s: float = SETTLE_S):
         assert max_batch >= 1
         self.engine = engine
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.on_commit = on_commit
-        self.poster = Poster(engine, calendar, clock or utcnow)
+        self.poster = Poster(engine, calendar, clock or utcnow, settle_s=settle_s)
         self.name = name
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None

@@ -1,5 +1,11 @@
 """Imports of the billing system's files: customers, bills and debit agreements (docs/spec/BILLING-FILES.md).
 
+A file's header names its columns: the required ones (``HEADERS``), then, in that order, as many of
+the optional trailing ones (``OPTIONAL``) as the file has: customers ``district`` and
+``collection_type``, bills ``category``. A column the file does not have is not given: a known
+customer keeps its stored district or collection type (an empty value in a column the file has
+clears it); a bill is category ``E``. So a 1.0 file of the required columns imports as it always did.
+
 A file is applied whole or not at all. Every line is checked: the encoding (UTF-8, optional BOM),
 the quoting (RFC 4180), the header, every field, and the facts in the database (known customers,
 bill ids already imported, active agreements). Any bad line rejects the file and the result lists
@@ -22,15 +28,20 @@ Only the current chunk, the errors and, for bills, the new bills of customers wi
 balance (usually few) are held in memory.
 
 Repeat imports are idempotent:
-- customers: an identical row is skipped; a known customer_no with other values is updated, its
-  version goes up by one, and the update is recorded (``customer_history`` + ``audit_log``).
+- customers: an identical row is skipped; a known customer_no with other values (in the columns
+  the file has) is updated, its version goes up by one, and the update is recorded
+  (``customer_history``, which keeps every column of each version, + ``audit_log``).
 - bills: a bill_id already imported with the same content is skipped and counted; with other
   content it is an error (a correction is an operator's command, see ``ledger.corrections``).
 - agreements: keyed by (customer_no, bank_code, account_no); identical rows skipped, changed
   ones updated and audited. After the file, a customer has at most one active agreement.
 
 Every new bill writes a journal entry (Dr receivable principal+penalty; Cr revenue principal;
-Cr penalty_income penalty) and, when the customer has a mobile number, an SMS notice.
+Cr penalty_income penalty) and, when the customer has a mobile number, an SMS notice worded after
+the customer's collection type (``ledger.notices.bill_notice``). A customer's collection type as
+stored is what the billing system gave; an empty one is decided when the notice is written: D while
+the customer has an active agreement, else C. A file set applies its agreements before its bills,
+so that a new customer's first bills are worded after the agreement that comes with them.
 
 Prepaid balances pay bills as they arrive (``apply_prepaid``), once the whole file is written: the
 customer's unpaid bills are taken oldest first (period, due date, bill id), and a bill is paid
@@ -51,6 +62,7 @@ import csv
 import functools
 import hashlib
 import json
+import operator
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -59,7 +71,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Sequence
 
 from sqlalchemy import (
-    Column, Engine, Integer, MetaData, String, Table, any_, bindparam, exists, func, insert, select, update,
+    Column, Engine, Integer, MetaData, String, Table, any_, bindparam, case, exists, func, insert, select, update,
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import aliased
@@ -76,11 +88,17 @@ from ledger.schema import (
     outbox, prepaid_movements,
 )
 
-KINDS = ("customers", "bills", "agreements")  # the order a file set is applied in
-HEADERS = {
+# The order a file set is applied in: bills last, so that their notices know the set's agreements.
+KINDS = ("customers", "agreements", "bills")
+HEADERS = {  # the required columns: a 1.0 file has these only
     "customers": ("customer_no", "customer_name", "customer_type", "status", "prepay_allowed", "mobile"),
     "bills": ("customer_no", "period", "bill_id", "principal", "penalty", "due_date"),
     "agreements": ("customer_no", "bank_code", "account_no", "account_name", "status", "debit_limit"),
+}
+OPTIONAL = {  # billing files 1.1: optional trailing columns, in this order
+    "customers": ("district", "collection_type"),
+    "bills": ("category",),
+    "agreements": (),
 }
 SET_FILE_NAMES = {kind: f"{kind}.csv" for kind in KINDS}
 
@@ -97,6 +115,7 @@ _PERIOD = re.compile(r"(\d{4})(0[1-9]|1[0-2])")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _FEN = re.compile(r"\d{1,15}")
 _MOBILE = re.compile(r"\d{11}")
+_DISTRICT = re.compile(r"[A-Za-z0-9]{0,20}")
 _BANK_CODE = re.compile(r"\d{1,11}")
 _ACCOUNT_NO = re.compile(r"[\x21-\x7e]{1,28}")  # printable ASCII, no spaces
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -202,12 +221,38 @@ def _scan(path: Path, errors: list[LineError]) -> _Scan:
 
 class _Reader:
     """Pass 1: a file's data records ``(line, fields)`` with the number of fields of the header;
-    errors of quoting, header and field count are appended. ``line_num``: lines read so far."""
+    errors of quoting, header and field count are appended. ``line_num``: lines read so far.
+    ``columns``: the columns the header names (known once the first record is yielded); a record
+    is cut to them when a bad header names more."""
 
     def __init__(self, path: Path, kind: str, errors: list[LineError]):
         self.path, self.kind, self.errors = path, kind, errors
         self.records = 0
         self.reader = None
+        self.columns = HEADERS[kind]
+
+    def _header(self, line: int, row: list[str]) -> int:
+        """Check the header line; the number of fields a record must have."""
+        errors, header, optional = self.errors, HEADERS[self.kind], OPTIONAL[self.kind]
+        n = len(header)
+        found = ",".join(row)
+        if tuple(row[:n]) != header:
+            for i, name in enumerate(header):
+                if i >= len(row) or row[i] != name:
+                    errors.append(LineError(line, name, f"bad header {found!r}: expected {','.join(header)!r}"))
+                    break
+            return n
+        extra = tuple(row[n:])
+        known = 0
+        while known < len(extra) and known < len(optional) and extra[known] == optional[known]:
+            known += 1
+        self.columns = header + extra[:known]
+        if known < len(extra):
+            expected = (f"optionally followed by {','.join(optional)!r}, in this order (a file may stop after "
+                        f"any of them)") if optional else "and no more columns"
+            errors.append(LineError(line, extra[known] or "-", f"bad header {found!r}: expected "
+                                                               f"{','.join(header)!r} {expected}"))
+        return len(row)
 
     @property
     def line_num(self) -> int:
@@ -215,7 +260,7 @@ class _Reader:
 
     def __iter__(self) -> Iterator[tuple[int, list[str]]]:
         errors, header = self.errors, HEADERS[self.kind]
-        width = len(header)
+        width = cut = len(header)
         with open(self.path, encoding="utf-8-sig", newline="") as fh:
             self.reader = reader = csv.reader(fh, strict=True)
             previous_end = 0
@@ -237,15 +282,8 @@ class _Reader:
                 previous_end = reader.line_num
                 if not header_seen:
                     header_seen = True
-                    if tuple(row) != header:
-                        found = ",".join(row)
-                        for i, name in enumerate(header):
-                            if i >= len(row) or row[i] != name:
-                                errors.append(LineError(start, name, f"bad header {found!r}: "
-                                                                     f"expected {','.join(header)!r}"))
-                                break
-                        else:
-                            errors.append(LineError(start, "-", f"bad header {found!r}: expected {','.join(header)!r}"))
+                    width = self._header(start, row)
+                    cut = len(self.columns)
                     continue
                 if not row or row == [""]:
                     continue  # blank line
@@ -253,7 +291,7 @@ class _Reader:
                 if len(row) != width:
                     errors.append(LineError(start, "-", f"{len(row)} field(s), expected {width}"))
                     continue
-                yield start, row
+                yield start, (row if cut == width else row[:cut])
         if not header_seen:
             errors.append(LineError(1, "-", f"empty file: the header line {','.join(header)!r} is required"))
 
@@ -305,9 +343,14 @@ def _customer_no(no: str, line: int, errors: list[LineError]) -> bool:
 
 
 def _check_customer(line: int, row: list[str], errors: list[LineError]) -> tuple[str | None, tuple | None]:
-    """(the customer_no if valid, the row's values if the whole line is)."""
+    """(the customer_no if valid, the row's values if the whole line is): the required columns',
+    then district and collection_type (None when empty) if the file has them."""
     n = len(errors)
-    no, name, ctype, status, prepay, mobile = row
+    if len(row) == 6:
+        no, name, ctype, status, prepay, mobile = row
+        optional = ()
+    else:
+        no, name, ctype, status, prepay, mobile, *optional = row
     key = no if _customer_no(no, line, errors) else None
     _gbk_name(name, "customer_name", line, errors)
     _choice(ctype, ("R", "N"), "customer_type", line, errors, "R (resident) or N (non-resident)")
@@ -315,15 +358,35 @@ def _check_customer(line: int, row: list[str], errors: list[LineError]) -> tuple
     _choice(prepay, ("Y", "N"), "prepay_allowed", line, errors, "Y or N")
     if mobile and not _MOBILE.fullmatch(mobile):
         errors.append(LineError(line, "mobile", f"{mobile!r} is not empty or 11 digits"))
+    if optional:
+        if not _DISTRICT.fullmatch(optional[0]):
+            errors.append(LineError(line, "district", f"{optional[0]!r} is not empty or 1-20 ASCII letters or "
+                                                      f"digits"))
+        if len(optional) > 1:
+            _choice(optional[1], ("C", "B", "D", ""), "collection_type", line, errors,
+                    "C (cash at counters), B (the bank withholds), D (debited under an agreement) or empty")
     if len(errors) != n:
         return key, None
-    return key, (no, name, ctype, status, prepay, mobile or None)
+    if not optional:
+        return key, (no, name, ctype, status, prepay, mobile or None)
+    if len(optional) == 1:
+        return key, (no, name, ctype, status, prepay, mobile or None, optional[0] or None)
+    return key, (no, name, ctype, status, prepay, mobile or None, optional[0] or None, optional[1] or None)
 
 
 def _check_bill(line: int, row: list[str], errors: list[LineError]) -> tuple | None:
-    """(customer_no, period, bill_id, principal, penalty, due_date as YYYY-MM-DD) if the line is good."""
+    """(customer_no, period, bill_id, principal, penalty, due_date as YYYY-MM-DD, category) if the
+    line is good; the category is E when the file has no such column or leaves it empty."""
     n = len(errors)
-    no, period, bill_id, principal, penalty, due = row
+    if len(row) == 6:
+        no, period, bill_id, principal, penalty, due = row
+        category = "E"
+    else:
+        no, period, bill_id, principal, penalty, due, category = row
+        if category not in _CATEGORIES:
+            errors.append(LineError(line, "category", f"{category!r} is not E (electricity charges), V (charges "
+                                                      f"for irregular use), F (penalties for illegal use) or empty"))
+        category = category or "E"
     _customer_no(no, line, errors)
     if not _PERIOD.fullmatch(period):
         errors.append(LineError(line, "period", f"{period!r} is not a month YYYYMM"))
@@ -340,7 +403,10 @@ def _check_bill(line: int, row: list[str], errors: list[LineError]) -> tuple | N
             errors.append(LineError(line, "due_date", f"{due!r} is not a calendar date"))
     if len(errors) != n:
         return None
-    return no, period, bill_id, p, q, due
+    return no, period, bill_id, p, q, due, category
+
+
+_CATEGORIES = frozenset(("E", "V", "F", ""))
 
 
 def _check_agreement(line: int, row: list[str], errors: list[LineError]) -> tuple | None:
@@ -501,28 +567,40 @@ def apply_prepaid(conn, customer_nos: Iterable[str], *, at: datetime, business_d
     return paid
 
 
-def customer_mobiles(conn, customer_nos: Iterable[str]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for where in key_filters(conn, customers.c.customer_no, customer_nos):
-        out.update(conn.execute(select(customers.c.customer_no, customers.c.mobile)
-                                .where(where, customers.c.mobile.is_not(None))).all())
+def _active_account():
+    """The account of a customer's active agreement (at most one is active), for a query of customers."""
+    a = agreements.c
+    return (select(func.max(a.account_no)).where(a.customer_no == customers.c.customer_no, a.status == "A")
+            .scalar_subquery())
+
+
+def bill_notice_facts(conn, customer_nos: Iterable[str]) -> dict[str, tuple[str, str | None, str | None]]:
+    """What a bill notice needs of each named customer with a mobile: (mobile, collection type as
+    stored, account of the active agreement or None)."""
+    c = customers.c
+    out: dict[str, tuple] = {}
+    for where in key_filters(conn, c.customer_no, customer_nos):
+        for no, mobile, collection, account in conn.execute(
+                select(c.customer_no, c.mobile, c.collection_type, _active_account())
+                .where(where, c.mobile.is_not(None))):
+            out[no] = (mobile, collection, account)
     return out
 
 
 def bill_notice_rows(conn, new_bills: Sequence[Mapping], paid_ids: set[str], at: datetime) -> list[dict]:
-    """Outbox rows telling customers with a mobile of their new bills (kind bill_notice, ref bill:<id>);
-    a bill already paid from prepaid is told as paid."""
-    mobiles = customer_mobiles(conn, {b["customer_no"] for b in new_bills})
+    """Outbox rows telling customers with a mobile of their new bills (kind bill_notice, ref bill:<id>),
+    worded after their collection type; a bill already paid from prepaid is told as paid."""
+    facts = bill_notice_facts(conn, {b["customer_no"] for b in new_bills})
     rows = []
     for b in new_bills:
-        mobile = mobiles.get(b["customer_no"])
-        if not mobile:
+        if b["customer_no"] not in facts:
             continue
+        mobile, collection, account = facts[b["customer_no"]]
         total = int(b["principal"]) + int(b["penalty"])
         if b["bill_id"] in paid_ids:
-            text = notices.payment_received(b["customer_no"], [b["period"]], total)
+            text = notices.bill_paid_from_prepaid(b["customer_no"], b["period"], total)
         else:
-            text = notices.bill_notice(b["customer_no"], b["period"], total, b["due_date"])
+            text = notices.bill_notice(b["customer_no"], b["period"], total, b["due_date"], collection, account)
         rows.append(notices.outbox_row(b["customer_no"], mobile, "bill_notice", f"bill:{b['bill_id']}", text, at))
     return rows
 
@@ -536,6 +614,7 @@ class _Rejected(Exception):
 
 
 _CUSTOMER_FIELDS = ("customer_name", "customer_type", "status", "prepay_allowed", "mobile")
+_CUSTOMER_OPTIONAL = OPTIONAL["customers"]
 _AGREEMENT_FIELDS = ("account_name", "status", "debit_limit")
 _JSON = json.JSONEncoder(ensure_ascii=False, sort_keys=True, default=str)  # as ledger.audit.audit_row
 
@@ -621,13 +700,17 @@ def _query(name: str, dialect_name: str):
     if name == "customers":
         query = select(customers).where(_keys(c.customer_no, dialect_name))
         return query.order_by(c.customer_no).with_for_update() if dialect_name != "sqlite" else query
-    if name == "mobiles":   # a bill's customer: its mobile, and whether it has a prepaid balance
+    if name == "mobiles":   # a bill's customer: its mobile, whether it has a prepaid balance, its notice's wording
         m = prepaid_movements.c
         prepaid = select(func.sum(m.amount)).where(m.customer_no == c.customer_no).scalar_subquery()
-        return select(c.customer_no, c.mobile, prepaid.label("prepaid")).where(_keys(c.customer_no, dialect_name))
+        # the account only where a notice may name it: a mobile, and no collection type C or B
+        account = case((c.mobile.is_(None), None), (c.collection_type.in_(("C", "B")), None),
+                       else_=_active_account())
+        return (select(c.customer_no, c.mobile, prepaid.label("prepaid"), c.collection_type, account)
+                .where(_keys(c.customer_no, dialect_name)))
     if name == "bills":
         return select(b.bill_id, b.customer_no, b.period, b.principal, b.penalty, b.due_date, b.kind,
-                      b.import_id).where(_keys(b.bill_id, dialect_name))
+                      b.import_id, b.category).where(_keys(b.bill_id, dialect_name))
     if name == "seen":
         return select(s.k, s.line, s.content).where(_keys(s.k, dialect_name))
     raise KeyError(name)
@@ -714,8 +797,8 @@ class _File:
     whole file (``finish``). Subclasses per kind."""
     kind = ""
 
-    def __init__(self, ctx: _Context, result: ImportResult, path: Path):
-        self.ctx, self.conn, self.r, self.path = ctx, ctx.conn, result, path
+    def __init__(self, ctx: _Context, result: ImportResult, path: Path, reader: _Reader):
+        self.ctx, self.conn, self.r, self.path, self.reader = ctx, ctx.conn, result, path, reader
         self.errors = result.errors
         self.seen = _Seen(self.conn)
         r = result
@@ -748,14 +831,20 @@ class _File:
 class _CustomersFile(_File):
     kind = "customers"
 
-    def __init__(self, ctx, result, path):
-        super().__init__(ctx, result, path)
-        self.customers = _Writer(self.conn, customers, ("customer_no", *_CUSTOMER_FIELDS, "district", "version",
-                                                        "updated_at"))
+    def __init__(self, ctx, result, path, reader):
+        super().__init__(ctx, result, path, reader)
+        self.customers = _Writer(self.conn, customers, ("customer_no", *_CUSTOMER_FIELDS, *_CUSTOMER_OPTIONAL,
+                                                        "version", "updated_at"))
         self.history = _Writer(self.conn, customer_history, ("customer_no", "version", *_CUSTOMER_FIELDS,
-                                                             "import_id", "recorded_at"))
+                                                             *_CUSTOMER_OPTIONAL, "import_id", "recorded_at"))
+        self.fields: tuple[str, ...] = ()
 
     def chunk(self, items):
+        if not self.fields:   # the header has been read: the columns the file gives
+            self.fields = self.reader.columns[1:]
+            self.current = operator.attrgetter(*self.fields)           # of a row of the customers table
+            self.missing = _CUSTOMER_OPTIONAL[len(self.fields) - len(_CUSTOMER_FIELDS):]   # kept as they are
+            self.kept = lambda row: tuple(getattr(row, name) for name in self.missing)
         conn, r, errors = self.conn, self.r, self.errors
         keys = [key for _, key, _ in items]
         earlier = self.seen.get(keys)
@@ -774,7 +863,7 @@ class _CustomersFile(_File):
             old = known.get(key)
             if old is None:
                 new.append(values)
-            elif (old.customer_name, old.customer_type, old.status, old.prepay_allowed, old.mobile) != values[1:]:
+            elif self.current(old) != values[1:]:
                 changed.append((old, values))
         self.seen.add([(key, line, None, None) for key, line in first.items()])
         r.created += len(new)
@@ -784,37 +873,38 @@ class _CustomersFile(_File):
         self._write(new, changed)
 
     def _write(self, new: list[tuple], changed: list[tuple]) -> None:
-        conn, at, import_id = self.conn, self.ctx.at_db, self.import_id
-        self.customers.write([(*v, None, 1, at) for v in new])
+        conn, at, import_id, fields = self.conn, self.ctx.at_db, self.import_id, self.fields
+        absent = (None,) * len(self.missing)   # a new customer's columns the file does not give
+        self.customers.write([(*v, *absent, 1, at) for v in new])
         if changed:
             conn.execute(update(customers).where(customers.c.customer_no == bindparam("key"))
-                         .values({f: bindparam(f) for f in (*_CUSTOMER_FIELDS, "version", "updated_at")}),
-                         [{**dict(zip(_CUSTOMER_FIELDS, v[1:])), "key": v[0], "version": old.version + 1,
+                         .values({f: bindparam(f) for f in (*fields, "version", "updated_at")}),
+                         [{**dict(zip(fields, v[1:])), "key": v[0], "version": old.version + 1,
                            "updated_at": self.ctx.at} for old, v in changed])
-        self.history.write([(v[0], 1, *v[1:], import_id, at) for v in new] +
-                           [(v[0], old.version + 1, *v[1:], import_id, at) for old, v in changed])
+        self.history.write([(v[0], 1, *v[1:], *absent, import_id, at) for v in new] +
+                           [(v[0], old.version + 1, *v[1:], *self.kept(old), import_id, at) for old, v in changed])
+        given = fields[len(_CUSTOMER_FIELDS):]   # the optional columns the file has
         audits = [self.audit("customer.create", "customer", v[0], {
             "customer_name": v[1], "customer_type": v[2], "import_id": import_id, "mobile": v[5],
-            "prepay_allowed": v[4], "status": v[3], "version": 1}) for v in new]
+            "prepay_allowed": v[4], "status": v[3], "version": 1, **dict(zip(given, v[6:]))}) for v in new]
         for old, v in changed:
-            olds = (old.customer_name, old.customer_type, old.status, old.prepay_allowed, old.mobile)
             audits.append(self.audit("customer.update", "customer", v[0], {
                 "import_id": import_id, "version": old.version + 1,
-                "changes": {f: [o, n] for f, o, n in zip(_CUSTOMER_FIELDS, olds, v[1:]) if o != n}}))
+                "changes": {f: [o, n] for f, o, n in zip(fields, self.current(old), v[1:]) if o != n}}))
         self.audits.write(audits)
 
 
-def _bill_content(no: str, period: str, principal: int, penalty: int, due: str) -> str:
-    return f"{no}|{period}|{principal}|{penalty}|{due}"
+def _bill_content(no: str, period: str, principal: int, penalty: int, due: str, category: str) -> str:
+    return f"{no}|{period}|{principal}|{penalty}|{due}|{category}"
 
 
 class _BillsFile(_File):
     kind = "bills"
 
-    def __init__(self, ctx, result, path):
-        super().__init__(ctx, result, path)
+    def __init__(self, ctx, result, path, reader):
+        super().__init__(ctx, result, path, reader)
         self.bills = _Writer(self.conn, bills, ("bill_id", "customer_no", "period", "principal", "penalty", "due_date",
-                                                "kind", "import_id", "created_at"))
+                                                "category", "kind", "import_id", "created_at"))
         self.entries = _Writer(self.conn, journal_entries, ("entry_id", "business_date", "kind", "ref_type", "ref_id",
                                                             "actor", "created_at"))
         self.lines = _Writer(self.conn, journal_lines, ("entry_id", "account", "amount", "customer_no"))
@@ -822,14 +912,18 @@ class _BillsFile(_File):
                                                   "next_attempt_at", "created_at"))
         self.unwritten = False                  # lines with a good bill id not written (seen holds them)
         self.again: list[tuple[int, str]] = []  # lines giving a bill written from this file with other content
-        self.waiting: list[tuple] = []          # their new bills (and mobile): told once prepaid is applied
+        self.waiting: list[tuple] = []          # their new bills (and notice facts): told once prepaid is applied
 
     def chunk(self, items):
         conn, r, errors, import_id = self.conn, self.r, self.errors, self.import_id
         dialect = conn.dialect.name
         mobiles, funded = {}, set()   # the chunk's customers with a prepaid balance
-        for no, mobile, prepaid in _lookup(conn, _query("mobiles", dialect), {v[0] for _, v in items}):
+        wording = {}                  # of those with a mobile: (collection type, active agreement's account)
+        for no, mobile, prepaid, collection, account in _lookup(conn, _query("mobiles", dialect),
+                                                                {v[0] for _, v in items}):
             mobiles[no] = mobile
+            if mobile:
+                wording[no] = (collection, account)
             if prepaid is not None and prepaid > 0:
                 funded.add(no)
         ids = [v[2] for _, v in items]
@@ -840,18 +934,18 @@ class _BillsFile(_File):
         unwritten, new = [], []
         skipped = 0
         for line, v in items:
-            no, period, bill_id, principal, penalty, due = v
+            no, period, bill_id, principal, penalty, due, category = v
             unknown = no not in mobiles
             if unknown:
                 errors.append(LineError(line, "customer_no", f"unknown customer {no}"))
             old = known.get(bill_id)
             mine = old is not None and old.import_id == import_id   # written from an earlier line of this file
             if old is None or mine:
-                content = _bill_content(no, period, principal, penalty, due)
+                content = _bill_content(no, period, principal, penalty, due, category)
                 before = first.get(bill_id) or earlier.get(bill_id)
                 if before is None and mine:
                     if content == _bill_content(old.customer_no, old.period, old.principal, old.penalty,
-                                                old.due_date.isoformat()):
+                                                old.due_date.isoformat(), old.category):
                         skipped += 1
                     else:   # its first line is looked up at the end: only a rejected file needs it
                         self.again.append((line, bill_id))
@@ -872,7 +966,8 @@ class _BillsFile(_File):
                 continue
             diffs = [f for f, a, b in (("customer_no", old.customer_no, no), ("period", old.period, period),
                                        ("principal", old.principal, principal), ("penalty", old.penalty, penalty),
-                                       ("due_date", old.due_date.isoformat(), due)) if a != b]
+                                       ("due_date", old.due_date.isoformat(), due),
+                                       ("category", old.category, category)) if a != b]
             if old.kind != "O":
                 diffs.insert(0, "kind")
             if diffs:
@@ -888,22 +983,22 @@ class _BillsFile(_File):
         r.applied += len(new)
         r.skipped += skipped
         if new:
-            self._write(new, mobiles, funded)
+            self._write(new, mobiles, funded, wording)
 
-    def _write(self, new: list[tuple], mobiles: dict, funded: set[str]) -> None:
+    def _write(self, new: list[tuple], mobiles: dict, funded: set[str], wording: dict) -> None:
         conn, ctx = self.conn, self.ctx
         at, day, actor, import_id = ctx.at_db, ctx.day_db, ctx.actor, self.import_id
         if ctx.pg:   # binary COPY takes a date; SQLite stores the text the file has
-            self.bills.write([(bill_id, no, period, principal, penalty, date.fromisoformat(due), "O", import_id, at)
-                              for no, period, bill_id, principal, penalty, due in new])
+            self.bills.write([(bill_id, no, period, principal, penalty, date.fromisoformat(due), category, "O",
+                               import_id, at) for no, period, bill_id, principal, penalty, due, category in new])
         else:
-            self.bills.write([(bill_id, no, period, principal, penalty, due, "O", import_id, at)
-                              for no, period, bill_id, principal, penalty, due in new])
+            self.bills.write([(bill_id, no, period, principal, penalty, due, category, "O", import_id, at)
+                              for no, period, bill_id, principal, penalty, due, category in new])
         # the journal entry of each bill, as bill_entry makes it: Dr receivable; Cr revenue, Cr penalty_income
         ids = _reserve(conn, journal_entries, len(new))
         self.entries.write([(entry_id, day, "bill", "bill", v[2], actor, at) for entry_id, v in zip(ids, new)])
         lines = []
-        for entry_id, (no, _, _, principal, penalty, _) in zip(ids, new):
+        for entry_id, (no, _, _, principal, penalty, _, _) in zip(ids, new):
             lines.append((entry_id, RECEIVABLE, principal + penalty, no))
             lines.append((entry_id, REVENUE, -principal, no))
             if penalty:
@@ -914,9 +1009,9 @@ class _BillsFile(_File):
             no = v[0]
             mobile = mobiles.get(no)
             if no in funded:
-                self.waiting.append((v, mobile))
+                self.waiting.append((v, mobile, wording.get(no)))
             elif mobile:
-                rows.append(self._notice(v, mobile, paid=False))
+                rows.append(self._notice(v, mobile, wording[no], paid=False))
         self.outbox.write(rows)
         self.r.notices += len(rows)
 
@@ -932,12 +1027,12 @@ class _BillsFile(_File):
             self.errors.append(LineError(line, "bill_id", f"bill {bill_id} appears again with other content "
                                                           f"(first on line {firsts[bill_id]})"))
 
-    def _notice(self, v: tuple, mobile: str, paid: bool) -> tuple:
-        no, period, bill_id, principal, penalty, due = v
+    def _notice(self, v: tuple, mobile: str, wording: tuple, paid: bool) -> tuple:
+        no, period, bill_id, principal, penalty, due, _ = v
         if paid:
-            text = notices.payment_received(no, [period], principal + penalty)
+            text = notices.bill_paid_from_prepaid(no, period, principal + penalty)
         else:
-            text = notices.bill_notice(no, period, principal + penalty, date.fromisoformat(due))
+            text = notices.bill_notice(no, period, principal + penalty, date.fromisoformat(due), *wording)
         at = self.ctx.at_db
         return (no, mobile, "bill_notice", f"bill:{bill_id}", text, "pending", 0, at, at)
 
@@ -945,7 +1040,7 @@ class _BillsFile(_File):
         super().finish()
         if self.again:
             self._first_lines()
-        funded = sorted({v[0] for v, _ in self.waiting})   # with a prepaid balance and a new bill
+        funded = sorted({v[0] for v, _, _ in self.waiting})   # with a prepaid balance and a new bill
         if self.errors or not funded:
             return
         ctx = self.ctx
@@ -953,11 +1048,11 @@ class _BillsFile(_File):
         paid = {bill_id for _, bill_id, _ in apply_prepaid(self.conn, funded, at=ctx.at,
                                                              business_date=ctx.business_date, actor=ctx.actor)}
         rows = []
-        for v, mobile in self.waiting:
+        for v, mobile, wording in self.waiting:
             if v[2] in paid:
                 self.r.prepaid_applied += 1
             if mobile:
-                rows.append(self._notice(v, mobile, paid=v[2] in paid))
+                rows.append(self._notice(v, mobile, wording, paid=v[2] in paid))
         self.outbox.write(rows)
         self.r.notices += len(rows)
 
@@ -965,8 +1060,8 @@ class _BillsFile(_File):
 class _AgreementsFile(_File):
     kind = "agreements"
 
-    def __init__(self, ctx, result, path):
-        super().__init__(ctx, result, path)
+    def __init__(self, ctx, result, path, reader):
+        super().__init__(ctx, result, path, reader)
         self.banks_known: set[str] = set()
         self.agreements = _Writer(self.conn, agreements, ("id", "customer_no", "bank_code", "account_no",
                                                           "account_name", "status", "debit_limit", "version",
@@ -1128,9 +1223,9 @@ _KEY_OF = {"customers": lambda item: item[1], "bills": lambda item: item[1][2],
 
 def _import_one(ctx: _Context, kind: str, path: Path, result: ImportResult, lines: int, progress) -> None:
     """Pass 1 of one file: check its lines and write its good rows, CHUNK_LINES at a time."""
-    importer = _FILES[kind](ctx, result, path)
     read_errors: list[LineError] = []   # the fields' (a line's check counts the errors it adds)
     reader = _Reader(path, kind, read_errors)
+    importer = _FILES[kind](ctx, result, path, reader)
     check = {"customers": _check_customer_item, "bills": _check_bill_item, "agreements": _check_agreement_item}[kind]
     progress.start(f"{result.file_name}: checking and applying", total=lines, unit="lines")
     chunks = _chunks(reader, functools.partial(check, errors=read_errors), _KEY_OF[kind])
@@ -1154,11 +1249,11 @@ def import_files(engine: Engine, files: Mapping[str, str | Path], actor: str, *,
                  calendar: BusinessCalendar | None = None, now: datetime | None = None,
                  known_banks: Mapping[str, str] | Iterable[str] | None = None,
                  progress=None) -> dict[str, ImportResult]:
-    """Import a file set ({kind: path}) in the order customers, bills, agreements, all in one
-    transaction: either every file is applied or none is. Bills and agreements may name customers
-    of the customers file of the same set. ``known_banks`` (codes, or codes to names), when given,
-    limits the banks an agreement may name to these and those already in the banks table; a bank
-    not yet in the banks table is added. ``progress``: a ``ledger.progress.Progress`` advanced as
+    """Import a file set ({kind: path}) in the order customers, agreements, bills (``KINDS``), all
+    in one transaction: either every file is applied or none is. Bills and agreements may name
+    customers of the customers file of the same set. ``known_banks`` (codes, or codes to names),
+    when given, limits the banks an agreement may name to these and those already in the banks
+    table; a bank not yet in the banks table is added. ``progress``: a ``ledger.progress.Progress`` advanced as
     the files are read (default: none). Returns a result per file; look at ``.errors``."""
     if not actor or not actor.strip():
         raise ValueError("an import names who makes it (actor)")

@@ -28,7 +28,7 @@ from ledger.journal import PREPAID, RECEIVABLE, Entry, bank_clearing
 from ledger import notices
 from ledger.schema import (
     audit_log, journal_entries, journal_lines, allocations, bank_requests, banks, bills, business_day_closures, customers, debit_attempts,
-    debit_bills, debits, orphan_reversals, outbox, payments, prepaid_movements, reversals,
+    debit_bills, debits, orphan_reversals, outbox, payments, prepaid_movements, request_rrns, reversals,
 )
 
 PAYMENT_CODE = "500000"
@@ -72,6 +72,7 @@ class PaymentReversal:
     digest: str
     received_at: datetime
     mti: str = "0420"
+    rrn: str = ""               # field 37; "" when not from a bank message (not checked)
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,7 @@ class _Bill:
 
 
 class _Customer:
-    __slots__ = ("customer_no", "name", "status", "prepay_allowed", "mobile", "prepaid", "bills")
+    __slots__ = ("customer_no", "name", "status", "prepay_allowed", "mobile", "prepaid", "bills", "history", "moves")
 
     def __init__(self, row) -> None:
         self.customer_no = row.customer_no
@@ -161,15 +162,27 @@ class _Customer:
         self.mobile = row.mobile
         self.prepaid = 0
         self.bills: dict[str, _Bill] = {}
+        self.history: list[tuple] | None = None     # (payment ref or None, amount) of the stored prepaid movements
+        self.moves: list[tuple] = []                # the same, of the movements this batch makes
 
     def open_bills(self) -> list[_Bill]:
         return sorted((b for b in self.bills.values() if b.owing > 0), key=_Bill.sort_key)
+
+    def move_prepaid(self, ref, amount: int) -> None:
+        self.prepaid += amount
+        self.moves.append((ref, amount))
+
+    def prepaid_history(self) -> list[tuple]:
+        """Every prepaid movement in order; without the stored ones, the balance they left as one."""
+        if self.history is not None:
+            return self.history + self.moves
+        return [(None, self.prepaid - sum(amount for _, amount in self.moves))] + self.moves
 
 
 class _Payment:
     """A payment as far as reversing it goes (from the database or posted in this batch)."""
     __slots__ = ("ref", "bank_code", "channel", "customer_no", "amount", "business_date", "receipt",
-                 "allocs", "excess", "reversed", "debit_id")
+                 "allocs", "used", "excess", "reversed", "debit_id")
 
     def __init__(self, ref, bank_code, channel, customer_no, amount, business_date, receipt, debit_id=None):
         self.ref = ref                       # payment_id, or New
@@ -180,6 +193,7 @@ class _Payment:
         self.business_date = business_date
         self.receipt = receipt               # str, or None until ids are known
         self.allocs: list[tuple[str, int]] = []   # (bill_id, amount) paid by the payment itself
+        self.used: list[tuple[str, int]] = []     # (bill_id, amount) paid from the prepaid balance it used
         self.excess = 0                      # into prepaid
         self.reversed = False
         self.debit_id = debit_id
@@ -207,7 +221,7 @@ class _Batch:
         # prefetched
         self.known_requests: dict[tuple, tuple[str, _Result]] = {}
         self.known_banks: set[str] = set()
-        self.used_rrns: set[tuple] = set()
+        self.used_rrns: dict[tuple, tuple | None] = {}   # (bank, channel, date, rrn) -> whose (rrn_owner)
         self.orphans: dict[tuple, list[str]] = {}      # (year, transmitted, stan) -> bank codes
         self.payments_by_identity: dict[tuple, list[_Payment]] = {}  # channel C, (year, t, s)
         self.payments_by_debit: dict[int, _Payment] = {}
@@ -215,11 +229,12 @@ class _Batch:
         self.bills: dict[str, _Bill] = {}
         self.closed: set[tuple] = set()
         self.debits: dict[int, dict] = {}
+        self.undone: set = set()   # refs of payments reversed: left out of prepaid histories
         # to write
         self.new_requests: list[tuple[tuple, object, _Result]] = []
         self.rows: dict[str, list[dict]] = {t: [] for t in (
             "payments", "reversals", "prepaid_movements", "allocations", "outbox", "audit", "orphans",
-            "debit_updates", "debit_attempts")}
+            "debit_updates", "debit_attempts", "request_rrns")}
         self.entries: list[tuple] = []   # (kind, ref_type, ref, business_date, actor, lines)
         self.notices: list[tuple] = []   # (customer, kind, ref prefix, ref, text)
 
@@ -255,11 +270,13 @@ class _Batch:
             queries["known"] = (st.known_requests, {"ts": sorted({i[2] for i in idents}),
                                                     "stans": sorted({i[3] for i in idents})})
             queries["banks"] = (st.banks, {"codes": sorted({p.bank_code for p in counter + revs})})
-        rrn_keys = {(p.bank_code, "C", self.calendar.business_date(p.received_at), p.rrn) for p in counter}
-        rrn_keys |= {(d["bank_code"], "D", self._debit_date(d, r.at), self._debit_rrn(d))
-                     for r in dres if r.result == "approved" and (d := self.debits.get(r.debit_id))}
+        request_rrns = {self.rrn_key(p) for p in counter + revs if p.rrn}
+        rrn_keys = request_rrns | {(d["bank_code"], "D", self._debit_date(d, r.at), self._debit_rrn(d))
+                                   for r in dres if r.result == "approved" and (d := self.debits.get(r.debit_id))}
         if rrn_keys:
             queries["rrns"] = (st.used_rrns, {"rrns": sorted({k[3] for k in rrn_keys})})
+        if request_rrns:
+            queries["request_rrns"] = (st.request_rrns, {"rrns": sorted({k[3] for k in request_rrns})})
         origs = {(id_year(p.transmitted, p.received_at), p.transmitted, p.stan) for p in counter}
         origs |= {self.orig_identity(r) for r in revs}
         if origs:
@@ -290,8 +307,11 @@ class _Batch:
                 detail = stored.pop("ER", "")
                 self.known_requests[key] = (r.content_digest, _Result(r.response_code, stored, detail))
         self.known_banks = {r.bank_code for r in got.get("banks", ())}
-        self.used_rrns = {key for r in got.get("rrns", ()) if (key := (r.bank_code, r.channel, r.business_date, r.rrn))
-                          in rrn_keys}
+        for rows, channel in ((got.get("rrns", ()), None), (got.get("request_rrns", ()), "C")):
+            for r in rows:
+                key = (r.bank_code, channel or r.channel, r.business_date, r.rrn)
+                if key in rrn_keys:
+                    self.used_rrns[key] = (r.id_year, r.transmitted, r.stan)
         for r in got.get("orphans", ()):
             key = (r.id_year, r.orig_transmitted, r.orig_stan)
             if key in origs:
@@ -320,23 +340,25 @@ class _Batch:
         if targets:
             self.prefetch_targets(targets, st)
         named = {b for d in self.debits.values() for b, _ in d.get("bills", ())}
-        named |= {b for t in targets for b, _ in t.allocs}
+        named |= {b for t in targets for b, _ in t.allocs + t.used}
         named -= set(self.bills)
         if named:  # round 3 (4 with reversals): the bills that debits and reversal targets name
             self.add_bills(self.q(bills_by_id_query(self.conn.dialect.name), ids=sorted(named)).all())
 
     def prefetch_targets(self, targets: list[_Payment], st) -> None:
-        """What reversal targets paid, whether they were reversed already, and whether their day is
-        closed (read under the locks); their customers locked too where the CN differed (rare)."""
+        """What reversal targets paid, whether they were reversed already, their customers' prepaid
+        histories, and whether their day is closed (read under the locks); their customers locked
+        too where the CN differed (rare)."""
         ids = sorted({t.ref for t in targets})
         closures = {(t.bank_code, t.business_date) for t in targets}
         codes = sorted({c[0] for c in closures})
-        extra = sorted({t.customer_no for t in targets} - set(self.customers))
+        custs = sorted({t.customer_no for t in targets})
+        extra = sorted(set(custs) - set(self.customers))
         queries = [(st.lock_customers, {"custs": extra}), (st.prepaid, {"custs": extra})] if extra else []
         # Reconciliation closes a day under the bank row's exclusive lock; a reversal reads the
         # closures under a shared one, so it sees a closure that commits before it (PostgreSQL;
         # SQLite has one writer at a time anyway).
-        queries += [(st.target_allocations, {"ids": ids}), (st.target_excess, {"ids": ids}),
+        queries += [(st.target_allocations, {"ids": ids}), (st.prepaid_history, {"custs": custs}),
                     (st.target_reversals, {"ids": ids}), (st.share_banks, {"codes": codes}),
                     (st.closures, {"codes": codes})]
         got = select_many(self.conn, queries)
@@ -346,15 +368,33 @@ class _Batch:
                 self.customers[r.customer_no] = _Customer(r)
             for r in prepaid:
                 self.customers[r[0]].prepaid = int(r[1] or 0)
-        allocs, excess, reversed_, _, closed = got
+        allocs, history, reversed_, _, closed = got
         by_id = {t.ref: t for t in targets}
         for r in allocs:
             by_id[r.payment_id].allocs.append((r.bill_id, int(r.amount)))
-        for r in excess:
-            by_id[r[0]].excess = int(r[1] or 0)
+        self.add_history(history, targets)
         for r in reversed_:
             by_id[r.payment_id].reversed = True
         self.closed = {key for r in closed if (key := (r.bank_code, r.business_date)) in closures}
+
+    def add_history(self, rows, targets: list[_Payment]) -> None:
+        """Customers' stored prepaid movements (in order), and from them what each target put into
+        the balance and took from it, and which payments were reversed."""
+        by_id = {t.ref: t for t in targets}
+        for cust in {self.customers[t.customer_no] for t in targets if t.customer_no in self.customers}:
+            cust.history = []
+        for r in rows:
+            cust = self.customers.get(r.customer_no)
+            if cust is None or cust.history is None:
+                continue
+            cust.history.append((r.payment_id, int(r.amount)))
+            if r.reversal_id is not None:
+                self.undone.add(r.payment_id)
+            target = by_id.get(r.payment_id)
+            if target is not None and r.kind == "excess":
+                target.excess += int(r.amount)
+            elif target is not None and r.kind == "applied":
+                target.used.append((r.bill_id, -int(r.amount)))
 
     def lock(self, custs: set[str]) -> None:
         """Read (and on PostgreSQL/Oracle lock FOR UPDATE, in key order) these customers."""
@@ -383,6 +423,9 @@ class _Batch:
     def identity(p) -> tuple:
         return (p.bank_code, id_year(p.transmitted, p.received_at), p.transmitted, p.stan)
 
+    def rrn_key(self, p) -> tuple:
+        return (p.bank_code, "C", self.calendar.business_date(p.received_at), p.rrn)
+
     @staticmethod
     def orig_identity(r: PaymentReversal) -> tuple:
         return (id_year(r.orig_transmitted, r.received_at), r.orig_transmitted, r.orig_stan)
@@ -398,9 +441,29 @@ class _Batch:
         return any(bank_number(b) == bank_number(bank_code) for b in self.orphans.get(key, ()))
 
     def remember(self, ident: tuple, posting, result: _Result) -> _Result:
+        """Record the request's answer for its repeats, and its RRN for its payment unless taken."""
         self.known_requests[ident] = (posting.digest, result)
         self.new_requests.append((ident, posting, result))
+        if posting.rrn and (key := self.rrn_key(posting)) not in self.used_rrns:
+            owner = self.used_rrns[key] = self.rrn_owner(posting)
+            self.rows["request_rrns"].append({"rrn": key[3], "business_date": key[2], "bank_code": key[0],
+                                              "id_year": owner[0], "transmitted": owner[1], "stan": owner[2]})
         return result
+
+    def rrn_owner(self, p) -> tuple:
+        """The payment an RRN belongs to, as (year, field 7, field 11): a payment's own identity; a
+        reversal's original, which it may carry the RRN of, when field 90 names the bank's own."""
+        if isinstance(p, PaymentReversal) and bank_number(p.orig_bank_code) == bank_number(p.bank_code):
+            return self.orig_identity(p)
+        return self.identity(p)[1:]
+
+    def rrn_taken(self, p) -> str:
+        """§4.7: why p's RRN is not its own ('' when it is): the bank used it on the same business
+        date for a request of another payment (a payment, or a reversal of it; answered or declined)."""
+        key = self.rrn_key(p)
+        if p.rrn and key in self.used_rrns and self.used_rrns[key] != self.rrn_owner(p):
+            return f"RRN {p.rrn} was already used on {key[2].isoformat()} for another payment"
+        return ""
 
     def entry(self, kind, ref_type, ref, business_date, actor, lines) -> None:
         self.entries.append((kind, ref_type, ref, business_date, actor, lines))
@@ -429,9 +492,8 @@ class _Batch:
 
         if p.bank_code not in self.known_banks:
             return decline("58", f"bank {p.bank_code} is not registered with the ledger")
-        rrn_key = (p.bank_code, "C", bd, p.rrn)
-        if rrn_key in self.used_rrns:
-            return decline("94", f"RRN {p.rrn} was already used on {bd.isoformat()} for another payment")
+        if taken := self.rrn_taken(p):
+            return decline("94", taken)
         if self.orphaned(p.bank_code, ident[1:]):
             return decline("12", "this payment was reversed before it arrived")
         if p.method not in METHODS:
@@ -461,7 +523,6 @@ class _Batch:
             "debit_id": None, "source": "B", "created_at": self.now})
         actor = bank_actor(p.bank_code)
         periods = self.pay_bills(pay, cust, open_bills, bd, actor, use_prepaid=True)
-        self.used_rrns.add(rrn_key)
         self.payments_by_identity.setdefault(ident[1:], []).append(pay)
         paid_on_bills = pay.amount - pay.excess
         text = (notices.payment_received(cust.customer_no, periods, paid_on_bills) if periods
@@ -484,13 +545,14 @@ class _Batch:
                 continue
             if use_prepaid and cust.prepaid > 0:
                 take = min(want, cust.prepaid)
-                move = New()
+                move = New()   # names the payment, whose reversal gives the prepaid back (§4.5)
                 self.rows["prepaid_movements"].append(self._move(move, cust.customer_no, -take, "applied",
-                                                                 None, None, bill.bill_id))
+                                                                 pay.ref, None, bill.bill_id))
                 self.rows["allocations"].append(self._alloc(bill.bill_id, take, None, None, move))
                 self.entry("prepaid_applied", "prepaid_movement", move, bd, actor,
                            [(PREPAID, take, cust.customer_no), (RECEIVABLE, -take, cust.customer_no)])
-                cust.prepaid -= take
+                cust.move_prepaid(pay.ref, -take)
+                pay.used.append((bill.bill_id, take))
                 bill.allocated += take
                 want -= take
             take = min(want, left)
@@ -504,7 +566,7 @@ class _Batch:
         if left:
             self.rows["prepaid_movements"].append(self._move(New(), cust.customer_no, left, "excess", pay.ref,
                                                              None, None))
-            cust.prepaid += left
+            cust.move_prepaid(pay.ref, left)
         pay.excess = left
         clearing = bank_clearing(pay.bank_code)
         self.entry("payment", "payment", pay.ref, bd, actor,
@@ -526,21 +588,18 @@ class _Batch:
         def decline(code: str, detail: str) -> tuple[_Result, bool]:
             return self.remember(ident, r, _Result(code, dict(fields), detail)), False
 
-        if bank_number(r.orig_bank_code) != bank_number(r.bank_code):
-            return decline("12", "a bank can only reverse its own payments (field 90 names another bank)")
+        if taken := self.rrn_taken(r):
+            return decline("94", taken)
         okey = self.orig_identity(r)
         found = [p for p in self.payments_by_identity.get(okey, ()) if bank_number(p.bank_code) == bank_number(r.orig_bank_code)]
         if not found:
-            if not self.orphaned(r.orig_bank_code, okey):
-                self.orphans.setdefault(okey, []).append(r.bank_code)
-                self.rows["orphans"].append({"bank_code": r.bank_code, "id_year": okey[0],
-                                             "orig_transmitted": r.orig_transmitted, "orig_stan": r.orig_stan,
-                                             "amount": r.amount, "created_at": self.now})
-                self.audit(bank_actor(r.bank_code), "reversal.orphan", "request",
-                           f"{r.bank_code}:{okey[0]}:{r.orig_transmitted}:{r.orig_stan}", amount=r.amount,
-                           transmitted=r.transmitted, stan=r.stan)
+            self.remember_orphan(r, okey)
             return decline("25", "original payment not found; it will be declined if it arrives")
         pay = found[0]
+        # §4.5 names every 12 a reversal of a payment found can get: field 32 or CN not the
+        # original's, the day reconciled, or the payment no longer exactly undoable (in reverse)
+        if bank_number(r.bank_code) != bank_number(pay.bank_code):
+            return decline("12", "a bank can only reverse its own payments (field 90 names another bank)")
         if r.amount != pay.amount:
             return decline("13", f"amount {r.amount} differs from the original's {pay.amount}")
         if r.customer_no and r.customer_no != pay.customer_no:
@@ -556,14 +615,28 @@ class _Batch:
         fields["prepaid_balance"] = cust.prepaid
         return self.remember(ident, r, _Result("00", fields, "", pay)), False
 
+    def remember_orphan(self, r: PaymentReversal, okey: tuple) -> None:
+        """A bank's reversal of its own payment that has not arrived: the payment is declined if it
+        comes. One naming another bank's payment is not kept: it could not have reversed it."""
+        if bank_number(r.orig_bank_code) != bank_number(r.bank_code) or self.orphaned(r.orig_bank_code, okey):
+            return
+        self.orphans.setdefault(okey, []).append(r.bank_code)
+        self.rows["orphans"].append({"bank_code": r.bank_code, "id_year": okey[0],
+                                     "orig_transmitted": r.orig_transmitted, "orig_stan": r.orig_stan,
+                                     "amount": r.amount, "created_at": self.now})
+        self.audit(bank_actor(r.bank_code), "reversal.orphan", "request",
+                   f"{r.bank_code}:{okey[0]}:{r.orig_transmitted}:{r.orig_stan}", amount=r.amount,
+                   transmitted=r.transmitted, stan=r.stan)
+
     def reverse(self, pay: _Payment, cust: _Customer, bd: date, actor: str, source: str,
                 identity: tuple | None, reason: str) -> str:
-        """Post the reversal of pay; returns why it cannot be done ('' when done)."""
-        if any(self.bills[b].cancelled for b, _ in pay.allocs if b in self.bills):
-            return "a bill this payment paid has been corrected since; an operator must reverse it"
-        if cust.prepaid < pay.excess:
-            return ("the prepaid balance this payment created has since paid other bills; "
-                    "reverse through reconciliation")
+        """Post the reversal of pay, which leaves bills and prepaid balance as they were before it
+        (§4.5); returns why it cannot be done ('' when done)."""
+        if cust.history is None and not isinstance(pay.ref, New):
+            self.load_history(pay, cust)
+        problem = self.not_undoable(pay, cust)
+        if problem:
+            return problem
         rev = New()
         year, transmitted, stan = identity or (None, None, None)
         self.rows["reversals"].append({
@@ -572,22 +645,66 @@ class _Batch:
             "reason": reason[:200], "created_at": self.now})
         for bill_id, amount in pay.allocs:
             self.rows["allocations"].append(self._alloc(bill_id, -amount, pay.ref, rev, None))
-            bill = self.bills.get(bill_id)
-            if bill is not None:
-                bill.allocated -= amount
+            self.unallocate(bill_id, amount)
+        for bill_id, amount in pay.used:   # the prepaid it used goes back, and its bills owe it again
+            move = New()
+            self.rows["prepaid_movements"].append(self._move(move, cust.customer_no, amount, "reversal", pay.ref,
+                                                             rev, bill_id))
+            self.rows["allocations"].append(self._alloc(bill_id, -amount, None, rev, move))
+            self.unallocate(bill_id, amount)
+        used = sum(amount for _, amount in pay.used)
+        cust.move_prepaid(pay.ref, used)
         if pay.excess:
             self.rows["prepaid_movements"].append(self._move(New(), cust.customer_no, -pay.excess, "reversal",
                                                              pay.ref, rev, None))
-            cust.prepaid -= pay.excess
+            cust.move_prepaid(pay.ref, -pay.excess)
         on_bills = pay.amount - pay.excess
         self.entry("reversal", "reversal", rev, bd, actor,
                    [(bank_clearing(pay.bank_code), -pay.amount, cust.customer_no),
-                    (RECEIVABLE, on_bills, cust.customer_no), (PREPAID, pay.excess, cust.customer_no)])
+                    (RECEIVABLE, on_bills + used, cust.customer_no), (PREPAID, pay.excess - used, cust.customer_no)])
         self.notice(cust, "reversal", "reversal", rev, notices.payment_reversed(cust.customer_no, pay.amount))
         self.audit(actor, "payment.reverse", "payment", pay.ref, reversal=rev, amount=pay.amount, source=source,
-                   reason=reason)
+                   prepaid_returned=used, reason=reason)
         pay.reversed = True
+        self.undone.add(pay.ref)
         return ""
+
+    def unallocate(self, bill_id: str, amount: int) -> None:
+        bill = self.bills.get(bill_id)
+        if bill is not None:
+            bill.allocated -= amount
+
+    def not_undoable(self, pay: _Payment, cust: _Customer) -> str:
+        """Why reversing pay would not restore what it changed ('' when it would)."""
+        if any(b in self.bills and self.bills[b].cancelled for b, _ in pay.allocs + pay.used):
+            return "a bill this payment paid has been corrected since; an operator must reverse it"
+        if self.created_prepaid_used(pay, cust):
+            return ("the prepaid balance this payment created has since paid other bills; "
+                    "reverse through reconciliation")
+        return ""
+
+    def created_prepaid_used(self, pay: _Payment, cust: _Customer) -> bool:
+        """Whether the prepaid balance has been below what pay put into it at any time since pay.
+        Payments reversed since are left out of the history: each reversal undid its payment exactly."""
+        if not pay.excess:
+            return False
+        balance, low = 0, None
+        for ref, amount in cust.prepaid_history():
+            if ref is not None and ref in self.undone:
+                continue
+            balance += amount
+            if ref == pay.ref:     # its movements, the excess last: the balance right after it
+                low = balance
+            elif low is not None:
+                low = min(low, balance)
+        return low is None or low < pay.excess
+
+    def load_history(self, pay: _Payment, cust: _Customer) -> None:
+        """For a payment to reverse that no prefetch read (reconciliation's red reversal)."""
+        pay.used, pay.excess = [], 0
+        rows = self.q(_statements(self.conn.dialect.name).prepaid_history, custs=[cust.customer_no]).all()
+        self.add_history(rows, [pay])
+        self.load_bills(set(), {b for b, _ in pay.allocs + pay.used} - set(self.bills))
 
     # ---------------------------------------------------------------- direct debits
     ALLOWED = {"approved": ("pending", "sent", "unknown"), "declined": ("pending", "sent", "unknown"),
@@ -623,7 +740,7 @@ class _Batch:
                 "rrn": rrn_key[3], "business_date": bd, "amount": pay.amount, "method": DEBIT_METHOD,
                 "cheque_no": None, "receipt_no": pay, "terminal_id": None, "branch_id": None,
                 "debit_id": d.debit_id, "source": "B", "created_at": self.now})
-            self.used_rrns.add(rrn_key)
+            self.used_rrns[rrn_key] = None
             amounts = dict(debit.get("bills", ()))
             targets = sorted((self.bills[b] for b in amounts if b in self.bills), key=_Bill.sort_key)
             self.pay_bills(pay, cust, targets, bd, d.actor, use_prepaid=False, amounts=amounts)
@@ -707,6 +824,7 @@ class _Batch:
             "mti": p.mti, "processing_code": PAYMENT_CODE, "content_digest": p.digest,
             "response_code": res.code, "response_fields": _stored(res), "received_at": p.received_at}
             for ident, p, res in self.new_requests])
+        writes.insert(request_rrns, rows["request_rrns"])
         writes.insert(orphan_reversals, rows["orphans"])
         # the history before the state: its foreign-key check finds the debit row under this
         # transaction's FOR UPDATE lock; after the update it would lock the new row version again
@@ -732,6 +850,7 @@ def _statements(dialect_name: str) -> SimpleNamespace:
         return in_list(dialect_name, col, name)
 
     br, pay, orph, pm, al = bank_requests.c, payments.c, orphan_reversals.c, prepaid_movements.c, allocations.c
+    rr = request_rrns.c
     bdc = business_day_closures.c
     return SimpleNamespace(
         debits=select(debits).where(IN(debits.c.debit_id, "ids")),
@@ -746,7 +865,11 @@ def _statements(dialect_name: str) -> SimpleNamespace:
         # by rrn alone, uq_payments_rrn's leading column, matched to the whole key in Python: with a
         # condition on the bank and date too, a planner without statistics took the (date, bank)
         # index for selective and filtered the whole day's payments
-        used_rrns=select(pay.bank_code, pay.channel, pay.business_date, pay.rrn).where(IN(pay.rrn, "rrns")),
+        used_rrns=(select(pay.bank_code, pay.channel, pay.business_date, pay.rrn, pay.id_year, pay.transmitted,
+                          pay.stan).where(IN(pay.rrn, "rrns"))),
+        # likewise by rrn alone, the primary key's leading column
+        request_rrns=(select(rr.bank_code, rr.business_date, rr.rrn, rr.id_year, rr.transmitted, rr.stan)
+                      .where(IN(rr.rrn, "rrns"))),
         orphans=(select(orph.bank_code, orph.id_year, orph.orig_transmitted, orph.orig_stan)
                  .where(IN(orph.orig_stan, "stans"))),
         reversal_targets=select(payments).where(pay.channel == "C", IN(pay.stan, "stans"), IN(pay.transmitted, "ts")),
@@ -759,8 +882,8 @@ def _statements(dialect_name: str) -> SimpleNamespace:
         target_allocations=(select(al.payment_id, al.bill_id, al.amount)
                             .where(IN(al.payment_id, "ids"), al.reversal_id.is_(None), al.correction_bill_id.is_(None))
                             .order_by(al.id)),
-        target_excess=(select(pm.payment_id, func.sum(pm.amount)).where(IN(pm.payment_id, "ids"), pm.kind == "excess")
-                       .group_by(pm.payment_id)),
+        prepaid_history=(select(pm.customer_no, pm.payment_id, pm.reversal_id, pm.kind, pm.bill_id, pm.amount)
+                         .where(IN(pm.customer_no, "custs")).order_by(pm.id)),
         target_reversals=select(reversals.c.payment_id).where(IN(reversals.c.payment_id, "ids")),
         share_banks=select(banks.c.bank_code).where(IN(banks.c.bank_code, "codes")).with_for_update(read=True),
         closures=select(bdc.bank_code, bdc.business_date).where(IN(bdc.bank_code, "codes")),

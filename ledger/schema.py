@@ -20,7 +20,7 @@ from __future__ import annotations
 from sqlalchemy.dialects import oracle
 from sqlalchemy import (
     BigInteger, CheckConstraint, Column, Date, DateTime, ForeignKey, Identity, Index, Integer,
-    MetaData, String, Table, Text, UniqueConstraint,
+    MetaData, PrimaryKeyConstraint, String, Table, Text, UniqueConstraint,
 )
 
 metadata = MetaData(naming_convention={
@@ -56,12 +56,16 @@ customers = Table(
     Column("status", String(1), nullable=False),          # A active, S suspended, C closed
     Column("prepay_allowed", String(1), nullable=False),  # Y / N
     Column("mobile", String(11), nullable=True),
-    Column("district", String(20), nullable=True),
+    Column("district", String(20), nullable=True),        # the district office (debit plans, reports)
+    # C cash at counters, B the bank withholds, D debited under an agreement; NULL: not given by the
+    # billing system, D while the customer has an active agreement, else C (ledger.notices)
+    Column("collection_type", String(1), nullable=True),
     Column("version", Integer, nullable=False),
     Column("updated_at", Ts, nullable=False),
     CheckConstraint("customer_type in ('R','N')", name="type"),
     CheckConstraint("status in ('A','S','C')", name="status"),
     CheckConstraint("prepay_allowed in ('Y','N')", name="prepay"),
+    CheckConstraint("collection_type in ('C','B','D')", name="collection_type"),
 )
 
 customer_history = Table(  # every version a customer row has had, the first included
@@ -74,6 +78,8 @@ customer_history = Table(  # every version a customer row has had, the first inc
     Column("status", String(1), nullable=False),
     Column("prepay_allowed", String(1), nullable=False),
     Column("mobile", String(11), nullable=True),
+    Column("district", String(20), nullable=True),
+    Column("collection_type", String(1), nullable=True),
     Column("import_id", Id, ForeignKey("imports.id"), nullable=True),
     Column("recorded_at", Ts, nullable=False),
     UniqueConstraint("customer_no", "version", name="uq_customer_history_version"),
@@ -105,10 +111,15 @@ bills = Table(
     Column("replaces_bill_id", String(32), ForeignKey("bills.bill_id"), nullable=True),
     Column("import_id", Id, ForeignKey("imports.id"), nullable=True),
     Column("created_at", Ts, nullable=False),
+    # E electricity charges (电费), V charges for irregular use (违约用电电费), F penalties for illegal
+    # use (违章追罚电费); a correction's bills keep the category of the bill they correct
+    Column("category", String(1), nullable=False, server_default="E"),
     CheckConstraint("kind in ('O','R','N')", name="kind"),
     CheckConstraint("(kind = 'R' and reverses_bill_id is not null) or (kind <> 'R' and reverses_bill_id is null)",
                     name="reversing"),
+    CheckConstraint("category in ('E','V','F')", name="category"),
     Index(None, "customer_no", "period"),
+    Index(None, "period", "category"),   # month-end reports: a period's bills by category
 )
 
 agreements = Table(  # direct-debit agreements; at most one active per customer (enforced in code + history)
@@ -150,6 +161,20 @@ bank_requests = Table(  # every financial request answered, for duplicate replay
     Column("received_at", Ts, nullable=False),
     # the most selective column first: a lookup stays on this index with or without statistics (0005)
     UniqueConstraint("stan", "transmitted", "bank_code", "id_year", name="uq_bank_requests_identity"),
+)
+
+request_rrns = Table(  # the RRN (field 37) of every financial request recorded, and whose it is (§4.7)
+    "request_rrns", metadata,
+    Column("rrn", String(12), nullable=False),
+    Column("business_date", Date, nullable=False),        # the business date it arrived on
+    Column("bank_code", String(11), nullable=False),      # field 32
+    # the payment it belongs to, by the identity the bank gave it: a payment's own; for a reversal
+    # of the bank's own payment, the original's (field 90), as a reversal may carry its RRN
+    Column("id_year", Integer, nullable=False),
+    Column("transmitted", String(10), nullable=False),
+    Column("stan", String(6), nullable=False),
+    # the most selective column first, as in every identity index (0005)
+    PrimaryKeyConstraint("rrn", "business_date", "bank_code"),
 )
 
 payments = Table(

@@ -45,6 +45,8 @@ DESCRIPTIONS: dict[str, str] = {
     "engines": "The debit engines `gridpay engine`; see `[engines]`.",
     "scheduler": "The plan scheduler `gridpay scheduler`; see `[scheduler]`.",
     "watch": "The drop-directory watcher `gridpay watch`; see `[watch]`.",
+    "notices": "The SMS notices' wording: every notice's template and the signature (docs/notifier.md); see "
+               "`[notices]`.",
 
     # --- [database] ---
     "database.url": "SQLAlchemy URL of the one database every process shares. `sqlite:///path` (embedded, WAL; "
@@ -150,7 +152,7 @@ DESCRIPTIONS: dict[str, str] = {
     "banks.*.debit.result_deadline_h": "File mode: a batch with no result file this many hours after its request "
                                        "was written expires; its debits become `unknown`.",
 
-    # [notifier], [engines], [scheduler], [watch]: the models' fields carry their own descriptions
+    # [notifier], [engines], [scheduler], [watch], [notices]: the models' fields carry their own descriptions
     # (Field(description=...)).
 }
 
@@ -164,6 +166,12 @@ SECTION_NOTES: dict[str, str] = {
     "notifier": "`sender = \"http\"` needs `http_url`, and the URL, body and headers must be valid templates; "
                 "`http_secret_header` needs `secret_env` or `secret_file` (not both); `lease_s` ≥ 3 × "
                 "`http_timeout_s`; `backoff_max_s` ≥ `backoff_base_s`.",
+    "notices.templates": "Each key is one notice's text (ledger/notices.py); a key not set keeps the built-in "
+                         "text shown as its default. A template may hold only the placeholders listed for it, "
+                         "written `{name}` (a literal brace: `{{` or `}}`), at most 280 characters; an unknown key "
+                         "or placeholder is a configuration error naming the key. Every process that writes "
+                         "notices (imports, corrections, the gateway's postings, the engines, reconciliation) "
+                         "takes them from the configuration it loads.",
 }
 
 

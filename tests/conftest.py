@@ -65,3 +65,13 @@ def db_url(request):
     if request.param == "sqlite":
         return request.getfixturevalue("sqlite_url")
     return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture(autouse=True)
+def _built_in_notice_wording():
+    """A configuration a test loads sets the process's notice wording (``config.load_settings``):
+    the next test starts from the built-in one."""
+    yield
+    from ledger import notices
+
+    notices.configure()

@@ -100,10 +100,11 @@ class Bank:
             tags += f"CQ{len(cheque):03d}{cheque}"
         return self.financial("500000", tags, rrn=rrn, **{"4": f"{amount:012d}"})
 
-    def reversal_fields(self, payment: dict, amount: int | None = None, orig_bank: str | None = None) -> dict:
+    def reversal_fields(self, payment: dict, amount: int | None = None, orig_bank: str | None = None,
+                        rrn: str | None = None) -> dict:
         customer_tags = payment["48"].split("PM")[0]
         original = f"0200{payment['11']}{payment['7']}{int(orig_bank or payment['32']):011d}{'0' * 11}"
-        return self.financial("500000", customer_tags, rrn=payment["37"],
+        return self.financial("500000", customer_tags, rrn=rrn or payment["37"],
                               **{"4": f"{amount if amount is not None else int(payment['4']):012d}", "90": original})
 
     # --- sending ----------------------------------------------------------------------

@@ -113,16 +113,19 @@ def payment(bank: str, customer_no: str, amount: int, *, stan: str | None = None
 
 
 def reversal(pay: CounterPayment, *, amount: int | None = None, stan: str | None = None,
-             at: datetime | None = None, customer_no: str | None = None, bank: str | None = None) -> PaymentReversal:
+             at: datetime | None = None, customer_no: str | None = None, bank: str | None = None,
+             rrn: str | None = None) -> PaymentReversal:
     at = at or pay.received_at + timedelta(seconds=30)
     stan = stan or next_stan()
     transmitted = transmitted_of(at)
+    rrn = rrn or pay.rrn   # a reversal may carry its payment's RRN (docs/spec/INTERFACE.md §4.7)
     amount = pay.amount if amount is None else amount
     bank = bank or pay.bank_code
     customer_no = customer_no or pay.customer_no
     return PaymentReversal(bank, transmitted, stan, f"{int(pay.bank_code):011d}", pay.transmitted, pay.stan,
                            amount, customer_no,
-                           digest("0420", bank, transmitted, stan, pay.transmitted, pay.stan, amount, customer_no), at)
+                           digest("0420", bank, transmitted, stan, rrn, pay.transmitted, pay.stan, amount, customer_no),
+                           at, rrn=rrn)
 
 
 def prepaid_of(conn, customer_no: str) -> int:

@@ -196,6 +196,35 @@ async def test_duplicates_replay_or_94(url, bank_code):
 
 @pytest.mark.parametrize("bank_code", BANKS)
 @pytest_twisted.ensureDeferred
+async def test_rrn_of_another_financial_request_is_94(url, bank_code):
+    """docs/spec/INTERFACE.md §4.7: payments and reversals, answered or declined, take their RRN
+    for the bank and business date (a reversal carries its payment's or one of its own); inquiries
+    take none; a repeat (same 32/7/11 and content) gets its own answer."""
+    gw, bank = await session(url, bank_code)
+    try:
+        declined = bank.payment_fields(CUSTOMER, DUE - 1)
+        assert code_of(await bank.send("0200", declined)) == "13"
+        inquiry = bank.financial("310000", f"CN{len(CUSTOMER):03d}{CUSTOMER}", rrn=declined["37"])
+        assert code_of(await bank.send("0100", inquiry)) == "00"
+        assert code_of(await bank.send("0200", bank.payment_fields(CUSTOMER, DUE, rrn=declined["37"]))) == "94"
+        assert code_of(await bank.send("0200", declined)) == "13"                    # its repeat
+
+        pay, other = bank.payment_fields(CUSTOMER, DUE), bank.payment_fields(NO_PREPAY, 10000)
+        assert [code_of(await bank.send("0200", f)) for f in (pay, other)] == ["00", "00"]
+        assert code_of(await bank.send("0420", bank.reversal_fields(other, rrn=pay["37"]))) == "94"
+        reversal = bank.reversal_fields(pay, rrn=bank.next_rrn())
+        assert code_of(await bank.send("0420", reversal)) == "00"
+        assert code_of(await bank.send("0421", reversal)) == "00"                    # its repeat
+        assert code_of(await bank.send("0400", bank.reversal_fields(pay))) == "00"   # the payment's RRN
+        assert code_of(await bank.send("0200", bank.payment_fields(NOTHING_DUE, 500, rrn=reversal["37"]))) == "94"
+        assert payments_count(url) == 2
+    finally:
+        await stop_all(gw, bank)
+    assert_ledger_verifies(url)
+
+
+@pytest.mark.parametrize("bank_code", BANKS)
+@pytest_twisted.ensureDeferred
 async def test_reversal_rules(url, bank_code):
     gw, bank = await session(url, bank_code)
     try:
@@ -218,6 +247,38 @@ async def test_reversal_rules(url, bank_code):
         pay2 = bank.payment_fields(NO_PREPAY, 10000)
         assert code_of(await bank.send("0200", pay2)) == "00"
         assert code_of(await bank.send("0421", bank.reversal_fields(pay2))) == "00"
+    finally:
+        await stop_all(gw, bank)
+    assert_ledger_verifies(url)
+
+
+@pytest.mark.parametrize("bank_code", BANKS)
+@pytest_twisted.ensureDeferred
+async def test_reversal_gives_back_the_prepaid_its_payment_used(url, bank_code):
+    """§4.5: the inquiry after the reversal is the inquiry before the payment; a reversal whose
+    payment's prepaid has since been used is 12 with ER."""
+    from ledger_helpers import add_bill
+
+    gw, bank = await session(url, bank_code)
+    try:
+        first = bank.payment_fields(CUSTOMER, DUE + 1000)
+        assert code_of(await bank.send("0200", first)) == "00"                       # 1,000 prepaid
+        engine = make_engine(url)
+        with engine.begin() as conn:
+            add_bill(conn, CUSTOMER, "202611", 5000)
+        engine.dispose()
+        before = await bank.send("0100", bank.inquiry_fields(CUSTOMER))
+        assert before.message.fields["4"] == f"{4000:012d}" and tags(before)["PB"] == f"{1000:012d}"
+        pay = bank.payment_fields(CUSTOMER, 4000)
+        paid = await bank.send("0200", pay)
+        assert code_of(paid) == "00" and tags(paid)["PB"] == "0" * 12
+        assert code_of(await bank.send("0420", bank.reversal_fields(pay))) == "00"
+        after = await bank.send("0100", bank.inquiry_fields(CUSTOMER))
+        assert (after.message.fields["4"], tags(after)) == (before.message.fields["4"], tags(before))
+
+        assert code_of(await bank.send("0200", pay | bank.head() | {"37": bank.next_rrn()})) == "00"   # uses it again
+        undone = await bank.send("0420", bank.reversal_fields(first))
+        assert code_of(undone) == "12" and "prepaid" in undone.message.tlv.get("ER")
     finally:
         await stop_all(gw, bank)
     assert_ledger_verifies(url)

@@ -193,11 +193,22 @@ def test_approved_sign_on_response_needs_the_key():
     validate_response(Message("0810", dict({k: v for k, v in fields.items() if k != "48"}, **{"70": "301"})))
 
 
-def test_bill_count_must_match_bills():
+def test_bill_count_counts_every_bill_listed_or_not():
+    """docs/spec/INTERFACE.md §4.3: BC may exceed the BI elements only when field 48 has no room
+    for another."""
     fields = dict(vector("ascii", "0110")["fields"])
-    fields["48"] = fields["48"].replace("BC0012", "BC0013")
-    with pytest.raises(MessageError, match="BC does not match"):
-        validate_response(Message("0110", fields))
+    head, tail = fields["48"].split("BI")[0], "PB012000000000000"
+    bill = "BI030202609000000017568000000000000"
+    for count, listed, error in ((2, 3, "BC 2 is less than the 3 BI listed"),
+                                 (3, 2, "BC 3 counts BI not listed, though another fits")):
+        with pytest.raises(MessageError, match=error):
+            validate_response(Message("0110", dict(fields, **{"48": head.replace("BC0012", f"BC002{count:02d}")
+                                                              + bill * listed + tail})))
+    name = "广州市天河区珠江新城华夏路" * 2 + "花城大道"                       # 60 GBK bytes
+    full = f"CN0100140580211NM060{name}BC00240" + bill * 25 + tail   # 979 bytes: a 26th BI does not fit
+    validate_response(Message("0110", dict(fields, **{"48": full})))
+    with pytest.raises(MessageError, match="counts BI not listed"):
+        validate_response(Message("0110", dict(fields, **{"48": full.replace(bill, "", 1)})))
 
 
 def test_key_check_value_mismatch():

@@ -305,3 +305,196 @@ def test_pg_connection_killed_mid_batch(pg_url):
     assert_ledger_verifies(engine)
     admin.dispose()
     engine.dispose()
+
+
+# ------------------------------------------------------------------ a COMMIT whose outcome is unknown
+
+def _by_identity(engine, p):
+    """The payments posted under p's request identity (fields 32, 7, 11)."""
+    with engine.connect() as conn:
+        return conn.execute(select(payments.c.receipt_no).where(
+            payments.c.bank_code == p.bank_code, payments.c.transmitted == p.transmitted,
+            payments.c.stan == p.stan)).scalars().all()
+
+
+@pytest.fixture
+def proxy(pg_url):
+    from pg_fault_proxy import PgFaultProxy
+
+    p = PgFaultProxy(pg_url)
+    yield p
+    p.close()
+
+
+def test_pg_commit_answer_lost_is_settled_by_the_stored_answer(pg_url, proxy):
+    """The COMMIT reaches the server and commits; its answer never comes back and the database is
+    unreachable for a second. The committer reconnects until it can look the postings up: each one
+    gets the answer stored with it (it landed), not 96."""
+    engine = new_engine(pg_url)
+    nos = setup(engine, 5)
+    through = make_engine(proxy.url, pre_ping=False)
+    gc = GroupCommitter(through, CAL, max_wait_s=0.05, settle_s=10).start()
+    proxy.arm("answer_lost", down_s=1.0)
+    ps = [payment("0102", c, 10_000) for c in nos]
+    outs = [f.result(timeout=30) for f in [gc.submit(p) for p in ps]]
+    assert proxy.fired.is_set()
+    gc.stop()
+    through.dispose()
+    for p, o in zip(ps, outs):
+        assert o.response_code == "00", o             # not 96: the payment is in the ledger
+        assert _by_identity(engine, p) == [o.fields["receipt_no"]]
+    assert_ledger_verifies(engine)
+    engine.dispose()
+
+
+def test_pg_commit_never_sent_is_96_and_the_repeat_is_posted(pg_url, proxy):
+    """The connection breaks as the COMMIT is sent and the server never gets it: the lookup finds
+    nothing, so 96, and the bank's repeat is processed as a new request."""
+    engine = new_engine(pg_url)
+    nos = setup(engine, 3)
+    through = make_engine(proxy.url, pre_ping=False)
+    gc = GroupCommitter(through, CAL, max_wait_s=0.05, settle_s=10).start()
+    proxy.arm("never_sent", down_s=0.5)
+    ps = [payment("0102", c, 10_000) for c in nos]
+    outs = [f.result(timeout=30) for f in [gc.submit(p) for p in ps]]
+    assert proxy.fired.is_set()
+    assert {o.response_code for o in outs} == {"96"}
+    assert count(engine, payments) == 0 and count(engine, bank_requests) == 0
+    while proxy.down():
+        time.sleep(0.1)
+    again = [f.result(timeout=30) for f in [gc.submit(p) for p in ps]]
+    gc.stop()
+    through.dispose()
+    assert {o.response_code for o in again} == {"00"} and not any(o.replayed for o in again)
+    assert count(engine, payments) == 3
+    assert_ledger_verifies(engine)
+    engine.dispose()
+
+
+def test_pg_commit_answer_lost_past_the_deadline_is_unknown_and_the_repeat_gets_the_truth(pg_url, proxy):
+    """The database stays away past the postings' deadline: neither 00 nor 96 can be told, so the
+    outcome is unknown (the gateway sends no answer). The bank's repeat, once the database is back,
+    gets the stored answer."""
+    engine = new_engine(pg_url)
+    nos = setup(engine, 2)
+    through = make_engine(proxy.url, pre_ping=False)
+    gc = GroupCommitter(through, CAL, max_wait_s=0.05, settle_s=1.0).start()
+    proxy.arm("answer_lost", down_s=2.5)
+    ps = [payment("0102", c, 10_000) for c in nos]
+    started = time.monotonic()
+    outs = [f.result(timeout=30) for f in [gc.submit(p) for p in ps]]
+    assert proxy.fired.is_set()
+    assert {o.response_code for o in outs} == {""}, outs      # neither 00 nor 96
+    assert time.monotonic() - started < 2.5                     # by the deadline, not when the database is back
+    from ledger.answers import UnknownOutcome
+
+    assert all(isinstance(o, UnknownOutcome) and not o.ok for o in outs)
+    while proxy.down():
+        time.sleep(0.1)
+    again = [f.result(timeout=30) for f in [gc.submit(p) for p in ps]]
+    gc.stop()
+    through.dispose()
+    for p, o in zip(ps, again):
+        assert o.response_code == "00" and o.replayed
+        assert _by_identity(engine, p) == [o.fields["receipt_no"]]
+    assert_ledger_verifies(engine)
+    engine.dispose()
+
+
+def test_pg_backend_terminated_at_commit_is_settled_not_retried_blind(pg_url):
+    """pg_terminate_backend of the committer's own backend just before its COMMIT: the COMMIT fails
+    on a dead connection, an unknown outcome. The lookup finds nothing (the backend rolled back), so
+    96 - not the result of running the batch again - and nothing is applied."""
+    engine = new_engine(pg_url)
+    nos = setup(engine, 4)
+    admin = make_engine(pg_url)
+    through = make_engine(pg_url, pre_ping=False)
+    kills = {"left": 1}
+
+    @event.listens_for(through, "commit")
+    def kill(conn):
+        if kills["left"] and conn.connection.driver_connection.info.transaction_status != 0:
+            kills["left"] -= 1
+            pid = conn.connection.driver_connection.info.backend_pid
+            with admin.connect() as a:
+                a.execute(text("select pg_terminate_backend(:p)"), {"p": pid})
+                for _ in range(100):   # until it is gone: the COMMIT then meets a closed connection
+                    if not a.execute(text("select 1 from pg_stat_activity where pid = :p"), {"p": pid}).first():
+                        break
+                    time.sleep(0.02)
+
+    gc = GroupCommitter(through, CAL, max_wait_s=0.05, settle_s=10).start()
+    ps = [payment("0102", c, 10_000) for c in nos]
+    outs = [f.result(timeout=30) for f in [gc.submit(p) for p in ps]]
+    assert kills["left"] == 0
+    assert {o.response_code for o in outs} == {"96"}, outs
+    assert count(engine, payments) == 0
+    again = [f.result(timeout=30) for f in [gc.submit(p) for p in ps]]
+    gc.stop()
+    assert {o.response_code for o in again} == {"00"}
+    assert count(engine, payments) == 4
+    assert_ledger_verifies(engine)
+    for e in (admin, through, engine):
+        e.dispose()
+
+
+def test_pg_half_open_lost_commit_is_settled_without_waiting_for_the_deadline(pg_url, proxy):
+    """The COMMIT never reaches the server and the server never learns the client is gone: the old
+    backend sits idle in its transaction, holding the customers' locks. The lookup terminates it
+    (its own role's backend), so the transaction rolls back and the answer is a prompt 96, not a
+    wait for its locks until the deadline."""
+    engine = new_engine(pg_url)
+    nos = setup(engine, 2)
+    through = make_engine(proxy.url, pre_ping=False)
+    gc = GroupCommitter(through, CAL, max_wait_s=0.05, settle_s=8).start()
+    proxy.arm("never_sent", down_s=0.3, keep_server=True)
+    started = time.monotonic()
+    outs = [f.result(timeout=30) for f in [gc.submit(payment("0102", c, 10_000)) for c in nos]]
+    assert proxy.fired.is_set()
+    assert {o.response_code for o in outs} == {"96"}
+    assert time.monotonic() - started < 4
+    (kept,) = proxy.kept                              # the lost transaction's backend: terminated
+    with engine.connect() as conn:
+        assert conn.execute(text("select count(*) from pg_stat_activity where client_port = :port"),
+                            {"port": kept.getsockname()[1]}).scalar_one() == 0
+    assert count(engine, payments) == 0
+    gc.stop()
+    through.dispose()
+    assert_ledger_verifies(engine)
+    engine.dispose()
+
+
+def test_a_resent_posting_whose_retry_fails_is_settled_never_a_blind_96(db_url):
+    """A posting its dead worker had given to the database is run again by the successor. When that
+    run fails before its COMMIT, the dead worker's attempt may still have landed: the posting is
+    looked up - its stored answer (it had landed), 96 (it had not), or unknown at its deadline."""
+    from ledger.answers import UnknownOutcome
+    from ledger.group_commit import NOT_APPLIED, Poster
+
+    engine = new_engine(db_url)
+    nos = setup(engine, 3)
+    landed, lost = payment("0102", nos[0], 10_000), payment("0102", nos[1], 10_000)
+    first = Poster(engine, CAL).process([landed])[0]              # the dead worker's commit
+    failures = {"left": 0}
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def boom(conn, cursor, statement, params, context, executemany):
+        if failures["left"]:
+            failures["left"] -= 1
+            raise OperationalError(statement, params, Exception("injected: database went away"))
+
+    poster = Poster(engine, CAL)
+    failures["left"] = 1                                            # the run fails, the lookup works
+    soon = time.monotonic() + 10
+    outs = poster.process([landed, lost], [soon, soon], [True, True])
+    assert outs[0] == first                                         # its stored answer
+    assert outs[1].response_code == "96" and outs[1].detail == NOT_APPLIED   # looked up: not there
+    assert poster.process([lost], [soon], [True])[0].response_code == "00"   # it works now: posted
+    failures["left"] = 10 ** 6                                      # nothing works until the deadline
+    gone = poster.process([landed], [time.monotonic() + 0.3], [True])[0]
+    assert isinstance(gone, UnknownOutcome)
+    failures["left"] = 0
+    event.remove(engine, "before_cursor_execute", boom)
+    assert count(engine, payments) == 2
+    assert_ledger_verifies(engine)
+    engine.dispose()

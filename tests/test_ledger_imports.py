@@ -77,8 +77,9 @@ def test_good_file_set_is_applied_with_journal_notices_and_import_rows(db_url, e
     assert results["bills"].notices == 3   # C002 has no mobile
     with engine.connect() as conn:
         rows = conn.execute(select(imports).order_by(imports.c.id)).all()
+        # a set applies its agreements before its bills, so that the bills' notices know them
         assert [(r.kind, r.lines, r.applied, r.skipped, r.actor) for r in rows] == [
-            ("customers", 3, 3, 0, ACTOR), ("bills", 4, 4, 0, ACTOR), ("agreements", 2, 2, 0, ACTOR)]
+            ("customers", 3, 3, 0, ACTOR), ("agreements", 2, 2, 0, ACTOR), ("bills", 4, 4, 0, ACTOR)]
         assert rows[0].file_sha256 == hashlib.sha256(files["customers"].read_bytes()).hexdigest()
         c3 = conn.execute(select(customers).where(customers.c.customer_no == "C003")).one()
         assert (c3.customer_name, c3.customer_type, c3.version, c3.mobile) == ("广州市天河贸易有限公司", "N", 1, "13900000003")
@@ -86,14 +87,16 @@ def test_good_file_set_is_applied_with_journal_notices_and_import_rows(db_url, e
         assert conn.execute(select(func.count()).select_from(customer_history)).scalar_one() == 3
         b4 = conn.execute(select(bills).where(bills.c.bill_id == "B004")).one()
         assert (b4.kind, b4.principal, b4.penalty, b4.due_date, b4.import_id) == ("O", 250000, 3000, date(2026, 11, 20),
-                                                                                  rows[1].id)
+                                                                                  rows[2].id)
         lines = conn.execute(select(journal_lines.c.account, journal_lines.c.amount)
                              .select_from(journal_lines.join(journal_entries, ENTRY_OF_LINE))
                              .where(journal_entries.c.ref_type == "bill", journal_entries.c.ref_id == "B004")).all()
         assert sorted(lines) == [("penalty_income", -3000), ("receivable", 253000), ("revenue", -250000)]
         notice = conn.execute(select(outbox).where(outbox.c.ref == "bill:B002")).one()
         assert (notice.kind, notice.mobile, notice.state) == ("bill_notice", "13800000001", "pending")
-        assert notice.text == "您好，您(C001)2026年10月的电费为136.20元，请于2026年11月20日前缴纳，谢谢。"
+        # C001 gave no collection type and has an active agreement (of the same set): debited (D)
+        assert notice.text == ("您好，您(C001)2026年10月的电费为136.20元，将从您尾号0001的账户扣缴，"
+                               "请于2026年11月20日前在该账户中存足款项，谢谢。")
         assert conn.execute(select(func.count()).select_from(agreements).where(agreements.c.status == "A")).scalar_one() == 2
         assert conn.execute(select(banks.c.bank_code)).scalars().all() == ["01020000"]
         actions = conn.execute(select(audit_log.c.action, func.count()).group_by(audit_log.c.action)).all()
@@ -348,6 +351,18 @@ def test_demo_files_are_deterministic_and_import(db_url, engine, tmp_path):
         assert conn.execute(select(func.count()).select_from(agreements)
                             .where(agreements.c.bank_code == "01020000")).scalar_one() > 5
         assert set(conn.execute(select(bills.c.period).distinct()).scalars()) == {"202608", "202609", "202610"}
+        # billing files 1.1: districts, some collection types and bill categories
+        districts = dict(conn.execute(select(customers.c.district, func.count()).group_by(customers.c.district)).all())
+        assert set(districts) == {None, "TIANHE", "YUEXIU", "HAIZHU", "BAIYUN", "PANYU"} and districts[None] < 60
+        types = dict(conn.execute(select(customers.c.collection_type, func.count())
+                                  .group_by(customers.c.collection_type)).all())
+        assert set(types) == {None, "C", "B"} and types[None] > 200
+        categories = dict(conn.execute(select(bills.c.category, func.count()).group_by(bills.c.category)).all())
+        assert set(categories) == {"E", "V", "F"} and categories["E"] > 0.9 * n_bills
+    # the required columns are those of the 1.0 demo files
+    from ledger.demo_data import demo_rows
+    assert [row[:6] for row in demo_rows(50, seed=7, as_of=date(2026, 11, 1), optional=True)["customers"]] == \
+        demo_rows(50, seed=7, as_of=date(2026, 11, 1))["customers"]
     assert_ledger_verifies(db_url)
 
 

@@ -10,7 +10,7 @@ from sqlalchemy import func, insert, select
 from ledger.business_date import BusinessCalendar
 from ledger.postings import Outcome, apply_batch, inquire, post
 from ledger.schema import (
-    allocations, audit_log, bank_requests, business_day_closures, journal_entries, journal_lines, orphan_reversals,
+    allocations, audit_log, bank_requests, bills, business_day_closures, journal_entries, journal_lines, orphan_reversals,
     outbox, payments, prepaid_movements, reversals,
 )
 from ledger_helpers import (
@@ -231,6 +231,85 @@ def test_rrn_reused_on_same_business_date_is_94(ledger):
     assert one(ledger, payment("0103", "1003", 500, rrn="RRN000000001")).response_code == "00"
 
 
+def test_rrn_of_any_financial_request_answered_or_declined_is_94_for_another(ledger):
+    """§4.7: payments and reversals, answered or declined, take their RRN for the bank and day; a
+    reversal carries its own or its payment's (field 90): one of another payment gets 94."""
+    declined = payment("0102", "1001", 1, rrn="RRN000000001")
+    assert one(ledger, declined).response_code == "13"
+    again = one(ledger, payment("0102", "1001", 30_100, rrn="RRN000000001"))
+    assert again.response_code == "94" and "RRN" in again.detail
+    p = payment("0102", "1001", 30_100, rrn="RRN000000002")
+    q = payment("0102", "1002", 5_000, rrn="RRN000000003")
+    assert [one(ledger, x).response_code for x in (p, q)] == ["00", "00"]
+    assert one(ledger, reversal(q, rrn="RRN000000002")).response_code == "94"   # p's RRN
+    assert one(ledger, reversal(p, rrn="RRN000000004")).response_code == "00"   # one of its own
+    assert one(ledger, reversal(p, rrn="RRN000000002")).response_code == "00"   # its payment's: already reversed
+    assert one(ledger, payment("0102", "1003", 500, rrn="RRN000000004")).response_code == "94"
+    orphan = reversal(payment("0102", "1003", 500), rrn="RRN000000005")
+    assert one(ledger, orphan).response_code == "25"
+    assert one(ledger, reversal(q, rrn="RRN000000005")).response_code == "94"
+    assert one(ledger, payment("0103", "1003", 500, rrn="RRN000000001")).response_code == "00"   # another bank
+    assert count(ledger, payments) == 3 and count(ledger, reversals) == 1
+
+
+def test_a_reversal_with_its_payments_rrn_before_the_payment_still_declines_it_with_12(ledger):
+    """§4.5 over §4.7: the late original carries the RRN its reversal took; it is the same
+    payment's, so the original gets the 12 of a payment reversed before it arrived, not 94."""
+    p = payment("0102", "1001", 30_100, rrn="RRN000000001")
+    assert one(ledger, reversal(p)).response_code == "25"
+    late = one(ledger, p)
+    assert late.response_code == "12" and "reversed" in late.detail
+
+
+def test_repeats_replay_their_answer_whatever_their_rrn(ledger):
+    declined = payment("0102", "1001", 1, rrn="RRN000000001")
+    reused = payment("0102", "1003", 500, rrn="RRN000000001")
+    p = payment("0102", "1001", 30_100, rrn="RRN000000002")
+    r = reversal(p, rrn="RRN000000003")
+    first = [one(ledger, x) for x in (declined, reused, p, r)]
+    assert [o.response_code for o in first] == ["13", "94", "00", "00"]
+    again = [one(ledger, x) for x in (declined, reused, p, r)]
+    assert all(o.replayed for o in again)
+    assert [(o.response_code, o.fields, o.detail) for o in again] == [(o.response_code, o.fields, o.detail) for o in first]
+
+
+def test_rrn_checks_inside_one_batch(ledger):
+    p = payment("0102", "1001", 30_100, rrn="RRN000000001")
+    q = payment("0102", "1002", 5_000, rrn="RRN000000002")
+    outs = post(ledger, [payment("0102", "1003", 0, rrn="RRN000000001"), p, q, reversal(q, rrn="RRN000000001"),
+                         reversal(q), payment("0103", "1003", 500, rrn="RRN000000001")], CAL)
+    assert [o.response_code for o in outs] == ["13", "94", "00", "94", "00", "00"]
+
+
+def test_a_concurrent_request_with_the_same_rrn_is_94(pg_url):
+    """PostgreSQL: a request whose RRN another transaction takes meanwhile (here a decline, which
+    makes no payment row) waits for it, fails on request_rrns' key and is decided again: 94."""
+    import threading
+    import time as _time
+
+    engine = new_engine(pg_url)
+    with engine.begin() as conn:
+        add_banks(conn, "0102")
+        add_customer(conn, "C1")
+        add_customer(conn, "C2")
+        add_bill(conn, "C1", "202610", 10_000)
+    first = engine.connect()
+    tx = first.begin()
+    assert apply_batch(first, [payment("0102", "C1", 1, rrn="RRN000000009")], CAL, T0)[0].response_code == "13"
+    outcome = {}
+    worker = threading.Thread(target=lambda: outcome.update(
+        r=post(engine, [payment("0102", "C2", 500, rrn="RRN000000009")], CAL)[0]))
+    worker.start()
+    _time.sleep(0.5)
+    tx.commit()
+    first.close()
+    worker.join(30)
+    assert outcome["r"].response_code == "94"
+    assert count(engine, payments) == 0
+    assert_ledger_verifies(engine)
+    engine.dispose()
+
+
 def test_duplicates_inside_one_batch(ledger):
     p = payment("0102", "1001", 30_100, stan="000001")
     clash = payment("0102", "1003", 100, stan="000001", transmitted=p.transmitted)
@@ -372,15 +451,76 @@ def test_reversal_when_its_prepaid_was_consumed_is_12(ledger):
     assert prepaid(ledger, "1003") == 0
 
 
-def test_reversal_of_a_payment_that_used_prepaid_keeps_the_prepaid_use(ledger):
+def positions(engine) -> dict:
+    """What a payment and its reversal may change: what each bill has been paid, each customer's
+    prepaid balance and each journal account's balance per customer (zeros left out)."""
+    paid = select(func.coalesce(func.sum(allocations.c.amount), 0)).where(allocations.c.bill_id == bills.c.bill_id)
+    with engine.connect() as conn:
+        return {
+            "bills": dict(conn.execute(select(bills.c.bill_id, paid.scalar_subquery())).all()),
+            "prepaid": {c: s for c, s in conn.execute(select(prepaid_movements.c.customer_no, func.sum(
+                prepaid_movements.c.amount)).group_by(prepaid_movements.c.customer_no)).all() if s},
+            "journal": {(a, c): s for a, c, s in conn.execute(select(
+                journal_lines.c.account, journal_lines.c.customer_no, func.sum(journal_lines.c.amount))
+                .group_by(journal_lines.c.account, journal_lines.c.customer_no)).all() if s},
+        }
+
+
+def records(engine) -> dict[str, set]:
+    with engine.connect() as conn:
+        return {t.name: set(map(tuple, conn.execute(select(t)).all()))
+                for t in (payments, allocations, prepaid_movements, journal_entries, journal_lines)}
+
+
+PRIOR_PREPAID = {  # customer 1001 has 9,900 prepaid and a new bill of 15,000 (5,100 due) before the payment
+    "used all of its money on bills": ("1001", 5_100, 0),
+    "used prepaid and made prepaid": ("1001", 8_000, 2_900),
+    "only made prepaid": ("1003", 1_000, 1_000),
+    "used no prepaid": ("1002", 5_000, 0),
+}
+
+
+@pytest.mark.parametrize("case", PRIOR_PREPAID)
+@pytest.mark.parametrize("together", [False, True], ids=["apart", "one batch"])
+def test_reversal_restores_bills_prepaid_and_journal_exactly(ledger, case, together):
+    """§4.5: prepaid the payment used comes back, prepaid it made goes; bills, prepaid balance and
+    journal are as before the payment, by records added (none edited or deleted)."""
     one(ledger, payment("0102", "1001", 40_000))                 # 9,900 prepaid
     with ledger.begin() as conn:
         add_bill(conn, "1001", "202611", 15_000)
-    p = payment("0103", "1001", 5_100)
-    one(ledger, p)
-    assert one(ledger, reversal(p)).response_code == "00"
+    customer, amount, excess = PRIOR_PREPAID[case]
+    before, kept = positions(ledger), records(ledger)
+    p = payment("0103", customer, amount)
+    outs = post(ledger, [p, reversal(p)], CAL) if together else [one(ledger, p), one(ledger, reversal(p))]
+    assert [o.response_code for o in outs] == ["00", "00"], outs
+    assert outs[0].fields["prepaid_balance"] == excess
+    assert outs[1].fields["prepaid_balance"] == before["prepaid"].get(customer, 0)
+    assert positions(ledger) == before
+    after = records(ledger)
+    assert all(kept[name] <= after[name] for name in kept)
+    with ledger.connect() as conn:
+        rev = conn.execute(select(reversals.c.reversal_id)).scalar_one()
+        moved = conn.execute(select(func.sum(prepaid_movements.c.amount))
+                             .where(prepaid_movements.c.reversal_id == rev)).scalar()
+    used = 9_900 if customer == "1001" else 0
+    assert (moved or 0) == used - excess
+
+
+def test_reconciliations_red_reversal_gives_back_the_prepaid_used_too(ledger):
+    from ledger.recon.ledger_ops import reverse_payment
+
+    one(ledger, payment("0102", "1001", 40_000))                 # 9,900 prepaid
+    with ledger.begin() as conn:
+        add_bill(conn, "1001", "202611", 15_000)
+    before = positions(ledger)
+    assert one(ledger, payment("0103", "1001", 5_100)).response_code == "00"
+    with ledger.connect() as conn:
+        paid = conn.execute(select(func.max(payments.c.payment_id))).scalar_one()
+    with ledger.begin() as conn:
+        reverse_payment(conn, paid, actor="op", now=T0, reason="bank file shows it reversed", calendar=CAL)
+    assert positions(ledger) == before
     r = inquire(ledger, "1001", T0)
-    assert r.total_due == 5_100 and r.bills == [("202611", 5_100, 0)]   # partly paid from prepaid
+    assert (r.bills, r.total_due, r.prepaid_balance) == ([("202611", 15_000, 0)], 5_100, 9_900)
 
 
 def test_reversal_by_another_bank_or_for_another_customer_is_12(ledger):
@@ -388,6 +528,69 @@ def test_reversal_by_another_bank_or_for_another_customer_is_12(ledger):
     one(ledger, p)
     assert one(ledger, reversal(p, bank="0103")).response_code == "12"
     assert one(ledger, reversal(p, customer_no="1003")).response_code == "12"
+    assert count(ledger, reversals) == 0
+
+
+def test_reversal_naming_another_banks_payment_that_never_arrived_is_25_and_not_kept(ledger):
+    """§4.5: no original found is 25, whoever asks; the 12 for another bank needs the original."""
+    p = payment("0102", "1001", 30_100)
+    out = one(ledger, reversal(p, bank="0103"))
+    assert out.response_code == "25", out
+    assert count(ledger, orphan_reversals) == 0        # it could not have reversed 0102's payment
+    assert one(ledger, p).response_code == "00"
+
+
+def test_reversal_when_its_prepaid_was_used_and_made_up_since_is_12(ledger):
+    """The prepaid a payment made paid a bill; a later prepayment brought the balance back above it:
+    it has still been used (§4.5), and taking it away would leave that bill paid by other money."""
+    p = payment("0102", "1001", 40_000)                # 9,900 prepaid
+    one(ledger, p)
+    with ledger.begin() as conn:
+        add_bill(conn, "1001", "202611", 15_000)
+    assert one(ledger, payment("0102", "1001", 5_100)).response_code == "00"    # uses the 9,900
+    assert one(ledger, payment("0103", "1001", 20_000)).fields["prepaid_balance"] == 20_000
+    out = one(ledger, reversal(p))
+    assert out.response_code == "12" and "prepaid" in out.detail
+    assert count(ledger, reversals) == 0
+
+
+def test_reversal_when_prepaid_was_used_only_above_what_it_made_is_00(ledger):
+    one(ledger, payment("0102", "1003", 500))          # 500 prepaid before
+    p = payment("0102", "1003", 300)                    # 800
+    one(ledger, p)
+    with ledger.begin() as conn:
+        add_bill(conn, "1003", "202611", 100)
+    assert one(ledger, payment("0103", "1003", 1)).fields["prepaid_balance"] == 701    # uses 100 of it
+    out = one(ledger, reversal(p))
+    assert out.response_code == "00" and out.fields["prepaid_balance"] == 401
+
+
+def test_reversal_after_the_payment_that_used_its_prepaid_was_reversed_is_00(ledger):
+    """A reversal undoes its payment exactly, so a use of prepaid that was reversed never counts."""
+    p = payment("0102", "1003", 1_000)
+    one(ledger, p)
+    with ledger.begin() as conn:
+        add_bill(conn, "1003", "202611", 800)
+    q = payment("0103", "1003", 1)                      # uses 800 of p's 1,000
+    one(ledger, q)
+    assert one(ledger, reversal(q)).fields["prepaid_balance"] == 1_000
+    out = one(ledger, reversal(p))
+    assert out.response_code == "00" and out.fields["prepaid_balance"] == 0
+    assert inquire(ledger, "1003", T0).bills == [("202611", 800, 0)]
+
+
+def test_reversal_of_a_payment_whose_prepaid_paid_bill_was_corrected_is_12(ledger):
+    from ledger.corrections import correct_bill
+
+    one(ledger, payment("0102", "1001", 40_000))       # 9,900 prepaid
+    with ledger.begin() as conn:
+        add_bill(conn, "1001", "202611", 5_000)
+    p = payment("0103", "1001", 1_000)                  # the bill paid from prepaid, 1,000 more prepaid
+    one(ledger, p)
+    correct_bill(ledger, "B1001202611", principal=4_000, penalty=0, actor="op", reason="meter misread",
+                 calendar=CAL, now=T0)
+    out = one(ledger, reversal(p))
+    assert out.response_code == "12" and "corrected" in out.detail
     assert count(ledger, reversals) == 0
 
 

@@ -33,6 +33,8 @@ def test_plan_commands(sqlite_url, tmp_path):
     assert code == 0 and "monthly added" in out
     code, out = cli(env, "plan", "add", "bad", "--bank", BANK, "--cron", "every day")
     assert code != 0 and "not a cron expression" in out
+    code, out = cli(env, "plan", "add", "east", "--bank", BANK, "--cron", "0 9 5 * *", "--district", "东区")
+    assert code != 0 and "no customer could be in it" in out
     code, out = cli(env, "plan", "list", "--json")
     plans = json.loads(out)
     assert [(p["name"], p["status"], p["cron"], p["due_days"]) for p in plans] == [("monthly", "A", "0 9 5 * *", 30)]
@@ -93,3 +95,34 @@ def test_agreement_for_other_customers_only(sqlite_url):
         s = build_batch(conn, bank_code=BANK, at=T0, calendar=BusinessCalendar(), customers_only=more)
     assert s.debits == 1 and s.total == 100
     engine.dispose()
+
+
+def test_a_district_plan_takes_the_customers_the_billing_files_put_in_that_district(db_url, tmp_path):
+    """customers.csv carries `district` (billing files 1.1): a plan limited to a district debits
+    exactly its customers (before, nothing filled the column and such a plan built empty batches)."""
+    from ledger.imports import HEADERS, import_files
+    from ledger_helpers import assert_ledger_verifies, new_engine
+    from test_ledger_imports import write_csv
+
+    header = (*HEADERS["customers"], "district")
+    nos = [f"D{i:03d}" for i in range(12)]
+    district = {no: ("TIANHE", "YUEXIU", "")[i % 3] for i, no in enumerate(nos)}
+    files = {
+        "customers": write_csv(tmp_path / "customers.csv", "customers",
+                               [[no, "王五", "R", "A", "Y", "", district[no]] for no in nos], header=header),
+        "agreements": write_csv(tmp_path / "agreements.csv", "agreements",
+                                [[no, BANK, f"A{no}", "王五", "A", "0"] for no in nos]),
+        "bills": write_csv(tmp_path / "bills.csv", "bills",
+                           [[no, "202610", f"P{no}", "5000", "0", "2026-11-20"] for no in nos]),
+    }
+    engine = new_engine(db_url)
+    results = import_files(engine, files, "clerk.li")
+    assert all(r.ok for r in results.values()), {k: r.errors for k, r in results.items()}
+    with engine.begin() as conn:
+        s = build_batch(conn, bank_code=BANK, at=T0, calendar=BusinessCalendar(), district="TIANHE", chunk_size=2)
+    assert s.debits == 4 and s.total == 4 * 5_000 and s.chunks == 2
+    with engine.connect() as conn:
+        taken = conn.execute(select(debits.c.customer_no).where(debits.c.batch_id == s.batch_id)).scalars().all()
+    assert sorted(taken) == [no for no in nos if district[no] == "TIANHE"]
+    engine.dispose()
+    assert_ledger_verifies(db_url)

@@ -4,13 +4,17 @@ It signs on, decrypts its MAK under the ZMK, and runs a weighted mix of operatio
 many connections, at a target rate or as fast as it can:
 
 - pay:       inquiry (0100) for a customer, then a cash payment (0200) of exactly the total due
-- reverse:   a 0420 for one of this run's payments
+- reverse:   a 0420 for one of this run's payments, under an RRN of its own
 - repeat:    the exact bytes of one of this run's payments sent again (must get the same answer)
 - malformed: a payment with letters in field 4 (must get 30 with ER)
 
 Every answer is checked against what was sent: the MAC, the echoed fields and the
-expected response code. It prints payments/s, messages/s, latency percentiles and counts
-by response code; any mismatch is listed and makes the exit status non-zero.
+expected response code; an inquiry's answer also against docs/spec/INTERFACE.md §4.3 (``BC`` counts every unpaid bill,
+listed or not, and field 4 covers them all). Every payment and reversal carries an RRN of its own
+(§4.7: an RRN the bank used before on the same business date gets 94); the inquiry before a
+payment shares the payment's, as inquiries are not checked. It prints payments/s, messages/s,
+latency percentiles and counts by response code; any mismatch is listed and makes the exit
+status non-zero.
 """
 from __future__ import annotations
 
@@ -23,8 +27,10 @@ from dataclasses import dataclass, field
 from twisted.internet import defer, task
 
 from gateway.sim.client import Stans, clock_sequence, connect, request_times
-from iso8583_specs import codec
+from iso8583_specs import codec, shapes
 from iso8583_specs import keys as wire_keys
+from iso8583_specs.errors import MessageError
+from iso8583_specs.tlv import Bill
 
 OPS = ("pay", "reverse", "repeat", "malformed")
 BAD_AMOUNT = "987654321012"  # patched to carry a letter on the wire
@@ -201,7 +207,7 @@ class CounterSimulator:
         common = {**self._head(), "37": rrn, "41": self.terminal, "42": self.branch, "49": "156"}
         inquiry = await self._send(client, "0100", {**common, "3": "310000", "48": f"CN{len(customer):03d}{customer}"})
         self._expect(inquiry, "00", f"inquiry {customer}")
-        due = int(inquiry.message.fields["4"])
+        due = check_inquiry(inquiry.message, f"inquiry {customer}")
         if due == 0:
             return
         fields = {**self._head(), "3": "500000", "4": f"{due:012d}", "37": rrn, "41": self.terminal,
@@ -219,7 +225,7 @@ class CounterSimulator:
     async def _reverse(self, client) -> None:
         original = self.paid.pop(self.random.randrange(len(self.paid)))
         of = original["fields"]
-        fields = {**self._head(), "3": "500000", "4": of["4"], "37": of["37"], "41": self.terminal,
+        fields = {**self._head(), "3": "500000", "4": of["4"], "37": self._rrn(), "41": self.terminal,
                   "42": self.branch, "49": "156", "48": f"CN{len(original['customer']):03d}{original['customer']}",
                   "90": f"0200{of['11']}{of['7']}{int(of['32']):011d}{'0' * 11}"}
         answer = await self._send(client, "0420", fields)
@@ -284,6 +290,23 @@ class CounterSimulator:
         for f in echoed:
             if answer.message.fields.get(f) != answer.request_fields.get(f):
                 raise Mismatch(f"{what}: field {f} not echoed ({answer.message.fields.get(f)!r})")
+
+
+def check_inquiry(message, what: str) -> int:
+    """The total due of an 0110 (field 4), checked against its field 48 (§4.3): ``BC`` counts every
+    unpaid bill and the ``BI`` listed are as many as fit; field 4, the total of all of them less
+    the prepaid balance, is that of the listed ones when all are listed, at least that otherwise."""
+    due = int(message.fields["4"])
+    try:
+        tlv = message.tlv
+        shapes.check_count(tlv, message.fields["48"], "BC", "BI")
+        listed = [Bill.parse(value) for value in tlv.getall("BI")]
+        owed = max(0, sum(b.principal + b.penalty for b in listed) - int(tlv.get("PB") or 0))
+    except (MessageError, KeyError, ValueError, TypeError) as exc:
+        raise Mismatch(f"{what}: {exc}") from None
+    if due < owed or (due != owed and len(listed) == int(tlv.get("BC"))):
+        raise Mismatch(f"{what}: field 4 {due} does not fit its {len(listed)} of {tlv.get('BC')} bills listed")
+    return due
 
 
 def corrupt_amount(dialect, iso: bytes) -> bytes:
