@@ -75,7 +75,7 @@ class Gateway:
         self.metrics.listeners_up.set(len(self.ports))
         self.show_configured_banks()
         gw = self.settings.gateway
-        site = ops_site(self.metrics, self.db_check, self.listeners_up)
+        site = ops_site(self.metrics, self.db_check, self.listeners_up, self.commits_stalled)
         self.ops_port = yield endpoints.TCP4ServerEndpoint(self.reactor, gw.metrics_port, interface=gw.metrics_host).listen(site)
         log.info("metrics and health on http://%s:%d/metrics", gw.metrics_host, self.ops_port.getHost().port)
         settle_gc()
@@ -144,6 +144,20 @@ class Gateway:
 
     def db_check(self) -> None:
         probe(self.engine)
+
+    def commits_stalled(self) -> str | None:
+        """Why the gateway cannot post payments now though the database answers a probe (a lock
+        held elsewhere, say): its group commit has been on one batch for longer than the banks'
+        shortest request timeout, so no bank would get its answer in time; or the latest posting
+        failed (96, or no answer) within the longest, and none has succeeded since."""
+        timeouts = [bank.request_timeout_s for bank in self.settings.banks.values()] or [10.0]
+        busy = self.ledger.poster.working_for()
+        if busy > min(timeouts):
+            return f"one group commit has taken {busy:.1f} s, longer than a bank's request timeout ({min(timeouts):g} s)"
+        failed = self.ledger.last_failure
+        if failed is not None and self.reactor.seconds() - failed[0] <= max(timeouts):
+            return f"the latest posting failed {self.reactor.seconds() - failed[0]:.1f} s ago: {failed[1]}"
+        return None
 
     # --- stop ---------------------------------------------------------------------------
 

@@ -34,14 +34,16 @@ class Healthz(_Json):
 
 
 class Readyz(_Json):
-    """Ready when the database answers and every configured listener is up."""
+    """Ready when the database answers, every configured listener is up and, where the process
+    commits, its commits are completing (``commits`` says why not, or None)."""
 
     def __init__(self, db_check: Callable[[], None], listeners_up: Callable[[], tuple[int, int]],
-                 metrics: GatewayMetrics):
+                 metrics: GatewayMetrics, commits: Callable[[], str | None] = lambda: None):
         super().__init__()
         self.db_check = db_check
         self.listeners_up = listeners_up
         self.metrics = metrics
+        self.commits = commits
 
     def render_GET(self, request):
         d = threads.deferToThread(self.db_check)
@@ -52,16 +54,18 @@ class Readyz(_Json):
     def _answer(self, db_error, request) -> None:
         up, wanted = self.listeners_up()
         self.metrics.db_up.set(0 if db_error else 1)
-        ready = db_error is None and up == wanted
+        stalled = self.commits()
+        ready = db_error is None and up == wanted and stalled is None
         body = {"status": "ready" if ready else "not ready",
                 "database": "ok" if db_error is None else f"unreachable: {db_error}",
+                "commits": stalled or "ok",
                 "listeners": {"up": up, "configured": wanted}}
         self._send(request, 200 if ready else 503, body)
 
 
-def ops_site(metrics: GatewayMetrics, db_check, listeners_up) -> Site:
+def ops_site(metrics: GatewayMetrics, db_check, listeners_up, commits=lambda: None) -> Site:
     root = Resource()
     root.putChild(b"metrics", MetricsResource(registry=metrics.registry))
     root.putChild(b"healthz", Healthz(time.monotonic()))
-    root.putChild(b"readyz", Readyz(db_check, listeners_up, metrics))
+    root.putChild(b"readyz", Readyz(db_check, listeners_up, metrics, commits))
     return Site(root)

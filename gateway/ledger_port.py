@@ -50,6 +50,9 @@ class LedgerPort:
         self.reader = BatchProcess(reactor, "ledger.inquiry:InquiryWorker", common, name="ledger-reader",
                                    max_batch=db.group_commit_max, resend=True)
         self.pool = ThreadPool(minthreads=1, maxthreads=2, name="gridpay-db")
+        # (reactor time, detail) of the latest posting answered 96 or not at all; a posting answered
+        # otherwise clears it: readiness reports commits failing while the database still answers
+        self.last_failure: tuple[float, str] | None = None
 
     def start(self) -> defer.Deferred:
         self.pool.start()
@@ -90,7 +93,15 @@ class LedgerPort:
         """The posting's ``Outcome`` by ``timeout_s``, or an ``UnknownOutcome`` then."""
         d = self.poster.submit(posting, cancel_after=timeout_s, abandon_late=True)
         d.addErrback(self._post_failed)
+        d.addCallback(self._note)
         return d
+
+    def _note(self, outcome):
+        if isinstance(outcome, UnknownOutcome) or outcome.response_code == "96":
+            self.last_failure = (self.reactor.seconds(), outcome.detail or "96")
+        else:
+            self.last_failure = None
+        return outcome
 
     @staticmethod
     def _post_failed(failure):

@@ -8,6 +8,7 @@ from datetime import date
 
 from gateway.exchange import Exchange
 from iso8583_specs.tlv import FIELD_MAX_BYTES, byte_length
+from ledger.money import fits
 from ledger.postings import CounterPayment, PaymentReversal
 
 ECHOED = ("3", "4", "7", "11", "12", "13", "32", "37", "41", "42", "49", "70", "90", "102")
@@ -42,7 +43,8 @@ def _tlv_within(items: list[tuple[str, str]]) -> str:
 
 
 def n12(fen: int) -> str:
-    assert isinstance(fen, int) and 0 <= fen < 10**12
+    if not (isinstance(fen, int) and fits(fen)):   # the ledger keeps amounts within this (ledger.money)
+        raise ValueError(f"{fen!r} fen does not fit in 12 digits")
     return f"{fen:012d}"
 
 

@@ -73,9 +73,22 @@ ENCODINGS: dict[str, dict] = {
 }
 
 HEX = re.compile(r"[0-9A-Fa-f]*").fullmatch
+# an: ASCII letters and digits, and the spaces §2 fills fixed fields with; ans: any text but
+# control characters (field 48 and the names in it are GBK). A NUL that got past these would
+# reach the database, which PostgreSQL refuses for a whole batch.
+ALPHANUMERIC = re.compile(r"[0-9A-Za-z ]*").fullmatch
+CONTROL = re.compile(r"[\x00-\x1f\x7f]").search
+
+
+def _printable(value: str) -> bool:
+    return CONTROL(value) is None
+
+
 # content checks pyiso8583 does not make: format class -> (test, what is wrong)
 CONTENT_CHECKS: dict[str, tuple[Callable[[str], object], str]] = {
     "n": (str.isdigit, "not numeric"),
+    "an": (ALPHANUMERIC, "not letters and digits"),
+    "ans": (_printable, "holds a control character"),
     "b": (HEX, "not hexadecimal"),
 }
 

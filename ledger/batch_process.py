@@ -106,6 +106,7 @@ class BatchProcess:
         self._started: defer.Deferred | None = None
         self._stopped: defer.Deferred | None = None
         self._kill_call = None
+        self._sent_at: float | None = None   # when the batch the child is working on went to it
 
     # --- life cycle --------------------------------------------------------------------------
 
@@ -210,6 +211,7 @@ class BatchProcess:
                 call.sends += 1
                 left = None if call.deadline is None else call.deadline - now
                 lefts.append(None if left is None else max(0.0, left - min(0.25, left * DEADLINE_MARGIN)))
+            self._sent_at = now
             self._link.send(("batch", [(call_id, call.op) for call_id, call in zip(batch, calls)], lefts, sent_before))
         elif self._stopping:
             self._link.send(("stop",))
@@ -253,6 +255,7 @@ class BatchProcess:
         if kind == "done":
             _, results, elapsed = message
             self._in_flight = []
+            self._sent_at = None
             self.batches += 1
             self.ops += len(results)
             self.busy_s += elapsed
@@ -271,8 +274,15 @@ class BatchProcess:
             log.error("%s: worker could not start: %s", self.name, message[1])
             self._give_up(RuntimeError(f"{self.name}: worker could not start: {message[1]}"))
 
+    def working_for(self) -> float:
+        """Seconds the child has been on its current batch (0 when it has none): a batch that does
+        not end - its transaction waiting behind a lock, say - shows here, while the callers'
+        deadlines answer them and the database still answers other connections."""
+        return 0.0 if self._sent_at is None else self.reactor.seconds() - self._sent_at
+
     def lost(self) -> None:
         """The child's socket closed: it exited, was killed, or crashed."""
+        self._sent_at = None
         self._ready, self._link = False, None
         popen, self._popen = self._popen, None
         if popen is not None:

@@ -14,6 +14,10 @@ Failures (``Poster.process``), by what they leave behind:
   - IntegrityError (another process took a request identity or an RRN between our read and our
     insert): the batch is run again one posting at a time, so the conflicting posting finds the
     other's row and gets its replay or 94 while the others succeed;
+  - the database refuses one posting's data (a value the checks before it let through, such as
+    a NUL byte PostgreSQL will not store): the batch is split in halves and each half run again,
+    down to the posting at fault, which alone gets 96 - one bank's bad byte never fails its
+    neighbours;
   - the database is unreachable or broken: every posting of the batch gets 96 and the committer
     carries on; the pool reconnects when the database is back;
   - a bug in deciding one posting: the batch is run again one at a time so only that one gets 96.
@@ -40,7 +44,7 @@ from concurrent.futures import Future
 from datetime import datetime
 from typing import Callable, Sequence
 
-from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError, StatementError
 
 from ledger.answers import UnknownOutcome, stored_answers
 from ledger.business_date import BusinessCalendar, utcnow
@@ -51,6 +55,7 @@ log = logging.getLogger("gridpay.ledger.group_commit")
 RETRYABLE_SQLSTATES = {"40001", "40P01", "55P03"}  # serialization failure, deadlock, lock not available
 SETTLE_S = 10.0  # how long an unknown outcome is worked on when the caller gave no deadline
 NOT_APPLIED = "the commit did not happen: nothing was applied"
+DATA_REFUSED = "the database refused this request's data: nothing was applied"
 
 
 def _retryable(exc: DBAPIError) -> bool:
@@ -59,6 +64,12 @@ def _retryable(exc: DBAPIError) -> bool:
         return True
     text = str(orig).lower()
     return "database is locked" in text or "deadlock" in text or "ora-00060" in text or "ora-08177" in text
+
+
+def refused_data(exc: SQLAlchemyError) -> bool:
+    """The database (or the driver, binding parameters) refused a value: the fault of the posting
+    that carried it, not of the database."""
+    return isinstance(exc, DataError) or (isinstance(exc, StatementError) and not isinstance(exc, DBAPIError))
 
 
 def commit_outcome_unknown(exc: DBAPIError) -> bool:
@@ -161,11 +172,25 @@ class Poster:
             log.info("integrity conflict in a batch of %d (%s): posting one at a time", len(postings),
                      str(exc.orig).splitlines()[0])
         except SQLAlchemyError as exc:
+            if refused_data(exc):
+                return self._without_refused(postings, due, exc)
             log.error("database failure, %d postings answered 96: %s", len(postings), str(exc).splitlines()[0])
             return [system_error()] * len(postings)
         except Exception:  # noqa: BLE001 - a bug deciding some posting: find which, keep the others
             log.exception("unexpected error in a batch of %d: posting one at a time", len(postings))
         return self._singly(postings, due)
+
+    def _without_refused(self, postings: Sequence[Posting], due: Sequence[float], exc: SQLAlchemyError,
+                         ) -> list[Outcome]:
+        """Halve the batch until the posting whose data was refused stands alone: it gets 96, the
+        others are posted (log2 of the batch's size more transactions per bad posting)."""
+        if len(postings) == 1:
+            p = postings[0]
+            log.warning("the database refused the data of %s request %s/%s: %s", getattr(p, "bank_code", "-"),
+                        getattr(p, "transmitted", "-"), getattr(p, "stan", "-"), str(exc).splitlines()[0])
+            return [system_error(DATA_REFUSED)]
+        half = len(postings) // 2
+        return self._post(postings[:half], due[:half]) + self._post(postings[half:], due[half:])
 
     def _singly(self, postings: Sequence[Posting], due: Sequence[float]) -> list[Outcome]:
         out: list[Outcome] = []
@@ -186,6 +211,9 @@ class Poster:
                 except IntegrityError as exc:  # the other's row is committed now: the next try sees it
                     log.info("integrity conflict posting %r: %s", p, str(exc.orig).splitlines()[0])
                 except SQLAlchemyError as exc:
+                    if refused_data(exc):
+                        outcome = self._without_refused([p], [deadline], exc)[0]
+                        break
                     log.error("database failure posting singly: %s", str(exc).splitlines()[0])
                     broken = True
                     break

@@ -81,6 +81,7 @@ from ledger.audit import audit_row, write_audit
 from ledger.bulk import CUSTOM_PLANS, GENERIC_PLANS, in_list
 from ledger.business_date import BusinessCalendar, utcnow
 from ledger.ids import reserve_ids
+from ledger.money import AMOUNT_LIMIT
 from ledger.journal import PENALTY_INCOME, PREPAID, RECEIVABLE, REVENUE, Entry, write_entries
 from ledger.progress import NoProgress
 from ledger.schema import (
@@ -107,7 +108,7 @@ CHUNK_LINES = 5_000    # records checked against the database and written togeth
 READ_BLOCK = 1 << 20   # bytes read at a time in pass 0
 SQLITE_CACHE_KIB = 65_536  # SQLite's page cache during an import (its default is 2 MiB): a million
                            # rows' index pages stay in memory instead of being read back and again
-MAX_AMOUNT = 10 ** 12  # field 48 BI carries principal and penalty in 12 digits each
+MAX_AMOUNT = AMOUNT_LIMIT  # field 48 BI carries principal and penalty in 12 digits each
 
 _CUSTOMER_NO = re.compile(r"[A-Za-z0-9]{1,20}")
 _BILL_ID = re.compile(r"[A-Za-z0-9]{1,32}")

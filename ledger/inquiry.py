@@ -9,12 +9,13 @@ from sqlalchemy import Engine, func, select
 
 from ledger.bulk import select_many
 from ledger.business_date import BusinessCalendar
+from ledger.money import fits
 from ledger.schema import customers, prepaid_movements
 
 
 @dataclass(frozen=True)
 class InquiryResult:
-    response_code: str                  # 00, 14 unknown customer, B2 suspended / closed
+    response_code: str                  # 00, 14 unknown customer, B2 suspended / closed, 13 amounts past 12 digits
     customer_name: str = ""
     bills: list[tuple[str, int, int]] = field(default_factory=list)  # (period, principal, penalty) still owed, oldest first
     total_due: int = 0                  # owed on all unpaid bills minus the prepaid balance, never below 0
@@ -85,7 +86,13 @@ def inquire_many(conn, customer_nos, at: datetime, calendar: BusinessCalendar | 
             listed = [(b.period, *b.owing_split()) for b in bills_owed if b.owing > 0]
             owing = sum(p + q for _, p, q in listed)
             balance = prepaid.get(customer_no, 0)
-            results[customer_no] = InquiryResult("00", cust.customer_name, listed, max(0, owing - balance), balance, bd)
+            due = max(0, owing - balance)
+            if not (fits(due) and fits(balance)):   # field 4 and PB carry 12 digits
+                results[customer_no] = InquiryResult(
+                    "13", cust.customer_name, business_date=bd,
+                    detail=f"amount due {due} or prepaid balance {balance} does not fit in 12 digits")
+                continue
+            results[customer_no] = InquiryResult("00", cust.customer_name, listed, due, balance, bd)
     return results
 
 

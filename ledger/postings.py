@@ -25,6 +25,7 @@ from ledger.bulk import Writes, in_list, select_many
 from ledger.business_date import BusinessCalendar, utcnow
 from ledger.ids import bank_number, id_year, receipt_no, reserve_ids_many
 from ledger.journal import PREPAID, RECEIVABLE, Entry, bank_clearing
+from ledger.money import AMOUNT_LIMIT, fits
 from ledger import notices
 from ledger.schema import (
     audit_log, journal_entries, journal_lines, allocations, bank_requests, banks, bills, business_day_closures, customers, debit_attempts,
@@ -514,6 +515,8 @@ class _Batch:
             return decline("B1", "nothing due and prepayment not allowed for this customer")
         if p.amount < due:
             return decline("13", f"amount {p.amount} is less than the total due {due}")
+        if not fits(cust.prepaid + p.amount - owing):   # funds cover owing here: the rest is prepaid
+            return decline("13", f"amount {p.amount} would take the prepaid balance past {AMOUNT_LIMIT - 1} fen")
         pay = _Payment(New(), p.bank_code, "C", cust.customer_no, p.amount, bd, None)
         self.rows["payments"].append({
             "payment_id": pay.ref, "channel": "C", "bank_code": p.bank_code, "customer_no": cust.customer_no,

@@ -137,6 +137,20 @@ async def connected_bank(reactor, gateway, code="01020000", sign_on=True) -> Ban
     return bank
 
 
+async def answer_or_none(bank, mti: str, fields: dict, within: float):
+    """The gateway's answer, or None when none came within ``within`` seconds."""
+    from twisted.internet import reactor
+
+    d = bank.client.request(bank.encode(mti, fields), (fields["7"], fields["11"], fields["32"]))
+    got = defer.Deferred()
+    d.addBoth(lambda result: None if got.called else got.callback(result))
+    timer = reactor.callLater(within, lambda: None if got.called else got.callback(None))
+    answer = await got
+    if timer.active():
+        timer.cancel()
+    return answer
+
+
 def code_of(answer) -> str:
     return answer.message.fields["39"]
 

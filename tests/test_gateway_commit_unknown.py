@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 import pytest_twisted
 from sqlalchemy import select
-from twisted.internet import defer, reactor, task
+from twisted.internet import reactor, task
 
 from gateway.ledger_port import LedgerPort
-from gateway_harness import code_of, connected_bank, make_settings, start_gateway, stop_all, tags
+from gateway_harness import answer_or_none, code_of, connected_bank, make_settings, start_gateway, stop_all, tags
 from ledger.db import make_engine
 from ledger.schema import payments, reversals
 from ledger_helpers import assert_ledger_verifies
@@ -48,18 +48,6 @@ async def gateway_with(url: str, timeout_s: float):
     seed(url, STANDARD)
     gw = await start_gateway(reactor, url, settings=make_settings(url, **{BANK: {"request_timeout_s": timeout_s}}))
     return gw, await connected_bank(reactor, gw, BANK)
-
-
-async def answer_or_none(bank, mti: str, fields: dict, within: float):
-    """The gateway's answer, or None when none came within ``within`` seconds."""
-    d = bank.client.request(bank.encode(mti, fields), (fields["7"], fields["11"], fields["32"]))
-    got = defer.Deferred()
-    d.addBoth(lambda result: None if got.called else got.callback(result))
-    timer = reactor.callLater(within, lambda: None if got.called else got.callback(None))
-    answer = await got
-    if timer.active():
-        timer.cancel()
-    return answer
 
 
 def paid(url: str, fields: dict) -> list[tuple[str, bool]]:

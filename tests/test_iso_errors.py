@@ -108,7 +108,7 @@ def test_missing_mac_is_a_missing_field():
     ("CN01001405802", "runs past the end"),
     ("CN0100140580211P", "truncated"),
     ("CNx100140580211", "not numeric"),
-    ("C\x01010abcdefghij", "bad TLV tag"),
+    ("C-010abcdefghij", "bad TLV tag"),
     ("PM00201", "CN missing"),
     ("CN021012345678901234567890PM00201", "CN must be 1 to 20"),
     ("CN000PM00201", "CN must be 1 to 20"),

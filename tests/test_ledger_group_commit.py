@@ -1,6 +1,7 @@
 """The group committer: one transaction per batch, outcomes only after the commit, failures and races."""
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import uuid
@@ -133,6 +134,42 @@ def test_a_bug_in_one_posting_costs_only_that_posting(engine):
     outs = [f.result(timeout=30) for f in futs]
     gc.stop()
     assert [o.response_code for o in outs] == ["00", "96", "00"]
+    assert_ledger_verifies(engine)
+
+
+def test_pg_a_value_the_database_refuses_fails_only_its_own_posting(pg_url):
+    """A NUL byte that got past the checks (PostgreSQL refuses it in text): the batch is halved
+    down to that posting, which alone gets 96; its neighbours, other banks' included, are posted."""
+    engine = new_engine(pg_url)
+    nos = setup(engine, 12)
+    ps = [payment("0102" if i % 2 else "0103", c, 10_000) for i, c in enumerate(nos)]
+    ps[5] = dataclasses.replace(ps[5], terminal_id="T\x0001")
+    gc = GroupCommitter(engine, CAL, max_batch=64, max_wait_s=0.05).start()
+    outs = [f.result(timeout=30) for f in [gc.submit(p) for p in ps]]
+    gc.stop()
+    assert [o.response_code for o in outs] == ["00"] * 5 + ["96"] + ["00"] * 6
+    assert "refused this request's data" in outs[5].detail
+    assert gc.batches == 1 and count(engine, payments) == 11
+    assert_ledger_verifies(engine)
+    engine.dispose()
+
+
+def test_a_data_error_in_one_posting_costs_only_that_posting(engine):
+    """The same rule in both dialects, with the database's refusal injected for one customer."""
+    from sqlalchemy.exc import DataError
+
+    nos = setup(engine, 9)
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def refuse(conn, cursor, statement, params, context, executemany):
+        if "INSERT INTO payments" in statement.replace('"', "") and nos[7] in str(params):
+            raise DataError(statement, params, Exception("injected: value refused"))
+
+    gc = GroupCommitter(engine, CAL, max_batch=64, max_wait_s=0.05).start()
+    outs = [f.result(timeout=30) for f in [gc.submit(payment("0102", c, 10_000)) for c in nos]]
+    gc.stop()
+    assert [o.response_code for o in outs] == ["00"] * 7 + ["96", "00"]
+    assert count(engine, payments) == 8
     assert_ledger_verifies(engine)
 
 
