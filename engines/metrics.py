@@ -166,4 +166,4 @@ def serve_metrics(reactor, metrics: ProcessMetrics, engine, host: str, port: int
         probe(engine)
 
     return endpoints.TCP4ServerEndpoint(reactor, port, interface=host).listen(
-        ops_site(metrics, db_check, lambda: (0, 0)))
+        ops_site(metrics.registry, metrics.db_up, db_check))

@@ -141,60 +141,19 @@ def _run(settings) -> None:
 
 
 def ops_site(notifier, loop, engine):
-    """/metrics (the notifier's own registry), /healthz and /readyz as JSON, as the gateway does."""
-    from prometheus_client.twisted import MetricsResource
-    from twisted.internet import threads
-    from twisted.web.resource import Resource
-    from twisted.web.server import NOT_DONE_YET, Site
-
+    """/metrics (the notifier's own registry), /healthz and /readyz (the database answers and the
+    loop runs), as every process has them."""
+    from engines.notifier import mask_digits
+    from gateway.health import ops_site as site
     from ledger.db import probe
 
-    started = time.monotonic()
+    def conditions() -> tuple[bool, dict]:
+        since = None if loop.last_cycle is None else round(time.monotonic() - loop.last_cycle, 1)
+        return loop.running, {"loop": "running" if loop.running else "stopped", "last_cycle_s_ago": since,
+                              "last_error": loop.last_error, "batches": loop.batches,
+                              "name": notifier.name, "sender": notifier.sender.name}
 
-    def send(request, status: int, body: dict) -> None:
-        request.setResponseCode(status)
-        request.setHeader(b"content-type", b"application/json")
-        request.write(json.dumps(body).encode())
-        request.finish()
-
-    def db_check() -> None:
-        probe(engine)
-
-    class Healthz(Resource):
-        isLeaf = True
-
-        def render_GET(self, request):
-            send(request, 200, {"status": "up", "uptime_s": round(time.monotonic() - started, 1)})
-            return NOT_DONE_YET
-
-    class Readyz(Resource):
-        """Ready when the database answers and the loop runs."""
-        isLeaf = True
-
-        def render_GET(self, request):
-            d = threads.deferToThread(db_check)
-            d.addCallbacks(lambda _: None, lambda f: f.getErrorMessage() or f.type.__name__)
-            d.addCallback(self._answer, request)
-            return NOT_DONE_YET
-
-        def _answer(self, db_error, request) -> None:
-            from engines.notifier import mask_digits
-
-            notifier.metrics.db_up.set(0 if db_error else 1)
-            ready = db_error is None and loop.running
-            since = None if loop.last_cycle is None else round(time.monotonic() - loop.last_cycle, 1)
-            body = {"status": "ready" if ready else "not ready",
-                    "database": "ok" if db_error is None else f"unreachable: {mask_digits(db_error)}",
-                    "loop": "running" if loop.running else "stopped",
-                    "last_cycle_s_ago": since, "last_error": loop.last_error, "batches": loop.batches,
-                    "name": notifier.name, "sender": notifier.sender.name}
-            send(request, 200 if ready else 503, body)
-
-    root = Resource()
-    root.putChild(b"metrics", MetricsResource(registry=notifier.metrics.registry))
-    root.putChild(b"healthz", Healthz())
-    root.putChild(b"readyz", Readyz())
-    return Site(root)
+    return site(notifier.metrics.registry, notifier.metrics.db_up, lambda: probe(engine), conditions, mask_digits)
 
 
 def _actor(actor: str) -> str:

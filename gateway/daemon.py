@@ -75,7 +75,7 @@ class Gateway:
         self.metrics.listeners_up.set(len(self.ports))
         self.show_configured_banks()
         gw = self.settings.gateway
-        site = ops_site(self.metrics, self.db_check, self.listeners_up, self.commits_stalled)
+        site = ops_site(self.metrics.registry, self.metrics.db_up, self.db_check, self.readiness)
         self.ops_port = yield endpoints.TCP4ServerEndpoint(self.reactor, gw.metrics_port, interface=gw.metrics_host).listen(site)
         log.info("metrics and health on http://%s:%d/metrics", gw.metrics_host, self.ops_port.getHost().port)
         settle_gc()
@@ -144,6 +144,13 @@ class Gateway:
 
     def db_check(self) -> None:
         probe(self.engine)
+
+    def readiness(self) -> tuple[bool, dict]:
+        """/readyz, beside the database: every listener up and commits completing."""
+        up, wanted = self.listeners_up()
+        stalled = self.commits_stalled()
+        return up == wanted and stalled is None, {"commits": stalled or "ok",
+                                                   "listeners": {"up": up, "configured": wanted}}
 
     def commits_stalled(self) -> str | None:
         """Why the gateway cannot post payments now though the database answers a probe (a lock

@@ -10,7 +10,6 @@ from twisted.internet import threads
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
-from gateway.metrics import GatewayMetrics
 
 
 class _Json(Resource):
@@ -34,16 +33,16 @@ class Healthz(_Json):
 
 
 class Readyz(_Json):
-    """Ready when the database answers, every configured listener is up and, where the process
-    commits, its commits are completing (``commits`` says why not, or None)."""
+    """Ready when the database answers and the process's own conditions hold: ``conditions``
+    gives (whether they hold, what to show of them)."""
 
-    def __init__(self, db_check: Callable[[], None], listeners_up: Callable[[], tuple[int, int]],
-                 metrics: GatewayMetrics, commits: Callable[[], str | None] = lambda: None):
+    def __init__(self, db_check: Callable[[], None], db_up, conditions: Callable[[], tuple[bool, dict]],
+                 mask: Callable[[str], str] = str):
         super().__init__()
         self.db_check = db_check
-        self.listeners_up = listeners_up
-        self.metrics = metrics
-        self.commits = commits
+        self.db_up = db_up
+        self.conditions = conditions
+        self.mask = mask
 
     def render_GET(self, request):
         d = threads.deferToThread(self.db_check)
@@ -52,20 +51,20 @@ class Readyz(_Json):
         return NOT_DONE_YET
 
     def _answer(self, db_error, request) -> None:
-        up, wanted = self.listeners_up()
-        self.metrics.db_up.set(0 if db_error else 1)
-        stalled = self.commits()
-        ready = db_error is None and up == wanted and stalled is None
+        self.db_up.set(0 if db_error else 1)
+        holds, shown = self.conditions()
+        ready = db_error is None and holds
         body = {"status": "ready" if ready else "not ready",
-                "database": "ok" if db_error is None else f"unreachable: {db_error}",
-                "commits": stalled or "ok",
-                "listeners": {"up": up, "configured": wanted}}
+                "database": "ok" if db_error is None else f"unreachable: {self.mask(db_error)}", **shown}
         self._send(request, 200 if ready else 503, body)
 
 
-def ops_site(metrics: GatewayMetrics, db_check, listeners_up, commits=lambda: None) -> Site:
+def ops_site(registry, db_up, db_check: Callable[[], None],
+             conditions: Callable[[], tuple[bool, dict]] = lambda: (True, {}), mask: Callable[[str], str] = str,
+             ) -> Site:
+    """/metrics of ``registry``, /healthz and /readyz (``db_up`` is refreshed by each /readyz)."""
     root = Resource()
-    root.putChild(b"metrics", MetricsResource(registry=metrics.registry))
+    root.putChild(b"metrics", MetricsResource(registry=registry))
     root.putChild(b"healthz", Healthz(time.monotonic()))
-    root.putChild(b"readyz", Readyz(db_check, listeners_up, metrics, commits))
+    root.putChild(b"readyz", Readyz(db_check, db_up, conditions, mask))
     return Site(root)

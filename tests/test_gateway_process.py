@@ -75,7 +75,7 @@ def test_metrics_health_and_transaction_log(tmp_path, sqlite_url):
         status, body = gw.http("/healthz")
         assert status == 200 and json.loads(body)["status"] == "up"
         status, body = gw.http("/readyz")
-        assert status == 200 and json.loads(body) == {"status": "ready", "database": "ok",
+        assert status == 200 and json.loads(body) == {"status": "ready", "database": "ok", "commits": "ok",
                                                       "listeners": {"up": 2, "configured": 2}}
         assert gw.terminate() == 0
     finally:
