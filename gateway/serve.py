@@ -9,6 +9,7 @@ import sys
 import click
 
 from config import load_settings
+from config.logs import setup_logging
 
 
 def install_reactor():
@@ -20,14 +21,6 @@ def install_reactor():
     from twisted.internet import reactor
 
     return reactor
-
-
-def setup_logging(log_file: str = "", level: int = logging.INFO) -> None:
-    handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
 
 
 @click.command()
