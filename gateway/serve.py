@@ -9,6 +9,7 @@ import sys
 import click
 
 from config import load_settings
+from config.key_files import check_key_files
 from config.logs import setup_logging
 
 
@@ -32,6 +33,7 @@ def serve(config_path, log_level) -> None:
     """Run the gateway: counter-channel listeners, /metrics, /healthz and /readyz."""
     settings = load_settings(config_path)
     setup_logging(settings.gateway.log_file, getattr(logging, log_level))
+    check_key_files(settings)
     # Database threads give up the interpreter lock on every round trip and must get it back from
     # the busy reactor thread, which by default hands it over only every 5 ms.
     sys.setswitchinterval(float(os.environ.get("GRIDPAY_SWITCH_INTERVAL_S", "0.0005")))

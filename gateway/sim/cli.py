@@ -79,7 +79,7 @@ def counter(host, port, dialect, framing, field_encoding, mac, bank, zmk_env, zm
     from ledger.gc_settle import settle_gc
     from iso8583_specs.dialects import get_dialect
 
-    zmk = bytes.fromhex(read_secret("zmk", zmk_env, zmk_file, os.environ))
+    zmk = bytes.fromhex(read_secret("zmk", zmk_env, zmk_file, os.environ, permissions="refuse"))
     if customer_file:
         with open(customer_file) as fh:
             customers = [line.strip() for line in fh if line.strip()]
@@ -160,7 +160,7 @@ def bank(interface, port, dialect, framing, field_encoding, mac, bank, zmk_env, 
     from ledger.gc_settle import settle_gc
     from iso8583_specs.dialects import get_dialect
 
-    zmk = bytes.fromhex(read_secret("zmk", zmk_env, zmk_file, os.environ))
+    zmk = bytes.fromhex(read_secret("zmk", zmk_env, zmk_file, os.environ, permissions="refuse"))
     try:
         behaviour = Behaviour(latency_ms=latency_ms, latency_dist=latency_dist, declines=parse_rates(decline_text),
                               drop_before_apply=drop_before_apply, drop_after_apply=drop_after_apply,
