@@ -13,7 +13,7 @@ import json
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal, Mapping, get_origin
 
 from pydantic import (
     BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, create_model, field_validator, model_validator,
@@ -307,6 +307,7 @@ class Settings(_Model):
     banks: dict[str, BankConfig] = {}
     drop_dir: str = "var/drop"
     reports_dir: str = "var/reports"
+    key_file_permissions: Literal["refuse", "warn"] = "refuse"
     source: str = ""
     database_chosen: bool = True
 
@@ -326,7 +327,8 @@ class Settings(_Model):
 
     def zmk(self, code: str) -> bytes:
         bank = self.bank(code)
-        value = read_secret(f"banks.{code}.zmk", bank.zmk_env, bank.zmk_file)
+        value = read_secret(f"banks.{code}.zmk", bank.zmk_env, bank.zmk_file,
+                            permissions=self.key_file_permissions)
         try:
             key = bytes.fromhex(value)
         except ValueError:
@@ -351,14 +353,20 @@ class Settings(_Model):
         return make_url(db.url).set(password=password).render_as_string(hide_password=False)
 
 
-def read_secret(key: str, env_name: str, file_path: str, environ: Mapping[str, str] | None = None) -> str:
-    """Read a secret from the named environment variable or file."""
+def read_secret(key: str, env_name: str, file_path: str, environ: Mapping[str, str] | None = None,
+                permissions: str | None = None) -> str:
+    """Read a secret from the named environment variable or file. ``permissions``: the file is a
+    key file, judged by ``config.key_files`` with that policy (``refuse`` or ``warn``)."""
     environ = os.environ if environ is None else environ
     if env_name:
         value = environ.get(env_name, "").strip()
         if not value:
             raise ConfigError(key, f"environment variable {env_name} is not set")
         return value
+    if file_path and permissions:
+        from config.key_files import read_key_file
+
+        return read_key_file(key, file_path, permissions).strip()
     if file_path:
         try:
             return Path(file_path).read_text().strip()
@@ -401,7 +409,7 @@ def _top_level_scalars() -> set[str]:
     """Top-level keys that are plain values (e.g. drop_dir): GRIDPAY_DROP_DIR overrides them.
     Other GRIDPAY_ variables with no ``__`` (ZMKs, test settings) are not configuration."""
     return {name for name, f in Settings.model_fields.items()
-            if name != "source" and f.annotation in (str, int, float, bool)}
+            if name != "source" and (f.annotation in (str, int, float, bool) or get_origin(f.annotation) is Literal)}
 
 
 def apply_env_overrides(tree: dict, environ: Mapping[str, str]) -> dict:

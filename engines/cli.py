@@ -151,7 +151,7 @@ def scheduler(config_path, once, interval, metrics_port, log_level):
     import threading
 
     from engines.scheduler import run_forever, run_once
-    from gateway.serve import setup_logging
+    from config.logs import setup_logging
 
     setup_logging("", getattr(logging, log_level))
     settings, db = _open(config_path)
@@ -196,7 +196,8 @@ def scheduler(config_path, once, interval, metrics_port, log_level):
 def engine(config_path, name, banks, lease_s, poll_s, chunks_ahead, log_level, log_file, instance, metrics_host,
            metrics_port):
     """Run a debit engine until SIGTERM: claim chunks, send debits, post results, reverse unknowns."""
-    from gateway.serve import install_reactor, setup_logging
+    from config.logs import setup_logging
+    from gateway.serve import install_reactor
 
     setup_logging(log_file, getattr(logging, log_level))
     # The claim and heartbeat threads wait on the database; each wake-up needs the interpreter

@@ -30,7 +30,7 @@ def notifier(ctx, config_path, log_level, once) -> None:
     if ctx.invoked_subcommand is not None:
         return
     settings = load_settings(config_path)
-    from gateway.serve import setup_logging
+    from config.logs import setup_logging
 
     setup_logging(settings.notifier.log_file, getattr(logging, log_level))
     if once:

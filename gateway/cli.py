@@ -12,6 +12,7 @@ import sys
 import click
 
 from config import ConfigError
+from config.logs import mask_last_resort
 
 # name -> "module:attribute" of a click command or group
 SUBCOMMANDS: dict[str, str] = {
@@ -55,6 +56,7 @@ def gridpay() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    mask_last_resort()  # what a command that sets up no logging prints is masked too
     try:
         gridpay.main(args=argv, prog_name="gridpay", standalone_mode=True)
     except ConfigError as exc:

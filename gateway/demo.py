@@ -62,13 +62,16 @@ def gridpay(*args: str) -> list[str]:
 
 
 def write_site(workdir: Path, ascii_port: int, bcd_port: int, metrics_port: int) -> Path:
+    from config.key_files import write_key_file
+
     keys = workdir / "keys"
     keys.mkdir(parents=True, exist_ok=True)
     for bank in (ASCII_BANK, BCD_BANK):
         key_file = keys / f"{bank}.zmk"
-        if not key_file.exists():
-            key_file.write_text(secrets.token_hex(16).upper())
-            key_file.chmod(0o600)
+        if key_file.exists():
+            key_file.chmod(0o600)  # a key the gateway refuses otherwise (config/key_files.py)
+        else:
+            write_key_file(key_file, secrets.token_hex(16).upper())
     config = workdir / "gridpay.toml"
     config.write_text(CONFIG.format(db=(workdir / "gridpay.db").resolve(), log=(workdir / "gateway.log").resolve(),
                                     keys=keys.resolve(), ascii_port=ascii_port, bcd_port=bcd_port,

@@ -9,6 +9,8 @@ import sys
 import click
 
 from config import load_settings
+from config.key_files import check_key_files
+from config.logs import setup_logging
 
 
 def install_reactor():
@@ -22,14 +24,6 @@ def install_reactor():
     return reactor
 
 
-def setup_logging(log_file: str = "", level: int = logging.INFO) -> None:
-    handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-
-
 @click.command()
 @click.option("--config", "config_path", envvar="GRIDPAY_CONFIG", type=click.Path(dir_okay=False),
               help="configuration file (default: GRIDPAY_CONFIG)")
@@ -39,6 +33,7 @@ def serve(config_path, log_level) -> None:
     """Run the gateway: counter-channel listeners, /metrics, /healthz and /readyz."""
     settings = load_settings(config_path)
     setup_logging(settings.gateway.log_file, getattr(logging, log_level))
+    check_key_files(settings)
     # Database threads give up the interpreter lock on every round trip and must get it back from
     # the busy reactor thread, which by default hands it over only every 5 ms.
     sys.setswitchinterval(float(os.environ.get("GRIDPAY_SWITCH_INTERVAL_S", "0.0005")))

@@ -2,7 +2,8 @@
 
 Run as ``python -m ledger.batch_child FD``. The first message on the socket names the worker
 (``module:factory``) and its configuration, so a database password never shows on a command
-line. Standard library only here; the worker brings its own imports.
+line. Standard library only here (and the one log set-up, config.logs); the worker brings its
+own imports.
 
 Messages are pickles, each behind a 4-byte big-endian length (both ends are ours):
 parent → child ``("start", worker, config)``,
@@ -92,10 +93,9 @@ def _portable(result):
 
 
 def _setup_logging(log_file: str | None) -> None:
-    handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    logging.getLogger().handlers[:] = [handler]
-    logging.getLogger().setLevel(logging.INFO)
+    from config.logs import setup_logging  # the parent's set-up: its file, every line masked
+
+    setup_logging(log_file or "")
 
 
 def serve(sock: socket.socket) -> None:

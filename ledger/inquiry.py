@@ -76,7 +76,7 @@ def inquire_many(conn, customer_nos, at: datetime, calendar: BusinessCalendar | 
     for customer_no in wanted:
         cust = who.get(customer_no)
         if cust is None:
-            results[customer_no] = InquiryResult("14", business_date=bd, detail=f"no customer {customer_no}")
+            results[customer_no] = InquiryResult("14", business_date=bd, detail="no such customer")
         elif cust.status != "A":
             results[customer_no] = InquiryResult(
                 "B2", cust.customer_name, business_date=bd,

@@ -33,6 +33,13 @@ INTERNAL = {"source", "database_chosen"}
 DESCRIPTIONS: dict[str, str] = {
     # --- top level ---
     "reports_dir": "Where commands write their reports (CSV, HTML) unless told otherwise (`--reports`).",
+    "key_file_permissions": "What a key file too open gets: a bank's ZMK file (`banks.<code>.zmk_file`, wherever "
+                            "it is read: gateway, engines) or a TLS listener's private key (`tls_key_file`, "
+                            "checked when `gridpay serve` starts). Too open, as ssh and PostgreSQL judge private "
+                            "keys: others may use it, its group may write or execute it, or its group may read it "
+                            "and root does not own it (so 0600 or 0400, or 0640 owned by root). `refuse`: a "
+                            "configuration error naming the key, the file and its mode (`gridpay serve` does not "
+                            "start); `warn`: one warning per file in the log, then the file is used.",
     "drop_dir": "The drop directory: `incoming/` (bank files, result files, finance statements, billing "
                 "files), `processed/`, `rejected/`, `reports/`, `requests/`, and `outgoing/` (batch debit "
                 "request files written by the engines). The engines' file mode and the gateway's watcher "
@@ -102,7 +109,8 @@ DESCRIPTIONS: dict[str, str] = {
                                  "banks' `allowed_networks`.",
     "gateway.listeners[].tls_cert_file": "PEM certificate of the gateway: set it (and `tls_key_file`) to make the "
                                          "listener TLS-only.",
-    "gateway.listeners[].tls_key_file": "PEM private key of `tls_cert_file`.",
+    "gateway.listeners[].tls_key_file": "PEM private key of `tls_cert_file`; for the service's user alone (0600, "
+                                        "or 0640 owned by root; see `key_file_permissions`).",
     "gateway.listeners[].tls_client_ca_file": "PEM CA that must have signed the banks' client certificates; with "
                                               "it, a client certificate is required, and a bank's "
                                               "`client_cert_subject` is enforced.",
@@ -118,7 +126,8 @@ DESCRIPTIONS: dict[str, str] = {
     "banks.*.nii_bank": "NII of the bank in the TPDU (TPDU framings only).",
     "banks.*.zmk_env": "Environment variable holding the bank's zone master key (32 hex digits). Give `zmk_env` "
                        "or `zmk_file`, not both.",
-    "banks.*.zmk_file": "File holding the bank's zone master key (32 hex digits).",
+    "banks.*.zmk_file": "File holding the bank's zone master key (32 hex digits); for the service's user alone "
+                        "(0600; see `key_file_permissions`).",
     "banks.*.channels": "Channels the bank uses: `counter` (the bank's counters connect to the gateway) and/or "
                         "`debit` (the engines send direct debits to the bank).",
     "banks.*.max_connections": "Most counter connections the bank may hold open at once on one gateway instance.",

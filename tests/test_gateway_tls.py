@@ -11,6 +11,7 @@ from cryptography.x509.oid import NameOID
 from twisted.internet import endpoints, reactor, ssl, task
 from twisted.internet.protocol import Factory
 
+from config.key_files import write_key_file
 from config.settings import Settings
 from gateway.sim.client import CounterClient
 from gateway_harness import Bank, code_of, settings_tree, set_zmk_env, start_gateway, stop_all
@@ -48,7 +49,7 @@ def pki(tmp_path):
                                   ("intruder", "intruder", False)):
         key, cert = issue(subject, ca.subject, ca_key, server)
         key_pem, cert_pem = pem(key, cert)
-        (tmp_path / f"{name}.key").write_bytes(key_pem)
+        write_key_file(tmp_path / f"{name}.key", key_pem)
         (tmp_path / f"{name}.crt").write_bytes(cert_pem)
         files[name] = ssl.PrivateCertificate.loadPEM(key_pem + cert_pem)
     (tmp_path / "ca.crt").write_bytes(ca.public_bytes(serialization.Encoding.PEM))

@@ -59,6 +59,9 @@ def write_receipts(path: str, report) -> None:
 @click.option("--rate", default=0.0, show_default=True, help="operations per second; 0 = as fast as possible")
 @click.option("--count", type=int, default=1000, show_default=True, help="operations to run")
 @click.option("--duration", type=float, default=None, help="stop after this many seconds instead")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
+              help="seconds each request (and connecting) may take; a request not answered by then is counted "
+                   "unanswered and its connection closed")
 @click.option("--mix", "mix_text", default="pay=100", show_default=True,
               help="weights, e.g. pay=90,reverse=4,repeat=3,malformed=3")
 @click.option("--seed", default=1, show_default=True)
@@ -66,16 +69,17 @@ def write_receipts(path: str, report) -> None:
 @click.option("--receipts", "receipts_file", type=click.Path(dir_okay=False),
               help="write every approved payment (customer,amount,receipt,rrn) and reversed receipt to this CSV")
 def counter(host, port, dialect, framing, field_encoding, mac, bank, zmk_env, zmk_file, customer_file, db_url,
-            connections, window, rate, count, duration, mix_text, seed, as_json, receipts_file) -> None:
+            connections, window, rate, count, duration, timeout, mix_text, seed, as_json, receipts_file) -> None:
     """A bank's counter system: sign on, then inquiries, payments, reversals, repeats and
-    malformed frames against the gateway; every answer is checked. Exit status 1 on any mismatch."""
+    malformed frames against the gateway; every answer is checked. Exit status 1 on any mismatch,
+    unanswered request or lost connection."""
     from config import read_secret
     from gateway.serve import install_reactor
     from gateway.sim.counter import CounterSimulator, Mix
     from ledger.gc_settle import settle_gc
     from iso8583_specs.dialects import get_dialect
 
-    zmk = bytes.fromhex(read_secret("zmk", zmk_env, zmk_file, os.environ))
+    zmk = bytes.fromhex(read_secret("zmk", zmk_env, zmk_file, os.environ, permissions="refuse"))
     if customer_file:
         with open(customer_file) as fh:
             customers = [line.strip() for line in fh if line.strip()]
@@ -88,7 +92,7 @@ def counter(host, port, dialect, framing, field_encoding, mac, bank, zmk_env, zm
 
     simulator = CounterSimulator(reactor, host, port, get_dialect(dialect, framing, field_encoding, mac), bank, zmk,
                                  customers, connections=connections, window=window, rate=rate, count=count,
-                                 duration=duration, mix=Mix.parse(mix_text), seed=seed)
+                                 duration=duration, mix=Mix.parse(mix_text), seed=seed, timeout=timeout)
     outcome = {}
 
     async def main(_reactor):
@@ -106,7 +110,7 @@ def counter(host, port, dialect, framing, field_encoding, mac, bank, zmk_env, zm
     if receipts_file:
         write_receipts(receipts_file, report)
     click.echo(json.dumps(report.summary()) if as_json else report.text())
-    sys.exit(1 if report.mismatches else 0)
+    sys.exit(0 if report.clean else 1)
 
 
 @sim.command()
@@ -156,7 +160,7 @@ def bank(interface, port, dialect, framing, field_encoding, mac, bank, zmk_env, 
     from ledger.gc_settle import settle_gc
     from iso8583_specs.dialects import get_dialect
 
-    zmk = bytes.fromhex(read_secret("zmk", zmk_env, zmk_file, os.environ))
+    zmk = bytes.fromhex(read_secret("zmk", zmk_env, zmk_file, os.environ, permissions="refuse"))
     try:
         behaviour = Behaviour(latency_ms=latency_ms, latency_dist=latency_dist, declines=parse_rates(decline_text),
                               drop_before_apply=drop_before_apply, drop_after_apply=drop_after_apply,

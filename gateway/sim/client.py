@@ -1,4 +1,8 @@
-"""A bank's counter front-end, as a Twisted client: sends requests, matches answers by 7/11/32."""
+"""A bank's counter front-end, as a Twisted client: sends requests, matches answers by 7/11/32.
+
+A request may carry a time limit: past it the request is given up (``RequestTimedOut``) and a
+late answer is ignored. A request on a closed connection fails at once (``ConnectionError``)
+instead of waiting for an answer that cannot come."""
 from __future__ import annotations
 
 import time
@@ -43,6 +47,10 @@ def request_times(now: datetime | None = None) -> dict[str, str]:
     return {"7": local.strftime("%m%d%H%M%S"), "12": local.strftime("%H%M%S"), "13": local.strftime("%m%d")}
 
 
+class RequestTimedOut(Exception):
+    """No answer within the request's time limit."""
+
+
 class Answer:
     __slots__ = ("message", "raw", "latency", "request_fields")
 
@@ -52,8 +60,9 @@ class Answer:
 
 
 class CounterClient(Protocol):
-    def __init__(self, dialect, nii_gateway: str = "0000", nii_bank: str = "0001"):
+    def __init__(self, dialect, nii_gateway: str = "0000", nii_bank: str = "0001", clock=None):
         self.dialect = dialect
+        self.clock = clock  # for request time limits (the reactor)
         self.framer = dialect.framer(65535)
         self.tpdu = make_tpdu(nii_gateway, nii_bank) if dialect.framing.tpdu else None
         self.waiting: dict[tuple, tuple[defer.Deferred, float]] = {}
@@ -66,11 +75,20 @@ class CounterClient(Protocol):
     def send_raw(self, iso: bytes) -> None:
         self.transport.write(encode_frame(self.dialect.framing, iso, self.tpdu))
 
-    def request(self, iso: bytes, identity: tuple) -> defer.Deferred:
+    def request(self, iso: bytes, identity: tuple, timeout: float | None = None) -> defer.Deferred:
+        """The answer to ``iso``; with ``timeout``, RequestTimedOut when none comes in that many seconds."""
+        if self.closed.called:
+            return defer.fail(ConnectionError("connection closed before the request was sent"))
         d = defer.Deferred()
         self.waiting[identity] = (d, time.perf_counter())
         self.send_raw(iso)
+        if timeout is not None:
+            d.addTimeout(timeout, self.clock, onTimeoutCancel=lambda _result, _timeout: self._gave_up(identity))
         return d
+
+    def _gave_up(self, identity: tuple):
+        self.waiting.pop(identity, None)  # an answer after this is matched to nothing
+        raise RequestTimedOut("no answer in time")
 
     def dataReceived(self, data: bytes) -> None:
         for frame in self.framer.feed(data):
@@ -103,6 +121,6 @@ class CounterClient(Protocol):
             self.closed.callback(None)
 
 
-async def connect(reactor, host: str, port: int, dialect, **kwargs) -> CounterClient:
-    endpoint = endpoints.TCP4ClientEndpoint(reactor, host, port, timeout=10)
-    return await endpoint.connect(Factory.forProtocol(lambda: CounterClient(dialect, **kwargs)))
+async def connect(reactor, host: str, port: int, dialect, timeout: float = 10, **kwargs) -> CounterClient:
+    endpoint = endpoints.TCP4ClientEndpoint(reactor, host, port, timeout=timeout)
+    return await endpoint.connect(Factory.forProtocol(lambda: CounterClient(dialect, clock=reactor, **kwargs)))

@@ -15,6 +15,12 @@ listed or not, and field 4 covers them all). Every payment and reversal carries 
 payment shares the payment's, as inquiries are not checked. It prints payments/s, messages/s,
 latency percentiles and counts by response code; any mismatch is listed and makes the exit
 status non-zero.
+
+Whatever the gateway does, a run ends and reports: every request has ``timeout`` seconds for its
+answer. A request not answered in time, or whose connection closes first, is counted unanswered;
+a connection with a request not answered in time is closed (stuck: its other requests are given
+up too), and a closed connection ends its share of the run. So a run ends at most ``timeout``
+seconds after its last operation began (``duration``, ``count``, or the last connection gone).
 """
 from __future__ import annotations
 
@@ -26,7 +32,7 @@ from dataclasses import dataclass, field
 
 from twisted.internet import defer, task
 
-from gateway.sim.client import Stans, clock_sequence, connect, request_times
+from gateway.sim.client import RequestTimedOut, Stans, clock_sequence, connect, request_times
 from iso8583_specs import codec, shapes
 from iso8583_specs import keys as wire_keys
 from iso8583_specs.errors import MessageError
@@ -67,6 +73,12 @@ class Report:
     approved: list = field(default_factory=list)      # (customer, amount, receipt, rrn) of every 00 payment
     reversed: list = field(default_factory=list)      # receipts of payments this run reversed with 00
     messages: int = 0
+    unanswered: int = 0          # requests sent that got no answer in time, or lost their connection first
+    connections_lost: int = 0    # connections closed before the run ended (by the gateway, or stuck)
+
+    @property
+    def clean(self) -> bool:
+        return not (self.mismatches or self.unanswered or self.connections_lost)
 
     @property
     def seconds(self) -> float:
@@ -89,7 +101,8 @@ class Report:
             "payment_latency_ms": {q: round(self.percentile(self.payment_latencies, p), 2) for q, p in
                                    (("p50", .5), ("p95", .95), ("p99", .99), ("max", 1.0))},
             "codes": dict(sorted(self.codes.items())), "ops": dict(self.ops),
-            "mismatches": len(self.mismatches),
+            "mismatches": len(self.mismatches), "unanswered": self.unanswered,
+            "connections_lost": self.connections_lost,
         }
 
     def text(self) -> str:
@@ -102,6 +115,8 @@ class Report:
             "responses by code: " + "  ".join(f"{k}={v}" for k, v in s["codes"].items()),
             "operations: " + "  ".join(f"{k}={v}" for k, v in s["ops"].items()),
         ]
+        if self.unanswered or self.connections_lost:
+            lines.append(f"{self.unanswered} requests UNANSWERED, {self.connections_lost} connections lost")
         if self.mismatches:
             lines.append(f"{len(self.mismatches)} MISMATCHES:")
             lines += [f"  {m}" for m in self.mismatches[:20]]
@@ -114,15 +129,19 @@ class Mismatch(Exception):
     pass
 
 
+class Unanswered(Exception):
+    """A request got no answer (in time), or its connection is closed: that connection's work is over."""
+
+
 class CounterSimulator:
     def __init__(self, reactor, host, port, dialect, bank, zmk: bytes, customers, *, connections=4, window=16,
                  rate=0.0, count=None, duration=None, mix=Mix(), seed=1, nii_gateway="0000", nii_bank="0001",
-                 terminal="TERM0001", branch="BR4401000000001"):
+                 terminal="TERM0001", branch="BR4401000000001", timeout=30.0):
         self.reactor, self.host, self.port, self.dialect = reactor, host, port, dialect
         self.bank, self.zmk = bank, zmk
         self.customers = iter(customers)
         self.connections, self.window, self.rate = connections, window, rate
-        self.count, self.duration = count, duration
+        self.count, self.duration, self.timeout = count, duration, timeout
         self.mix, self.random = mix, random.Random(seed)
         self.niis = {"nii_gateway": nii_gateway, "nii_bank": nii_bank}
         self.terminal, self.branch = terminal, branch
@@ -134,24 +153,44 @@ class CounterSimulator:
         self._next_slot = 0.0
         self._issued = 0
         self._done = False
+        self._ending = False
+        self._lost: set = set()  # connections gone before the run ended
         self._times_of: tuple[int, dict] = (0, {})
 
     # --- running ------------------------------------------------------------------------
 
     async def run(self) -> Report:
-        clients = [await connect(self.reactor, self.host, self.port, self.dialect, **self.niis)
-                   for _ in range(self.connections)]
+        self.report.started = time.perf_counter()
+        clients = [await self._connect() for _ in range(self.connections)]
         try:
-            self.mak = await self.sign_on(clients[0])
+            try:
+                self.mak = await self.sign_on(clients[0])
+            except Mismatch as exc:
+                self.report.mismatches.append(str(exc))
+                return self.report
+            except Unanswered:
+                return self.report
             self.report.started = time.perf_counter()
             self._next_slot = self.reactor.seconds()
             workers = [defer.ensureDeferred(self._worker(c)) for c in clients for _ in range(self.window)]
             await defer.gatherResults(workers, consumeErrors=True)
         finally:
             self.report.ended = self.report.ended or time.perf_counter()
+            self._ending = True
             for c in clients:
                 c.transport.loseConnection()
         return self.report
+
+    async def _connect(self):
+        client = await connect(self.reactor, self.host, self.port, self.dialect, timeout=self.timeout, **self.niis)
+        client.closed.addCallback(lambda _: None if self._ending else self._lose(client))
+        return client
+
+    def _lose(self, client) -> None:
+        if client not in self._lost:
+            self._lost.add(client)
+            self.report.connections_lost += 1
+        client.transport.loseConnection()
 
     async def sign_on(self, client) -> bytes:
         fields = {**self._head(), "70": "001"}
@@ -169,8 +208,7 @@ class CounterSimulator:
                 await getattr(self, f"_{op}")(client)
             except Mismatch as exc:
                 self.report.mismatches.append(str(exc))
-            except ConnectionError as exc:
-                self.report.mismatches.append(f"{op}: {exc}")
+            except Unanswered:
                 return
         self.report.ended = self.report.ended or time.perf_counter()
 
@@ -268,8 +306,16 @@ class CounterSimulator:
         return await self._request(client, iso, fields)
 
     async def _request(self, client, iso: bytes, fields: dict):
+        if client.closed.called:
+            raise Unanswered("connection closed")
         self.report.messages += 1
-        answer = await client.request(iso, (fields["7"], fields["11"], fields["32"]))
+        try:
+            answer = await client.request(iso, (fields["7"], fields["11"], fields["32"]), self.timeout)
+        except (ConnectionError, RequestTimedOut) as exc:
+            self.report.unanswered += 1
+            if isinstance(exc, RequestTimedOut):
+                self._lose(client)  # stuck: its other requests are given up too
+            raise Unanswered(str(exc)) from None
         self.report.latencies.append(answer.latency)
         self.report.codes[answer.message.fields.get("39", "??")] += 1
         answer.request_fields = fields

@@ -361,15 +361,15 @@ def watch(drop_dir, once, interval, settle_debits, amount_tolerance, cheque_wind
 
     Writers put a file in incoming/ under a temporary name (leading '.', or ending .part/.tmp/.partial)
     and rename it when complete."""
-    import logging
     import signal
     import threading
 
     from ledger.recon.watch import DropWatcher, poll_forever
 
     from config import load_settings
+    from config.logs import setup_logging
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     settings = load_settings(config_path)
     drop_dir = drop_dir or settings.drop_dir
     interval = interval or settings.watch.interval_s
