@@ -503,7 +503,7 @@ class _Batch:
             return decline("30", "CQ (cheque number) is mandatory with PM 03")
         cust = self.customers.get(p.customer_no)
         if cust is None:
-            return decline("14", f"no customer {p.customer_no}")
+            return decline("14", "no such customer")
         if cust.status != "A":
             return decline("B2", "customer suspended" if cust.status == "S" else "customer closed")
         if p.amount <= 0:
