@@ -198,6 +198,25 @@ def _another_engine_signed_on_twice(engine, host, clock):
         other.install(BANK, "debit", mak)
 
 
+async def _debits_refused_with_A0(url, count, cleanup, **settings):
+    """An engine whose first try of each of ``count`` debits the bank answered A0: it MACs with a
+    key two behind the bank's. Returns (engine, fake clock, bank host, debit engine)."""
+    engine, numbers = seed(url, count)
+    fc = FakeClock()
+    host = make_host(accounts_for(numbers))
+    cleanup.append(host.stop)
+    eng = DebitEngine(make_settings(url, host.port, **settings), reactor, engine, name="e1", clock=fc.clock,
+                      now=fc.now, poll_s=10.0)
+    await eng.start()
+    cleanup.append(eng.stop)
+    await until(lambda: eng.links[BANK].ready)
+    _another_engine_signed_on_twice(engine, host, fc.clock)
+    batch(engine)
+    await eng.poll()
+    await until(lambda: host.counters["mac_failures"] == count)
+    return engine, fc, host, eng
+
+
 def _history(engine, debit_id):
     with engine.connect() as conn:
         return [(r.event, r.response_code, r.detail) for r in conn.execute(
@@ -211,19 +230,7 @@ async def test_a_debit_answered_A0_goes_again_under_a_new_identity(db_url, clean
     used) - never as the same identity again: a bank following §4.7 to the letter answers that
     from its cache (A0 again), and a different request under it, or under its RRN, with 94. The
     history keeps both identities."""
-    engine, numbers = seed(db_url, 3)
-    fc = FakeClock()
-    host = make_host(accounts_for(numbers))
-    cleanup.append(host.stop)
-    eng = DebitEngine(make_settings(db_url, host.port), reactor, engine, name="e1", clock=fc.clock, now=fc.now,
-                      poll_s=10.0)
-    await eng.start()
-    cleanup.append(eng.stop)
-    await until(lambda: eng.links[BANK].ready)
-    _another_engine_signed_on_twice(engine, host, fc.clock)
-    batch(engine)
-    await eng.poll()
-    await until(lambda: host.counters["mac_failures"] == 3)
+    engine, fc, host, eng = await _debits_refused_with_A0(db_url, 3, cleanup)
     with engine.connect() as conn:
         first = {r.debit_id: (r.transmitted, r.stan, r.rrn) for r in conn.execute(select(debits))}
     fc.advance(1.0)                   # field 7 is new too: the next second
@@ -252,19 +259,7 @@ async def test_a_debit_answered_A0_goes_again_under_a_new_identity(db_url, clean
 async def test_a_reversal_after_A0_refers_to_the_identity_the_bank_saw_last(sqlite_url, cleanup):
     """The debit sent again after A0 is applied and not answered: its 0420 (field 90) names the
     new identity, the one the bank applied, and the bank credits it back."""
-    engine, numbers = seed(sqlite_url, 1)
-    fc = FakeClock()
-    host = make_host(accounts_for(numbers))
-    cleanup.append(host.stop)
-    eng = DebitEngine(make_settings(sqlite_url, host.port, timeout_s=5.0), reactor, engine, name="e1",
-                      clock=fc.clock, now=fc.now, poll_s=10.0)
-    await eng.start()
-    cleanup.append(eng.stop)
-    await until(lambda: eng.links[BANK].ready)
-    _another_engine_signed_on_twice(engine, host, fc.clock)
-    batch(engine)
-    await eng.poll()
-    await until(lambda: host.counters["mac_failures"] == 1)
+    engine, fc, host, eng = await _debits_refused_with_A0(sqlite_url, 1, cleanup, timeout_s=5.0)
     host.behaviour = Behaviour(drop_after_apply=1.0)
     fc.advance(1.0)
     await until(lambda: len(host.applied) == 1)

@@ -5,6 +5,8 @@ or the action was refused (the output says why; nothing was applied); 2 usage er
 """
 from __future__ import annotations
 
+import functools
+
 import json
 import sys
 
@@ -29,20 +31,25 @@ def _actor(actor: str | None) -> str:
         raise click.UsageError("name the operator with --actor") from None
 
 
-def _setup(config_path, url):
+@functools.cache
+def _settings(config_path):
+    """The configuration, read once per command (its engine and its reports folder come from it)."""
     from config import load_settings
+
+    return load_settings(config_path)
+
+
+def _setup(config_path, url):
     from ledger.business_date import BusinessCalendar
     from ledger.db import make_engine
 
-    settings = load_settings(config_path)
+    settings = _settings(config_path)
     engine = make_engine(url or settings.database_url())
     return engine, BusinessCalendar(settings.business.timezone, settings.business.cutoff)
 
 
 def _reports(config_path, reports_dir: str | None) -> str:
-    from config import load_settings
-
-    return reports_dir or load_settings(config_path).reports_dir
+    return reports_dir or _settings(config_path).reports_dir
 
 
 def _progress(quiet: bool = False):
