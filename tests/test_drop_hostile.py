@@ -18,7 +18,7 @@ import pytest_twisted
 from sqlalchemy import func, select
 
 from ledger.recon import watch as watch_mod
-from ledger.recon.watch import DropWatcher, register_handler
+from ledger.recon.watch import DropWatcher, poll_forever, register_handler
 from ledger.recon_tables import recon_drop_files, recon_runs
 from ledger.schema import customers, imports
 from test_recon_support import BANK, DAY, GRIDPAY, build_world, write_bank_file
@@ -151,6 +151,22 @@ def test_a_file_that_cannot_be_handled_does_not_stop_the_others(world, watcher, 
     assert not any(watcher.incoming.iterdir())
     put(watcher.incoming, "customers.csv", customers_csv("C900"))
     assert poll(watcher)["customers.csv"].outcome == "processed", "the next poll works too"
+
+
+def test_a_poll_that_fails_does_not_end_the_polling_loop(world, watcher, caplog):
+    seen, stop = [], threading.Event()
+    watcher.incoming.rmdir()          # e.g. the drop directory's share is not mounted yet
+    thread = threading.Thread(target=poll_forever, args=(watcher, 0.05, stop, seen.append), daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: "drop poll failed" in caplog.text)
+        watcher.incoming.mkdir()
+        put(watcher.incoming, "customers.csv", customers_csv("C900"))
+        wait_until(lambda: seen)
+    finally:
+        stop.set()
+        thread.join(60)
+    assert [(r.name, r.outcome) for r in seen] == [("customers.csv", "processed")]
 
 
 # ------------------------------------------------------------------ defect 7: size before reading, memory bounded
