@@ -3,7 +3,8 @@
 camt.053 is read by a streaming parser on the standard library's expat, hardened the way
 defusedxml hardens it (with exceptions of the same names): a DOCTYPE is refused outright (so no
 internal entity can be declared: no billion laughs), as are entity declarations, external entity
-references and parameter entities; nothing is fetched from the network; the file may be at most
+references and parameter entities; nothing is fetched from the network; a declared encoding expat
+cannot read (a multi-byte one such as GBK; ISO 20022 XML is UTF-8) is refused; the file may be at most
 ``MAX_BYTES``; elements are not kept (each ``Ntry`` is turned into a ``StatementEntry`` and
 dropped), so memory stays flat, and it is linear: a 20,000-entry statement parses in well under a
 second (``pycamt`` was not used: measured here, it slows down quadratically with the number of entries).
@@ -345,6 +346,9 @@ def _read_camt(st: Statement, data: bytes) -> None:
                              f"allowed in a statement") from None
     except expat.ExpatError as exc:
         raise StatementError(f"{st.path.name}: not well-formed XML: {exc}") from None
+    except (ValueError, LookupError) as exc:   # pyexpat on a declared encoding it cannot read, e.g. GBK
+        raise StatementError(f"{st.path.name}: XML in an encoding the reader does not support ({exc}); ISO 20022 "
+                             f"messages are UTF-8") from None
     if reader.ns is None:
         raise StatementError(f"{st.path.name}: empty document")
     acct = reader.stmt_fields

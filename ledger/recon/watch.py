@@ -28,6 +28,13 @@ atomic, so a file seen under its final name is whole. Temporary names are never 
 Files are taken billing files first, then bank files, debit results, and finance statements
 last (a remittance is matched against the bank's run of its date), by name within a kind.
 
+**Hostile files** (``ledger.recon.drop_files``): only regular files of ``incoming/`` itself, with
+one name (no symbolic or hard links; directories, FIFOs, sockets and devices are never opened), a
+name that is UTF-8, printable and at most 200 bytes, and at most ``max_file_bytes`` (checked before
+anything beyond the first 4 KiB is read, and while reading) are taken; anything else is moved as it is to ``rejected/`` with a
+report, unread. A file whose handling fails is set aside with the error; if even that fails it is
+logged and left, and the other files go on.
+
 **Once.** A file whose SHA-256 was processed before is moved to ``rejected/`` as a duplicate, with
 an ``.error.txt`` naming the earlier file; so is a bank file the reconciler reports as already
 reconciled. Every file taken is recorded in ``recon_drop_files``.
@@ -40,6 +47,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import threading
 from dataclasses import dataclass, field
@@ -50,6 +58,9 @@ from typing import Callable
 from sqlalchemy import Engine, insert, select
 
 from ledger.business_date import BusinessCalendar, utcnow
+from ledger.recon.drop_files import (
+    MAX_FILE_BYTES, NOTHING, Refused, digest, head, name_problem, open_taken, read_all, shown, stored_name,
+)
 from ledger.recon_tables import recon_drop_files
 
 log = logging.getLogger("gridpay.recon.watch")
@@ -58,6 +69,7 @@ TEMP_SUFFIXES = (".part", ".tmp", ".partial")
 BANK_NAME = re.compile(r"^\d{1,11}_\d{8}\.txt$")
 RET_NAME = re.compile(r"^(\d{1,11})_([^.]+)\.ret$")
 ORDER = {"customers": 0, "bills": 1, "agreements": 2, "bank": 3, "debit_result": 4, "finance": 5, "unknown": 6}
+IN_MEMORY = ("bank", "finance")     # their readers take the file's bytes; the others read it themselves, streaming
 
 # kind -> handler(engine, path, actor) -> (ok, message, errors[(line, field, reason)])
 _HANDLERS: dict[str, Callable] = {}
@@ -98,6 +110,14 @@ class DropResult:
     ref: str = ""
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """An entry of incoming/ to take (``refusal`` None) or to set aside unread with ``refusal`` as its reason."""
+    kind: str
+    path: Path
+    refusal: str | None = None
+
+
 def is_temporary(name: str) -> bool:
     return name.startswith(".") or name.endswith(TEMP_SUFFIXES)
 
@@ -124,7 +144,7 @@ def recognise(name: str, head: bytes) -> str:
 class DropWatcher:
     def __init__(self, engine: Engine, drop_dir: str | Path, *, actor: str = "system:recon-watch",
                  calendar: BusinessCalendar | None = None, rules=None, reports_dir: str | Path | None = None,
-                 settle_debits: bool = False, interval_s: float = 5.0):
+                 settle_debits: bool = False, interval_s: float = 5.0, max_file_bytes: int = MAX_FILE_BYTES):
         self.engine = engine
         self.drop = Path(drop_dir)
         self.actor = actor
@@ -132,6 +152,7 @@ class DropWatcher:
         self.rules = rules
         self.settle_debits = settle_debits
         self.interval_s = interval_s
+        self.max_file_bytes = max_file_bytes
         self.incoming, self.processed, self.rejected = (self.drop / d for d in ("incoming", "processed", "rejected"))
         self.reports = Path(reports_dir) if reports_dir else self.drop / "reports"
         self.requests = self.drop / "requests"
@@ -141,15 +162,30 @@ class DropWatcher:
             d.mkdir(parents=True, exist_ok=True)
 
     # ------------------------------------------------------------------ one pass
-    def pending(self) -> list[tuple[str, Path]]:
-        files = []
-        for path in self.incoming.iterdir():
-            if is_temporary(path.name) or not path.is_file():
-                continue
-            with path.open("rb") as fh:
-                head = fh.read(4096)
-            files.append((recognise(path.name, head), path))
-        return sorted(files, key=lambda kp: (ORDER[kp[0]], kp[1].name))
+    def pending(self) -> list[Candidate]:
+        found = []
+        with os.scandir(self.incoming) as entries:
+            for entry in entries:
+                if not is_temporary(entry.name):
+                    candidate = self._look(Path(entry.path))
+                    if candidate is not None:
+                        found.append(candidate)
+        return sorted(found, key=lambda c: (ORDER[c.kind], c.path.name))
+
+    @staticmethod
+    def _look(path: Path) -> Candidate | None:
+        """What an entry is, from its name, its lstat and its first bytes (None: gone since listed)."""
+        problem = name_problem(path.name)
+        if problem:
+            return Candidate("unknown", path, f"{problem}: rename it and put it in again; {NOTHING}")
+        try:
+            return Candidate(recognise(path.name, head(path)), path)
+        except Refused as exc:
+            return Candidate("unknown", path, str(exc))
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            return Candidate("unknown", path, f"cannot be read: {exc.strerror}; {NOTHING}")
 
     def poll_once(self) -> list[DropResult]:
         """Process every complete file in incoming/ now; returns what became of each."""
@@ -157,20 +193,42 @@ class DropWatcher:
             return []
         try:
             out = []
-            for kind, path in self.pending():
+            for c in self.pending():
                 try:
-                    out.append(self.process(kind, path))
+                    out.append(self.process(c.kind, c.path, c.refusal))
                 except Exception as exc:  # noqa: BLE001 - one bad file must not stop the others
-                    log.exception("cannot process %s", path.name)
-                    out.append(self._finish(path, kind, "", "rejected", f"internal error: {type(exc).__name__}: {exc}",
-                                            [(0, "-", f"internal error: {exc}")]))
+                    log.exception("cannot process %s", shown(c.path.name))
+                    result = self._set_aside(c, exc)
+                    if result is not None:
+                        out.append(result)
             return out
         finally:
             self._busy.release()
 
-    def process(self, kind: str, path: Path) -> DropResult:
-        data = path.read_bytes()
-        sha = hashlib.sha256(data).hexdigest()
+    def _set_aside(self, c: Candidate, exc: Exception) -> DropResult | None:
+        """A file whose handling failed goes to rejected/ with the error; if even that fails it stays
+        where it is (and is tried again next poll) and the other files go on."""
+        reason = f"internal error: {type(exc).__name__}: {exc}"
+        try:
+            return self._finish(c.path, c.kind, "", "rejected", reason, [(0, "-", reason)])
+        except Exception as again:  # noqa: BLE001 - logged; the other files go on
+            log.error("cannot set %s aside either (%s: %s); the other files go on", shown(c.path.name),
+                      type(again).__name__, again)
+            return None
+
+    def process(self, kind: str, path: Path, refusal: str | None = None) -> DropResult:
+        if refusal is not None:
+            return self._finish(path, kind, "", "rejected", refusal)
+        data = None
+        try:
+            with open_taken(path, self.max_file_bytes) as fh:
+                if kind in IN_MEMORY:
+                    data = read_all(fh, self.max_file_bytes)
+                    sha = hashlib.sha256(data).hexdigest()
+                else:
+                    sha = digest(fh, self.max_file_bytes)
+        except Refused as exc:
+            return self._finish(path, kind, "", "rejected", str(exc))
         dc = recon_drop_files.c
         with self.engine.connect() as conn:
             earlier = conn.execute(select(dc.file_name, dc.processed_at, dc.ref).where(
@@ -186,7 +244,10 @@ class DropWatcher:
             return self._finish(path, kind, sha, "rejected", "not recognised: expected a bank file {bank}_{YYYYMMDD}.txt, a "
                                 "batch debit result {bank}_{batch}.ret, a camt.053 or CSV finance statement, or a "
                                 "customers/bills/agreements CSV", [(1, "-", "file kind not recognised by name and content")])
-        outcome, message, errors, reports, ref = handler(kind, path, data)
+        try:
+            outcome, message, errors, reports, ref = handler(kind, path, data)
+        except Refused as exc:
+            return self._finish(path, kind, sha, "rejected", str(exc))
         return self._finish(path, kind, sha, outcome, message, errors, reports, ref)
 
     def _do_bank(self, kind, path, data):
@@ -226,39 +287,50 @@ class DropWatcher:
         errors = [(0, "-", "no handler registered for batch debit result files (§7.2): the debit engine provides "
                            "it (ledger.recon.watch.register_handler('debit_result', ...)); nothing was applied")]
         if request.is_file():
-            problems = validate_debit_result(request.read_bytes(), data)
+            problems = validate_debit_result(self._read(request), self._read(path))
             errors += problems or [(0, "-", f"checked against {request.name}: every request line answered once, totals agree")]
         else:
             errors.append((0, "-", f"request file requests/{request.name} not found: not checked"))
         return "rejected", "no handler for batch debit result files; nothing was applied", errors, [], ""
 
+    def _read(self, path: Path) -> bytes:
+        with open_taken(path, self.max_file_bytes) as fh:
+            return read_all(fh, self.max_file_bytes)
+
     # ------------------------------------------------------------------ moving and recording
     @staticmethod
     def _free(directory: Path, name: str) -> Path:
         target = directory / name
-        if not target.exists() and not (directory / f"{name}.error.txt").exists():
+        if not os.path.lexists(target) and not os.path.lexists(directory / f"{name}.error.txt"):
             return target
         stamp = datetime.now().strftime("%Y%m%d%H%M%S%f")
         return directory / f"{name}.{stamp}"
 
     def _finish(self, path: Path, kind: str, sha: str, outcome: str, message: str, errors=(), reports=(), ref="") -> DropResult:
+        """Move the entry (itself: a link is moved, not followed) to processed/ or rejected/ under its
+        stored name, write the report of a file not processed, record it."""
         target_dir = self.processed if outcome == "processed" else self.rejected
-        target = self._free(target_dir, path.name)
-        if outcome != "processed":
-            lines = [f"file: {path.name}", f"kind: {kind}", f"SHA-256: {sha}", f"outcome: {outcome}", f"reason: {message}", ""]
-            lines += [f"line {ln}, field {fld}: {reason}" if ln not in (0, "") else f"{fld}: {reason}" if fld != "-" else reason
-                      for ln, fld, reason in errors]
-            tmp = target_dir / f".{target.name}.error.txt.part"
-            tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-            tmp.replace(target_dir / f"{target.name}.error.txt")
+        target = self._free(target_dir, stored_name(path.name))
+        name = shown(path.name)
         path.replace(target)
-        if sha:
-            with self.engine.begin() as conn:
-                conn.execute(insert(recon_drop_files), {"file_sha256": sha, "file_name": path.name[:255], "kind": kind,
-                                                        "outcome": outcome, "ref": ref[:40], "detail": message[:400],
-                                                        "processed_at": utcnow()})
-        log.info("%s %s (%s): %s", outcome, path.name, kind, message)
-        return DropResult(path.name, kind, outcome, message, target, list(errors), list(reports), ref)
+        if outcome != "processed":
+            stored = [f"stored as: {target.name}"] if target.name != path.name else []
+            self._report(target, [f"file: {name}", *stored, f"kind: {kind}", f"SHA-256: {sha or '(not read)'}",
+                                  f"outcome: {outcome}", f"reason: {message}", ""], errors)
+        with self.engine.begin() as conn:
+            conn.execute(insert(recon_drop_files), {"file_sha256": sha, "file_name": name[:255], "kind": kind,
+                                                    "outcome": outcome, "ref": ref[:40], "detail": message[:400],
+                                                    "processed_at": utcnow()})
+        log.info("%s %s (%s): %s", outcome, name, kind, message)
+        return DropResult(name, kind, outcome, message, target, list(errors), list(reports), ref)
+
+    @staticmethod
+    def _report(target: Path, head_lines: list[str], errors) -> None:
+        lines = head_lines + [f"line {ln}, field {fld}: {reason}" if ln not in (0, "") else f"{fld}: {reason}"
+                              if fld != "-" else reason for ln, fld, reason in errors]
+        tmp = target.with_name(f".{target.name}.error.txt.part")
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8", errors="backslashreplace")
+        tmp.replace(target.with_name(f"{target.name}.error.txt"))
 
     # ------------------------------------------------------------------ running
     def start(self, reactor=None):
@@ -288,9 +360,12 @@ def poll_forever(watcher: DropWatcher, interval_s: float | None = None, stop: th
     stop = stop or threading.Event()
     interval_s = watcher.interval_s if interval_s is None else interval_s
     while not stop.is_set():
-        for result in watcher.poll_once():
-            if on_result:
-                on_result(result)
+        try:
+            for result in watcher.poll_once():
+                if on_result:
+                    on_result(result)
+        except Exception:  # noqa: BLE001 - e.g. incoming/ unreadable for a while: the loop goes on
+            log.exception("drop poll failed")
         stop.wait(interval_s)
 
 
