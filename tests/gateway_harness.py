@@ -28,6 +28,8 @@ def set_zmk_env() -> None:
 
 
 def settings_tree(db_url: str, **bank_overrides) -> dict:
+    """A gateway's configuration for tests; the banks' ZMKs are in the environment it names."""
+    set_zmk_env()
     banks = {code: {"name": f"test bank {code}", "dialect": DIALECT_OF[code], "zmk_env": f"GRIDPAY_TEST_ZMK_{code}",
                     "channels": ["counter"], "idle_timeout_s": 300, "frame_timeout_s": 10,
                     **bank_overrides.get(code, {})} for code in ZMKS}

@@ -9,7 +9,7 @@ from sqlalchemy import text
 from twisted.internet import reactor, threads
 
 from config.settings import Settings
-from gateway_harness import answer_or_none, code_of, connected_bank, set_zmk_env, settings_tree, start_gateway, stop_all
+from gateway_harness import answer_or_none, code_of, connected_bank, settings_tree, start_gateway, stop_all
 from ledger_helpers import add_banks, add_customer, assert_ledger_verifies, new_engine
 
 BANK = "01020000"
@@ -33,7 +33,6 @@ async def test_pg_readyz_fails_while_commits_wait_behind_a_lock_and_recovers(pg_
         add_customer(conn, "FREE")
     tree = settings_tree(pg_url, **{BANK: {"request_timeout_s": 2}})
     tree["database"]["statement_timeout_s"] = 1
-    set_zmk_env()
     gw = await start_gateway(reactor, pg_url, settings=Settings.model_validate(tree))
     bank = await connected_bank(reactor, gw, BANK)
     holder = engine.connect()
