@@ -338,20 +338,30 @@ class _Batch:
         for cust in self.customers.values():
             cust.prepaid = prepaid.get(cust.customer_no, 0)
         self.add_bills(got.get("open_bills", ()))
+        # a reversal of a payment made in this batch reverses on that payment's day: its closure counts too
+        batch_days = {(p.bank_code, self.calendar.business_date(p.received_at)) for p in counter} if revs else set()
         if targets:
-            self.prefetch_targets(targets, st)
+            self.prefetch_targets(targets, st, batch_days)
+        elif batch_days:
+            self.prefetch_closures(batch_days, st)
         named = {b for d in self.debits.values() for b, _ in d.get("bills", ())}
         named |= {b for t in targets for b, _ in t.allocs + t.used}
         named -= set(self.bills)
         if named:  # round 3 (4 with reversals): the bills that debits and reversal targets name
             self.add_bills(self.q(bills_by_id_query(self.conn.dialect.name), ids=sorted(named)).all())
 
-    def prefetch_targets(self, targets: list[_Payment], st) -> None:
+    def prefetch_closures(self, days: set[tuple], st) -> None:
+        """Which of these (bank, business date) are closed, read under the banks' shared locks."""
+        codes = sorted({d[0] for d in days})
+        _, closed = select_many(self.conn, [(st.share_banks, {"codes": codes}), (st.closures, {"codes": codes})])
+        self.closed = {key for r in closed if (key := (r.bank_code, r.business_date)) in days}
+
+    def prefetch_targets(self, targets: list[_Payment], st, batch_days: set[tuple]) -> None:
         """What reversal targets paid, whether they were reversed already, their customers' prepaid
-        histories, and whether their day is closed (read under the locks); their customers locked
-        too where the CN differed (rare)."""
+        histories, and whether their day (or a day of this batch's payments) is closed (read under
+        the locks); their customers locked too where the CN differed (rare)."""
         ids = sorted({t.ref for t in targets})
-        closures = {(t.bank_code, t.business_date) for t in targets}
+        closures = {(t.bank_code, t.business_date) for t in targets} | batch_days
         codes = sorted({c[0] for c in closures})
         custs = sorted({t.customer_no for t in targets})
         extra = sorted(set(custs) - set(self.customers))

@@ -423,6 +423,22 @@ def test_reversal_after_business_date_closed_is_12(ledger):
     assert count(ledger, reversals) == 0
 
 
+def test_reversal_in_the_batch_of_its_payment_on_a_closed_day_is_12_as_apart(ledger):
+    """A closed business date is closed to reversals whether the payment was committed before or
+    is in the same batch (found by the posting simulation, seed 6018 with today closed)."""
+    with ledger.begin() as conn:
+        conn.execute(insert(business_day_closures), {"bank_code": "0102", "business_date": date(2026, 11, 23),
+                                                     "closed_at": T0, "closed_by": "recon"})
+    apart = payment("0102", "1001", 30_100)
+    assert one(ledger, apart).response_code == "00"
+    assert one(ledger, reversal(apart)).response_code == "12"
+    together = payment("0102", "1002", 5_000)
+    outs = post(ledger, [together, reversal(together)], CAL)
+    assert [o.response_code for o in outs] == ["00", "12"] and "reconciled" in outs[1].detail
+    assert count(ledger, reversals) == 0
+    assert_ledger_verifies(ledger)
+
+
 def test_reversal_closure_of_another_bank_or_date_does_not_matter(ledger):
     p = payment("0102", "1001", 30_100)
     one(ledger, p)
