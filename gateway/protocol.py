@@ -75,6 +75,7 @@ class CounterProtocol(Protocol):
                         len(self.pending))
             self.factory.metrics.format_errors.labels(self.link.bank or "unknown").inc()
             self._unframed = True
+            self._watch_partial_frame()  # nothing is buffered now: the frame timer stops
             self._close_if_unframed()
             return
         self._watch_partial_frame()
