@@ -40,6 +40,7 @@ class CounterProtocol(Protocol):
         self._last_bytes = 0.0
         self._stan = 0
         self._certificate_checked = False
+        self._unframed = False  # the stream lost its place: ignore what follows, close once answered
 
     # --- connection lifecycle -----------------------------------------------------------
 
@@ -62,17 +63,21 @@ class CounterProtocol(Protocol):
             if not self.factory.certificate_admits(self):
                 self.transport.abortConnection()
                 return
+        if self._unframed:
+            return
         self._last_bytes = self.clock.seconds()
         try:
-            frames = list(self.framer.feed(data))
+            for frame in self.framer.feed(data):  # the frames before a bad header come first
+                if not frame.keepalive:
+                    self._handle(frame)
         except FramingError as err:
-            log.warning("%s: %s; closing", self._who(), err.reason)
+            log.warning("%s: %s; closing once its %d requests are answered", self._who(), err.reason,
+                        len(self.pending))
             self.factory.metrics.format_errors.labels(self.link.bank or "unknown").inc()
-            self.transport.abortConnection()
+            self._unframed = True
+            self._watch_partial_frame()  # nothing is buffered now: the frame timer stops
+            self._close_if_unframed()
             return
-        for frame in frames:
-            if not frame.keepalive:
-                self._handle(frame)
         self._watch_partial_frame()
 
     # --- requests -----------------------------------------------------------------------
@@ -101,6 +106,11 @@ class CounterProtocol(Protocol):
     def _done(self, result, d) -> None:
         self.pending.discard(d)
         self.factory.request_done()
+        self._close_if_unframed()
+
+    def _close_if_unframed(self) -> None:
+        if self._unframed and not self.pending and self.connected:
+            self.transport.loseConnection()  # after the answers written so far
 
     # --- timers -------------------------------------------------------------------------
 
