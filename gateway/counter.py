@@ -51,7 +51,7 @@ class Link:
     allowed_banks: frozenset[str]
     dialect: object
     bank: str | None = None
-    claim: Callable[[str], bool] = _claim_nothing   # counts the link against the bank's max_connections
+    claim: Callable[[str], bool] = _claim_nothing   # the link becomes the bank's, counted; False: refused
     log_allowance: Allowance = field(default_factory=Allowance)
 
     def may_speak_for(self, bank: str) -> bool:
