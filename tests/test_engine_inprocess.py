@@ -210,10 +210,12 @@ async def _debits_refused_with_A0(url, count, cleanup, **settings):
     await eng.start()
     cleanup.append(eng.stop)
     await until(lambda: eng.links[BANK].ready)
+    await eng.poll()   # its first housekeeping (which reloads MAC keys) done before the other engine signs on
     _another_engine_signed_on_twice(engine, host, fc.clock)
     batch(engine)
     await eng.poll()
-    await until(lambda: host.counters["mac_failures"] == count)
+    await until(lambda: host.counters["mac_failures"] == count,
+                show=lambda: (dict(host.counters), dict(eng.stats), states(engine)))
     return engine, fc, host, eng
 
 
