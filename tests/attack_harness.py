@@ -1,0 +1,423 @@
+"""The attack suite's tools: a real ``gridpay serve`` set up for an attack, honest banks that check
+every answer they get, hostile sockets, and the gateway's memory watched while it is attacked.
+
+Honest banks are blocking clients, one request at a time per connection, each waiting for its
+answer at most its bank's ``request_timeout_s``: the bank would time out after that (the
+functional latency bound). Their latencies are kept for information (p50/p99), never asserted.
+``GRIDPAY_ATTACK_SCALE`` (default 1) multiplies the size of every flood for a longer run.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import psutil
+from sqlalchemy import select
+
+from config.settings import environment_for
+from gateway.sim.client import Stans
+from gateway_harness import Bank, ZMKS, settings_tree
+from iso8583_specs import codec
+from iso8583_specs import keys as wire_keys
+from iso8583_specs.errors import MessageError
+from iso8583_specs.framing import encode_frame, make_tpdu
+from ledger.db import make_engine
+from ledger.schema import banks, payments
+from ledger_helpers import add_banks, new_engine, setup_customers
+from process_harness import GatewayProcess
+
+SCALE = max(1, int(os.environ.get("GRIDPAY_ATTACK_SCALE", "1")))
+RSS_CEILING_MIB = 400          # the gateway and its database workers together, under any attack here
+BANK_CODES = tuple(ZMKS)       # 01020000 and 01030000 (ascii), 01050000 (bcd)
+_CLIENTS = itertools.count(1)  # each honest client its own STANs and RRNs (§4.7: else 94)
+
+
+# --- the gateway ------------------------------------------------------------------------
+
+class AttackGateway(GatewayProcess):
+    """``gridpay serve`` on a settings tree of the test's making (listeners, banks' limits)."""
+
+    def __init__(self, tmp_path: Path, db_url: str, tree: dict | None = None, **bank_overrides):
+        super().__init__(tmp_path, db_url, **bank_overrides)
+        self.tree = tree or settings_tree(db_url, **bank_overrides)
+        self.tree["gateway"]["log_file"] = str(self.log)
+        inherited = {k: v for k, v in self.env.items() if not k.startswith("GRIDPAY_") or "_TEST_" in k}
+        self.env = {**inherited, **environment_for(self.tree)}
+        self.output: list[str] = []
+
+    def start(self, own_group: bool = False) -> "AttackGateway":
+        super().start(own_group)
+        # keep reading what it prints, so a chatty process can never block on a full pipe
+        threading.Thread(target=lambda: self.output.extend(self.proc.stdout), daemon=True).start()
+        return self
+
+    def request_timeout(self, bank: str) -> float:
+        return float(self.tree["banks"][bank].get("request_timeout_s", 10.0))
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log_size(self) -> int:
+        return self.log.stat().st_size
+
+    def tracebacks(self, since: int = 0) -> list[str]:
+        """Log lines announcing an unexpected exception (from byte ``since`` of the log on): hostile
+        input must be refused, not crash the handling of a request."""
+        with open(self.log, "rb") as log:
+            log.seek(since)
+            lines = log.read().decode(errors="replace").splitlines()
+        return [line for line in lines if "Traceback (most recent call last)" in line]
+
+
+@contextmanager
+def serving(tmp_path: Path, db_url: str, tree: dict | None = None, **bank_overrides):
+    """The gateway for the length of the block; it must still be alive at the end and stop cleanly."""
+    gw = AttackGateway(tmp_path, db_url, tree, **bank_overrides).start()
+    try:
+        yield gw
+        assert gw.alive(), f"the gateway died under attack: {gw.output[-20:]}"
+        assert gw.terminate() == 0, gw.output[-20:]
+    finally:
+        if gw.alive():
+            gw.kill9()
+
+
+def seed(db_url: str, **groups: int) -> dict[str, list[str]]:
+    """The three banks, and per prefix that many customers with a bill each: {prefix: numbers}."""
+    engine = new_engine(db_url)
+    with engine.begin() as conn:
+        add_banks(conn, *BANK_CODES)
+    numbers = {prefix: setup_customers(engine, n, prefix=prefix) for prefix, n in groups.items()}
+    engine.dispose()
+    return numbers
+
+
+# --- memory -----------------------------------------------------------------------------
+
+class RssWatch:
+    """Samples the resident memory of a process and its children (the database workers)."""
+
+    def __init__(self, pid: int, every_s: float = 0.1):
+        self.process = psutil.Process(pid)
+        self.every_s = every_s
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            try:
+                tree = [self.process, *self.process.children(recursive=True)]
+                total = sum(p.memory_info().rss for p in tree if p.is_running())
+            except psutil.Error:
+                total = 0
+            self.peak = max(self.peak, total)
+            self._stop.wait(self.every_s)
+
+    @property
+    def peak_mib(self) -> float:
+        return self.peak / 2 ** 20
+
+    def __enter__(self) -> "RssWatch":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def assert_bounded(self, what: str) -> None:
+        print(f"{what}: peak RSS of the gateway's processes {self.peak_mib:.0f} MiB")
+        assert 0 < self.peak_mib < RSS_CEILING_MIB, f"{what}: RSS {self.peak_mib:.0f} MiB"
+
+
+# --- sockets ----------------------------------------------------------------------------
+
+class Wire:
+    """One blocking connection to a gateway port: frames out, frames in."""
+
+    def __init__(self, port: int, dialect, timeout: float, source: str | None = None, tls=None):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=timeout,
+                                        source_address=(source, 0) if source else None)
+        self.sock = tls.wrap_socket(sock, server_hostname="localhost") if tls else sock
+        self.dialect = dialect
+        self.framer = dialect.framer(65535)
+        self.tpdu = make_tpdu("0000", "0001") if dialect.framing.tpdu else None
+        self.ready: list = []
+        self.closed = False
+
+    def send(self, iso: bytes) -> None:
+        self.sock.sendall(encode_frame(self.dialect.framing, iso, self.tpdu))
+
+    def frame(self, deadline: float):
+        """The next frame from the gateway; None once it closed; TimeoutError at the deadline."""
+        while not self.ready:
+            left = deadline - time.monotonic()
+            if left <= 0 or self.closed:
+                if self.closed:
+                    return None
+                raise TimeoutError("no frame in time")
+            self.sock.settimeout(left)
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                raise TimeoutError("no frame in time") from None
+            except OSError:
+                data = b""
+            if not data:
+                self.closed = True
+                return None
+            self.ready += [f for f in self.framer.feed(data) if not f.keepalive]
+        return self.ready.pop(0)
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class Unanswered(AssertionError):
+    """An honest request got no answer within its bank's request_timeout_s."""
+
+
+class HonestBank:
+    """A bank doing nothing wrong, on a connection of its own: every answer must be right."""
+
+    def __init__(self, gw: AttackGateway, code: str, *, listener: str | None = None, source: str | None = None,
+                 tls=None):
+        self.code = code
+        self.build = Bank(None, None, code)      # the in-process harness's request building
+        client = next(_CLIENTS)
+        self.build.stans = Stans(client * 10_000 % 1_000_000 + 1)
+        self.build.rrn = client * 1_000_000      # RRNs apart from the bank's other clients'
+        self.timeout = gw.request_timeout(code)
+        self.wire = Wire(gw.ports[listener or self.build.listener], self.build.dialect, self.timeout, source, tls)
+        self.latencies: list[float] = []
+        self.approved: dict[str, tuple[str, int]] = {}   # receipt -> (customer, amount)
+        self.problems: list[str] = []
+
+    def ask(self, mti: str, fields: dict, key: bytes | None | bool = True):
+        return self.ask_raw(self.build.encode(mti, fields, key), fields)
+
+    def ask_raw(self, iso: bytes, fields: dict):
+        """The answer to this request, which must come within the bank's request timeout."""
+        started = time.monotonic()
+        self.wire.send(iso)
+        wanted = (fields["7"], fields["11"], fields["32"])
+        while True:
+            try:
+                frame = self.wire.frame(started + self.timeout)
+            except TimeoutError:
+                raise Unanswered(f"{self.code}: no answer to {wanted} within {self.timeout} s") from None
+            if frame is None:
+                raise Unanswered(f"{self.code}: connection closed with {wanted} unanswered")
+            message = codec.decode(self.build.dialect, frame.message)
+            if message.identity == wanted:
+                self.latencies.append(time.monotonic() - started)
+                return message
+            if message.mti != "0800":
+                self.problems.append(f"{self.code}: an answer to nothing asked: {message.mti} {message.identity}")
+
+    def sign_on(self) -> None:
+        answer = self.ask("0800", {**self.build.head(), "70": "001"}, key=False)
+        assert answer.fields["39"] == "00", answer
+        self.build.mak = wire_keys.read_sign_on_field48(bytes.fromhex(ZMKS[self.code]), answer.fields["48"])
+
+    def checked(self, answer, what: str, code: str = "00"):
+        if answer.fields.get("39") != code:
+            self.problems.append(f"{self.code} {what}: {answer.fields.get('39')} where {code} was due")
+        elif not codec.verify_mac(self.build.dialect, answer.raw, self.build.mak):
+            self.problems.append(f"{self.code} {what}: the answer's MAC does not verify")
+        return answer
+
+    def pay(self, customer: str) -> None:
+        """Inquiry, then a payment of exactly the amount due (docs/spec/INTERFACE.md §4.3, §4.4)."""
+        due = int(self.checked(self.ask("0100", self.build.inquiry_fields(customer)), "inquiry").fields["4"])
+        answer = self.checked(self.ask("0200", self.build.payment_fields(customer, due)), f"payment {customer}")
+        if answer.fields.get("39") == "00":
+            self.approved[answer.tlv.get("RN")] = (customer, due)
+
+    def close(self) -> None:
+        self.wire.close()
+
+
+class HonestLoad:
+    """Honest banks paying customers in threads of their own while the attack runs."""
+
+    def __init__(self, *work: tuple[HonestBank, list[str]]):
+        self.work = work
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._run, args=w, daemon=True) for w in work]
+
+    def _run(self, bank: HonestBank, customers: list[str]) -> None:
+        try:
+            for customer in customers:
+                if self.stop.is_set():
+                    return
+                bank.pay(customer)
+        except (AssertionError, OSError, MessageError) as exc:
+            bank.problems.append(f"{bank.code}: {type(exc).__name__}: {exc}")
+
+    def __enter__(self) -> "HonestLoad":
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(120)
+
+    def finish(self, timeout: float = 300) -> None:
+        """Let every honest bank pay all its customers."""
+        for t in self.threads:
+            t.join(timeout)
+
+    @property
+    def banks(self) -> list[HonestBank]:
+        return [bank for bank, _ in self.work]
+
+
+def latency_figures(what: str, latencies: list[float]) -> str:
+    """p50/p99 in ms, for information only: the bound asserted is each bank's request timeout."""
+    ordered = sorted(latencies) or [0.0]
+    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000  # noqa: E731
+    line = f"{what}: {len(latencies)} honest answers, p50 {pick(.5):.1f} ms, p99 {pick(.99):.1f} ms"
+    print(line)
+    return line
+
+
+def assert_honest_served(*honest: HonestBank, paid: bool = True) -> None:
+    """Every honest request was answered right and in time (and, with ``paid``, payments were made)."""
+    problems = [p for bank in honest for p in bank.problems]
+    assert not problems, "\n".join(problems[:20])
+    latency_figures("honest banks", [x for bank in honest for x in bank.latencies])
+    if paid:
+        assert all(bank.approved for bank in honest), "an honest bank got nothing paid"
+
+
+def ledger_payments(db_url: str, bank: str) -> dict[str, tuple[str, int]]:
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        rows = conn.execute(select(payments.c.receipt_no, payments.c.customer_no, payments.c.amount)
+                            .where(payments.c.bank_code == bank)).all()
+    engine.dispose()
+    return {r.receipt_no: (r.customer_no, int(r.amount)) for r in rows}
+
+
+def payments_of(db_url: str, customers) -> dict[str, tuple[str, int]]:
+    """The ledger's payments for these customers, by receipt."""
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        rows = conn.execute(select(payments.c.receipt_no, payments.c.customer_no, payments.c.amount)
+                            .where(payments.c.customer_no.in_(list(customers)))).all()
+    engine.dispose()
+    return {r.receipt_no: (r.customer_no, int(r.amount)) for r in rows}
+
+
+def assert_ledger_is_what_banks_were_told(db_url: str, told: dict[str, dict[str, tuple[str, int]]]) -> None:
+    """Per bank: the ledger's payments are exactly those the banks were answered 00 for."""
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        known = set(conn.execute(select(banks.c.bank_code)).scalars())
+    engine.dispose()
+    for bank in known:
+        assert ledger_payments(db_url, bank) == told.get(bank, {}), f"bank {bank}: ledger and answers differ"
+
+
+def told_of(*honest: HonestBank) -> dict[str, dict[str, tuple[str, int]]]:
+    told: dict[str, dict[str, tuple[str, int]]] = {}
+    for bank in honest:
+        told.setdefault(bank.code, {}).update(bank.approved)
+    return told
+
+
+# --- hostile sockets ----------------------------------------------------------------------
+
+def raw_socket(port: int, source: str | None = None, timeout: float = 5.0) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=timeout,
+                                    source_address=(source, 0) if source else None)
+
+
+def closed_by_peer(sock: socket.socket, within: float) -> bool:
+    """True when the gateway closes (or resets) the connection within ``within`` seconds; whatever it
+    sends first is read and dropped."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            if not sock.recv(65536):
+                return True
+        except socket.timeout:
+            return False
+        except OSError:
+            return True
+    return False
+
+
+def answers_to_raw(sock: socket.socket, dialect, data: bytes, wait: float,
+                   enough: int | None = None) -> tuple[list, bool]:
+    """Send hostile bytes; the messages the gateway answers within ``wait`` s (or until ``enough``
+    came), and whether it closed the connection."""
+    framer = dialect.framer(65535)
+    try:
+        sock.sendall(data)
+    except OSError:
+        return [], True
+    answers, deadline = [], time.monotonic() + wait
+    while time.monotonic() < deadline:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            break
+        except OSError:
+            return answers, True
+        if not chunk:
+            return answers, True
+        answers += [codec.decode(dialect, f.message) for f in framer.feed(chunk) if not f.keepalive]
+        if enough is not None and len(answers) >= enough:
+            break
+    return answers, False
+
+
+# --- hostile requests ---------------------------------------------------------------------
+
+def remac(build: Bank, iso: bytes) -> bytes:
+    """The MAC made again over the (changed) message, as a bank's faulty software would send it."""
+    fs, size = build.dialect.fields, build.dialect.fields.mac_len
+    return iso[:-size] + fs.mac_wire(build.dialect.mac(build.mak, iso[:-size]))
+
+
+def hostile(build: Bank, mti: str, fields: dict, key: str, data: bytes | None = None,
+            length: bytes | None = None) -> bytes:
+    """The request as ``build`` encodes it, with field ``key``'s bytes on the wire (and/or its
+    length prefix) replaced and the MAC made again: the gateway's checks must refuse it, the MAC
+    will not. Without ``length`` a variable field's prefix counts the new data truthfully."""
+    import iso8583
+
+    spec = build.dialect.fields.spec
+    _, wire = iso8583.decode(build.encode(mti, fields), spec)
+    old = wire[key]
+    if data is not None:
+        old = {"len": prefix(spec[key], old["len"], data), "data": data}
+    if length is not None:
+        old = {**old, "len": length}
+    wire[key] = old
+    return remac(build, b"".join(part["len"] + part["data"] for part in wire.values()))
+
+
+def prefix(spec: dict, old: bytes, data: bytes) -> bytes:
+    """A variable field's length prefix for ``data``, in the prefix's own width and encoding."""
+    if not old:
+        return b""
+    count = len(data) * 2 if spec.get("len_count") == "nibbles" else len(data)
+    if spec["len_enc"] == "bcd":
+        return bytes.fromhex(f"{count:0{2 * len(old)}d}")
+    return f"{count:0{len(old)}d}".encode()
