@@ -278,3 +278,37 @@ def test_a_tls_listener_refuses_plain_tcp_and_strangers_and_its_bank_still_conne
     assert_honest_served(a, b, c, second)
     assert_ledger_is_what_banks_were_told(sqlite_url, told_of(a, b, c, second))
     assert not tracebacks, tracebacks[:3]
+
+
+def test_a_connection_pipelining_thousands_of_requests_it_never_reads_leaves_others_served(tmp_path, sqlite_url):
+    """Bank B writes thousands of inquiries on one connection, half with a MAC under a key it was
+    never given (each costs the gateway a key reload before its A0), and never reads an answer;
+    banks A and C sign on and pay meanwhile."""
+    customers = seed(sqlite_url, A=20, B=5, C=20)
+    with serving(tmp_path, sqlite_url) as gw, RssWatch(gw.proc.pid) as rss:
+        b = signed_on(gw, B)
+        build, frames = b.build, []
+        for n in range(2500 * SCALE):
+            for key in (True, bytes(16)):
+                fields = build.inquiry_fields(customers["B"][n % 5])
+                frames.append(encode_frame(build.dialect.framing, build.encode("0100", fields, key)))
+        flood = raw_socket(gw.ports["ascii"], timeout=None)
+        writer = threading.Thread(target=lambda: flood_write(flood, b"".join(frames)), daemon=True)
+        writer.start()
+        a, c = signed_on(gw, A), signed_on(gw, C)
+        with HonestLoad((a, customers["A"]), (c, customers["C"])) as load:
+            load.finish()
+        writer.join(120)
+        flood.close()
+        tracebacks = gw.tracebacks()
+    rss.assert_bounded("pipelined requests never read")
+    assert_honest_served(a, c)
+    assert_ledger_is_what_banks_were_told(sqlite_url, told_of(a, c))
+    assert not tracebacks, tracebacks[:3]
+
+
+def flood_write(sock: socket.socket, data: bytes) -> None:
+    try:
+        sock.sendall(data)
+    except OSError:   # the gateway may stop the flood by closing the connection
+        pass

@@ -216,7 +216,7 @@ def small(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("frames")
     url = f"sqlite:///{tmp / 'gridpay.db'}"
     customers = iter(seed(url, C=100)["C"])
-    with serving(tmp, url) as gw:
+    with serving(tmp, url, **{bank: {"frame_timeout_s": 2} for bank in ("01020000", "01030000", "01050000")}) as gw:
         yield gw, url, customers
 
 
@@ -260,6 +260,26 @@ def test_a_bcd_frame_whose_tpdu_is_not_60_is_refused_or_answered_never_applied_i
     assert not gw.tracebacks(mark)
 
 
+@pytest.mark.parametrize("bank, field, data", [("01020000", "7", b"11\x003101530"), ("01020000", "11", b"0X0031"),
+                                              ("01020000", "32", b"000001020000"), ("01050000", "11", b"\x0a\x00\x31"),
+                                              ("01050000", "32", b"\x00\x00\x01\x05\x00\x00")])
+def test_a_request_whose_identity_cannot_be_read_gets_no_answer_and_raises_nothing(small, bank, field, data):
+    """§6: a request whose fields 7, 11 and 32 cannot be read gets no response (there is nothing to
+    address one to): the gateway logs and counts it, and nothing in it may end in an exception."""
+    gw, url, customers = small
+    mark, customer = gw.log_size(), next(customers)
+    honest = HonestBank(gw, bank)
+    honest.sign_on()
+    iso = hostile(honest.build, "0200", honest.build.payment_fields(customer, 10050), field, data=data)
+    answers, _ = answers_to_raw(honest.wire.sock, honest.build.dialect,
+                                encode_frame(honest.build.dialect.framing, iso, honest.wire.tpdu), 1.0)
+    honest.pay(next(customers))   # the connection serves on
+    honest.close()
+    assert [a.fields["39"] for a in answers] in ([], ["30"])
+    assert payments_of(url, [customer]) == {} and not honest.problems
+    assert not gw.tracebacks(mark)   # logged before the payment after it was answered
+
+
 @pytest.mark.parametrize("field, length", [("32", b"+8"), ("32", b" 8"), ("32", b"8 "),
                                            ("48", b"+21"), ("48", b" 21"), ("48", b"2_1")])
 def test_a_length_prefix_with_a_sign_or_space_is_a_format_error(small, field, length):
@@ -275,3 +295,29 @@ def test_a_length_prefix_with_a_sign_or_space_is_a_format_error(small, field, le
     honest.close()
     assert [a.fields["39"] for a in answers] in ([], ["30"])
     assert payments_of(url, [customer]) == {}
+
+
+def test_a_stream_of_requests_split_across_reads_is_not_cut_by_the_frame_timeout(small):
+    """Several requests may be outstanding on one connection (§1). A bank streaming them, each of
+    its writes ending inside a frame, completes every frame within a fraction of frame_timeout_s:
+    the frame timer must time each frame, not the stream, and every request be answered."""
+    gw, _, customers = small
+    honest = HonestBank(gw, "01020000")
+    honest.sign_on()
+    customer, build = next(customers), honest.build
+    pause = 0.05
+    frames = [encode_frame(build.dialect.framing, build.encode("0100", build.inquiry_fields(customer)))
+              for _ in range(int(2.5 * gw.tree["banks"]["01020000"]["frame_timeout_s"] / pause))]
+    cuts = [sum(len(f) for f in frames[:n]) + len(frames[n]) // 2 for n in range(len(frames))]
+    stream, cut_off = b"".join(frames), False
+    for start, end in zip([0] + cuts, cuts + [len(stream)]):
+        try:
+            honest.wire.sock.sendall(stream[start:end])
+        except OSError:
+            cut_off = True
+            break
+        time.sleep(pause)
+    answers, closed = answers_to_raw(honest.wire.sock, build.dialect, b"", honest.timeout, enough=len(frames))
+    honest.close()
+    assert not (cut_off or closed), "the gateway closed a connection whose every frame came whole in time"
+    assert [a.fields["39"] for a in answers] == ["00"] * len(frames)
