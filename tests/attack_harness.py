@@ -15,6 +15,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from select import select as ready_to_read
 
 import psutil
 from sqlalchemy import select
@@ -25,6 +26,7 @@ from gateway_harness import Bank, ZMKS, settings_tree
 from iso8583_specs import codec
 from iso8583_specs import keys as wire_keys
 from iso8583_specs.errors import MessageError
+from iso8583_specs.fields import MAC_FIELDS
 from iso8583_specs.framing import encode_frame, make_tpdu
 from ledger.db import make_engine
 from ledger.schema import banks, payments
@@ -361,6 +363,22 @@ def closed_by_peer(sock: socket.socket, within: float) -> bool:
     return False
 
 
+def closed_of(socks: list[socket.socket], within: float) -> int:
+    """How many of these connections the gateway closes within ``within`` seconds (all watched at once)."""
+    open_, closed, deadline = list(socks), 0, time.monotonic() + within
+    while open_ and time.monotonic() < deadline:
+        readable, _, _ = ready_to_read(open_, [], [], max(0.0, deadline - time.monotonic()))
+        for sock in readable:
+            try:
+                gone = not sock.recv(65536)
+            except OSError:
+                gone = True
+            if gone:
+                open_.remove(sock)
+                closed += 1
+    return closed
+
+
 def answers_to_raw(sock: socket.socket, dialect, data: bytes, wait: float,
                    enough: int | None = None) -> tuple[list, bool]:
     """Send hostile bytes; the messages the gateway answers within ``wait`` s (or until ``enough``
@@ -410,7 +428,8 @@ def hostile(build: Bank, mti: str, fields: dict, key: str, data: bytes | None = 
     if length is not None:
         old = {**old, "len": length}
     wire[key] = old
-    return remac(build, b"".join(part["len"] + part["data"] for part in wire.values()))
+    iso = b"".join(part["len"] + part["data"] for part in wire.values())
+    return iso if key in MAC_FIELDS else remac(build, iso)
 
 
 def prefix(spec: dict, old: bytes, data: bytes) -> bytes:
