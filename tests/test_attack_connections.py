@@ -15,9 +15,9 @@ import ssl
 import threading
 import time
 
-from attack_harness import (SCALE, HonestBank, HonestLoad, RssWatch, answers_to_raw, assert_honest_served,
-                            assert_ledger_is_what_banks_were_told, closed_by_peer, closed_of, raw_socket, seed, serving,
-                            told_of)
+from attack_banks import (HonestBank, HonestLoad, answers_to_raw, assert_honest_served, closed_by_peer,
+                          closed_of, raw_socket, told_of)
+from attack_harness import SCALE, RssWatch, assert_ledger_is_what_banks_were_told, seed, serving
 from gateway_harness import Bank, settings_tree
 from iso8583_specs.framing import encode_frame
 from ledger_helpers import assert_ledger_verifies
@@ -88,35 +88,33 @@ def admitted(gw, code: str, source: str, tries: int = 20) -> HonestBank:
 
 
 class ListenerFlood:
-    """Connections to the shared ascii listener that never pay: silent ones; ones whose field 32
-    names bank C of the bcd listener in a malformed request (answered 30); ones naming bank A in
-    an echo (which identifies them as A's); ones naming a bank that does not exist."""
+    """Connections to the shared ascii listener that never pay: silent ones; ones naming bank A in
+    an echo (which makes them A's); ones naming a bank that does not exist; ones whose field 32
+    names bank C of the bcd listener in a malformed payment (answered 30)."""
 
     def __init__(self, gw, size: int):
         self.port = gw.ports["ascii"]
         self.size = size
-        self.build = {code: Bank(None, None, code) for code in (A, C)}
+        self.build = Bank(None, None, A)   # ascii requests, whatever bank their field 32 names
         self.socks: list[socket.socket] = []
         self.answered = 0
 
-    def requests(self):
-        echo = lambda code: self.build[A].encode("0800", {**self.build[A].head(), "32": code, "70": "301"}, False)  # noqa: E731
-        other_listener = {**self.build[C].payment_fields("C00000001", 100), "4": "00000000010X"}
-        return [None, echo(A), echo("09990000"), self._ascii_unchecked("0200", other_listener)]
-
-    def _ascii_unchecked(self, mti: str, fields: dict) -> bytes:
-        """An ascii request the codec would refuse to write (a letter in field 4)."""
-        good = {**fields, "4": "000000000100"}
-        return self.build[A].encode(mti, good, key=False).replace(b"000000000100", fields["4"].encode(), 1)
+    def request(self, n: int) -> bytes | None:
+        build, kind = self.build, n % 4
+        if kind == 0:
+            return None
+        if kind in (1, 2):
+            return build.encode("0800", {**build.head(), "32": A if kind == 1 else "09990000", "70": "301"}, False)
+        payment = build.encode("0200", {**build.payment_fields("C00000001", 100), "32": C}, key=False)
+        return payment.replace(b"000000000100", b"00000000010X", 1)   # field 4 not numeric
 
     def open(self) -> None:
-        kinds = self.requests()
         for n in range(self.size):
             sock = raw_socket(self.port)
-            request = kinds[n % len(kinds)]
+            request = self.request(n)
             if request is not None:
-                answers, closed = answers_to_raw(sock, self.build[A].dialect, encode_frame(
-                    self.build[A].dialect.framing, request), 2.0, enough=1)
+                answers, _ = answers_to_raw(sock, self.build.dialect, encode_frame(self.build.dialect.framing, request),
+                                            2.0, enough=1)
                 self.answered += len(answers)
             self.socks.append(sock)
 
@@ -266,7 +264,8 @@ def test_a_tls_listener_refuses_plain_tcp_and_strangers_and_its_bank_still_conne
             stranger = tls_refused(port, client_tls(pki, "intruder"), payment, a.build.dialect)
             held = [raw_socket(port) for _ in range(10 * SCALE)]   # TCP accepted, no handshake ever begun
             time.sleep(HOLD_S)
-            second = signed_on(gw, A, listener="tls", tls=client_tls(pki, "bank"))
+            second = HonestBank(gw, A, listener="tls", tls=client_tls(pki, "bank"))
+            second.build.mak = a.build.mak   # the bank's key on all its connections (§4.1)
             for customer in customers["A"][10:]:
                 second.pay(customer)
             load.finish()

@@ -19,11 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from attack_harness import (SCALE, HonestBank, RssWatch, answers_to_raw, assert_honest_served,
-                            assert_ledger_is_what_banks_were_told, hostile, payments_of, raw_socket,
-                            seed, serving, told_of)
+from attack_banks import HonestBank, answers_to_raw, hostile, raw_socket
+from attack_harness import SCALE, RssWatch, assert_ledger_is_what_banks_were_told, payments_of, seed, serving
 from gateway_harness import Bank
-from iso8583_specs.dialects import get_dialect
 from iso8583_specs.framing import encode_frame
 from ledger_helpers import assert_ledger_verifies
 
@@ -134,6 +132,7 @@ class Attacker(threading.Thread):
                 sock = raw_socket(self.port)
             except OSError as exc:
                 self.wrong.append(f"could not connect: {exc}")
+                self.stop.wait(0.1)
                 continue
             with sock:
                 for _ in range(self.corpus.rng.randint(1, 4)):

@@ -19,8 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 import iso8583
 from sqlalchemy import func, select
 
-from attack_harness import (SCALE, HonestBank, HonestLoad, RssWatch, Wire, assert_honest_served,
-                            assert_ledger_is_what_banks_were_told, hostile, payments_of, seed, serving, told_of)
+from attack_banks import HonestBank, HonestLoad, Wire, assert_honest_served, hostile, told_of
+from attack_harness import SCALE, RssWatch, assert_ledger_is_what_banks_were_told, payments_of, seed, serving
 from iso8583_specs import codec
 from ledger.db import make_engine
 from ledger.schema import reversals
@@ -29,6 +29,7 @@ from ledger_helpers import assert_ledger_verifies
 A, B, C = "01020000", "01030000", "01050000"   # A and B ascii, C bcd
 IDENTITY = ("7", "11", "32")                   # without them no answer can be addressed (§6)
 BEFORE_32 = ("3", "4", "7", "11", "12", "13")  # fixed fields ahead of 32: one byte too many moves it
+BUILDING = threading.Lock()
 
 
 # --- replays ----------------------------------------------------------------------------------
@@ -164,11 +165,12 @@ def outcome(gw, attacker, listener: str, customer: str, case: tuple[str, str]) -
     """Send one hostile payment, then an echo on the same connection: what became of the payment."""
     field, what = case
     build = attacker.build
-    fields = build.payment_fields(customer, 10050)
+    with BUILDING:   # one STAN and RRN sequence per bank, shared by the attacking threads
+        fields = build.payment_fields(customer, 10050)
+        echo = {**build.head(), "70": "301"}
     data, length = variants(build, fields, field)[what]
     iso = hostile(build, "0200", fields, field, data=data, length=length)
     wire = Wire(gw.ports[listener], build.dialect, attacker.timeout)
-    echo = {**build.head(), "70": "301"}
     got = "silent"
     try:
         wire.send(iso)
