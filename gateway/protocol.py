@@ -84,13 +84,17 @@ class CounterProtocol(Protocol):
     def dataReceived(self, data: bytes) -> None:
         self._last_bytes = self.clock.seconds()
         self.link.log_allowance.earn(len(data))
+        completed = False
         if self.lost_place is None:
             try:
                 for frame in self.framer.feed(data):
+                    completed = True
                     if not frame.keepalive:
                         self.unread.append(frame)
             except FramingError as err:
                 self._lose_place(err)
+        if completed and self._frame is not None and self._frame.active():
+            self._frame.cancel()   # the frame it timed is complete: what is buffered now is a new one
         self._take_requests()
         self._watch_partial_frame()
 
