@@ -121,6 +121,11 @@ class BankConfig(_Model):
     frame_timeout_s: float = Field(10.0, gt=0)
     request_timeout_s: float = Field(10.0, gt=0)
     max_frame: int = Field(4096, ge=64, le=65535)
+    max_outstanding_requests: int = Field(
+        64, ge=1, le=10_000,
+        description="Most requests one counter connection of the bank may have in the gateway at once: at the "
+                    "cap the gateway stops reading from that connection and reads on as answers go out, so one "
+                    "connection's flood cannot crowd out the bank's other connections or other banks.")
     allowed_networks: list[str] = ["127.0.0.0/8", "::1/128"]
     client_cert_subject: str = ""
     debit: DebitLinkConfig = DebitLinkConfig()
@@ -151,6 +156,11 @@ class ListenerConfig(_Model):
     tls_cert_file: str = ""
     tls_key_file: str = ""
     tls_client_ca_file: str = ""
+    tls_handshake_timeout_s: float = Field(
+        10.0, gt=0,
+        description="On a TLS listener: a connection whose TLS handshake (and client certificate check) has not "
+                    "finished within this time is closed. Until then it counts against no bank's "
+                    "`max_connections`.")
 
 
 class GatewayConfig(_Model):

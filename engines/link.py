@@ -281,14 +281,12 @@ class DebitConnection(Protocol):
         if self._echo_call is not None and self._echo_call.active():
             self._echo_call.reset(self.link.cfg.echo_interval_s)
         try:
-            frames = list(self.framer.feed(data))
+            for frame in self.framer.feed(data):  # the frames before a bad header come first
+                if not frame.keepalive:
+                    self.link._frame(self, frame)
         except FramingError as err:
             self.link.stats["framing_errors"] += 1
             self.close(err.reason)
-            return
-        for frame in frames:
-            if not frame.keepalive:
-                self.link._frame(self, frame)
 
     # network management
 

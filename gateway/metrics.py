@@ -25,6 +25,13 @@ class GatewayMetrics:
         self.mac_failures = Counter("gridpay_mac_failures", "Requests whose MAC did not verify", ["bank"], registry=r)
         self.format_errors = Counter(
             "gridpay_format_errors", "Requests answered 30 or dropped as undecodable", ["bank"], registry=r)
+        self.dropped = Counter(
+            "gridpay_requests_dropped",
+            "Frames left unanswered because no answer could be sent: undecodable (7, 11, 32 not found, "
+            "docs/spec/INTERFACE.md §6), unanswerable (found but unusable: MTI, TPDU, identity fields), "
+            "response (a response other than 0810 sent to the gateway), limit (its bank at max_connections: "
+            "the connection closes); by the connection's bank",
+            ["bank", "reason"], registry=r)
         self.duplicates = Counter(
             "gridpay_duplicates_replayed", "Repeated requests answered from the stored response", ["bank"], registry=r)
         self.unanswered = Counter(

@@ -6,6 +6,10 @@ a second, so when those handlers are plain files or streams with the daemon's li
 into the stream's buffer without a flush per line: ``flush()`` (the daemon calls it on a
 timer and when it stops), any other log record and the process's exit write it out. Any
 other set-up (capture handlers in tests, other formats, filters) gets an ordinary record.
+
+A frame the gateway drops unanswered is not a transaction anyone waits for, and a peer can send
+them as fast as its bytes go: their lines are written within the connection's ``Allowance``, so
+no input makes the log grow faster than a small multiple of the bytes it takes.
 """
 from __future__ import annotations
 
@@ -22,10 +26,42 @@ LINE_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 PLAIN_TEXT = re.compile(r'[^"\\\x00-\x1f]*\Z')  # what json.dumps(ensure_ascii=False) leaves as it is
 
 
-def log_exchange(ex, now: float) -> None:
+class Allowance:
+    """The log bytes a connection's dropped frames may still take: ``start``, then ``per_byte`` for
+    every byte the connection sends, held to ``most`` (a quiet day banks no licence for a burst).
+    Lines over it are counted in ``held``; the next line written says how many."""
+
+    def __init__(self, start: int = 4096, per_byte: float = 1.0, most: int = 65536):
+        self.left = float(start)
+        self.per_byte = per_byte
+        self.most = most
+        self.held = 0
+
+    def earn(self, nbytes: int) -> None:
+        self.left = min(self.most, self.left + nbytes * self.per_byte)
+
+    def spend(self, nbytes: int) -> bool:
+        if nbytes > self.left:
+            self.held += 1
+            return False
+        self.left -= nbytes
+        return True
+
+
+LINE_HEAD = len("2026-01-01 00:00:00,000 INFO gridpay.tx \n")
+
+
+def log_exchange(ex, now: float, allowance: Allowance | None = None) -> None:
     if not log.isEnabledFor(logging.INFO):
         return
     message = transaction_json(ex, now)
+    if allowance is not None:
+        held = allowance.held
+        if not allowance.spend(LINE_HEAD + len(message.encode()) + 32):  # 32: room for the count of held lines
+            return
+        if held:
+            allowance.held = 0
+            message = f'{message[:-1]}, "not_logged_before": {held}}}'
     handlers = _direct_handlers()
     if handlers is None:
         log.info(message)

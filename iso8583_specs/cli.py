@@ -11,7 +11,7 @@ from .codec import decode, encode, verify_mac
 from .dialects import PRESETS, Dialect, get_dialect
 from .errors import MessageError
 from .fields import FIELD_SET_NAMES, MAC_FIELDS
-from .framing import FRAMINGS, Framer, encode_frame, make_tpdu
+from .framing import FRAMINGS, TPDU_ID, TPDU_LEN, Framer, encode_frame, make_tpdu
 from .mac import METHODS
 
 DEFAULT_REQUEST_TPDU = make_tpdu("0001", "0000")   # to the bank's NII 0001 from the gateway's 0000
@@ -159,6 +159,6 @@ def _tpdu(given: str | None, mti: str) -> bytes:
         tpdu = bytes.fromhex(given)
     except (ValueError, TypeError):
         tpdu = b""
-    if len(tpdu) != 5:
-        raise MessageError("tpdu: must be 10 hexadecimal digits")
+    if len(tpdu) != TPDU_LEN or tpdu[0] != TPDU_ID:  # what the framer would refuse (docs/wire.md)
+        raise MessageError("tpdu: must be 60 and two NIIs, 10 hexadecimal digits")
     return tpdu

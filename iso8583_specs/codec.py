@@ -70,16 +70,46 @@ def decode(dialect: Dialect, iso: bytes) -> Message:
     return Message(mti, doc, iso)
 
 
+def decode_reference(dialect: Dialect, iso: bytes) -> Message:
+    """:func:`decode` through pyiso8583 alone, never the fast path: what the fast path must
+    equal (the property tests and ``scripts/fuzz.py`` compare the two on every input)."""
+    fs = dialect.fields
+    iso = bytes(iso)
+    mti, bitmap, doc = _decode_slowly(fs, iso)
+    _check_content(fs, mti, bitmap, doc)
+    return Message(mti, doc, iso)
+
+
 def _decode_slowly(fs: FieldSet, iso: bytes) -> tuple[str, str, dict[str, str]]:
     """pyiso8583 itself: its error, with what could be salvaged, or the decoded fields."""
     try:
-        doc, _ = iso8583.decode(iso, fs.spec)
+        doc, enc = iso8583.decode(iso, fs.spec)
     except DecodeError as exc:
-        raise _salvaged(fs, iso, exc) from None
+        raise _length_error(fs, exc.doc_dec, exc.doc_enc) or _salvaged(fs, iso, exc) from None
     except (ValueError, TypeError, KeyError, IndexError) as exc:
         raise MessageError(f"message: cannot be decoded ({exc})") from None
+    error = _length_error(fs, doc, enc)
+    if error is not None:
+        raise error
     mti = doc.pop("t")
     return mti, doc.pop("p") + doc.pop("1", ""), doc
+
+
+def _length_error(fs: FieldSet, doc: dict[str, str], enc: dict) -> MessageError | None:
+    """The first text length prefix that is not all digits, which pyiso8583 reads with int()
+    (a sign, spaces, "_"); what came before it is salvaged."""
+    before: dict[str, str] = {}
+    for key, parts in enc.items():
+        spec = fs.spec[key]
+        if spec["len_type"] and spec["len_enc"] not in ("b", "bcd"):
+            text = parts["len"].decode("latin-1")
+            if not (text.isascii() and text.isdigit()):
+                error = MessageError(f"field {key}: length {text!r} is not digits", field=int(key))
+                found = _readable(fs, before, None)
+                return error.salvage(found.get("t"), found)
+        if key in doc:
+            before[key] = doc[key]
+    return None
 
 
 def _check_content(fs: FieldSet, mti: str, bitmap: str, doc: dict[str, str]) -> None:

@@ -26,7 +26,14 @@ def _length_reader(spec: dict) -> Callable[[bytes, int], int]:
         return lambda s, i: int.from_bytes(s[i:i + width], "big")
     if enc == "bcd":
         return lambda s, i: int(s[i:i + width].hex(), 10)
-    return lambda s, i: int(s[i:i + width].decode(enc))
+
+    def read_text(s: bytes, i: int) -> int:
+        text = s[i:i + width].decode(enc)
+        # Digits only: int() would also take a sign, whitespace and "_" ("+8", " 8", "-1").
+        if not (text.isascii() and text.isdigit()):
+            raise ValueError(f"length {text!r} is not digits")
+        return int(text)
+    return read_text
 
 
 def _unpad(spec: dict) -> Callable[[str], str]:

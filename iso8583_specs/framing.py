@@ -64,9 +64,11 @@ class Framer:
     """Splits a byte stream into frames as the bytes arrive.
 
     ``feed(data)`` buffers the bytes and returns an iterator over the frames now complete.
-    A bad length header (not digits, above ``max_frame``, too short for the TPDU) raises
-    :class:`FramingError`; the stream has then lost its place, and every later ``feed`` raises
-    the same error: close the connection.
+    A bad length header (not digits, above ``max_frame``, too short for the TPDU) or, in TPDU
+    framings, a TPDU that does not start with ``60`` raises :class:`FramingError` once the
+    iterator reaches it, after every frame complete before it: iterate, handling each frame,
+    rather than ``list()`` it inside the ``try``. The stream has then lost its place, and every
+    later ``feed`` raises the same error: close the connection.
     """
 
     def __init__(self, framing: Framing, max_frame: int = 4096):
@@ -95,6 +97,8 @@ class Framer:
                 del buf[:hlen]
                 yield KEEPALIVE
                 continue
+            if self.framing.tpdu and len(buf) > hlen:
+                self._check_tpdu_id(buf[hlen])
             if len(buf) < hlen + length:
                 return
             body = bytes(buf[hlen:hlen + length])
@@ -113,6 +117,13 @@ class Framer:
         if self.framing.tpdu and 0 < length < TPDU_LEN:
             self._fail(f"frame length {length} cannot hold the {TPDU_LEN}-byte TPDU")
         return length
+
+    def _check_tpdu_id(self, first: int) -> None:
+        # With a 2-byte binary header any two bytes are a plausible length: the TPDU's 60 is the
+        # one mark that the stream is where the header said. Without it nothing after can be
+        # trusted, this frame's extent included (§2.2, §6).
+        if first != TPDU_ID:
+            self._fail(f"TPDU starts {first:02X}, not {TPDU_ID:02X}")
 
     def _fail(self, reason: str) -> None:
         self._buffer.clear()

@@ -120,3 +120,80 @@ def test_banks_a_certificate_may_speak_for():
     assert banks_certified({"A", "B", "C"}, "bank-a", subjects) == {"A", "B"}
     assert banks_certified({"A", "C"}, "stranger", subjects) == frozenset()
     assert banks_certified({"A", "C"}, None, subjects) == frozenset()
+
+
+def one_bank_tls_settings(url, pki, **listener) -> Settings:
+    """The ascii listener, TLS, for 01020000 alone (so a connection is that bank's from its address on)."""
+    set_zmk_env()
+    tree = settings_tree(url, **{"01020000": {"client_cert_subject": "bank-01020000", "max_connections": 2}})
+    d = pki["dir"]
+    tree["gateway"]["listeners"][0].update(banks=["01020000"], tls_cert_file=str(d / "server.crt"),
+                                           tls_key_file=str(d / "server.key"), tls_client_ca_file=str(d / "ca.crt"),
+                                           **listener)
+    return Settings.model_validate(tree)
+
+
+async def plain_tcp(gw) -> CounterClient:
+    """A connection to the TLS port that never starts a handshake."""
+    endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", gw.port_of("ascii"))
+    return await endpoint.connect(Factory.forProtocol(lambda: CounterClient(Bank(reactor, gw).dialect)))
+
+
+@pytest_twisted.ensureDeferred
+async def test_connections_without_a_handshake_take_no_slot_of_the_bank(sqlite_url, pki):
+    """Plain TCP connections to a TLS listener (limit 2) do not count against its bank until their
+    handshake and certificate check: the bank with its certificate is still served."""
+    seed(sqlite_url, STANDARD)
+    gw = await start_gateway(reactor, sqlite_url, settings=one_bank_tls_settings(sqlite_url, pki))
+    squatters = [await plain_tcp(gw) for _ in range(3)]
+    banks = []
+    try:
+        await task.deferLater(reactor, 0.1)
+        assert gw.metrics.registry.get_sample_value("gridpay_connections", {"bank": "01020000"}) == 0
+        banks = [await tls_bank(gw, pki, "bank") for _ in range(2)]
+        for bank in banks:
+            await bank.sign_on()
+            assert code_of(await bank.send("0100", bank.inquiry_fields(CUSTOMER))) == "00"
+        assert gw.metrics.registry.get_sample_value("gridpay_connections", {"bank": "01020000"}) == 2
+    finally:
+        for client in squatters:
+            client.transport.loseConnection()
+        await stop_all(gw, *banks)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_handshake_not_finished_in_time_is_closed(sqlite_url, pki):
+    """tls_handshake_timeout_s (default 10 s) bounds the handshake; a finished one is not affected."""
+    seed(sqlite_url, STANDARD)
+    clock = task.Clock()
+    gw = await start_gateway(reactor, sqlite_url, clock=clock, settings=one_bank_tls_settings(sqlite_url, pki))
+    squatter = await plain_tcp(gw)
+    bank = await tls_bank(gw, pki, "bank")
+    try:
+        await bank.sign_on()
+        clock.advance(9.9)
+        await task.deferLater(reactor, 0.1)
+        assert not squatter.closed.called
+        clock.advance(0.2)
+        await task.deferLater(reactor, 0.1)
+        assert squatter.closed.called and not bank.client.closed.called
+        assert gw.metrics.connections_refused.labels("01020000", "handshake")._value.get() == 1
+        assert code_of(await bank.send("0100", bank.inquiry_fields(CUSTOMER))) == "00"
+    finally:
+        squatter.transport.loseConnection()
+        await stop_all(gw, bank)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_certificate_for_no_bank_of_the_listener_is_refused_at_the_handshake(sqlite_url, pki):
+    """On the one-bank listener the intruder's CA-signed certificate fits no bank: closed after the
+    handshake, before any request, and never counted against 01020000."""
+    seed(sqlite_url, STANDARD)
+    gw = await start_gateway(reactor, sqlite_url, settings=one_bank_tls_settings(sqlite_url, pki))
+    try:
+        intruder = await tls_bank(gw, pki, "intruder")
+        await intruder.client.closed.addTimeout(10, reactor)  # a hang guard, not a timing
+        assert gw.metrics.connections_refused.labels("01020000", "certificate")._value.get() == 1
+        assert gw.metrics.registry.get_sample_value("gridpay_connections", {"bank": "01020000"}) == 0
+    finally:
+        await stop_all(gw)

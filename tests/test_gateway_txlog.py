@@ -78,3 +78,20 @@ def test_lines_written_directly_look_like_log_records(tmp_path):
         handler.close()
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
+
+
+def test_lines_over_a_connection_allowance_are_held_and_counted(caplog):
+    """Dropped frames' lines spend the connection's allowance; the next line written says how many
+    were held back, and the bytes the connection sends earn more (up to the most it may hold)."""
+    caplog.set_level(logging.INFO, logger="gridpay.tx")
+    allowance = txlog.Allowance(start=600, per_byte=1.0, most=1000)
+    dropped = exchange(silent=True, kind="", detail="not answered: message: too short")
+    for _ in range(5):
+        txlog.log_exchange(dropped, 100.5, allowance)
+    written = [r.getMessage() for r in caplog.records]
+    assert len(written) == 2 and allowance.held == 3
+    allowance.earn(10_000)
+    assert allowance.left == 1000
+    txlog.log_exchange(dropped, 100.5, allowance)
+    last = json.loads(caplog.records[-1].getMessage())
+    assert last["not_logged_before"] == 3 and last["rc"] is None and allowance.held == 0

@@ -77,6 +77,37 @@ def test_tpdu_framing_needs_room_for_the_tpdu():
         list(Framer(BIN2_TPDU).feed(b"\x00\x03abc"))
 
 
+@pytest.mark.parametrize("framing", ["bin2-tpdu", "ascii4-tpdu"])
+@pytest.mark.parametrize("tpdu", ["6100010000", "0000010000", "FF00010000"])
+def test_a_tpdu_not_starting_60_is_a_framing_error_that_sticks(framing, tpdu):
+    # docs/spec/INTERFACE.md §2.2: the TPDU is 60 + two NIIs; without the 60 the stream has lost its place
+    framing = get_framing(framing)
+    framer = Framer(framing)
+    with pytest.raises(FramingError) as info:
+        list(framer.feed(encode_frame(framing, b"0800", bytes.fromhex(tpdu))))
+    assert f"TPDU starts {tpdu[:2]}, not 60" in info.value.reason
+    with pytest.raises(FramingError):
+        list(framer.feed(encode_frame(framing, b"0800", TPDU)))
+
+
+def test_a_bad_tpdu_fails_as_soon_as_its_first_byte_arrives():
+    framer = Framer(BIN2_TPDU)
+    assert list(framer.feed(b"\x00\x40")) == []
+    with pytest.raises(FramingError):
+        list(framer.feed(b"\x61"))
+    assert framer.buffered == 0
+
+
+def test_frames_before_a_bad_tpdu_are_delivered():
+    framer = Framer(BIN2_TPDU)
+    got = []
+    with pytest.raises(FramingError):
+        for frame in framer.feed(encode_frame(BIN2_TPDU, b"ok", TPDU)
+                                 + encode_frame(BIN2_TPDU, b"no", bytes.fromhex("6100010000"))):
+            got.append(frame.message)
+    assert got == [b"ok"]
+
+
 def test_tpdu_is_yielded_apart_and_swapped_for_the_response():
     frame = next(iter(Framer(BIN2_TPDU).feed(encode_frame(BIN2_TPDU, b"0800", TPDU))))
     assert frame.tpdu == bytes.fromhex("6000010000") and frame.message == b"0800"

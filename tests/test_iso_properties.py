@@ -4,6 +4,7 @@ from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 from iso8583_specs import (Framer, MessageError, Tlv, decode, encode, encode_frame, get_dialect, make_tpdu,
                            validate_request, validate_response, verify_mac)
+from iso8583_specs.codec import _decode_slowly, decode_reference
 from iso8583_specs.compiled import Slow
 from iso8583_specs.shapes import REQUESTS, RESPONSES
 
@@ -139,15 +140,49 @@ def test_fast_path_matches_pyiso8583(dialect, request):
     assert dialect.fields.compiled.decode(iso_bytes)[2] == {k: v for k, v in doc.items() if k not in "tp1"}
 
 
-@settings(max_examples=600, deadline=None)
-@given(dialect=PRESET_DIALECT, data=st.binary(max_size=200))
-def test_fast_decode_never_disagrees_with_pyiso8583(dialect, data):
+# Bytes that int() and the length readers treat specially: signs, whitespace, "_", digits.
+TRICKY_BYTE = st.sampled_from(list(b"+- \t\n\x0b_0123456789\x00\xff"))
+
+
+@st.composite
+def mutated_request(draw, dialect):
+    """A valid request with a few bytes overwritten, inserted or deleted (lengths hit often)."""
+    mti, fields, _shape = draw(message(REQUESTS))
+    raw = bytearray(encode(dialect, mti, fields))
+    for _ in range(draw(st.integers(1, 3))):
+        at = draw(st.integers(0, len(raw)))
+        byte = draw(st.one_of(TRICKY_BYTE, st.integers(0, 255)))
+        action = draw(st.sampled_from(["set", "insert", "delete"]))
+        if action == "insert" or at == len(raw):
+            raw.insert(at, byte)
+        elif action == "set":
+            raw[at] = byte
+        else:
+            del raw[at]
+    return bytes(raw)
+
+
+def outcome(decoder, dialect, data):
+    """(MTI, fields) or "error": what a decoder makes of ``data``."""
     try:
-        fast = dialect.fields.compiled.decode(data)
+        message = decoder(dialect, data)
+    except MessageError:
+        return "error"
+    return message.mti, message.fields
+
+
+@settings(max_examples=600, deadline=None)
+@given(dialect=PRESET_DIALECT, data=st.data())
+def test_fast_path_and_pyiso8583_agree_on_every_input(dialect, data):
+    raw = data.draw(st.one_of(st.binary(max_size=200), mutated_request(dialect)))
+    try:
+        fast = dialect.fields.compiled.decode(raw)
     except Slow:
-        return
-    doc, _ = iso8583.decode(data, dialect.fields.spec)
-    assert (fast[0], fast[2]) == (doc.pop("t"), {k: v for k, v in doc.items() if k not in ("p", "1")})
+        fast = None
+    if fast is not None:  # what the fast path decodes, pyiso8583 (with the codec's checks) decodes alike
+        mti, _bitmap, fields = _decode_slowly(dialect.fields, raw)
+        assert (mti, fields) == (fast[0], fast[2])
+    assert outcome(decode, dialect, raw) == outcome(decode_reference, dialect, raw)
 
 
 @settings(max_examples=600, deadline=None)
@@ -198,3 +233,18 @@ def test_frames_split_anywhere_come_out_whole(dialect, request, key, chunk):
     framer = Framer(dialect.framing, 4096)
     frames = [f for i in range(0, len(stream), chunk) for f in framer.feed(stream[i:i + chunk])]
     assert [f.message for f in frames] == [iso_bytes] * 3 and framer.buffered == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(request=message(REQUESTS), prefix=st.text("+- \t_0123456789", min_size=2, max_size=2))
+def test_a_length_prefix_is_read_only_when_it_is_digits(request, prefix):
+    mti, fields, _shape = request
+    dialect = BY_NAME["ascii"]
+    raw = encode(dialect, mti, fields)
+    # field 32 (LLVAR) follows the MTI, the bitmap(s) and the fixed fields below 32
+    at = 4 + (32 if any(int(k) > 64 for k in fields) else 16)
+    at += sum(dialect.fields.spec[k]["max_len"] for k in fields if int(k) < 32)
+    assert raw[at:at + 2] == b"%02d" % len(fields["32"])
+    raw = raw[:at] + prefix.encode() + raw[at + 2:]
+    expected = "error" if not prefix.isdigit() else outcome(decode_reference, dialect, raw)
+    assert outcome(decode, dialect, raw) == outcome(decode_reference, dialect, raw) == expected

@@ -109,6 +109,17 @@ def test_cli_encode(vector):
     assert result.output.strip() == vector["frame_hex"].upper()
 
 
+def test_cli_refuses_a_tpdu_not_starting_60_both_ways():
+    vector = next(v for v in VECTORS if v["dialect"] == "bcd" and v["mti"] == "0800")
+    message = {"mti": "0800", "fields": vector["fields"], "tpdu": "6100010000"}
+    encoded = CliRunner().invoke(iso, ["encode", "--dialect", "bcd", json.dumps(message)])
+    assert encoded.exit_code == 1 and "tpdu: must be 60" in encoded.output
+    frame = bytearray.fromhex(vector["frame_hex"])
+    frame[2] = 0x61
+    decoded = CliRunner().invoke(iso, ["decode", "--dialect", "bcd", frame.hex()])
+    assert decoded.exit_code == 1 and json.loads(decoded.output)["error"] == "frame: TPDU starts 61, not 60"
+
+
 def _run(*args, stdin=""):
     env = dict(os.environ, PYTHONIOENCODING="utf-8")
     return subprocess.run([str(GRIDPAY), "iso", *args], input=stdin, capture_output=True, text=True,

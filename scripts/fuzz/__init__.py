@@ -1,0 +1,1 @@
+"""Coverage-guided fuzzing of the wire layer: ``python -m scripts.fuzz TARGET`` (docs/testing.md)."""
