@@ -1,0 +1,127 @@
+"""Faults for the posting simulation, injected into one engine's statements and COMMITs.
+
+A ``Fault`` strikes the write transaction that follows ``arm``: at its ``at``-th statement, or
+at its COMMIT when the transaction has fewer statements (or the fault is a COMMIT's own).
+Errors are the driver's own exception classes, raised where the driver would raise them, so
+SQLAlchemy and the ledger classify them as they would a real one:
+- ``error``: a statement fails (disk full, an I/O error); at the COMMIT the connection breaks
+  instead: the COMMIT's fate is unknown;
+- ``busy``: SQLite's "database is locked" / PostgreSQL's serialization failure (retried);
+- ``integrity``: a unique key taken by another process (rerun posting by posting);
+- ``lost``: the connection breaks at the COMMIT (``after``: once it had landed), an outcome the
+  ledger cannot know (on SQLite a disk error); with ``down`` the database then stays
+  unreachable until the caller's deadline;
+- ``kill``: the process dies (``Killed``, a BaseException nothing in the posting path catches):
+  at a statement, or just before / just after the COMMIT.
+``hold`` keeps the next COMMIT waiting until ``release`` (two committers racing in a known order).
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from sqlalchemy import event
+
+KINDS = ("error", "busy", "integrity", "lost", "kill")
+
+
+class Killed(BaseException):
+    """The process died here: nothing after this point runs, nothing is answered."""
+
+
+@dataclass(frozen=True)
+class Fault:
+    kind: str
+    at: int = 1_000_000       # the statement it strikes; beyond the transaction's last: its COMMIT
+    after: bool = False       # lost / kill at the COMMIT: after it landed
+    down: bool = False        # lost: the database unreachable until the deadline
+
+    def __post_init__(self):
+        assert self.kind in KINDS, self.kind
+
+
+class FaultyEngine:
+    """The fault hooks of one engine. ``fired`` says where the armed fault struck:
+    (kind, "statement" | "before commit" | "after commit")."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.dbapi = engine.dialect.loaded_dbapi
+        self.postgresql = engine.dialect.name == "postgresql"
+        self.fault: Fault | None = None
+        self.fired: tuple[str, str] | None = None
+        self.down = False
+        self.statements = 0
+        self._hold: tuple[threading.Event, threading.Event] | None = None
+        self._release = threading.Event()
+        self._do_commit = engine.dialect.do_commit
+        engine.dialect.do_commit = self._commit
+        event.listen(engine, "before_cursor_execute", self._statement)
+
+    def arm(self, fault: Fault | None) -> None:
+        self.fault, self.fired, self.statements, self.down = fault, None, 0, False
+
+    def disarm(self) -> None:
+        self.fault, self.down = None, False
+
+    def hold(self) -> threading.Event:
+        """Hold the next COMMIT until ``release``; the returned event is set once it is waiting."""
+        self._release = threading.Event()
+        self._hold = (threading.Event(), self._release)
+        return self._hold[0]
+
+    def release(self) -> None:
+        self._release.set()
+
+    # ------------------------------------------------------------------ the hooks
+    def _statement(self, conn, cursor, statement, parameters, context, executemany):
+        if self.down:
+            raise self.dbapi.OperationalError("injected: could not connect to the database")
+        fault = self.fault
+        if fault is None:
+            return
+        self.statements += 1
+        if self.statements < fault.at or fault.kind == "lost" or (fault.kind == "kill" and fault.after):
+            return
+        self._strike("statement")
+        if fault.kind == "kill":
+            raise Killed()
+        raise self._error(fault.kind)
+
+    def _commit(self, dbapi_connection):
+        hold, self._hold = self._hold, None
+        if hold is not None:
+            hold[0].set()
+            hold[1].wait(30)
+        fault = self.fault
+        if fault is None:
+            return self._do_commit(dbapi_connection)
+        landed = fault.after and fault.kind in ("lost", "kill")
+        self._strike("after commit" if landed else "before commit")
+        if landed:
+            self._do_commit(dbapi_connection)
+        if fault.kind == "kill":
+            raise Killed()
+        if fault.kind in ("busy", "integrity"):
+            raise self._error(fault.kind)
+        self.down = fault.down
+        if self.postgresql:   # the connection is gone: the server ends a transaction it did not commit
+            getattr(dbapi_connection, "driver_connection", dbapi_connection).close()
+        raise self.dbapi.OperationalError("injected: server closed the connection unexpectedly")
+
+    def _strike(self, where: str) -> None:
+        self.fired = (self.fault.kind, where)
+        self.fault = None
+
+    def _error(self, kind: str) -> Exception:
+        if kind == "busy":
+            if self.postgresql:
+                from psycopg import errors
+                return errors.SerializationFailure("injected: could not serialize access")
+            return self.dbapi.OperationalError("database is locked")
+        if kind == "integrity":
+            return self.dbapi.IntegrityError("injected: duplicate key value violates a unique constraint")
+        if self.postgresql:
+            from psycopg import errors
+            return errors.DiskFull("injected: could not extend file: No space left on device")
+        return self.dbapi.OperationalError("disk I/O error")
