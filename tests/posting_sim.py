@@ -14,12 +14,10 @@ steps and the same answers, receipt numbers included.
 from __future__ import annotations
 
 import random
-import threading
-import time
 from collections import Counter
 from datetime import date, datetime, timedelta, timezone
 
-from sqlalchemy import event, text
+from sqlalchemy import event
 
 from ledger.business_date import BusinessCalendar
 from ledger.db import make_engine
@@ -28,15 +26,13 @@ from ledger.inquiry import inquire
 from ledger_helpers import add_banks, add_bills, add_customers, customer_row
 from posting_sim_bank import BANKS, UNKNOWN_CUSTOMER, Bank, Clock
 from posting_sim_checks import answer_problems, describe, inquiry_problems, ledger_problems
-from posting_sim_faults import Fault, FaultyEngine, Killed
-from posting_sim_model import NO_ANSWER, NOT_APPLIED, Bill, Customer, Model
+from posting_sim_fault_steps import fault_step
+from posting_sim_faults import FaultyEngine
+from posting_sim_model import Bill, Customer, Model
+from posting_sim_race import race
 
 CAL = BusinessCalendar()
 STEPS = {"batch": 50, "fault": 24, "inquiry": 8, "bill": 6, "restart": 3, "later": 3, "race": 10}
-FAULTS = {"error": 4, "busy": 2, "integrity": 2, "lost before": 2, "lost after": 3, "lost unknown": 2,
-          "worker kill": 4, "gateway kill": 3, "resent then error": 2}
-SETTLE_S = 10.0      # an unknown commit's deadline (the bank's timeout)
-DOWN_S = 0.2         # the deadline when the database stays away: it passes, the outcome stays unknown
 
 
 class Committer:
@@ -110,6 +106,7 @@ class Simulation:
         self.postgresql = url.startswith("postgresql")
         self.committer = Committer(url, self.clock)
         self.other = Committer(url, self.clock, group=False) if self.postgresql else None
+        self.observer = make_engine(url, pool_size=1) if self.postgresql else None   # watches the races
         self.transcript: list[str] = []
         self.found: list[str] = []         # a step's problems other than its answers
         self.stats: Counter = Counter()
@@ -132,6 +129,7 @@ class Simulation:
             self.committer.close()
             if self.other is not None:
                 self.other.close()
+                self.observer.dispose()
 
     def step(self, kind: str) -> list[str]:
         checked = getattr(self, kind)()
@@ -169,71 +167,7 @@ class Simulation:
         return [(postings, outcomes, [self.model.decide(p) for p in postings])]
 
     def fault(self):
-        kind = self.rng.choices(list(FAULTS), list(FAULTS.values()))[0]
-        made = self.requests()
-        postings = [p for _, _, p in made]
-        fault = self.make_fault(kind)
-        self.log(f"  fault {kind}: {fault}")
-        outcomes, fired = self.process(self.committer, postings, fault)
-        self.stats[f"fault {kind} ({fired[1]})"] += 1
-        landed = fired[1] == "after commit"
-        if fault.kind in ("busy", "integrity"):
-            expected = [self.model.decide(p) for p in postings]
-        elif fault.kind == "error" and fired[1] == "statement":
-            expected = [NOT_APPLIED] * len(postings)
-        elif fault.kind in ("error", "lost"):
-            if landed:
-                for p in postings:
-                    self.model.decide(p)
-            expected = [NO_ANSWER if fault.down else self.model.lookup(p) for p in postings]
-        else:   # killed: the batch is answered by the successor (worker) or never (gateway)
-            if landed:
-                for p in postings:
-                    self.model.decide(p)
-            return self.after_kill(kind, made, postings)
-        self.answered(made, outcomes)
-        return [(postings, outcomes, expected)]
-
-    def make_fault(self, kind: str) -> Fault:
-        at = self.rng.randint(1, 26)
-        if kind in ("error", "busy", "integrity"):
-            return Fault(kind, at)
-        if kind.startswith("lost"):
-            return Fault("lost", after=kind == "lost after" or (kind == "lost unknown" and self.rng.random() < 0.5),
-                         down=kind == "lost unknown")
-        where = self.rng.choice(("statement", "before", "after"))
-        return Fault("kill", at if where == "statement" else 1_000_000, after=where == "after")
-
-    def process(self, committer: Committer, postings: list, fault: Fault | None, resent: bool = False):
-        deadline = time.monotonic() + (DOWN_S if fault is not None and fault.down else SETTLE_S)
-        committer.faults.arm(fault)
-        try:
-            outcomes = committer.poster.process(postings, [deadline] * len(postings),
-                                                [True] * len(postings) if resent else None)
-        except Killed:
-            outcomes = None
-        finally:
-            fired = committer.faults.fired
-            committer.faults.disarm()
-        assert fault is None or fired is not None, f"{fault} did not strike"
-        return outcomes, fired
-
-    def after_kill(self, kind: str, made: list, postings: list):
-        """A killed process is replaced on the same database; a worker's batch goes to its successor."""
-        self.restart()
-        if kind == "gateway kill":
-            self.answered(made, None)
-            return []
-        if kind == "worker kill":
-            outcomes, _ = self.process(self.committer, postings, None, resent=True)
-            expected = [self.model.decide(p) for p in postings]
-        else:   # the successor's run fails too: each resent posting is looked up, never a blind 96
-            outcomes, fired = self.process(self.committer, postings, Fault("error", self.rng.randint(1, 26)),
-                                           resent=True)
-            self.stats[f"fault resent run error ({fired[1]})"] += 1
-            expected = [self.model.lookup(p) for p in postings]
-        self.answered(made, outcomes)
-        return [(postings, outcomes, expected)]
+        return fault_step(self)
 
     def inquiry(self):
         customer = UNKNOWN_CUSTOMER if self.rng.random() < 0.1 else self.rng.choice(sorted(self.model.customers))
@@ -267,50 +201,4 @@ class Simulation:
         return []
 
     def race(self):
-        """Two committers on one database, the first holding its COMMIT until the second has started
-        (and, when it must, is waiting for the first's locks): the first's answers, then the second's."""
-        first, second = self.requests(race_safe=True), self.requests(race_safe=True)
-        xs, ys = [p for _, _, p in first], [p for _, _, p in second]
-        got: dict[str, object] = {}
-
-        def run(name, committer, postings):
-            try:
-                got[name] = committer.poster.process(postings)
-            except BaseException as exc:  # noqa: BLE001 - reported as the step's problem
-                got[name] = exc
-
-        at_commit = self.committer.faults.hold()
-        a = threading.Thread(target=run, args=("a", self.committer, xs))
-        a.start()
-        while not at_commit.wait(0.01) and a.is_alive():
-            pass
-        b = threading.Thread(target=run, args=("b", self.other, ys))
-        b.start()
-        if self.blocked(b):
-            self.stats["race: second waited for the first's locks"] += 1
-        self.committer.faults.release()
-        a.join(120)
-        b.join(120)
-        errors = [f"committer {k} raised {v!r}" for k, v in got.items() if isinstance(v, BaseException)]
-        if errors or len(got) != 2:
-            self.found += errors or ["a racing committer did not finish"]
-            return []
-        self.log("  first committer:")
-        self.answered(first, got["a"])
-        self.log("  second committer:")
-        self.answered(second, got["b"])
-        expected = [self.model.decide(p) for p in xs] + [self.model.decide(p) for p in ys]
-        return [(xs + ys, got["a"] + got["b"], expected)]
-
-    def blocked(self, thread: threading.Thread) -> bool:
-        """Whether the second committer's backend waits for a lock (polled until it ends, at most 1 s)."""
-        with self.committer.engine.connect() as conn:
-            for _ in range(200):
-                if not thread.is_alive():
-                    return False
-                if conn.execute(text("select count(*) from pg_stat_activity where pid = any(:pids) "
-                                     "and wait_event_type = 'Lock'"), {"pids": sorted(self.other.pids)}).scalar_one():
-                    return True
-                conn.rollback()
-                time.sleep(0.005)
-        return False
+        return race(self)
