@@ -94,6 +94,8 @@ def _differences(what: str, got: dict, want: dict) -> list[str]:
 
 def answer_problems(model: Model, postings: list, outcomes: list[Outcome], expected: list[Expected]) -> list[str]:
     """Each answer against the model's: code, fields (a receipt number is the payment's) and replayed."""
+    if not len(postings) == len(outcomes) == len(expected):
+        return [f"{len(postings)} requests, {len(outcomes)} answers, {len(expected)} expected"]
     problems = []
     for p, got, want in zip(postings, outcomes, expected):
         fields = dict(want.fields)

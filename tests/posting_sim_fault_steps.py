@@ -1,7 +1,8 @@
 """The posting simulation's fault steps: a batch through the committer's worker (``Poster``) with
 faults armed in its transactions, and what the bank must get for it (docs/ledger.md "Group
 commit", docs/spec/INTERFACE.md §6):
-- a retried failure (busy, a unique-key conflict: rerun posting by posting): the usual answers;
+- a retried failure (busy, a connection broken before the COMMIT, a unique-key conflict: rerun
+  posting by posting): the usual answers;
 - a statement failing: 96 for the whole batch, nothing applied;
 - the COMMIT lost (landed or not): each posting looked up once the database answers - its stored
   answer, else 96; no answer at all when the database stays away past the deadline;
@@ -19,7 +20,7 @@ import time
 from posting_sim_faults import AT_COMMIT, FOREVER, Fault, Killed, Strike
 from posting_sim_model import NO_ANSWER, NOT_APPLIED
 
-FAULTS = {"error": 4, "busy": 2, "integrity": 2, "lost before": 2, "lost after": 3, "lost, database back": 2,
+FAULTS = {"error": 4, "broken": 2, "busy": 2, "integrity": 2, "lost before": 2, "lost after": 3, "lost, database back": 2,
           "lost unknown": 2, "worker kill": 4, "gateway kill": 3, "resent then error": 2,
           "rerun then error": 1, "rerun then lost": 2, "rerun then kill": 2}
 SETTLE_S = 10.0      # an unknown commit's deadline (the bank's timeout)
@@ -60,7 +61,7 @@ def fault_step(sim) -> list:
 
 def make_faults(rng, kind: str, n: int) -> list[Fault]:
     at = rng.randint(1, 26)
-    if kind in ("error", "busy", "integrity"):
+    if kind in ("error", "broken", "busy", "integrity"):
         return [Fault(kind, at)]
     if kind == "lost before" or kind == "lost after":
         return [Fault("lost", after=kind == "lost after")]
@@ -95,7 +96,7 @@ def expect(model, postings: list, strike: Strike | None, rerun_at: int | None, u
     else:
         done, struck, rest = postings[:rerun_at], postings[rerun_at:rerun_at + 1], postings[rerun_at + 1:]
     decided = [model.decide(p) for p in done]
-    if strike is None or strike.kind in ("busy", "integrity"):
+    if strike is None or strike.kind in ("busy", "integrity") or (strike.kind, strike.where) == ("broken", "statement"):
         return decided + [model.decide(p) for p in struck + rest]
     if strike.kind == "error" and strike.where == "statement":
         return decided + [NOT_APPLIED] * (len(struck) + len(rest))   # a rerun stops at a failed statement

@@ -8,6 +8,8 @@ raised where the driver would raise them, so SQLAlchemy and the ledger classify 
 would a real one:
 - ``error``: a statement fails (disk full, an I/O error); at the COMMIT the connection breaks
   instead: the COMMIT's fate is unknown;
+- ``broken``: the connection breaks at a statement (rerun once on a new one); at the COMMIT: as
+  ``error``;
 - ``busy``: SQLite's "database is locked" / PostgreSQL's serialization failure (retried);
 - ``integrity``: a unique key taken by another process (rerun posting by posting);
 - ``lost``: the connection breaks at the COMMIT (``after``: once it had landed), an outcome the
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import event
 
-KINDS = ("error", "busy", "integrity", "lost", "kill")
+KINDS = ("error", "broken", "busy", "integrity", "lost", "kill")
 AT_COMMIT = 1_000_000
 FOREVER = 10 ** 9
 
@@ -114,6 +116,8 @@ class FaultyEngine:
         self._strike("statement")
         if fault.kind == "kill":
             raise Killed()
+        if fault.kind == "broken":
+            raise self._break(conn.connection.driver_connection)
         raise self._error(fault.kind)
 
     def _commit(self, dbapi_connection):
@@ -133,9 +137,17 @@ class FaultyEngine:
         if fault.kind in ("busy", "integrity"):
             raise self._error(fault.kind)
         self.down = fault.down
-        if self.postgresql:   # the connection is gone: the server ends a transaction it did not commit
-            getattr(dbapi_connection, "driver_connection", dbapi_connection).close()
-        raise self.dbapi.OperationalError("injected: server closed the connection unexpectedly")
+        if self.postgresql:
+            raise self._break(getattr(dbapi_connection, "driver_connection", dbapi_connection))
+        raise self.dbapi.OperationalError("disk I/O error")   # SQLite's COMMIT cannot lose a connection
+
+    def _break(self, raw) -> Exception:
+        """The connection gone: closed (the server ends a transaction it did not commit), and the
+        error the driver then raises."""
+        raw.close()
+        if self.postgresql:
+            return self.dbapi.OperationalError("injected: server closed the connection unexpectedly")
+        return self.dbapi.ProgrammingError("Cannot operate on a closed database.")
 
     def _strike(self, where: str) -> None:
         self.fired.append(Strike(self.faults.pop(0).kind, where))

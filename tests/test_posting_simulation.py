@@ -22,10 +22,10 @@ def _quiet_ledger(caplog):
     caplog.set_level(logging.CRITICAL)
 
 
-def test_twenty_seeds_on_sqlite():
-    report = run("sqlite", range(20), 50)
+def test_a_dozen_seeds_on_sqlite():
+    report = run("sqlite", range(12), 50)
     assert report.failures == [], summary(report, "sqlite", 50)
-    assert (report.seeds, report.steps) == (20, 1000)
+    assert (report.seeds, report.steps) == (12, 600)
     struck = {k[len("fault "):].split(":")[0] for k in report.stats if k.startswith("fault ")}
     assert set(FAULTS) <= struck, struck                       # every kind of fault struck somewhere
     for code in ("00", "12", "13", "25", "94", "96", "none"):  # and the answers they lead to were given
@@ -33,7 +33,7 @@ def test_twenty_seeds_on_sqlite():
 
 
 def test_a_few_seeds_on_postgresql(pg_server_url):
-    report = run("pg", range(5), 50, pg_url=pg_server_url)
+    report = run("pg", range(4), 50, pg_url=pg_server_url)
     assert report.failures == [], summary(report, "pg", 50)
     assert report.stats["step race"] > 0
     assert report.stats["race: the second waited for the first's locks"] > 0   # the races did collide
