@@ -5,7 +5,8 @@ amount, zero, a stale amount; cash, transfer, cheque with or without its number;
 unknown customer or an unregistered bank); an exact repeat of any earlier request (0200 again,
 0421); a different request under an earlier identity; a reversal of an earlier payment (right,
 wrong amount, wrong CN, by another bank); a reversal before its payment, and that payment later;
-a request reusing another payment's RRN; and the bank's follow-up of a request that got no
+a request reusing another payment's RRN; a payment of the other bank with the same fields 7 and
+11 as an earlier one (STANs are per bank); and the bank's follow-up of a request that got no
 answer or 96: its 0420 (then 0421s) or the 0200 again.
 """
 from __future__ import annotations
@@ -23,7 +24,7 @@ UNREGISTERED = "0199"
 UNKNOWN_CUSTOMER = "X0000001"
 
 KINDS = {"pay": 30, "repeat": 10, "clash": 4, "reverse": 14, "reverse_wrong": 5, "orphan": 4, "late": 5,
-         "rrn_reuse": 4}
+         "rrn_reuse": 4, "twin": 3}
 RACE_UNSAFE = {"reverse_wrong"}   # a wrong CN locks another customer: no known serial order
 
 
@@ -147,6 +148,16 @@ class Bank:
         target = self.rng.choice(self.payments).posting
         r = self.reversal_of(target, rrn=rrn.rrn, bank=rrn.bank_code)
         return "rrn_reuse reverse", self.send(r)
+
+    def twin(self):
+        """The other bank's payment under the same fields 7 and 11 as an earlier payment."""
+        if not self.payments:
+            return None
+        p = self.rng.choice(self.payments).posting
+        bank = next(b for b in BANKS if b != p.bank_code)
+        q = self.new_payment(bank=bank)
+        q = replace(q, transmitted=p.transmitted, stan=p.stan, digest=digest("twin", q.digest, p.transmitted, p.stan))
+        return "twin", self.send(q)
 
     def follow_up(self, sent: Sent):
         """§6: no answer (or 96) to a 0200: its 0420, repeated as 0421; or the 0200 again."""
