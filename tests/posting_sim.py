@@ -32,7 +32,7 @@ from posting_sim_model import Bill, Customer, Model
 from posting_sim_race import race
 
 CAL = BusinessCalendar()
-STEPS = {"batch": 50, "fault": 24, "inquiry": 8, "bill": 6, "restart": 3, "later": 3, "race": 10}
+STEPS = {"batch": 50, "fault": 24, "timeout": 4, "inquiry": 8, "bill": 6, "restart": 3, "later": 3, "race": 10}
 
 
 class Committer:
@@ -50,9 +50,11 @@ class Committer:
             event.listen(self.engine, "connect", lambda dbapi_conn, _: self.pids.add(dbapi_conn.info.backend_pid))
 
     def post(self, postings: list) -> list:
+        return [f.result(timeout=120) for f in self.submit(postings)]
+
+    def submit(self, postings: list) -> list:
         self.group.max_batch = len(postings)        # the batch goes whole as soon as it is all queued
-        futures = [self.group.submit(p) for p in postings]
-        return [f.result(timeout=120) for f in futures]
+        return [self.group.submit(p) for p in postings]
 
     def close(self) -> None:
         """Stopped, or killed: either way its connections are gone and its transaction with them."""
@@ -168,6 +170,27 @@ class Simulation:
 
     def fault(self):
         return fault_step(self)
+
+    def timeout(self):
+        """The bank's timeout passes while requests wait behind a slow commit: the gateway cancels
+        them, and the committer drops them unposted (the bank gets no answer)."""
+        first, second = self.requests(), self.requests()
+        at_commit = self.committer.faults.hold()
+        futures = self.committer.submit([p for _, _, p in first])
+        at_commit.wait(30)
+        waiting = self.committer.submit([p for _, _, p in second])
+        dropped = {i for i in range(len(second)) if self.rng.random() < 0.5}
+        assert all(waiting[i].cancel() for i in sorted(dropped)), "a queued request could not be cancelled"
+        self.committer.faults.release()
+        outcomes = [f.result(timeout=120) for f in futures]
+        self.answered(first, outcomes)
+        kept = [i for i in range(len(second)) if i not in dropped]
+        later = [waiting[i].result(timeout=120) for i in kept]
+        self.answered([second[i] for i in kept], later)
+        self.answered([second[i] for i in sorted(dropped)], None)
+        self.stats["timeout: requests dropped unposted"] += len(dropped)
+        postings = [p for _, _, p in first] + [second[i][2] for i in kept]
+        return [(postings, outcomes + later, [self.model.decide(p) for p in postings])]
 
     def inquiry(self):
         customer = UNKNOWN_CUSTOMER if self.rng.random() < 0.1 else self.rng.choice(sorted(self.model.customers))

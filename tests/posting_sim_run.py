@@ -123,10 +123,11 @@ def summary(report: Report, db: str, steps: int) -> str:
     lines = [f"posting simulation on {db}: {report.seeds} seeds, {report.steps} steps "
              f"({report.stats.total() and sum(v for k, v in report.stats.items() if k.startswith('request '))} "
              f"requests) in {report.seconds:.0f} s"]
-    for title, prefix in (("steps", "step "), ("faults injected (where they struck)", "fault "),
-                          ("requests", "request "), ("answers", "answer "), ("races", "race")):
-        items = sorted((k[len(prefix):] if prefix != "race" else k, v)
-                       for k, v in report.stats.items() if k.startswith(prefix))
+    groups = (("steps", "step "), ("faults injected (where they struck)", "fault "), ("requests", "request "),
+              ("answers", "answer "), ("also", ""))
+    for title, prefix in groups:
+        items = sorted((k[len(prefix):], v) for k, v in report.stats.items()
+                       if k.startswith(prefix) and (prefix or not any(k.startswith(p) for _, p in groups[:-1])))
         if items:
             lines.append(f"{title}: " + ", ".join(f"{k} {v}" for k, v in items))
     lines.append(f"failures: {len(report.failures)}")

@@ -30,6 +30,7 @@ def test_a_dozen_seeds_on_sqlite():
     assert set(FAULTS) <= struck, struck                       # every kind of fault struck somewhere
     for code in ("00", "12", "13", "25", "94", "96", "none"):  # and the answers they lead to were given
         assert report.stats[f"answer {code}"] > 0, code
+    assert report.stats["timeout: requests dropped unposted"] > 0
 
 
 def test_a_few_seeds_on_postgresql(pg_server_url):
