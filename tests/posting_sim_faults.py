@@ -124,7 +124,7 @@ class FaultyEngine:
         hold, self._hold = self._hold, None
         if hold is not None:
             hold[0].set()
-            hold[1].wait(30)
+            hold[1].wait(120)
         fault = self._active()
         if fault is None:
             return self._do_commit(dbapi_connection)
