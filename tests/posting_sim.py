@@ -2,10 +2,10 @@
 
 One integer seed drives a ``random.Random`` that chooses the customers and their bills, then
 every step: a batch of bank requests (``posting_sim_bank``) through the group committer; the
-same with a fault in its transaction (``posting_sim_faults``); an inquiry; a new bill; a
-restart (the process dropped and started again on the same database); the clock moved on; and
-on PostgreSQL two committers racing on one database in a known order (the first holds its
-COMMIT until the second has started, so the result must be the first's then the second's).
+same with faults in its transactions (``posting_sim_fault_steps``); requests the bank's timeout
+cancels; an inquiry; a new bill; a business date reconciled (closed); a restart (the process
+dropped and started again on the same database); the clock moved on; and on PostgreSQL two
+committers racing on one database in a known order (``posting_sim_race``).
 The model (``posting_sim_model``) decides what each request should get; after every step the
 checks (``posting_sim_checks``) compare every answer and the whole ledger with it, and run
 ``ledger verify``. The ledger's clock is the simulation's, so the same seed gives the same
@@ -17,12 +17,13 @@ import random
 from collections import Counter
 from datetime import date, datetime, timedelta, timezone
 
-from sqlalchemy import event
+from sqlalchemy import event, insert, select
 
 from ledger.business_date import BusinessCalendar
 from ledger.db import make_engine
 from ledger.group_commit import GroupCommitter, Poster
 from ledger.inquiry import inquire
+from ledger.schema import banks, business_day_closures
 from ledger_helpers import add_banks, add_bills, add_customers, customer_row
 from posting_sim_bank import BANKS, UNKNOWN_CUSTOMER, Bank, Clock
 from posting_sim_checks import answer_problems, describe, inquiry_problems, ledger_problems
@@ -32,7 +33,8 @@ from posting_sim_model import Bill, Customer, Model
 from posting_sim_race import race
 
 CAL = BusinessCalendar()
-STEPS = {"batch": 50, "fault": 24, "timeout": 4, "inquiry": 8, "bill": 6, "restart": 3, "later": 3, "race": 10}
+STEPS = {"batch": 50, "fault": 24, "timeout": 4, "inquiry": 8, "bill": 6, "close": 4, "restart": 3, "later": 5,
+         "race": 10}
 
 
 class Committer:
@@ -99,8 +101,8 @@ def new_bill(rng: random.Random, model: Model, customer_no: str, period: str) ->
 
 
 class Simulation:
-    def __init__(self, seed: int, url: str, verbose: bool = False):
-        self.seed, self.url, self.verbose = seed, url, verbose
+    def __init__(self, seed: int, url: str, verbose: bool = False, close_today: bool = False):
+        self.seed, self.url, self.verbose, self.close_today = seed, url, verbose, close_today
         self.rng = random.Random(seed)
         self.clock = Clock(start_time(self.rng))
         self.model = world(self.rng, url, self.clock)
@@ -210,6 +212,25 @@ class Simulation:
         with self.committer.engine.begin() as conn:
             add_bills(conn, [item], at=self.clock.now)
         self.log(f"  new bill {item}")
+        return []
+
+    def close(self):
+        """Reconciliation closes a bank's business date of some payments, as ledger.recon does: under
+        the bank row's lock. Their reversals get 12 from now on. A date closes once the bank's file
+        for it has come, after it ended; ``close_today`` closes the current one too (which the
+        ledger does not refuse either)."""
+        today = CAL.business_date(self.clock.now)
+        days = sorted({(p.identity[0], p.business_date) for p in self.model.payments
+                       if p.business_date < today or self.close_today} - self.model.closed)
+        if not days:
+            return []
+        bank, day = self.rng.choice(days)
+        with self.committer.engine.begin() as conn:
+            conn.execute(select(banks.c.bank_code).where(banks.c.bank_code == bank).with_for_update()).all()
+            conn.execute(insert(business_day_closures), {"bank_code": bank, "business_date": day,
+                                                         "closed_at": self.clock.now, "closed_by": "sim"})
+        self.model.close(bank, day)
+        self.log(f"  closed {bank} {day}")
         return []
 
     def restart(self):

@@ -104,6 +104,7 @@ class Model:
         self.orphans: dict[tuple, list[str]] = {}       # (year, 7, 11) -> banks that reversed it first
         self.rrns: dict[tuple, tuple] = {}              # (bank, business date, RRN) -> the payment it belongs to
         self.undone: set[int] = set()                   # payments reversed
+        self.closed: set[tuple] = set()                 # (bank, business date) reconciled
 
     # ------------------------------------------------------------------ what the bank is owed
     def add_bill(self, customer_no: str, bill: Bill) -> None:
@@ -123,6 +124,10 @@ class Model:
         if cust.status != "A":
             return ("B2", [], 0, 0)
         return ("00", [(b.period, *b.owing_split()) for b in cust.open_bills()], self.due(customer_no), cust.prepaid)
+
+    def close(self, bank: str, business_date: date) -> None:
+        """The bank's file for that date reconciled: its payments can no longer be reversed (§4.5)."""
+        self.closed.add((bank, business_date))
 
     def payment_of(self, p: CounterPayment) -> Payment | None:
         return next((x for x in self.by_identity.get(identity(p)[1:], ()) if x.identity[0] == p.bank_code), None)
@@ -242,6 +247,8 @@ class Model:
             return decline("12")
         if pay.reversed:
             return self._remember(r, Expected("00", fields, payment=pay.ref), owner)
+        if (pay.identity[0], pay.business_date) in self.closed:
+            return decline("12")
         cust = self.customers[pay.customer_no]
         if self._created_prepaid_used(pay, cust):
             return decline("12")

@@ -88,20 +88,20 @@ class Report:
     seconds: float = 0.0
 
 
-def run_seed(dbs, seed: int, steps: int, verbose: bool = False) -> Simulation:
-    sim = Simulation(seed, dbs.fresh(seed), verbose=verbose)
+def run_seed(dbs, seed: int, steps: int, verbose: bool = False, close_today: bool = False) -> Simulation:
+    sim = Simulation(seed, dbs.fresh(seed), verbose=verbose, close_today=close_today)
     sim.problems = sim.run(steps)
     return sim
 
 
 def run(db: str, seeds, steps: int, pg_url: str | None = None, verbose: bool = False,
-        progress=None) -> Report:
+        progress=None, close_today: bool = False) -> Report:
     report = Report()
     started = time.monotonic()
     dbs = databases(db, pg_url)
     try:
         for seed in seeds:
-            sim = run_seed(dbs, seed, steps, verbose)
+            sim = run_seed(dbs, seed, steps, verbose, close_today)
             report.seeds += 1
             report.steps += sim.steps
             report.stats.update(sim.stats)
@@ -115,11 +115,12 @@ def run(db: str, seeds, steps: int, pg_url: str | None = None, verbose: bool = F
     return report
 
 
-def replay_command(db: str, seed: int, steps: int) -> str:
-    return f".venv/bin/python -m scripts.simulate_postings --db {db} --seed {seed} --steps {steps} --verbose"
+def replay_command(db: str, seed: int, steps: int, close_today: bool = False) -> str:
+    return (f".venv/bin/python -m scripts.simulate_postings --db {db} --seed {seed} --steps {steps} --verbose"
+            + (" --close-today" if close_today else ""))
 
 
-def summary(report: Report, db: str, steps: int) -> str:
+def summary(report: Report, db: str, steps: int, close_today: bool = False) -> str:
     lines = [f"posting simulation on {db}: {report.seeds} seeds, {report.steps} steps "
              f"({report.stats.total() and sum(v for k, v in report.stats.items() if k.startswith('request '))} "
              f"requests) in {report.seconds:.0f} s"]
@@ -134,7 +135,7 @@ def summary(report: Report, db: str, steps: int) -> str:
     for seed, problems in report.failures:
         lines.append(f"  seed {seed}: {problems[0]}")
         lines += [f"    {p}" for p in problems[1:6]]
-        lines.append(f"    replay: {replay_command(db, seed, steps)}")
+        lines.append(f"    replay: {replay_command(db, seed, steps, close_today)}")
     return "\n".join(lines)
 
 
@@ -148,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", choices=("sqlite", "pg"), default="sqlite")
     parser.add_argument("--pg-url", help=f"PostgreSQL server (default $GRIDPAY_TEST_PG_URL or {DEFAULT_PG})")
     parser.add_argument("--verbose", action="store_true", help="print every step, request and answer")
+    parser.add_argument("--close-today", action="store_true",
+                        help="reconciliation may close the current business date too (it never does: the "
+                             "bank's file comes after the date has ended)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.CRITICAL)   # the faults make the ledger log loudly, by design
     seeds = [args.seed] if args.seed is not None else range(args.first, args.first + args.seeds)
@@ -156,6 +160,6 @@ def main(argv: list[str] | None = None) -> int:
         if not args.verbose and (seed + 1) % 50 == 0:
             print(f"... seed {seed}", file=sys.stderr, flush=True)
 
-    report = run(args.db, seeds, args.steps, args.pg_url, args.verbose, progress)
-    print(summary(report, args.db, args.steps))
+    report = run(args.db, seeds, args.steps, args.pg_url, args.verbose, progress, args.close_today)
+    print(summary(report, args.db, args.steps, args.close_today))
     return 1 if report.failures else 0
