@@ -22,6 +22,7 @@ from sqlalchemy import event, insert, select
 from ledger.business_date import BusinessCalendar
 from ledger.db import make_engine
 from ledger.group_commit import GroupCommitter, Poster
+from ledger.imports import apply_prepaid, lock_customers
 from ledger.inquiry import inquire
 from ledger.schema import banks, business_day_closures
 from ledger_helpers import add_banks, add_bills, add_customers, customer_row
@@ -203,15 +204,20 @@ class Simulation:
         return []
 
     def bill(self):
+        """A new bill imported; the customer's prepaid balance pays what it covers at once."""
         customer = self.rng.choice(sorted(self.model.customers))
         periods = [b.period for b in self.model.customers[customer].bills]
         last = max(periods, default="202600")
         year, month = int(last[:4]), int(last[4:]) + 1
         period = f"{year + month // 13}{(month - 1) % 12 + 1:02d}"
         item = new_bill(self.rng, self.model, customer, period)
-        with self.committer.engine.begin() as conn:
+        with self.committer.engine.begin() as conn:   # as a billing import does (ledger.imports)
             add_bills(conn, [item], at=self.clock.now)
-        self.log(f"  new bill {item}")
+            lock_customers(conn, [customer])
+            paid = apply_prepaid(conn, [customer], at=self.clock.now, business_date=CAL.business_date(self.clock.now),
+                                 actor="import:sim")
+        self.model.apply_prepaid(customer)
+        self.log(f"  new bill {item}, paid from prepaid {paid}")
         return []
 
     def close(self):

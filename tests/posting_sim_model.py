@@ -59,7 +59,7 @@ class Customer:
     prepay: str = "Y"
     bills: list[Bill] = field(default_factory=list)
     prepaid: int = 0
-    history: list[tuple[int, int]] = field(default_factory=list)   # (payment, amount) of each prepaid movement
+    history: list[tuple[int | None, int]] = field(default_factory=list)   # (payment, amount) of each prepaid movement
 
     def open_bills(self) -> list[Bill]:
         return sorted((b for b in self.bills if b.owing > 0), key=Bill.sort_key)
@@ -109,6 +109,18 @@ class Model:
     # ------------------------------------------------------------------ what the bank is owed
     def add_bill(self, customer_no: str, bill: Bill) -> None:
         self.customers[customer_no].bills.append(bill)
+
+    def apply_prepaid(self, customer_no: str) -> None:
+        """A billing import: the prepaid balance pays unpaid bills, oldest first, whole bills only,
+        stopping at the first it does not cover (ledger.imports.apply_prepaid); such a use names no
+        payment."""
+        cust = self.customers[customer_no]
+        for bill in cust.open_bills():
+            if cust.prepaid <= 0 or bill.owing > cust.prepaid:
+                break
+            cust.history.append((None, -bill.owing))
+            cust.prepaid -= bill.owing
+            bill.allocated += bill.owing
 
     def due(self, customer_no: str) -> int:
         cust = self.customers.get(customer_no)
