@@ -11,14 +11,7 @@ import logging
 
 import pytest
 
-from sqlalchemy import insert
-
 from ledger import group_commit, postings
-from ledger.postings import post
-from ledger.schema import business_day_closures
-from ledger_helpers import (
-    T0, add_banks, add_bills, add_customers, assert_ledger_verifies, customer_row, new_engine, payment, reversal,
-)
 from posting_sim_fault_steps import FAULTS
 from posting_sim_run import databases, run, run_seed, summary
 
@@ -77,33 +70,9 @@ def test_the_simulation_finds_a_planted_defect(monkeypatch):
 
 # --- what the simulation found ------------------------------------------------------------------
 
-CLOSED_DAY_BUG = (
-    "a reversal of a payment posted earlier in the same batch is not checked against the closed "
-    "(reconciled) business dates: _Batch.closed holds the closures of the stored reversal targets only "
-    "(prefetch_targets), so the reversal is posted (00) where in a batch of its own it gets 12 (§4.5 of "
-    "docs/spec/INTERFACE.md); reachable only when the payment's own date is closed already")
-
-
-@pytest.mark.xfail(strict=True, reason=CLOSED_DAY_BUG)
 def test_seed_6018_with_today_closed_reverses_as_in_separate_batches():
+    """The seed that found a reversal in its payment's batch posted on a closed business date (the
+    rule alone: test_ledger_postings.py::test_reversal_in_the_batch_of_its_payment_on_a_closed_day...)."""
     report = run("sqlite", [6018], 12, close_today=True)
     assert report.failures == [], summary(report, "sqlite", 12, close_today=True)
 
-
-@pytest.mark.xfail(strict=True, reason=CLOSED_DAY_BUG)
-def test_a_payment_and_its_reversal_in_one_batch_on_a_closed_day(db_url):
-    engine = new_engine(db_url)
-    with engine.begin() as conn:
-        add_banks(conn, "0102")
-        add_customers(conn, [customer_row("K1"), customer_row("K2")])
-        add_bills(conn, [("K1", "202610", 10_000, 0), ("K2", "202610", 10_000, 0)])
-        conn.execute(insert(business_day_closures), {"bank_code": "0102", "business_date": T0.date(),
-                                                     "closed_at": T0, "closed_by": "test"})
-    apart = payment("0102", "K1", 10_000)
-    together = payment("0102", "K2", 10_000)
-    assert [o.response_code for o in post(engine, [apart])] == ["00"]     # the ledger takes payments on it
-    assert [o.response_code for o in post(engine, [reversal(apart)])] == ["12"]
-    codes = [o.response_code for o in post(engine, [together, reversal(together)])]
-    assert_ledger_verifies(engine)
-    engine.dispose()
-    assert codes == ["00", "12"]
