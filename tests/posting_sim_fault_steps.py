@@ -20,8 +20,8 @@ import time
 from posting_sim_faults import AT_COMMIT, FOREVER, Fault, Killed, Strike
 from posting_sim_model import NO_ANSWER, NOT_APPLIED
 
-FAULTS = {"error": 4, "broken": 2, "busy": 2, "integrity": 2, "lost before": 2, "lost after": 3, "lost, database back": 2,
-          "lost unknown": 2, "worker kill": 4, "gateway kill": 3, "resent then error": 2,
+FAULTS = {"error": 4, "broken": 2, "busy": 2, "integrity": 2, "lost before": 2, "lost after": 3,
+          "lost, database back": 2, "lost unknown": 2, "worker kill": 4, "gateway kill": 3, "resent then error": 2,
           "rerun then error": 1, "rerun then lost": 2, "rerun then kill": 2}
 SETTLE_S = 10.0      # an unknown commit's deadline (the bank's timeout)
 DOWN_S = 0.2         # the deadline when the database stays away: it passes, the outcome stays unknown

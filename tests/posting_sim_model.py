@@ -141,9 +141,6 @@ class Model:
         """The bank's file for that date reconciled: its payments can no longer be reversed (§4.5)."""
         self.closed.add((bank, business_date))
 
-    def payment_of(self, p: CounterPayment) -> Payment | None:
-        return next((x for x in self.by_identity.get(identity(p)[1:], ()) if x.identity[0] == p.bank_code), None)
-
     def learn_receipt(self, payment: Payment, receipt: str) -> None:
         payment.receipt = payment.receipt or receipt
 
@@ -245,7 +242,8 @@ class Model:
 
         if self._rrn_taken(r, owner):
             return decline("94")
-        found = [x for x in self.by_identity.get(okey, ()) if bank_number(x.identity[0]) == bank_number(r.orig_bank_code)]
+        found = [x for x in self.by_identity.get(okey, ())
+                 if bank_number(x.identity[0]) == bank_number(r.orig_bank_code)]
         if not found:
             if own and r.bank_code not in self.orphans.get(okey, ()):
                 self.orphans.setdefault(okey, []).append(r.bank_code)
@@ -297,9 +295,6 @@ class Model:
         self.undone.add(pay.ref)
 
     # ------------------------------------------------------------------ what the ledger should hold
-    def reversed_count(self) -> int:
-        return sum(p.reversed for p in self.payments)
-
     def allocated(self) -> dict[str, int]:
         return {b.bill_id: b.allocated for c in self.customers.values() for b in c.bills}
 

@@ -153,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="reconciliation may close the current business date too (it never does: the "
                              "bank's file comes after the date has ended)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.CRITICAL)   # the faults make the ledger log loudly, by design
+    logging.basicConfig(level=logging.CRITICAL)   # the faults make the ledger (and psycopg) log loudly, by design
+    logging.getLogger("psycopg").setLevel(logging.CRITICAL)
     seeds = [args.seed] if args.seed is not None else range(args.first, args.first + args.seeds)
 
     def progress(seed, sim):
