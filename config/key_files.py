@@ -1,5 +1,6 @@
-"""Key files must be the service's alone: a bank's ZMK (``banks.<code>.zmk_file``) and a TLS
-listener's private key (``gateway.listeners[N].tls_key_file``).
+"""Key files must be the service's alone: a bank's ZMK (``banks.<code>.zmk_file``), a TLS
+listener's private key (``gateway.listeners[N].tls_key_file``), the database's password file
+(``database.password_file``) and the SMS gateway's secret (``notifier.secret_file``).
 
 As ssh refuses a private key that others can read, and PostgreSQL its ``ssl_key_file``, a key
 file is *too open* when others (not its owner, not its group) may do anything with it, when its

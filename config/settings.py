@@ -194,7 +194,8 @@ class NotifierConfig(_Model):
                                     "the secret comes from `secret_env` or `secret_file`.")
     http_secret_format: str = Field("{secret}", description="That header's value, e.g. `Bearer {secret}`.")
     secret_env: str = Field("", description="Environment variable holding the gateway secret.")
-    secret_file: str = Field("", description="File holding the gateway secret.")
+    secret_file: str = Field("", description="File holding the SMS gateway's secret; for the service's user alone "
+                             "(0600; see `key_file_permissions`).")
     http_timeout_s: float = Field(10.0, gt=0, le=300, description="Timeout for connecting and for each read "
                                   "of the answer.")
     http_success_field: str = Field("", description="Optional: a 2xx answer must be JSON whose field at this "
@@ -264,6 +265,8 @@ class SchedulerConfig(_Model):
 class WatchConfig(_Model):
     """``gridpay watch``: the drop directory's watcher (docs/reconciliation.md)."""
     interval_s: float = Field(5.0, gt=0, le=3600, description="Seconds between looks at `drop_dir`.")
+    max_file_mib: int = Field(256, ge=1, le=65536, description="Largest file taken from `drop_dir`, in MiB; a larger "
+                              "one is refused with a report before it is read (also for the gateway's own watcher).")
     metrics_host: str = Field("127.0.0.1", description="Address of the watcher's /metrics, /healthz, /readyz.")
     metrics_port: int = Field(9111, ge=0, le=65535, description="Port of the watcher's /metrics, /healthz, "
                               "/readyz; 0: any free port (printed at start).")
@@ -359,7 +362,8 @@ class Settings(_Model):
                 f"GRIDPAY_DATABASE__URL=URL (or --url where the command has it)"))
         if not (db.password_env or db.password_file):
             return db.url
-        password = read_secret("database.password", db.password_env, db.password_file)
+        password = read_secret("database.password", db.password_env, db.password_file,
+                               permissions=self.key_file_permissions)
         return make_url(db.url).set(password=password).render_as_string(hide_password=False)
 
 

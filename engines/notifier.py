@@ -333,11 +333,12 @@ class Notifier:
         self._owed_lock = threading.Lock()
 
     @classmethod
-    def from_config(cls, cfg, engine: Engine, sender: Sender | None = None, **kw) -> "Notifier":
+    def from_config(cls, cfg, engine: Engine, sender: Sender | None = None, key_file_permissions: str = "refuse",
+                    **kw) -> "Notifier":
         from engines.sms import sender_from_config
 
         kw.setdefault("name", default_name(cfg.name))
-        return cls(engine, sender or sender_from_config(cfg), batch_size=cfg.batch_size,
+        return cls(engine, sender or sender_from_config(cfg, permissions=key_file_permissions), batch_size=cfg.batch_size,
                    concurrency=cfg.concurrency, max_attempts=cfg.max_attempts,
                    backoff=Backoff(cfg.backoff_base_s, cfg.backoff_max_s, cfg.backoff_jitter),
                    lease_s=cfg.lease_s, send_timeout_s=cfg.http_timeout_s, **kw)

@@ -58,7 +58,7 @@ def _run_once(settings) -> None:
 
     _check_schema(settings)
     engine = _engine(settings)
-    notifier = Notifier.from_config(settings.notifier, engine)
+    notifier = Notifier.from_config(settings.notifier, engine, key_file_permissions=settings.key_file_permissions)
     totals: dict[str, int] = {}
     try:
         notifier.sweep()
@@ -87,7 +87,7 @@ def _run(settings) -> None:
     cfg = settings.notifier
     _check_schema(settings)
     engine = _engine(settings)
-    notifier = Notifier.from_config(cfg, engine)
+    notifier = Notifier.from_config(cfg, engine, key_file_permissions=settings.key_file_permissions)
     loop = NotifierLoop(notifier, cfg.poll_interval_s, cfg.sweep_interval_s)
     log = logging.getLogger("gridpay.notifier")
     site = ops_site(notifier, loop, engine)

@@ -281,15 +281,16 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(when.tzinfo)).total_seconds())
 
 
-def sender_from_config(cfg, environ: Mapping[str, str] | None = None) -> Sender:
-    """The sender a ``NotifierConfig`` names (secrets read here, never stored in the config)."""
+def sender_from_config(cfg, environ: Mapping[str, str] | None = None, permissions: str = "refuse") -> Sender:
+    """The sender a ``NotifierConfig`` names (secrets read here, never stored in the config; a
+    ``secret_file`` judged as a key file with ``permissions``, config.key_files)."""
     from config.settings import read_secret
 
     if cfg.sender == "file":
         return FileSender(cfg.file_path)
     headers = dict(cfg.http_headers)
     if cfg.http_secret_header:
-        secret = read_secret("notifier.secret", cfg.secret_env, cfg.secret_file, environ)
+        secret = read_secret("notifier.secret", cfg.secret_env, cfg.secret_file, environ, permissions=permissions)
         headers[cfg.http_secret_header] = cfg.http_secret_format.replace("{secret}", secret)
     return HttpSender(cfg.http_url, cfg.http_body, headers, cfg.http_timeout_s, method=cfg.http_method,
                       body_format=cfg.http_body_format, success_field=cfg.http_success_field,

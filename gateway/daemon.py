@@ -84,9 +84,11 @@ class Gateway:
 
     def start_watcher(self) -> None:
         """The drop directory's watcher (``gridpay watch``) inside this process."""
+        from ledger.recon.drop_files import MIB
         from ledger.recon.watch import DropWatcher
 
-        self.watcher = DropWatcher(self.engine, self.settings.drop_dir, actor="system:gateway-watch")
+        self.watcher = DropWatcher(self.engine, self.settings.drop_dir, actor="system:gateway-watch",
+                                   max_file_bytes=self.settings.watch.max_file_mib * MIB)
         self.watcher.start(self.reactor)
         log.info("watching drop directory %s", self.settings.drop_dir)
 

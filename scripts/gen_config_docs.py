@@ -34,8 +34,9 @@ DESCRIPTIONS: dict[str, str] = {
     # --- top level ---
     "reports_dir": "Where commands write their reports (CSV, HTML) unless told otherwise (`--reports`).",
     "key_file_permissions": "What a key file too open gets: a bank's ZMK file (`banks.<code>.zmk_file`, wherever "
-                            "it is read: gateway, engines) or a TLS listener's private key (`tls_key_file`, "
-                            "checked when `gridpay serve` starts). Too open, as ssh and PostgreSQL judge private "
+                            "it is read: gateway, engines), a TLS listener's private key (`tls_key_file`, "
+                            "checked when `gridpay serve` starts), the database's `password_file` and the "
+                            "notifier's `secret_file` (wherever they are read). Too open, as ssh and PostgreSQL judge private "
                             "keys: others may use it, its group may write or execute it, or its group may read it "
                             "and root does not own it (so 0600 or 0400, or 0640 owned by root). `refuse`: a "
                             "configuration error naming the key, the file and its mode (`gridpay serve` does not "
@@ -64,8 +65,8 @@ DESCRIPTIONS: dict[str, str] = {
                     "environment variable.",
     "database.password_env": "Name of the environment variable that holds the database password (inserted into "
                              "the URL at connect time).",
-    "database.password_file": "Path of a file that holds the database password (first line, stripped). Give "
-                              "`password_env` or `password_file`, or neither for password-less (peer/cert) logins.",
+    "database.password_file": "Path of a file that holds the database password (first line, stripped; "
+                              "for the service's user alone, see `key_file_permissions`). Give `password_env` or `password_file`, or neither for password-less (peer/cert) logins.",
     "database.pool_size": "Connections each process keeps in its SQLAlchemy pool (the gateway's and engines' "
                           "worker processes keep one each).",
     "database.group_commit_max": "Most postings that share one durable commit in the gateway's committer "

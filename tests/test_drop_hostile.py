@@ -196,6 +196,21 @@ def test_a_2_gib_file_is_refused_by_its_size_without_being_read(world, tmp_path)
     assert peak < (2 << 30) // 8, f"peak RSS {peak} bytes: the file was read"
 
 
+def test_the_size_limit_is_the_configured_watch_max_file_mib(world, tmp_path):
+    drop = tmp_path / "drop"
+    incoming = drop / "incoming"
+    incoming.mkdir(parents=True)
+    put(incoming, "customers.csv", customers_csv("C901") + b"#" * (2 << 20))   # a little over 2 MiB
+    env = {**os.environ, "GRIDPAY_WATCH__MAX_FILE_MIB": "1"}
+    out = subprocess.run([GRIDPAY, "watch", "--dir", str(drop), "--once", "--url", world.url],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "rejected: customers.csv (customers)" in out.stdout
+    report = (drop / "rejected" / "customers.csv.error.txt").read_text(encoding="utf-8")
+    assert f"limit of {1 << 20} bytes" in report or (str(1 << 20) in report and "limit" in report), report
+    assert applied(world.engine) == (0, 0, 12), "nothing imported"
+
+
 # ------------------------------------------------------------------ defect 8: links
 
 def test_links_are_refused_and_never_followed(world, watcher, tmp_path):

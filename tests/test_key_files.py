@@ -133,3 +133,38 @@ def test_write_key_file_makes_an_existing_file_the_owners_alone(tmp_path):
     path.chmod(0o666)
     write_key_file(path, b"new")
     assert path.read_bytes() == b"new" and path.stat().st_mode & 0o777 == 0o600
+
+
+def secret_settings(tmp_path, mode: int, **environ):
+    """A configuration whose database password and SMS secret come from files of this mode."""
+    secret = tmp_path / "secret"
+    secret.write_text("s3cret\n")
+    secret.chmod(mode)
+    config = tmp_path / "gridpay.toml"
+    config.write_text(f'[database]\nurl = "postgresql+psycopg://gridpay@127.0.0.1/gridpay"\npassword_file = "{secret}"\n'
+                      f'[notifier]\nsender = "http"\nhttp_url = "https://sms.example/send"\n'
+                      f'http_secret_header = "Authorization"\nsecret_file = "{secret}"\n')
+    return load_settings(config, environ=environ), secret
+
+
+def test_a_database_password_file_others_may_read_is_refused(tmp_path):
+    settings, secret = secret_settings(tmp_path, 0o644)
+    with pytest.raises(ConfigError) as info:
+        settings.database_url()
+    assert info.value.key == "database.password" and f"{secret} is too open (mode 0644" in info.value.problem
+    settings, _ = secret_settings(tmp_path, 0o600)
+    assert settings.database_url() == "postgresql+psycopg://gridpay:s3cret@127.0.0.1/gridpay"
+
+
+def test_an_sms_secret_file_others_may_read_is_refused_or_warned(tmp_path, caplog):
+    from engines.sms import sender_from_config
+
+    settings, secret = secret_settings(tmp_path, 0o604)
+    with pytest.raises(ConfigError) as info:
+        sender_from_config(settings.notifier, permissions=settings.key_file_permissions)
+    assert info.value.key == "notifier.secret" and f"{secret} is too open (mode 0604" in info.value.problem
+    settings, _ = secret_settings(tmp_path, 0o604, GRIDPAY_KEY_FILE_PERMISSIONS="warn")
+    with caplog.at_level(logging.WARNING, logger="gridpay.config"):
+        sender = sender_from_config(settings.notifier, permissions=settings.key_file_permissions)
+    assert sender.headers["Authorization"].endswith("s3cret")
+    assert any("used anyway" in r.getMessage() for r in caplog.records)

@@ -371,6 +371,7 @@ def watch(drop_dir, once, interval, settle_debits, amount_tolerance, cheque_wind
     import signal
     import threading
 
+    from ledger.recon.drop_files import MIB
     from ledger.recon.watch import DropWatcher, poll_forever
 
     from config import load_settings
@@ -385,7 +386,7 @@ def watch(drop_dir, once, interval, settle_debits, amount_tolerance, cheque_wind
     engine, calendar = _setup(config_path, url)
     watcher = DropWatcher(engine, drop_dir, actor=_actor(actor) if actor else "system:recon-watch", calendar=calendar,
                           rules=_rules(amount_tolerance, cheque_window_days, False), settle_debits=settle_debits,
-                          interval_s=interval)
+                          interval_s=interval, max_file_bytes=settings.watch.max_file_mib * MIB)
 
     def show(r) -> None:
         click.echo(f"{r.outcome}: {r.name} ({r.kind}): {r.message}")

@@ -27,7 +27,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-MAX_FILE_BYTES = 256 * 1024 * 1024
+MIB = 1024 * 1024
+MAX_FILE_BYTES = 256 * MIB   # the default of watch.max_file_mib
 # room left under the file system's 255 bytes for what is added to a stored name:
 # ".{timestamp}" (21) when the name is taken, ".error.txt" (10), and "." + ".part" while writing it
 MAX_NAME_BYTES = 200
