@@ -12,7 +12,9 @@ from sqlalchemy import func, select
 
 from ledger.journal import PREPAID, RECEIVABLE, REFUNDS_PAYABLE
 from ledger.posting.bank_kinds import BankKinds
-from ledger.posting.kinds import METHODS, BankFilePayment, BillCorrection, PrepaidApplication, PrepaidRefund, RedReversal
+from ledger.posting.kinds import (
+    METHODS, BankFilePayment, BillCorrection, PrepaidApplication, PrepaidRefund, RedReversal,
+)
 from ledger.posting.model import New, Payment, Result
 from ledger.posting.queries import open_bill_rows, prepaid_balance, prepaid_balances
 from ledger.posting.writes import bill_lines
