@@ -16,6 +16,8 @@
   instead of one each. A group commit was ~21 round trips, and under load each meant waking the
   server and then the client on two cores shared with everything else: ~10 ms of a small batch.
   Elsewhere the statements simply run one after another.
+- ``RowWriter``: rows by the ten thousand (imports): COPY on PostgreSQL, multi-row ``VALUES`` on
+  SQLite sized to its parameter limit.
 """
 from __future__ import annotations
 
