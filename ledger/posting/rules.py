@@ -2,13 +2,11 @@
 
 Two rules apply a prepaid balance to bills, side by side here, each for its reason:
 - ``pay_bills`` (a payment arrives: counter, debit, bank file): the prepaid balance first, then
-  the payment, oldest bill first, paying a bill in part when the money runs out; what is left of
-  the payment goes into prepaid. A payment covers what is due (the gateway's check), so partial
-  bills come only from a debit's own amounts.
+  the payment, oldest bill first, paying a bill in part when the money runs out (a debit pays
+  the amounts it names); what is left of the payment goes into prepaid.
 - ``pay_whole_bills`` (no payment: bills arrive or change - imports, corrections): the balance
-  alone, oldest first, whole bills only, stopping at the first bill it does not cover, so that a
-  newer bill is never paid while an older one stays unpaid and no bill is left half paid by a
-  balance the customer did not hand over for it.
+  alone, oldest first, whole bills only (bills are paid whole), stopping at the first bill it
+  does not cover, so that a newer bill is never paid while an older one stays unpaid.
 
 ``reverse`` undoes a payment exactly (§4.5) when it still can be.
 """
