@@ -35,7 +35,7 @@ from gateway.keystore_db import DbKeyBackend
 from engines.writer import (ChunkDone, Note, Result, ReversalAnswered, ReversalBegun, ReversalUnanswered, Unknown,
                             Writer)
 from ledger.business_date import BusinessCalendar, utcnow
-from ledger.postings import DEBIT_ACTOR, DebitResult
+from ledger.posting import DEBIT_ACTOR, DebitResult
 
 log = logging.getLogger("gridpay.debit.engine")
 

@@ -25,7 +25,7 @@ from ledger.audit import audit_row
 from ledger.bulk import in_list, insert_rows
 from ledger.business_date import BusinessCalendar
 from ledger.ids import reserve_ids
-from ledger.postings import DEBIT_ACTOR, open_bills_query
+from ledger.posting import DEBIT_ACTOR, open_bills_query
 from ledger.schema import agreements, audit_log, customers, debit_attempts, debit_batches, debit_bills, debits
 
 OPEN_STATES = ("pending", "sent", "unknown")

@@ -29,7 +29,7 @@ from engines.tables import debit_chunks, debit_reversals, engine_instances, stan
 from iso8583_specs.tlv import Bill, build_tlv
 from ledger.bulk import in_list, insert_rows
 from ledger.business_date import BusinessCalendar
-from ledger.postings import DebitResult, apply_batch
+from ledger.posting import DebitResult, apply_batch
 from ledger.schema import bills, debit_attempts, debit_bills, debits
 
 OPEN_STATES = ("pending", "sent", "unknown")

@@ -31,7 +31,7 @@ from engines.tables import debit_chunks, debit_reversals
 from ledger.batch_process import BatchProcess
 from ledger.business_date import BusinessCalendar, utcnow
 from ledger.group_commit import _retryable
-from ledger.postings import DebitResult, Outcome, apply_batch
+from ledger.posting import DebitResult, Outcome, apply_batch
 from ledger.schema import debit_attempts
 
 log = logging.getLogger("gridpay.debit.writer")

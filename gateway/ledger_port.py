@@ -23,7 +23,7 @@ from twisted.python.threadpool import ThreadPool
 
 from ledger.answers import UnknownOutcome
 from ledger.batch_process import BatchProcess, NotStarted, TimedOut, WorkerLost
-from ledger.postings import Outcome
+from ledger.posting import Outcome
 
 log = logging.getLogger("gridpay.ledger_port")
 UNAVAILABLE = "database unavailable: nothing was applied"

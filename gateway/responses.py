@@ -9,7 +9,7 @@ from datetime import date
 from gateway.exchange import Exchange
 from iso8583_specs.tlv import FIELD_MAX_BYTES, byte_length
 from ledger.money import fits
-from ledger.postings import CounterPayment, PaymentReversal
+from ledger.posting import CounterPayment, PaymentReversal
 
 ECHOED = ("3", "4", "7", "11", "12", "13", "32", "37", "41", "42", "49", "70", "90", "102")
 IDENTITY_ECHOED = ("7", "11", "12", "13", "32")   # all a 30 answer repeats (vectors.json "format error response")

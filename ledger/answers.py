@@ -28,7 +28,7 @@ from sqlalchemy.exc import DBAPIError
 
 from ledger.db import read_only
 from ledger.ids import id_year
-from ledger.postings import CounterPayment, DebitResult, Outcome, PaymentReversal
+from ledger.posting import CounterPayment, DebitResult, Outcome, PaymentReversal
 from ledger.schema import bank_requests, customers, debits
 
 log = logging.getLogger("gridpay.ledger.answers")

@@ -9,8 +9,9 @@ When X had been paid (its allocations net to more than 0), the money moves by ne
 negative allocation on X (``correction_bill_id`` = the reversing bill), a prepaid movement of kind
 ``correction`` putting the money into the customer's prepaid balance, and a journal entry
 Dr receivable / Cr prepaid. The prepaid balance then pays the customer's unpaid bills by the usual
-rule (``ledger.imports.apply_prepaid``: oldest first, whole bills only): a smaller replacement is
-paid and leaves the rest prepaid; a larger one stays unpaid and the money stays prepaid.
+rule (``pay_whole_bills`` in ``ledger.posting.rules``: oldest first, whole bills only): a smaller
+replacement is paid and leaves the rest prepaid; a larger one stays unpaid and the money stays
+prepaid. The money's part is the posting kind ``BillCorrection`` (``ledger.posting``).
 
 Refused: a bill that does not exist, a reversing bill, a bill already reversed, and a bill with a
 direct debit still in flight (pending, sent or with an unknown outcome).
@@ -26,11 +27,10 @@ from sqlalchemy.exc import IntegrityError
 
 from ledger.audit import audit_row, write_audit
 from ledger.business_date import BusinessCalendar, utcnow
-from ledger.imports import (
-    _BILL_ID, MAX_AMOUNT, Refused, apply_prepaid, bill_entry, bill_notice_rows, lock_customers, prepaid_balance,
-)
-from ledger.journal import PREPAID, RECEIVABLE, Entry, write_entries
-from ledger.schema import allocations, bills, debit_bills, debits, outbox, prepaid_movements
+from ledger.imports import _BILL_ID, Refused, bill_notice_rows
+from ledger.money import fits
+from ledger.posting import BillCorrection, apply_batch, lock_customers
+from ledger.schema import allocations, bills, debit_bills, debits, outbox
 
 # debit states after which a debit no longer moves money for its bills
 SETTLED_DEBIT_STATES = ("approved", "declined", "reversed", "failed", "cancelled", "expired")
@@ -82,22 +82,22 @@ def correct_bill(engine: Engine, bill_id: str, *, principal: int, penalty: int, 
     if not reason or not reason.strip():
         raise Refused("a correction gives its reason (--reason)")
     for name, value, least in (("principal", principal, 1), ("penalty", penalty, 0)):
-        if not isinstance(value, int) or isinstance(value, bool) or not least <= value < MAX_AMOUNT:
+        if not isinstance(value, int) or isinstance(value, bool) or not (least <= value and fits(value)):
             raise Refused(f"{name} must be whole fen, at least {least} and at most 12 digits, not {value!r}")
     if new_bill_id is not None and not _BILL_ID.fullmatch(new_bill_id):
         raise Refused(f"new bill id {new_bill_id!r} is not 1-32 ASCII letters or digits")
     at = now or utcnow()
-    business_date = (calendar or BusinessCalendar()).business_date(at)
+    calendar = calendar or BusinessCalendar()
     try:
         with engine.begin() as conn:
             return _correct(conn, bill_id, principal, penalty, actor, reason, due_date, new_bill_id, at,
-                            business_date)
+                            calendar)
     except IntegrityError as exc:  # a concurrent correction of the same bill, or a bill id just taken
         raise Refused(f"bill {bill_id} could not be corrected: changed by someone else at the same time "
                       f"({type(exc.orig).__name__})") from None
 
 
-def _correct(conn, bill_id, principal, penalty, actor, reason, due_date, new_bill_id, at, business_date):
+def _correct(conn, bill_id, principal, penalty, actor, reason, due_date, new_bill_id, at, calendar):
     original = conn.execute(select(bills).where(bills.c.bill_id == bill_id)).first()
     if original is None:
         raise Refused(f"no bill {bill_id}")
@@ -136,27 +136,18 @@ def _correct(conn, bill_id, principal, penalty, actor, reason, due_date, new_bil
            "kind": "N", "reverses_bill_id": None, "replaces_bill_id": bill_id, "import_id": None,
            "category": original.category, "created_at": at}
     conn.execute(insert(bills), [reversing, new])
-    entries = [bill_entry(reversing, business_date, actor), bill_entry(new, business_date, actor)]
-    if paid > 0:
-        move_id = conn.execute(insert(prepaid_movements).returning(prepaid_movements.c.id), [{
-            "customer_no": customer_no, "amount": paid, "kind": "correction", "bill_id": bill_id,
-            "created_at": at}]).scalar_one()
-        conn.execute(insert(allocations), [{"bill_id": bill_id, "amount": -paid, "prepaid_movement_id": move_id,
-                                            "correction_bill_id": reversing_id, "created_at": at}])
-        entries.append(Entry("correction", "bill", bill_id, business_date, actor)
-                       .debit(RECEIVABLE, paid, customer_no).credit(PREPAID, paid, customer_no))
-    write_entries(conn, entries, at)
-    applied = apply_prepaid(conn, [customer_no], at=at, business_date=business_date, actor=actor)
-    new_paid = any(b == new_bill_id for _, b, _ in applied)
+    money = apply_batch(conn, [BillCorrection(bill_id, reversing, new, max(paid, 0), actor)],
+                        calendar, at)[0].fields
+    new_paid = new_bill_id in money["paid_bills"]
     rows = bill_notice_rows(conn, [new], {new_bill_id} if new_paid else set(), at)
     if rows:
         conn.execute(insert(outbox), rows)
-    balance = prepaid_balance(conn, customer_no)
+    balance = money["prepaid_balance"]
     write_audit(conn, [audit_row(
         at, actor, "bill.correct", "bill", bill_id, reason, customer_no=customer_no,
         reversing_bill_id=reversing_id, new_bill_id=new_bill_id,
         old={"principal": int(original.principal), "penalty": int(original.penalty),
              "due_date": original.due_date.isoformat()},
         new={"principal": principal, "penalty": penalty, "due_date": new["due_date"].isoformat()},
-        moved_to_prepaid=paid if paid > 0 else 0, prepaid_paid=[b for _, b, _ in applied])])
+        moved_to_prepaid=paid if paid > 0 else 0, prepaid_paid=money["paid_bills"])])
     return CorrectionResult(bill_id, reversing_id, new_bill_id, paid if paid > 0 else 0, new_paid, balance)

@@ -4,7 +4,7 @@ A durable commit costs a flush to disk (SQLite WAL, synchronous=FULL) or a WAL f
 trip (PostgreSQL): a few thousand per second at best, whatever is in them, while rows inside one
 commit are cheap. ``GroupCommitter`` has one writer thread that takes whatever postings are
 queued (up to ``max_batch``, waiting at most ``max_wait_s`` for company when the queue runs dry),
-decides and writes them all in ONE transaction (``ledger.postings.apply_batch``), commits, and only
+decides and writes them all in ONE transaction (``ledger.posting.apply_batch``), commits, and only
 then resolves the futures: nobody sees an outcome of a posting that is not durable.
 
 Failures (``Poster.process``), by what they leave behind:
@@ -48,7 +48,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyErro
 
 from ledger.answers import UnknownOutcome, stored_answers
 from ledger.business_date import BusinessCalendar, utcnow
-from ledger.postings import Outcome, Posting, apply_batch, system_error
+from ledger.posting import Outcome, Posting, apply_batch, system_error
 
 log = logging.getLogger("gridpay.ledger.group_commit")
 

@@ -88,3 +88,17 @@ def reserve_ids_many(conn, wanted: list[tuple[Table, int]]) -> list[list[int]]:
         assert len(ids) == n
         out[i] = list(ids)
     return out
+
+
+def reserve_ids_for_bulk(conn, table: Table, n: int) -> list[int]:
+    """``ledger.ids.reserve_ids``, cheaper on PostgreSQL: the sequence's name is looked up once,
+    not once per id (that lookup was most of the time of a chunk's ids)."""
+    if conn.dialect.name != "postgresql" or n <= 0:
+        return reserve_ids(conn, table, n)
+    (pk,) = table.primary_key.columns
+    cache = conn.info.setdefault("gridpay_sequences", {})
+    if table.name not in cache:
+        cache[table.name] = conn.exec_driver_sql("select pg_get_serial_sequence(%(t)s, %(c)s)",
+                                                 {"t": table.name, "c": pk.name}).scalar_one()
+    return conn.exec_driver_sql("select nextval(%(s)s::regclass) from generate_series(1, %(n)s)",
+                                {"s": cache[table.name], "n": n}).scalars().all()

@@ -43,7 +43,8 @@ stored is what the billing system gave; an empty one is decided when the notice 
 the customer has an active agreement, else C. A file set applies its agreements before its bills,
 so that a new customer's first bills are worded after the agreement that comes with them.
 
-Prepaid balances pay bills as they arrive (``apply_prepaid``), once the whole file is written: the
+Prepaid balances pay bills as they arrive (``ledger.posting.apply_prepaid``, the posting kind
+``PrepaidApplication``), once the whole file is written: the
 customer's unpaid bills are taken oldest first (period, due date, bill id), and a bill is paid
 only when the balance covers it entirely, since bills are paid whole; the first bill the balance
 does not cover stops the run, so a newer bill is never paid while an older one stays unpaid. Each
@@ -66,27 +67,24 @@ import operator
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from itertools import chain
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Sequence
 
 from sqlalchemy import (
-    Column, Engine, Integer, MetaData, String, Table, any_, bindparam, case, exists, func, insert, select, update,
+    Column, Engine, Integer, MetaData, String, Table, bindparam, case, func, insert, select, update,
 )
-from sqlalchemy.dialects import postgresql
-from sqlalchemy.orm import aliased
 
 from ledger import notices
 from ledger.audit import audit_row, write_audit
-from ledger.bulk import CUSTOM_PLANS, GENERIC_PLANS, in_list
+from ledger.bulk import CHUNK, CUSTOM_PLANS, GENERIC_PLANS, RowWriter, in_list, key_filters, sqlite_max_params
 from ledger.business_date import BusinessCalendar, utcnow
-from ledger.ids import reserve_ids
-from ledger.money import AMOUNT_LIMIT
-from ledger.journal import PENALTY_INCOME, PREPAID, RECEIVABLE, REVENUE, Entry, write_entries
+from ledger.ids import reserve_ids_for_bulk
+from ledger.money import fits
+from ledger.posting import apply_prepaid, lock_customers
+from ledger.posting.writes import BillJournal
 from ledger.progress import NoProgress
 from ledger.schema import (
-    agreements, allocations, audit_log, banks, bills, customer_history, customers, imports, journal_entries, journal_lines,
-    outbox, prepaid_movements,
+    agreements, audit_log, banks, bills, customer_history, customers, imports, journal_entries, outbox, prepaid_movements,
 )
 
 # The order a file set is applied in: bills last, so that their notices know the set's agreements.
@@ -103,12 +101,10 @@ OPTIONAL = {  # billing files 1.1: optional trailing columns, in this order
 }
 SET_FILE_NAMES = {kind: f"{kind}.csv" for kind in KINDS}
 
-CHUNK = 900            # keys per IN (...) query
 CHUNK_LINES = 5_000    # records checked against the database and written together
 READ_BLOCK = 1 << 20   # bytes read at a time in pass 0
 SQLITE_CACHE_KIB = 65_536  # SQLite's page cache during an import (its default is 2 MiB): a million
                            # rows' index pages stay in memory instead of being read back and again
-MAX_AMOUNT = AMOUNT_LIMIT  # field 48 BI carries principal and penalty in 12 digits each
 
 _CUSTOMER_NO = re.compile(r"[A-Za-z0-9]{1,20}")
 _BILL_ID = re.compile(r"[A-Za-z0-9]{1,32}")
@@ -330,7 +326,7 @@ def _fen(value: str, column: str, line: int, errors: list[LineError], *, positiv
     if positive and amount <= 0:
         errors.append(LineError(line, column, "must be greater than 0"))
         return None
-    if amount >= MAX_AMOUNT:
+    if not fits(amount):   # field 48 BI carries principal and penalty in 12 digits each
         errors.append(LineError(line, column, "more than 12 digits"))
         return None
     return amount
@@ -428,144 +424,7 @@ def _check_agreement(line: int, row: list[str], errors: list[LineError]) -> tupl
 
 
 # ---------------------------------------------------------------------------------------------
-# Helpers shared with corrections and refunds
-
-
-def chunks(items: Sequence, size: int = CHUNK) -> Iterator[Sequence]:
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
-
-
-def key_filters(conn, column, keys: Iterable[str]) -> Iterator:
-    """WHERE clauses matching ``column`` against the keys, a chunk at a time: ``IN (...)`` of at
-    most CHUNK keys, or on PostgreSQL ``= ANY(array)`` of up to 20,000 (one parameter, cheap to parse)."""
-    ordered = sorted(set(keys))
-    if conn.dialect.name == "postgresql":
-        for chunk in chunks(ordered, 20_000):
-            yield column == any_(bindparam(None, list(chunk), type_=postgresql.ARRAY(column.type)))
-    else:
-        for chunk in chunks(ordered):
-            yield column.in_(chunk)
-
-
-def bulk_insert(conn, table, rows: Sequence[dict]) -> None:
-    """Insert many rows: COPY on PostgreSQL (psycopg 3), else one executemany."""
-    if not rows:
-        return
-    if conn.dialect.name == "postgresql" and len(rows) >= 500:
-        names = list(rows[0])
-        raw = conn.connection.driver_connection
-        with raw.cursor() as cur:
-            with cur.copy(f'COPY "{table.name}" ({", ".join(f"{chr(34)}{n}{chr(34)}" for n in names)}) '
-                          "FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row([row[n] for n in names])
-        return
-    conn.execute(insert(table), list(rows))
-
-
-def write_entries_bulk(conn, entries: Sequence[Entry], created_at: datetime) -> None:
-    """``ledger.journal.write_entries`` for large batches: the entry ids are reserved first
-    (``ledger.ids.reserve_ids``), so that no RETURNING is needed and COPY can be used."""
-    if not entries:
-        return
-    ids = reserve_ids(conn, journal_entries, len(entries))
-    bulk_insert(conn, journal_entries, [{"entry_id": entry_id, **e.entry_row(created_at)}
-                                        for e, entry_id in zip(entries, ids)])
-    bulk_insert(conn, journal_lines, [line for e, entry_id in zip(entries, ids) for line in e.line_rows(entry_id)])
-
-
-def lock_customers(conn, customer_nos: Iterable[str]) -> None:
-    """Lock customers' rows (PostgreSQL, Oracle: SELECT ... FOR UPDATE, in key order) so that their
-    prepaid balances and bills do not move under us. SQLite needs nothing: BEGIN IMMEDIATE."""
-    if conn.dialect.name == "sqlite":
-        return
-    for where in key_filters(conn, customers.c.customer_no, customer_nos):
-        conn.execute(select(customers.c.customer_no).where(where)
-                     .order_by(customers.c.customer_no).with_for_update()).all()
-
-
-def prepaid_balances(conn, customer_nos: Iterable[str]) -> dict[str, int]:
-    """Prepaid balance of each named customer that has any movement."""
-    out: dict[str, int] = {}
-    for where in key_filters(conn, prepaid_movements.c.customer_no, customer_nos):
-        rows = conn.execute(select(prepaid_movements.c.customer_no, func.sum(prepaid_movements.c.amount))
-                            .where(where)
-                            .group_by(prepaid_movements.c.customer_no)).all()
-        out.update({no: int(total or 0) for no, total in rows})
-    return out
-
-
-def prepaid_balance(conn, customer_no: str) -> int:
-    return prepaid_balances(conn, [customer_no]).get(customer_no, 0)
-
-
-def unpaid_bills(conn, customer_nos: Iterable[str]) -> dict[str, list[dict]]:
-    """Each customer's bills still owing (kind O or N, not reversed, owing > 0), oldest first."""
-    reversing = aliased(bills)
-    paid = (select(allocations.c.bill_id, func.sum(allocations.c.amount).label("paid"))
-            .group_by(allocations.c.bill_id).subquery())
-    out: dict[str, list[dict]] = {}
-    for where in key_filters(conn, bills.c.customer_no, customer_nos):
-        query = (select(bills.c.bill_id, bills.c.customer_no, bills.c.period, bills.c.due_date,
-                        bills.c.principal, bills.c.penalty, func.coalesce(paid.c.paid, 0).label("paid"))
-                 .select_from(bills.outerjoin(paid, paid.c.bill_id == bills.c.bill_id))
-                 .where(where, bills.c.kind.in_(("O", "N")),
-                        ~exists().where(reversing.c.reverses_bill_id == bills.c.bill_id))
-                 .order_by(bills.c.customer_no, bills.c.period, bills.c.due_date, bills.c.bill_id))
-        for row in conn.execute(query):
-            owing = int(row.principal) + int(row.penalty) - int(row.paid)
-            if owing > 0:
-                out.setdefault(row.customer_no, []).append(
-                    {"bill_id": row.bill_id, "period": row.period, "due_date": row.due_date, "owing": owing})
-    return out
-
-
-def bill_entry(bill: Mapping, business_date: date, actor: str) -> Entry:
-    """The journal entry of a bill; a reversing bill (negative amounts) gets the mirror image."""
-    principal, penalty = int(bill["principal"]), int(bill["penalty"])
-    kind = "bill_reversal" if principal < 0 else "bill"
-    entry = Entry(kind, "bill", bill["bill_id"], business_date, actor)
-    entry.debit(RECEIVABLE, principal + penalty, bill["customer_no"])
-    entry.credit(REVENUE, principal, bill["customer_no"])
-    entry.credit(PENALTY_INCOME, penalty, bill["customer_no"])
-    return entry
-
-
-def apply_prepaid(conn, customer_nos: Iterable[str], *, at: datetime, business_date: date, actor: str,
-                  balances: Mapping[str, int] | None = None) -> list[tuple[str, str, int]]:
-    """Pay the named customers' unpaid bills from their prepaid balances, oldest first, whole bills
-    only, stopping at the first bill the balance does not cover. The caller holds the customers'
-    locks. Returns (customer_no, bill_id, amount) of each bill paid."""
-    if balances is None:
-        balances = prepaid_balances(conn, customer_nos)
-    funded = {no: bal for no, bal in balances.items() if bal > 0}
-    if not funded:
-        return []
-    paid: list[tuple[str, str, int]] = []
-    for no, owing in unpaid_bills(conn, funded).items():
-        balance = funded[no]
-        for bill in owing:
-            if bill["owing"] > balance:
-                break
-            balance -= bill["owing"]
-            paid.append((no, bill["bill_id"], bill["owing"]))
-    if not paid:
-        return []
-    moves = conn.execute(
-        insert(prepaid_movements).returning(prepaid_movements.c.id, sort_by_parameter_order=True),
-        [{"customer_no": no, "amount": -amount, "kind": "applied", "bill_id": bill_id, "created_at": at}
-         for no, bill_id, amount in paid]).scalars().all()
-    conn.execute(insert(allocations), [
-        {"bill_id": bill_id, "amount": amount, "prepaid_movement_id": move_id, "created_at": at}
-        for (no, bill_id, amount), move_id in zip(paid, moves)])
-    entries = []
-    for no, bill_id, amount in paid:
-        entry = Entry("prepaid_applied", "bill", bill_id, business_date, actor)
-        entry.debit(PREPAID, amount, no).credit(RECEIVABLE, amount, no)
-        entries.append(entry)
-    write_entries(conn, entries, at)
-    return paid
+# Bill notices (shared with corrections)
 
 
 def _active_account():
@@ -620,60 +479,6 @@ _AGREEMENT_FIELDS = ("account_name", "status", "debit_limit")
 _JSON = json.JSONEncoder(ensure_ascii=False, sort_keys=True, default=str)  # as ledger.audit.audit_row
 
 
-class _Writer:
-    """Rows (tuples in ``columns`` order, values as the database takes them) into a table:
-    COPY on PostgreSQL; on SQLite multi-row ``INSERT ... VALUES`` statements of as many rows as
-    its parameter limit allows (half the cost of an executemany's step per row); else Core."""
-
-    def __init__(self, conn, table: Table, columns: Sequence[str]):
-        self.conn, self.table, self.columns = conn, table, tuple(columns)
-        self.dialect = conn.dialect.name
-        prep = conn.dialect.identifier_preparer
-        names = ", ".join(prep.quote(table.c[c].name) for c in self.columns)
-        if self.dialect == "postgresql":
-            # binary: the server parses no timestamps, dates or numbers (a fifth of a COPY's time)
-            self.sql = f"COPY {prep.format_table(table)} ({names}) FROM STDIN (FORMAT BINARY)"
-            self.types = [re.sub(r"\(.*\)", "", table.c[c].type.compile(dialect=conn.dialect)).lower()
-                          for c in self.columns]
-        elif self.dialect == "sqlite":
-            self.head = f"INSERT INTO {prep.format_table(table)} ({names}) VALUES "
-            self.group = f"({', '.join('?' * len(self.columns))})"
-            self.per_statement = max(1, _sqlite_max_params() // len(self.columns))
-            self.full = self.head + ", ".join([self.group] * self.per_statement)
-
-    def write(self, rows: Sequence[tuple]) -> None:
-        if not rows:
-            return
-        if self.dialect == "postgresql":
-            with self.conn.connection.driver_connection.cursor() as cur:
-                with cur.copy(self.sql) as copy:
-                    copy.set_types(self.types)
-                    write_row = copy.write_row
-                    for row in rows:
-                        write_row(row)
-        elif self.dialect == "sqlite":
-            per, execute = self.per_statement, self.conn.exec_driver_sql
-            for start in range(0, len(rows), per):
-                part = rows[start:start + per]
-                sql = self.full if len(part) == per else self.head + ", ".join([self.group] * len(part))
-                execute(sql, tuple(chain.from_iterable(part)))
-        else:   # values as the database takes them are Python's here (Oracle)
-            self.conn.execute(insert(self.table), [dict(zip(self.columns, row)) for row in rows])
-
-
-# SQLite: parameters per statement. Its limit is 32,766 (999 before 3.32), but the sqlite3 module
-# keeps its statements prepared, and one of 30,000 parameters holds several MiB: 100 MiB more peak
-# RSS for a bills file, for no speed.
-SQLITE_PARAMS = 4_000
-
-
-@functools.lru_cache(maxsize=1)
-def _sqlite_max_params() -> int:
-    import sqlite3
-
-    return SQLITE_PARAMS if sqlite3.sqlite_version_info >= (3, 32) else 999
-
-
 def _lookup(conn, query, keys: Iterable[str]) -> list:
     """The rows of ``query`` (whose WHERE holds ``_keys(column)``) for all the keys: on PostgreSQL
     in one statement (``= ANY(array)``), else in as few ``IN (...)`` as SQLite's parameter limit
@@ -683,7 +488,7 @@ def _lookup(conn, query, keys: Iterable[str]) -> list:
         return []
     if conn.dialect.name == "postgresql":
         return conn.execute(query, {"keys": keys}).all()
-    size = _sqlite_max_params() - 10 if conn.dialect.name == "sqlite" else CHUNK
+    size = sqlite_max_params() - 10 if conn.dialect.name == "sqlite" else CHUNK
     out = []
     for start in range(0, len(keys), size):
         out += conn.execute(query, {"keys": keys[start:start + size]}).all()
@@ -715,20 +520,6 @@ def _query(name: str, dialect_name: str):
     if name == "seen":
         return select(s.k, s.line, s.content).where(_keys(s.k, dialect_name))
     raise KeyError(name)
-
-
-def _reserve(conn, table: Table, n: int) -> list[int]:
-    """``ledger.ids.reserve_ids``, cheaper on PostgreSQL: the sequence's name is looked up once,
-    not once per id (that lookup was most of the time of a chunk's ids)."""
-    if conn.dialect.name != "postgresql" or n <= 0:
-        return reserve_ids(conn, table, n)
-    (pk,) = table.primary_key.columns
-    cache = conn.info.setdefault("gridpay_sequences", {})
-    if table.name not in cache:
-        cache[table.name] = conn.exec_driver_sql("select pg_get_serial_sequence(%(t)s, %(c)s)",
-                                                 {"t": table.name, "c": pk.name}).scalar_one()
-    return conn.exec_driver_sql("select nextval(%(s)s::regclass) from generate_series(1, %(n)s)",
-                                {"s": cache[table.name], "n": n}).scalars().all()
 
 
 class _GenericPlans:
@@ -767,7 +558,7 @@ class _Seen:
         self.conn = conn
         _seen_table.drop(conn, checkfirst=True)
         _seen_table.create(conn)
-        self.writer = _Writer(conn, _seen_table, ("k", "line", "owner", "content"))
+        self.writer = RowWriter(conn, _seen_table, ("k", "line", "owner", "content"))
 
     def get(self, keys: Iterable[str]) -> dict[str, tuple[int, str | None]]:
         return {k: (line, content) for k, line, content in
@@ -806,7 +597,7 @@ class _File:
         self.import_id = r.import_id = self.conn.execute(insert(imports).returning(imports.c.id), [{
             "kind": r.kind, "file_name": r.file_name, "file_sha256": r.sha256, "lines": 0, "applied": 0, "skipped": 0,
             "actor": ctx.actor, "imported_at": ctx.at}]).scalar_one()
-        self.audits = _Writer(self.conn, audit_log, ("at", "actor", "action", "object_type", "object_id", "reason",
+        self.audits = RowWriter(self.conn, audit_log, ("at", "actor", "action", "object_type", "object_id", "reason",
                                                      "details"))
 
     def audit(self, action: str, object_type: str, object_id, details: dict) -> tuple:
@@ -834,9 +625,9 @@ class _CustomersFile(_File):
 
     def __init__(self, ctx, result, path, reader):
         super().__init__(ctx, result, path, reader)
-        self.customers = _Writer(self.conn, customers, ("customer_no", *_CUSTOMER_FIELDS, *_CUSTOMER_OPTIONAL,
+        self.customers = RowWriter(self.conn, customers, ("customer_no", *_CUSTOMER_FIELDS, *_CUSTOMER_OPTIONAL,
                                                         "version", "updated_at"))
-        self.history = _Writer(self.conn, customer_history, ("customer_no", "version", *_CUSTOMER_FIELDS,
+        self.history = RowWriter(self.conn, customer_history, ("customer_no", "version", *_CUSTOMER_FIELDS,
                                                              *_CUSTOMER_OPTIONAL, "import_id", "recorded_at"))
         self.fields: tuple[str, ...] = ()
 
@@ -904,12 +695,10 @@ class _BillsFile(_File):
 
     def __init__(self, ctx, result, path, reader):
         super().__init__(ctx, result, path, reader)
-        self.bills = _Writer(self.conn, bills, ("bill_id", "customer_no", "period", "principal", "penalty", "due_date",
+        self.bills = RowWriter(self.conn, bills, ("bill_id", "customer_no", "period", "principal", "penalty", "due_date",
                                                 "category", "kind", "import_id", "created_at"))
-        self.entries = _Writer(self.conn, journal_entries, ("entry_id", "business_date", "kind", "ref_type", "ref_id",
-                                                            "actor", "created_at"))
-        self.lines = _Writer(self.conn, journal_lines, ("entry_id", "account", "amount", "customer_no"))
-        self.outbox = _Writer(self.conn, outbox, ("customer_no", "mobile", "kind", "ref", "text", "state", "attempts",
+        self.journal = BillJournal(self.conn)
+        self.outbox = RowWriter(self.conn, outbox, ("customer_no", "mobile", "kind", "ref", "text", "state", "attempts",
                                                   "next_attempt_at", "created_at"))
         self.unwritten = False                  # lines with a good bill id not written (seen holds them)
         self.again: list[tuple[int, str]] = []  # lines giving a bill written from this file with other content
@@ -987,7 +776,7 @@ class _BillsFile(_File):
             self._write(new, mobiles, funded, wording)
 
     def _write(self, new: list[tuple], mobiles: dict, funded: set[str], wording: dict) -> None:
-        conn, ctx = self.conn, self.ctx
+        ctx = self.ctx
         at, day, actor, import_id = ctx.at_db, ctx.day_db, ctx.actor, self.import_id
         if ctx.pg:   # binary COPY takes a date; SQLite stores the text the file has
             self.bills.write([(bill_id, no, period, principal, penalty, date.fromisoformat(due), category, "O",
@@ -995,16 +784,7 @@ class _BillsFile(_File):
         else:
             self.bills.write([(bill_id, no, period, principal, penalty, due, category, "O", import_id, at)
                               for no, period, bill_id, principal, penalty, due, category in new])
-        # the journal entry of each bill, as bill_entry makes it: Dr receivable; Cr revenue, Cr penalty_income
-        ids = _reserve(conn, journal_entries, len(new))
-        self.entries.write([(entry_id, day, "bill", "bill", v[2], actor, at) for entry_id, v in zip(ids, new)])
-        lines = []
-        for entry_id, (no, _, _, principal, penalty, _, _) in zip(ids, new):
-            lines.append((entry_id, RECEIVABLE, principal + penalty, no))
-            lines.append((entry_id, REVENUE, -principal, no))
-            if penalty:
-                lines.append((entry_id, PENALTY_INCOME, -penalty, no))
-        self.lines.write(lines)
+        self.journal.write(new, day, actor, at)
         rows = []
         for v in new:
             no = v[0]
@@ -1064,7 +844,7 @@ class _AgreementsFile(_File):
     def __init__(self, ctx, result, path, reader):
         super().__init__(ctx, result, path, reader)
         self.banks_known: set[str] = set()
-        self.agreements = _Writer(self.conn, agreements, ("id", "customer_no", "bank_code", "account_no",
+        self.agreements = RowWriter(self.conn, agreements, ("id", "customer_no", "bank_code", "account_no",
                                                           "account_name", "status", "debit_limit", "version",
                                                           "updated_at"))
 
@@ -1143,7 +923,7 @@ class _AgreementsFile(_File):
                          .values({f: bindparam(f) for f in (*_AGREEMENT_FIELDS, "version", "updated_at")}),
                          [{**dict(zip(_AGREEMENT_FIELDS, v[3:])), "key": old.id, "version": old.version + 1,
                            "updated_at": self.ctx.at} for old, v in changed])
-        ids = _reserve(conn, agreements, len(new))
+        ids = reserve_ids_for_bulk(conn, agreements, len(new))
         self.agreements.write([(agreement_id, *v, 1, at) for agreement_id, v in zip(ids, new)])
         audits = [self.audit("agreement.create", "agreement", agreement_id, {
             "import_id": import_id, "version": 1, **dict(zip(HEADERS["agreements"], v))})

@@ -48,7 +48,7 @@ def _inquire(conn, customer_no: str, at: datetime, calendar: BusinessCalendar) -
 @functools.cache
 def _statements(dialect_name: str):
     from ledger.bulk import in_list
-    from ledger.postings import open_bills_query
+    from ledger.posting import open_bills_query
 
     who = (select(customers.c.customer_no, customers.c.customer_name, customers.c.status)
            .where(in_list(dialect_name, customers.c.customer_no, "custs")))
@@ -60,7 +60,7 @@ def _statements(dialect_name: str):
 
 def inquire_many(conn, customer_nos, at: datetime, calendar: BusinessCalendar | None = None) -> dict[str, InquiryResult]:
     """Inquiries for several customers at once, with one query per table (the gateway batches them)."""
-    from ledger.postings import _Bill
+    from ledger.posting.model import Bill
 
     calendar = calendar or BusinessCalendar()
     bd = calendar.business_date(at)
@@ -70,7 +70,7 @@ def inquire_many(conn, customer_nos, at: datetime, calendar: BusinessCalendar | 
     who = {r.customer_no: r for r in who_rows}
     open_bills: dict[str, list] = {}
     for row in bill_rows:
-        open_bills.setdefault(row.customer_no, []).append(_Bill(row))
+        open_bills.setdefault(row.customer_no, []).append(Bill(row))
     prepaid = {r.customer_no: int(r.balance) for r in prepaid_rows}
     results = {}
     for customer_no in wanted:
@@ -82,7 +82,7 @@ def inquire_many(conn, customer_nos, at: datetime, calendar: BusinessCalendar | 
                 "B2", cust.customer_name, business_date=bd,
                 detail="customer suspended" if cust.status == "S" else "customer closed")
         else:
-            bills_owed = sorted(open_bills.get(customer_no, ()), key=_Bill.sort_key)
+            bills_owed = sorted(open_bills.get(customer_no, ()), key=Bill.sort_key)
             listed = [(b.period, *b.owing_split()) for b in bills_owed if b.owing > 0]
             owing = sum(p + q for _, p, q in listed)
             balance = prepaid.get(customer_no, 0)

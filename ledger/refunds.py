@@ -7,8 +7,9 @@ residents, ``..._nonresident_fen`` for non-residents; the amount *equal* to the 
 needs approval) is paid at once. A larger one waits until another operator approves or rejects
 it; the operator who asked cannot decide. Approval checks the balance again.
 
-Paying a refund writes a prepaid movement (kind ``refund``, negative), a journal entry
-Dr prepaid / Cr refunds_payable, and an audit row; every request and decision is audited too.
+Paying a refund is the posting kind ``PrepaidRefund`` (``ledger.posting``): a prepaid movement
+(kind ``refund``, negative), a journal entry Dr prepaid / Cr refunds_payable, and an audit row;
+every request and decision is audited too. Nothing pays the money out yet: refunds_payable holds it.
 """
 from __future__ import annotations
 
@@ -21,9 +22,9 @@ from sqlalchemy.exc import IntegrityError
 from config.settings import BusinessConfig
 from ledger.audit import audit_row, write_audit
 from ledger.business_date import BusinessCalendar, utcnow
-from ledger.imports import Refused, lock_customers, prepaid_balance
-from ledger.journal import PREPAID, REFUNDS_PAYABLE, Entry, write_entries
-from ledger.schema import customers, prepaid_movements, refund_decisions, refunds
+from ledger.imports import Refused
+from ledger.posting import PrepaidRefund, apply_batch, lock_customers, prepaid_balance
+from ledger.schema import customers, refund_decisions, refunds
 
 PENDING, PAID, REJECTED = "pending", "paid", "rejected"
 
@@ -98,13 +99,8 @@ def _pending_sum(conn, customer_no: str, exclude: int | None = None) -> int:
 
 
 def _pay(conn, refund: Refund, actor: str, at: datetime, business: BusinessConfig) -> None:
-    conn.execute(insert(prepaid_movements), [{"customer_no": refund.customer_no, "amount": -refund.amount,
-                                               "kind": "refund", "refund_id": refund.refund_id, "created_at": at}])
-    entry = Entry("refund", "refund", str(refund.refund_id), _calendar(business).business_date(at), actor)
-    entry.debit(PREPAID, refund.amount, refund.customer_no).credit(REFUNDS_PAYABLE, refund.amount, refund.customer_no)
-    write_entries(conn, [entry], at)
-    write_audit(conn, [audit_row(at, actor, "refund.pay", "refund", refund.refund_id, refund.reason,
-                                 customer_no=refund.customer_no, amount=refund.amount)])
+    apply_batch(conn, [PrepaidRefund(refund.refund_id, refund.customer_no, refund.amount, actor, refund.reason)],
+                _calendar(business), at)
 
 
 def request_refund(engine: Engine, customer_no: str, amount_fen: int, *, actor: str, reason: str,

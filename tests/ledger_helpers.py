@@ -10,8 +10,8 @@ from sqlalchemy import func, insert, select
 
 from ledger import migrate
 from ledger.db import make_engine
-from ledger.journal import PENALTY_INCOME, RECEIVABLE, REVENUE, Entry, write_entries
-from ledger.postings import CounterPayment, PaymentReversal
+from ledger.journal import PENALTY_INCOME, RECEIVABLE, REVENUE, Entry
+from ledger.posting import CounterPayment, PaymentReversal
 from ledger.schema import banks, bills, customer_history, customers, journal_entries, journal_lines, prepaid_movements
 from ledger.verify import verify
 
@@ -67,6 +67,15 @@ def add_bills(conn, items: list[tuple], at: datetime = T0) -> list[str]:
         conn.execute(insert(bills), rows)
         write_entries(conn, entries, at)
     return [r["bill_id"] for r in rows]
+
+
+def write_entries(conn, entries: list[Entry], created_at: datetime) -> None:
+    """Set-up rows: journal entries and their lines, as the ledger writes them (ledger.posting.writes)."""
+    ids = conn.execute(insert(journal_entries).returning(journal_entries.c.entry_id, sort_by_parameter_order=True),
+                       [e.entry_row(created_at) for e in entries]).scalars().all()
+    lines = [line for e, entry_id in zip(entries, ids) for line in e.line_rows(entry_id)]
+    if lines:
+        conn.execute(insert(journal_lines), lines)
 
 
 def add_bill(conn, customer_no: str, period: str, principal: int, penalty: int = 0, bill_id: str | None = None) -> str:

@@ -22,7 +22,7 @@ from sqlalchemy import event, insert, select
 from ledger.business_date import BusinessCalendar
 from ledger.db import make_engine
 from ledger.group_commit import GroupCommitter, Poster
-from ledger.imports import apply_prepaid, lock_customers
+from ledger.posting import apply_prepaid, lock_customers
 from ledger.inquiry import inquire
 from ledger.schema import banks, business_day_closures
 from ledger_helpers import add_banks, add_bills, add_customers, customer_row

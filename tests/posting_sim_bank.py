@@ -15,7 +15,7 @@ import random
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from ledger.postings import CounterPayment, PaymentReversal
+from ledger.posting import CounterPayment, PaymentReversal
 from ledger_helpers import digest, payment, reversal
 from posting_sim_model import Model, received
 

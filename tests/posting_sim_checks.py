@@ -16,7 +16,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import ProgrammingError
 
 from ledger.ids import receipt_no
-from ledger.postings import Outcome
+from ledger.posting import Outcome
 from ledger.schema import allocations, bank_requests, orphan_reversals, payments, prepaid_movements, reversals
 from ledger.verify import verify
 from posting_sim_model import Expected, Model

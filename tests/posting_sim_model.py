@@ -14,7 +14,7 @@ from datetime import date, datetime
 
 from ledger.business_date import BusinessCalendar
 from ledger.ids import bank_number, id_year
-from ledger.postings import METHODS, CounterPayment, PaymentReversal
+from ledger.posting import METHODS, CounterPayment, PaymentReversal
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ class Model:
 
     def apply_prepaid(self, customer_no: str) -> None:
         """A billing import: the prepaid balance pays unpaid bills, oldest first, whole bills only,
-        stopping at the first it does not cover (ledger.imports.apply_prepaid); such a use names no
+        stopping at the first it does not cover (ledger.posting.apply_prepaid); such a use names no
         payment."""
         cust = self.customers[customer_no]
         for bill in cust.open_bills():

@@ -13,7 +13,7 @@ from sqlalchemy import func, insert, select
 from config.settings import BusinessConfig
 from ledger.corrections import correct_bill
 from ledger.imports import Refused
-from ledger.postings import post
+from ledger.posting import post
 from ledger.refunds import approve_refund, list_refunds, pending_refunds, reject_refund, request_refund
 from ledger.schema import (
     allocations, audit_log, bills, journal_entries, journal_lines, outbox, prepaid_movements, refund_decisions,
@@ -241,7 +241,7 @@ def test_refunds_cannot_exceed_the_balance(db_url, engine):
     # the balance shrinks before approval (a new bill is paid from it): approval is refused
     with engine.begin() as conn:
         add_bill(conn, "C1", "202611", 50_000, 0, bill_id="B9")
-    from ledger.imports import apply_prepaid
+    from ledger.posting import apply_prepaid
     with engine.begin() as conn:
         assert apply_prepaid(conn, ["C1"], at=T0, business_date=T0.date(), actor="test") == [("C1", "B9", 50_000)]
     with pytest.raises(Refused, match="cannot be paid"):

@@ -11,7 +11,8 @@ from ledger.debits import (
     create_debit, debit_approved, debit_declined, debit_reversed, debit_unknown, mark_debit_sent,
 )
 from ledger.group_commit import GroupCommitter
-from ledger.postings import DebitResult, inquire, post
+from ledger.inquiry import inquire
+from ledger.posting import DebitResult, post
 from ledger.schema import allocations, audit_log, debit_attempts, debits, outbox, payments, reversals
 from ledger_helpers import T0, add_banks, add_bills, add_customer, assert_ledger_verifies, new_engine, payment, prepaid_of
 

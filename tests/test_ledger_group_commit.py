@@ -14,7 +14,7 @@ from ledger import migrate
 from ledger.business_date import BusinessCalendar
 from ledger.db import make_engine
 from ledger.group_commit import GroupCommitter
-from ledger.postings import inquire
+from ledger.inquiry import inquire
 from ledger.schema import allocations, bank_requests, payments
 from ledger_helpers import (
     T0, add_banks, add_bills, add_customers, assert_ledger_verifies, customer_row, new_engine, payment, reversal,

@@ -8,7 +8,8 @@ import pytest
 from sqlalchemy import func, insert, select
 
 from ledger.business_date import BusinessCalendar
-from ledger.postings import Outcome, apply_batch, inquire, post
+from ledger.inquiry import inquire
+from ledger.posting import Outcome, apply_batch, post
 from ledger.schema import (
     allocations, audit_log, bank_requests, bills, business_day_closures, journal_entries, journal_lines, orphan_reversals,
     outbox, payments, prepaid_movements, reversals,
@@ -663,7 +664,7 @@ def test_reversal_waits_for_a_reconciliation_closing_its_day(pg_url):
 
     from sqlalchemy import insert as _insert, select as _select
 
-    from ledger.postings import post as _post
+    from ledger.posting import post as _post
     from ledger.schema import banks as _banks, business_day_closures as _closures
     from ledger_helpers import T0, add_banks, add_bill, add_customer, new_engine, payment, reversal
 

@@ -11,7 +11,7 @@ import logging
 
 import pytest
 
-from ledger import group_commit, postings
+from ledger import group_commit, posting
 from posting_sim_fault_steps import FAULTS
 from posting_sim_run import databases, run, run_seed, summary
 
@@ -58,7 +58,7 @@ def test_the_simulation_finds_a_planted_defect(monkeypatch):
     """The checks have teeth: a committer that answers 96 for a lost COMMIT without looking it up
     (a payment that landed, denied) is caught, and the failure says how to replay it."""
     def blind(self, batch, due, lost_backend=None):
-        return [postings.system_error()] * len(batch)
+        return [posting.system_error()] * len(batch)
 
     monkeypatch.setattr(group_commit.Poster, "settle", blind)
     report = run("sqlite", range(10), 50)

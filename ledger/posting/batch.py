@@ -1,0 +1,70 @@
+"""A posting batch: deciding any mix of posting kinds in order, then writing them all at once.
+
+``apply_batch(conn, postings, calendar, now)`` decides and writes a whole batch in the caller's
+transaction: a few IN-queries up front (``prefetch``), the decisions in Python against the
+batch's in-memory state (postings for one customer see each other in order), and one
+``executemany`` per table at the end (``writes.flush``). ``GroupCommitter`` (ledger.group_commit)
+runs it on its own thread, one transaction per batch; ``post`` runs it synchronously.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Callable, Iterable, Sequence
+
+from ledger.business_date import BusinessCalendar, utcnow
+from ledger.posting.kinds import (
+    BankFilePayment, BillCorrection, CounterPayment, DebitResult, Outcome, PaymentReversal, Posting,
+    PrepaidApplication, PrepaidRefund, RedReversal,
+)
+from ledger.posting.office_kinds import OfficeKinds
+from ledger.posting.writes import flush
+
+
+class Batch(OfficeKinds):
+    """Every kind's decision (``bank_kinds``, ``office_kinds``) on one batch state (``prefetch``)."""
+
+    def flush(self) -> None:
+        flush(self)
+
+
+_DECIDE = {CounterPayment: Batch.counter_payment, PaymentReversal: Batch.payment_reversal,
+           DebitResult: Batch.debit_result, BankFilePayment: Batch.bank_file_payment,
+           RedReversal: Batch.red_reversal, PrepaidRefund: Batch.prepaid_refund,
+           BillCorrection: Batch.bill_correction, PrepaidApplication: Batch.prepaid_application}
+
+
+def apply_batch(conn, postings: Sequence[Posting], calendar: BusinessCalendar, now: datetime) -> list[Outcome]:
+    """Decide and write postings in conn's transaction (the caller commits). Outcomes in order."""
+    batch = Batch(conn, calendar, now)
+    batch.prefetch(postings)
+    decided = []
+    for p in postings:
+        decide = _DECIDE.get(type(p))
+        if decide is None:
+            raise TypeError(f"not a posting: {p!r}")
+        decided.append(decide(batch, p))
+    batch.flush()
+    return [Outcome(res.code, dict(res.final_fields()), res.detail, replayed) for res, replayed in decided]
+
+
+def post(engine, postings: Iterable[Posting], calendar: BusinessCalendar | None = None,
+         clock: Callable[[], datetime] | None = None) -> list[Outcome]:
+    """Post synchronously in one transaction, with the group committer's retry rules."""
+    from ledger.group_commit import Poster
+
+    return Poster(engine, calendar or BusinessCalendar(), clock or utcnow).process(list(postings))
+
+
+def post_one(conn, posting: Posting, calendar: BusinessCalendar | None = None,
+             now: datetime | None = None) -> Outcome:
+    """One posting in conn's transaction (the back office's kinds)."""
+    return apply_batch(conn, [posting], calendar or BusinessCalendar(), now or utcnow())[0]
+
+
+def apply_prepaid(conn, customer_nos: Iterable[str], *, at: datetime, business_date, actor: str
+                  ) -> list[tuple[str, str, int]]:
+    """Pay the named customers' unpaid bills from their prepaid balances, whole bills only
+    (``PrepaidApplication``). The caller holds the customers' locks. Returns (customer_no,
+    bill_id, amount) of each bill paid."""
+    application = PrepaidApplication(tuple(customer_nos), actor, business_date)
+    return post_one(conn, application, now=at).fields["paid"]
