@@ -31,9 +31,10 @@ from zope.interface import implementer
 from gateway.counter import Link
 from gateway.exchange import Exchange
 from gateway.tcp import no_delay
-from iso8583_specs import codec
+from iso8583_specs import codec, shapes
 from iso8583_specs.errors import FramingError
 from iso8583_specs.framing import encode_frame, make_tpdu, response_tpdu
+from iso8583_specs.links import Stans, network_request, times_at
 
 log = logging.getLogger("gridpay.link")
 
@@ -52,7 +53,7 @@ class CounterProtocol(Protocol):
         self._taking = False
         self._idle = self._frame = self._echo = self._handshake = None
         self._last_bytes = 0.0
-        self._stan = 0
+        self._stans = Stans()
 
     # --- connection lifecycle -----------------------------------------------------------
 
@@ -210,8 +211,7 @@ class CounterProtocol(Protocol):
     def _send_echo(self) -> None:
         if self.link.bank is None or not self.connected:
             return
-        self._stan = self._stan % 999999 + 1
-        message = codec.encode(self.link.dialect, "0800", echo_fields(self.link.bank, self._stan))
+        message = codec.encode(self.link.dialect, "0800", echo_fields(self.link.bank, self._stans.next()))
         bank = self.factory.directory.config(self.link.bank)
         tpdu = make_tpdu(bank.nii_bank, bank.nii_gateway) if self.link.dialect.framing.tpdu else None
         self.transport.write(encode_frame(self.link.dialect.framing, message, tpdu))
@@ -220,7 +220,6 @@ class CounterProtocol(Protocol):
         return f"{self.link.bank or 'unidentified'}@{self.peer.host}:{self.peer.port}"
 
 
-def echo_fields(bank: str, stan: int) -> dict[str, str]:
-    now = datetime.now().astimezone()
-    return {"7": now.strftime("%m%d%H%M%S"), "11": f"{stan:06d}", "12": now.strftime("%H%M%S"),
-            "13": now.strftime("%m%d"), "32": bank, "70": "301"}
+def echo_fields(bank: str, stan: str) -> dict[str, str]:
+    """The gateway's echo: its times as the gateway's clock reads them."""
+    return network_request(times_at(datetime.now().astimezone()), stan, bank, shapes.ECHO)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import date
 
 from gateway.exchange import Exchange
+from iso8583_specs.shapes import OriginalData
 from iso8583_specs.tlv import FIELD_MAX_BYTES, byte_length
 from ledger.money import fits
 from ledger.postings import CounterPayment, PaymentReversal
@@ -74,12 +75,12 @@ def payment_posting(ex: Exchange, digest: str) -> CounterPayment:
 
 
 def reversal_posting(ex: Exchange, digest: str, bank_by_number) -> PaymentReversal:
-    original = ex.fields["90"]  # orig MTI (4) + STAN (6) + field 7 (10) + field 32 (11, zero-filled) + 11 zeros
-    orig_number = int(original[20:31])
+    original = OriginalData.parse(ex.fields["90"])
+    orig_number = int(original.bank)
     return PaymentReversal(
         bank_code=ex.bank, transmitted=ex.fields["7"], stan=ex.fields["11"],
         orig_bank_code=bank_by_number(orig_number) or str(orig_number),
-        orig_transmitted=original[10:20], orig_stan=original[4:10], amount=int(ex.fields["4"]),
+        orig_transmitted=original.transmitted, orig_stan=original.stan, amount=int(ex.fields["4"]),
         customer_no=ex.first("CN"), digest=digest, received_at=ex.received_at, rrn=ex.fields["37"])
 
 

@@ -2,12 +2,9 @@
 
 A request may carry a time limit: past it the request is given up (``RequestTimedOut``) and a
 late answer is ignored. A request on a closed connection fails at once (``ConnectionError``)
-instead of waiting for an answer that cannot come."""
+instead of waiting for an answer that cannot come. Numbering and matching are the connection
+kit's (``iso8583_specs.links``); the names are re-exported for the simulators' callers."""
 from __future__ import annotations
-
-import time
-from datetime import datetime
-from zoneinfo import ZoneInfo
 
 from twisted.internet import defer, endpoints
 from twisted.internet.protocol import Factory, Protocol
@@ -16,39 +13,8 @@ from gateway.tcp import no_delay
 from iso8583_specs import codec
 from iso8583_specs.errors import MessageError
 from iso8583_specs.framing import encode_frame, make_tpdu
-
-SHANGHAI = ZoneInfo("Asia/Shanghai")
-
-
-class Stans:
-    """STANs for one bank across all connections of this process (unique per sender per day)."""
-
-    def __init__(self, start: int = 1):
-        self.value = start - 1
-
-    @classmethod
-    def from_clock(cls, now: float | None = None) -> "Stans":
-        """Start where a run begun earlier in the same second cannot be: the start moves on 20,000
-        a second, faster than one process sends, so two runs of one bank never share a field 7
-        and a STAN (which the gateway would rightly answer 94)."""
-        return cls(clock_sequence(now, 999_999) + 1)
-
-    def next(self) -> str:
-        self.value = self.value % 999999 + 1
-        return f"{self.value:06d}"
-
-
-def clock_sequence(now: float | None, modulus: int, per_second: int = 20_000) -> int:
-    return int((time.time() if now is None else now) * per_second) % modulus
-
-
-def request_times(now: datetime | None = None) -> dict[str, str]:
-    local = (now or datetime.now(SHANGHAI)).astimezone(SHANGHAI)
-    return {"7": local.strftime("%m%d%H%M%S"), "12": local.strftime("%H%M%S"), "13": local.strftime("%m%d")}
-
-
-class RequestTimedOut(Exception):
-    """No answer within the request's time limit."""
+from iso8583_specs.links import (SHANGHAI, Multiplexer, RequestTimedOut, Stans,  # noqa: F401 - re-exported
+                                 clock_sequence, network_answer, request_times)
 
 
 class Answer:
@@ -59,15 +25,23 @@ class Answer:
         self.request_fields: dict = {}
 
 
+def _unanswered() -> ConnectionError:
+    return ConnectionError("connection closed with the request unanswered")
+
+
 class CounterClient(Protocol):
     def __init__(self, dialect, nii_gateway: str = "0000", nii_bank: str = "0001", clock=None):
         self.dialect = dialect
         self.clock = clock  # for request time limits (the reactor)
         self.framer = dialect.framer(65535)
         self.tpdu = make_tpdu(nii_gateway, nii_bank) if dialect.framing.tpdu else None
-        self.waiting: dict[tuple, tuple[defer.Deferred, float]] = {}
+        self.mux = Multiplexer()
         self.closed = defer.Deferred()
         self.echoes_answered = 0
+
+    @property
+    def waiting(self) -> dict:
+        return self.mux.pending
 
     def connectionMade(self) -> None:
         no_delay(self.transport)
@@ -79,16 +53,9 @@ class CounterClient(Protocol):
         """The answer to ``iso``; with ``timeout``, RequestTimedOut when none comes in that many seconds."""
         if self.closed.called:
             return defer.fail(ConnectionError("connection closed before the request was sent"))
-        d = defer.Deferred()
-        self.waiting[identity] = (d, time.perf_counter())
+        d = self.mux.request(identity, self.clock, timeout)
         self.send_raw(iso)
-        if timeout is not None:
-            d.addTimeout(timeout, self.clock, onTimeoutCancel=lambda _result, _timeout: self._gave_up(identity))
         return d
-
-    def _gave_up(self, identity: tuple):
-        self.waiting.pop(identity, None)  # an answer after this is matched to nothing
-        raise RequestTimedOut("no answer in time")
 
     def dataReceived(self, data: bytes) -> None:
         for frame in self.framer.feed(data):
@@ -101,22 +68,18 @@ class CounterClient(Protocol):
             if message.mti == "0800":  # the gateway echoes an idle link: answer, never echo back
                 self._answer_echo(message)
                 continue
-            waiter = self.waiting.pop(message.identity, None)
+            waiter = self.mux.take(message.identity)
             if waiter is not None:
-                d, sent = waiter
-                d.callback(Answer(message, frame.message, time.perf_counter() - sent))
+                d, latency = waiter
+                d.callback(Answer(message, frame.message, latency))
 
     def _answer_echo(self, message) -> None:
-        fields = {k: message.fields[k] for k in ("7", "11", "12", "13", "32", "70") if k in message.fields}
-        fields["39"] = "00"
-        fields["15"] = fields.get("13", "0101")
+        fields = network_answer(message.fields, message.fields.get("13", "0101"), "00")
         self.send_raw(codec.encode(self.dialect, "0810", fields))
         self.echoes_answered += 1
 
     def connectionLost(self, reason=None) -> None:
-        for d, _ in self.waiting.values():
-            d.errback(ConnectionError("connection closed with the request unanswered"))
-        self.waiting.clear()
+        self.mux.fail_all(_unanswered)
         if not self.closed.called:
             self.closed.callback(None)
 
