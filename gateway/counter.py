@@ -19,12 +19,13 @@ from typing import Callable
 from twisted.internet import defer
 
 from gateway import responses
-from gateway.exchange import Exchange, content_digest, response_mti
+from gateway.exchange import Exchange, content_digest
 from gateway.txlog import Allowance, log_exchange
 from iso8583_specs import codec, shapes
 from iso8583_specs import keys as wire_keys
 from iso8583_specs.errors import MessageError
 from iso8583_specs.framing import response_tpdu
+from iso8583_specs.shapes import response_mti
 from iso8583_specs.tlv import Tlv
 from ledger.answers import UnknownOutcome
 

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from iso8583_specs.shapes import REPEAT_OF, response_mti  # noqa: F401 - the catalogue's, re-exported
+from iso8583_specs.shapes import REPEAT_OF
 
 CONTENT_EXCLUDED = {"64", "128"}
 

@@ -3,7 +3,7 @@
 A request may carry a time limit: past it the request is given up (``RequestTimedOut``) and a
 late answer is ignored. A request on a closed connection fails at once (``ConnectionError``)
 instead of waiting for an answer that cannot come. Numbering and matching are the connection
-kit's (``iso8583_specs.links``); the names are re-exported for the simulators' callers."""
+kit's (``iso8583_specs.links``)."""
 from __future__ import annotations
 
 from twisted.internet import defer, endpoints
@@ -13,8 +13,7 @@ from gateway.tcp import no_delay
 from iso8583_specs import codec
 from iso8583_specs.errors import MessageError
 from iso8583_specs.framing import encode_frame, make_tpdu
-from iso8583_specs.links import (SHANGHAI, Multiplexer, RequestTimedOut, Stans,  # noqa: F401 - re-exported
-                                 clock_sequence, network_answer, request_times)
+from iso8583_specs.links import Multiplexer, network_answer
 
 
 class Answer:
