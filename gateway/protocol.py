@@ -30,11 +30,10 @@ from zope.interface import implementer
 
 from gateway.counter import Link
 from gateway.exchange import Exchange
-from gateway.tcp import no_delay
 from iso8583_specs import codec, shapes
 from iso8583_specs.errors import FramingError
 from iso8583_specs.framing import encode_frame, make_tpdu, response_tpdu
-from iso8583_specs.links import Stans, network_request, times_at
+from iso8583_specs.links import FrameTimer, Stans, network_request, no_delay, times_at
 
 log = logging.getLogger("gridpay.link")
 
@@ -51,7 +50,8 @@ class CounterProtocol(Protocol):
         self.lost_place: FramingError | None = None
         self.paused = False
         self._taking = False
-        self._idle = self._frame = self._echo = self._handshake = None
+        self._idle = self._echo = self._handshake = None
+        self.frame_timer = FrameTimer(self.clock, self._frame_seconds, self._frame_timeout)
         self._last_bytes = 0.0
         self._stans = Stans()
 
@@ -74,9 +74,10 @@ class CounterProtocol(Protocol):
             self.transport.abortConnection()
 
     def connectionLost(self, reason=None) -> None:
-        for timer in (self._idle, self._frame, self._echo, self._handshake):
+        for timer in (self._idle, self._echo, self._handshake):
             if timer is not None and timer.active():
                 timer.cancel()
+        self.frame_timer.stop()
         if self.link.log_allowance.held:
             log.warning("%s: %d more frames dropped unanswered were counted but not logged",
                         self.who(), self.link.log_allowance.held)
@@ -94,8 +95,8 @@ class CounterProtocol(Protocol):
                         self.unread.append(frame)
             except FramingError as err:
                 self._lose_place(err)
-        if completed and self._frame is not None and self._frame.active():
-            self._frame.cancel()   # the frame it timed is complete: what is buffered now is a new one
+        if completed:
+            self.frame_timer.stop()   # the frame it timed is complete: what is buffered now is a new one
         self._take_requests()
         self._watch_partial_frame()
 
@@ -188,12 +189,10 @@ class CounterProtocol(Protocol):
         self._echo = self.clock.callLater(left, self._echo_due)
 
     def _watch_partial_frame(self) -> None:
-        if self.framer.buffered and not self.paused:
-            if self._frame is None or not self._frame.active():
-                self._frame = self.clock.callLater(self.factory.limits(self.link).frame_timeout_s,
-                                                   self._frame_timeout)
-        elif self._frame is not None and self._frame.active():
-            self._frame.cancel()
+        self.frame_timer.watch(self.framer.buffered > 0 and not self.paused)
+
+    def _frame_seconds(self) -> float:
+        return self.factory.limits(self.link).frame_timeout_s
 
     def _handshake_timeout(self) -> None:
         log.warning("%s: TLS handshake not finished in time, closing", self.who())

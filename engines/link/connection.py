@@ -8,22 +8,20 @@ from __future__ import annotations
 import logging
 
 from twisted.internet import defer
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory
 
 from engines.ratelimit import Backoff
-from gateway.tcp import no_delay
 from iso8583_specs import codec, shapes
 from iso8583_specs.errors import FramingError
-from iso8583_specs.framing import encode_frame
-from iso8583_specs.links import EchoTimer, request_key
+from iso8583_specs.links import EchoTimer, IsoConnection, request_key
 
 log = logging.getLogger("gridpay.debit.link")
 
 
-class DebitConnection(Protocol):
+class DebitConnection(IsoConnection):
     def __init__(self, link, slot: "Slot"):
+        super().__init__(link.dialect, link.max_frame, link.tpdu)
         self.link, self.slot = link, slot
-        self.framer = link.dialect.framer(link.max_frame)
         self.in_flight: dict[tuple, object] = {}   # request key -> the link's request written here
         self.signed_on = False
         self.signon_key = self.echo_key = None
@@ -34,7 +32,7 @@ class DebitConnection(Protocol):
     # lifecycle
 
     def connectionMade(self) -> None:
-        no_delay(self.transport)
+        super().connectionMade()
         self.link._connected(self)
 
     def connectionLost(self, reason=None) -> None:
@@ -45,9 +43,6 @@ class DebitConnection(Protocol):
         self.signed_on = False
         self.link._lost(self, reason)
 
-    def write_iso(self, iso: bytes, tpdu: bytes | None = None) -> None:
-        self.transport.write(encode_frame(self.link.dialect.framing, iso, tpdu or self.link.tpdu))
-
     def close(self, reason: str) -> None:
         if not self.closing:
             self.closing = True
@@ -56,13 +51,14 @@ class DebitConnection(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self.echo.heard()
-        try:
-            for frame in self.framer.feed(data):  # the frames before a bad header come first
-                if not frame.keepalive:
-                    self.link._frame(self, frame)
-        except FramingError as err:
-            self.link.stats["framing_errors"] += 1
-            self.close(err.reason)
+        super().dataReceived(data)
+
+    def frame_received(self, frame) -> None:
+        self.link._frame(self, frame)
+
+    def framing_failed(self, err: FramingError) -> None:
+        self.link.stats["framing_errors"] += 1
+        self.close(err.reason)
 
     # network management
 

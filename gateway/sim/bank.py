@@ -32,16 +32,16 @@ from datetime import date, datetime
 from pathlib import Path
 
 from twisted.internet import defer
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory
 
 from gateway.keys import KeyStore
-from gateway.tcp import no_delay
 from gateway.sim.bank_state import Account, BankBooks, load_accounts  # noqa: F401 - re-exported
 from iso8583_specs import codec, shapes
 from iso8583_specs.errors import FramingError, MessageError
 from iso8583_specs.framing import encode_frame, make_tpdu, response_tpdu
 from iso8583_specs.keys import generate_mak, sign_on_field48
-from iso8583_specs.links import SHANGHAI, EchoTimer, Stans, network_answer, network_request, request_times
+from iso8583_specs.links import (SHANGHAI, EchoTimer, IsoConnection, Stans, network_answer, network_request,
+                                 request_times)
 from iso8583_specs.shapes import IDENTITY as ALWAYS, REPEAT_OF, RESPONSE_TO, OriginalData, echoed
 from iso8583_specs.tlv import Tlv
 
@@ -92,16 +92,16 @@ def parse_rates(text: str) -> dict[str, float]:
     return rates
 
 
-class BankConnection(Protocol):
+class BankConnection(IsoConnection):
     def __init__(self, host: "BankHost"):
+        super().__init__(host.dialect, host.max_frame)
         self.host = host
-        self.framer = host.dialect.framer(host.max_frame)
         self.echo = EchoTimer(host.clock, host.behaviour.echo_interval_s, self._echo)
         self.stans = Stans()
         self.closed = defer.Deferred()
 
     def connectionMade(self) -> None:
-        no_delay(self.transport)
+        super().connectionMade()
         self.host.connections.add(self)
         self.host.counters["connections"] += 1
         if self.echo.interval:
@@ -121,22 +121,28 @@ class BankConnection(Protocol):
 
     def write(self, iso: bytes, tpdu: bytes | None) -> None:
         if self.connected:
-            self.transport.write(encode_frame(self.host.dialect.framing, iso, tpdu))
+            self.transport.write(encode_frame(self.dialect.framing, iso, tpdu))
 
     def dataReceived(self, data: bytes) -> None:
         self.echo.heard()
         try:
-            frames = list(self.framer.feed(data))
+            frames = list(self.framer.feed(data))  # a stream that breaks off is answered not at all
         except FramingError as err:
-            self.host.counters["framing_errors"] += 1
-            log.warning("bank sim: %s; closing", err.reason)
-            self.transport.abortConnection()
+            self.framing_failed(err)
             return
         for frame in frames:
             if not frame.keepalive:
-                self.host.handle(self, frame)
+                self.frame_received(frame)
                 if not self.connected:
                     return
+
+    def frame_received(self, frame) -> None:
+        self.host.handle(self, frame)
+
+    def framing_failed(self, err: FramingError) -> None:
+        self.host.counters["framing_errors"] += 1
+        log.warning("bank sim: %s; closing", err.reason)
+        self.transport.abortConnection()
 
 
 class BankHost:

@@ -7,13 +7,12 @@ kit's (``iso8583_specs.links``)."""
 from __future__ import annotations
 
 from twisted.internet import defer, endpoints
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory
 
-from gateway.tcp import no_delay
 from iso8583_specs import codec
-from iso8583_specs.errors import MessageError
-from iso8583_specs.framing import encode_frame, make_tpdu
-from iso8583_specs.links import Multiplexer, network_answer
+from iso8583_specs.errors import FramingError, MessageError
+from iso8583_specs.framing import make_tpdu
+from iso8583_specs.links import IsoConnection, Multiplexer, network_answer
 
 
 class Answer:
@@ -28,12 +27,10 @@ def _unanswered() -> ConnectionError:
     return ConnectionError("connection closed with the request unanswered")
 
 
-class CounterClient(Protocol):
+class CounterClient(IsoConnection):
     def __init__(self, dialect, nii_gateway: str = "0000", nii_bank: str = "0001", clock=None):
-        self.dialect = dialect
+        super().__init__(dialect, 65535, make_tpdu(nii_gateway, nii_bank) if dialect.framing.tpdu else None)
         self.clock = clock  # for request time limits (the reactor)
-        self.framer = dialect.framer(65535)
-        self.tpdu = make_tpdu(nii_gateway, nii_bank) if dialect.framing.tpdu else None
         self.mux = Multiplexer()
         self.closed = defer.Deferred()
         self.echoes_answered = 0
@@ -42,39 +39,35 @@ class CounterClient(Protocol):
     def waiting(self) -> dict:
         return self.mux.pending
 
-    def connectionMade(self) -> None:
-        no_delay(self.transport)
-
-    def send_raw(self, iso: bytes) -> None:
-        self.transport.write(encode_frame(self.dialect.framing, iso, self.tpdu))
+    send_raw = IsoConnection.write_iso
 
     def request(self, iso: bytes, identity: tuple, timeout: float | None = None) -> defer.Deferred:
         """The answer to ``iso``; with ``timeout``, RequestTimedOut when none comes in that many seconds."""
         if self.closed.called:
             return defer.fail(ConnectionError("connection closed before the request was sent"))
         d = self.mux.request(identity, self.clock, timeout)
-        self.send_raw(iso)
+        self.write_iso(iso)
         return d
 
-    def dataReceived(self, data: bytes) -> None:
-        for frame in self.framer.feed(data):
-            if frame.keepalive:
-                continue
-            try:
-                message = codec.decode(self.dialect, frame.message)
-            except MessageError:
-                continue
-            if message.mti == "0800":  # the gateway echoes an idle link: answer, never echo back
-                self._answer_echo(message)
-                continue
-            waiter = self.mux.take(message.identity)
-            if waiter is not None:
-                d, latency = waiter
-                d.callback(Answer(message, frame.message, latency))
+    def frame_received(self, frame) -> None:
+        try:
+            message = codec.decode(self.dialect, frame.message)
+        except MessageError:
+            return
+        if message.mti == "0800":  # the gateway echoes an idle link: answer, never echo back
+            self._answer_echo(message)
+            return
+        waiter = self.mux.take(message.identity)
+        if waiter is not None:
+            d, latency = waiter
+            d.callback(Answer(message, frame.message, latency))
+
+    def framing_failed(self, err: FramingError) -> None:
+        raise err  # the reactor logs it and drops the connection
 
     def _answer_echo(self, message) -> None:
         fields = network_answer(message.fields, message.fields.get("13", "0101"), "00")
-        self.send_raw(codec.encode(self.dialect, "0810", fields))
+        self.write_iso(codec.encode(self.dialect, "0810", fields))
         self.echoes_answered += 1
 
     def connectionLost(self, reason=None) -> None:
