@@ -33,7 +33,7 @@ from gateway.exchange import Exchange
 from iso8583_specs import codec, shapes
 from iso8583_specs.errors import FramingError
 from iso8583_specs.framing import encode_frame, make_tpdu, response_tpdu
-from iso8583_specs.links import FrameTimer, Stans, network_request, no_delay, times_at
+from iso8583_specs.links import EchoTimer, FrameTimer, Stans, network_request, no_delay, times_at
 
 log = logging.getLogger("gridpay.link")
 
@@ -50,9 +50,9 @@ class CounterProtocol(Protocol):
         self.lost_place: FramingError | None = None
         self.paused = False
         self._taking = False
-        self._idle = self._echo = self._handshake = None
+        self._idle = self._handshake = None
         self.frame_timer = FrameTimer(self.clock, self._frame_seconds, self._frame_timeout)
-        self._last_bytes = 0.0
+        self.echo = EchoTimer(self.clock, self._echo_seconds, self._send_echo)
         self._stans = Stans()
 
     # --- connection lifecycle -----------------------------------------------------------
@@ -60,9 +60,9 @@ class CounterProtocol(Protocol):
     def connectionMade(self) -> None:
         self.peer = self.transport.getPeer()
         no_delay(self.transport)
-        self._last_bytes = self.clock.seconds()
+        self.echo.heard()
         self._idle_due()  # each arms itself for its full time: nothing was quiet yet
-        self._echo_due()
+        self.echo.start()
         if self.factory.tls:
             self._handshake = self.clock.callLater(self.factory.cfg.tls_handshake_timeout_s, self._handshake_timeout)
 
@@ -74,17 +74,18 @@ class CounterProtocol(Protocol):
             self.transport.abortConnection()
 
     def connectionLost(self, reason=None) -> None:
-        for timer in (self._idle, self._echo, self._handshake):
+        for timer in (self._idle, self._handshake):
             if timer is not None and timer.active():
                 timer.cancel()
         self.frame_timer.stop()
+        self.echo.stop()
         if self.link.log_allowance.held:
             log.warning("%s: %d more frames dropped unanswered were counted but not logged",
                         self.who(), self.link.log_allowance.held)
         self.factory.connection_closed(self)
 
     def dataReceived(self, data: bytes) -> None:
-        self._last_bytes = self.clock.seconds()
+        self.echo.heard()
         self.link.log_allowance.earn(len(data))
         completed = False
         if self.lost_place is None:
@@ -138,7 +139,7 @@ class CounterProtocol(Protocol):
     def _resume(self) -> None:
         self.paused = False
         self.transport.resumeProducing()
-        self._last_bytes = self.clock.seconds()  # quiet while unread is not the bank's silence
+        self.echo.heard()  # quiet while unread is not the bank's silence
         self._watch_partial_frame()
 
     def _handle(self, frame) -> None:
@@ -168,25 +169,16 @@ class CounterProtocol(Protocol):
 
     # --- timers -------------------------------------------------------------------------
 
-    def _quiet_left(self, seconds: float) -> float:
-        """How much of ``seconds`` of silence is still to come since the last bytes."""
-        return self._last_bytes + seconds - self.clock.seconds()
-
     def _idle_due(self) -> None:
         idle_timeout_s = self.factory.limits(self.link).idle_timeout_s
-        left = idle_timeout_s if self.paused else self._quiet_left(idle_timeout_s)
+        left = idle_timeout_s if self.paused else self.echo.quiet_left(idle_timeout_s)
         if left > 0:
             self._idle = self.clock.callLater(left, self._idle_due)
         else:
             self._idle_timeout()
 
-    def _echo_due(self) -> None:
-        interval = self.factory.limits(self.link).echo_interval_s
-        left = self._quiet_left(interval)
-        if left <= 0:
-            self._send_echo()
-            left = interval
-        self._echo = self.clock.callLater(left, self._echo_due)
+    def _echo_seconds(self) -> float:
+        return self.factory.limits(self.link).echo_interval_s
 
     def _watch_partial_frame(self) -> None:
         self.frame_timer.watch(self.framer.buffered > 0 and not self.paused)

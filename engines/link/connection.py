@@ -25,7 +25,7 @@ class DebitConnection(IsoConnection):
         self.in_flight: dict[tuple, object] = {}   # request key -> the link's request written here
         self.signed_on = False
         self.signon_key = self.echo_key = None
-        self.echo = EchoTimer(link.clock, link.cfg.echo_interval_s, self._send_echo)
+        self.echo = EchoTimer(link.clock, lambda: link.cfg.echo_interval_s, self._send_echo)
         self._signon_call = self._echo_wait = None
         self.closing = False
 

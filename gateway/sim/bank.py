@@ -96,7 +96,7 @@ class BankConnection(IsoConnection):
     def __init__(self, host: "BankHost"):
         super().__init__(host.dialect, host.max_frame)
         self.host = host
-        self.echo = EchoTimer(host.clock, host.behaviour.echo_interval_s, self._echo)
+        self.echo = EchoTimer(host.clock, lambda: host.behaviour.echo_interval_s, self._echo)
         self.stans = Stans()
         self.closed = defer.Deferred()
 
@@ -104,8 +104,7 @@ class BankConnection(IsoConnection):
         super().connectionMade()
         self.host.connections.add(self)
         self.host.counters["connections"] += 1
-        if self.echo.interval:
-            self.echo.start()
+        self.echo.start()
 
     def connectionLost(self, reason=None) -> None:
         self.host.connections.discard(self)

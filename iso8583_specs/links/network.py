@@ -23,28 +23,43 @@ def network_answer(request: dict[str, str], settlement: str, code: str) -> dict[
 
 
 class EchoTimer:
-    """Calls ``send`` after ``interval`` seconds without a word from the peer, then every
-    ``interval`` seconds while it stays quiet; ``send`` returns False to stop echoing."""
+    """Calls ``send`` once the peer has been quiet for ``seconds()``, then every ``seconds()``
+    while it stays quiet; ``send`` returns False to stop echoing, and so does an interval of 0
+    or None. Bytes arriving only note the time (``heard``): the timer, when it fires, measures
+    from the last of them and waits again for what is left, so a busy connection does not
+    reschedule a timer on every read."""
 
-    __slots__ = ("clock", "interval", "send", "call")
+    __slots__ = ("clock", "seconds", "send", "call", "heard_at")
 
-    def __init__(self, clock, interval: float, send: Callable[[], bool | None]):
-        self.clock, self.interval, self.send = clock, interval, send
+    def __init__(self, clock, seconds: Callable[[], float | None], send: Callable[[], bool | None]):
+        self.clock, self.seconds, self.send = clock, seconds, send
         self.call = None
+        self.heard_at = clock.seconds()
+
+    def heard(self) -> None:
+        self.heard_at = self.clock.seconds()
+
+    def quiet_left(self, seconds: float) -> float:
+        """How much of ``seconds`` of silence is still to come since the peer was last heard."""
+        return self.heard_at + seconds - self.clock.seconds()
 
     def start(self) -> None:
         if self.call is None or not self.call.active():
-            self.call = self.clock.callLater(self.interval, self._due)
-
-    def heard(self) -> None:
-        """The peer spoke: the quiet starts again (a timer not started stays so)."""
-        if self.call is not None and self.call.active():
-            self.call.reset(self.interval)
+            interval = self.seconds()
+            if interval:
+                self.call = self.clock.callLater(interval, self._due)
 
     def stop(self) -> None:
         if self.call is not None and self.call.active():
             self.call.cancel()
 
     def _due(self) -> None:
-        if self.send() is not False:
-            self.call = self.clock.callLater(self.interval, self._due)
+        interval = self.seconds()
+        if not interval:
+            return
+        left = self.quiet_left(interval)
+        if left <= 0:
+            if self.send() is False:
+                return
+            left = interval
+        self.call = self.clock.callLater(left, self._due)
