@@ -24,7 +24,6 @@ seconds after its last operation began (``duration``, ``count``, or the last con
 """
 from __future__ import annotations
 
-import itertools
 import random
 import time
 from collections import Counter
@@ -36,7 +35,7 @@ from gateway.sim.client import connect
 from iso8583_specs import codec, shapes
 from iso8583_specs import keys as wire_keys
 from iso8583_specs.errors import MessageError
-from iso8583_specs.links import RequestTimedOut, Stans, clock_sequence, network_request, request_times
+from iso8583_specs.links import RequestTimedOut, Rrns, Stans, network_request, request_times
 from iso8583_specs.shapes import OriginalData
 from iso8583_specs.tlv import Bill
 
@@ -148,7 +147,7 @@ class CounterSimulator:
         self.niis = {"nii_gateway": nii_gateway, "nii_bank": nii_bank}
         self.terminal, self.branch = terminal, branch
         self.stans = Stans.from_clock()
-        self.rrns = itertools.count(clock_sequence(None, 10**12))  # unique per bank per business date, across runs
+        self.rrns = Rrns.from_clock()
         self.paid: list[dict] = []
         self.report = Report()
         self.mak: bytes | None = None
@@ -301,7 +300,7 @@ class CounterSimulator:
         return self._times_of[1]
 
     def _rrn(self) -> str:
-        return f"{next(self.rrns) % 10**12:012d}"
+        return self.rrns.next()
 
     async def _send(self, client, mti, fields, mac=True):
         iso = codec.encode(self.dialect, mti, fields, mac_key=self.mak if mac else None)

@@ -2,7 +2,7 @@
 
 - ``connection``: a connection on a byte stream (``IsoConnection``: framing in, framing out,
   TCP_NODELAY) and the frame timer;
-- ``numbering``: STANs, RRN-free request times (fields 7, 12, 13) and the 7/11/32 request key;
+- ``numbering``: STANs, RRNs, request times (fields 7, 12, 13) and the 7/11/32 request key;
 - ``network``: network management messages (0800 sign-on/echo/sign-off, their 0810 answers)
   and the echo timer of an idle connection;
 - ``mux``: the multiplexer that matches answers to outstanding requests by fields 7, 11 and 32
@@ -15,8 +15,8 @@ wire layer: it imports nothing from gateway, engines or ledger.
 from .connection import FrameTimer, IsoConnection, no_delay
 from .mux import Multiplexer, RequestTimedOut
 from .network import EchoTimer, network_answer, network_request
-from .numbering import SHANGHAI, Stans, clock_sequence, request_key, request_times, times_at, times_of
+from .numbering import SHANGHAI, Rrns, Stans, clock_sequence, request_key, request_times, times_at, times_of
 
-__all__ = ["EchoTimer", "FrameTimer", "IsoConnection", "Multiplexer", "RequestTimedOut", "SHANGHAI", "Stans",
+__all__ = ["EchoTimer", "FrameTimer", "IsoConnection", "Multiplexer", "RequestTimedOut", "Rrns", "SHANGHAI", "Stans",
            "clock_sequence", "network_answer", "network_request", "no_delay", "request_key", "request_times",
            "times_at", "times_of"]

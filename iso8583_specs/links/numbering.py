@@ -1,4 +1,4 @@
-"""How a sender numbers its requests: STANs (field 11), request times (7, 12, 13), the 7/11/32 key."""
+"""How a sender numbers its requests: STANs (11), RRNs (37), request times (7, 12, 13), the 7/11/32 key."""
 from __future__ import annotations
 
 import time
@@ -24,6 +24,22 @@ class Stans:
     def next(self) -> str:
         self.value = self.value % 999999 + 1
         return f"{self.value:06d}"
+
+
+class Rrns:
+    """RRNs (field 37, 12 digits) for one sender: unique per bank per business date, across runs,
+    as they start from the clock (§4.7: an RRN used before on the business date gets 94)."""
+
+    def __init__(self, start: int):
+        self.value = start - 1
+
+    @classmethod
+    def from_clock(cls, now: float | None = None) -> "Rrns":
+        return cls(clock_sequence(now, 10**12))
+
+    def next(self) -> str:
+        self.value += 1
+        return f"{self.value % 10**12:012d}"
 
 
 def clock_sequence(now: float | None, modulus: int, per_second: int = 20_000) -> int:
