@@ -49,6 +49,7 @@ log = logging.getLogger("gridpay.sim.bank")
 
 CHANNEL = "debit"
 LATENCY_DISTS = ("fixed", "uniform", "exponential")
+TRANSACTIONS = shapes.transactions(CHANNEL)   # (MTI, processing code) -> kind, on this channel
 DEBIT_ECHO = echoed("0210", "510000")
 REVERSAL_ECHO = echoed("0430", "510000")
 
@@ -303,7 +304,7 @@ class BankHost:
                 self._refuse(conn, frame, key, content, resp_mti, {**identity, "39": err.response_code,
                                                                    "48": Tlv([("ER", err.er)]).encode()}, f, mti)
             return
-        if f["3"] != "510000":
+        if (mti, f["3"]) not in TRANSACTIONS:
             counters["unsupported"] += 1
             self._refuse(conn, frame, key, content, resp_mti, {
                 **identity, "39": "40", "48": Tlv([("ER", f"field 3: {f['3']} not on this channel")]).encode()}, f, mti)
