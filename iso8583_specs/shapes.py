@@ -126,6 +126,7 @@ class OriginalData(NamedTuple):
     def well_formed(value: str) -> bool:
         return len(value) == 42 and value.isascii() and value.isdigit()
 
+
 # field 48 tag -> (class, min, max length in bytes); "choice" lists the allowed values.
 TAG_FORMATS: dict[str, tuple] = {
     "CN": ("alnum", 1, 20), "NM": ("text", 0, 60), "BC": ("digits", 1, 999),

@@ -20,6 +20,8 @@ REVERSAL_MTIS = shapes.mtis_of(CHANNEL, "reversal")
 
 
 class Dispatcher:
+    """The link's requests not yet written: two queues (reversals first), the token bucket, the pump."""
+
     def _init_dispatcher(self) -> None:
         self.bucket = TokenBucket(self.cfg.max_per_second, self.clock)
         self._queued_keys: dict[tuple, Request] = {}

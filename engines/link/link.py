@@ -33,6 +33,9 @@ RESPONSE_MTIS = shapes.response_mtis(CHANNEL)
 
 
 class BankLink(ConnectionPool, Dispatcher, AnswerMatcher):
+    """One bank's debit link. The parts share this one object's state, so a request's way
+    (send, pump, write, answer) crosses no extra object per message."""
+
     def __init__(self, reactor, bank_code: str, bank_config, zmk: bytes, clock=None,
                  on_late_response: Callable | None = None, metrics: LinkMetrics | None = None,
                  stans: Stans | None = None, now: Callable[[], datetime] | None = None,

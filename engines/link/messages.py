@@ -47,4 +47,3 @@ def reversal_fields(original: dict[str, str], *, transmitted: str, stan: str) ->
             "32": original["32"], "37": original["37"], "41": original["41"], "42": original["42"],
             "48": build_tlv([("CN", customer)]), "49": CURRENCY,
             "90": original_data("0200", original["11"], original["7"], original["32"])}
-

@@ -83,4 +83,3 @@ class PrometheusLinkMetrics(LinkMetrics):
             self._in_flight.labels(bank).set_function(lambda: self._levels[bank][0])
             self._queued.labels(bank).set_function(lambda: self._levels[bank][1])
         self._levels[bank] = (in_flight, queued)
-

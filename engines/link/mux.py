@@ -35,6 +35,9 @@ class Request:
 
 
 class AnswerMatcher:
+    """The link's requests in flight: ``_pending`` and ``_expired`` are the kit's ``Multiplexer``
+    tables, ``_sent`` orders them by deadline (all timeouts are equal, so one timer serves all)."""
+
     def _init_matcher(self, late_memory: int) -> None:
         self.mux = Multiplexer(late_memory)
         self._pending: dict[tuple, Request] = self.mux.pending    # written, awaiting an answer

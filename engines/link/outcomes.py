@@ -31,4 +31,3 @@ class DebitTimeout(LinkError):
 
 class OutcomeUnknown(DebitTimeout):
     """Written, then the connection was lost before an answer came: reverse it, never resend."""
-

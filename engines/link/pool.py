@@ -22,6 +22,8 @@ CHANNEL = "debit"
 
 
 class ConnectionPool:
+    """The link's slots, their connections and the bank's key on them (valid or not, which sign-on)."""
+
     def _init_pool(self, make_backoff) -> None:
         self.slots = [Slot(i, make_backoff()) for i in range(self.cfg.connections)]
         self.reconnect_delays: deque[float] = deque(maxlen=1000)
@@ -66,7 +68,6 @@ class ConnectionPool:
         for conn in conns:
             conn.closing = True
             conn.transport.loseConnection()
-
 
     # --- connecting --------------------------------------------------------------------------
 
@@ -203,4 +204,3 @@ class ConnectionPool:
         for d in waiting:
             d.callback(self)
         self._pump()
-
