@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 import random
 from collections import Counter, deque
-from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 
@@ -35,114 +34,23 @@ from twisted.internet import defer
 from twisted.internet.protocol import Factory
 
 from gateway.keys import KeyStore
+from gateway.sim.bank_behaviour import Behaviour, parse_rates  # noqa: F401 - re-exported
+from gateway.sim.bank_connection import BankConnection
 from gateway.sim.bank_state import Account, BankBooks, load_accounts  # noqa: F401 - re-exported
 from iso8583_specs import codec, shapes
-from iso8583_specs.errors import FramingError, MessageError
-from iso8583_specs.framing import encode_frame, make_tpdu, response_tpdu
+from iso8583_specs.errors import MessageError
+from iso8583_specs.framing import response_tpdu
 from iso8583_specs.keys import generate_mak, sign_on_field48
-from iso8583_specs.links import (SHANGHAI, EchoTimer, IsoConnection, Stans, network_answer, network_request,
-                                 request_times)
+from iso8583_specs.links import SHANGHAI, network_answer
 from iso8583_specs.shapes import IDENTITY as ALWAYS, REPEAT_OF, RESPONSE_TO, OriginalData, echoed
 from iso8583_specs.tlv import Tlv
 
 log = logging.getLogger("gridpay.sim.bank")
 
 CHANNEL = "debit"
-LATENCY_DISTS = ("fixed", "uniform", "exponential")
 TRANSACTIONS = shapes.transactions(CHANNEL)   # (MTI, processing code) -> kind, on this channel
 DEBIT_ECHO = echoed("0210", "510000")
 REVERSAL_ECHO = echoed("0430", "510000")
-
-
-@dataclass
-class Behaviour:
-    latency_ms: float = 0.0
-    latency_dist: str = "fixed"
-    declines: dict[str, float] = field(default_factory=dict)
-    drop_before_apply: float = 0.0
-    drop_after_apply: float = 0.0
-    disconnect: float = 0.0
-    slow_rate: float = 0.0
-    slow_ms: float = 0.0
-    duplicate_rate: float = 0.0
-    bad_mac_rate: float = 0.0
-    refuse_mac_rate: float = 0.0
-    echo_interval_s: float | None = None
-    answer_echo: bool = True
-
-    def __post_init__(self):
-        if self.latency_dist not in LATENCY_DISTS:
-            raise ValueError(f"latency distribution must be one of {', '.join(LATENCY_DISTS)}")
-        if sum(self.declines.values()) > 1:
-            raise ValueError("decline rates add up to more than 1")
-        self._decline_table = []
-        total = 0.0
-        for code, rate in self.declines.items():
-            total += rate
-            self._decline_table.append((total, code))
-
-
-def parse_rates(text: str) -> dict[str, float]:
-    """``51=0.02,05=0.01`` → {"51": 0.02, "05": 0.01}"""
-    rates = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        code, _, value = part.partition("=")
-        rates[code.strip()] = float(value)
-        if not (len(code.strip()) == 2 and 0 <= rates[code.strip()] <= 1):
-            raise ValueError(f"decline {part!r}: expected CODE=RATE with a 2-character code and 0 <= rate <= 1")
-    return rates
-
-
-class BankConnection(IsoConnection):
-    def __init__(self, host: "BankHost"):
-        super().__init__(host.dialect, host.max_frame)
-        self.host = host
-        self.echo = EchoTimer(host.clock, lambda: host.behaviour.echo_interval_s, self._echo)
-        self.stans = Stans()
-        self.closed = defer.Deferred()
-
-    def connectionMade(self) -> None:
-        super().connectionMade()
-        self.host.connections.add(self)
-        self.host.counters["connections"] += 1
-        self.echo.start()
-
-    def connectionLost(self, reason=None) -> None:
-        self.host.connections.discard(self)
-        self.echo.stop()
-        self.closed.callback(None)
-
-    def _echo(self) -> None:
-        host = self.host
-        fields = network_request(request_times(host.now()), self.stans.next(), host.bank_code, shapes.ECHO)
-        tpdu = make_tpdu(host.nii_gateway, host.nii_bank) if host.dialect.framing.tpdu else None
-        self.write(codec.encode(host.dialect, "0800", fields), tpdu)
-        host.counters["echoes_sent"] += 1
-
-    def write(self, iso: bytes, tpdu: bytes | None) -> None:
-        if self.connected:
-            self.transport.write(encode_frame(self.dialect.framing, iso, tpdu))
-
-    def dataReceived(self, data: bytes) -> None:
-        self.echo.heard()
-        try:
-            frames = list(self.framer.feed(data))  # a stream that breaks off is answered not at all
-        except FramingError as err:
-            self.framing_failed(err)
-            return
-        for frame in frames:
-            if not frame.keepalive:
-                self.frame_received(frame)
-                if not self.connected:
-                    return
-
-    def frame_received(self, frame) -> None:
-        self.host.handle(self, frame)
-
-    def framing_failed(self, err: FramingError) -> None:
-        self.host.counters["framing_errors"] += 1
-        log.warning("bank sim: %s; closing", err.reason)
-        self.transport.abortConnection()
 
 
 class BankHost:
