@@ -7,12 +7,12 @@ from __future__ import annotations
 from datetime import date
 
 from gateway.exchange import Exchange
-from iso8583_specs.shapes import OriginalData
+from iso8583_specs.shapes import ECHOED_ANY, OriginalData
 from iso8583_specs.tlv import FIELD_MAX_BYTES, byte_length
 from ledger.money import fits
 from ledger.postings import CounterPayment, PaymentReversal
 
-ECHOED = ("3", "4", "7", "11", "12", "13", "32", "37", "41", "42", "49", "70", "90", "102")
+ECHOED = ECHOED_ANY   # a request's fields that its answer carries back, whatever the answer
 IDENTITY_ECHOED = ("7", "11", "12", "13", "32")   # all a 30 answer repeats (vectors.json "format error response")
 ER_CODES = {"30", "40", "12"}                      # §5: ER only in answers with these codes
 TLV_HEAD = 5                                       # tag (2) + length (3)

@@ -104,6 +104,8 @@ def echoed(mti: str, code: str | None) -> tuple[str, ...]:
 IDENTITY = ("7", "11", "32")   # what matches an answer to its request (§1, §4.7)
 SIGN_ON, SIGN_OFF, ECHO = "001", "002", "301"
 NETWORK_ECHO = echoed("0810", None)   # what an 0810 carries back of its 0800
+# every field some response carries back of its request, in order
+ECHOED_ANY = tuple(str(n) for n in sorted(set().union(*(shape.echo for shape in RESPONSES.values()))))
 NETWORK_CODES = {SIGN_ON: "sign-on", SIGN_OFF: "sign-off", ECHO: "echo"}
 
 
