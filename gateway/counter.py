@@ -19,23 +19,21 @@ from typing import Callable
 from twisted.internet import defer
 
 from gateway import responses
-from gateway.exchange import Exchange, content_digest, response_mti
+from gateway.exchange import Exchange, content_digest
 from gateway.txlog import Allowance, log_exchange
 from iso8583_specs import codec, shapes
 from iso8583_specs import keys as wire_keys
 from iso8583_specs.errors import MessageError
 from iso8583_specs.framing import response_tpdu
+from iso8583_specs.shapes import response_mti
 from iso8583_specs.tlv import Tlv
 from ledger.answers import UnknownOutcome
 
 log = logging.getLogger("gridpay.counter")
 
 CHANNEL = "counter"
-REQUEST_MTIS = {"0100", "0200", "0400", "0401", "0420", "0421", "0800"}
-TRANSACTIONS = {("0100", "310000"): "inquiry", ("0200", "500000"): "payment",
-                ("0400", "500000"): "reversal", ("0401", "500000"): "reversal",
-                ("0420", "500000"): "reversal", ("0421", "500000"): "reversal"}
-NETWORK_CODES = {"001": "sign-on", "002": "sign-off", "301": "echo"}
+TRANSACTIONS = shapes.transactions(CHANNEL)            # (MTI, processing code) -> kind
+REQUEST_MTIS = {mti for mti, _ in TRANSACTIONS} | {"0800"}
 PROCESSING_CODES = {pc for _, pc in TRANSACTIONS}
 ANSWERED_CLASSES = "02"  # ISO 8583:1987 message class (third MTI digit): requests and advices get answers
 
@@ -176,7 +174,7 @@ class CounterService:
         if ex.mti != "0800":
             return
         ex.kind, ex.mac = "network", False
-        action = NETWORK_CODES.get(ex.fields.get("70", ""))
+        action = shapes.NETWORK_CODES.get(ex.fields.get("70", ""))
         if action is None:
             ex.decide("40", f"network management code {ex.fields.get('70')} not supported")
         elif action == "sign-on":

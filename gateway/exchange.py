@@ -6,15 +6,9 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime
 
-# A repeat MTI counts as the request it repeats (docs/spec/INTERFACE.md §4.7).
-REPEAT_OF = {"0401": "0400", "0421": "0420"}
+from iso8583_specs.shapes import REPEAT_OF
+
 CONTENT_EXCLUDED = {"64", "128"}
-
-
-def response_mti(mti: str) -> str:
-    """0200 → 0210, 0421 → 0430: the third digit says request (0) or response (1); repeats answer as originals."""
-    base = REPEAT_OF.get(mti, mti)
-    return base[:2] + str(int(base[2]) + 1) + "0"
 
 
 def content_digest(mti: str, fields: dict[str, str]) -> str:

@@ -30,10 +30,10 @@ from zope.interface import implementer
 
 from gateway.counter import Link
 from gateway.exchange import Exchange
-from gateway.tcp import no_delay
-from iso8583_specs import codec
+from iso8583_specs import codec, shapes
 from iso8583_specs.errors import FramingError
 from iso8583_specs.framing import encode_frame, make_tpdu, response_tpdu
+from iso8583_specs.links import EchoTimer, FrameTimer, Stans, network_request, no_delay, times_at
 
 log = logging.getLogger("gridpay.link")
 
@@ -50,18 +50,19 @@ class CounterProtocol(Protocol):
         self.lost_place: FramingError | None = None
         self.paused = False
         self._taking = False
-        self._idle = self._frame = self._echo = self._handshake = None
-        self._last_bytes = 0.0
-        self._stan = 0
+        self._idle = self._handshake = None
+        self.frame_timer = FrameTimer(self.clock, self._frame_seconds, self._frame_timeout)
+        self.echo = EchoTimer(self.clock, self._echo_seconds, self._send_echo)
+        self._stans = Stans()
 
     # --- connection lifecycle -----------------------------------------------------------
 
     def connectionMade(self) -> None:
         self.peer = self.transport.getPeer()
         no_delay(self.transport)
-        self._last_bytes = self.clock.seconds()
+        self.echo.heard()
         self._idle_due()  # each arms itself for its full time: nothing was quiet yet
-        self._echo_due()
+        self.echo.start()
         if self.factory.tls:
             self._handshake = self.clock.callLater(self.factory.cfg.tls_handshake_timeout_s, self._handshake_timeout)
 
@@ -73,16 +74,18 @@ class CounterProtocol(Protocol):
             self.transport.abortConnection()
 
     def connectionLost(self, reason=None) -> None:
-        for timer in (self._idle, self._frame, self._echo, self._handshake):
+        for timer in (self._idle, self._handshake):
             if timer is not None and timer.active():
                 timer.cancel()
+        self.frame_timer.stop()
+        self.echo.stop()
         if self.link.log_allowance.held:
             log.warning("%s: %d more frames dropped unanswered were counted but not logged",
                         self.who(), self.link.log_allowance.held)
         self.factory.connection_closed(self)
 
     def dataReceived(self, data: bytes) -> None:
-        self._last_bytes = self.clock.seconds()
+        self.echo.heard()
         self.link.log_allowance.earn(len(data))
         completed = False
         if self.lost_place is None:
@@ -93,8 +96,8 @@ class CounterProtocol(Protocol):
                         self.unread.append(frame)
             except FramingError as err:
                 self._lose_place(err)
-        if completed and self._frame is not None and self._frame.active():
-            self._frame.cancel()   # the frame it timed is complete: what is buffered now is a new one
+        if completed:
+            self.frame_timer.stop()   # the frame it timed is complete: what is buffered now is a new one
         self._take_requests()
         self._watch_partial_frame()
 
@@ -136,7 +139,7 @@ class CounterProtocol(Protocol):
     def _resume(self) -> None:
         self.paused = False
         self.transport.resumeProducing()
-        self._last_bytes = self.clock.seconds()  # quiet while unread is not the bank's silence
+        self.echo.heard()  # quiet while unread is not the bank's silence
         self._watch_partial_frame()
 
     def _handle(self, frame) -> None:
@@ -166,33 +169,22 @@ class CounterProtocol(Protocol):
 
     # --- timers -------------------------------------------------------------------------
 
-    def _quiet_left(self, seconds: float) -> float:
-        """How much of ``seconds`` of silence is still to come since the last bytes."""
-        return self._last_bytes + seconds - self.clock.seconds()
-
     def _idle_due(self) -> None:
         idle_timeout_s = self.factory.limits(self.link).idle_timeout_s
-        left = idle_timeout_s if self.paused else self._quiet_left(idle_timeout_s)
+        left = idle_timeout_s if self.paused else self.echo.quiet_left(idle_timeout_s)
         if left > 0:
             self._idle = self.clock.callLater(left, self._idle_due)
         else:
             self._idle_timeout()
 
-    def _echo_due(self) -> None:
-        interval = self.factory.limits(self.link).echo_interval_s
-        left = self._quiet_left(interval)
-        if left <= 0:
-            self._send_echo()
-            left = interval
-        self._echo = self.clock.callLater(left, self._echo_due)
+    def _echo_seconds(self) -> float:
+        return self.factory.limits(self.link).echo_interval_s
 
     def _watch_partial_frame(self) -> None:
-        if self.framer.buffered and not self.paused:
-            if self._frame is None or not self._frame.active():
-                self._frame = self.clock.callLater(self.factory.limits(self.link).frame_timeout_s,
-                                                   self._frame_timeout)
-        elif self._frame is not None and self._frame.active():
-            self._frame.cancel()
+        self.frame_timer.watch(self.framer.buffered > 0 and not self.paused)
+
+    def _frame_seconds(self) -> float:
+        return self.factory.limits(self.link).frame_timeout_s
 
     def _handshake_timeout(self) -> None:
         log.warning("%s: TLS handshake not finished in time, closing", self.who())
@@ -210,8 +202,7 @@ class CounterProtocol(Protocol):
     def _send_echo(self) -> None:
         if self.link.bank is None or not self.connected:
             return
-        self._stan = self._stan % 999999 + 1
-        message = codec.encode(self.link.dialect, "0800", echo_fields(self.link.bank, self._stan))
+        message = codec.encode(self.link.dialect, "0800", echo_fields(self.link.bank, self._stans.next()))
         bank = self.factory.directory.config(self.link.bank)
         tpdu = make_tpdu(bank.nii_bank, bank.nii_gateway) if self.link.dialect.framing.tpdu else None
         self.transport.write(encode_frame(self.link.dialect.framing, message, tpdu))
@@ -220,7 +211,6 @@ class CounterProtocol(Protocol):
         return f"{self.link.bank or 'unidentified'}@{self.peer.host}:{self.peer.port}"
 
 
-def echo_fields(bank: str, stan: int) -> dict[str, str]:
-    now = datetime.now().astimezone()
-    return {"7": now.strftime("%m%d%H%M%S"), "11": f"{stan:06d}", "12": now.strftime("%H%M%S"),
-            "13": now.strftime("%m%d"), "32": bank, "70": "301"}
+def echo_fields(bank: str, stan: str) -> dict[str, str]:
+    """The gateway's echo: its times as the gateway's clock reads them."""
+    return network_request(times_at(datetime.now().astimezone()), stan, bank, shapes.ECHO)

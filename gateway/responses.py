@@ -7,11 +7,12 @@ from __future__ import annotations
 from datetime import date
 
 from gateway.exchange import Exchange
+from iso8583_specs.shapes import ECHOED_ANY, OriginalData
 from iso8583_specs.tlv import FIELD_MAX_BYTES, byte_length
 from ledger.money import fits
 from ledger.posting import CounterPayment, PaymentReversal
 
-ECHOED = ("3", "4", "7", "11", "12", "13", "32", "37", "41", "42", "49", "70", "90", "102")
+ECHOED = ECHOED_ANY   # a request's fields that its answer carries back, whatever the answer
 IDENTITY_ECHOED = ("7", "11", "12", "13", "32")   # all a 30 answer repeats (vectors.json "format error response")
 ER_CODES = {"30", "40", "12"}                      # §5: ER only in answers with these codes
 TLV_HEAD = 5                                       # tag (2) + length (3)
@@ -74,12 +75,12 @@ def payment_posting(ex: Exchange, digest: str) -> CounterPayment:
 
 
 def reversal_posting(ex: Exchange, digest: str, bank_by_number) -> PaymentReversal:
-    original = ex.fields["90"]  # orig MTI (4) + STAN (6) + field 7 (10) + field 32 (11, zero-filled) + 11 zeros
-    orig_number = int(original[20:31])
+    original = OriginalData.parse(ex.fields["90"])
+    orig_number = int(original.bank)
     return PaymentReversal(
         bank_code=ex.bank, transmitted=ex.fields["7"], stan=ex.fields["11"],
         orig_bank_code=bank_by_number(orig_number) or str(orig_number),
-        orig_transmitted=original[10:20], orig_stan=original[4:10], amount=int(ex.fields["4"]),
+        orig_transmitted=original.transmitted, orig_stan=original.stan, amount=int(ex.fields["4"]),
         customer_no=ex.first("CN"), digest=digest, received_at=ex.received_at, rrn=ex.fields["37"])
 
 

@@ -1,4 +1,9 @@
-"""What each message of docs/spec/INTERFACE.md §4 must carry, as data, and the checks pyiso8583 does not make.
+"""The message catalogue of docs/spec/INTERFACE.md §4, as data, and the checks pyiso8583 does not make.
+
+It is the one source of the protocol's tables: what each request and response must carry
+(``REQUESTS``, ``RESPONSES``), the transaction kind and channel of each request, the response
+MTI of a request and the repeat MTIs, the fields an answer echoes, the network management
+codes, and field 90's layout (``OriginalData``). Adding a transaction is one entry here.
 
 ``validate_request`` / ``validate_response`` raise :class:`MessageError` (answer ``30``) for a
 missing mandatory field or bad content, and :class:`UnsupportedError` (answer ``40``) for an
@@ -8,6 +13,7 @@ tolerated when present; unknown field 48 tags are ignored.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from .codec import Message, mac_field_for
 from .errors import MessageError, UnsupportedError
@@ -24,6 +30,8 @@ class Shape:
     tag_rules: tuple[tuple[str, str, str], ...] = ()  # (tag, value, then this tag is mandatory)
     field_rules: tuple[tuple[int, str, tuple[str, ...]], ...] = ()  # (field, value, then tags)
     counts: tuple[tuple[str, str], ...] = ()          # (tag, repeated tag it counts, listed or not)
+    kind: str = ""                                   # inquiry | payment | debit | reversal | network
+    channel: str = ""                                # counter | debit; "" for network management (both)
 
 
 _NET = (7, 11, 12, 13, 32)
@@ -32,14 +40,15 @@ _ECHO = (3, 7, 11, 12, 13, 32, 37, 41, 42, 49)
 
 # (MTI, processing code or None) -> shape; the columns of the §4 table.
 REQUESTS: dict[tuple[str, str | None], Shape] = {
-    ("0800", None): Shape("network management", _NET + (70,), mac=False),
-    ("0100", "310000"): Shape("bill inquiry", _FIN + (48,), ("CN",)),
+    ("0800", None): Shape("network management", _NET + (70,), mac=False, kind="network"),
+    ("0100", "310000"): Shape("bill inquiry", _FIN + (48,), ("CN",), kind="inquiry", channel="counter"),
     ("0200", "500000"): Shape("counter payment", _FIN + (4, 48), ("CN", "PM"),
-                              tag_rules=(("PM", "03", "CQ"),)),
-    ("0200", "510000"): Shape("direct debit", _FIN + (4, 48, 102), ("CN", "BI")),
-    **{(mti, "500000"): Shape("payment reversal", _FIN + (4, 48, 90), ("CN",))
+                              tag_rules=(("PM", "03", "CQ"),), kind="payment", channel="counter"),
+    ("0200", "510000"): Shape("direct debit", _FIN + (4, 48, 102), ("CN", "BI"), kind="debit", channel="debit"),
+    **{(mti, "500000"): Shape("payment reversal", _FIN + (4, 48, 90), ("CN",), kind="reversal", channel="counter")
        for mti in ("0400", "0401", "0420", "0421")},
-    **{(mti, "510000"): Shape("debit reversal", _FIN + (4, 48, 90), ("CN",)) for mti in ("0420", "0421")},
+    **{(mti, "510000"): Shape("debit reversal", _FIN + (4, 48, 90), ("CN",), kind="reversal", channel="debit")
+       for mti in ("0420", "0421")},
 }
 
 _RESP = _FIN + (15, 39)
@@ -58,11 +67,67 @@ RESPONSES: dict[tuple[str, str | None], Shape] = {
 }
 ALWAYS = (7, 11, 32, 39)  # "A response always carries fields 7, 11, 32 and 39"
 NO_KEY = "91"             # sent without a MAC: there is no key to compute it (§4.1)
-RESPONSE_TO = {"0100": "0110", "0200": "0210", "0400": "0410", "0401": "0410",
-               "0420": "0430", "0421": "0430", "0800": "0810"}
+# A repeat MTI counts as the request it repeats (docs/spec/INTERFACE.md §4.7).
+REPEAT_OF = {"0401": "0400", "0421": "0420"}
+
+
+def response_mti(mti: str) -> str:
+    """0200 → 0210, 0421 → 0430: the third digit says request (0) or response (1); repeats answer as originals."""
+    base = REPEAT_OF.get(mti, mti)
+    return base[:2] + str(int(base[2]) + 1) + "0"
+
+
 REQUEST_MTIS = frozenset(m for m, _ in REQUESTS)
 RESPONSE_MTIS = frozenset(m for m, _ in RESPONSES)
-NETWORK_CODES = {"001": "sign-on", "002": "sign-off", "301": "echo"}
+RESPONSE_TO = {mti: response_mti(mti) for mti in sorted(REQUEST_MTIS)}
+
+
+def transactions(channel: str) -> dict[tuple[str, str], str]:
+    """(MTI, processing code) -> transaction kind, for the requests a channel takes."""
+    return {key: shape.kind for key, shape in REQUESTS.items() if shape.channel == channel}
+
+
+def response_mtis(channel: str) -> frozenset[str]:
+    """The MTIs that answer a channel's transactions (network management aside)."""
+    return frozenset(response_mti(mti) for (mti, _), shape in REQUESTS.items() if shape.channel == channel)
+
+
+def mtis_of(channel: str, kind: str) -> frozenset[str]:
+    return frozenset(mti for (mti, _), shape in REQUESTS.items() if shape.channel == channel and shape.kind == kind)
+
+
+def echoed(mti: str, code: str | None) -> tuple[str, ...]:
+    """The request fields an approved response to (``mti``, processing ``code``) carries back, in order."""
+    return tuple(str(n) for n in sorted(RESPONSES[(mti, code)].echo))
+
+
+IDENTITY = ("7", "11", "32")   # what matches an answer to its request (§1, §4.7)
+SIGN_ON, SIGN_OFF, ECHO = "001", "002", "301"
+NETWORK_ECHO = echoed("0810", None)   # what an 0810 carries back of its 0800
+# every field some response carries back of its request, in order
+ECHOED_ANY = tuple(str(n) for n in sorted(set().union(*(shape.echo for shape in RESPONSES.values()))))
+NETWORK_CODES = {SIGN_ON: "sign-on", SIGN_OFF: "sign-off", ECHO: "echo"}
+
+
+class OriginalData(NamedTuple):
+    """Field 90 (§3): the original's MTI, 11, 7 and 32 (zero-filled to 11), then 11 zeros."""
+    mti: str
+    stan: str
+    transmitted: str
+    bank: str
+
+    def encode(self) -> str:
+        return f"{self.mti}{self.stan.zfill(6)}{self.transmitted.zfill(10)}{self.bank.zfill(11)}{'0' * 11}"
+
+    @classmethod
+    def parse(cls, value: str) -> "OriginalData":
+        """The parts of a 42-character field 90 (checked by ``validate_request``)."""
+        return cls(value[:4], value[4:10], value[10:20], value[20:31])
+
+    @staticmethod
+    def well_formed(value: str) -> bool:
+        return len(value) == 42 and value.isascii() and value.isdigit()
+
 
 # field 48 tag -> (class, min, max length in bytes); "choice" lists the allowed values.
 TAG_FORMATS: dict[str, tuple] = {
@@ -173,7 +238,7 @@ def _check_values(message: Message) -> None:
         if value is not None and value not in allowed:
             raise MessageError(f"field {number}: must be {' or '.join(allowed)}", field=number)
     original = fields.get("90")
-    if original is not None and not (len(original) == 42 and original.isascii() and original.isdigit()):
+    if original is not None and not OriginalData.well_formed(original):
         raise MessageError("field 90: must be 42 digits", field=90)
     network = fields.get("70")
     if network is not None and network not in NETWORK_CODES:

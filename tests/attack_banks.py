@@ -15,7 +15,7 @@ from select import select as ready_to_read
 
 import iso8583
 
-from gateway.sim.client import Stans
+from iso8583_specs.links import Stans
 from gateway_harness import Bank, ZMKS
 from iso8583_specs import codec
 from iso8583_specs import keys as wire_keys

@@ -10,10 +10,11 @@ from twisted.internet.task import Clock
 
 from config.settings import Settings
 from gateway.daemon import Gateway
-from gateway.sim.client import Stans, connect
+from gateway.sim.client import connect
 from iso8583_specs import codec
 from iso8583_specs import keys as wire_keys
 from iso8583_specs.dialects import get_dialect
+from iso8583_specs.links import Stans
 from ledger import migrate
 
 ZMKS = {"01020000": "0123456789ABCDEFFEDCBA9876543210", "01030000": "00112233445566778899AABBCCDDEEFF",

@@ -16,10 +16,11 @@ from twisted.internet.task import deferLater
 
 from engines.link import debit_fields, reversal_fields
 from gateway.sim.bank import Account, BankHost, Behaviour, load_accounts, parse_rates
-from gateway.sim.client import Stans, connect, request_times
+from gateway.sim.client import connect
 from iso8583_specs import codec
 from iso8583_specs.dialects import get_dialect
 from iso8583_specs.keys import read_sign_on_field48
+from iso8583_specs.links import Stans, request_times
 from iso8583_specs.tlv import Tlv
 
 BANK = "01020000"

@@ -27,128 +27,30 @@ from __future__ import annotations
 import logging
 import random
 from collections import Counter, deque
-from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 
 from twisted.internet import defer
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory
 
 from gateway.keys import KeyStore
-from gateway.tcp import no_delay
+from gateway.sim.bank_behaviour import Behaviour, parse_rates  # noqa: F401 - re-exported
+from gateway.sim.bank_connection import BankConnection
 from gateway.sim.bank_state import Account, BankBooks, load_accounts  # noqa: F401 - re-exported
-from gateway.sim.client import SHANGHAI, Stans, request_times
 from iso8583_specs import codec, shapes
-from iso8583_specs.errors import FramingError, MessageError
-from iso8583_specs.framing import encode_frame, make_tpdu, response_tpdu
+from iso8583_specs.errors import MessageError
+from iso8583_specs.framing import response_tpdu
 from iso8583_specs.keys import generate_mak, sign_on_field48
+from iso8583_specs.links import SHANGHAI, network_answer
+from iso8583_specs.shapes import IDENTITY as ALWAYS, REPEAT_OF, RESPONSE_TO, OriginalData, echoed
 from iso8583_specs.tlv import Tlv
 
 log = logging.getLogger("gridpay.sim.bank")
 
 CHANNEL = "debit"
-LATENCY_DISTS = ("fixed", "uniform", "exponential")
-DEBIT_ECHO = ("3", "4", "7", "11", "12", "13", "32", "37", "41", "42", "49", "102")
-REVERSAL_ECHO = ("3", "4", "7", "11", "12", "13", "32", "37", "41", "42", "49", "90")
-ALWAYS = ("7", "11", "32")
-RESPONSE_TO = {"0200": "0210", "0420": "0430", "0421": "0430", "0800": "0810",
-               "0100": "0110", "0400": "0410", "0401": "0410"}
-
-
-@dataclass
-class Behaviour:
-    latency_ms: float = 0.0
-    latency_dist: str = "fixed"
-    declines: dict[str, float] = field(default_factory=dict)
-    drop_before_apply: float = 0.0
-    drop_after_apply: float = 0.0
-    disconnect: float = 0.0
-    slow_rate: float = 0.0
-    slow_ms: float = 0.0
-    duplicate_rate: float = 0.0
-    bad_mac_rate: float = 0.0
-    refuse_mac_rate: float = 0.0
-    echo_interval_s: float | None = None
-    answer_echo: bool = True
-
-    def __post_init__(self):
-        if self.latency_dist not in LATENCY_DISTS:
-            raise ValueError(f"latency distribution must be one of {', '.join(LATENCY_DISTS)}")
-        if sum(self.declines.values()) > 1:
-            raise ValueError("decline rates add up to more than 1")
-        self._decline_table = []
-        total = 0.0
-        for code, rate in self.declines.items():
-            total += rate
-            self._decline_table.append((total, code))
-
-
-def parse_rates(text: str) -> dict[str, float]:
-    """``51=0.02,05=0.01`` → {"51": 0.02, "05": 0.01}"""
-    rates = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        code, _, value = part.partition("=")
-        rates[code.strip()] = float(value)
-        if not (len(code.strip()) == 2 and 0 <= rates[code.strip()] <= 1):
-            raise ValueError(f"decline {part!r}: expected CODE=RATE with a 2-character code and 0 <= rate <= 1")
-    return rates
-
-
-class BankConnection(Protocol):
-    def __init__(self, host: "BankHost"):
-        self.host = host
-        self.framer = host.dialect.framer(host.max_frame)
-        self._echo_call = None
-        self.stans = Stans()
-        self.closed = defer.Deferred()
-
-    def connectionMade(self) -> None:
-        no_delay(self.transport)
-        self.host.connections.add(self)
-        self.host.counters["connections"] += 1
-        self._arm_echo()
-
-    def connectionLost(self, reason=None) -> None:
-        self.host.connections.discard(self)
-        if self._echo_call is not None and self._echo_call.active():
-            self._echo_call.cancel()
-        self.closed.callback(None)
-
-    def _arm_echo(self) -> None:
-        interval = self.host.behaviour.echo_interval_s
-        if interval:
-            if self._echo_call is not None and self._echo_call.active():
-                self._echo_call.reset(interval)
-            else:
-                self._echo_call = self.host.clock.callLater(interval, self._echo)
-
-    def _echo(self) -> None:
-        host = self.host
-        fields = {**request_times(host.now()), "11": self.stans.next(), "32": host.bank_code, "70": "301"}
-        tpdu = make_tpdu(host.nii_gateway, host.nii_bank) if host.dialect.framing.tpdu else None
-        self.write(codec.encode(host.dialect, "0800", fields), tpdu)
-        host.counters["echoes_sent"] += 1
-        self._echo_call = host.clock.callLater(host.behaviour.echo_interval_s, self._echo)
-
-    def write(self, iso: bytes, tpdu: bytes | None) -> None:
-        if self.connected:
-            self.transport.write(encode_frame(self.host.dialect.framing, iso, tpdu))
-
-    def dataReceived(self, data: bytes) -> None:
-        if self.host.behaviour.echo_interval_s:
-            self._arm_echo()
-        try:
-            frames = list(self.framer.feed(data))
-        except FramingError as err:
-            self.host.counters["framing_errors"] += 1
-            log.warning("bank sim: %s; closing", err.reason)
-            self.transport.abortConnection()
-            return
-        for frame in frames:
-            if not frame.keepalive:
-                self.host.handle(self, frame)
-                if not self.connected:
-                    return
+TRANSACTIONS = shapes.transactions(CHANNEL)   # (MTI, processing code) -> kind, on this channel
+DEBIT_ECHO = echoed("0210", "510000")
+REVERSAL_ECHO = echoed("0430", "510000")
 
 
 class BankHost:
@@ -267,20 +169,17 @@ class BankHost:
         self._financial(conn, frame, message)
 
     def _network(self, conn, frame, message) -> None:
-        f = message.fields
-        code = f.get("70")
-        fields = {k: f[k] for k in ("7", "11", "12", "13", "32", "70") if k in f}
-        fields["15"] = self._settlement()
-        fields["39"] = "00"
-        if code == "001":
+        code = message.fields.get("70")
+        fields = network_answer(message.fields, self._settlement(), "00")
+        if code == shapes.SIGN_ON:
             mak = generate_mak()
             self.keys.install(self.bank_code, CHANNEL, mak)
             fields["48"] = sign_on_field48(self.zmk, mak)
             self.counters["sign_ons"] += 1
-        elif code == "002":
+        elif code == shapes.SIGN_OFF:
             self.keys.drop(self.bank_code, CHANNEL)
             self.counters["sign_offs"] += 1
-        elif code == "301":
+        elif code == shapes.ECHO:
             self.counters["echoes_received"] += 1
             if not self.behaviour.answer_echo:
                 return
@@ -304,7 +203,7 @@ class BankHost:
         # same content = the same bytes after the MTI and before the MAC (0421 repeats 0420, and
         # a request MACed again under a newer key is still the same request)
         fs = self.dialect.fields
-        content = ("0420" if mti == "0421" else mti, message.raw[fs.mti_len:-fs.mac_len])
+        content = (REPEAT_OF.get(mti, mti), message.raw[fs.mti_len:-fs.mac_len])
         try:
             shapes.validate_request(message)
         except MessageError as err:
@@ -313,7 +212,7 @@ class BankHost:
                 self._refuse(conn, frame, key, content, resp_mti, {**identity, "39": err.response_code,
                                                                    "48": Tlv([("ER", err.er)]).encode()}, f, mti)
             return
-        if f["3"] != "510000":
+        if (mti, f["3"]) not in TRANSACTIONS:
             counters["unsupported"] += 1
             self._refuse(conn, frame, key, content, resp_mti, {
                 **identity, "39": "40", "48": Tlv([("ER", f"field 3: {f['3']} not on this channel")]).encode()}, f, mti)
@@ -366,7 +265,11 @@ class BankHost:
         if mti == "0200":
             return key
         orig = f.get("90", "")
-        return self.books.identity(orig[20:31], orig[10:20], orig[4:10]) if len(orig) == 42 else key
+        return self._original(orig) if len(orig) == 42 else key
+
+    def _original(self, field90: str) -> tuple:
+        orig = OriginalData.parse(field90)
+        return self.books.identity(orig.bank, orig.transmitted, orig.stan)
 
     def _rrn_free(self, f: dict, key: tuple, mti: str) -> bool:
         rrn = (f.get("37") or "").strip()
@@ -416,9 +319,8 @@ class BankHost:
 
     def _reverse(self, key, message) -> dict:
         f = message.fields
-        orig = f["90"]
-        original = self.books.identity(orig[20:31], orig[10:20], orig[4:10])
-        code = self.books.reverse(original, key, int(f["4"])) if orig[:4] == "0200" else "25"
+        original = self._original(f["90"])
+        code = self.books.reverse(original, key, int(f["4"])) if OriginalData.parse(f["90"]).mti == "0200" else "25"
         self.counters[f"reversal_{code}"] += 1
         fields = {k: f[k] for k in REVERSAL_ECHO if k in f}
         fields["15"] = self._settlement()

@@ -24,7 +24,6 @@ seconds after its last operation began (``duration``, ``count``, or the last con
 """
 from __future__ import annotations
 
-import itertools
 import random
 import time
 from collections import Counter
@@ -32,10 +31,12 @@ from dataclasses import dataclass, field
 
 from twisted.internet import defer, task
 
-from gateway.sim.client import RequestTimedOut, Stans, clock_sequence, connect, request_times
+from gateway.sim.client import connect
 from iso8583_specs import codec, shapes
 from iso8583_specs import keys as wire_keys
 from iso8583_specs.errors import MessageError
+from iso8583_specs.links import RequestTimedOut, Rrns, Stans, network_request, request_times
+from iso8583_specs.shapes import OriginalData
 from iso8583_specs.tlv import Bill
 
 OPS = ("pay", "reverse", "repeat", "malformed")
@@ -146,7 +147,7 @@ class CounterSimulator:
         self.niis = {"nii_gateway": nii_gateway, "nii_bank": nii_bank}
         self.terminal, self.branch = terminal, branch
         self.stans = Stans.from_clock()
-        self.rrns = itertools.count(clock_sequence(None, 10**12))  # unique per bank per business date, across runs
+        self.rrns = Rrns.from_clock()
         self.paid: list[dict] = []
         self.report = Report()
         self.mak: bytes | None = None
@@ -193,7 +194,7 @@ class CounterSimulator:
         client.transport.loseConnection()
 
     async def sign_on(self, client) -> bytes:
-        fields = {**self._head(), "70": "001"}
+        fields = network_request(self._times(), self.stans.next(), self.bank, shapes.SIGN_ON)
         answer = await self._send(client, "0800", fields, mac=False)
         self._expect(answer, "00", "sign-on")
         return wire_keys.read_sign_on_field48(self.zmk, answer.message.fields["48"])
@@ -265,7 +266,7 @@ class CounterSimulator:
         of = original["fields"]
         fields = {**self._head(), "3": "500000", "4": of["4"], "37": self._rrn(), "41": self.terminal,
                   "42": self.branch, "49": "156", "48": f"CN{len(original['customer']):03d}{original['customer']}",
-                  "90": f"0200{of['11']}{of['7']}{int(of['32']):011d}{'0' * 11}"}
+                  "90": OriginalData("0200", of["11"], of["7"], str(int(of["32"]))).encode()}
         answer = await self._send(client, "0420", fields)
         self._expect(answer, "00", f"reversal of {original['receipt']}", echoed=("4", "90"))
         self.report.reversed.append(original["receipt"])
@@ -299,7 +300,7 @@ class CounterSimulator:
         return self._times_of[1]
 
     def _rrn(self) -> str:
-        return f"{next(self.rrns) % 10**12:012d}"
+        return self.rrns.next()
 
     async def _send(self, client, mti, fields, mac=True):
         iso = codec.encode(self.dialect, mti, fields, mac_key=self.mak if mac else None)

@@ -28,9 +28,10 @@ from collections import Counter
 
 from twisted.internet import defer, task
 
-from gateway.sim.client import Stans, connect, request_times
+from gateway.sim.client import connect
 from iso8583_specs import codec
 from iso8583_specs import keys as wire_keys
+from iso8583_specs.links import Stans, request_times
 
 
 class Unanswered(Exception):
