@@ -102,6 +102,38 @@ def _backend_pid(conn) -> int | None:
         return None
 
 
+def in_transaction(engine, work: Callable, tries: int, pause_s: float, size: int, settles_commit: bool = True):
+    """``work(conn)``'s result, in one transaction, run again on a deadlock, a serialization failure
+    or SQLite busy (and once on a connection found broken), after ``pause_s`` x the try. An
+    IntegrityError is raised at once: running the same batch again meets the same conflict. With
+    ``settles_commit``, a COMMIT that may have landed raises ``CommitUnknown`` (to be settled by
+    lookup); without, its error is raised as is (for work that is safe to run again whole)."""
+    for attempt in range(tries):
+        committing, pid = False, None
+        try:
+            with engine.begin() as conn:
+                result = work(conn)
+                if settles_commit:
+                    pid = _backend_pid(conn)
+                    committing = True  # leaving the block sends the COMMIT
+            return result
+        except IntegrityError:
+            raise
+        except DBAPIError as exc:
+            if committing and commit_outcome_unknown(exc):
+                raise CommitUnknown(exc, pid) from exc
+            if attempt + 1 < tries and (_retryable(exc) or (exc.connection_invalidated and attempt == 0)):
+                log.info("retrying a batch of %d after %s", size, type(exc.orig).__name__)
+                time.sleep(pause_s * (attempt + 1))
+                continue
+            raise
+        except Exception as exc:
+            if committing:  # not even the driver's error: nothing says the COMMIT did not land
+                raise CommitUnknown(exc, pid) from exc
+            raise
+    raise AssertionError("unreachable")
+
+
 class Poster:
     """Runs batches of postings in transactions, with the rules above. Not thread-safe: one Poster
     per writer thread."""
@@ -112,29 +144,8 @@ class Poster:
         self.settle_s = settle_s
 
     def _transaction(self, postings: Sequence[Posting]) -> list[Outcome]:
-        for attempt in range(self.retries):
-            committing, pid = False, None
-            try:
-                with self.engine.begin() as conn:
-                    outcomes = apply_batch(conn, postings, self.calendar, self.clock())
-                    pid = _backend_pid(conn)
-                    committing = True  # leaving the block sends the COMMIT
-                return outcomes
-            except IntegrityError:
-                raise
-            except DBAPIError as exc:
-                if committing and commit_outcome_unknown(exc):
-                    raise CommitUnknown(exc, pid) from exc
-                if attempt + 1 < self.retries and (_retryable(exc) or (exc.connection_invalidated and attempt == 0)):
-                    log.info("retrying a batch of %d after %s", len(postings), type(exc.orig).__name__)
-                    time.sleep(0.005 * (attempt + 1))
-                    continue
-                raise
-            except Exception as exc:
-                if committing:  # not even the driver's error: nothing says the COMMIT did not land
-                    raise CommitUnknown(exc, pid) from exc
-                raise
-        raise AssertionError("unreachable")
+        return in_transaction(self.engine, lambda conn: apply_batch(conn, postings, self.calendar, self.clock()),
+                              self.retries, 0.005, len(postings))
 
     def process(self, postings: Sequence[Posting], deadlines: Sequence[float | None] | None = None,
                 resent: Sequence[bool] | None = None) -> list[Outcome]:
