@@ -39,6 +39,7 @@ from sqlalchemy import bindparam, insert, select, update
 from engines.tables import debit_file_lines, debit_files, engine_batches
 from ledger.bulk import insert_rows
 from ledger.business_date import BusinessCalendar, utcnow
+from ledger.errors import Refused
 from ledger.posting import DebitResult, apply_batch
 from ledger.schema import bills, debit_attempts, debit_batches, debit_bills, debits
 
@@ -263,23 +264,17 @@ def apply_result_file(engine, path, actor: str = ACTOR, *, now: datetime | None 
             bad = [(p.debit_id, o.response_code, o.detail) for p, o in zip(postings, outcomes)
                    if not (o.ok or o.replayed)]
             if bad:
-                raise _Refused(bad)
+                raise Refused(f"the ledger refused {len(bad)} line(s); nothing applied",
+                              [(0, "debit", f"debit {i}: {code} {detail}") for i, code, detail in bad])
             conn.execute(update(debit_files).where(f.batch_id == batch_id).values(
                 state="applied", result_sha256=sha, result_applied_at=now))
             conn.execute(update(engine_batches).where(engine_batches.c.batch_id == batch_id)
                          .values(state="applied", updated_at=now))
-    except _Refused as exc:
-        return ResultFileOutcome(False, f"{name}: the ledger refused {len(exc.bad)} line(s); nothing applied",
-                                 [(0, "debit", f"debit {i}: {code} {detail}") for i, code, detail in exc.bad], batch_id)
+    except Refused as exc:
+        return ResultFileOutcome(False, f"{name}: {exc}", exc.lines, batch_id)
     out.message = (f"{name}: applied: {out.approved} approved ({out.approved_sum} fen), {out.declined} declined")
     log.info("%s", out.message)
     return out
-
-
-class _Refused(Exception):
-    def __init__(self, bad):
-        super().__init__(f"{len(bad)} refused")
-        self.bad = bad
 
 
 def register_with_watch() -> None:

@@ -32,19 +32,19 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import re
 import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from sqlalchemy import Engine, Select, and_, func, or_, select, update
 
+from engines.ratelimit import Backoff
 from engines.sms import Notice, Sender, SendError
 from iso8583_specs.masking import mask_number
 from ledger.audit import audit_row, write_audit
@@ -92,29 +92,6 @@ def as_utc(value: datetime | None) -> datetime | None:
 
 def default_name(prefix: str = "") -> str:
     return f"{prefix or socket.gethostname()}:{os.getpid()}"[-64:]
-
-
-# ---------------------------------------------------------------------------------------------
-# policy
-
-
-@dataclass
-class Backoff:
-    """Delay before attempt n+1 after n failed attempts: base x 2^(n-1), capped at ``max_s``, then
-    reduced by up to ``jitter`` (a fraction) at random, so notifiers retrying together spread out."""
-    base_s: float = 30.0
-    max_s: float = 3600.0
-    jitter: float = 0.2
-    rng: random.Random = field(default_factory=random.Random)
-
-    def delay(self, failed_attempts: int, retry_after_s: float | None = None) -> float:
-        exp = min(max(failed_attempts, 1) - 1, 60)
-        d = min(self.base_s * (2 ** exp), self.max_s)
-        if self.jitter:
-            d *= 1 - self.jitter * self.rng.random()
-        if retry_after_s is not None:      # the gateway asked for a pause (429, 503 Retry-After)
-            d = max(d, min(retry_after_s, self.max_s))
-        return d
 
 
 # ---------------------------------------------------------------------------------------------
@@ -324,7 +301,7 @@ class Notifier:
         self.name = name or default_name()
         self.store = OutboxStore(engine, self.name)
         self.batch_size, self.max_attempts = batch_size, max_attempts
-        self.backoff = backoff or Backoff()
+        self.backoff = backoff or Backoff(30.0, 3600.0, jitter=0.2)
         self.lease_s, self.send_timeout_s = lease_s, send_timeout_s
         self.now = now
         self.metrics = metrics or NotifierMetrics()
@@ -340,7 +317,7 @@ class Notifier:
         kw.setdefault("name", default_name(cfg.name))
         return cls(engine, sender or sender_from_config(cfg, permissions=key_file_permissions), batch_size=cfg.batch_size,
                    concurrency=cfg.concurrency, max_attempts=cfg.max_attempts,
-                   backoff=Backoff(cfg.backoff_base_s, cfg.backoff_max_s, cfg.backoff_jitter),
+                   backoff=Backoff(cfg.backoff_base_s, cfg.backoff_max_s, jitter=cfg.backoff_jitter),
                    lease_s=cfg.lease_s, send_timeout_s=cfg.http_timeout_s, **kw)
 
     def close(self) -> None:

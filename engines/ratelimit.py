@@ -1,4 +1,4 @@
-"""Small timing helpers for outbound links: reconnect backoff and a token bucket.
+"""Small timing helpers for outbound links: retry backoff (bank links, the SMS notifier) and a token bucket.
 
 Both read time only from an injectable clock (anything with ``seconds()``: the reactor or
 ``twisted.internet.task.Clock``), so their behaviour is tested without sleeping.
@@ -9,29 +9,40 @@ import random
 
 
 class Backoff:
-    """Exponential backoff with jitter: ``initial * factor**n`` capped at ``cap``, then shortened
-    by a random fraction of at most ``jitter``.
+    """Exponential backoff with jitter: the delay after n failed attempts is ``initial * factor**(n-1)``
+    capped at ``cap``, then shortened by a random fraction of at most ``jitter``.
 
     With ``jitter < 1 - 1/factor`` (0.3 < 0.5 by default) successive delays still grow until the
-    cap, so a bank coming back is not hit by all gateways at the same instant, yet a dead bank
-    is retried less and less often. ``reset()`` after a successful sign-on.
+    cap, so a bank (or an SMS gateway) coming back is not hit by every retrier at the same instant,
+    yet a dead one is retried less and less often. Two ways to use it: ``next()`` counts the
+    failures itself (``reset()`` after a success: a link's sign-on), ``delay(n)`` is told them (a
+    notice's stored attempt count).
     """
 
     def __init__(self, initial: float = 0.5, cap: float = 30.0, factor: float = 2.0, jitter: float = 0.3,
                  rng: random.Random | None = None):
-        if not (initial > 0 and cap >= initial and factor >= 1 and 0 <= jitter < 1):
-            raise ValueError("backoff: need initial > 0, cap >= initial, factor >= 1, 0 <= jitter < 1")
+        if not (initial >= 0 and cap >= initial and factor >= 1 and 0 <= jitter <= 1):
+            raise ValueError("backoff: need initial >= 0, cap >= initial, factor >= 1, 0 <= jitter <= 1")
         self.initial, self.cap, self.factor, self.jitter = initial, cap, factor, jitter
         self.rng = rng or random.Random()
         self.attempts = 0
 
     def next(self) -> float:
-        base = min(self.cap, self.initial * self.factor ** min(self.attempts, 64))
         self.attempts += 1
-        return base * (1.0 - self.jitter * self.rng.random())
+        return self.delay(self.attempts)
 
     def reset(self) -> None:
         self.attempts = 0
+
+    def delay(self, failed_attempts: int, retry_after_s: float | None = None) -> float:
+        """The pause before attempt n+1 after n failed ones; never shorter than a ``retry_after_s``
+        the other side asked for (429, 503 Retry-After), but that too at most ``cap``."""
+        d = min(self.cap, self.initial * self.factor ** min(max(failed_attempts, 1) - 1, 64))
+        if self.jitter:
+            d *= 1.0 - self.jitter * self.rng.random()
+        if retry_after_s is not None:
+            d = max(d, min(retry_after_s, self.cap))
+        return d
 
 
 class TokenBucket:

@@ -18,19 +18,17 @@ has recorded is replayed, a reversal row that exists is reused, updates set the 
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
 from sqlalchemy import insert, select, update
-from sqlalchemy.exc import DBAPIError
 
 from engines.store import ReverseItem, create_reversals
 from engines.tables import debit_chunks, debit_reversals
 from ledger.batch_process import BatchProcess
 from ledger.business_date import BusinessCalendar, utcnow
-from ledger.group_commit import _retryable
+from ledger.group_commit import in_transaction
 from ledger.posting import DebitResult, Outcome, apply_batch
 from ledger.schema import debit_attempts
 
@@ -174,16 +172,9 @@ class WriterWorker:
         return [self._process([op], now)[0] for op in ops]
 
     def _transaction(self, ops: list, now: datetime) -> list:
-        for attempt in range(5):
-            try:
-                with self.db.begin() as conn:
-                    return self._apply(conn, ops, now)
-            except DBAPIError as exc:
-                if attempt < 4 and (_retryable(exc) or (exc.connection_invalidated and attempt == 0)):
-                    time.sleep(0.01 * (attempt + 1))
-                    continue
-                raise
-        raise AssertionError("unreachable")
+        # every op is safe to run again whole (see the module docstring): a lost COMMIT is not settled
+        return in_transaction(self.db, lambda conn: self._apply(conn, ops, now), 5, 0.01, len(ops),
+                              settles_commit=False)
 
     def _apply(self, conn, ops: list, now: datetime) -> list:
         results: list = [None] * len(ops)

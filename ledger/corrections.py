@@ -27,7 +27,8 @@ from sqlalchemy.exc import IntegrityError
 
 from ledger.audit import audit_row, write_audit
 from ledger.business_date import BusinessCalendar, utcnow
-from ledger.imports import _BILL_ID, Refused, bill_notice_rows
+from ledger.errors import Refused
+from ledger.imports import _BILL_ID, bill_notice_rows
 from ledger.money import fits
 from ledger.posting import BillCorrection, apply_batch, lock_customers
 from ledger.schema import allocations, bills, debit_bills, debits, outbox

@@ -2,7 +2,7 @@
 
 The debit engine (a later issue) creates a pending debit for chosen bills (``create_debit``),
 gives it its identity before the first send (``mark_debit_sent``), and reports the bank's
-answer as a ``DebitResult`` posting: through its own ``GroupCommitter`` (``submit``), or
+answer as a ``DebitResult`` posting: through its writer process (``engines.writer``), or
 synchronously with ``record_debit_result`` / the ``debit_*`` helpers below.
 
 - approved: a payment (channel D, method 10) paying exactly the debit's bills (``debit_bills``);

@@ -2,10 +2,11 @@
 
 A durable commit costs a flush to disk (SQLite WAL, synchronous=FULL) or a WAL flush and a round
 trip (PostgreSQL): a few thousand per second at best, whatever is in them, while rows inside one
-commit are cheap. ``GroupCommitter`` has one writer thread that takes whatever postings are
-queued (up to ``max_batch``, waiting at most ``max_wait_s`` for company when the queue runs dry),
-decides and writes them all in ONE transaction (``ledger.posting.apply_batch``), commits, and only
-then resolves the futures: nobody sees an outcome of a posting that is not durable.
+commit are cheap. The posting worker (``PostingWorker``, run by ``ledger.batch_process`` in a
+process of its own: the gateway's ``LedgerPort`` starts it) is handed whatever postings are queued
+(up to ``max_batch``, waiting at most ``max_wait_s`` for company when the queue runs dry), decides
+and writes them all in ONE transaction (``Poster``, ``ledger.posting.apply_batch``), commits, and
+only then answers: nobody sees an outcome of a posting that is not durable.
 
 Failures (``Poster.process``), by what they leave behind:
 - nothing applied, for certain: the database cannot be reached, a statement fails (the transaction
@@ -37,10 +38,7 @@ Failures (``Poster.process``), by what they leave behind:
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 import time
-from concurrent.futures import Future
 from datetime import datetime
 from typing import Callable, Sequence
 
@@ -104,6 +102,38 @@ def _backend_pid(conn) -> int | None:
         return None
 
 
+def in_transaction(engine, work: Callable, tries: int, pause_s: float, size: int, settles_commit: bool = True):
+    """``work(conn)``'s result, in one transaction, run again on a deadlock, a serialization failure
+    or SQLite busy (and once on a connection found broken), after ``pause_s`` x the try. An
+    IntegrityError is raised at once: running the same batch again meets the same conflict. With
+    ``settles_commit``, a COMMIT that may have landed raises ``CommitUnknown`` (to be settled by
+    lookup); without, its error is raised as is (for work that is safe to run again whole)."""
+    for attempt in range(tries):
+        committing, pid = False, None
+        try:
+            with engine.begin() as conn:
+                result = work(conn)
+                if settles_commit:
+                    pid = _backend_pid(conn)
+                    committing = True  # leaving the block sends the COMMIT
+            return result
+        except IntegrityError:
+            raise
+        except DBAPIError as exc:
+            if committing and commit_outcome_unknown(exc):
+                raise CommitUnknown(exc, pid) from exc
+            if attempt + 1 < tries and (_retryable(exc) or (exc.connection_invalidated and attempt == 0)):
+                log.info("retrying a batch of %d after %s", size, type(exc.orig).__name__)
+                time.sleep(pause_s * (attempt + 1))
+                continue
+            raise
+        except Exception as exc:
+            if committing:  # not even the driver's error: nothing says the COMMIT did not land
+                raise CommitUnknown(exc, pid) from exc
+            raise
+    raise AssertionError("unreachable")
+
+
 class Poster:
     """Runs batches of postings in transactions, with the rules above. Not thread-safe: one Poster
     per writer thread."""
@@ -114,29 +144,8 @@ class Poster:
         self.settle_s = settle_s
 
     def _transaction(self, postings: Sequence[Posting]) -> list[Outcome]:
-        for attempt in range(self.retries):
-            committing, pid = False, None
-            try:
-                with self.engine.begin() as conn:
-                    outcomes = apply_batch(conn, postings, self.calendar, self.clock())
-                    pid = _backend_pid(conn)
-                    committing = True  # leaving the block sends the COMMIT
-                return outcomes
-            except IntegrityError:
-                raise
-            except DBAPIError as exc:
-                if committing and commit_outcome_unknown(exc):
-                    raise CommitUnknown(exc, pid) from exc
-                if attempt + 1 < self.retries and (_retryable(exc) or (exc.connection_invalidated and attempt == 0)):
-                    log.info("retrying a batch of %d after %s", len(postings), type(exc.orig).__name__)
-                    time.sleep(0.005 * (attempt + 1))
-                    continue
-                raise
-            except Exception as exc:
-                if committing:  # not even the driver's error: nothing says the COMMIT did not land
-                    raise CommitUnknown(exc, pid) from exc
-                raise
-        raise AssertionError("unreachable")
+        return in_transaction(self.engine, lambda conn: apply_batch(conn, postings, self.calendar, self.clock()),
+                              self.retries, 0.005, len(postings))
 
     def process(self, postings: Sequence[Posting], deadlines: Sequence[float | None] | None = None,
                 resent: Sequence[bool] | None = None) -> list[Outcome]:
@@ -276,125 +285,3 @@ class PostingWorker:
 
     def close(self) -> None:
         self.engine.dispose()
-
-
-_STOP = object()
-
-
-class GroupCommitter:
-    """Thread-safe front of a single writer thread; see the module docstring. No bank waits on its
-    futures with a deadline: an unknown commit is given ``settle_s`` to be settled."""
-
-    def __init__(self, engine, calendar: BusinessCalendar, max_batch: int = 256, max_wait_s: float = 0.001,
-                 on_commit: Callable[[int, float], None] | None = None,
-                 clock: Callable[[], datetime] | None = None, name: str = "ledger-committer",
-                 settle_s: float = SETTLE_S):
-        assert max_batch >= 1
-        self.engine = engine
-        self.max_batch = max_batch
-        self.max_wait_s = max_wait_s
-        self.on_commit = on_commit
-        self.poster = Poster(engine, calendar, clock or utcnow, settle_s=settle_s)
-        self.name = name
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-        self._stopping = False
-        self._abandon = False
-        self.batches = 0
-        self.postings = 0
-
-    def start(self) -> "GroupCommitter":
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-                self._thread.start()
-        return self
-
-    def submit(self, posting: Posting) -> "Future[Outcome]":
-        fut: Future = Future()
-        with self._lock:
-            if self._stopping or self._thread is None:
-                fut.set_running_or_notify_cancel()
-                fut.set_result(system_error("ledger not running: nothing was applied"))
-                return fut
-            self._queue.put((posting, fut))
-        return fut
-
-    def stop(self, drain: bool = True, timeout: float | None = None) -> None:
-        """Stop taking postings; with drain, commit everything queued first, else answer it 96."""
-        with self._lock:
-            if self._stopping:
-                thread = self._thread
-            else:
-                self._stopping = True
-                self._abandon = not drain
-                thread = self._thread
-                self._queue.put(_STOP)
-        if thread is not None:
-            thread.join(timeout)
-
-    # ------------------------------------------------------------------ the writer thread
-    def _gather(self, first) -> tuple[list, bool]:
-        batch, stop = [first], False
-        deadline = time.monotonic() + self.max_wait_s
-        while len(batch) < self.max_batch:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                try:
-                    item = self._queue.get(timeout=remaining)
-                except queue.Empty:
-                    break
-            if item is _STOP:
-                stop = True
-                break
-            batch.append(item)
-        return batch, stop
-
-    def _run(self) -> None:
-        stop = False
-        while not stop:
-            item = self._queue.get()
-            if item is _STOP:
-                break
-            batch, stop = self._gather(item)
-            if self._abandon:
-                self._answer_all(batch, system_error("ledger stopping: nothing was applied"))
-                continue
-            live = [(p, f) for p, f in batch if f.set_running_or_notify_cancel()]  # cancelled while queued: drop
-            if not live:
-                continue
-            started = time.perf_counter()
-            try:
-                outcomes = self.poster.process([p for p, _ in live])
-            except BaseException as exc:  # noqa: BLE001 - never leave a future unresolved
-                log.exception("group commit failed")
-                outcomes = [system_error(f"internal error: {type(exc).__name__}")] * len(live)
-            elapsed = time.perf_counter() - started
-            self.batches += 1
-            self.postings += len(live)
-            for (_, fut), outcome in zip(live, outcomes):
-                fut.set_result(outcome)
-            if self.on_commit is not None:
-                try:
-                    self.on_commit(len(live), elapsed)
-                except Exception:  # noqa: BLE001 - a metrics hook must not stop the ledger
-                    log.exception("on_commit hook failed")
-        # anything left behind a non-draining stop
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is not _STOP:
-                self._answer_all([item], system_error("ledger stopping: nothing was applied"))
-
-    @staticmethod
-    def _answer_all(batch, outcome: Outcome) -> None:
-        for _, fut in batch:
-            if fut.set_running_or_notify_cancel():
-                fut.set_result(outcome)

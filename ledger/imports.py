@@ -78,6 +78,7 @@ from ledger import notices
 from ledger.audit import audit_row, write_audit
 from ledger.bulk import CHUNK, CUSTOM_PLANS, GENERIC_PLANS, RowWriter, in_list, key_filters, sqlite_max_params
 from ledger.business_date import BusinessCalendar, utcnow
+from ledger.errors import Refused  # noqa: F401 - the operator commands' refusal (ledger.cli catches it here)
 from ledger.ids import reserve_ids_for_bulk
 from ledger.money import fits
 from ledger.posting import apply_prepaid, lock_customers
@@ -116,10 +117,6 @@ _DISTRICT = re.compile(r"[A-Za-z0-9]{0,20}")
 _BANK_CODE = re.compile(r"\d{1,11}")
 _ACCOUNT_NO = re.compile(r"[\x21-\x7e]{1,28}")  # printable ASCII, no spaces
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-class Refused(Exception):
-    """An operator command the ledger refuses (the message says why); nothing was changed."""
 
 
 @dataclass(frozen=True, order=True)

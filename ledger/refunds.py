@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from config.settings import BusinessConfig
 from ledger.audit import audit_row, write_audit
 from ledger.business_date import BusinessCalendar, utcnow
-from ledger.imports import Refused
+from ledger.errors import Refused
 from ledger.posting import PrepaidRefund, apply_batch, lock_customers, prepaid_balance
 from ledger.schema import customers, refund_decisions, refunds
 

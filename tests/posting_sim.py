@@ -1,7 +1,7 @@
 """A seeded, deterministic fault simulation of the posting path (docs/ledger.md, "Fault simulation").
 
 One integer seed drives a ``random.Random`` that chooses the customers and their bills, then
-every step: a batch of bank requests (``posting_sim_bank``) through the group committer; the
+every step: a batch of bank requests (``posting_sim_bank``) through the group commit; the
 same with faults in its transactions (``posting_sim_fault_steps``); requests the bank's timeout
 cancels; an inquiry; a new bill; a business date reconciled (closed); a restart (the process
 dropped and started again on the same database); the clock moved on; and on PostgreSQL two
@@ -21,7 +21,7 @@ from sqlalchemy import event, insert, select
 
 from ledger.business_date import BusinessCalendar
 from ledger.db import make_engine
-from ledger.group_commit import GroupCommitter, Poster
+from ledger.group_commit import Poster
 from ledger.posting import apply_prepaid, lock_customers
 from ledger.inquiry import inquire
 from ledger.schema import banks, business_day_closures
@@ -32,6 +32,7 @@ from posting_sim_fault_steps import fault_step
 from posting_sim_faults import FaultyEngine
 from posting_sim_model import Bill, Customer, Model
 from posting_sim_race import race
+from poster_thread import PosterThread
 
 CAL = BusinessCalendar()
 STEPS = {"batch": 50, "fault": 24, "timeout": 4, "inquiry": 8, "bill": 6, "close": 4, "restart": 3, "later": 5,
@@ -40,14 +41,13 @@ STEPS = {"batch": 50, "fault": 24, "timeout": 4, "inquiry": 8, "bill": 6, "close
 
 class Committer:
     """One process's posting path: its engine (with fault hooks), a Poster as the committer worker
-    runs it, and a GroupCommitter for the plain batches."""
+    runs it, and the same in a thread of its own for the plain batches (``poster_thread``)."""
 
     def __init__(self, url: str, clock: Clock, group: bool = True):
         self.engine = make_engine(url, pool_size=2, pre_ping=False)
         self.faults = FaultyEngine(self.engine)
         self.poster = Poster(self.engine, CAL, clock)
-        self.group = GroupCommitter(self.engine, CAL, max_batch=1, max_wait_s=0.5, clock=clock).start() \
-            if group else None
+        self.group = PosterThread(self.engine, CAL, clock=clock) if group else None
         self.pids: set[int] = set()    # PostgreSQL backends of this process's connections
         if self.engine.dialect.name == "postgresql":
             event.listen(self.engine, "connect", lambda dbapi_conn, _: self.pids.add(dbapi_conn.info.backend_pid))
@@ -56,13 +56,12 @@ class Committer:
         return [f.result(timeout=120) for f in self.submit(postings)]
 
     def submit(self, postings: list) -> list:
-        self.group.max_batch = len(postings)        # the batch goes whole as soon as it is all queued
-        return [self.group.submit(p) for p in postings]
+        return self.group.submit(postings)          # one batch
 
     def close(self) -> None:
         """Stopped, or killed: either way its connections are gone and its transaction with them."""
         if self.group is not None:
-            self.group.stop(drain=False, timeout=30)
+            self.group.stop(timeout=30)
         self.engine.dispose()
 
 

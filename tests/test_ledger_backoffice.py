@@ -12,7 +12,7 @@ from sqlalchemy import func, insert, select
 
 from config.settings import BusinessConfig
 from ledger.corrections import correct_bill
-from ledger.imports import Refused
+from ledger.errors import Refused
 from ledger.posting import post
 from ledger.refunds import approve_refund, list_refunds, pending_refunds, reject_refund, request_refund
 from ledger.schema import (

@@ -20,13 +20,7 @@ from ledger.batch_process import BatchProcess, NotStarted, TimedOut
 from ledger.db import make_engine
 from ledger.schema import payments
 from ledger_helpers import assert_ledger_verifies, new_engine, payment
-from test_ledger_group_commit import setup
-
-
-def posting_worker(url: str, **extra) -> BatchProcess:
-    config = {"url": url, "statement_timeout_s": 5.0, "timezone": "Asia/Shanghai", "cutoff": "23:00"}
-    return BatchProcess(reactor, "ledger.group_commit:PostingWorker", config, name="test-committer",
-                        **{"max_batch": 64, "max_wait_s": 0.002, **extra})
+from test_ledger_group_commit import posting_worker, setup
 
 
 def payments_in(url: str) -> list[str]:

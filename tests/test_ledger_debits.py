@@ -10,11 +10,11 @@ from ledger.business_date import BusinessCalendar
 from ledger.debits import (
     create_debit, debit_approved, debit_declined, debit_reversed, debit_unknown, mark_debit_sent,
 )
-from ledger.group_commit import GroupCommitter
 from ledger.inquiry import inquire
 from ledger.posting import DebitResult, post
 from ledger.schema import allocations, audit_log, debit_attempts, debits, outbox, payments, reversals
 from ledger_helpers import T0, add_banks, add_bills, add_customer, assert_ledger_verifies, new_engine, payment, prepaid_of
+from poster_thread import PosterThread
 
 CAL = BusinessCalendar()
 
@@ -124,9 +124,9 @@ def test_reversed_after_approval_is_a_red_reversal(ledger):
 
 def test_debit_results_through_the_group_committer_with_counter_payments(ledger):
     debit_id = new_debit(ledger)
-    gc = GroupCommitter(ledger, CAL, max_wait_s=0.05).start()
-    f1 = gc.submit(DebitResult(debit_id, "approved", T0, "00", "654321"))
-    f2 = gc.submit(payment("0102", "2001", 30_100))      # same customer, same batch: nothing due any more
+    gc = PosterThread(ledger, CAL)
+    f1, f2 = gc.submit([DebitResult(debit_id, "approved", T0, "00", "654321"),
+                        payment("0102", "2001", 30_100)])      # same customer, same batch: nothing due any more
     outs = [f1.result(timeout=30), f2.result(timeout=30)]
     gc.stop()
     assert outs[0].response_code == "00"

@@ -1,24 +1,32 @@
-"""The group committer: one transaction per batch, outcomes only after the commit, failures and races."""
+"""The group commit: one transaction per batch, outcomes only after the commit, failures and races.
+
+Batching and answers-after-commit through the runner production uses (``BatchProcess`` with
+``PostingWorker``, as ``gateway.ledger_port`` starts it); failures and races through the same
+``Poster`` in the test's own process (``poster_thread``), where the test can reach the engine."""
 from __future__ import annotations
 
 import dataclasses
 import threading
 import time
 import uuid
+from types import SimpleNamespace
 
 import pytest
+import pytest_twisted
 from sqlalchemy import create_engine, event, func, select, text
 from sqlalchemy.exc import OperationalError
+from twisted.internet import defer, reactor
 
 from ledger import migrate
+from ledger.batch_process import BatchProcess, NotStarted
 from ledger.business_date import BusinessCalendar
 from ledger.db import make_engine
-from ledger.group_commit import GroupCommitter
 from ledger.inquiry import inquire
 from ledger.schema import allocations, bank_requests, payments
 from ledger_helpers import (
     T0, add_banks, add_bills, add_customers, assert_ledger_verifies, customer_row, new_engine, payment, reversal,
 )
+from poster_thread import PosterThread
 
 CAL = BusinessCalendar()
 
@@ -37,6 +45,13 @@ def count(engine, table) -> int:
         return conn.execute(select(func.count()).select_from(table)).scalar_one()
 
 
+def posting_worker(url: str, **extra) -> BatchProcess:
+    """The posting worker as the gateway starts it (gateway.ledger_port)."""
+    config = {"url": url, "statement_timeout_s": 5.0, "timezone": "Asia/Shanghai", "cutoff": "23:00"}
+    return BatchProcess(reactor, "ledger.group_commit:PostingWorker", config, name="test-committer",
+                        **{"max_batch": 64, "max_wait_s": 0.002, **extra})
+
+
 @pytest.fixture
 def engine(db_url):
     e = new_engine(db_url)
@@ -44,13 +59,16 @@ def engine(db_url):
     e.dispose()
 
 
-def test_batches_and_hook(engine):
+@pytest_twisted.ensureDeferred
+async def test_batches_and_hook(engine, db_url):
     nos = setup(engine, 300)
     sizes = []
-    gc = GroupCommitter(engine, CAL, max_batch=64, max_wait_s=0.005, on_commit=lambda n, s: sizes.append((n, s))).start()
-    futs = [gc.submit(payment("0102", c, 10_000)) for c in nos]
-    outs = [f.result(timeout=60) for f in futs]
-    gc.stop()
+    gc = posting_worker(db_url, max_batch=64, max_wait_s=0.005, on_batch=lambda n, s: sizes.append((n, s)))
+    await gc.start()
+    try:
+        outs = await defer.gatherResults([gc.submit(payment("0102", c, 10_000)) for c in nos])
+    finally:
+        await gc.stop()
     assert {o.response_code for o in outs} == {"00"}
     assert len({o.fields["receipt_no"] for o in outs}) == 300
     assert sum(n for n, _ in sizes) == 300 and max(n for n, _ in sizes) <= 64 and len(sizes) < 300
@@ -58,44 +76,39 @@ def test_batches_and_hook(engine):
     assert_ledger_verifies(engine)
 
 
-def test_outcome_only_after_commit(engine, db_url):
+@pytest_twisted.ensureDeferred
+async def test_outcome_only_after_commit(engine, db_url):
     nos = setup(engine, 20)
     other = make_engine(db_url)
     seen = []
 
-    def check(fut):  # runs when the future resolves: another connection must see the payment already
-        out = fut.result()
+    def check(out):  # runs when the outcome arrives: another connection must see the payment already
         with other.connect() as conn:
             seen.append(conn.execute(select(func.count()).select_from(payments)
                                      .where(payments.c.receipt_no == out.fields["receipt_no"])).scalar_one())
+        return out
 
-    gc = GroupCommitter(engine, CAL).start()
-    futs = [gc.submit(payment("0102", c, 10_000)) for c in nos]
-    for f in futs:
-        f.add_done_callback(check)
-    for f in futs:
-        f.result(timeout=30)
-    gc.stop()
+    gc = posting_worker(db_url, max_wait_s=0.001)
+    await gc.start()
+    try:
+        await defer.gatherResults([gc.submit(payment("0102", c, 10_000)).addCallback(check) for c in nos])
+    finally:
+        await gc.stop()
     other.dispose()
     assert seen == [1] * 20
 
 
-def test_stop_drains_and_later_submits_get_96(engine):
-    nos = setup(engine, 200)
-    gc = GroupCommitter(engine, CAL, max_batch=16).start()
-    futs = [gc.submit(payment("0102", c, 10_000)) for c in nos]
-    gc.stop(drain=True)
-    assert all(f.done() and f.result().response_code == "00" for f in futs)
-    assert gc.submit(payment("0102", nos[0], 1)).result().response_code == "96"
-    assert_ledger_verifies(engine)
-
-
-def test_stop_without_drain_answers_queue_96(engine):
+@pytest_twisted.ensureDeferred
+async def test_stop_without_drain_answers_queue_96(engine, db_url):
     nos = setup(engine, 50)
-    gc = GroupCommitter(engine, CAL, max_batch=1).start()
+    gc = posting_worker(db_url, max_batch=1)
+    await gc.start()
     futs = [gc.submit(payment("0102", c, 10_000)) for c in nos]
-    gc.stop(drain=False)
-    outs = [f.result(timeout=30) for f in futs]
+    await gc.stop(drain=False)
+    outs = []
+    for ok, result in await defer.DeferredList(futs, consumeErrors=True):
+        # the gateway answers 96 for a posting that never began (gateway.ledger_port)
+        outs.append(result if ok else SimpleNamespace(response_code="96" if result.check(NotStarted) else "?"))
     ok = sum(o.response_code == "00" for o in outs)
     assert all(o.response_code in ("00", "96") for o in outs)
     assert count(engine, payments) == ok
@@ -111,13 +124,13 @@ def test_database_failure_mid_batch_is_96_for_all_then_recovers(engine):
         if fail["on"] and "INSERT INTO allocations" in statement.replace('"', ""):
             raise OperationalError(statement, params, Exception("injected: database went away"))
 
-    gc = GroupCommitter(engine, CAL, max_batch=64, max_wait_s=0.02).start()
-    futs = [gc.submit(payment("0102", c, 10_000)) for c in nos[:20]]
+    gc = PosterThread(engine, CAL)
+    futs = gc.submit([payment("0102", c, 10_000) for c in nos[:20]])
     outs = [f.result(timeout=30) for f in futs]
     assert {o.response_code for o in outs} == {"96"}
     assert count(engine, payments) == 0 and count(engine, bank_requests) == 0   # nothing partly applied
     fail["on"] = False
-    futs = [gc.submit(payment("0102", c, 10_000)) for c in nos]                 # recovery, same committer
+    futs = gc.submit([payment("0102", c, 10_000) for c in nos])                 # recovery, same committer
     outs = [f.result(timeout=30) for f in futs]
     gc.stop()
     assert {o.response_code for o in outs} == {"00"}
@@ -129,8 +142,8 @@ def test_a_bug_in_one_posting_costs_only_that_posting(engine):
     nos = setup(engine, 3)
     bad = payment("0102", nos[1], 10_000)
     object.__setattr__(bad, "received_at", None)     # will blow up while deciding
-    gc = GroupCommitter(engine, CAL, max_wait_s=0.05).start()
-    futs = [gc.submit(p) for p in (payment("0102", nos[0], 10_000), bad, payment("0102", nos[2], 10_000))]
+    gc = PosterThread(engine, CAL)
+    futs = gc.submit([payment("0102", nos[0], 10_000), bad, payment("0102", nos[2], 10_000)])
     outs = [f.result(timeout=30) for f in futs]
     gc.stop()
     assert [o.response_code for o in outs] == ["00", "96", "00"]
@@ -144,8 +157,8 @@ def test_pg_a_value_the_database_refuses_fails_only_its_own_posting(pg_url):
     nos = setup(engine, 12)
     ps = [payment("0102" if i % 2 else "0103", c, 10_000) for i, c in enumerate(nos)]
     ps[5] = dataclasses.replace(ps[5], terminal_id="T\x0001")
-    gc = GroupCommitter(engine, CAL, max_batch=64, max_wait_s=0.05).start()
-    outs = [f.result(timeout=30) for f in [gc.submit(p) for p in ps]]
+    gc = PosterThread(engine, CAL)
+    outs = gc.post(ps, timeout=30)
     gc.stop()
     assert [o.response_code for o in outs] == ["00"] * 5 + ["96"] + ["00"] * 6
     assert "refused this request's data" in outs[5].detail
@@ -165,46 +178,26 @@ def test_a_data_error_in_one_posting_costs_only_that_posting(engine):
         if "INSERT INTO payments" in statement.replace('"', "") and nos[7] in str(params):
             raise DataError(statement, params, Exception("injected: value refused"))
 
-    gc = GroupCommitter(engine, CAL, max_batch=64, max_wait_s=0.05).start()
-    outs = [f.result(timeout=30) for f in [gc.submit(payment("0102", c, 10_000)) for c in nos]]
+    gc = PosterThread(engine, CAL)
+    outs = gc.post([payment("0102", c, 10_000) for c in nos], timeout=30)
     gc.stop()
     assert [o.response_code for o in outs] == ["00"] * 7 + ["96", "00"]
     assert count(engine, payments) == 8
     assert_ledger_verifies(engine)
 
 
-def test_cancelled_while_queued_is_not_posted(sqlite_url):
-    engine = new_engine(sqlite_url)
-    nos = setup(engine, 3)
-    blocker = make_engine(sqlite_url)
-    conn = blocker.connect()
-    conn.begin()                       # BEGIN IMMEDIATE: the committer's first batch waits for us
-    gc = GroupCommitter(engine, CAL, max_batch=1).start()
-    first = gc.submit(payment("0102", nos[0], 10_000))
-    time.sleep(0.2)
-    second = gc.submit(payment("0102", nos[1], 10_000))
-    assert second.cancel()
-    conn.rollback()
-    conn.close()
-    assert first.result(timeout=30).response_code == "00"
-    gc.stop()
-    assert count(engine, payments) == 1
-    blocker.dispose()
-    engine.dispose()
-
-
 # ------------------------------------------------------------------------------------- PostgreSQL races
 
 def _race(url, postings_a, postings_b):
-    """Two committers, each on its own engine (own connections), fed at the same moment."""
+    """Two committers, each on its own engine (own connections), fed at the same moment in batches of 16."""
     engines = [make_engine(url), make_engine(url)]
-    committers = [GroupCommitter(e, CAL, max_batch=16, max_wait_s=0.002).start() for e in engines]
+    committers = [PosterThread(e, CAL) for e in engines]
     barrier = threading.Barrier(2)
     results: list = [None, None]
 
     def feed(i, postings):
         barrier.wait()
-        futs = [committers[i].submit(p) for p in postings]
+        futs = committers[i].submit(postings, max_batch=16)
         results[i] = [f.result(timeout=60) for f in futs]
 
     threads = [threading.Thread(target=feed, args=(i, ps)) for i, ps in enumerate((postings_a, postings_b))]
@@ -292,16 +285,16 @@ def test_pg_schema_dropped_under_the_committer_then_restored(pg_server_url):
             conn.execute(text(f'create schema "{schema}"'))
         engine = new_engine(url)
         nos = setup(engine, 10)
-        gc = GroupCommitter(engine, CAL).start()
-        assert gc.submit(payment("0102", nos[0], 10_000)).result(timeout=30).response_code == "00"
+        gc = PosterThread(engine, CAL)
+        assert gc.submit([payment("0102", nos[0], 10_000)])[0].result(timeout=30).response_code == "00"
         with admin.connect() as conn:
             conn.execute(text(f'drop schema "{schema}" cascade'))
             conn.execute(text(f'create schema "{schema}"'))
-        futs = [gc.submit(payment("0102", c, 10_000)) for c in nos[1:]]
+        futs = gc.submit([payment("0102", c, 10_000) for c in nos[1:]])
         assert {f.result(timeout=30).response_code for f in futs} == {"96"}
         migrate.upgrade(url)                          # the database comes back
         setup(engine, 10)
-        futs = [gc.submit(payment("0102", c, 10_000)) for c in nos]
+        futs = gc.submit([payment("0102", c, 10_000) for c in nos])
         assert {f.result(timeout=30).response_code for f in futs} == {"00"}
         gc.stop()
         assert_ledger_verifies(engine)
@@ -326,15 +319,15 @@ def test_pg_connection_killed_mid_batch(pg_url):
             with admin.connect() as a:
                 a.execute(text("select pg_terminate_backend(:p)"), {"p": pid})
 
-    gc = GroupCommitter(engine, CAL, max_wait_s=0.02).start()
-    futs = [gc.submit(payment("0102", c, 10_000)) for c in nos[:10]]
+    gc = PosterThread(engine, CAL)
+    futs = gc.submit([payment("0102", c, 10_000) for c in nos[:10]])
     first = [f.result(timeout=30) for f in futs]
     # the broken connection is retried once on a fresh one: nothing was applied by the first try
     assert {o.response_code for o in first} <= {"00", "96"}
     kills["left"] = 3                                 # the database stays broken: 96, nothing applied
-    futs = [gc.submit(payment("0102", c, 10_000)) for c in nos[10:]]
+    futs = gc.submit([payment("0102", c, 10_000) for c in nos[10:]])
     assert {f.result(timeout=30).response_code for f in futs} == {"96"}
-    futs = [gc.submit(payment("0102", c, 10_000)) for c in nos[10:]]   # and back
+    futs = gc.submit([payment("0102", c, 10_000) for c in nos[10:]])   # and back
     assert {f.result(timeout=30).response_code for f in futs} == {"00"}
     gc.stop()
     paid = sum(o.response_code == "00" for o in first) + 10
@@ -370,10 +363,10 @@ def test_pg_commit_answer_lost_is_settled_by_the_stored_answer(pg_url, proxy):
     engine = new_engine(pg_url)
     nos = setup(engine, 5)
     through = make_engine(proxy.url, pre_ping=False)
-    gc = GroupCommitter(through, CAL, max_wait_s=0.05, settle_s=10).start()
+    gc = PosterThread(through, CAL, settle_s=10)
     proxy.arm("answer_lost", down_s=1.0)
     ps = [payment("0102", c, 10_000) for c in nos]
-    outs = [f.result(timeout=30) for f in [gc.submit(p) for p in ps]]
+    outs = gc.post(ps, timeout=30)
     assert proxy.fired.is_set()
     gc.stop()
     through.dispose()
@@ -390,16 +383,16 @@ def test_pg_commit_never_sent_is_96_and_the_repeat_is_posted(pg_url, proxy):
     engine = new_engine(pg_url)
     nos = setup(engine, 3)
     through = make_engine(proxy.url, pre_ping=False)
-    gc = GroupCommitter(through, CAL, max_wait_s=0.05, settle_s=10).start()
+    gc = PosterThread(through, CAL, settle_s=10)
     proxy.arm("never_sent", down_s=0.5)
     ps = [payment("0102", c, 10_000) for c in nos]
-    outs = [f.result(timeout=30) for f in [gc.submit(p) for p in ps]]
+    outs = gc.post(ps, timeout=30)
     assert proxy.fired.is_set()
     assert {o.response_code for o in outs} == {"96"}
     assert count(engine, payments) == 0 and count(engine, bank_requests) == 0
     while proxy.down():
         time.sleep(0.1)
-    again = [f.result(timeout=30) for f in [gc.submit(p) for p in ps]]
+    again = gc.post(ps, timeout=30)
     gc.stop()
     through.dispose()
     assert {o.response_code for o in again} == {"00"} and not any(o.replayed for o in again)
@@ -415,11 +408,11 @@ def test_pg_commit_answer_lost_past_the_deadline_is_unknown_and_the_repeat_gets_
     engine = new_engine(pg_url)
     nos = setup(engine, 2)
     through = make_engine(proxy.url, pre_ping=False)
-    gc = GroupCommitter(through, CAL, max_wait_s=0.05, settle_s=1.0).start()
+    gc = PosterThread(through, CAL, settle_s=1.0)
     proxy.arm("answer_lost", down_s=2.5)
     ps = [payment("0102", c, 10_000) for c in nos]
     started = time.monotonic()
-    outs = [f.result(timeout=30) for f in [gc.submit(p) for p in ps]]
+    outs = gc.post(ps, timeout=30)
     assert proxy.fired.is_set()
     assert {o.response_code for o in outs} == {""}, outs      # neither 00 nor 96
     assert time.monotonic() - started < 2.5                     # by the deadline, not when the database is back
@@ -428,7 +421,7 @@ def test_pg_commit_answer_lost_past_the_deadline_is_unknown_and_the_repeat_gets_
     assert all(isinstance(o, UnknownOutcome) and not o.ok for o in outs)
     while proxy.down():
         time.sleep(0.1)
-    again = [f.result(timeout=30) for f in [gc.submit(p) for p in ps]]
+    again = gc.post(ps, timeout=30)
     gc.stop()
     through.dispose()
     for p, o in zip(ps, again):
@@ -460,13 +453,13 @@ def test_pg_backend_terminated_at_commit_is_settled_not_retried_blind(pg_url):
                         break
                     time.sleep(0.02)
 
-    gc = GroupCommitter(through, CAL, max_wait_s=0.05, settle_s=10).start()
+    gc = PosterThread(through, CAL, settle_s=10)
     ps = [payment("0102", c, 10_000) for c in nos]
-    outs = [f.result(timeout=30) for f in [gc.submit(p) for p in ps]]
+    outs = gc.post(ps, timeout=30)
     assert kills["left"] == 0
     assert {o.response_code for o in outs} == {"96"}, outs
     assert count(engine, payments) == 0
-    again = [f.result(timeout=30) for f in [gc.submit(p) for p in ps]]
+    again = gc.post(ps, timeout=30)
     gc.stop()
     assert {o.response_code for o in again} == {"00"}
     assert count(engine, payments) == 4
@@ -483,10 +476,10 @@ def test_pg_half_open_lost_commit_is_settled_without_waiting_for_the_deadline(pg
     engine = new_engine(pg_url)
     nos = setup(engine, 2)
     through = make_engine(proxy.url, pre_ping=False)
-    gc = GroupCommitter(through, CAL, max_wait_s=0.05, settle_s=8).start()
+    gc = PosterThread(through, CAL, settle_s=8)
     proxy.arm("never_sent", down_s=0.3, keep_server=True)
     started = time.monotonic()
-    outs = [f.result(timeout=30) for f in [gc.submit(payment("0102", c, 10_000)) for c in nos]]
+    outs = gc.post([payment("0102", c, 10_000) for c in nos], timeout=30)
     assert proxy.fired.is_set()
     assert {o.response_code for o in outs} == {"96"}
     assert time.monotonic() - started < 4

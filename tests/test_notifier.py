@@ -11,8 +11,9 @@ from prometheus_client import generate_latest
 from sqlalchemy import select
 from sqlalchemy.dialects import oracle, postgresql, sqlite
 
-from engines.notifier import (IN_FLIGHT, OUTCOME_UNKNOWN, Backoff, Notifier, RequeueError, as_utc,
-                              claim_statement, mask_digits, requeue)
+from engines.notifier import (IN_FLIGHT, OUTCOME_UNKNOWN, Notifier, RequeueError, as_utc, claim_statement,
+                              mask_digits, requeue)
+from engines.ratelimit import Backoff
 from engines.sms import FileSender, HttpSender
 from ledger.schema import audit_log, outbox
 from ledger_helpers import new_engine
@@ -32,7 +33,7 @@ def engine(db_url):
 
 
 def make(engine, sender, clock=None, **kw) -> Notifier:
-    kw.setdefault("backoff", Backoff(10, 1000, 0))
+    kw.setdefault("backoff", Backoff(10, 1000, jitter=0))
     kw.setdefault("send_timeout_s", 2.0)
     kw.setdefault("lease_s", 60.0)
     return Notifier(engine, sender, now=clock or FakeTime(), **kw)
@@ -79,7 +80,7 @@ def test_http_500_is_retried_with_backoff_then_sent(engine):
     clock = FakeTime()
     t0 = clock()
     with SmsGateway(lambda seen, n: Reply(500, "busy") if n <= 2 else Reply()) as gw:
-        notifier = make(engine, HttpSender(gw.url, timeout=2), clock, backoff=Backoff(10, 1000, 0))
+        notifier = make(engine, HttpSender(gw.url, timeout=2), clock, backoff=Backoff(10, 1000, jitter=0))
         assert notifier.run_once().retried == 1
         row = rows_of(engine)[nid]
         assert row["state"] == "pending" and row["attempts"] == 1 and row["claimed_by"] is None
@@ -109,7 +110,7 @@ def test_retry_limit_makes_a_notice_dead(engine):
     clock = FakeTime()
     with SmsGateway(lambda seen, n: Reply(503, "down")) as gw:
         notifier = make(engine, HttpSender(gw.url, timeout=2), clock, max_attempts=3,
-                        backoff=Backoff(5, 8, 0))
+                        backoff=Backoff(5, 8, jitter=0))
         for _ in range(3):
             notifier.run_once()
             clock.advance(8)                               # capped at 8 s
@@ -132,7 +133,7 @@ def test_4xx_is_dead_at_once_but_429_is_retried(engine):
         return Reply(429, "slow down", headers={"Retry-After": "120"}) if n == 1 else Reply()
 
     with SmsGateway(script) as gw:
-        notifier = make(engine, HttpSender(gw.url, timeout=2), clock, backoff=Backoff(10, 1000, 0))
+        notifier = make(engine, HttpSender(gw.url, timeout=2), clock, backoff=Backoff(10, 1000, jitter=0))
         report = notifier.run_once()
         assert (report.dead, report.retried) == (1, 1)
         rows = rows_of(engine)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from config import ConfigError, load_settings
-from engines.notifier import Backoff
+from engines.ratelimit import Backoff
 from engines.sms import BodyTemplate, FileSender, HttpSender, Notice, SendError, sender_from_config
 from test_notifier_support import Reply, SmsGateway
 
@@ -126,11 +126,11 @@ def test_bad_sender_settings(kwargs, words):
 
 
 def test_backoff_is_exponential_capped_and_jittered():
-    b = Backoff(10, 100, 0)
+    b = Backoff(10, 100, jitter=0)
     assert [b.delay(n) for n in range(1, 7)] == [10, 20, 40, 80, 100, 100]
     assert b.delay(3, retry_after_s=300) == 100           # capped even when the gateway asks for more
     assert b.delay(1, retry_after_s=50) == 50
-    jittered = Backoff(10, 100, 0.5)
+    jittered = Backoff(10, 100, jitter=0.5)
     values = {jittered.delay(2) for _ in range(50)}
     assert all(10 <= v <= 20 for v in values) and len(values) > 1
     assert BodyTemplate("a={text}", "form").render({"text": "x y&z"}) == b"a=x+y%26z"

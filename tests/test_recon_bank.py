@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import func, select
 
 from ledger.posting import post
-from ledger.recon.ledger_ops import Refused
+from ledger.errors import Refused
 from ledger.recon.matching import reconcile_bank_file
 from ledger.recon.resolutions import resolve_item
 from ledger.recon_tables import recon_items, recon_runs

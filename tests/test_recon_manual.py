@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from ledger.recon.finance import reconcile_statement
-from ledger.recon.ledger_ops import Refused
+from ledger.errors import Refused
 from ledger.recon.manual import match_items, open_items, show_item, unmatch
 from ledger.recon.matching import reconcile_bank_file
 from ledger.recon.resolutions import resolve_item

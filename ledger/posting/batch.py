@@ -3,8 +3,8 @@
 ``apply_batch(conn, postings, calendar, now)`` decides and writes a whole batch in the caller's
 transaction: a few IN-queries up front (``prefetch``), the decisions in Python against the
 batch's in-memory state (postings for one customer see each other in order), and one
-``executemany`` per table at the end (``writes.flush``). ``GroupCommitter`` (ledger.group_commit)
-runs it on its own thread, one transaction per batch; ``post`` runs it synchronously.
+``executemany`` per table at the end (``writes.flush``). ``Poster`` (ledger.group_commit) runs it
+in the posting worker's process, one transaction per batch; ``post`` runs it synchronously.
 """
 from __future__ import annotations
 

@@ -27,6 +27,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
+from ledger.errors import Refused
+
 MIB = 1024 * 1024
 MAX_FILE_BYTES = 256 * MIB   # the default of watch.max_file_mib
 # room left under the file system's 255 bytes for what is added to a stored name:
@@ -37,10 +39,6 @@ SHOWN_CHARS = 300
 HEAD_BYTES = 4096
 READ_BLOCK = 1 << 20
 NOTHING = "not read, nothing was applied"
-
-
-class Refused(Exception):
-    """The entry is not taken; the message says why (it goes into the rejection report)."""
 
 
 def _odd(ch: str) -> bool:

@@ -16,11 +16,8 @@ from __future__ import annotations
 from datetime import date, datetime
 
 from ledger.business_date import BusinessCalendar
+from ledger.errors import Refused
 from ledger.posting import BankFilePayment, DebitResult, Outcome, RedReversal, apply_batch
-
-
-class Refused(Exception):
-    """The ledger refuses the operation; the message says why. Nothing was written."""
 
 
 def _posted(conn, posting, calendar: BusinessCalendar | None, now: datetime) -> Outcome:

@@ -21,7 +21,8 @@ from sqlalchemy import Engine, select, update
 
 from ledger.audit import audit_row, write_audit
 from ledger.business_date import BusinessCalendar, utcnow
-from ledger.recon.ledger_ops import Refused, post_bank_payment, reverse_payment, settle_debit
+from ledger.errors import Refused
+from ledger.recon.ledger_ops import post_bank_payment, reverse_payment, settle_debit
 from ledger.recon_tables import recon_items
 
 ACTIONS = ("post", "reverse", "settle", "accept")

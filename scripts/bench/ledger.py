@@ -1,10 +1,12 @@
-"""Ledger posting bench: counter payments per second through the group committer.
+"""Ledger posting bench: counter payments per second through the group commit as production runs it.
 
-    .venv/bin/python -m scripts.bench.ledger [--customers 10000] [--threads 8] [--only sqlite|postgresql]
+    .venv/bin/python -m scripts.bench.ledger [--customers 10000] [--only sqlite|postgresql]
 
-Sets up N customers with one or two bills each (outside the timing), then several submitter
-threads post one counter payment per customer (amount = what is due) through one
-GroupCommitter; a payment counts when its future is resolved, i.e. after its commit. Also
+Sets up N customers with one or two bills each (outside the timing), then posts one counter
+payment per customer (amount = what is due) through the posting worker the gateway starts
+(``ledger.batch_process.BatchProcess`` running ``ledger.group_commit.PostingWorker`` in a process
+of its own, submitted from a Twisted reactor as ``gateway.ledger_port`` does); a payment counts
+when its answer arrives, i.e. after its commit. Also
 measures the floor on each database: a bare single-row INSERT + COMMIT loop with the same
 durability settings (ledger.db.make_engine). PostgreSQL: GRIDPAY_BENCH_PG_URL (default
 postgresql+psycopg://postgres@127.0.0.1:5432/test), in a schema created and dropped here.
@@ -15,7 +17,6 @@ import argparse
 import os
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -25,10 +26,11 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import create_engine, text  # noqa: E402
+from twisted.internet import defer, task  # noqa: E402
 
+from ledger.batch_process import BatchProcess  # noqa: E402
 from ledger.business_date import BusinessCalendar  # noqa: E402
 from ledger.db import make_engine  # noqa: E402
-from ledger.group_commit import GroupCommitter  # noqa: E402
 from ledger.verify import verify  # noqa: E402
 from tests.ledger_helpers import add_banks, new_engine, payment, setup_customers  # noqa: E402
 
@@ -50,7 +52,7 @@ def floor(url: str, n: int) -> float:
     return rate
 
 
-def run(url: str, customers: int, threads: int, max_batch: int) -> dict:
+async def run(reactor, url: str, customers: int, max_batch: int) -> dict:
     engine = new_engine(url)
     with engine.begin() as conn:
         add_banks(conn, *BANKS)
@@ -61,26 +63,17 @@ def run(url: str, customers: int, threads: int, max_batch: int) -> dict:
     postings += [payment(BANKS[i % len(BANKS)], c, 20_100, stan=f"{(half + i) % 1_000_000:06d}")
                  for i, c in enumerate(two)]
     sizes: list[int] = []
-    committer = GroupCommitter(engine, BusinessCalendar(), max_batch=max_batch,
-                               on_commit=lambda n, s: sizes.append(n)).start()
-    results: list = []
-    lock = threading.Lock()
-
-    def submitter(part):
-        futures = [committer.submit(p) for p in part]
-        outs = [f.result() for f in futures]
-        with lock:
-            results.extend(outs)
-
-    parts = [postings[i::threads] for i in range(threads)]
-    workers = [threading.Thread(target=submitter, args=(part,)) for part in parts]
+    calendar = BusinessCalendar()
+    config = {"url": url, "statement_timeout_s": 5.0, "timezone": calendar.timezone, "cutoff": calendar.cutoff}
+    committer = BatchProcess(reactor, "ledger.group_commit:PostingWorker", config, name="bench-committer",
+                             max_batch=max_batch, max_wait_s=0.001, resend=True, on_batch=lambda n, s: sizes.append(n))
+    await committer.start()
     started = time.perf_counter()
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    elapsed = time.perf_counter() - started
-    committer.stop()
+    try:
+        results = await defer.gatherResults([committer.submit(p) for p in postings])
+        elapsed = time.perf_counter() - started
+    finally:
+        await committer.stop()
     codes: dict[str, int] = {}
     for o in results:
         codes[o.response_code] = codes.get(o.response_code, 0) + 1
@@ -96,20 +89,25 @@ def report(name: str, res: dict, floor_rate: float) -> None:
     print(f"{'':10s} {floor_rate:8.0f} single-row commits/s (floor); ratio payments/floor = {res['rate'] / floor_rate:.2f}")
 
 
-def main(argv=None) -> int:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--customers", type=int, default=10_000)
-    ap.add_argument("--threads", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=8, help="ignored: the reactor submits, as in the gateway")
     ap.add_argument("--max-batch", type=int, default=512)
     ap.add_argument("--floor-n", type=int, default=3_000)
     ap.add_argument("--only", choices=("sqlite", "postgresql"))
     args = ap.parse_args(argv)
+    task.react(lambda reactor: defer.ensureDeferred(bench(reactor, args)))
+
+
+async def bench(reactor, args) -> None:
+    """Raises SystemExit(1) (the exit code) when a run's answers or the ledger are not as they must be."""
     ok = True
     print(f"load average before the run: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; "
-          f"{args.customers} customers, {args.threads} submitter threads, max batch {args.max_batch}")
+          f"{args.customers} customers, max batch {args.max_batch}")
     if args.only in (None, "sqlite"):
         with tempfile.TemporaryDirectory() as tmp:
-            res = run(f"sqlite:///{tmp}/bench.db", args.customers, args.threads, args.max_batch)
+            res = await run(reactor, f"sqlite:///{tmp}/bench.db", args.customers, args.max_batch)
             fl = floor(f"sqlite:///{tmp}/floor.db", args.floor_n)
         report("SQLite", res, fl)
         ok &= not res["verify"] and res["codes"] == {"00": args.customers}
@@ -121,7 +119,7 @@ def main(argv=None) -> int:
             conn.execute(text(f'create schema "{schema}"'))
         url = f"{server}{'&' if '?' in server else '?'}options=-csearch_path%3D{schema}"
         try:
-            res = run(url, args.customers, args.threads, args.max_batch)
+            res = await run(reactor, url, args.customers, args.max_batch)
             fl = floor(url, args.floor_n)
         finally:
             with admin.connect() as conn:
@@ -129,8 +127,9 @@ def main(argv=None) -> int:
             admin.dispose()
         report("PostgreSQL", res, fl)
         ok &= not res["verify"] and res["codes"] == {"00": args.customers}
-    return 0 if ok else 1
+    if not ok:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
