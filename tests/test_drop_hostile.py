@@ -9,6 +9,7 @@ import signal
 import socket
 import stat
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -28,6 +29,21 @@ BANK_FILE = f"{BANK}_{DAY:%Y%m%d}.txt"
 CUSTOMER_HEADER = "customer_no,customer_name,customer_type,status,prepay_allowed,mobile\n"
 STATEMENT_HEADER = "booking_date,value_date,amount,direction,method,cheque_no,reference,counterparty\n"
 CAMT_NS = "urn:iso:std:iso:20022:tech:xsd:camt.053.001.08"
+
+
+# Runs a console script (argv[2:]) and writes its own peak RSS (VmHWM, KiB) to argv[1] at exit. The
+# child's ru_maxrss would not do: Linux carries the forking process's RSS into it at exec, so a
+# large pytest process would read as the watcher's peak.
+REPORT_PEAK_RSS = """
+import atexit, runpy, sys
+peak_file, script = sys.argv[1], sys.argv[2]
+def report():
+    status = open("/proc/self/status").read()
+    open(peak_file, "w").write(status.split("VmHWM:")[1].split()[0])
+atexit.register(report)
+sys.argv = sys.argv[2:]
+runpy.run_path(script, run_name="__main__")
+"""
 
 
 def customers_csv(no: str, name: str = "张三") -> bytes:
@@ -179,20 +195,17 @@ def test_a_2_gib_file_is_refused_by_its_size_without_being_read(world, tmp_path)
     huge.write_bytes(f"H|{BANK}|{DAY:%Y%m%d}|1|5\n".encode())
     os.truncate(huge, 2 << 30)       # sparse: 2 GiB that take no disk
     put(incoming, "customers.csv", customers_csv("C900"))
-    log = tmp_path / "watch.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen([GRIDPAY, "watch", "--dir", str(drop), "--once", "--url", world.url],
-                                stdout=out, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    output = log.read_text()
+    peak_file = tmp_path / "peak"
+    proc = subprocess.run([sys.executable, "-c", REPORT_PEAK_RSS, str(peak_file), GRIDPAY, "watch", "--dir", str(drop),
+                           "--once", "--url", world.url], capture_output=True, text=True, timeout=300)
+    output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output
     assert f"rejected: {BANK_FILE} (bank)" in output and "processed: customers.csv (customers)" in output
     report = (drop / "rejected" / f"{BANK_FILE}.error.txt").read_text(encoding="utf-8")
     assert f"{2 << 30} bytes" in report and "limit" in report and "nothing was applied" in report
     assert (drop / "rejected" / BANK_FILE).stat().st_size == 2 << 30
     assert applied(world.engine) == (0, 1, 13), "no reconciliation run; the customers file was imported"
-    peak = usage.ru_maxrss * 1024      # Linux: KiB
+    peak = int(peak_file.read_text()) * 1024      # VmHWM, KiB
     assert peak < (2 << 30) // 8, f"peak RSS {peak} bytes: the file was read"
 
 
