@@ -118,7 +118,7 @@ class Proc:
 
 
 def gridpay(*args: str) -> list[str]:
-    return [sys.executable, "-m", "gateway", *args]
+    return [sys.executable, "-m", "gridpay", *args]
 
 
 class Day:

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from engines.files import apply_result_file, expire_files, run_file_work, write_request_file
 from engines.plans import build_batch
-from gateway.cli import gridpay
+from gridpay.cli import gridpay
 from ledger.business_date import BusinessCalendar
 from ledger.recon.matching import reconcile_bank_file
 from ledger.schema import allocations, debit_batches, debits, outbox, payments

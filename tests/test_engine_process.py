@@ -28,7 +28,7 @@ pytestmark = pytest.mark.slow
 
 
 def gridpay(*args):
-    return [sys.executable, "-m", "gateway", *args]
+    return [sys.executable, "-m", "gridpay", *args]
 
 
 class Procs:

@@ -156,7 +156,7 @@ def test_correct_command(sqlite_url, tmp_path):
         add_customer(conn, "C1")
         add_bill(conn, "C1", "202610", 10_000, 0, bill_id="B1")
     engine.dispose()
-    cmd = [sys.executable, "-m", "gateway", "ledger", "correct", "B1", "--principal", "9000", "--penalty", "50",
+    cmd = [sys.executable, "-m", "gridpay", "ledger", "correct", "B1", "--principal", "9000", "--penalty", "50",
            "--actor", "clerk.li", "--reason", "meter misread", "--url", sqlite_url]
     env = {**os.environ, "GRIDPAY_CONFIG": ""}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -271,7 +271,7 @@ def test_refund_commands(sqlite_url, tmp_path):
     env = {**os.environ, "GRIDPAY_CONFIG": ""}
 
     def gridpay(*args):
-        return subprocess.run([sys.executable, "-m", "gateway", *args, "--url", sqlite_url],
+        return subprocess.run([sys.executable, "-m", "gridpay", *args, "--url", sqlite_url],
                               capture_output=True, text=True, env=env)
 
     asked = gridpay("ledger", "refund", "C1", "150000", "--actor", "clerk.li", "--reason", "moving out")

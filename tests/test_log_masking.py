@@ -99,7 +99,7 @@ def test_the_worker_processes_log_through_the_same_set_up(tmp_path, restore_logg
 def test_commands_that_set_up_no_logging_print_masked_warnings():
     """`gridpay` masks Python's handler of last resort before running any command."""
     code = ("import logging\n"
-            "from gateway.cli import main\n"
+            "from gridpay.cli import main\n"
             "try:\n    main(['--version'])\nexcept SystemExit:\n    pass\n"
             "logging.getLogger('gridpay.x').warning('unknown customer C00000001')\n")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)

@@ -194,7 +194,7 @@ def notifier_env(db_url: str, tmp_path, **notifier) -> dict[str, str]:
 
 
 def gridpay(*args: str) -> list[str]:
-    return [sys.executable, "-m", "gateway", *args]
+    return [sys.executable, "-m", "gridpay", *args]
 
 
 class NotifierProcess:

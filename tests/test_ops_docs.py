@@ -34,8 +34,8 @@ def gridpay_commands(path: Path) -> list[list[str]]:
 
 
 def resolve(argv: list[str]) -> tuple[click.Command, list[str]]:
-    import ledger.cli  # noqa: F401 - imported first: ledger.recon.cli needs it (see tests/test_ops_deploy.py)
-    from gateway.cli import gridpay
+    import gridpay.ledger_commands  # noqa: F401 - imported first: gridpay.recon_commands needs it (see tests/test_ops_deploy.py)
+    from gridpay.cli import gridpay
 
     cmd: click.Command = gridpay
     ctx = click.Context(gridpay, info_name="gridpay")

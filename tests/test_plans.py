@@ -10,7 +10,7 @@ from sqlalchemy import select, update
 
 from engines.plans import build_batch
 from engines.tables import debit_chunks, debit_skips
-from gateway.cli import gridpay
+from gridpay.cli import gridpay
 from ledger.business_date import BusinessCalendar
 from ledger.schema import agreements, customers, debit_bills, debits
 from ledger_helpers import T0, add_bills

@@ -125,7 +125,7 @@ def test_report_commands(sqlite_url, tmp_path):
     env = {**os.environ, "GRIDPAY_CONFIG": ""}
 
     def gridpay(*args):
-        done = subprocess.run([sys.executable, "-m", "gateway", "report", *args, "--url", sqlite_url],
+        done = subprocess.run([sys.executable, "-m", "gridpay", "report", *args, "--url", sqlite_url],
                               capture_output=True, text=True, env=env)
         assert done.returncode == 0, done.stderr
         return done.stdout

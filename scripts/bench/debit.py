@@ -61,7 +61,7 @@ PG = os.environ.get("GRIDPAY_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.
 
 
 def gridpay(*args: str) -> list[str]:
-    return [sys.executable, "-m", "gateway", *args]
+    return [sys.executable, "-m", "gridpay", *args]
 
 
 def env_for(url: str, port: int, drop: str, in_flight: int) -> dict[str, str]:

@@ -1,6 +1,6 @@
 """The one console command, ``gridpay``, and its subcommands.
 
-Each area of the product owns its subcommands (``iso8583_specs.cli``, ``ledger.cli``, ...);
+Each area of the product owns its subcommands (``gridpay.iso_commands``, ``gridpay.ledger_commands``, ...);
 this module only names them, and imports an area when its command is used, so that
 ``gridpay --help`` stays fast.
 """
@@ -16,22 +16,22 @@ from config.logs import mask_last_resort
 
 # name -> "module:attribute" of a click command or group
 SUBCOMMANDS: dict[str, str] = {
-    "db": "ledger.cli:db",
-    "demo": "gateway.demo:demo",
-    "ops-kit": "config.opskit:ops_kit",
-    "ledger": "ledger.cli:ledger",
-    "report": "ledger.cli:report",
-    "iso": "iso8583_specs.cli:iso",
-    "serve": "gateway.serve:serve",
-    "sim": "gateway.sim.cli:sim",
-    "recon": "ledger.recon.cli:recon",
-    "watch": "ledger.recon.cli:watch",
-    "plan": "engines.cli:plan",
-    "scheduler": "engines.cli:scheduler",
-    "engine": "engines.cli:engine",
-    "debit": "engines.cli:debit",
-    "notifier": "engines.notifier_cli:notifier",
-    "status": "gateway.status:status",
+    "db": "gridpay.ledger_commands:db",
+    "demo": "gridpay.demo_command:demo",
+    "ops-kit": "gridpay.opskit_command:ops_kit",
+    "ledger": "gridpay.ledger_commands:ledger",
+    "report": "gridpay.ledger_commands:report",
+    "iso": "gridpay.iso_commands:iso",
+    "serve": "gridpay.serve_command:serve",
+    "sim": "gridpay.sim_commands:sim",
+    "recon": "gridpay.recon_commands:recon",
+    "watch": "gridpay.recon_commands:watch",
+    "plan": "gridpay.debit_commands:plan",
+    "scheduler": "gridpay.debit_commands:scheduler",
+    "engine": "gridpay.debit_commands:engine",
+    "debit": "gridpay.debit_commands:debit",
+    "notifier": "gridpay.notifier_commands:notifier",
+    "status": "gridpay.status_command:status",
 }
 
 

@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from ledger.cli import config_option, url_option
+from gridpay.ledger_commands import config_option, url_option
 
 actor_option = click.option("--actor", help="operator name, audited (default: the login name)")
 reports_option = click.option("--reports", "reports_dir", type=click.Path(file_okay=False),

@@ -197,7 +197,7 @@ def engine(config_path, name, banks, lease_s, poll_s, chunks_ahead, log_level, l
            metrics_port):
     """Run a debit engine until SIGTERM: claim chunks, send debits, post results, reverse unknowns."""
     from config.logs import setup_logging
-    from gateway.serve import install_reactor
+    from gridpay.serve_command import install_reactor
 
     setup_logging(log_file, getattr(logging, log_level))
     # The claim and heartbeat threads wait on the database; each wake-up needs the interpreter

@@ -58,7 +58,7 @@ channels = ["counter"]
 
 
 def gridpay(*args: str) -> list[str]:
-    return [sys.executable, "-m", "gateway", *args]
+    return [sys.executable, "-m", "gridpay", *args]
 
 
 def write_site(workdir: Path, ascii_port: int, bcd_port: int, metrics_port: int) -> Path:
@@ -182,7 +182,7 @@ def _interrupt(signum, _frame) -> None:
 
 
 def customers_with_bills(url: str) -> list[str]:
-    from gateway.sim.cli import customers_from_db
+    from gridpay.sim_commands import customers_from_db
 
     return customers_from_db(url, 1_000_000)
 

@@ -7,12 +7,12 @@ from typing import Iterable, Iterator
 
 import click
 
-from .codec import decode, encode, verify_mac
-from .dialects import PRESETS, Dialect, get_dialect
-from .errors import MessageError
-from .fields import FIELD_SET_NAMES, MAC_FIELDS
-from .framing import FRAMINGS, TPDU_ID, TPDU_LEN, Framer, encode_frame, make_tpdu
-from .mac import METHODS
+from iso8583_specs.codec import decode, encode, verify_mac
+from iso8583_specs.dialects import PRESETS, Dialect, get_dialect
+from iso8583_specs.errors import MessageError
+from iso8583_specs.fields import FIELD_SET_NAMES, MAC_FIELDS
+from iso8583_specs.framing import FRAMINGS, TPDU_ID, TPDU_LEN, Framer, encode_frame, make_tpdu
+from iso8583_specs.mac import METHODS
 
 DEFAULT_REQUEST_TPDU = make_tpdu("0001", "0000")   # to the bank's NII 0001 from the gateway's 0000
 DEFAULT_RESPONSE_TPDU = make_tpdu("0000", "0001")  # the same, NIIs swapped

@@ -1,4 +1,4 @@
-"""``gridpay status``: the operators' daily checks in one command (checks: ``gateway.site_checks``).
+"""``gridpay status``: the operators' daily checks in one command (checks: ``gridpay.site_checks``).
 
 Exit status 0 when all is well, 1 with the failing items listed otherwise, 2 for usage and
 configuration errors.
@@ -13,8 +13,8 @@ from datetime import datetime, timezone
 import click
 
 from config import ConfigError, load_settings
-from gateway.site_checks import Thresholds, duration, run_checks
-from ledger.cli import config_option
+from gridpay.site_checks import Thresholds, duration, run_checks
+from gridpay.ledger_commands import config_option
 
 LIMIT_NAMES = {"recon": "recon", "unknown-debit": "unknown_debit", "reversal": "reversal", "chunk": "chunk",
                "batch": "batch", "outbox": "outbox", "outbox-backlog": "outbox_backlog"}

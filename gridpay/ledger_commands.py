@@ -369,7 +369,7 @@ class _ReportGroup(click.Group):
 
     def get_command(self, ctx, name):
         if name == "recon":
-            from ledger.recon.cli import report as recon_report
+            from gridpay.recon_commands import report as recon_report
 
             return recon_report
         return super().get_command(ctx, name)

@@ -77,7 +77,7 @@ def _run_once(settings) -> None:
 
 
 def _run(settings) -> None:
-    from gateway.serve import install_reactor
+    from gridpay.serve_command import install_reactor
 
     reactor = install_reactor()
     from twisted.internet import threads
