@@ -19,7 +19,7 @@ from pydantic import (
     BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, create_model, field_validator, model_validator,
 )
 
-from ledger import notices
+from config import notices
 
 ENV_PREFIX = "GRIDPAY_"
 CONFIG_ENV = "GRIDPAY_CONFIG"
@@ -279,9 +279,9 @@ def _check_template(cls, text: str, info: ValidationInfo) -> str:
     return text
 
 
-# One key per template of ledger.notices.TEMPLATES, its built-in text the default.
+# One key per template of config.notices.TEMPLATES, its built-in text the default.
 NoticeTemplatesConfig = create_model(
-    "NoticeTemplatesConfig", __base__=_Model, __doc__="The notices' templates (ledger/notices.py).",
+    "NoticeTemplatesConfig", __base__=_Model, __doc__="The notices' templates (config/notices.py).",
     __validators__={"_template": field_validator("*")(_check_template)},
     **{name: (str, Field(t.text, description=f"{t.description} Placeholders: "
                          f"{', '.join('`{' + p + '}`' for p in t.placeholders)}."))
@@ -289,7 +289,7 @@ NoticeTemplatesConfig = create_model(
 
 
 class NoticesConfig(_Model):
-    """The SMS notices' wording: every template of ledger/notices.py and the signature (docs/notifier.md)."""
+    """The SMS notices' wording: every template of config/notices.py and the signature (docs/notifier.md)."""
     signature: str = Field("", max_length=notices.MAX_SIGNATURE, description=(
         "Text put in place of `{signature}`, which ends every built-in template, e.g. `【广州供电局】` "
         "(empty: none)."))

@@ -160,7 +160,7 @@ def serve_metrics(reactor, metrics: ProcessMetrics, engine, host: str, port: int
     """/metrics, /healthz and /readyz for a process without listeners of its own; returns the port."""
     from twisted.internet import endpoints
 
-    from gateway.health import ops_site
+    from runtime.ops_site import ops_site
 
     def db_check():
         probe(engine)

@@ -22,7 +22,7 @@ from sqlalchemy import insert, select, text, update
 
 from engines.tables import debit_chunks, debit_plans, debit_skips, engine_batches
 from ledger.audit import audit_row
-from ledger.bulk import in_list, insert_rows
+from runtime.bulk_sql import in_list, insert_rows
 from ledger.business_date import BusinessCalendar
 from ledger.ids import reserve_ids
 from ledger.posting import DEBIT_ACTOR, open_bills_query

@@ -14,7 +14,7 @@ from twisted.internet import defer, endpoints, task, threads
 from gateway import txlog
 from gateway.banks import BankDirectory
 from gateway.counter import CounterService
-from gateway.health import ops_site
+from runtime.ops_site import ops_site
 from gateway.keys import KeyStore
 from gateway.keystore_db import DbKeyBackend
 from gateway.ledger_port import LedgerPort
@@ -23,7 +23,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.tls import server_options
 from ledger.business_date import BusinessCalendar
 from ledger.db import make_engine, probe
-from ledger.gc_settle import settle_gc
+from runtime.gc_settle import settle_gc
 
 log = logging.getLogger("gridpay.gateway")
 TXLOG_FLUSH_S = 0.2  # transaction log lines reach the file at most this late (gateway.txlog)

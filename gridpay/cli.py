@@ -12,7 +12,7 @@ import sys
 import click
 
 from config import ConfigError
-from config.logs import mask_last_resort
+from runtime.logging_setup import mask_last_resort
 
 # name -> "module:attribute" of a click command or group
 SUBCOMMANDS: dict[str, str] = {

@@ -151,7 +151,7 @@ def scheduler(config_path, once, interval, metrics_port, log_level):
     import threading
 
     from engines.scheduler import run_forever, run_once
-    from config.logs import setup_logging
+    from runtime.logging_setup import setup_logging
 
     setup_logging("", getattr(logging, log_level))
     settings, db = _open(config_path)
@@ -196,7 +196,7 @@ def scheduler(config_path, once, interval, metrics_port, log_level):
 def engine(config_path, name, banks, lease_s, poll_s, chunks_ahead, log_level, log_file, instance, metrics_host,
            metrics_port):
     """Run a debit engine until SIGTERM: claim chunks, send debits, post results, reverse unknowns."""
-    from config.logs import setup_logging
+    from runtime.logging_setup import setup_logging
     from gridpay.serve_command import install_reactor
 
     setup_logging(log_file, getattr(logging, log_level))
@@ -208,7 +208,7 @@ def engine(config_path, name, banks, lease_s, poll_s, chunks_ahead, log_level, l
     from engines.store import EngineConflict
 
     from engines.metrics import EngineMetrics, serve_metrics
-    from ledger.gc_settle import settle_gc
+    from runtime.gc_settle import settle_gc
 
     settings, db = _open(config_path, pool_size=8)
     metrics_host = metrics_host or settings.engines.metrics_host

@@ -30,7 +30,7 @@ def notifier(ctx, config_path, log_level, once) -> None:
     if ctx.invoked_subcommand is not None:
         return
     settings = load_settings(config_path)
-    from config.logs import setup_logging
+    from runtime.logging_setup import setup_logging
 
     setup_logging(settings.notifier.log_file, getattr(logging, log_level))
     if once:
@@ -144,7 +144,7 @@ def ops_site(notifier, loop, engine):
     """/metrics (the notifier's own registry), /healthz and /readyz (the database answers and the
     loop runs), as every process has them."""
     from engines.notifier import mask_digits
-    from gateway.health import ops_site as site
+    from runtime.ops_site import ops_site as site
     from ledger.db import probe
 
     def conditions() -> tuple[bool, dict]:

@@ -375,7 +375,7 @@ def watch(drop_dir, once, interval, settle_debits, amount_tolerance, cheque_wind
     from ledger.recon.watch import DropWatcher, poll_forever
 
     from config import load_settings
-    from config.logs import setup_logging
+    from runtime.logging_setup import setup_logging
 
     setup_logging()
     settings = load_settings(config_path)

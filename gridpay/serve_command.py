@@ -10,7 +10,7 @@ import click
 
 from config import load_settings
 from config.key_files import check_key_files
-from config.logs import setup_logging
+from runtime.logging_setup import setup_logging
 
 
 def install_reactor():

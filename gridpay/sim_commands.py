@@ -76,7 +76,7 @@ def counter(host, port, dialect, framing, field_encoding, mac, bank, zmk_env, zm
     from config import read_secret
     from gridpay.serve_command import install_reactor
     from gateway.sim.counter import CounterSimulator, Mix
-    from ledger.gc_settle import settle_gc
+    from runtime.gc_settle import settle_gc
     from iso8583_specs.dialects import get_dialect
 
     zmk = bytes.fromhex(read_secret("zmk", zmk_env, zmk_file, os.environ, permissions="refuse"))
@@ -157,7 +157,7 @@ def bank(interface, port, dialect, framing, field_encoding, mac, bank, zmk_env, 
     from config import read_secret
     from gridpay.serve_command import install_reactor
     from gateway.sim.bank import BankHost, Behaviour, load_accounts, parse_rates
-    from ledger.gc_settle import settle_gc
+    from runtime.gc_settle import settle_gc
     from iso8583_specs.dialects import get_dialect
 
     zmk = bytes.fromhex(read_secret("zmk", zmk_env, zmk_file, os.environ, permissions="refuse"))

@@ -258,7 +258,7 @@ class Poster:
 
 
 class PostingWorker:
-    """The group commit as a ``ledger.batch_process`` worker: each batch is one transaction of
+    """The group commit as a ``runtime.worker_process`` worker: each batch is one transaction of
     ``Poster.process``, in a child process of its own. ``config``: url, statement_timeout_s,
     timezone, cutoff."""
 
@@ -269,7 +269,7 @@ class PostingWorker:
                                   pre_ping=False)
         self.poster = Poster(self.engine, BusinessCalendar(config["timezone"], config["cutoff"]))
 
-    takes_context = True  # ledger.batch_child hands in each posting's deadline and whether it is resent
+    takes_context = True  # runtime.worker_child hands in each posting's deadline and whether it is resent
 
     def process(self, postings: Sequence[Posting], deadlines=None, resent=None) -> list[Outcome]:
         return self.poster.process(postings, deadlines, resent)

@@ -7,7 +7,7 @@ from datetime import date, datetime, timezone
 
 from sqlalchemy import Engine, func, select
 
-from ledger.bulk import select_many
+from runtime.bulk_sql import select_many
 from ledger.business_date import BusinessCalendar
 from ledger.money import fits
 from ledger.schema import customers, prepaid_movements
@@ -47,7 +47,7 @@ def _inquire(conn, customer_no: str, at: datetime, calendar: BusinessCalendar) -
 
 @functools.cache
 def _statements(dialect_name: str):
-    from ledger.bulk import in_list
+    from runtime.bulk_sql import in_list
     from ledger.posting import open_bills_query
 
     who = (select(customers.c.customer_no, customers.c.customer_name, customers.c.status)
@@ -97,7 +97,7 @@ def inquire_many(conn, customer_nos, at: datetime, calendar: BusinessCalendar | 
 
 
 class InquiryWorker:
-    """Inquiries as a ``ledger.batch_process`` worker: the customer numbers that arrive together
+    """Inquiries as a ``runtime.worker_process`` worker: the customer numbers that arrive together
     are answered from one read transaction (one snapshot on PostgreSQL). ``config``: url,
     statement_timeout_s, timezone, cutoff."""
 

@@ -12,7 +12,7 @@ import pytest_twisted
 from sqlalchemy import select
 
 from config import ConfigError, load_settings
-from ledger import notices
+from config import notices
 from ledger.imports import HEADERS, import_file, import_files
 from ledger.posting import post
 from ledger.schema import audit_log, bills, customer_history, customers, outbox
@@ -321,7 +321,7 @@ def test_an_environment_override_sets_a_template():
 
 @pytest_twisted.ensureDeferred
 async def test_the_gateways_posting_process_writes_the_configured_wording(db_url):
-    """Postings are made in a worker process (ledger.batch_process): it is given its parent's wording."""
+    """Postings are made in a worker process (runtime.worker_process): it is given its parent's wording."""
     from test_ledger_batch_process import posting_worker
     from test_ledger_group_commit import setup
 

@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from sqlalchemy import insert, select
 
-from ledger.notices import outbox_row, payment_received
+from config.notices import outbox_row, payment_received
 from ledger.schema import outbox
 
 T0 = datetime(2026, 11, 23, 2, 0, 0, tzinfo=timezone.utc)

@@ -10,7 +10,7 @@ import json
 from datetime import date, datetime
 from typing import Sequence
 
-from ledger.bulk import select_many
+from runtime.bulk_sql import select_many
 from ledger.business_date import BusinessCalendar
 from ledger.ids import bank_number, id_year
 from ledger.posting.kinds import CounterPayment, DebitResult, PaymentReversal, Posting

@@ -34,7 +34,7 @@ from pathlib import Path
 from sqlalchemy import Engine, func, insert, select
 
 from ledger.audit import audit_row, write_audit
-from ledger.bulk import insert_rows
+from runtime.bulk_sql import insert_rows
 from ledger.business_date import utcnow
 from ledger.ids import reserve_ids
 from ledger.progress import NoProgress

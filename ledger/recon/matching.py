@@ -35,7 +35,7 @@ from sqlalchemy import Engine, and_, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from ledger.audit import audit_row, write_audit
-from ledger.bulk import insert_rows
+from runtime.bulk_sql import insert_rows
 from ledger.business_date import BusinessCalendar, utcnow
 from ledger.ids import reserve_ids
 from ledger.progress import NoProgress

@@ -7,7 +7,7 @@ placeholders (``{customer_no}``, ``{amount}``, ...) are the ones its notice prov
 template ends with ``{signature}``, empty unless the site names one. A site changes any template
 and the signature in its configuration (``[notices]``, ``config.settings.NoticesConfig``);
 ``configure`` installs them for the process (``config.load_settings`` calls it, and the ledger's
-worker processes are handed their parent's, see ``ledger.batch_process``).
+worker processes are handed their parent's, see ``runtime.worker_process``).
 
 The bill notice has three wordings, after the customer's collection type (docs/spec/BILLING-FILES.md):
 ``C`` pays at counters (asked to pay), ``B`` the bank withholds on its own mandate (asked to keep

@@ -2,7 +2,7 @@
 
 ``setup_logging`` is the one log set-up of every process: ``gridpay serve``, the engines, the
 scheduler, the notifier, ``gridpay watch``, and the worker processes the gateway and the engines
-start (ledger/batch_child.py). ``mask_last_resort`` masks what commands that set up nothing
+start (runtime/worker_child.py). ``mask_last_resort`` masks what commands that set up nothing
 print (Python's handler of last resort: their warnings and errors); ``gridpay`` calls it first.
 
 The masking sits in the handlers' streams, beneath the formatter: it sees each line as it is

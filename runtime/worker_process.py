@@ -5,7 +5,7 @@ A Python process has one interpreter lock. A database thread gives it up on ever
 batch's dozen statements each waited for it: a group commit that takes 3 ms on its own took
 10-30 ms under load, and every answer waited for it. ``BatchProcess`` runs a *worker* - any
 object with ``process(ops) -> results`` (one result per op, an exception for a failed one), such
-as the ledger's group commit - in a child process (``ledger.batch_child``):
+as the ledger's group commit - in a child process (``runtime.worker_child``):
 
     submit(op) ─▶ queue ─▶ one batch at a time (up to max_batch, or what is queued once its oldest
                            op has waited max_wait_s for company) ─▶ child: process ─▶ results
@@ -37,8 +37,8 @@ from dataclasses import dataclass
 from twisted.internet import defer
 from twisted.internet.protocol import Factory, Protocol
 
-from ledger import notices
-from ledger.batch_child import FrameBuffer, WorkerError, frame
+from config import notices
+from runtime.worker_child import FrameBuffer, WorkerError, frame
 
 __all__ = ["BatchProcess", "NotStarted", "TimedOut", "WorkerLost", "WorkerError"]
 
@@ -151,7 +151,7 @@ class BatchProcess:
     def _spawn(self) -> None:
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            self._popen = subprocess.Popen([sys.executable, "-m", "ledger.batch_child", str(child_end.fileno())],
+            self._popen = subprocess.Popen([sys.executable, "-m", "runtime.worker_child", str(child_end.fileno())],
                                            pass_fds=[child_end.fileno()])
         finally:
             child_end.close()

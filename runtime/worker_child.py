@@ -1,8 +1,8 @@
-"""The child's half of ``ledger.batch_process``: run each batch it is sent, answer, repeat.
+"""The child's half of ``runtime.worker_process``: run each batch it is sent, answer, repeat.
 
-Run as ``python -m ledger.batch_child FD``. The first message on the socket names the worker
+Run as ``python -m runtime.worker_child FD``. The first message on the socket names the worker
 (``module:factory``) and its configuration, so a database password never shows on a command
-line. Standard library only here (and the one log set-up, config.logs); the worker brings its
+line. Standard library only here (and the one log set-up, runtime.logging_setup); the worker brings its
 own imports.
 
 Messages are pickles, each behind a 4-byte big-endian length (both ends are ours):
@@ -28,8 +28,8 @@ import sys
 import time
 from dataclasses import dataclass
 
-from ledger import notices
-from ledger.gc_settle import settle_gc
+from config import notices
+from runtime.gc_settle import settle_gc
 
 HEADER = struct.Struct(">I")
 log = logging.getLogger("gridpay.ledger.batch_child")
@@ -93,7 +93,7 @@ def _portable(result):
 
 
 def _setup_logging(log_file: str | None) -> None:
-    from config.logs import setup_logging  # the parent's set-up: its file, every line masked
+    from runtime.logging_setup import setup_logging  # the parent's set-up: its file, every line masked
 
     setup_logging(log_file or "")
 
@@ -174,6 +174,6 @@ def main(argv: list[str]) -> None:
 if __name__ == "__main__":
     # Run as the importable module, not as __main__: what it pickles (WorkerError) must name a class
     # the parent can find.
-    from ledger.batch_child import main as _main
+    from runtime.worker_child import main as _main
 
     _main(sys.argv[1:])
