@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from sqlalchemy import func, select
 from twisted.internet import task, threads
 
-from ledger.db import PROBE, probe
+from runtime.db_probe import PROBE
 
 log = logging.getLogger("gridpay.metrics")
 
@@ -162,8 +162,5 @@ def serve_metrics(reactor, metrics: ProcessMetrics, engine, host: str, port: int
 
     from runtime.ops_site import ops_site
 
-    def db_check():
-        probe(engine)
-
     return endpoints.TCP4ServerEndpoint(reactor, port, interface=host).listen(
-        ops_site(metrics.registry, metrics.db_up, db_check))
+        ops_site(metrics.registry, metrics.db_up, engine))

@@ -22,7 +22,7 @@ from gateway.listener import ConnectionCounts, CounterFactory
 from gateway.metrics import GatewayMetrics
 from gateway.tls import server_options
 from ledger.business_date import BusinessCalendar
-from ledger.db import make_engine, probe
+from ledger.db import make_engine
 from runtime.gc_settle import settle_gc
 
 log = logging.getLogger("gridpay.gateway")
@@ -75,7 +75,7 @@ class Gateway:
         self.metrics.listeners_up.set(len(self.ports))
         self.show_configured_banks()
         gw = self.settings.gateway
-        site = ops_site(self.metrics.registry, self.metrics.db_up, self.db_check, self.readiness)
+        site = ops_site(self.metrics.registry, self.metrics.db_up, self.engine, self.readiness)
         self.ops_port = yield endpoints.TCP4ServerEndpoint(self.reactor, gw.metrics_port, interface=gw.metrics_host).listen(site)
         log.info("metrics and health on http://%s:%d/metrics", gw.metrics_host, self.ops_port.getHost().port)
         settle_gc()
@@ -143,9 +143,6 @@ class Gateway:
             if factory.cfg.name == name:
                 return port.getHost().port
         raise KeyError(name)
-
-    def db_check(self) -> None:
-        probe(self.engine)
 
     def readiness(self) -> tuple[bool, dict]:
         """/readyz, beside the database: every listener up and commits completing."""

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import sys
 import time
 
 import click
 
 from config import load_settings
+from runtime.bootstrap import install_reactor, on_stop_signals
 
 config_option = click.option("--config", "config_path", envvar="GRIDPAY_CONFIG", type=click.Path(dir_okay=False),
                              help="configuration file (default: GRIDPAY_CONFIG, else built-in defaults)")
@@ -77,7 +77,6 @@ def _run_once(settings) -> None:
 
 
 def _run(settings) -> None:
-    from gridpay.serve_command import install_reactor
 
     reactor = install_reactor()
     from twisted.internet import threads
@@ -121,8 +120,7 @@ def _run(settings) -> None:
             reactor.callLater(1.0, watch_loop)
 
     def started() -> None:
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
+        on_stop_signals(on_signal)
         loop.start()
         reactor.callLater(1.0, watch_loop)
         host = cfg.metrics_host
@@ -145,7 +143,6 @@ def ops_site(notifier, loop, engine):
     loop runs), as every process has them."""
     from engines.notifier import mask_digits
     from runtime.ops_site import ops_site as site
-    from ledger.db import probe
 
     def conditions() -> tuple[bool, dict]:
         since = None if loop.last_cycle is None else round(time.monotonic() - loop.last_cycle, 1)
@@ -153,7 +150,7 @@ def ops_site(notifier, loop, engine):
                               "last_error": loop.last_error, "batches": loop.batches,
                               "name": notifier.name, "sender": notifier.sender.name}
 
-    return site(notifier.metrics.registry, notifier.metrics.db_up, lambda: probe(engine), conditions, mask_digits)
+    return site(notifier.metrics.registry, notifier.metrics.db_up, engine, conditions, mask_digits)
 
 
 def _actor(actor: str) -> str:

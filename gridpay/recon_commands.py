@@ -13,6 +13,7 @@ import sys
 import click
 
 from gridpay.ledger_commands import config_option, url_option
+from runtime.bootstrap import on_stop_signals
 
 actor_option = click.option("--actor", help="operator name, audited (default: the login name)")
 reports_option = click.option("--reports", "reports_dir", type=click.Path(file_okay=False),
@@ -368,7 +369,6 @@ def watch(drop_dir, once, interval, settle_debits, amount_tolerance, cheque_wind
 
     Writers put a file in incoming/ under a temporary name (leading '.', or ending .part/.tmp/.partial)
     and rename it when complete."""
-    import signal
     import threading
 
     from ledger.recon.drop_files import MIB
@@ -402,8 +402,7 @@ def watch(drop_dir, once, interval, settle_debits, amount_tolerance, cheque_wind
                 f"{sum(1 for r in results if r.outcome == o)} {o}" for o in ("processed", "rejected", "duplicate")))
             return
         stop = threading.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
+        on_stop_signals(lambda *_: stop.set())
         _serve_recon_metrics(engine, metrics_host, metrics_port, stop)
         poll_forever(watcher, interval, stop, show)
     finally:

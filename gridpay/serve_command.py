@@ -3,25 +3,14 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
 
 import click
 
 from config import load_settings
 from config.key_files import check_key_files
+from runtime.bootstrap import install_reactor, on_stop_signals
 from runtime.logging_setup import setup_logging
-
-
-def install_reactor():
-    """Twisted on its asyncio reactor; installed once, before anything imports the reactor."""
-    if "twisted.internet.reactor" not in sys.modules:
-        from twisted.internet import asyncioreactor
-
-        asyncioreactor.install()
-    from twisted.internet import reactor
-
-    return reactor
 
 
 @click.command()
@@ -53,8 +42,7 @@ def serve(config_path, log_level) -> None:
             reactor.callFromThread(lambda: gateway.stop().addBoth(lambda _: reactor.stop()))
 
     def started(_):
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
+        on_stop_signals(on_signal)
         print(f"gridpay serving: {', '.join(f'{f.cfg.name}={gateway.port_of(f.cfg.name)}' for f in gateway.factories)}"
               f" metrics=http://{settings.gateway.metrics_host}:{gateway.ops_port.getHost().port}/metrics",
               flush=True)

@@ -74,7 +74,7 @@ def counter(host, port, dialect, framing, field_encoding, mac, bank, zmk_env, zm
     malformed frames against the gateway; every answer is checked. Exit status 1 on any mismatch,
     unanswered request or lost connection."""
     from config import read_secret
-    from gridpay.serve_command import install_reactor
+    from runtime.bootstrap import install_reactor
     from gateway.sim.counter import CounterSimulator, Mix
     from runtime.gc_settle import settle_gc
     from iso8583_specs.dialects import get_dialect
@@ -155,7 +155,7 @@ def bank(interface, port, dialect, framing, field_encoding, mac, bank, zmk_env, 
     from datetime import date
 
     from config import read_secret
-    from gridpay.serve_command import install_reactor
+    from runtime.bootstrap import install_reactor
     from gateway.sim.bank import BankHost, Behaviour, load_accounts, parse_rates
     from runtime.gc_settle import settle_gc
     from iso8583_specs.dialects import get_dialect

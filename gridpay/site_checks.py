@@ -226,7 +226,7 @@ def describe_url(url: str) -> str:
 def check_database(url: str, statement_timeout_s: float | None = None):
     """(Check, engine or None): the database answers a query. ``statement_timeout_s`` bounds every
     statement of the checks on PostgreSQL, so a wedged database fails them instead of hanging."""
-    from sqlalchemy import literal_column
+    from runtime.db_probe import PROBE
     from sqlalchemy.engine import make_url
 
     from ledger.db import make_engine
@@ -241,7 +241,7 @@ def check_database(url: str, statement_timeout_s: float | None = None):
     t0 = time.perf_counter()
     try:
         with reading(engine) as conn:
-            conn.execute(select(literal_column("1"))).scalar_one()   # SELECT 1 (FROM DUAL on Oracle)
+            conn.execute(PROBE).scalar_one()
     except Exception as exc:  # noqa: BLE001 - the driver's error, in one line
         engine.dispose()
         return Check("database", False, f"{label}: unreachable: {first_line(exc)}",

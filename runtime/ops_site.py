@@ -6,10 +6,12 @@ import time
 from typing import Callable
 
 from prometheus_client.twisted import MetricsResource
+from sqlalchemy import Engine
 from twisted.internet import threads
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
+from runtime.db_probe import probe
 
 
 class _Json(Resource):
@@ -59,12 +61,13 @@ class Readyz(_Json):
         self._send(request, 200 if ready else 503, body)
 
 
-def ops_site(registry, db_up, db_check: Callable[[], None],
+def ops_site(registry, db_up, engine: Engine,
              conditions: Callable[[], tuple[bool, dict]] = lambda: (True, {}), mask: Callable[[str], str] = str,
              ) -> Site:
-    """/metrics of ``registry``, /healthz and /readyz (``db_up`` is refreshed by each /readyz)."""
+    """/metrics of ``registry``, /healthz and /readyz (each /readyz probes ``engine``'s database and
+    refreshes ``db_up``)."""
     root = Resource()
     root.putChild(b"metrics", MetricsResource(registry=registry))
     root.putChild(b"healthz", Healthz(time.monotonic()))
-    root.putChild(b"readyz", Readyz(db_check, db_up, conditions, mask))
+    root.putChild(b"readyz", Readyz(lambda: probe(engine), db_up, conditions, mask))
     return Site(root)

@@ -328,7 +328,7 @@ def main(argv=None) -> int:
     p.add_argument("--failover-s", type=float, default=90.0)
     p.add_argument("--journal", required=True)
     args = p.parse_args(argv)
-    from gridpay.serve_command import install_reactor
+    from runtime.bootstrap import install_reactor
 
     reactor = install_reactor()
     bank = CounterBank(reactor, args)
