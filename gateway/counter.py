@@ -64,7 +64,7 @@ class Link:
 class CounterService:
     def __init__(self, banks, keys, ledger, calendar, metrics, clock, zmk_for):
         self.banks = banks              # gateway.banks.BankDirectory
-        self.keys = keys                # gateway.keys.KeyStore
+        self.keys = keys                # ledger.key_store.KeyStore
         self.ledger = ledger            # gateway.ledger_port.LedgerPort
         self.calendar = calendar        # ledger.business_date.BusinessCalendar
         self.metrics = metrics

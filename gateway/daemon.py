@@ -15,8 +15,8 @@ from gateway import txlog
 from gateway.banks import BankDirectory
 from gateway.counter import CounterService
 from runtime.ops_site import ops_site
-from gateway.keys import KeyStore
-from gateway.keystore_db import DbKeyBackend
+from ledger.key_store import KeyStore
+from ledger.key_store_db import DbKeyBackend
 from gateway.ledger_port import LedgerPort
 from gateway.listener import ConnectionCounts, CounterFactory
 from gateway.metrics import GatewayMetrics

@@ -267,7 +267,7 @@ def check_schema(url: str) -> Check:
 
 def newest_keys(conn) -> dict[tuple[str, str], object]:
     """The newest bank_keys row of each bank and channel (a null key = signed off)."""
-    from gateway.tables import bank_keys
+    from ledger.key_tables import bank_keys
 
     k = bank_keys.c
     newest = (select(k.bank_code, k.channel, func.max(k.version).label("version"))

@@ -64,7 +64,7 @@ _OLD_COLUMNS = {
 def test_old_six_column_files_import_as_before(db_url, engine, tmp_path):
     """tests/golden/billing_files_1_0.json is what the 1.0 importer (commit 18a16dd) wrote for
     these files, on SQLite and PostgreSQL alike (times in UTC)."""
-    from ledger.all_tables import metadata
+    from gridpay.all_tables import metadata
 
     assert import_file(engine, "customers", write_csv(tmp_path / "c.csv", "customers", CUSTOMERS), "clerk.li",
                        now=T0).ok

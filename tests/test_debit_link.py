@@ -114,8 +114,8 @@ async def test_links_converge_on_the_banks_key_when_the_store_saved_sign_ons_out
     """Two engines sign on; their saves land the other way round, so the store's newest version is
     the key the bank has already replaced. The bank's MAC tells which key it holds: both links take
     that one, their answers verify, and the store's newest version is the bank's key again."""
-    from gateway.keys import KeyStore
-    from gateway.keystore_db import DbKeyBackend
+    from ledger.key_store import KeyStore
+    from ledger.key_store_db import DbKeyBackend
     from ledger_helpers import new_engine
 
     backend = DbKeyBackend(new_engine(sqlite_url), lambda bank: ZMK)

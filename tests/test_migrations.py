@@ -7,7 +7,7 @@ from alembic.runtime.migration import MigrationContext
 
 from ledger import migrate
 from ledger.db import make_engine
-from ledger.all_tables import metadata
+from gridpay.all_tables import metadata
 
 
 def test_upgrade_creates_the_declared_schema(db_url):

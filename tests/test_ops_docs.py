@@ -73,7 +73,7 @@ def sql_statements() -> list[str]:
 
 
 def table_names() -> set[str]:
-    from ledger.all_tables import metadata
+    from gridpay.all_tables import metadata
 
     return set(metadata.tables)
 

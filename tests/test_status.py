@@ -21,8 +21,8 @@ from config.settings import environment_for
 from engines.plans import build_batch
 from engines.store import create_reversals, original_fields, register_instance
 from gridpay.cli import gridpay
-from gateway.keys import KeyStore
-from gateway.keystore_db import DbKeyBackend
+from ledger.key_store import KeyStore
+from ledger.key_store_db import DbKeyBackend
 from gridpay.site_checks import Thresholds
 from iso8583_specs.keys import generate_mak
 from ledger import migrate

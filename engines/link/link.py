@@ -19,7 +19,7 @@ from engines.link.mux import AnswerMatcher
 from engines.link.outcomes import LinkStopped
 from engines.link.pool import CHANNEL, ConnectionPool
 from engines.ratelimit import Backoff
-from gateway.keys import KeyStore
+from ledger.key_store import KeyStore
 from iso8583_specs import codec, shapes
 from iso8583_specs.dialects import dialect_for_bank, request_tpdu
 from iso8583_specs.errors import MessageError

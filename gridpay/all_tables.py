@@ -7,7 +7,7 @@ import importlib
 
 from ledger.schema import metadata
 
-TABLE_MODULES = ("gateway.tables", "ledger.recon_tables", "engines.tables")
+TABLE_MODULES = ("ledger.key_tables", "ledger.recon_tables", "engines.tables")
 
 for _name in TABLE_MODULES:
     try:

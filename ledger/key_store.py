@@ -5,7 +5,7 @@ connections; the old one is still accepted for ``grace_s`` seconds; sign-off dro
 Time comes from an injectable clock (anything with ``seconds()``, e.g. the reactor or
 ``twisted.internet.task.Clock``) so the grace period is tested without sleeping.
 
-Several gateway instances share only the database: a ``backend`` (see ``gateway.keystore_db``)
+Several gateway instances share only the database: a ``backend`` (see ``ledger.key_store_db``)
 persists every change, and an instance that does not know a bank's newest key reloads it.
 """
 from __future__ import annotations

@@ -10,8 +10,8 @@ from datetime import datetime, timezone
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
-from gateway.keys import KeyState
-from gateway.tables import bank_keys
+from ledger.key_store import KeyState
+from ledger.key_tables import bank_keys
 from iso8583_specs import keys as wire_keys
 
 
