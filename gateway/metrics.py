@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+from runtime.metric_labels import LATENCY_BUCKETS, LabelCache
 
 
 class GatewayMetrics:
@@ -56,18 +56,3 @@ class GatewayMetrics:
         """Group-commit hook; called from the committer's thread (prometheus-client is thread-safe)."""
         self.batch_size.observe(batch_size)
         self.commit_seconds.observe(seconds)
-
-
-class LabelCache:
-    """``metric.labels(*values)``, looked up once per metric and combination of values: on a path
-    taken per message the lookup cost more than the counting."""
-
-    def __init__(self):
-        self._children: dict[tuple, object] = {}
-
-    def __call__(self, metric, *values):
-        key = (id(metric), values)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*values)
-        return child

@@ -24,7 +24,7 @@ class PrometheusLinkMetrics(LinkMetrics):
     def __init__(self, registry):
         from prometheus_client import Counter as C, Gauge, Histogram
 
-        from gateway.metrics import LATENCY_BUCKETS, LabelCache
+        from runtime.metric_labels import LATENCY_BUCKETS, LabelCache
 
         r = registry
         self._sent = C("gridpay_debit_requests_sent", "Debit-channel requests written", ["bank", "mti"], registry=r)
