@@ -229,12 +229,11 @@ class NotifierConfig(_Model):
     @model_validator(mode="after")
     def _consistent(self) -> "NotifierConfig":
         if self.sender == "http":
-            from engines.sms import HttpSender
+            from config.sms_request import http_request
 
             if not self.http_url:
                 raise ValueError("sender = http needs http_url")
-            HttpSender(self.http_url, self.http_body, self.http_headers, self.http_timeout_s,
-                       method=self.http_method, body_format=self.http_body_format)
+            http_request(self.http_url, self.http_body, self.http_method, self.http_body_format)
         if self.http_secret_header and not (self.secret_env or self.secret_file):
             raise ValueError("http_secret_header needs secret_env or secret_file")
         if self.secret_env and self.secret_file:
