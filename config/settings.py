@@ -20,19 +20,11 @@ from pydantic import (
 )
 
 from config import notices
+from config.errors import ConfigError
 
 ENV_PREFIX = "GRIDPAY_"
 CONFIG_ENV = "GRIDPAY_CONFIG"
 SECRET_KEYS = ("zmk", "password", "mak", "secret")
-
-
-class ConfigError(Exception):
-    """A configuration problem, naming the key and what is wrong with it."""
-
-    def __init__(self, key: str, problem: str):
-        super().__init__(f"config error: {key}: {problem}")
-        self.key = key
-        self.problem = problem
 
 
 class _Model(BaseModel):

@@ -22,7 +22,8 @@ from sqlalchemy import insert, select, update
 
 from ledger.audit import audit_row, write_audit
 from ledger.business_date import BusinessCalendar
-from ledger.posting import DEBIT_ACTOR, DebitResult, Outcome, post
+from ledger.posting import DEBIT_ACTOR, DebitResult, Outcome
+from ledger.synchronous_posting import post
 from ledger.schema import bills, debit_attempts, debit_bills, debits
 
 

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import func, select
 
 from ledger.imports import HEADERS, import_file, import_files
-from ledger.posting import post
+from ledger.synchronous_posting import post
 from ledger.schema import (
     agreements, allocations, audit_log, banks, bills, customer_history, customers, imports, journal_entries,
     journal_lines, outbox, prepaid_movements,

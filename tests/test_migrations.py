@@ -39,7 +39,7 @@ def test_0005_keeps_a_populated_ledger_and_its_invariants(db_url):
     """A ledger made at 0004 (with payments, reversals, prepaid) upgrades to 0005 with every row and
     still verifies: dropping the foreign keys rebuilds tables on SQLite."""
     from ledger.business_date import BusinessCalendar
-    from ledger.posting import post
+    from ledger.synchronous_posting import post
     from ledger.schema import allocations, journal_lines, payments, prepaid_movements, request_rrns
     from ledger.verify import verify
     from ledger_helpers import add_banks, add_bill, add_customer, payment, reversal

@@ -8,7 +8,7 @@ import re
 import pytest
 from sqlalchemy import func, select
 
-from ledger.posting import post
+from ledger.synchronous_posting import post
 from ledger.recon.ledger_ops import Refused
 from ledger.recon.matching import reconcile_bank_file
 from ledger.recon.resolutions import resolve_item

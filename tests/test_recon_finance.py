@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
-from ledger.posting import post
+from ledger.synchronous_posting import post
 from ledger.recon.camt import StatementError, read_statement
 from ledger.recon.finance import FinanceRules, reconcile_statement
 from ledger.recon.matching import reconcile_bank_file

@@ -28,7 +28,7 @@ from iso8583_specs.keys import generate_mak
 from ledger import migrate
 from ledger.business_date import BusinessCalendar
 from ledger.debits import create_debit, debit_unknown, mark_debit_sent
-from ledger.posting import post
+from ledger.synchronous_posting import post
 from ledger.recon.matching import reconcile_bank_file
 from ledger_helpers import T0, add_banks, new_engine, payment, setup_customers
 from process_harness import GatewayProcess

@@ -234,7 +234,7 @@ class DayReport:
 
 
 def day_report(engine: Engine, business_date: date) -> DayReport:
-    from ledger.recon.finance import active_match_of_run, expected_remittance
+    from ledger.recon.match_queries import active_match_of_run, expected_remittance
     from ledger.schema import payments
 
     rep = DayReport(business_date)
