@@ -10,10 +10,9 @@ import sys
 import click
 
 from config import load_settings
+from gridpay.options import config_option, require_schema
 from runtime.bootstrap import install_reactor, on_stop_signals
 
-CONFIG = click.option("--config", "config_path", envvar="GRIDPAY_CONFIG", type=click.Path(dir_okay=False),
-                      help="configuration file (default: GRIDPAY_CONFIG)")
 
 
 def _operator() -> str:
@@ -24,13 +23,11 @@ def _operator() -> str:
 
 
 def _open(config_path, pool_size: int | None = None):
-    from ledger import migrate
     from ledger.db import make_engine
 
     settings = load_settings(config_path)
     url = settings.database_url()
-    if migrate.current(url) is None:
-        raise click.ClickException("the database has no schema yet: run `gridpay db upgrade` first")
+    require_schema(url)
     return settings, make_engine(url, pool_size=pool_size or settings.database.pool_size)
 
 
@@ -47,7 +44,7 @@ def plan() -> None:
 
 
 @plan.command("add")
-@CONFIG
+@config_option
 @click.argument("name")
 @click.option("--bank", "bank_code", required=True)
 @click.option("--cron", required=True, help='cron expression, e.g. "0 9 5 * *" (09:00 on the 5th)')
@@ -75,7 +72,7 @@ def plan_add(config_path, name, bank_code, cron, due_days, district, customer_li
 
 
 @plan.command("list")
-@CONFIG
+@config_option
 @click.option("--json", "as_json", is_flag=True)
 def plan_list(config_path, as_json):
     """List plans."""
@@ -104,7 +101,7 @@ def _set(config_path, name, status):
 
 
 @plan.command("pause")
-@CONFIG
+@config_option
 @click.argument("name")
 def plan_pause(config_path, name):
     """Pause a plan (the scheduler skips it)."""
@@ -112,7 +109,7 @@ def plan_pause(config_path, name):
 
 
 @plan.command("resume")
-@CONFIG
+@config_option
 @click.argument("name")
 def plan_resume(config_path, name):
     """Resume a plan from now on (runs missed while paused are not made)."""
@@ -120,7 +117,7 @@ def plan_resume(config_path, name):
 
 
 @plan.command("run-now")
-@CONFIG
+@config_option
 @click.argument("name")
 def plan_run_now(config_path, name):
     """Make a batch of the plan now."""
@@ -140,7 +137,7 @@ def plan_run_now(config_path, name):
 # --- scheduler -------------------------------------------------------------------------------
 
 @click.command()
-@CONFIG
+@config_option
 @click.option("--once", is_flag=True, help="one pass, then exit")
 @click.option("--interval", type=float, help="seconds between passes (default: scheduler.interval_s)")
 @click.option("--metrics-port", type=click.IntRange(0, 65535),
@@ -177,7 +174,7 @@ def scheduler(config_path, once, interval, metrics_port, log_level):
 # --- engine ----------------------------------------------------------------------------------
 
 @click.command()
-@CONFIG
+@config_option
 @click.option("--id", "name", default=None, help="engine name (default host:pid); unique among running engines")
 @click.option("--bank", "banks", multiple=True, help="serve only these banks (default: every debit bank)")
 @click.option("--lease", "lease_s", default=30.0, show_default=True, help="seconds a claim lasts without a heartbeat")
@@ -262,7 +259,7 @@ def debit() -> None:
 
 
 @debit.command("now")
-@CONFIG
+@config_option
 @click.argument("customer")
 @click.option("--bank", "bank_code", default=None, help="the bank of the agreement (default: the customer's one)")
 @click.option("--pickup", "pickup_s", default=5.0, show_default=True,
@@ -295,7 +292,7 @@ def debit_now(config_path, customer, bank_code, pickup_s):
 
 
 @debit.command("result")
-@CONFIG
+@config_option
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 def debit_result(config_path, path):
     """Apply a batch debit result file {bank}_{batch}.ret (docs/spec/INTERFACE.md §7.2): whole, or rejected whole."""
@@ -312,7 +309,7 @@ def debit_result(config_path, path):
 
 
 @debit.command("batch")
-@CONFIG
+@config_option
 @click.argument("batch_id", type=int)
 @click.option("--watch", is_flag=True, help="follow the batch until every debit has an outcome, with progress")
 @click.option("--interval", default=2.0, show_default=True, type=click.FloatRange(0.1),

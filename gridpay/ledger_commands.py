@@ -3,16 +3,9 @@ from __future__ import annotations
 
 import click
 
-from config import load_settings
-
-config_option = click.option("--config", "config_path", envvar="GRIDPAY_CONFIG", type=click.Path(dir_okay=False),
-                             help="configuration file (default: GRIDPAY_CONFIG, else built-in defaults)")
-url_option = click.option("--url", help="database URL (default: the configuration's database.url)")
-
-
-def database_url(config_path: str | None, url: str | None) -> str:
-    return url or load_settings(config_path).database_url()
-
+from gridpay.options import (
+    business_calendar, config_option, database_url, open_database, operator_name, refuse, url_option,
+)
 
 @click.group()
 def db() -> None:
@@ -100,35 +93,6 @@ def sql(config_path, url, dialect, from_revision) -> None:
 # gridpay ledger: imports, corrections, refunds, verification
 
 
-def _engine_and_settings(config_path: str | None, url: str | None):
-    from ledger.db import make_engine
-
-    settings = load_settings(config_path)
-    return make_engine(url or settings.database_url()), settings
-
-
-def _calendar(settings):
-    from ledger.business_date import BusinessCalendar
-
-    return BusinessCalendar(settings.business.timezone, settings.business.cutoff)
-
-
-def _actor(actor: str | None) -> str:
-    import getpass
-
-    if actor:
-        return actor
-    try:
-        return getpass.getuser()
-    except Exception:  # noqa: BLE001 - no login name available
-        raise click.UsageError("name the operator with --actor") from None
-
-
-def _refused(exc: Exception) -> None:
-    click.echo(f"refused: {exc}", err=True)
-    raise SystemExit(1)
-
-
 @click.group()
 def ledger() -> None:
     """Back office of the receivables ledger: imports, corrections, refunds."""
@@ -154,22 +118,19 @@ def import_(kind, path, config_path, url, actor, report_path, max_errors) -> Non
     from ledger.imports import import_files, set_files, write_report
     from ledger.progress import Progress
 
-    engine, settings = _engine_and_settings(config_path, url)
-    if kind == "set":
-        files = set_files(path)
-        if not files:
-            raise click.UsageError(f"{path} holds none of customers.csv, bills.csv, agreements.csv")
-    else:
-        if Path(path).is_dir():
-            raise click.UsageError(f"{path} is a directory; give a file, or use KIND 'set'")
-        files = {kind: path}
-    known_banks = {code: bank.name for code, bank in settings.banks.items()} or None
-    try:
+    with open_database(config_path, url) as (settings, engine):
+        if kind == "set":
+            files = set_files(path)
+            if not files:
+                raise click.UsageError(f"{path} holds none of customers.csv, bills.csv, agreements.csv")
+        else:
+            if Path(path).is_dir():
+                raise click.UsageError(f"{path} is a directory; give a file, or use KIND 'set'")
+            files = {kind: path}
+        known_banks = {code: bank.name for code, bank in settings.banks.items()} or None
         # progress on stderr: a bar on a terminal, a line every 5 s otherwise; the summary on stdout
-        results = import_files(engine, files, _actor(actor), calendar=_calendar(settings), known_banks=known_banks,
-                               progress=Progress())
-    finally:
-        engine.dispose()
+        results = import_files(engine, files, operator_name(actor), calendar=business_calendar(settings),
+                               known_banks=known_banks, progress=Progress())
     rejected = any(r.errors for r in results.values())
     for r in results.values():
         click.echo(r.summary())
@@ -201,15 +162,10 @@ def correct(bill_id, principal, penalty, due_date, new_bill_id, actor, reason, c
     from ledger.corrections import correct_bill
     from ledger.imports import Refused
 
-    engine, settings = _engine_and_settings(config_path, url)
-    try:
+    with open_database(config_path, url, refusals=Refused) as (settings, engine):
         result = correct_bill(engine, bill_id, principal=principal, penalty=penalty, actor=actor, reason=reason,
                               due_date=due_date.date() if due_date else None, new_bill_id=new_bill_id,
-                              calendar=_calendar(settings))
-    except Refused as exc:
-        _refused(exc)
-    finally:
-        engine.dispose()
+                              calendar=business_calendar(settings))
     click.echo(result.summary())
 
 
@@ -225,14 +181,9 @@ def refund(customer_no, amount_fen, actor, reason, config_path, url) -> None:
     from ledger.imports import Refused
     from ledger.refunds import request_refund
 
-    engine, settings = _engine_and_settings(config_path, url)
-    try:
+    with open_database(config_path, url, refusals=Refused) as (settings, engine):
         result = request_refund(engine, customer_no, amount_fen, actor=actor, reason=reason,
                                 business=settings.business)
-    except Refused as exc:
-        _refused(exc)
-    finally:
-        engine.dispose()
     click.echo(result.summary())
 
 
@@ -247,13 +198,8 @@ def approve(refund_id, actor, note, config_path, url) -> None:
     from ledger.imports import Refused
     from ledger.refunds import approve_refund
 
-    engine, settings = _engine_and_settings(config_path, url)
-    try:
+    with open_database(config_path, url, refusals=Refused) as (settings, engine):
         result = approve_refund(engine, refund_id, actor=actor, note=note, business=settings.business)
-    except Refused as exc:
-        _refused(exc)
-    finally:
-        engine.dispose()
     click.echo(result.summary())
 
 
@@ -268,13 +214,8 @@ def reject(refund_id, actor, reason, config_path, url) -> None:
     from ledger.imports import Refused
     from ledger.refunds import reject_refund
 
-    engine, settings = _engine_and_settings(config_path, url)
-    try:
+    with open_database(config_path, url, refusals=Refused) as (settings, engine):
         result = reject_refund(engine, refund_id, actor=actor, reason=reason, business=settings.business)
-    except Refused as exc:
-        _refused(exc)
-    finally:
-        engine.dispose()
     click.echo(result.summary())
 
 
@@ -288,11 +229,8 @@ def refunds(show_all, customer, config_path, url) -> None:
     from ledger.refunds import list_refunds
     from ledger.reports import yuan
 
-    engine, _ = _engine_and_settings(config_path, url)
-    try:
+    with open_database(config_path, url) as (_, engine):
         found = list_refunds(engine, None if show_all else "pending", customer)
-    finally:
-        engine.dispose()
     if not found:
         click.echo("no refunds" if show_all else "no pending refunds")
         return
@@ -314,11 +252,8 @@ def verify(config_path, url) -> None:
     except ImportError:
         click.echo("ledger verification is not available in this build (ledger.verify)", err=True)
         raise SystemExit(2)
-    engine, _ = _engine_and_settings(config_path, url)
-    try:
+    with open_database(config_path, url) as (_, engine):
         failures = verify_ledger(engine)
-    finally:
-        engine.dispose()
     for failure in failures:
         click.echo(f"FAIL {failure}")
     if failures:
@@ -391,11 +326,8 @@ def daily(business_date, fmt, csv_path, config_path, url) -> None:
     """Collections of a business date by bank, channel and method; reversals; net."""
     from ledger.reports import daily_report
 
-    engine, _ = _engine_and_settings(config_path, url)
-    try:
+    with open_database(config_path, url) as (_, engine):
         result = _generated(f"daily report {business_date:%Y-%m-%d}", lambda: daily_report(engine, business_date.date()))
-    finally:
-        engine.dispose()
     _emit(result.report(), fmt, csv_path)
 
 
@@ -409,11 +341,9 @@ def receivables(period, fmt, csv_path, config_path, url) -> None:
     """Billed, collected and outstanding for a billing period, by customer type."""
     from ledger.reports import receivables_report
 
-    engine, _ = _engine_and_settings(config_path, url)
-    try:
-        result = _generated(f"receivables report {period}", lambda: receivables_report(engine, period))
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--period") from None
-    finally:
-        engine.dispose()
+    with open_database(config_path, url) as (_, engine):
+        try:
+            result = _generated(f"receivables report {period}", lambda: receivables_report(engine, period))
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--period") from None
     _emit(result.report(), fmt, csv_path)

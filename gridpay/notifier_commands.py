@@ -9,11 +9,9 @@ import time
 import click
 
 from config import load_settings
+from gridpay.options import config_option, require_schema, url_option
 from runtime.bootstrap import install_reactor, on_stop_signals
 
-config_option = click.option("--config", "config_path", envvar="GRIDPAY_CONFIG", type=click.Path(dir_okay=False),
-                             help="configuration file (default: GRIDPAY_CONFIG, else built-in defaults)")
-url_option = click.option("--url", help="database URL (default: the configuration's database.url)")
 
 
 @click.group(invoke_without_command=True)
@@ -46,17 +44,10 @@ def _engine(settings, url: str | None = None):
     return make_engine(url or settings.database_url(), pool_size=pool)
 
 
-def _check_schema(settings) -> None:
-    from ledger import migrate
-
-    if migrate.current(settings.database_url()) is None:
-        raise click.ClickException("the database has no schema yet: run `gridpay db upgrade` first")
-
-
 def _run_once(settings) -> None:
     from engines.notifier import Notifier
 
-    _check_schema(settings)
+    require_schema(settings.database_url())
     engine = _engine(settings)
     notifier = Notifier.from_config(settings.notifier, engine, key_file_permissions=settings.key_file_permissions)
     totals: dict[str, int] = {}
@@ -84,7 +75,7 @@ def _run(settings) -> None:
     from engines.notifier import Notifier, NotifierLoop
 
     cfg = settings.notifier
-    _check_schema(settings)
+    require_schema(settings.database_url())
     engine = _engine(settings)
     notifier = Notifier.from_config(cfg, engine, key_file_permissions=settings.key_file_permissions)
     loop = NotifierLoop(notifier, cfg.poll_interval_s, cfg.sweep_interval_s)

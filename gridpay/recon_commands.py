@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from gridpay.ledger_commands import config_option, url_option
+from gridpay.options import business_calendar, config_option, open_database, operator_name, refuse, url_option
 from runtime.bootstrap import on_stop_signals
 
 actor_option = click.option("--actor", help="operator name, audited (default: the login name)")
@@ -21,32 +21,12 @@ reports_option = click.option("--reports", "reports_dir", type=click.Path(file_o
 date_type = click.DateTime(formats=["%Y-%m-%d"])
 
 
-def _actor(actor: str | None) -> str:
-    import getpass
-
-    if actor:
-        return actor
-    try:
-        return getpass.getuser()
-    except Exception:  # noqa: BLE001
-        raise click.UsageError("name the operator with --actor") from None
-
-
 @functools.cache
 def _settings(config_path):
     """The configuration, read once per command (its engine and its reports folder come from it)."""
     from config import load_settings
 
     return load_settings(config_path)
-
-
-def _setup(config_path, url):
-    from ledger.business_date import BusinessCalendar
-    from ledger.db import make_engine
-
-    settings = _settings(config_path)
-    engine = make_engine(url or settings.database_url())
-    return engine, BusinessCalendar(settings.business.timezone, settings.business.cutoff)
 
 
 def _reports(config_path, reports_dir: str | None) -> str:
@@ -58,11 +38,6 @@ def _progress(quiet: bool = False):
     from ledger.progress import NoProgress, Progress
 
     return NoProgress() if quiet else Progress()
-
-
-def _fail(message: str) -> None:
-    click.echo(f"refused: {message}", err=True)
-    sys.exit(1)
 
 
 def _print_errors(errors, limit: int) -> None:
@@ -97,13 +72,11 @@ def bank(path, actor, reports_dir, settle_debits, max_errors, as_json, config_pa
     """First reconciliation: a bank's transaction file (docs/spec/INTERFACE.md §7.1) against the ledger; closes the date."""
     from ledger.recon.matching import reconcile_bank_file
 
-    engine, calendar = _setup(config_path, url)
-    try:
-        r = reconcile_bank_file(engine, path, actor=_actor(actor), calendar=calendar,
+    with open_database(config_path, url) as (settings, engine):
+        calendar = business_calendar(settings)
+        r = reconcile_bank_file(engine, path, actor=operator_name(actor), calendar=calendar,
                                 reports_dir=_reports(config_path, reports_dir), progress=_progress(as_json),
                                 settle_debits=settle_debits)
-    finally:
-        engine.dispose()
     if as_json:
         click.echo(json.dumps({"status": r.status, "message": r.message, "run_id": r.run_id, "counts": r.counts,
                                "totals": r.totals, "timings_s": r.timings, "reports": [str(p) for p in r.reports],
@@ -137,13 +110,10 @@ def finance(path, actor, reports_dir, amount_tolerance, cheque_window_days, no_c
     """Second reconciliation: the finance statement (camt.053 or CSV, docs/spec/INTERFACE.md §7.3)."""
     from ledger.recon.finance import reconcile_statement
 
-    engine, _ = _setup(config_path, url)
-    try:
-        r = reconcile_statement(engine, path, actor=_actor(actor), reports_dir=_reports(config_path, reports_dir),
+    with open_database(config_path, url) as (_, engine):
+        r = reconcile_statement(engine, path, actor=operator_name(actor), reports_dir=_reports(config_path, reports_dir),
                                 progress=_progress(as_json),
                                 rules=_rules(amount_tolerance, cheque_window_days, no_cheques))
-    finally:
-        engine.dispose()
     if as_json:
         click.echo(json.dumps({"status": r.status, "message": r.message, "run_id": r.run_id, "counts": r.counts,
                                "reports": [str(p) for p in r.reports], "errors": r.errors}, default=str))
@@ -174,12 +144,9 @@ def open_(bank, business_date, kind, run_id, config_path, url) -> None:
     """List open items by bank and date."""
     from ledger.recon.manual import open_items
 
-    engine, _ = _setup(config_path, url)
-    try:
+    with open_database(config_path, url) as (_, engine):
         items = open_items(engine, bank=bank, business_date=business_date.date() if business_date else None, kind=kind,
                            run_id=run_id)
-    finally:
-        engine.dispose()
     group = None
     for i in items:
         key = (i["bank_code"] or "-", i["business_date"])
@@ -203,13 +170,8 @@ def show(item_id, config_path, url) -> None:
     from ledger.recon.ledger_ops import Refused
     from ledger.recon.manual import show_item
 
-    engine, _ = _setup(config_path, url)
-    try:
+    with open_database(config_path, url, refusals=Refused) as (_, engine):
         shown = show_item(engine, item_id)
-    except Refused as exc:
-        _fail(str(exc))
-    finally:
-        engine.dispose()
     item = shown["item"]
     for key in ("item_id", "run_id", "kind", "status", "bank_code", "business_date", "channel", "rrn", "customer_no",
                 "bank_amount", "ledger_amount", "bank_status", "ledger_status", "payment_id", "debit_id", "line_no",
@@ -244,14 +206,9 @@ def match(item_ids, payment_ids, run_ids, note, tolerance, actor, config_path, u
     from ledger.recon.ledger_ops import Refused
     from ledger.recon.manual import match_items
 
-    engine, _ = _setup(config_path, url)
-    try:
+    with open_database(config_path, url, refusals=Refused) as (_, engine):
         match_id = match_items(engine, list(item_ids), payment_ids=list(payment_ids), run_ids=list(run_ids),
-                               actor=_actor(actor), note=note, tolerance=tolerance)
-    except Refused as exc:
-        _fail(str(exc))
-    finally:
-        engine.dispose()
+                               actor=operator_name(actor), note=note, tolerance=tolerance)
     click.echo(f"match {match_id}: items {', '.join(map(str, item_ids))} matched")
 
 
@@ -267,19 +224,14 @@ def unmatch_(match_id, item_id, reason, actor, config_path, url) -> None:
     from ledger.recon.ledger_ops import Refused
     from ledger.recon.manual import match_of_item, unmatch
 
-    engine, _ = _setup(config_path, url)
-    try:
+    with open_database(config_path, url, refusals=Refused) as (_, engine):
         if match_id is None:
             if item_id is None:
                 raise click.UsageError("give MATCH_ID or --item")
             match_id = match_of_item(engine, item_id)
             if match_id is None:
-                _fail(f"item {item_id} is not in a match")
-        items = unmatch(engine, match_id, actor=_actor(actor), reason=reason)
-    except Refused as exc:
-        _fail(str(exc))
-    finally:
-        engine.dispose()
+                refuse(f"item {item_id} is not in a match")
+        items = unmatch(engine, match_id, actor=operator_name(actor), reason=reason)
     click.echo(f"match {match_id} undone; items {', '.join(map(str, items))} open again")
 
 
@@ -301,14 +253,10 @@ def resolve(item_id, action, reason, method, cheque_no, actor, config_path, url)
     from ledger.recon.ledger_ops import Refused
     from ledger.recon.resolutions import resolve_item
 
-    engine, calendar = _setup(config_path, url)
-    try:
-        done = resolve_item(engine, item_id, action, actor=_actor(actor), reason=reason, method=method,
+    with open_database(config_path, url, refusals=Refused) as (settings, engine):
+        calendar = business_calendar(settings)
+        done = resolve_item(engine, item_id, action, actor=operator_name(actor), reason=reason, method=method,
                             cheque_no=cheque_no, calendar=calendar)
-    except Refused as exc:
-        _fail(str(exc))
-    finally:
-        engine.dispose()
     extra = ", ".join(f"{k} {v}" for k, v in done.items() if k not in ("item_id", "action", "resolution"))
     click.echo(f"item {item_id} {done['resolution']}" + (f": {extra}" if extra else ""))
 
@@ -325,12 +273,9 @@ def report(business_date, reports_dir, fmt, config_path, url) -> None:
 
     import time
 
-    engine, _ = _setup(config_path, url)
-    t0 = time.perf_counter()
-    try:
+    with open_database(config_path, url) as (_, engine):
+        t0 = time.perf_counter()
         rep = day_report(engine, business_date.date())
-    finally:
-        engine.dispose()
     paths = write_day_reports(rep, _reports(config_path, reports_dir))
     _progress().step(f"reconciliation day report {business_date:%Y-%m-%d}: {len(paths)} files in "
                      f"{time.perf_counter() - t0:.1f} s")
@@ -374,26 +319,24 @@ def watch(drop_dir, once, interval, settle_debits, amount_tolerance, cheque_wind
     from ledger.recon.drop_files import MIB
     from ledger.recon.watch import DropWatcher, poll_forever
 
-    from config import load_settings
     from runtime.logging_setup import setup_logging
 
     setup_logging()
-    settings = load_settings(config_path)
-    drop_dir = drop_dir or settings.drop_dir
-    interval = interval or settings.watch.interval_s
-    metrics_host = metrics_host or settings.watch.metrics_host
-    metrics_port = settings.watch.metrics_port if metrics_port is None else metrics_port
-    engine, calendar = _setup(config_path, url)
-    watcher = DropWatcher(engine, drop_dir, actor=_actor(actor) if actor else "system:recon-watch", calendar=calendar,
-                          rules=_rules(amount_tolerance, cheque_window_days, False), settle_debits=settle_debits,
-                          interval_s=interval, max_file_bytes=settings.watch.max_file_mib * MIB)
+    with open_database(config_path, url) as (settings, engine):
+        drop_dir = drop_dir or settings.drop_dir
+        interval = interval or settings.watch.interval_s
+        metrics_host = metrics_host or settings.watch.metrics_host
+        metrics_port = settings.watch.metrics_port if metrics_port is None else metrics_port
+        watcher = DropWatcher(engine, drop_dir, actor=operator_name(actor) if actor else "system:recon-watch",
+                              calendar=business_calendar(settings),
+                              rules=_rules(amount_tolerance, cheque_window_days, False), settle_debits=settle_debits,
+                              interval_s=interval, max_file_bytes=settings.watch.max_file_mib * MIB)
 
-    def show(r) -> None:
-        click.echo(f"{r.outcome}: {r.name} ({r.kind}): {r.message}")
-        for p in r.reports:
-            click.echo(f"  report: {p}")
+        def show(r) -> None:
+            click.echo(f"{r.outcome}: {r.name} ({r.kind}): {r.message}")
+            for p in r.reports:
+                click.echo(f"  report: {p}")
 
-    try:
         if once:
             results = watcher.poll_once()
             for r in results:
@@ -405,5 +348,3 @@ def watch(drop_dir, once, interval, settle_debits, amount_tolerance, cheque_wind
         on_stop_signals(lambda *_: stop.set())
         _serve_recon_metrics(engine, metrics_host, metrics_port, stop)
         poll_forever(watcher, interval, stop, show)
-    finally:
-        engine.dispose()

@@ -9,13 +9,13 @@ import click
 
 from config import load_settings
 from config.key_files import check_key_files
+from gridpay.options import config_option, require_schema
 from runtime.bootstrap import install_reactor, on_stop_signals
 from runtime.logging_setup import setup_logging
 
 
 @click.command()
-@click.option("--config", "config_path", envvar="GRIDPAY_CONFIG", type=click.Path(dir_okay=False),
-              help="configuration file (default: GRIDPAY_CONFIG)")
+@config_option
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
 def serve(config_path, log_level) -> None:
@@ -28,10 +28,8 @@ def serve(config_path, log_level) -> None:
     sys.setswitchinterval(float(os.environ.get("GRIDPAY_SWITCH_INTERVAL_S", "0.0005")))
     reactor = install_reactor()
     from gateway.daemon import Gateway
-    from ledger import migrate
 
-    if migrate.current(settings.database_url()) is None:
-        raise click.ClickException("the database has no schema yet: run `gridpay db upgrade` first")
+    require_schema(settings.database_url())
     gateway = Gateway(settings, reactor)
     stopping = []
 

@@ -14,7 +14,7 @@ import click
 
 from config import ConfigError, load_settings
 from gridpay.site_checks import Thresholds, duration, run_checks
-from gridpay.ledger_commands import config_option
+from gridpay.options import config_option
 
 LIMIT_NAMES = {"recon": "recon", "unknown-debit": "unknown_debit", "reversal": "reversal", "chunk": "chunk",
                "batch": "batch", "outbox": "outbox", "outbox-backlog": "outbox_backlog"}
