@@ -12,14 +12,14 @@ import logging
 from twisted.internet import defer, endpoints, task, threads
 
 from gateway import txlog
-from gateway.banks import BankDirectory
-from gateway.counter import CounterService
+from gateway.bank_directory import BankDirectory
+from gateway.counter_service import CounterService
 from runtime.ops_site import ops_site
 from ledger.key_store import KeyStore
 from ledger.key_store_db import DbKeyBackend
 from gateway.ledger_port import LedgerPort
 from gateway.listener import ConnectionCounts, CounterFactory
-from gateway.metrics import GatewayMetrics
+from gateway.gateway_metrics import GatewayMetrics
 from gateway.tls import server_options
 from ledger.business_date import BusinessCalendar
 from ledger.db import make_engine
@@ -94,7 +94,7 @@ class Gateway:
 
     def ledger_ready(self):
         """The configured banks have their rows (payments refer to them)."""
-        from ledger.banks import ensure_banks
+        from ledger.bank_rows import ensure_banks
 
         def ensure():
             with self.engine.begin() as conn:

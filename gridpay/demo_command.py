@@ -91,7 +91,7 @@ def load_demo_data(workdir: Path, config: Path, customers: int) -> str:
     engine = make_engine(url)
     try:
         with engine.begin() as conn:
-            from ledger.banks import ensure_banks
+            from ledger.bank_rows import ensure_banks
             ensure_banks(conn, {ASCII_BANK: "Demo bank (ASCII dialect)", BCD_BANK: "Demo bank (BCD dialect)"})
         files = write_demo_files(workdir / "billing", customers=customers, seed=1)
         for kind in ("customers", "bills", "agreements"):

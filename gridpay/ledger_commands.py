@@ -227,7 +227,7 @@ def reject(refund_id, actor, reason, config_path, url) -> None:
 def refunds(show_all, customer, config_path, url) -> None:
     """List refunds waiting for approval (or all with --all)."""
     from ledger.refunds import list_refunds
-    from ledger.reports import yuan
+    from ledger.finance_reports import yuan
 
     with open_database(config_path, url) as (_, engine):
         found = list_refunds(engine, None if show_all else "pending", customer)
@@ -279,7 +279,7 @@ def _generated(what: str, make):
 
 
 def _emit(report, fmt: str, csv_path: str | None) -> None:
-    from ledger.reports import render_csv, render_table
+    from ledger.finance_reports import render_csv, render_table
 
     if csv_path:
         with open(csv_path, "w", encoding="utf-8", newline="") as fh:
@@ -324,7 +324,7 @@ def report() -> None:
 @url_option
 def daily(business_date, fmt, csv_path, config_path, url) -> None:
     """Collections of a business date by bank, channel and method; reversals; net."""
-    from ledger.reports import daily_report
+    from ledger.finance_reports import daily_report
 
     with open_database(config_path, url) as (_, engine):
         result = _generated(f"daily report {business_date:%Y-%m-%d}", lambda: daily_report(engine, business_date.date()))
@@ -339,7 +339,7 @@ def daily(business_date, fmt, csv_path, config_path, url) -> None:
 @url_option
 def receivables(period, fmt, csv_path, config_path, url) -> None:
     """Billed, collected and outstanding for a billing period, by customer type."""
-    from ledger.reports import receivables_report
+    from ledger.finance_reports import receivables_report
 
     with open_database(config_path, url) as (_, engine):
         try:

@@ -128,7 +128,7 @@ def finance(path, actor, reports_dir, amount_tolerance, cheque_window_days, no_c
 
 
 def _amount(v) -> str:
-    from ledger.recon.reports import yuan
+    from ledger.recon.run_reports import yuan
 
     return "" if v is None else yuan(v)
 
@@ -269,7 +269,7 @@ def resolve(item_id, action, reason, method, cheque_no, actor, config_path, url)
 @url_option
 def report(business_date, reports_dir, fmt, config_path, url) -> None:
     """The day across banks: text table (or CSV) on standard output, CSV + HTML in the reports directory."""
-    from ledger.recon.reports import day_report, render_day_csv, render_day_text, write_day_reports
+    from ledger.recon.run_reports import day_report, render_day_csv, render_day_text, write_day_reports
 
     import time
 
@@ -287,7 +287,7 @@ def report(business_date, reports_dir, fmt, config_path, url) -> None:
 
 def _serve_recon_metrics(engine, host: str, port: int, stop) -> None:
     """Prometheus /metrics for the watcher, refreshed from the database on a thread of its own."""
-    from engines.metrics import ReconMetrics, serve_threaded
+    from engines.process_metrics import ReconMetrics, serve_threaded
 
     port = serve_threaded(ReconMetrics(), engine, host, port, stop)
     click.echo(f"gridpay watch: metrics on http://{host}:{port}/metrics")

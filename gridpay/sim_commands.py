@@ -75,7 +75,7 @@ def counter(host, port, dialect, framing, field_encoding, mac, bank, zmk_env, zm
     unanswered request or lost connection."""
     from config import read_secret
     from runtime.bootstrap import install_reactor
-    from gateway.sim.counter import CounterSimulator, Mix
+    from gateway.sim.counter_load import CounterSimulator, Mix
     from runtime.gc_settle import settle_gc
     from iso8583_specs.dialects import get_dialect
 

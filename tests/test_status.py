@@ -261,7 +261,7 @@ def test_signed_on_from_engine_metrics(sqlite_url, tmp_path):
     engine of this host named HOST-N (gridpay-engine@N) is asked at engines.metrics_port_base + N."""
     from prometheus_client import start_http_server
 
-    from engines.metrics import EngineMetrics
+    from engines.process_metrics import EngineMetrics
 
     engine, _, _, _ = healthy_site(sqlite_url, tmp_path)
     metrics = EngineMetrics()

@@ -34,11 +34,11 @@ answer matching tables are the connection kit's (``iso8583_specs.links``).
 """
 from __future__ import annotations
 
-from engines.link.connection import DebitConnection
+from engines.link.debit_connection import DebitConnection
 from engines.link.dispatcher import REVERSAL_MTIS
 from engines.link.link import RESPONSE_MTIS, BankLink
 from engines.link.messages import CURRENCY, DEBIT, debit_fields, original_data, reversal_fields
-from engines.link.metrics import LinkMetrics, PrometheusLinkMetrics
+from engines.link.link_metrics import LinkMetrics, PrometheusLinkMetrics
 from engines.link.outcomes import DebitTimeout, LinkBusy, LinkDown, LinkError, LinkStopped, NotSent, OutcomeUnknown
 from engines.link.pool import CHANNEL
 

@@ -12,10 +12,10 @@ from typing import Callable
 
 from twisted.internet import defer, endpoints
 
-from engines.link.connection import DebitConnection
+from engines.link.debit_connection import DebitConnection
 from engines.link.dispatcher import Dispatcher
-from engines.link.metrics import LinkMetrics
-from engines.link.mux import AnswerMatcher
+from engines.link.link_metrics import LinkMetrics
+from engines.link.debit_mux import AnswerMatcher
 from engines.link.outcomes import LinkStopped
 from engines.link.pool import CHANNEL, ConnectionPool
 from engines.ratelimit import Backoff

@@ -85,13 +85,13 @@ def reconcile_statement(engine: Engine, path: str | Path, *, actor: str, rules: 
     except StatementError as exc:
         result = FinanceRunResult("rejected", f"{exc}; nothing was applied", errors=[(0, "-", str(exc))])
         if reports_dir is not None:
-            from ledger.recon.reports import write_rejection
+            from ledger.recon.run_reports import write_rejection
             result.reports = write_rejection(path.name, result.errors, 0, reports_dir)
         return result
     if not st.ok:
         result = FinanceRunResult("rejected", st.summary(), st, errors=[(e.line, e.field, e.reason) for e in st.errors])
         if reports_dir is not None:
-            from ledger.recon.reports import write_rejection
+            from ledger.recon.run_reports import write_rejection
             result.reports = write_rejection(path.name, result.errors, 0, reports_dir)
         return result
     progress.step(f"{path.name}: read {len(st.entries):,} entries in {time.perf_counter() - t0:.1f} s")
@@ -106,7 +106,7 @@ def reconcile_statement(engine: Engine, path: str | Path, *, actor: str, rules: 
         result = _match_and_store(conn, st, actor, rules, now)
     progress.step(f"{path.name}: matched and stored in {time.perf_counter() - t1:.1f} s: {result.message}")
     if reports_dir is not None:
-        from ledger.recon.reports import write_run_reports
+        from ledger.recon.run_reports import write_run_reports
         t2 = time.perf_counter()
         result.reports = write_run_reports(engine, result.run_id, reports_dir)
         progress.step(f"{path.name}: {len(result.reports)} reports written in {time.perf_counter() - t2:.1f} s")

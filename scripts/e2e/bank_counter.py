@@ -1,4 +1,4 @@
-"""A bank's counter system for the end-to-end day: ``python -m scripts.e2e.counter``.
+"""A bank's counter system for the end-to-end day: ``python -m scripts.e2e.bank_counter``.
 
 Like ``gridpay sim counter`` (same messages, same checks: MAC, echoed fields, response codes), but
 it behaves like a real bank's front-end when a gateway goes away in the middle of the day:
@@ -312,7 +312,7 @@ class CounterBank:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m scripts.e2e.counter", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m scripts.e2e.bank_counter", description=__doc__.split("\n")[0])
     p.add_argument("--ports", required=True, help="gateway counter ports, comma-separated (connections spread)")
     p.add_argument("--bank", required=True)
     p.add_argument("--dialect", default="ascii")

@@ -63,7 +63,7 @@ class Link:
 
 class CounterService:
     def __init__(self, banks, keys, ledger, calendar, metrics, clock, zmk_for):
-        self.banks = banks              # gateway.banks.BankDirectory
+        self.banks = banks              # gateway.bank_directory.BankDirectory
         self.keys = keys                # ledger.key_store.KeyStore
         self.ledger = ledger            # gateway.ledger_port.LedgerPort
         self.calendar = calendar        # ledger.business_date.BusinessCalendar
