@@ -14,16 +14,16 @@ from twisted.internet import defer, endpoints, task, threads
 from gateway import txlog
 from gateway.bank_directory import BankDirectory
 from gateway.counter_service import CounterService
-from runtime.ops_site import ops_site
-from ledger.key_store import KeyStore
-from ledger.key_store_db import DbKeyBackend
+from gateway.gateway_metrics import GatewayMetrics
 from gateway.ledger_port import LedgerPort
 from gateway.listener import ConnectionCounts, CounterFactory
-from gateway.gateway_metrics import GatewayMetrics
 from gateway.tls import server_options
 from ledger.business_date import BusinessCalendar
 from ledger.db import make_engine
+from ledger.key_store import KeyStore
+from ledger.key_store_db import DbKeyBackend
 from runtime.gc_settle import settle_gc
+from runtime.ops_site import ops_site
 
 log = logging.getLogger("gridpay.gateway")
 TXLOG_FLUSH_S = 0.2  # transaction log lines reach the file at most this late (gateway.txlog)

@@ -22,8 +22,8 @@ from twisted.internet import defer, threads
 from twisted.python.threadpool import ThreadPool
 
 from ledger.answers import UnknownOutcome
-from runtime.worker_process import BatchProcess, NotStarted, TimedOut, WorkerLost
 from ledger.posting import Outcome
+from runtime.worker_process import BatchProcess, NotStarted, TimedOut, WorkerLost
 
 log = logging.getLogger("gridpay.ledger_port")
 UNAVAILABLE = "database unavailable: nothing was applied"

@@ -226,8 +226,8 @@ def reject(refund_id, actor, reason, config_path, url) -> None:
 @url_option
 def refunds(show_all, customer, config_path, url) -> None:
     """List refunds waiting for approval (or all with --all)."""
-    from ledger.refunds import list_refunds
     from ledger.finance_reports import yuan
+    from ledger.refunds import list_refunds
 
     with open_database(config_path, url) as (_, engine):
         found = list_refunds(engine, None if show_all else "pending", customer)

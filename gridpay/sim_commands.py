@@ -74,10 +74,10 @@ def counter(host, port, dialect, framing, field_encoding, mac, bank, zmk_env, zm
     malformed frames against the gateway; every answer is checked. Exit status 1 on any mismatch,
     unanswered request or lost connection."""
     from config import read_secret
-    from runtime.bootstrap import install_reactor
     from gateway.sim.counter_load import CounterSimulator, Mix
-    from runtime.gc_settle import settle_gc
     from iso8583_specs.dialects import get_dialect
+    from runtime.bootstrap import install_reactor
+    from runtime.gc_settle import settle_gc
 
     zmk = bytes.fromhex(read_secret("zmk", zmk_env, zmk_file, os.environ, permissions="refuse"))
     if customer_file:
@@ -155,10 +155,10 @@ def bank(interface, port, dialect, framing, field_encoding, mac, bank, zmk_env, 
     from datetime import date
 
     from config import read_secret
-    from runtime.bootstrap import install_reactor
     from gateway.sim.bank import BankHost, Behaviour, load_accounts, parse_rates
-    from runtime.gc_settle import settle_gc
     from iso8583_specs.dialects import get_dialect
+    from runtime.bootstrap import install_reactor
+    from runtime.gc_settle import settle_gc
 
     zmk = bytes.fromhex(read_secret("zmk", zmk_env, zmk_file, os.environ, permissions="refuse"))
     try:

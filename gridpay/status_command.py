@@ -13,8 +13,8 @@ from datetime import datetime, timezone
 import click
 
 from config import ConfigError, load_settings
-from gridpay.site_checks import Thresholds, duration, run_checks
 from gridpay.options import config_option
+from gridpay.site_checks import Thresholds, duration, run_checks
 
 LIMIT_NAMES = {"recon": "recon", "unknown-debit": "unknown_debit", "reversal": "reversal", "chunk": "chunk",
                "batch": "batch", "outbox": "outbox", "outbox-backlog": "outbox_backlog"}

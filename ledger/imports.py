@@ -76,13 +76,13 @@ from sqlalchemy import (
 
 from config import notices
 from ledger.audit import audit_row, write_audit
-from runtime.bulk_sql import CHUNK, CUSTOM_PLANS, GENERIC_PLANS, RowWriter, in_list, key_filters, sqlite_max_params
 from ledger.business_date import BusinessCalendar, utcnow
 from ledger.ids import reserve_ids_for_bulk
 from ledger.money import fits
 from ledger.posting import apply_prepaid, lock_customers
 from ledger.posting.writes import BillJournal
 from ledger.progress import NoProgress
+from runtime.bulk_sql import CHUNK, CUSTOM_PLANS, GENERIC_PLANS, RowWriter, in_list, key_filters, sqlite_max_params
 from ledger.schema import (
     agreements, audit_log, banks, bills, customer_history, customers, imports, journal_entries, outbox, prepaid_movements,
 )

@@ -10,9 +10,9 @@ from datetime import datetime, timezone
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
+from iso8583_specs import keys as wire_keys
 from ledger.key_store import KeyState
 from ledger.key_tables import bank_keys
-from iso8583_specs import keys as wire_keys
 
 
 class DbKeyBackend:

@@ -14,8 +14,8 @@ from sqlalchemy import select
 from config import ConfigError, load_settings
 from config import notices
 from ledger.imports import HEADERS, import_file, import_files
-from ledger.synchronous_posting import post
 from ledger.schema import audit_log, bills, customer_history, customers, outbox
+from ledger.synchronous_posting import post
 from ledger_helpers import T0, add_banks, assert_ledger_verifies, new_engine, payment
 from test_ledger_imports import ACTOR, BILLS, CUSTOMERS, small_chunks, write_csv  # noqa: F401 - a fixture
 

@@ -13,8 +13,8 @@ from sqlalchemy import func, insert, select
 from config.settings import BusinessConfig
 from ledger.corrections import correct_bill
 from ledger.imports import Refused
-from ledger.synchronous_posting import post
 from ledger.refunds import approve_refund, list_refunds, pending_refunds, reject_refund, request_refund
+from ledger.synchronous_posting import post
 from ledger.schema import (
     allocations, audit_log, bills, journal_entries, journal_lines, outbox, prepaid_movements, refund_decisions,
     refunds,

@@ -16,10 +16,10 @@ import pytest_twisted
 from sqlalchemy import select
 from twisted.internet import defer, reactor, task
 
-from runtime.worker_process import BatchProcess, NotStarted, TimedOut
 from ledger.db import make_engine
 from ledger.schema import payments
 from ledger_helpers import assert_ledger_verifies, new_engine, payment
+from runtime.worker_process import BatchProcess, NotStarted, TimedOut
 from test_ledger_group_commit import setup
 
 

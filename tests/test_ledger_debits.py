@@ -13,8 +13,8 @@ from ledger.debits import (
 from ledger.group_commit import GroupCommitter
 from ledger.inquiry import inquire
 from ledger.posting import DebitResult
-from ledger.synchronous_posting import post
 from ledger.schema import allocations, audit_log, debit_attempts, debits, outbox, payments, reversals
+from ledger.synchronous_posting import post
 from ledger_helpers import T0, add_banks, add_bills, add_customer, assert_ledger_verifies, new_engine, payment, prepaid_of
 
 CAL = BusinessCalendar()

@@ -665,8 +665,8 @@ def test_reversal_waits_for_a_reconciliation_closing_its_day(pg_url):
 
     from sqlalchemy import insert as _insert, select as _select
 
-    from ledger.synchronous_posting import post as _post
     from ledger.schema import banks as _banks, business_day_closures as _closures
+    from ledger.synchronous_posting import post as _post
     from ledger_helpers import T0, add_banks, add_bill, add_customer, new_engine, payment, reversal
 
     engine = new_engine(pg_url)

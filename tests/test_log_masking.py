@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from runtime.logging_setup import LINE_FORMAT, mask_line, setup_logging
 from gateway_harness import ZMKS, Bank
 from iso8583_specs import codec
 from iso8583_specs import keys as wire_keys
 from iso8583_specs.framing import encode_frame
 from ledger_helpers import add_banks, new_engine, setup_customers
+from runtime.logging_setup import LINE_FORMAT, mask_line, setup_logging
 from process_harness import GatewayProcess
 
 ROOT = Path(__file__).resolve().parent.parent

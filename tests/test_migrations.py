@@ -5,9 +5,9 @@ import sys
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+from gridpay.all_tables import metadata
 from ledger import migrate
 from ledger.db import make_engine
-from gridpay.all_tables import metadata
 
 
 def test_upgrade_creates_the_declared_schema(db_url):
@@ -39,8 +39,8 @@ def test_0005_keeps_a_populated_ledger_and_its_invariants(db_url):
     """A ledger made at 0004 (with payments, reversals, prepaid) upgrades to 0005 with every row and
     still verifies: dropping the foreign keys rebuilds tables on SQLite."""
     from ledger.business_date import BusinessCalendar
-    from ledger.synchronous_posting import post
     from ledger.schema import allocations, journal_lines, payments, prepaid_movements, request_rrns
+    from ledger.synchronous_posting import post
     from ledger.verify import verify
     from ledger_helpers import add_banks, add_bill, add_customer, payment, reversal
     from sqlalchemy import func, select

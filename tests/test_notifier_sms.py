@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from config import ConfigError, load_settings
-from engines.notifier import Backoff
 from config.sms_request import BodyTemplate
+from engines.notifier import Backoff
 from engines.sms import FileSender, HttpSender, Notice, SendError, sender_from_config
 from test_notifier_support import Reply, SmsGateway
 

@@ -34,7 +34,6 @@ def gridpay_commands(path: Path) -> list[list[str]]:
 
 
 def resolve(argv: list[str]) -> tuple[click.Command, list[str]]:
-    import gridpay.ledger_commands  # noqa: F401 - imported first: gridpay.recon_commands needs it (see tests/test_ops_deploy.py)
     from gridpay.cli import gridpay
 
     cmd: click.Command = gridpay

@@ -21,15 +21,15 @@ from config.settings import environment_for
 from engines.plans import build_batch
 from engines.store import create_reversals, original_fields, register_instance
 from gridpay.cli import gridpay
-from ledger.key_store import KeyStore
-from ledger.key_store_db import DbKeyBackend
 from gridpay.site_checks import Thresholds
 from iso8583_specs.keys import generate_mak
 from ledger import migrate
 from ledger.business_date import BusinessCalendar
 from ledger.debits import create_debit, debit_unknown, mark_debit_sent
-from ledger.synchronous_posting import post
+from ledger.key_store import KeyStore
+from ledger.key_store_db import DbKeyBackend
 from ledger.recon.matching import reconcile_bank_file
+from ledger.synchronous_posting import post
 from ledger_helpers import T0, add_banks, new_engine, payment, setup_customers
 from process_harness import GatewayProcess
 from test_engine_support import BANK, FILE_BANK, ZMK, seed, settings_tree

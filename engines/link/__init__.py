@@ -37,8 +37,8 @@ from __future__ import annotations
 from engines.link.debit_connection import DebitConnection
 from engines.link.dispatcher import REVERSAL_MTIS
 from engines.link.link import RESPONSE_MTIS, BankLink
-from engines.link.messages import CURRENCY, DEBIT, debit_fields, original_data, reversal_fields
 from engines.link.link_metrics import LinkMetrics, PrometheusLinkMetrics
+from engines.link.messages import CURRENCY, DEBIT, debit_fields, original_data, reversal_fields
 from engines.link.outcomes import DebitTimeout, LinkBusy, LinkDown, LinkError, LinkStopped, NotSent, OutcomeUnknown
 from engines.link.pool import CHANNEL
 

@@ -1,7 +1,7 @@
 from alembic import context
 
-from ledger.db import make_engine
 from gridpay.all_tables import metadata
+from ledger.db import make_engine
 
 url = context.config.attributes.get("url") or context.config.get_main_option("sqlalchemy.url")
 

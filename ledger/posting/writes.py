@@ -14,11 +14,11 @@ from datetime import datetime
 
 from config import notices
 from ledger.audit import audit_row
-from runtime.bulk_sql import RowWriter, Writes
 from ledger.ids import reserve_ids_for_bulk, reserve_ids_many
 from ledger.journal import PENALTY_INCOME, RECEIVABLE, REVENUE, Entry
 from ledger.posting.kinds import PAYMENT_CODE
 from ledger.posting.model import Result, resolved
+from runtime.bulk_sql import RowWriter, Writes
 from ledger.schema import (
     allocations, audit_log, bank_requests, debit_attempts, debits, journal_entries, journal_lines, orphan_reversals,
     outbox, payments, prepaid_movements, request_rrns, reversals,

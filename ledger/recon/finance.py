@@ -34,7 +34,6 @@ from pathlib import Path
 from sqlalchemy import Engine, insert, select
 
 from ledger.audit import audit_row, write_audit
-from runtime.bulk_sql import insert_rows
 from ledger.business_date import utcnow
 from ledger.ids import reserve_ids
 from ledger.progress import NoProgress
@@ -42,6 +41,7 @@ from ledger.recon.camt import Statement, StatementEntry, StatementError, read_st
 from ledger.recon.match_queries import active_match_of_run, expected_remittance, matched_payment_ids, new_match
 from ledger.recon_tables import recon_items, recon_runs
 from ledger.schema import payments, reversals
+from runtime.bulk_sql import insert_rows
 
 REMITTANCE = re.compile(r"^(\d{1,11})(\d{8})$")
 

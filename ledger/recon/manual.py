@@ -22,8 +22,8 @@ from sqlalchemy import Engine, or_, select, update
 
 from ledger.audit import audit_row, write_audit
 from ledger.business_date import utcnow
-from ledger.recon.match_queries import expected_remittance, matched_payment_ids, new_match
 from ledger.recon.ledger_ops import Refused
+from ledger.recon.match_queries import expected_remittance, matched_payment_ids, new_match
 from ledger.recon.resolutions import load_item
 from ledger.recon_tables import recon_items, recon_match_members, recon_matches, recon_runs
 from ledger.schema import payments, reversals

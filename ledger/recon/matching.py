@@ -35,13 +35,13 @@ from sqlalchemy import Engine, and_, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from ledger.audit import audit_row, write_audit
-from runtime.bulk_sql import insert_rows
 from ledger.business_date import BusinessCalendar, utcnow
 from ledger.ids import reserve_ids
 from ledger.progress import NoProgress
 from ledger.recon.bank_file import BankFile, read_bank_file
 from ledger.recon_tables import recon_items, recon_runs
 from ledger.schema import banks, business_day_closures, debits, payments, reversals
+from runtime.bulk_sql import insert_rows
 
 # debits that were sent and whose outcome is not known (the debit engine may add states such as
 # reversal_sent / reversal_unanswered: any state not listed as final or unsent counts as open)

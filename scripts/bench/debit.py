@@ -139,8 +139,8 @@ class Analyzer(threading.Thread):
 def run(n: int, engines: int, latency_ms: float, chunk: int, profile: str | None, in_flight: int,
         chunks_ahead: int = 3, refuse_mac_rate: float = 0.0) -> dict:
     from test_engine_support import add_agreements
-    from ledger_helpers import add_banks, new_engine, setup_customers
     from engines.plans import build_batch
+    from ledger_helpers import add_banks, new_engine, setup_customers
 
     schema = f"bench_{uuid.uuid4().hex[:10]}"
     admin = create_engine(PG, isolation_level="AUTOCOMMIT")

@@ -42,9 +42,9 @@ def setup(url: str, n_lines: int, planted: int, workdir: Path) -> tuple[Path, se
     from sqlalchemy import insert
 
     from ledger import migrate
-    from runtime.bulk_sql import insert_rows
     from ledger.db import make_engine
     from ledger.schema import banks, customers, debits, payments, reversals
+    from runtime.bulk_sql import insert_rows
 
     t0 = time.perf_counter()
     migrate.upgrade(url)
