@@ -17,7 +17,7 @@ import logging
 import os
 import stat
 
-from config.settings import ConfigError
+from config.errors import ConfigError
 
 log = logging.getLogger("gridpay.config")
 _warned: set[tuple[str, int, int]] = set()

@@ -19,20 +19,12 @@ from pydantic import (
     BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, create_model, field_validator, model_validator,
 )
 
-from ledger import notices
+from config import notices
+from config.errors import ConfigError
 
 ENV_PREFIX = "GRIDPAY_"
 CONFIG_ENV = "GRIDPAY_CONFIG"
 SECRET_KEYS = ("zmk", "password", "mak", "secret")
-
-
-class ConfigError(Exception):
-    """A configuration problem, naming the key and what is wrong with it."""
-
-    def __init__(self, key: str, problem: str):
-        super().__init__(f"config error: {key}: {problem}")
-        self.key = key
-        self.problem = problem
 
 
 class _Model(BaseModel):
@@ -229,12 +221,11 @@ class NotifierConfig(_Model):
     @model_validator(mode="after")
     def _consistent(self) -> "NotifierConfig":
         if self.sender == "http":
-            from engines.sms import HttpSender
+            from config.sms_request import http_request
 
             if not self.http_url:
                 raise ValueError("sender = http needs http_url")
-            HttpSender(self.http_url, self.http_body, self.http_headers, self.http_timeout_s,
-                       method=self.http_method, body_format=self.http_body_format)
+            http_request(self.http_url, self.http_body, self.http_method, self.http_body_format)
         if self.http_secret_header and not (self.secret_env or self.secret_file):
             raise ValueError("http_secret_header needs secret_env or secret_file")
         if self.secret_env and self.secret_file:
@@ -279,9 +270,9 @@ def _check_template(cls, text: str, info: ValidationInfo) -> str:
     return text
 
 
-# One key per template of ledger.notices.TEMPLATES, its built-in text the default.
+# One key per template of config.notices.TEMPLATES, its built-in text the default.
 NoticeTemplatesConfig = create_model(
-    "NoticeTemplatesConfig", __base__=_Model, __doc__="The notices' templates (ledger/notices.py).",
+    "NoticeTemplatesConfig", __base__=_Model, __doc__="The notices' templates (config/notices.py).",
     __validators__={"_template": field_validator("*")(_check_template)},
     **{name: (str, Field(t.text, description=f"{t.description} Placeholders: "
                          f"{', '.join('`{' + p + '}`' for p in t.placeholders)}."))
@@ -289,7 +280,7 @@ NoticeTemplatesConfig = create_model(
 
 
 class NoticesConfig(_Model):
-    """The SMS notices' wording: every template of ledger/notices.py and the signature (docs/notifier.md)."""
+    """The SMS notices' wording: every template of config/notices.py and the signature (docs/notifier.md)."""
     signature: str = Field("", max_length=notices.MAX_SIGNATURE, description=(
         "Text put in place of `{signature}`, which ends every built-in template, e.g. `【广州供电局】` "
         "(empty: none)."))

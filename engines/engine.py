@@ -30,8 +30,8 @@ from twisted.python.threadpool import ThreadPool
 from engines import store
 from engines.link import CHANNEL as LINK_CHANNEL
 from engines.link import BankLink, DebitTimeout, LinkError, NotSent, reversal_fields
-from gateway.keys import KeyStore
-from gateway.keystore_db import DbKeyBackend
+from ledger.key_store import KeyStore
+from ledger.key_store_db import DbKeyBackend
 from engines.writer import (ChunkDone, Note, Result, ReversalAnswered, ReversalBegun, ReversalUnanswered, Unknown,
                             Writer)
 from ledger.business_date import BusinessCalendar, utcnow

@@ -37,7 +37,7 @@ from pathlib import Path
 from sqlalchemy import bindparam, insert, select, update
 
 from engines.tables import debit_file_lines, debit_files, engine_batches
-from ledger.bulk import insert_rows
+from runtime.bulk_sql import insert_rows
 from ledger.business_date import BusinessCalendar, utcnow
 from ledger.errors import Refused
 from ledger.posting import DebitResult, apply_batch

@@ -22,11 +22,11 @@ from sqlalchemy import insert, select, text, update
 
 from engines.tables import debit_chunks, debit_plans, debit_skips, engine_batches
 from ledger.audit import audit_row
-from ledger.bulk import in_list, insert_rows
 from ledger.business_date import BusinessCalendar
 from ledger.ids import reserve_ids
 from ledger.posting import DEBIT_ACTOR, open_bills_query
 from ledger.schema import agreements, audit_log, customers, debit_attempts, debit_batches, debit_bills, debits
+from runtime.bulk_sql import in_list, insert_rows
 
 OPEN_STATES = ("pending", "sent", "unknown")
 _DISTRICT = re.compile(r"[A-Za-z0-9]{1,20}")   # as customers.csv gives it (docs/spec/BILLING-FILES.md)

@@ -91,7 +91,7 @@ def run_own_link(db, settings, single: Single, *, reversal_wait_s: float) -> Non
     from twisted.internet import defer
 
     from engines.engine import DebitEngine
-    from gateway.serve import install_reactor
+    from runtime.bootstrap import install_reactor
 
     reactor = install_reactor()
     eng = DebitEngine(settings, reactor, db, name=f"debit-now:{os.getpid()}", banks=[single.bank_code],

@@ -19,7 +19,6 @@ import fcntl
 import http.client
 import json
 import os
-import re
 import socket
 import ssl
 from dataclasses import asdict, dataclass
@@ -27,11 +26,10 @@ from datetime import datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Mapping, Protocol
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit
+from urllib.parse import quote
 
-PLACEHOLDERS = ("id", "mobile", "text", "ref", "kind", "customer_no")
-_PLACEHOLDER = re.compile(r"\{(\w+)\}")
-DEFAULT_JSON_TEMPLATE = '{"mobile": "{mobile}", "text": "{text}", "ref": "{ref}"}'
+from config.sms_request import DEFAULT_JSON_TEMPLATE, PLACEHOLDERS, fill, http_request
+
 MAX_ANSWER = 64 * 1024
 
 
@@ -65,67 +63,6 @@ class Sender(Protocol):
     def close(self) -> None: ...
 
 
-# ---------------------------------------------------------------------------------------------
-# templates
-
-
-def check_template(template: str, where: str) -> None:
-    """Raise ValueError naming an unknown placeholder."""
-    for name in _PLACEHOLDER.findall(template):
-        if name not in PLACEHOLDERS:
-            raise ValueError(f"{where}: unknown placeholder {{{name}}} (known: "
-                             + ", ".join(f"{{{p}}}" for p in PLACEHOLDERS) + ")")
-
-
-def fill(template: str, values: Mapping[str, str], escape=lambda s: s) -> str:
-    """Replace known {placeholders}; anything else in braces is left alone."""
-    return _PLACEHOLDER.sub(lambda m: escape(values[m[1]]) if m[1] in values else m[0], template)
-
-
-def _fill_json(node: Any, values: Mapping[str, str]) -> Any:
-    if isinstance(node, str):
-        return fill(node, values)
-    if isinstance(node, list):
-        return [_fill_json(n, values) for n in node]
-    if isinstance(node, dict):
-        return {fill(k, values): _fill_json(v, values) for k, v in node.items()}
-    return node
-
-
-class BodyTemplate:
-    """A request body built from a template.
-
-    ``json``: the template is a JSON document; placeholders inside its strings are replaced and the
-    result re-encoded, so a text with quotes or newlines stays valid JSON.
-    ``form``: the template is ``a={mobile}&b={text}``; values are replaced, then form-encoded (UTF-8).
-    """
-
-    def __init__(self, template: str, fmt: str = "json"):
-        if fmt not in ("json", "form"):
-            raise ValueError(f"body format must be json or form, not {fmt!r}")
-        check_template(template, "body template")
-        self.fmt = fmt
-        if fmt == "json":
-            try:
-                self.tree = json.loads(template)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"body template is not JSON: {exc}") from None
-            self.content_type = "application/json; charset=utf-8"
-        else:
-            self.pairs = parse_qsl(template, keep_blank_values=True)
-            self.content_type = "application/x-www-form-urlencoded; charset=utf-8"
-
-    def render(self, values: Mapping[str, str]) -> bytes:
-        if self.fmt == "json":
-            return json.dumps(_fill_json(self.tree, values), ensure_ascii=False).encode()
-        return self.query(values).encode()
-
-    def query(self, values: Mapping[str, str]) -> str:
-        if self.fmt == "json":
-            raise ValueError("a GET request needs a form template")
-        return urlencode([(fill(k, values), fill(v, values)) for k, v in self.pairs])
-
-
 def json_field(document: Any, path: str) -> Any:
     """``a.b.0.c`` in a decoded JSON document; KeyError when missing."""
     node = document
@@ -153,23 +90,14 @@ class HttpSender:
     def __init__(self, url: str, template: str = DEFAULT_JSON_TEMPLATE, headers: Mapping[str, str] | None = None,
                  timeout: float = 10.0, *, method: str = "POST", body_format: str = "json",
                  success_field: str = "", success_value: str = "", ca_file: str = "", retry_unknown: bool = False):
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not an http(s) URL: {url!r}")
-        check_template(url, "url")
-        self.method = method.upper()
-        if self.method not in ("POST", "PUT", "GET"):
-            raise ValueError(f"method must be POST, PUT or GET, not {method!r}")
-        self.url, self.parts = url, parts
-        self.body = BodyTemplate(template, body_format)
-        if self.method == "GET" and body_format != "form":
-            raise ValueError("a GET request carries its parameters as a form template (body_format = form)")
+        request = http_request(url, template, method, body_format)
+        self.url, self.parts, self.method, self.body = url, request.parts, request.method, request.body
         self.headers = dict(headers or {})
         self.timeout = timeout
         self.success_field, self.success_value = success_field, success_value
         self.retry_unknown = retry_unknown
         self.context = None
-        if parts.scheme == "https":
+        if self.parts.scheme == "https":
             self.context = ssl.create_default_context(cafile=ca_file or None)
 
     def _target(self, values: Mapping[str, str]) -> tuple[str, bytes | None]:

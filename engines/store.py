@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 
 from engines.tables import debit_chunks, debit_reversals, engine_instances, stan_counters
 from iso8583_specs.tlv import Bill, build_tlv
-from ledger.bulk import in_list, insert_rows
+from runtime.bulk_sql import in_list, insert_rows
 from ledger.business_date import BusinessCalendar
 from ledger.posting import DebitResult, apply_batch
 from ledger.schema import bills, debit_attempts, debit_bills, debits

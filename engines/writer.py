@@ -1,7 +1,7 @@
 """The engine's writer: debit results and reversal bookkeeping, many per transaction.
 
 The reactor hands in operations (``Writer.submit(op, callback)``); they run in a worker process
-of their own (``ledger.batch_process``), so the engine's reactor thread keeps the interpreter
+of their own (``runtime.worker_process``), so the engine's reactor thread keeps the interpreter
 lock. The worker takes whatever is queued (up to ``max_batch``; an idle one waits up to
 ``max_wait_s`` for company), runs it in ONE transaction - the ledger's ``apply_batch`` for every
 ``DebitResult`` among them, in order, then the engine's own rows - commits, and only then is each
@@ -26,7 +26,7 @@ from sqlalchemy import insert, select, update
 
 from engines.store import ReverseItem, create_reversals
 from engines.tables import debit_chunks, debit_reversals
-from ledger.batch_process import BatchProcess
+from runtime.worker_process import BatchProcess
 from ledger.business_date import BusinessCalendar, utcnow
 from ledger.group_commit import in_transaction
 from ledger.posting import DebitResult, Outcome, apply_batch

@@ -12,18 +12,18 @@ import logging
 from twisted.internet import defer, endpoints, task, threads
 
 from gateway import txlog
-from gateway.banks import BankDirectory
-from gateway.counter import CounterService
-from gateway.health import ops_site
-from gateway.keys import KeyStore
-from gateway.keystore_db import DbKeyBackend
+from gateway.bank_directory import BankDirectory
+from gateway.counter_service import CounterService
+from gateway.gateway_metrics import GatewayMetrics
 from gateway.ledger_port import LedgerPort
 from gateway.listener import ConnectionCounts, CounterFactory
-from gateway.metrics import GatewayMetrics
 from gateway.tls import server_options
 from ledger.business_date import BusinessCalendar
-from ledger.db import make_engine, probe
-from ledger.gc_settle import settle_gc
+from ledger.db import make_engine
+from ledger.key_store import KeyStore
+from ledger.key_store_db import DbKeyBackend
+from runtime.gc_settle import settle_gc
+from runtime.ops_site import ops_site
 
 log = logging.getLogger("gridpay.gateway")
 TXLOG_FLUSH_S = 0.2  # transaction log lines reach the file at most this late (gateway.txlog)
@@ -75,7 +75,7 @@ class Gateway:
         self.metrics.listeners_up.set(len(self.ports))
         self.show_configured_banks()
         gw = self.settings.gateway
-        site = ops_site(self.metrics.registry, self.metrics.db_up, self.db_check, self.readiness)
+        site = ops_site(self.metrics.registry, self.metrics.db_up, self.engine, self.readiness)
         self.ops_port = yield endpoints.TCP4ServerEndpoint(self.reactor, gw.metrics_port, interface=gw.metrics_host).listen(site)
         log.info("metrics and health on http://%s:%d/metrics", gw.metrics_host, self.ops_port.getHost().port)
         settle_gc()
@@ -94,7 +94,7 @@ class Gateway:
 
     def ledger_ready(self):
         """The configured banks have their rows (payments refer to them)."""
-        from ledger.banks import ensure_banks
+        from ledger.bank_rows import ensure_banks
 
         def ensure():
             with self.engine.begin() as conn:
@@ -143,9 +143,6 @@ class Gateway:
             if factory.cfg.name == name:
                 return port.getHost().port
         raise KeyError(name)
-
-    def db_check(self) -> None:
-        probe(self.engine)
 
     def readiness(self) -> tuple[bool, dict]:
         """/readyz, beside the database: every listener up and commits completing."""

@@ -1,7 +1,7 @@
 """The gateway's door into the ledger: database work off the reactor, answers as Deferreds.
 
 Postings go to the ledger's group commit and inquiries to a reader, each in a worker process of
-its own (``ledger.batch_process``): the reactor thread keeps the interpreter lock to itself, and
+its own (``runtime.worker_process``): the reactor thread keeps the interpreter lock to itself, and
 each worker batches what arrives together (one commit for many postings, one read transaction
 for many inquiries). Key persistence and health checks run on a small thread pool.
 
@@ -22,8 +22,8 @@ from twisted.internet import defer, threads
 from twisted.python.threadpool import ThreadPool
 
 from ledger.answers import UnknownOutcome
-from ledger.batch_process import BatchProcess, NotStarted, TimedOut, WorkerLost
 from ledger.posting import Outcome
+from runtime.worker_process import BatchProcess, NotStarted, TimedOut, WorkerLost
 
 log = logging.getLogger("gridpay.ledger_port")
 UNAVAILABLE = "database unavailable: nothing was applied"

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from twisted.internet.protocol import ServerFactory
 
-from gateway.counter import CHANNEL, Link
+from gateway.counter_service import CHANNEL, Link
 from gateway.protocol import CounterProtocol
 from gateway.tls import banks_certified, peer_common_name
 from iso8583_specs.dialects import get_dialect

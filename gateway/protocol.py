@@ -28,7 +28,7 @@ from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Protocol
 from zope.interface import implementer
 
-from gateway.counter import Link
+from gateway.counter_service import Link
 from gateway.exchange import Exchange
 from iso8583_specs import codec, shapes
 from iso8583_specs.errors import FramingError

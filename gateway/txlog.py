@@ -2,7 +2,7 @@
 
 The line goes where the ``gridpay.tx`` logger's records go. A busy gateway writes thousands
 a second, so when those handlers are plain files or streams with the daemon's line format
-(``gateway.serve.setup_logging``) the line is formatted here, as the handler would, and put
+(``gridpay.serve_command.setup_logging``) the line is formatted here, as the handler would, and put
 into the stream's buffer without a flush per line: ``flush()`` (the daemon calls it on a
 timer and when it stops), any other log record and the process's exit write it out. Any
 other set-up (capture handlers in tests, other formats, filters) gets an ordinary record.

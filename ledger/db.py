@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, literal_column, select
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 
@@ -97,12 +97,3 @@ def read_only(conn):
 
 def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
-
-
-PROBE = select(literal_column("1"))  # SELECT 1, or SELECT 1 FROM DUAL on Oracle before 23
-
-
-def probe(engine: Engine) -> None:
-    """One round trip that works on every supported dialect; raises when the database does not answer."""
-    with engine.connect() as conn:
-        conn.execute(PROBE)

@@ -22,8 +22,9 @@ from sqlalchemy import insert, select, update
 
 from ledger.audit import audit_row, write_audit
 from ledger.business_date import BusinessCalendar
-from ledger.posting import DEBIT_ACTOR, DebitResult, Outcome, post
+from ledger.posting import DEBIT_ACTOR, DebitResult, Outcome
 from ledger.schema import bills, debit_attempts, debit_bills, debits
+from ledger.synchronous_posting import post
 
 
 def create_debit(conn, *, bank_code: str, customer_no: str, account_no: str, bills_to_pay: Iterable[tuple[str, int]],

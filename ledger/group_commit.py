@@ -2,7 +2,7 @@
 
 A durable commit costs a flush to disk (SQLite WAL, synchronous=FULL) or a WAL flush and a round
 trip (PostgreSQL): a few thousand per second at best, whatever is in them, while rows inside one
-commit are cheap. The posting worker (``PostingWorker``, run by ``ledger.batch_process`` in a
+commit are cheap. The posting worker (``PostingWorker``, run by ``runtime.worker_process`` in a
 process of its own: the gateway's ``LedgerPort`` starts it) is handed whatever postings are queued
 (up to ``max_batch``, waiting at most ``max_wait_s`` for company when the queue runs dry), decides
 and writes them all in ONE transaction (``Poster``, ``ledger.posting.apply_batch``), commits, and
@@ -267,7 +267,7 @@ class Poster:
 
 
 class PostingWorker:
-    """The group commit as a ``ledger.batch_process`` worker: each batch is one transaction of
+    """The group commit as a ``runtime.worker_process`` worker: each batch is one transaction of
     ``Poster.process``, in a child process of its own. ``config``: url, statement_timeout_s,
     timezone, cutoff."""
 
@@ -278,7 +278,7 @@ class PostingWorker:
                                   pre_ping=False)
         self.poster = Poster(self.engine, BusinessCalendar(config["timezone"], config["cutoff"]))
 
-    takes_context = True  # ledger.batch_child hands in each posting's deadline and whether it is resent
+    takes_context = True  # runtime.worker_child hands in each posting's deadline and whether it is resent
 
     def process(self, postings: Sequence[Posting], deadlines=None, resent=None) -> list[Outcome]:
         return self.poster.process(postings, deadlines, resent)

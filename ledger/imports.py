@@ -38,7 +38,7 @@ Repeat imports are idempotent:
 
 Every new bill writes a journal entry (Dr receivable principal+penalty; Cr revenue principal;
 Cr penalty_income penalty) and, when the customer has a mobile number, an SMS notice worded after
-the customer's collection type (``ledger.notices.bill_notice``). A customer's collection type as
+the customer's collection type (``config.notices.bill_notice``). A customer's collection type as
 stored is what the billing system gave; an empty one is decided when the notice is written: D while
 the customer has an active agreement, else C. A file set applies its agreements before its bills,
 so that a new customer's first bills are worded after the agreement that comes with them.
@@ -74,16 +74,16 @@ from sqlalchemy import (
     Column, Engine, Integer, MetaData, String, Table, bindparam, case, func, insert, select, update,
 )
 
-from ledger import notices
+from config import notices
 from ledger.audit import audit_row, write_audit
-from ledger.bulk import CHUNK, CUSTOM_PLANS, GENERIC_PLANS, RowWriter, in_list, key_filters, sqlite_max_params
 from ledger.business_date import BusinessCalendar, utcnow
-from ledger.errors import Refused  # noqa: F401 - the operator commands' refusal (ledger.cli catches it here)
+from ledger.errors import Refused  # noqa: F401 - the operator commands' refusal (gridpay.ledger_commands catches it here)
 from ledger.ids import reserve_ids_for_bulk
 from ledger.money import fits
 from ledger.posting import apply_prepaid, lock_customers
 from ledger.posting.writes import BillJournal
 from ledger.progress import NoProgress
+from runtime.bulk_sql import CHUNK, CUSTOM_PLANS, GENERIC_PLANS, RowWriter, in_list, key_filters, sqlite_max_params
 from ledger.schema import (
     agreements, audit_log, banks, bills, customer_history, customers, imports, journal_entries, outbox, prepaid_movements,
 )

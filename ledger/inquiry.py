@@ -7,10 +7,10 @@ from datetime import date, datetime, timezone
 
 from sqlalchemy import Engine, func, select
 
-from ledger.bulk import select_many
 from ledger.business_date import BusinessCalendar
 from ledger.money import fits
 from ledger.schema import customers, prepaid_movements
+from runtime.bulk_sql import select_many
 
 
 @dataclass(frozen=True)
@@ -47,8 +47,8 @@ def _inquire(conn, customer_no: str, at: datetime, calendar: BusinessCalendar) -
 
 @functools.cache
 def _statements(dialect_name: str):
-    from ledger.bulk import in_list
     from ledger.posting import open_bills_query
+    from runtime.bulk_sql import in_list
 
     who = (select(customers.c.customer_no, customers.c.customer_name, customers.c.status)
            .where(in_list(dialect_name, customers.c.customer_no, "custs")))
@@ -97,7 +97,7 @@ def inquire_many(conn, customer_nos, at: datetime, calendar: BusinessCalendar | 
 
 
 class InquiryWorker:
-    """Inquiries as a ``ledger.batch_process`` worker: the customer numbers that arrive together
+    """Inquiries as a ``runtime.worker_process`` worker: the customer numbers that arrive together
     are answered from one read transaction (one snapshot on PostgreSQL). ``config``: url,
     statement_timeout_s, timezone, cutoff."""
 

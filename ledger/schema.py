@@ -58,7 +58,7 @@ customers = Table(
     Column("mobile", String(11), nullable=True),
     Column("district", String(20), nullable=True),        # the district office (debit plans, reports)
     # C cash at counters, B the bank withholds, D debited under an agreement; NULL: not given by the
-    # billing system, D while the customer has an active agreement, else C (ledger.notices)
+    # billing system, D while the customer has an active agreement, else C (config.notices)
     Column("collection_type", String(1), nullable=True),
     Column("version", Integer, nullable=False),
     Column("updated_at", Ts, nullable=False),

@@ -4,7 +4,7 @@
 
 Separate processes: two ``gridpay serve``, two ``gridpay engine``, ``gridpay scheduler``, ``gridpay notifier``
 (file sender), ``gridpay watch``, ``gridpay sim bank`` for banks A (ascii) and B (bcd), and a counter system per
-bank (``scripts.e2e.counter``); this script plays bank C's batch-file department and finance. A full day:
+bank (``scripts.e2e.bank_counter``); this script plays bank C's batch-file department and finance. A full day:
 billing files through the watcher, counter payments / reversals / repeats, a scheduled debit batch per bank
 (A, B online, C by file), then the banks' docs/spec/INTERFACE.md §7.1 files with planted differences and a finance statement. The
 day must end with exactly the planted differences found, ``gridpay ledger verify`` holding, every notice sent
@@ -118,7 +118,7 @@ class Proc:
 
 
 def gridpay(*args: str) -> list[str]:
-    return [sys.executable, "-m", "gateway", *args]
+    return [sys.executable, "-m", "gridpay", *args]
 
 
 class Day:
@@ -336,7 +336,7 @@ class Day:
             path = self.work / f"counter_customers_{bank}.txt"
             path.write_text("\n".join(self.counter_customers[bank]) + "\n")
             name = f"counter_{bank}"
-            p = Proc(name, [sys.executable, "-m", "scripts.e2e.counter", "--ports", ports, "--bank", bank,
+            p = Proc(name, [sys.executable, "-m", "scripts.e2e.bank_counter", "--ports", ports, "--bank", bank,
                             "--dialect", DIALECT[bank], "--zmk-env", ZMK_ENV[bank], "--customers", str(path),
                             "--connections", "3", "--window", "2", "--rate", str(self.args.counter_rate),
                             "--seed", str(self.args.seed * 10 + i), "--journal", str(self.work / f"journal_{bank}.json")],

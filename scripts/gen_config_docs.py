@@ -176,7 +176,7 @@ SECTION_NOTES: dict[str, str] = {
     "notifier": "`sender = \"http\"` needs `http_url`, and the URL, body and headers must be valid templates; "
                 "`http_secret_header` needs `secret_env` or `secret_file` (not both); `lease_s` ≥ 3 × "
                 "`http_timeout_s`; `backoff_max_s` ≥ `backoff_base_s`.",
-    "notices.templates": "Each key is one notice's text (ledger/notices.py); a key not set keeps the built-in "
+    "notices.templates": "Each key is one notice's text (config/notices.py); a key not set keeps the built-in "
                          "text shown as its default. A template may hold only the placeholders listed for it, "
                          "written `{name}` (a literal brace: `{{` or `}}`), at most 280 characters; an unknown key "
                          "or placeholder is a configuration error naming the key. Every process that writes "

@@ -1,4 +1,4 @@
-"""A posting worker (``ledger.batch_process`` child) that is killed with SIGKILL at the COMMIT of a
+"""A posting worker (``runtime.worker_process`` child) that is killed with SIGKILL at the COMMIT of a
 write transaction, when the test arms it: the file named by $GRIDPAY_TEST_KILL_AT_COMMIT holds
 ``before`` (killed just before the COMMIT is sent: nothing lands) or ``after`` (killed as soon as
 the COMMIT has returned: it landed, durable, and the batch is never answered). The file is

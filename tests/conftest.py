@@ -72,6 +72,6 @@ def _built_in_notice_wording():
     """A configuration a test loads sets the process's notice wording (``config.load_settings``):
     the next test starts from the built-in one."""
     yield
-    from ledger import notices
+    from config import notices
 
     notices.configure()

@@ -1,7 +1,7 @@
 """``ledger.group_commit.Poster`` in a thread of the test's own process, for tests that reach into
 the engine while postings are posted (event hooks, a fault proxy, held commits).
 
-Production runs the same ``Poster`` in a worker process (``ledger.batch_process.BatchProcess`` with
+Production runs the same ``Poster`` in a worker process (``runtime.worker_process.BatchProcess`` with
 ``ledger.group_commit.PostingWorker``); its batching and its answers-after-commit are tested there
 (tests/test_ledger_batch_process.py, tests/test_ledger_group_commit.py). Here each ``submit`` is
 one batch (or several of at most ``max_batch``), run in order; a posting whose future is cancelled

@@ -18,7 +18,7 @@ SERVING = re.compile(r"gridpay serving: (?P<ports>.*) metrics=http://[^:]+:(?P<m
 
 
 def gridpay(*args: str) -> list[str]:
-    return [sys.executable, "-m", "gateway", *args]
+    return [sys.executable, "-m", "gridpay", *args]
 
 
 class GatewayProcess:

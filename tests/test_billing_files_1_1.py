@@ -12,10 +12,10 @@ import pytest_twisted
 from sqlalchemy import select
 
 from config import ConfigError, load_settings
-from ledger import notices
+from config import notices
 from ledger.imports import HEADERS, import_file, import_files
-from ledger.posting import post
 from ledger.schema import audit_log, bills, customer_history, customers, outbox
+from ledger.synchronous_posting import post
 from ledger_helpers import T0, add_banks, assert_ledger_verifies, new_engine, payment
 from test_ledger_imports import ACTOR, BILLS, CUSTOMERS, small_chunks, write_csv  # noqa: F401 - a fixture
 
@@ -64,7 +64,7 @@ _OLD_COLUMNS = {
 def test_old_six_column_files_import_as_before(db_url, engine, tmp_path):
     """tests/golden/billing_files_1_0.json is what the 1.0 importer (commit 18a16dd) wrote for
     these files, on SQLite and PostgreSQL alike (times in UTC)."""
-    from ledger.all_tables import metadata
+    from gridpay.all_tables import metadata
 
     assert import_file(engine, "customers", write_csv(tmp_path / "c.csv", "customers", CUSTOMERS), "clerk.li",
                        now=T0).ok
@@ -321,7 +321,7 @@ def test_an_environment_override_sets_a_template():
 
 @pytest_twisted.ensureDeferred
 async def test_the_gateways_posting_process_writes_the_configured_wording(db_url):
-    """Postings are made in a worker process (ledger.batch_process): it is given its parent's wording."""
+    """Postings are made in a worker process (runtime.worker_process): it is given its parent's wording."""
     from test_ledger_batch_process import posting_worker
     from test_ledger_group_commit import setup
 

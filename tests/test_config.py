@@ -92,7 +92,7 @@ def test_a_command_without_a_configuration_creates_no_database_and_says_how_to_c
     import sys
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRIDPAY_")}
-    out = subprocess.run([sys.executable, "-m", "gateway", *argv], cwd=tmp_path, env=env, capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "gridpay", *argv], cwd=tmp_path, env=env, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 2, out.stdout + out.stderr
     assert "sqlite:///var/gridpay.db" in out.stderr and str(tmp_path / "var" / "gridpay.db") in out.stderr

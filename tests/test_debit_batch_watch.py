@@ -25,7 +25,7 @@ def test_watch_shows_progress_until_every_debit_has_an_outcome(db_url):
         batch = build_batch(conn, bank_code=BANK, at=now, calendar=BusinessCalendar(), chunk_size=10)
         ids = list(conn.execute(select(debits.c.debit_id).where(debits.c.batch_id == batch.batch_id)).scalars())
     env = {**os.environ, **environment_for(settings_tree(db_url)), ZMK_ENV: ZMK_HEX}
-    watch = subprocess.Popen([sys.executable, "-m", "gateway", "debit", "batch", str(batch.batch_id), "--watch",
+    watch = subprocess.Popen([sys.executable, "-m", "gridpay", "debit", "batch", str(batch.batch_id), "--watch",
                               "--interval", "0.2"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         for n, debit_id in enumerate(ids):
@@ -56,6 +56,6 @@ def test_watch_shows_progress_until_every_debit_has_an_outcome(db_url):
 def test_an_unknown_batch_is_refused(sqlite_url):
     engine, _ = seed(sqlite_url, 1)
     env = {**os.environ, **environment_for(settings_tree(sqlite_url))}
-    out = subprocess.run([sys.executable, "-m", "gateway", "debit", "batch", "999", "--watch"], env=env,
+    out = subprocess.run([sys.executable, "-m", "gridpay", "debit", "batch", "999", "--watch"], env=env,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 1 and "no batch 999" in out.stderr

@@ -114,8 +114,8 @@ async def test_links_converge_on_the_banks_key_when_the_store_saved_sign_ons_out
     """Two engines sign on; their saves land the other way round, so the store's newest version is
     the key the bank has already replaced. The bank's MAC tells which key it holds: both links take
     that one, their answers verify, and the store's newest version is the bank's key again."""
-    from gateway.keys import KeyStore
-    from gateway.keystore_db import DbKeyBackend
+    from ledger.key_store import KeyStore
+    from ledger.key_store_db import DbKeyBackend
     from ledger_helpers import new_engine
 
     backend = DbKeyBackend(new_engine(sqlite_url), lambda bank: ZMK)
@@ -158,8 +158,8 @@ async def test_reconnect_reuses_the_key_unless_every_connection_was_lost(env):
 
 @pytest_twisted.ensureDeferred
 async def test_bank_sign_off_makes_the_link_sign_on_again(env):
-    from iso8583_specs.links import request_times
     from iso8583_specs import codec
+    from iso8583_specs.links import request_times
 
     host = env.host()
     link = env.link(host)
@@ -179,8 +179,8 @@ async def test_field_15_of_every_0810_is_the_utilitys_business_date_across_the_c
     """The gateway answers the bank's 0800s on the debit channel; field 15 is the utility's
     business date (§3, §8: it rolls over at the 23:00 cut-off), not the bank's field 13. The
     link's clock is injected: 22:59:59 and then 23:00:00 in Shanghai on 14 March."""
-    from iso8583_specs.links import SHANGHAI
     from iso8583_specs import codec
+    from iso8583_specs.links import SHANGHAI
     from ledger.business_date import BusinessCalendar
 
     host = env.host()

@@ -16,7 +16,7 @@ def free_port() -> int:
 
 def test_demo_starts_the_gateway_and_shows_it_working(tmp_path):
     ports = [str(free_port()) for _ in range(3)]
-    out = subprocess.run([sys.executable, "-m", "gateway", "demo", "--dir", str(tmp_path / "demo"), "--customers", "120",
+    out = subprocess.run([sys.executable, "-m", "gridpay", "demo", "--dir", str(tmp_path / "demo"), "--customers", "120",
                           "--ascii-port", ports[0], "--bcd-port", ports[1], "--metrics-port", ports[2], "--no-wait"],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -29,7 +29,7 @@ def test_demo_starts_the_gateway_and_shows_it_working(tmp_path):
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
 def test_demo_stops_its_gateway_on_a_signal(tmp_path, sig):
     ports = [str(free_port()) for _ in range(3)]
-    demo = subprocess.Popen([sys.executable, "-m", "gateway", "demo", "--dir", str(tmp_path / "demo"), "--customers",
+    demo = subprocess.Popen([sys.executable, "-m", "gridpay", "demo", "--dir", str(tmp_path / "demo"), "--customers",
                              "60", "--ascii-port", ports[0], "--bcd-port", ports[1], "--metrics-port", ports[2]],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen = []
@@ -41,7 +41,7 @@ def test_demo_stops_its_gateway_on_a_signal(tmp_path, sig):
         children = psutil.Process(demo.pid).children(recursive=True)
         assert children, "".join(seen)
         if sig == signal.SIGTERM:  # while it serves, the demo site is a healthy site
-            status = subprocess.run([sys.executable, "-m", "gateway", "status", "--config",
+            status = subprocess.run([sys.executable, "-m", "gridpay", "status", "--config",
                                      str(tmp_path / "demo" / "gridpay.toml")], capture_output=True, text=True, timeout=120)
             assert status.returncode == 0 and "all well" in status.stdout, status.stdout + status.stderr
         demo.send_signal(sig)

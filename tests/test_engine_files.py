@@ -7,14 +7,14 @@ from datetime import timedelta
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
+from config.settings import environment_for
 from engines.files import apply_result_file, expire_files, run_file_work, write_request_file
 from engines.plans import build_batch
-from gateway.cli import gridpay
+from gridpay.cli import gridpay
 from ledger.business_date import BusinessCalendar
 from ledger.recon.matching import reconcile_bank_file
 from ledger.schema import allocations, debit_batches, debits, outbox, payments
 from ledger_helpers import T0, assert_ledger_verifies
-from config.settings import environment_for
 from test_engine_support import FILE_BANK, make_settings, seed, settings_tree, states
 from test_recon_support import write_bank_file
 

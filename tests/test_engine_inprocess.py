@@ -187,9 +187,9 @@ async def test_late_0210_after_reversal_changes_nothing(sqlite_url, cleanup):
 def _another_engine_signed_on_twice(engine, host, clock):
     """What another engine's two sign-ons do: the bank holds a key two past the one this engine
     MACs with (so it answers A0, §4.2), and the shared key store has the bank's current key."""
-    from gateway.keys import KeyStore
-    from gateway.keystore_db import DbKeyBackend
     from iso8583_specs.keys import generate_mak
+    from ledger.key_store import KeyStore
+    from ledger.key_store_db import DbKeyBackend
 
     other = KeyStore(clock, backend=DbKeyBackend(engine, lambda bank: ZMK))
     for _ in range(2):

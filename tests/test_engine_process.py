@@ -16,19 +16,19 @@ from pathlib import Path
 import pytest
 from sqlalchemy import case, func, select
 
+from config.settings import environment_for
 from engines.plans import build_batch
 from engines.tables import debit_chunks, debit_reversals
 from ledger.business_date import BusinessCalendar, utcnow
 from ledger.schema import debit_attempts, debits, payments, reversals
 from ledger_helpers import assert_ledger_verifies
-from config.settings import environment_for
 from test_engine_support import BANK, ZMK_ENV, ZMK_HEX, seed, settings_tree, states
 
 pytestmark = pytest.mark.slow
 
 
 def gridpay(*args):
-    return [sys.executable, "-m", "gateway", *args]
+    return [sys.executable, "-m", "gridpay", *args]
 
 
 class Procs:

@@ -7,7 +7,7 @@ from sqlalchemy import insert, select
 from twisted.internet import defer, reactor
 from twisted.internet.task import Clock
 
-from gateway.sim.counter import BAD_AMOUNT, corrupt_amount
+from gateway.sim.counter_load import BAD_AMOUNT, corrupt_amount
 from gateway_harness import Bank, connected_bank, code_of, start_gateway, stop_all, tags
 from ledger.db import make_engine
 from ledger.schema import business_day_closures, payments

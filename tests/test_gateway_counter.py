@@ -137,9 +137,9 @@ async def test_inquiry_lists_the_oldest_bills_that_fit_and_counts_them_all(db_ur
 async def test_counter_simulator_follows_contract_1_1(db_url, bank_code):
     """`gridpay sim counter` against a real gateway: customers with more unpaid bills than field 48
     lists (not a mismatch), reversals under RRNs of their own (no 94), repeats replayed."""
-    from gateway.sim.counter import CounterSimulator, Mix
-    from iso8583_specs.dialects import get_dialect
+    from gateway.sim.counter_load import CounterSimulator, Mix
     from gateway_harness import DIALECT_OF
+    from iso8583_specs.dialects import get_dialect
 
     customers = [f"01405{n:05d}" for n in range(30)]
     seed(db_url, [(c, {"name": NAME_60}, MANY if n % 3 == 0 else MANY[:2]) for n, c in enumerate(customers)])

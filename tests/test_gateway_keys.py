@@ -1,6 +1,6 @@
 from twisted.internet.task import Clock
 
-from gateway.keys import KeyStore
+from ledger.key_store import KeyStore
 
 K1, K2, K3 = bytes(range(16)), bytes(range(1, 17)), bytes(range(2, 18))
 

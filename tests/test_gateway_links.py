@@ -6,7 +6,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, task
 
-from gateway.sim.counter import BAD_AMOUNT, corrupt_amount
+from gateway.sim.counter_load import BAD_AMOUNT, corrupt_amount
 from gateway_harness import Bank, code_of, connected_bank, start_gateway, stop_all
 from iso8583_specs.framing import encode_frame
 from link_helpers import answer_to, expect, link_settings, sample_sum, tallied

@@ -129,7 +129,7 @@ def test_ctrl_c_to_the_whole_group_drains_like_sigterm(tmp_path, sqlite_url):
 
 
 def workers_of(gw) -> list[psutil.Process]:
-    return [p for p in psutil.Process(gw.proc.pid).children() if "ledger.batch_child" in " ".join(p.cmdline())]
+    return [p for p in psutil.Process(gw.proc.pid).children() if "runtime.worker_child" in " ".join(p.cmdline())]
 
 
 def gone(procs: list[psutil.Process], timeout: float = 15.0) -> bool:

@@ -7,7 +7,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor, task
 
-from gateway.sim.counter import BAD_AMOUNT, corrupt_amount
+from gateway.sim.counter_load import BAD_AMOUNT, corrupt_amount
 from gateway_harness import Bank, code_of, start_gateway, stop_all
 from iso8583_specs import codec
 from iso8583_specs.errors import MessageError

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from iso8583_specs import (check_value, decode, encode, encode_frame, get_dialect, read_sign_on_field48,
                            sign_on_field48, validate_request, validate_response, verify_mac)
-from iso8583_specs.cli import iso
+from gridpay.iso_commands import iso
 from iso8583_specs.keys import decrypt_key
 
 VECTORS_FILE = Path(__file__).with_name("spec") / "vectors.json"

@@ -114,7 +114,7 @@ def test_the_counter_simulator_refuses_a_zmk_file_others_may_read(tmp_path):
 
 
 def test_the_demo_writes_its_keys_for_their_owner_alone(tmp_path):
-    from gateway.demo import write_site
+    from gridpay.demo_command import write_site
 
     write_site(tmp_path, 15001, 15002, 9108)
     keys = sorted((tmp_path / "keys").iterdir())

@@ -13,8 +13,9 @@ from sqlalchemy import func, insert, select
 from config.settings import BusinessConfig
 from ledger.corrections import correct_bill
 from ledger.errors import Refused
-from ledger.posting import post
+from ledger.synchronous_posting import post
 from ledger.refunds import approve_refund, list_refunds, pending_refunds, reject_refund, request_refund
+from ledger.synchronous_posting import post
 from ledger.schema import (
     allocations, audit_log, bills, journal_entries, journal_lines, outbox, prepaid_movements, refund_decisions,
     refunds,
@@ -156,7 +157,7 @@ def test_correct_command(sqlite_url, tmp_path):
         add_customer(conn, "C1")
         add_bill(conn, "C1", "202610", 10_000, 0, bill_id="B1")
     engine.dispose()
-    cmd = [sys.executable, "-m", "gateway", "ledger", "correct", "B1", "--principal", "9000", "--penalty", "50",
+    cmd = [sys.executable, "-m", "gridpay", "ledger", "correct", "B1", "--principal", "9000", "--penalty", "50",
            "--actor", "clerk.li", "--reason", "meter misread", "--url", sqlite_url]
     env = {**os.environ, "GRIDPAY_CONFIG": ""}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -271,7 +272,7 @@ def test_refund_commands(sqlite_url, tmp_path):
     env = {**os.environ, "GRIDPAY_CONFIG": ""}
 
     def gridpay(*args):
-        return subprocess.run([sys.executable, "-m", "gateway", *args, "--url", sqlite_url],
+        return subprocess.run([sys.executable, "-m", "gridpay", *args, "--url", sqlite_url],
                               capture_output=True, text=True, env=env)
 
     asked = gridpay("ledger", "refund", "C1", "150000", "--actor", "clerk.li", "--reason", "moving out")

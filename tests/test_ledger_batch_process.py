@@ -1,4 +1,4 @@
-"""The ledger's worker processes (ledger.batch_process): batches in a child, answers after the
+"""The ledger's worker processes (runtime.worker_process): batches in a child, answers after the
 commit, cancels that apply nothing, a killed child replaced without losing or doubling a posting,
 and a child that never outlives its parent."""
 from __future__ import annotations
@@ -16,7 +16,6 @@ import pytest_twisted
 from sqlalchemy import select
 from twisted.internet import defer, reactor, task
 
-from ledger.batch_process import BatchProcess, NotStarted, TimedOut
 from ledger.db import make_engine
 from ledger.schema import payments
 from ledger_helpers import assert_ledger_verifies, new_engine, payment
@@ -175,7 +174,7 @@ def test_the_child_exits_when_its_parent_is_killed(tmp_path, sqlite_url):
         from twisted.internet import asyncioreactor
         asyncioreactor.install()
         from twisted.internet import reactor
-        from ledger.batch_process import BatchProcess
+        from runtime.worker_process import BatchProcess
         config = {{"url": {sqlite_url!r}, "timezone": "Asia/Shanghai", "cutoff": "23:00"}}
         worker = BatchProcess(reactor, "ledger.group_commit:PostingWorker", config, name="orphan-test")
         worker.start().addCallback(lambda w: print(w.pid, flush=True))
@@ -202,4 +201,4 @@ async def test_the_configuration_is_not_on_the_child_command_line(sqlite_url):
         command = " ".join(psutil.Process(worker.pid).cmdline())
     finally:
         await worker.stop()
-    assert "ledger.batch_child" in command and sqlite_url not in command and "sqlite" not in command
+    assert "runtime.worker_child" in command and sqlite_url not in command and "sqlite" not in command

@@ -11,8 +11,9 @@ from ledger.debits import (
     create_debit, debit_approved, debit_declined, debit_reversed, debit_unknown, mark_debit_sent,
 )
 from ledger.inquiry import inquire
-from ledger.posting import DebitResult, post
+from ledger.posting import DebitResult
 from ledger.schema import allocations, audit_log, debit_attempts, debits, outbox, payments, reversals
+from ledger.synchronous_posting import post
 from ledger_helpers import T0, add_banks, add_bills, add_customer, assert_ledger_verifies, new_engine, payment, prepaid_of
 from poster_thread import PosterThread
 

@@ -18,7 +18,7 @@ from sqlalchemy.exc import OperationalError
 from twisted.internet import defer, reactor
 
 from ledger import migrate
-from ledger.batch_process import BatchProcess, NotStarted
+from runtime.worker_process import BatchProcess, NotStarted
 from ledger.business_date import BusinessCalendar
 from ledger.db import make_engine
 from ledger.inquiry import inquire

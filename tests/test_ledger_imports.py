@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import func, select
 
 from ledger.imports import HEADERS, import_file, import_files
-from ledger.posting import post
+from ledger.synchronous_posting import post
 from ledger.schema import (
     agreements, allocations, audit_log, banks, bills, customer_history, customers, imports, journal_entries,
     journal_lines, outbox, prepaid_movements,
@@ -304,7 +304,7 @@ def test_prepaid_balance_pays_new_bills_oldest_first_whole_bills_only(db_url, en
 
 def test_gridpay_ledger_import_command(sqlite_url, tmp_path):
     files = good_set(tmp_path)
-    gridpay = [sys.executable, "-m", "gateway"]
+    gridpay = [sys.executable, "-m", "gridpay"]
     env = {**os.environ, "GRIDPAY_CONFIG": ""}
     subprocess.run(gridpay + ["db", "upgrade", "--url", sqlite_url], check=True, capture_output=True, env=env)
     ok = subprocess.run(gridpay + ["ledger", "import", "customers", str(files["customers"]), "--url", sqlite_url,

@@ -9,7 +9,8 @@ from sqlalchemy import func, insert, select
 
 from ledger.business_date import BusinessCalendar
 from ledger.inquiry import inquire
-from ledger.posting import Outcome, apply_batch, post
+from ledger.posting import Outcome, apply_batch
+from ledger.synchronous_posting import post
 from ledger.schema import (
     allocations, audit_log, bank_requests, bills, business_day_closures, journal_entries, journal_lines, orphan_reversals,
     outbox, payments, prepaid_movements, reversals,
@@ -664,8 +665,8 @@ def test_reversal_waits_for_a_reconciliation_closing_its_day(pg_url):
 
     from sqlalchemy import insert as _insert, select as _select
 
-    from ledger.posting import post as _post
     from ledger.schema import banks as _banks, business_day_closures as _closures
+    from ledger.synchronous_posting import post as _post
     from ledger_helpers import T0, add_banks, add_bill, add_customer, new_engine, payment, reversal
 
     engine = new_engine(pg_url)

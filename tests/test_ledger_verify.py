@@ -13,8 +13,8 @@ from sqlalchemy import insert, select, update
 
 from ledger.business_date import BusinessCalendar
 from ledger.inquiry import inquire
-from ledger.posting import post
 from ledger.schema import allocations, journal_entries, journal_lines, payments, prepaid_movements, reversals
+from ledger.synchronous_posting import post
 from ledger.verify import verify
 from ledger_helpers import T0, add_banks, add_bill, add_customer, new_engine, payment, reversal
 

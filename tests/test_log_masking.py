@@ -1,5 +1,5 @@
 """Logs mask customer and account numbers: every line of every process passes through
-config.logs, whose handlers' streams mask what they write (issue 16, defect 10)."""
+runtime.logging_setup, whose handlers' streams mask what they write (issue 16, defect 10)."""
 from __future__ import annotations
 
 import logging
@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from config.logs import LINE_FORMAT, mask_line, setup_logging
 from gateway_harness import ZMKS, Bank
 from iso8583_specs import codec
 from iso8583_specs import keys as wire_keys
 from iso8583_specs.framing import encode_frame
 from ledger_helpers import add_banks, new_engine, setup_customers
+from runtime.logging_setup import LINE_FORMAT, mask_line, setup_logging
 from process_harness import GatewayProcess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,7 +86,7 @@ def test_every_line_written_to_the_log_file_is_masked(tmp_path, restore_logging)
 
 
 def test_the_worker_processes_log_through_the_same_set_up(tmp_path, restore_logging):
-    from ledger import batch_child
+    from runtime import worker_child as batch_child
 
     log_file = tmp_path / "worker.log"
     batch_child._setup_logging(str(log_file))
@@ -99,7 +99,7 @@ def test_the_worker_processes_log_through_the_same_set_up(tmp_path, restore_logg
 def test_commands_that_set_up_no_logging_print_masked_warnings():
     """`gridpay` masks Python's handler of last resort before running any command."""
     code = ("import logging\n"
-            "from gateway.cli import main\n"
+            "from gridpay.cli import main\n"
             "try:\n    main(['--version'])\nexcept SystemExit:\n    pass\n"
             "logging.getLogger('gridpay.x').warning('unknown customer C00000001')\n")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
@@ -107,7 +107,7 @@ def test_commands_that_set_up_no_logging_print_masked_warnings():
 
 
 def test_logging_is_set_up_in_one_place():
-    """No module but config/logs.py makes handlers or configures the root logger."""
+    """No module but runtime/logging_setup.py makes handlers or configures the root logger."""
     setting_up = re.compile(r"basicConfig\(|logging\.(?:FileHandler|StreamHandler)\(|\.addHandler\(|"
                             r"handlers\[:\]\s*=|dictConfig\(|fileConfig\(")
     offenders = [f"{path.relative_to(ROOT)}:{n}" for package in ("config", "engines", "gateway", "iso8583_specs",

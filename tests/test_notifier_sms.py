@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from config import ConfigError, load_settings
+from config.sms_request import BodyTemplate
 from engines.ratelimit import Backoff
-from engines.sms import BodyTemplate, FileSender, HttpSender, Notice, SendError, sender_from_config
+from engines.sms import FileSender, HttpSender, Notice, SendError, sender_from_config
 from test_notifier_support import Reply, SmsGateway
 
 NOTICE = Notice(7, "0140580211", "13812345678", "payment", '您好，"引号"\n第二行 & a=b', "payment:42", 0)

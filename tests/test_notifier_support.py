@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from sqlalchemy import insert, select
 
-from ledger.notices import outbox_row, payment_received
+from config.notices import outbox_row, payment_received
 from ledger.schema import outbox
 
 T0 = datetime(2026, 11, 23, 2, 0, 0, tzinfo=timezone.utc)
@@ -194,7 +194,7 @@ def notifier_env(db_url: str, tmp_path, **notifier) -> dict[str, str]:
 
 
 def gridpay(*args: str) -> list[str]:
-    return [sys.executable, "-m", "gateway", *args]
+    return [sys.executable, "-m", "gridpay", *args]
 
 
 class NotifierProcess:

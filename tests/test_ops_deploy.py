@@ -196,7 +196,7 @@ def test_every_process_takes_its_metrics_port_from_the_configuration_and_prometh
 
 _OPTIONS_SCRIPT = """
 import json, sys
-from gateway.cli import SUBCOMMANDS, gridpay
+from gridpay.cli import SUBCOMMANDS, gridpay
 import click
 ctx = click.Context(gridpay)
 name = sys.argv[1]
@@ -208,7 +208,7 @@ print(json.dumps(sorted(o for p in cmd.params for o in p.opts + p.secondary_opts
 @pytest.mark.parametrize("name", sorted(p.name for p in SYSTEMD.glob("*.service")))
 def test_unit_execstart_is_a_gridpay_command_with_known_options(name):
     """Resolved in a fresh process, as systemd would start it (so an import-order problem shows)."""
-    from gateway.cli import SUBCOMMANDS
+    from gridpay.cli import SUBCOMMANDS
 
     argv = exec_argv(units()[name])
     sub = argv[1]
@@ -219,7 +219,7 @@ def test_unit_execstart_is_a_gridpay_command_with_known_options(name):
     options = set(json.loads(result.stdout))
     given = {a.split("=", 1)[0] for a in argv[2:] if a.startswith("-")}
     assert given <= options, f"{name}: gridpay {sub} has no option {sorted(given - options)}"
-    result = subprocess.run([sys.executable, "-m", "gateway", sub, "--help"], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "gridpay", sub, "--help"], capture_output=True, text=True,
                             cwd=ROOT, timeout=120)
     assert result.returncode == 0, f"`gridpay {sub} --help` fails:\n{result.stderr[-2000:]}"
 

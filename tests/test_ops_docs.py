@@ -34,8 +34,7 @@ def gridpay_commands(path: Path) -> list[list[str]]:
 
 
 def resolve(argv: list[str]) -> tuple[click.Command, list[str]]:
-    import ledger.cli  # noqa: F401 - imported first: ledger.recon.cli needs it (see tests/test_ops_deploy.py)
-    from gateway.cli import gridpay
+    from gridpay.cli import gridpay
 
     cmd: click.Command = gridpay
     ctx = click.Context(gridpay, info_name="gridpay")
@@ -73,7 +72,7 @@ def sql_statements() -> list[str]:
 
 
 def table_names() -> set[str]:
-    from ledger.all_tables import metadata
+    from gridpay.all_tables import metadata
 
     return set(metadata.tables)
 

@@ -84,7 +84,7 @@ def _instantiate(cls):
 def exported_metric_names() -> set[str]:
     """Every series name the gridpay processes' metrics objects can produce."""
     from engines.link import PrometheusLinkMetrics
-    from gateway.metrics import GatewayMetrics
+    from gateway.gateway_metrics import GatewayMetrics
 
     registries = [GatewayMetrics().registry]
     link_registry = CollectorRegistry()

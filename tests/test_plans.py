@@ -8,13 +8,13 @@ from datetime import timedelta
 from click.testing import CliRunner
 from sqlalchemy import select, update
 
+from config.settings import environment_for
 from engines.plans import build_batch
 from engines.tables import debit_chunks, debit_skips
-from gateway.cli import gridpay
+from gridpay.cli import gridpay
 from ledger.business_date import BusinessCalendar
 from ledger.schema import agreements, customers, debit_bills, debits
 from ledger_helpers import T0, add_bills
-from config.settings import environment_for
 from test_engine_support import BANK, FILE_BANK, add_agreements, seed, set_district, settings_tree
 
 

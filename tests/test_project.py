@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from gateway.cli import gridpay
+from gridpay.cli import gridpay
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,13 +39,13 @@ def test_every_subcommand_has_help():
     commands = list(walk(gridpay))
     assert len(commands) > 20
     for path, command in commands:
-        out = subprocess.run([sys.executable, "-m", "gateway", *path, "--help"], capture_output=True, text=True)
+        out = subprocess.run([sys.executable, "-m", "gridpay", *path, "--help"], capture_output=True, text=True)
         assert out.returncode == 0, (path, out.stderr)
         assert "Usage:" in out.stdout and (command.help or command.short_help), path
 
 
 def test_top_level_help_lists_the_areas():
-    out = subprocess.run([sys.executable, "-m", "gateway", "--help"], capture_output=True, text=True).stdout
+    out = subprocess.run([sys.executable, "-m", "gridpay", "--help"], capture_output=True, text=True).stdout
     for name in ("serve", "demo", "db", "ledger", "report", "iso", "sim"):
         assert re.search(rf"^\s+{name}\s", out, re.M), name
 

@@ -8,12 +8,13 @@ import re
 import pytest
 from sqlalchemy import func, select
 
-from ledger.posting import post
+from ledger.synchronous_posting import post
 from ledger.errors import Refused
 from ledger.recon.matching import reconcile_bank_file
 from ledger.recon.resolutions import resolve_item
 from ledger.recon_tables import recon_items, recon_runs
 from ledger.schema import business_day_closures, debits, payments, reversals
+from ledger.synchronous_posting import post
 from ledger_helpers import assert_ledger_verifies, reversal
 from test_recon_support import BANK, DAY, audit_rows, build_world, gridpay, line_of, write_bank_file
 

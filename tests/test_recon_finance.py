@@ -9,11 +9,11 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
-from ledger.posting import post
 from ledger.recon.camt import StatementError, read_statement
 from ledger.recon.finance import FinanceRules, reconcile_statement
 from ledger.recon.matching import reconcile_bank_file
 from ledger.recon_tables import recon_items, recon_match_members, recon_runs
+from ledger.synchronous_posting import post
 from ledger_helpers import T0, payment
 from test_recon_support import BANK, DAY, build_world, gridpay, write_bank_file
 

@@ -13,7 +13,7 @@ import pytest
 
 from ledger.recon.finance import reconcile_statement
 from ledger.recon.matching import reconcile_bank_file
-from ledger.recon.reports import day_report, render_day_text
+from ledger.recon.run_reports import day_report, render_day_text
 from test_recon_finance import REMIT, camt, ntry
 from test_recon_support import BANK, DAY, build_world, gridpay, write_bank_file
 

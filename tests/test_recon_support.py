@@ -12,8 +12,8 @@ from pathlib import Path
 from sqlalchemy import select
 
 from ledger.debits import create_debit, debit_approved, debit_unknown, mark_debit_sent
-from ledger.posting import post
 from ledger.schema import audit_log
+from ledger.synchronous_posting import post
 from ledger_helpers import T0, add_banks, add_bills, add_customers, customer_row, new_engine, payment, reversal
 
 BANK = "01020000"

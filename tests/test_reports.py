@@ -12,8 +12,8 @@ import pytest
 
 from ledger.corrections import correct_bill
 from ledger.debits import create_debit, debit_approved, mark_debit_sent
-from ledger.posting import post
-from ledger.reports import daily_report, receivables_report, render_csv, render_table, yuan, yuan_grouped
+from ledger.finance_reports import daily_report, receivables_report, render_csv, render_table, yuan, yuan_grouped
+from ledger.synchronous_posting import post
 from ledger_helpers import T0, add_banks, add_bill, add_customer, assert_ledger_verifies, new_engine, payment, reversal
 
 A, B = "01020000", "01030000"
@@ -125,7 +125,7 @@ def test_report_commands(sqlite_url, tmp_path):
     env = {**os.environ, "GRIDPAY_CONFIG": ""}
 
     def gridpay(*args):
-        done = subprocess.run([sys.executable, "-m", "gateway", "report", *args, "--url", sqlite_url],
+        done = subprocess.run([sys.executable, "-m", "gridpay", "report", *args, "--url", sqlite_url],
                               capture_output=True, text=True, env=env)
         assert done.returncode == 0, done.stderr
         return done.stdout

@@ -358,7 +358,7 @@ def test_cli_serves_until_sigterm_and_writes_the_day_file(tmp_path):
     accounts_csv = tmp_path / "accounts.csv"
     accounts_csv.write_text("A1,100000\n")
     env = {**os.environ, "SIM_ZMK": ZMK.hex()}
-    proc = subprocess.Popen([sys.executable, "-m", "gateway", "sim", "bank", "--bank", BANK, "--zmk-env", "SIM_ZMK",
+    proc = subprocess.Popen([sys.executable, "-m", "gridpay", "sim", "bank", "--bank", BANK, "--zmk-env", "SIM_ZMK",
                              "--accounts", str(accounts_csv), "--business-date", "2026-03-14", "--latency-ms", "1",
                              "--day-file-dir", str(tmp_path / "out")],
                             stdout=subprocess.PIPE, text=True, env=env, cwd=Path(__file__).parent.parent)

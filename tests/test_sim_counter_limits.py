@@ -93,7 +93,7 @@ class FakeGateway:
 def run_sim(tmp_path, port: int, *extra: str) -> tuple[subprocess.CompletedProcess, dict]:
     customers = tmp_path / "customers.txt"
     customers.write_text("\n".join(f"C{n:09d}" for n in range(200)))
-    args = [sys.executable, "-m", "gateway", "sim", "counter", "--port", str(port), "--bank", BANK,
+    args = [sys.executable, "-m", "gridpay", "sim", "counter", "--port", str(port), "--bank", BANK,
             "--zmk-env", "SIM_TEST_ZMK", "--customers", str(customers), "--json", "--timeout", "1", *extra]
     run = subprocess.run(args, env={**os.environ, "SIM_TEST_ZMK": ZMK}, capture_output=True, text=True,
                          timeout=HANG_GUARD_S)

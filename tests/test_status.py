@@ -20,16 +20,16 @@ from click.testing import CliRunner
 from config.settings import environment_for
 from engines.plans import build_batch
 from engines.store import create_reversals, original_fields, register_instance
-from gateway.cli import gridpay
-from gateway.keys import KeyStore
-from gateway.keystore_db import DbKeyBackend
-from gateway.site_checks import Thresholds
+from gridpay.cli import gridpay
+from gridpay.site_checks import Thresholds
 from iso8583_specs.keys import generate_mak
 from ledger import migrate
 from ledger.business_date import BusinessCalendar
 from ledger.debits import create_debit, debit_unknown, mark_debit_sent
-from ledger.posting import post
+from ledger.key_store import KeyStore
+from ledger.key_store_db import DbKeyBackend
 from ledger.recon.matching import reconcile_bank_file
+from ledger.synchronous_posting import post
 from ledger_helpers import T0, add_banks, new_engine, payment, setup_customers
 from process_harness import GatewayProcess
 from test_engine_support import BANK, FILE_BANK, ZMK, seed, settings_tree
@@ -261,7 +261,7 @@ def test_signed_on_from_engine_metrics(sqlite_url, tmp_path):
     engine of this host named HOST-N (gridpay-engine@N) is asked at engines.metrics_port_base + N."""
     from prometheus_client import start_http_server
 
-    from engines.metrics import EngineMetrics
+    from engines.process_metrics import EngineMetrics
 
     engine, _, _, _ = healthy_site(sqlite_url, tmp_path)
     metrics = EngineMetrics()
@@ -297,7 +297,7 @@ def test_signed_on_from_engine_metrics(sqlite_url, tmp_path):
 
 
 def test_gridpay_status_process_reads_the_gateway_metrics(tmp_path, sqlite_url):
-    """As operators run it: `python -m gateway status` next to a real `gridpay serve` whose banks
+    """As operators run it: `python -m gridpay status` next to a real `gridpay serve` whose banks
     signed on through the counter simulator."""
     engine = new_engine(sqlite_url)
     with engine.begin() as conn:
@@ -313,7 +313,7 @@ def test_gridpay_status_process_reads_the_gateway_metrics(tmp_path, sqlite_url):
             run = gw.sim(listener, bank, dialect, customers, tmp_path / f"r{bank}.csv", "--count", "2")
             assert run.returncode == 0, run.stdout + run.stderr
         url = f"http://127.0.0.1:{gw.metrics_port}/metrics"
-        proc = subprocess.run([sys.executable, "-m", "gateway", "status", "--metrics", url], env=gw.env,
+        proc = subprocess.run([sys.executable, "-m", "gridpay", "status", "--metrics", url], env=gw.env,
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert proc.stdout.rstrip().endswith("all well")
@@ -321,7 +321,7 @@ def test_gridpay_status_process_reads_the_gateway_metrics(tmp_path, sqlite_url):
             assert line_of(proc.stdout, f"bank {bank} counter") == \
                 f"OK  bank {bank} counter  signed on (gateway metrics {url})"
         assert gw.terminate() == 0
-        proc = subprocess.run([sys.executable, "-m", "gateway", "status", "--metrics", url, "--json"], env=gw.env,
+        proc = subprocess.run([sys.executable, "-m", "gridpay", "status", "--metrics", url, "--json"], env=gw.env,
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode == 1, proc.stdout + proc.stderr
         doc = json.loads(proc.stdout)

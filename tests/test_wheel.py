@@ -65,7 +65,7 @@ def test_the_wheel_holds_the_runtime_packages_with_their_data_and_nothing_else(w
         assert needed in names, f"{needed} is not in the wheel"
     missing = sorted(set().union(*(source_files(p) for p in RUNTIME_PACKAGES)) - names)
     assert not missing, f"files of the runtime packages missing from the wheel: {missing}"
-    assert "gridpay = gateway.cli:main" in entry_points
+    assert "gridpay = gridpay.cli:main" in entry_points
     requires = metadata.get_all("Requires-Dist")
     for extra_only in ("oracledb", "psutil", "pytest"):
         for req in requires:

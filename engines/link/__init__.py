@@ -3,7 +3,7 @@
 ``BankLink`` keeps ``debit.connections`` TCP connections to one bank. Each connection signs on
 (0800/001) and reads the MAK the bank issues in its 0810 (``MK``/``KV`` under the ZMK); the
 newest MAK is used for every connection, the one it replaced is still accepted on answers for
-the grace period (``gateway.keys.KeyStore``). A connection with no traffic from the bank for
+the grace period (``ledger.key_store.KeyStore``). A connection with no traffic from the bank for
 ``echo_interval_s`` sends an echo (0800/301) and is closed if that goes unanswered; the bank's
 own echoes are answered (field 15: the utility's business date from ``calendar``), 0810s never
 are, so echoes cannot loop. A lost or refused connection is retried with exponential backoff and
@@ -34,11 +34,11 @@ answer matching tables are the connection kit's (``iso8583_specs.links``).
 """
 from __future__ import annotations
 
-from engines.link.connection import DebitConnection
+from engines.link.debit_connection import DebitConnection
 from engines.link.dispatcher import REVERSAL_MTIS
 from engines.link.link import RESPONSE_MTIS, BankLink
+from engines.link.link_metrics import LinkMetrics, PrometheusLinkMetrics
 from engines.link.messages import CURRENCY, DEBIT, debit_fields, original_data, reversal_fields
-from engines.link.metrics import LinkMetrics, PrometheusLinkMetrics
 from engines.link.outcomes import DebitTimeout, LinkBusy, LinkDown, LinkError, LinkStopped, NotSent, OutcomeUnknown
 from engines.link.pool import CHANNEL
 

@@ -8,7 +8,7 @@ from collections import deque
 
 from twisted.internet import defer
 
-from engines.link.mux import Request
+from engines.link.debit_mux import Request
 from engines.link.outcomes import LinkBusy, LinkDown, LinkStopped, NotSent
 from engines.link.pool import CHANNEL
 from engines.ratelimit import TokenBucket

@@ -12,20 +12,20 @@ from typing import Callable
 
 from twisted.internet import defer, endpoints
 
-from engines.link.connection import DebitConnection
+from engines.link.debit_connection import DebitConnection
+from engines.link.debit_mux import AnswerMatcher
 from engines.link.dispatcher import Dispatcher
-from engines.link.metrics import LinkMetrics
-from engines.link.mux import AnswerMatcher
+from engines.link.link_metrics import LinkMetrics
 from engines.link.outcomes import LinkStopped
 from engines.link.pool import CHANNEL, ConnectionPool
 from engines.ratelimit import Backoff
-from gateway.keys import KeyStore
 from iso8583_specs import codec, shapes
 from iso8583_specs.dialects import dialect_for_bank, request_tpdu
 from iso8583_specs.errors import MessageError
 from iso8583_specs.framing import response_tpdu
 from iso8583_specs.links import SHANGHAI, Stans, network_answer, network_request, request_times
 from ledger.business_date import BusinessCalendar
+from ledger.key_store import KeyStore
 
 log = logging.getLogger("gridpay.debit.link")
 

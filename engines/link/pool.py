@@ -11,7 +11,7 @@ from collections import deque
 
 from twisted.internet import defer
 
-from engines.link.connection import DebitConnection, Slot, SlotFactory
+from engines.link.debit_connection import DebitConnection, Slot, SlotFactory
 from engines.link.outcomes import OutcomeUnknown
 from iso8583_specs.errors import MessageError
 from iso8583_specs.keys import read_sign_on_field48

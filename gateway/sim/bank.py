@@ -33,7 +33,7 @@ from pathlib import Path
 from twisted.internet import defer
 from twisted.internet.protocol import Factory
 
-from gateway.keys import KeyStore
+from ledger.key_store import KeyStore
 from gateway.sim.bank_behaviour import Behaviour, parse_rates  # noqa: F401 - re-exported
 from gateway.sim.bank_connection import BankConnection
 from gateway.sim.bank_state import Account, BankBooks, load_accounts  # noqa: F401 - re-exported

@@ -1,7 +1,7 @@
 from alembic import context
 
+from gridpay.all_tables import metadata
 from ledger.db import make_engine
-from ledger.all_tables import metadata
 
 url = context.config.attributes.get("url") or context.config.get_main_option("sqlalchemy.url")
 

@@ -5,7 +5,7 @@ Rules where docs/spec/INTERFACE.md is silent are in docs/ledger.md; the main one
 """
 from __future__ import annotations
 
-from ledger import notices
+from config import notices
 from ledger.audit import bank_actor
 from ledger.ids import bank_number, id_year
 from ledger.money import AMOUNT_LIMIT, fits

@@ -47,14 +47,6 @@ def apply_batch(conn, postings: Sequence[Posting], calendar: BusinessCalendar, n
     return [Outcome(res.code, dict(res.final_fields()), res.detail, replayed) for res, replayed in decided]
 
 
-def post(engine, postings: Iterable[Posting], calendar: BusinessCalendar | None = None,
-         clock: Callable[[], datetime] | None = None) -> list[Outcome]:
-    """Post synchronously in one transaction, with the group committer's retry rules."""
-    from ledger.group_commit import Poster
-
-    return Poster(engine, calendar or BusinessCalendar(), clock or utcnow).process(list(postings))
-
-
 def post_one(conn, posting: Posting, calendar: BusinessCalendar | None = None,
              now: datetime | None = None) -> Outcome:
     """One posting in conn's transaction (the back office's kinds)."""

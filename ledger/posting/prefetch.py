@@ -10,12 +10,12 @@ import json
 from datetime import date, datetime
 from typing import Sequence
 
-from ledger.bulk import select_many
 from ledger.business_date import BusinessCalendar
 from ledger.ids import bank_number, id_year
 from ledger.posting.kinds import CounterPayment, DebitResult, PaymentReversal, Posting
 from ledger.posting.model import Bill, Customer, Payment, Result
 from ledger.posting.queries import bills_by_id_query, closed_days, closed_days_queries, open_bills_query, statements
+from runtime.bulk_sql import select_many
 
 
 class BatchState:

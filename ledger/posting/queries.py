@@ -12,7 +12,7 @@ from typing import Iterable
 from sqlalchemy import exists, func, literal_column, select
 from sqlalchemy.orm import aliased
 
-from ledger.bulk import CHUNK, in_list, key_filters
+from runtime.bulk_sql import CHUNK, in_list, key_filters
 from ledger.schema import (
     allocations, bank_requests, banks, bills, business_day_closures, customers, debit_bills, debits,
     orphan_reversals, payments, prepaid_movements, request_rrns, reversals,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from ledger import notices
+from config import notices
 from ledger.journal import PREPAID, RECEIVABLE, bank_clearing
 from ledger.posting.model import Bill, Customer, New, Payment
 from ledger.posting.prefetch import BatchState

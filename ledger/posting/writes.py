@@ -1,7 +1,7 @@
 """Writing what a posting batch decided, and the one journal writer.
 
 ``flush`` reserves the batch's ids, then sends one multi-row insert per table (in foreign keys'
-order), all together (``ledger.bulk.Writes``: one round trip on PostgreSQL).
+order), all together (``runtime.bulk_sql.Writes``: one round trip on PostgreSQL).
 
 Journal entries are written here only: ``journal_rows`` makes a batch's entries and lines (and
 refuses an unbalanced one, ``ledger.journal.UnbalancedEntry``); ``BillJournal`` is its bulk form
@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-from ledger import notices
+from config import notices
 from ledger.audit import audit_row
-from ledger.bulk import RowWriter, Writes
 from ledger.ids import reserve_ids_for_bulk, reserve_ids_many
 from ledger.journal import PENALTY_INCOME, RECEIVABLE, REVENUE, Entry
 from ledger.posting.kinds import PAYMENT_CODE
 from ledger.posting.model import Result, resolved
+from runtime.bulk_sql import RowWriter, Writes
 from ledger.schema import (
     allocations, audit_log, bank_requests, debit_attempts, debits, journal_entries, journal_lines, orphan_reversals,
     outbox, payments, prepaid_movements, request_rrns, reversals,

@@ -31,16 +31,17 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 
-from sqlalchemy import Engine, func, insert, select
+from sqlalchemy import Engine, insert, select
 
 from ledger.audit import audit_row, write_audit
-from ledger.bulk import insert_rows
 from ledger.business_date import utcnow
 from ledger.ids import reserve_ids
 from ledger.progress import NoProgress
 from ledger.recon.camt import Statement, StatementEntry, StatementError, read_statement
-from ledger.recon_tables import recon_items, recon_match_members, recon_matches, recon_runs
+from ledger.recon.match_queries import active_match_of_run, expected_remittance, matched_payment_ids, new_match
+from ledger.recon_tables import recon_items, recon_runs
 from ledger.schema import payments, reversals
+from runtime.bulk_sql import insert_rows
 
 REMITTANCE = re.compile(r"^(\d{1,11})(\d{8})$")
 
@@ -69,41 +70,6 @@ class FinanceRunResult:
         return self.status in ("applied", "duplicate")
 
 
-def expected_remittance(conn, run_id: int) -> tuple[int, int]:
-    """(expected remittance, open exceptions) of a bank run: its matched S sum plus the bank-side S
-    amounts of its items since resolved or matched by hand."""
-    rr, ri = recon_runs.c, recon_items.c
-    matched = conn.execute(select(rr.matched_sum).where(rr.run_id == run_id)).scalar_one()
-    extra = conn.execute(select(func.coalesce(func.sum(ri.bank_amount), 0)).where(
-        ri.run_id == run_id, ri.bank_status == "S", ri.status.in_(("resolved", "matched")))).scalar_one()
-    open_ = conn.execute(select(func.count()).where(ri.run_id == run_id, ri.status == "open")).scalar_one()
-    return int(matched) + int(extra), int(open_)
-
-
-def active_match_of_run(conn, run_id: int) -> int | None:
-    m, mm = recon_matches.c, recon_match_members.c
-    return conn.execute(select(m.match_id).select_from(recon_match_members.join(recon_matches, m.match_id == mm.match_id))
-                        .where(mm.run_id == run_id, m.undone_at.is_(None))).scalar()
-
-
-def matched_payment_ids(conn, payment_ids) -> set[int]:
-    if not payment_ids:
-        return set()
-    m, mm = recon_matches.c, recon_match_members.c
-    return set(conn.execute(select(mm.payment_id).select_from(recon_match_members.join(recon_matches, m.match_id == mm.match_id))
-                            .where(mm.payment_id.in_(list(payment_ids)), m.undone_at.is_(None))).scalars())
-
-
-def new_match(conn, kind: str, actor: str, now: datetime, note: str, members: list[dict]) -> int:
-    (match_id,) = reserve_ids(conn, recon_matches, 1)
-    conn.execute(insert(recon_matches), {"match_id": match_id, "kind": kind, "created_by": actor, "created_at": now,
-                                         "note": note[:200], "undone_by": None, "undone_at": None})
-    conn.execute(insert(recon_match_members), [
-        {"match_id": match_id, "item_id": m.get("item_id"), "payment_id": m.get("payment_id"), "run_id": m.get("run_id"),
-         "side": m["side"], "amount": m["amount"]} for m in members])
-    return match_id
-
-
 def reconcile_statement(engine: Engine, path: str | Path, *, actor: str, rules: FinanceRules | None = None,
                         now: datetime | None = None, reports_dir: str | Path | None = None,
                         data: bytes | None = None, progress: NoProgress = NoProgress()) -> FinanceRunResult:
@@ -119,13 +85,13 @@ def reconcile_statement(engine: Engine, path: str | Path, *, actor: str, rules: 
     except StatementError as exc:
         result = FinanceRunResult("rejected", f"{exc}; nothing was applied", errors=[(0, "-", str(exc))])
         if reports_dir is not None:
-            from ledger.recon.reports import write_rejection
+            from ledger.recon.run_reports import write_rejection
             result.reports = write_rejection(path.name, result.errors, 0, reports_dir)
         return result
     if not st.ok:
         result = FinanceRunResult("rejected", st.summary(), st, errors=[(e.line, e.field, e.reason) for e in st.errors])
         if reports_dir is not None:
-            from ledger.recon.reports import write_rejection
+            from ledger.recon.run_reports import write_rejection
             result.reports = write_rejection(path.name, result.errors, 0, reports_dir)
         return result
     progress.step(f"{path.name}: read {len(st.entries):,} entries in {time.perf_counter() - t0:.1f} s")
@@ -140,7 +106,7 @@ def reconcile_statement(engine: Engine, path: str | Path, *, actor: str, rules: 
         result = _match_and_store(conn, st, actor, rules, now)
     progress.step(f"{path.name}: matched and stored in {time.perf_counter() - t1:.1f} s: {result.message}")
     if reports_dir is not None:
-        from ledger.recon.reports import write_run_reports
+        from ledger.recon.run_reports import write_run_reports
         t2 = time.perf_counter()
         result.reports = write_run_reports(engine, result.run_id, reports_dir)
         progress.step(f"{path.name}: {len(result.reports)} reports written in {time.perf_counter() - t2:.1f} s")

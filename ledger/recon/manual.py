@@ -22,8 +22,8 @@ from sqlalchemy import Engine, or_, select, update
 
 from ledger.audit import audit_row, write_audit
 from ledger.business_date import utcnow
-from ledger.recon.finance import expected_remittance, matched_payment_ids, new_match
 from ledger.errors import Refused
+from ledger.recon.match_queries import expected_remittance, matched_payment_ids, new_match
 from ledger.recon.resolutions import load_item
 from ledger.recon_tables import recon_items, recon_match_members, recon_matches, recon_runs
 from ledger.schema import payments, reversals
@@ -195,7 +195,7 @@ def match_items(engine: Engine, item_ids: list[int], *, actor: str, note: str = 
                 members.append({"payment_id": pid, "side": "ledger", "amount": int(x.amount)})
                 ledger_sum += int(x.amount)
         for run_id in run_ids:
-            from ledger.recon.finance import active_match_of_run
+            from ledger.recon.match_queries import active_match_of_run
             if conn.execute(select(recon_runs.c.kind).where(recon_runs.c.run_id == run_id)).scalar() != "bank":
                 raise Refused(f"run {run_id} is not a bank reconciliation run")
             if active_match_of_run(conn, run_id) is not None:

@@ -35,13 +35,13 @@ from sqlalchemy import Engine, and_, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from ledger.audit import audit_row, write_audit
-from ledger.bulk import insert_rows
 from ledger.business_date import BusinessCalendar, utcnow
 from ledger.ids import reserve_ids
 from ledger.progress import NoProgress
 from ledger.recon.bank_file import BankFile, read_bank_file
 from ledger.recon_tables import recon_items, recon_runs
 from ledger.schema import banks, business_day_closures, debits, payments, reversals
+from runtime.bulk_sql import insert_rows
 
 # debits that were sent and whose outcome is not known (the debit engine may add states such as
 # reversal_sent / reversal_unanswered: any state not listed as final or unsent counts as open)
@@ -129,7 +129,7 @@ def _reconcile(engine, path, actor, now, calendar, reports_dir, settle_debits, d
     if not bf.ok:
         result = BankRunResult("rejected", bf.summary(), bf)
         if reports_dir is not None:
-            from ledger.recon.reports import write_rejection
+            from ledger.recon.run_reports import write_rejection
             result.reports = write_rejection(bf.path.name, [(e.line, e.field, e.reason) for e in bf.errors],
                                              bf.more_errors, reports_dir)
         return result
@@ -154,7 +154,7 @@ def _reconcile(engine, path, actor, now, calendar, reports_dir, settle_debits, d
                                                    reason="settled by the bank file at reconciliation",
                                                    calendar=calendar))
     if reports_dir is not None:
-        from ledger.recon.reports import write_run_reports
+        from ledger.recon.run_reports import write_run_reports
         t_reports = time.perf_counter()
         result.reports = write_run_reports(engine, result.run_id, reports_dir)
         progress.step(f"{bf.path.name}: {len(result.reports)} reports written in {time.perf_counter() - t_reports:.1f} s")

@@ -61,7 +61,7 @@ PG = os.environ.get("GRIDPAY_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.
 
 
 def gridpay(*args: str) -> list[str]:
-    return [sys.executable, "-m", "gateway", *args]
+    return [sys.executable, "-m", "gridpay", *args]
 
 
 def env_for(url: str, port: int, drop: str, in_flight: int) -> dict[str, str]:
@@ -139,8 +139,8 @@ class Analyzer(threading.Thread):
 def run(n: int, engines: int, latency_ms: float, chunk: int, profile: str | None, in_flight: int,
         chunks_ahead: int = 3, refuse_mac_rate: float = 0.0) -> dict:
     from test_engine_support import add_agreements
-    from ledger_helpers import add_banks, new_engine, setup_customers
     from engines.plans import build_batch
+    from ledger_helpers import add_banks, new_engine, setup_customers
 
     schema = f"bench_{uuid.uuid4().hex[:10]}"
     admin = create_engine(PG, isolation_level="AUTOCOMMIT")

@@ -41,7 +41,7 @@ TARGET_RSS_MIB = {"sqlite": 400, "postgresql": None}
 
 def gridpay() -> list[str]:
     exe = Path(sys.executable).with_name("gridpay")
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "gateway"]
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "gridpay"]
 
 
 def run_child(args: list[str], workdir: Path, name: str) -> dict:

@@ -4,7 +4,7 @@
 
 Sets up N customers with one or two bills each (outside the timing), then posts one counter
 payment per customer (amount = what is due) through the posting worker the gateway starts
-(``ledger.batch_process.BatchProcess`` running ``ledger.group_commit.PostingWorker`` in a process
+(``runtime.worker_process.BatchProcess`` running ``ledger.group_commit.PostingWorker`` in a process
 of its own, submitted from a Twisted reactor as ``gateway.ledger_port`` does); a payment counts
 when its answer arrives, i.e. after its commit. Also
 measures the floor on each database: a bare single-row INSERT + COMMIT loop with the same
@@ -28,7 +28,7 @@ if str(ROOT) not in sys.path:
 from sqlalchemy import create_engine, text  # noqa: E402
 from twisted.internet import defer, task  # noqa: E402
 
-from ledger.batch_process import BatchProcess  # noqa: E402
+from runtime.worker_process import BatchProcess  # noqa: E402
 from ledger.business_date import BusinessCalendar  # noqa: E402
 from ledger.db import make_engine  # noqa: E402
 from ledger.verify import verify  # noqa: E402

@@ -5,7 +5,7 @@
 Set-up (not timed, but reported): a fresh database (SQLite file in a temporary directory, or a
 PostgreSQL schema of its own on GRIDPAY_BENCH_PG_URL, default
 postgresql+psycopg://postgres@127.0.0.1:5432/test), migrated; one bank, 10,000 customers,
-the payments bulk-inserted with Core (``ledger.bulk.insert_rows``; no journal entries: the bench
+the payments bulk-inserted with Core (``runtime.bulk_sql.insert_rows``; no journal entries: the bench
 ledger is not meant to verify), some reversed; open debits; then the bank file is written with
 ``--planted`` differences of every kind: amount_differs, status_differs (bank R / ledger S and bank
 S / ledger R), ledger_only, bank_only, debit_unknown (with a bank line S, with R, absent).
@@ -42,9 +42,9 @@ def setup(url: str, n_lines: int, planted: int, workdir: Path) -> tuple[Path, se
     from sqlalchemy import insert
 
     from ledger import migrate
-    from ledger.bulk import insert_rows
     from ledger.db import make_engine
     from ledger.schema import banks, customers, debits, payments, reversals
+    from runtime.bulk_sql import insert_rows
 
     t0 = time.perf_counter()
     migrate.upgrade(url)

@@ -1,0 +1,1 @@
+"""The `gridpay` command: the console entry and every command group; nothing imports this package."""

@@ -1,0 +1,3 @@
+from gridpay.cli import main
+
+main()

@@ -1,0 +1,12 @@
+"""Imports every module that declares tables on ``ledger.schema.metadata``: the migration env and
+``gridpay db`` see every area's tables; no area below the command loads another by name.
+
+Each area keeps its tables beside its code and has its own Alembic branch off ``0001``
+(``ledger/migrations/versions``); ``gridpay db upgrade`` applies every branch (``heads``).
+"""
+import engines.tables  # noqa: F401 - the debit engines' and the scheduler's tables
+import ledger.key_tables  # noqa: F401 - the banks' MAC keys (counter and debit channels)
+import ledger.recon_tables  # noqa: F401 - reconciliation
+from ledger.schema import metadata
+
+__all__ = ["metadata"]

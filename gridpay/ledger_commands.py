@@ -1,0 +1,349 @@
+"""``gridpay db``, ``gridpay ledger`` and ``gridpay report``."""
+from __future__ import annotations
+
+import click
+
+from gridpay.options import (
+    business_calendar, config_option, database_url, open_database, operator_name, refuse, url_option,
+)
+
+@click.group()
+def db() -> None:
+    """Create, migrate and inspect the database."""
+
+
+@db.command()
+@config_option
+@url_option
+@click.option("--revision", default="heads", show_default=True, help="migrate to this revision")
+def upgrade(config_path, url, revision) -> None:
+    """Create the database or migrate it to the newest schema (SQLite, PostgreSQL, Oracle).
+
+    Oracle needs its driver: pip install 'gridpay[oracle]'. It is untested against a server (none was
+    available): tests only compile the Oracle DDL and statements with SQLAlchemy's Oracle dialect."""
+    from ledger import migrate
+
+    target = database_url(config_path, url)
+    migrate.upgrade(target, revision)
+    click.echo(f"database at revision {migrate.current(target)}")
+
+
+@db.command()
+@config_option
+@url_option
+def current(config_path, url) -> None:
+    """Print the schema revision the database is at; exit 1 when it is not at the newest."""
+    from ledger import migrate
+
+    at, newest = migrate.current(database_url(config_path, url)), migrate.newest()
+    if at == newest:
+        click.echo(f"{at} (newest)")
+        return
+    click.echo(f"{at or '(empty)'}: not at the newest revision {newest}; run gridpay db upgrade", err=True)
+    raise SystemExit(1)
+
+
+DIALECT_URLS = {"oracle": "oracle+oracledb://", "postgresql": "postgresql+psycopg://", "sqlite": "sqlite://"}
+
+
+@db.command()
+@config_option
+@url_option
+@click.option("--dialect", type=click.Choice(sorted(DIALECT_URLS)),
+              help="print for this dialect without touching any database (default: the configured database's)")
+@click.option("--from", "from_revision", metavar="REVISION",
+              help="start from this revision instead of the one the database is at ('base': the whole schema)")
+def sql(config_path, url, dialect, from_revision) -> None:
+    """Print the SQL that would take the database to the newest schema, for a DBA to review.
+
+    By default it reads the configured database's revision and prints, in that database's
+    dialect, only the migrations it still needs (nothing changes in the database; SQLite's are
+    found by migrating a copy, since SQLite rebuilds a table to alter it). With --dialect
+    nothing is read: the SQL starts at --from (default: an empty database). Oracle's SQL is
+    compiled by SQLAlchemy's Oracle dialect; it has not been run on an Oracle server here."""
+    from alembic import command
+    from sqlalchemy.engine import make_url
+
+    from ledger import migrate
+
+    if dialect:
+        target, start = DIALECT_URLS[dialect], from_revision
+    else:
+        target = database_url(config_path, url)
+        start = from_revision or migrate.current(target)
+        if start == migrate.newest():
+            click.echo(f"-- the database is at the newest revision {start}: nothing to apply", err=True)
+            return
+    backend = make_url(target).get_backend_name()
+    if backend == "sqlite" and not dialect:
+        click.echo("BEGIN;\n")
+        for statement in migrate.sqlite_upgrade_sql(target):
+            click.echo(f"{statement};\n")
+        click.echo("COMMIT;")
+        return
+    config = migrate.alembic_config(DIALECT_URLS.get(backend, target))
+    if start in (None, "base"):
+        command.upgrade(config, "heads", sql=True)
+        return
+    for begin, end in migrate.pending_ranges(start.split(",")):
+        command.upgrade(config, f"{begin}:{end}", sql=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# gridpay ledger: imports, corrections, refunds, verification
+
+
+@click.group()
+def ledger() -> None:
+    """Back office of the receivables ledger: imports, corrections, refunds."""
+
+
+@ledger.command("import")
+@click.argument("kind", type=click.Choice(["customers", "bills", "agreements", "set"]))
+@click.argument("path", type=click.Path(exists=True))
+@config_option
+@url_option
+@click.option("--actor", help="who imports (default: the login name)")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False),
+              help="write the rejection report (CSV: file,line,column,reason) here")
+@click.option("--max-errors", default=100, show_default=True, help="errors printed per file (all go to --report)")
+def import_(kind, path, config_path, url, actor, report_path, max_errors) -> None:
+    """Import a billing file (KIND customers|bills|agreements, PATH a CSV file), or a file set
+    (KIND set, PATH a directory holding customers.csv, bills.csv, agreements.csv) in one go.
+
+    A file is applied whole or rejected whole; the rejection report names every bad line,
+    its column and the reason. Exit status 1 when rejected."""
+    from pathlib import Path
+
+    from ledger.imports import import_files, set_files, write_report
+    from ledger.progress import Progress
+
+    with open_database(config_path, url) as (settings, engine):
+        if kind == "set":
+            files = set_files(path)
+            if not files:
+                raise click.UsageError(f"{path} holds none of customers.csv, bills.csv, agreements.csv")
+        else:
+            if Path(path).is_dir():
+                raise click.UsageError(f"{path} is a directory; give a file, or use KIND 'set'")
+            files = {kind: path}
+        known_banks = {code: bank.name for code, bank in settings.banks.items()} or None
+        # progress on stderr: a bar on a terminal, a line every 5 s otherwise; the summary on stdout
+        results = import_files(engine, files, operator_name(actor), calendar=business_calendar(settings),
+                               known_banks=known_banks, progress=Progress())
+    rejected = any(r.errors for r in results.values())
+    for r in results.values():
+        click.echo(r.summary())
+        for e in r.errors[:max_errors]:
+            click.echo(f"  {e}")
+        if len(r.errors) > max_errors:
+            click.echo(f"  ... and {len(r.errors) - max_errors} more" + ("" if report_path else " (use --report FILE)"))
+    if rejected:
+        if len(results) > 1:
+            click.echo("the file set was rejected: nothing of it was applied")
+        if report_path:
+            write_report(results.values(), report_path)
+            click.echo(f"rejection report written to {report_path}")
+        raise SystemExit(1)
+
+
+@ledger.command()
+@click.argument("bill_id")
+@click.option("--principal", type=int, required=True, help="the corrected principal, fen")
+@click.option("--penalty", type=int, required=True, help="the corrected penalty, fen")
+@click.option("--due-date", type=click.DateTime(formats=["%Y-%m-%d"]), help="new due date (default: the original's)")
+@click.option("--new-bill-id", help="id of the replacement bill (default: <first bill id>N<k>)")
+@click.option("--actor", required=True, help="the operator making the correction")
+@click.option("--reason", required=True, help="why (kept in the audit log)")
+@config_option
+@url_option
+def correct(bill_id, principal, penalty, due_date, new_bill_id, actor, reason, config_path, url) -> None:
+    """Correct a bill (冲红改单): reverse it and replace it with the corrected amounts."""
+    from ledger.corrections import correct_bill
+    from ledger.imports import Refused
+
+    with open_database(config_path, url, refusals=Refused) as (settings, engine):
+        result = correct_bill(engine, bill_id, principal=principal, penalty=penalty, actor=actor, reason=reason,
+                              due_date=due_date.date() if due_date else None, new_bill_id=new_bill_id,
+                              calendar=business_calendar(settings))
+    click.echo(result.summary())
+
+
+@ledger.command()
+@click.argument("customer_no")
+@click.argument("amount_fen", type=int)
+@click.option("--actor", required=True, help="the operator asking for the refund")
+@click.option("--reason", required=True, help="why (kept in the audit log)")
+@config_option
+@url_option
+def refund(customer_no, amount_fen, actor, reason, config_path, url) -> None:
+    """Refund AMOUNT_FEN of a customer's prepaid balance (large ones wait for a second operator)."""
+    from ledger.imports import Refused
+    from ledger.refunds import request_refund
+
+    with open_database(config_path, url, refusals=Refused) as (settings, engine):
+        result = request_refund(engine, customer_no, amount_fen, actor=actor, reason=reason,
+                                business=settings.business)
+    click.echo(result.summary())
+
+
+@ledger.command()
+@click.argument("refund_id", type=int)
+@click.option("--actor", required=True, help="the approving operator (not the one who asked)")
+@click.option("--note", default="", help="a note kept with the decision")
+@config_option
+@url_option
+def approve(refund_id, actor, note, config_path, url) -> None:
+    """Approve a pending refund; it is paid at once."""
+    from ledger.imports import Refused
+    from ledger.refunds import approve_refund
+
+    with open_database(config_path, url, refusals=Refused) as (settings, engine):
+        result = approve_refund(engine, refund_id, actor=actor, note=note, business=settings.business)
+    click.echo(result.summary())
+
+
+@ledger.command()
+@click.argument("refund_id", type=int)
+@click.option("--actor", required=True, help="the rejecting operator (not the one who asked)")
+@click.option("--reason", required=True, help="why (kept in the audit log)")
+@config_option
+@url_option
+def reject(refund_id, actor, reason, config_path, url) -> None:
+    """Reject a pending refund; nothing is paid."""
+    from ledger.imports import Refused
+    from ledger.refunds import reject_refund
+
+    with open_database(config_path, url, refusals=Refused) as (settings, engine):
+        result = reject_refund(engine, refund_id, actor=actor, reason=reason, business=settings.business)
+    click.echo(result.summary())
+
+
+@ledger.command()
+@click.option("--all", "show_all", is_flag=True, help="all refunds, not only the pending ones")
+@click.option("--customer", help="only this customer's")
+@config_option
+@url_option
+def refunds(show_all, customer, config_path, url) -> None:
+    """List refunds waiting for approval (or all with --all)."""
+    from ledger.finance_reports import yuan
+    from ledger.refunds import list_refunds
+
+    with open_database(config_path, url) as (_, engine):
+        found = list_refunds(engine, None if show_all else "pending", customer)
+    if not found:
+        click.echo("no refunds" if show_all else "no pending refunds")
+        return
+    header = ("id", "customer", "amount", "status", "requested_by", "requested_at", "decided_by", "reason")
+    rows = [(str(r.refund_id), r.customer_no, yuan(r.amount), r.status, r.requested_by,
+             r.requested_at.strftime("%Y-%m-%d %H:%M"), r.decided_by or "", r.reason) for r in found]
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
+    for row in [header, *rows]:
+        click.echo("  ".join(v.rjust(w) if i == 2 else v.ljust(w) for i, (v, w) in enumerate(zip(row, widths))).rstrip())
+
+
+@ledger.command()
+@config_option
+@url_option
+def verify(config_path, url) -> None:
+    """Check the ledger's invariants (balanced entries, balances agree with their records)."""
+    try:
+        from ledger.verify import verify as verify_ledger
+    except ImportError:
+        click.echo("ledger verification is not available in this build (ledger.verify)", err=True)
+        raise SystemExit(2)
+    with open_database(config_path, url) as (_, engine):
+        failures = verify_ledger(engine)
+    for failure in failures:
+        click.echo(f"FAIL {failure}")
+    if failures:
+        click.echo(f"{len(failures)} failure(s)")
+        raise SystemExit(1)
+    click.echo("ledger verifies: OK")
+
+
+# ---------------------------------------------------------------------------------------------
+# gridpay report
+
+
+def _generated(what: str, make):
+    """Run a report's query, then say on standard error how long it took (standard output is the report)."""
+    import time
+
+    from ledger.progress import Progress
+
+    t0 = time.perf_counter()
+    result = make()
+    Progress().step(f"{what}: {len(result.rows):,} rows in {time.perf_counter() - t0:.1f} s")
+    return result
+
+
+def _emit(report, fmt: str, csv_path: str | None) -> None:
+    from ledger.finance_reports import render_csv, render_table
+
+    if csv_path:
+        with open(csv_path, "w", encoding="utf-8", newline="") as fh:
+            fh.write(render_csv(report))
+        click.echo(f"CSV written to {csv_path}", err=True)
+    if fmt == "csv":
+        click.echo(render_csv(report), nl=False)
+    elif not csv_path:
+        click.echo(render_table(report), nl=False)
+
+
+format_option = click.option("--format", "fmt", type=click.Choice(["table", "csv"]), default="table",
+                             show_default=True, help="aligned table or CSV on standard output")
+csv_option = click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="write the report as CSV to FILE")
+
+
+class _ReportGroup(click.Group):
+    """``gridpay report recon`` is ``gridpay recon report``, imported when used (it imports this module)."""
+
+    def list_commands(self, ctx):
+        return sorted([*super().list_commands(ctx), "recon"])
+
+    def get_command(self, ctx, name):
+        if name == "recon":
+            from gridpay.recon_commands import report as recon_report
+
+            return recon_report
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=_ReportGroup)
+def report() -> None:
+    """Finance reports: daily collections and receivables."""
+
+
+@report.command()
+@click.option("--date", "business_date", type=click.DateTime(formats=["%Y-%m-%d"]), required=True,
+              help="business date YYYY-MM-DD")
+@format_option
+@csv_option
+@config_option
+@url_option
+def daily(business_date, fmt, csv_path, config_path, url) -> None:
+    """Collections of a business date by bank, channel and method; reversals; net."""
+    from ledger.finance_reports import daily_report
+
+    with open_database(config_path, url) as (_, engine):
+        result = _generated(f"daily report {business_date:%Y-%m-%d}", lambda: daily_report(engine, business_date.date()))
+    _emit(result.report(), fmt, csv_path)
+
+
+@report.command()
+@click.option("--period", required=True, help="billing period YYYYMM")
+@format_option
+@csv_option
+@config_option
+@url_option
+def receivables(period, fmt, csv_path, config_path, url) -> None:
+    """Billed, collected and outstanding for a billing period, by customer type."""
+    from ledger.finance_reports import receivables_report
+
+    with open_database(config_path, url) as (_, engine):
+        try:
+            result = _generated(f"receivables report {period}", lambda: receivables_report(engine, period))
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--period") from None
+    _emit(result.report(), fmt, csv_path)
