@@ -30,7 +30,7 @@ class Exchange:
     bank: str = ""                   # bank code from field 32
     # the answer, filled in as participants decide
     code: str | None = None          # response code (39), None while undecided
-    detail: str = ""                 # plain-words reason, sent as 48 ER where §5 allows
+    detail: str = ""                 # plain-words reason, sent as 48 ER where docs/spec/INTERFACE.md §5 allows
     reply: dict[str, str] = field(default_factory=dict)      # fields set by the transaction
     reply_tlv: list[tuple[str, str]] = field(default_factory=list)
     mac: bool = True                 # False: answer without MAC (no key, §4.1)

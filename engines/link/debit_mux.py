@@ -48,7 +48,7 @@ class AnswerMatcher:
     def _mac_ok(self, message) -> bool:
         fields = message.fields
         if fields.get("39") == "91" and "64" not in fields and "128" not in fields:
-            return True  # §4.1: 91 travels without a MAC
+            return True  # docs/spec/INTERFACE.md §4.1: 91 travels without a MAC
         if self._verifies(message):
             return True
         # another engine may have signed this bank on since: take its key, if any, and look again;

@@ -56,7 +56,7 @@ class BankLink(ConnectionPool, Dispatcher, AnswerMatcher):
         self.metrics = metrics or LinkMetrics()
         self.stans = stans or Stans()
         self.now = now or (lambda: datetime.now(SHANGHAI))
-        # field 15 of the gateway's responses is the utility's business date (§3, §8), which
+        # field 15 of the gateway's responses is the utility's business date (docs/spec/INTERFACE.md §3, §8), which
         # rolls over at the cut-off: the engine passes its settings' calendar
         self.calendar = calendar or BusinessCalendar()
         rng = rng or random.Random()

@@ -1,4 +1,4 @@
-"""The debit channel's financial requests (§4.6): a direct debit 0200/510000 and its reversal."""
+"""The debit channel's financial requests (docs/spec/INTERFACE.md §4.6): a direct debit 0200/510000 and its reversal."""
 from __future__ import annotations
 
 from typing import Iterable

@@ -2,7 +2,7 @@
 that reconnects after a loss or a refusal with exponential backoff and jitter.
 
 One sign-on per bank at a time (0800/001): the MAK the bank issues in its 0810 serves every
-connection (§4.1). A connection is ready once the bank holds our current key; a 91 or the bank's
+connection (docs/spec/INTERFACE.md §4.1). A connection is ready once the bank holds our current key; a 91 or the bank's
 sign-off invalidates it and the pool signs on again. A part of ``BankLink``."""
 from __future__ import annotations
 

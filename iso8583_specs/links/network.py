@@ -1,4 +1,4 @@
-"""Network management (§4.1): the 0800 requests (sign-on 001, sign-off 002, echo 301), the
+"""Network management (docs/spec/INTERFACE.md §4.1): the 0800 requests (sign-on 001, sign-off 002, echo 301), the
 fields of their 0810 answers, and the echo timer that keeps an idle connection proven alive.
 
 An 0810 is never answered in turn, so two sides echoing each other cannot loop."""

@@ -28,7 +28,7 @@ class Stans:
 
 class Rrns:
     """RRNs (field 37, 12 digits) for one sender: unique per bank per business date, across runs,
-    as they start from the clock (§4.7: an RRN used before on the business date gets 94)."""
+    as they start from the clock (docs/spec/INTERFACE.md §4.7: an RRN used before on the business date gets 94)."""
 
     def __init__(self, start: int):
         self.value = start - 1

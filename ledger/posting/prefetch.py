@@ -268,8 +268,9 @@ class BatchState:
         return self.identity(p)[1:]
 
     def rrn_taken(self, p) -> str:
-        """§4.7: why p's RRN is not its own ('' when it is): the bank used it on the same business
-        date for a request of another payment (a payment, or a reversal of it; answered or declined)."""
+        """docs/spec/INTERFACE.md §4.7: why p's RRN is not its own ('' when it is): the bank used it on
+        the same business date for a request of another payment (a payment, or a reversal of it;
+        answered or declined)."""
         key = self.rrn_key(p)
         if p.rrn and key in self.used_rrns and self.used_rrns[key] != self.rrn_owner(p):
             return f"RRN {p.rrn} was already used on {key[2].isoformat()} for another payment"

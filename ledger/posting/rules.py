@@ -8,7 +8,7 @@ Two rules apply a prepaid balance to bills, side by side here, each for its reas
   alone, oldest first, whole bills only (bills are paid whole), stopping at the first bill it
   does not cover, so that a newer bill is never paid while an older one stays unpaid.
 
-``reverse`` undoes a payment exactly (§4.5) when it still can be.
+``reverse`` undoes a payment exactly (docs/spec/INTERFACE.md §4.5) when it still can be.
 """
 from __future__ import annotations
 
