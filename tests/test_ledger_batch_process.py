@@ -19,6 +19,7 @@ from twisted.internet import defer, reactor, task
 from ledger.db import make_engine
 from ledger.schema import payments
 from ledger_helpers import assert_ledger_verifies, new_engine, payment
+from runtime.worker_process import BatchProcess, NotStarted, TimedOut
 from test_ledger_group_commit import posting_worker, setup
 
 
