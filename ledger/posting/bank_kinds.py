@@ -17,12 +17,8 @@ from ledger.posting.rules import Rules
 class BankKinds(Rules):
     def counter_payment(self, p: CounterPayment) -> tuple[Result, bool]:
         ident = self.identity(p)
-        seen = self.known_requests.get(ident)
-        if seen is not None:
-            digest, result = seen
-            if digest == p.digest:
-                return result, True
-            return Result("94", {}, "another request with this field 32/7/11 was received before"), False
+        if (answered := self.answered_before(ident, p.digest)) is not None:
+            return answered
         bd = self.calendar.business_date(p.received_at)
         fields = {"business_date": bd.isoformat()}
 
@@ -80,12 +76,8 @@ class BankKinds(Rules):
 
     def payment_reversal(self, r: PaymentReversal) -> tuple[Result, bool]:
         ident = self.identity(r)
-        seen = self.known_requests.get(ident)
-        if seen is not None:
-            digest, result = seen
-            if digest == r.digest:
-                return result, True
-            return Result("94", {}, "another request with this field 32/7/11 was received before"), False
+        if (answered := self.answered_before(ident, r.digest)) is not None:
+            return answered
         bd = self.calendar.business_date(r.received_at)
         fields = {"business_date": bd.isoformat()}
 

@@ -250,6 +250,17 @@ class BatchState:
     def orphaned(self, bank_code: str, key: tuple) -> bool:
         return any(bank_number(b) == bank_number(bank_code) for b in self.orphans.get(key, ()))
 
+    def answered_before(self, ident: tuple, digest: str) -> tuple[Result, bool] | None:
+        """A request identity seen before: its stored answer replayed (same content), or 94 (other
+        content); None for a new identity."""
+        seen = self.known_requests.get(ident)
+        if seen is None:
+            return None
+        stored_digest, result = seen
+        if stored_digest == digest:
+            return result, True
+        return Result("94", {}, "another request with this field 32/7/11 was received before"), False
+
     def remember(self, ident: tuple, posting, result: Result) -> Result:
         """Record the request's answer for its repeats, and its RRN for its payment unless taken."""
         self.known_requests[ident] = (posting.digest, result)
