@@ -160,7 +160,7 @@ def import_(kind, path, config_path, url, actor, report_path, max_errors) -> Non
 def correct(bill_id, principal, penalty, due_date, new_bill_id, actor, reason, config_path, url) -> None:
     """Correct a bill (冲红改单): reverse it and replace it with the corrected amounts."""
     from ledger.corrections import correct_bill
-    from ledger.imports import Refused
+    from ledger.errors import Refused
 
     with open_database(config_path, url, refusals=Refused) as (settings, engine):
         result = correct_bill(engine, bill_id, principal=principal, penalty=penalty, actor=actor, reason=reason,
@@ -178,7 +178,7 @@ def correct(bill_id, principal, penalty, due_date, new_bill_id, actor, reason, c
 @url_option
 def refund(customer_no, amount_fen, actor, reason, config_path, url) -> None:
     """Refund AMOUNT_FEN of a customer's prepaid balance (large ones wait for a second operator)."""
-    from ledger.imports import Refused
+    from ledger.errors import Refused
     from ledger.refunds import request_refund
 
     with open_database(config_path, url, refusals=Refused) as (settings, engine):
@@ -195,7 +195,7 @@ def refund(customer_no, amount_fen, actor, reason, config_path, url) -> None:
 @url_option
 def approve(refund_id, actor, note, config_path, url) -> None:
     """Approve a pending refund; it is paid at once."""
-    from ledger.imports import Refused
+    from ledger.errors import Refused
     from ledger.refunds import approve_refund
 
     with open_database(config_path, url, refusals=Refused) as (settings, engine):
@@ -211,7 +211,7 @@ def approve(refund_id, actor, note, config_path, url) -> None:
 @url_option
 def reject(refund_id, actor, reason, config_path, url) -> None:
     """Reject a pending refund; nothing is paid."""
-    from ledger.imports import Refused
+    from ledger.errors import Refused
     from ledger.refunds import reject_refund
 
     with open_database(config_path, url, refusals=Refused) as (settings, engine):

@@ -167,7 +167,7 @@ def open_(bank, business_date, kind, run_id, config_path, url) -> None:
 @url_option
 def show(item_id, config_path, url) -> None:
     """Show one item with its candidates ranked (same amount, near date, same customer)."""
-    from ledger.recon.ledger_ops import Refused
+    from ledger.errors import Refused
     from ledger.recon.manual import show_item
 
     with open_database(config_path, url, refusals=Refused) as (_, engine):
@@ -203,7 +203,7 @@ def show(item_id, config_path, url) -> None:
 @url_option
 def match(item_ids, payment_ids, run_ids, note, tolerance, actor, config_path, url) -> None:
     """Match items by hand: one to one or many to one (items, payments, bank runs)."""
-    from ledger.recon.ledger_ops import Refused
+    from ledger.errors import Refused
     from ledger.recon.manual import match_items
 
     with open_database(config_path, url, refusals=Refused) as (_, engine):
@@ -221,7 +221,7 @@ def match(item_ids, payment_ids, run_ids, note, tolerance, actor, config_path, u
 @url_option
 def unmatch_(match_id, item_id, reason, actor, config_path, url) -> None:
     """Undo a manual match: its items are open again."""
-    from ledger.recon.ledger_ops import Refused
+    from ledger.errors import Refused
     from ledger.recon.manual import match_of_item, unmatch
 
     with open_database(config_path, url, refusals=Refused) as (_, engine):
@@ -250,7 +250,7 @@ def unmatch_(match_id, item_id, reason, actor, config_path, url) -> None:
 @url_option
 def resolve(item_id, action, reason, method, cheque_no, actor, config_path, url) -> None:
     """Resolve an open item with a reason, through the ledger's own operations."""
-    from ledger.recon.ledger_ops import Refused
+    from ledger.errors import Refused
     from ledger.recon.resolutions import resolve_item
 
     with open_database(config_path, url, refusals=Refused) as (settings, engine):

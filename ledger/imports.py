@@ -77,7 +77,6 @@ from sqlalchemy import (
 from config import notices
 from ledger.audit import audit_row, write_audit
 from ledger.business_date import BusinessCalendar, utcnow
-from ledger.errors import Refused  # noqa: F401 - the operator commands' refusal (gridpay.ledger_commands catches it here)
 from ledger.ids import reserve_ids_for_bulk
 from ledger.money import fits
 from ledger.posting import apply_prepaid, lock_customers
