@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from config import notices
+from config.clock import DEFAULT_CUTOFF, DEFAULT_TIMEZONE
 from config.errors import ConfigError
 
 ENV_PREFIX = "GRIDPAY_"
@@ -66,8 +67,8 @@ class DatabaseConfig(_Model):
 
 
 class BusinessConfig(_Model):
-    timezone: str = "Asia/Shanghai"
-    cutoff: str = Field("23:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    timezone: str = DEFAULT_TIMEZONE
+    cutoff: str = Field(DEFAULT_CUTOFF, pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
     refund_approval_resident_fen: int = Field(100_000, ge=0)
     refund_approval_nonresident_fen: int = Field(1_000_000, ge=0)
 

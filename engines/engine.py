@@ -34,7 +34,7 @@ from ledger.key_store import KeyStore
 from ledger.key_store_db import DbKeyBackend
 from engines.writer import (ChunkDone, Note, Result, ReversalAnswered, ReversalBegun, ReversalUnanswered, Unknown,
                             Writer)
-from ledger.business_date import BusinessCalendar, utcnow
+from config.clock import Clock
 from ledger.posting import DEBIT_ACTOR, DebitResult
 
 log = logging.getLogger("gridpay.debit.engine")
@@ -47,16 +47,16 @@ def default_name() -> str:
 
 class DebitEngine:
     def __init__(self, settings, reactor, db, *, name: str | None = None, banks: list[str] | None = None,
-                 clock=None, now: Callable[[], datetime] | None = None, lease_s: float = 30.0, poll_s: float = 0.5,
+                 clock=None, lease_s: float = 30.0, poll_s: float = 0.5,
                  chunks_ahead: int = 2, only_chunks: list[int] | None = None, files: bool = True,
                  writer_batch: int = 1000, writer_wait_s: float = 0.05, retry_unsent_s: float = 1.0,
                  single: bool | None = None, housekeeping_s: float | None = None,
                  link_factory: Callable | None = None, actor: str = DEBIT_ACTOR, link_metrics=None):
         self.settings, self.reactor, self.db = settings, reactor, db
-        self.clock = clock or reactor
-        self.now = now or utcnow
+        # now, field 7's time, business dates and timers: the reactor's, or the task.Clock a test hands in
+        self.clock = Clock.of(settings.business, timer=clock or reactor)
+        self.now = self.clock.now
         self.name = name or default_name()
-        self.calendar = BusinessCalendar(settings.business.timezone, settings.business.cutoff)
         self.lease_s, self.poll_s, self.chunks_ahead = lease_s, poll_s, chunks_ahead
         # leases renewed, dead engines' reversals looked for and MAC keys reloaded this often, not
         # on every poll: between them a poll costs the database its claim and file work, if any
@@ -79,7 +79,7 @@ class DebitEngine:
         self.reversals: dict[int, store.ReverseItem] = {}
         self.rev_keys: dict[tuple, int] = {}       # reversal identity (7, 11) -> debit_id
         self.timed_out: dict[tuple, int] = {}      # debit identity (7, 11) -> debit_id, for late answers
-        self.writer = Writer(reactor, db.url.render_as_string(hide_password=False), self.calendar, self.now,
+        self.writer = Writer(reactor, db.url.render_as_string(hide_password=False), self.clock,
                              max_batch=writer_batch, max_wait_s=writer_wait_s,
                              statement_timeout_s=settings.database.statement_timeout_s,
                              on_batch=lambda size, seconds: self._check_watchers())
@@ -98,19 +98,17 @@ class DebitEngine:
 
     def make_link(self, code: str) -> BankLink:
         cfg = self.settings.bank(code)
-        tz = self.calendar.timezone
-        stans = store.BlockStans(self.db, code, self.now, tz)
+        stans = store.BlockStans(self.db, code, self.clock)
         if self._link_factory is not None:
             return self._link_factory(code, cfg, stans, self._late)
         # every engine (process) of a bank must use the MAK the bank issued last (docs/spec/INTERFACE.md §4.1: one key per
         # bank and channel): keys go through the database, as the counter gateway's do
         keys = KeyStore(self.clock, grace_s=self.settings.gateway.key_grace_s,
-                        backend=DbKeyBackend(self.db, self.settings.zmk))
+                        backend=DbKeyBackend(self.db, self.settings.zmk, self.clock))
         keys.refresh(code, LINK_CHANNEL)
         return BankLink(self.reactor, code, cfg, self.settings.zmk(code), clock=self.clock,
                         on_late_response=lambda m, code=code: self._late(code, m), stans=stans,
-                        now=lambda: store.local_now(self.now(), tz), keys=keys, metrics=self.link_metrics,
-                        calendar=self.calendar)
+                        keys=keys, metrics=self.link_metrics)
 
     def start(self) -> defer.Deferred:
         """Register (refused if SQLite already has an engine, or the name is taken), start the
@@ -241,12 +239,12 @@ class DebitEngine:
         for code, n in want.items():
             if n > 0:
                 claimed += store.claim_chunks(self.db, owner=self.name, banks=[code], now=now, lease_s=self.lease_s,
-                                              calendar=self.calendar, limit=n, include_own=include_own,
+                                              clock=self.clock, limit=n, include_own=include_own,
                                               only_chunks=self.only_chunks, actor=self.actor)
         if self.files and self.file_banks:
             from engines import files
             files.run_file_work(self.db, self.settings, now, owner=self.name, banks=self.file_banks,
-                                calendar=self.calendar)
+                                clock=self.clock)
         return claimed, revs, held_chunks, held_revs, keys
 
     def _dispatch(self, result) -> None:
@@ -312,7 +310,7 @@ class DebitEngine:
         if self._stopping or item.chunk_id not in self.chunks:
             return  # the debit stays sent under the refused identity: whoever claims the chunk reverses it
         now = self.now()
-        if store.transmitted_of(now, self.calendar.timezone) == item.fields["7"]:
+        if store.transmitted_of(now, self.clock) == item.fields["7"]:
             self.clock.callLater(1.0 - now.microsecond / 1e6, self._send_again, link, item)
             return
 
@@ -326,7 +324,7 @@ class DebitEngine:
                         f.getErrorMessage())
             self.stats["a0_identity_retries"] += 1
             self.clock.callLater(self.retry_unsent_s, self._send_again, link, item)
-        self._db(store.send_again_after_a0, self.db, item, now=now, calendar=self.calendar,
+        self._db(store.send_again_after_a0, self.db, item, now=now, clock=self.clock,
                  actor=self.actor).addCallbacks(identified, failed)
 
     def _posted(self, item: store.SendItem, posting: DebitResult, res) -> None:

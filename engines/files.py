@@ -38,7 +38,7 @@ from sqlalchemy import bindparam, insert, select, update
 
 from engines.tables import debit_file_lines, debit_files, engine_batches
 from runtime.bulk_sql import insert_rows
-from ledger.business_date import BusinessCalendar, utcnow
+from config.clock import SYSTEM_CLOCK, Clock
 from ledger.errors import Refused
 from ledger.posting import DebitResult, apply_batch
 from ledger.schema import bills, debit_attempts, debit_batches, debit_bills, debits
@@ -81,9 +81,9 @@ def finish_renames(db, drop_dir) -> list[str]:
 
 
 def write_request_file(db, settings, batch_id: int, *, now: datetime, owner: str = ACTOR,
-                       calendar: BusinessCalendar | None = None) -> Path | None:
+                       clock: Clock = SYSTEM_CLOCK) -> Path | None:
     """Write the batch's request file once; None if it is not (or no longer) waiting for one."""
-    calendar = calendar or BusinessCalendar(settings.business.timezone, settings.business.cutoff)
+    clock = clock or Clock.of(settings.business)
     _, out = _dirs(settings.drop_dir)
     eb, d = engine_batches.c, debits.c
     with db.begin() as conn:
@@ -119,7 +119,7 @@ def write_request_file(db, settings, batch_id: int, *, now: datetime, owner: str
         insert_rows(conn, debit_file_lines, [{"batch_id": batch_id, "seq": seq, "debit_id": r.debit_id}
                                              for seq, r in enumerate(rows, start=1)])
         changed = conn.execute(update(debits).where(d.batch_id == batch_id, d.state == "pending").values(
-            state="sent", business_date=calendar.business_date(now), updated_at=now)).rowcount
+            state="sent", business_date=clock.business_date(now), updated_at=now)).rowcount
         if changed != len(rows):
             raise RuntimeError(f"batch {batch_id}: {changed} of {len(rows)} debits moved to sent")
         insert_rows(conn, debit_attempts, [{"debit_id": r.debit_id, "event": "sent", "mti": None, "response_code": None,
@@ -132,7 +132,7 @@ def write_request_file(db, settings, batch_id: int, *, now: datetime, owner: str
     return final
 
 
-def expire_files(db, now: datetime, calendar: BusinessCalendar, actor: str = ACTOR) -> list[int]:
+def expire_files(db, now: datetime, clock: Clock, actor: str = ACTOR) -> list[int]:
     """Batches past their result deadline: debits unknown (unpaid, open for reconciliation)."""
     f = debit_files.c
     expired = []
@@ -148,7 +148,7 @@ def expire_files(db, now: datetime, calendar: BusinessCalendar, actor: str = ACT
             ids = list(conn.execute(select(debits.c.debit_id).where(debits.c.batch_id == batch_id,
                                                                     debits.c.state == "sent")).scalars())
             apply_batch(conn, [DebitResult(i, "unknown", now, detail="no result file by the deadline: open for "
-                                           "reconciliation", actor=actor) for i in ids], calendar, now)
+                                           "reconciliation", actor=actor) for i in ids], clock, now)
             conn.execute(update(debit_files).where(f.batch_id == batch_id).values(state="expired"))
             conn.execute(update(engine_batches).where(engine_batches.c.batch_id == batch_id)
                          .values(state="expired", updated_at=now))
@@ -158,17 +158,17 @@ def expire_files(db, now: datetime, calendar: BusinessCalendar, actor: str = ACT
 
 
 def run_file_work(db, settings, now: datetime, *, owner: str, banks: list[str],
-                  calendar: BusinessCalendar | None = None) -> dict:
+                  clock: Clock = SYSTEM_CLOCK) -> dict:
     """One pass: finish renames, write new request files, expire overdue batches."""
-    calendar = calendar or BusinessCalendar(settings.business.timezone, settings.business.cutoff)
+    clock = clock or Clock.of(settings.business)
     finish_renames(db, settings.drop_dir)
     eb = engine_batches.c
     with db.connect() as conn:
         new = list(conn.execute(select(eb.batch_id).join(debit_batches, debit_batches.c.batch_id == eb.batch_id)
                                 .where(eb.state == "new", debit_batches.c.bank_code.in_(banks))
                                 .order_by(eb.batch_id)).scalars())
-    written = [p for b in new if (p := write_request_file(db, settings, b, now=now, owner=owner, calendar=calendar))]
-    return {"written": written, "expired": expire_files(db, now, calendar)}
+    written = [p for b in new if (p := write_request_file(db, settings, b, now=now, owner=owner, clock=clock))]
+    return {"written": written, "expired": expire_files(db, now, clock)}
 
 
 # --- results -----------------------------------------------------------------------------------
@@ -188,12 +188,11 @@ class ResultFileOutcome:
 
 
 def apply_result_file(engine, path, actor: str = ACTOR, *, now: datetime | None = None,
-                      calendar: BusinessCalendar | None = None, data: bytes | None = None) -> ResultFileOutcome:
+                      clock: Clock = SYSTEM_CLOCK, data: bytes | None = None) -> ResultFileOutcome:
     """Apply a §7.2 result file whole, or reject it whole (nothing applied) with every problem."""
     from ledger.recon.debit_files import RET_LINE, RRN, validate_debit_result
 
-    now = now or utcnow()
-    calendar = calendar or BusinessCalendar()
+    now = now or clock.now()
     path = Path(path)
     name = path.name
     stem, dot, ext = name.rpartition(".")
@@ -260,7 +259,7 @@ def apply_result_file(engine, path, actor: str = ACTOR, *, now: datetime | None 
             if rrns:
                 d = debits.c
                 conn.execute(update(debits).where(d.debit_id == bindparam("id")).values(rrn=bindparam("ref")), rrns)
-            outcomes = apply_batch(conn, postings, calendar, now)
+            outcomes = apply_batch(conn, postings, clock, now)
             bad = [(p.debit_id, o.response_code, o.detail) for p, o in zip(postings, outcomes)
                    if not (o.ok or o.replayed)]
             if bad:

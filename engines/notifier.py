@@ -48,7 +48,7 @@ from engines.ratelimit import Backoff
 from engines.sms import Notice, Sender, SendError
 from iso8583_specs.masking import mask_number
 from ledger.audit import audit_row, write_audit
-from ledger.business_date import utcnow
+from config.clock import SYSTEM_CLOCK, Clock
 from ledger.db import read_only
 from ledger.schema import outbox
 
@@ -247,7 +247,7 @@ class RequeueError(Exception):
 def requeue(engine: Engine, ids: Iterable[int], actor: str, reason: str = "",
             now: datetime | None = None) -> list[int]:
     """Dead notices back to pending (attempts from 0), all or none, each with an audit row."""
-    now = now or utcnow()
+    now = now or SYSTEM_CLOCK.now()
     ids = sorted(set(int(i) for i in ids))
     if not ids:
         raise RequeueError("no notice ids given")
@@ -288,13 +288,13 @@ class BatchReport:
 
 
 class Notifier:
-    """Claims, sends and records; synchronous (call from a worker thread). ``now`` gives every
+    """Claims, sends and records; synchronous (call from a worker thread). ``clock`` gives every
     timestamp, so tests move time without sleeping."""
 
     def __init__(self, engine: Engine, sender: Sender, *, name: str | None = None, batch_size: int = 50,
                  concurrency: int = 4, max_attempts: int = 8, backoff: Backoff | None = None,
                  lease_s: float = 300.0, send_timeout_s: float = 10.0,
-                 now: Callable[[], datetime] = utcnow, metrics: NotifierMetrics | None = None):
+                 clock: Clock = SYSTEM_CLOCK, metrics: NotifierMetrics | None = None):
         if lease_s < 3 * send_timeout_s:
             raise ValueError("lease_s must be at least 3 x send_timeout_s")
         self.engine, self.sender = engine, sender
@@ -303,7 +303,7 @@ class Notifier:
         self.batch_size, self.max_attempts = batch_size, max_attempts
         self.backoff = backoff or Backoff(30.0, 3600.0, jitter=0.2)
         self.lease_s, self.send_timeout_s = lease_s, send_timeout_s
-        self.now = now
+        self.now = clock.now
         self.metrics = metrics or NotifierMetrics()
         self.pool = ThreadPoolExecutor(concurrency, thread_name_prefix="notifier-send") if concurrency > 1 else None
         self._owed: list[tuple[Notice, str, Callable[[], bool]]] = []   # results the database has not taken yet

@@ -22,7 +22,7 @@ from sqlalchemy import insert, select, text, update
 
 from engines.tables import debit_chunks, debit_plans, debit_skips, engine_batches
 from ledger.audit import audit_row
-from ledger.business_date import BusinessCalendar
+from config.clock import DEFAULT_TIMEZONE, SYSTEM_CLOCK, Clock
 from ledger.ids import reserve_ids
 from ledger.posting import DEBIT_ACTOR, open_bills_query
 from ledger.schema import agreements, audit_log, customers, debit_attempts, debit_batches, debit_bills, debits
@@ -62,7 +62,7 @@ def validate_cron(expr: str) -> None:
 
 def add_plan(db, *, name: str, bank_code: str, cron: str, now: datetime, actor: str, due_days: int = 0,
              district: str | None = None, customers_only: list[str] | None = None, chunk_size: int = 1000,
-             time_zone: str = "Asia/Shanghai", paused: bool = False) -> int:
+             time_zone: str = DEFAULT_TIMEZONE, paused: bool = False) -> int:
     validate_cron(cron)
     ZoneInfo(time_zone)
     if district is not None and not _DISTRICT.fullmatch(district):
@@ -117,7 +117,7 @@ def _bank_mode(settings, bank_code: str) -> str:
     return settings.banks[bank_code].debit.mode
 
 
-def build_batch(conn, *, bank_code: str, at: datetime, calendar: BusinessCalendar, mode: str = "online",
+def build_batch(conn, *, bank_code: str, at: datetime, clock: Clock, mode: str = "online",
                 plan: dict | None = None, scheduled_for: datetime | None = None, due_days: int | None = None,
                 district: str | None = None, customers_only: list[str] | None = None, chunk_size: int = 1000,
                 priority: int = 0, kind: str = "plan", actor: str = DEBIT_ACTOR,
@@ -136,7 +136,7 @@ def build_batch(conn, *, bank_code: str, at: datetime, calendar: BusinessCalenda
         "plan_id": plan["plan_id"] if plan else None, "scheduled_for": scheduled_for, "bank_code": bank_code,
         "mode": mode, "created_at": at}).scalar_one()
     summary = BatchSummary(batch_id, plan["plan_id"] if plan else None, scheduled_for, bank_code, mode)
-    run_date = calendar.business_date(scheduled_for or at)
+    run_date = clock.business_date(scheduled_for or at)
     due_by = run_date + timedelta(days=due_days or 0)
 
     a, c = agreements.c, customers.c
@@ -210,12 +210,11 @@ def build_batch(conn, *, bank_code: str, at: datetime, calendar: BusinessCalenda
     return summary
 
 
-def run_now(db, settings, name_or_id, *, now: datetime, actor: str, calendar: BusinessCalendar | None = None
+def run_now(db, settings, name_or_id, *, now: datetime, actor: str, clock: Clock = SYSTEM_CLOCK
             ) -> BatchSummary:
     """A batch of the plan at once (scheduled_for = now, to the second); the cron schedule is unchanged."""
-    calendar = calendar or BusinessCalendar()
     with db.begin() as conn:
         plan = get_plan(conn, name_or_id)
-        return build_batch(conn, bank_code=plan["bank_code"], at=now, calendar=calendar, plan=plan,
+        return build_batch(conn, bank_code=plan["bank_code"], at=now, clock=clock, plan=plan,
                            scheduled_for=now.replace(microsecond=0), mode=_bank_mode(settings, plan["bank_code"]),
                            actor=actor)

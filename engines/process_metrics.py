@@ -6,6 +6,7 @@ gateway does). Backlogs are read from the database every ``refresh_s`` seconds, 
 from __future__ import annotations
 
 import logging
+from config.clock import SYSTEM_CLOCK
 from datetime import datetime, timezone
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -36,7 +37,7 @@ class ProcessMetrics:
         conn.execute(PROBE)
 
     def poll(self, engine) -> None:
-        now = datetime.now(timezone.utc)
+        now = SYSTEM_CLOCK.now()
         try:
             with engine.connect() as conn:
                 self.refresh(conn, now)

@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from engines.plans import SINGLE_PRIORITY, PlanError, build_batch
 from engines.tables import debit_chunks, debit_reversals
-from ledger.business_date import BusinessCalendar
+from config.clock import Clock
 from ledger.schema import agreements, debits
 
 MEANING = {"05": "declined, no reason given", "12": "invalid transaction", "13": "invalid amount",
@@ -42,7 +42,7 @@ class Single:
 
 def create_single(db, settings, customer_no: str, *, bank_code: str | None, now: datetime, actor: str) -> Single:
     a = agreements.c
-    calendar = BusinessCalendar(settings.business.timezone, settings.business.cutoff)
+    clock = Clock.of(settings.business)
     with db.begin() as conn:
         q = select(a.bank_code).where(a.customer_no == customer_no, a.status == "A")
         if bank_code:
@@ -57,7 +57,7 @@ def create_single(db, settings, customer_no: str, *, bank_code: str | None, now:
             raise PlanError(f"bank {bank} has no debit channel configured")
         if cfg.debit.mode != "online":
             raise PlanError(f"bank {bank} takes debits by file only (debit.mode = file): no real-time debit")
-        s = build_batch(conn, bank_code=bank, at=now, calendar=calendar, mode="online", customers_only=[customer_no],
+        s = build_batch(conn, bank_code=bank, at=now, clock=clock, mode="online", customers_only=[customer_no],
                         chunk_size=1, priority=SINGLE_PRIORITY, kind="single", actor=actor, include_not_due=True)
         if s.skipped:
             raise PlanError(f"customer {customer_no} skipped: {s.skipped[0][2]}")

@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 
 from engines.plans import BatchSummary, _bank_mode, build_batch
 from engines.tables import debit_plans
-from ledger.business_date import BusinessCalendar
+from config.clock import SYSTEM_CLOCK, Clock
 from ledger.schema import debit_batches
 
 log = logging.getLogger("gridpay.debit.scheduler")
@@ -56,11 +56,11 @@ def _aware(ts: datetime | None) -> datetime | None:
     return ts if ts.tzinfo is not None else ts.replace(tzinfo=timezone.utc)
 
 
-def run_once(db, settings, now: datetime, *, actor: str = ACTOR, calendar: BusinessCalendar | None = None,
+def run_once(db, settings, now: datetime, *, actor: str = ACTOR, clock: Clock = SYSTEM_CLOCK,
              max_catch_up: int = 10_000) -> list[Run]:
-    if calendar is None:
-        calendar = (BusinessCalendar(settings.business.timezone, settings.business.cutoff) if settings is not None
-                    else BusinessCalendar())
+    if clock is None:
+        clock = (Clock.of(settings.business) if settings is not None
+                    else Clock())
     p = debit_plans.c
     with db.connect() as conn:
         plans = [dict(r) for r in conn.execute(select(debit_plans).where(p.status == "A")).mappings()]
@@ -74,7 +74,7 @@ def run_once(db, settings, now: datetime, *, actor: str = ACTOR, calendar: Busin
         for t in times:
             try:
                 with db.begin() as conn:
-                    summary = build_batch(conn, bank_code=plan["bank_code"], at=now, calendar=calendar, plan=plan,
+                    summary = build_batch(conn, bank_code=plan["bank_code"], at=now, clock=clock, plan=plan,
                                           scheduled_for=t, mode=_bank_mode(settings, plan["bank_code"]), actor=actor)
                     _advance(conn, plan["plan_id"], t)
                 runs.append(Run(plan["name"], t, "made", summary))
@@ -103,10 +103,8 @@ def batches_of(db, plan_id: int) -> list[tuple[int, datetime]]:
 def run_forever(db, settings, *, interval_s: float = 30.0, stop: threading.Event | None = None, now=None,
                 on_pass=lambda runs: None) -> None:
     """Pass over the plans every ``interval_s`` until ``stop``; ``on_pass`` gets each pass's runs (None: failed)."""
-    from ledger.business_date import utcnow
-
     stop = stop or threading.Event()
-    now = now or utcnow
+    now = now or SYSTEM_CLOCK.now
     while not stop.is_set():
         try:
             runs = run_once(db, settings, now())

@@ -22,12 +22,12 @@ import os
 import socket
 import ssl
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Mapping, Protocol
 from urllib.parse import quote
 
+from config.clock import SYSTEM_CLOCK
 from config.sms_request import DEFAULT_JSON_TEMPLATE, PLACEHOLDERS, fill, http_request
 
 MAX_ANSWER = 64 * 1024
@@ -176,7 +176,7 @@ class FileSender:
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def send(self, notice: Notice) -> None:
-        line = json.dumps({**asdict(notice), "at": datetime.now().astimezone().isoformat()},
+        line = json.dumps({**asdict(notice), "at": SYSTEM_CLOCK.local().isoformat()},
                           ensure_ascii=False) + "\n"
         try:
             with open(self.path, "a", encoding="utf-8") as f:
@@ -206,7 +206,7 @@ def _retry_after(value: str | None) -> float | None:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    return max(0.0, (when - datetime.now(when.tzinfo)).total_seconds())
+    return max(0.0, (when - SYSTEM_CLOCK.now()).total_seconds())
 
 
 def sender_from_config(cfg, environ: Mapping[str, str] | None = None, permissions: str = "refuse") -> Sender:

@@ -20,7 +20,6 @@ import os
 import socket
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -28,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from engines.tables import debit_chunks, debit_reversals, engine_instances, stan_counters
 from iso8583_specs.tlv import Bill, build_tlv
 from runtime.bulk_sql import in_list, insert_rows
-from ledger.business_date import BusinessCalendar
+from config.clock import SYSTEM_CLOCK, Clock
 from ledger.posting import DebitResult, apply_batch
 from ledger.schema import bills, debit_attempts, debit_bills, debits
 
@@ -48,12 +47,9 @@ class EngineConflict(RuntimeError):
 # --------------------------------------------------------------------------------------------
 # identities
 
-def local_now(now: datetime, tz: str = "Asia/Shanghai") -> datetime:
-    return now.astimezone(ZoneInfo(tz))
-
-
-def transmitted_of(now: datetime, tz: str = "Asia/Shanghai") -> str:
-    return local_now(now, tz).strftime("%m%d%H%M%S")
+def transmitted_of(now: datetime, clock: Clock = SYSTEM_CLOCK) -> str:
+    """Field 7 of a request sent at ``now``: the business timezone's time (docs/spec/INTERFACE.md §1)."""
+    return clock.local(now).strftime("%m%d%H%M%S")
 
 
 def rrn_of(debit_id: int, resend: int = 0) -> str:
@@ -99,13 +95,13 @@ class BlockStans:
     so they never collide with debits' STANs. ``next()`` is synchronous (a short transaction per
     block of ``block`` STANs; network messages are rare)."""
 
-    def __init__(self, db, bank_code: str, now, tz: str = "Asia/Shanghai", block: int = 20):
-        self.db, self.bank_code, self.now, self.tz, self.block = db, bank_code, now, tz, block
+    def __init__(self, db, bank_code: str, clock: Clock, block: int = 20):
+        self.db, self.bank_code, self.clock, self.block = db, bank_code, clock, block
         self._day = None
         self._next = self._end = 0
 
     def next(self) -> str:
-        day = local_now(self.now(), self.tz).strftime("%Y%m%d")
+        day = self.clock.local().strftime("%Y%m%d")
         if day != self._day or self._next >= self._end:
             with self.db.begin() as conn:
                 first = reserve_stans(conn, self.bank_code, day, self.block)
@@ -200,7 +196,7 @@ def claim_statement(dialect_name: str, banks: list[str], now: datetime, owner: s
     return stmt
 
 
-def claim_chunks(db, *, owner: str, banks: list[str], now: datetime, lease_s: float, calendar: BusinessCalendar,
+def claim_chunks(db, *, owner: str, banks: list[str], now: datetime, lease_s: float, clock: Clock,
                  limit: int = 1, include_own: bool = False, only_chunks: list[int] | None = None,
                  actor: str = "system:debit-engine") -> list[Claimed]:
     """Claim up to ``limit`` chunks and prepare them, in one transaction (see the module doc)."""
@@ -220,12 +216,12 @@ def claim_chunks(db, *, owner: str, banks: list[str], now: datetime, lease_s: fl
             conn.execute(update(debit_chunks).where(c.chunk_id == row.chunk_id).values(
                 state="claimed", owner=owner, lease_until=lease, claims=c.claims + 1, updated_at=now))
             claimed = Claimed(row.chunk_id, row.batch_id, row.chunk_no, row.bank_code, row.priority)
-            _prepare(conn, claimed, owner=owner, now=now, lease=lease, calendar=calendar, actor=actor)
+            _prepare(conn, claimed, owner=owner, now=now, lease=lease, clock=clock, actor=actor)
             out.append(claimed)
     return out
 
 
-def _prepare(conn, claimed: Claimed, *, owner: str, now: datetime, lease: datetime, calendar: BusinessCalendar,
+def _prepare(conn, claimed: Claimed, *, owner: str, now: datetime, lease: datetime, clock: Clock,
              actor: str) -> None:
     d = debits.c
     rows = conn.execute(select(d.debit_id, d.state, d.customer_no, d.account_no, d.amount, d.transmitted, d.stan,
@@ -235,13 +231,12 @@ def _prepare(conn, claimed: Claimed, *, owner: str, now: datetime, lease: dateti
     pending = [r for r in rows if r.state == "pending"]
     orphans = [r for r in rows if r.state in ("sent", "unknown")]
     claimed.settled = len(rows) - len(pending) - len(orphans)
-    tz = calendar.timezone
     if pending:
         bank = claimed.bank_code
-        transmitted = transmitted_of(now, tz)
-        day = local_now(now, tz).strftime("%Y") + transmitted[:4]
+        transmitted = transmitted_of(now, clock)
+        day = clock.local(now).strftime("%Y") + transmitted[:4]
         first = reserve_stans(conn, bank, day, len(pending))
-        bd = calendar.business_date(now)
+        bd = clock.business_date(now)
         ids = [r.debit_id for r in pending]
         items: dict[int, list[tuple[str, int, int]]] = {i: [] for i in ids}
         b = bills.c
@@ -260,7 +255,7 @@ def _prepare(conn, claimed: Claimed, *, owner: str, now: datetime, lease: dateti
             updates.append((r.debit_id, transmitted, stan, rrn))
         mark_sent(conn, updates, business_date=bd, now=now, actor=actor)
     if orphans:
-        take_over_orphans(conn, claimed, orphans, owner=owner, now=now, lease=lease, calendar=calendar, actor=actor)
+        take_over_orphans(conn, claimed, orphans, owner=owner, now=now, lease=lease, clock=clock, actor=actor)
 
 
 def mark_sent(conn, updates: list[tuple[int, str, str, str]], *, business_date: date, now: datetime,
@@ -294,7 +289,7 @@ def mark_sent(conn, updates: list[tuple[int, str, str, str]], *, business_date: 
                                        for i, t, s, r in updates])
 
 
-def send_again_after_a0(db, item: SendItem, *, now: datetime, calendar: BusinessCalendar,
+def send_again_after_a0(db, item: SendItem, *, now: datetime, clock: Clock,
                         actor: str = "system:debit-engine") -> dict:
     """The fields of a debit the bank answered A0, under a new identity, committed before it is
     written (§4.7: new 7 and 11 - and a new 37, docs/debit-engines.md): a STAN from the shared
@@ -305,7 +300,6 @@ def send_again_after_a0(db, item: SendItem, *, now: datetime, calendar: Business
 
     f = item.fields
     old = (f["7"], f["11"], f["37"].strip())
-    tz = calendar.timezone
     d = debits.c
     with db.begin() as conn:
         row = conn.execute(select(d.transmitted, d.stan, d.rrn, d.state).where(d.debit_id == item.debit_id)).one()
@@ -313,19 +307,19 @@ def send_again_after_a0(db, item: SendItem, *, now: datetime, calendar: Business
         if current != old and row.state == "sent" and row.transmitted != old[0]:
             transmitted, stan, rrn = current
         else:
-            transmitted = transmitted_of(now, tz)
-            day = local_now(now, tz).strftime("%Y") + transmitted[:4]
+            transmitted = transmitted_of(now, clock)
+            day = clock.local(now).strftime("%Y") + transmitted[:4]
             stan = f"{reserve_stans(conn, item.bank_code, day, 1):06d}"
             refused = conn.execute(select(func.count()).select_from(debit_attempts).where(
                 debit_attempts.c.debit_id == item.debit_id, debit_attempts.c.event == "mac_refused")).scalar_one()
             rrn = rrn_of(item.debit_id, refused + 1)
             mark_debit_sent(conn, item.debit_id, transmitted=transmitted, stan=stan, rrn=rrn,
-                            business_date=calendar.business_date(now), at=now, actor=actor, after_a0=old)
+                            business_date=clock.business_date(now), at=now, actor=actor, after_a0=old)
     return {**f, "7": transmitted, "12": transmitted[4:], "13": transmitted[:4], "11": stan, "37": rrn.ljust(12)}
 
 
 def take_over_orphans(conn, claimed: Claimed | None, rows, *, owner: str, now: datetime, lease: datetime,
-                      calendar: BusinessCalendar, actor: str, detail: str = "") -> list[ReverseItem]:
+                      clock: Clock, actor: str, detail: str = "") -> list[ReverseItem]:
     """Debits left ``sent``/``unknown`` by an engine that is gone: they may have reached the bank,
     so they are never sent again. Each becomes ``unknown`` and gets a reversal (a new row, or the
     existing one taken over)."""
@@ -339,14 +333,14 @@ def take_over_orphans(conn, claimed: Claimed | None, rows, *, owner: str, now: d
         postings = [DebitResult(row.debit_id, "unknown", now, detail=detail or "left unanswered by an engine that "
                                 "stopped: reversing", actor=actor) for row in new_rows if row.state == "sent"]
         if postings:
-            outcomes = apply_batch(conn, postings, calendar, now)
+            outcomes = apply_batch(conn, postings, clock, now)
             bad = [(p.debit_id, o.response_code, o.detail) for p, o in zip(postings, outcomes)
                    if not (o.ok or o.replayed)]
             if bad:
                 raise RuntimeError(f"the ledger refused unknown for {bad[:3]}")
         out += create_reversals(conn, [(row.debit_id, row.bank_code, original_fields(
             row.bank_code, row.transmitted, row.stan, row.rrn, row.amount, row.customer_no)) for row in new_rows],
-            owner=owner, now=now, lease=lease, calendar=calendar)
+            owner=owner, now=now, lease=lease, clock=clock)
     taken = [x for x in existing.values() if x.state == "pending"]
     if taken:
         conn.execute(update(debit_reversals).where(in_list(conn.dialect.name, r.debit_id, "ids"))
@@ -365,13 +359,12 @@ def take_over_orphans(conn, claimed: Claimed | None, rows, *, owner: str, now: d
 
 
 def create_reversals(conn, items: list[tuple[int, str, dict]], *, owner: str, now: datetime, lease: datetime,
-                     calendar: BusinessCalendar) -> list[ReverseItem]:
+                     clock: Clock) -> list[ReverseItem]:
     """Reversal rows (state pending, due now) with their own identity, for (debit_id, bank, original)."""
     if not items:
         return []
-    tz = calendar.timezone
-    transmitted = transmitted_of(now, tz)
-    day = local_now(now, tz).strftime("%Y") + transmitted[:4]
+    transmitted = transmitted_of(now, clock)
+    day = clock.local(now).strftime("%Y") + transmitted[:4]
     by_bank: dict[str, list] = {}
     for it in items:
         by_bank.setdefault(it[1], []).append(it)

@@ -27,7 +27,7 @@ from sqlalchemy import insert, select, update
 from engines.store import ReverseItem, create_reversals
 from engines.tables import debit_chunks, debit_reversals
 from runtime.worker_process import BatchProcess
-from ledger.business_date import BusinessCalendar, utcnow
+from config.clock import Clock
 from ledger.group_commit import in_transaction
 from ledger.posting import DebitResult, Outcome, apply_batch
 from ledger.schema import debit_attempts
@@ -110,12 +110,11 @@ class Writer:
     """The engine's handle on its writer process: ``submit(op, callback)``; ``callback(result)``
     runs on the reactor thread after the commit (an exception instead when the op failed)."""
 
-    def __init__(self, reactor, url: str, calendar: BusinessCalendar, now: Callable[[], datetime] = utcnow,
-                 max_batch: int = 1000, max_wait_s: float = 0.005, statement_timeout_s: float | None = None,
+    def __init__(self, reactor, url: str, clock: Clock, max_batch: int = 1000, max_wait_s: float = 0.005, statement_timeout_s: float | None = None,
                  log_file: str = "", on_batch: Callable[[int, float], None] | None = None, name: str = "debit-writer"):
-        self.now = now
-        config = {"url": url, "statement_timeout_s": statement_timeout_s, "timezone": calendar.timezone,
-                  "cutoff": calendar.cutoff, "log_file": log_file}
+        self.clock = clock
+        config = {"url": url, "statement_timeout_s": statement_timeout_s, "timezone": clock.timezone,
+                  "cutoff": clock.cutoff, "log_file": log_file}
         self.process = BatchProcess(reactor, "engines.writer:WriterWorker", config, name=name, max_batch=max_batch,
                                     max_wait_s=max_wait_s, resend=True, on_batch=on_batch)
 
@@ -126,7 +125,7 @@ class Writer:
         return self.process.stop()
 
     def submit(self, op, callback: Callable) -> None:
-        d = self.process.submit((self.now(), op))
+        d = self.process.submit((self.clock.now(), op))
         d.addCallbacks(callback, lambda failure: callback(failure.value))
         d.addErrback(lambda failure: log.error("writer callback failed: %s", failure.getTraceback()))
 
@@ -152,7 +151,7 @@ class WriterWorker:
 
         self.db = make_engine(config["url"], pool_size=1, statement_timeout_s=config.get("statement_timeout_s"),
                               pre_ping=False)
-        self.calendar = BusinessCalendar(config["timezone"], config["cutoff"])
+        self.clock = Clock(config["timezone"], config["cutoff"])
 
     def close(self) -> None:
         self.db.dispose()
@@ -185,7 +184,7 @@ class WriterWorker:
                 postings.append(p)
                 where.append(i)
         if postings:
-            for i, outcome in zip(where, apply_batch(conn, postings, self.calendar, now)):
+            for i, outcome in zip(where, apply_batch(conn, postings, self.clock, now)):
                 results[i] = outcome
         unknowns = [(i, op) for i, op in enumerate(ops) if isinstance(op, Unknown)]
         if unknowns:
@@ -210,7 +209,7 @@ class WriterWorker:
                     items = create_reversals(conn, [(op.posting.debit_id, op.bank_code, op.original)
                                                     for _, op in fresh],
                                              owner=owner, now=now, lease=now + timedelta(seconds=lease_s),
-                                             calendar=self.calendar)
+                                             clock=self.clock)
                     for (i, _), item in zip(fresh, items):
                         results[i] = item
         r = debit_reversals.c

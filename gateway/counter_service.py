@@ -62,13 +62,12 @@ class Link:
 
 
 class CounterService:
-    def __init__(self, banks, keys, ledger, calendar, metrics, clock, zmk_for):
+    def __init__(self, banks, keys, ledger, metrics, clock, zmk_for):
         self.banks = banks              # gateway.bank_directory.BankDirectory
         self.keys = keys                # ledger.key_store.KeyStore
         self.ledger = ledger            # gateway.ledger_port.LedgerPort
-        self.calendar = calendar        # ledger.business_date.BusinessCalendar
         self.metrics = metrics
-        self.clock = clock
+        self.clock = clock              # config.clock.Clock on the reactor
         self.zmk_for = zmk_for          # bank code -> ZMK bytes
         self.in_flight = 0
         metrics.in_flight.set_function(lambda: self.in_flight)
@@ -263,7 +262,7 @@ class CounterService:
     # --- the answer ---------------------------------------------------------------------
 
     def respond(self, ex: Exchange, link: Link) -> bytes:
-        fields = responses.reply_fields(ex, self.calendar.business_date(ex.received_at))
+        fields = responses.reply_fields(ex, self.clock.business_date(ex.received_at))
         # a bank's key MACs answers only on links that bank may use: a 58 or 30 naming another bank
         # is no occasion to MAC under that bank's key
         mac = ex.mac and ex.mti != "0800" and link.may_speak_for(ex.bank)

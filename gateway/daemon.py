@@ -18,7 +18,7 @@ from gateway.gateway_metrics import GatewayMetrics
 from gateway.ledger_port import LedgerPort
 from gateway.listener import ConnectionCounts, CounterFactory
 from gateway.tls import server_options
-from ledger.business_date import BusinessCalendar
+from config.clock import Clock
 from ledger.db import make_engine
 from ledger.key_store import KeyStore
 from ledger.key_store_db import DbKeyBackend
@@ -34,17 +34,18 @@ class Gateway:
     def __init__(self, settings, reactor, engine=None, clock=None):
         self.settings = settings
         self.reactor = reactor
-        self.clock = clock or reactor  # timers and key grace; tests inject twisted.internet.task.Clock
+        # now, business dates, timers and key grace: on the reactor, or on the twisted.internet.task.Clock
+        # a test hands in (sockets stay on the reactor)
+        self.clock = Clock.of(settings.business, timer=clock or reactor)
         self.metrics = GatewayMetrics()
         self.directory = BankDirectory(settings)
-        self.calendar = BusinessCalendar(settings.business.timezone, settings.business.cutoff)
         self.engine = engine or make_engine(settings.database_url(), pool_size=settings.database.pool_size,
                                             statement_timeout_s=settings.database.statement_timeout_s)
-        self.ledger = LedgerPort(reactor, self.engine, settings, self.calendar, on_commit=self.metrics.on_commit)
-        backend = DbKeyBackend(self.engine, self.directory.zmk)
+        self.ledger = LedgerPort(reactor, self.engine, settings, self.clock, on_commit=self.metrics.on_commit)
+        backend = DbKeyBackend(self.engine, self.directory.zmk, self.clock)
         self.keys = KeyStore(self.clock, grace_s=settings.gateway.key_grace_s, backend=backend)
-        self.service = CounterService(self.directory, self.keys, self.ledger, self.calendar, self.metrics,
-                                      self.clock, self.directory.zmk)
+        self.service = CounterService(self.directory, self.keys, self.ledger, self.metrics, self.clock,
+                                      self.directory.zmk)
         self.counts = ConnectionCounts(self.directory, self.metrics)
         self.factories: list[CounterFactory] = []
         self.ports = []
@@ -87,7 +88,7 @@ class Gateway:
         from ledger.recon.drop_files import MIB
         from ledger.recon.watch import DropWatcher
 
-        self.watcher = DropWatcher(self.engine, self.settings.drop_dir, actor="system:gateway-watch",
+        self.watcher = DropWatcher(self.engine, self.settings.drop_dir, actor="system:gateway-watch", clock=self.clock,
                                    max_file_bytes=self.settings.watch.max_file_mib * MIB)
         self.watcher.start(self.reactor)
         log.info("watching drop directory %s", self.settings.drop_dir)

@@ -37,13 +37,13 @@ class SystemError96:
 class LedgerPort:
     POSTING_WORKER = "ledger.group_commit:PostingWorker"   # a test may run its own, faulty one
 
-    def __init__(self, reactor, engine, settings, calendar, on_commit=None):
+    def __init__(self, reactor, engine, settings, clock, on_commit=None):
         self.reactor = reactor
         self.engine = engine
-        self.calendar = calendar
+        self.clock = clock
         db = settings.database
         common = {"url": settings.database_url(), "statement_timeout_s": db.statement_timeout_s,
-                  "timezone": calendar.timezone, "cutoff": calendar.cutoff}
+                  "timezone": clock.timezone, "cutoff": clock.cutoff}
         self.poster = BatchProcess(reactor, self.POSTING_WORKER, common, name="ledger-committer",
                                    max_batch=db.group_commit_max, max_wait_s=db.group_commit_wait_ms / 1000,
                                    resend=True, on_batch=on_commit)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from datetime import datetime, timezone
+from datetime import datetime
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IHandshakeListener
@@ -144,7 +144,7 @@ class CounterProtocol(Protocol):
 
     def _handle(self, frame) -> None:
         ex = Exchange(frame=frame.message, tpdu=frame.tpdu, received=self.clock.seconds(),
-                      received_at=datetime.now(timezone.utc))
+                      received_at=self.clock.now())
         d = defer.ensureDeferred(self.factory.service.handle(ex, self.link))
         self.pending.add(d)
         d.addCallback(self._answer, ex)
@@ -202,7 +202,7 @@ class CounterProtocol(Protocol):
     def _send_echo(self) -> None:
         if self.link.bank is None or not self.connected:
             return
-        message = codec.encode(self.link.dialect, "0800", echo_fields(self.link.bank, self._stans.next()))
+        message = codec.encode(self.link.dialect, "0800", echo_fields(self.link.bank, self._stans.next(), self.clock.local()))
         bank = self.factory.directory.config(self.link.bank)
         tpdu = make_tpdu(bank.nii_bank, bank.nii_gateway) if self.link.dialect.framing.tpdu else None
         self.transport.write(encode_frame(self.link.dialect.framing, message, tpdu))
@@ -211,6 +211,6 @@ class CounterProtocol(Protocol):
         return f"{self.link.bank or 'unidentified'}@{self.peer.host}:{self.peer.port}"
 
 
-def echo_fields(bank: str, stan: str) -> dict[str, str]:
-    """The gateway's echo: its times as the gateway's clock reads them."""
-    return network_request(times_at(datetime.now().astimezone()), stan, bank, shapes.ECHO)
+def echo_fields(bank: str, stan: str, local: datetime) -> dict[str, str]:
+    """The gateway's echo, sent at ``local`` (the business timezone's time, as §1 has it)."""
+    return network_request(times_at(local), stan, bank, shapes.ECHO)

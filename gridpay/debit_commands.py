@@ -32,8 +32,8 @@ def _open(config_path, pool_size: int | None = None):
 
 
 def _now():
-    from ledger.business_date import utcnow
-    return utcnow()
+    from config.clock import SYSTEM_CLOCK
+    return SYSTEM_CLOCK.now()
 
 
 # --- plan ------------------------------------------------------------------------------------
@@ -299,9 +299,9 @@ def debit_result(config_path, path):
     from engines.files import apply_result_file
 
     settings, db = _open(config_path)
-    from ledger.business_date import BusinessCalendar
+    from config.clock import Clock
     out = apply_result_file(db, path, _operator(),
-                            calendar=BusinessCalendar(settings.business.timezone, settings.business.cutoff))
+                            clock=Clock.of(settings.business))
     click.echo(out.message)
     for line, fld, reason in out.errors:
         click.echo(f"  line {line}, {fld}: {reason}" if line else f"  {fld}: {reason}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from gridpay.options import (
-    business_calendar, config_option, database_url, open_database, operator_name, refuse, url_option,
+    business_clock, config_option, database_url, open_database, operator_name, refuse, url_option,
 )
 
 @click.group()
@@ -129,7 +129,7 @@ def import_(kind, path, config_path, url, actor, report_path, max_errors) -> Non
             files = {kind: path}
         known_banks = {code: bank.name for code, bank in settings.banks.items()} or None
         # progress on stderr: a bar on a terminal, a line every 5 s otherwise; the summary on stdout
-        results = import_files(engine, files, operator_name(actor), calendar=business_calendar(settings),
+        results = import_files(engine, files, operator_name(actor), clock=business_clock(settings),
                                known_banks=known_banks, progress=Progress())
     rejected = any(r.errors for r in results.values())
     for r in results.values():
@@ -165,7 +165,7 @@ def correct(bill_id, principal, penalty, due_date, new_bill_id, actor, reason, c
     with open_database(config_path, url, refusals=Refused) as (settings, engine):
         result = correct_bill(engine, bill_id, principal=principal, penalty=penalty, actor=actor, reason=reason,
                               due_date=due_date.date() if due_date else None, new_bill_id=new_bill_id,
-                              calendar=business_calendar(settings))
+                              clock=business_clock(settings))
     click.echo(result.summary())
 
 

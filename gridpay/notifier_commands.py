@@ -186,7 +186,7 @@ def status(show_dead, as_json, config_path, url) -> None:
 
     from engines.notifier import DEAD, as_utc, mask_digits
     from iso8583_specs.masking import mask_number
-    from ledger.business_date import utcnow
+    from config.clock import SYSTEM_CLOCK
     from ledger.schema import outbox
 
     settings = load_settings(config_path)
@@ -202,7 +202,7 @@ def status(show_dead, as_json, config_path, url) -> None:
                                 .limit(show_dead)).all()
     finally:
         engine.dispose()
-    age = round((utcnow() - oldest).total_seconds(), 1) if oldest else 0.0
+    age = round((SYSTEM_CLOCK.now() - oldest).total_seconds(), 1) if oldest else 0.0
     rows = [{"id": r.id, "kind": r.kind, "ref": r.ref, "customer_no": mask_number(r.customer_no),
              "mobile": mask_number(r.mobile), "attempts": r.attempts, "claimed_by": r.claimed_by,
              "last_error": mask_digits(r.last_error or "")} for r in dead]

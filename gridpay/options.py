@@ -39,10 +39,10 @@ def refuse(reason: object) -> NoReturn:
     sys.exit(1)
 
 
-def business_calendar(settings: Settings):
-    from ledger.business_date import BusinessCalendar
+def business_clock(settings: Settings):
+    from config.clock import Clock
 
-    return BusinessCalendar(settings.business.timezone, settings.business.cutoff)
+    return Clock.of(settings.business)
 
 
 def require_schema(url: str) -> None:

@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from gridpay.options import business_calendar, config_option, open_database, operator_name, refuse, url_option
+from gridpay.options import business_clock, config_option, open_database, operator_name, refuse, url_option
 from runtime.bootstrap import on_stop_signals
 
 actor_option = click.option("--actor", help="operator name, audited (default: the login name)")
@@ -73,8 +73,8 @@ def bank(path, actor, reports_dir, settle_debits, max_errors, as_json, config_pa
     from ledger.recon.matching import reconcile_bank_file
 
     with open_database(config_path, url) as (settings, engine):
-        calendar = business_calendar(settings)
-        r = reconcile_bank_file(engine, path, actor=operator_name(actor), calendar=calendar,
+        clock = business_clock(settings)
+        r = reconcile_bank_file(engine, path, actor=operator_name(actor), clock=clock,
                                 reports_dir=_reports(config_path, reports_dir), progress=_progress(as_json),
                                 settle_debits=settle_debits)
     if as_json:
@@ -254,9 +254,9 @@ def resolve(item_id, action, reason, method, cheque_no, actor, config_path, url)
     from ledger.recon.resolutions import resolve_item
 
     with open_database(config_path, url, refusals=Refused) as (settings, engine):
-        calendar = business_calendar(settings)
+        clock = business_clock(settings)
         done = resolve_item(engine, item_id, action, actor=operator_name(actor), reason=reason, method=method,
-                            cheque_no=cheque_no, calendar=calendar)
+                            cheque_no=cheque_no, clock=clock)
     extra = ", ".join(f"{k} {v}" for k, v in done.items() if k not in ("item_id", "action", "resolution"))
     click.echo(f"item {item_id} {done['resolution']}" + (f": {extra}" if extra else ""))
 
@@ -328,7 +328,7 @@ def watch(drop_dir, once, interval, settle_debits, amount_tolerance, cheque_wind
         metrics_host = metrics_host or settings.watch.metrics_host
         metrics_port = settings.watch.metrics_port if metrics_port is None else metrics_port
         watcher = DropWatcher(engine, drop_dir, actor=operator_name(actor) if actor else "system:recon-watch",
-                              calendar=business_calendar(settings),
+                              clock=business_clock(settings),
                               rules=_rules(amount_tolerance, cheque_window_days, False), settle_debits=settle_debits,
                               interval_s=interval, max_file_bytes=settings.watch.max_file_mib * MIB)
 

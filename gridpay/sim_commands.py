@@ -141,7 +141,7 @@ def counter(host, port, dialect, framing, field_encoding, mac, bank, zmk_env, zm
 @click.option("--refuse-mac-rate", type=float, default=0.0,
               help="rate of new debits answered A0 as if their MAC had not verified (nothing applied)")
 @click.option("--echo-interval", type=float, default=None, help="echo an idle connection after this many seconds")
-@click.option("--business-date", default=None, help="YYYY-MM-DD (default: today in Asia/Shanghai)")
+@click.option("--business-date", default=None, help="YYYY-MM-DD (default: today in the business timezone)")
 @click.option("--day-file-dir", type=click.Path(file_okay=False), default=None,
               help="write the bank transaction file (docs/spec/INTERFACE.md §7.1) here on exit")
 @click.option("--seed", default=1, show_default=True)

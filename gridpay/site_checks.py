@@ -27,6 +27,8 @@ from pathlib import Path
 
 from sqlalchemy import and_, case, func, select
 
+from config.clock import SYSTEM_CLOCK
+
 STATUS_ACTOR = "gridpay-status"
 
 
@@ -556,7 +558,7 @@ def run_checks(settings, *, now: datetime | None = None, thresholds: Thresholds 
                metrics: list[str] = (), use_configured_metrics: bool = True, timeout_s: float = 3.0) -> list[Check]:
     """Every check, in the order operators read them. With the database unreachable (or without a
     schema) only what could be checked is returned."""
-    now = now or datetime.now(timezone.utc)
+    now = now or SYSTEM_CLOCK.now()
     th = thresholds or Thresholds()
     url = settings.database_url()
     asked = [(metrics_url(u), "--metrics", True) for u in metrics]

@@ -8,11 +8,11 @@ from __future__ import annotations
 import json
 import re
 import sys
-from datetime import datetime, timezone
 
 import click
 
 from config import ConfigError, load_settings
+from config.clock import SYSTEM_CLOCK
 from gridpay.options import config_option
 from gridpay.site_checks import Thresholds, duration, run_checks
 
@@ -68,7 +68,7 @@ def status(config_path, as_json, metrics, no_local_metrics, limits, timeout_s) -
     from dataclasses import replace
 
     thresholds = replace(Thresholds(), **{k: (int(v) if k == "outbox_backlog" else v) for k, v in limits.items()})
-    now = datetime.now(timezone.utc)
+    now = SYSTEM_CLOCK.now()
     try:
         settings = load_settings(config_path)
         checks = run_checks(settings, now=now, thresholds=thresholds, metrics=list(metrics),

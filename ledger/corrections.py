@@ -26,7 +26,7 @@ from sqlalchemy import Engine, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from ledger.audit import audit_row, write_audit
-from ledger.business_date import BusinessCalendar, utcnow
+from config.clock import SYSTEM_CLOCK, Clock
 from ledger.errors import Refused
 from ledger.imports import _BILL_ID, bill_notice_rows
 from ledger.money import fits
@@ -75,7 +75,7 @@ def _hashed(text: str, prefix: str) -> str:
 
 def correct_bill(engine: Engine, bill_id: str, *, principal: int, penalty: int, actor: str, reason: str,
                  due_date: date | None = None, new_bill_id: str | None = None,
-                 calendar: BusinessCalendar | None = None, now: datetime | None = None) -> CorrectionResult:
+                 clock: Clock = SYSTEM_CLOCK, now: datetime | None = None) -> CorrectionResult:
     """Reverse bill ``bill_id`` and replace it with a bill of the given amounts (same customer and
     period; the due date is the original's unless given). Raises ``Refused`` when it cannot."""
     if not actor or not actor.strip():
@@ -87,18 +87,17 @@ def correct_bill(engine: Engine, bill_id: str, *, principal: int, penalty: int, 
             raise Refused(f"{name} must be whole fen, at least {least} and at most 12 digits, not {value!r}")
     if new_bill_id is not None and not _BILL_ID.fullmatch(new_bill_id):
         raise Refused(f"new bill id {new_bill_id!r} is not 1-32 ASCII letters or digits")
-    at = now or utcnow()
-    calendar = calendar or BusinessCalendar()
+    at = now or clock.now()
     try:
         with engine.begin() as conn:
             return _correct(conn, bill_id, principal, penalty, actor, reason, due_date, new_bill_id, at,
-                            calendar)
+                            clock)
     except IntegrityError as exc:  # a concurrent correction of the same bill, or a bill id just taken
         raise Refused(f"bill {bill_id} could not be corrected: changed by someone else at the same time "
                       f"({type(exc.orig).__name__})") from None
 
 
-def _correct(conn, bill_id, principal, penalty, actor, reason, due_date, new_bill_id, at, calendar):
+def _correct(conn, bill_id, principal, penalty, actor, reason, due_date, new_bill_id, at, clock):
     original = conn.execute(select(bills).where(bills.c.bill_id == bill_id)).first()
     if original is None:
         raise Refused(f"no bill {bill_id}")
@@ -138,7 +137,7 @@ def _correct(conn, bill_id, principal, penalty, actor, reason, due_date, new_bil
            "category": original.category, "created_at": at}
     conn.execute(insert(bills), [reversing, new])
     money = apply_batch(conn, [BillCorrection(bill_id, reversing, new, max(paid, 0), actor)],
-                        calendar, at)[0].fields
+                        clock, at)[0].fields
     new_paid = new_bill_id in money["paid_bills"]
     rows = bill_notice_rows(conn, [new], {new_bill_id} if new_paid else set(), at)
     if rows:

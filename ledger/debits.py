@@ -21,7 +21,7 @@ from typing import Iterable
 from sqlalchemy import insert, select, update
 
 from ledger.audit import audit_row, write_audit
-from ledger.business_date import BusinessCalendar
+from config.clock import SYSTEM_CLOCK, Clock
 from ledger.posting import DEBIT_ACTOR, DebitResult, Outcome
 from ledger.schema import bills, debit_attempts, debit_bills, debits
 from ledger.synchronous_posting import post
@@ -91,9 +91,8 @@ def mark_debit_sent(conn, debit_id: int, *, transmitted: str, stan: str, rrn: st
                                           "actor": actor, "at": at})
 
 
-def record_debit_result(engine, result: DebitResult, calendar: BusinessCalendar | None = None,
-                        clock=None) -> Outcome:
-    return post(engine, [result], calendar, clock)[0]
+def record_debit_result(engine, result: DebitResult, clock: Clock = SYSTEM_CLOCK) -> Outcome:
+    return post(engine, [result], clock)[0]
 
 
 def debit_approved(engine, debit_id: int, at: datetime, approval_code: str | None = None, **kw) -> Outcome:

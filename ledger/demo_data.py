@@ -21,6 +21,7 @@ from datetime import date
 from pathlib import Path
 from typing import Iterator
 
+from config.clock import SYSTEM_CLOCK
 from ledger.imports import HEADERS, OPTIONAL, SET_FILE_NAMES
 
 DEMO_BANK = "01020000"
@@ -63,7 +64,7 @@ def iter_demo_rows(customers: int = 200, seed: int = 1, as_of: date | None = Non
     customers and bills rows carry the optional columns (``demo_header``)."""
     rng = random.Random(seed)
     extra = random.Random(f"billing files 1.1, seed {seed}")   # keeps ``rng``'s draws as they were
-    as_of = as_of or date.today()
+    as_of = as_of or SYSTEM_CLOCK.business_date()
     most = 3 if bills is None or not customers else max(3, -(-bills // customers))
     periods = _periods(as_of, most)
     dues = {period: _due(period).isoformat() for period in periods}

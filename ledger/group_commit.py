@@ -39,13 +39,12 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime
 from typing import Callable, Sequence
 
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError, StatementError
 
 from ledger.answers import UnknownOutcome, stored_answers
-from ledger.business_date import BusinessCalendar, utcnow
+from config.clock import Clock
 from ledger.posting import Outcome, Posting, apply_batch, system_error
 
 log = logging.getLogger("gridpay.ledger.group_commit")
@@ -138,13 +137,12 @@ class Poster:
     """Runs batches of postings in transactions, with the rules above. Not thread-safe: one Poster
     per writer thread."""
 
-    def __init__(self, engine, calendar: BusinessCalendar, clock: Callable[[], datetime] = utcnow,
-                 retries: int = 3, settle_s: float = SETTLE_S):
-        self.engine, self.calendar, self.clock, self.retries = engine, calendar, clock, retries
+    def __init__(self, engine, clock: Clock, retries: int = 3, settle_s: float = SETTLE_S):
+        self.engine, self.clock, self.retries = engine, clock, retries
         self.settle_s = settle_s
 
     def _transaction(self, postings: Sequence[Posting]) -> list[Outcome]:
-        return in_transaction(self.engine, lambda conn: apply_batch(conn, postings, self.calendar, self.clock()),
+        return in_transaction(self.engine, lambda conn: apply_batch(conn, postings, self.clock, self.clock.now()),
                               self.retries, 0.005, len(postings))
 
     def process(self, postings: Sequence[Posting], deadlines: Sequence[float | None] | None = None,
@@ -154,7 +152,7 @@ class Poster:
         when it was in a batch whose worker died before answering: it may have been applied."""
         if not postings:
             return []
-        now = time.monotonic()
+        now = self.clock.monotonic()
         due = [now + self.settle_s if d is None else d for d in (deadlines or [None] * len(postings))]
         out = self._post(postings, due)
         if not resent or not any(resent):
@@ -242,7 +240,7 @@ class Poster:
         pending = list(range(len(postings)))
         pause = 0.02
         while True:
-            now = time.monotonic()
+            now = self.clock.monotonic()
             for i in [i for i in pending if due[i] <= now]:
                 out[i] = UnknownOutcome(detail="the database could not say in time whether it was applied")
                 pending.remove(i)
@@ -253,7 +251,7 @@ class Poster:
                                        wait_s=max(due[i] for i in pending) - now)
             except SQLAlchemyError as exc:
                 log.warning("cannot settle %d postings yet: %s", len(pending), str(exc).splitlines()[0])
-                time.sleep(max(0.0, min(pause, min(due[i] for i in pending) - time.monotonic())))
+                time.sleep(max(0.0, min(pause, min(due[i] for i in pending) - self.clock.monotonic())))
                 pause = min(pause * 2, 0.5)
                 continue
             for i, outcome in zip(pending, found):
@@ -276,7 +274,7 @@ class PostingWorker:
 
         self.engine = make_engine(config["url"], pool_size=1, statement_timeout_s=config.get("statement_timeout_s"),
                                   pre_ping=False)
-        self.poster = Poster(self.engine, BusinessCalendar(config["timezone"], config["cutoff"]))
+        self.poster = Poster(self.engine, Clock(config["timezone"], config["cutoff"]))
 
     takes_context = True  # runtime.worker_child hands in each posting's deadline and whether it is resent
 

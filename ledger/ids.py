@@ -12,18 +12,18 @@ must be known when the row is inserted. A batch therefore reserves the ids it ne
 from __future__ import annotations
 
 from datetime import date, datetime
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import Table, func, select, text
 
-SENDER_TZ = "Asia/Shanghai"  # field 7 is the sender's local time (docs/spec/INTERFACE.md)
+from config.clock import SYSTEM_CLOCK
 
 
-def id_year(transmitted: str, received_at: datetime, tz: str = SENDER_TZ) -> int:
+
+def id_year(transmitted: str, received_at: datetime) -> int:
     """The year that goes with field 7 (MMDDhhmmss has none): the year it arrived in, except
     across New Year, where a December field 7 received in January belongs to the old year (a
     repeat of a request sent on 31 December keeps its identity)."""
-    local = received_at.astimezone(ZoneInfo(tz))
+    local = SYSTEM_CLOCK.local(received_at)   # field 7: the sender's local time, docs/spec/INTERFACE.md §1 (the clock's default zone)
     month = int(transmitted[:2])
     if month == 12 and local.month == 1:
         return local.year - 1

@@ -76,7 +76,7 @@ from sqlalchemy import (
 
 from config import notices
 from ledger.audit import audit_row, write_audit
-from ledger.business_date import BusinessCalendar, utcnow
+from config.clock import SYSTEM_CLOCK, Clock
 from ledger.ids import reserve_ids_for_bulk
 from ledger.money import fits
 from ledger.posting import apply_prepaid, lock_customers
@@ -1023,7 +1023,7 @@ def _import_one(ctx: _Context, kind: str, path: Path, result: ImportResult, line
 
 
 def import_files(engine: Engine, files: Mapping[str, str | Path], actor: str, *,
-                 calendar: BusinessCalendar | None = None, now: datetime | None = None,
+                 clock: Clock = SYSTEM_CLOCK, now: datetime | None = None,
                  known_banks: Mapping[str, str] | Iterable[str] | None = None,
                  progress=None) -> dict[str, ImportResult]:
     """Import a file set ({kind: path}) in the order customers, agreements, bills (``KINDS``), all
@@ -1038,8 +1038,8 @@ def import_files(engine: Engine, files: Mapping[str, str | Path], actor: str, *,
     if unknown:
         raise ValueError(f"unknown import kind(s) {', '.join(sorted(unknown))}: one of {', '.join(KINDS)}")
     progress = progress or NoProgress()
-    at = now or utcnow()
-    business_date = (calendar or BusinessCalendar()).business_date(at)
+    at = now or clock.now()
+    business_date = clock.business_date(at)
     if known_banks is not None and not isinstance(known_banks, Mapping):
         known_banks = {code: "" for code in known_banks}
     paths = {kind: Path(files[kind]) for kind in KINDS if kind in files}

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date, datetime
 
 from sqlalchemy import Engine, func, select
 
-from ledger.business_date import BusinessCalendar
+from config.clock import SYSTEM_CLOCK, Clock
 from ledger.money import fits
 from ledger.schema import customers, prepaid_movements
 from runtime.bulk_sql import select_many
@@ -25,24 +25,23 @@ class InquiryResult:
 
 
 def inquire(engine_or_conn, customer_no: str, at: datetime,
-            calendar: BusinessCalendar | None = None) -> InquiryResult:
+            clock: Clock = SYSTEM_CLOCK) -> InquiryResult:
     """The unpaid bills of a customer, oldest first, and the total due. A partly paid bill is
     listed with what it still owes (money paid on a bill goes to its penalty first)."""
-    calendar = calendar or BusinessCalendar()
     if isinstance(engine_or_conn, Engine):
         conn = engine_or_conn.connect()
         if conn.dialect.name == "postgresql":  # one snapshot for bills and prepaid balance
             conn = conn.execution_options(isolation_level="REPEATABLE READ")
         try:
             with conn.begin():
-                return _inquire(conn, customer_no, at, calendar)
+                return _inquire(conn, customer_no, at, clock)
         finally:
             conn.close()
-    return _inquire(engine_or_conn, customer_no, at, calendar)
+    return _inquire(engine_or_conn, customer_no, at, clock)
 
 
-def _inquire(conn, customer_no: str, at: datetime, calendar: BusinessCalendar) -> InquiryResult:
-    return inquire_many(conn, [customer_no], at, calendar)[customer_no]
+def _inquire(conn, customer_no: str, at: datetime, clock: Clock) -> InquiryResult:
+    return inquire_many(conn, [customer_no], at, clock)[customer_no]
 
 
 @functools.cache
@@ -58,12 +57,11 @@ def _statements(dialect_name: str):
     return who, open_bills_query(dialect_name), prepaid
 
 
-def inquire_many(conn, customer_nos, at: datetime, calendar: BusinessCalendar | None = None) -> dict[str, InquiryResult]:
+def inquire_many(conn, customer_nos, at: datetime, clock: Clock = SYSTEM_CLOCK) -> dict[str, InquiryResult]:
     """Inquiries for several customers at once, with one query per table (the gateway batches them)."""
     from ledger.posting.model import Bill
 
-    calendar = calendar or BusinessCalendar()
-    bd = calendar.business_date(at)
+    bd = clock.business_date(at)
     wanted = sorted(set(customer_nos))
     params = {"custs": wanted}
     who_rows, bill_rows, prepaid_rows = select_many(conn, [(q, params) for q in _statements(conn.dialect.name)])
@@ -106,7 +104,7 @@ class InquiryWorker:
 
         self.engine = make_engine(config["url"], pool_size=1, statement_timeout_s=config.get("statement_timeout_s"),
                                   pre_ping=False)
-        self.calendar = BusinessCalendar(config["timezone"], config["cutoff"])
+        self.clock = Clock(config["timezone"], config["cutoff"])
 
     def process(self, customer_nos: list[str]) -> list[InquiryResult]:
         from sqlalchemy.exc import DBAPIError
@@ -126,7 +124,7 @@ class InquiryWorker:
             if conn.dialect.name == "postgresql":
                 conn = conn.execution_options(isolation_level="REPEATABLE READ")
             with conn.begin():
-                return inquire_many(conn, customer_nos, datetime.now(timezone.utc), self.calendar)
+                return inquire_many(conn, customer_nos, self.clock.now(), self.clock)
 
     def close(self) -> None:
         self.engine.dispose()

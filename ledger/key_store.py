@@ -2,7 +2,7 @@
 
 docs/spec/INTERFACE.md §4.1: a new MAK replaces the old one for that bank and channel on all its
 connections; the old one is still accepted for ``grace_s`` seconds; sign-off drops the key.
-Time comes from an injectable clock (anything with ``seconds()``, e.g. the reactor or
+Time comes from the process's clock (``config.clock.Clock``; anything with ``seconds()`` will do, e.g.
 ``twisted.internet.task.Clock``) so the grace period is tested without sleeping.
 
 Several gateway instances share only the database: a ``backend`` (see ``ledger.key_store_db``)
@@ -11,11 +11,8 @@ persists every change, and an instance that does not know a bank's newest key re
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
 
-
-class Clock(Protocol):
-    def seconds(self) -> float: ...
+from config.clock import Clock
 
 
 @dataclass(frozen=True)

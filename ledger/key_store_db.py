@@ -5,27 +5,27 @@ a new row, so the table is also the history of a bank's keys.
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
+from config.clock import SYSTEM_CLOCK, Clock
 from iso8583_specs import keys as wire_keys
 from ledger.key_store import KeyState
 from ledger.key_tables import bank_keys
 
 
 class DbKeyBackend:
-    def __init__(self, engine, zmk_for):
+    def __init__(self, engine, zmk_for, clock: Clock = SYSTEM_CLOCK):
         self.engine = engine
         self.zmk_for = zmk_for
+        self.clock = clock
 
     def save(self, bank: str, channel: str, state: KeyState) -> None:
         zmk = self.zmk_for(bank)
         row = {"bank_code": bank, "channel": channel, "version": state.version,
                "mak_under_zmk": wire_keys.encrypt_key(zmk, state.current).hex().upper() if state.current else None,
                "previous_under_zmk": wire_keys.encrypt_key(zmk, state.previous).hex().upper() if state.previous else None,
-               "replaced_at": state.replaced_at, "saved_at": datetime.now(timezone.utc)}
+               "replaced_at": state.replaced_at, "saved_at": self.clock.now()}
         latest = self.load(bank, channel)
         if latest is not None and latest.version >= row["version"]:
             row["version"] = latest.version + 1  # another instance moved on meanwhile: ours is newer still

@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 
 from config.settings import BusinessConfig
 from ledger.audit import audit_row, write_audit
-from ledger.business_date import BusinessCalendar, utcnow
+from config.clock import Clock
 from ledger.errors import Refused
 from ledger.posting import PrepaidRefund, apply_batch, lock_customers, prepaid_balance
 from ledger.schema import customers, refund_decisions, refunds
@@ -57,8 +57,8 @@ def approval_threshold(customer_type: str, business: BusinessConfig) -> int:
     return business.refund_approval_resident_fen if customer_type == "R" else business.refund_approval_nonresident_fen
 
 
-def _calendar(business: BusinessConfig) -> BusinessCalendar:
-    return BusinessCalendar(business.timezone, business.cutoff)
+def _clock(business: BusinessConfig) -> Clock:
+    return Clock.of(business)
 
 
 def _need(text: str | None, what: str) -> None:
@@ -100,7 +100,7 @@ def _pending_sum(conn, customer_no: str, exclude: int | None = None) -> int:
 
 def _pay(conn, refund: Refund, actor: str, at: datetime, business: BusinessConfig) -> None:
     apply_batch(conn, [PrepaidRefund(refund.refund_id, refund.customer_no, refund.amount, actor, refund.reason)],
-                _calendar(business), at)
+                _clock(business), at)
 
 
 def request_refund(engine: Engine, customer_no: str, amount_fen: int, *, actor: str, reason: str,
@@ -112,7 +112,7 @@ def request_refund(engine: Engine, customer_no: str, amount_fen: int, *, actor: 
     _need(reason, "gives its reason (--reason)")
     if not isinstance(amount_fen, int) or isinstance(amount_fen, bool) or amount_fen <= 0:
         raise Refused(f"the amount must be whole fen greater than 0, not {amount_fen!r}")
-    at = now or utcnow()
+    at = now or _clock(business).now()
     with engine.begin() as conn:
         customer = conn.execute(select(customers).where(customers.c.customer_no == customer_no)).first()
         if customer is None:
@@ -139,7 +139,7 @@ def request_refund(engine: Engine, customer_no: str, amount_fen: int, *, actor: 
 
 def _decide(engine, refund_id: int, actor: str, decision: str, note: str, business: BusinessConfig,
             now: datetime | None) -> Refund:
-    at = now or utcnow()
+    at = now or _clock(business).now()
     try:
         with engine.begin() as conn:
             refund = _load(conn, refund_id)

@@ -3,15 +3,13 @@ rules (``ledger.group_commit.Poster``) - for the back office, the debit results'
 Beside ``ledger.posting`` rather than in it: the retry rules import the posting module."""
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Callable, Iterable
+from typing import Iterable
 
-from ledger.business_date import BusinessCalendar, utcnow
+from config.clock import SYSTEM_CLOCK, Clock
 from ledger.group_commit import Poster
 from ledger.posting import Outcome, Posting
 
 
-def post(engine, postings: Iterable[Posting], calendar: BusinessCalendar | None = None,
-         clock: Callable[[], datetime] | None = None) -> list[Outcome]:
+def post(engine, postings: Iterable[Posting], clock: Clock = SYSTEM_CLOCK) -> list[Outcome]:
     """Post synchronously in one transaction, with the group committer's retry rules."""
-    return Poster(engine, calendar or BusinessCalendar(), clock or utcnow).process(list(postings))
+    return Poster(engine, clock).process(list(postings))

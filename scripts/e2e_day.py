@@ -31,6 +31,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from config.clock import SYSTEM_CLOCK
 from config.settings import environment_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -261,9 +262,9 @@ class Day:
             f"{len(rows['bills'])} bills, {len(agreements)} agreements")
 
     def start_bank_sims(self) -> dict[str, int]:
-        from ledger.business_date import BusinessCalendar, utcnow
+        from config.clock import Clock
 
-        self.business_date = BusinessCalendar().business_date(utcnow())
+        self.business_date = Clock().business_date(SYSTEM_CLOCK.now())
         ports = {}
         for bank, extra in ((A, ["--decline", "05=0.02", "--drop-after-apply", str(self.args.drop_after),
                                  "--drop-before-apply", str(self.args.drop_before), "--latency-ms", "3",
@@ -318,9 +319,8 @@ class Day:
         # the plans are added in-process (engines.plans.add_plan, what `gridpay plan add` calls): the
         # cron time is seconds away and a CLI start takes seconds on a loaded 2-core machine
         from engines.plans import add_plan
-        from ledger.business_date import utcnow
         for bank in (A, B, C):
-            add_plan(self.db, name=f"day-{bank}", bank_code=bank, cron=cron, now=utcnow(), actor="e2e", due_days=60,
+            add_plan(self.db, name=f"day-{bank}", bank_code=bank, cron=cron, now=SYSTEM_CLOCK.now(), actor="e2e", due_days=60,
                      chunk_size=25, time_zone="Asia/Shanghai")
         self.plan_list = self.cli("plan", "list").stdout
         now = datetime.now(SHANGHAI)

@@ -47,7 +47,7 @@ DESCRIPTIONS: dict[str, str] = {
                 "(`gateway.watch_drop_dir`) and `gridpay watch` use it (`--dir` overrides it).",
 
     "database": "The database; see `[database]`.",
-    "business": "Business calendar and approval thresholds; see `[business]`.",
+    "business": "Business clock and approval thresholds; see `[business]`.",
     "gateway": "The counter-channel daemon `gridpay serve`; see `[gateway]`.",
     "notifier": "The SMS notifier `gridpay notifier` (docs/notifier.md); see `[notifier]`.",
     "engines": "The debit engines `gridpay engine`; see `[engines]`.",

@@ -17,8 +17,8 @@ from ledger.group_commit import Poster
 
 
 class PosterThread:
-    def __init__(self, engine, calendar, **poster_options):
-        self.poster = Poster(engine, calendar, **poster_options)
+    def __init__(self, engine, clock, **poster_options):
+        self.poster = Poster(engine, clock, **poster_options)
         self.batches = 0
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="test-poster", daemon=True)

@@ -19,14 +19,14 @@ from datetime import date, datetime, timedelta, timezone
 
 from sqlalchemy import event, insert, select
 
-from ledger.business_date import BusinessCalendar
+from config.clock import Clock, ManualClock
 from ledger.db import make_engine
 from ledger.group_commit import Poster
 from ledger.posting import apply_prepaid, lock_customers
 from ledger.inquiry import inquire
 from ledger.schema import banks, business_day_closures
 from ledger_helpers import add_banks, add_bills, add_customers, customer_row
-from posting_sim_bank import BANKS, UNKNOWN_CUSTOMER, Bank, Clock
+from posting_sim_bank import BANKS, UNKNOWN_CUSTOMER, Bank
 from posting_sim_checks import answer_problems, describe, inquiry_problems, ledger_problems
 from posting_sim_fault_steps import fault_step
 from posting_sim_faults import FaultyEngine
@@ -34,7 +34,7 @@ from posting_sim_model import Bill, Customer, Model
 from posting_sim_race import race
 from poster_thread import PosterThread
 
-CAL = BusinessCalendar()
+CAL = Clock()
 STEPS = {"batch": 50, "fault": 24, "timeout": 4, "inquiry": 8, "bill": 6, "close": 4, "restart": 3, "later": 5,
          "race": 10}
 
@@ -43,11 +43,11 @@ class Committer:
     """One process's posting path: its engine (with fault hooks), a Poster as the committer worker
     runs it, and the same in a thread of its own for the plain batches (``poster_thread``)."""
 
-    def __init__(self, url: str, clock: Clock, group: bool = True):
+    def __init__(self, url: str, clock: ManualClock, group: bool = True):
         self.engine = make_engine(url, pool_size=2, pre_ping=False)
         self.faults = FaultyEngine(self.engine)
-        self.poster = Poster(self.engine, CAL, clock)
-        self.group = PosterThread(self.engine, CAL, clock=clock) if group else None
+        self.poster = Poster(self.engine, clock)
+        self.group = PosterThread(self.engine, clock) if group else None
         self.pids: set[int] = set()    # PostgreSQL backends of this process's connections
         if self.engine.dialect.name == "postgresql":
             event.listen(self.engine, "connect", lambda dbapi_conn, _: self.pids.add(dbapi_conn.info.backend_pid))
@@ -72,7 +72,7 @@ def start_time(rng: random.Random) -> datetime:
                                                                   seconds=rng.randrange(86_400))
 
 
-def world(rng: random.Random, url: str, clock: Clock) -> Model:
+def world(rng: random.Random, url: str, clock: ManualClock) -> Model:
     """Banks, 3-7 customers (some without prepayment, now and then one suspended) with 0-3 bills."""
     customers = []
     for i in range(rng.randint(3, 7)):
@@ -85,10 +85,10 @@ def world(rng: random.Random, url: str, clock: Clock) -> Model:
             bills.append(new_bill(rng, model, c.customer_no, f"2026{m + 1:02d}"))
     engine = make_engine(url)
     with engine.begin() as conn:
-        add_banks(conn, *BANKS, at=clock.now)
-        add_customers(conn, [customer_row(c.customer_no, status=c.status, prepay=c.prepay, at=clock.now)
+        add_banks(conn, *BANKS, at=clock.now())
+        add_customers(conn, [customer_row(c.customer_no, status=c.status, prepay=c.prepay, at=clock.now())
                              for c in customers])
-        add_bills(conn, bills, at=clock.now)
+        add_bills(conn, bills, at=clock.now())
     engine.dispose()
     return model
 
@@ -104,7 +104,7 @@ class Simulation:
     def __init__(self, seed: int, url: str, verbose: bool = False, close_today: bool = False):
         self.seed, self.url, self.verbose, self.close_today = seed, url, verbose, close_today
         self.rng = random.Random(seed)
-        self.clock = Clock(start_time(self.rng))
+        self.clock = ManualClock(start_time(self.rng))
         self.model = world(self.rng, url, self.clock)
         self.bank = Bank(self.rng, self.model, self.clock)
         self.postgresql = url.startswith("postgresql")
@@ -196,7 +196,7 @@ class Simulation:
 
     def inquiry(self):
         customer = UNKNOWN_CUSTOMER if self.rng.random() < 0.1 else self.rng.choice(sorted(self.model.customers))
-        result = inquire(self.committer.engine, customer, self.clock.now, CAL)
+        result = inquire(self.committer.engine, customer, self.clock.now(), CAL)
         self.log(f"  inquiry {customer} -> {result.response_code} due {result.total_due} "
                  f"prepaid {result.prepaid_balance}")
         self.found += inquiry_problems(self.model, customer, result)
@@ -211,9 +211,9 @@ class Simulation:
         period = f"{year + month // 13}{(month - 1) % 12 + 1:02d}"
         item = new_bill(self.rng, self.model, customer, period)
         with self.committer.engine.begin() as conn:   # as a billing import does (ledger.imports)
-            add_bills(conn, [item], at=self.clock.now)
+            add_bills(conn, [item], at=self.clock.now())
             lock_customers(conn, [customer])
-            paid = apply_prepaid(conn, [customer], at=self.clock.now, business_date=CAL.business_date(self.clock.now),
+            paid = apply_prepaid(conn, [customer], at=self.clock.now(), business_date=CAL.business_date(self.clock.now()),
                                  actor="import:sim")
         self.model.apply_prepaid(customer)
         self.log(f"  new bill {item}, paid from prepaid {paid}")
@@ -224,7 +224,7 @@ class Simulation:
         the bank row's lock. Their reversals get 12 from now on. A date closes once the bank's file
         for it has come, after it ended; ``close_today`` closes the current one too (which the
         ledger does not refuse either)."""
-        today = CAL.business_date(self.clock.now)
+        today = CAL.business_date(self.clock.now())
         days = sorted({(p.identity[0], p.business_date) for p in self.model.payments
                        if p.business_date < today or self.close_today} - self.model.closed)
         if not days:
@@ -233,7 +233,7 @@ class Simulation:
         with self.committer.engine.begin() as conn:
             conn.execute(select(banks.c.bank_code).where(banks.c.bank_code == bank).with_for_update()).all()
             conn.execute(insert(business_day_closures), {"bank_code": bank, "business_date": day,
-                                                         "closed_at": self.clock.now, "closed_by": "sim"})
+                                                         "closed_at": self.clock.now(), "closed_by": "sim"})
         self.model.close(bank, day)
         self.log(f"  closed {bank} {day}")
         return []
@@ -245,8 +245,8 @@ class Simulation:
         return []
 
     def later(self):
-        self.clock.tick(self.rng.randint(1, 10) * 3600)
-        self.log(f"  clock {self.clock.now.isoformat()}")
+        self.clock.advance(self.rng.randint(1, 10) * 3600)
+        self.log(f"  clock {self.clock.now().isoformat()}")
         return []
 
     def race(self):

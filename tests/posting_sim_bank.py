@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from config.clock import ManualClock
 
 from ledger.posting import CounterPayment, PaymentReversal
 from ledger_helpers import digest, payment, reversal
@@ -28,20 +28,6 @@ KINDS = {"pay": 30, "repeat": 10, "clash": 4, "reverse": 14, "reverse_wrong": 5,
 RACE_UNSAFE = {"reverse_wrong"}   # a wrong CN locks another customer: no known serial order
 
 
-class Clock:
-    """The simulation's time: requests' arrival and the ledger's clock (created_at)."""
-
-    def __init__(self, start: datetime):
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def tick(self, seconds: float) -> datetime:
-        self.now += timedelta(seconds=seconds)
-        return self.now
-
-
 @dataclass
 class Sent:
     posting: CounterPayment | PaymentReversal
@@ -53,7 +39,7 @@ class Sent:
 
 
 class Bank:
-    def __init__(self, rng: random.Random, model: Model, clock: Clock):
+    def __init__(self, rng: random.Random, model: Model, clock: ManualClock):
         self.rng, self.model, self.clock = rng, model, clock
         self.stans = {b: rng.randrange(1, 900_000) for b in BANKS + (UNREGISTERED,)}
         self.rrn = rng.randrange(1, 10 ** 9)
@@ -67,7 +53,7 @@ class Bank:
         return [self.request(race_safe) for _ in range(n)]
 
     def request(self, race_safe: bool = False) -> tuple[str, Sent]:
-        self.clock.tick(self.rng.randint(1, 60))
+        self.clock.advance(self.rng.randint(1, 60))
         open_ = [s for s in self.sent if not s.settled and s.answers]
         if open_ and self.rng.random() < 0.5:
             return self.follow_up(self.rng.choice(open_))
@@ -101,7 +87,7 @@ class Bank:
             return None
         p = self.rng.choice(self.sent).posting
         amount = p.amount + self.rng.randint(1, 500)
-        other = replace(p, amount=amount, digest=digest("clash", p.digest, amount), received_at=self.clock.now)
+        other = replace(p, amount=amount, digest=digest("clash", p.digest, amount), received_at=self.clock.now())
         return "clash", self.send(other, record=False)
 
     def reverse(self):
@@ -135,7 +121,7 @@ class Bank:
         if not self.awaited:
             return None
         p = self.awaited.pop(self.rng.randrange(len(self.awaited)))
-        return "late", self.send(received(p, self.clock.now))
+        return "late", self.send(received(p, self.clock.now()))
 
     def rrn_reuse(self):
         """A new request with the RRN of an earlier payment of the same bank."""
@@ -172,7 +158,7 @@ class Bank:
 
     def again(self, sent: Sent) -> Sent:
         """The same request (identity and content) arriving now; its answers count for the first."""
-        sent.posting = received(sent.posting, self.clock.now)
+        sent.posting = received(sent.posting, self.clock.now())
         return sent
 
     # ------------------------------------------------------------------ building requests
@@ -196,7 +182,7 @@ class Bank:
                   "stale": rng.randint(1, 50_000)}[mode]
         method = rng.choices(("01", "02", "03", "03-"), (50, 35, 12, 3))[0]
         cheque = f"CQ{rng.randrange(10 ** 6):06d}" if method == "03" else None
-        at = self.clock.now
+        at = self.clock.now()
         return payment(bank, customer, amount, stan=self.next_stan(bank), rrn=self.next_rrn(), at=at,
                        method=method[:2], cheque_no=cheque)
 
@@ -204,5 +190,5 @@ class Bank:
         """Its RRN: the payment's (ISO 8583 practice) or one of its own."""
         bank = kw.pop("bank", p.bank_code)
         rrn = kw.pop("rrn", None) or (p.rrn if self.rng.random() < 0.7 else self.next_rrn())
-        return reversal(p, at=self.clock.now, stan=self.next_stan(bank) if bank in self.stans else None,
+        return reversal(p, at=self.clock.now(), stan=self.next_stan(bank) if bank in self.stans else None,
                         bank=bank, rrn=rrn, **kw)

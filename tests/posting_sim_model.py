@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 
-from ledger.business_date import BusinessCalendar
+from config.clock import Clock
 from ledger.ids import bank_number, id_year
 from ledger.posting import METHODS, CounterPayment, PaymentReversal
 
@@ -94,8 +94,8 @@ def orig_identity(r: PaymentReversal) -> tuple:
 
 
 class Model:
-    def __init__(self, banks: set[str], customers: list[Customer], calendar: BusinessCalendar | None = None):
-        self.calendar = calendar or BusinessCalendar()
+    def __init__(self, banks: set[str], customers: list[Customer], clock: Clock | None = None):
+        self.clock = clock or Clock()
         self.banks = set(banks)
         self.customers = {c.customer_no: c for c in customers}
         self.known: dict[tuple, Stored] = {}            # request identity -> its stored answer
@@ -162,18 +162,18 @@ class Model:
 
     def _remember(self, p, answer: Expected, owner: tuple) -> Expected:
         self.known[identity(p)] = Stored(p.digest, answer)
-        key = (p.bank_code, self.calendar.business_date(p.received_at), p.rrn)
+        key = (p.bank_code, self.clock.business_date(p.received_at), p.rrn)
         if p.rrn and key not in self.rrns:
             self.rrns[key] = owner
         return answer
 
     def _rrn_taken(self, p, owner: tuple) -> bool:
-        key = (p.bank_code, self.calendar.business_date(p.received_at), p.rrn)
+        key = (p.bank_code, self.clock.business_date(p.received_at), p.rrn)
         return bool(p.rrn) and key in self.rrns and self.rrns[key] != owner
 
     def _payment(self, p: CounterPayment) -> Expected:
         ident = identity(p)
-        bd = self.calendar.business_date(p.received_at)
+        bd = self.clock.business_date(p.received_at)
         fields = {"business_date": bd.isoformat()}
 
         def decline(code: str) -> Expected:
@@ -232,7 +232,7 @@ class Model:
     def _reversal(self, r: PaymentReversal) -> Expected:
         ident = identity(r)
         okey = orig_identity(r)
-        bd = self.calendar.business_date(r.received_at)
+        bd = self.clock.business_date(r.received_at)
         fields = {"business_date": bd.isoformat()}
         own = bank_number(r.orig_bank_code) == bank_number(r.bank_code)
         owner = okey if own else ident[1:]

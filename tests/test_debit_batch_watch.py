@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from config.settings import environment_for
 from engines.plans import build_batch
-from ledger.business_date import BusinessCalendar, utcnow
+from config.clock import SYSTEM_CLOCK, Clock
 from ledger.debits import debit_approved, debit_declined, debit_unknown, mark_debit_sent
 from ledger.schema import debits
 from ledger_helpers import assert_ledger_verifies
@@ -20,9 +20,9 @@ from test_engine_support import BANK, ZMK_ENV, ZMK_HEX, seed, settings_tree
 
 def test_watch_shows_progress_until_every_debit_has_an_outcome(db_url):
     engine, _ = seed(db_url, 30)
-    now = utcnow()
+    now = SYSTEM_CLOCK.now()
     with engine.begin() as conn:
-        batch = build_batch(conn, bank_code=BANK, at=now, calendar=BusinessCalendar(), chunk_size=10)
+        batch = build_batch(conn, bank_code=BANK, at=now, clock=Clock(), chunk_size=10)
         ids = list(conn.execute(select(debits.c.debit_id).where(debits.c.batch_id == batch.batch_id)).scalars())
     env = {**os.environ, **environment_for(settings_tree(db_url)), ZMK_ENV: ZMK_HEX}
     watch = subprocess.Popen([sys.executable, "-m", "gridpay", "debit", "batch", str(batch.batch_id), "--watch",

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import random
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from pathlib import Path
 
 import pytest
@@ -44,13 +44,13 @@ def env():
             made["hosts"].append(host)
             return host
 
-        def link(self, host_or_port, dialect="ascii", clock=None, keys=None, now=None, calendar=None, **debit):
+        def link(self, host_or_port, dialect="ascii", clock=None, keys=None, **debit):
             port = host_or_port if isinstance(host_or_port, int) else host_or_port.port
             cfg = BankConfig(dialect=dialect, debit=DebitLinkConfig(**{"host": "127.0.0.1", "port": port,
                                                                        "timeout_s": 5.0, **debit}))
             late = []
             link = BankLink(reactor, BANK, cfg, ZMK, clock=clock, on_late_response=late.append,
-                            rng=random.Random(3), keys=keys, now=now, calendar=calendar)
+                            rng=random.Random(3), keys=keys)
             link.late = late
             made["links"].append(link)
             return link.start()
@@ -159,13 +159,14 @@ async def test_reconnect_reuses_the_key_unless_every_connection_was_lost(env):
 @pytest_twisted.ensureDeferred
 async def test_bank_sign_off_makes_the_link_sign_on_again(env):
     from iso8583_specs import codec
-    from iso8583_specs.links import request_times
+    from config.clock import SYSTEM_CLOCK
+    from iso8583_specs.links import times_at
 
     host = env.host()
     link = env.link(host)
     await link.when_ready()
     (conn,) = host.connections
-    fields = {**request_times(), "11": "900001", "32": BANK, "70": "002"}
+    fields = {**times_at(SYSTEM_CLOCK.local()), "11": "900001", "32": BANK, "70": "002"}
     host.keys.drop(BANK, "debit")
     conn.write(codec.encode(host.dialect, "0800", fields), None)
     await until(lambda: host.counters["sign_ons"] == 2)
@@ -179,15 +180,15 @@ async def test_field_15_of_every_0810_is_the_utilitys_business_date_across_the_c
     """The gateway answers the bank's 0800s on the debit channel; field 15 is the utility's
     business date (§3, §8: it rolls over at the 23:00 cut-off), not the bank's field 13. The
     link's clock is injected: 22:59:59 and then 23:00:00 in Shanghai on 14 March."""
+    from zoneinfo import ZoneInfo
+
+    from config import clock as business_clock
     from iso8583_specs import codec
-    from iso8583_specs.links import SHANGHAI
-    from ledger.business_date import BusinessCalendar
 
     host = env.host()
-    clock = Clock()
-    start = datetime(2026, 3, 14, 22, 59, 59, tzinfo=SHANGHAI)
-    link = env.link(host, clock=clock, now=lambda: start + timedelta(seconds=clock.seconds()),
-                    calendar=BusinessCalendar("Asia/Shanghai", "23:00"))
+    clock = Clock()                                        # the link's timer: 22:59:59 in Shanghai
+    clock.advance(datetime(2026, 3, 14, 22, 59, 59, tzinfo=ZoneInfo("Asia/Shanghai")).timestamp())
+    link = env.link(host, clock=business_clock.Clock("Asia/Shanghai", "23:00", timer=clock))
     await link.when_ready()
     (conn,) = host.connections
 

@@ -11,19 +11,19 @@ from config.settings import environment_for
 from engines.files import apply_result_file, expire_files, run_file_work, write_request_file
 from engines.plans import build_batch
 from gridpay.cli import gridpay
-from ledger.business_date import BusinessCalendar
+from config.clock import Clock
 from ledger.recon.matching import reconcile_bank_file
 from ledger.schema import allocations, debit_batches, debits, outbox, payments
 from ledger_helpers import T0, assert_ledger_verifies
 from test_engine_support import FILE_BANK, make_settings, seed, settings_tree, states
 from test_recon_support import write_bank_file
 
-CAL = BusinessCalendar()
+CAL = Clock()
 
 
 def file_batch(engine, at=T0):
     with engine.begin() as conn:
-        return build_batch(conn, bank_code=FILE_BANK, at=at, calendar=CAL, mode="file")
+        return build_batch(conn, bank_code=FILE_BANK, at=at, clock=CAL, mode="file")
 
 
 def result_for(request: bytes, codes: dict[int, str], *, header=None, drop=(), extra=None, change=None,
@@ -56,7 +56,7 @@ def test_file_debits_round_trip(db_url, tmp_path):
     settings = make_settings(db_url, drop_dir=str(drop))
     s = file_batch(engine)
     assert s.debits == 5 and s.chunks == 0
-    work = run_file_work(engine, settings, T0, owner="t", banks=[FILE_BANK], calendar=CAL)
+    work = run_file_work(engine, settings, T0, owner="t", banks=[FILE_BANK], clock=CAL)
     req_path = drop / "outgoing" / f"{FILE_BANK}_{s.batch_id}.req"
     assert work["written"] == [req_path]
     request = req_path.read_bytes()
@@ -67,7 +67,7 @@ def test_file_debits_round_trip(db_url, tmp_path):
     # never twice: the request is gone from outgoing (picked up) and another pass writes nothing
     req_path.unlink()
     assert run_file_work(engine, settings, T0 + timedelta(minutes=1), owner="t", banks=[FILE_BANK],
-                         calendar=CAL)["written"] == []
+                         clock=CAL)["written"] == []
     assert write_request_file(engine, settings, s.batch_id, now=T0) is None
     assert not list((drop / "outgoing").iterdir())
 
@@ -106,7 +106,7 @@ def test_no_result_by_the_deadline_stays_open(sqlite_url, tmp_path):
     engine, numbers = seed(sqlite_url, 2, bank=FILE_BANK)
     settings = make_settings(sqlite_url, drop_dir=str(tmp_path / "drop"))
     s = file_batch(engine)
-    run_file_work(engine, settings, T0, owner="t", banks=[FILE_BANK], calendar=CAL)
+    run_file_work(engine, settings, T0, owner="t", banks=[FILE_BANK], clock=CAL)
     assert expire_files(engine, T0 + timedelta(hours=23), CAL) == []
     assert expire_files(engine, T0 + timedelta(hours=24, seconds=1), CAL) == [s.batch_id]
     assert states(engine) == {"unknown": 2}                   # unpaid, open for reconciliation
@@ -127,7 +127,7 @@ def test_crash_between_commit_and_rename_is_finished(sqlite_url, tmp_path):
     path = write_request_file(engine, settings, s.batch_id, now=T0)
     part = path.parent / f".{path.name}.part"
     path.replace(part)                                        # as if we died before the rename
-    run_file_work(engine, settings, T0, owner="t", banks=[FILE_BANK], calendar=CAL)
+    run_file_work(engine, settings, T0, owner="t", banks=[FILE_BANK], clock=CAL)
     assert path.exists() and not part.exists()
     engine.dispose()
 
@@ -139,7 +139,7 @@ def test_drop_watcher_hands_result_files_to_the_engine(sqlite_url, tmp_path):
     drop = tmp_path / "drop"
     settings = make_settings(sqlite_url, drop_dir=str(drop))
     s = file_batch(engine)
-    run_file_work(engine, settings, T0, owner="t", banks=[FILE_BANK], calendar=CAL)
+    run_file_work(engine, settings, T0, owner="t", banks=[FILE_BANK], clock=CAL)
     request = (drop / "outgoing" / f"{FILE_BANK}_{s.batch_id}.req").read_bytes()
     (drop / "incoming").mkdir(parents=True, exist_ok=True)
     (drop / "incoming" / f"{FILE_BANK}_{s.batch_id}.ret").write_bytes(result_for(request, {}))
@@ -164,14 +164,14 @@ def test_file_debits_are_matched_by_the_result_files_bank_reference(db_url, tmp_
     engine, numbers = seed(db_url, 3, bank=FILE_BANK)
     settings = make_settings(db_url, drop_dir=str(tmp_path / "drop"))
     s = file_batch(engine)
-    run_file_work(engine, settings, T0, owner="t", banks=[FILE_BANK], calendar=CAL)
+    run_file_work(engine, settings, T0, owner="t", banks=[FILE_BANK], clock=CAL)
     with engine.connect() as conn:
         assert set(conn.execute(select(debits.c.rrn)).scalars()) == {None}     # no RRN before the bank's word
     request = (tmp_path / "drop" / "outgoing" / f"{FILE_BANK}_{s.batch_id}.req").read_bytes()
     ret = tmp_path / f"{FILE_BANK}_{s.batch_id}.ret"
     refs = {1: "BK7731000001", 2: "BK7731000002", 3: "BK7731000003"}
     ret.write_bytes(result_for(request, {3: "51"}, refs=refs))
-    assert apply_result_file(engine, ret, "test", now=T0 + timedelta(hours=2), calendar=CAL).ok
+    assert apply_result_file(engine, ret, "test", now=T0 + timedelta(hours=2), clock=CAL).ok
     with engine.connect() as conn:
         rrn_of = dict(conn.execute(select(debits.c.customer_no, debits.c.rrn)).all())
         paid = dict(conn.execute(select(payments.c.customer_no, payments.c.rrn)).all())
@@ -179,7 +179,7 @@ def test_file_debits_are_matched_by_the_result_files_bank_reference(db_url, tmp_
     assert paid == {numbers[0]: refs[1], numbers[1]: refs[2]}
     bank_file = write_bank_file(tmp_path, day_lines(engine, {numbers[0]: refs[1], numbers[1]: refs[2]}),
                                 bank=FILE_BANK, day=CAL.business_date(T0))
-    run = reconcile_bank_file(engine, bank_file, actor="test", now=T0 + timedelta(days=1), calendar=CAL)
+    run = reconcile_bank_file(engine, bank_file, actor="test", now=T0 + timedelta(days=1), clock=CAL)
     assert run.status == "applied" and not run.items, [(i["kind"], i["rrn"], i["detail"]) for i in run.items]
     assert (run.totals["matched_count"], run.totals["matched_sum"]) == (2, 2 * 10_050)
     assert_ledger_verifies(engine)
@@ -199,13 +199,13 @@ def test_batch_numbers_have_no_six_digit_limit(db_url, tmp_path):
     s = file_batch(engine)
     assert s.batch_id == 12345678
     settings = make_settings(db_url, drop_dir=str(tmp_path / "drop"))
-    (path,) = run_file_work(engine, settings, T0, owner="t", banks=[FILE_BANK], calendar=CAL)["written"]
+    (path,) = run_file_work(engine, settings, T0, owner="t", banks=[FILE_BANK], clock=CAL)["written"]
     assert path.name == f"{FILE_BANK}_12345678.req"
     request = path.read_bytes()
     assert request.decode("gbk").split("\n")[0] == f"H|{FILE_BANK}|12345678|2|{2 * 10_050}"
     ret = tmp_path / f"{FILE_BANK}_12345678.ret"
     ret.write_bytes(result_for(request, {}))
-    assert apply_result_file(engine, ret, "test", now=T0 + timedelta(hours=2), calendar=CAL).ok
+    assert apply_result_file(engine, ret, "test", now=T0 + timedelta(hours=2), clock=CAL).ok
     assert states(engine) == {"approved": 2}
     assert_ledger_verifies(engine)
     engine.dispose()
@@ -217,7 +217,7 @@ def test_an_approved_line_needs_a_bank_reference_that_can_be_an_rrn(sqlite_url, 
     engine, numbers = seed(sqlite_url, 3, bank=FILE_BANK)
     settings = make_settings(sqlite_url, drop_dir=str(tmp_path / "drop"))
     s = file_batch(engine)
-    run_file_work(engine, settings, T0, owner="t", banks=[FILE_BANK], calendar=CAL)
+    run_file_work(engine, settings, T0, owner="t", banks=[FILE_BANK], clock=CAL)
     request = (tmp_path / "drop" / "outgoing" / f"{FILE_BANK}_{s.batch_id}.req").read_bytes()
     ret = tmp_path / f"{FILE_BANK}_{s.batch_id}.ret"
     for refs, problem in [({1: "BK-7731-000001"}, (2, "bank_reference")),        # not letters and digits
@@ -225,11 +225,11 @@ def test_an_approved_line_needs_a_bank_reference_that_can_be_an_rrn(sqlite_url, 
                           ({1: ""}, (2, "bank_reference")),                      # none
                           ({1: "SAME", 2: "SAME"}, (3, "bank_reference"))]:      # one RRN, two debits
         ret.write_bytes(result_for(request, {}, refs=refs))
-        out = apply_result_file(engine, ret, "test", now=T0 + timedelta(hours=2), calendar=CAL)
+        out = apply_result_file(engine, ret, "test", now=T0 + timedelta(hours=2), clock=CAL)
         assert not out.ok and problem in [e[:2] for e in out.errors], (refs, out.errors)
         assert states(engine) == {"sent": 3}
     ret.write_bytes(result_for(request, {3: "51"}, refs={3: ""}))   # a declined line's reference is not an RRN
-    assert apply_result_file(engine, ret, "test", now=T0 + timedelta(hours=2), calendar=CAL).ok
+    assert apply_result_file(engine, ret, "test", now=T0 + timedelta(hours=2), clock=CAL).ok
     assert states(engine) == {"approved": 2, "declined": 1}
     engine.dispose()
 
@@ -241,12 +241,12 @@ def test_an_expired_file_debit_is_found_in_the_bank_file_by_customer_and_amount(
     engine, numbers = seed(db_url, 2, bank=FILE_BANK)
     settings = make_settings(db_url, drop_dir=str(tmp_path / "drop"))
     file_batch(engine)
-    run_file_work(engine, settings, T0, owner="t", banks=[FILE_BANK], calendar=CAL)
+    run_file_work(engine, settings, T0, owner="t", banks=[FILE_BANK], clock=CAL)
     assert expire_files(engine, T0 + timedelta(hours=25), CAL)
     assert states(engine) == {"unknown": 2}
     bank_file = write_bank_file(tmp_path, day_lines(engine, {numbers[0]: "BK7731000001"}), bank=FILE_BANK,
                                 day=CAL.business_date(T0))
-    run = reconcile_bank_file(engine, bank_file, actor="test", now=T0 + timedelta(days=2), calendar=CAL,
+    run = reconcile_bank_file(engine, bank_file, actor="test", now=T0 + timedelta(days=2), clock=CAL,
                               settle_debits=True)
     assert run.status == "applied"
     found = {i["customer_no"]: (i["kind"], i["rrn"], i["bank_status"]) for i in run.items}

@@ -17,13 +17,13 @@ from engines.store import EngineConflict, claim_statement, register_instance
 from engines.tables import debit_chunks, debit_reversals, debit_skips, engine_instances
 from gateway.sim.bank import Account, BankHost, Behaviour
 from iso8583_specs.dialects import get_dialect
-from ledger.business_date import BusinessCalendar
+from config.clock import Clock
 from ledger.schema import bills, debit_attempts, debits, outbox
 from ledger_helpers import T0, assert_ledger_verifies
 from test_engine_support import (BANK, ZMK, FakeClock, accounts_for, bank_vs_ledger, make_settings, seed,
                                  states)
 
-CAL = BusinessCalendar()
+CAL = Clock()
 
 
 def make_host(accounts, behaviour=None, clock=None):
@@ -35,7 +35,7 @@ def make_host(accounts, behaviour=None, clock=None):
 
 def batch(engine, chunk_size=10, at=T0, **kw):
     with engine.begin() as conn:
-        return build_batch(conn, bank_code=BANK, at=at, calendar=CAL, chunk_size=chunk_size, **kw)
+        return build_batch(conn, bank_code=BANK, at=at, clock=CAL, chunk_size=chunk_size, **kw)
 
 
 async def until(cond, timeout=20.0, step=0.02, show=None):
@@ -114,7 +114,7 @@ async def test_timeouts_reverse_with_0420_then_0421_on_injected_clock(sqlite_url
     cleanup.append(host.stop)
     batch(engine, chunk_size=10)
     settings = make_settings(sqlite_url, host.port, timeout_s=5.0, reversal_interval_s=10.0, reversal_max=2)
-    eng = DebitEngine(settings, reactor, engine, name="e1", clock=fc.clock, now=fc.now, poll_s=1.0)
+    eng = DebitEngine(settings, reactor, engine, name="e1", clock=fc.clock, poll_s=1.0)
     await eng.start()
     cleanup.append(eng.stop)
     await until(lambda: eng.links[BANK].ready)
@@ -165,7 +165,7 @@ async def test_late_0210_after_reversal_changes_nothing(sqlite_url, cleanup):
     cleanup.append(host.stop)
     batch(engine)
     settings = make_settings(sqlite_url, host.port, timeout_s=5.0)
-    eng = DebitEngine(settings, reactor, engine, name="e1", clock=fc.clock, now=fc.now, poll_s=1.0)
+    eng = DebitEngine(settings, reactor, engine, name="e1", clock=fc.clock, poll_s=1.0)
     await eng.start()
     cleanup.append(eng.stop)
     await until(lambda: eng.links[BANK].ready)
@@ -205,8 +205,7 @@ async def _debits_refused_with_A0(url, count, cleanup, **settings):
     fc = FakeClock()
     host = make_host(accounts_for(numbers))
     cleanup.append(host.stop)
-    eng = DebitEngine(make_settings(url, host.port, **settings), reactor, engine, name="e1", clock=fc.clock,
-                      now=fc.now, poll_s=10.0)
+    eng = DebitEngine(make_settings(url, host.port, **settings), reactor, engine, name="e1", clock=fc.clock, poll_s=10.0)
     await eng.start()
     cleanup.append(eng.stop)
     await until(lambda: eng.links[BANK].ready)
@@ -286,7 +285,7 @@ async def test_every_poll_claims_but_leases_are_renewed_once_housekeeping_is_due
     fc = FakeClock()
     host = make_host(accounts_for(numbers))
     cleanup.append(host.stop)
-    eng = DebitEngine(make_settings(sqlite_url, host.port), reactor, engine, name="e1", clock=fc.clock, now=fc.now,
+    eng = DebitEngine(make_settings(sqlite_url, host.port), reactor, engine, name="e1", clock=fc.clock,
                       poll_s=10.0, lease_s=30)
     assert eng.housekeeping_s == 1.0
     await eng.start()
@@ -323,12 +322,12 @@ async def test_dead_engine_chunks_are_taken_over_and_sent_debits_reversed(db_url
     cleanup.append(host.stop)
     batch(engine, chunk_size=10)
     from engines.store import claim_chunks
-    dead = claim_chunks(engine, owner="dead", banks=[BANK], now=fc.now(), lease_s=30, calendar=CAL)
+    dead = claim_chunks(engine, owner="dead", banks=[BANK], now=fc.now(), lease_s=30, clock=CAL)
     assert len(dead) == 1 and len(dead[0].to_send) == 10
     # the dead engine wrote 4 of them to the bank (applied there), then died
     assert states(engine) == {"sent": 10, "pending": 20}
     settings = make_settings(db_url, host.port)
-    eng = DebitEngine(settings, reactor, engine, name="e2", clock=fc.clock, now=fc.now, poll_s=1.0, lease_s=30)
+    eng = DebitEngine(settings, reactor, engine, name="e2", clock=fc.clock, poll_s=1.0, lease_s=30)
     await eng.start()
     cleanup.append(eng.stop)
     await until(lambda: eng.links[BANK].ready)
@@ -356,7 +355,7 @@ def test_the_engines_links_answer_with_the_utilitys_business_date(sqlite_url):
     engine, _ = seed(sqlite_url, 1)
     settings = Settings.model_validate({**settings_tree(sqlite_url), "business": {"cutoff": "22:00"}})
     fc = FakeClock(T0 + timedelta(hours=11, minutes=59, seconds=59))   # 21:59:59 in Shanghai
-    eng = DebitEngine(settings, reactor, engine, name="e1", clock=fc.clock, now=fc.now)
+    eng = DebitEngine(settings, reactor, engine, name="e1", clock=fc.clock)
     link = eng.make_link(BANK)
     assert link.settlement_date() == "1123"
     fc.advance(1.0)

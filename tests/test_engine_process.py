@@ -19,7 +19,7 @@ from sqlalchemy import case, func, select
 from config.settings import environment_for
 from engines.plans import build_batch
 from engines.tables import debit_chunks, debit_reversals
-from ledger.business_date import BusinessCalendar, utcnow
+from config.clock import SYSTEM_CLOCK, Clock
 from ledger.schema import debit_attempts, debits, payments, reversals
 from ledger_helpers import assert_ledger_verifies
 from test_engine_support import BANK, ZMK_ENV, ZMK_HEX, seed, settings_tree, states
@@ -41,7 +41,7 @@ class Procs:
         csv = self.tmp / "accounts.csv"
         csv.write_text("account_no,balance,limit,status\n" + "".join(f"{a},{b},{lim},{st}\n"
                                                                        for a, (b, lim, st) in accounts.items()))
-        bd = BusinessCalendar().business_date(utcnow()).isoformat()
+        bd = Clock().business_date(SYSTEM_CLOCK.now()).isoformat()
         p = subprocess.Popen(gridpay("sim", "bank", "--bank", BANK, "--zmk-env", ZMK_ENV, "--accounts", str(csv),
                                      "--business-date", bd, "--day-file-dir", str(self.tmp / "bankfile"), *extra),
                              env={**os.environ, ZMK_ENV: ZMK_HEX}, stdout=subprocess.PIPE, text=True)
@@ -118,7 +118,7 @@ def test_three_engines_kill9_drops_exactly_once(procs, pg_url):
                      "--disconnect", "0.0005", "--seed", "11")
     procs.configure(port, timeout_s=2.0, reversal_interval_s=2.0, reversal_max=3, connections=2)
     with engine.begin() as conn:
-        s = build_batch(conn, bank_code=BANK, at=utcnow(), calendar=BusinessCalendar(), chunk_size=100)
+        s = build_batch(conn, bank_code=BANK, at=SYSTEM_CLOCK.now(), clock=Clock(), chunk_size=100)
     assert s.chunks == 30
     engines = {name: procs.engine(name) for name in ("e1", "e2", "e3")}
     # kill -9 the second engine in the middle of the batch

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 from sqlalchemy import func, insert, select
 
@@ -105,16 +105,17 @@ def bank_vs_ledger(engine, host) -> dict:
 
 
 class FakeClock:
-    """A twisted task.Clock plus a wall-clock now() that moves with it."""
+    """A twisted task.Clock that reads ``start`` at first: the engine's timer and, through it, its
+    clock's now() (``config.clock.Clock(timer=fc.clock)``)."""
 
     def __init__(self, start: datetime = T0):
         from twisted.internet.task import Clock
 
         self.clock = Clock()
-        self.start = start
+        self.clock.advance(start.timestamp())
 
     def now(self) -> datetime:
-        return self.start + timedelta(seconds=self.clock.seconds())
+        return datetime.fromtimestamp(self.clock.seconds(), timezone.utc)
 
     def advance(self, seconds: float) -> None:
         self.clock.advance(seconds)

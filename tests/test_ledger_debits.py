@@ -6,7 +6,7 @@ from datetime import date
 import pytest
 from sqlalchemy import func, select
 
-from ledger.business_date import BusinessCalendar
+from config.clock import Clock
 from ledger.debits import (
     create_debit, debit_approved, debit_declined, debit_reversed, debit_unknown, mark_debit_sent,
 )
@@ -17,7 +17,7 @@ from ledger.synchronous_posting import post
 from ledger_helpers import T0, add_banks, add_bills, add_customer, assert_ledger_verifies, new_engine, payment, prepaid_of
 from poster_thread import PosterThread
 
-CAL = BusinessCalendar()
+CAL = Clock()
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from twisted.internet import defer, reactor
 
 from ledger import migrate
 from runtime.worker_process import BatchProcess, NotStarted
-from ledger.business_date import BusinessCalendar
+from config.clock import Clock
 from ledger.db import make_engine
 from ledger.inquiry import inquire
 from ledger.schema import allocations, bank_requests, payments
@@ -28,7 +28,7 @@ from ledger_helpers import (
 )
 from poster_thread import PosterThread
 
-CAL = BusinessCalendar()
+CAL = Clock()
 
 
 def setup(engine, n: int, prepay: str = "Y", prefix: str = "K") -> list[str]:

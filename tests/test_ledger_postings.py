@@ -7,7 +7,7 @@ from datetime import date, timedelta
 import pytest
 from sqlalchemy import func, insert, select
 
-from ledger.business_date import BusinessCalendar
+from config.clock import Clock
 from ledger.inquiry import inquire
 from ledger.posting import Outcome, apply_batch
 from ledger.synchronous_posting import post
@@ -20,7 +20,7 @@ from ledger_helpers import (
     reversal,
 )
 
-CAL = BusinessCalendar()
+CAL = Clock()
 
 
 @pytest.fixture
@@ -535,7 +535,7 @@ def test_reconciliations_red_reversal_gives_back_the_prepaid_used_too(ledger):
     with ledger.connect() as conn:
         paid = conn.execute(select(func.max(payments.c.payment_id))).scalar_one()
     with ledger.begin() as conn:
-        reverse_payment(conn, paid, actor="op", now=T0, reason="bank file shows it reversed", calendar=CAL)
+        reverse_payment(conn, paid, actor="op", now=T0, reason="bank file shows it reversed", clock=CAL)
     assert positions(ledger) == before
     r = inquire(ledger, "1001", T0)
     assert (r.bills, r.total_due, r.prepaid_balance) == ([("202611", 15_000, 0)], 5_100, 9_900)
@@ -606,7 +606,7 @@ def test_reversal_of_a_payment_whose_prepaid_paid_bill_was_corrected_is_12(ledge
     p = payment("0103", "1001", 1_000)                  # the bill paid from prepaid, 1,000 more prepaid
     one(ledger, p)
     correct_bill(ledger, "B1001202611", principal=4_000, penalty=0, actor="op", reason="meter misread",
-                 calendar=CAL, now=T0)
+                 clock=CAL, now=T0)
     out = one(ledger, reversal(p))
     assert out.response_code == "12" and "corrected" in out.detail
     assert count(ledger, reversals) == 0

@@ -11,14 +11,14 @@ from hypothesis import HealthCheck, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 from sqlalchemy import insert, select, update
 
-from ledger.business_date import BusinessCalendar
+from config.clock import Clock
 from ledger.inquiry import inquire
 from ledger.schema import allocations, journal_entries, journal_lines, payments, prepaid_movements, reversals
 from ledger.synchronous_posting import post
 from ledger.verify import verify
 from ledger_helpers import T0, add_banks, add_bill, add_customer, new_engine, payment, reversal
 
-CAL = BusinessCalendar()
+CAL = Clock()
 
 
 @pytest.fixture

@@ -38,7 +38,7 @@ def test_gridpay_db_upgrade_command(sqlite_url):
 def test_0005_keeps_a_populated_ledger_and_its_invariants(db_url):
     """A ledger made at 0004 (with payments, reversals, prepaid) upgrades to 0005 with every row and
     still verifies: dropping the foreign keys rebuilds tables on SQLite."""
-    from ledger.business_date import BusinessCalendar
+    from config.clock import Clock
     from ledger.schema import allocations, journal_lines, payments, prepaid_movements, request_rrns
     from ledger.synchronous_posting import post
     from ledger.verify import verify
@@ -56,7 +56,7 @@ def test_0005_keeps_a_populated_ledger_and_its_invariants(db_url):
     first = payment("0102", "M1", 12_000)
     second = payment("0102", "M2", 10_100)
     request_rrns.create(engine)   # today's postings keep RRNs there (0006); 0004 had no such table
-    post(engine, [first, second, reversal(second)], BusinessCalendar())
+    post(engine, [first, second, reversal(second)], Clock())
     request_rrns.drop(engine)
 
     def counts():

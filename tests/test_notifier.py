@@ -36,7 +36,7 @@ def make(engine, sender, clock=None, **kw) -> Notifier:
     kw.setdefault("backoff", Backoff(10, 1000, jitter=0))
     kw.setdefault("send_timeout_s", 2.0)
     kw.setdefault("lease_s", 60.0)
-    return Notifier(engine, sender, now=clock or FakeTime(), **kw)
+    return Notifier(engine, sender, clock=clock or FakeTime(), **kw)
 
 
 def metric(notifier, name: str, **labels) -> float | None:

@@ -14,30 +14,27 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 from urllib.parse import parse_qsl, urlsplit
 
 from sqlalchemy import insert, select
 
+from config.clock import ManualClock
 from config.notices import outbox_row, payment_received
 from ledger.schema import outbox
 
 T0 = datetime(2026, 11, 23, 2, 0, 0, tzinfo=timezone.utc)
 
 
-class FakeTime:
-    """A ``now`` function the test moves by hand."""
+class FakeTime(ManualClock):
+    """The notifier's clock, moved by hand; calling it reads it."""
 
     def __init__(self, start: datetime | None = None):
-        self.at = start or datetime.now(timezone.utc).replace(microsecond=0)
+        super().__init__(start or datetime.now(timezone.utc).replace(microsecond=0))
 
     def __call__(self) -> datetime:
-        return self.at
-
-    def advance(self, seconds: float) -> datetime:
-        self.at += timedelta(seconds=seconds)
         return self.at
 
 

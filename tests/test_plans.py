@@ -12,7 +12,7 @@ from config.settings import environment_for
 from engines.plans import build_batch
 from engines.tables import debit_chunks, debit_skips
 from gridpay.cli import gridpay
-from ledger.business_date import BusinessCalendar
+from config.clock import Clock
 from ledger.schema import agreements, customers, debit_bills, debits
 from ledger_helpers import T0, add_bills
 from test_engine_support import BANK, FILE_BANK, add_agreements, seed, set_district, settings_tree
@@ -58,20 +58,20 @@ def test_plan_commands(sqlite_url, tmp_path):
 def test_batch_selection_rules(db_url):
     engine, numbers = seed(db_url, 8, bills_each=2)     # bills 202601 and 202602, due the 28th of their month
     set_district(engine, numbers[:4], "east")
-    cal = BusinessCalendar()
+    cal = Clock()
     with engine.begin() as conn:
         add_bills(conn, [(numbers[0], "202612", 700, 0)])   # due 2026-12-28: after the run date
         # a customer with an agreement at another bank only is not taken
         conn.execute(update(agreements).where(agreements.c.customer_no == numbers[7]).values(bank_code=FILE_BANK))
     with engine.begin() as conn:
-        s = build_batch(conn, bank_code=BANK, at=T0, calendar=cal, district="east", chunk_size=3)
+        s = build_batch(conn, bank_code=BANK, at=T0, clock=cal, district="east", chunk_size=3)
     assert s.debits == 4 and s.chunks == 2 and s.total == 4 * 2 * 10_050
     with engine.begin() as conn:
-        s2 = build_batch(conn, bank_code=BANK, at=T0, calendar=cal, due_days=40, chunk_size=3)
+        s2 = build_batch(conn, bank_code=BANK, at=T0, clock=cal, due_days=40, chunk_size=3)
     # east customers' bills are in open debits; the west ones are taken; the December bill now falls due
     assert s2.debits == 4 and s2.total == 3 * 2 * 10_050 + 700
     with engine.begin() as conn:
-        s3 = build_batch(conn, bank_code=BANK, at=T0 + timedelta(days=1), calendar=cal,
+        s3 = build_batch(conn, bank_code=BANK, at=T0 + timedelta(days=1), clock=cal,
                          customers_only=[numbers[7]], chunk_size=3)
     assert s3.debits == 0
     with engine.connect() as conn:
@@ -92,7 +92,7 @@ def test_agreement_for_other_customers_only(sqlite_url):
         add_bills(conn, [(more[0], "202601", 100, 0)])
     add_agreements(engine, more)
     with engine.begin() as conn:
-        s = build_batch(conn, bank_code=BANK, at=T0, calendar=BusinessCalendar(), customers_only=more)
+        s = build_batch(conn, bank_code=BANK, at=T0, clock=Clock(), customers_only=more)
     assert s.debits == 1 and s.total == 100
     engine.dispose()
 
@@ -119,7 +119,7 @@ def test_a_district_plan_takes_the_customers_the_billing_files_put_in_that_distr
     results = import_files(engine, files, "clerk.li")
     assert all(r.ok for r in results.values()), {k: r.errors for k, r in results.items()}
     with engine.begin() as conn:
-        s = build_batch(conn, bank_code=BANK, at=T0, calendar=BusinessCalendar(), district="TIANHE", chunk_size=2)
+        s = build_batch(conn, bank_code=BANK, at=T0, clock=Clock(), district="TIANHE", chunk_size=2)
     assert s.debits == 4 and s.total == 4 * 5_000 and s.chunks == 2
     with engine.connect() as conn:
         taken = conn.execute(select(debits.c.customer_no).where(debits.c.batch_id == s.batch_id)).scalars().all()

@@ -17,10 +17,11 @@ from twisted.internet.task import deferLater
 from engines.link import debit_fields, reversal_fields
 from gateway.sim.bank import Account, BankHost, Behaviour, load_accounts, parse_rates
 from gateway.sim.client import connect
+from config.clock import SYSTEM_CLOCK
 from iso8583_specs import codec
 from iso8583_specs.dialects import get_dialect
 from iso8583_specs.keys import read_sign_on_field48
-from iso8583_specs.links import Stans, request_times
+from iso8583_specs.links import Stans, times_at
 from iso8583_specs.tlv import Tlv
 
 BANK = "01020000"
@@ -42,7 +43,7 @@ class Gw:
         self.stans = Stans(100)
 
     async def sign_on(self):
-        fields = {**request_times(), "11": self.stans.next(), "32": BANK, "70": "001"}
+        fields = {**times_at(SYSTEM_CLOCK.local()), "11": self.stans.next(), "32": BANK, "70": "001"}
         answer = await self.client.request(codec.encode(self.dialect, "0800", fields), (fields["7"], fields["11"], BANK))
         assert answer.message.fields["39"] == "00"
         self.mak = read_sign_on_field48(ZMK, answer.message.fields["48"])

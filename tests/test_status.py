@@ -24,7 +24,7 @@ from gridpay.cli import gridpay
 from gridpay.site_checks import Thresholds
 from iso8583_specs.keys import generate_mak
 from ledger import migrate
-from ledger.business_date import BusinessCalendar
+from config.clock import Clock, ManualClock
 from ledger.debits import create_debit, debit_unknown, mark_debit_sent
 from ledger.key_store import KeyStore
 from ledger.key_store_db import DbKeyBackend
@@ -82,7 +82,7 @@ def healthy_site(url: str, tmp_path: Path):
     outcome = post(engine, [payment(BANK, numbers[0], 10_050, at=now)])[0]
     assert outcome.response_code == "00", outcome
     with engine.begin() as conn:
-        batch = build_batch(conn, bank_code=BANK, at=now, calendar=BusinessCalendar(), chunk_size=1,
+        batch = build_batch(conn, bank_code=BANK, at=now, clock=Clock(), chunk_size=1,
                             customers_only=numbers[1:3])
     assert batch.debits == 2
     reconcile_day(engine, tmp_path, now, numbers[5], "1")
@@ -192,7 +192,7 @@ def test_money_left_waiting_is_named(db_url, tmp_path):
     nobody took for an hour, an SMS notice pending for an hour."""
     engine, numbers, env, _ = healthy_site(db_url, tmp_path)
     now = datetime.now(timezone.utc)
-    cal = BusinessCalendar()
+    cal = Clock()
     try:
         then = now - timedelta(days=2)
         with engine.begin() as conn:
@@ -200,16 +200,16 @@ def test_money_left_waiting_is_named(db_url, tmp_path):
                                     bills_to_pay=[(f"B{numbers[3]}202601", 10_050)], at=then)
             mark_debit_sent(conn, debit_id, transmitted=f"{then + SHANGHAI_OFFSET:%m%d%H%M%S}", stan="400001",
                             rrn=f"{debit_id:012d}", business_date=cal.business_date(then), at=then)
-        assert debit_unknown(engine, debit_id, then, clock=lambda: then).ok
+        assert debit_unknown(engine, debit_id, then, clock=ManualClock(then)).ok
         with engine.begin() as conn:
             original = original_fields(BANK, f"{then + SHANGHAI_OFFSET:%m%d%H%M%S}", "400001", f"{debit_id:012d}",
                                        10_050, numbers[3])
             create_reversals(conn, [(debit_id, BANK, original)], owner="eng-1", now=now - timedelta(hours=2),
-                             lease=now + timedelta(minutes=5), calendar=cal)
-            stuck = build_batch(conn, bank_code=BANK, at=now - timedelta(hours=1), calendar=cal,
+                             lease=now + timedelta(minutes=5), clock=cal)
+            stuck = build_batch(conn, bank_code=BANK, at=now - timedelta(hours=1), clock=cal,
                                 customers_only=[numbers[4]])
         an_hour_ago = now - timedelta(hours=1)
-        post(engine, [payment(BANK, numbers[4], 10_050, at=an_hour_ago)], clock=lambda: an_hour_ago)
+        post(engine, [payment(BANK, numbers[4], 10_050, at=an_hour_ago)], clock=ManualClock(an_hour_ago))
         code, out = status(env)
         assert code == 1, out
         unknown = line_of(out, "unknown debits")

@@ -5,7 +5,7 @@
 newest MAK is used for every connection, the one it replaced is still accepted on answers for
 the grace period (``ledger.key_store.KeyStore``). A connection with no traffic from the bank for
 ``echo_interval_s`` sends an echo (0800/301) and is closed if that goes unanswered; the bank's
-own echoes are answered (field 15: the utility's business date from ``calendar``), 0810s never
+own echoes are answered (field 15: the utility's business date from the link's ``clock``), 0810s never
 are, so echoes cannot loop. A lost or refused connection is retried with exponential backoff and
 jitter (``engines.ratelimit.Backoff``).
 

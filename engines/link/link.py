@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import random
 from collections import Counter
-from datetime import datetime
 from typing import Callable
 
 from twisted.internet import defer, endpoints
@@ -23,8 +22,8 @@ from iso8583_specs import codec, shapes
 from iso8583_specs.dialects import dialect_for_bank, request_tpdu
 from iso8583_specs.errors import MessageError
 from iso8583_specs.framing import response_tpdu
-from iso8583_specs.links import SHANGHAI, Stans, network_answer, network_request, request_times
-from ledger.business_date import BusinessCalendar
+from iso8583_specs.links import Stans, network_answer, network_request, times_at
+from config.clock import Clock, as_clock
 from ledger.key_store import KeyStore
 
 log = logging.getLogger("gridpay.debit.link")
@@ -36,15 +35,15 @@ class BankLink(ConnectionPool, Dispatcher, AnswerMatcher):
     """One bank's debit link. The parts share this one object's state, so a request's way
     (send, pump, write, answer) crosses no extra object per message."""
 
-    def __init__(self, reactor, bank_code: str, bank_config, zmk: bytes, clock=None,
+    def __init__(self, reactor, bank_code: str, bank_config, zmk: bytes, clock: Clock | None = None,
                  on_late_response: Callable | None = None, metrics: LinkMetrics | None = None,
-                 stans: Stans | None = None, now: Callable[[], datetime] | None = None,
-                 rng: random.Random | None = None, endpoint: Callable | None = None,
+                 stans: Stans | None = None, rng: random.Random | None = None, endpoint: Callable | None = None,
                  backoff: Callable[[], Backoff] | None = None, key_grace_s: float = 60.0,
-                 keys: KeyStore | None = None, calendar: BusinessCalendar | None = None,
-                 late_memory: int = 100_000, connect_timeout_s: float = 10.0):
+                 keys: KeyStore | None = None, late_memory: int = 100_000, connect_timeout_s: float = 10.0):
         self.reactor = reactor
-        self.clock = clock or reactor
+        # timers, field 7's time and field 15's business date (docs/spec/INTERFACE.md §3, §8: it rolls over at
+        # the cut-off): the engine hands in its clock; a bare timer gets the default calendar
+        self.clock = as_clock(clock, reactor)
         self.bank = bank_code
         self.config = bank_config
         self.cfg = bank_config.debit
@@ -55,10 +54,6 @@ class BankLink(ConnectionPool, Dispatcher, AnswerMatcher):
         self.on_late_response = on_late_response
         self.metrics = metrics or LinkMetrics()
         self.stans = stans or Stans()
-        self.now = now or (lambda: datetime.now(SHANGHAI))
-        # field 15 of the gateway's responses is the utility's business date (docs/spec/INTERFACE.md §3, §8), which
-        # rolls over at the cut-off: the engine passes its settings' calendar
-        self.calendar = calendar or BusinessCalendar()
         rng = rng or random.Random()
         self._endpoint = endpoint or (lambda: endpoints.TCP4ClientEndpoint(
             reactor, self.cfg.host, self.cfg.port, timeout=connect_timeout_s))
@@ -131,12 +126,12 @@ class BankLink(ConnectionPool, Dispatcher, AnswerMatcher):
     # --- network management --------------------------------------------------------------------
 
     def _network_fields(self, code: str) -> dict[str, str]:
-        return network_request(request_times(self.now()), self.stans.next(), self.bank, code)
+        return network_request(times_at(self.clock.local()), self.stans.next(), self.bank, code)
 
     def settlement_date(self) -> str:
         """Field 15 (MMDD) of every response the gateway sends on this channel: the utility's
         business date now (§3, §8), not the bank's field 13 - after the cut-off they differ."""
-        return self.calendar.business_date(self.now()).strftime("%m%d")
+        return self.clock.business_date().strftime("%m%d")
 
     def _answer_bank_network(self, conn: DebitConnection, message, tpdu: bytes | None) -> None:
         """The bank's 0800: echo → 00; sign-off → 00 and sign on again; sign-on → 40 (on the

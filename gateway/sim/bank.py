@@ -41,7 +41,8 @@ from iso8583_specs import codec, shapes
 from iso8583_specs.errors import MessageError
 from iso8583_specs.framing import response_tpdu
 from iso8583_specs.keys import generate_mak, sign_on_field48
-from iso8583_specs.links import SHANGHAI, network_answer
+from iso8583_specs.links import network_answer
+from config.clock import as_clock
 from iso8583_specs.shapes import IDENTITY as ALWAYS, REPEAT_OF, RESPONSE_TO, OriginalData, echoed
 from iso8583_specs.tlv import Tlv
 
@@ -60,16 +61,15 @@ class BankHost:
     def __init__(self, reactor, bank_code: str, dialect, zmk: bytes, accounts: dict[str, Account],
                  behaviour: Behaviour | None = None, clock=None, seed: int = 1, business_date: date | None = None,
                  interface: str = "127.0.0.1", port: int = 0, nii_gateway: str = "0000", nii_bank: str = "0001",
-                 key_grace_s: float = 60.0, max_frame: int = 8192, now=None):
+                 key_grace_s: float = 60.0, max_frame: int = 8192):
         self.reactor = reactor
-        self.clock = clock or reactor
+        self.clock = as_clock(clock, reactor)    # timers, and the bank's local time (its fields 7, 12, 13)
         self.bank_code = bank_code
         self.dialect = dialect
         self.zmk = zmk
         self.behaviour = behaviour or Behaviour()
         self.rng = random.Random(seed)
-        self.now = now or (lambda: datetime.now(SHANGHAI))
-        self.books = BankBooks(bank_code, accounts, business_date or self.now().date())
+        self.books = BankBooks(bank_code, accounts, business_date or self.clock.local().date())
         self.keys = KeyStore(self.clock, grace_s=key_grace_s)
         self.interface, self.requested_port = interface, port
         self.nii_gateway, self.nii_bank = nii_gateway, nii_bank

@@ -9,7 +9,7 @@ from twisted.internet import defer
 from iso8583_specs import codec, shapes
 from iso8583_specs.errors import FramingError
 from iso8583_specs.framing import encode_frame, make_tpdu
-from iso8583_specs.links import EchoTimer, IsoConnection, Stans, network_request, request_times
+from iso8583_specs.links import EchoTimer, IsoConnection, Stans, network_request, times_at
 
 log = logging.getLogger("gridpay.sim.bank")
 
@@ -35,7 +35,7 @@ class BankConnection(IsoConnection):
 
     def _echo(self) -> None:
         host = self.host
-        fields = network_request(request_times(host.now()), self.stans.next(), host.bank_code, shapes.ECHO)
+        fields = network_request(times_at(host.clock.local()), self.stans.next(), host.bank_code, shapes.ECHO)
         tpdu = make_tpdu(host.nii_gateway, host.nii_bank) if host.dialect.framing.tpdu else None
         self.write(codec.encode(host.dialect, "0800", fields), tpdu)
         host.counters["echoes_sent"] += 1

@@ -44,7 +44,7 @@ class Reversal:
 class BankBooks:
     bank_code: str
     accounts: dict[str, Account]
-    business_date: date = field(default_factory=date.today)
+    business_date: date
     unknown_original_code: str = "12"   # a debit whose reversal came first
     applied: dict[tuple, AppliedDebit] = field(default_factory=dict)
     reversals: dict[tuple, Reversal] = field(default_factory=dict)

@@ -35,7 +35,8 @@ from gateway.sim.client import connect
 from iso8583_specs import codec, shapes
 from iso8583_specs import keys as wire_keys
 from iso8583_specs.errors import MessageError
-from iso8583_specs.links import RequestTimedOut, Rrns, Stans, network_request, request_times
+from iso8583_specs.links import RequestTimedOut, Rrns, Stans, network_request, times_at
+from config.clock import Clock, as_clock
 from iso8583_specs.shapes import OriginalData
 from iso8583_specs.tlv import Bill
 
@@ -137,8 +138,9 @@ class Unanswered(Exception):
 class CounterSimulator:
     def __init__(self, reactor, host, port, dialect, bank, zmk: bytes, customers, *, connections=4, window=16,
                  rate=0.0, count=None, duration=None, mix=Mix(), seed=1, nii_gateway="0000", nii_bank="0001",
-                 terminal="TERM0001", branch="BR4401000000001", timeout=30.0):
+                 terminal="TERM0001", branch="BR4401000000001", timeout=30.0, clock: Clock | None = None):
         self.reactor, self.host, self.port, self.dialect = reactor, host, port, dialect
+        self.clock = as_clock(clock, reactor)   # the counter's local time: fields 7, 12, 13
         self.bank, self.zmk = bank, zmk
         self.customers = iter(customers)
         self.connections, self.window, self.rate = connections, window, rate
@@ -146,8 +148,8 @@ class CounterSimulator:
         self.mix, self.random = mix, random.Random(seed)
         self.niis = {"nii_gateway": nii_gateway, "nii_bank": nii_bank}
         self.terminal, self.branch = terminal, branch
-        self.stans = Stans.from_clock()
-        self.rrns = Rrns.from_clock()
+        self.stans = Stans.from_clock(self.clock.seconds())
+        self.rrns = Rrns.from_clock(self.clock.seconds())
         self.paid: list[dict] = []
         self.report = Report()
         self.mak: bytes | None = None
@@ -294,9 +296,9 @@ class CounterSimulator:
 
     def _times(self) -> dict[str, str]:
         """Fields 7, 12 and 13, which change once a second: worked out once a second."""
-        second = int(time.time())
+        second = int(self.clock.seconds())
         if second != self._times_of[0]:
-            self._times_of = (second, request_times())
+            self._times_of = (second, times_at(self.clock.local()))
         return self._times_of[1]
 
     def _rrn(self) -> str:

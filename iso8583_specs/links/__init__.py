@@ -15,8 +15,8 @@ wire layer: it imports nothing from gateway, engines or ledger.
 from .connection import FrameTimer, IsoConnection, no_delay
 from .mux import Multiplexer, RequestTimedOut
 from .network import EchoTimer, network_answer, network_request
-from .numbering import SHANGHAI, Rrns, Stans, clock_sequence, request_key, request_times, times_at, times_of
+from .numbering import Rrns, Stans, clock_sequence, request_key, times_at, times_of
 
-__all__ = ["EchoTimer", "FrameTimer", "IsoConnection", "Multiplexer", "RequestTimedOut", "Rrns", "SHANGHAI", "Stans",
-           "clock_sequence", "network_answer", "network_request", "no_delay", "request_key", "request_times",
+__all__ = ["EchoTimer", "FrameTimer", "IsoConnection", "Multiplexer", "RequestTimedOut", "Rrns", "Stans",
+           "clock_sequence", "network_answer", "network_request", "no_delay", "request_key",
            "times_at", "times_of"]

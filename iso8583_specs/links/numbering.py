@@ -1,11 +1,7 @@
 """How a sender numbers its requests: STANs (11), RRNs (37), request times (7, 12, 13), the 7/11/32 key."""
 from __future__ import annotations
 
-import time
 from datetime import datetime
-from zoneinfo import ZoneInfo
-
-SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 
 class Stans:
@@ -15,7 +11,7 @@ class Stans:
         self.value = start - 1
 
     @classmethod
-    def from_clock(cls, now: float | None = None) -> "Stans":
+    def from_clock(cls, now: float) -> "Stans":
         """Start where a run begun earlier in the same second cannot be: the start moves on 20,000
         a second, faster than one process sends, so two runs of one bank never share a field 7
         and a STAN (which the gateway would rightly answer 94)."""
@@ -34,7 +30,7 @@ class Rrns:
         self.value = start - 1
 
     @classmethod
-    def from_clock(cls, now: float | None = None) -> "Rrns":
+    def from_clock(cls, now: float) -> "Rrns":
         return cls(clock_sequence(now, 10**12))
 
     def next(self) -> str:
@@ -42,18 +38,15 @@ class Rrns:
         return f"{self.value % 10**12:012d}"
 
 
-def clock_sequence(now: float | None, modulus: int, per_second: int = 20_000) -> int:
-    return int((time.time() if now is None else now) * per_second) % modulus
+def clock_sequence(now: float, modulus: int, per_second: int = 20_000) -> int:
+    """A start for a sequence that runs begun at other times (``now``: epoch seconds) do not share."""
+    return int(now * per_second) % modulus
 
 
 def times_at(local: datetime) -> dict[str, str]:
-    """Fields 7 (MMDDhhmmss), 12 (hhmmss) and 13 (MMDD) of ``local`` as it reads."""
+    """Fields 7 (MMDDhhmmss), 12 (hhmmss) and 13 (MMDD) of ``local`` as it reads: the sender's local
+    time (docs/spec/INTERFACE.md §1), which its clock gives (``config.clock.Clock.local()``)."""
     return {"7": local.strftime("%m%d%H%M%S"), "12": local.strftime("%H%M%S"), "13": local.strftime("%m%d")}
-
-
-def request_times(now: datetime | None = None) -> dict[str, str]:
-    """Fields 7, 12 and 13 in Shanghai time (§3), now or at ``now``."""
-    return times_at((now or datetime.now(SHANGHAI)).astimezone(SHANGHAI))
 
 
 def times_of(transmitted: str) -> dict[str, str]:

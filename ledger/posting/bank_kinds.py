@@ -19,7 +19,7 @@ class BankKinds(Rules):
         ident = self.identity(p)
         if (answered := self.answered_before(ident, p.digest)) is not None:
             return answered
-        bd = self.calendar.business_date(p.received_at)
+        bd = self.clock.business_date(p.received_at)
         fields = {"business_date": bd.isoformat()}
 
         def decline(code: str, detail: str) -> tuple[Result, bool]:
@@ -78,7 +78,7 @@ class BankKinds(Rules):
         ident = self.identity(r)
         if (answered := self.answered_before(ident, r.digest)) is not None:
             return answered
-        bd = self.calendar.business_date(r.received_at)
+        bd = self.clock.business_date(r.received_at)
         fields = {"business_date": bd.isoformat()}
 
         def decline(code: str, detail: str) -> tuple[Result, bool]:
@@ -177,7 +177,7 @@ class BankKinds(Rules):
         else:  # reversed
             pay = self.payments_by_debit.get(d.debit_id)
             if pay is not None and not pay.reversed:
-                problem = self.reverse(pay, cust, self.calendar.business_date(d.at), d.actor, "D", None,
+                problem = self.reverse(pay, cust, self.clock.business_date(d.at), d.actor, "D", None,
                                        d.detail or "debit reversed by the bank")
                 if problem:
                     return Result("12", fields, problem), False

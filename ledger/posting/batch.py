@@ -1,6 +1,6 @@
 """A posting batch: deciding any mix of posting kinds in order, then writing them all at once.
 
-``apply_batch(conn, postings, calendar, now)`` decides and writes a whole batch in the caller's
+``apply_batch(conn, postings, clock, now)`` decides and writes a whole batch in the caller's
 transaction: a few IN-queries up front (``prefetch``), the decisions in Python against the
 batch's in-memory state (postings for one customer see each other in order), and one
 ``executemany`` per table at the end (``writes.flush``). ``Poster`` (ledger.group_commit) runs it
@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Callable, Iterable, Sequence
 
-from ledger.business_date import BusinessCalendar, utcnow
+from config.clock import SYSTEM_CLOCK, Clock
 from ledger.posting.kinds import (
     BankFilePayment, BillCorrection, CounterPayment, DebitResult, Outcome, PaymentReversal, Posting,
     PrepaidApplication, PrepaidRefund, RedReversal,
@@ -33,9 +33,9 @@ _DECIDE = {CounterPayment: Batch.counter_payment, PaymentReversal: Batch.payment
            BillCorrection: Batch.bill_correction, PrepaidApplication: Batch.prepaid_application}
 
 
-def apply_batch(conn, postings: Sequence[Posting], calendar: BusinessCalendar, now: datetime) -> list[Outcome]:
+def apply_batch(conn, postings: Sequence[Posting], clock: Clock, now: datetime) -> list[Outcome]:
     """Decide and write postings in conn's transaction (the caller commits). Outcomes in order."""
-    batch = Batch(conn, calendar, now)
+    batch = Batch(conn, clock, now)
     batch.prefetch(postings)
     decided = []
     for p in postings:
@@ -47,10 +47,9 @@ def apply_batch(conn, postings: Sequence[Posting], calendar: BusinessCalendar, n
     return [Outcome(res.code, dict(res.final_fields()), res.detail, replayed) for res, replayed in decided]
 
 
-def post_one(conn, posting: Posting, calendar: BusinessCalendar | None = None,
-             now: datetime | None = None) -> Outcome:
+def post_one(conn, posting: Posting, clock: Clock = SYSTEM_CLOCK, now: datetime | None = None) -> Outcome:
     """One posting in conn's transaction (the back office's kinds)."""
-    return apply_batch(conn, [posting], calendar or BusinessCalendar(), now or utcnow())[0]
+    return apply_batch(conn, [posting], clock, now or clock.now())[0]
 
 
 def apply_prepaid(conn, customer_nos: Iterable[str], *, at: datetime, business_date, actor: str

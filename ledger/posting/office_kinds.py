@@ -102,7 +102,7 @@ class OfficeKinds(BankKinds):
         pay.excess = int(self.conn.execute(select(func.coalesce(func.sum(pm.amount), 0))
                                            .where(pm.payment_id == r.payment_id, pm.kind == "excess")).scalar_one())
         self.load_bills(set(), {b for b, _ in pay.allocs})
-        problem = self.reverse(pay, cust, self.calendar.business_date(self.now), r.actor, "R", None, r.reason)
+        problem = self.reverse(pay, cust, self.clock.business_date(self.now), r.actor, "R", None, r.reason)
         if problem:
             return refused(problem)
         return Result("00", {}, ids={"reversal_id": self.rows["reversals"][-1]["reversal_id"]}), False
@@ -111,13 +111,13 @@ class OfficeKinds(BankKinds):
         no = f.customer_no
         self.rows["prepaid_movements"].append(self._move(New(), no, -f.amount, "refund", None, None, None,
                                                          refund=f.refund_id))
-        self.entry("refund", "refund", str(f.refund_id), self.calendar.business_date(self.now), f.actor,
+        self.entry("refund", "refund", str(f.refund_id), self.clock.business_date(self.now), f.actor,
                    [(PREPAID, f.amount, no), (REFUNDS_PAYABLE, -f.amount, no)])
         self.audit(f.actor, "refund.pay", "refund", f.refund_id, customer_no=no, amount=f.amount, reason=f.reason)
         return Result("00", {}), False
 
     def bill_correction(self, c: BillCorrection) -> tuple[Result, bool]:
-        no, bd, actor = c.replacement["customer_no"], self.calendar.business_date(self.now), c.actor
+        no, bd, actor = c.replacement["customer_no"], self.clock.business_date(self.now), c.actor
         for bill in (c.reversing, c.replacement):
             principal, penalty = int(bill["principal"]), int(bill["penalty"])
             self.entry("bill_reversal" if principal < 0 else "bill", "bill", bill["bill_id"], bd, actor,

@@ -10,7 +10,7 @@ import json
 from datetime import date, datetime
 from typing import Sequence
 
-from ledger.business_date import BusinessCalendar
+from config.clock import Clock
 from ledger.ids import bank_number, id_year
 from ledger.posting.kinds import CounterPayment, DebitResult, PaymentReversal, Posting
 from ledger.posting.model import Bill, Customer, Payment, Result
@@ -21,8 +21,8 @@ from runtime.bulk_sql import select_many
 class BatchState:
     """A batch's prefetched state and what it is to write; the rules (``rules``, ``bank_kinds``,
     ``office_kinds``) decide against it and ``writes.flush`` writes it."""
-    def __init__(self, conn, calendar: BusinessCalendar, now: datetime):
-        self.conn, self.calendar, self.now = conn, calendar, now
+    def __init__(self, conn, clock: Clock, now: datetime):
+        self.conn, self.clock, self.now = conn, clock, now
         # prefetched
         self.known_requests: dict[tuple, tuple[str, Result]] = {}
         self.known_banks: set[str] = set()
@@ -143,7 +143,7 @@ class BatchState:
             cust.prepaid = prepaid.get(cust.customer_no, 0)
         self.add_bills(got.get("open_bills", ()))
         # a reversal of a payment made in this batch reverses on that payment's day: its closure counts too
-        batch_days = {(p.bank_code, self.calendar.business_date(p.received_at)) for p in counter} if revs else set()
+        batch_days = {(p.bank_code, self.clock.business_date(p.received_at)) for p in counter} if revs else set()
         if targets:
             self.prefetch_targets(targets, st, batch_days)
         elif batch_days:
@@ -234,14 +234,14 @@ class BatchState:
         return (p.bank_code, id_year(p.transmitted, p.received_at), p.transmitted, p.stan)
 
     def rrn_key(self, p) -> tuple:
-        return (p.bank_code, "C", self.calendar.business_date(p.received_at), p.rrn)
+        return (p.bank_code, "C", self.clock.business_date(p.received_at), p.rrn)
 
     @staticmethod
     def orig_identity(r: PaymentReversal) -> tuple:
         return (id_year(r.orig_transmitted, r.received_at), r.orig_transmitted, r.orig_stan)
 
     def _debit_date(self, d: dict, at: datetime) -> date:
-        return d["business_date"] or self.calendar.business_date(at)
+        return d["business_date"] or self.clock.business_date(at)
 
     @staticmethod
     def _debit_rrn(d: dict) -> str:

@@ -34,7 +34,7 @@ from pathlib import Path
 from sqlalchemy import Engine, insert, select
 
 from ledger.audit import audit_row, write_audit
-from ledger.business_date import utcnow
+from config.clock import SYSTEM_CLOCK
 from ledger.ids import reserve_ids
 from ledger.progress import NoProgress
 from ledger.recon.camt import Statement, StatementEntry, StatementError, read_statement
@@ -77,7 +77,7 @@ def reconcile_statement(engine: Engine, path: str | Path, *, actor: str, rules: 
     each phase (read, match and store, reports) as it ends."""
     assert actor, "a reconciliation names who runs it"
     rules = rules or FinanceRules()
-    now = now or utcnow()
+    now = now or SYSTEM_CLOCK.now()
     path = Path(path)
     t0 = time.perf_counter()
     try:
@@ -259,7 +259,7 @@ def _match_and_store(conn, st: Statement, actor: str, rules: FinanceRules, now: 
         "file_sha256": st.sha256, "file_format": st.format, "lines": len(st.entries), "bank_count": len(items),
         "bank_sum": credits - debits_, "ledger_count": len(matched), "ledger_sum": ledger_sum,
         "matched_count": len(matched), "matched_sum": sum(r["bank_amount"] for r in matched if r["kind"] != "reversal"),
-        "exception_count": len(items) - len(matched), "actor": actor, "started_at": now, "finished_at": utcnow(),
+        "exception_count": len(items) - len(matched), "actor": actor, "started_at": now, "finished_at": SYSTEM_CLOCK.now(),
         "details": json.dumps({"outcomes": dict(counts), "skipped_not_booked": st.skipped, "already_reconciled": already,
                                "account": st.account, "statement_id": st.statement_id, "credits": credits,
                                "debits": debits_, "rules": rules.__dict__}, sort_keys=True, default=str)})

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from ledger.business_date import BusinessCalendar
+from config.clock import SYSTEM_CLOCK, Clock
 from ledger.errors import Refused
 from ledger.posting import BankFilePayment, DebitResult, Outcome, RedReversal, apply_batch
 
 
-def _posted(conn, posting, calendar: BusinessCalendar | None, now: datetime) -> Outcome:
-    outcome = apply_batch(conn, [posting], calendar or BusinessCalendar(), now)[0]
+def _posted(conn, posting, clock: Clock | None, now: datetime) -> Outcome:
+    outcome = apply_batch(conn, [posting], clock, now)[0]
     if not outcome.ok:
         raise Refused(outcome.detail)
     return outcome
@@ -30,26 +30,26 @@ def _posted(conn, posting, calendar: BusinessCalendar | None, now: datetime) -> 
 def post_bank_payment(conn, *, bank_code: str, business_date: date, transmitted: str, stan: str, rrn: str,
                       customer_no: str, amount: int, actor: str, now: datetime, reason: str = "",
                       method: str = "01", cheque_no: str | None = None, terminal_id: str | None = None,
-                      calendar: BusinessCalendar | None = None) -> tuple[int, str]:
+                      clock: Clock = SYSTEM_CLOCK) -> tuple[int, str]:
     """补账: post a counter payment the bank's file shows and the ledger lacks (``BankFilePayment``).
     ``transmitted`` is the file's YYYYMMDDhhmmss. Returns (payment_id, receipt_no)."""
     outcome = _posted(conn, BankFilePayment(bank_code, business_date, transmitted, stan, rrn, customer_no, amount,
-                                            actor, reason, method, cheque_no, terminal_id), calendar, now)
+                                            actor, reason, method, cheque_no, terminal_id), clock, now)
     return outcome.fields["payment_id"], outcome.fields["receipt_no"]
 
 
 def reverse_payment(conn, payment_id: int, *, actor: str, now: datetime, reason: str,
-                    calendar: BusinessCalendar | None = None) -> int:
+                    clock: Clock = SYSTEM_CLOCK) -> int:
     """Red reversal (source 'R') of a payment, allowed although its business date is closed (this is
     reconciliation). The reversal's business date is today's. Returns the reversal id."""
-    return _posted(conn, RedReversal(payment_id, actor, reason), calendar, now).fields["reversal_id"]
+    return _posted(conn, RedReversal(payment_id, actor, reason), clock, now).fields["reversal_id"]
 
 
 SETTLE_RESULT = {"S": "approved", "R": "reversed", None: "declined"}
 
 
 def settle_debit(conn, debit_id: int, bank_status: str | None, *, actor: str, now: datetime, reason: str = "",
-                 calendar: BusinessCalendar | None = None) -> dict:
+                 clock: Clock = SYSTEM_CLOCK) -> dict:
     """Give an unknown debit the outcome the bank's file shows (S, R, or None when absent)."""
     result = SETTLE_RESULT[bank_status]
     detail = reason or {"approved": "reconciliation: the bank's file shows it succeeded",
@@ -57,7 +57,7 @@ def settle_debit(conn, debit_id: int, bank_status: str | None, *, actor: str, no
                         "declined": "reconciliation: not in the bank's file"}[result]
     outcome = apply_batch(conn, [DebitResult(debit_id, result, now, "00" if result == "approved" else None,
                                              detail=detail[:200], actor=actor)],
-                          calendar or BusinessCalendar(), now)[0]
+                          clock, now)[0]
     if not outcome.ok:
         raise Refused(f"the ledger refused the debit result {result}: {outcome.response_code} {outcome.detail}")
     return {"result": result, **outcome.fields}

@@ -21,7 +21,7 @@ from datetime import date, datetime, timedelta
 from sqlalchemy import Engine, or_, select, update
 
 from ledger.audit import audit_row, write_audit
-from ledger.business_date import utcnow
+from config.clock import SYSTEM_CLOCK
 from ledger.errors import Refused
 from ledger.recon.match_queries import expected_remittance, matched_payment_ids, new_match
 from ledger.recon.resolutions import load_item
@@ -165,7 +165,7 @@ def match_items(engine: Engine, item_ids: list[int], *, actor: str, note: str = 
         raise Refused("name at least one item")
     if len(item_ids) + len(payment_ids) + len(run_ids) < 2:
         raise Refused("a match needs at least two sides: items, --payment or --run")
-    now = now or utcnow()
+    now = now or SYSTEM_CLOCK.now()
     with engine.begin() as conn:
         members, file_sum, ledger_sum = [], 0, 0
         for item_id in item_ids:
@@ -219,7 +219,7 @@ def match_items(engine: Engine, item_ids: list[int], *, actor: str, note: str = 
 def unmatch(engine: Engine, match_id: int, *, actor: str, reason: str, now: datetime | None = None) -> list[int]:
     if not actor or not actor.strip():
         raise Refused("undoing a match names the operator (actor)")
-    now = now or utcnow()
+    now = now or SYSTEM_CLOCK.now()
     m, mm = recon_matches.c, recon_match_members.c
     with engine.begin() as conn:
         match = conn.execute(select(recon_matches).where(m.match_id == match_id).with_for_update()).mappings().first()

@@ -35,7 +35,7 @@ from sqlalchemy import Engine, and_, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from ledger.audit import audit_row, write_audit
-from ledger.business_date import BusinessCalendar, utcnow
+from config.clock import SYSTEM_CLOCK, Clock
 from ledger.ids import reserve_ids
 from ledger.progress import NoProgress
 from ledger.recon.bank_file import BankFile, read_bank_file
@@ -103,7 +103,7 @@ def _previous_run(conn, bf: BankFile):
 
 
 def reconcile_bank_file(engine: Engine, path: str | Path, *, actor: str, now: datetime | None = None,
-                        calendar: BusinessCalendar | None = None, reports_dir: str | Path | None = None,
+                        clock: Clock = SYSTEM_CLOCK, reports_dir: str | Path | None = None,
                         settle_debits: bool = False, data: bytes | None = None,
                         progress: NoProgress = NoProgress()) -> BankRunResult:
     """See the module docstring. ``settle_debits``: give every debit_unknown item at once the outcome
@@ -111,17 +111,17 @@ def reconcile_bank_file(engine: Engine, path: str | Path, *, actor: str, now: da
     hears of each phase (read, match, store, reports) as it ends."""
     assert actor, "a reconciliation names who runs it"
     t0 = time.perf_counter()
-    now = now or utcnow()
+    now = now or clock.now()
     gc_was_enabled = gc.isenabled()
     gc.disable()   # a million small tuples: the cyclic collector's passes over them cost seconds, and there are no cycles
     try:
-        return _reconcile(engine, path, actor, now, calendar, reports_dir, settle_debits, data, t0, progress)
+        return _reconcile(engine, path, actor, now, clock, reports_dir, settle_debits, data, t0, progress)
     finally:
         if gc_was_enabled:
             gc.enable()
 
 
-def _reconcile(engine, path, actor, now, calendar, reports_dir, settle_debits, data, t0, progress) -> BankRunResult:
+def _reconcile(engine, path, actor, now, clock, reports_dir, settle_debits, data, t0, progress) -> BankRunResult:
     bf = read_bank_file(path, data)
     t_read = time.perf_counter() - t0
     progress.step(f"{bf.path.name}: read {len(bf.lines):,} lines in {t_read:.1f} s "
@@ -140,7 +140,7 @@ def _reconcile(engine, path, actor, now, calendar, reports_dir, settle_debits, d
     if status is not None:
         return BankRunResult(status, message, bf)
     try:
-        result = _match_and_store(engine, bf, actor, now, t0, t_read, progress)
+        result = _match_and_store(engine, bf, actor, now, clock, t0, t_read, progress)
     except IntegrityError:
         # another process closed this bank/date (or stored this file) between our check and our insert
         with engine.connect() as conn:
@@ -152,7 +152,7 @@ def _reconcile(engine, path, actor, now, calendar, reports_dir, settle_debits, d
             if item["kind"] == "debit_unknown" and not item["detail"].endswith(BY_HAND):
                 result.settled.append(resolve_item(engine, item["item_id"], "settle", actor=actor,
                                                    reason="settled by the bank file at reconciliation",
-                                                   calendar=calendar))
+                                                   clock=clock))
     if reports_dir is not None:
         from ledger.recon.run_reports import write_run_reports
         t_reports = time.perf_counter()
@@ -200,8 +200,8 @@ def _ledger_rows(conn, bank_code: str, business_date: date, chunk: int = 50_000)
         yield [tuple(row) for row in part]
 
 
-def _match_and_store(engine: Engine, bf: BankFile, actor: str, now: datetime, t0: float, t_read: float,
-                     progress: NoProgress) -> BankRunResult:
+def _match_and_store(engine: Engine, bf: BankFile, actor: str, now: datetime, clock: Clock, t0: float,
+                     t_read: float, progress: NoProgress) -> BankRunResult:
     entries = bf.entries
     items: list[dict] = []
     per_channel = {ch: {"matched": 0, "matched_sum": 0, "matched_reversed": 0} for ch in "CD"}
@@ -318,7 +318,7 @@ def _match_and_store(engine: Engine, bf: BankFile, actor: str, now: datetime, t0
         conn.execute(insert(recon_runs), {
             "run_id": run_id, "kind": "bank", "bank_code": bf.bank_code, "business_date": bf.business_date,
             "file_name": bf.file_name[:255], "file_sha256": bf.sha256, "file_format": "bank-7.1",
-            "lines": len(bf.lines), **totals, "actor": actor, "started_at": now, "finished_at": utcnow(),
+            "lines": len(bf.lines), **totals, "actor": actor, "started_at": now, "finished_at": clock.now(),
             "details": json.dumps(details, sort_keys=True)})
         insert_rows(conn, recon_items, items)
         write_audit(conn, [audit_row(now, actor, "recon.bank", "recon_run", run_id, bank_code=bf.bank_code,

@@ -20,7 +20,7 @@ from datetime import datetime
 from sqlalchemy import Engine, select, update
 
 from ledger.audit import audit_row, write_audit
-from ledger.business_date import BusinessCalendar, utcnow
+from config.clock import SYSTEM_CLOCK, Clock
 from ledger.errors import Refused
 from ledger.recon.ledger_ops import post_bank_payment, reverse_payment, settle_debit
 from ledger.recon_tables import recon_items
@@ -41,7 +41,7 @@ def load_item(conn, item_id: int, lock: bool = False) -> dict:
 
 def resolve_item(engine: Engine, item_id: int, action: str, *, actor: str, reason: str,
                  method: str = "01", cheque_no: str | None = None, now: datetime | None = None,
-                 calendar: BusinessCalendar | None = None) -> dict:
+                 clock: Clock = SYSTEM_CLOCK) -> dict:
     """Resolve one open item (see the module docstring). Raises ``Refused`` with the reason when the
     action does not fit the item or the ledger refuses it; nothing is changed then."""
     if action not in ACTIONS:
@@ -50,8 +50,7 @@ def resolve_item(engine: Engine, item_id: int, action: str, *, actor: str, reaso
         raise Refused("a resolution names the operator (actor)")
     if not reason or not reason.strip():
         raise Refused("a resolution needs a reason")
-    now = now or utcnow()
-    calendar = calendar or BusinessCalendar()
+    now = now or clock.now()
     with engine.begin() as conn:
         item = load_item(conn, item_id, lock=True)
         if item["status"] != "open":
@@ -68,7 +67,7 @@ def resolve_item(engine: Engine, item_id: int, action: str, *, actor: str, reaso
                 conn, bank_code=item["bank_code"], business_date=item["business_date"], transmitted=item["transmitted"],
                 stan=item["stan"], rrn=item["rrn"], customer_no=item["customer_no"], amount=int(item["bank_amount"]),
                 actor=actor, now=now, reason=reason, method=method, cheque_no=cheque_no, terminal_id=item["terminal"],
-                calendar=calendar)
+                clock=clock)
             done = {"payment_id": payment_id, "receipt_no": receipt}
             changes = {"payment_id": payment_id, "ledger_amount": int(item["bank_amount"]), "ledger_status": "S"}
         elif action == "reverse":
@@ -79,7 +78,7 @@ def resolve_item(engine: Engine, item_id: int, action: str, *, actor: str, reaso
                 raise Refused(f"only the ledger's payment of a ledger-only item, of an amount difference, or of a "
                               f"status difference the bank shows reversed can be reversed (this is {kind}, ledger "
                               f"status {item['ledger_status']})")
-            reversal_id = reverse_payment(conn, item["payment_id"], actor=actor, now=now, calendar=calendar,
+            reversal_id = reverse_payment(conn, item["payment_id"], actor=actor, now=now, clock=clock,
                                           reason=f"reconciliation item {item_id}: {reason}")
             done = {"reversal_id": reversal_id, "payment_id": item["payment_id"]}
             changes = {"ledger_status": "R"}
@@ -89,7 +88,7 @@ def resolve_item(engine: Engine, item_id: int, action: str, *, actor: str, reaso
             if item["bank_status"] == "S" and item["bank_amount"] is not None and int(item["bank_amount"]) != int(item["ledger_amount"]):
                 raise Refused(f"the bank's amount {item['bank_amount']} differs from the debit's {item['ledger_amount']}: "
                               f"accept it with a note instead")
-            done = settle_debit(conn, item["debit_id"], item["bank_status"], actor=actor, now=now, calendar=calendar,
+            done = settle_debit(conn, item["debit_id"], item["bank_status"], actor=actor, now=now, clock=clock,
                                 reason=f"reconciliation item {item_id}: {reason}")
             done["debit_id"] = item["debit_id"]
             changes = {"ledger_status": {"approved": "S", "reversed": "R", "declined": None}[done["result"]]}

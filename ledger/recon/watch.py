@@ -51,13 +51,12 @@ import os
 import re
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
 from sqlalchemy import Engine, insert, select
 
-from ledger.business_date import BusinessCalendar, utcnow
+from config.clock import SYSTEM_CLOCK, Clock
 from ledger.recon.drop_files import (
     MAX_FILE_BYTES, NOTHING, Refused, digest, head, name_problem, open_taken, read_all, shown, stored_name,
 )
@@ -143,12 +142,12 @@ def recognise(name: str, head: bytes) -> str:
 
 class DropWatcher:
     def __init__(self, engine: Engine, drop_dir: str | Path, *, actor: str = "system:recon-watch",
-                 calendar: BusinessCalendar | None = None, rules=None, reports_dir: str | Path | None = None,
+                 clock: Clock = SYSTEM_CLOCK, rules=None, reports_dir: str | Path | None = None,
                  settle_debits: bool = False, interval_s: float = 5.0, max_file_bytes: int = MAX_FILE_BYTES):
         self.engine = engine
         self.drop = Path(drop_dir)
         self.actor = actor
-        self.calendar = calendar or BusinessCalendar()
+        self.clock = clock
         self.rules = rules
         self.settle_debits = settle_debits
         self.interval_s = interval_s
@@ -253,7 +252,7 @@ class DropWatcher:
     def _do_bank(self, kind, path, data):
         from ledger.recon.matching import reconcile_bank_file
 
-        r = reconcile_bank_file(self.engine, path, actor=self.actor, calendar=self.calendar, reports_dir=self.reports,
+        r = reconcile_bank_file(self.engine, path, actor=self.actor, clock=self.clock, reports_dir=self.reports,
                                 settle_debits=self.settle_debits, data=data)
         errors = [(e.line, e.field, e.reason) for e in r.bank_file.errors] if r.bank_file else []
         if r.bank_file and r.bank_file.more_errors:
@@ -271,7 +270,7 @@ class DropWatcher:
     def _do_import(self, kind, path, data):
         from ledger.imports import import_file
 
-        r = import_file(self.engine, kind, path, self.actor, calendar=self.calendar)
+        r = import_file(self.engine, kind, path, self.actor, clock=self.clock)
         errors = [(e.line, e.column, e.reason) for e in r.errors]
         return ("processed" if r.ok else "rejected"), r.summary(), errors, [], f"import:{r.import_id}" if r.import_id else ""
 
@@ -298,12 +297,11 @@ class DropWatcher:
             return read_all(fh, self.max_file_bytes)
 
     # ------------------------------------------------------------------ moving and recording
-    @staticmethod
-    def _free(directory: Path, name: str) -> Path:
+    def _free(self, directory: Path, name: str) -> Path:
         target = directory / name
         if not os.path.lexists(target) and not os.path.lexists(directory / f"{name}.error.txt"):
             return target
-        stamp = datetime.now().strftime("%Y%m%d%H%M%S%f")
+        stamp = self.clock.local().strftime("%Y%m%d%H%M%S%f")
         return directory / f"{name}.{stamp}"
 
     def _finish(self, path: Path, kind: str, sha: str, outcome: str, message: str, errors=(), reports=(), ref="") -> DropResult:
@@ -320,7 +318,7 @@ class DropWatcher:
         with self.engine.begin() as conn:
             conn.execute(insert(recon_drop_files), {"file_sha256": sha, "file_name": name[:255], "kind": kind,
                                                     "outcome": outcome, "ref": ref[:40], "detail": message[:400],
-                                                    "processed_at": utcnow()})
+                                                    "processed_at": self.clock.now()})
         log.info("%s %s (%s): %s", outcome, name, kind, message)
         return DropResult(name, kind, outcome, message, target, list(errors), list(reports), ref)
 

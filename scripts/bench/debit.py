@@ -49,7 +49,7 @@ if str(ROOT / "tests") not in sys.path:
 import psutil  # noqa: E402
 from sqlalchemy import create_engine, func, select, text  # noqa: E402
 
-from ledger.business_date import BusinessCalendar, utcnow  # noqa: E402
+from config.clock import SYSTEM_CLOCK, Clock  # noqa: E402
 from engines.tables import debit_chunks  # noqa: E402
 from ledger.schema import debits  # noqa: E402
 from ledger.verify import verify  # noqa: E402
@@ -159,7 +159,7 @@ def run(n: int, engines: int, latency_ms: float, chunk: int, profile: str | None
         (tmp / "accounts.csv").write_text("account_no,balance,limit,status\n"
                                           + "".join(f"A{c},100000000,0,A\n" for c in numbers))
         with db.begin() as conn:
-            s = build_batch(conn, bank_code=BANK, at=utcnow(), calendar=BusinessCalendar(), chunk_size=chunk)
+            s = build_batch(conn, bank_code=BANK, at=SYSTEM_CLOCK.now(), clock=Clock(), chunk_size=chunk)
         print(f"  set-up: {n} customers, batch {s.batch_id} of {s.debits} debits in {s.chunks} chunks "
               f"({time.perf_counter() - t:.1f} s)", flush=True)
         env = env_for(url, 0, str(tmp / "drop"), in_flight)

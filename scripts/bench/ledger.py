@@ -29,7 +29,7 @@ from sqlalchemy import create_engine, text  # noqa: E402
 from twisted.internet import defer, task  # noqa: E402
 
 from runtime.worker_process import BatchProcess  # noqa: E402
-from ledger.business_date import BusinessCalendar  # noqa: E402
+from config.clock import Clock  # noqa: E402
 from ledger.db import make_engine  # noqa: E402
 from ledger.verify import verify  # noqa: E402
 from tests.ledger_helpers import add_banks, new_engine, payment, setup_customers  # noqa: E402
@@ -63,8 +63,8 @@ async def run(reactor, url: str, customers: int, max_batch: int) -> dict:
     postings += [payment(BANKS[i % len(BANKS)], c, 20_100, stan=f"{(half + i) % 1_000_000:06d}")
                  for i, c in enumerate(two)]
     sizes: list[int] = []
-    calendar = BusinessCalendar()
-    config = {"url": url, "statement_timeout_s": 5.0, "timezone": calendar.timezone, "cutoff": calendar.cutoff}
+    clock = Clock()
+    config = {"url": url, "statement_timeout_s": 5.0, "timezone": clock.timezone, "cutoff": clock.cutoff}
     committer = BatchProcess(reactor, "ledger.group_commit:PostingWorker", config, name="bench-committer",
                              max_batch=max_batch, max_wait_s=0.001, resend=True, on_batch=lambda n, s: sizes.append(n))
     await committer.start()

@@ -29,9 +29,10 @@ from collections import Counter
 from twisted.internet import defer, task
 
 from gateway.sim.client import connect
+from config.clock import SYSTEM_CLOCK
 from iso8583_specs import codec
 from iso8583_specs import keys as wire_keys
-from iso8583_specs.links import Stans, request_times
+from iso8583_specs.links import Stans, times_at
 
 
 class Unanswered(Exception):
@@ -123,7 +124,7 @@ class CounterBank:
     # --- helpers ---------------------------------------------------------------------------
 
     def head(self) -> dict:
-        return {**request_times(), "11": self.stans.next(), "32": self.bank}
+        return {**times_at(SYSTEM_CLOCK.local()), "11": self.stans.next(), "32": self.bank}
 
     def next_rrn(self) -> str:
         self.rrn_n += 1
