@@ -53,6 +53,8 @@ DESCRIPTIONS: dict[str, str] = {
     "engines": "The debit engines `gridpay engine`; see `[engines]`.",
     "scheduler": "The plan scheduler `gridpay scheduler`; see `[scheduler]`.",
     "watch": "The drop-directory watcher `gridpay watch`; see `[watch]`.",
+    "access": "Operators' log-ins, lock-out, sessions, password hashing and clients' API keys (docs/access.md); "
+              "see `[access]`.",
     "notices": "The SMS notices' wording: every notice's template and the signature (docs/notifier.md); see "
                "`[notices]`.",
 
@@ -162,7 +164,7 @@ DESCRIPTIONS: dict[str, str] = {
     "banks.*.debit.result_deadline_h": "File mode: a batch with no result file this many hours after its request "
                                        "was written expires; its debits become `unknown`.",
 
-    # [notifier], [engines], [scheduler], [watch], [notices]: the models' fields carry their own descriptions
+    # [notifier], [engines], [scheduler], [watch], [notices], [access]: the models' fields carry their own descriptions
     # (Field(description=...)).
 }
 
