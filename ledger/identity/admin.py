@@ -24,6 +24,10 @@ NAME = re.compile(r"^[a-z][a-z0-9._-]{1,39}$")
 FIRST_ADMIN_ROLE = "administrator"
 
 
+class PrincipalsExist(Refused):
+    """The bootstrap was asked for when principals exist: an attempt to become administrator."""
+
+
 @dataclass(frozen=True)
 class PrincipalInfo:
     principal_id: int
@@ -59,7 +63,7 @@ def add_first_admin(conn, now: datetime, name: str, display_name: str, password:
     if conn.dialect.name == "postgresql":   # two bootstraps at once: the second waits, then sees the first
         conn.execute(text("LOCK TABLE principals IN SHARE ROW EXCLUSIVE MODE"))
     if conn.execute(select(func.count()).select_from(principals)).scalar_one():
-        raise Refused("principals exist already: only an administrator adds more (log in, then "
+        raise PrincipalsExist("principals exist already: only an administrator adds more (log in, then "
                       "GRIDPAY_OPERATOR_TOKEN=... gridpay principal add)")
     by = ChangedBy(f"{OPERATOR}:{name}", os_login, "bootstrap")
     return add_operator(conn, now, by, name, display_name, [FIRST_ADMIN_ROLE], password, access, totp)

@@ -22,7 +22,7 @@ PUBLIC: dict[str, str] = {
     "unknown_user": "bad_credentials", "bad_password": "bad_credentials", "disabled": "bad_credentials",
     "totp_missing": "bad_credentials", "bad_totp": "bad_credentials", "totp_replayed": "bad_credentials",
     "locked": "locked",
-    "no_session": "not_authenticated", "session_revoked": "not_authenticated", "session_disabled": "not_authenticated",
+    "no_credentials": "not_authenticated", "no_session": "not_authenticated", "session_revoked": "not_authenticated", "session_disabled": "not_authenticated",
     "session_expired": "session_expired", "session_idle": "session_expired",
     "bad_key": "bad_key", "key_revoked": "bad_key", "key_disabled": "bad_key", "key_expired": "key_expired",
     "forbidden": "forbidden",
