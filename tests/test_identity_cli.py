@@ -167,3 +167,17 @@ def test_current_operator_gives_the_principal_or_refuses(cli):
     assert nobody.exit_code == 1 and "GRIDPAY_OPERATOR_TOKEN" in nobody.output
     forged = runner.invoke(probe, ["refund.request"], env={**cli.env, "GRIDPAY_OPERATOR_TOKEN": "gps_nope"})
     assert forged.exit_code == 1 and "not logged in" in forged.output
+
+
+def test_the_commands_docs_access_shows_exist_with_their_options():
+    from pathlib import Path
+
+    from test_ops_docs import gridpay_commands, resolve
+
+    commands = gridpay_commands(Path(__file__).resolve().parents[1] / "docs" / "access.md")
+    assert len(commands) >= 12
+    for argv in commands:
+        cmd, rest = resolve(argv)
+        options = {o for p in cmd.params for o in p.opts + p.secondary_opts}
+        given = {a for a in rest if a.startswith("-")}
+        assert given <= options, f"{' '.join(argv)}: unknown option(s) {sorted(given - options)}"
