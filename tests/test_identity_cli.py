@@ -138,6 +138,7 @@ def test_reset_enrols_totp_once_and_disable_ends_the_session(cli):
     assert "enrolled" in show and "secret" not in show.lower()
     no_code = cli("principal", "login", "--user", "bob", "--password-file", str(cli.password), code=1)
     assert "wrong user name, password or TOTP code" in no_code.output
+    assert "totp_missing" not in no_code.output          # the precise reason is the audit log's, not the terminal's
     assert cli("principal", "logout", token=root).stdout.strip() == "logged out"
     cli("principal", "list", token=root, code=1)
 
@@ -181,3 +182,38 @@ def test_the_commands_docs_access_shows_exist_with_their_options():
         options = {o for p in cmd.params for o in p.opts + p.secondary_opts}
         given = {a for a in rest if a.startswith("-")}
         assert given <= options, f"{' '.join(argv)}: unknown option(s) {sorted(given - options)}"
+
+
+def test_on_a_terminal_without_a_token_the_command_asks_for_a_log_in(cli):
+    """A pseudo-terminal: the operator types user name, password and (empty) TOTP code; the command
+    runs as that operator and its log-in session is ended at once."""
+    import os
+    import pty
+    import sys
+
+    first_admin(cli)
+    pid, fd = pty.fork()
+    if pid == 0:                                          # the child: gridpay on the terminal
+        os.execvpe(sys.executable, [sys.executable, "-m", "gridpay", "principal", "list"],
+                   {**os.environ, **cli.env, "GRIDPAY_OPERATOR_TOKEN": ""})
+    transcript = b""
+    for prompt, answer in ((b"operator", b"root\n"), (b"password", PASSWORD.encode() + b"\n"), (b"TOTP code", b"\n")):
+        while prompt not in transcript:
+            transcript += os.read(fd, 1024)
+        transcript = transcript.split(prompt, 1)[1]
+        os.write(fd, answer)
+    while True:
+        try:
+            chunk = os.read(fd, 1024)
+        except OSError:                                   # the child has gone: the terminal is closed
+            break
+        if not chunk:
+            break
+        transcript += chunk
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, transcript
+    assert b"administrator" in transcript and PASSWORD.encode() not in transcript
+    engine = make_engine(cli.env["GRIDPAY_DATABASE__URL"])
+    actions = [(r["action"], r["actor"]) for r in audit_rows(engine) if r["action"] in ("login", "logout")]
+    engine.dispose()
+    assert actions == [("login", "operator:root"), ("logout", "operator:root")]

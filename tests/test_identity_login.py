@@ -10,8 +10,9 @@ from sqlalchemy import select, text
 
 from ledger.identity import (
     AuthMetrics, Forbidden, NotAuthenticated, authenticate_api_key, authenticate_session, authorize, login, logout,
-    reset, revoke_key, set_disabled,
+    reset, revoke_key, set_disabled, set_roles,
 )
+from ledger.errors import Refused
 from ledger.identity.tables import principals, sessions
 from ledger.identity.totp import code_at
 from identity_helpers import ADMIN, FAST, PASSWORD, T0, add_client_key, add_people, audit_rows, identity_engine, refusals
@@ -51,7 +52,8 @@ def test_login_gives_a_session_shown_once_and_audited(engine, metrics):
     assert row["actor"] == "operator:alice" and row["details"]["source"] == "10.0.0.7"
 
 
-def test_wrong_password_and_unknown_user_are_refused_alike_audited_and_counted(engine, metrics):
+def test_wrong_password_and_unknown_user_are_refused_alike_audited_and_counted(engine, metrics, caplog):
+    caplog.set_level("INFO", logger="gridpay.access")
     wrong = refused(lambda: login(engine, "alice", "Wrong-password-1", None, T0, "cli", access=FAST, metrics=metrics),
                     "bad_credentials")
     nobody = refused(lambda: login(engine, "mallory", PASSWORD, None, T0, "cli", access=FAST, metrics=metrics),
@@ -61,6 +63,8 @@ def test_wrong_password_and_unknown_user_are_refused_alike_audited_and_counted(e
     assert [(r["actor"], r["reason"]) for r in rows] == [("claimed:alice", "bad_password"),
                                                           ("claimed:mallory", "unknown_user")]
     assert refusals(metrics, "bad_password") == 1 and refusals(metrics, "unknown_user") == 1
+    logged = [r.getMessage() for r in caplog.records if r.name == "gridpay.access"]
+    assert len(logged) == 2 and "claimed:alice: bad_password" in logged[0] and "Wrong-password-1" not in str(logged)
     client = refused(lambda: login(engine, "", PASSWORD, None, T0, access=FAST, metrics=metrics), "bad_credentials")
     assert client and audit_rows(engine, "login.refused")[-1]["actor"] == "anonymous"
 
@@ -215,3 +219,20 @@ def test_a_forbidden_action_is_audited_with_the_principal(engine, metrics):
     [row] = audit_rows(engine, "access.forbidden")
     assert row["actor"] == "operator:alice" and row["details"]["permission"] == "principal.manage"
     assert refusals(metrics, "forbidden") == 1
+
+
+def test_an_administrator_cannot_lock_themselves_out_and_refused_changes_change_nothing(engine):
+    root = ADMIN   # operator:root, the first administrator
+    with engine.begin() as conn:
+        with pytest.raises(Refused, match="cannot disable themselves"):
+            set_disabled(conn, T0, root, "root", True)
+        with pytest.raises(Refused, match="own administrator role"):
+            set_roles(conn, T0, root, "root", ["auditor"])
+        with pytest.raises(Refused, match="roles refused"):
+            set_roles(conn, T0, root, "alice", ["clerk", "superuser"])
+        set_roles(conn, T0, root, "alice", ["clerk", "finance"])
+    with engine.connect() as conn:
+        rows = dict(conn.execute(select(principals.c.name, principals.c.roles)).all())
+    assert rows == {"root": "administrator", "alice": "clerk finance", "bob": "auditor finance"}
+    [change] = audit_rows(engine, "principal.roles")
+    assert change["details"]["before"] == "clerk" and change["details"]["roles"] == "clerk finance"

@@ -114,6 +114,8 @@ def set_roles(conn, now: datetime, by: ChangedBy, name: str, roles) -> None:
     row = existing_row(conn, name)
     if row.kind != OPERATOR or not roles or unknown_roles(roles):
         raise Refused(f"roles refused for {name}: {', '.join(unknown_roles(roles)) or 'an operator needs a role'}")
+    if by.actor == f"{OPERATOR}:{name}" and FIRST_ADMIN_ROLE not in roles:
+        raise Refused("an administrator cannot take their own administrator role away")
     conn.execute(update(principals).where(principals.c.principal_id == row.principal_id)
                  .values(roles=join_names(roles), changed_at=now))
     by.audit(conn, now, "principal.roles", "principal", row.principal_id, name=name, roles=join_names(roles),

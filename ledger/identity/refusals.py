@@ -63,7 +63,9 @@ def record_refusal(conn, now: datetime, actor: str, action: str, reason: str, me
                    object_type: str = "principal", object_id="", **details) -> None:
     """Audit (in ``conn``'s transaction), log and count one refusal."""
     (metrics or DEFAULT_METRICS).refused(reason)
-    log.warning("%s refused for %s: %s %s", action, actor, reason, details or "")
+    # INFO: a process's log (runtime.logging_setup) has it; a command does not print the precise
+    # reason on the terminal of whoever was refused
+    log.info("%s for %s: %s %s", action, actor, reason, details or "")
     write_audit(conn, [audit_row(now, actor, action, object_type, object_id, reason, **details)])
 
 
