@@ -294,6 +294,33 @@ class AccessConfig(_Model):
                              "apps for the TOTP secrets `gridpay principal add/reset --totp` enrol.")
     api_key_max_days: int = Field(400, ge=1, le=3660, description="Longest validity of a client's API key "
                                   "(`--expires` further out is refused).")
+    totp_key_env: str = Field("", description="Environment variable holding the key (64 hex digits: AES-256) "
+                              "that encrypts operators' TOTP secrets in the database. Without `totp_key_env` or "
+                              "`totp_key_file`, secrets are stored as enrolled (never printed or logged after "
+                              "enrolment); secrets enrolled while a key was set need it to log in.")
+    totp_key_file: str = Field("", description="File holding that key instead (for the service's user alone: "
+                               "0600 or 0400; a more open file is refused).")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "AccessConfig":
+        if self.totp_key_env and self.totp_key_file:
+            raise ValueError("give totp_key_env or totp_key_file, not both")
+        if self.argon2_memory_kib < 8 * self.argon2_parallelism:
+            raise ValueError("argon2_memory_kib must be at least 8 × argon2_parallelism (Argon2's own rule)")
+        return self
+
+    def totp_key(self) -> bytes | None:
+        """The TOTP secrets' encryption key, or None when none is configured."""
+        if not (self.totp_key_env or self.totp_key_file):
+            return None
+        value = read_secret("access.totp_key", self.totp_key_env, self.totp_key_file, permissions="refuse")
+        try:
+            key = bytes.fromhex(value)
+        except ValueError:
+            raise ConfigError("access.totp_key", "not hexadecimal") from None
+        if len(key) != 32:
+            raise ConfigError("access.totp_key", f"must be 32 bytes (64 hex), got {len(key)}")
+        return key
 
 
 # One key per template of config.notices.TEMPLATES, its built-in text the default.

@@ -236,3 +236,34 @@ def test_an_administrator_cannot_lock_themselves_out_and_refused_changes_change_
     assert rows == {"root": "administrator", "alice": "clerk finance", "bob": "auditor finance"}
     [change] = audit_rows(engine, "principal.roles")
     assert change["details"]["before"] == "clerk" and change["details"]["roles"] == "clerk finance"
+
+
+def test_totp_secrets_are_stored_encrypted_when_a_key_is_configured(engine, metrics, monkeypatch):
+    from config import ConfigError
+    from config.settings import AccessConfig
+
+    monkeypatch.setenv("TEST_TOTP_KEY", "11" * 32)
+    monkeypatch.setenv("OTHER_TOTP_KEY", "22" * 32)
+    keyed = FAST.model_copy(update={"totp_key_env": "TEST_TOTP_KEY"})
+    with engine.begin() as conn:
+        uri = reset(conn, T0, ADMIN, "alice", PASSWORD, keyed, totp="enrol")
+    secret = parse_qs(urlparse(uri).query)["secret"][0]
+    with engine.connect() as conn:
+        stored = conn.execute(select(principals.c.totp_secret).where(principals.c.name == "alice")).scalar_one()
+    assert stored.startswith("v1:") and secret not in stored
+    login(engine, "alice", PASSWORD, code_at(secret, T0), T0, access=keyed, metrics=metrics)
+    later = T0 + timedelta(minutes=1)
+    with pytest.raises(ConfigError, match="no key is configured"):
+        login(engine, "alice", PASSWORD, code_at(secret, later), later, access=FAST, metrics=metrics)
+    with pytest.raises(ConfigError, match="does not open"):
+        login(engine, "alice", PASSWORD, code_at(secret, later), later,
+              access=FAST.model_copy(update={"totp_key_env": "OTHER_TOTP_KEY"}), metrics=metrics)
+    with engine.begin() as conn:   # a sealed secret is bound to its operator's row
+        conn.execute(principals.update().where(principals.c.name == "bob").values(totp_secret=stored))
+    with pytest.raises(ConfigError, match="bob's TOTP secret"):
+        login(engine, "bob", PASSWORD, code_at(secret, later), later, access=keyed, metrics=metrics)
+    with pytest.raises(ValueError, match="not both"):
+        AccessConfig(totp_key_env="A", totp_key_file="/b")
+    monkeypatch.setenv("SHORT_TOTP_KEY", "11" * 16)
+    with pytest.raises(ConfigError, match="must be 32 bytes"):
+        FAST.model_copy(update={"totp_key_env": "SHORT_TOTP_KEY"}).totp_key()

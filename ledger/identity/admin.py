@@ -18,7 +18,7 @@ from ledger.identity.roles import join_names, split_names, unknown_roles
 from ledger.identity.sessions import revoke_sessions
 from ledger.identity.store import aware, existing_row, principal_row
 from ledger.identity.tables import principals
-from ledger.identity.totp import new_secret, provisioning_uri
+from ledger.identity.totp import new_secret, provisioning_uri, seal
 
 NAME = re.compile(r"^[a-z][a-z0-9._-]{1,39}$")
 FIRST_ADMIN_ROLE = "administrator"
@@ -51,7 +51,8 @@ def add_operator(conn, now: datetime, by: ChangedBy, name: str, display_name: st
     _check_new_name(conn, name, display_name)
     secret = new_secret() if totp else None
     principal_id = _insert(conn, now, OPERATOR, name, display_name, join_names(roles),
-                           password_hash=hash_new_password(name, password, access), totp_secret=secret)
+                           password_hash=hash_new_password(name, password, access),
+                           totp_secret=seal(secret, name, access.totp_key()) if secret else None)
     by.audit(conn, now, "principal.add", "principal", principal_id, kind=OPERATOR, name=name,
              roles=join_names(roles), totp=bool(totp))
     return principal_id, (provisioning_uri(secret, name, access.totp_issuer) if secret else None)
@@ -102,7 +103,7 @@ def reset(conn, now: datetime, by: ChangedBy, name: str, password: str, access: 
               "locked_until": None, "changed_at": now}
     secret = new_secret() if totp == "enrol" else None
     if totp != "keep":
-        values.update(totp_secret=secret, totp_last_step=None)
+        values.update(totp_secret=seal(secret, name, access.totp_key()) if secret else None, totp_last_step=None)
     conn.execute(update(principals).where(principals.c.principal_id == row.principal_id).values(**values))
     ended = revoke_sessions(conn, row.principal_id, now)
     by.audit(conn, now, "principal.reset", "principal", row.principal_id, name=name, totp=totp,

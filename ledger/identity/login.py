@@ -19,7 +19,7 @@ from ledger.identity.refusals import MESSAGES, PUBLIC, AuthMetrics, claimed_acto
 from ledger.identity.sessions import Session, open_session
 from ledger.identity.store import aware, principal_row
 from ledger.identity.tables import principals
-from ledger.identity.totp import judge_code
+from ledger.identity.totp import judge_code, unseal
 
 # reasons that count towards the lock-out (a disabled or locked account's attempts do not)
 COUNTED = {"bad_password", "totp_missing", "bad_totp", "totp_replayed"}
@@ -63,7 +63,7 @@ def _judge(row, password: str, totp_code: str | None, now: datetime, access: Acc
         return None, None, new_hash
     if not (totp_code or "").strip():
         return "totp_missing", None, None
-    step = judge_code(row.totp_secret, totp_code, now, row.totp_last_step)
+    step = judge_code(unseal(row.totp_secret, row.name, access.totp_key()), totp_code, now, row.totp_last_step)
     return (step, None, None) if isinstance(step, str) else (None, step, new_hash)
 
 

@@ -2,8 +2,8 @@
 
 - ``principals``: who may act: operators (people, who log in with a password and, when enrolled, a
   TOTP code) and clients (systems, which present an API key). Roles are an operator's; a client's
-  permissions are its keys' scopes. The password is an Argon2id hash; the TOTP secret is never shown
-  after enrolment (``totp_last_step``: the newest 30-second step whose code was accepted, so a code
+  permissions are its keys' scopes. The password is an Argon2id hash; the TOTP secret is encrypted
+  when ``[access]`` has a key (``totp.seal``) and never shown after enrolment (``totp_last_step``: the newest 30-second step whose code was accepted, so a code
   is used once). ``failed_logins`` and ``locked_until`` are the lock-out.
 - ``api_keys``: a client's keys: ``prefix`` finds the row, ``secret_sha256`` proves the key (the key
   itself is shown once and stored nowhere); scopes, expiry, revocation, last use.
@@ -24,7 +24,7 @@ principals = Table(
     Column("display_name", String(120), nullable=False),
     Column("roles", String(200), nullable=False, server_default=""),   # space-separated role names (operators)
     Column("password_hash", String(200), nullable=True),    # Argon2id, operators only
-    Column("totp_secret", String(64), nullable=True),       # base32; never printed after enrolment
+    Column("totp_secret", String(100), nullable=True),      # base32, or sealed (totp.seal); never printed
     Column("totp_last_step", Integer, nullable=True),       # newest accepted 30 s step: a code is used once
     Column("disabled", String(1), nullable=False, server_default="N"),  # Y / N
     Column("failed_logins", Integer, nullable=False, server_default="0"),

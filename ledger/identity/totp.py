@@ -6,10 +6,16 @@ replayed from a log) is worth nothing.
 """
 from __future__ import annotations
 
+import base64
 import hmac
+import os
 from datetime import datetime
 
 import pyotp
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from config.errors import ConfigError
 
 STEP_S = 30
 WINDOW = 1   # steps accepted either side of now (clock drift of the operator's phone)
@@ -17,6 +23,33 @@ WINDOW = 1   # steps accepted either side of now (clock drift of the operator's 
 
 def new_secret() -> str:
     return pyotp.random_base32()
+
+
+SEALED = "v1:"   # an encrypted secret: v1:<base64url(nonce + AES-256-GCM ciphertext and tag)>
+
+
+def seal(secret: str, name: str, key: bytes | None) -> str:
+    """What ``principals.totp_secret`` stores: the secret encrypted under ``[access]``'s key, bound
+    to the operator's name (a sealed secret copied to another row does not open); as it is when no
+    key is configured."""
+    if key is None:
+        return secret
+    nonce = os.urandom(12)
+    sealed = AESGCM(key).encrypt(nonce, secret.encode("ascii"), f"totp:{name}".encode())
+    return SEALED + base64.urlsafe_b64encode(nonce + sealed).decode("ascii")
+
+
+def unseal(stored: str, name: str, key: bytes | None) -> str:
+    if not stored.startswith(SEALED):
+        return stored
+    if key is None:
+        raise ConfigError("access.totp_key", "the TOTP secrets are encrypted but no key is configured "
+                                             "(totp_key_env or totp_key_file)")
+    raw = base64.urlsafe_b64decode(stored[len(SEALED):])
+    try:
+        return AESGCM(key).decrypt(raw[:12], raw[12:], f"totp:{name}".encode()).decode("ascii")
+    except InvalidTag:
+        raise ConfigError("access.totp_key", f"does not open {name}'s TOTP secret (another key?)") from None
 
 
 def provisioning_uri(secret: str, user: str, issuer: str) -> str:

@@ -24,7 +24,7 @@ def upgrade() -> None:
     sa.Column('display_name', sa.String(length=120), nullable=False),
     sa.Column('roles', sa.String(length=200), server_default='', nullable=False),
     sa.Column('password_hash', sa.String(length=200), nullable=True),
-    sa.Column('totp_secret', sa.String(length=64), nullable=True),
+    sa.Column('totp_secret', sa.String(length=100), nullable=True),
     sa.Column('totp_last_step', sa.Integer(), nullable=True),
     sa.Column('disabled', sa.String(length=1), server_default='N', nullable=False),
     sa.Column('failed_logins', sa.Integer(), server_default='0', nullable=False),
