@@ -43,10 +43,12 @@ def _as_administrator(config_path, url, change):
 
 def _as_reader(config_path, url, read):
     """``read(conn)`` as an authenticated operator who may read principals."""
+    from ledger.db import read_only
+
     with _database(config_path, url) as db:
         current_operator(db, "principal.read")
         with db[1].connect() as conn:
-            return read(conn)
+            return read(read_only(conn))
 
 
 def _password(password_file, confirm: bool) -> str:

@@ -267,3 +267,47 @@ def test_totp_secrets_are_stored_encrypted_when_a_key_is_configured(engine, metr
     monkeypatch.setenv("SHORT_TOTP_KEY", "11" * 16)
     with pytest.raises(ConfigError, match="must be 32 bytes"):
         FAST.model_copy(update={"totp_key_env": "SHORT_TOTP_KEY"}).totp_key()
+
+
+def _at_once(calls):
+    """Run the calls in threads together; each one's result or exception."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    barrier = Barrier(len(calls))
+
+    def run(call):
+        barrier.wait()
+        try:
+            return call()
+        except Exception as exc:  # noqa: BLE001 - the outcome is what the test looks at
+            return exc
+
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return list(pool.map(run, calls))
+
+
+def test_concurrent_failures_lock_the_account_exactly_at_the_limit(engine, metrics):
+    outcomes = _at_once([lambda: login(engine, "alice", "Wrong-password-1", None, T0, access=FAST, metrics=metrics)
+                         for _ in range(8)])
+    assert all(isinstance(o, NotAuthenticated) for o in outcomes)
+    assert sorted(o.code for o in outcomes) == ["bad_credentials"] * 5 + ["locked"] * 3
+    assert refusals(metrics, "bad_password") == 5 and refusals(metrics, "locked") == 3
+
+
+def test_two_first_administrators_at_once_make_one(db_url):
+    from ledger.identity import add_first_admin
+    from ledger.identity.admin import PrincipalsExist
+
+    engine = identity_engine(db_url)
+
+    def bootstrap(name):
+        with engine.begin() as conn:
+            return add_first_admin(conn, T0, name, name.title(), PASSWORD, "tester", FAST)
+
+    outcomes = _at_once([lambda n=n: bootstrap(n) for n in ("ann", "ben", "cid", "dan")])
+    made = [o for o in outcomes if isinstance(o, tuple)]
+    assert len(made) == 1 and sum(isinstance(o, PrincipalsExist) for o in outcomes) == 3, outcomes
+    with engine.connect() as conn:
+        assert len(conn.execute(select(principals.c.name)).all()) == 1
+    engine.dispose()
