@@ -93,6 +93,10 @@ def add(name, display_name, client, roles, password_file, totp, first_admin, sco
 
     if first_admin and (client or roles or scopes):
         raise click.UsageError("--first-admin makes an operator with the administrator role only")
+    if client and (roles or totp or password_file):
+        raise click.UsageError("a client has API keys (--scope, --expires), not roles, a password or TOTP")
+    if not client and (scopes or expires):
+        raise click.UsageError("--scope and --expires are a client's (--client); an operator has roles (--role)")
     with _database(config_path, url) as db:
         settings, engine = db
         if first_admin:

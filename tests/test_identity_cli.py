@@ -98,6 +98,9 @@ def test_client_key_is_printed_once_and_works_until_revoked(cli):
     first_admin(cli)
     root = cli.login("root")
     expires = f"{utcnow() + timedelta(days=30):%Y-%m-%d}"
+    mixed = cli("principal", "add", "billing", "--client", "--display-name", "Billing", "--role", "clerk", token=root,
+                code=2)
+    assert "not roles" in mixed.output
     far = cli("principal", "add", "billing", "--client", "--display-name", "Billing system", "--scope",
               "billing.import", "--expires", "2099-01-01", token=root, code=1)
     assert "at most 400 days away" in far.output

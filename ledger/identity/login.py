@@ -35,7 +35,7 @@ def login(engine: Engine, user: str, password: str, totp_code: str | None, now: 
             row = None                      # clients have keys, not passwords
         problem, step, new_hash = _judge(row, password, totp_code, now, access)
         if problem is None:
-            values = {"failed_logins": 0, "locked_until": None, **({"totp_last_step": step} if step else {}),
+            values = {"failed_logins": 0, "locked_until": None, **({"totp_last_step": step} if step is not None else {}),
                       **({"password_hash": new_hash} if new_hash else {})}
             conn.execute(update(principals).where(principals.c.principal_id == row.principal_id).values(**values))
             session = open_session(conn, row, now, source, access)
