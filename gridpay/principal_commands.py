@@ -66,7 +66,7 @@ def _expiry(settings, day: datetime | None) -> datetime:
 
 
 def _show_once(label: str, secret: str) -> None:
-    click.echo(f"{label} (shown this once; it is stored only as a hash): {secret}")
+    click.echo(f"{label} (shown this once, never again: keep it now): {secret}")
 
 
 @click.group()
@@ -103,15 +103,18 @@ def add(name, display_name, client, roles, password_file, totp, first_admin, sco
             uri = _first_admin(engine, settings, name, display_name, _password(password_file, confirm=True), totp)
         else:
             by = changed_by(current_operator(db, "principal.manage"))
+            # asked before the transaction: no lock is held while someone types
+            password = None if client else _password(password_file, confirm=True)
+            expires_at = _expiry(settings, expires) if scopes else None
             uri = key = None
             with engine.begin() as conn:
                 if client:
                     add_client(conn, utcnow(), by, name, display_name)
                     if scopes:
-                        key, _ = add_key(conn, utcnow(), by, name, scopes, _expiry(settings, expires), settings.access)
+                        key, _ = add_key(conn, utcnow(), by, name, scopes, expires_at, settings.access)
                 else:
-                    _, uri = add_operator(conn, utcnow(), by, name, display_name, roles,
-                                          _password(password_file, confirm=True), settings.access, totp)
+                    _, uri = add_operator(conn, utcnow(), by, name, display_name, roles, password, settings.access,
+                                          totp)
             if key:
                 _show_once("API key", key)
     click.echo(f"added {'client' if client else 'operator'} {name}")

@@ -106,7 +106,7 @@ def test_client_key_is_printed_once_and_works_until_revoked(cli):
     assert "at most 400 days away" in far.output
     out = cli("principal", "add", "billing", "--client", "--display-name", "Billing system", "--scope",
               "billing.import", "--expires", expires, token=root).stdout
-    key = out.split("hash): ")[1].split()[0]
+    key = out.split("keep it now): ")[1].split()[0]
     engine = make_engine(cli.env["GRIDPAY_DATABASE__URL"])
     assert authenticate_api_key(engine, key, utcnow()).actor == "client:billing"
     listed = cli("principal", "keys", "list", "billing", token=root).stdout
