@@ -77,7 +77,8 @@ def authenticate_api_key(engine: Engine, key: str, now: datetime, *, metrics: Au
     parts = split_api_key(key)
     with engine.begin() as conn:
         found = None if parts is None else conn.execute(
-            select(api_keys, principals).join(principals, principals.c.principal_id == api_keys.c.principal_id)
+            select(principals, api_keys.c.key_id, api_keys.c.secret_sha256, api_keys.c.scopes, api_keys.c.expires_at,
+                   api_keys.c.revoked_at).join(api_keys, principals.c.principal_id == api_keys.c.principal_id)
             .where(api_keys.c.prefix == parts[0])).first()
         problem = _key_problem(found, parts, now)
         if problem is None:

@@ -33,15 +33,15 @@ def open_session(conn, row, now: datetime, source: str, access: AccessConfig) ->
     return Session(token, principal_from_row(row, session_id=session_id), expires, session_id)
 
 
-def session_problem(session, principal, now: datetime, access: AccessConfig) -> str | None:
-    """Why a session no longer proves anyone (None: it does)."""
-    if session.revoked_at is not None:
+def session_problem(found, now: datetime, access: AccessConfig) -> str | None:
+    """Why a session (a row of sessions joined to its principal) no longer proves anyone (None: it does)."""
+    if found.revoked_at is not None:
         return "session_revoked"
-    if now >= aware(session.expires_at):
+    if now >= aware(found.expires_at):
         return "session_expired"
-    if now - aware(session.last_seen_at) >= timedelta(minutes=access.session_idle_minutes):
+    if now - aware(found.last_seen_at) >= timedelta(minutes=access.session_idle_minutes):
         return "session_idle"
-    if principal.disabled == "Y":
+    if found.disabled == "Y":
         return "session_disabled"
     return None
 
@@ -51,10 +51,12 @@ def authenticate_session(engine: Engine, token: str, now: datetime, *, access: A
     """The operator a session token belongs to (its last use moved to ``now``), or
     ``NotAuthenticated`` (audited and counted)."""
     with engine.begin() as conn:
+        # the principal's columns and the session's own (its id, times, revocation); principal_id is the same
         found = conn.execute(
-            select(sessions, principals).join(principals, principals.c.principal_id == sessions.c.principal_id)
+            select(principals, sessions.c.session_id, sessions.c.expires_at, sessions.c.last_seen_at,
+                   sessions.c.revoked_at).join(sessions, principals.c.principal_id == sessions.c.principal_id)
             .where(sessions.c.token_sha256 == sha256_hex(token or ""))).first()
-        problem = "no_session" if found is None else session_problem(found, found, now, access)
+        problem = "no_session" if found is None else session_problem(found, now, access)
         if problem is None:
             conn.execute(update(sessions).where(sessions.c.session_id == found.session_id).values(last_seen_at=now))
             return principal_from_row(found, session_id=found.session_id)
