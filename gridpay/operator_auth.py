@@ -57,9 +57,10 @@ def refuse_unauthenticated(engine, reason: str, action: str, actor: str = "anony
     name), then refuse it."""
     from ledger.identity.refusals import record_refusal
 
+    ctx = click.get_current_context(silent=True)
     with engine.begin() as conn:
         record_refusal(conn, utcnow(), actor, f"{action}.refused", reason, None, os_login=os_login(),
-                       command=click.get_current_context().command_path)
+                       command=ctx.command_path if ctx else "")
     refuse(message)
 
 
