@@ -78,6 +78,8 @@ def test_first_admin_then_a_second_add_needs_an_administrators_token(db_url, tmp
     refusals = [(r["action"], r["actor"], r["reason"]) for r in rows if r["action"].endswith(".refused")]
     assert refusals == [("command.refused", "anonymous", "no_credentials"),
                         ("bootstrap.refused", "claimed:eve", "bootstrap_refused")]
+    command = next(r for r in rows if r["action"] == "command.refused")["details"]
+    assert command["command"] == "gridpay principal add" and command["os_login"] == getpass.getuser()
     assert PASSWORD not in str(rows)
 
 
