@@ -271,6 +271,59 @@ def _check_template(cls, text: str, info: ValidationInfo) -> str:
     return text
 
 
+class AccessConfig(_Model):
+    """Who may use the operations API and the back-office commands: operators' log-ins, lock-out,
+    sessions, password hashing and API keys (docs/access.md)."""
+    max_failed_logins: int = Field(5, ge=1, le=100, description="Failed log-ins in a row (wrong password or "
+                                   "TOTP code) after which an operator's account is locked.")
+    lockout_minutes: float = Field(15.0, gt=0, le=10_080, description="How long a locked account refuses every "
+                                   "log-in, the right password included; `gridpay principal reset` unlocks it "
+                                   "at once.")
+    session_idle_minutes: float = Field(30.0, gt=0, le=1440, description="A session not used for this long "
+                                        "expires (each use moves its last-seen time).")
+    session_lifetime_hours: float = Field(12.0, gt=0, le=720, description="A session expires this long after "
+                                          "its log-in, however often it is used.")
+    password_min_length: int = Field(12, ge=8, le=128, description="Shortest password an operator may be given "
+                                     "(the other rules: not the user name, at least 3 kinds of characters).")
+    argon2_time_cost: int = Field(3, ge=1, le=20, description="Argon2id passes over memory per password hash. "
+                                  "A stored hash made with other Argon2 parameters is rehashed at the next "
+                                  "successful log-in.")
+    argon2_memory_kib: int = Field(65_536, ge=8, le=4_194_304, description="Argon2id memory per password hash, "
+                                   "in KiB (the default, 64 MiB, is RFC 9106's second recommended setting).")
+    argon2_parallelism: int = Field(4, ge=1, le=64, description="Argon2id lanes per password hash.")
+    totp_issuer: str = Field("gridpay", min_length=1, max_length=40, description="Issuer shown by authenticator "
+                             "apps for the TOTP secrets `gridpay principal add/reset --totp` enrol.")
+    api_key_max_days: int = Field(400, ge=1, le=3660, description="Longest validity of a client's API key "
+                                  "(`--expires` further out is refused).")
+    totp_key_env: str = Field("", description="Environment variable holding the key (64 hex digits: AES-256) "
+                              "that encrypts operators' TOTP secrets in the database. Without `totp_key_env` or "
+                              "`totp_key_file`, secrets are stored as enrolled (never printed or logged after "
+                              "enrolment); secrets enrolled while a key was set need it to log in.")
+    totp_key_file: str = Field("", description="File holding that key instead (for the service's user alone: "
+                               "0600 or 0400; a more open file is refused).")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "AccessConfig":
+        if self.totp_key_env and self.totp_key_file:
+            raise ValueError("give totp_key_env or totp_key_file, not both")
+        if self.argon2_memory_kib < 8 * self.argon2_parallelism:
+            raise ValueError("argon2_memory_kib must be at least 8 × argon2_parallelism (Argon2's own rule)")
+        return self
+
+    def totp_key(self) -> bytes | None:
+        """The TOTP secrets' encryption key, or None when none is configured."""
+        if not (self.totp_key_env or self.totp_key_file):
+            return None
+        value = read_secret("access.totp_key", self.totp_key_env, self.totp_key_file, permissions="refuse")
+        try:
+            key = bytes.fromhex(value)
+        except ValueError:
+            raise ConfigError("access.totp_key", "not hexadecimal") from None
+        if len(key) != 32:
+            raise ConfigError("access.totp_key", f"must be 32 bytes (64 hex), got {len(key)}")
+        return key
+
+
 # One key per template of config.notices.TEMPLATES, its built-in text the default.
 NoticeTemplatesConfig = create_model(
     "NoticeTemplatesConfig", __base__=_Model, __doc__="The notices' templates (config/notices.py).",
@@ -309,6 +362,7 @@ class Settings(_Model):
     scheduler: SchedulerConfig = SchedulerConfig()
     watch: WatchConfig = WatchConfig()
     notices: NoticesConfig = NoticesConfig()
+    access: AccessConfig = AccessConfig()
     banks: dict[str, BankConfig] = {}
     drop_dir: str = "var/drop"
     reports_dir: str = "var/reports"

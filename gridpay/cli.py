@@ -32,6 +32,7 @@ SUBCOMMANDS: dict[str, str] = {
     "debit": "gridpay.debit_commands:debit",
     "notifier": "gridpay.notifier_commands:notifier",
     "status": "gridpay.status_command:status",
+    "principal": "gridpay.principal_commands:principal",
 }
 
 

@@ -53,6 +53,8 @@ DESCRIPTIONS: dict[str, str] = {
     "engines": "The debit engines `gridpay engine`; see `[engines]`.",
     "scheduler": "The plan scheduler `gridpay scheduler`; see `[scheduler]`.",
     "watch": "The drop-directory watcher `gridpay watch`; see `[watch]`.",
+    "access": "Operators' log-ins, lock-out, sessions, password hashing and clients' API keys (docs/access.md); "
+              "see `[access]`.",
     "notices": "The SMS notices' wording: every notice's template and the signature (docs/notifier.md); see "
                "`[notices]`.",
 
@@ -162,7 +164,7 @@ DESCRIPTIONS: dict[str, str] = {
     "banks.*.debit.result_deadline_h": "File mode: a batch with no result file this many hours after its request "
                                        "was written expires; its debits become `unknown`.",
 
-    # [notifier], [engines], [scheduler], [watch], [notices]: the models' fields carry their own descriptions
+    # [notifier], [engines], [scheduler], [watch], [notices], [access]: the models' fields carry their own descriptions
     # (Field(description=...)).
 }
 
@@ -176,6 +178,8 @@ SECTION_NOTES: dict[str, str] = {
     "notifier": "`sender = \"http\"` needs `http_url`, and the URL, body and headers must be valid templates; "
                 "`http_secret_header` needs `secret_env` or `secret_file` (not both); `lease_s` ≥ 3 × "
                 "`http_timeout_s`; `backoff_max_s` ≥ `backoff_base_s`.",
+    "access": "`totp_key_env` and `totp_key_file` exclude each other; `argon2_memory_kib` ≥ 8 × "
+              "`argon2_parallelism`.",
     "notices.templates": "Each key is one notice's text (config/notices.py); a key not set keeps the built-in "
                          "text shown as its default. A template may hold only the placeholders listed for it, "
                          "written `{name}` (a literal brace: `{{` or `}}`), at most 280 characters; an unknown key "
