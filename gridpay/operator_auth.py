@@ -16,7 +16,7 @@ import sys
 import click
 
 from gridpay.options import refuse
-from ledger.business_date import utcnow
+from config.clock import SYSTEM_CLOCK
 
 TOKEN_ENV = "GRIDPAY_OPERATOR_TOKEN"
 NOT_AUTHENTICATED = (f"not authenticated: set {TOKEN_ENV} (from `gridpay principal login`) or run the command "
@@ -40,12 +40,12 @@ def current_operator(db, permission: str):
     try:
         token = os.environ.get(TOKEN_ENV, "").strip()
         if token:
-            principal = authenticate_session(engine, token, utcnow(), access=settings.access)
+            principal = authenticate_session(engine, token, SYSTEM_CLOCK.now(), access=settings.access)
         elif sys.stdin.isatty():
             principal = _log_in_on_terminal(settings, engine)
         else:
             refuse_unauthenticated(engine, "no_credentials", "command")
-        authorize(engine, principal, permission, utcnow())
+        authorize(engine, principal, permission, SYSTEM_CLOCK.now())
     except AccessRefused as exc:
         refuse(exc)
     return principal
@@ -59,7 +59,7 @@ def refuse_unauthenticated(engine, reason: str, action: str, actor: str = "anony
 
     ctx = click.get_current_context(silent=True)
     with engine.begin() as conn:
-        record_refusal(conn, utcnow(), actor, f"{action}.refused", reason, None, os_login=os_login(),
+        record_refusal(conn, SYSTEM_CLOCK.now(), actor, f"{action}.refused", reason, None, os_login=os_login(),
                        command=ctx.command_path if ctx else "")
     refuse(message)
 
@@ -77,6 +77,6 @@ def _log_in_on_terminal(settings, engine):
     user = click.prompt("operator", default=os_login(), err=True)
     password = click.prompt("password", hide_input=True, err=True)
     code = click.prompt("TOTP code (empty if none)", default="", show_default=False, err=True)
-    session = login(engine, user, password, code or None, utcnow(), f"cli:{os_login()}", access=settings.access)
-    logout(engine, session.token, utcnow())      # the command has its operator; no token is left behind
+    session = login(engine, user, password, code or None, SYSTEM_CLOCK.now(), f"cli:{os_login()}", access=settings.access)
+    logout(engine, session.token, SYSTEM_CLOCK.now())      # the command has its operator; no token is left behind
     return session.principal

@@ -17,7 +17,7 @@ import click
 
 from gridpay.operator_auth import TOKEN_ENV, changed_by, current_operator, os_login, refuse_unauthenticated
 from gridpay.options import config_option, open_database, url_option
-from ledger.business_date import utcnow
+from config.clock import SYSTEM_CLOCK
 
 password_file_option = click.option(
     "--password-file", type=click.File("r"),
@@ -38,7 +38,7 @@ def _as_administrator(config_path, url, change):
     with _database(config_path, url) as db:
         by = changed_by(current_operator(db, "principal.manage"))
         with db[1].begin() as conn:
-            return change(conn, utcnow(), by, db[0])
+            return change(conn, SYSTEM_CLOCK.now(), by, db[0])
 
 
 def _as_reader(config_path, url, read):
@@ -109,11 +109,11 @@ def add(name, display_name, client, roles, password_file, totp, first_admin, sco
             uri = key = None
             with engine.begin() as conn:
                 if client:
-                    add_client(conn, utcnow(), by, name, display_name)
+                    add_client(conn, SYSTEM_CLOCK.now(), by, name, display_name)
                     if scopes:
-                        key, _ = add_key(conn, utcnow(), by, name, scopes, expires_at, settings.access)
+                        key, _ = add_key(conn, SYSTEM_CLOCK.now(), by, name, scopes, expires_at, settings.access)
                 else:
-                    _, uri = add_operator(conn, utcnow(), by, name, display_name, roles, password, settings.access,
+                    _, uri = add_operator(conn, SYSTEM_CLOCK.now(), by, name, display_name, roles, password, settings.access,
                                           totp)
             if key:
                 _show_once("API key", key)
@@ -130,7 +130,7 @@ def _first_admin(engine, settings, name, display_name, password, totp) -> str | 
 
     try:
         with engine.begin() as conn:
-            return add_first_admin(conn, utcnow(), name, display_name, password, os_login(), settings.access, totp)[1]
+            return add_first_admin(conn, SYSTEM_CLOCK.now(), name, display_name, password, os_login(), settings.access, totp)[1]
     except PrincipalsExist as exc:
         refuse_unauthenticated(engine, "bootstrap_refused", "bootstrap", claimed_actor(name), str(exc))
 
@@ -177,7 +177,7 @@ def reset(name, password_file, totp, config_path, url):
         by = changed_by(current_operator(db, "principal.manage"))
         password = _password(password_file, confirm=True)
         with db[1].begin() as conn:
-            uri = reset_principal(conn, utcnow(), by, name, password, db[0].access, totp or "keep")
+            uri = reset_principal(conn, SYSTEM_CLOCK.now(), by, name, password, db[0].access, totp or "keep")
     click.echo(f"reset {name}")
     if uri:
         _show_once("TOTP enrolment URI", uri)
@@ -227,11 +227,11 @@ def show(name, config_path, url):
 def _state(p) -> str:
     if p.disabled:
         return "disabled"
-    return "locked" if p.locked_until is not None and p.locked_until > utcnow() else "active"
+    return "locked" if p.locked_until is not None and p.locked_until > SYSTEM_CLOCK.now() else "active"
 
 
 def _print_keys(keys) -> None:
-    now = utcnow()
+    now = SYSTEM_CLOCK.now()
     for k in keys:
         click.echo(f"key {k.key_id:<5} {k.client:20} gpk_{k.prefix}_...  {k.state(now):8} until {k.expires_at:%Y-%m-%d %H:%M}"
                    f"  last used {k.last_used_at or '-'}  {' '.join(k.scopes)}")
@@ -297,7 +297,7 @@ def login(user, password_file, totp_code, config_path, url):
         password = _password(password_file, confirm=False)
         if totp_code is None and password_file is None and sys.stdin.isatty():
             totp_code = click.prompt("TOTP code (empty if none)", default="", show_default=False, err=True) or None
-        session = log_in(engine, user, password, totp_code, utcnow(), f"cli:{os_login()}", access=settings.access)
+        session = log_in(engine, user, password, totp_code, SYSTEM_CLOCK.now(), f"cli:{os_login()}", access=settings.access)
     click.echo(f"logged in as {session.principal.actor} until {session.expires_at:%Y-%m-%d %H:%M} UTC at the latest "
                f"(idle timeout {settings.access.session_idle_minutes:g} min); token for {TOKEN_ENV}:", err=True)
     click.echo(session.token)
@@ -313,5 +313,5 @@ def logout(config_path, url):
     from ledger.identity import logout as log_out
 
     with _database(config_path, url) as (_settings, engine):
-        ended = log_out(engine, os.environ.get(TOKEN_ENV, ""), utcnow())
+        ended = log_out(engine, os.environ.get(TOKEN_ENV, ""), SYSTEM_CLOCK.now())
     click.echo("logged out" if ended else f"no live session in {TOKEN_ENV}")

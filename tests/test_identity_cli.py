@@ -16,7 +16,7 @@ from ledger import migrate
 from ledger.db import make_engine
 from ledger.identity import authenticate_api_key
 from ledger.identity.tables import api_keys
-from ledger.business_date import utcnow
+from config.clock import SYSTEM_CLOCK
 from identity_helpers import PASSWORD, audit_rows
 
 FAST_ENV = {"GRIDPAY_ACCESS__ARGON2_TIME_COST": "1", "GRIDPAY_ACCESS__ARGON2_MEMORY_KIB": "8",
@@ -99,7 +99,7 @@ def test_a_clerks_token_may_not_manage_principals(cli):
 def test_client_key_is_printed_once_and_works_until_revoked(cli):
     first_admin(cli)
     root = cli.login("root")
-    expires = f"{utcnow() + timedelta(days=30):%Y-%m-%d}"
+    expires = f"{SYSTEM_CLOCK.now() + timedelta(days=30):%Y-%m-%d}"
     mixed = cli("principal", "add", "billing", "--client", "--display-name", "Billing", "--role", "clerk", token=root,
                 code=2)
     assert "not roles" in mixed.output
@@ -110,7 +110,7 @@ def test_client_key_is_printed_once_and_works_until_revoked(cli):
               "billing.import", "--expires", expires, token=root).stdout
     key = out.split("keep it now): ")[1].split()[0]
     engine = make_engine(cli.env["GRIDPAY_DATABASE__URL"])
-    assert authenticate_api_key(engine, key, utcnow()).actor == "client:billing"
+    assert authenticate_api_key(engine, key, SYSTEM_CLOCK.now()).actor == "client:billing"
     listed = cli("principal", "keys", "list", "billing", token=root).stdout
     assert key not in listed and key.split("_")[1] in listed and "active" in listed
     show = cli("principal", "show", "billing", token=root).stdout
@@ -122,7 +122,7 @@ def test_client_key_is_printed_once_and_works_until_revoked(cli):
     assert "scopes refused: principal.manage" in bad.output
     cli("principal", "keys", "revoke", str(key_id), "--reason", "rotated", token=root)
     with pytest.raises(Exception, match="not valid"):
-        authenticate_api_key(engine, key, utcnow())
+        authenticate_api_key(engine, key, SYSTEM_CLOCK.now())
     actions = [(r["action"], r["actor"]) for r in audit_rows(engine) if r["action"].startswith("api_key")]
     engine.dispose()
     assert actions == [("api_key.add", "operator:root"), ("api_key.revoke", "operator:root"),
