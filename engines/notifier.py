@@ -44,7 +44,7 @@ from typing import Callable, Iterable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from sqlalchemy import Engine, Select, and_, func, or_, select, update
 
-from engines.ratelimit import Backoff
+from runtime.ratelimit import Backoff
 from engines.sms import Notice, Sender, SendError
 from iso8583_specs.masking import mask_number
 from ledger.audit import audit_row, write_audit

@@ -161,7 +161,8 @@ def scheduler(config_path, once, interval, metrics_port, log_level):
         return
     stop = threading.Event()
     on_stop_signals(lambda *_: stop.set())
-    from engines.process_metrics import SchedulerMetrics, serve_threaded
+    from engines.process_metrics import SchedulerMetrics
+    from runtime.process_metrics import serve_threaded
 
     metrics = SchedulerMetrics()
     port = serve_threaded(metrics, db, settings.scheduler.metrics_host,
@@ -202,7 +203,8 @@ def engine(config_path, name, banks, lease_s, poll_s, chunks_ahead, log_level, l
     from engines.engine import DebitEngine, default_name
     from engines.store import EngineConflict
 
-    from engines.process_metrics import EngineMetrics, serve_metrics
+    from engines.process_metrics import EngineMetrics
+    from runtime.process_metrics import serve_metrics
     from runtime.gc_settle import settle_gc
 
     settings, db = _open(config_path, pool_size=8)

@@ -287,7 +287,8 @@ def report(business_date, reports_dir, fmt, config_path, url) -> None:
 
 def _serve_recon_metrics(engine, host: str, port: int, stop) -> None:
     """Prometheus /metrics for the watcher, refreshed from the database on a thread of its own."""
-    from engines.process_metrics import ReconMetrics, serve_threaded
+    from ledger.recon.recon_metrics import ReconMetrics
+    from runtime.process_metrics import serve_threaded
 
     port = serve_threaded(ReconMetrics(), engine, host, port, stop)
     click.echo(f"gridpay watch: metrics on http://{host}:{port}/metrics")

@@ -43,9 +43,10 @@ from typing import Callable, Sequence
 
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError, StatementError
 
-from ledger.answers import UnknownOutcome, stored_answers
 from config.clock import Clock
+from ledger.answers import UnknownOutcome, stored_answers
 from ledger.posting import Outcome, Posting, apply_batch, system_error
+from runtime.ratelimit import Backoff
 
 log = logging.getLogger("gridpay.ledger.group_commit")
 
@@ -238,7 +239,7 @@ class Poster:
         deadline (``time.monotonic()``) passes first."""
         out: list[Outcome | None] = [None] * len(postings)
         pending = list(range(len(postings)))
-        pause = 0.02
+        pause = Backoff(0.02, 0.5, 2.0, jitter=0.0)   # ask again soon, then less and less often
         while True:
             now = self.clock.monotonic()
             for i in [i for i in pending if due[i] <= now]:
@@ -251,8 +252,7 @@ class Poster:
                                        wait_s=max(due[i] for i in pending) - now)
             except SQLAlchemyError as exc:
                 log.warning("cannot settle %d postings yet: %s", len(pending), str(exc).splitlines()[0])
-                time.sleep(max(0.0, min(pause, min(due[i] for i in pending) - self.clock.monotonic())))
-                pause = min(pause * 2, 0.5)
+                time.sleep(max(0.0, min(pause.next(), min(due[i] for i in pending) - self.clock.monotonic())))
                 continue
             for i, outcome in zip(pending, found):
                 out[i] = outcome if outcome is not None else system_error(NOT_APPLIED)

@@ -14,7 +14,7 @@ from twisted.internet.task import Clock, deferLater
 from config.settings import BankConfig, DebitLinkConfig
 from engines.link import (BankLink, DebitTimeout, LinkDown, LinkMetrics, LinkStopped, OutcomeUnknown,
                           PrometheusLinkMetrics, debit_fields, original_data, reversal_fields)
-from engines.ratelimit import Backoff, TokenBucket
+from runtime.ratelimit import Backoff, TokenBucket
 from gateway.sim.bank import Account, BankHost, Behaviour
 from iso8583_specs.dialects import get_dialect
 from iso8583_specs.links import Stans

@@ -13,7 +13,7 @@ from sqlalchemy.dialects import oracle, postgresql, sqlite
 
 from engines.notifier import (IN_FLIGHT, OUTCOME_UNKNOWN, Notifier, RequeueError, as_utc, claim_statement,
                               mask_digits, requeue)
-from engines.ratelimit import Backoff
+from runtime.ratelimit import Backoff
 from engines.sms import FileSender, HttpSender
 from ledger.schema import audit_log, outbox
 from ledger_helpers import new_engine

@@ -8,7 +8,7 @@ import pytest
 
 from config import ConfigError, load_settings
 from config.sms_request import BodyTemplate
-from engines.ratelimit import Backoff
+from runtime.ratelimit import Backoff
 from engines.sms import FileSender, HttpSender, Notice, SendError, sender_from_config
 from test_notifier_support import Reply, SmsGateway
 

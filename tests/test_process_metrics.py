@@ -3,7 +3,8 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import insert
 
-from engines.process_metrics import EngineMetrics, ReconMetrics
+from engines.process_metrics import EngineMetrics
+from ledger.recon.recon_metrics import ReconMetrics
 from ledger.db import make_engine
 from ledger.recon_tables import recon_items, recon_runs
 from ledger_helpers import add_banks, new_engine

@@ -7,7 +7,7 @@ the grace period (``ledger.key_store.KeyStore``). A connection with no traffic f
 ``echo_interval_s`` sends an echo (0800/301) and is closed if that goes unanswered; the bank's
 own echoes are answered (field 15: the utility's business date from the link's ``clock``), 0810s never
 are, so echoes cannot loop. A lost or refused connection is retried with exponential backoff and
-jitter (``engines.ratelimit.Backoff``).
+jitter (``runtime.ratelimit.Backoff``).
 
 ``send(mti, fields)`` writes a request the caller has fully identified (fields 7, 11, 32: the
 debit engine assigns and stores them before the send, and gives a debit a new identity only

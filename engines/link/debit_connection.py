@@ -10,7 +10,7 @@ import logging
 from twisted.internet import defer
 from twisted.internet.protocol import Factory
 
-from engines.ratelimit import Backoff
+from runtime.ratelimit import Backoff
 from iso8583_specs import codec, shapes
 from iso8583_specs.errors import FramingError
 from iso8583_specs.links import EchoTimer, IsoConnection, request_key

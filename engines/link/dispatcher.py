@@ -11,7 +11,7 @@ from twisted.internet import defer
 from engines.link.debit_mux import Request
 from engines.link.outcomes import LinkBusy, LinkDown, LinkStopped, NotSent
 from engines.link.pool import CHANNEL
-from engines.ratelimit import TokenBucket
+from runtime.ratelimit import TokenBucket
 from iso8583_specs import codec, shapes
 from iso8583_specs.errors import MessageError
 from iso8583_specs.links import request_key

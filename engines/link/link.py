@@ -17,7 +17,7 @@ from engines.link.dispatcher import Dispatcher
 from engines.link.link_metrics import LinkMetrics
 from engines.link.outcomes import LinkStopped
 from engines.link.pool import CHANNEL, ConnectionPool
-from engines.ratelimit import Backoff
+from runtime.ratelimit import Backoff
 from iso8583_specs import codec, shapes
 from iso8583_specs.dialects import dialect_for_bank, request_tpdu
 from iso8583_specs.errors import MessageError

@@ -1,7 +1,9 @@
-"""Small timing helpers for outbound links: retry backoff (bank links, the SMS notifier) and a token bucket.
+"""Small timing helpers every process may use: retry backoff (bank links, the SMS notifier, the
+group commit's settling of an unknown COMMIT) and a token bucket (a link's rate cap).
 
-Both read time only from an injectable clock (anything with ``seconds()``: the reactor or
-``twisted.internet.task.Clock``), so their behaviour is tested without sleeping.
+``Backoff`` only computes delays; ``TokenBucket`` reads time from the clock it is given (anything
+with ``seconds()``: a ``config.clock.Clock``, the reactor, ``twisted.internet.task.Clock``), so
+both are tested without sleeping.
 """
 from __future__ import annotations
 
