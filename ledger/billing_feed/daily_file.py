@@ -59,9 +59,14 @@ def _field(name: str, value) -> str:
     return str(value)
 
 
+def d_line(row: dict) -> str:
+    """A feed row as the file's D line."""
+    return "D|" + "|".join(_field(c, row[c]) for c in COLUMNS)
+
+
 def feed_file_bytes(business_date: date, first: int, last: int, rows: list[dict]) -> bytes:
     lines = [f"H|BILLING_FEED|{business_date:%Y%m%d}|{first}|{last}"]
-    lines += ["D|" + "|".join(_field(c, row[c]) for c in COLUMNS) for row in rows]
+    lines += [d_line(row) for row in rows]
     lines.append(f"T|{len(rows)}|{sum(row['amount_fen'] for row in rows)}")
     return ("\n".join(lines) + "\n").encode(ENCODING)
 
