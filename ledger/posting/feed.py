@@ -15,7 +15,6 @@ from datetime import date
 from ledger.posting.model import Bill, Customer, Payment, resolved
 from ledger.posting.prefetch import BatchState
 
-PAYMENT_KINDS = {"C": "payment", "D": "debit_payment"}   # by channel; 补账 is bank_file_payment
 REVERSAL_KINDS = {"B": "reversal", "D": "debit_reversal", "R": "red_reversal"}   # by the reversal's source
 
 
