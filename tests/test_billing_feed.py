@@ -9,7 +9,7 @@ import sys
 from datetime import date, timedelta
 
 import pytest
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, select, update
 
 from config.settings import BusinessConfig
 from ledger.billing_feed import read_feed, read_feed_file, write_feed_file
@@ -20,10 +20,10 @@ from ledger.db import read_only
 from ledger.debits import create_debit, debit_approved, debit_reversed, mark_debit_sent
 from ledger.errors import Refused
 from ledger.imports import import_file
-from ledger.posting import apply_batch
+from ledger.posting import PrepaidRefund, apply_batch
 from ledger.recon.ledger_ops import post_bank_payment, reverse_payment
 from ledger.refunds import request_refund
-from ledger.schema import audit_log, payments, reversals
+from ledger.schema import audit_log, payments, refunds, reversals
 from ledger.synchronous_posting import post as post_now
 from ledger.verify import verify
 from ledger_helpers import T0, add_banks, add_bill, add_customer, assert_ledger_verifies, new_engine, payment, reversal
@@ -141,6 +141,30 @@ def test_refund_out_of_prepaid(ledger):
     assert (row["kind"], row["amount_fen"], row["refund_id"], row["bill_id"]) == ("refund", -900, refund.refund_id,
                                                                                  None)
     assert after_state(row) == (0, 9_000, 0, "Y")
+
+
+def test_a_refund_in_a_mixed_batch_sees_what_the_batch_did_and_every_open_bill(ledger):
+    """apply_batch takes any mix: a refund after an overpayment of the same customer in one batch
+    refunds from the balance the payment left; one after a reversal that found nothing (its CN read,
+    not its bills) still knows all the customer's bills."""
+    with ledger.begin() as conn:
+        ids = conn.execute(insert(refunds).returning(refunds.c.id), [
+            {"customer_no": c, "amount": 100, "reason": "test", "requested_by": "clerk.li", "requested_at": T0,
+             "needs_approval": "N"} for c in ("C1", "C1")]).scalars().all()
+    over = payment(BANK, "C1", 30_600)                               # 500 into prepaid
+    lost = reversal(payment(BANK, "C1", 5_000))                     # its payment never came: 25
+    with ledger.begin() as conn:
+        out = apply_batch(conn, [over, PrepaidRefund(ids[0], "C1", 100, "clerk.li", "test")], CAL, T0)
+        assert [o.response_code for o in out] == ["00", "00"]
+    with ledger.begin() as conn:
+        add_bill(conn, "C1", "202611", 7_000)
+    with ledger.begin() as conn:
+        out = apply_batch(conn, [lost, PrepaidRefund(ids[1], "C1", 100, "clerk.li", "test")], CAL, T0)
+        assert [o.response_code for o in out] == ["25", "00"]
+    paid, first, second = feed(ledger)
+    assert after_state(paid) == (0, 500, 0, "Y") and after_state(first) == (0, 400, 0, "Y")
+    assert (second["kind"], second["amount_fen"]) == ("refund", -100)
+    assert after_state(second) == (7_000, 300, 6_700, "N")
 
 
 def test_correction_of_a_paid_bill_moves_the_money_and_prepaid_pays_the_replacement(ledger):

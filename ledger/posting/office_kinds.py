@@ -154,13 +154,14 @@ class OfficeKinds(BankKinds):
         return Result("00", {"paid": paid}), False
 
     def customer_with_bills(self, customer_no: str):
-        """The customer (locked), its prepaid balance and all its open bills read, for a kind that
-        reads nothing else (a refund)."""
-        self.lock({customer_no})
-        cust = self.customers[customer_no]
-        cust.prepaid = prepaid_balance(self.conn, customer_no)
-        self.load_bills({customer_no}, set())
-        return cust
+        """The customer (locked), its prepaid balance and all its open bills, for a kind that reads
+        nothing else (a refund). A customer the batch has read already is as the batch left it."""
+        if customer_no not in self.customers:
+            self.lock({customer_no})
+            self.customers[customer_no].prepaid = prepaid_balance(self.conn, customer_no)
+        if customer_no not in self.all_bills_read:
+            self.load_bills({customer_no}, set())
+        return self.customers[customer_no]
 
     def cancelled(self, bill_id: str):
         """A corrected (cancelled) bill, as the batch knows it: it owes nothing."""
@@ -171,6 +172,7 @@ class OfficeKinds(BankKinds):
         """Each customer's open bills, as this batch knows them (read for any number of customers)."""
         rows = open_bill_rows(self.conn, customer_nos) if customer_nos else []
         self.add_bills(rows)
+        self.all_bills_read.update(customer_nos)
         out: dict[str, list] = {}
         for r in rows:
             out.setdefault(r.customer_no, []).append(self.bills[r.bill_id])

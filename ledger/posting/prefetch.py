@@ -35,6 +35,7 @@ class BatchState:
         self.closed: set[tuple] = set()
         self.debits: dict[int, dict] = {}
         self.undone: set = set()   # refs of payments reversed: left out of prepaid histories
+        self.all_bills_read: set[str] = set()   # customers whose open bills have all been read (the feed's owing)
         # to write
         self.new_requests: list[tuple[tuple, object, Result]] = []
         self.rows: dict[str, list[dict]] = {t: [] for t in (
@@ -145,6 +146,7 @@ class BatchState:
         for cust in self.customers.values():
             cust.prepaid = prepaid.get(cust.customer_no, 0)
         self.add_bills(got.get("open_bills", ()))
+        self.all_bills_read.update(pay_custs)
         # a reversal of a payment made in this batch reverses on that payment's day: its closure counts too
         batch_days = {(p.bank_code, self.calendar.business_date(p.received_at)) for p in counter} if revs else set()
         if targets:
@@ -184,6 +186,7 @@ class BatchState:
                 self.customers[r[0]].prepaid = int(r[1] or 0)
         open_bills, allocs, history, reversed_, _, closed = got
         self.add_bills(open_bills)
+        self.all_bills_read.update(custs)
         by_id = {t.ref: t for t in targets}
         for r in allocs:
             by_id[r.payment_id].allocs.append((r.bill_id, int(r.amount)))
@@ -221,6 +224,7 @@ class BatchState:
     def load_bills(self, customer_nos: set[str], bill_ids: set[str]) -> None:
         if customer_nos:
             self.add_bills(self.q(open_bills_query(self.conn.dialect.name), custs=sorted(customer_nos)).all())
+            self.all_bills_read.update(customer_nos)
         if bill_ids:
             self.add_bills(self.q(bills_by_id_query(self.conn.dialect.name), ids=sorted(bill_ids)).all())
 
