@@ -7,6 +7,7 @@ Each area keeps its tables beside its code and has its own Alembic branch off ``
 import engines.tables  # noqa: F401 - the debit engines' and the scheduler's tables
 import ledger.identity.tables  # noqa: F401 - principals, API keys, sessions
 import ledger.key_tables  # noqa: F401 - the banks' MAC keys (counter and debit channels)
+import ledger.billing_feed.tables  # noqa: F401 - the billing system's payment feed
 import ledger.recon_tables  # noqa: F401 - reconciliation
 from ledger.schema import metadata
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from gridpay.feed_commands import feed
 from gridpay.options import (
     business_clock, config_option, database_url, open_database, operator_name, refuse, url_option,
 )
@@ -95,7 +96,10 @@ def sql(config_path, url, dialect, from_revision) -> None:
 
 @click.group()
 def ledger() -> None:
-    """Back office of the receivables ledger: imports, corrections, refunds."""
+    """Back office of the receivables ledger: imports, corrections, refunds, the billing feed."""
+
+
+ledger.add_command(feed)
 
 
 @ledger.command("import")

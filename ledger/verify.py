@@ -16,7 +16,10 @@ Invariants (the chart of accounts is in ledger/schema.py):
  9. every payment and every reversal has exactly one journal entry;
 10. every journal line's entry, and every payment, reversal and prepaid movement an allocation or
     a prepaid movement names, exists (the references a posting creates together with the rows it
-    points at carry no foreign key: migration 0005).
+    points at carry no foreign key: migration 0005);
+11. the billing feed's seqs are 1 .. its counter's last_seq, without a gap;
+12. every change the billing feed covers has exactly one feed row, and every feed row is a change
+    (``ledger.billing_feed.verify`` says which, exactly).
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from collections import defaultdict
 
 from sqlalchemy import Engine, String, cast, func, select
 
+from ledger.billing_feed.verify import feed_failures
 from ledger.journal import PREPAID, RECEIVABLE
 from ledger.schema import (
     allocations, bills, journal_entries, journal_lines, payments, prepaid_movements, reversals,
@@ -173,6 +177,9 @@ def _verify(conn) -> list[str]:
                             .order_by(child.c[column])).scalars().all()
         _listed(failures, [f"{child.name}.{column} {v} refers to no {parent.name} row" for v in rows],
                 f"dangling {child.name}.{column}")
+
+    # 11, 12. the billing feed
+    failures += feed_failures(conn)
     return failures
 
 

@@ -75,6 +75,13 @@ def _unnest_sql(table: Table, columns: tuple[str, ...], same: frozenset, dialect
 
 
 def _pg_insert(conn, table: Table, rows: list[dict]) -> tuple[str, dict]:
+    columns, params, same = _pg_columns(rows)
+    return _unnest_sql(table, columns, frozenset(same), conn.dialect), params
+
+
+def _pg_columns(rows: list[dict]) -> tuple[tuple[str, ...], dict, set]:
+    """The rows' columns, their parameters (an array each, or one scalar for a column that holds
+    one value in every row) and the names of the scalar ones."""
     columns = tuple(rows[0])
     params, same = {}, set()
     for c in columns:
@@ -87,7 +94,49 @@ def _pg_insert(conn, table: Table, rows: list[dict]) -> tuple[str, dict]:
             params[c] = values
     if len(same) == len(columns):
         params["n_rows"] = len(rows)
-    return _unnest_sql(table, columns, frozenset(same), conn.dialect), params
+    return columns, params, same
+
+
+@functools.lru_cache(maxsize=16)
+def _numbered_sql(table: Table, seq: str, counter: Table, last: str, columns: tuple[str, ...], same: frozenset,
+                  dialect) -> str:
+    """One statement: the counter row moved on by the number of rows (its lock is held to the
+    commit) and the rows inserted numbered from it, in the arrays' order (WITH ORDINALITY)."""
+    def cast(c: str, array: str = "") -> str:
+        return f"CAST(%({c})b AS {table.c[c].type.compile(dialect=dialect)}{array})"
+
+    q = dialect.identifier_preparer.quote
+    varying = [c for c in columns if c not in same]
+    source = (f"unnest({', '.join(cast(c, '[]') for c in varying)}) WITH ORDINALITY "
+              f"AS v({', '.join(q(c) for c in varying)}, n_ord)" if varying
+              else "generate_series(1, %(n_numbered)s) AS v(n_ord)")
+    values = ", ".join(f"v.{q(c)}" if c not in same else cast(c) for c in columns)
+    name = dialect.identifier_preparer.format_table
+    return (f"WITH c AS (UPDATE {name(counter)} SET {q(last)} = {q(last)} + %(n_numbered)s RETURNING {q(last)}) "
+            f"INSERT INTO {name(table)} ({q(seq)}, {', '.join(q(c) for c in columns)}) "
+            f"SELECT c.{q(last)} - %(n_numbered)s + v.n_ord, {values} FROM c, {source}")
+
+
+def numbered_insert(conn, table: Table, rows: list[dict], seq: str, counter: Table, last: str) -> None:
+    """Insert rows numbered on from ``counter``'s one row (column ``last``: the last number given),
+    which is moved on by len(rows) in the same statement (PostgreSQL) or the one before (others):
+    the rows get last+1 ... last+n in order. A caller sends this last before its COMMIT: the
+    counter row's lock is held from here to the commit, so numbers commit in their order."""
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(*_pg_numbered(conn, table, rows, seq, counter, last))
+        return
+    taken = conn.execute(update(counter).values({last: counter.c[last] + len(rows)})
+                         .returning(counter.c[last])).scalar_one()
+    insert_rows(conn, table, [{seq: taken - len(rows) + i, **row} for i, row in enumerate(rows, start=1)])
+
+
+def _pg_numbered(conn, table: Table, rows: list[dict], seq: str, counter: Table, last: str) -> tuple[str, dict]:
+    columns, params, same = _pg_columns(rows)
+    params.pop("n_rows", None)
+    params["n_numbered"] = len(rows)
+    return _numbered_sql(table, seq, counter, last, columns, frozenset(same), conn.dialect), params
 
 
 def insert_rows(conn, table: Table, rows: list[dict]) -> None:
@@ -166,6 +215,11 @@ class Writes:
         if rows:
             self.items.append(("insert", table, rows, None))
 
+    def numbered(self, table: Table, rows: list[dict], seq: str, counter: Table, last: str) -> None:
+        """``numbered_insert``: give it last, so the counter's lock is held the shortest time."""
+        if rows:
+            self.items.append(("numbered", table, rows, (seq, counter, last)))
+
     def update(self, table: Table, key: str, rows: list[dict]) -> None:
         """rows: the key column and the columns to set, the same keys in each row."""
         if rows:
@@ -177,12 +231,15 @@ class Writes:
             for kind, table, rows, key in items:
                 if kind == "insert":
                     insert_rows(self.conn, table, rows)
+                elif kind == "numbered":
+                    numbered_insert(self.conn, table, rows, *key)
                 else:
                     self.conn.execute(_update_by_key(table, key, tuple(rows[0])),
                                       [{f"b_{c}": v for c, v in row.items()} for row in rows])
             return
         raw = self.conn.connection.driver_connection
         statements = [_pg_insert(self.conn, table, rows) if kind == "insert" else
+                      _pg_numbered(self.conn, table, rows, *key) if kind == "numbered" else
                       _pg_update(self.conn, table, key, rows) for kind, table, rows, key in items]
         if not statements:
             return

@@ -65,6 +65,9 @@ class PgDatabases:
     def fresh(self, seed: int) -> str:
         with self.admin.connect() as conn:
             conn.execute(text(self.truncate))
+            # the billing feed's one counter row, as migration 0009 leaves it on an empty ledger
+            conn.execute(text(f'INSERT INTO "{self.schema}".billing_feed_counter (id, last_seq, from_payment_id, '
+                              'from_reversal_id, from_movement_id) VALUES (1, 0, 0, 0, 0)'))
         return self.url
 
     def close(self) -> None:

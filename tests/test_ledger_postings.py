@@ -96,9 +96,9 @@ def test_inquiry_total_due_subtracts_prepaid_never_below_zero(ledger):
         conn.execute(insert(journal_lines), [
             {"entry_id": 9_001, "account": "bank_clearing:0102", "amount": -1_200},
             {"entry_id": 9_001, "account": "prepaid", "amount": 1_200}])
-        conn.execute(insert(prepaid_movements), [
-            {"customer_no": "1001", "amount": -500, "kind": "refund", "created_at": T0},
-            {"customer_no": "1003", "amount": -700, "kind": "refund", "created_at": T0}])
+        conn.execute(insert(prepaid_movements), [   # the set-up's own kind back out (a refund is in the billing feed)
+            {"customer_no": "1001", "amount": -500, "kind": "excess", "created_at": T0},
+            {"customer_no": "1003", "amount": -700, "kind": "excess", "created_at": T0}])
 
 
 # ------------------------------------------------------------------------------------- payment

@@ -39,11 +39,12 @@ def test_0005_keeps_a_populated_ledger_and_its_invariants(db_url):
     """A ledger made at 0004 (with payments, reversals, prepaid) upgrades to 0005 with every row and
     still verifies: dropping the foreign keys rebuilds tables on SQLite."""
     from config.clock import Clock
+    from ledger.billing_feed.tables import billing_feed, billing_feed_counter
     from ledger.schema import allocations, journal_lines, payments, prepaid_movements, request_rrns
     from ledger.synchronous_posting import post
     from ledger.verify import verify
     from ledger_helpers import add_banks, add_bill, add_customer, payment, reversal
-    from sqlalchemy import func, select
+    from sqlalchemy import func, insert, select
 
     for revision in ("0002", "0003", "0004"):
         migrate.upgrade(db_url, revision)
@@ -55,9 +56,16 @@ def test_0005_keeps_a_populated_ledger_and_its_invariants(db_url):
             add_bill(conn, c, "202610", 10_000, 100)
     first = payment("0102", "M1", 12_000)
     second = payment("0102", "M2", 10_100)
-    request_rrns.create(engine)   # today's postings keep RRNs there (0006); 0004 had no such table
+    # today's postings keep RRNs there (0006) and write the billing feed (0009); 0004 had neither
+    later = (request_rrns, billing_feed, billing_feed_counter)
+    for table in later:
+        table.create(engine)
+    with engine.begin() as conn:
+        conn.execute(insert(billing_feed_counter), {"id": 1, "last_seq": 0, "from_payment_id": 0,
+                                                    "from_reversal_id": 0, "from_movement_id": 0})
     post(engine, [first, second, reversal(second)], Clock())
-    request_rrns.drop(engine)
+    for table in later:
+        table.drop(engine)
 
     def counts():
         with engine.connect() as conn:

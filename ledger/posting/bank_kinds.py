@@ -60,6 +60,7 @@ class BankKinds(Rules):
             "debit_id": None, "source": "B", "created_at": self.now})
         actor = bank_actor(p.bank_code)
         periods = self.pay_bills(pay, cust, open_bills, bd, actor, use_prepaid=True)
+        self.feed_payment("payment", pay, cust)
         self.payments_by_identity.setdefault(ident[1:], []).append(pay)
         self.notice(cust, "payment", "payment", pay.ref, self.payment_text(cust, pay, periods))
         self.audit(actor, "payment.post", "payment", pay.ref, amount=p.amount, customer_no=cust.customer_no,
@@ -162,6 +163,7 @@ class BankKinds(Rules):
             amounts = dict(debit.get("bills", ()))
             targets = sorted((self.bills[b] for b in amounts if b in self.bills), key=Bill.sort_key)
             self.pay_bills(pay, cust, targets, bd, d.actor, use_prepaid=False, amounts=amounts)
+            self.feed_payment("debit_payment", pay, cust)
             self.payments_by_debit[d.debit_id] = pay
             self.notice(cust, "debit_ok", "debit", d.debit_id,
                         notices.debit_succeeded(cust.customer_no, periods, pay.amount))

@@ -15,6 +15,7 @@ from ledger.posting.bank_kinds import BankKinds
 from ledger.posting.kinds import (
     METHODS, BankFilePayment, BillCorrection, PrepaidApplication, PrepaidRefund, RedReversal,
 )
+from ledger.posting.feed import owing_of
 from ledger.posting.model import New, Payment, Result
 from ledger.posting.queries import open_bill_rows, prepaid_balance, prepaid_balances
 from ledger.posting.writes import bill_lines
@@ -62,6 +63,7 @@ class OfficeKinds(BankKinds):
             "terminal_id": (p.terminal_id or None) and p.terminal_id[:8], "branch_id": None, "debit_id": None,
             "source": "R", "created_at": self.now})
         periods = self.pay_bills(pay, cust, open_bills, bd, p.actor, use_prepaid=True)
+        self.feed_payment("bank_file_payment", pay, cust)
         self.notice(cust, "payment", "payment", pay.ref, self.payment_text(cust, pay, periods))
         self.audit(p.actor, "payment.post", "payment", pay.ref, amount=p.amount, customer_no=p.customer_no,
                    rrn=p.rrn, stan=p.stan, transmitted=p.transmitted[4:], method=p.method, excess=pay.excess,
@@ -101,18 +103,22 @@ class OfficeKinds(BankKinds):
                                                 al.correction_bill_id.is_(None)).order_by(al.id))]
         pay.excess = int(self.conn.execute(select(func.coalesce(func.sum(pm.amount), 0))
                                            .where(pm.payment_id == r.payment_id, pm.kind == "excess")).scalar_one())
-        self.load_bills(set(), {b for b, _ in pay.allocs})
+        self.load_bills({row.customer_no}, {b for b, _ in pay.allocs})   # all its open bills: for the feed
         problem = self.reverse(pay, cust, self.clock.business_date(self.now), r.actor, "R", None, r.reason)
         if problem:
             return refused(problem)
         return Result("00", {}, ids={"reversal_id": self.rows["reversals"][-1]["reversal_id"]}), False
 
     def prepaid_refund(self, f: PrepaidRefund) -> tuple[Result, bool]:
-        no = f.customer_no
-        self.rows["prepaid_movements"].append(self._move(New(), no, -f.amount, "refund", None, None, None,
+        no, bd, move = f.customer_no, self.clock.business_date(self.now), New()
+        self.rows["prepaid_movements"].append(self._move(move, no, -f.amount, "refund", None, None, None,
                                                          refund=f.refund_id))
-        self.entry("refund", "refund", str(f.refund_id), self.clock.business_date(self.now), f.actor,
+        self.entry("refund", "refund", str(f.refund_id), bd, f.actor,
                    [(PREPAID, f.amount, no), (REFUNDS_PAYABLE, -f.amount, no)])
+        cust = self.customer_with_bills(no)
+        cust.move_prepaid(None, -f.amount)
+        self.feed_row("refund", no, -f.amount, bd, owing_of(cust.bills.values()), cust.prepaid,
+                      refund_id=f.refund_id, prepaid_movement_id=move)
         self.audit(f.actor, "refund.pay", "refund", f.refund_id, customer_no=no, amount=f.amount, reason=f.reason)
         return Result("00", {}), False
 
@@ -123,6 +129,7 @@ class OfficeKinds(BankKinds):
             self.entry("bill_reversal" if principal < 0 else "bill", "bill", bill["bill_id"], bd, actor,
                        bill_lines(principal, penalty, no))
         balance = prepaid_balance(self.conn, no)
+        bills = self.open_bills_of([no]).get(no, [])   # the replacement's among them; the original is cancelled
         if c.paid > 0:   # what was paid on the original goes into prepaid
             move = New()
             self.rows["prepaid_movements"].append(self._move(move, no, c.paid, "correction", None, None,
@@ -132,8 +139,9 @@ class OfficeKinds(BankKinds):
             self.entry("correction", "bill", c.original_bill_id, bd, actor,
                        [(RECEIVABLE, c.paid, no), (PREPAID, -c.paid, no)])
             balance += c.paid
+            self.feed_row("correction", no, -c.paid, bd, owing_of(bills), balance, self.cancelled(c.original_bill_id),
+                          prepaid_movement_id=move, correction_bill_id=c.reversing["bill_id"])
         paid: list[tuple[str, str, int]] = []
-        bills = self.open_bills_of([no]).get(no, [])
         balance = self.pay_whole_bills(no, balance, bills, bd, actor, paid)
         return Result("00", {"paid_bills": [bill_id for _, bill_id, _ in paid], "prepaid_balance": balance}), False
 
@@ -145,10 +153,26 @@ class OfficeKinds(BankKinds):
             self.pay_whole_bills(no, balances[no], bills, a.business_date, a.actor, paid)
         return Result("00", {"paid": paid}), False
 
+    def customer_with_bills(self, customer_no: str):
+        """The customer (locked), its prepaid balance and all its open bills, for a kind that reads
+        nothing else (a refund). A customer the batch has read already is as the batch left it."""
+        if customer_no not in self.customers:
+            self.lock({customer_no})
+            self.customers[customer_no].prepaid = prepaid_balance(self.conn, customer_no)
+        if customer_no not in self.all_bills_read:
+            self.load_bills({customer_no}, set())
+        return self.customers[customer_no]
+
+    def cancelled(self, bill_id: str):
+        """A corrected (cancelled) bill, as the batch knows it: it owes nothing."""
+        self.load_bills(set(), {bill_id})
+        return self.bills[bill_id]
+
     def open_bills_of(self, customer_nos) -> dict[str, list]:
         """Each customer's open bills, as this batch knows them (read for any number of customers)."""
         rows = open_bill_rows(self.conn, customer_nos) if customer_nos else []
         self.add_bills(rows)
+        self.all_bills_read.update(customer_nos)
         out: dict[str, list] = {}
         for r in rows:
             out.setdefault(r.customer_no, []).append(self.bills[r.bill_id])

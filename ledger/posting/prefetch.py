@@ -35,11 +35,12 @@ class BatchState:
         self.closed: set[tuple] = set()
         self.debits: dict[int, dict] = {}
         self.undone: set = set()   # refs of payments reversed: left out of prepaid histories
+        self.all_bills_read: set[str] = set()   # customers whose open bills have all been read (the feed's owing)
         # to write
         self.new_requests: list[tuple[tuple, object, Result]] = []
         self.rows: dict[str, list[dict]] = {t: [] for t in (
             "payments", "reversals", "prepaid_movements", "allocations", "outbox", "audit", "orphans",
-            "debit_updates", "debit_attempts", "request_rrns")}
+            "debit_updates", "debit_attempts", "request_rrns", "billing_feed")}
         self.entries: list[tuple] = []   # (kind, ref_type, ref, business_date, actor, lines)
         self.notices: list[tuple] = []   # (customer, kind, ref prefix, ref, text)
 
@@ -99,7 +100,10 @@ class BatchState:
             queries["debit_bills"] = (st.debit_bills, {"ids": ids})
         if custs:
             queries["prepaid"] = (st.prepaid, {"custs": sorted(custs)})
-        pay_custs = sorted({p.customer_no for p in counter})
+        # all open bills of whose money may move: the payments' rules need them, the billing feed
+        # says what each customer owes after (a debit's or a reversal's customer's other bills too)
+        pay_custs = sorted({p.customer_no for p in counter} | {
+            d["customer_no"] for r in dres if r.result in ("approved", "reversed") and (d := self.debits.get(r.debit_id))})
         if pay_custs:
             queries["open_bills"] = (open_bills_query(self.conn.dialect.name), {"custs": pay_custs})
         got = dict(zip(queries, select_many(self.conn, list(queries.values()))))
@@ -142,6 +146,7 @@ class BatchState:
         for cust in self.customers.values():
             cust.prepaid = prepaid.get(cust.customer_no, 0)
         self.add_bills(got.get("open_bills", ()))
+        self.all_bills_read.update(pay_custs)
         # a reversal of a payment made in this batch reverses on that payment's day: its closure counts too
         batch_days = {(p.bank_code, self.clock.business_date(p.received_at)) for p in counter} if revs else set()
         if targets:
@@ -169,7 +174,8 @@ class BatchState:
         custs = sorted({t.customer_no for t in targets})
         extra = sorted(set(custs) - set(self.customers))
         queries = [(st.lock_customers, {"custs": extra}), (st.prepaid, {"custs": extra})] if extra else []
-        queries += [(st.target_allocations, {"ids": ids}), (st.prepaid_history, {"custs": custs}),
+        queries += [(open_bills_query(self.conn.dialect.name), {"custs": custs}),   # for the billing feed
+                    (st.target_allocations, {"ids": ids}), (st.prepaid_history, {"custs": custs}),
                     (st.target_reversals, {"ids": ids}), *closed_days_queries(st, codes)]
         got = select_many(self.conn, queries)
         if extra:
@@ -178,7 +184,9 @@ class BatchState:
                 self.customers[r.customer_no] = Customer(r)
             for r in prepaid:
                 self.customers[r[0]].prepaid = int(r[1] or 0)
-        allocs, history, reversed_, _, closed = got
+        open_bills, allocs, history, reversed_, _, closed = got
+        self.add_bills(open_bills)
+        self.all_bills_read.update(custs)
         by_id = {t.ref: t for t in targets}
         for r in allocs:
             by_id[r.payment_id].allocs.append((r.bill_id, int(r.amount)))
@@ -216,6 +224,7 @@ class BatchState:
     def load_bills(self, customer_nos: set[str], bill_ids: set[str]) -> None:
         if customer_nos:
             self.add_bills(self.q(open_bills_query(self.conn.dialect.name), custs=sorted(customer_nos)).all())
+            self.all_bills_read.update(customer_nos)
         if bill_ids:
             self.add_bills(self.q(bills_by_id_query(self.conn.dialect.name), ids=sorted(bill_ids)).all())
 

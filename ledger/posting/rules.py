@@ -16,12 +16,12 @@ from datetime import date
 
 from config import notices
 from ledger.journal import PREPAID, RECEIVABLE, bank_clearing
+from ledger.posting.feed import FeedRows, owing_of
 from ledger.posting.model import Bill, Customer, New, Payment
-from ledger.posting.prefetch import BatchState
 from ledger.posting.queries import statements
 
 
-class Rules(BatchState):
+class Rules(FeedRows):
     def pay_bills(self, pay: Payment, cust: Customer, open_bills: list[Bill], bd: date, actor: str,
                   use_prepaid: bool, amounts: dict[str, int] | None = None) -> list[str]:
         """Allocate pay (and, first, the customer's prepaid balance) to bills, oldest first;
@@ -66,7 +66,9 @@ class Rules(BatchState):
     def pay_whole_bills(self, cust_no: str, balance: int, open_bills: list[Bill], bd, actor: str,
                         paid: list[tuple[str, str, int]]) -> int:
         """Pay bills (oldest first) from the prepaid balance, whole bills only, stopping at the first
-        it does not cover; each bill paid is appended to ``paid``. Returns the balance left."""
+        it does not cover; each bill paid is appended to ``paid``. Returns the balance left.
+        ``open_bills`` are all the customer's open bills (what it owes after goes to the feed)."""
+        owing = owing_of(open_bills)
         for bill in sorted(open_bills, key=Bill.sort_key):
             if bill.owing > balance:
                 break
@@ -79,6 +81,8 @@ class Rules(BatchState):
             self.entry("prepaid_applied", "bill", bill.bill_id, bd, actor,
                        [(PREPAID, take, cust_no), (RECEIVABLE, -take, cust_no)])
             bill.allocated += take
+            owing -= take
+            self.feed_row("prepaid_applied", cust_no, take, bd, owing, balance, bill, prepaid_movement_id=move)
             paid.append((cust_no, bill.bill_id, take))
         return balance
 
@@ -116,6 +120,7 @@ class Rules(BatchState):
         self.entry("reversal", "reversal", rev, bd, actor,
                    [(bank_clearing(pay.bank_code), -pay.amount, cust.customer_no),
                     (RECEIVABLE, on_bills + used, cust.customer_no), (PREPAID, pay.excess - used, cust.customer_no)])
+        self.feed_reversal(source, pay, cust, rev, bd)
         self.notice(cust, "reversal", "reversal", rev, notices.payment_reversed(cust.customer_no, pay.amount))
         self.audit(actor, "payment.reverse", "payment", pay.ref, reversal=rev, amount=pay.amount, source=source,
                    prepaid_returned=used, reason=reason)

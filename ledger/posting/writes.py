@@ -1,7 +1,8 @@
 """Writing what a posting batch decided, and the one journal writer.
 
 ``flush`` reserves the batch's ids, then sends one multi-row insert per table (in foreign keys'
-order), all together (``runtime.bulk_sql.Writes``: one round trip on PostgreSQL).
+order), all together (``runtime.bulk_sql.Writes``: one round trip on PostgreSQL); the billing
+feed's rows last, numbered from its counter in the same statement.
 
 Journal entries are written here only: ``journal_rows`` makes a batch's entries and lines (and
 refuses an unbalanced one, ``ledger.journal.UnbalancedEntry``); ``BillJournal`` is its bulk form
@@ -14,8 +15,10 @@ from datetime import datetime
 
 from config import notices
 from ledger.audit import audit_row
+from ledger.billing_feed.tables import billing_feed, billing_feed_counter
 from ledger.ids import reserve_ids_for_bulk, reserve_ids_many
 from ledger.journal import PENALTY_INCOME, RECEIVABLE, REVENUE, Entry
+from ledger.posting.feed import feed_rows
 from ledger.posting.kinds import PAYMENT_CODE
 from ledger.posting.model import Result, resolved
 from runtime.bulk_sql import RowWriter, Writes
@@ -65,6 +68,10 @@ def flush(batch) -> None:
     # transaction's FOR UPDATE lock; after the update it would lock the new row version again
     writes.insert(debit_attempts, rows["debit_attempts"])
     writes.update(debits, "debit_id", rows["debit_updates"])
+    # last: the billing feed's rows, numbered from its counter row, whose lock is then held to the
+    # COMMIT - the shortest time, and so numbers commit in their order (docs/billing-feed.md).
+    # A batch that moved no money has none and takes no lock.
+    writes.numbered(billing_feed, feed_rows(rows["billing_feed"]), "seq", billing_feed_counter, "last_seq")
     writes.flush()
 
 
