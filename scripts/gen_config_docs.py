@@ -55,6 +55,7 @@ DESCRIPTIONS: dict[str, str] = {
     "watch": "The drop-directory watcher `gridpay watch`; see `[watch]`.",
     "access": "Operators' log-ins, lock-out, sessions, password hashing and clients' API keys (docs/access.md); "
               "see `[access]`.",
+    "api": "The operations HTTP API `gridpay api` (docs/api.md); see `[api]`.",
     "notices": "The SMS notices' wording: every notice's template and the signature (docs/notifier.md); see "
                "`[notices]`.",
 
