@@ -281,10 +281,11 @@ class ApiConfig(_Model):
     page_limit_max: int = Field(200, ge=1, le=10_000, description="Largest `limit` of a page of any list "
                                 "(a larger one is cut to it).")
     page_limit_default: int = Field(50, ge=1, le=10_000, description="Items per page when `limit` is not given.")
-    login_attempts_per_minute: int = Field(10, ge=1, le=10_000, description="Log-in attempts one client "
-                                           "address may make per minute (per process), before any password is "
-                                           "checked; more are refused with 429 (the account lock-out of `[access]` "
-                                           "protects each account besides).")
+    login_attempts_per_minute: int = Field(10, ge=1, le=10_000, description="Failed log-ins from one client "
+                                           "address within a minute (per process) after which its log-ins are "
+                                           "refused with 429, before any password is checked, until the minute "
+                                           "has passed (the account lock-out of `[access]` protects each account "
+                                           "besides).")
     trusted_proxies: list[str] = Field(["127.0.0.1"], description="Addresses of proxies (HAProxy) whose "
                                        "`X-Forwarded-For` names the client: its address is what log-in "
                                        "throttling and the audit log see.")

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 
 from api.deps import ApiContext, bearer_token, context, require, source_of
 from api.problems import Problem, problem_responses
-from ledger.identity import Principal, login, logout
+from ledger.identity import NotAuthenticated, Principal, login, logout
 from ledger.identity.refusals import record_refusal
 
 router = APIRouter(tags=["auth"], responses=problem_responses(401, 422))
@@ -51,16 +51,19 @@ class Me(BaseModel):
 def create_session(body: LoginRequest, request: Request, ctx: ApiContext = Depends(context)) -> SessionAnswer:
     """Log in with user name, password and (when enrolled) TOTP code: a session token."""
     now, source = ctx.now(), source_of(request)
-    wait = ctx.login_throttle.admit(source, now)
+    wait = ctx.login_throttle.wait(source, now)
     if wait is not None:
         with ctx.engine.begin() as conn:
             record_refusal(conn, now, "anonymous", "login.refused", "throttled", ctx.metrics.auth, "principal", "",
                            source=source, claimed=body.user[:40])
         raise Problem("too-many-logins", f"too many log-in attempts from this address: wait {int(wait)} s",
                       headers={"Retry-After": str(int(wait))})
-    # a refusal is ledger.identity's NotAuthenticated: bad-credentials (401) or locked (423)
-    session = login(ctx.engine, body.user, body.password, body.totp, now, source, access=ctx.settings.access,
-                    metrics=ctx.metrics.auth)
+    try:   # a refusal is ledger.identity's NotAuthenticated: bad-credentials (401) or locked (423)
+        session = login(ctx.engine, body.user, body.password, body.totp, now, source, access=ctx.settings.access,
+                        metrics=ctx.metrics.auth)
+    except NotAuthenticated:
+        ctx.login_throttle.failed(source, now)
+        raise
     return SessionAnswer(token=session.token, expires_at=session.expires_at, actor=session.principal.actor)
 
 
