@@ -7,12 +7,12 @@ client's address as ``source``.
 """
 from __future__ import annotations
 
-from datetime import datetime
 
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field
 
 from api.deps import ApiContext, bearer_token, context, require, source_of
+from api.json_types import UtcDateTime
 from api.problems import Problem, problem_responses
 from ledger.identity import NotAuthenticated, Principal, login, logout
 from ledger.identity.refusals import record_refusal
@@ -31,7 +31,7 @@ class LoginRequest(BaseModel):
 
 class SessionAnswer(BaseModel):
     token: str = Field(description="Shown once: send it as `Authorization: Bearer <token>`.")
-    expires_at: datetime = Field(description="The latest end (idle sessions end sooner).")
+    expires_at: UtcDateTime = Field(description="The latest end (idle sessions end sooner).")
     actor: str
 
 

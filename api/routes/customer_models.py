@@ -2,10 +2,11 @@
 are ISO 8601 in UTC; dates are business dates."""
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 
 from pydantic import BaseModel, Field
 
+from api.json_types import UtcDateTime
 from api.pagination import Page
 
 
@@ -32,7 +33,7 @@ class CustomerSummary(BaseModel):
 
 class BillCorrection(BaseModel):
     bill_id: str
-    created_at: datetime
+    created_at: UtcDateTime
 
 
 class BillOut(BaseModel):
@@ -48,7 +49,7 @@ class BillOut(BaseModel):
     replaces_bill_id: str | None
     reversed_by: BillCorrection | None = Field(description="the red bill that reversed it, if any")
     replaced_by: str | None = Field(description="the bill that replaced it, if any")
-    created_at: datetime
+    created_at: UtcDateTime
 
     @classmethod
     def of(cls, row: dict) -> "BillOut":
@@ -66,7 +67,7 @@ class ReversalOut(BaseModel):
     business_date: date
     source: str = Field(description="B bank, R reconciliation, D debit outcome")
     reason: str
-    created_at: datetime
+    created_at: UtcDateTime
 
 
 class PaymentOut(BaseModel):
@@ -79,7 +80,7 @@ class PaymentOut(BaseModel):
     receipt_no: str
     rrn: str
     source: str = Field(description="B bank message, R reconciliation")
-    created_at: datetime
+    created_at: UtcDateTime
     reversal: ReversalOut | None
 
     @classmethod
@@ -100,7 +101,7 @@ class MovementOut(BaseModel):
     payment_id: int | None
     bill_id: str | None
     refund_id: int | None
-    created_at: datetime
+    created_at: UtcDateTime
 
     @classmethod
     def of(cls, row: dict) -> "MovementOut":
@@ -115,7 +116,7 @@ class AgreementOut(BaseModel):
     account_name: str
     status: str = Field(description="A active, C cancelled")
     debit_limit_fen: int = Field(description="0: no limit")
-    updated_at: datetime
+    updated_at: UtcDateTime
 
     @classmethod
     def of(cls, row: dict) -> "AgreementOut":
@@ -130,7 +131,7 @@ class AttemptOut(BaseModel):
     response_code: str | None
     detail: str
     actor: str
-    at: datetime
+    at: UtcDateTime
 
 
 class DebitOut(BaseModel):
@@ -142,8 +143,8 @@ class DebitOut(BaseModel):
     state: str
     response_code: str | None
     business_date: date | None
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcDateTime
+    updated_at: UtcDateTime
     attempts: list[AttemptOut]
 
     @classmethod
@@ -163,8 +164,8 @@ class NoticeOut(BaseModel):
     ref: str
     state: str = Field(description="pending, sending, sent or dead")
     attempts: int
-    created_at: datetime
-    sent_at: datetime | None
+    created_at: UtcDateTime
+    sent_at: UtcDateTime | None
 
     @classmethod
     def of(cls, row: dict) -> "NoticeOut":
@@ -182,7 +183,7 @@ class CustomerDetail(BaseModel):
     mobile: str | None = Field(description="in full: a look-up by number is how an operator confirms it")
     district: str | None
     collection_type: str | None = Field(description="C cash, B bank withholds, D debited; null: not given")
-    updated_at: datetime
+    updated_at: UtcDateTime
     prepaid_balance_fen: int
     agreements: list[AgreementOut]
     bills: Page[BillOut]

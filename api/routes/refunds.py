@@ -3,13 +3,13 @@
 two approvals docs/access.md describes (``gridpay ledger approve``). ledger/refunds.py decides."""
 from __future__ import annotations
 
-from datetime import datetime
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
 from api.deps import ApiContext, context, require
 from api.idempotency import Idempotent, idempotent
+from api.json_types import UtcDateTime
 from api.problems import problem_responses
 from ledger.identity import Principal
 from ledger.refunds import Refund, request_refund_in
@@ -31,7 +31,7 @@ class RefundOut(BaseModel):
     amount_fen: int
     reason: str
     requested_by: str
-    requested_at: datetime
+    requested_at: UtcDateTime
     needs_approval: bool
     status: str = Field(description="paid, pending (waits for approval) or rejected")
 
