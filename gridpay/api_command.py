@@ -48,11 +48,14 @@ def api(config_path, instance, log_level):
     from api.app import create_app
     from config import load_settings
     from config.clock import Clock
+    from config.key_files import check_key_file
     from ledger.db import make_engine
     from runtime.logging_setup import setup_logging
 
     settings = load_settings(config_path)
     setup_logging(settings.api.log_file, getattr(logging, log_level))
+    if settings.api.tls_key_file:   # refused at start, not at the first handshake
+        check_key_file("api.tls_key_file", settings.api.tls_key_file, settings.key_file_permissions)
     url = settings.database_url()
     require_schema(url)
     engine = make_engine(url, pool_size=settings.database.pool_size,
