@@ -11,9 +11,10 @@ from sqlalchemy import Engine
 
 from api import problems
 from api.deps import ApiContext
+from api.idempotency import IDEMPOTENCY_KEY
 from api.metrics import ApiMetrics, MetricsMiddleware
 from api.problems import ProblemDoc
-from api.routes import ROUTERS
+from api.routes import PUBLIC, ROUTERS
 from api.throttle import LoginThrottle
 from config.clock import Clock
 from config.settings import Settings
@@ -50,5 +51,19 @@ def _openapi(app: FastAPI) -> dict:
         components["ProblemDoc"] = ProblemDoc.model_json_schema(ref_template="#/components/schemas/{model}")
         schema["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
         schema["security"] = [{"bearer": []}]
+        for path, operations in schema.get("paths", {}).items():
+            for operation in operations.values():
+                if path in PUBLIC:                  # the log-in and the operations endpoints
+                    operation["security"] = []
+                _key_required(operation)
         app.openapi_schema = schema
     return app.openapi_schema
+
+
+def _key_required(operation: dict) -> None:
+    """The Idempotency-Key header is required (missing, it is our own 400 problem, not FastAPI's 422)."""
+    for parameter in operation.get("parameters", ()):
+        if parameter["in"] == "header" and parameter["name"] == IDEMPOTENCY_KEY:
+            parameter["required"] = True
+            options = parameter["schema"].get("anyOf", [parameter["schema"]])
+            parameter["schema"] = next(option for option in options if option.get("type") == "string")

@@ -29,6 +29,7 @@ from api.tables import api_idempotency as table
 from ledger.identity import Principal
 
 REPLAYED = "Idempotent-Replayed"
+IDEMPOTENCY_KEY = "Idempotency-Key"
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,7 @@ class Idempotent:
 
 
 async def idempotent(request: Request,
-                     idempotency_key: str | None = Header(None, alias="Idempotency-Key", max_length=200,
+                     idempotency_key: str | None = Header(None, alias=IDEMPOTENCY_KEY, max_length=200,
                                                           pattern=r"^[\x21-\x7e]+$",
                                                           description="A new random value (e.g. a UUID) per "
                                                           "change; the same value on every retry of it."),
