@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Callable
@@ -21,13 +22,14 @@ from typing import Callable
 from fastapi import Depends, Header, Request
 from fastapi.responses import Response
 from sqlalchemy import Engine, and_, delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from api.deps import ApiContext, context, current_principal
 from api.problems import Problem
 from api.tables import api_idempotency as table
 from ledger.identity import Principal
 
+log = logging.getLogger("gridpay.api")
 REPLAYED = "Idempotent-Replayed"
 IDEMPOTENCY_KEY = "Idempotency-Key"
 
@@ -58,10 +60,12 @@ def claim(engine: Engine, request: IdempotentRequest, now: datetime, keep: timed
     for _ in range(3):   # a claim released or expired between our insert and our read: claim again
         try:
             with engine.begin() as conn:
-                conn.execute(delete(table).where(table.c.created_at < now - keep))
+                # this key's row only: a key past its time is a new request (no other key's rows are locked)
+                conn.execute(delete(table).where(request.where(), table.c.created_at < now - keep))
                 conn.execute(insert(table).values(
                     principal=request.principal, idem_key=request.key, method=request.method, path=request.path,
                     body_sha256=request.body_sha256, status=None, response_body=None, created_at=now))
+            purge_expired(engine, now, keep)
             return None
         except IntegrityError:
             with engine.connect() as conn:
@@ -70,6 +74,16 @@ def claim(engine: Engine, request: IdempotentRequest, now: datetime, keep: timed
             return _answer_of(found, request)
     raise Problem("idempotency-in-progress", "a request with this Idempotency-Key is in progress: retry later",
                   headers={"Retry-After": "1"})
+
+
+def purge_expired(engine: Engine, now: datetime, keep: timedelta) -> None:
+    """Forget the keys past their time. Its own transaction: a purge that fails (two at once on
+    PostgreSQL may deadlock) is logged and left to the next request, never the request's failure."""
+    try:
+        with engine.begin() as conn:
+            conn.execute(delete(table).where(table.c.created_at < now - keep))
+    except DBAPIError as exc:
+        log.warning("purging expired idempotency keys failed (left to the next request): %s", exc.orig)
 
 
 def _answer_of(found, request: IdempotentRequest) -> tuple[int, str]:
