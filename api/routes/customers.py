@@ -47,7 +47,7 @@ def _list_page(conn, name: str, customer_no: str, page: PageRequest) -> Page:
     query, shape, key_of, model = LISTS[name]
     after = page.after if page.after is None or len(shape) > 1 else page.after[0]
     rows, next_cursor = one_page(query(conn, customer_no, after, page.limit), page.limit, key_of)
-    return Page(items=[model.of(r) for r in rows], next_cursor=next_cursor)
+    return Page[model](items=[model.of(r) for r in rows], next_cursor=next_cursor)
 
 
 def _existing(conn, customer_no: str) -> dict:
@@ -70,7 +70,7 @@ def search_customers(name: str | None = Query(None, min_length=1, max_length=120
     with view.snapshot(ctx.engine) as conn:
         rows = view.search(conn, name=name, mobile=mobile, after=page.after and page.after[0], limit=page.limit)
     rows, next_cursor = one_page(rows, page.limit, lambda r: (r["customer_no"],))
-    return Page(items=[CustomerSummary.of(r) for r in rows], next_cursor=next_cursor)
+    return Page[CustomerSummary](items=[CustomerSummary.of(r) for r in rows], next_cursor=next_cursor)
 
 
 @router.get("/v1/customers/{customer_no}", response_model=CustomerDetail)
