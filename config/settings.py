@@ -264,6 +264,44 @@ class WatchConfig(_Model):
                               "/readyz; 0: any free port (printed at start).")
 
 
+class ApiConfig(_Model):
+    """``gridpay api``: the operations HTTP API (docs/api.md). One worker per process: run two or
+    more processes (``gridpay-api@N``) behind HAProxy to scale."""
+    host: str = Field("127.0.0.1", description="Address the API listens on.")
+    port: int = Field(8180, ge=0, le=65535, description="Port of the API (also its /metrics, /healthz, /readyz). "
+                      "`gridpay api --instance N` (the systemd template `gridpay-api@N`) listens on this port + N; "
+                      "0: any free port (printed at start).")
+    tls_cert_file: str = Field("", description="PEM certificate chain: with `tls_key_file`, the API speaks HTTPS "
+                               "only (without both, plain HTTP, e.g. behind a TLS-terminating HAProxy on the "
+                               "same host).")
+    tls_key_file: str = Field("", description="PEM private key of `tls_cert_file` (for the service's user alone).")
+    idempotency_hours: float = Field(24.0, gt=0, le=720, description="How long an `Idempotency-Key` is kept: "
+                                     "a retry within this time replays the first answer; after it the key "
+                                     "may be used afresh.")
+    page_limit_max: int = Field(200, ge=1, le=10_000, description="Largest `limit` of a page of any list "
+                                "(a larger one is cut to it).")
+    page_limit_default: int = Field(50, ge=1, le=10_000, description="Items per page when `limit` is not given.")
+    login_attempts_per_minute: int = Field(10, ge=1, le=10_000, description="Failed log-ins from one client "
+                                           "address within a minute (per process) after which its log-ins are "
+                                           "refused with 429, before any password is checked, until the minute "
+                                           "has passed (the account lock-out of `[access]` protects each account "
+                                           "besides).")
+    trusted_proxies: list[str] = Field(["127.0.0.1"], description="Addresses of proxies (HAProxy) whose "
+                                       "`X-Forwarded-For` names the client: its address is what log-in "
+                                       "throttling and the audit log see.")
+    graceful_timeout_s: float = Field(10.0, gt=0, le=600, description="After SIGTERM, how long requests in "
+                                      "hand may take before the process exits anyway.")
+    log_file: str = Field("", description="Log to this file (default: stderr).")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> "ApiConfig":
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("give both tls_cert_file and tls_key_file, or neither")
+        if self.page_limit_default > self.page_limit_max:
+            raise ValueError("page_limit_default must not exceed page_limit_max")
+        return self
+
+
 def _check_template(cls, text: str, info: ValidationInfo) -> str:
     problem = notices.template_problem(info.field_name, text)
     if problem:
@@ -363,6 +401,7 @@ class Settings(_Model):
     watch: WatchConfig = WatchConfig()
     notices: NoticesConfig = NoticesConfig()
     access: AccessConfig = AccessConfig()
+    api: ApiConfig = ApiConfig()
     banks: dict[str, BankConfig] = {}
     drop_dir: str = "var/drop"
     reports_dir: str = "var/reports"

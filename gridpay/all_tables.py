@@ -4,6 +4,7 @@
 Each area keeps its tables beside its code and has its own Alembic branch off ``0001``
 (``ledger/migrations/versions``); ``gridpay db upgrade`` applies every branch (``heads``).
 """
+import api.tables  # noqa: F401 - the operations API's idempotency keys
 import engines.tables  # noqa: F401 - the debit engines' and the scheduler's tables
 import ledger.identity.tables  # noqa: F401 - principals, API keys, sessions
 import ledger.key_tables  # noqa: F401 - the banks' MAC keys (counter and debit channels)

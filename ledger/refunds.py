@@ -108,33 +108,41 @@ def request_refund(engine: Engine, customer_no: str, amount_fen: int, *, actor: 
     """Ask for a refund of ``amount_fen`` from the customer's prepaid balance; paid at once below the
     approval threshold, else pending. Raises ``Refused`` when not allowed."""
     business = business or BusinessConfig()
+    at = now or _clock(business).now()
+    with engine.begin() as conn:
+        return request_refund_in(conn, customer_no, amount_fen, actor=actor, reason=reason, business=business,
+                                 now=at)
+
+
+def request_refund_in(conn, customer_no: str, amount_fen: int, *, actor: str, reason: str,
+                      business: BusinessConfig, now: datetime) -> Refund:
+    """``request_refund`` in the caller's transaction (the HTTP service stores its answer to an
+    idempotent request in the same one)."""
     _need(actor, "names the operator who asks for it (--actor)")
     _need(reason, "gives its reason (--reason)")
     if not isinstance(amount_fen, int) or isinstance(amount_fen, bool) or amount_fen <= 0:
         raise Refused(f"the amount must be whole fen greater than 0, not {amount_fen!r}")
-    at = now or _clock(business).now()
-    with engine.begin() as conn:
-        customer = conn.execute(select(customers).where(customers.c.customer_no == customer_no)).first()
-        if customer is None:
-            raise Refused(f"no customer {customer_no}")
-        lock_customers(conn, [customer_no])
-        balance = prepaid_balance(conn, customer_no)
-        pending = _pending_sum(conn, customer_no)
-        if amount_fen > balance - pending:
-            raise Refused(f"customer {customer_no} has a prepaid balance of {balance} fen"
-                          + (f", of which {pending} fen are asked for by pending refunds" if pending else "")
-                          + f": {amount_fen} fen cannot be refunded")
-        needs = amount_fen >= approval_threshold(customer.customer_type, business)
-        refund_id = conn.execute(insert(refunds).returning(refunds.c.id), [{
-            "customer_no": customer_no, "amount": amount_fen, "reason": reason[:200], "requested_by": actor,
-            "requested_at": at, "needs_approval": "Y" if needs else "N"}]).scalar_one()
-        write_audit(conn, [audit_row(at, actor, "refund.request", "refund", refund_id, reason,
-                                     customer_no=customer_no, amount=amount_fen, needs_approval=needs,
-                                     balance=balance)])
-        refund = _load(conn, refund_id)
-        if not needs:
-            _pay(conn, refund, actor, at, business)
-        return refund
+    customer = conn.execute(select(customers).where(customers.c.customer_no == customer_no)).first()
+    if customer is None:
+        raise Refused(f"no customer {customer_no}")
+    lock_customers(conn, [customer_no])
+    balance = prepaid_balance(conn, customer_no)
+    pending = _pending_sum(conn, customer_no)
+    if amount_fen > balance - pending:
+        raise Refused(f"customer {customer_no} has a prepaid balance of {balance} fen"
+                      + (f", of which {pending} fen are asked for by pending refunds" if pending else "")
+                      + f": {amount_fen} fen cannot be refunded")
+    needs = amount_fen >= approval_threshold(customer.customer_type, business)
+    refund_id = conn.execute(insert(refunds).returning(refunds.c.id), [{
+        "customer_no": customer_no, "amount": amount_fen, "reason": reason[:200], "requested_by": actor,
+        "requested_at": now, "needs_approval": "Y" if needs else "N"}]).scalar_one()
+    write_audit(conn, [audit_row(now, actor, "refund.request", "refund", refund_id, reason,
+                                 customer_no=customer_no, amount=amount_fen, needs_approval=needs,
+                                 balance=balance)])
+    refund = _load(conn, refund_id)
+    if not needs:
+        _pay(conn, refund, actor, now, business)
+    return refund
 
 
 def _decide(engine, refund_id: int, actor: str, decision: str, note: str, business: BusinessConfig,

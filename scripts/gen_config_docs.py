@@ -35,7 +35,8 @@ DESCRIPTIONS: dict[str, str] = {
     "reports_dir": "Where commands write their reports (CSV, HTML) unless told otherwise (`--reports`).",
     "key_file_permissions": "What a key file too open gets: a bank's ZMK file (`banks.<code>.zmk_file`, wherever "
                             "it is read: gateway, engines), a TLS listener's private key (`tls_key_file`, "
-                            "checked when `gridpay serve` starts), the database's `password_file` and the "
+                            "checked when `gridpay serve` starts), the API's `api.tls_key_file` (checked when "
+                            "`gridpay api` starts), the database's `password_file` and the "
                             "notifier's `secret_file` (wherever they are read). Too open, as ssh and PostgreSQL judge private "
                             "keys: others may use it, its group may write or execute it, or its group may read it "
                             "and root does not own it (so 0600 or 0400, or 0640 owned by root). `refuse`: a "
@@ -55,6 +56,7 @@ DESCRIPTIONS: dict[str, str] = {
     "watch": "The drop-directory watcher `gridpay watch`; see `[watch]`.",
     "access": "Operators' log-ins, lock-out, sessions, password hashing and clients' API keys (docs/access.md); "
               "see `[access]`.",
+    "api": "The operations HTTP API `gridpay api` (docs/api.md); see `[api]`.",
     "notices": "The SMS notices' wording: every notice's template and the signature (docs/notifier.md); see "
                "`[notices]`.",
 

@@ -13,7 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 # The packages a wheel installs; scripts/ and tests/ stay in the source tree.
-RUNTIME_PACKAGES = ("config", "engines", "gateway", "gridpay", "iso8583_specs", "ledger", "runtime")
+RUNTIME_PACKAGES = ("api", "config", "engines", "gateway", "gridpay", "iso8583_specs", "ledger", "runtime")
 
 # What a build never needs from a working tree (and what would leak stale files into a build).
 _JUNK = shutil.ignore_patterns(".git", ".venv", "venv*", "build", "dist", "*.egg-info", "__pycache__", "*.pyc",

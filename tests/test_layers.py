@@ -3,6 +3,7 @@
 Floors, top to bottom (docs/architecture.md, "Layers"):
 
     gridpay                   the command: every group's wiring
+    api                       the operations HTTP API (FastAPI): routers, problems, idempotency
     gateway | engines         the counter channel | the debit channel, notifier, scheduler
     ledger                    the database: schema, postings, reconciliation, key store
     runtime                   what every process shares: bootstrap, ops site, worker processes
@@ -26,7 +27,8 @@ MAY_IMPORT: dict[str, set[str]] = {
     "ledger": {"config", "iso8583_specs", "runtime"},
     "gateway": {"ledger", "config", "iso8583_specs", "runtime"},
     "engines": {"ledger", "config", "iso8583_specs", "runtime"},
-    "gridpay": {"gateway", "engines", "ledger", "config", "iso8583_specs", "runtime"},
+    "api": {"engines", "ledger", "config", "iso8583_specs", "runtime"},
+    "gridpay": {"api", "gateway", "engines", "ledger", "config", "iso8583_specs", "runtime"},
 }
 # Alembic's scripts: run by the migration tool, which `gridpay db` drives; the env imports every
 # area's tables (gridpay.all_tables).

@@ -84,7 +84,7 @@ def test_site_example_has_banks_of_both_dialects_and_tls_everywhere(site):
 
 # --- config/systemd ----------------------------------------------------------------------------
 
-PROCESSES = {"serve", "engine", "scheduler", "notifier", "watch"}
+PROCESSES = {"serve", "engine", "scheduler", "notifier", "watch", "api"}
 
 
 def units() -> dict[str, configparser.ConfigParser]:
@@ -105,6 +105,7 @@ def test_there_is_a_unit_per_process():
     found = {exec_argv(u)[1] for u in units().values()}
     assert found == PROCESSES
     assert "gridpay-engine@.service" in units(), "the engine unit is a template (several engines)"
+    assert "gridpay-api@.service" in units(), "the API unit is a template (one worker per process)"
     target = SYSTEMD / "gridpay.target"
     parser = configparser.ConfigParser(strict=False, interpolation=None)
     parser.read_string(target.read_text(encoding="utf-8"))
@@ -178,9 +179,10 @@ def test_every_process_takes_its_metrics_port_from_the_configuration_and_prometh
 
     ports = {"serve": [site.gateway.metrics_port], "notifier": [site.notifier.metrics_port],
              "scheduler": [site.scheduler.metrics_port], "watch": [site.watch.metrics_port],
-             "engine": [site.engines.metrics_port_base + n for n in (1, 2)]}
+             "engine": [site.engines.metrics_port_base + n for n in (1, 2)],
+             "api": [site.api.port + 1]}
     jobs = {"serve": "gridpay-gateway", "notifier": "gridpay-notifier", "scheduler": "gridpay-scheduler",
-            "watch": "gridpay-watch", "engine": "gridpay-engine"}
+            "watch": "gridpay-watch", "engine": "gridpay-engine", "api": "gridpay-api"}
     assert set(ports) == PROCESSES
     for name, unit in units().items():
         assert "--metrics-port" not in exec_argv(unit), f"{name}: the port belongs in the configuration"
@@ -309,6 +311,59 @@ def test_haproxy_accepts_the_configuration(tmp_path):
     text = HAPROXY.read_text(encoding="utf-8").replace("/etc/haproxy/gridpay-banks.lst", str(tmp_path / "banks.lst"))
     text = text.replace("/run/haproxy/admin.sock", str(tmp_path / "admin.sock"))
     path = tmp_path / "haproxy.cfg"
+    path.write_text(text)
+    result = subprocess.run([HAPROXY_BIN, "-c", "-f", str(path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- config/haproxy/gridpay-api.cfg: the operations API -----------------------------------------
+
+HAPROXY_API = ROOT / "config" / "haproxy" / "gridpay-api.cfg"
+
+
+def test_haproxy_api_example_checks_readyz_on_two_api_processes_in_http_mode(site):
+    text = HAPROXY_API.read_text(encoding="utf-8")
+    lines = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+    assert "mode http" in lines and "option forwardfor" in lines
+    assert any(ln.startswith("http-check send") and "uri /readyz" in ln for ln in lines)
+    assert "http-check expect status 200" in lines
+    servers = [ln.split() for ln in lines if ln.startswith("server ")]
+    assert len(servers) == 2 and len({s[2].rsplit(":", 1)[0] for s in servers}) == 2, "two hosts"
+    for server in servers:
+        assert server[2].rsplit(":", 1)[1] == str(site.api.port + 1), "gridpay-api@1 listens on api.port + 1"
+    assert site.api.tls_cert_file and any("ssl verify required" in ln for ln in lines), "HTTPS to the processes"
+    assert site.api.trusted_proxies != ["127.0.0.1"], "the HAProxy hosts are trusted for X-Forwarded-For"
+
+
+def _self_signed_pem(tmp_path) -> tuple[Path, Path]:
+    from datetime import datetime, timedelta, timezone
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gridpay-api")])
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(start).not_valid_after(start + timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    (tmp_path / "api.pem").write_bytes(cert_pem + key_pem)
+    (tmp_path / "ca.pem").write_bytes(cert_pem)
+    return tmp_path / "api.pem", tmp_path / "ca.pem"
+
+
+@pytest.mark.skipif(HAPROXY_BIN is None, reason="haproxy not installed (Debian package haproxy)")
+def test_haproxy_accepts_the_api_configuration(tmp_path):
+    crt, ca = _self_signed_pem(tmp_path)
+    text = HAPROXY_API.read_text(encoding="utf-8").replace("/etc/haproxy/certs/gridpay-api.pem", str(crt))
+    text = text.replace("/etc/haproxy/certs/gridpay-ca.pem", str(ca))
+    path = tmp_path / "gridpay-api.cfg"
     path.write_text(text)
     result = subprocess.run([HAPROXY_BIN, "-c", "-f", str(path)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr

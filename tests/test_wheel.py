@@ -19,8 +19,9 @@ from packaging_harness import (RUNTIME_PACKAGES, ROOT, clean_env, copy_source, d
 pytestmark = pytest.mark.slow
 
 KIT = ("gridpay.example.toml", "site.example.toml", "systemd/gridpay-serve.service",
-       "systemd/gridpay-engine@.service", "systemd/gridpay.target", "prometheus/prometheus.example.yml",
-       "prometheus/gridpay-alerts.yml", "grafana/gridpay-dashboard.json", "haproxy/gridpay.cfg")
+       "systemd/gridpay-engine@.service", "systemd/gridpay-api@.service", "systemd/gridpay.target", "prometheus/prometheus.example.yml",
+       "prometheus/gridpay-alerts.yml", "grafana/gridpay-dashboard.json", "haproxy/gridpay.cfg",
+       "haproxy/gridpay-api.cfg")
 
 
 @pytest.fixture(scope="module")

@@ -66,8 +66,9 @@ def authenticate_session(engine: Engine, token: str, now: datetime, *, access: A
     raise NotAuthenticated(PUBLIC[problem], MESSAGES[PUBLIC[problem]])
 
 
-def logout(engine: Engine, token: str, now: datetime) -> bool:
-    """End the session the token proves; False when there was no live one."""
+def logout(engine: Engine, token: str, now: datetime, source: str = "") -> bool:
+    """End the session the token proves; False when there was no live one. ``source``: where the
+    request came from (the HTTP service's client address), for the audit row."""
     with engine.begin() as conn:
         found = conn.execute(
             select(sessions.c.session_id, principals.c.kind, principals.c.name)
@@ -76,7 +77,8 @@ def logout(engine: Engine, token: str, now: datetime) -> bool:
         if found is None:
             return False
         conn.execute(update(sessions).where(sessions.c.session_id == found.session_id).values(revoked_at=now))
-        write_audit(conn, [audit_row(now, f"{found.kind}:{found.name}", "logout", "session", found.session_id)])
+        write_audit(conn, [audit_row(now, f"{found.kind}:{found.name}", "logout", "session", found.session_id,
+                                     **({"source": source} if source else {}))])
     return True
 
 

@@ -1,0 +1,100 @@
+"""What endpoints depend on: the service's context, the caller's address, the authenticated
+principal and ``require(permission)``.
+
+``Authorization: Bearer <token>`` carries an operator's session token (from ``POST /v1/sessions``)
+or a client's API key (``gpk_...``). ``require(permission)`` authenticates and then authorises with
+``ledger.identity.authorize``: every refusal is audited, logged and counted by ledger.identity
+(a request without credentials is logged and counted: there is no one to audit).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Callable
+
+from fastapi import Depends, Request
+from sqlalchemy import Engine
+
+from api.metrics import ApiMetrics
+from api.problems import Problem
+from api.throttle import LoginThrottle
+from config.clock import Clock
+from config.settings import Settings
+from ledger.identity import Principal, authenticate_api_key, authenticate_session, authorize
+
+log = logging.getLogger("gridpay.access")
+API_KEY_PREFIX = "gpk_"
+
+
+@dataclass
+class ApiContext:
+    """One per application: what every request shares."""
+    settings: Settings
+    engine: Engine
+    clock: Clock
+    metrics: ApiMetrics
+    login_throttle: LoginThrottle
+
+    def now(self) -> datetime:
+        return self.clock.now()
+
+
+def context(request: Request) -> ApiContext:
+    return request.app.state.context
+
+
+def source_of(request: Request) -> str:
+    """Where the request came from, for the audit log (behind HAProxy: uvicorn takes the client's
+    address from X-Forwarded-For when the proxy is one of ``api.trusted_proxies``)."""
+    host = request.client.host if request.client else "unknown"
+    return f"api {host}"
+
+
+def bearer_token(request: Request) -> str | None:
+    scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+def current_principal(request: Request, ctx: ApiContext = Depends(context)) -> Principal:
+    """The authenticated principal (operator by session token, client by API key), or a 401 problem."""
+    token = bearer_token(request)
+    if token is None:
+        ctx.metrics.auth.refused("no_credentials")
+        log.info("api request without credentials from %s: %s %s", source_of(request), request.method,
+                 request.url.path)
+        raise Problem("not-authenticated", "send Authorization: Bearer <session token or API key>",
+                      headers={"WWW-Authenticate": "Bearer"})
+    if token.startswith(API_KEY_PREFIX):
+        principal = authenticate_api_key(ctx.engine, token, ctx.now(), metrics=ctx.metrics.auth)
+    else:
+        principal = authenticate_session(ctx.engine, token, ctx.now(), access=ctx.settings.access,
+                                         metrics=ctx.metrics.auth)
+    request.state.principal = principal
+    return principal
+
+
+def require(permission: str | None) -> Callable[..., Principal]:
+    """A dependency: the principal, authenticated and (unless ``permission`` is None: any
+    authenticated principal) holding ``permission``; else a 401 or 403 problem. The permission is
+    kept on the dependency (``.permission``) for the table-driven access test."""
+
+    def dependency(principal: Principal = Depends(current_principal), ctx: ApiContext = Depends(context)) -> Principal:
+        if permission is not None:
+            authorize(ctx.engine, principal, permission, ctx.now(), metrics=ctx.metrics.auth)
+        return principal
+
+    dependency.permission = permission
+    dependency.__name__ = f"require_{permission or 'authenticated'}".replace(".", "_")
+    return dependency
+
+
+def permission_of(route) -> tuple[bool, str | None]:
+    """(whether ``route`` authenticates, the permission it requires) from its dependencies."""
+    stack = list(route.dependant.dependencies)
+    while stack:
+        dep = stack.pop()
+        if hasattr(dep.call, "permission"):
+            return True, dep.call.permission
+        stack.extend(dep.dependencies)
+    return False, None

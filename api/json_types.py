@@ -1,0 +1,17 @@
+"""Value types of the API's JSON that the database does not give as such: times are always UTC with
+their offset (SQLite hands them back naive; RFC 3339, which OpenAPI's ``date-time`` means, needs it)."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Annotated
+
+from pydantic import BeforeValidator
+
+
+def _as_utc(value):
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    return value
+
+
+UtcDateTime = Annotated[datetime, BeforeValidator(_as_utc)]

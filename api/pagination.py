@@ -1,0 +1,63 @@
+"""Cursor pagination for every list: ``?cursor=&limit=``; the answer's ``next_cursor`` (null on the
+last page) is opaque to clients: base64url (no padding) of the JSON array of the last item's key.
+
+A list's query reads ``limit + 1`` rows (ledger/customer_view.py): the extra one says there is a
+next page. ``limit`` defaults to ``api.page_limit_default`` and is cut to ``api.page_limit_max``.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import Callable, Generic, TypeVar
+
+from pydantic import BaseModel
+
+from api.problems import Problem
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None = None
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    after: tuple | None      # the previous page's last key, decoded
+    limit: int
+
+
+def encode_cursor(key: tuple) -> str:
+    raw = json.dumps(list(key), separators=(",", ":"), default=str).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None, shape: tuple[type, ...]) -> tuple | None:
+    """The key in ``cursor`` (None for the first page), each part of the type ``shape`` gives;
+    ``bad-cursor`` problem when it is not one this service made."""
+    if not cursor:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        key = json.loads(raw)
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise Problem("bad-cursor", "the cursor is not one this list gave") from None
+    if not (isinstance(key, list) and len(key) == len(shape)
+            and all(type(part) is kind for part, kind in zip(key, shape))):
+        raise Problem("bad-cursor", "the cursor is not one this list gave")
+    return tuple(key)
+
+
+def page_limit(limit: int | None, default: int, maximum: int) -> int:
+    return min(limit or default, maximum)
+
+
+def one_page(rows: list[dict], limit: int, key_of: Callable[[dict], tuple]) -> tuple[list[dict], str | None]:
+    """(the page's rows, the cursor of the next page or None) of ``limit + 1`` rows read."""
+    if len(rows) <= limit:
+        return rows, None
+    rows = rows[:limit]
+    return rows, encode_cursor(key_of(rows[-1]))

@@ -1,0 +1,12 @@
+"""One router per area. A new area: a module here with its ``router`` (its endpoints each depend on
+``api.deps.require(permission)``; changing POSTs also on ``api.idempotency.idempotent``), and a line
+in ``ROUTERS``. tests/test_api_access.py then checks every role on its routes by itself."""
+from __future__ import annotations
+
+from api.routes import auth, customers, ops, refunds
+
+ROUTERS = (ops.router, auth.router, customers.router, refunds.router)
+
+# Routes without authentication, on purpose (everything else must depend on ``require``).
+PUBLIC = {"/healthz", "/readyz", "/metrics", "/v1/sessions", "/openapi.json", "/docs", "/docs/oauth2-redirect",
+          "/redoc"}
