@@ -28,7 +28,8 @@ from sqlalchemy.exc import IntegrityError
 from ledger.audit import audit_row, write_audit
 from config.clock import SYSTEM_CLOCK, Clock
 from ledger.errors import Refused
-from ledger.imports import _BILL_ID, bill_notice_rows
+from ledger.imports import bill_notice_rows
+from ledger.imports.formats import _BILL_ID
 from ledger.money import fits
 from ledger.posting import BillCorrection, apply_batch, lock_customers
 from ledger.schema import allocations, bills, debit_bills, debits, outbox

@@ -400,9 +400,9 @@ def _many_bills(customer_nos: list[str], per: int = 2) -> list[list[str]]:
 @pytest.fixture
 def small_chunks(monkeypatch):
     """Chunks of 7 lines: a file of a few dozen lines is read and written in many of them."""
-    import ledger.imports
+    import ledger.imports.run
 
-    monkeypatch.setattr(ledger.imports, "CHUNK_LINES", 7)
+    monkeypatch.setattr(ledger.imports.run, "CHUNK_LINES", 7)
 
 
 def test_a_good_multi_chunk_file_set_imports_fully(db_url, engine, tmp_path, small_chunks):
