@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 
-from api import problems
+from api import docs_page, problems
 from api.deps import ApiContext
 from api.idempotency import IDEMPOTENCY_KEY
 from api.metrics import ApiMetrics, MetricsMiddleware
@@ -29,13 +29,14 @@ See docs/api.md."""
 def create_app(settings: Settings, engine: Engine, clock: Clock,
                registry: CollectorRegistry | None = None) -> FastAPI:
     app = FastAPI(title="gridpay operations API", version="1", description=DESCRIPTION,
-                  openapi_url="/openapi.json", docs_url="/docs", redoc_url=None)
+                  openapi_url="/openapi.json", docs_url=None, redoc_url=None)
     metrics = ApiMetrics(registry)
     app.state.context = ApiContext(settings, engine, clock, metrics,
                                    LoginThrottle(settings.api.login_attempts_per_minute))
     for router in ROUTERS:
         app.include_router(router)
     problems.install(app)
+    docs_page.install(app)
     app.add_middleware(MetricsMiddleware, metrics=metrics, clock=clock)
     app.openapi = lambda: _openapi(app)
     return app

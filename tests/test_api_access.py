@@ -80,7 +80,7 @@ def test_every_role_on_every_route_is_allowed_or_refused_as_the_table_says(db_ur
         assert service.metric("gridpay_auth_refusals_total", {"reason": "forbidden"}) == refused
 
 
-@pytest.mark.parametrize("path", sorted(PUBLIC - {"/docs/oauth2-redirect", "/redoc", "/metrics", "/v1/sessions"}))
+@pytest.mark.parametrize("path", sorted(PUBLIC - {"/docs/oauth2-redirect", "/docs/static", "/redoc", "/metrics", "/v1/sessions"}))
 def test_the_public_routes_answer_without_credentials(sqlite_url, path):
     with running_service(sqlite_url) as service, service.client() as http:
         assert http.get(path).status_code == 200

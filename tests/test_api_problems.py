@@ -30,4 +30,9 @@ def test_unknown_paths_and_methods_are_problems(sqlite_url):
         document = http.get("/openapi.json").json()
         assert "ProblemDoc" in document["components"]["schemas"]
         assert "HTTPValidationError" not in document["components"]["schemas"], "FastAPI's 422 body is replaced"
-        assert http.get("/docs").status_code == 200
+        page = http.get("/docs")
+        assert page.status_code == 200 and "/docs/static/swagger-ui-bundle.js" in page.text
+        assert "cdn." not in page.text, "served from gridpay itself: the site's network has no Internet"
+        bundle = http.get("/docs/static/swagger-ui-bundle.js")
+        assert bundle.status_code == 200 and len(bundle.content) > 500_000
+        assert http.get("/docs/static/swagger-ui.css").status_code == 200

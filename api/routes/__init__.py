@@ -8,5 +8,5 @@ from api.routes import auth, customers, ops, refunds
 ROUTERS = (ops.router, auth.router, customers.router, refunds.router)
 
 # Routes without authentication, on purpose (everything else must depend on ``require``).
-PUBLIC = {"/healthz", "/readyz", "/metrics", "/v1/sessions", "/openapi.json", "/docs", "/docs/oauth2-redirect",
-          "/redoc"}
+PUBLIC = {"/healthz", "/readyz", "/metrics", "/v1/sessions", "/openapi.json", "/docs", "/docs/static",
+          "/docs/oauth2-redirect", "/redoc"}
