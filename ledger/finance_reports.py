@@ -149,6 +149,8 @@ def debits_report(engine: Engine, business_date: date, clock: Clock) -> DebitsRe
     rows: dict[tuple[str, str, str], list[int]] = {}
     with engine.connect() as conn:
         for at, bank, channel, state, amount in conn.execute(window):
+            if at.tzinfo is None:                        # SQLite hands back naive UTC
+                at = at.replace(tzinfo=timezone.utc)
             if clock.business_date(at) == business_date:
                 row = rows.setdefault((bank, channel, state), [0, 0])
                 row[0] += 1

@@ -1,11 +1,9 @@
-"""``POST /v1/debits`` over real HTTP on PostgreSQL, with a real `gridpay engine` process claiming
+"""``POST /v1/debits`` over real HTTP on SQLite and PostgreSQL, with a real `gridpay engine` process claiming
 the single debits and a `gridpay sim bank` process answering them: approved; declined 51 with its
 reason; a bank that takes the money and never answers -> unknown with the reversal under way, then
 reversed once a bank answers the 0421; the channel recorded, audited and counted by the debits
-report; an idempotent retry answers the same debit; refusals as problems.
-
-(SQLite allows one engine, and the API and the engine would both write it: PostgreSQL is the
-database these processes share on a site.)"""
+report; an idempotent retry answers the same debit; refusals as problems. (On SQLite one engine
+runs at a time: each is stopped before the next starts.)"""
 from __future__ import annotations
 
 import json
@@ -49,8 +47,8 @@ DEBIT = {"timeout_s": 2.0, "reversal_interval_s": 1.0, "reversal_max": 30}
 
 
 @pytest.fixture
-def procs(tmp_path, pg_url):
-    p = Site(tmp_path, pg_url)
+def procs(tmp_path, db_url):
+    p = Site(tmp_path, db_url)
     yield p
     p.close()
 
@@ -60,12 +58,12 @@ def start(http, customer: str, channel: str, wait_s: float = 30, key: str | None
                      headers={"Idempotency-Key": key or uuid.uuid4().hex})
 
 
-def test_single_debits_approved_declined_unknown_then_reversed(procs, pg_url):
-    engine, (ok, poor, lost, other) = seed(pg_url, 4)
+def test_single_debits_approved_declined_unknown_then_reversed(procs, db_url):
+    engine, (ok, poor, lost, other) = seed(db_url, 4)
     port = procs.sim({f"A{ok}": RICH, f"A{poor}": POOR, f"A{other}": RICH})
     procs.configure(port, **DEBIT)
-    settings = make_settings(pg_url, port, **DEBIT)
-    with running_service(pg_url, ApiConfig(single_debit_wait_max_s=60), settings) as service:
+    settings = make_settings(db_url, port, **DEBIT)
+    with running_service(db_url, ApiConfig(single_debit_wait_max_s=60), settings) as service:
         key = add_client_with_key(service.engine, "voice", ["debit.single"])
         procs.engine("e1")
         with service.client(key) as http:
