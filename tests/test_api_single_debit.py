@@ -65,6 +65,12 @@ def test_single_debits_approved_declined_unknown_then_reversed(procs, db_url):
     settings = make_settings(db_url, port, **DEBIT)
     with running_service(db_url, ApiConfig(single_debit_wait_max_s=60), settings) as service:
         key = add_client_with_key(service.engine, "voice", ["debit.single"])
+        with service.client(key) as http:
+            # no engine running yet: the debit waits (pending), and a second one for the customer is refused
+            pending = start(http, other, "counter", wait_s=0).json()
+            assert pending["outcome"] == "pending" and pending["state"] == "pending", pending
+            busy = start(http, other, "counter")
+            assert busy.status_code == 409 and busy.json()["type"] == BASE + "debit-in-flight", busy.text
         procs.engine("e1")
         with service.client(key) as http:
             first_key = uuid.uuid4().hex
@@ -91,12 +97,7 @@ def test_single_debits_approved_declined_unknown_then_reversed(procs, db_url):
             bad_channel = start(http, other, "carrier_pigeon")
             assert bad_channel.status_code == 422 and bad_channel.json()["type"] == BASE + "invalid-request"
 
-            # no answer at all: pending at once, then in flight (409) for a second request
-            pending = start(http, other, "counter", wait_s=0).json()
-            assert pending["outcome"] in ("pending", "approved")
-            if pending["outcome"] == "pending":
-                busy = start(http, other, "counter")
-                assert busy.status_code in (409, 422), busy.text
+            # the engine took the waiting one too
             polled = http.get(f"/v1/debits/{pending['debit_id']}")
             assert polled.status_code == 200 and polled.json()["channel"] == "counter"
             wait_until(lambda: http.get(f"/v1/debits/{pending['debit_id']}").json()["outcome"] == "approved",
