@@ -49,6 +49,7 @@ TYPES: dict[str, ProblemType] = {t.slug: t for t in (
     ProblemType("idempotency-key-missing", 400, "Idempotency-Key header missing"),
     ProblemType("idempotency-key-reused", 422, "Idempotency-Key used for another request"),
     ProblemType("idempotency-in-progress", 409, "Request with this Idempotency-Key in progress"),
+    ProblemType("debit-in-flight", 409, "A debit of this customer is in flight"),
     ProblemType("refused", 422, "Refused by the ledger"),
     ProblemType("bad-request", 400, "Bad request"),
     ProblemType("internal-error", 500, "Internal error"),

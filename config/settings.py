@@ -291,6 +291,10 @@ class ApiConfig(_Model):
                                        "throttling and the audit log see.")
     graceful_timeout_s: float = Field(10.0, gt=0, le=600, description="After SIGTERM, how long requests in "
                                       "hand may take before the process exits anyway.")
+    single_debit_wait_max_s: float = Field(30.0, ge=0, le=300, description="Longest `wait_s` of "
+                                           "`POST /v1/debits`: how long a request may wait for the bank's answer "
+                                           "to a single debit (a longer one is cut to it; the client polls "
+                                           "`GET /v1/debits/{id}` after).")
     log_file: str = Field("", description="Log to this file (default: stderr).")
 
     @model_validator(mode="after")

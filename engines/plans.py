@@ -121,7 +121,7 @@ def build_batch(conn, *, bank_code: str, at: datetime, clock: Clock, mode: str =
                 plan: dict | None = None, scheduled_for: datetime | None = None, due_days: int | None = None,
                 district: str | None = None, customers_only: list[str] | None = None, chunk_size: int = 1000,
                 priority: int = 0, kind: str = "plan", actor: str = DEBIT_ACTOR,
-                include_not_due: bool = False) -> BatchSummary:
+                include_not_due: bool = False, channel: str = "batch") -> BatchSummary:
     """Create a batch, its debits and chunks (or, in file mode, no chunks) in conn's transaction.
     Raises IntegrityError when (plan_id, scheduled_for) already has a batch."""
     if plan is not None:
@@ -177,12 +177,14 @@ def build_batch(conn, *, bank_code: str, at: datetime, clock: Clock, mode: str =
         debit_rows.append({"debit_id": debit_id, "batch_id": batch_id, "chunk_no": chunk_no, "bank_code": bank_code,
                            "customer_no": customer_no, "account_no": account_no, "amount": amount,
                            "transmitted": None, "stan": None, "rrn": None, "business_date": None, "state": "pending",
-                           "response_code": None, "approval_code": None, "created_at": at, "updated_at": at})
+                           "response_code": None, "approval_code": None, "created_at": at, "updated_at": at,
+                           "channel": channel})
         bill_rows += [{"debit_id": debit_id, "bill_id": b, "amount": amt} for b, amt in items]
         hist_rows.append({"debit_id": debit_id, "event": "created", "mti": None, "response_code": None,
                           "detail": f"batch {batch_id}", "actor": actor, "at": at})
         audit_rows.append(audit_row(at, actor, "debit.create", "debit", debit_id, customer_no=customer_no,
-                                    amount=amount, bills=[b for b, _ in items], batch=batch_id))
+                                    amount=amount, bills=[b for b, _ in items], batch=batch_id,
+                                    channel=channel))
         summary.total += amount
     summary.debits = len(chosen)
     summary.debit_ids = list(ids)

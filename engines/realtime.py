@@ -20,7 +20,7 @@ from sqlalchemy import select
 from engines.plans import SINGLE_PRIORITY, PlanError, build_batch
 from engines.tables import debit_chunks, debit_reversals
 from config.clock import Clock
-from ledger.schema import agreements, debits
+from ledger.schema import SINGLE_CHANNELS, agreements, customers, debits
 
 MEANING = {"05": "declined, no reason given", "12": "invalid transaction", "13": "invalid amount",
            "14": "invalid account", "30": "format error", "51": "insufficient funds",
@@ -40,30 +40,60 @@ class Single:
     amount: int
 
 
-def create_single(db, settings, customer_no: str, *, bank_code: str | None, now: datetime, actor: str) -> Single:
-    a = agreements.c
-    clock = Clock.of(settings.business)
+class SingleRefused(PlanError):
+    """A single debit refused before anything was written; ``reason`` says why, for a client to
+    branch on: customer-unknown, no-agreement, debit-in-flight, nothing-due, customer-skipped (suspended,
+    over the debit limit), no-realtime (the bank takes files only), bad-channel."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def create_single(db, settings, customer_no: str, *, bank_code: str | None, now: datetime, actor: str,
+                  channel: str = "district_office") -> Single:
     with db.begin() as conn:
-        q = select(a.bank_code).where(a.customer_no == customer_no, a.status == "A")
-        if bank_code:
-            q = q.where(a.bank_code == bank_code)
-        banks = sorted(set(conn.execute(q).scalars()))
-        if not banks:
-            raise PlanError(f"customer {customer_no} has no active debit agreement"
+        return create_single_in(conn, settings, customer_no, bank_code=bank_code, now=now, actor=actor,
+                                channel=channel)
+
+
+def create_single_in(conn, settings, customer_no: str, *, bank_code: str | None, now: datetime, actor: str,
+                     channel: str) -> Single:
+    """The single debit in ``conn``'s transaction (the API stores its idempotent answer in the same one)."""
+    if channel not in SINGLE_CHANNELS:
+        raise SingleRefused("bad-channel", f"channel {channel!r} is not one of {', '.join(SINGLE_CHANNELS)}")
+    a, d = agreements.c, debits.c
+    if conn.execute(select(customers.c.customer_no).where(customers.c.customer_no == customer_no)).first() is None:
+        raise SingleRefused("customer-unknown", f"no customer {customer_no}")
+    q = select(a.bank_code).where(a.customer_no == customer_no, a.status == "A")
+    if bank_code:
+        q = q.where(a.bank_code == bank_code)
+    banks = sorted(set(conn.execute(q).scalars()))
+    if not banks:
+        raise SingleRefused("no-agreement", f"customer {customer_no} has no active debit agreement"
                             + (f" with bank {bank_code}" if bank_code else ""))
-        bank = banks[0]
-        cfg = settings.banks.get(bank)
-        if cfg is None or "debit" not in cfg.channels:
-            raise PlanError(f"bank {bank} has no debit channel configured")
-        if cfg.debit.mode != "online":
-            raise PlanError(f"bank {bank} takes debits by file only (debit.mode = file): no real-time debit")
-        s = build_batch(conn, bank_code=bank, at=now, clock=clock, mode="online", customers_only=[customer_no],
-                        chunk_size=1, priority=SINGLE_PRIORITY, kind="single", actor=actor, include_not_due=True)
-        if s.skipped:
-            raise PlanError(f"customer {customer_no} skipped: {s.skipped[0][2]}")
-        if not s.debits:
-            raise PlanError(f"customer {customer_no} has nothing to debit (no unpaid bills outside open debits)")
-        chunk_id = conn.execute(select(debit_chunks.c.chunk_id).where(debit_chunks.c.batch_id == s.batch_id)).scalar_one()
+    in_flight = conn.execute(select(d.debit_id, d.state).where(d.customer_no == customer_no,
+                                                                d.state.in_(("pending", "sent")))
+                             .order_by(d.debit_id).limit(1)).first()
+    if in_flight is not None:
+        raise SingleRefused("debit-in-flight", f"customer {customer_no} has debit {in_flight.debit_id} in flight "
+                            f"({in_flight.state}): wait for its outcome")
+    bank = banks[0]
+    cfg = settings.banks.get(bank)
+    if cfg is None or "debit" not in cfg.channels:
+        raise SingleRefused("no-realtime", f"bank {bank} has no debit channel configured")
+    if cfg.debit.mode != "online":
+        raise SingleRefused("no-realtime", f"bank {bank} takes debits by file only (debit.mode = file): "
+                            "no real-time debit")
+    s = build_batch(conn, bank_code=bank, at=now, clock=Clock.of(settings.business), mode="online",
+                    customers_only=[customer_no], chunk_size=1, priority=SINGLE_PRIORITY, kind="single", actor=actor,
+                    include_not_due=True, channel=channel)
+    if s.skipped:
+        raise SingleRefused("customer-skipped", f"customer {customer_no} skipped: {s.skipped[0][2]}")
+    if not s.debits:
+        raise SingleRefused("nothing-due", f"customer {customer_no} has nothing to debit (no unpaid bills outside "
+                            "open debits)")
+    chunk_id = conn.execute(select(debit_chunks.c.chunk_id).where(debit_chunks.c.batch_id == s.batch_id)).scalar_one()
     return Single(s.batch_id, s.debit_ids[0], chunk_id, bank, customer_no, s.total)
 
 

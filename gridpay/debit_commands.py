@@ -11,6 +11,7 @@ import click
 
 from config import load_settings
 from gridpay.options import config_option, require_schema
+from ledger.schema import SINGLE_CHANNELS
 from runtime.bootstrap import install_reactor, on_stop_signals
 
 
@@ -266,7 +267,9 @@ def debit() -> None:
 @click.option("--bank", "bank_code", default=None, help="the bank of the agreement (default: the customer's one)")
 @click.option("--pickup", "pickup_s", default=5.0, show_default=True,
               help="seconds to wait for a running engine to take it before using our own link")
-def debit_now(config_path, customer, bank_code, pickup_s):
+@click.option("--channel", default="district_office", show_default=True, type=click.Choice(SINGLE_CHANNELS),
+              help="who asked for it (recorded on the debit; `gridpay report debits` counts by it)")
+def debit_now(config_path, customer, bank_code, pickup_s, channel):
     """Debit a customer's unpaid bills now, wait for the bank's answer and print it."""
     from engines.plans import PlanError
     from engines.realtime import create_single, describe, run_own_link, wait_for
@@ -274,7 +277,8 @@ def debit_now(config_path, customer, bank_code, pickup_s):
 
     settings, db = _open(config_path)
     try:
-        single = create_single(db, settings, customer, bank_code=bank_code, now=_now(), actor=_operator())
+        single = create_single(db, settings, customer, bank_code=bank_code, now=_now(), actor=_operator(),
+                               channel=channel)
     except PlanError as exc:
         raise click.ClickException(str(exc)) from None
     cfg = settings.bank(single.bank_code).debit

@@ -314,24 +314,42 @@ class _ReportGroup(click.Group):
         return super().get_command(ctx, name)
 
 
+def _business_date_report(command):
+    """The options of a report of one business date: --date, --format, --csv, --config, --url."""
+    for option in (url_option, config_option, csv_option, format_option,
+                   click.option("--date", "business_date", type=click.DateTime(formats=["%Y-%m-%d"]),
+                                required=True, help="business date YYYY-MM-DD")):
+        command = option(command)
+    return command
+
+
 @click.group(cls=_ReportGroup)
 def report() -> None:
-    """Finance reports: daily collections and receivables."""
+    """Finance reports: daily collections, debits by channel and receivables."""
 
 
 @report.command()
-@click.option("--date", "business_date", type=click.DateTime(formats=["%Y-%m-%d"]), required=True,
-              help="business date YYYY-MM-DD")
-@format_option
-@csv_option
-@config_option
-@url_option
+@_business_date_report
 def daily(business_date, fmt, csv_path, config_path, url) -> None:
     """Collections of a business date by bank, channel and method; reversals; net."""
     from ledger.finance_reports import daily_report
 
     with open_database(config_path, url) as (_, engine):
         result = _generated(f"daily report {business_date:%Y-%m-%d}", lambda: daily_report(engine, business_date.date()))
+    _emit(result.report(), fmt, csv_path)
+
+
+@report.command()
+@_business_date_report
+def debits(business_date, fmt, csv_path, config_path, url) -> None:
+    """Direct debits created on a business date by bank, channel (batch or the single debit's) and state."""
+    from config.clock import Clock
+    from ledger.finance_reports import debits_report
+
+    with open_database(config_path, url) as (settings, engine):
+        clock = Clock.of(settings.business)
+        result = _generated(f"debits report {business_date:%Y-%m-%d}",
+                            lambda: debits_report(engine, business_date.date(), clock))
     _emit(result.report(), fmt, csv_path)
 
 

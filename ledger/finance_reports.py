@@ -9,6 +9,9 @@ as an aligned text table (``render_table``) or CSV (``render_csv``).
   count and sum; the reversals made on that business date, by the same keys of the payment they
   reverse, count and sum; and the net (payments less reversals). A reversal counts on the business
   date it was made, which may be later than its payment's.
+- ``debits_report(engine, business_date, clock)``: the direct debits created on that business date
+  by bank, channel (batch, or the channel of a single debit: call_centre, voice, online_banking,
+  district_office, counter) and state, count and sum.
 - ``receivables_report(engine, period)``: the bills of a billing period (YYYYMM) by customer type:
   number of bills in force, billed principal, penalty and total (corrections included: a reversing
   bill counts negative), collected (allocations to those bills, net of reversals and moves by
@@ -19,11 +22,12 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime, time, timedelta, timezone
 
 from sqlalchemy import Engine, case, func, select
 
-from ledger.schema import allocations, bills, customers, payments, reversals
+from config.clock import Clock
+from ledger.schema import allocations, bills, customers, debits, payments, reversals
 
 CHANNELS = {"C": "counter", "D": "direct debit"}
 METHODS = {"01": "cash", "02": "transfer/card", "03": "cheque", "10": "direct debit"}
@@ -117,6 +121,41 @@ def daily_report(engine: Engine, business_date: date) -> DailyReport:
             row = rows.setdefault((bank, channel, method), DailyRow(bank, channel, method))
             row.reversals, row.reversed = int(count), int(total)
     return DailyReport(business_date, [rows[k] for k in sorted(rows)])
+
+
+@dataclass
+class DebitsReport:
+    business_date: date
+    rows: dict[tuple[str, str, str], list[int]]        # (bank, channel, state) -> [count, sum]
+
+    def report(self) -> Report:
+        columns = ["bank", "channel", "state", "debits", "amount"]
+        rows = [{"bank": bank, "channel": channel, "state": state, "debits": count, "amount": total}
+                for (bank, channel, state), (count, total) in sorted(self.rows.items())]
+        total = {"bank": "total", "channel": "", "state": "", "debits": sum(r["debits"] for r in rows),
+                 "amount": sum(r["amount"] for r in rows)}
+        return Report(f"Direct debits created on business date {self.business_date.isoformat()}, by channel "
+                      "(amounts in yuan)", columns, {"amount"}, rows, total)
+
+
+def debits_report(engine: Engine, business_date: date, clock: Clock) -> DebitsReport:
+    """Debits whose creation falls on ``business_date`` (by the clock's zone and cut-off), counted by
+    bank, channel and state. The rows of a two-day window around the date are read and each one's
+    business date is the clock's: the cut-off makes the date's bounds no SQL expression."""
+    d = debits.c
+    midnight = datetime.combine(business_date, time(), tzinfo=timezone.utc)
+    window = (select(d.created_at, d.bank_code, d.channel, d.state, d.amount)
+              .where(d.created_at >= midnight - timedelta(days=2), d.created_at < midnight + timedelta(days=2)))
+    rows: dict[tuple[str, str, str], list[int]] = {}
+    with engine.connect() as conn:
+        for at, bank, channel, state, amount in conn.execute(window):
+            if at.tzinfo is None:                        # SQLite hands back naive UTC
+                at = at.replace(tzinfo=timezone.utc)
+            if clock.business_date(at) == business_date:
+                row = rows.setdefault((bank, channel, state), [0, 0])
+                row[0] += 1
+                row[1] += int(amount)
+    return DebitsReport(business_date, rows)
 
 
 @dataclass

@@ -321,6 +321,10 @@ debit_batches = Table(
     UniqueConstraint("plan_id", "scheduled_for", name="uq_debit_batches_run"),
 )
 
+# Who asked for a debit: a plan's batch, or the channel of a single real-time debit (docs/debit-engines.md).
+SINGLE_CHANNELS = ("call_centre", "voice", "online_banking", "district_office", "counter")
+DEBIT_CHANNELS = ("batch",) + SINGLE_CHANNELS
+
 debits = Table(  # one direct debit; state moves forward only (pending → sent → approved | declined | unknown → ...)
     "debits", metadata,
     _id("debit_id"),
@@ -339,7 +343,10 @@ debits = Table(  # one direct debit; state moves forward only (pending → sent 
     Column("approval_code", String(6), nullable=True),
     Column("created_at", Ts, nullable=False),
     Column("updated_at", Ts, nullable=False),
+    # who asked for it: "batch" for a plan's batch, else the channel of a single debit (DEBIT_CHANNELS)
+    Column("channel", String(20), nullable=False, server_default="batch"),
     CheckConstraint("amount > 0", name="amount"),
+    CheckConstraint(f"channel in ({', '.join(repr(c) for c in DEBIT_CHANNELS)})", name="channel"),
     Index(None, "state"),
     Index(None, "batch_id", "chunk_no"),
 )

@@ -73,14 +73,15 @@ def add_client_with_key(engine, name: str, scopes, days: int = 30) -> str:
 
 
 @contextmanager
-def running_service(url: str, api: ApiConfig | None = None) -> Iterator[Service]:
-    """A migrated database at ``url`` with every role's operator, and the API serving it."""
+def running_service(url: str, api: ApiConfig | None = None, settings: Settings | None = None) -> Iterator[Service]:
+    """A migrated database at ``url`` with every role's operator, and the API serving it (with
+    ``settings``' banks when given: the single debits need them)."""
     migrate.upgrade(url)
     engine = make_engine(url)
     add_every_role(engine)
     timer = task.Clock()
     timer.advance(T0.timestamp())
-    settings = Settings(access=FAST, api=api or ApiConfig())
+    settings = (settings or Settings()).model_copy(update={"access": FAST, "api": api or ApiConfig()})
     app = create_app(settings, engine, Clock(timer=timer))
     sock = listening_socket("127.0.0.1", 0)
     server = server_for(app, settings.api, "WARNING")

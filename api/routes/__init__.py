@@ -3,9 +3,9 @@
 in ``ROUTERS``. tests/test_api_access.py then checks every role on its routes by itself."""
 from __future__ import annotations
 
-from api.routes import auth, customers, ops, refunds
+from api.routes import auth, customers, debits, ops, refunds
 
-ROUTERS = (ops.router, auth.router, customers.router, refunds.router)
+ROUTERS = (ops.router, auth.router, customers.router, refunds.router, debits.router)
 
 # Routes without authentication, on purpose (everything else must depend on ``require``).
 PUBLIC = {"/healthz", "/readyz", "/metrics", "/v1/sessions", "/openapi.json", "/docs", "/docs/static",

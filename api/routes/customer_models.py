@@ -140,6 +140,8 @@ class DebitOut(BaseModel):
     bank_code: str
     account_no: str
     amount_fen: int
+    channel: str = Field(description="who asked: batch, or a single debit's channel (call_centre, voice, "
+                         "online_banking, district_office, counter)")
     state: str
     response_code: str | None
     business_date: date | None
@@ -150,7 +152,8 @@ class DebitOut(BaseModel):
     @classmethod
     def of(cls, row: dict) -> "DebitOut":
         return cls(debit_id=row["debit_id"], batch_id=row["batch_id"], bank_code=row["bank_code"],
-                   account_no=row["account_no"], amount_fen=row["amount"], state=row["state"],
+                   account_no=row["account_no"], amount_fen=row["amount"], channel=row["channel"],
+                   state=row["state"],
                    response_code=row["response_code"], business_date=row["business_date"],
                    created_at=row["created_at"], updated_at=row["updated_at"],
                    attempts=[AttemptOut(**{k: a[k] for k in AttemptOut.model_fields}) for a in row["attempts"]])
