@@ -1,7 +1,6 @@
 """``gridpay plan``, ``gridpay scheduler``, ``gridpay engine``, ``gridpay debit``."""
 from __future__ import annotations
 
-import getpass
 import json
 import logging
 import os
@@ -10,17 +9,11 @@ import sys
 import click
 
 from config import load_settings
+from gridpay.operator_auth import operator_actor
 from gridpay.options import config_option, require_schema
 from ledger.schema import SINGLE_CHANNELS
 from runtime.bootstrap import install_reactor, on_stop_signals
 
-
-
-def _operator() -> str:
-    try:
-        return f"operator:{getpass.getuser()}"
-    except Exception:  # noqa: BLE001
-        return "operator:unknown"
 
 
 def _open(config_path, pool_size: int | None = None):
@@ -60,8 +53,9 @@ def plan_add(config_path, name, bank_code, cron, due_days, district, customer_li
     from engines.plans import PlanError, add_plan
 
     settings, db = _open(config_path)
+    actor = operator_actor((settings, db), "plan.manage")
     try:
-        plan_id = add_plan(db, name=name, bank_code=bank_code, cron=cron, now=_now(), actor=_operator(),
+        plan_id = add_plan(db, name=name, bank_code=bank_code, cron=cron, now=_now(), actor=actor,
                            due_days=due_days, district=district,
                            customers_only=[c.strip() for c in customer_list.split(",") if c.strip()] if customer_list else None,
                            chunk_size=chunk_size, time_zone=time_zone or settings.business.timezone, paused=paused)
@@ -93,9 +87,10 @@ def plan_list(config_path, as_json):
 def _set(config_path, name, status):
     from engines.plans import PlanError, set_status
 
-    _, db = _open(config_path)
+    settings, db = _open(config_path)
+    actor = operator_actor((settings, db), "plan.manage")
     try:
-        set_status(db, name, status, now=_now(), actor=_operator())
+        set_status(db, name, status, now=_now(), actor=actor)
     except PlanError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"plan {name} {'resumed' if status == 'A' else 'paused'}")
@@ -125,8 +120,9 @@ def plan_run_now(config_path, name):
     from engines.plans import PlanError, run_now
 
     settings, db = _open(config_path)
+    actor = operator_actor((settings, db), "plan.manage")
     try:
-        s = run_now(db, settings, name, now=_now(), actor=_operator())
+        s = run_now(db, settings, name, now=_now(), actor=actor)
     except PlanError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"batch {s.batch_id}: {s.debits} debits, {s.total} fen, {s.chunks} chunks, mode {s.mode}, "
@@ -276,8 +272,9 @@ def debit_now(config_path, customer, bank_code, pickup_s, channel):
     from engines.store import live_engines
 
     settings, db = _open(config_path)
+    actor = operator_actor((settings, db), "debit.single")
     try:
-        single = create_single(db, settings, customer, bank_code=bank_code, now=_now(), actor=_operator(),
+        single = create_single(db, settings, customer, bank_code=bank_code, now=_now(), actor=actor,
                                channel=channel)
     except PlanError as exc:
         raise click.ClickException(str(exc)) from None
@@ -304,9 +301,10 @@ def debit_result(config_path, path):
     """Apply a batch debit result file {bank}_{batch}.ret (docs/spec/INTERFACE.md §7.2): whole, or rejected whole."""
     from engines.files import apply_result_file
 
-    settings, db = _open(config_path)
     from config.clock import Clock
-    out = apply_result_file(db, path, _operator(),
+
+    settings, db = _open(config_path)
+    out = apply_result_file(db, path, operator_actor((settings, db), "batch.manage"),
                             clock=Clock.of(settings.business))
     click.echo(out.message)
     for line, fld, reason in out.errors:

@@ -11,7 +11,8 @@ from datetime import timedelta
 
 import click
 
-from gridpay.options import business_clock, config_option, open_database, operator_name, url_option
+from gridpay.operator_auth import operator_actor
+from gridpay.options import business_clock, config_option, open_database, url_option
 
 
 @click.group()
@@ -40,23 +41,27 @@ def show(after, limit, as_json, config_path, url) -> None:
     click.echo(f"next after: {next_after}", err=True)
 
 
+# the feed is a file exchanged with the billing system, which operations runs (docs/access.md)
+FEED_EXPORT = "billing.import"
+
+
 @feed.command()
 @click.argument("business_date", type=click.DateTime(formats=["%Y-%m-%d"]), required=False)
 @click.option("--dir", "drop_dir", type=click.Path(file_okay=False),
               help="the drop directory (default: the configuration's drop_dir); the file goes to its outgoing/")
-@click.option("--actor", help="who exports (default: the login name)")
 @config_option
 @url_option
-def export(business_date, drop_dir, actor, config_path, url) -> None:
+def export(business_date, drop_dir, config_path, url) -> None:
     """Write BUSINESS_DATE's feed file (YYYY-MM-DD; default: the business date before today's) to
     DROP/outgoing/. Refused while the day is not over. Written again, it has the same bytes."""
     from ledger.billing_feed import write_feed_file
     from ledger.errors import Refused
 
     with open_database(config_path, url, refusals=Refused, needs_schema=True) as (settings, engine):
+        actor = operator_actor((settings, engine), FEED_EXPORT)
         clock = business_clock(settings)
         now = clock.now()
         day = business_date.date() if business_date else clock.business_date(now) - timedelta(days=1)
         result = write_feed_file(engine, drop_dir or settings.drop_dir, day, clock=clock, now=now,
-                                 actor=operator_name(actor))
+                                 actor=actor)
     click.echo(result.summary())

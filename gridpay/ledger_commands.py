@@ -4,9 +4,8 @@ from __future__ import annotations
 import click
 
 from gridpay.feed_commands import feed
-from gridpay.options import (
-    business_clock, config_option, database_url, open_database, operator_name, refuse, url_option,
-)
+from gridpay.operator_auth import operator_actor
+from gridpay.options import business_clock, config_option, database_url, open_database, refuse, url_option
 
 @click.group()
 def db() -> None:
@@ -107,11 +106,10 @@ ledger.add_command(feed)
 @click.argument("path", type=click.Path(exists=True))
 @config_option
 @url_option
-@click.option("--actor", help="who imports (default: the login name)")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False),
               help="write the rejection report (CSV: file,line,column,reason) here")
 @click.option("--max-errors", default=100, show_default=True, help="errors printed per file (all go to --report)")
-def import_(kind, path, config_path, url, actor, report_path, max_errors) -> None:
+def import_(kind, path, config_path, url, report_path, max_errors) -> None:
     """Import a billing file (KIND customers|bills|agreements, PATH a CSV file), or a file set
     (KIND set, PATH a directory holding customers.csv, bills.csv, agreements.csv) in one go.
 
@@ -123,6 +121,7 @@ def import_(kind, path, config_path, url, actor, report_path, max_errors) -> Non
     from ledger.progress import Progress
 
     with open_database(config_path, url) as (settings, engine):
+        actor = operator_actor((settings, engine), "billing.import")
         if kind == "set":
             files = set_files(path)
             if not files:
@@ -133,7 +132,7 @@ def import_(kind, path, config_path, url, actor, report_path, max_errors) -> Non
             files = {kind: path}
         known_banks = {code: bank.name for code, bank in settings.banks.items()} or None
         # progress on stderr: a bar on a terminal, a line every 5 s otherwise; the summary on stdout
-        results = import_files(engine, files, operator_name(actor), clock=business_clock(settings),
+        results = import_files(engine, files, actor, clock=business_clock(settings),
                                known_banks=known_banks, progress=Progress())
     rejected = any(r.errors for r in results.values())
     for r in results.values():
@@ -157,16 +156,16 @@ def import_(kind, path, config_path, url, actor, report_path, max_errors) -> Non
 @click.option("--penalty", type=int, required=True, help="the corrected penalty, fen")
 @click.option("--due-date", type=click.DateTime(formats=["%Y-%m-%d"]), help="new due date (default: the original's)")
 @click.option("--new-bill-id", help="id of the replacement bill (default: <first bill id>N<k>)")
-@click.option("--actor", required=True, help="the operator making the correction")
 @click.option("--reason", required=True, help="why (kept in the audit log)")
 @config_option
 @url_option
-def correct(bill_id, principal, penalty, due_date, new_bill_id, actor, reason, config_path, url) -> None:
+def correct(bill_id, principal, penalty, due_date, new_bill_id, reason, config_path, url) -> None:
     """Correct a bill (冲红改单): reverse it and replace it with the corrected amounts."""
     from ledger.corrections import correct_bill
     from ledger.errors import Refused
 
     with open_database(config_path, url, refusals=Refused) as (settings, engine):
+        actor = operator_actor((settings, engine), "correction.request")
         result = correct_bill(engine, bill_id, principal=principal, penalty=penalty, actor=actor, reason=reason,
                               due_date=due_date.date() if due_date else None, new_bill_id=new_bill_id,
                               clock=business_clock(settings))
@@ -176,49 +175,53 @@ def correct(bill_id, principal, penalty, due_date, new_bill_id, actor, reason, c
 @ledger.command()
 @click.argument("customer_no")
 @click.argument("amount_fen", type=int)
-@click.option("--actor", required=True, help="the operator asking for the refund")
 @click.option("--reason", required=True, help="why (kept in the audit log)")
 @config_option
 @url_option
-def refund(customer_no, amount_fen, actor, reason, config_path, url) -> None:
+def refund(customer_no, amount_fen, reason, config_path, url) -> None:
     """Refund AMOUNT_FEN of a customer's prepaid balance (large ones wait for a second operator)."""
     from ledger.errors import Refused
     from ledger.refunds import request_refund
 
     with open_database(config_path, url, refusals=Refused) as (settings, engine):
+        actor = operator_actor((settings, engine), "refund.request")
         result = request_refund(engine, customer_no, amount_fen, actor=actor, reason=reason,
                                 business=settings.business)
     click.echo(result.summary())
 
 
+# an approver decides at the level their role gives (docs/access.md, "Large refunds: two approvals")
+REFUND_APPROVALS = ("refund.approve.accounting", "refund.approve.director")
+
+
 @ledger.command()
 @click.argument("refund_id", type=int)
-@click.option("--actor", required=True, help="the approving operator (not the one who asked)")
 @click.option("--note", default="", help="a note kept with the decision")
 @config_option
 @url_option
-def approve(refund_id, actor, note, config_path, url) -> None:
+def approve(refund_id, note, config_path, url) -> None:
     """Approve a pending refund; it is paid at once."""
     from ledger.errors import Refused
     from ledger.refunds import approve_refund
 
     with open_database(config_path, url, refusals=Refused) as (settings, engine):
+        actor = operator_actor((settings, engine), *REFUND_APPROVALS)
         result = approve_refund(engine, refund_id, actor=actor, note=note, business=settings.business)
     click.echo(result.summary())
 
 
 @ledger.command()
 @click.argument("refund_id", type=int)
-@click.option("--actor", required=True, help="the rejecting operator (not the one who asked)")
 @click.option("--reason", required=True, help="why (kept in the audit log)")
 @config_option
 @url_option
-def reject(refund_id, actor, reason, config_path, url) -> None:
+def reject(refund_id, reason, config_path, url) -> None:
     """Reject a pending refund; nothing is paid."""
     from ledger.errors import Refused
     from ledger.refunds import reject_refund
 
     with open_database(config_path, url, refusals=Refused) as (settings, engine):
+        actor = operator_actor((settings, engine), *REFUND_APPROVALS)
         result = reject_refund(engine, refund_id, actor=actor, reason=reason, business=settings.business)
     click.echo(result.summary())
 

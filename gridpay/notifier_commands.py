@@ -9,6 +9,7 @@ import time
 import click
 
 from config import load_settings
+from gridpay.operator_auth import operator_actor
 from gridpay.options import config_option, require_schema, url_option
 from runtime.bootstrap import install_reactor, on_stop_signals
 
@@ -144,19 +145,12 @@ def ops_site(notifier, loop, engine):
     return site(notifier.metrics.registry, notifier.metrics.db_up, engine, conditions, mask_digits)
 
 
-def _actor(actor: str) -> str:
-    if not actor.strip():
-        raise click.UsageError("name the operator with --actor")
-    return actor.strip()
-
-
 @notifier.command()
 @click.argument("ids", nargs=-1, required=True, type=int)
-@click.option("--actor", required=True, help="the operator (kept in the audit log)")
 @click.option("--reason", default="", help="why (kept in the audit log)")
 @config_option
 @url_option
-def requeue(ids, actor, reason, config_path, url) -> None:
+def requeue(ids, reason, config_path, url) -> None:
     """Send dead notices again (all named IDS or none): an operator's decision, audited.
 
     A notice whose outcome is unknown may already have reached the customer; requeueing it may
@@ -167,7 +161,7 @@ def requeue(ids, actor, reason, config_path, url) -> None:
     settings = load_settings(config_path)
     engine = _engine(settings, url)
     try:
-        done = do_requeue(engine, ids, _actor(actor), reason)
+        done = do_requeue(engine, ids, operator_actor((settings, engine), "notice.manage"), reason)
     except RequeueError as exc:
         raise click.ClickException(str(exc)) from None
     finally:

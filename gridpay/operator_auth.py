@@ -30,13 +30,15 @@ def os_login() -> str:
         return f"uid:{os.getuid()}"
 
 
-def current_operator(db, permission: str):
-    """The ``Principal`` running the command, holding ``permission``; ``db``: the (settings, engine)
-    pair ``open_database`` yields. Refuses (exit 1) when nobody is authenticated or the operator may
-    not."""
+def current_operator(db, permission: str, *alternatives: str):
+    """The ``Principal`` running the command, holding ``permission`` (or one of ``alternatives``:
+    a refund's approval at either level); ``db``: the (settings, engine) pair ``open_database``
+    yields. Refuses (exit 1) when nobody is authenticated or the operator may not. From here to the
+    end of the command every audit row carries the OS login (``details.os_login``)."""
     from ledger.identity import AccessRefused, authenticate_session, authorize
 
     settings, engine = db
+    _record_os_login_for_this_command()
     try:
         token = os.environ.get(TOKEN_ENV, "").strip()
         if token:
@@ -45,10 +47,25 @@ def current_operator(db, permission: str):
             principal = _log_in_on_terminal(settings, engine)
         else:
             refuse_unauthenticated(engine, "no_credentials", "command")
-        authorize(engine, principal, permission, SYSTEM_CLOCK.now())
+        held = [p for p in (permission, *alternatives) if principal.may(p)]
+        authorize(engine, principal, held[0] if held else permission, SYSTEM_CLOCK.now())
     except AccessRefused as exc:
         refuse(exc)
     return principal
+
+
+def operator_actor(db, permission: str, *alternatives: str) -> str:
+    """``current_operator``'s audit actor (``operator:alice``): what a command passes as ``actor``."""
+    return current_operator(db, permission, *alternatives).actor
+
+
+def _record_os_login_for_this_command() -> None:
+    """Audit rows written until the click command ends name the OS login (ledger/audit.py)."""
+    from ledger.audit import command_details
+
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.with_resource(command_details(os_login=os_login()))
 
 
 def refuse_unauthenticated(engine, reason: str, action: str, actor: str = "anonymous",

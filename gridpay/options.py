@@ -1,4 +1,4 @@
-"""What every command group shares: the ``--config`` and ``--url`` options, the operator's name, and
+"""What every command group shares: the ``--config`` and ``--url`` options, and
 ``open_database``: open the configured database, run the command's body, report a refusal, close."""
 from __future__ import annotations
 
@@ -19,18 +19,6 @@ NO_SCHEMA = "the database has no schema yet: run `gridpay db upgrade` first"
 
 def database_url(config_path: str | None, url: str | None) -> str:
     return url or load_settings(config_path).database_url()
-
-
-def operator_name(actor: str | None) -> str:
-    """``--actor``, else the login name (audited as the operator)."""
-    import getpass
-
-    if actor:
-        return actor
-    try:
-        return getpass.getuser()
-    except Exception:  # noqa: BLE001 - no login name available
-        raise click.UsageError("name the operator with --actor") from None
 
 
 def refuse(reason: object) -> NoReturn:

@@ -12,10 +12,15 @@ import sys
 
 import click
 
-from gridpay.options import business_clock, config_option, open_database, operator_name, refuse, url_option
+from gridpay.operator_auth import operator_actor
+from gridpay.options import business_clock, config_option, open_database, refuse, url_option
 from runtime.bootstrap import on_stop_signals
 
-actor_option = click.option("--actor", help="operator name, audited (default: the login name)")
+WATCH_ACTOR = "system:recon-watch"
+watch_actor_option = click.option(
+    "--actor", default=WATCH_ACTOR, show_default=True,
+    help="the process's audit actor, a system: name (an instance's, e.g. system:recon-watch-b); "
+         "never a person's: a person's changes go through the operator commands")
 reports_option = click.option("--reports", "reports_dir", type=click.Path(file_okay=False),
                               help="directory for the CSV and HTML reports (default: the configuration's reports_dir)")
 date_type = click.DateTime(formats=["%Y-%m-%d"])
@@ -61,20 +66,20 @@ def recon() -> None:
 
 @recon.command("bank")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
-@actor_option
 @reports_option
 @click.option("--settle-debits", is_flag=True, help="settle every debit of unknown outcome by what the file shows")
 @click.option("--max-errors", default=50, show_default=True, help="errors printed (all go to the rejection report)")
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
 @config_option
 @url_option
-def bank(path, actor, reports_dir, settle_debits, max_errors, as_json, config_path, url) -> None:
+def bank(path, reports_dir, settle_debits, max_errors, as_json, config_path, url) -> None:
     """First reconciliation: a bank's transaction file (docs/spec/INTERFACE.md §7.1) against the ledger; closes the date."""
     from ledger.recon.matching import reconcile_bank_file
 
     with open_database(config_path, url) as (settings, engine):
+        actor = operator_actor((settings, engine), "recon.run")
         clock = business_clock(settings)
-        r = reconcile_bank_file(engine, path, actor=operator_name(actor), clock=clock,
+        r = reconcile_bank_file(engine, path, actor=actor, clock=clock,
                                 reports_dir=_reports(config_path, reports_dir), progress=_progress(as_json),
                                 settle_debits=settle_debits)
     if as_json:
@@ -96,7 +101,6 @@ def bank(path, actor, reports_dir, settle_debits, max_errors, as_json, config_pa
 
 @recon.command("finance")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
-@actor_option
 @reports_option
 @click.option("--amount-tolerance", default=0, show_default=True, type=click.IntRange(0), help="fen allowed between a credit and its match")
 @click.option("--cheque-window-days", type=click.IntRange(0), default=None, help="days between a cheque credit and its payment (default: any)")
@@ -105,13 +109,14 @@ def bank(path, actor, reports_dir, settle_debits, max_errors, as_json, config_pa
 @click.option("--json", "as_json", is_flag=True)
 @config_option
 @url_option
-def finance(path, actor, reports_dir, amount_tolerance, cheque_window_days, no_cheques, max_errors, as_json,
+def finance(path, reports_dir, amount_tolerance, cheque_window_days, no_cheques, max_errors, as_json,
             config_path, url) -> None:
     """Second reconciliation: the finance statement (camt.053 or CSV, docs/spec/INTERFACE.md §7.3)."""
     from ledger.recon.finance import reconcile_statement
 
-    with open_database(config_path, url) as (_, engine):
-        r = reconcile_statement(engine, path, actor=operator_name(actor), reports_dir=_reports(config_path, reports_dir),
+    with open_database(config_path, url) as (settings, engine):
+        actor = operator_actor((settings, engine), "statement.import")
+        r = reconcile_statement(engine, path, actor=actor, reports_dir=_reports(config_path, reports_dir),
                                 progress=_progress(as_json),
                                 rules=_rules(amount_tolerance, cheque_window_days, no_cheques))
     if as_json:
@@ -198,17 +203,17 @@ def show(item_id, config_path, url) -> None:
 @click.option("--run", "run_ids", type=int, multiple=True, help="a bank run (its expected remittance) on the other side")
 @click.option("--note", default="", help="why")
 @click.option("--tolerance", default=0, show_default=True, type=click.IntRange(0), help="fen the sides may differ")
-@actor_option
 @config_option
 @url_option
-def match(item_ids, payment_ids, run_ids, note, tolerance, actor, config_path, url) -> None:
+def match(item_ids, payment_ids, run_ids, note, tolerance, config_path, url) -> None:
     """Match items by hand: one to one or many to one (items, payments, bank runs)."""
     from ledger.errors import Refused
     from ledger.recon.manual import match_items
 
-    with open_database(config_path, url, refusals=Refused) as (_, engine):
+    with open_database(config_path, url, refusals=Refused) as (settings, engine):
+        actor = operator_actor((settings, engine), "recon.match")
         match_id = match_items(engine, list(item_ids), payment_ids=list(payment_ids), run_ids=list(run_ids),
-                               actor=operator_name(actor), note=note, tolerance=tolerance)
+                               actor=actor, note=note, tolerance=tolerance)
     click.echo(f"match {match_id}: items {', '.join(map(str, item_ids))} matched")
 
 
@@ -216,22 +221,22 @@ def match(item_ids, payment_ids, run_ids, note, tolerance, actor, config_path, u
 @click.argument("match_id", type=int, required=False)
 @click.option("--item", "item_id", type=int, help="undo the match this item is in")
 @click.option("--reason", required=True)
-@actor_option
 @config_option
 @url_option
-def unmatch_(match_id, item_id, reason, actor, config_path, url) -> None:
+def unmatch_(match_id, item_id, reason, config_path, url) -> None:
     """Undo a manual match: its items are open again."""
     from ledger.errors import Refused
     from ledger.recon.manual import match_of_item, unmatch
 
-    with open_database(config_path, url, refusals=Refused) as (_, engine):
+    with open_database(config_path, url, refusals=Refused) as (settings, engine):
+        actor = operator_actor((settings, engine), "recon.match")
         if match_id is None:
             if item_id is None:
                 raise click.UsageError("give MATCH_ID or --item")
             match_id = match_of_item(engine, item_id)
             if match_id is None:
                 refuse(f"item {item_id} is not in a match")
-        items = unmatch(engine, match_id, actor=operator_name(actor), reason=reason)
+        items = unmatch(engine, match_id, actor=actor, reason=reason)
     click.echo(f"match {match_id} undone; items {', '.join(map(str, items))} open again")
 
 
@@ -245,17 +250,17 @@ def unmatch_(match_id, item_id, reason, actor, config_path, url) -> None:
 @click.option("--reason", required=True, help="why (kept as the item's note and in the audit log)")
 @click.option("--method", default="01", show_default=True, type=click.Choice(["01", "02", "03"]), help="payment method for post")
 @click.option("--cheque-no", help="cheque number for post with --method 03")
-@actor_option
 @config_option
 @url_option
-def resolve(item_id, action, reason, method, cheque_no, actor, config_path, url) -> None:
+def resolve(item_id, action, reason, method, cheque_no, config_path, url) -> None:
     """Resolve an open item with a reason, through the ledger's own operations."""
     from ledger.errors import Refused
     from ledger.recon.resolutions import resolve_item
 
     with open_database(config_path, url, refusals=Refused) as (settings, engine):
+        actor = operator_actor((settings, engine), "recon.match")
         clock = business_clock(settings)
-        done = resolve_item(engine, item_id, action, actor=operator_name(actor), reason=reason, method=method,
+        done = resolve_item(engine, item_id, action, actor=actor, reason=reason, method=method,
                             cheque_no=cheque_no, clock=clock)
     extra = ", ".join(f"{k} {v}" for k, v in done.items() if k not in ("item_id", "action", "resolution"))
     click.echo(f"item {item_id} {done['resolution']}" + (f": {extra}" if extra else ""))
@@ -306,7 +311,7 @@ def _serve_recon_metrics(engine, host: str, port: int, stop) -> None:
 @click.option("--metrics-port", type=click.IntRange(0, 65535),
               help="/metrics (open reconciliation items, database reachability); 0 = any free port "
                    "(default: watch.metrics_port)")
-@actor_option
+@watch_actor_option
 @config_option
 @url_option
 def watch(drop_dir, once, interval, settle_debits, amount_tolerance, cheque_window_days, metrics_host, metrics_port,
@@ -322,13 +327,16 @@ def watch(drop_dir, once, interval, settle_debits, amount_tolerance, cheque_wind
 
     from runtime.logging_setup import setup_logging
 
+    if not actor.startswith("system:") or actor == "system:":
+        raise click.BadParameter(f"{actor!r} is not a system: name; the watcher is a process, not a person",
+                                 param_hint="--actor")
     setup_logging()
     with open_database(config_path, url) as (settings, engine):
         drop_dir = drop_dir or settings.drop_dir
         interval = interval or settings.watch.interval_s
         metrics_host = metrics_host or settings.watch.metrics_host
         metrics_port = settings.watch.metrics_port if metrics_port is None else metrics_port
-        watcher = DropWatcher(engine, drop_dir, actor=operator_name(actor) if actor else "system:recon-watch",
+        watcher = DropWatcher(engine, drop_dir, actor=actor,
                               clock=business_clock(settings),
                               rules=_rules(amount_tolerance, cheque_window_days, False), settle_debits=settle_debits,
                               interval_s=interval, max_file_bytes=settings.watch.max_file_mib * MIB)

@@ -2,7 +2,14 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime
+from typing import Iterator
+
+# What a command adds to every audit row it causes (the OS login beside the authenticated operator):
+# set once by the command (gridpay/operator_auth.py), so that no library function has to carry it.
+_COMMAND_DETAILS: ContextVar[dict] = ContextVar("audit_command_details", default={})
 
 
 def bank_actor(bank_code: str) -> str:
@@ -12,6 +19,7 @@ def bank_actor(bank_code: str) -> str:
 def audit_row(at: datetime, actor: str, action: str, object_type: str, object_id, reason: str = "",
               **details) -> dict:
     assert actor, "every change names who made it"
+    details = {**_COMMAND_DETAILS.get(), **details}
     return {"at": at, "actor": actor, "action": action, "object_type": object_type,
             "object_id": str(object_id), "reason": reason[:200],
             "details": json.dumps(details, ensure_ascii=False, default=str, sort_keys=True)}
@@ -24,3 +32,14 @@ def write_audit(conn, rows: list[dict]) -> None:
 
     if rows:
         conn.execute(insert(audit_log), rows)
+
+
+@contextmanager
+def command_details(**details) -> Iterator[None]:
+    """Every audit row built inside carries ``details`` too (a row's own details win): a command's
+    ``os_login``."""
+    token = _COMMAND_DETAILS.set({**_COMMAND_DETAILS.get(), **details})
+    try:
+        yield
+    finally:
+        _COMMAND_DETAILS.reset(token)

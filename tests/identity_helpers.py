@@ -50,3 +50,29 @@ def audit_rows(engine, action: str | None = None) -> list[dict]:
 
 def refusals(metrics, reason: str) -> float:
     return metrics.registry.get_sample_value("gridpay_auth_refusals_total", {"reason": reason}) or 0.0
+
+
+def operator_token(url_or_engine, name: str, roles) -> str:
+    """A session token (for GRIDPAY_OPERATOR_TOKEN) of operator ``name`` with ``roles``, added to a
+    database that has the identity tables (a migrated one): the first administrator ``root`` too
+    when there is none yet. The session begins now (the command checks it against the wall clock)."""
+    from ledger.identity import login
+
+    engine = make_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
+    now = datetime.now(timezone.utc)
+    with engine.begin() as conn:
+        if conn.execute(select(principals.c.principal_id).limit(1)).first() is None:
+            add_first_admin(conn, now, "root", "Root Admin", PASSWORD, "tester", FAST)
+        add_operator(conn, now, ADMIN, name, name.title(), list(roles), PASSWORD, FAST)
+    token = login(engine, name, PASSWORD, None, now, "test", access=FAST).token
+    if isinstance(url_or_engine, str):
+        engine.dispose()
+    return token
+
+
+def operator_env(url_or_engine, name: str, roles, env: dict | None = None) -> dict:
+    """``env`` (default: this process's environment) with GRIDPAY_OPERATOR_TOKEN of a new operator."""
+    import os
+
+    return {**(os.environ if env is None else env),
+            "GRIDPAY_OPERATOR_TOKEN": operator_token(url_or_engine, name, roles)}

@@ -20,6 +20,7 @@ from ledger.schema import (
     allocations, audit_log, bills, journal_entries, journal_lines, outbox, prepaid_movements, refund_decisions,
     refunds,
 )
+from identity_helpers import operator_env
 from ledger_helpers import (
     ENTRY_OF_LINE, T0, add_banks, add_bill, add_customer, assert_ledger_verifies, new_engine, payment, prepaid_of,
 )
@@ -156,10 +157,10 @@ def test_correct_command(sqlite_url, tmp_path):
         add_banks(conn, BANK)
         add_customer(conn, "C1")
         add_bill(conn, "C1", "202610", 10_000, 0, bill_id="B1")
+    env = operator_env(engine, "li", ["clerk"], {**os.environ, "GRIDPAY_CONFIG": ""})
     engine.dispose()
     cmd = [sys.executable, "-m", "gridpay", "ledger", "correct", "B1", "--principal", "9000", "--penalty", "50",
-           "--actor", "clerk.li", "--reason", "meter misread", "--url", sqlite_url]
-    env = {**os.environ, "GRIDPAY_CONFIG": ""}
+           "--reason", "meter misread", "--url", sqlite_url]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
     assert "bill B1 reversed by B1R, replaced by B1N1" in done.stdout
@@ -268,20 +269,22 @@ def test_refund_commands(sqlite_url, tmp_path):
         add_banks(conn, BANK)
         add_customer(conn, "C1")
     _prepay(engine, "C1", 200_000)
+    # li asks and may also approve (but not her own request); zhao approves
+    li = operator_env(engine, "li", ["clerk", "accounting-approver"], {**os.environ, "GRIDPAY_CONFIG": ""})
+    zhao = operator_env(engine, "zhao", ["accounting-approver"], li)
     engine.dispose()
-    env = {**os.environ, "GRIDPAY_CONFIG": ""}
 
-    def gridpay(*args):
+    def gridpay(*args, env=li):
         return subprocess.run([sys.executable, "-m", "gridpay", *args, "--url", sqlite_url],
                               capture_output=True, text=True, env=env)
 
-    asked = gridpay("ledger", "refund", "C1", "150000", "--actor", "clerk.li", "--reason", "moving out")
+    asked = gridpay("ledger", "refund", "C1", "150000", "--reason", "moving out")
     assert asked.returncode == 0 and "1500.00 yuan" in asked.stdout and "pending" in asked.stdout, asked
     listed = gridpay("ledger", "refunds")
-    assert "clerk.li" in listed.stdout and "1500.00" in listed.stdout
-    same = gridpay("ledger", "approve", "1", "--actor", "clerk.li")
+    assert "operator:li" in listed.stdout and "1500.00" in listed.stdout
+    same = gridpay("ledger", "approve", "1")
     assert same.returncode == 1 and "another operator" in same.stderr
-    ok = gridpay("ledger", "approve", "1", "--actor", "supervisor.zhao")
+    ok = gridpay("ledger", "approve", "1", env=zhao)
     assert ok.returncode == 0 and "paid" in ok.stdout
     assert "no pending refunds" in gridpay("ledger", "refunds").stdout
     verified = gridpay("ledger", "verify")
