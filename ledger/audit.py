@@ -19,7 +19,7 @@ def bank_actor(bank_code: str) -> str:
 def audit_row(at: datetime, actor: str, action: str, object_type: str, object_id, reason: str = "",
               **details) -> dict:
     assert actor, "every change names who made it"
-    details = {**_COMMAND_DETAILS.get(), **details}
+    details = {**command_audit_details(), **details}
     return {"at": at, "actor": actor, "action": action, "object_type": object_type,
             "object_id": str(object_id), "reason": reason[:200],
             "details": json.dumps(details, ensure_ascii=False, default=str, sort_keys=True)}
@@ -32,6 +32,12 @@ def write_audit(conn, rows: list[dict]) -> None:
 
     if rows:
         conn.execute(insert(audit_log), rows)
+
+
+def command_audit_details() -> dict:
+    """What the running command adds to each audit row (``{}`` outside a command): for writers that
+    build audit rows in bulk without ``audit_row``."""
+    return _COMMAND_DETAILS.get()
 
 
 @contextmanager

@@ -26,6 +26,7 @@ from ledger.refunds import request_refund
 from ledger.schema import audit_log, payments, refunds, reversals
 from ledger.synchronous_posting import post as post_now
 from ledger.verify import verify
+from identity_helpers import operator_env
 from ledger_helpers import T0, add_banks, add_bill, add_customer, assert_ledger_verifies, new_engine, payment, reversal
 
 BANK = "0102"
@@ -274,8 +275,9 @@ def test_read_feed_refuses_bad_arguments(ledger):
                 read_feed(conn, after, limit)
 
 
-def gridpay(*args):
-    return subprocess.run([sys.executable, "-m", "gridpay", "ledger", "feed", *args], capture_output=True, text=True)
+def gridpay(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "gridpay", "ledger", "feed", *args], capture_output=True, text=True,
+                          env=env)
 
 
 def test_operator_commands(db_url, ledger, tmp_path):
@@ -285,10 +287,11 @@ def test_operator_commands(db_url, ledger, tmp_path):
     assert shown.stdout.startswith("D|2|") and shown.stdout.count("\n") == 1 and "next after: 2" in shown.stderr
     bad = gridpay("show", "--url", db_url, "--limit", "0")
     assert bad.returncode == 1 and "limit must be a whole number >= 1" in bad.stderr
-    out = gridpay("export", "2026-11-23", "--url", db_url, "--dir", str(tmp_path), "--actor", "ops.zhang")
+    out = gridpay("export", "2026-11-23", "--url", db_url, "--dir", str(tmp_path),
+                  env=operator_env(ledger, "zhang", ["operations"]))
     assert out.returncode == 0, out.stderr
     assert "billing_feed_20261123_1-2.txt" in out.stdout and "2 rows, 35100 fen" in out.stdout
     assert read_feed_file(tmp_path / "outgoing" / "billing_feed_20261123_1-2.txt")[3] == feed(ledger)
     with ledger.connect() as conn:
         assert conn.execute(select(func.count()).select_from(audit_log)
-                            .where(audit_log.c.action == "feed.export", audit_log.c.actor == "ops.zhang")).scalar() == 1
+                            .where(audit_log.c.action == "feed.export", audit_log.c.actor == "operator:zhang")).scalar() == 1

@@ -14,12 +14,16 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from ledger.db import make_engine
+
 from ledger.imports import HEADERS, import_file, import_files
 from ledger.synchronous_posting import post
 from ledger.schema import (
     agreements, allocations, audit_log, banks, bills, customer_history, customers, imports, journal_entries,
     journal_lines, outbox, prepaid_movements,
 )
+from gridpay.operator_auth import os_login
+from identity_helpers import operator_env
 from ledger_helpers import ENTRY_OF_LINE, T0, add_banks, assert_ledger_verifies, new_engine, payment, prepaid_of
 
 ACTOR = "clerk.li"
@@ -305,16 +309,17 @@ def test_prepaid_balance_pays_new_bills_oldest_first_whole_bills_only(db_url, en
 def test_gridpay_ledger_import_command(sqlite_url, tmp_path):
     files = good_set(tmp_path)
     gridpay = [sys.executable, "-m", "gridpay"]
-    env = {**os.environ, "GRIDPAY_CONFIG": ""}
-    subprocess.run(gridpay + ["db", "upgrade", "--url", sqlite_url], check=True, capture_output=True, env=env)
-    ok = subprocess.run(gridpay + ["ledger", "import", "customers", str(files["customers"]), "--url", sqlite_url,
-                                   "--actor", ACTOR], capture_output=True, text=True, env=env)
+    subprocess.run(gridpay + ["db", "upgrade", "--url", sqlite_url], check=True, capture_output=True,
+                   env={**os.environ, "GRIDPAY_CONFIG": ""})
+    env = operator_env(sqlite_url, "wang", ["operations"], {**os.environ, "GRIDPAY_CONFIG": ""})
+    ok = subprocess.run(gridpay + ["ledger", "import", "customers", str(files["customers"]), "--url", sqlite_url],
+                       capture_output=True, text=True, env=env)
     assert ok.returncode == 0, ok.stderr
     assert "3 applied (3 new, 0 updated), 0 skipped" in ok.stdout
     bad = write_csv(tmp_path / "bad.csv", "bills", BILLS + [["C001", "202611", "B9", "abc", "0", "2026-12-20"],
                                                             ["C404", "202611", "B10", "100", "0", "2026-12-20"]])
     report = tmp_path / "rejections.csv"
-    rejected = subprocess.run(gridpay + ["ledger", "import", "bills", str(bad), "--url", sqlite_url, "--actor", ACTOR,
+    rejected = subprocess.run(gridpay + ["ledger", "import", "bills", str(bad), "--url", sqlite_url,
                                          "--report", str(report)], capture_output=True, text=True, env=env)
     assert rejected.returncode == 1
     assert "REJECTED" in rejected.stdout and "line 6, column principal" in rejected.stdout
@@ -323,10 +328,18 @@ def test_gridpay_ledger_import_command(sqlite_url, tmp_path):
         rows = list(csv.reader(fh))
     assert rows[0] == ["file", "line", "column", "reason"]
     assert [r[:3] for r in rows[1:]] == [["bad.csv", "6", "principal"], ["bad.csv", "7", "customer_no"]]
-    whole = subprocess.run(gridpay + ["ledger", "import", "set", str(tmp_path), "--url", sqlite_url, "--actor", ACTOR],
+    whole = subprocess.run(gridpay + ["ledger", "import", "set", str(tmp_path), "--url", sqlite_url],
                            capture_output=True, text=True, env=env)
     assert whole.returncode == 0, whole.stdout + whole.stderr
     assert "bills bills.csv: 4 line(s), 4 applied" in whole.stdout
+    # the authenticated operator, with the OS login of the command beside it
+    engine = make_engine(sqlite_url)
+    with engine.connect() as conn:
+        rows = conn.execute(select(audit_log.c.actor, audit_log.c.details)
+                            .where(audit_log.c.action.like("import%"))).all()
+    engine.dispose()
+    assert rows and {actor for actor, _ in rows} == {"operator:wang"}
+    assert {json.loads(details)["os_login"] for _, details in rows} == {os_login()}
 
 
 def test_demo_files_are_deterministic_and_import(db_url, engine, tmp_path):

@@ -14,6 +14,8 @@ from sqlalchemy import select
 
 from engines.notifier import OUTCOME_UNKNOWN
 from ledger.schema import audit_log
+from gridpay.operator_auth import os_login
+from identity_helpers import operator_env
 from ledger_helpers import new_engine
 from test_notifier_support import (NotifierProcess, Reply, SmsGateway, add_notices, gridpay, notifier_env, rows_of,
                                    states)
@@ -95,9 +97,9 @@ def test_a_notice_in_flight_when_its_notifier_dies_is_not_resent(db_url, engine,
         assert report["counts"] == {"dead": 1, "sent": 2}
         assert report["dead"][0]["id"] == ids[0] and report["dead"][0]["mobile"] == "*********01"
 
-        done = subprocess.run(gridpay("notifier", "requeue", str(ids[0]), "--actor", "ops:wang",
-                                      "--reason", "customer called"), env=env, capture_output=True, text=True,
-                              timeout=60)
+        wang = operator_env(engine, "wang", ["operations"], env)
+        done = subprocess.run(gridpay("notifier", "requeue", str(ids[0]), "--reason", "customer called"), env=wang,
+                              capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         assert f"requeued 1 notice(s): {ids[0]}" in done.stdout
         wait_until(lambda: states(engine) == {"sent": 3}, 30, "the requeued notice to be sent")
@@ -107,10 +109,11 @@ def test_a_notice_in_flight_when_its_notifier_dies_is_not_resent(db_url, engine,
         assert other.terminate() == 0
         hold.set()
     with engine.connect() as conn:
-        [audit] = conn.execute(select(audit_log)).all()
+        [audit] = conn.execute(select(audit_log).where(audit_log.c.action == "notice_requeue")).all()
     assert (audit.actor, audit.action, audit.object_id, audit.reason) == \
-        ("ops:wang", "notice_requeue", str(ids[0]), "customer called")
-    again = subprocess.run(gridpay("notifier", "requeue", str(ids[0]), "--actor", "ops:wang"), env=env,
+        ("operator:wang", "notice_requeue", str(ids[0]), "customer called")
+    assert json.loads(audit.details)["os_login"] == os_login()
+    again = subprocess.run(gridpay("notifier", "requeue", str(ids[0])), env=wang,
                            capture_output=True, text=True, timeout=60)
     assert again.returncode == 1 and "only dead notices" in again.stderr
 

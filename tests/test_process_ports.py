@@ -55,7 +55,7 @@ def site(tmp_path, sqlite_url):
 def test_the_process_serves_metrics_on_its_configured_port(site, process):
     env, ports, tmp = site
     argv = {"engine": ["engine", "--id", "ports-2", "--instance", "2", "--log-file", str(tmp / "engine.log")],
-            "scheduler": ["scheduler"], "watch": ["watch", "--actor", "ops"]}[process]
+            "scheduler": ["scheduler"], "watch": ["watch", "--actor", "system:recon-watch-ports"]}[process]
     p = subprocess.Popen([sys.executable, "-m", "gridpay", *argv], env=env, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, cwd=tmp)
     try:

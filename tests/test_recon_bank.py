@@ -16,6 +16,7 @@ from ledger.recon_tables import recon_items, recon_runs
 from ledger.schema import business_day_closures, debits, payments, reversals
 from ledger.synchronous_posting import post
 from ledger_helpers import assert_ledger_verifies, reversal
+from identity_helpers import operator_env
 from test_recon_support import BANK, DAY, audit_rows, build_world, gridpay, line_of, write_bank_file
 
 
@@ -192,26 +193,27 @@ def test_settle_debits_at_reconciliation(world, tmp_path):
 def test_bank_cli(world, tmp_path):
     path = write_bank_file(tmp_path, world.lines)
     reports = tmp_path / "reports"
-    out = gridpay("recon", "bank", path, "--url", world.url, "--actor", "alice", "--reports", reports, check=True)
+    alice = operator_env(world.engine, "alice", ["clerk"])
+    out = gridpay("recon", "bank", path, "--url", world.url, "--reports", reports, check=True, env=alice)
     assert "9 exception(s)" in out.stdout and "closed for reversals" in out.stdout
     phases = out.stderr.splitlines()  # progress off a terminal: one line per phase, on standard error
     assert any(re.search(r": read \d+ lines in [\d.]+ s \([\d,]+ lines/s\)$", line) for line in phases), phases
     assert any("ledger payments against" in line and "matched" in line for line in phases), phases
     assert any(re.search(r": 2 reports written in", line) for line in phases), phases
     assert sorted(p.suffix for p in reports.iterdir()) == [".csv", ".html"]
-    again = gridpay("recon", "bank", path, "--url", world.url, "--actor", "alice", "--reports", reports)
+    again = gridpay("recon", "bank", path, "--url", world.url, "--reports", reports, env=alice)
     assert again.returncode == 0 and "already reconciled" in again.stdout and "nothing changed" in again.stdout
     bad = write_bank_file(tmp_path, world.lines, total=1, name=f"{BANK}_{DAY:%Y%m%d}_bad.txt")
-    rejected = gridpay("recon", "bank", bad, "--url", world.url, "--actor", "alice", "--reports", reports)
+    rejected = gridpay("recon", "bank", bad, "--url", world.url, "--reports", reports, env=alice)
     assert rejected.returncode == 1 and "  line 1, field sum: header says the S lines sum to 1 fen, they sum to 330100" in rejected.stdout
-    items = json.loads(gridpay("recon", "bank", path, "--url", world.url, "--json").stdout)
+    items = json.loads(gridpay("recon", "bank", path, "--url", world.url, "--json", env=alice).stdout)
     assert items["status"] == "duplicate"
     # resolve from the command line
     with world.engine.connect() as conn:
         item_id = conn.execute(select(recon_items.c.item_id).where(recon_items.c.kind == "amount_differs")).scalar_one()
-    done = gridpay("recon", "resolve", item_id, "--action", "accept", "--reason", "ok", "--actor", "dave", "--url", world.url)
+    done = gridpay("recon", "resolve", item_id, "--action", "accept", "--reason", "ok", "--url", world.url, env=alice)
     assert done.returncode == 0 and "accepted" in done.stdout
-    refused = gridpay("recon", "resolve", item_id, "--reason", "again", "--actor", "dave", "--url", world.url)
+    refused = gridpay("recon", "resolve", item_id, "--reason", "again", "--url", world.url, env=alice)
     assert refused.returncode == 1 and "refused" in refused.stderr
     _ = line_of
 

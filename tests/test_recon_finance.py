@@ -15,6 +15,7 @@ from ledger.recon.matching import reconcile_bank_file
 from ledger.recon_tables import recon_items, recon_match_members, recon_runs
 from ledger.synchronous_posting import post
 from ledger_helpers import T0, payment
+from identity_helpers import operator_env
 from test_recon_support import BANK, DAY, build_world, gridpay, write_bank_file
 
 REMIT = 10_000 + 80_000      # the world's matched S lines: P1 and the approved debit
@@ -202,15 +203,17 @@ def test_a_20000_entry_statement_parses_quickly(sqlite_url, tmp_path, capsys):
 def test_finance_cli(reconciled, tmp_path):
     path = tmp_path / "statement.xml"
     path.write_bytes(camt(8, standard_entries(8)))
-    out = gridpay("recon", "finance", path, "--url", reconciled.url, "--actor", "fin",
-                  "--reports", tmp_path / "reports", check=True)
+    fin = operator_env(reconciled.engine, "fin", ["finance"])
+    out = gridpay("recon", "finance", path, "--url", reconciled.url, "--reports", tmp_path / "reports", check=True,
+                  env=fin)
     assert "7 entries" not in out.stdout and "6 entries, 4 matched, 2 open" in out.stdout
     assert "1 not booked" in out.stdout
-    again = gridpay("recon", "finance", path, "--url", reconciled.url, "--json")
+    again = gridpay("recon", "finance", path, "--url", reconciled.url, "--json", env=fin)
     assert again.returncode == 0 and json.loads(again.stdout)["status"] == "duplicate"
     evil = tmp_path / "evil.xml"
     evil.write_bytes(BILLION_LAUGHS)
-    refused = gridpay("recon", "finance", evil, "--url", reconciled.url, "--actor", "fin", "--reports", tmp_path / "reports")
+    refused = gridpay("recon", "finance", evil, "--url", reconciled.url, "--reports", tmp_path / "reports",
+                      env=fin)
     assert refused.returncode == 1 and "hostile XML" in refused.stdout
     with reconciled.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(recon_items).where(recon_items.c.direction.is_not(None))).scalar_one() == 6

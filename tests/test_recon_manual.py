@@ -14,6 +14,8 @@ from ledger.recon.matching import reconcile_bank_file
 from ledger.recon.resolutions import resolve_item
 from ledger.recon_tables import recon_items, recon_matches
 from ledger_helpers import assert_ledger_verifies
+from gridpay.operator_auth import os_login
+from identity_helpers import operator_env
 from test_recon_support import BANK, DAY, audit_rows, build_world, gridpay, write_bank_file
 
 
@@ -124,14 +126,17 @@ def test_manual_cli(world):
     ledger_only = item(world, "ledger_only")
     shown = gridpay("recon", "show", typo["item_id"], "--url", url, check=True)
     assert "candidates:" in shown.stdout and "same amount" in shown.stdout
-    matched = gridpay("recon", "match", typo["item_id"], ledger_only["item_id"], "--note", "typo", "--actor", "hal",
-                      "--url", url, check=True)
+    hal = operator_env(world.engine, "hal", ["clerk"])
+    matched = gridpay("recon", "match", typo["item_id"], ledger_only["item_id"], "--note", "typo",
+                      "--url", url, check=True, env=hal)
     assert "matched" in matched.stdout
-    undone = gridpay("recon", "unmatch", "--item", typo["item_id"], "--reason", "oops", "--actor", "hal", "--url", url, check=True)
+    undone = gridpay("recon", "unmatch", "--item", typo["item_id"], "--reason", "oops", "--url", url, check=True,
+                     env=hal)
     assert "open again" in undone.stdout
     resolved = gridpay("recon", "resolve", ledger_only["item_id"], "--action", "reverse", "--reason", "never at the bank",
-                       "--actor", "hal", "--url", url, check=True)
+                       "--url", url, check=True, env=hal)
     assert "reversed" in resolved.stdout and "reversal_id" in resolved.stdout
-    assert {a.actor for a in audit_rows(world.engine, "recon.match") + audit_rows(world.engine, "recon.unmatch")
-            + audit_rows(world.engine, "recon.resolve")} == {"hal"}
+    done = (audit_rows(world.engine, "recon.match") + audit_rows(world.engine, "recon.unmatch")
+            + audit_rows(world.engine, "recon.resolve"))
+    assert {(a.actor, json.loads(a.details)["os_login"]) for a in done} == {("operator:hal", os_login())}
     assert_ledger_verifies(world.engine)

@@ -92,8 +92,8 @@ def audit_rows(engine, action: str):
         return conn.execute(select(audit_log).where(audit_log.c.action == action).order_by(audit_log.c.id)).all()
 
 
-def gridpay(*args, cwd=None, check=False) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
+def gridpay(*args, cwd=None, check=False, env=None) -> subprocess.CompletedProcess:
+    env = dict(os.environ) if env is None else env
     proc = subprocess.run([GRIDPAY, *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
     if check and proc.returncode != 0:
         raise AssertionError(f"gridpay {' '.join(map(str, args))} failed {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")

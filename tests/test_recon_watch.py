@@ -182,7 +182,10 @@ def test_watch_cli_once(world, tmp_path):
     (d / "incoming").mkdir(parents=True)
     (d / "incoming" / f"{BANK}_{DAY:%Y%m%d}.txt").write_bytes(bank_bytes(world, tmp_path))
     (d / "incoming" / "statement.xml.part").write_bytes(b"<half")
-    out = gridpay("watch", "--dir", d, "--once", "--url", world.url, "--actor", "ops", check=True)
+    claimed = gridpay("watch", "--dir", d, "--once", "--url", world.url, "--actor", "alice")
+    assert claimed.returncode == 2 and "not a system: name" in claimed.stderr    # a person cannot claim a name
+    assert (d / "incoming" / f"{BANK}_{DAY:%Y%m%d}.txt").exists()
+    out = gridpay("watch", "--dir", d, "--once", "--url", world.url, "--actor", "system:recon-watch-b", check=True)
     assert f"processed: {BANK}_{DAY:%Y%m%d}.txt (bank)" in out.stdout and "1 file(s): 1 processed" in out.stdout
     assert (d / "incoming" / "statement.xml.part").exists()
     assert (d / "processed" / f"{BANK}_{DAY:%Y%m%d}.txt").exists()

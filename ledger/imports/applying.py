@@ -10,7 +10,7 @@ from typing import Iterable
 
 from sqlalchemy import Column, Integer, MetaData, String, Table, case, func, insert, select, update
 
-from ledger.audit import audit_row, write_audit
+from ledger.audit import audit_row, command_audit_details, write_audit
 from runtime.bulk_sql import CHUNK, CUSTOM_PLANS, GENERIC_PLANS, RowWriter, in_list, sqlite_max_params
 from ledger.schema import (
     agreements, audit_log, bills, customers, imports, journal_entries, prepaid_movements,
@@ -157,7 +157,7 @@ class _File:
 
     def audit(self, action: str, object_type: str, object_id, details: dict) -> tuple:
         return (self.ctx.at_db, self.ctx.actor, action, object_type, str(object_id), f"import {self.import_id}",
-                _JSON.encode(details))
+                _JSON.encode({**command_audit_details(), **details}))
 
     def chunk(self, items: list) -> None:
         raise NotImplementedError
