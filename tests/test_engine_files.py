@@ -15,6 +15,7 @@ from config.clock import Clock
 from ledger.recon.matching import reconcile_bank_file
 from ledger.schema import allocations, debit_batches, debits, outbox, payments
 from ledger_helpers import T0, assert_ledger_verifies
+from identity_helpers import operator_env
 from test_engine_support import FILE_BANK, make_settings, seed, settings_tree, states
 from test_recon_support import write_bank_file
 
@@ -84,7 +85,7 @@ def test_file_debits_round_trip(db_url, tmp_path):
         assert not out.ok and out.errors, why
         assert states(engine) == {"sent": 5}, why            # nothing applied
     ret.write_bytes(result_for(request, {4: "51", 5: "14"}))
-    env = environment_for(settings_tree(db_url, drop_dir=str(drop)))
+    env = operator_env(engine, "wang", ["operations"], environment_for(settings_tree(db_url, drop_dir=str(drop))))
     res = CliRunner().invoke(gridpay, ["debit", "result", str(ret)], env=env, catch_exceptions=False)
     assert res.exit_code == 0, res.output
     assert "3 approved (30150 fen), 2 declined" in res.output

@@ -22,6 +22,7 @@ from engines.tables import debit_chunks, debit_reversals
 from config.clock import SYSTEM_CLOCK, Clock
 from ledger.schema import debit_attempts, debits, payments, reversals
 from ledger_helpers import assert_ledger_verifies
+from identity_helpers import operator_env
 from test_engine_support import BANK, ZMK_ENV, ZMK_HEX, seed, settings_tree, states
 
 pytestmark = pytest.mark.slow
@@ -173,7 +174,9 @@ def test_debit_now_approved_declined_and_unknown(procs, pg_url):
     engine, numbers = seed(pg_url, 3)
     port = procs.sim({f"A{numbers[0]}": (1_000_000, 0, "A"), f"A{numbers[1]}": (100, 0, "A"),
                       f"A{numbers[2]}": (1_000_000, 0, "A")})
-    env = procs.configure(port, timeout_s=2.0, reversal_interval_s=1.0, reversal_max=2)
+    wang = operator_env(engine, "wang", ["operations"], {})["GRIDPAY_OPERATOR_TOKEN"]
+    env = {**procs.configure(port, timeout_s=2.0, reversal_interval_s=1.0, reversal_max=2),
+           "GRIDPAY_OPERATOR_TOKEN": wang}
     ok = run_debit_now(env, numbers[0])
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "APPROVED" in ok.stdout and "the bills are paid" in ok.stdout
@@ -184,7 +187,8 @@ def test_debit_now_approved_declined_and_unknown(procs, pg_url):
     procs.stop_sim()
     # a bank that takes the money and never answers: unknown, and the reversal is under way
     port = procs.sim({f"A{numbers[2]}": (1_000_000, 0, "A")}, "--drop-after-apply", "1.0")
-    env = procs.configure(port, timeout_s=2.0, reversal_interval_s=1.0, reversal_max=2)
+    env = {**procs.configure(port, timeout_s=2.0, reversal_interval_s=1.0, reversal_max=2),
+           "GRIDPAY_OPERATOR_TOKEN": wang}
     unk = run_debit_now(env, numbers[2])
     assert unk.returncode == 3, unk.stdout + unk.stderr
     assert "OUTCOME UNKNOWN - no answer within 2 s" in unk.stdout and "reversal" in unk.stdout
@@ -205,7 +209,7 @@ def test_debit_now_approved_declined_and_unknown(procs, pg_url):
 def test_debit_now_through_a_running_engine(procs, pg_url):
     engine, numbers = seed(pg_url, 2)
     port = procs.sim({f"A{c}": (1_000_000, 0, "A") for c in numbers}, "--latency-ms", "50")
-    env = procs.configure(port, timeout_s=5.0)
+    env = operator_env(engine, "wang", ["operations"], procs.configure(port, timeout_s=5.0))
     procs.engine("counter-engine")
     res = run_debit_now(env, numbers[0])
     assert res.returncode == 0 and "APPROVED" in res.stdout, res.stdout + res.stderr

@@ -15,6 +15,7 @@ from gridpay.cli import gridpay
 from config.clock import Clock
 from ledger.schema import agreements, customers, debit_bills, debits
 from ledger_helpers import T0, add_bills
+from identity_helpers import operator_env
 from test_engine_support import BANK, FILE_BANK, add_agreements, seed, set_district, settings_tree
 
 
@@ -28,7 +29,8 @@ def test_plan_commands(sqlite_url, tmp_path):
     with engine.begin() as conn:
         conn.execute(update(agreements).where(agreements.c.customer_no == numbers[0]).values(debit_limit=5_000))
         conn.execute(update(customers).where(customers.c.customer_no == numbers[1]).values(status="S"))
-    env = environment_for(settings_tree(sqlite_url, drop_dir=str(tmp_path / "drop")))
+    env = operator_env(engine, "wang", ["operations"],
+                       environment_for(settings_tree(sqlite_url, drop_dir=str(tmp_path / "drop"))))
     code, out = cli(env, "plan", "add", "monthly", "--bank", BANK, "--cron", "0 9 5 * *", "--due-days", "30")
     assert code == 0 and "monthly added" in out
     code, out = cli(env, "plan", "add", "bad", "--bank", BANK, "--cron", "every day")
