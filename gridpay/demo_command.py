@@ -95,7 +95,7 @@ def load_demo_data(workdir: Path, config: Path, customers: int) -> str:
             ensure_banks(conn, {ASCII_BANK: "Demo bank (ASCII dialect)", BCD_BANK: "Demo bank (BCD dialect)"})
         files = write_demo_files(workdir / "billing", customers=customers, seed=1)
         for kind in ("customers", "bills", "agreements"):
-            result = import_file(engine, kind, files[kind], actor="demo")
+            result = import_file(engine, kind, files[kind], actor="system:demo")   # a process, not a person
             if result.errors:
                 raise click.ClickException(f"demo {kind} file rejected: {result.errors[0]}")
     finally:

@@ -310,7 +310,7 @@ class Day:
 
     def start_watcher(self) -> None:
         self.procs["watcher"] = Proc("watcher", gridpay("watch", "--dir", str(self.drop), "--interval", "0.3",
-                                                        "--actor", "e2e-watch"), self.env, self.logs, None).start()
+                                                        "--actor", "system:e2e-watch"), self.env, self.logs, None).start()
 
     def add_plans(self) -> None:
         now = datetime.now(SHANGHAI)

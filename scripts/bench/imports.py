@@ -44,10 +44,11 @@ def gridpay() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "gridpay"]
 
 
-def run_child(args: list[str], workdir: Path, name: str) -> dict:
-    """Run a command; its wall time, peak RSS (its own, from wait4), exit status, stdout and stderr."""
+def run_child(args: list[str], workdir: Path, name: str, token: str = "") -> dict:
+    """Run a command (as the operator of ``token``); its wall time, peak RSS (its own, from wait4),
+    exit status, stdout and stderr."""
     out_path, err_path = workdir / f"{name}.out", workdir / f"{name}.err"
-    env = {**os.environ, "GRIDPAY_CONFIG": ""}
+    env = {**os.environ, "GRIDPAY_CONFIG": "", "GRIDPAY_OPERATOR_TOKEN": token}
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         t0 = time.perf_counter()
         proc = subprocess.Popen(args, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env)
@@ -71,12 +72,15 @@ def count_lines(path: Path) -> int:
 def run_db(label: str, url: str, files: dict[str, Path], kinds: list[str], workdir: Path, verify: bool) -> list[dict]:
     from ledger import migrate
 
+    from scripts.operator_session import operator_session
+
     migrate.upgrade(url)
+    token = operator_session(url, "bench", ["operations"])
     out = []
     for kind in kinds:
         lines = count_lines(files[kind])
-        res = run_child([*gridpay(), "ledger", "import", kind, str(files[kind]), "--url", url, "--actor", "bench"],
-                        workdir, f"{label}-{kind}")
+        res = run_child([*gridpay(), "ledger", "import", kind, str(files[kind]), "--url", url],
+                        workdir, f"{label}-{kind}", token)
         if res["rc"] != 0:
             raise SystemExit(f"[{label}] gridpay ledger import {kind} failed ({res['rc']}):\n"
                              f"{res['stdout'][-3000:]}\n{res['stderr'][-3000:]}")

@@ -145,10 +145,13 @@ def run_one(label: str, url: str, n_lines: int, planted: int) -> dict:
         path, expected, info = setup(url, n_lines, planted, workdir)
         print(f"[{label}] set-up: {info}", flush=True)
         gridpay = Path(sys.executable).with_name("gridpay")
+        from scripts.operator_session import operator_session
+
+        env = {**os.environ, "GRIDPAY_OPERATOR_TOKEN": operator_session(url, "bench", ["clerk"])}
         before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         t0 = time.perf_counter()
-        proc = subprocess.run([str(gridpay), "recon", "bank", str(path), "--url", url, "--actor", "bench", "--json",
-                               "--reports", str(workdir / "reports")], capture_output=True, text=True)
+        proc = subprocess.run([str(gridpay), "recon", "bank", str(path), "--url", url, "--json",
+                               "--reports", str(workdir / "reports")], capture_output=True, text=True, env=env)
         elapsed = time.perf_counter() - t0
         peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         if proc.returncode != 0:
