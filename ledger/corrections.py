@@ -80,7 +80,7 @@ def correct_bill(engine: Engine, bill_id: str, *, principal: int, penalty: int, 
     """Reverse bill ``bill_id`` and replace it with a bill of the given amounts (same customer and
     period; the due date is the original's unless given). Raises ``Refused`` when it cannot."""
     if not actor or not actor.strip():
-        raise Refused("a correction names the operator who makes it (--actor)")
+        raise Refused("a correction names the operator who makes it")
     if not reason or not reason.strip():
         raise Refused("a correction gives its reason (--reason)")
     for name, value, least in (("principal", principal, 1), ("penalty", penalty, 0)):
