@@ -181,7 +181,7 @@ def correct(bill_id, principal, penalty, due_date, new_bill_id, actor, reason, c
 @config_option
 @url_option
 def refund(customer_no, amount_fen, actor, reason, config_path, url) -> None:
-    """Refund AMOUNT_FEN of a customer's prepaid balance (large ones wait for a second operator)."""
+    """Refund AMOUNT_FEN of a customer's prepaid balance (large ones wait for two approvals)."""
     from ledger.errors import Refused
     from ledger.refunds import request_refund
 
@@ -193,12 +193,12 @@ def refund(customer_no, amount_fen, actor, reason, config_path, url) -> None:
 
 @ledger.command()
 @click.argument("refund_id", type=int)
-@click.option("--actor", required=True, help="the approving operator (not the one who asked)")
+@click.option("--actor", required=True, help="the approving operator (not the one who asked, not the one who gave the other approval)")
 @click.option("--note", default="", help="a note kept with the decision")
 @config_option
 @url_option
 def approve(refund_id, actor, note, config_path, url) -> None:
-    """Approve a pending refund; it is paid at once."""
+    """Give one of the two approvals of a pending refund (the first missing level); the second pays it."""
     from ledger.errors import Refused
     from ledger.refunds import approve_refund
 
