@@ -22,7 +22,7 @@ from ledger.recon.resolutions import ACTIONS, resolve_item_in
 
 router = APIRouter(tags=["reconciliation"], responses=problem_responses(400, 401, 403, 404, 409, 422))
 READ, MATCH = require("recon.read"), require("recon.match")
-ID = Path(ge=1, le=2**62)
+ITEM_ID, MATCH_ID = Path(ge=1, le=2**62), Path(ge=1, le=2**62)   # one per name: FastAPI names a Path by its use
 IDS = Field(default_factory=list, max_length=1000)
 
 
@@ -70,7 +70,7 @@ def list_items(status: Literal[ITEM_STATUSES] | None = Query("open"),
 
 
 @router.get("/v1/recon/items/{item_id}/candidates", response_model=dict[str, Any])
-def item_candidates(item_id: int = ID, principal: Principal = Depends(READ), ctx: ApiContext = Depends(context)):
+def item_candidates(item_id: int = ITEM_ID, principal: Principal = Depends(READ), ctx: ApiContext = Depends(context)):
     """The item, its match if any, and what it could be matched with, best first (score and why)."""
     try:
         shown = show_item(ctx.engine, item_id)
@@ -97,7 +97,7 @@ def post_match(body: MatchRequest, principal: Principal = Depends(MATCH), once: 
 
 
 @router.post("/v1/recon/matches/{match_id}/undo", response_model=dict[str, Any])
-def undo_match(body: UndoRequest, match_id: int = ID, principal: Principal = Depends(MATCH),
+def undo_match(body: UndoRequest, match_id: int = MATCH_ID, principal: Principal = Depends(MATCH),
                once: Idempotent = Depends(idempotent), ctx: ApiContext = Depends(context)):
     """Undo a manual match, with the reason: its items are open again."""
 
@@ -109,7 +109,7 @@ def undo_match(body: UndoRequest, match_id: int = ID, principal: Principal = Dep
 
 
 @router.post("/v1/recon/items/{item_id}/resolution", response_model=dict[str, Any])
-def resolve(body: ResolutionRequest, item_id: int = ID, principal: Principal = Depends(MATCH),
+def resolve(body: ResolutionRequest, item_id: int = ITEM_ID, principal: Principal = Depends(MATCH),
             once: Idempotent = Depends(idempotent), ctx: ApiContext = Depends(context)):
     """Resolve an open item: post (a bank-only counter line), reverse, settle (a debit's unknown
     outcome) or accept (the difference as it is), with the reason."""
