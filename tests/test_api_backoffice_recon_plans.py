@@ -97,3 +97,17 @@ def test_a_plan_run_now_makes_a_batch_whose_progress_is_read(db_url):
         with service.engine.connect() as conn:
             assert conn.execute(select(func.count()).select_from(debit_batches)).scalar() == 1   # the retry made none
             assert conn.execute(select(debit_plans.c.created_by)).scalar() == "operator:op-operations"
+
+
+def test_a_plan_takes_the_business_time_zone_unless_given(sqlite_url):
+    engine, _ = seed(sqlite_url, 1)
+    engine.dispose()
+    with running_service(sqlite_url) as service, service.client(service.login(operator_name("operations"))) as http:
+        plan = {"name": "p1", "bank_code": DEBIT_BANK, "cron": "0 9 5 * *"}
+        assert post_and_retry(http, "/v1/plans", plan).json()["time_zone"] == service.app.state.context.settings \
+            .business.timezone
+        other = post_and_retry(http, "/v1/plans", {**plan, "name": "p2", "time_zone": "Europe/Berlin"})
+        assert other.json()["time_zone"] == "Europe/Berlin"
+        unknown = http.post("/v1/plans", json={**plan, "name": "p3", "time_zone": "Mars/Olympus"},
+                            headers={"Idempotency-Key": "z"})
+        assert unknown.status_code == 422 and unknown.json()["type"] == BASE + "refused"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from typing import Any, Literal
+from zoneinfo import ZoneInfoNotFoundError
 
 from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel, Field
@@ -16,7 +17,6 @@ from api.idempotency import Idempotent, idempotent
 from api.json_types import json_row
 from api.pagination import CURSOR, LIMIT, Page, one_page, page_request
 from api.problems import Problem, problem_responses
-from config.clock import DEFAULT_TIMEZONE
 from engines.batch_progress import batch_page, batch_progress
 from engines.plans import PlanError, add_plan_in, get_plan, list_plans, run_now_in, set_status_in
 from ledger.errors import Refused
@@ -36,7 +36,8 @@ class PlanRequest(BaseModel):
     district: str | None = Field(None, pattern=r"^[A-Za-z0-9]{1,20}$")
     customers: list[str] | None = Field(None, max_length=10_000, description="only these customers")
     chunk_size: int = Field(1000, ge=1, le=100_000, strict=True)
-    time_zone: str = Field(DEFAULT_TIMEZONE, max_length=40, pattern=r"^[A-Za-z_]+(/[A-Za-z0-9_+-]+)*$")
+    time_zone: str | None = Field(None, max_length=40, pattern=r"^[A-Za-z_]+(/[A-Za-z0-9_+-]+)*$",
+                                  description="of the cron schedule; business.timezone if absent")
     paused: bool = False
 
 
@@ -50,7 +51,7 @@ def _refusals():
     taken or a bank unknown, as the ledger's refusals: 422, nothing changed."""
     try:
         yield
-    except (PlanError, KeyError, ValueError) as exc:
+    except (PlanError, ZoneInfoNotFoundError, ValueError) as exc:   # ValueError: ZoneInfo's malformed keys
         raise Refused(str(exc).strip("'\"")) from None
     except IntegrityError:
         raise Refused("a plan with this name exists already, or the bank is not known") from None
@@ -70,7 +71,8 @@ def post_plan(body: PlanRequest, principal: Principal = Depends(PLANS), once: Id
     def change(conn, now):
         plan_id = add_plan_in(conn, name=body.name, bank_code=body.bank_code, cron=body.cron, now=now,
                               actor=principal.actor, due_days=body.due_days, district=body.district,
-                              customers_only=body.customers, chunk_size=body.chunk_size, time_zone=body.time_zone,
+                              customers_only=body.customers, chunk_size=body.chunk_size,
+                              time_zone=body.time_zone or ctx.settings.business.timezone,
                               paused=body.paused)
         return 201, _plan(get_plan(conn, plan_id))
 
