@@ -69,6 +69,8 @@ def test_reports_in_json_and_csv(service):
         rows = list(csv.DictReader(io.StringIO(as_csv.text)))
         assert rows[0]["bank"] == f'="{BANK}"'                   # a text cell: the leading zero stays
         assert rows[-1]["collected"] == "17100"                   # fen, a number
+        recon = http.get("/v1/reports/recon", params={"date": day.isoformat()}).json()
+        assert recon["rows"] == [] and recon["total"] is None          # no bank file reconciled that day
         receivables = http.get("/v1/reports/receivables", params={"period": "202611"}).json()
         assert receivables["total"]["billed"] == 10_100
         missing = http.get("/v1/reports/daily")

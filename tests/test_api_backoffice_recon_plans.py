@@ -14,12 +14,14 @@ from ledger.recon.finance import reconcile_statement
 from ledger.recon_tables import recon_matches
 from ledger.schema import debit_batches, payments
 from test_engine_support import BANK as DEBIT_BANK, seed
-from test_recon_support import build_world
+from ledger.recon.matching import reconcile_bank_file
+from test_recon_support import BANK, DAY, build_world, write_bank_file
 
 
 @pytest.fixture
 def recon_service(db_url, tmp_path):
     world = build_world(db_url)
+    assert reconcile_bank_file(world.engine, write_bank_file(tmp_path, world.lines), actor="alice").status == "applied"
     p1, p3 = world.pays["P1"], world.pays["P3"]
     path = tmp_path / "s.csv"
     path.write_text("booking_date,value_date,amount,direction,method,cheque_no,reference,counterparty\n"
@@ -36,9 +38,12 @@ def test_match_many_to_one_and_undo(recon_service):
     service, credit, paid = recon_service
     with service.client(service.login(operator_name("clerk"))) as http:
         runs = http.get("/v1/recon/runs").json()["items"]
-        assert [r["kind"] for r in runs] == ["finance"]
-        open_items = http.get("/v1/recon/items", params={"status": "open", "limit": 5})
-        assert [i["item_id"] for i in open_items.json()["items"]] == [credit]
+        assert [r["kind"] for r in runs] == ["finance", "bank"]
+        first = http.get("/v1/recon/items", params={"status": "open", "limit": 5}).json()
+        rest = http.get("/v1/recon/items", params={"status": "open", "cursor": first["next_cursor"]}).json()
+        listed = [i["item_id"] for i in first["items"] + rest["items"]]
+        assert credit in listed and listed == sorted(set(listed)) and rest["next_cursor"] is None
+        assert {i["bank_code"] for i in http.get("/v1/recon/items", params={"bank": BANK}).json()["items"]} == {BANK}
         assert http.get("/v1/recon/items", params={"bank": "9999"}).json() == {"items": [], "next_cursor": None}
         shown = http.get(f"/v1/recon/items/{credit}/candidates").json()
         assert shown["item"]["item_id"] == credit and shown["candidates"]
@@ -62,6 +67,8 @@ def test_match_many_to_one_and_undo(recon_service):
         assert (match.created_by, match.undone_by) == ("operator:op-clerk", "operator:op-clerk")
         assert conn.execute(select(func.count()).select_from(recon_matches)).scalar() >= 1
     with service.client(service.login(operator_name("finance"))) as http:   # reads, may not match
+        day = http.get("/v1/reports/recon", params={"date": DAY.isoformat()}).json()
+        assert [r["bank_code"] for r in day["rows"]] == [BANK] and day["total"]["open"] == day["rows"][0]["open"] > 0
         assert http.get("/v1/recon/items").status_code == 200
         assert http.post("/v1/recon/matches", json={"item_ids": [credit]},
                          headers={"Idempotency-Key": "x"}).status_code == 403
