@@ -258,21 +258,26 @@ def _decide(engine, refund_id: int, decision: str, note: str, business: Business
         raise Refused(f"refund {refund_id} was decided by someone else at the same time") from None
 
 
-def approve_refund(engine: Engine, refund_id: int, *, actor: str, note: str = "", level: str | None = None,
+def approve_refund(engine: Engine, refund_id: int, *, actor: str | None = None, note: str = "",
+                   level: str | None = None, approver: Principal | None = None,
                    business: BusinessConfig | None = None, now: datetime | None = None) -> Refund:
-    """An operator gives one of the two approvals of a pending refund (``level``, or the first
-    missing); the second pays it at once if the balance still covers it."""
-    _need(actor, "decision names the operator who makes it (--actor)")
+    """An operator gives one of the two approvals of a pending refund; the second pays it at once if
+    the balance still covers it. ``approver`` (an authenticated operator): the level is the one its
+    permission gives, checked by ``check_approval``; else ``actor`` and ``level`` (or the first missing)."""
+    _need(approver.actor if approver else actor, "decision names the operator who makes it")
     return _decide(engine, refund_id, APPROVE, note or "approved", business or BusinessConfig(), now,
-                   actor=actor, level=level)
+                   actor=actor, level=level, approver=approver)
 
 
-def reject_refund(engine: Engine, refund_id: int, *, actor: str, reason: str, level: str | None = None,
+def reject_refund(engine: Engine, refund_id: int, *, actor: str | None = None, reason: str,
+                  level: str | None = None, approver: Principal | None = None,
                   business: BusinessConfig | None = None, now: datetime | None = None) -> Refund:
-    """An operator rejects a pending refund at one level; that ends it, nothing is paid."""
-    _need(actor, "decision names the operator who makes it (--actor)")
+    """An operator rejects a pending refund at one level (as ``approve_refund`` chooses it); that
+    ends it, nothing is paid."""
+    _need(approver.actor if approver else actor, "decision names the operator who makes it")
     _need(reason, "rejection gives its reason (--reason)")
-    return _decide(engine, refund_id, REJECT, reason, business or BusinessConfig(), now, actor=actor, level=level)
+    return _decide(engine, refund_id, REJECT, reason, business or BusinessConfig(), now, actor=actor, level=level,
+                   approver=approver)
 
 
 def record_payout_in(conn, refund_id: int, *, actor: str, reference: str, now: datetime) -> Refund:

@@ -10,7 +10,9 @@ from config.settings import BusinessConfig
 from ledger.errors import Refused
 from ledger.identity import Forbidden, Principal
 from ledger.identity.roles import ROLES
-from ledger.refunds import decide_refund_in, load_refund, record_payout_in, request_refund
+from ledger.refunds import (
+    approve_refund, decide_refund_in, load_refund, record_payout_in, reject_refund, request_refund,
+)
 from ledger.schema import audit_log
 from ledger.synchronous_posting import post
 from ledger_helpers import T0, add_banks, add_customer, assert_ledger_verifies, new_engine, payment, prepaid_of
@@ -113,3 +115,13 @@ def test_the_payout_is_recorded_once_on_a_paid_refund(engine):
     with engine.connect() as conn:
         assert load_refund(conn, small.refund_id).payout_reference == "TX1"
         assert prepaid_of(conn, "C1") == 495_000
+
+
+def test_the_engine_calls_take_an_authenticated_approver(engine):
+    """What a command run by an authenticated operator calls: the level follows the operator's role."""
+    refund = request_refund(engine, "C1", 100_000, actor=CLERK.actor, reason="x", now=T0)
+    first = approve_refund(engine, refund.refund_id, approver=DIRECTOR, now=T0)
+    assert first.approvals() == {"director": DIRECTOR.actor}
+    with pytest.raises(Forbidden):
+        reject_refund(engine, refund.refund_id, approver=CLERK, reason="no", now=T0)
+    assert approve_refund(engine, refund.refund_id, approver=ACCOUNTING, now=T0).status == "paid"
