@@ -11,6 +11,7 @@ Module map (each file one job):
 - ``throttle``: log-in attempts per client address;
 - ``metrics``: requests and latency by route template and status, on the registry /metrics serves;
 - ``tables``: ``api_idempotency`` (migration 0010);
-- ``routes/``: one router per area (``auth``, ``customers``, ``refunds``, ``ops``); adding an area is a
-  new module there and one line in ``routes.ROUTERS``.
+- ``routes/``: one router per area (``auth``, ``customers``, ``refunds``, ``corrections``, ``recon``,
+  ``plans`` (plans and batches), ``reports``, ``feed``, ``ops``); adding an area is a new module there
+  and one line in ``routes.ROUTERS``.
 """

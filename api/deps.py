@@ -74,18 +74,23 @@ def current_principal(request: Request, ctx: ApiContext = Depends(context)) -> P
     return principal
 
 
-def require(permission: str | None) -> Callable[..., Principal]:
+def require(permission: str | tuple[str, ...] | None) -> Callable[..., Principal]:
     """A dependency: the principal, authenticated and (unless ``permission`` is None: any
-    authenticated principal) holding ``permission``; else a 401 or 403 problem. The permission is
-    kept on the dependency (``.permission``) for the table-driven access test."""
+    authenticated principal) holding ``permission`` (a tuple: any one of them, e.g. either level of
+    a refund approval); else a 401 or 403 problem. The permission is kept on the dependency
+    (``.permission``) for the table-driven access test."""
+    alternatives = (permission,) if isinstance(permission, str) else permission
 
     def dependency(principal: Principal = Depends(current_principal), ctx: ApiContext = Depends(context)) -> Principal:
-        if permission is not None:
-            authorize(ctx.engine, principal, permission, ctx.now(), metrics=ctx.metrics.auth)
+        if alternatives:
+            # authorise the one held (or, holding none, the first: its refusal is audited and counted)
+            held = next((p for p in alternatives if principal.may(p)), alternatives[0])
+            authorize(ctx.engine, principal, held, ctx.now(), metrics=ctx.metrics.auth)
         return principal
 
     dependency.permission = permission
-    dependency.__name__ = f"require_{permission or 'authenticated'}".replace(".", "_")
+    name = "_or_".join(alternatives) if alternatives else "authenticated"
+    dependency.__name__ = f"require_{name}".replace(".", "_")
     return dependency
 
 

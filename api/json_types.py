@@ -2,7 +2,7 @@
 their offset (SQLite hands them back naive; RFC 3339, which OpenAPI's ``date-time`` means, needs it)."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from typing import Annotated
 
 from pydantic import BeforeValidator
@@ -15,3 +15,15 @@ def _as_utc(value):
 
 
 UtcDateTime = Annotated[datetime, BeforeValidator(_as_utc)]
+
+
+def json_row(row: dict) -> dict:
+    """A database row as JSON-ready values: times UTC with their offset, dates ISO, the rest as is."""
+    out = {}
+    for name, value in row.items():
+        if isinstance(value, datetime):
+            value = _as_utc(value).isoformat()
+        elif isinstance(value, date):
+            value = value.isoformat()
+        out[name] = value
+    return out

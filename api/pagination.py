@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Callable, Generic, TypeVar
 
+from fastapi import Query
 from pydantic import BaseModel
 
 from api.problems import Problem
@@ -49,6 +50,15 @@ def decode_cursor(cursor: str | None, shape: tuple[type, ...]) -> tuple | None:
             and all(type(part) is kind for part, kind in zip(key, shape))):
         raise Problem("bad-cursor", "the cursor is not one this list gave")
     return tuple(key)
+
+
+CURSOR = Query(None, max_length=400, pattern=r"^[A-Za-z0-9_-]*$", description="`next_cursor` of the page before")
+LIMIT = Query(None, ge=1, le=10_000, description="items per page (cut to `api.page_limit_max`)")
+
+
+def page_request(api, cursor: str | None, limit: int | None, shape: tuple[type, ...]) -> PageRequest:
+    """The page a list request asks for; ``api`` is the ``[api]`` settings."""
+    return PageRequest(decode_cursor(cursor, shape), page_limit(limit, api.page_limit_default, api.page_limit_max))
 
 
 def page_limit(limit: int | None, default: int, maximum: int) -> int:

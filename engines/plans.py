@@ -63,6 +63,16 @@ def validate_cron(expr: str) -> None:
 def add_plan(db, *, name: str, bank_code: str, cron: str, now: datetime, actor: str, due_days: int = 0,
              district: str | None = None, customers_only: list[str] | None = None, chunk_size: int = 1000,
              time_zone: str = DEFAULT_TIMEZONE, paused: bool = False) -> int:
+    with db.begin() as conn:
+        return add_plan_in(conn, name=name, bank_code=bank_code, cron=cron, now=now, actor=actor, due_days=due_days,
+                           district=district, customers_only=customers_only, chunk_size=chunk_size,
+                           time_zone=time_zone, paused=paused)
+
+
+def add_plan_in(conn, *, name: str, bank_code: str, cron: str, now: datetime, actor: str, due_days: int = 0,
+                district: str | None = None, customers_only: list[str] | None = None, chunk_size: int = 1000,
+                time_zone: str = DEFAULT_TIMEZONE, paused: bool = False) -> int:
+    """``add_plan`` in the caller's transaction (the HTTP service stores its answer in it)."""
     validate_cron(cron)
     ZoneInfo(time_zone)
     if district is not None and not _DISTRICT.fullmatch(district):
@@ -70,14 +80,13 @@ def add_plan(db, *, name: str, bank_code: str, cron: str, now: datetime, actor: 
                         f"districts: no customer could be in it")
     if not 1 <= chunk_size <= 100_000:
         raise PlanError("chunk size must be 1..100000")
-    with db.begin() as conn:
-        plan_id = conn.execute(insert(debit_plans).returning(debit_plans.c.plan_id), {
-            "name": name, "bank_code": bank_code, "cron": cron, "time_zone": time_zone, "due_days": due_days,
-            "district": district, "customers": ",".join(customers_only) if customers_only else None,
-            "chunk_size": chunk_size, "status": "P" if paused else "A", "last_run_for": None, "created_by": actor,
-            "created_at": now, "updated_at": now}).scalar_one()
-        conn.execute(insert(audit_log), audit_row(now, actor, "plan.add", "debit_plan", plan_id, name=name,
-                                                  bank=bank_code, cron=cron, due_days=due_days, district=district))
+    plan_id = conn.execute(insert(debit_plans).returning(debit_plans.c.plan_id), {
+        "name": name, "bank_code": bank_code, "cron": cron, "time_zone": time_zone, "due_days": due_days,
+        "district": district, "customers": ",".join(customers_only) if customers_only else None,
+        "chunk_size": chunk_size, "status": "P" if paused else "A", "last_run_for": None, "created_by": actor,
+        "created_at": now, "updated_at": now}).scalar_one()
+    conn.execute(insert(audit_log), audit_row(now, actor, "plan.add", "debit_plan", plan_id, name=name,
+                                              bank=bank_code, cron=cron, due_days=due_days, district=district))
     return plan_id
 
 
@@ -98,14 +107,19 @@ def list_plans(db) -> list[dict]:
 def set_status(db, name_or_id, status: str, *, now: datetime, actor: str) -> dict:
     """Pause (P) or resume (A). Resuming starts from now: runs that fell in the pause are not made."""
     with db.begin() as conn:
-        plan = get_plan(conn, name_or_id)
-        values = {"status": status, "updated_at": now}
-        if status == "A" and plan["status"] == "P":
-            values["last_run_for"] = now
-        conn.execute(update(debit_plans).where(debit_plans.c.plan_id == plan["plan_id"]).values(**values))
-        conn.execute(insert(audit_log), audit_row(now, actor, "plan.resume" if status == "A" else "plan.pause",
-                                                  "debit_plan", plan["plan_id"]))
-        plan.update(values)
+        return set_status_in(conn, name_or_id, status, now=now, actor=actor)
+
+
+def set_status_in(conn, name_or_id, status: str, *, now: datetime, actor: str) -> dict:
+    """``set_status`` in the caller's transaction (the HTTP service stores its answer in it)."""
+    plan = get_plan(conn, name_or_id)
+    values = {"status": status, "updated_at": now}
+    if status == "A" and plan["status"] == "P":
+        values["last_run_for"] = now
+    conn.execute(update(debit_plans).where(debit_plans.c.plan_id == plan["plan_id"]).values(**values))
+    conn.execute(insert(audit_log), audit_row(now, actor, "plan.resume" if status == "A" else "plan.pause",
+                                              "debit_plan", plan["plan_id"]))
+    plan.update(values)
     return plan
 
 
@@ -216,7 +230,13 @@ def run_now(db, settings, name_or_id, *, now: datetime, actor: str, clock: Clock
             ) -> BatchSummary:
     """A batch of the plan at once (scheduled_for = now, to the second); the cron schedule is unchanged."""
     with db.begin() as conn:
-        plan = get_plan(conn, name_or_id)
-        return build_batch(conn, bank_code=plan["bank_code"], at=now, clock=clock, plan=plan,
-                           scheduled_for=now.replace(microsecond=0), mode=_bank_mode(settings, plan["bank_code"]),
-                           actor=actor)
+        return run_now_in(conn, settings, name_or_id, now=now, actor=actor, clock=clock)
+
+
+def run_now_in(conn, settings, name_or_id, *, now: datetime, actor: str, clock: Clock = SYSTEM_CLOCK
+               ) -> BatchSummary:
+    """``run_now`` in the caller's transaction (the HTTP service stores its answer in it)."""
+    plan = get_plan(conn, name_or_id)
+    return build_batch(conn, bank_code=plan["bank_code"], at=now, clock=clock, plan=plan,
+                       scheduled_for=now.replace(microsecond=0), mode=_bank_mode(settings, plan["bank_code"]),
+                       actor=actor)

@@ -347,34 +347,21 @@ def debit_batch(config_path, batch_id, watch, interval):
     click.echo(json.dumps(shown))
 
 
-OPEN_DEBIT_STATES = ("pending", "sent")  # no outcome yet; unknown ones have one (their reversal follows)
-
-
 def _debit_count(shown: dict) -> int:
     return sum(shown["debits"].values())
 
 
 def _open_debits(shown: dict) -> int:
-    return sum(shown["debits"].get(state, 0) for state in OPEN_DEBIT_STATES)
+    from engines.batch_progress import debits_done
+
+    return _debit_count(shown) - debits_done(shown["debits"])
 
 
 def _batch_state(db, batch_id: int) -> dict | None:
-    from sqlalchemy import func, select
-
-    from engines.tables import debit_chunks, debit_skips
-    from ledger.schema import debit_batches, debits
+    from engines.batch_progress import batch_state
 
     with db.connect() as conn:
-        if conn.execute(select(debit_batches.c.batch_id).where(debit_batches.c.batch_id == batch_id)).first() is None:
-            return None
-        states = dict(conn.execute(select(debits.c.state, func.count()).where(debits.c.batch_id == batch_id)
-                                   .group_by(debits.c.state)).all())
-        chunks = dict(conn.execute(select(debit_chunks.c.state, func.count()).where(debit_chunks.c.batch_id == batch_id)
-                                   .group_by(debit_chunks.c.state)).all())
-        skips = conn.execute(select(debit_skips.c.customer_no, debit_skips.c.amount, debit_skips.c.reason)
-                             .where(debit_skips.c.batch_id == batch_id)).all()
-    return {"batch": batch_id, "debits": states, "chunks": chunks,
-            "skipped": [{"customer": c, "amount": a, "reason": r} for c, a, r in skips]}
+        return batch_state(conn, batch_id)
 
 
 __all__ = ["plan", "scheduler", "engine", "debit"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from gridpay.feed_commands import feed
-from gridpay.operator_auth import operator_actor
+from gridpay.operator_auth import current_operator, operator_actor
 from gridpay.options import business_clock, config_option, database_url, open_database, refuse, url_option
 
 @click.group()
@@ -179,7 +179,7 @@ def correct(bill_id, principal, penalty, due_date, new_bill_id, reason, config_p
 @config_option
 @url_option
 def refund(customer_no, amount_fen, reason, config_path, url) -> None:
-    """Refund AMOUNT_FEN of a customer's prepaid balance (large ones wait for a second operator)."""
+    """Refund AMOUNT_FEN of a customer's prepaid balance (large ones wait for two approvals)."""
     from ledger.errors import Refused
     from ledger.refunds import request_refund
 
@@ -200,13 +200,14 @@ REFUND_APPROVALS = ("refund.approve.accounting", "refund.approve.director")
 @config_option
 @url_option
 def approve(refund_id, note, config_path, url) -> None:
-    """Approve a pending refund; it is paid at once."""
+    """Give the signed-in operator's approval of a pending refund (accounting or director, by role); the
+    second pays it."""
     from ledger.errors import Refused
     from ledger.refunds import approve_refund
 
     with open_database(config_path, url, refusals=Refused) as (settings, engine):
-        actor = operator_actor((settings, engine), *REFUND_APPROVALS)
-        result = approve_refund(engine, refund_id, actor=actor, note=note, business=settings.business)
+        approver = current_operator((settings, engine), *REFUND_APPROVALS)   # its role gives the level
+        result = approve_refund(engine, refund_id, approver=approver, note=note, business=settings.business)
     click.echo(result.summary())
 
 
@@ -221,8 +222,8 @@ def reject(refund_id, reason, config_path, url) -> None:
     from ledger.refunds import reject_refund
 
     with open_database(config_path, url, refusals=Refused) as (settings, engine):
-        actor = operator_actor((settings, engine), *REFUND_APPROVALS)
-        result = reject_refund(engine, refund_id, actor=actor, reason=reason, business=settings.business)
+        approver = current_operator((settings, engine), *REFUND_APPROVALS)
+        result = reject_refund(engine, refund_id, approver=approver, reason=reason, business=settings.business)
     click.echo(result.summary())
 
 

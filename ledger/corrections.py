@@ -79,6 +79,22 @@ def correct_bill(engine: Engine, bill_id: str, *, principal: int, penalty: int, 
                  clock: Clock = SYSTEM_CLOCK, now: datetime | None = None) -> CorrectionResult:
     """Reverse bill ``bill_id`` and replace it with a bill of the given amounts (same customer and
     period; the due date is the original's unless given). Raises ``Refused`` when it cannot."""
+    try:
+        with engine.begin() as conn:
+            return correct_bill_in(conn, bill_id, principal=principal, penalty=penalty, actor=actor, reason=reason,
+                                   due_date=due_date, new_bill_id=new_bill_id, clock=clock, now=now or clock.now())
+    except IntegrityError as exc:  # a concurrent correction of the same bill, or a bill id just taken
+        raise concurrent_correction(bill_id, exc) from None
+
+
+def concurrent_correction(bill_id: str, exc: IntegrityError) -> Refused:
+    return Refused(f"bill {bill_id} could not be corrected: changed by someone else at the same time "
+                   f"({type(exc.orig).__name__})")
+
+
+def correct_bill_in(conn, bill_id: str, *, principal: int, penalty: int, actor: str, reason: str,
+                    due_date: date | None, new_bill_id: str | None, clock: Clock, now: datetime) -> CorrectionResult:
+    """``correct_bill`` in the caller's transaction (the HTTP service stores its answer in it)."""
     if not actor or not actor.strip():
         raise Refused("a correction names the operator who makes it")
     if not reason or not reason.strip():
@@ -88,14 +104,7 @@ def correct_bill(engine: Engine, bill_id: str, *, principal: int, penalty: int, 
             raise Refused(f"{name} must be whole fen, at least {least} and at most 12 digits, not {value!r}")
     if new_bill_id is not None and not _BILL_ID.fullmatch(new_bill_id):
         raise Refused(f"new bill id {new_bill_id!r} is not 1-32 ASCII letters or digits")
-    at = now or clock.now()
-    try:
-        with engine.begin() as conn:
-            return _correct(conn, bill_id, principal, penalty, actor, reason, due_date, new_bill_id, at,
-                            clock)
-    except IntegrityError as exc:  # a concurrent correction of the same bill, or a bill id just taken
-        raise Refused(f"bill {bill_id} could not be corrected: changed by someone else at the same time "
-                      f"({type(exc.orig).__name__})") from None
+    return _correct(conn, bill_id, principal, penalty, actor, reason, due_date, new_bill_id, now, clock)
 
 
 def _correct(conn, bill_id, principal, penalty, actor, reason, due_date, new_bill_id, at, clock):

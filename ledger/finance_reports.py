@@ -255,3 +255,21 @@ def render_csv(report: Report) -> str:
     writer.writerow(report.columns)
     writer.writerows(report.as_text_rows(grouped=False))
     return buf.getvalue()
+
+
+def spreadsheet_cell(value) -> str:
+    """A text cell a spreadsheet keeps as text: ``="0102"`` keeps a bank code's leading zero, and
+    a value starting with ``=``, ``+``, ``-`` or ``@`` stays a string, never a formula."""
+    return '="' + str(value).replace('"', '""') + '"'
+
+
+def render_csv_fen(report: Report) -> str:
+    """CSV for spreadsheets: amounts and counts as integers (amounts in fen), every other column
+    (identifiers: bank codes, channels, customer types) as text by ``spreadsheet_cell``."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(report.columns)
+    for row in report.rows + ([report.total] if report.total else []):
+        writer.writerow([str(row[c]) if isinstance(row[c], int) and not isinstance(row[c], bool)
+                         else spreadsheet_cell(row[c]) for c in report.columns])
+    return buf.getvalue()

@@ -297,17 +297,22 @@ refunds = Table(
     Column("requested_by", String(64), nullable=False),
     Column("requested_at", Ts, nullable=False),
     Column("needs_approval", String(1), nullable=False),  # Y / N
+    Column("paid_out_at", Ts, nullable=True),             # the payout recorded (no money moves: 0011)
+    Column("paid_out_by", String(64), nullable=True),
+    Column("payout_reference", String(64), nullable=True),
     CheckConstraint("amount > 0", name="amount"),
 )
 
-refund_decisions = Table(  # approval (or rejection) by a second operator; a refund is paid when approved
+refund_decisions = Table(  # a large refund's approvals (or rejection), one per level; paid when all approved
     "refund_decisions", metadata,
     _id(),
-    Column("refund_id", Id, ForeignKey("refunds.id"), nullable=False, unique=True),
+    Column("refund_id", Id, ForeignKey("refunds.id"), nullable=False),
+    Column("level", String(12), nullable=False, server_default="single"),  # accounting | director | single (<0011)
     Column("decision", String(1), nullable=False),        # A approved, J rejected
     Column("decided_by", String(64), nullable=False),
     Column("decided_at", Ts, nullable=False),
     Column("note", String(200), nullable=False, server_default=""),
+    UniqueConstraint("refund_id", "level"),
 )
 
 debit_batches = Table(

@@ -86,7 +86,7 @@ DESCRIPTIONS: dict[str, str] = {
     "business.timezone": "IANA time zone of business dates, cut-off, field 7 years and cron plans.",
     "business.cutoff": "Local time (HH:MM) from which postings belong to the next business date.",
     "business.refund_approval_resident_fen": "Refunds of a resident's prepaid balance from this amount (fen) "
-                                             "on need a second operator's approval.",
+                                             "on need two approvals (accounting centre and department director).",
     "business.refund_approval_nonresident_fen": "The same threshold (fen) for non-resident customers.",
 
     # --- [gateway] ---

@@ -98,3 +98,17 @@ def running_service(url: str, api: ApiConfig | None = None, settings: Settings |
         thread.join(60)
         sock.close()
         engine.dispose()
+
+
+def post_and_retry(http: httpx.Client, path: str, body: dict | None = None) -> httpx.Response:
+    """POST with a new Idempotency-Key, then again with the same key: the retry must get the same
+    answer, marked replayed (it changed nothing). Returns the first answer."""
+    import uuid
+
+    headers = {"Idempotency-Key": uuid.uuid4().hex}
+    first = http.post(path, json=body, headers=headers)
+    if first.status_code < 300:
+        again = http.post(path, json=body, headers=headers)
+        assert (again.status_code, again.json()) == (first.status_code, first.json()), again.text
+        assert again.headers.get("Idempotent-Replayed") == "true"
+    return first

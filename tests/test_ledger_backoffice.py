@@ -196,7 +196,7 @@ def test_small_refunds_are_paid_at_once(db_url, engine):
     assert_ledger_verifies(db_url)
 
 
-def test_large_refunds_wait_for_a_second_operator(db_url, engine):
+def test_large_refunds_wait_for_two_approvals(db_url, engine):
     _prepay(engine, "C1", 300_000)
     _prepay(engine, "C2", 3_000_000)
     r = request_refund(engine, "C1", 100_000, actor="clerk.li", reason="moving out")   # exactly the threshold
@@ -207,8 +207,14 @@ def test_large_refunds_wait_for_a_second_operator(db_url, engine):
         assert prepaid_of(conn, "C1") == 300_000   # nothing paid yet
     with pytest.raises(Refused, match="another operator"):
         approve_refund(engine, r.refund_id, actor="clerk.li")
-    approved = approve_refund(engine, r.refund_id, actor="supervisor.zhao", note="checked")
-    assert (approved.status, approved.decided_by) == ("paid", "supervisor.zhao")
+    first = approve_refund(engine, r.refund_id, actor="supervisor.zhao", note="checked")
+    assert (first.status, first.approvals()) == ("pending", {"accounting": "supervisor.zhao"})
+    with pytest.raises(Refused, match="two different people"):
+        approve_refund(engine, r.refund_id, actor="supervisor.zhao")
+    with pytest.raises(Refused, match="given already"):
+        approve_refund(engine, r.refund_id, actor="supervisor.qian", level="accounting")
+    approved = approve_refund(engine, r.refund_id, actor="director.sun", note="ok")
+    assert (approved.status, approved.decided_by) == ("paid", "director.sun")
     with pytest.raises(Refused, match="already paid"):
         approve_refund(engine, r.refund_id, actor="supervisor.qian")
     with pytest.raises(Refused, match="reason"):
@@ -219,13 +225,16 @@ def test_large_refunds_wait_for_a_second_operator(db_url, engine):
         approve_refund(engine, n.refund_id, actor="supervisor.qian")
     with engine.connect() as conn:
         assert prepaid_of(conn, "C1") == 200_000 and prepaid_of(conn, "C2") == 3_000_000
-        decisions = conn.execute(select(refund_decisions.c.refund_id, refund_decisions.c.decision,
-                                        refund_decisions.c.decided_by).order_by(refund_decisions.c.id)).all()
-        assert [tuple(d) for d in decisions] == [(r.refund_id, "A", "supervisor.zhao"),
-                                                 (n.refund_id, "J", "supervisor.zhao")]
-        reasons = dict(conn.execute(select(audit_log.c.action, audit_log.c.reason)
-                                    .where(audit_log.c.action.in_(["refund.approve", "refund.reject"]))).all())
-        assert reasons == {"refund.approve": "checked", "refund.reject": "customer withdrew"}
+        decisions = conn.execute(select(refund_decisions.c.refund_id, refund_decisions.c.level,
+                                        refund_decisions.c.decision, refund_decisions.c.decided_by)
+                                 .order_by(refund_decisions.c.id)).all()
+        assert [tuple(d) for d in decisions] == [(r.refund_id, "accounting", "A", "supervisor.zhao"),
+                                                 (r.refund_id, "director", "A", "director.sun"),
+                                                 (n.refund_id, "accounting", "J", "supervisor.zhao")]
+        reasons = sorted(conn.execute(select(audit_log.c.action, audit_log.c.reason)
+                                      .where(audit_log.c.action.in_(["refund.approve", "refund.reject"]))).all())
+        assert [tuple(x) for x in reasons] == [("refund.approve", "checked"), ("refund.approve", "ok"),
+                                               ("refund.reject", "customer withdrew")]
     assert pending_refunds(engine) == []
     assert [x.status for x in list_refunds(engine, None)] == ["paid", "rejected"]
     assert_ledger_verifies(db_url)
@@ -269,9 +278,10 @@ def test_refund_commands(sqlite_url, tmp_path):
         add_banks(conn, BANK)
         add_customer(conn, "C1")
     _prepay(engine, "C1", 200_000)
-    # li asks and may also approve (but not her own request); zhao approves
+    # li asks and may also approve (but not her own request); zhao (accounting) and sun (director) approve
     li = operator_env(engine, "li", ["clerk", "accounting-approver"], {**os.environ, "GRIDPAY_CONFIG": ""})
     zhao = operator_env(engine, "zhao", ["accounting-approver"], li)
+    sun = operator_env(engine, "sun", ["director-approver"], li)
     engine.dispose()
 
     def gridpay(*args, env=li):
@@ -283,8 +293,12 @@ def test_refund_commands(sqlite_url, tmp_path):
     listed = gridpay("ledger", "refunds")
     assert "operator:li" in listed.stdout and "1500.00" in listed.stdout
     same = gridpay("ledger", "approve", "1")
-    assert same.returncode == 1 and "another operator" in same.stderr
-    ok = gridpay("ledger", "approve", "1", env=zhao)
+    assert same.returncode == 1 and "asked for a refund cannot approve it" in same.stderr
+    first = gridpay("ledger", "approve", "1", env=zhao)                 # the accounting approval
+    assert first.returncode == 0 and "waits for the director approval" in first.stdout, first
+    twice = gridpay("ledger", "approve", "1", env=zhao)
+    assert twice.returncode == 1 and twice.stderr, twice
+    ok = gridpay("ledger", "approve", "1", env=sun)                     # the director's: paid
     assert ok.returncode == 0 and "paid" in ok.stdout
     assert "no pending refunds" in gridpay("ledger", "refunds").stdout
     verified = gridpay("ledger", "verify")

@@ -3,9 +3,10 @@
 in ``ROUTERS``. tests/test_api_access.py then checks every role on its routes by itself."""
 from __future__ import annotations
 
-from api.routes import auth, customers, debits, ops, refunds
+from api.routes import auth, corrections, customers, debits, feed, ops, plans, recon, refunds, reports
 
-ROUTERS = (ops.router, auth.router, customers.router, refunds.router, debits.router)
+ROUTERS = (ops.router, auth.router, customers.router, refunds.router, corrections.router, recon.router,
+           plans.router, reports.router, feed.router, debits.router)
 
 # Routes without authentication, on purpose (everything else must depend on ``require``).
 PUBLIC = {"/healthz", "/readyz", "/metrics", "/v1/sessions", "/openapi.json", "/docs", "/docs/static",

@@ -12,7 +12,7 @@ from typing import Callable
 from fastapi import APIRouter, Depends, Path, Query
 
 from api.deps import ApiContext, context, require
-from api.pagination import Page, PageRequest, decode_cursor, one_page, page_limit
+from api.pagination import CURSOR, LIMIT, Page, PageRequest, one_page, page_request
 from api.problems import Problem, problem_responses
 from api.routes.customer_models import (
     AgreementOut, BillOut, CustomerDetail, CustomerSummary, DebitOut, MovementOut, NoticeOut, PaymentOut,
@@ -24,13 +24,6 @@ router = APIRouter(tags=["customers"], responses=problem_responses(400, 401, 403
 
 READ = require("customer.read")
 CUSTOMER_NO = Path(min_length=1, max_length=20, pattern=r"^[^\x00-\x1f\x7f/]+$")
-CURSOR = Query(None, max_length=400, pattern=r"^[A-Za-z0-9_-]*$", description="`next_cursor` of the page before")
-LIMIT = Query(None, ge=1, le=10_000, description="items per page (cut to `api.page_limit_max`)")
-
-
-def _page_request(ctx: ApiContext, cursor: str | None, limit: int | None, shape: tuple[type, ...]) -> PageRequest:
-    api = ctx.settings.api
-    return PageRequest(decode_cursor(cursor, shape), page_limit(limit, api.page_limit_default, api.page_limit_max))
 
 
 # each list: (its query, the shape of its cursor's key, the key of a row, its item model)
@@ -66,7 +59,7 @@ def search_customers(name: str | None = Query(None, min_length=1, max_length=120
     """Customers by name (contains) and/or mobile (the whole number), by customer number; mobiles masked."""
     if not (name or mobile):
         raise Problem("invalid-request", "give name or mobile (or both)")
-    page = _page_request(ctx, cursor, limit, (str,))
+    page = page_request(ctx.settings.api, cursor, limit, (str,))
     with view.snapshot(ctx.engine) as conn:
         rows = view.search(conn, name=name, mobile=mobile, after=page.after and page.after[0], limit=page.limit)
     rows, next_cursor = one_page(rows, page.limit, lambda r: (r["customer_no"],))
@@ -96,7 +89,7 @@ def _list_route(name: str, summary: str):
 
     def endpoint(customer_no: str = CUSTOMER_NO, cursor: str | None = CURSOR, limit: int | None = LIMIT,
                  principal: Principal = Depends(READ), ctx: ApiContext = Depends(context)) -> Page:
-        page = _page_request(ctx, cursor, limit, shape)
+        page = page_request(ctx.settings.api, cursor, limit, shape)
         with view.snapshot(ctx.engine) as conn:
             _existing(conn, customer_no)
             return _list_page(conn, name, customer_no, page)

@@ -27,6 +27,7 @@ PERMISSIONS: dict[str, str] = {
     "report.read": "read and export reports",
     "statement.import": "import and reconcile finance statements",
     "audit.read": "read the audit log",
+    "feed.read": "read the payment feed (the billing system's client)",
     "principal.read": "list principals, their roles and keys",
     "principal.manage": "add, disable, enable and reset principals and their API keys",
 }
@@ -42,7 +43,8 @@ ROLES: dict[str, frozenset[str]] = {
     "operations": frozenset({"customer.read", "billing.import", "debit.single", "plan.manage", "batch.manage",
                              "bank.manage", "notice.manage"}),
     "finance": frozenset({"customer.read", "recon.read", "report.read", "statement.import", "refund.payout"}),
-    "auditor": frozenset({"customer.read", "recon.read", "report.read", "audit.read", "principal.read"}),
+    "auditor": frozenset({"customer.read", "recon.read", "report.read", "audit.read", "feed.read",
+                          "principal.read"}),
     "administrator": frozenset({"principal.read", "principal.manage"}),
 }
 

@@ -5,7 +5,9 @@ Public API (import from the submodules; names re-exported lazily here):
 - ``reconcile_bank_file(engine, path, actor=...)`` (matching)
 - ``reconcile_statement(engine, path, actor=..., rules=FinanceRules())`` (finance)
 - ``resolve_item(engine, item_id, action, actor=..., reason=...)`` (resolutions)
-- ``open_items``, ``show_item``, ``match_items``, ``unmatch`` (manual)
+- ``open_items``, ``show_item``, ``match_items``, ``unmatch`` (manual; ``match_items_in``, ``unmatch_in``
+  and ``resolve_item_in`` in the caller's transaction, for the HTTP service)
+- ``run_page``, ``item_page`` (lists: runs and items page by page)
 - ``day_report``, ``write_run_reports``, ``write_day_reports`` (reports)
 - ``DropWatcher``, ``poll_forever``, ``register_handler`` (watch)
 """

@@ -11,6 +11,7 @@
   items, payments, bank runs' expected remittances) within ``tolerance`` fen; every item becomes
   ``matched``; a ``recon_matches`` row (kind manual) and its members record it.
 - ``unmatch(engine, match_id, actor=, reason=)``: undoes a manual match: its items are open again.
+- ``match_items_in``, ``unmatch_in``: the same in the caller's transaction (the HTTP service).
 
 Every action writes an ``audit_log`` row with the operator's name.
 """
@@ -159,6 +160,14 @@ def show_item(engine: Engine, item_id: int, limit: int = 10) -> dict:
 
 def match_items(engine: Engine, item_ids: list[int], *, actor: str, note: str = "", payment_ids: list[int] = (),
                 run_ids: list[int] = (), tolerance: int = 0, now: datetime | None = None) -> int:
+    with engine.begin() as conn:
+        return match_items_in(conn, item_ids, actor=actor, note=note, payment_ids=payment_ids, run_ids=run_ids,
+                              tolerance=tolerance, now=now)
+
+
+def match_items_in(conn, item_ids: list[int], *, actor: str, note: str = "", payment_ids: list[int] = (),
+                   run_ids: list[int] = (), tolerance: int = 0, now: datetime | None = None) -> int:
+    """``match_items`` in the caller's transaction (the HTTP service stores its answer in it)."""
     if not actor or not actor.strip():
         raise Refused("a match names the operator (actor)")
     if not item_ids:
@@ -166,74 +175,78 @@ def match_items(engine: Engine, item_ids: list[int], *, actor: str, note: str = 
     if len(item_ids) + len(payment_ids) + len(run_ids) < 2:
         raise Refused("a match needs at least two sides: items, --payment or --run")
     now = now or SYSTEM_CLOCK.now()
-    with engine.begin() as conn:
-        members, file_sum, ledger_sum = [], 0, 0
-        for item_id in item_ids:
-            item = load_item(conn, item_id, lock=True)
-            if item["status"] != "open":
-                raise Refused(f"item {item_id} is {item['status']}, not open")
-            side, amount = side_amount(item)
-            members.append({"item_id": item_id, "side": side, "amount": amount})
-            if side == "file":
-                file_sum += amount
-            else:
-                ledger_sum += amount
-        if payment_ids:
-            p, r = payments.c, reversals.c
-            rows = {x.payment_id: x for x in conn.execute(
-                select(p.payment_id, p.amount, r.reversal_id).select_from(payments.outerjoin(reversals, r.payment_id == p.payment_id))
-                .where(p.payment_id.in_(list(payment_ids))))}
-            taken = matched_payment_ids(conn, list(payment_ids))
-            for pid in payment_ids:
-                x = rows.get(pid)
-                if x is None:
-                    raise Refused(f"no payment {pid}")
-                if x.reversal_id is not None:
-                    raise Refused(f"payment {pid} is reversed")
-                if pid in taken:
-                    raise Refused(f"payment {pid} is already matched")
-                members.append({"payment_id": pid, "side": "ledger", "amount": int(x.amount)})
-                ledger_sum += int(x.amount)
-        for run_id in run_ids:
-            from ledger.recon.match_queries import active_match_of_run
-            if conn.execute(select(recon_runs.c.kind).where(recon_runs.c.run_id == run_id)).scalar() != "bank":
-                raise Refused(f"run {run_id} is not a bank reconciliation run")
-            if active_match_of_run(conn, run_id) is not None:
-                raise Refused(f"bank run {run_id} is already matched to a remittance")
-            expected, _ = expected_remittance(conn, run_id)
-            members.append({"run_id": run_id, "side": "ledger", "amount": expected})
-            ledger_sum += expected
-        if not file_sum and not ledger_sum:
-            raise Refused("nothing to match")
-        if abs(file_sum - ledger_sum) > tolerance:
-            raise Refused(f"the file side comes to {file_sum} fen and the ledger side to {ledger_sum}: they must agree "
-                          f"(tolerance {tolerance} fen); resolve with a reason instead")
-        match_id = new_match(conn, "manual", actor, now, note, members)
-        conn.execute(update(recon_items).where(recon_items.c.item_id.in_(list(item_ids)))
-                     .values(status="matched", resolved_by=actor, resolved_at=now, note=note[:200] or None))
-        write_audit(conn, [audit_row(now, actor, "recon.match", "recon_match", match_id, reason=note, items=list(item_ids),
-                                     payments=list(payment_ids), runs=list(run_ids), file_sum=file_sum, ledger_sum=ledger_sum)])
+    members, file_sum, ledger_sum = [], 0, 0
+    for item_id in item_ids:
+        item = load_item(conn, item_id, lock=True)
+        if item["status"] != "open":
+            raise Refused(f"item {item_id} is {item['status']}, not open")
+        side, amount = side_amount(item)
+        members.append({"item_id": item_id, "side": side, "amount": amount})
+        if side == "file":
+            file_sum += amount
+        else:
+            ledger_sum += amount
+    if payment_ids:
+        p, r = payments.c, reversals.c
+        rows = {x.payment_id: x for x in conn.execute(
+            select(p.payment_id, p.amount, r.reversal_id).select_from(payments.outerjoin(reversals, r.payment_id == p.payment_id))
+            .where(p.payment_id.in_(list(payment_ids))))}
+        taken = matched_payment_ids(conn, list(payment_ids))
+        for pid in payment_ids:
+            x = rows.get(pid)
+            if x is None:
+                raise Refused(f"no payment {pid}")
+            if x.reversal_id is not None:
+                raise Refused(f"payment {pid} is reversed")
+            if pid in taken:
+                raise Refused(f"payment {pid} is already matched")
+            members.append({"payment_id": pid, "side": "ledger", "amount": int(x.amount)})
+            ledger_sum += int(x.amount)
+    for run_id in run_ids:
+        from ledger.recon.match_queries import active_match_of_run
+        if conn.execute(select(recon_runs.c.kind).where(recon_runs.c.run_id == run_id)).scalar() != "bank":
+            raise Refused(f"run {run_id} is not a bank reconciliation run")
+        if active_match_of_run(conn, run_id) is not None:
+            raise Refused(f"bank run {run_id} is already matched to a remittance")
+        expected, _ = expected_remittance(conn, run_id)
+        members.append({"run_id": run_id, "side": "ledger", "amount": expected})
+        ledger_sum += expected
+    if not file_sum and not ledger_sum:
+        raise Refused("nothing to match")
+    if abs(file_sum - ledger_sum) > tolerance:
+        raise Refused(f"the file side comes to {file_sum} fen and the ledger side to {ledger_sum}: they must agree "
+                      f"(tolerance {tolerance} fen); resolve with a reason instead")
+    match_id = new_match(conn, "manual", actor, now, note, members)
+    conn.execute(update(recon_items).where(recon_items.c.item_id.in_(list(item_ids)))
+                 .values(status="matched", resolved_by=actor, resolved_at=now, note=note[:200] or None))
+    write_audit(conn, [audit_row(now, actor, "recon.match", "recon_match", match_id, reason=note, items=list(item_ids),
+                                 payments=list(payment_ids), runs=list(run_ids), file_sum=file_sum, ledger_sum=ledger_sum)])
     return match_id
 
 
 def unmatch(engine: Engine, match_id: int, *, actor: str, reason: str, now: datetime | None = None) -> list[int]:
+    with engine.begin() as conn:
+        return unmatch_in(conn, match_id, actor=actor, reason=reason, now=now)
+
+
+def unmatch_in(conn, match_id: int, *, actor: str, reason: str, now: datetime | None = None) -> list[int]:
+    """``unmatch`` in the caller's transaction (the HTTP service stores its answer in it)."""
     if not actor or not actor.strip():
         raise Refused("undoing a match names the operator (actor)")
     now = now or SYSTEM_CLOCK.now()
     m, mm = recon_matches.c, recon_match_members.c
-    with engine.begin() as conn:
-        match = conn.execute(select(recon_matches).where(m.match_id == match_id).with_for_update()).mappings().first()
-        if match is None:
-            raise Refused(f"no match {match_id}")
-        if match["undone_at"] is not None:
-            raise Refused(f"match {match_id} was already undone by {match['undone_by']}")
-        if match["kind"] != "manual":
-            raise Refused(f"match {match_id} was made automatically; only manual matches can be undone")
-        item_ids = [i for i in conn.execute(select(mm.item_id).where(mm.match_id == match_id, mm.item_id.is_not(None))).scalars()]
-        conn.execute(update(recon_matches).where(m.match_id == match_id).values(undone_by=actor, undone_at=now))
-        conn.execute(update(recon_items).where(recon_items.c.item_id.in_(item_ids))
-                     .values(status="open", resolved_by=None, resolved_at=None, note=None))
-        write_audit(conn, [audit_row(now, actor, "recon.unmatch", "recon_match", match_id, reason=reason, items=item_ids)])
+    match = conn.execute(select(recon_matches).where(m.match_id == match_id).with_for_update()).mappings().first()
+    if match is None:
+        raise Refused(f"no match {match_id}")
+    if match["undone_at"] is not None:
+        raise Refused(f"match {match_id} was already undone by {match['undone_by']}")
+    if match["kind"] != "manual":
+        raise Refused(f"match {match_id} was made automatically; only manual matches can be undone")
+    item_ids = [i for i in conn.execute(select(mm.item_id).where(mm.match_id == match_id, mm.item_id.is_not(None))).scalars()]
+    conn.execute(update(recon_matches).where(m.match_id == match_id).values(undone_by=actor, undone_at=now))
+    conn.execute(update(recon_items).where(recon_items.c.item_id.in_(item_ids))
+                 .values(status="open", resolved_by=None, resolved_at=None, note=None))
+    write_audit(conn, [audit_row(now, actor, "recon.unmatch", "recon_match", match_id, reason=reason, items=item_ids)])
     return item_ids
 
 

@@ -44,6 +44,15 @@ def resolve_item(engine: Engine, item_id: int, action: str, *, actor: str, reaso
                  clock: Clock = SYSTEM_CLOCK) -> dict:
     """Resolve one open item (see the module docstring). Raises ``Refused`` with the reason when the
     action does not fit the item or the ledger refuses it; nothing is changed then."""
+    with engine.begin() as conn:
+        return resolve_item_in(conn, item_id, action, actor=actor, reason=reason, method=method, cheque_no=cheque_no,
+                               now=now, clock=clock)
+
+
+def resolve_item_in(conn, item_id: int, action: str, *, actor: str, reason: str,
+                    method: str = "01", cheque_no: str | None = None, now: datetime | None = None,
+                    clock: Clock = SYSTEM_CLOCK) -> dict:
+    """``resolve_item`` in the caller's transaction (the HTTP service stores its answer in it)."""
     if action not in ACTIONS:
         raise Refused(f"unknown action {action!r}: one of {', '.join(ACTIONS)}")
     if not actor or not actor.strip():
@@ -51,50 +60,49 @@ def resolve_item(engine: Engine, item_id: int, action: str, *, actor: str, reaso
     if not reason or not reason.strip():
         raise Refused("a resolution needs a reason")
     now = now or clock.now()
-    with engine.begin() as conn:
-        item = load_item(conn, item_id, lock=True)
-        if item["status"] != "open":
-            raise Refused(f"item {item_id} is {item['status']}" + (f" ({item['resolution']} by {item['resolved_by']})"
-                                                                  if item["resolution"] else ""))
-        kind = item["kind"]
-        done: dict = {}
-        changes: dict = {}
-        if action == "post":
-            if kind != "bank_only" or item["channel"] != "C" or item["bank_status"] != "S":
-                raise Refused(f"only a bank-only counter line with status S can be posted (this is {kind}, "
-                              f"channel {item['channel']}, status {item['bank_status']})")
-            payment_id, receipt = post_bank_payment(
-                conn, bank_code=item["bank_code"], business_date=item["business_date"], transmitted=item["transmitted"],
-                stan=item["stan"], rrn=item["rrn"], customer_no=item["customer_no"], amount=int(item["bank_amount"]),
-                actor=actor, now=now, reason=reason, method=method, cheque_no=cheque_no, terminal_id=item["terminal"],
-                clock=clock)
-            done = {"payment_id": payment_id, "receipt_no": receipt}
-            changes = {"payment_id": payment_id, "ledger_amount": int(item["bank_amount"]), "ledger_status": "S"}
-        elif action == "reverse":
-            ok = (item["payment_id"] is not None and item["ledger_status"] == "S"
-                  and (kind == "ledger_only" or kind == "amount_differs"
-                       or (kind == "status_differs" and item["bank_status"] == "R")))
-            if not ok:
-                raise Refused(f"only the ledger's payment of a ledger-only item, of an amount difference, or of a "
-                              f"status difference the bank shows reversed can be reversed (this is {kind}, ledger "
-                              f"status {item['ledger_status']})")
-            reversal_id = reverse_payment(conn, item["payment_id"], actor=actor, now=now, clock=clock,
-                                          reason=f"reconciliation item {item_id}: {reason}")
-            done = {"reversal_id": reversal_id, "payment_id": item["payment_id"]}
-            changes = {"ledger_status": "R"}
-        elif action == "settle":
-            if kind != "debit_unknown" or item["debit_id"] is None:
-                raise Refused(f"only a debit with an unknown outcome can be settled (this is {kind})")
-            if item["bank_status"] == "S" and item["bank_amount"] is not None and int(item["bank_amount"]) != int(item["ledger_amount"]):
-                raise Refused(f"the bank's amount {item['bank_amount']} differs from the debit's {item['ledger_amount']}: "
-                              f"accept it with a note instead")
-            done = settle_debit(conn, item["debit_id"], item["bank_status"], actor=actor, now=now, clock=clock,
-                                reason=f"reconciliation item {item_id}: {reason}")
-            done["debit_id"] = item["debit_id"]
-            changes = {"ledger_status": {"approved": "S", "reversed": "R", "declined": None}[done["result"]]}
-        conn.execute(update(recon_items).where(recon_items.c.item_id == item_id).values(
-            status="resolved", resolution=RESOLUTION[action], resolved_by=actor, resolved_at=now, note=reason[:200],
-            **changes))
-        write_audit(conn, [audit_row(now, actor, "recon.resolve", "recon_item", item_id, reason=reason, step=action,
-                                     kind=kind, run_id=item["run_id"], **done)])
+    item = load_item(conn, item_id, lock=True)
+    if item["status"] != "open":
+        raise Refused(f"item {item_id} is {item['status']}" + (f" ({item['resolution']} by {item['resolved_by']})"
+                                                              if item["resolution"] else ""))
+    kind = item["kind"]
+    done: dict = {}
+    changes: dict = {}
+    if action == "post":
+        if kind != "bank_only" or item["channel"] != "C" or item["bank_status"] != "S":
+            raise Refused(f"only a bank-only counter line with status S can be posted (this is {kind}, "
+                          f"channel {item['channel']}, status {item['bank_status']})")
+        payment_id, receipt = post_bank_payment(
+            conn, bank_code=item["bank_code"], business_date=item["business_date"], transmitted=item["transmitted"],
+            stan=item["stan"], rrn=item["rrn"], customer_no=item["customer_no"], amount=int(item["bank_amount"]),
+            actor=actor, now=now, reason=reason, method=method, cheque_no=cheque_no, terminal_id=item["terminal"],
+            clock=clock)
+        done = {"payment_id": payment_id, "receipt_no": receipt}
+        changes = {"payment_id": payment_id, "ledger_amount": int(item["bank_amount"]), "ledger_status": "S"}
+    elif action == "reverse":
+        ok = (item["payment_id"] is not None and item["ledger_status"] == "S"
+              and (kind == "ledger_only" or kind == "amount_differs"
+                   or (kind == "status_differs" and item["bank_status"] == "R")))
+        if not ok:
+            raise Refused(f"only the ledger's payment of a ledger-only item, of an amount difference, or of a "
+                          f"status difference the bank shows reversed can be reversed (this is {kind}, ledger "
+                          f"status {item['ledger_status']})")
+        reversal_id = reverse_payment(conn, item["payment_id"], actor=actor, now=now, clock=clock,
+                                      reason=f"reconciliation item {item_id}: {reason}")
+        done = {"reversal_id": reversal_id, "payment_id": item["payment_id"]}
+        changes = {"ledger_status": "R"}
+    elif action == "settle":
+        if kind != "debit_unknown" or item["debit_id"] is None:
+            raise Refused(f"only a debit with an unknown outcome can be settled (this is {kind})")
+        if item["bank_status"] == "S" and item["bank_amount"] is not None and int(item["bank_amount"]) != int(item["ledger_amount"]):
+            raise Refused(f"the bank's amount {item['bank_amount']} differs from the debit's {item['ledger_amount']}: "
+                          f"accept it with a note instead")
+        done = settle_debit(conn, item["debit_id"], item["bank_status"], actor=actor, now=now, clock=clock,
+                            reason=f"reconciliation item {item_id}: {reason}")
+        done["debit_id"] = item["debit_id"]
+        changes = {"ledger_status": {"approved": "S", "reversed": "R", "declined": None}[done["result"]]}
+    conn.execute(update(recon_items).where(recon_items.c.item_id == item_id).values(
+        status="resolved", resolution=RESOLUTION[action], resolved_by=actor, resolved_at=now, note=reason[:200],
+        **changes))
+    write_audit(conn, [audit_row(now, actor, "recon.resolve", "recon_item", item_id, reason=reason, step=action,
+                                 kind=kind, run_id=item["run_id"], **done)])
     return {"item_id": item_id, "action": action, "resolution": RESOLUTION[action], **done}

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, func, select
 
+from ledger.finance_reports import Report
 from ledger.recon_tables import recon_items, recon_runs
 
 ITEM_COLUMNS = ("item_id", "kind", "status", "bank_code", "business_date", "channel", "rrn", "customer_no",
@@ -231,6 +232,12 @@ class DayReport:
     def totals(self) -> dict:
         t = {c: sum(r[c] for r in self.rows) for c in DAY_COLUMNS if c not in ("bank_code", "run_id", "file_name", "remittance")}
         return {"bank_code": "total", "run_id": "", "file_name": "", "remittance": "", **t}
+
+    def report(self) -> Report:
+        """As a finance report (title, columns, amount columns, rows, total): the HTTP service's form."""
+        return Report(f"Reconciliation of business date {self.business_date} (amounts in yuan)", list(DAY_COLUMNS),
+                      {c for c in DAY_COLUMNS if c.endswith("_sum") or c == "expected_remittance"}, self.rows,
+                      self.totals() if self.rows else None)
 
 
 def day_report(engine: Engine, business_date: date) -> DayReport:
