@@ -120,6 +120,7 @@ bills = Table(
     CheckConstraint("category in ('E','V','F')", name="category"),
     Index(None, "customer_no", "period"),
     Index(None, "period", "category"),   # month-end reports: a period's bills by category
+    Index(None, "replaces_bill_id"),     # a bill's correction history (the API's customer look-up)
 )
 
 agreements = Table(  # direct-debit agreements; at most one active per customer (enforced in code + history)
@@ -354,6 +355,7 @@ debits = Table(  # one direct debit; state moves forward only (pending → sent 
     CheckConstraint(f"channel in ({', '.join(repr(c) for c in DEBIT_CHANNELS)})", name="channel"),
     Index(None, "state"),
     Index(None, "batch_id", "chunk_no"),
+    Index(None, "customer_no"),          # a customer's debits (the API's customer look-up)
 )
 
 debit_bills = Table(
@@ -393,6 +395,7 @@ outbox = Table(  # SMS notices, written in the same transaction as the change th
     Column("sent_at", Ts, nullable=True),
     UniqueConstraint("kind", "ref", name="uq_outbox_kind_ref"),
     Index(None, "state", "next_attempt_at"),
+    Index(None, "customer_no"),          # the notices sent to a customer (the API's customer look-up)
 )
 
 audit_log = Table(

@@ -12,7 +12,7 @@ from ledger.identity.changes import ChangedBy
 from ledger.identity.principal import CLIENT, NotAuthenticated, Principal
 from ledger.identity.refusals import MESSAGES, PUBLIC, AuthMetrics, record_refusal
 from ledger.identity.roles import bad_scopes, join_names, split_names
-from ledger.identity.store import aware, existing_row, principal_from_row
+from ledger.identity.store import aware, existing_row, principal_from_row, stale
 from ledger.identity.tables import api_keys, principals
 from ledger.identity.tokens import new_api_key, secret_matches, split_api_key
 
@@ -78,11 +78,12 @@ def authenticate_api_key(engine: Engine, key: str, now: datetime, *, metrics: Au
     with engine.begin() as conn:
         found = None if parts is None else conn.execute(
             select(principals, api_keys.c.key_id, api_keys.c.secret_sha256, api_keys.c.scopes, api_keys.c.expires_at,
-                   api_keys.c.revoked_at).join(api_keys, principals.c.principal_id == api_keys.c.principal_id)
+                   api_keys.c.revoked_at, api_keys.c.last_used_at).join(api_keys, principals.c.principal_id == api_keys.c.principal_id)
             .where(api_keys.c.prefix == parts[0])).first()
         problem = _key_problem(found, parts, now)
         if problem is None:
-            conn.execute(update(api_keys).where(api_keys.c.key_id == found.key_id).values(last_used_at=now))
+            if stale(found.last_used_at, now):
+                conn.execute(update(api_keys).where(api_keys.c.key_id == found.key_id).values(last_used_at=now))
             return principal_from_row(found, scopes=found.scopes, key_id=found.key_id)
         proved = problem != "bad_key"
         record_refusal(conn, now, f"client:{found.name}" if proved else "anonymous", "api_key.refused", problem,

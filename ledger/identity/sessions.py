@@ -11,7 +11,7 @@ from config.settings import AccessConfig
 from ledger.audit import audit_row, write_audit
 from ledger.identity.principal import NotAuthenticated, Principal
 from ledger.identity.refusals import MESSAGES, PUBLIC, AuthMetrics, record_refusal
-from ledger.identity.store import aware, principal_from_row
+from ledger.identity.store import aware, principal_from_row, stale
 from ledger.identity.tables import principals, sessions
 from ledger.identity.tokens import new_session_token, sha256_hex
 
@@ -58,7 +58,8 @@ def authenticate_session(engine: Engine, token: str, now: datetime, *, access: A
             .where(sessions.c.token_sha256 == sha256_hex(token or ""))).first()
         problem = "no_session" if found is None else session_problem(found, now, access)
         if problem is None:
-            conn.execute(update(sessions).where(sessions.c.session_id == found.session_id).values(last_seen_at=now))
+            if stale(found.last_seen_at, now):
+                conn.execute(update(sessions).where(sessions.c.session_id == found.session_id).values(last_seen_at=now))
             return principal_from_row(found, session_id=found.session_id)
         actor = "anonymous" if found is None else f"{found.kind}:{found.name}"
         record_refusal(conn, now, actor, "session.refused", problem, metrics, "session",

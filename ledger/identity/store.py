@@ -1,7 +1,7 @@
 """Reading principals: a row becomes the ``Principal`` callers get."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import select
 
@@ -9,6 +9,17 @@ from ledger.errors import Refused
 from ledger.identity.principal import CLIENT, Principal
 from ledger.identity.roles import permissions_of, split_names
 from ledger.identity.tables import principals
+
+
+# A session's last use and an API key's are written at most this often: every request reads them,
+# and writing on every request made all requests of one key or session queue on its row (the
+# idle timeout is counted at this resolution).
+TOUCH_EVERY = timedelta(seconds=30)
+
+
+def stale(last: datetime | None, now: datetime) -> bool:
+    """Whether a last-use time is due to be written again."""
+    return last is None or now - aware(last) >= TOUCH_EVERY
 
 
 def aware(at: datetime | None) -> datetime | None:

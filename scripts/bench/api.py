@@ -71,10 +71,10 @@ def figures(name: str, done: int, seconds: float, latencies: list[float], **more
 def prepare(url: str, customers: int, debits: int, gateway_customers: int, workdir: Path) -> dict:
     """The customers (imported), the debit customers, the gateway's customers and a client key."""
     from ledger.demo_data import write_demo_files
-    from ledger.identity import add_client, add_first_admin, add_key
+    from ledger.identity import ChangedBy, add_client, add_key
     from ledger.schema import customers as customers_table
     from ledger_helpers import add_banks
-    from identity_helpers import ADMIN, FAST, PASSWORD
+    from identity_helpers import FAST
     from config.clock import SYSTEM_CLOCK
 
     files = write_demo_files(workdir / "billing", customers=customers, seed=1, as_of=AS_OF, bills=customers)
@@ -83,9 +83,11 @@ def prepare(url: str, customers: int, debits: int, gateway_customers: int, workd
     now = SYSTEM_CLOCK.now()
     with engine.begin() as conn:
         add_banks(conn, BANK, "01030000", "01050000")
-        add_first_admin(conn, now, "root", "Root", PASSWORD, "bench", FAST)
-        add_client(conn, now, ADMIN, "bench", "Bench client")
-        key, _ = add_key(conn, now, ADMIN, "bench", ["customer.read", "debit.single"], now + timedelta(days=1), FAST)
+        # the import made the database's first administrator (scripts/operator_session.py): it adds the client
+        admin = ChangedBy("operator:bench-admin", "bench")
+        add_client(conn, now, admin, "bench-client", "Bench client")
+        key, _ = add_key(conn, now, admin, "bench-client", ["customer.read", "debit.single"], now + timedelta(days=1),
+                         FAST)
         numbers = list(conn.execute(select(customers_table.c.customer_no)).scalars())
     debit_customers = setup_customers(engine, debits, bills_each=1, prefix="D")
     add_agreements(engine, debit_customers)
