@@ -71,6 +71,12 @@ class Clock:
         local = self.local(at)
         return local.date() + timedelta(days=1) if local.time() >= self._cutoff else local.date()
 
+    def end_of(self, business_date: date) -> datetime:
+        """When ``business_date`` ends (UTC): the cut-off, local time, on its own date (it began at
+        the cut-off the day before)."""
+        local = datetime.combine(business_date, self._cutoff, tzinfo=self.zone)
+        return local.astimezone(dt_timezone.utc)
+
     # -- timers (IReactorTime, delegated to the timer)
     def callLater(self, delay: float, f, *args, **kwargs):  # noqa: N802 - Twisted's name
         if self.timer is None:

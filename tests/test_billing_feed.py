@@ -258,6 +258,33 @@ def test_the_daily_file_round_trips_and_is_the_same_written_again(ledger, tmp_pa
     assert [tuple(a) for a in audits] == [("ops", "2026-11-23")] * 2 + [("ops", "2026-11-24"), ("ops", "2026-11-28")]
 
 
+def test_the_drop_watcher_writes_each_ended_days_file_once(ledger, tmp_path):
+    """Nobody has to run the export: the drop directory's watcher writes the file of each business
+    date that ended (from the feed's first day on, catching up a week), once."""
+    from ledger.recon.watch import DropWatcher
+
+    clock = ManualClock(DAY_END - timedelta(hours=1))
+    watcher = DropWatcher(ledger, tmp_path / "drop", actor="system:test-watch", clock=clock)
+    outgoing = tmp_path / "drop" / "outgoing"
+    watcher.poll_once()
+    assert not outgoing.exists() or not list(outgoing.iterdir())      # no feed rows yet: no files
+    assert post(ledger, [payment(BANK, "C1", 30_100)], clock.now())[0].ok
+    watcher.poll_once()
+    assert not list(outgoing.glob("*.txt"))                           # its day is not over
+    clock.set(DAY_END + timedelta(days=2, minutes=5))                  # the watcher was down two days
+    watcher.poll_once()
+    watcher.poll_once()
+    assert sorted(p.name for p in outgoing.glob("*.txt")) == ["billing_feed_20261123_1-1.txt",
+                                                             "billing_feed_20261124_2-1.txt",
+                                                             "billing_feed_20261125_2-1.txt"]
+    assert read_feed_file(outgoing / "billing_feed_20261123_1-1.txt")[3] == feed(ledger)
+    with ledger.connect() as conn:
+        audits = conn.execute(select(audit_log.c.actor, audit_log.c.object_id)
+                              .where(audit_log.c.action == "feed.export")).all()
+    assert [tuple(a) for a in audits] == [("system:test-watch", day) for day in ("2026-11-23", "2026-11-24",
+                                                                             "2026-11-25")]
+
+
 def test_a_damaged_file_is_refused(tmp_path):
     path = tmp_path / "billing_feed_20261123_1-1.txt"
     path.write_bytes(b"H|BILLING_FEED|20261123|1|1\nT|1|100\n")

@@ -6,8 +6,7 @@ counter row's lock, held to the commit, so a later number always commits later
 """
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta, timezone
-from zoneinfo import ZoneInfo
+from datetime import date, datetime, timedelta, timezone
 
 from sqlalchemy import select
 
@@ -46,9 +45,7 @@ def as_row(mapping) -> dict:
 
 def day_end(clock: Clock, business_date: date) -> datetime:
     """When a business date ends (UTC): its own date's cut-off, local time."""
-    hours, minutes = (int(x) for x in clock.cutoff.split(":"))
-    local = datetime.combine(business_date, time(hours, minutes), tzinfo=ZoneInfo(clock.timezone))
-    return local.astimezone(timezone.utc)
+    return clock.end_of(business_date)
 
 
 def last_seq_before(conn, end: datetime) -> int:

@@ -200,9 +200,22 @@ class DropWatcher:
                     result = self._set_aside(c, exc)
                     if result is not None:
                         out.append(result)
+            self._write_feed_files()
             return out
         finally:
             self._busy.release()
+
+    def _write_feed_files(self) -> None:
+        """The billing feed's daily files of the days that ended (docs/billing-feed.md): this
+        watcher is the drop directory's one process, so it writes them."""
+        from ledger.billing_feed.daily_export import write_due_files
+
+        try:
+            for written in write_due_files(self.engine, self.drop, clock=self.clock, now=self.clock.now(),
+                                           actor=self.actor):
+                log.info("billing feed file %s written (%d rows)", written.path.name, written.count)
+        except Exception:  # noqa: BLE001 - the files of the drop go on; the next poll tries again
+            log.exception("cannot write the billing feed's daily files")
 
     def _set_aside(self, c: Candidate, exc: Exception) -> DropResult | None:
         """A file whose handling failed goes to rejected/ with the error; if even that fails it stays
