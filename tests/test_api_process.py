@@ -76,3 +76,23 @@ def test_a_private_key_others_may_read_stops_the_start(tmp_path, sqlite_url):
     result = subprocess.run([sys.executable, "-m", "gridpay", "api"], capture_output=True, text=True, timeout=120,
                             env=environment(sqlite_url, tls_cert_file=cert, tls_key_file=key))
     assert result.returncode == 2 and "api.tls_key_file" in result.stderr and "too open" in result.stderr
+
+
+def test_the_listening_socket_has_nagle_off_for_its_connections():
+    """uvicorn, handed a socket, leaves Nagle on for the connections it accepts; an answer (headers,
+    then body) then waited for the client's delayed ACK. The socket is made with TCP_NODELAY, which
+    accepted connections inherit: one accepted here has it."""
+    import socket
+
+    from gridpay.api_command import listening_socket
+
+    sock = listening_socket("127.0.0.1", 0)
+    try:
+        sock.listen(1)
+        client = socket.create_connection(sock.getsockname())
+        accepted, _ = sock.accept()
+        assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        accepted.close()
+        client.close()
+    finally:
+        sock.close()
