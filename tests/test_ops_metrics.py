@@ -81,6 +81,18 @@ def _instantiate(cls):
     return None
 
 
+def _add_metrics_of(module_name: str, registries: list) -> None:
+    from engines.link import PrometheusLinkMetrics
+
+    module = importlib.import_module(module_name)
+    for name, cls in inspect.getmembers(module, inspect.isclass):
+        if name.endswith("Metrics") and cls.__module__ == module.__name__ and name != "LinkMetrics" \
+                and cls is not PrometheusLinkMetrics:
+            registry = _instantiate(cls)
+            if registry is not None:
+                registries.append(registry)
+
+
 def exported_metric_names() -> set[str]:
     """Every series name the gridpay processes' metrics objects can produce."""
     from engines.link import PrometheusLinkMetrics
@@ -90,16 +102,13 @@ def exported_metric_names() -> set[str]:
     link_registry = CollectorRegistry()
     PrometheusLinkMetrics(link_registry)
     registries.append(link_registry)
-    # The notifier's, the engines' and the scheduler's metrics classes: any *Metrics class defined in
-    # engines/ (besides the link's no-op base) that takes a registry.
-    for path in sorted((ROOT / "engines").glob("*.py")):
-        module = importlib.import_module(f"engines.{path.stem}")
-        for name, cls in inspect.getmembers(module, inspect.isclass):
-            if name.endswith("Metrics") and cls.__module__ == module.__name__ and name != "LinkMetrics" \
-                    and cls is not PrometheusLinkMetrics:
-                registry = _instantiate(cls)
-                if registry is not None:
-                    registries.append(registry)
+    # The notifier's, the engines', the scheduler's, the watcher's, the API's and the log-in refusals'
+    # metrics classes: any *Metrics class defined in these packages (besides the link's no-op base)
+    # that takes a registry.
+    for package in ("engines", "ledger/recon", "ledger/identity", "runtime", "api"):
+        for path in sorted((ROOT / package).glob("*.py")):
+            if path.stem != "__init__":
+                _add_metrics_of(f"{package.replace('/', '.')}.{path.stem}", registries)
     names = set()
     suffixes = {"counter": ["_total", "_created"], "histogram": ["_bucket", "_sum", "_count", "_created"],
                 "summary": ["", "_sum", "_count", "_created"], "gauge": [""], "info": ["_info"],
