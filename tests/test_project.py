@@ -18,7 +18,7 @@ def readme_commands() -> list[str]:
 def test_readme_opens_with_the_two_commands():
     start, test = readme_commands()[:2]
     assert start.endswith("gridpay demo") and "pip install" in start
-    assert test.endswith("python -m pytest") and "'.[test]'" in test
+    assert test.endswith("python -m pytest -n 2 --dist loadfile") and "'.[test]'" in test
     assert (ROOT / "README.md").read_text().index(start) < 800  # at the very top
 
 
