@@ -1,8 +1,8 @@
 """Cursor pagination for every list: ``?cursor=&limit=``; the answer's ``next_cursor`` (null on the
 last page) is opaque to clients: base64url (no padding) of the JSON array of the last item's key.
 
-A list's query reads ``limit + 1`` rows (ledger/customer_view.py): the extra one says there is a
-next page. ``limit`` defaults to ``api.page_limit_default`` and is cut to ``api.page_limit_max``.
+A list's query function takes (the previous page's key, how many rows) and reads that many;
+``page_of`` asks for ``limit + 1``: the extra row says there is a next page. ``limit`` defaults to ``api.page_limit_default`` and is cut to ``api.page_limit_max``.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass
-from typing import Callable, Generic, TypeVar
+from typing import Any, Callable, Generic, TypeVar
 
 from fastapi import Query
 from pydantic import BaseModel
@@ -65,7 +65,16 @@ def page_limit(limit: int | None, default: int, maximum: int) -> int:
     return min(limit or default, maximum)
 
 
-def one_page(rows: list[dict], limit: int, key_of: Callable[[dict], tuple]) -> tuple[list[dict], str | None]:
+def page_of(model: type, page: PageRequest, read: Callable[[Any, int], list], key_of: Callable[[Any], tuple],
+            item: Callable[[Any], Any] = lambda row: row) -> Page:
+    """The ``Page[model]`` of ``read(after, limit + 1)``: ``after`` is the previous page's key (its one
+    part alone when the key has one part); ``item`` makes each row the model's item."""
+    after = page.after[0] if page.after is not None and len(page.after) == 1 else page.after
+    rows, next_cursor = one_page(read(after, page.limit + 1), page.limit, key_of)
+    return Page[model](items=[item(row) for row in rows], next_cursor=next_cursor)
+
+
+def one_page(rows: list, limit: int, key_of: Callable[[Any], tuple]) -> tuple[list, str | None]:
     """(the page's rows, the cursor of the next page or None) of ``limit + 1`` rows read."""
     if len(rows) <= limit:
         return rows, None

@@ -89,13 +89,6 @@ class Clock:
     def __repr__(self) -> str:
         return f"Clock({self.timezone!r}, {self.cutoff!r}, timer={self.timer!r})"
 
-    def __eq__(self, other) -> bool:
-        return (isinstance(other, Clock) and (self.timezone, self.cutoff, self.timer)
-                == (other.timezone, other.cutoff, other.timer))
-
-    def __hash__(self) -> int:
-        return hash((self.timezone, self.cutoff, id(self.timer)))
-
 
 def as_clock(clock_or_timer, timer=None) -> Clock:
     """A ``Clock`` as is; a bare timer (a reactor, ``task.Clock``), or else ``timer``, under the

@@ -3,8 +3,8 @@ bills with their red-reversal history, payments with their reversals, debit agre
 their attempts, and the SMS notices. Reads only.
 
 Every list is one page in a fixed order, newest first (customers: by number), read from the row
-after ``after`` (the last key of the previous page) and at most ``limit + 1`` rows long: the caller
-learns from the extra row that there is a next page (api/pagination.py makes the cursor). Amounts
+after ``after`` (the last key of the previous page) and at most ``limit`` rows long (the API asks
+for one row more than its page, to learn there is a next one: api/pagination.py). Amounts
 are integer fen; each function returns plain dicts.
 """
 from __future__ import annotations
@@ -52,7 +52,7 @@ def _like_escaped(text: str) -> str:
 def search(conn, *, name: str | None, mobile: str | None, after: str | None, limit: int) -> list[dict]:
     """Customers whose name contains ``name`` and/or whose mobile is ``mobile`` (exactly: a list is
     no way to learn numbers), by customer number."""
-    query = select(customers).order_by(customers.c.customer_no).limit(limit + 1)
+    query = select(customers).order_by(customers.c.customer_no).limit(limit)
     if name:
         query = query.where(customers.c.customer_name.like(f"%{_like_escaped(name)}%", escape="\\"))
     if mobile:
@@ -80,7 +80,7 @@ def bill_page(conn, customer_no: str, after: tuple[str, str] | None, limit: int)
     """Bills, newest period first (then by bill id), each with what was allocated to it and the
     reversing (red) and replacement bills of its correction, if any."""
     query = (select(bills).where(bills.c.customer_no == customer_no)
-             .order_by(bills.c.period.desc(), bills.c.bill_id.desc()).limit(limit + 1))
+             .order_by(bills.c.period.desc(), bills.c.bill_id.desc()).limit(limit))
     if after is not None:
         period, bill_id = after
         query = query.where(or_(bills.c.period < period, and_(bills.c.period == period, bills.c.bill_id < bill_id)))
@@ -95,7 +95,7 @@ def bill_page(conn, customer_no: str, after: tuple[str, str] | None, limit: int)
 
 def _newest_first(conn, table, key, customer_no: str, after: int | None, limit: int) -> list[dict]:
     """A page of ``table``'s rows of the customer, by ``key`` (an id column) descending."""
-    query = select(table).where(table.c.customer_no == customer_no).order_by(key.desc()).limit(limit + 1)
+    query = select(table).where(table.c.customer_no == customer_no).order_by(key.desc()).limit(limit)
     if after is not None:
         query = query.where(key < after)
     return [_plain(r) for r in conn.execute(query)]

@@ -12,7 +12,7 @@ from typing import Callable
 from fastapi import APIRouter, Depends, Path, Query
 
 from api.deps import ApiContext, context, require
-from api.pagination import CURSOR, LIMIT, Page, PageRequest, one_page, page_request
+from api.pagination import CURSOR, LIMIT, Page, PageRequest, page_of, page_request
 from api.problems import Problem, problem_responses
 from api.routes.customer_models import (
     AgreementOut, BillOut, CustomerDetail, CustomerSummary, DebitOut, MovementOut, NoticeOut, PaymentOut,
@@ -37,10 +37,8 @@ LISTS: dict[str, tuple[Callable, tuple[type, ...], Callable[[dict], tuple], type
 
 
 def _list_page(conn, name: str, customer_no: str, page: PageRequest) -> Page:
-    query, shape, key_of, model = LISTS[name]
-    after = page.after if page.after is None or len(shape) > 1 else page.after[0]
-    rows, next_cursor = one_page(query(conn, customer_no, after, page.limit), page.limit, key_of)
-    return Page[model](items=[model.of(r) for r in rows], next_cursor=next_cursor)
+    query, _, key_of, model = LISTS[name]
+    return page_of(model, page, lambda after, n: query(conn, customer_no, after, n), key_of, model.of)
 
 
 def _existing(conn, customer_no: str) -> dict:
@@ -61,9 +59,8 @@ def search_customers(name: str | None = Query(None, min_length=1, max_length=120
         raise Problem("invalid-request", "give name or mobile (or both)")
     page = page_request(ctx.settings.api, cursor, limit, (str,))
     with view.snapshot(ctx.engine) as conn:
-        rows = view.search(conn, name=name, mobile=mobile, after=page.after and page.after[0], limit=page.limit)
-    rows, next_cursor = one_page(rows, page.limit, lambda r: (r["customer_no"],))
-    return Page[CustomerSummary](items=[CustomerSummary.of(r) for r in rows], next_cursor=next_cursor)
+        return page_of(CustomerSummary, page, lambda after, n: view.search(conn, name=name, mobile=mobile, after=after, limit=n),
+                       lambda r: (r["customer_no"],), CustomerSummary.of)
 
 
 @router.get("/v1/customers/{customer_no}", response_model=CustomerDetail)

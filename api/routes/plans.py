@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from api.deps import ApiContext, context, require
 from api.idempotency import Idempotent, idempotent
 from api.json_types import json_row
-from api.pagination import CURSOR, LIMIT, Page, one_page, page_request
+from api.pagination import CURSOR, LIMIT, Page, page_of, page_request
 from api.problems import Problem, problem_responses
 from engines.batch_progress import batch_page, batch_progress
 from engines.plans import PlanError, add_plan_in, get_plan, list_plans, run_now_in, set_status_in
@@ -105,9 +105,7 @@ def batches(cursor: str | None = CURSOR, limit: int | None = LIMIT, principal: P
     """Debit batches, newest first, each with its bank and progress."""
     page = page_request(ctx.settings.api, cursor, limit, (int,))
     with ctx.engine.connect() as conn:
-        rows = batch_page(conn, page.after and page.after[0], page.limit + 1)
-    rows, next_cursor = one_page(rows, page.limit, lambda r: (r["batch"],))
-    return Page[dict[str, Any]](items=[json_row(r) for r in rows], next_cursor=next_cursor)
+        return page_of(dict[str, Any], page, lambda after, n: batch_page(conn, after, n), lambda r: (r["batch"],), json_row)
 
 
 @router.get("/v1/batches/{batch_id}", response_model=dict[str, Any])

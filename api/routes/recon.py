@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from api.deps import ApiContext, context, require
 from api.idempotency import Idempotent, idempotent
 from api.json_types import json_row
-from api.pagination import CURSOR, LIMIT, Page, one_page, page_request
+from api.pagination import CURSOR, LIMIT, Page, page_of, page_request
 from api.problems import Problem, problem_responses
 from api.routes.refunds import TEXT
 from ledger.errors import Refused
@@ -51,9 +51,7 @@ def list_runs(cursor: str | None = CURSOR, limit: int | None = LIMIT, principal:
     """Reconciliation runs (bank day files, finance statements), newest first."""
     page = page_request(ctx.settings.api, cursor, limit, (int,))
     with ctx.engine.connect() as conn:
-        rows = run_page(conn, page.after and page.after[0], page.limit + 1)
-    rows, next_cursor = one_page(rows, page.limit, lambda r: (r["run_id"],))
-    return Page[dict[str, Any]](items=[json_row(r) for r in rows], next_cursor=next_cursor)
+        return page_of(dict[str, Any], page, lambda after, n: run_page(conn, after, n), lambda r: (r["run_id"],), json_row)
 
 
 @router.get("/v1/recon/items", response_model=Page[dict[str, Any]])
@@ -64,9 +62,8 @@ def list_items(status: Literal[ITEM_STATUSES] | None = Query("open"),
     """Reconciliation items (by default the open ones), of one bank or all, by item id."""
     page = page_request(ctx.settings.api, cursor, limit, (int,))
     with ctx.engine.connect() as conn:
-        rows = item_page(conn, status=status, bank=bank, after=page.after and page.after[0], limit=page.limit + 1)
-    rows, next_cursor = one_page(rows, page.limit, lambda r: (r["item_id"],))
-    return Page[dict[str, Any]](items=[json_row(r) for r in rows], next_cursor=next_cursor)
+        return page_of(dict[str, Any], page, lambda after, n: item_page(conn, status=status, bank=bank, after=after, limit=n),
+                       lambda r: (r["item_id"],), json_row)
 
 
 @router.get("/v1/recon/items/{item_id}/candidates", response_model=dict[str, Any])

@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from api.deps import ApiContext, context, require
 from api.idempotency import Idempotent, idempotent
 from api.json_types import UtcDateTime
-from api.pagination import CURSOR, LIMIT, Page, one_page, page_request
+from api.pagination import CURSOR, LIMIT, Page, page_of, page_request
 from api.problems import Problem, problem_responses
 from ledger.errors import Refused
 from ledger.identity import Principal
@@ -143,9 +143,8 @@ def list_refunds(status: Literal[STATUSES] | None = Query(None, description="pen
     """Refunds, oldest first, each with its decisions."""
     page = page_request(ctx.settings.api, cursor, limit, (int,))
     with ctx.engine.connect() as conn:
-        found = refund_page(conn, status, page.after and page.after[0], page.limit + 1)
-    rows, next_cursor = one_page(found, page.limit, lambda r: (r.refund_id,))
-    return Page[RefundOut](items=[RefundOut.of(r) for r in rows], next_cursor=next_cursor)
+        return page_of(RefundOut, page, lambda after, n: refund_page(conn, status, after, n), lambda r: (r.refund_id,),
+                       RefundOut.of)
 
 
 @router.get("/v1/refunds/{refund_id}", response_model=RefundOut)
