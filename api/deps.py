@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Callable
 
 from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
 from sqlalchemy import Engine
 
 from api.metrics import ApiMetrics
@@ -40,7 +41,8 @@ class ApiContext:
         return self.clock.now()
 
 
-def context(request: Request) -> ApiContext:
+async def context(request: Request) -> ApiContext:
+    # async: FastAPI runs a plain function's dependency in its thread pool, a hop per dependency
     return request.app.state.context
 
 
@@ -81,11 +83,11 @@ def require(permission: str | tuple[str, ...] | None) -> Callable[..., Principal
     (``.permission``) for the table-driven access test."""
     alternatives = (permission,) if isinstance(permission, str) else permission
 
-    def dependency(principal: Principal = Depends(current_principal), ctx: ApiContext = Depends(context)) -> Principal:
-        if alternatives:
-            # authorise the one held (or, holding none, the first: its refusal is audited and counted)
-            held = next((p for p in alternatives if principal.may(p)), alternatives[0])
-            authorize(ctx.engine, principal, held, ctx.now(), metrics=ctx.metrics.auth)
+    async def dependency(principal: Principal = Depends(current_principal),
+                         ctx: ApiContext = Depends(context)) -> Principal:
+        if alternatives and not any(principal.may(p) for p in alternatives):
+            # refused: audited and counted (the first permission named) by a database write, off the event loop
+            await run_in_threadpool(authorize, ctx.engine, principal, alternatives[0], ctx.now(), metrics=ctx.metrics.auth)
         return principal
 
     dependency.permission = permission

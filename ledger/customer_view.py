@@ -10,12 +10,12 @@ are integer fen; each function returns plain dicts.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from functools import cache
 from typing import Iterator
 
-from sqlalchemy import Engine, and_, func, or_, select
+from sqlalchemy import Engine, and_, bindparam, func, or_, select
 
 from ledger.db import read_only
-from ledger.posting import prepaid_balance
 from ledger.schema import (
     agreements, allocations, bills, customers, debit_attempts, debits, outbox, payments, prepaid_movements, reversals,
 )
@@ -39,10 +39,18 @@ def _plain(row) -> dict:
 
 def customer(conn, customer_no: str) -> dict | None:
     """The customer row and its prepaid balance; None when there is no such customer."""
-    row = conn.execute(select(customers).where(customers.c.customer_no == customer_no)).first()
+    row = conn.execute(_customer_query(), {"customer_no": customer_no}).first()
     if row is None:
         return None
-    return {**_plain(row), "prepaid_balance": prepaid_balance(conn, customer_no)}
+    return {**_plain(row), "prepaid_balance": int(row.prepaid_balance)}
+
+
+@cache
+def _customer_query():
+    # the balance as ledger.posting.prepaid_balance sums it, in the same read
+    balance = (select(func.coalesce(func.sum(prepaid_movements.c.amount), 0))
+               .where(prepaid_movements.c.customer_no == customers.c.customer_no).scalar_subquery())
+    return select(customers, balance.label("prepaid_balance")).where(customers.c.customer_no == bindparam("customer_no"))
 
 
 def _like_escaped(text: str) -> str:
@@ -62,53 +70,62 @@ def search(conn, *, name: str | None, mobile: str | None, after: str | None, lim
     return [_plain(r) for r in conn.execute(query)]
 
 
-def _bill_history(conn, bill_ids: list[str]) -> tuple[dict, dict, dict]:
-    """(bill -> allocated fen, bill -> the bill reversing it, bill -> the bill replacing it)."""
-    if not bill_ids:
-        return {}, {}, {}
-    allocated = dict(conn.execute(select(allocations.c.bill_id, func.sum(allocations.c.amount))
-                                  .where(allocations.c.bill_id.in_(bill_ids)).group_by(allocations.c.bill_id)).all())
-    reversed_by = {r.reverses_bill_id: _plain(r) for r in conn.execute(
-        select(bills.c.reverses_bill_id, bills.c.bill_id, bills.c.created_at)
-        .where(bills.c.reverses_bill_id.in_(bill_ids)))}
-    replaced_by = {r.replaces_bill_id: r.bill_id for r in conn.execute(
-        select(bills.c.replaces_bill_id, bills.c.bill_id).where(bills.c.replaces_bill_id.in_(bill_ids)))}
-    return {k: int(v or 0) for k, v in allocated.items()}, reversed_by, replaced_by
-
-
 def bill_page(conn, customer_no: str, after: tuple[str, str] | None, limit: int) -> list[dict]:
     """Bills, newest period first (then by bill id), each with what was allocated to it and the
     reversing (red) and replacement bills of its correction, if any."""
-    query = (select(bills).where(bills.c.customer_no == customer_no)
-             .order_by(bills.c.period.desc(), bills.c.bill_id.desc()).limit(limit))
-    if after is not None:
-        period, bill_id = after
-        query = query.where(or_(bills.c.period < period, and_(bills.c.period == period, bills.c.bill_id < bill_id)))
-    rows = [_plain(r) for r in conn.execute(query)]
-    allocated, reversed_by, replaced_by = _bill_history(conn, [r["bill_id"] for r in rows])
+    period, bill_id = after or (None, None)
+    rows = [_plain(r) for r in conn.execute(_bill_query(after is not None), {
+        "customer_no": customer_no, "limit": limit, "period": period, "bill_id": bill_id})]
     for row in rows:
-        row["allocated"] = allocated.get(row["bill_id"], 0)
-        row["reversed_by"] = reversed_by.get(row["bill_id"])
-        row["replaced_by"] = replaced_by.get(row["bill_id"])
+        row["allocated"] = int(row["allocated"])
+        red, at = row.pop("red_bill_id"), row.pop("red_created_at")
+        row["reversed_by"] = None if red is None else {"bill_id": red, "created_at": at}
     return rows
 
 
-def _newest_first(conn, table, key, customer_no: str, after: int | None, limit: int) -> list[dict]:
-    """A page of ``table``'s rows of the customer, by ``key`` (an id column) descending."""
-    query = select(table).where(table.c.customer_no == customer_no).order_by(key.desc()).limit(limit)
-    if after is not None:
-        query = query.where(key < after)
-    return [_plain(r) for r in conn.execute(query)]
+@cache
+def _bill_query(paged: bool):
+    """One read for a page of bills and their history: a bill has at most one red bill (unique
+    ``reverses_bill_id``); of replacements, the newest id is shown."""
+    red, replacement = bills.alias("red"), bills.alias("replacement")
+    allocated = (select(func.coalesce(func.sum(allocations.c.amount), 0))
+                 .where(allocations.c.bill_id == bills.c.bill_id).scalar_subquery())
+    replaced_by = select(func.max(replacement.c.bill_id)).where(replacement.c.replaces_bill_id == bills.c.bill_id)
+    query = (select(bills, allocated.label("allocated"), red.c.bill_id.label("red_bill_id"),
+                    red.c.created_at.label("red_created_at"), replaced_by.scalar_subquery().label("replaced_by"))
+             .select_from(bills.outerjoin(red, red.c.reverses_bill_id == bills.c.bill_id))
+             .where(bills.c.customer_no == bindparam("customer_no"))
+             .order_by(bills.c.period.desc(), bills.c.bill_id.desc()).limit(bindparam("limit")))
+    if paged:
+        period = bindparam("period")
+        query = query.where(or_(bills.c.period < period, and_(bills.c.period == period, bills.c.bill_id < bindparam("bill_id"))))
+    return query
+
+
+def _newest_first(conn, table, key, customer_no: str, after: int | None, limit: int, *extra) -> list[dict]:
+    """A page of ``table``'s rows of the customer, by ``key`` (an id column) descending; ``extra``:
+    (a table joined one-to-one by ``key`` or not at all, its columns' prefix)."""
+    query = _newest_first_query(table, key, after is not None, *extra)
+    return [_plain(r) for r in conn.execute(query, {"customer_no": customer_no, "limit": limit, "after": after})]
+
+
+@cache
+def _newest_first_query(table, key, paged: bool, joined=None, prefix: str = ""):
+    columns, source = [table], table
+    if joined is not None:
+        columns += [c.label(prefix + c.name) for c in joined.c]
+        source = table.outerjoin(joined, joined.c[key.name] == key)
+    query = (select(*columns).select_from(source).where(table.c.customer_no == bindparam("customer_no"))
+             .order_by(key.desc()).limit(bindparam("limit")))
+    return query.where(key < bindparam("after")) if paged else query
 
 
 def payment_page(conn, customer_no: str, after: int | None, limit: int) -> list[dict]:
-    """Payments, newest first, each with its reversal (or None)."""
-    rows = _newest_first(conn, payments, payments.c.payment_id, customer_no, after, limit)
-    ids = [r["payment_id"] for r in rows]
-    found = {r.payment_id: _plain(r) for r in conn.execute(select(reversals).where(reversals.c.payment_id.in_(ids)))} \
-        if ids else {}
+    """Payments, newest first, each with its reversal (or None; a payment has at most one)."""
+    rows = _newest_first(conn, payments, payments.c.payment_id, customer_no, after, limit, reversals, "reversal_")
     for row in rows:
-        row["reversal"] = found.get(row["payment_id"])
+        reversal = {name[len("reversal_"):]: row.pop(name) for name in [n for n in row if n.startswith("reversal_")]}
+        row["reversal"] = reversal if reversal["reversal_id"] is not None else None
     return rows
 
 
