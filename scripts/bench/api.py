@@ -1,7 +1,7 @@
 """API bench: customer look-ups and single debits through `gridpay api`, beside the gateway's inquiry rate.
 
     .venv/bin/python -m scripts.bench.api [--customers 100000] [--db postgresql|sqlite] [--clients 8]
-                                          [--seconds 10] [--debits 200]
+                                          [--seconds 10] [--debits 200] [--instances 2]
 
 Set-up (not timed): a fresh database (a PostgreSQL schema of its own on GRIDPAY_BENCH_PG_URL, default
 postgresql+psycopg://postgres@127.0.0.1:5432/test, or an SQLite file), migrated; ``--customers``
@@ -12,6 +12,8 @@ active agreement with the debit bank; a client API key with ``customer.read`` an
 Timed, in one run, each against its own processes:
 - look-ups: `gridpay api` (a process) and ``--clients`` concurrent httpx clients asking
   ``GET /v1/customers/{customer_no}`` of random customers for ``--seconds``: look-ups/s, p50, p99;
+  then the same through HAProxy in front of ``--instances`` API processes (config/haproxy/gridpay-api.cfg's
+  balancing and health check, without TLS, on local ports), when haproxy is installed;
 - single debits: a `gridpay sim bank` and a `gridpay engine` (processes) and the same clients
   each starting ``POST /v1/debits`` with ``wait_s`` for distinct customers until every one has its
   answer: debits/s end to end (API -> database -> engine -> bank -> database -> API), p50, p99;
@@ -28,6 +30,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -48,6 +51,7 @@ from sqlalchemy import select  # noqa: E402
 from config.settings import environment_for  # noqa: E402
 from scripts.bench import gateway, imports, machine  # noqa: E402
 from tests.ledger_helpers import new_engine, setup_customers  # noqa: E402
+from tests.packaging_harness import free_port  # noqa: E402
 from tests.process_harness import GatewayProcess  # noqa: E402
 from tests.test_engine_process import Procs  # noqa: E402
 from tests.test_engine_support import BANK, ZMK_ENV, ZMK_HEX, add_agreements, settings_tree  # noqa: E402
@@ -105,6 +109,50 @@ def start_api(env: dict, workdir: Path) -> tuple[subprocess.Popen, str]:
         proc.kill()
         raise SystemExit(f"gridpay api did not start: {line}{(workdir / 'api.err').read_text()}")
     return proc, line.split("listening on ")[1].split()[0]
+
+
+HAPROXY = """global
+    maxconn 4000
+defaults
+    mode http
+    option forwardfor
+    retries 2
+    option redispatch 1
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    timeout http-keep-alive 10s
+frontend gridpay_api
+    bind 127.0.0.1:{port}
+    default_backend gridpay_api
+backend gridpay_api
+    balance leastconn
+    option httpchk
+    http-check send meth GET uri /readyz ver HTTP/1.1 hdr Host gridpay-api
+    default-server inter 2s fall 3 rise 2 check
+{servers}
+"""
+
+
+def start_haproxy(bases: list[str], workdir: Path) -> tuple[subprocess.Popen, str] | None:
+    """HAProxy (foreground) balancing over the API processes at ``bases``; None without haproxy."""
+    if shutil.which("haproxy") is None:
+        return None
+    port = free_port()
+    servers = "\n".join(f"    server api{n} {base.split('//')[1]}" for n, base in enumerate(bases, 1))
+    (workdir / "haproxy.cfg").write_text(HAPROXY.format(port=port, servers=servers))
+    proc = subprocess.Popen(["haproxy", "-db", "-f", str(workdir / "haproxy.cfg")],
+                            stdout=subprocess.DEVNULL, stderr=open(workdir / "haproxy.err", "wb"))
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                return proc, base
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise SystemExit(f"haproxy did not start: {(workdir / 'haproxy.err').read_text()}")
 
 
 def in_threads(clients: int, work) -> float:
@@ -177,6 +225,16 @@ def bench(url: str, args, workdir: Path) -> dict:
         results = {"look_ups": look_ups(base, seeded["key"], seeded["customers"], args.clients, args.seconds)}
         if api.poll() is not None:
             raise SystemExit(f"gridpay api exited ({api.returncode}): {(workdir / 'api.err').read_text()[-3000:]}")
+        if args.instances > 1:
+            more = [start_api(procs.env, workdir) for _ in range(args.instances - 1)]
+            procs.all.extend(proc for proc, _ in more)
+            balanced = start_haproxy([base, *(b for _, b in more)], workdir)
+            if balanced is not None:
+                procs.all.append(balanced[0])
+                results["balanced"] = {"instances": args.instances, **look_ups(
+                    balanced[1], seeded["key"], seeded["customers"], args.clients, args.seconds)}
+            for proc, _ in more:
+                proc.terminate()
         procs.engine("bench-engine")
         results["single_debits"] = single_debits(base, seeded["key"], seeded["debit_customers"], args.clients)
     finally:
@@ -197,12 +255,18 @@ def report(db: str, customers: int, clients: int, results: dict) -> None:
     print(f"{db}, {customers:,} customers, {clients} clients:")
     print(f"  customer look-ups  {look['per_s']:>9,.1f}/s  p50 {look['p50_ms']} ms  p99 {look['p99_ms']} ms  "
           f"({look['look_ups']:,} in {look['seconds']} s, {look['failed']} failed)")
+    if "balanced" in results:
+        bal = results["balanced"]
+        print(f"  look-ups, {bal['instances']} APIs {bal['per_s']:>7,.1f}/s  p50 {bal['p50_ms']} ms  p99 {bal['p99_ms']} ms  "
+              f"(through HAProxy; {bal['per_s'] / look['per_s']:.2f}x one API, {bal['failed']} failed)")
     print(f"  single debits      {deb['per_s']:>9,.1f}/s  p50 {deb['p50_ms']} ms  p99 {deb['p99_ms']} ms  "
           f"end to end with wait ({deb['outcomes']})")
     print(f"  gateway inquiries  {gw['inquiries_per_s']:>9,.1f}/s  (each followed by its payment; "
           f"{gw['messages_per_s']:,.1f} messages/s, {gw['mismatches']} mismatches)")
+    best = max(look["per_s"], results.get("balanced", {}).get("per_s", 0.0))
     ratio = look["per_s"] / gw["inquiries_per_s"] if gw["inquiries_per_s"] else 0.0
-    print(f"  look-ups are {ratio:.2f} of the gateway's inquiry rate")
+    print(f"  look-ups are {ratio:.2f} of the gateway's inquiry rate (one API), "
+          f"{best / gw['inquiries_per_s'] if gw['inquiries_per_s'] else 0.0:.2f} at best")
 
 
 def main(argv=None) -> int:
@@ -212,6 +276,7 @@ def main(argv=None) -> int:
     ap.add_argument("--clients", type=int, default=8, help="concurrent httpx clients (and counter connections)")
     ap.add_argument("--seconds", type=float, default=10.0, help="how long the look-ups and the gateway run")
     ap.add_argument("--debits", type=int, default=200, help="single debits, one per customer")
+    ap.add_argument("--instances", type=int, default=2, help="API processes behind HAProxy for the second look-up run")
     ap.add_argument("--gateway-customers", type=int, default=20_000)
     ap.add_argument("--keep", help="work (logs, SQLite database) in a directory made here and keep it")
     args = ap.parse_args(argv)
