@@ -23,7 +23,7 @@ from ledger.errors import Refused
 from ledger.identity import Principal
 
 router = APIRouter(tags=["debit plans and batches"], responses=problem_responses(400, 401, 403, 404, 409, 422))
-PLANS, BATCHES = require("plan.manage"), require("batch.manage")
+DEBIT_READ, PLANS = require("debit.read"), require("plan.manage")
 PLAN_NAME = Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 STATUS_OF = {"pause": "P", "resume": "A"}
 
@@ -58,7 +58,7 @@ def _refusals():
 
 
 @router.get("/v1/plans", response_model=list[dict[str, Any]])
-def plans(principal: Principal = Depends(PLANS), ctx: ApiContext = Depends(context)):
+def plans(principal: Principal = Depends(DEBIT_READ), ctx: ApiContext = Depends(context)):
     """Every debit plan: bank, schedule, whom it debits, active (A) or paused (P), its last run."""
     return [_plan(p) for p in list_plans(ctx.engine)]
 
@@ -100,7 +100,7 @@ def plan_action(action: Literal["pause", "resume", "run"], name: str = PLAN_NAME
 
 
 @router.get("/v1/batches", response_model=Page[dict[str, Any]])
-def batches(cursor: str | None = CURSOR, limit: int | None = LIMIT, principal: Principal = Depends(BATCHES),
+def batches(cursor: str | None = CURSOR, limit: int | None = LIMIT, principal: Principal = Depends(DEBIT_READ),
             ctx: ApiContext = Depends(context)):
     """Debit batches, newest first, each with its bank and progress."""
     page = page_request(ctx.settings.api, cursor, limit, (int,))
@@ -109,7 +109,7 @@ def batches(cursor: str | None = CURSOR, limit: int | None = LIMIT, principal: P
 
 
 @router.get("/v1/batches/{batch_id}", response_model=dict[str, Any])
-def batch(batch_id: int = Path(ge=1, le=2**62), principal: Principal = Depends(BATCHES),
+def batch(batch_id: int = Path(ge=1, le=2**62), principal: Principal = Depends(DEBIT_READ),
           ctx: ApiContext = Depends(context)):
     """One batch: its bank, mode and state; debits by state (count and fen), how many have an
     outcome; chunks by state; the customers left out and why."""
