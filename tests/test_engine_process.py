@@ -122,11 +122,16 @@ def test_three_engines_kill9_drops_exactly_once(procs, pg_url):
         s = build_batch(conn, bank_code=BANK, at=SYSTEM_CLOCK.now(), clock=Clock(), chunk_size=100)
     assert s.chunks == 30
     engines = {name: procs.engine(name) for name in ("e1", "e2", "e3")}
-    # kill -9 the second engine in the middle of the batch
-    wait_until(lambda: states(engine).get("approved", 0) >= n // 3, what="a third approved")
-    engines["e2"].send_signal(signal.SIGKILL)
-    engines["e2"].wait()
-    killed_at = states(engine)
+    # kill -9 the second engine in the middle of the batch: the bank stands still (SIGSTOP) from a
+    # third approved until the kill, so that a loaded machine's slow poll cannot miss the middle
+    wait_until(lambda: states(engine).get("approved", 0) >= n // 3, step=0.05, what="a third approved")
+    procs.sim_proc.send_signal(signal.SIGSTOP)
+    try:
+        engines["e2"].send_signal(signal.SIGKILL)
+        engines["e2"].wait()
+        killed_at = states(engine)
+    finally:
+        procs.sim_proc.send_signal(signal.SIGCONT)
     assert killed_at.get("pending", 0) > 0, "the batch finished before the kill: make it bigger"
     time.sleep(1.0)
     engines["e2"] = procs.engine("e2")          # restarted under the same name: takes its chunks back
