@@ -86,7 +86,7 @@ def build_day_doc(rep: DayReport, options: ReportOptions = ReportOptions()) -> R
             Column("ledger_sum", label(lang, "ledger_sum"), "money"), Column("matched", label(lang, "matched"), "count"),
             Column("matched_sum", label(lang, "matched_sum"), "money"), Column("open", label(lang, "open"), "count"),
             Column("open_gross", label(lang, "open_gross"), "money"), Column("open_net", label(lang, "open_net"), "money"),
-            Column("resolved", label(lang, "resolved"), "count"), Column("difference", label(lang, "net"), "money"),
+            Column("resolved", label(lang, "resolved_count"), "count"), Column("difference", label(lang, "net"), "money"),
             Column("expected_remittance", label(lang, "remittance_due"), "money"),
             Column("remittance", label(lang, "remittance_state"))]
 

@@ -7,6 +7,8 @@ that a page reads in one language and one unit; an item whose note says more tha
 """
 from __future__ import annotations
 
+import re
+
 from ledger.recon.report_render import yuan
 
 WORDS: dict[str, tuple[str, str]] = {
@@ -46,9 +48,9 @@ def describe(item: dict, lang: str, bank_name: str = "") -> str:
     kind, note = item["kind"], item["detail"] or ""
     bank, ledger = yuan(item["bank_amount"]), yuan(item["ledger_amount"])
     if kind == "bank_only":
-        if item["debit_id"] or note.startswith("the ledger recorded debit"):
-            return _w(lang, "bank_only_declined", debit=note.split()[4] if len(note.split()) > 4 else "",
-                      bank_status=item["bank_status"])
+        declined = re.match(r"the ledger recorded debit (\d+)", note)
+        if declined:
+            return _w(lang, "bank_only_declined", debit=declined.group(1), bank_status=item["bank_status"])
         return _w(lang, "bank_only", bank_status=item["bank_status"])
     if kind == "ledger_only":
         return _w(lang, "ledger_only", ledger_status=item["ledger_status"] or "")

@@ -36,7 +36,8 @@ border-top:2px solid #444} tr.subtotal td{font-style:italic} .ok{color:#1f7a1f;f
 .bad{color:#b3261e;font-weight:bold} svg{max-width:100%;height:auto} svg text{font-size:12px}
 .sign{display:flex;gap:28px;margin-top:28px;font-size:13px} .sign span{flex:1;border-bottom:1px solid #444;
 padding-bottom:18px}
-@media print{body{margin:0;font-size:10px} table{font-size:9px;width:100%} th,td{padding:1px 3px}
+@media print{body{margin:0;font-size:10px} table{font-size:10px} table#exceptions,table#banks{width:100%;font-size:9px}
+th,td{padding:1px 4px}
 thead{display:table-header-group} tr,svg,.sign{break-inside:avoid} h2{break-after:avoid}}
 """
 COLOURS = ("#2e7d32", "#1565c0", "#c62828", "#6a1b9a", "#ef6c00")
