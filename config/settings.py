@@ -100,6 +100,7 @@ class DebitLinkConfig(_Model):
 
 class BankConfig(_Model):
     name: str = ""
+    name_en: str = ""
     dialect: str = "ascii"
     framing: str | None = None
     fields: str | None = None

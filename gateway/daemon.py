@@ -86,10 +86,12 @@ class Gateway:
     def start_watcher(self) -> None:
         """The drop directory's watcher (``gridpay watch``) inside this process."""
         from ledger.recon.drop_files import MIB
+        from ledger.recon.report_labels import options_of
         from ledger.recon.watch import DropWatcher
 
         self.watcher = DropWatcher(self.engine, self.settings.drop_dir, actor="system:gateway-watch", clock=self.clock,
-                                   max_file_bytes=self.settings.watch.max_file_mib * MIB)
+                                   max_file_bytes=self.settings.watch.max_file_mib * MIB,
+                                   report_options=options_of(self.settings, clock=self.clock))
         self.watcher.start(self.reactor)
         log.info("watching drop directory %s", self.settings.drop_dir)
 

@@ -23,6 +23,8 @@ watch_actor_option = click.option(
          "never a person's: a person's changes go through the operator commands")
 reports_option = click.option("--reports", "reports_dir", type=click.Path(file_okay=False),
                               help="directory for the CSV and HTML reports (default: the configuration's reports_dir)")
+lang_option = click.option("--lang", type=click.Choice(["zh", "en"]), default="zh", show_default=True,
+                           help="the reports' language: Chinese, or English")
 date_type = click.DateTime(formats=["%Y-%m-%d"])
 
 
@@ -34,8 +36,13 @@ def _settings(config_path):
     return load_settings(config_path)
 
 
-def _reports(config_path, reports_dir: str | None) -> str:
-    return reports_dir or _settings(config_path).reports_dir
+def _reports(config_path, reports_dir: str | None, lang: str = "zh"):
+    """The reports directory with its options: language, the site's clock and its banks' names."""
+    from gridpay.options import business_clock
+    from ledger.recon.report_labels import ReportsDir, options_of
+
+    settings = _settings(config_path)
+    return ReportsDir(reports_dir or settings.reports_dir, options_of(settings, lang, business_clock(settings)))
 
 
 def _progress(quiet: bool = False):
@@ -67,12 +74,13 @@ def recon() -> None:
 @recon.command("bank")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 @reports_option
+@lang_option
 @click.option("--settle-debits", is_flag=True, help="settle every debit of unknown outcome by what the file shows")
 @click.option("--max-errors", default=50, show_default=True, help="errors printed (all go to the rejection report)")
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
 @config_option
 @url_option
-def bank(path, reports_dir, settle_debits, max_errors, as_json, config_path, url) -> None:
+def bank(path, reports_dir, lang, settle_debits, max_errors, as_json, config_path, url) -> None:
     """First reconciliation: a bank's transaction file (docs/spec/INTERFACE.md §7.1) against the ledger; closes the date."""
     from ledger.recon.matching import reconcile_bank_file
 
@@ -80,7 +88,7 @@ def bank(path, reports_dir, settle_debits, max_errors, as_json, config_path, url
         actor = operator_actor((settings, engine), "recon.run")
         clock = business_clock(settings)
         r = reconcile_bank_file(engine, path, actor=actor, clock=clock,
-                                reports_dir=_reports(config_path, reports_dir), progress=_progress(as_json),
+                                reports_dir=_reports(config_path, reports_dir, lang), progress=_progress(as_json),
                                 settle_debits=settle_debits)
     if as_json:
         click.echo(json.dumps({"status": r.status, "message": r.message, "run_id": r.run_id, "counts": r.counts,
@@ -102,6 +110,7 @@ def bank(path, reports_dir, settle_debits, max_errors, as_json, config_path, url
 @recon.command("finance")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 @reports_option
+@lang_option
 @click.option("--amount-tolerance", default=0, show_default=True, type=click.IntRange(0), help="fen allowed between a credit and its match")
 @click.option("--cheque-window-days", type=click.IntRange(0), default=None, help="days between a cheque credit and its payment (default: any)")
 @click.option("--no-cheques", is_flag=True, help="do not match cheque credits automatically")
@@ -109,14 +118,14 @@ def bank(path, reports_dir, settle_debits, max_errors, as_json, config_path, url
 @click.option("--json", "as_json", is_flag=True)
 @config_option
 @url_option
-def finance(path, reports_dir, amount_tolerance, cheque_window_days, no_cheques, max_errors, as_json,
+def finance(path, reports_dir, lang, amount_tolerance, cheque_window_days, no_cheques, max_errors, as_json,
             config_path, url) -> None:
     """Second reconciliation: the finance statement (camt.053 or CSV, docs/spec/INTERFACE.md §7.3)."""
     from ledger.recon.finance import reconcile_statement
 
     with open_database(config_path, url) as (settings, engine):
         actor = operator_actor((settings, engine), "statement.import")
-        r = reconcile_statement(engine, path, actor=actor, reports_dir=_reports(config_path, reports_dir),
+        r = reconcile_statement(engine, path, actor=actor, reports_dir=_reports(config_path, reports_dir, lang),
                                 progress=_progress(as_json),
                                 rules=_rules(amount_tolerance, cheque_window_days, no_cheques))
     if as_json:
@@ -133,7 +142,7 @@ def finance(path, reports_dir, amount_tolerance, cheque_window_days, no_cheques,
 
 
 def _amount(v) -> str:
-    from ledger.recon.run_reports import yuan
+    from ledger.recon.report_render import yuan
 
     return "" if v is None else yuan(v)
 
@@ -269,24 +278,43 @@ def resolve(item_id, action, reason, method, cheque_no, config_path, url) -> Non
 @recon.command("report")
 @click.option("--date", "business_date", type=date_type, required=True, help="business date YYYY-MM-DD")
 @reports_option
+@lang_option
 @click.option("--format", "fmt", type=click.Choice(["table", "csv"]), default="table", show_default=True)
 @config_option
 @url_option
-def report(business_date, reports_dir, fmt, config_path, url) -> None:
+def report(business_date, reports_dir, lang, fmt, config_path, url) -> None:
     """The day across banks: text table (or CSV) on standard output, CSV + HTML in the reports directory."""
-    from ledger.recon.run_reports import day_report, render_day_csv, render_day_text, write_day_reports
+    from ledger.recon.day_reports import day_report, render_day_csv, render_day_text, write_day_reports
 
     import time
 
     with open_database(config_path, url) as (_, engine):
         t0 = time.perf_counter()
         rep = day_report(engine, business_date.date())
-    paths = write_day_reports(rep, _reports(config_path, reports_dir))
+    out = _reports(config_path, reports_dir, lang)
+    paths = write_day_reports(rep, out)
     _progress().step(f"reconciliation day report {business_date:%Y-%m-%d}: {len(paths)} files in "
                      f"{time.perf_counter() - t0:.1f} s")
-    click.echo(render_day_text(rep) if fmt == "table" else render_day_csv(rep), nl=False)
+    click.echo(render_day_text(rep, out.options) if fmt == "table" else render_day_csv(rep, out.options), nl=False)
     if fmt == "table":
         for p in paths:
+            click.echo(f"report: {p}")
+
+
+@recon.command("run-report")
+@click.argument("run_id", type=int)
+@reports_option
+@lang_option
+@config_option
+@url_option
+def run_report(run_id, reports_dir, lang, config_path, url) -> None:
+    """Write a run's CSV + HTML reports again, as the run and its items stand now (e.g. after
+    resolutions, or in the other language)."""
+    from ledger.errors import Refused
+    from ledger.recon.run_reports import write_run_reports
+
+    with open_database(config_path, url, refusals=Refused) as (_, engine):
+        for p in write_run_reports(engine, run_id, _reports(config_path, reports_dir, lang)):
             click.echo(f"report: {p}")
 
 
@@ -311,11 +339,12 @@ def _serve_recon_metrics(engine, host: str, port: int, stop) -> None:
 @click.option("--metrics-port", type=click.IntRange(0, 65535),
               help="/metrics (open reconciliation items, database reachability); 0 = any free port "
                    "(default: watch.metrics_port)")
+@lang_option
 @watch_actor_option
 @config_option
 @url_option
 def watch(drop_dir, once, interval, settle_debits, amount_tolerance, cheque_window_days, metrics_host, metrics_port,
-          actor, config_path, url) -> None:
+          lang, actor, config_path, url) -> None:
     """Watch a drop directory (incoming/ processed/ rejected/ reports/) and process each complete file once.
 
     Writers put a file in incoming/ under a temporary name (leading '.', or ending .part/.tmp/.partial)
@@ -323,6 +352,7 @@ def watch(drop_dir, once, interval, settle_debits, amount_tolerance, cheque_wind
     import threading
 
     from ledger.recon.drop_files import MIB
+    from ledger.recon.report_labels import options_of
     from ledger.recon.watch import DropWatcher, poll_forever
 
     from runtime.logging_setup import setup_logging
@@ -336,10 +366,11 @@ def watch(drop_dir, once, interval, settle_debits, amount_tolerance, cheque_wind
         interval = interval or settings.watch.interval_s
         metrics_host = metrics_host or settings.watch.metrics_host
         metrics_port = settings.watch.metrics_port if metrics_port is None else metrics_port
-        watcher = DropWatcher(engine, drop_dir, actor=actor,
-                              clock=business_clock(settings),
+        clock = business_clock(settings)
+        watcher = DropWatcher(engine, drop_dir, actor=actor, clock=clock,
                               rules=_rules(amount_tolerance, cheque_window_days, False), settle_debits=settle_debits,
-                              interval_s=interval, max_file_bytes=settings.watch.max_file_mib * MIB)
+                              interval_s=interval, max_file_bytes=settings.watch.max_file_mib * MIB,
+                              report_options=options_of(settings, lang, clock))
 
         def show(r) -> None:
             click.echo(f"{r.outcome}: {r.name} ({r.kind}): {r.message}")

@@ -122,7 +122,9 @@ DESCRIPTIONS: dict[str, str] = {
 
     # --- [banks.<code>] ---
     "banks": "One table per bank, keyed by its bank code (field 32, 1 to 11 digits).",
-    "banks.*.name": "The bank's name (stored in `banks.name`, shown in reports).",
+    "banks.*.name": "The bank's name as finance writes it, e.g. `中国工商银行广州分行` (stored in `banks.name`; the "
+                     "reconciliation reports show it beside the bank code).",
+    "banks.*.name_en": "The bank's name in English, for reports asked for in English (`--lang en`); empty: `name`.",
     "banks.*.dialect": "Wire dialect preset: `ascii` or `bcd` (docs/wire.md).",
     "banks.*.framing": "Overrides the preset's framing: `ascii4`, `bin2`, `bin2-tpdu`, `ascii4-tpdu`.",
     "banks.*.fields": "Overrides the preset's field encoding: `ascii` or `bcd`.",

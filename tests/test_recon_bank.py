@@ -1,7 +1,6 @@
 """First reconciliation (docs/spec/INTERFACE.md §7.1): outcomes, whole-file validation, idempotence, closure, resolutions."""
 from __future__ import annotations
 
-import csv
 import json
 import re
 
@@ -11,6 +10,7 @@ from sqlalchemy import func, select
 from ledger.synchronous_posting import post
 from ledger.errors import Refused
 from ledger.recon.matching import reconcile_bank_file
+from ledger.recon.report_render import csv_tables, identifier_value
 from ledger.recon.resolutions import resolve_item
 from ledger.recon_tables import recon_items, recon_runs
 from ledger.schema import business_day_closures, debits, payments, reversals
@@ -67,9 +67,8 @@ def test_every_outcome_is_found_and_stored(world, tmp_path):
     assert audit_rows(world.engine, "recon.bank")[0].actor == "alice"
     # reports: CSV with every exception
     csv_path = next(x for x in r.reports if x.suffix == ".csv")
-    rows = list(csv.reader(csv_path.read_text(encoding="utf-8-sig").splitlines()))
-    header = rows.index(next(row for row in rows if row[:2] == ["item_id", "kind"]))
-    assert len(rows) - header - 1 == 9
+    exceptions = csv_tables(csv_path.read_text(encoding="utf-8-sig"))["exceptions"]
+    assert sorted(int(identifier_value(row["item"])) for row in exceptions) == sorted(i["item_id"] for i in r.items)
     assert_ledger_verifies(world.engine)
 
 

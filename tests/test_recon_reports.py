@@ -1,39 +1,167 @@
-"""Reports for finance: run CSV + self-contained HTML (checked in a real headless Chromium), and the
-day across banks (text table, CSV, HTML) through ``gridpay recon report``."""
+"""Reconciliation reports a finance clerk signs: run CSV + self-contained HTML (checked in a real headless
+Chromium, printed to A4 PDF), and the day across banks (text, CSV, HTML) through ``gridpay recon report``.
+
+The first tests are the clerk's complaints (issue 19), one assertion each: finance totals with a
+debit line, exceptions as a net difference, yuan everywhere, bank and customer names, local time,
+identifiers that stay text in a spreadsheet."""
 from __future__ import annotations
 
-import csv
 import re
+import shutil
 import struct
 import subprocess
 import zlib
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from pypdf import PdfReader
 
+from config.clock import ManualClock
+from ledger.recon.day_reports import day_report, render_day_text
 from ledger.recon.finance import reconcile_statement
 from ledger.recon.matching import reconcile_bank_file
-from ledger.recon.run_reports import day_report, render_day_text
+from ledger.recon.report_labels import ReportOptions, ReportsDir
+from ledger.recon.report_render import csv_tables, identifier_value
+from ledger.synchronous_posting import post
+from ledger_helpers import T0, add_banks, add_bills, add_customers, customer_row, new_engine, payment
 from test_recon_finance import REMIT, camt, ntry
-from test_recon_support import BANK, DAY, build_world, gridpay, write_bank_file
+from test_recon_support import BANK, DAY, build_world, gridpay, line_of, write_bank_file
 
 CHROMIUM = Path("/usr/bin/chromium")
 needs_chromium = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed at /usr/bin/chromium "
                                                                   "(apt-get install -y chromium)")
+NAMES = {BANK: ("中国工商银行广州分行", "ICBC Guangzhou")}
+RUN_AT = datetime(2026, 11, 24, 1, 30, tzinfo=timezone.utc)           # 09:30 in the business timezone
+INJECTION = "=HYPERLINK(\"http://x.example\",\"pay\")"
+
+
+def reports_dir(path: Path, lang: str = "zh") -> ReportsDir:
+    return ReportsDir(path, ReportOptions(lang, ManualClock(RUN_AT), NAMES))
 
 
 @pytest.fixture
 def reported(sqlite_url, tmp_path):
+    """The bank world reconciled at RUN_AT, and a statement: the remittance, an unknown credit from a
+    counterparty whose name is a formula, and a bank fee (a debit line)."""
     w = build_world(sqlite_url)
-    reports = tmp_path / "reports"
-    bank = reconcile_bank_file(w.engine, write_bank_file(tmp_path, w.lines), actor="alice", reports_dir=reports)
+    reports = reports_dir(tmp_path / "reports")
+    bank = reconcile_bank_file(w.engine, write_bank_file(tmp_path, w.lines), actor="alice", reports_dir=reports,
+                               clock=ManualClock(RUN_AT))
     stmt = tmp_path / "statement.xml"
-    stmt.write_bytes(camt(8, [ntry(8, REMIT, ref=f"{BANK}{DAY:%Y%m%d}"), ntry(8, 4_200, ref="UNKNOWN")]))
+    stmt.write_bytes(camt(8, [ntry(8, REMIT, ref=f"{BANK}{DAY:%Y%m%d}"), ntry(8, 4_200, ref="UNKNOWN", party=INJECTION),
+                              ntry(8, 100, "DBIT", ref="FEE")]))
     fin = reconcile_statement(w.engine, stmt, actor="fin", reports_dir=reports)
-    yield w, bank, fin, reports
+    yield w, bank, fin, reports.path
     w.engine.dispose()
 
 
+def report_file(result, suffix: str) -> Path:
+    return next(p for p in result.reports if p.suffix == suffix)
+
+
+def tables(result) -> dict[str, list[dict]]:
+    return csv_tables(report_file(result, ".csv").read_text(encoding="utf-8-sig"))
+
+
+def bridge_adds_up(rows: list[dict]) -> bool:
+    start = int(next(r for r in rows if r["role"] == "start")["amount_fen"])
+    end = int(next(r for r in rows if r["role"] == "end")["amount_fen"])
+    return start + sum(int(r["amount_fen"]) for r in rows if r["role"] == "step") == end
+
+
+def amounts(rows: list[dict]) -> dict[str, int]:
+    return {r["key"]: int(r["amount_fen"]) for r in rows}
+
+
+# ------------------------------------------------------------------------------------------ complaints
+
+def test_finance_totals_add_up_when_the_statement_has_a_debit_line(reported):
+    w, bank, fin, _ = reported
+    bridge = tables(fin)["bridge"]
+    lines = amounts(bridge)
+    assert lines["statement_credits"] == REMIT + 4_200 and lines["statement_debits"] == -100   # shown apart, signed
+    assert lines["statement_net"] == REMIT + 4_200 - 100
+    assert (lines["open_credits"], lines["open_debits"], lines["collections"]) == (-4_200, 100, REMIT)
+    assert bridge_adds_up(bridge)
+    entries = [r for r in tables(fin)["entries"] if r["key"]]                  # matched + open, with signs
+    assert sum(int(r["amount_fen"]) for r in entries) == lines["statement_net"]
+
+
+def test_exceptions_are_the_net_difference_beside_the_gross(sqlite_url, tmp_path):
+    """A payment missing at the bank (+1.00) and a line missing in the ledger (−1.00) net to nothing."""
+    engine = new_engine(sqlite_url)
+    with engine.begin() as conn:
+        add_banks(conn, BANK)
+        add_customers(conn, [customer_row("C1"), customer_row("C2")])
+        add_bills(conn, [("C1", "202610", 100, 0), ("C2", "202610", 100, 0)])
+    paid = payment(BANK, "C1", 100, at=T0)
+    assert post(engine, [paid])[0].ok
+    extra = line_of(payment(BANK, "C2", 100, at=T0 + timedelta(minutes=1)))
+    run = reconcile_bank_file(engine, write_bank_file(tmp_path, [extra]), actor="alice",
+                              reports_dir=reports_dir(tmp_path / "reports"))
+    assert run.counts["ledger_only"] == run.counts["bank_only"] == 1
+    found = tables(run)
+    total = next(r for r in found["differences"] if r["key"] == "total")
+    assert (int(total["gross_fen"]), int(total["net_fen"])) == (200, 0)
+    assert amounts(found["bridge"]) == {"bank_total": 100, "bank_only": -100, "ledger_only": 100, "amount_differs": 0,
+                                        "status_differs": 0, "debit_unknown": 0, "resolved": 0, "ledger_total": 100}
+    (row,) = day_report(engine, DAY).rows
+    assert (row["open_gross"], row["open_net"], row["difference"]) == (200, 0, 0)
+    engine.dispose()
+
+
+def test_amounts_are_yuan_with_separators_and_fen_only_in_csv_columns(reported):
+    w, bank, fin, _ = reported
+    for result in (bank, fin):
+        page = report_file(result, ".html").read_text(encoding="utf-8")
+        assert not re.search(r"\d\s*fen\b", page), "no amount in fen on the page"
+    page = report_file(bank, ".html").read_text(encoding="utf-8")
+    assert "3,301.00" in page and "330100" not in page              # the bank file's total, in yuan only
+    assert "银行 301.00 元，账务 300.00 元" in page                   # P3's amount difference, in words and yuan
+    header = report_file(bank, ".csv").read_text(encoding="utf-8-sig").split("\n\n")[1].splitlines()[0]
+    assert header == "table,step,count,amount_fen,key,role"
+    assert amounts(tables(bank)["bridge"])["bank_total"] == 330_100
+    text = render_day_text(day_report(w.engine, DAY), ReportOptions("zh", bank_names=NAMES))
+    assert "3,301.00" in text and "330100" not in text and not re.search(r"\d\s*fen\b", text)
+
+
+def test_banks_and_customers_appear_by_name(reported):
+    w, bank, fin, _ = reported
+    page = report_file(bank, ".html").read_text(encoding="utf-8")
+    assert "中国工商银行广州分行（01020000）" in page
+    rows = tables(bank)["exceptions"]
+    assert {(identifier_value(r["customer_no"]), r["customer_name"]) for r in rows} >= {("C3", "客户C3"), ("C6", "客户C6")}
+    day = render_day_text(day_report(w.engine, DAY), ReportOptions("en", bank_names=NAMES))
+    assert "ICBC Guangzhou" in day
+    unnamed = render_day_text(day_report(w.engine, DAY))           # no configuration: the ledger's banks row
+    assert f"bank {BANK}" in unnamed
+
+
+def test_times_are_local_through_the_clock(reported):
+    w, bank, fin, _ = reported
+    page = report_file(bank, ".html").read_text(encoding="utf-8")
+    assert "2026-11-24 09:30:00 UTC+08:00" in page and "01:30:00" not in page
+    facts = {r["label"]: r["value"] for r in tables(bank)["report"]}
+    assert facts["完成时间"] == "2026-11-24 09:30:00 UTC+08:00"
+
+
+def test_csv_keeps_identifiers_as_text_and_runs_no_formula(reported):
+    w, bank, fin, _ = reported
+    raw = report_file(bank, ".csv").read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf"), "UTF-8 with a BOM: spreadsheet programs read the Chinese right"
+    rows = tables(bank)["exceptions"]
+    assert {r["bank_code"] for r in rows} == {f'="{BANK}"'}                  # a text cell: Excel/WPS keep the zero
+    assert {identifier_value(r["bank_code"]) for r in rows} == {BANK}         # read back: the leading zero is there
+    assert identifier_value(next(r for r in rows if r["customer_no"] == '="C3"')["rrn"]) == w.pays["P3"].rrn
+    entries = tables(fin)["exceptions"]
+    assert next(r for r in entries if r["counterparty"]).get("counterparty") == "'" + INJECTION
+    for result in (bank, fin):
+        for cells in tables(result).values():
+            for row in cells:
+                for cell in row.values():
+                    if cell[:1] in ("=", "+", "-", "@"):
+                        assert re.fullmatch(r'="[^"]*"|-\d+', cell), f"a cell a spreadsheet would run: {cell!r}"
 def chromium(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
     return subprocess.run([str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                            "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -86,61 +214,79 @@ def assert_self_contained(html: str) -> None:
     assert "<style>" in html and "<svg" in html
 
 
+
+
+# ------------------------------------------------------------------------------------------ in a browser
+
+def page_colours(shot: Path, step: int = 5) -> set[bytes]:
+    width, _, rows = png_pixels(shot.read_bytes())
+    bpp = len(rows[0]) // width
+    return {row[i:i + 3] for row in rows[::step] for i in range(0, len(row), bpp * step)}
+
+
 @needs_chromium
-def test_run_report_renders_in_chromium(reported, tmp_path):
-    w, bank, fin, reports = reported
-    html_path = next(p for p in bank.reports if p.suffix == ".html")
-    html = html_path.read_text(encoding="utf-8")
-    assert_self_contained(html)
+def test_run_report_in_chromium_shows_the_bridge_chart_and_totals(reported, tmp_path):
+    w, bank, fin, _ = reported
+    html_path = report_file(bank, ".html")
+    assert_self_contained(html_path.read_text(encoding="utf-8"))
     shot = tmp_path / "run.png"
-    proc = chromium([f"--screenshot={shot}", html_path.as_uri()], tmp_path)
+    proc = chromium([f"--screenshot={shot}", "--window-size=1200,1800", html_path.as_uri()], tmp_path)
     assert shot.exists(), proc.stderr[-2000:]
-    width, height, rows = png_pixels(shot.read_bytes())
-    assert (width, height) == (1200, 900)
-    colours = {row[i:i + 3] for row in rows[::7] for i in range(0, len(row), 3 * 11)}
+    colours = page_colours(shot)
     assert len(colours) > 8, "the screenshot is blank or a single colour"
-    assert any(c[0] > 150 and c[1] < 80 and c[2] < 80 for c in colours), "the red 'open' bar of the chart is drawn"
+    assert bytes((0xe8, 0xee, 0xf6)) in colours, "the tables' header row is drawn"
+    assert bytes((0x2e, 0x7d, 0x32)) in colours, "the chart's bars are drawn"
     dom = chromium(["--dump-dom", html_path.as_uri()], tmp_path).stdout
+    bridge = dom[dom.index('<table id="bridge">'):]
+    bridge = bridge[:bridge.index("</table>")]
+    assert '<tr class="end">' in bridge and "2,200.00" in bridge               # = the ledger's total, visible
     table = dom[dom.index('<table id="exceptions">'):]
-    table = table[:table.index("</table>")]
-    assert table.count('<tr class="open">') == len(bank.items) == 9
-    for item in bank.items:
-        assert f"<td>{item['kind']}</td>" in table
-    assert '<table id="totals">' in dom and "<svg" in dom
+    assert table[:table.index("</table>")].count('<tr class="open">') == len(bank.items) == 9
+    assert '<tr class="total">' in dom and 'id="chart-differences"' in dom and 'id="chart-totals"' in dom
+    assert "调节相符" in dom
+
+
+def cjk_font() -> bool:
+    found = subprocess.run(["fc-list", ":lang=zh"], capture_output=True, text=True) if shutil.which("fc-list") else None
+    return bool(found and found.stdout.strip())
 
 
 @needs_chromium
-def test_finance_and_day_reports_render(reported, tmp_path):
+@pytest.mark.skipif(not cjk_font(), reason="no CJK font (apt-get install -y fonts-wqy-microhei): the page count depends on it")
+def test_reports_print_on_a4(reported, tmp_path):
+    w, bank, fin, _ = reported
+    # the bank run: the bridges, differences and charts, then the exceptions and sign-off; the statement: one page
+    for result, pages in ((bank, 2), (fin, 1)):
+        pdf = tmp_path / f"{report_file(result, '.html').stem}.pdf"
+        proc = chromium([f"--print-to-pdf={pdf}", "--no-pdf-header-footer", report_file(result, ".html").as_uri()], tmp_path)
+        assert pdf.exists(), proc.stderr[-2000:]
+        reader = PdfReader(pdf)
+        assert len(reader.pages) == pages
+        for page in reader.pages:         # A4: 210 × 297 mm = 595 × 842 points
+            assert abs(float(page.mediabox.width) - 595.3) < 2 and abs(float(page.mediabox.height) - 841.9) < 2
+        assert "复核人" in reader.pages[-1].extract_text()                    # the sign-off is printed
+
+
+@needs_chromium
+def test_finance_and_day_reports_render_in_both_languages(reported, tmp_path):
     w, bank, fin, reports = reported
-    fin_html = next(p for p in fin.reports if p.suffix == ".html")
-    dom = chromium(["--dump-dom", fin_html.as_uri()], tmp_path).stdout
-    assert dom.count('<tr class="open">') == 1 and "UNKNOWN" in dom
+    dom = chromium(["--dump-dom", report_file(fin, ".html").as_uri()], tmp_path).stdout
+    assert dom.count('<tr class="open">') == 2 and "UNKNOWN" in dom and "-1.00" in dom
     out = gridpay("recon", "report", "--date", str(DAY), "--url", w.url, "--reports", reports, check=True).stdout
-    assert f"Reconciliation of business date {DAY}" in out
-    assert re.search(rf"{BANK}\s+{bank.run_id}\s+10\b", out), out
-    assert "matched (match" in out                      # the remittance was matched
+    assert f"{DAY} 各银行对账汇总" in out and "合计" in out
+    assert re.search(rf"{BANK}\s+bank {BANK}\s+{bank.run_id}\s+10\b", out), out
+    assert "已到账（匹配" in out                                               # the remittance was matched
     day_html = reports / f"recon_day_{DAY:%Y%m%d}.html"
     assert_self_contained(day_html.read_text(encoding="utf-8"))
     shot = tmp_path / "day.png"
     chromium([f"--screenshot={shot}", day_html.as_uri()], tmp_path)
-    _, _, rows = png_pixels(shot.read_bytes())
-    assert len({row[i:i + 3] for row in rows[::9] for i in range(0, len(row), 39)}) > 8
+    assert len(page_colours(shot, 9)) > 8
     dom = chromium(["--dump-dom", day_html.as_uri()], tmp_path).stdout
-    assert f"<td>{BANK}</td>" in dom and "<td>total</td>" in dom
-
-
-def test_run_csv_and_day_report_contents(reported):
-    w, bank, fin, reports = reported
-    text = next(p for p in bank.reports if p.suffix == ".csv").read_text(encoding="utf-8-sig")
-    summary, _, items = text.partition("\n\n")
-    summary_rows = {r[0]: r[1:] for r in csv.reader(summary.splitlines())}
-    assert summary_rows["matched"] == [str(bank.totals["matched_count"]), str(bank.totals["matched_sum"])]
-    assert summary_rows["bank file lines"] == ["10", str(bank.totals["bank_sum"])]
-    item_rows = list(csv.DictReader(items.splitlines()))
-    assert len(item_rows) == 9 and {r["kind"] for r in item_rows} == {"bank_only", "ledger_only", "amount_differs",
-                                                                      "status_differs", "debit_unknown"}
-    rep = day_report(w.engine, DAY)
-    (row,) = rep.rows
-    assert (row["bank_code"], row["open"], row["expected_remittance"]) == (BANK, 9, REMIT)
-    assert "matched" in row["remittance"] and rep.unreconciled_banks == []
-    assert "total" in render_day_text(rep)
+    assert f'<td class="identifier">{BANK}</td>' in dom and "<td class=\"identifier\">合计</td>" in dom
+    env = {**__import__("os").environ, "GRIDPAY_BANKS__01020000__NAME_EN": "ICBC Guangzhou"}
+    english = gridpay("recon", "run-report", bank.run_id, "--lang", "en", "--url", w.url, "--reports",
+                      tmp_path / "en", env=env, check=True).stdout
+    page = (tmp_path / "en" / report_file(bank, ".html").name).read_text(encoding="utf-8")
+    assert "report:" in english and "Reconciliation run" in page and "ICBC Guangzhou (01020000)" in page
+    assert "missing in the ledger (bank only)" in page and "银行" not in page
+    assert gridpay("recon", "run-report", "999999", "--url", w.url, "--reports", tmp_path / "en", env=env).returncode == 1

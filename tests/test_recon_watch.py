@@ -65,7 +65,7 @@ def test_complete_file_rule_duplicates_and_rejections(world, tmp_path):
     (r,) = w.poll_once()
     assert (r.kind, r.outcome) == ("bank", "processed"), r.message
     assert (w.processed / f"{BANK}_{DAY:%Y%m%d}.txt").read_bytes() == data
-    assert sorted(p.suffix for p in w.reports.iterdir()) == [".csv", ".html"]
+    assert sorted(p.suffix for p in w.reports.path.iterdir()) == [".csv", ".html"]
     assert not any(w.incoming.iterdir())
     # the same bytes again (another name): set aside as a duplicate, nothing applied
     drop(w, f"{BANK}_{DAY:%Y%m%d}.txt", data)

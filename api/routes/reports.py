@@ -14,7 +14,7 @@ from api.deps import ApiContext, context, require
 from api.problems import Problem, problem_responses
 from ledger.finance_reports import Report, daily_report, receivables_report, render_csv_fen
 from ledger.identity import Principal
-from ledger.recon.run_reports import day_report
+from ledger.recon.day_reports import day_report
 
 router = APIRouter(tags=["reports"], responses=problem_responses(400, 401, 403, 422))
 CSV = "text/csv; charset=utf-8"

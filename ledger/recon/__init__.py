@@ -8,7 +8,8 @@ Public API (import from the submodules; names re-exported lazily here):
 - ``open_items``, ``show_item``, ``match_items``, ``unmatch`` (manual; ``match_items_in``, ``unmatch_in``
   and ``resolve_item_in`` in the caller's transaction, for the HTTP service)
 - ``run_page``, ``item_page`` (lists: runs and items page by page)
-- ``day_report``, ``write_run_reports``, ``write_day_reports`` (reports)
+- ``day_report``, ``write_day_reports`` (day_reports), ``write_run_reports`` (run_reports), ``ReportsDir``,
+  ``ReportOptions`` (report_labels: language, clock, bank names)
 - ``DropWatcher``, ``poll_forever``, ``register_handler`` (watch)
 """
 from __future__ import annotations
@@ -22,7 +23,8 @@ _EXPORTS = {
     "read_statement": "camt", "StatementError": "camt",
     "resolve_item": "resolutions", "Refused": "ledger_ops",
     "open_items": "manual", "show_item": "manual", "match_items": "manual", "unmatch": "manual",
-    "day_report": "reports", "write_run_reports": "reports", "write_day_reports": "reports",
+    "day_report": "day_reports", "write_run_reports": "run_reports", "write_day_reports": "day_reports",
+    "ReportsDir": "report_labels", "ReportOptions": "report_labels",
     "DropWatcher": "watch", "poll_forever": "watch", "register_handler": "watch",
     "validate_debit_result": "debit_files",
 }

@@ -60,6 +60,7 @@ from config.clock import SYSTEM_CLOCK, Clock
 from ledger.recon.drop_files import (
     MAX_FILE_BYTES, NOTHING, Refused, digest, head, name_problem, open_taken, read_all, shown, stored_name,
 )
+from ledger.recon.report_labels import ReportsDir
 from ledger.recon_tables import recon_drop_files
 
 log = logging.getLogger("gridpay.recon.watch")
@@ -143,7 +144,8 @@ def recognise(name: str, head: bytes) -> str:
 class DropWatcher:
     def __init__(self, engine: Engine, drop_dir: str | Path, *, actor: str = "system:recon-watch",
                  clock: Clock = SYSTEM_CLOCK, rules=None, reports_dir: str | Path | None = None,
-                 settle_debits: bool = False, interval_s: float = 5.0, max_file_bytes: int = MAX_FILE_BYTES):
+                 settle_debits: bool = False, interval_s: float = 5.0, max_file_bytes: int = MAX_FILE_BYTES,
+                 report_options=None):
         self.engine = engine
         self.drop = Path(drop_dir)
         self.actor = actor
@@ -153,11 +155,12 @@ class DropWatcher:
         self.interval_s = interval_s
         self.max_file_bytes = max_file_bytes
         self.incoming, self.processed, self.rejected = (self.drop / d for d in ("incoming", "processed", "rejected"))
-        self.reports = Path(reports_dir) if reports_dir else self.drop / "reports"
+        # the runs' reports: in the language, local time and bank names of ``report_options`` (report_labels)
+        self.reports = ReportsDir(reports_dir or self.drop / "reports", report_options)
         self.requests = self.drop / "requests"
         self._busy = threading.Lock()
         self._loop = None
-        for d in (self.incoming, self.processed, self.rejected, self.reports):
+        for d in (self.incoming, self.processed, self.rejected, self.reports.path):
             d.mkdir(parents=True, exist_ok=True)
 
     # ------------------------------------------------------------------ one pass
