@@ -265,6 +265,23 @@ class WatchConfig(_Model):
                               "/readyz; 0: any free port (printed at start).")
 
 
+class CollectionRateConfig(_Model):
+    """``gridpay collection-rate``: the billing period's collection rate (collected / billed) as
+    Prometheus gauges, by district and channel, and the alert's threshold (docs/runbook.md)."""
+    target: float = Field(0.95, gt=0, le=1, description="The collection rate expected of the billing period "
+                          "(0.95: 95 % of the money billed collected); below it, from `alert_from_day` on, "
+                          "GridpayCollectionRateBelowTarget fires.")
+    alert_from_day: int = Field(25, ge=1, le=31, description="Day of the month (of the business date) from which "
+                                "a rate below `target` alerts; earlier in the month the period is still being paid.")
+    months_back: int = Field(0, ge=0, le=12, description="The billing period watched: the business date's month "
+                             "less this many months (1 where bills of a month are issued in the next).")
+    refresh_s: float = Field(60.0, ge=60, le=3600, description="Seconds between reads of the figures from the "
+                             "database; scrapes in between get the last figures.")
+    metrics_host: str = Field("127.0.0.1", description="Address of the exporter's /metrics.")
+    metrics_port: int = Field(9113, ge=0, le=65535, description="Port of the exporter's /metrics; 0: any free port "
+                              "(printed at start).")
+
+
 class ApiConfig(_Model):
     """``gridpay api``: the operations HTTP API (docs/api.md). One worker per process: run two or
     more processes (``gridpay-api@N``) behind HAProxy to scale."""
@@ -407,6 +424,7 @@ class Settings(_Model):
     notices: NoticesConfig = NoticesConfig()
     access: AccessConfig = AccessConfig()
     api: ApiConfig = ApiConfig()
+    collection_rate: CollectionRateConfig = CollectionRateConfig()
     banks: dict[str, BankConfig] = {}
     drop_dir: str = "var/drop"
     reports_dir: str = "var/reports"

@@ -17,6 +17,7 @@ from runtime.logging_setup import mask_last_resort
 # name -> "module:attribute" of a click command or group
 SUBCOMMANDS: dict[str, str] = {
     "api": "gridpay.api_command:api",
+    "collection-rate": "gridpay.collection_rate_command:collection_rate",
     "db": "gridpay.ledger_commands:db",
     "demo": "gridpay.demo_command:demo",
     "ops-kit": "gridpay.opskit_command:ops_kit",

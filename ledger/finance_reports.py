@@ -24,10 +24,11 @@ import io
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 
-from sqlalchemy import Engine, case, func, select
+from sqlalchemy import Engine, func, select
 
 from config.clock import Clock
-from ledger.schema import allocations, bills, customers, debits, payments, reversals
+from ledger.period_figures import billed_in_force, collected_on
+from ledger.schema import customers, debits, payments, reversals
 
 CHANNELS = {"C": "counter", "D": "direct debit"}
 METHODS = {"01": "cash", "02": "transfer/card", "03": "cheque", "10": "direct debit"}
@@ -204,18 +205,9 @@ class ReceivablesReport:
 
 
 def receivables_report(engine: Engine, period: str) -> ReceivablesReport:
-    if not (len(period) == 6 and period.isdigit() and 1 <= int(period[4:]) <= 12):
-        raise ValueError(f"period {period!r} is not YYYYMM")
     ctype = customers.c.customer_type
-    billed = (select(ctype,
-                     func.sum(case((bills.c.kind == "R", -1), else_=1)),   # each reversal cancels one bill
-                     func.coalesce(func.sum(bills.c.principal), 0), func.coalesce(func.sum(bills.c.penalty), 0))
-              .select_from(bills.join(customers, customers.c.customer_no == bills.c.customer_no))
-              .where(bills.c.period == period).group_by(ctype))
-    collected = (select(ctype, func.coalesce(func.sum(allocations.c.amount), 0))
-                 .select_from(allocations.join(bills, bills.c.bill_id == allocations.c.bill_id)
-                              .join(customers, customers.c.customer_no == bills.c.customer_no))
-                 .where(bills.c.period == period).group_by(ctype))
+    billed = billed_in_force(period, ctype)
+    collected = collected_on(period, ctype)
     rows: dict[str, ReceivablesRow] = {t: ReceivablesRow(t) for t in CUSTOMER_TYPES}
     with engine.connect() as conn:
         for t, count, principal, penalty in conn.execute(billed):

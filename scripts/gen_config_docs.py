@@ -57,6 +57,7 @@ DESCRIPTIONS: dict[str, str] = {
     "access": "Operators' log-ins, lock-out, sessions, password hashing and clients' API keys (docs/access.md); "
               "see `[access]`.",
     "api": "The operations HTTP API `gridpay api` (docs/api.md); see `[api]`.",
+    "collection_rate": "The collection-rate exporter `gridpay collection-rate`; see `[collection_rate]`.",
     "notices": "The SMS notices' wording: every notice's template and the signature (docs/notifier.md); see "
                "`[notices]`.",
 

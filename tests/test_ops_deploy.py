@@ -84,7 +84,7 @@ def test_site_example_has_banks_of_both_dialects_and_tls_everywhere(site):
 
 # --- config/systemd ----------------------------------------------------------------------------
 
-PROCESSES = {"serve", "engine", "scheduler", "notifier", "watch", "api"}
+PROCESSES = {"serve", "engine", "scheduler", "notifier", "watch", "api", "collection-rate"}
 
 
 def units() -> dict[str, configparser.ConfigParser]:
@@ -180,9 +180,10 @@ def test_every_process_takes_its_metrics_port_from_the_configuration_and_prometh
     ports = {"serve": [site.gateway.metrics_port], "notifier": [site.notifier.metrics_port],
              "scheduler": [site.scheduler.metrics_port], "watch": [site.watch.metrics_port],
              "engine": [site.engines.metrics_port_base + n for n in (1, 2)],
-             "api": [site.api.port + 1]}
+             "api": [site.api.port + 1], "collection-rate": [site.collection_rate.metrics_port]}
     jobs = {"serve": "gridpay-gateway", "notifier": "gridpay-notifier", "scheduler": "gridpay-scheduler",
-            "watch": "gridpay-watch", "engine": "gridpay-engine", "api": "gridpay-api"}
+            "watch": "gridpay-watch", "engine": "gridpay-engine", "api": "gridpay-api",
+            "collection-rate": "gridpay-collection-rate"}
     assert set(ports) == PROCESSES
     for name, unit in units().items():
         assert "--metrics-port" not in exec_argv(unit), f"{name}: the port belongs in the configuration"

@@ -102,10 +102,10 @@ def exported_metric_names() -> set[str]:
     link_registry = CollectorRegistry()
     PrometheusLinkMetrics(link_registry)
     registries.append(link_registry)
-    # The notifier's, the engines', the scheduler's, the watcher's, the API's and the log-in refusals'
-    # metrics classes: any *Metrics class defined in these packages (besides the link's no-op base)
-    # that takes a registry.
-    for package in ("engines", "ledger/recon", "ledger/identity", "runtime", "api"):
+    # The notifier's, the engines', the scheduler's, the watcher's, the collection rate's, the API's and
+    # the log-in refusals' metrics classes: any *Metrics class defined in these packages (besides the
+    # link's no-op base) that takes a registry.
+    for package in ("engines", "ledger", "ledger/recon", "ledger/identity", "runtime", "api"):
         for path in sorted((ROOT / package).glob("*.py")):
             if path.stem != "__init__":
                 _add_metrics_of(f"{package.replace('/', '.')}.{path.stem}", registries)
