@@ -271,8 +271,9 @@ class CollectionRateConfig(_Model):
     target: float = Field(0.95, gt=0, le=1, description="The collection rate expected of the billing period "
                           "(0.95: 95 % of the money billed collected); below it, from `alert_from_day` on, "
                           "GridpayCollectionRateBelowTarget fires.")
-    alert_from_day: int = Field(25, ge=1, le=31, description="Day of the month (of the business date) from which "
-                                "a rate below `target` alerts; earlier in the month the period is still being paid.")
+    alert_from_day: int = Field(25, ge=1, le=28, description="Day of the month (of the business date) from which "
+                                "a rate below `target` alerts; earlier in the month the period is still being paid. "
+                                "At most 28, so that every month reaches it.")
     months_back: int = Field(0, ge=0, le=12, description="The billing period watched: the business date's month "
                              "less this many months (1 where bills of a month are issued in the next).")
     refresh_s: float = Field(60.0, ge=60, le=3600, description="Seconds between reads of the figures from the "

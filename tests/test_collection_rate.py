@@ -21,6 +21,7 @@ from engines.realtime import create_single
 from ledger.collection_metrics import CollectionRateMetrics
 from ledger.collection_rate import billing_period, collection_figures
 from ledger.corrections import correct_bill
+from ledger.db import make_engine
 from ledger.debits import debit_approved, mark_debit_sent
 from ledger.finance_reports import receivables_report
 from ledger.synchronous_posting import post
@@ -139,6 +140,21 @@ def test_gauges_are_read_at_most_once_a_minute(ledger):
     assert value(metrics, "gridpay_collection_billed_fen", period=PERIOD, district="-") is None
     assert value(metrics, "gridpay_collection_day_of_month") == 1
     assert_ledger_verifies(url)
+
+
+def test_a_failed_read_keeps_the_last_figures_and_says_the_database_is_down(sqlite_url):
+    engine, (c1,) = seed(sqlite_url, 1)
+    clock = ManualClock(IN_PERIOD)
+    metrics = CollectionRateMetrics(clock=clock)
+    metrics.poll(engine)
+    assert value(metrics, "gridpay_collection_billed_fen", period=PERIOD, district="-") == BILL
+    engine.dispose()
+    clock.advance(60)
+    nobody_listens = make_engine("postgresql+psycopg://postgres@127.0.0.1:1/test")
+    metrics.poll(nobody_listens)
+    assert value(metrics, "gridpay_db_up") == 0
+    assert value(metrics, "gridpay_collection_billed_fen", period=PERIOD, district="-") == BILL
+    assert value(metrics, "gridpay_collection_refreshed_timestamp_seconds") == IN_PERIOD.timestamp()
 
 
 def test_the_exporter_serves_the_gauges_on_its_configured_port(tmp_path, sqlite_url):

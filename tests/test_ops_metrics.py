@@ -124,6 +124,7 @@ def test_exported_names_include_every_process():
     assert {"gridpay_transactions_total", "gridpay_transaction_seconds_bucket", "gridpay_db_up"} <= names  # gateway
     assert {"gridpay_debit_connections_ready", "gridpay_debit_timeouts_total"} <= names  # debit links
     assert {"gridpay_outbox_backlog", "gridpay_notices_sent_total"} <= names  # notifier
+    assert {"gridpay_collection_rate", "gridpay_collection_target_ratio"} <= names  # collection-rate exporter
     assert "gridpay_transactions" not in names  # a counter's bare name is not a series
 
 
