@@ -258,3 +258,18 @@ def test_verify_finds_each_broken_money_out_invariant(moved, corruption):
     found = behind_the_ledger(moved.engine, *changes(moved))
     for text in expected:
         assert text.format(**names) in found, found
+
+
+def test_gridpay_ledger_payout(refundable):
+    from identity_helpers import operator_env
+    from test_recon_support import gridpay
+
+    engine, r = refundable.engine, refund(refundable.engine, 2_000)
+    finance = operator_env(engine, "fin", ["finance"])
+    out = gridpay("ledger", "payout", r.refund_id, "--reference", "TX-9", "--url", refundable.url, env=finance)
+    assert out.returncode == 0 and "paid out (TX-9)" in out.stdout, out.stdout + out.stderr
+    assert balances(engine)[COLLECTION] == -2_000
+    again = gridpay("ledger", "payout", r.refund_id, "--reference", "TX-9", "--url", refundable.url, env=finance)
+    assert again.returncode == 1 and "paid out already" in again.stdout + again.stderr
+    assert len(entries(engine, "refund_payout")) == 1
+    assert_ledger_verifies(engine)
