@@ -13,9 +13,11 @@ from sqlalchemy import func, insert, select, update
 from config.settings import BusinessConfig
 from ledger.errors import Refused
 from ledger.journal import COLLECTION, REFUNDS_PAYABLE, bank_clearing
+from ledger.posting import Remittance, post_one
 from ledger.recon.finance import FinanceRules, reconcile_statement
 from ledger.recon.manual import match_items, unmatch
 from ledger.recon.matching import reconcile_bank_file
+from ledger.recon.remittances import settle_remittance
 from ledger.recon.resolutions import resolve_item
 from ledger.recon_tables import recon_items, recon_runs
 from ledger.refunds import load_refund, record_payout_in, request_refund
@@ -79,6 +81,12 @@ def test_a_matched_remittance_moves_from_the_bank_clearing_to_the_collection_acc
     assert reconcile(world.engine, first).status == "duplicate"
     overlap = statement(tmp_path, "s2.xml", ntry(8, REMIT, ref=REF, acct_ref="A1"), ntry(8, 700, ref="MISC"))
     assert len(reconcile(world.engine, overlap).items) == 1
+    assert len(entries(world.engine, "remittance")) == 1 and balances(world.engine) == after
+    # settling the item again posts nothing; the posting module itself refuses a second movement
+    with world.engine.begin() as conn:
+        assert settle_remittance(conn, item["item_id"], actor="operator:fin") == {BANK: REMIT}
+        again = post_one(conn, Remittance(item["item_id"], BANK, REMIT, DAY, "operator:fin"))
+    assert again.response_code == "12" and "posted already" in again.detail
     assert len(entries(world.engine, "remittance")) == 1 and balances(world.engine) == after
 
 
