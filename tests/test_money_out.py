@@ -281,3 +281,19 @@ def test_gridpay_ledger_payout(refundable):
     assert again.returncode == 1 and "paid out already" in again.stdout + again.stderr
     assert len(entries(engine, "refund_payout")) == 1
     assert_ledger_verifies(engine)
+
+
+def test_the_commands_from_bank_file_and_statement_to_a_ledger_that_verifies(db_url, tmp_path):
+    """``gridpay recon bank``, ``gridpay recon finance`` and ``gridpay ledger verify``, as an operator runs them."""
+    from identity_helpers import operator_env
+    from test_recon_support import gridpay
+
+    w = build_world(db_url)
+    fin = operator_env(w.engine, "fin", ["finance"])
+    gridpay("recon", "bank", write_bank_file(tmp_path, w.lines), "--url", w.url, check=True,
+            env=operator_env(w.engine, "alice", ["clerk"]))
+    gridpay("recon", "finance", statement(tmp_path, "s.xml", ntry(8, REMIT, ref=REF)), "--url", w.url, check=True, env=fin)
+    assert balances(w.engine)[COLLECTION] == REMIT and balances(w.engine)[bank_clearing(BANK)] == COLLECTED - REMIT
+    out = gridpay("ledger", "verify", "--url", w.url)
+    assert out.returncode == 0 and "ledger verifies: OK" in out.stdout, out.stdout
+    w.engine.dispose()
