@@ -228,6 +228,24 @@ def reject(refund_id, reason, config_path, url) -> None:
 
 
 @ledger.command()
+@click.argument("refund_id", type=int)
+@click.option("--reference", required=True, help="the transfer's reference")
+@config_option
+@url_option
+def payout(refund_id, reference, config_path, url) -> None:
+    """Record that a paid refund was paid out to the customer: its amount leaves refunds payable (once)."""
+    from ledger.errors import Refused
+    from ledger.refunds import record_payout_in
+
+    with open_database(config_path, url, refusals=Refused) as (settings, engine):
+        actor = operator_actor((settings, engine), "refund.payout")
+        with engine.begin() as conn:
+            result = record_payout_in(conn, refund_id, actor=actor, reference=reference,
+                                      now=business_clock(settings).now(), business=settings.business)
+    click.echo(f"{result.summary()}; paid out ({result.payout_reference})")
+
+
+@ledger.command()
 @click.option("--all", "show_all", is_flag=True, help="all refunds, not only the pending ones")
 @click.option("--customer", help="only this customer's")
 @config_option

@@ -13,6 +13,7 @@ REVENUE = "revenue"
 PENALTY_INCOME = "penalty_income"
 PREPAID = "prepaid"
 REFUNDS_PAYABLE = "refunds_payable"
+COLLECTION = "collection"   # the utility's collection account: banks' remittances in, refunds paid out
 
 
 class UnbalancedEntry(ValueError):

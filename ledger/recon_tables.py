@@ -7,8 +7,9 @@
 - ``recon_items``: every exception of a run (and, for a finance run, every statement entry: matched
   or not), with its state: open, matched (automatically or by hand), resolved (with the operator's
   resolution and note).
-- ``recon_matches`` / ``recon_match_members``: a match groups items, payments and bank runs (a bank's
-  daily remittance is matched to the bank's run for that date: one credit to many payments). A
+- ``recon_matches`` / ``recon_match_members``: a match groups items, payments, bank runs (a bank's
+  daily remittance is matched to the bank's run for that date: one credit to many payments) and
+  refunds (a statement debit that paid one out). A
   manual match can be undone (``undone_at``); rows are never deleted.
 - ``recon_drop_files``: files taken from the drop directory, by SHA-256, so a file is processed once.
 """
@@ -103,11 +104,13 @@ recon_match_members = Table(
     Column("item_id", Id, ForeignKey("recon_items.item_id"), nullable=True),
     Column("payment_id", Id, ForeignKey("payments.payment_id"), nullable=True),
     Column("run_id", Id, ForeignKey("recon_runs.run_id"), nullable=True),   # a bank run as a whole
+    Column("refund_id", Id, ForeignKey("refunds.id"), nullable=True),       # a refund a statement debit paid out (0014)
     Column("side", String(10), nullable=False),             # file | ledger
     Column("amount", Money, nullable=False),
     Index(None, "match_id"),
     Index(None, "item_id"),
     Index(None, "payment_id"),
+    Index(None, "refund_id"),
 )
 
 recon_drop_files = Table(

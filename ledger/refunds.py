@@ -12,9 +12,11 @@ migration 0011 were a single second operator's: level ``single``, final by itsel
 
 Paying a refund is the posting kind ``PrepaidRefund`` (``ledger.posting``): a prepaid movement
 (kind ``refund``, negative), a journal entry Dr prepaid / Cr refunds_payable, and an audit row;
-every request and decision is audited too. The payout to the customer is *recorded* on the refund
-(``record_payout_in``: when, by whom, the transfer's reference); no money moves yet: the finance
-side later moves it out of refunds_payable.
+every request and decision is audited too. Paying it out to the customer (``pay_out_in``: an
+operator's ``record_payout_in``, or the finance statement's debit line for it,
+``ledger.recon.refund_lines``) marks the refund paid out (when, by whom, the transfer's reference)
+and posts ``RefundPayout``: Dr refunds_payable / Cr collection. Once: the refund row's
+``paid_out_at`` is set only while empty, so of two payouts of one refund the second is refused.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from ledger.audit import audit_row, write_audit
 from ledger.errors import Refused
 from ledger.identity.approvals import LEVELS, PERMISSION, check_approval
 from ledger.identity.principal import Principal
-from ledger.posting import PrepaidRefund, apply_batch, lock_customers, prepaid_balance
+from ledger.posting import PrepaidRefund, RefundPayout, apply_batch, lock_customers, post_one, prepaid_balance
 from ledger.schema import customers, refund_decisions, refunds
 
 PENDING, PAID, REJECTED = "pending", "paid", "rejected"
@@ -280,20 +282,31 @@ def reject_refund(engine: Engine, refund_id: int, *, actor: str | None = None, r
                    approver=approver)
 
 
-def record_payout_in(conn, refund_id: int, *, actor: str, reference: str, now: datetime) -> Refund:
-    """Record that a paid refund was paid out to the customer (the transfer's ``reference``):
-    audited, once; no money moves here (refunds_payable keeps it for the finance side)."""
+def record_payout_in(conn, refund_id: int, *, actor: str, reference: str, now: datetime,
+                     business: BusinessConfig | None = None) -> Refund:
+    """An operator records that a paid refund was paid out to the customer (the transfer's
+    ``reference``): the money leaves refunds payable (``pay_out_in``), on today's business date."""
     _need(reference, "payout names the transfer's reference")
-    refund = load_refund(conn, refund_id)
+    clock = Clock.of(business or BusinessConfig())
+    return pay_out_in(conn, load_refund(conn, refund_id), actor=actor, reference=reference, now=now,
+                      business_date=clock.business_date(now), clock=clock)
+
+
+def pay_out_in(conn, refund: Refund, *, actor: str, reference: str, now: datetime, business_date,
+               clock: Clock) -> Refund:
+    """Mark a paid refund paid out and post its ``RefundPayout`` (audited ``refund.payout``), in the
+    caller's transaction; ``Refused`` when it is not paid or was paid out already."""
     if refund.status != PAID:
-        raise Refused(f"refund {refund_id} is {refund.status}: only a paid refund is paid out")
-    done = conn.execute(update(refunds).where(refunds.c.id == refund_id, refunds.c.paid_out_at.is_(None))
+        raise Refused(f"refund {refund.refund_id} is {refund.status}: only a paid refund is paid out")
+    done = conn.execute(update(refunds).where(refunds.c.id == refund.refund_id, refunds.c.paid_out_at.is_(None))
                         .values(paid_out_at=now, paid_out_by=actor, payout_reference=reference[:64]))
     if done.rowcount != 1:
-        raise Refused(f"refund {refund_id} was paid out already ({refund.payout_reference or 'just now'})")
-    write_audit(conn, [audit_row(now, actor, "refund.payout", "refund", refund_id, reference,
-                                 customer_no=refund.customer_no, amount=refund.amount)])
-    return load_refund(conn, refund_id)
+        raise Refused(f"refund {refund.refund_id} was paid out already ({refund.payout_reference or 'just now'})")
+    outcome = post_one(conn, RefundPayout(refund.refund_id, refund.customer_no, refund.amount, business_date, actor,
+                                          reference[:64]), clock, now)
+    if not outcome.ok:
+        raise Refused(outcome.detail)
+    return load_refund(conn, refund.refund_id)
 
 
 def refunds_query(status: str | None = PENDING, customer_no: str | None = None, after: int | None = None):

@@ -9,7 +9,8 @@ Invariants (the chart of accounts is in ledger/schema.py):
  3. every customer's prepaid balance (sum of prepaid movements) is >= 0;
  4. the receivable account = everything billed - everything allocated;
  5. the prepaid account = - (sum of all prepaid movements);
- 6. each bank_clearing:<bank> account = that bank's payments - their reversals;
+ 6. each bank_clearing:<bank> account = that bank's payments - their reversals - its remittances
+    (the statement credits reconciliation attributes to it, invariant 13);
  7. every reversal refers to a payment of the same amount and bank, and its allocations and
     prepaid movements take back exactly that amount;
  8. every payment's allocations plus its prepaid excess equal its amount;
@@ -19,7 +20,9 @@ Invariants (the chart of accounts is in ledger/schema.py):
     points at carry no foreign key: migration 0005);
 11. the billing feed's seqs are 1 .. its counter's last_seq, without a gap;
 12. every change the billing feed covers has exactly one feed row, and every feed row is a change
-    (``ledger.billing_feed.verify`` says which, exactly).
+    (``ledger.billing_feed.verify`` says which, exactly);
+13-16. money that leaves the ledger: remittances tie to reconciliation, refunds payable, the
+    collection account, refund payouts (``ledger.verify_money_out``).
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ from sqlalchemy import Engine, String, cast, func, select
 
 from ledger.billing_feed.verify import feed_failures
 from ledger.journal import PREPAID, RECEIVABLE
+from ledger.verify_money_out import money_out_failures, remitted_by_bank
 from ledger.schema import (
     allocations, bills, journal_entries, journal_lines, payments, prepaid_movements, reversals,
 )
@@ -111,11 +115,13 @@ def _verify(conn) -> list[str]:
                              .select_from(reversals.join(payments, payments.c.payment_id == reversals.c.payment_id))
                              .group_by(payments.c.bank_code)):
         paid[b] -= int(s)
+    for b, s in remitted_by_bank(conn).items():
+        paid[b] -= s
     clearing = {a.split(":", 1)[1]: v for a, v in balances.items() if a.startswith("bank_clearing:")}
     for bank in sorted(set(paid) | set(clearing)):
         if paid.get(bank, 0) != clearing.get(bank, 0):
             failures.append(f"bank_clearing:{bank} is {clearing.get(bank, 0)}, but the bank's payments less "
-                            f"reversals are {paid.get(bank, 0)}")
+                            f"reversals and remittances are {paid.get(bank, 0)}")
 
     # 7. reversals
     rev_alloc = (select(allocations.c.reversal_id, func.sum(allocations.c.amount).label("s"))
@@ -180,6 +186,8 @@ def _verify(conn) -> list[str]:
 
     # 11, 12. the billing feed
     failures += feed_failures(conn)
+    # 13-16. money that leaves the ledger
+    failures += money_out_failures(conn, balances)
     return failures
 
 

@@ -14,9 +14,9 @@ from api_harness import T0, operator_name, running_service
 from config.clock import Clock
 from identity_helpers import ADMIN, FAST, PASSWORD
 from ledger.identity import add_operator
-from ledger.schema import audit_log, refund_decisions
+from ledger.schema import audit_log, journal_lines, refund_decisions
 from ledger.synchronous_posting import post
-from ledger_helpers import add_banks, add_customer, payment, prepaid_of
+from ledger_helpers import add_banks, add_customer, assert_ledger_verifies, payment, prepaid_of
 
 CUSTOMER = "C1"
 
@@ -122,3 +122,8 @@ def test_the_payout_is_recorded_once(service):
     with service.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(audit_log)
                             .where(audit_log.c.action == "refund.payout")).scalar_one() == 1
+        moved = dict(conn.execute(select(journal_lines.c.account, func.sum(journal_lines.c.amount))
+                                  .where(journal_lines.c.account.in_(("refunds_payable", "collection")))
+                                  .group_by(journal_lines.c.account)).all())
+    assert moved == {"refunds_payable": 0, "collection": -5_000}   # paid out once, from the collection account
+    assert_ledger_verifies(service.engine)

@@ -127,11 +127,13 @@ def post_payout(body: PayoutRequest, refund_id: int = REFUND_ID,
                 principal: Principal = Depends(require("refund.payout")),
                 once: Idempotent = Depends(idempotent), ctx: ApiContext = Depends(context)):
     """Record that a paid refund was paid out to the customer (when, by whom, the transfer's
-    reference). No money moves: refunds_payable keeps the amount until the finance side moves it."""
+    reference): the amount leaves refunds payable for the collection account (a journal entry,
+    once: a refund paid out already, by an operator or by the finance statement, is refused)."""
 
     def change(conn, now):
         _existing(conn, refund_id)
-        return _answer(record_payout_in(conn, refund_id, actor=principal.actor, reference=body.reference, now=now))
+        return _answer(record_payout_in(conn, refund_id, actor=principal.actor, reference=body.reference, now=now,
+                                        business=ctx.settings.business))
 
     return once.run(change)
 

@@ -14,14 +14,14 @@ from typing import Callable, Iterable, Sequence
 from config.clock import SYSTEM_CLOCK, Clock
 from ledger.posting.kinds import (
     BankFilePayment, BillCorrection, CounterPayment, DebitResult, Outcome, PaymentReversal, Posting,
-    PrepaidApplication, PrepaidRefund, RedReversal,
+    PrepaidApplication, PrepaidRefund, RedReversal, RefundPayout, Remittance, RemittanceReversal,
 )
-from ledger.posting.office_kinds import OfficeKinds
+from ledger.posting.money_out_kinds import MoneyOutKinds
 from ledger.posting.writes import flush
 
 
-class Batch(OfficeKinds):
-    """Every kind's decision (``bank_kinds``, ``office_kinds``) on one batch state (``prefetch``)."""
+class Batch(MoneyOutKinds):
+    """Every kind's decision (``bank_kinds``, ``office_kinds``, ``money_out_kinds``) on one batch state (``prefetch``)."""
 
     def flush(self) -> None:
         flush(self)
@@ -30,7 +30,9 @@ class Batch(OfficeKinds):
 _DECIDE = {CounterPayment: Batch.counter_payment, PaymentReversal: Batch.payment_reversal,
            DebitResult: Batch.debit_result, BankFilePayment: Batch.bank_file_payment,
            RedReversal: Batch.red_reversal, PrepaidRefund: Batch.prepaid_refund,
-           BillCorrection: Batch.bill_correction, PrepaidApplication: Batch.prepaid_application}
+           BillCorrection: Batch.bill_correction, PrepaidApplication: Batch.prepaid_application,
+           Remittance: Batch.remittance, RemittanceReversal: Batch.remittance_reversal,
+           RefundPayout: Batch.refund_payout}
 
 
 def apply_batch(conn, postings: Sequence[Posting], clock: Clock, now: datetime) -> list[Outcome]:

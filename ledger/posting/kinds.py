@@ -10,6 +10,10 @@ From the back office (reconciliation, refunds, corrections, imports):
 - ``BillCorrection``: the money of a bill's correction (its bills' entries, what was paid on it
   moved to prepaid, then the prepaid balance applied to the customer's bills);
 - ``PrepaidApplication``: prepaid balances paying new bills (whole bills only), after an import.
+Money that leaves the ledger (reconciliation, refunds):
+- ``Remittance``, ``RemittanceReversal``: a bank's remittance (a finance statement's credit) moving
+  out of the bank's clearing account into the collection account, and its red reversal;
+- ``RefundPayout``: a refund paid out of refunds payable from the collection account.
 
 ``ledger.posting.apply_batch`` decides and writes any mix of them in the caller's transaction.
 Money in fen, datetimes aware (UTC).
@@ -135,8 +139,44 @@ class PrepaidApplication:
     business_date: date
 
 
+@dataclass(frozen=True)
+class Remittance:
+    """A finance statement's credit (reconciliation item ``item_id``) that is the bank's remittance:
+    Dr collection / Cr bank_clearing:<bank>, on the credit's booking date. One per item: refused
+    while the item's money is posted already (to any bank)."""
+    item_id: int
+    bank_code: str
+    amount: int
+    business_date: date
+    actor: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class RemittanceReversal:
+    """The red reversal of an item's ``Remittance`` (the match that made it undone), dated today;
+    refused unless exactly ``amount`` of the item is posted to that bank."""
+    item_id: int
+    bank_code: str
+    amount: int
+    actor: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class RefundPayout:
+    """A paid refund leaves the utility: Dr refunds_payable / Cr collection. Once per refund (refused
+    when it has a payout entry already); the caller has marked the refund paid out under its lock."""
+    refund_id: int
+    customer_no: str
+    amount: int
+    business_date: date
+    actor: str
+    reference: str
+
+
 Posting = Union[CounterPayment, PaymentReversal, DebitResult, BankFilePayment, RedReversal, PrepaidRefund,
-                BillCorrection, PrepaidApplication]
+                BillCorrection, PrepaidApplication, Remittance, RemittanceReversal, RefundPayout]
 
 
 @dataclass(frozen=True)

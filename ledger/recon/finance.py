@@ -16,7 +16,14 @@ run whose items are ALL its booked entries, each matched or left open:
   is the number of a cheque payment) is matched to the unreversed, not yet matched cheque
   payments (method 03) with that number when their sum equals the credit (within the tolerance,
   and within the date window when one is set);
+- a debit referenced ``RFD{refund id}`` pays that refund out (kind ``refund``,
+  ``ledger.recon.refund_lines``): matched to the refund when the amounts agree, and the refund
+  paid out unless an operator did already (never twice);
 - anything else stays open (kind ``credit`` / ``debit``) for manual matching.
+
+A remittance credit attributed to its bank (matched, or partly matched: the run was there but the
+amount differs) moves its amount out of the bank's clearing account into the collection account
+(``ledger.recon.remittances``), in the statement's transaction.
 
 A statement already reconciled (same SHA-256) changes nothing and says so; an entry already stored
 by an earlier statement (same AcctSvcrRef, amount, direction and booking date) is skipped.
@@ -39,6 +46,8 @@ from ledger.ids import reserve_ids
 from ledger.progress import NoProgress
 from ledger.recon.camt import Statement, StatementEntry, StatementError, read_statement
 from ledger.recon.match_queries import active_match_of_run, expected_remittance, matched_payment_ids, new_match
+from ledger.recon.refund_lines import match_refund_debits, pay_out
+from ledger.recon.remittances import settle_remittance
 from ledger.recon_tables import recon_items, recon_runs
 from ledger.schema import payments, reversals
 from runtime.bulk_sql import insert_rows
@@ -197,7 +206,8 @@ def _match_and_store(conn, st: Statement, actor: str, rules: FinanceRules, now: 
         else:
             row["ledger_amount"] = expected
             row["detail"] = (f"remittance of bank {bank} for {bdate}: credit {e.amount} fen, run {run.run_id} expects {expected} "
-                             f"(difference {diff})" + (f"; the run has {open_} open exception(s)" if open_ else ""))
+                             f"(difference {diff}): what arrived is posted, bank_clearing:{bank} keeps the difference"
+                             + (f"; the run has {open_} open exception(s)" if open_ else ""))
 
     # 3. cheques
     if rules.match_cheques:
@@ -243,6 +253,8 @@ def _match_and_store(conn, st: Statement, actor: str, rules: FinanceRules, now: 
                 pending_matches.append((f"cheque {number}", [{"item_id": row["item_id"], "side": "file", "amount": e.amount}]
                                         + [{"payment_id": x.payment_id, "side": "ledger", "amount": int(x.amount)} for x in chosen]))
                 break
+    refund_matches, payouts = match_refund_debits(conn, entries, items)
+    pending_matches += refund_matches
     for row in items:
         if row["status"] == "open" and not row["detail"]:
             row["detail"] = "no remittance reference, cheque or payment matched: for manual matching"
@@ -253,12 +265,13 @@ def _match_and_store(conn, st: Statement, actor: str, rules: FinanceRules, now: 
     matched = [r for r in items if r["status"] == "matched"]
     credits = sum(r["bank_amount"] for r in items if r["direction"] == "C")
     debits_ = sum(r["bank_amount"] for r in items if r["direction"] == "D")
-    ledger_sum = sum(r["ledger_amount"] or 0 for r in matched if r["kind"] != "reversal")
+    sign = {"C": 1, "D": -1}
+    ledger_sum = sum(sign[r["direction"]] * (r["ledger_amount"] or 0) for r in matched if r["kind"] != "reversal")
     conn.execute(insert(recon_runs), {
         "run_id": run_id, "kind": "finance", "bank_code": None, "business_date": None, "file_name": st.path.name[:255],
         "file_sha256": st.sha256, "file_format": st.format, "lines": len(st.entries), "bank_count": len(items),
         "bank_sum": credits - debits_, "ledger_count": len(matched), "ledger_sum": ledger_sum,
-        "matched_count": len(matched), "matched_sum": sum(r["bank_amount"] for r in matched if r["kind"] != "reversal"),
+        "matched_count": len(matched), "matched_sum": sum(sign[r["direction"]] * r["bank_amount"] for r in matched if r["kind"] != "reversal"),
         "exception_count": len(items) - len(matched), "actor": actor, "started_at": now, "finished_at": SYSTEM_CLOCK.now(),
         "details": json.dumps({"outcomes": dict(counts), "skipped_not_booked": st.skipped, "already_reconciled": already,
                                "account": st.account, "statement_id": st.statement_id, "credits": credits,
@@ -266,6 +279,10 @@ def _match_and_store(conn, st: Statement, actor: str, rules: FinanceRules, now: 
     insert_rows(conn, recon_items, items)
     for note, members in pending_matches:
         new_match(conn, "auto", actor, now, note, members)
+    for row in items:
+        if row["kind"] == "remittance" and row["ledger_amount"] is not None:
+            settle_remittance(conn, row["item_id"], actor=actor, now=now, reason=f"finance run {run_id}")
+    pay_out(conn, payouts, actor, now)
     write_audit(conn, [audit_row(now, actor, "recon.finance", "recon_run", run_id, file=st.path.name, sha256=st.sha256,
                                  format=st.format, entries=len(items), matched=len(matched))])
     message = (f"run {run_id}: statement {st.path.name} ({st.format}): {len(items)} entries, {len(matched)} matched, "

@@ -11,6 +11,8 @@
   items, payments, bank runs' expected remittances) within ``tolerance`` fen; every item becomes
   ``matched``; a ``recon_matches`` row (kind manual) and its members record it.
 - ``unmatch(engine, match_id, actor=, reason=)``: undoes a manual match: its items are open again.
+- A statement credit matched to a bank run moves out of the bank's clearing account, and an unmatch
+  posts the red reversal (``ledger.recon.remittances.settle_remittance``).
 - ``match_items_in``, ``unmatch_in``: the same in the caller's transaction (the HTTP service).
 
 Every action writes an ``audit_log`` row with the operator's name.
@@ -25,6 +27,7 @@ from ledger.audit import audit_row, write_audit
 from config.clock import SYSTEM_CLOCK
 from ledger.errors import Refused
 from ledger.recon.match_queries import expected_remittance, matched_payment_ids, new_match
+from ledger.recon.remittances import settle_remittance
 from ledger.recon.resolutions import load_item
 from ledger.recon_tables import recon_items, recon_match_members, recon_matches, recon_runs
 from ledger.schema import payments, reversals
@@ -221,7 +224,13 @@ def match_items_in(conn, item_ids: list[int], *, actor: str, note: str = "", pay
                  .values(status="matched", resolved_by=actor, resolved_at=now, note=note[:200] or None))
     write_audit(conn, [audit_row(now, actor, "recon.match", "recon_match", match_id, reason=note, items=list(item_ids),
                                  payments=list(payment_ids), runs=list(run_ids), file_sum=file_sum, ledger_sum=ledger_sum)])
+    _settle(conn, item_ids, actor, now, f"match {match_id}")
     return match_id
+
+
+def _settle(conn, item_ids, actor: str, now: datetime, reason: str) -> None:
+    for item_id in item_ids:
+        settle_remittance(conn, item_id, actor=actor, now=now, reason=reason)
 
 
 def unmatch(engine: Engine, match_id: int, *, actor: str, reason: str, now: datetime | None = None) -> list[int]:
@@ -247,6 +256,7 @@ def unmatch_in(conn, match_id: int, *, actor: str, reason: str, now: datetime | 
     conn.execute(update(recon_items).where(recon_items.c.item_id.in_(item_ids))
                  .values(status="open", resolved_by=None, resolved_at=None, note=None))
     write_audit(conn, [audit_row(now, actor, "recon.unmatch", "recon_match", match_id, reason=reason, items=item_ids)])
+    _settle(conn, item_ids, actor, now, f"unmatch {match_id}: {reason}")
     return item_ids
 
 

@@ -41,5 +41,5 @@ def new_match(conn, kind: str, actor: str, now: datetime, note: str, members: li
                                          "note": note[:200], "undone_by": None, "undone_at": None})
     conn.execute(insert(recon_match_members), [
         {"match_id": match_id, "item_id": m.get("item_id"), "payment_id": m.get("payment_id"), "run_id": m.get("run_id"),
-         "side": m["side"], "amount": m["amount"]} for m in members])
+         "refund_id": m.get("refund_id"), "side": m["side"], "amount": m["amount"]} for m in members])
     return match_id
