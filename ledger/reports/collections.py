@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import date
 
-from sqlalchemy import and_, case, exists, func, not_, or_, select
+from sqlalchemy import and_, case, exists, func, not_, select
 
 from ledger.finance_reports import collection_rows
 from ledger.recon_tables import recon_items, recon_match_members, recon_matches, recon_runs
@@ -30,33 +30,51 @@ BANK_COLUMNS = [col("bank_code", "银行代码", "bank code", "identifier"), col
                 col("channel", "渠道", "channel"), col("method", "方式", "method")]
 
 
-def confirmed_condition(first: date, last: date):
-    """SQL: the payment row ``payments`` is confirmed by the second reconciliation (module doc)."""
-    rr, mm, m, ri = recon_runs.c, recon_match_members.c, recon_matches.c, recon_items.c
-    remitted_run = (select(rr.run_id).select_from(
+def remitted_runs(conn, first: date, last: date) -> set[tuple[str, date]]:
+    """(bank, business date) of the bank runs of first..last matched to a remittance (a handful:
+    one per bank and day)."""
+    rr, mm, m = recon_runs.c, recon_match_members.c, recon_matches.c
+    return {(bank, day) for bank, day in conn.execute(select(rr.bank_code, rr.business_date).select_from(
         recon_runs.join(recon_match_members, mm.run_id == rr.run_id).join(recon_matches, m.match_id == mm.match_id))
-        .where(rr.kind == "bank", rr.bank_code == P.bank_code, rr.business_date == P.business_date,
-               rr.business_date.between(first, last), m.undone_at.is_(None)))
+        .where(rr.kind == "bank", rr.business_date.between(first, last), m.undone_at.is_(None)).distinct())}
+
+
+def payment_flags():
+    """SQL, per row of ``payments``: (left out: an exception of its bank run that the remittance did
+    not cover; one by one: matched to a statement entry itself), each 1 or 0, by index look-ups."""
+    rr, mm, m, ri = recon_runs.c, recon_match_members.c, recon_matches.c, recon_items.c
     left_out = (select(ri.item_id).select_from(recon_items.join(recon_runs, rr.run_id == ri.run_id))
                 .where(ri.payment_id == P.payment_id, rr.kind == "bank",
                        not_(and_(ri.status.in_(("matched", "resolved")), func.coalesce(ri.bank_status, "") == "S"))))
     one_by_one = (select(mm.id).select_from(recon_match_members.join(recon_matches, m.match_id == mm.match_id))
                   .where(mm.payment_id == P.payment_id, m.undone_at.is_(None)))
-    return or_(and_(exists(remitted_run), not_(exists(left_out))), exists(one_by_one))
+    return (case((exists(left_out), 1), else_=0).label("left_out"),
+            case((exists(one_by_one), 1), else_=0).label("one_by_one"))
 
 
 def confirmed_rows(engine, first: date, last: date) -> list[tuple]:
     """(business date, bank, channel, method, payments, collected, confirmed payments, confirmed)
-    of the unreversed payments of first..last, aggregated in SQL."""
-    ok = confirmed_condition(first, last)
-    keys = (P.business_date, P.bank_code, P.channel, P.method)
-    query = (select(*keys, func.count(), func.sum(P.amount), func.sum(case((ok, 1), else_=0)),
-                    func.sum(case((ok, P.amount), else_=0)))
-             .select_from(payments.outerjoin(reversals, R.payment_id == P.payment_id))
-             .where(P.business_date.between(first, last), R.reversal_id.is_(None))
-             .group_by(*keys).order_by(*keys))
+    of the unreversed payments of first..last. SQL counts and sums them by those keys and the two
+    flags of ``payment_flags``; whether the bank run was remitted is a property of the group
+    (bank and date), applied to the grouped rows."""
+    flagged = (select(P.business_date, P.bank_code, P.channel, P.method, P.amount, *payment_flags())
+               .where(P.business_date.between(first, last),
+                      ~exists(select(R.reversal_id).where(R.payment_id == P.payment_id))).subquery("flagged"))
+    f = flagged.c
+    keys = (f.business_date, f.bank_code, f.channel, f.method)
+    query = select(*keys, f.left_out, f.one_by_one, func.count(), func.sum(f.amount)).group_by(*keys, f.left_out,
+                                                                                              f.one_by_one)
+    out: dict[tuple, list[int]] = {}
     with engine.connect() as conn:
-        return [tuple(r[:4]) + tuple(int(x or 0) for x in r[4:]) for r in conn.execute(query)]
+        remitted = remitted_runs(conn, first, last)
+        for bdate, bank, channel, method, left_out, one_by_one, count, total in conn.execute(query):
+            row = out.setdefault((bdate, bank, channel, method), [0, 0, 0, 0])
+            row[0] += int(count)
+            row[1] += int(total)
+            if one_by_one or ((bank, bdate) in remitted and not left_out):
+                row[2] += int(count)
+                row[3] += int(total)
+    return [key + tuple(row) for key, row in sorted(out.items())]
 
 
 def confirmed_report(ctx: ReportContext, first: date, last: date) -> ReportDoc:

@@ -14,14 +14,16 @@ Every entry that moves it is one of these, by the entry's kind (ledger/posting):
                  and nets to 0)
 
 Months are business dates (``journal_entries.business_date``). The figures are sums over journal
-lines in SQL: one query for the balances at the start, one for the month's movements by kind.
+lines in SQL: the whole journal's balance of both accounts (no join), less what is dated from the
+month on and from the next month on (found by the index on the entries' business date), gives the
+balances at the start and at the end; one query sums the month's movements by kind.
 """
 from __future__ import annotations
 
 from collections import defaultdict
 from datetime import date
 
-from sqlalchemy import func, select
+from sqlalchemy import func, literal_column, select
 
 from ledger.journal import PREPAID, RECEIVABLE
 from ledger.reports.collections import month_bounds
@@ -34,34 +36,57 @@ LINES = journal_lines.join(journal_entries, E.entry_id == L.entry_id)
 CUSTOMER_ACCOUNTS = (RECEIVABLE, PREPAID)
 
 
-def balances_before(conn, first: date) -> dict[str, int]:
-    """receivable and prepaid (journal signs) over every entry dated before ``first``."""
-    rows = conn.execute(select(L.account, func.sum(L.amount)).select_from(LINES)
-                        .where(L.account.in_(CUSTOMER_ACCOUNTS), E.business_date < first).group_by(L.account))
-    out = dict.fromkeys(CUSTOMER_ACCOUNTS, 0)
-    out.update({account: int(total) for account, total in rows})
-    return out
+def dated_account(conn):
+    """The line's account where the entries' dates narrow the read. On SQLite an expression, not
+    the bare column: its planner (without statistics) would otherwise start from the account index,
+    which reaches every line of the journal, instead of from the entries of the dates asked for.
+    PostgreSQL's planner estimates the bare column right (an expression it would misjudge)."""
+    return func.coalesce(L.account, literal_column("''")) if conn.dialect.name == "sqlite" else L.account
 
 
-def refunded(conn, first: date, last: date) -> int:
+def account_totals(conn) -> dict[str, int]:
+    """receivable and prepaid over the whole journal (journal signs): no join, one pass."""
+    rows = conn.execute(select(L.account, func.sum(L.amount)).where(L.account.in_(CUSTOMER_ACCOUNTS))
+                        .group_by(L.account))
+    return {account: int(total) for account, total in rows}
+
+
+def dated_from(conn, first: date) -> dict[str, int]:
+    """receivable and prepaid over the entries dated ``first`` or later (the index on the entries'
+    business date finds them; at a month's end, after the month there is little or nothing)."""
+    account = dated_account(conn)
+    rows = conn.execute(select(account, func.sum(L.amount)).select_from(LINES)
+                        .where(account.in_(CUSTOMER_ACCOUNTS), E.business_date >= first).group_by(account))
+    return {account: int(total) for account, total in rows}
+
+
+def month_lines(conn, first: date, last: date) -> list[tuple[str, str | None, str | None, str, int]]:
+    """The month's lines on receivable and prepaid: (entry kind, bill category, bill kind, account,
+    sum); the bill's for an entry of a bill (``bill``, ``bill_reversal``) only."""
+    query = (select(E.kind, B.category, B.kind, L.account, func.sum(L.amount))
+             .select_from(LINES.outerjoin(bills, (E.ref_type == "bill") & E.kind.in_(("bill", "bill_reversal"))
+                                          & (B.bill_id == E.ref_id)))
+             .where(dated_account(conn).in_(CUSTOMER_ACCOUNTS), E.business_date.between(first, last))
+             .group_by(E.kind, B.category, B.kind, L.account))
+    return [(kind, category, bill_kind, account, int(total)) for kind, category, bill_kind, account, total
+            in conn.execute(query)]
+
+
+def refunded(lines) -> int:
     """Refunds of the month: prepaid moved out to refunds payable (entry kind ``refund``). One
     function, so that when refunds move differently (paid out through another account) only this
     changes."""
-    return int(conn.execute(select(func.coalesce(func.sum(L.amount), 0)).select_from(LINES).where(
-        E.kind == "refund", L.account == PREPAID, E.business_date.between(first, last))).scalar_one())
+    return sum(total for kind, _, _, account, total in lines if kind == "refund" and account == PREPAID)
 
 
-def movements(conn, first: date, last: date) -> dict:
+def movements(lines) -> dict:
     """The month's movements of receivable + prepaid, classified as the module doc says."""
-    query = (select(E.kind, B.category, B.kind, func.sum(L.amount))
-             .select_from(LINES.outerjoin(bills, (E.ref_type == "bill") & E.kind.in_(("bill", "bill_reversal"))
-                                          & (B.bill_id == E.ref_id)))
-             .where(L.account.in_(CUSTOMER_ACCOUNTS), E.business_date.between(first, last), E.kind != "refund")
-             .group_by(E.kind, B.category, B.kind))
-    out = {"billed": dict.fromkeys(CATEGORIES, 0), "corrections": 0, "collected": 0, "reversed": 0, "other": 0}
-    for kind, category, bill_kind, total in conn.execute(query):
-        total = int(total)
-        if kind == "bill" and bill_kind == "O":
+    out = {"billed": dict.fromkeys(CATEGORIES, 0), "corrections": 0, "collected": 0, "reversed": 0, "other": 0,
+           "refunded": refunded(lines)}
+    for kind, category, bill_kind, _, total in lines:
+        if kind == "refund":
+            out["other"] += total
+        elif kind == "bill" and bill_kind == "O":
             out["billed"][category] += total
         elif kind in ("bill", "bill_reversal", "correction"):
             out["corrections"] += total
@@ -71,7 +96,7 @@ def movements(conn, first: date, last: date) -> dict:
             out["reversed"] += total
         else:
             out["other"] += total
-    out["refunded"] = refunded(conn, first, last)
+    out["other"] -= out["refunded"]    # what of a refund's entry ``refunded`` does not count stays other
     return out
 
 
@@ -80,7 +105,10 @@ def month_end_figures(engine, month: date) -> dict:
     first, last = month_bounds(month)
     following = date.fromordinal(last.toordinal() + 1)
     with engine.connect() as conn:
-        start, end, moved = balances_before(conn, first), balances_before(conn, following), movements(conn, first, last)
+        totals, lines, later = account_totals(conn), month_lines(conn, first, last), dated_from(conn, following)
+    end = {a: totals.get(a, 0) - later.get(a, 0) for a in CUSTOMER_ACCOUNTS}
+    start = {a: end[a] - sum(t for _, _, _, account, t in lines if account == a) for a in CUSTOMER_ACCOUNTS}
+    moved = movements(lines)
     net = lambda b: b[RECEIVABLE] + b[PREPAID]   # noqa: E731 - one line, read twice
     return {"first": first, "last": last, "start_receivable": start[RECEIVABLE], "start_prepaid": -start[PREPAID],
             "start_net": net(start), "end_receivable": end[RECEIVABLE], "end_prepaid": -end[PREPAID],
