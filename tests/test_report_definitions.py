@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import subprocess
 import sys
 from datetime import date, timedelta
@@ -125,6 +126,7 @@ def test_confirmed_collections_count_what_the_second_reconciliation_confirmed(db
     assert confirmed_figures(w.engine) == [("counter", "cash", 4, 140_000, 10_000, 130_000),
                                            ("counter", "cheque", 1, 120_000, 120_000, 0),
                                            ("direct debit", "direct debit", 1, 80_000, 80_000, 0)]
+    assert_ledger_verifies(w.engine)
     w.engine.dispose()
 
 
@@ -197,6 +199,11 @@ def test_html_renders_in_chromium(ledger, tmp_path):
         assert any(c[2] > 150 and c[0] < 90 for c in colours), "the chart's blue bars are drawn"
         dom = chromium(["--dump-dom", page.as_uri()], tmp_path).stdout
         assert "<svg" in dom and "<rect" in dom and "<table" in dom
+        pdf = tmp_path / f"{name}.pdf"
+        chromium(["--no-pdf-header-footer", f"--print-to-pdf={pdf}", page.as_uri()], tmp_path)
+        boxes = re.findall(rb"/MediaBox \[0 0 ([0-9.]+) ([0-9.]+)\]", pdf.read_bytes())
+        assert len(boxes) == 1, "printed on one page"
+        assert [round(float(x)) for x in boxes[0]] == [595, 842], "an A4 page (595 x 842 pt)"
         footer = dom[dom.index('<tr class="totals">'):]
         footer = footer[:footer.index("</tr>")]
         if name == "month-end":
