@@ -14,14 +14,13 @@ from datetime import date, timedelta
 from sqlalchemy import and_, case, exists, func, select
 from sqlalchemy.orm import aliased
 
-from ledger.reports.context import COLLECTION_TYPES, CUSTOMER_TYPES, YES_NO, ReportContext, label_of
+from ledger.reports.context import COLLECTION_TYPES, CUSTOMER_TYPES, TOTAL, YES_NO, ReportContext, label_of
 from ledger.reports.definition import Chart, Label, ReportDoc, Section, col
 from ledger.schema import agreements, allocations, bills, customers
 
 B, C, A = bills.c, customers.c, allocations.c
 BUCKETS = (("not_due", "未到期", "not yet due"), ("d0_30", "0-30天", "0-30 days"), ("d31_60", "31-60天", "31-60 days"),
            ("d61_90", "61-90天", "61-90 days"), ("d90", ">90天", ">90 days"))
-TOTAL = Label("合计", "total")
 
 
 def open_bills(ctx: ReportContext, as_of: date):

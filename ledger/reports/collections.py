@@ -20,12 +20,11 @@ from sqlalchemy import and_, case, exists, func, not_, select
 from ledger.finance_reports import collection_rows
 from ledger.recon_tables import recon_items, recon_match_members, recon_matches, recon_runs
 from ledger.reports.cells import ratio
-from ledger.reports.context import CHANNELS, METHODS, ReportContext, label_of
+from ledger.reports.context import CHANNELS, METHODS, TOTAL, ReportContext, label_of
 from ledger.reports.definition import Chart, Label, ReportDoc, Section, col
 from ledger.schema import payments, reversals
 
 P, R = payments.c, reversals.c
-TOTAL = Label("合计", "total")
 BANK_COLUMNS = [col("bank_code", "银行代码", "bank code", "identifier"), col("bank_name", "银行", "bank"),
                 col("channel", "渠道", "channel"), col("method", "方式", "method")]
 

@@ -23,6 +23,7 @@ CATEGORIES = {"E": Label("电费", "electricity charges"), "V": Label("违约用
               "F": Label("违章追罚电费", "penalties for illegal use")}
 COLLECTION_TYPES = {"C": Label("坐收", "cash at counters"), "B": Label("银行代收", "bank withholds"),
                     "D": Label("代扣", "direct debit")}
+TOTAL = Label("合计", "total")   # the totals row's label
 YES_NO = {True: Label("有", "yes"), False: Label("无", "no")}
 
 
