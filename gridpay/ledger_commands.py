@@ -323,17 +323,22 @@ csv_option = click.option("--csv", "csv_path", type=click.Path(dir_okay=False), 
 
 
 class _ReportGroup(click.Group):
-    """``gridpay report recon`` is ``gridpay recon report``, imported when used (it imports this module)."""
+    """``gridpay report recon`` is ``gridpay recon report``, imported when used (it imports this module);
+    the report definition's commands are gridpay/report_commands.py's."""
 
     def list_commands(self, ctx):
-        return sorted([*super().list_commands(ctx), "recon"])
+        from gridpay.report_commands import COMMANDS
+
+        return sorted([*super().list_commands(ctx), "recon", *COMMANDS])
 
     def get_command(self, ctx, name):
         if name == "recon":
             from gridpay.recon_commands import report as recon_report
 
             return recon_report
-        return super().get_command(ctx, name)
+        from gridpay.report_commands import COMMANDS
+
+        return COMMANDS.get(name) or super().get_command(ctx, name)
 
 
 def _business_date_report(command):
@@ -347,18 +352,33 @@ def _business_date_report(command):
 
 @click.group(cls=_ReportGroup)
 def report() -> None:
-    """Finance reports: daily collections, debits by channel and receivables."""
+    """Finance reports: 实收 (confirmed), daily and monthly collections, month-end summary, aging,
+    arrears list, debits by channel, receivables, reconciliation day report."""
 
 
 @report.command()
-@_business_date_report
-def daily(business_date, fmt, csv_path, config_path, url) -> None:
+@click.option("--date", "business_date", type=click.DateTime(formats=["%Y-%m-%d"]), required=True,
+              help="business date YYYY-MM-DD")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "html", "xlsx"]), default="table",
+              show_default=True, help="a text table, or the report definition's CSV, HTML or XLSX (docs/reports.md)")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), help="write csv, html or xlsx to FILE")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="the same as --format csv --out FILE")
+@click.option("--lang", type=click.Choice(["zh", "en"]), default="zh", show_default=True)
+@config_option
+@url_option
+def daily(business_date, fmt, out_path, csv_path, lang, config_path, url) -> None:
     """Collections of a business date by bank, channel and method; reversals; net."""
-    from ledger.finance_reports import daily_report
+    from gridpay.report_commands import run_report
+    from ledger.finance_reports import daily_report, render_table
 
+    if csv_path:
+        fmt, out_path = "csv", csv_path
+    if fmt != "table":
+        run_report("daily", fmt, out_path, lang, config_path, url, date=business_date.date())
+        return
     with open_database(config_path, url) as (_, engine):
         result = _generated(f"daily report {business_date:%Y-%m-%d}", lambda: daily_report(engine, business_date.date()))
-    _emit(result.report(), fmt, csv_path)
+    click.echo(render_table(result.report()), nl=False)
 
 
 @report.command()

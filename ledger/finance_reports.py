@@ -107,12 +107,18 @@ class DailyReport:
 
 
 def daily_report(engine: Engine, business_date: date) -> DailyReport:
+    return DailyReport(business_date, collection_rows(engine, business_date, business_date))
+
+
+def collection_rows(engine: Engine, first: date, last: date) -> list[DailyRow]:
+    """Payments of the business dates first..last and the reversals made on them, by bank, channel
+    and method (a reversal by its own business date, under its payment's keys)."""
     keys = (payments.c.bank_code, payments.c.channel, payments.c.method)
     collected = (select(*keys, func.count(), func.coalesce(func.sum(payments.c.amount), 0))
-                 .where(payments.c.business_date == business_date).group_by(*keys))
+                 .where(payments.c.business_date.between(first, last)).group_by(*keys))
     reversed_ = (select(*keys, func.count(), func.coalesce(func.sum(reversals.c.amount), 0))
                  .select_from(reversals.join(payments, payments.c.payment_id == reversals.c.payment_id))
-                 .where(reversals.c.business_date == business_date).group_by(*keys))
+                 .where(reversals.c.business_date.between(first, last)).group_by(*keys))
     rows: dict[tuple, DailyRow] = {}
     with engine.connect() as conn:
         for bank, channel, method, count, total in conn.execute(collected):
@@ -121,7 +127,7 @@ def daily_report(engine: Engine, business_date: date) -> DailyReport:
         for bank, channel, method, count, total in conn.execute(reversed_):
             row = rows.setdefault((bank, channel, method), DailyRow(bank, channel, method))
             row.reversals, row.reversed = int(count), int(total)
-    return DailyReport(business_date, [rows[k] for k in sorted(rows)])
+    return [rows[k] for k in sorted(rows)]
 
 
 @dataclass

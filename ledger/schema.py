@@ -276,6 +276,7 @@ journal_entries = Table(
     Column("actor", String(64), nullable=False),
     Column("created_at", Ts, nullable=False),
     Index(None, "ref_type", "ref_id"),
+    Index(None, "business_date"),        # a month's entries (the month-end summary; migration 0016)
 )
 
 journal_lines = Table(

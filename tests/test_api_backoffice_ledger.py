@@ -66,9 +66,9 @@ def test_reports_in_json_and_csv(service):
         assert "collected" in report["amount_columns"] and report["rows"][0]["bank"] == BANK
         as_csv = http.get("/v1/reports/daily", params={"date": day.isoformat(), "format": "csv"})
         assert as_csv.status_code == 200 and as_csv.headers["content-type"].startswith("text/csv")
-        rows = list(csv.DictReader(io.StringIO(as_csv.text)))
-        assert rows[0]["bank"] == f'="{BANK}"'                   # a text cell: the leading zero stays
-        assert rows[-1]["collected"] == "17100"                   # fen, a number
+        rows = list(csv.reader(io.StringIO(as_csv.text.lstrip("\ufeff"))))   # the report definition's CSV
+        assert rows[6][0] == f'="{BANK}"'                         # a text cell: the leading zero stays
+        assert rows[-1][5:7] == ["171.00", "17100"]               # collected in yuan and in fen
         recon = http.get("/v1/reports/recon", params={"date": day.isoformat()}).json()
         assert recon["rows"] == [] and recon["total"] is None          # no bank file reconciled that day
         receivables = http.get("/v1/reports/receivables", params={"period": "202611"}).json()

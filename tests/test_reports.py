@@ -139,7 +139,8 @@ def test_report_commands(sqlite_url, tmp_path):
         ["non-resident", "2", "800.00", "5.00", "805.00", "805.00", "0.00"],
         ["total", "5", "1480.00", "5.00", "1485.00", "985.00", "500.00"]]
     target = tmp_path / "daily.csv"
-    gridpay("daily", "--date", "2026-11-24", "--csv", str(target))
-    assert target.read_text(encoding="utf-8").splitlines()[1] == f"{A},counter,cash,0,0.00,1,170.00,-170.00"
+    gridpay("daily", "--date", "2026-11-24", "--csv", str(target), "--lang", "en")   # the report definition's CSV
+    rows = list(csv.reader(io.StringIO(target.read_text(encoding="utf-8-sig"))))
+    assert rows[6] == [f'="{A}"', f"bank {A}", "counter", "cash", "0", "0.00", "0", "1", "170.00", "17000", "-170.00", "-17000"]
     table = gridpay("receivables", "--period", "202610")
     assert "non-resident" in table and "1,485.00" in table

@@ -1,26 +1,40 @@
-"""Finance reports (``report.read``): ``GET /v1/reports/{name}?format=json|csv`` for the reports of
-``gridpay report``: ``daily`` (``date=YYYY-MM-DD``: collections by bank, channel and method,
-reversals, net), ``receivables`` (``period=YYYYMM``: billed, collected, outstanding by customer
-type) and ``recon`` (``date=YYYY-MM-DD``: each bank's reconciliation of the day, ``gridpay recon report``). Amounts are integer fen in both formats; CSV keeps identifiers as text (spreadsheet-safe)."""
+"""Finance reports (``report.read``): ``GET /v1/reports/{name}?format=json|csv|xlsx|html``.
+
+The report definition's reports (ledger/reports, docs/reports.md): ``confirmed`` (实收: ``date`` or
+``from`` and ``to``), ``daily`` (``date``), ``monthly`` and ``month-end`` (``month=YYYY-MM``),
+``aging`` (``as_of``) and ``arrears`` (``as_of``, ``district``, ``min_days``); ``lang=zh|en``. JSON
+has amounts in integer fen; CSV has each amount in yuan and in fen, identifiers as text
+(spreadsheet-safe); XLSX typed cells; HTML a self-contained page. The file is written to a
+spooled temporary file first (a long list goes to disk, not to memory) and then streamed.
+
+``daily``'s JSON, and ``receivables`` (``period=YYYYMM``) and ``recon`` (``date``: each bank's
+reconciliation of the day, ``gridpay recon report``) in JSON and CSV, are the earlier reports'
+(``ledger.finance_reports.Report``: amounts in fen, CSV identifiers as text)."""
 from __future__ import annotations
 
-from datetime import date
+import tempfile
+from datetime import date, datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 
 from api.deps import ApiContext, context, require
 from api.problems import Problem, problem_responses
 from ledger.finance_reports import Report, daily_report, receivables_report, render_csv_fen
 from ledger.identity import Principal
 from ledger.recon.day_reports import day_report
+from ledger.reports.catalogue import MEDIA_TYPES, REPORTS, ParameterError, ReportParams, build, file_name, json_chunks, write
+from ledger.reports.context import ReportContext, bank_names
 
 router = APIRouter(tags=["reports"], responses=problem_responses(400, 401, 403, 422))
 CSV = "text/csv; charset=utf-8"
+EARLIER = ("receivables", "recon")
+NAMES = Literal["confirmed", "daily", "monthly", "month-end", "aging", "arrears", "receivables", "recon"]
+SPOOL_BYTES = 8 * 1024 * 1024
 
 
-def _report(ctx: ApiContext, name: str, business_date: date | None, period: str | None) -> Report:
+def _earlier_report(ctx: ApiContext, name: str, business_date: date | None, period: str | None) -> Report:
     if name in ("daily", "recon"):
         if business_date is None:
             raise Problem("invalid-request", f"the {name} report needs date=YYYY-MM-DD")
@@ -33,18 +47,65 @@ def _report(ctx: ApiContext, name: str, business_date: date | None, period: str 
         raise Problem("invalid-request", str(exc)) from None
 
 
-@router.get("/v1/reports/{name}", response_model=dict[str, Any],
-            responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}})
-def get_report(name: Literal["daily", "receivables", "recon"] = Path(),
-               format: Literal["json", "csv"] = Query("json", description="json, or csv for a spreadsheet"),
-               business_date: date | None = Query(None, alias="date", description="daily: the business date"),
-               period: str | None = Query(None, pattern=r"^[0-9]{6}$", description="receivables: YYYYMM"),
-               principal: Principal = Depends(require("report.read")), ctx: ApiContext = Depends(context)):
-    """A finance report: its title, columns, which columns are amounts (fen), rows and total."""
-    report = _report(ctx, name, business_date, period)
-    if format == "csv":
+def _earlier(ctx: ApiContext, name: str, fmt: str, business_date: date | None, period: str | None):
+    report = _earlier_report(ctx, name, business_date, period)
+    if fmt == "csv":
         suffix = business_date.isoformat() if business_date else period
         return Response(render_csv_fen(report), media_type=CSV,
                         headers={"Content-Disposition": f'attachment; filename="{name}-{suffix}.csv"'})
     return {"title": report.title.replace("(amounts in yuan)", "(amounts in fen)"), "columns": report.columns,
             "amount_columns": sorted(report.money), "rows": report.rows, "total": report.total}
+
+
+def _month(text: str | None) -> date | None:
+    return None if text is None else datetime.strptime(text, "%Y-%m").date()
+
+
+def _chunks(spool, size: int = 64 * 1024):
+    try:
+        while chunk := spool.read(size):
+            yield chunk
+    finally:
+        spool.close()
+
+
+def _defined(ctx: ApiContext, name: str, fmt: str, lang: str, params: ReportParams):
+    report_ctx = ReportContext(ctx.engine, ctx.clock, bank_names(ctx.engine, ctx.settings.banks))
+    try:
+        doc = build(name, report_ctx, params)
+    except ParameterError as exc:
+        raise Problem("invalid-request", str(exc)) from None
+    if fmt == "json":
+        return StreamingResponse(json_chunks(doc, lang), media_type=MEDIA_TYPES["json"])
+    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
+    write(doc, fmt, spool, lang)
+    spool.seek(0)
+    disposition = "inline" if fmt == "html" else "attachment"
+    return StreamingResponse(_chunks(spool), media_type=MEDIA_TYPES[fmt],
+                             headers={"Content-Disposition": f'{disposition}; filename="{file_name(doc, fmt)}"'})
+
+
+@router.get("/v1/reports/{name}", response_model=dict[str, Any],
+            responses={200: {"content": {media: {"schema": {"type": "string"}}
+                                         for fmt, media in MEDIA_TYPES.items() if fmt != "json"}}})
+def get_report(name: NAMES = Path(),
+               format: Literal["json", "csv", "xlsx", "html"] = Query("json", description="json, csv, xlsx or html"),
+               business_date: date | None = Query(None, alias="date", description="daily, confirmed, recon: the business date"),
+               first: date | None = Query(None, alias="from", description="confirmed: first business date"),
+               last: date | None = Query(None, alias="to", description="confirmed: last business date"),
+               month: str | None = Query(None, pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$", description="monthly, month-end: YYYY-MM"),
+               as_of: date | None = Query(None, description="aging, arrears: YYYY-MM-DD (default today's business date)"),
+               district: str | None = Query(None, max_length=20, description="arrears: one district"),
+               min_days: int = Query(1, ge=1, le=100_000, description="arrears: at least days past due"),
+               period: str | None = Query(None, pattern=r"^[0-9]{6}$", description="receivables: YYYYMM"),
+               lang: Literal["zh", "en"] = Query("zh", description="labels in Chinese or English"),
+               principal: Principal = Depends(require("report.read")), ctx: ApiContext = Depends(context)):
+    """A finance report in JSON (amounts in fen), CSV, XLSX or HTML."""
+    if name in EARLIER or (name == "daily" and format == "json"):
+        if format not in ("json", "csv"):
+            raise Problem("invalid-request", f"the {name} report is served as json or csv")
+        return _earlier(ctx, name, format, business_date, period)
+    assert name in REPORTS
+    params = ReportParams(date=business_date, first=first, last=last, month=_month(month), as_of=as_of,
+                          district=district, min_days=min_days)
+    return _defined(ctx, name, format, lang, params)

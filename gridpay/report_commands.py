@@ -1,0 +1,110 @@
+"""``gridpay report confirmed|daily|monthly|month-end|aging|arrears``: the finance reports of one
+definition (ledger/reports, docs/reports.md) as HTML, CSV or XLSX. Reads: no operator needed
+(docs/access.md). HTML and CSV go to standard output unless ``--out FILE``; XLSX needs ``--out``."""
+from __future__ import annotations
+
+import sys
+from datetime import date
+
+import click
+
+from gridpay.options import config_option, open_database, url_option
+
+DATE = click.DateTime(formats=["%Y-%m-%d"])
+MONTH = click.DateTime(formats=["%Y-%m", "%Y%m"])
+
+
+def definition_options(command):
+    """--format, --out, --lang, --config, --url: what every definition report takes."""
+    for option in (url_option, config_option,
+                   click.option("--lang", type=click.Choice(["zh", "en"]), default="zh", show_default=True,
+                                help="labels in Chinese or English"),
+                   click.option("--out", "out_path", type=click.Path(dir_okay=False),
+                                help="write to FILE (standard output if not given; xlsx needs it)"),
+                   click.option("--format", "fmt", type=click.Choice(["html", "csv", "xlsx"]), default="html",
+                                show_default=True)):
+        command = option(command)
+    return command
+
+
+def run_report(name: str, fmt: str, out_path: str | None, lang: str, config_path, url, **params) -> None:
+    """Build report ``name`` with ``params`` and write it; say on standard error where and how long."""
+    import time
+
+    from config.clock import Clock
+    from ledger.progress import Progress
+    from ledger.reports.catalogue import ParameterError, ReportParams, build, write
+    from ledger.reports.context import ReportContext, bank_names
+
+    if fmt == "xlsx" and not out_path:
+        raise click.UsageError("--format xlsx writes a file: give --out FILE")
+    t0 = time.perf_counter()
+    with open_database(config_path, url) as (settings, engine):
+        ctx = ReportContext(engine, Clock.of(settings.business), bank_names(engine, settings.banks))
+        try:
+            doc = build(name, ctx, ReportParams(**params))
+        except ParameterError as exc:
+            raise click.UsageError(str(exc)) from None
+        if out_path:
+            with open(out_path, "wb") as fh:
+                write(doc, fmt, fh, lang)
+        else:
+            write(doc, fmt, sys.stdout.buffer, lang)
+            sys.stdout.flush()
+    Progress().step(f"{name} report ({fmt}) in {time.perf_counter() - t0:.1f} s" + (f": {out_path}" if out_path else ""))
+
+
+def _day(value) -> date | None:
+    return value.date() if value is not None else None
+
+
+@click.command()
+@click.option("--date", "business_date", type=DATE, help="one business date YYYY-MM-DD")
+@click.option("--from", "first", type=DATE, help="first business date (with --to)")
+@click.option("--to", "last", type=DATE, help="last business date (with --from)")
+@definition_options
+def confirmed(business_date, first, last, fmt, out_path, lang, config_path, url) -> None:
+    """实收: collections the second reconciliation confirmed, beside those not yet confirmed, by
+    business date, bank, channel and method."""
+    run_report("confirmed", fmt, out_path, lang, config_path, url, date=_day(business_date), first=_day(first),
+               last=_day(last))
+
+
+@click.command()
+@click.option("--month", required=True, type=MONTH, help="YYYY-MM")
+@definition_options
+def monthly(month, fmt, out_path, lang, config_path, url) -> None:
+    """A month's collections: each business date, and by bank, channel and method."""
+    run_report("monthly", fmt, out_path, lang, config_path, url, month=_day(month))
+
+
+@click.command("month-end")
+@click.option("--month", required=True, type=MONTH, help="YYYY-MM")
+@definition_options
+def month_end(month, fmt, out_path, lang, config_path, url) -> None:
+    """The month-end receivables summary: start, billed by category, corrections, collected,
+    reversed, refunded, end - and the difference, which must be 0."""
+    run_report("month-end", fmt, out_path, lang, config_path, url, month=_day(month))
+
+
+@click.command()
+@click.option("--as-of", "as_of", type=DATE, help="YYYY-MM-DD (default: today's business date)")
+@definition_options
+def aging(as_of, fmt, out_path, lang, config_path, url) -> None:
+    """Open bills by age (not due, 0-30, 31-60, 61-90, >90 days past due), by district and customer type."""
+    run_report("aging", fmt, out_path, lang, config_path, url, as_of=_day(as_of))
+
+
+@click.command()
+@click.option("--as-of", "as_of", type=DATE, help="YYYY-MM-DD (default: today's business date)")
+@click.option("--district", help="only this district's customers")
+@click.option("--min-days", type=click.IntRange(min=1), default=1, show_default=True,
+              help="bills at least this many days past due")
+@definition_options
+def arrears(as_of, district, min_days, fmt, out_path, lang, config_path, url) -> None:
+    """Customers with overdue bills, for follow-up: bills, amount, days overdue, collection type, mobile."""
+    run_report("arrears", fmt, out_path, lang, config_path, url, as_of=_day(as_of), district=district,
+               min_days=min_days)
+
+
+COMMANDS = {c.name: c for c in (confirmed, monthly, month_end, aging, arrears)}

@@ -1,0 +1,50 @@
+"""What every report builder is handed: the database, the clock (local time, business dates) and the
+banks' names, and the labels of codes that reports share."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine, select
+
+from config.clock import Clock
+from ledger.reports.definition import Label
+from ledger.schema import banks
+
+def label_of(table: dict, code) -> Label | str | None:
+    """A code's label (resolved in the report's language when rendered), or the code itself."""
+    return table.get(code, code)
+
+
+CHANNELS = {"C": Label("柜台", "counter"), "D": Label("代扣", "direct debit")}
+METHODS = {"01": Label("现金", "cash"), "02": Label("转账/刷卡", "transfer/card"), "03": Label("支票", "cheque"),
+           "10": Label("代扣", "direct debit")}
+CUSTOMER_TYPES = {"R": Label("居民", "resident"), "N": Label("非居民", "non-resident")}
+CATEGORIES = {"E": Label("电费", "electricity charges"), "V": Label("违约用电电费", "charges for irregular use"),
+              "F": Label("违章追罚电费", "penalties for illegal use")}
+COLLECTION_TYPES = {"C": Label("坐收", "cash at counters"), "B": Label("银行代收", "bank withholds"),
+                    "D": Label("代扣", "direct debit")}
+TOTAL = Label("合计", "total")   # the totals row's label
+YES_NO = {True: Label("有", "yes"), False: Label("无", "no")}
+
+
+@dataclass
+class ReportContext:
+    engine: Engine
+    clock: Clock
+    bank_names: dict[str, str] = field(default_factory=dict)
+
+    def bank(self, code: str) -> str:
+        """A bank as finance reads it: its name beside its code."""
+        name = self.bank_names.get(code)
+        return f"{code} {name}" if name else code
+
+
+def bank_names(engine: Engine, configured: dict | None = None) -> dict[str, str]:
+    """Each bank's name: the configuration's (``banks.<code>.name``) where it gives one, else the
+    ``banks`` table's."""
+    with engine.connect() as conn:
+        names = {code: name for code, name in conn.execute(select(banks.c.bank_code, banks.c.name)) if name}
+    for code, bank in (configured or {}).items():
+        if getattr(bank, "name", ""):
+            names[code] = bank.name
+    return names

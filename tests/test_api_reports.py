@@ -1,0 +1,47 @@
+"""The report definition's reports over real HTTP (``GET /v1/reports/{name}``): each format's content
+type and a figure, a missing parameter as a problem, and ``report.read`` required."""
+from __future__ import annotations
+
+import csv
+import io
+
+import openpyxl
+import pytest
+
+from api.problems import BASE
+from api_harness import operator_name, running_service
+from report_ledger import K1, build_ledger
+
+
+@pytest.fixture
+def service(db_url):
+    build_ledger(db_url).engine.dispose()
+    with running_service(db_url) as running:
+        yield running
+
+
+def test_each_format_over_http(service):
+    with service.client(service.login(operator_name("finance"))) as http:
+        as_json = http.get("/v1/reports/month-end", params={"month": "2026-11", "lang": "en"})
+        assert as_json.status_code == 200 and as_json.headers["content-type"] == "application/json"
+        summary = as_json.json()["sections"][0]
+        assert {r["key"]: r["amount"] for r in summary["rows"]}["end_net"] == 62_000
+        assert summary["totals"]["amount"] == 0 and summary["rows"][0]["line"].startswith("receivables at start")
+        as_csv = http.get("/v1/reports/arrears", params={"as_of": "2026-11-30", "format": "csv"})
+        assert as_csv.status_code == 200 and as_csv.headers["content-type"] == "text/csv; charset=utf-8"
+        assert as_csv.content.startswith(b"\xef\xbb\xbf")
+        rows = list(csv.reader(io.StringIO(as_csv.content.decode("utf-8-sig"))))
+        assert [f'="{K1}"', "210.00", "21000"] == [rows[7][0], *rows[7][5:7]]
+        as_xlsx = http.get("/v1/reports/aging", params={"as_of": "2026-11-30", "format": "xlsx"})
+        assert as_xlsx.headers["content-type"] == "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+        assert 'filename="aging-2026-11-30.xlsx"' in as_xlsx.headers["content-disposition"]
+        sheet = openpyxl.load_workbook(io.BytesIO(as_xlsx.content)).worksheets[0]
+        assert [row[-1].value for row in sheet.iter_rows()][-1] == 650.0      # owing in total, yuan
+        as_html = http.get("/v1/reports/daily", params={"date": "2026-11-23", "format": "html"})
+        assert as_html.headers["content-type"] == "text/html; charset=utf-8"
+        assert "日收款报表" in as_html.text and "<svg" in as_html.text and "430.00" in as_html.text
+        missing = http.get("/v1/reports/monthly")
+        assert missing.status_code == 422 and missing.json()["type"] == BASE + "invalid-request"
+        assert http.get("/v1/reports/receivables", params={"period": "202611", "format": "xlsx"}).status_code == 422
+    with service.client(service.login(operator_name("clerk"))) as http:
+        assert http.get("/v1/reports/aging", params={"as_of": "2026-11-30"}).status_code == 403
