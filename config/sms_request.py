@@ -21,6 +21,11 @@ def check_template(template: str, where: str) -> None:
                              + ", ".join(f"{{{p}}}" for p in PLACEHOLDERS) + ")")
 
 
+def placeholders(template: str) -> list[str]:
+    """The ``{name}`` placeholders of a template, in order."""
+    return _PLACEHOLDER.findall(template)
+
+
 def fill(template: str, values: Mapping[str, str], escape=lambda s: s) -> str:
     """Replace known {placeholders}; anything else in braces is left alone."""
     return _PLACEHOLDER.sub(lambda m: escape(values[m[1]]) if m[1] in values else m[0], template)
@@ -103,7 +108,7 @@ def check_platform_params(kind: str, params: Mapping[str, str], where: str) -> N
     """Raise ValueError naming a parameter whose value holds a placeholder this kind of notice lacks."""
     known = PLACEHOLDERS + STORED_VALUES.get(kind, ())
     for name, value in params.items():
-        for placeholder in _PLACEHOLDER.findall(value):
+        for placeholder in placeholders(value):
             if placeholder not in known:
                 raise ValueError(f"{where}.params.{name}: unknown placeholder {{{placeholder}}} for a {kind} notice "
                                  "(known: " + ", ".join(f"{{{p}}}" for p in known) + ")")

@@ -103,6 +103,7 @@ class ReminderReport:
     debit_in_flight: int = 0
     no_mobile: int = 0
     inactive: int = 0
+    stopped: bool = False        # asked to stop before the last batch
     refs: list[str] = field(default_factory=list, repr=False)   # the notices written, by ref
 
     def summary(self) -> dict:
@@ -129,6 +130,7 @@ class ReminderJob:
         self.engine, self.schedule, self.clock = engine, schedule, clock
         self.actor, self.batch_size = actor, batch_size
         self.progress = progress or NoProgress()
+        self.stopping = None    # a threading.Event: when set, a run stops after the batch in hand
 
     def run(self, dry_run: bool = False) -> ReminderReport:
         now = self.clock.now()
@@ -144,6 +146,9 @@ class ReminderJob:
         report.candidates = len(candidates)
         self.progress.start(f"reminders {today}", total=len(candidates), unit="customers")
         for start in range(0, len(candidates), self.batch_size):
+            if self.stopping is not None and self.stopping.is_set():
+                report.stopped = True       # the rest waits for the next run (same day: same refs)
+                break
             chunk = candidates[start:start + self.batch_size]
             with self.engine.begin() as conn:
                 rows = self._notices(conn, chunk, now, today, report)

@@ -7,9 +7,10 @@ import json
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from config.clock import ManualClock
+from config.notices import outbox_row
 from ledger.debits import create_debit, debit_declined, mark_debit_sent
 from ledger.reminders import QuietHours, ReminderJob, Schedule
 from ledger.schema import audit_log, outbox
@@ -171,3 +172,128 @@ def test_no_reminder_while_a_debit_is_in_flight_then_one_after_it_is_declined(db
 def test_dry_run_counts_and_writes_nothing(db):
     report = run(db, at_local(DUE + timedelta(days=3)), dry_run=True)
     assert (report.dry_run, report.enqueued) == (True, 2) and reminders(db) == {}
+
+
+# ---------------------------------------------------------------------------------------------
+# the notifier holds reminders in quiet hours
+
+
+def test_the_notifier_sends_reminders_only_outside_quiet_hours(db, tmp_path):
+    from engines.notifier import Notifier
+    from engines.sms import FileSender
+
+    day = DUE + timedelta(days=3)
+    assert run(db, at_local(day, 20, 30)).enqueued == 2
+    with db.begin() as conn:                          # a payment notice, due now too
+        conn.execute(insert(outbox).values(outbox_row("1001", "13800000000", "payment", "payment:1", "paid",
+                                                      at_local(day, 20, 45).astimezone(timezone.utc))))
+    sink = tmp_path / "sms.jsonl"
+    clock = ManualClock(at_local(day, 21, 30))
+    notifier = Notifier(db, FileSender(sink), name="n", concurrency=1, clock=clock,
+                        quiet=QuietHours.of("21:00", "08:00"))
+    assert notifier.run_once().sent == 1              # the payment notice; the reminders wait
+    assert [json.loads(line)["kind"] for line in sink.read_text().splitlines()] == ["payment"]
+    clock.set(at_local(day + timedelta(days=1), 7, 59))
+    assert notifier.run_once().claimed == 0
+    clock.set(at_local(day + timedelta(days=1), 8, 0))
+    assert notifier.run_once().sent == 2
+    sent = [json.loads(line) for line in sink.read_text().splitlines()]
+    assert sorted(n["ref"] for n in sent if n["kind"] == "reminder") == ["reminder:1001:20261031",
+                                                                       "reminder:1002:20261031"]
+    notifier.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# gridpay notifier remind
+
+
+def test_the_command_dry_runs_without_an_operator_and_enqueues_as_one(sqlite_url):
+    from click.testing import CliRunner
+
+    from config.clock import SYSTEM_CLOCK
+    from gridpay.cli import gridpay
+    from identity_helpers import operator_token
+
+    engine = new_engine(sqlite_url)
+    today = SYSTEM_CLOCK.local().date()
+    with engine.begin() as conn:
+        add_customer(conn, "5001")
+        add_bills(conn, [("5001", "202601", 7_000, 0)])
+        conn.execute(bills_due(today - timedelta(days=3)))
+    env = {"GRIDPAY_DATABASE__URL": sqlite_url, "GRIDPAY_REMINDERS__QUIET_FROM": "00:00",
+           "GRIDPAY_REMINDERS__QUIET_UNTIL": "00:00", "GRIDPAY_OPERATOR_TOKEN": ""}
+    runner = CliRunner()
+    dry = runner.invoke(gridpay, ["notifier", "remind", "--dry-run"], env=env)
+    assert dry.exit_code == 0, dry.output
+    assert json.loads(dry.stdout.splitlines()[-1])["enqueued"] == 1 and reminders(engine) == {}
+    refused = runner.invoke(gridpay, ["notifier", "remind"], env=env)
+    assert refused.exit_code == 1 and reminders(engine) == {}
+    env["GRIDPAY_OPERATOR_TOKEN"] = operator_token(engine, "olga", ["operations"])
+    done = runner.invoke(gridpay, ["notifier", "remind"], env=env)
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout.splitlines()[-1])["enqueued"] == 1 and list(reminders(engine)) == ["5001"]
+    with engine.connect() as conn:
+        [audit] = conn.execute(select(audit_log).where(audit_log.c.action == "reminders.enqueue")).all()
+    assert audit.actor == "operator:olga"
+    engine.dispose()
+
+
+def bills_due(due: date):
+    from sqlalchemy import update
+
+    from ledger.schema import bills
+
+    return update(bills).where(bills.c.customer_no == "5001").values(due_date=due)
+
+
+# ---------------------------------------------------------------------------------------------
+# on the notifier's timer
+
+
+def test_the_timer_loop_reports_a_run_and_a_failure(db):
+    from engines.reminder_loop import ReminderLoop
+    from ledger.db import make_engine
+
+    loop = ReminderLoop(ReminderJob(db, schedule(), ManualClock(at_local(DUE + timedelta(days=3)))), 600)
+    assert loop.run_once().enqueued == 2 and loop.last_error is None
+    gone = make_engine("sqlite:////nonexistent-dir/gridpay.db")
+    broken = ReminderLoop(ReminderJob(gone, schedule(), ManualClock(at_local(DUE + timedelta(days=3)))), 600)
+    assert broken.run_once() is None and "OperationalError" in broken.last_error
+    assert broken.start().stop(30) and not broken.running
+
+
+def test_gridpay_notifier_enqueues_and_sends_reminders_when_enabled(sqlite_url, tmp_path):
+    from config.clock import SYSTEM_CLOCK
+    from test_notifier_support import NotifierProcess, notifier_env
+
+    engine = new_engine(sqlite_url)
+    with engine.begin() as conn:
+        add_customer(conn, "5001")
+        add_bills(conn, [("5001", "202601", 7_000, 0)])
+        conn.execute(bills_due(SYSTEM_CLOCK.local().date() - timedelta(days=10)))
+    sink = tmp_path / "sms.jsonl"
+    env = notifier_env(sqlite_url, tmp_path, sender="file", file_path=str(sink))
+    env.update({"GRIDPAY_REMINDERS__ENABLED": "true", "GRIDPAY_REMINDERS__QUIET_FROM": "00:00",
+                "GRIDPAY_REMINDERS__QUIET_UNTIL": "00:00"})
+    process = NotifierProcess(env, tmp_path / "notifier.log").start()
+    try:
+        wait_until(lambda: sink.exists() and "reminder:5001:" in sink.read_text(encoding="utf-8")
+                   and json.loads(process.http("/readyz")[1])["reminders"]["last_run"] is not None)
+        status, body = process.http("/readyz")
+        assert status == 200 and json.loads(body)["reminders"]["last_run"]["enqueued"] == 1
+        assert process.terminate() == 0
+    finally:
+        process.stop_quietly()
+    [sent] = [json.loads(line) for line in sink.read_text(encoding="utf-8").splitlines()]
+    assert sent["kind"] == "reminder" and "7,000" not in sent["text"] and "70.00元" in sent["text"]
+    engine.dispose()
+
+
+def wait_until(predicate, limit_s: float = 60) -> None:
+    import time
+
+    deadline = time.monotonic() + limit_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("the notifier did not send the reminder")
+        time.sleep(0.1)
