@@ -25,7 +25,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 
-from sqlalchemy import Engine, exists, func, or_, select
+from sqlalchemy import Engine, exists, func, literal, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import aliased
 
@@ -110,15 +110,21 @@ class ReminderReport:
         return {k: v for k, v in asdict(self).items() if k != "refs"}
 
 
-def _owing_bill_in(windows: list[tuple[date, date]]):
-    """Customers with an owing, uncancelled bill due within one of the windows."""
+def _candidates(windows: list[tuple[date, date]], today: date, interval_start: datetime):
+    """Customers with an owing, uncancelled bill due within one of the windows, not reminded today
+    (by the unique key's index) nor since ``interval_start`` (by the customer's notices)."""
     reversing = aliased(bills)
     allocated = (select(func.coalesce(func.sum(allocations.c.amount), 0))
                  .where(allocations.c.bill_id == bills.c.bill_id).scalar_subquery())
+    today_ref = literal(f"{KIND}:") + bills.c.customer_no + literal(f":{today:%Y%m%d}")
+    # two probes, each on its own index: (kind, ref) unique, and the customer's notices
+    reminded_today = exists().where(outbox.c.kind == KIND, outbox.c.ref == today_ref)
+    reminded_lately = exists().where(outbox.c.customer_no == bills.c.customer_no, outbox.c.kind == KIND,
+                                     outbox.c.created_at > interval_start)
     return (select(bills.c.customer_no).distinct()
             .where(or_(*(bills.c.due_date.between(lo, hi) for lo, hi in windows)), bills.c.kind != "R",
                    ~exists().where(reversing.c.reverses_bill_id == bills.c.bill_id),
-                   bills.c.principal + bills.c.penalty > allocated))
+                   bills.c.principal + bills.c.penalty > allocated, ~reminded_today, ~reminded_lately))
 
 
 class ReminderJob:
@@ -140,8 +146,9 @@ class ReminderJob:
             report.quiet = True
             return report
         today = local.date()
+        interval_start = now - timedelta(days=self.schedule.min_interval_days)
         with self.engine.connect() as conn:
-            candidates = conn.execute(_owing_bill_in(self.schedule.due_windows(today))
+            candidates = conn.execute(_candidates(self.schedule.due_windows(today), today, interval_start)
                                       .order_by(bills.c.customer_no)).scalars().all()
         report.candidates = len(candidates)
         self.progress.start(f"reminders {today}", total=len(candidates), unit="customers")

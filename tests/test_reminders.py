@@ -80,7 +80,7 @@ def test_run_twice_at_the_same_moment_enqueues_once(db):
     when = at_local(DUE + timedelta(days=3))
     assert run(db, when).enqueued == 2
     again = run(db, when)
-    assert (again.enqueued, again.already) == (0, 2)
+    assert (again.candidates, again.enqueued) == (2, 0)     # 1003 (no mobile), 1004 (suspended) are read again
     assert {c: len(rows) for c, rows in reminders(db).items()} == {"1001": 1, "1002": 1}
 
 
@@ -107,9 +107,16 @@ def test_second_reminder_day_and_minimum_interval(db):
     close = schedule(days=(3, 5), catch_up=1)
     other = new_customer_with_bill(db, "2001")
     assert run(db, at_local(DUE + timedelta(days=3)), close).enqueued >= 1
-    report = run(db, at_local(DUE + timedelta(days=5)), close)
-    assert report.enqueued == 0 and report.recently >= 1
+    assert run(db, at_local(DUE + timedelta(days=5)), close).enqueued == 0
     assert len(reminders(db)[other]) == 1
+
+
+def test_a_reminder_day_is_reminded_once_even_when_the_interval_allows_more(db):
+    daily = schedule(days=(3, 4), catch_up=3, interval=1)
+    assert run(db, at_local(DUE + timedelta(days=3), 10), daily).enqueued == 2
+    assert run(db, at_local(DUE + timedelta(days=4), 11), daily).enqueued == 2      # day 4: a reminder day
+    report = run(db, at_local(DUE + timedelta(days=5), 12), daily)                 # day 4's, reminded already
+    assert (report.enqueued, report.recently) == (0, 2)
 
 
 def new_customer_with_bill(engine, customer_no: str) -> str:
