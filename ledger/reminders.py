@@ -97,8 +97,8 @@ class ReminderReport:
     quiet: bool = False
     candidates: int = 0          # customers with an owing bill due on a reminder day
     enqueued: int = 0            # notices written (dry run: that would be written)
-    already: int = 0             # reminded today already (an earlier run)
-    recently: int = 0            # reminded within min_interval_days, or for this reminder day
+    already: int = 0             # reminded today by another run meanwhile
+    recently: int = 0            # reminded for this reminder day already (or, meanwhile, within the interval)
     paid: int = 0                # nothing overdue owed any more (paid, or covered by the prepaid balance)
     debit_in_flight: int = 0
     no_mobile: int = 0
@@ -179,27 +179,36 @@ class ReminderJob:
         interval_start = now - timedelta(days=self.schedule.min_interval_days)
         rows = []
         for customer_no in chunk:
-            status, mobile = people[customer_no]
             overdue = open_bills.get(customer_no, [])
-            owed = sum(int(b.principal) + int(b.penalty) - int(b.allocated) for b in overdue)
-            day = self.schedule.reminder_day([b.due_date for b in overdue], today)
-            last_at = last.get(customer_no)
-            if status != "A":
-                report.inactive += 1
-            elif day is None or owed - max(prepaid.get(customer_no, 0), 0) <= 0:
-                report.paid += 1
-            elif customer_no in in_flight:
-                report.debit_in_flight += 1
-            elif not mobile:
-                report.no_mobile += 1
-            elif last_at is not None and self.clock.local(last_at).date() == today:
-                report.already += 1
-            elif last_at is not None and (last_at > interval_start or self.clock.local(last_at).date() >= day):
-                report.recently += 1
+            amount = sum(int(b.principal) + int(b.penalty) - int(b.allocated) for b in overdue) \
+                - max(prepaid.get(customer_no, 0), 0)
+            skipped = self._skipped(people[customer_no], overdue, amount, customer_no in in_flight,
+                                    last.get(customer_no), today, interval_start)
+            if skipped:
+                setattr(report, skipped, getattr(report, skipped) + 1)
             else:
-                amount = owed - max(prepaid.get(customer_no, 0), 0)
-                rows.append(_reminder_row(customer_no, mobile, overdue, amount, today, now))
+                rows.append(_reminder_row(customer_no, people[customer_no][1], overdue, amount, today, now))
         return rows
+
+    def _skipped(self, person: tuple, overdue: list, amount: int, debit_in_flight: bool, last_at: datetime | None,
+                 today: date, interval_start: datetime) -> str | None:
+        """Why a candidate gets no reminder now (the report's counter), or None."""
+        status, mobile = person
+        day = self.schedule.reminder_day([b.due_date for b in overdue], today)
+        last_day = self.clock.local(last_at).date() if last_at is not None else None
+        if status != "A":
+            return "inactive"
+        if day is None or amount <= 0:
+            return "paid"
+        if debit_in_flight:
+            return "debit_in_flight"
+        if not mobile:
+            return "no_mobile"
+        if last_day == today:
+            return "already"
+        if last_at is not None and (last_at > interval_start or last_day >= day):
+            return "recently"
+        return None
 
     def _insert(self, conn, rows: list[dict], now: datetime, report: ReminderReport) -> None:
         written = _insert_new(conn, rows)

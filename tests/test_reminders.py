@@ -304,3 +304,32 @@ def wait_until(predicate, limit_s: float = 60) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("the notifier did not send the reminder")
         time.sleep(0.1)
+
+
+def test_the_claim_leaves_held_kinds_pending_on_every_database():
+    from sqlalchemy.dialects import oracle, postgresql, sqlite
+
+    from engines.notifier import claim_statement
+
+    for dialect in (postgresql.dialect(), sqlite.dialect(), oracle.dialect()):
+        held = str(claim_statement(dialect.name, 10, T_UTC, ("reminder",)).compile(dialect=dialect))
+        free = str(claim_statement(dialect.name, 10, T_UTC).compile(dialect=dialect))
+        assert "outbox.kind NOT IN" in held and "kind NOT IN" not in free
+
+
+T_UTC = datetime(2026, 11, 23, 2, 0, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize("reminders, problem", [
+    ({"days_after_due": [3, 3]}, "distinct days"),
+    ({"days_after_due": []}, "at least 1"),
+    ({"quiet_from": "24:00"}, "quiet_from"),
+    ({"min_interval_days": 0}, "min_interval_days"),
+])
+def test_bad_schedules_are_configuration_errors(reminders, problem):
+    from config import ConfigError, load_settings
+    from config.settings import Settings, environment_for
+
+    with pytest.raises(ConfigError, match=problem):
+        load_settings(environ=environment_for({"reminders": reminders}))
+    assert Schedule.of(Settings().reminders) == schedule()
