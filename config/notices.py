@@ -45,6 +45,8 @@ PLACEHOLDERS = {
     "account_tail": "the last four characters of the debit agreement's account number",
     "prepaid": "the prepaid balance after the payment, in yuan",
     "reason": "why the bank declined the debit, from its response code",
+    "bills": "how many bills are overdue",
+    "days": "days since the earliest overdue bill's due date",
     "signature": "the site's signature (`notices.signature`; empty by default)",
 }
 
@@ -96,6 +98,12 @@ TEMPLATES: dict[str, Template] = {
         "您好，您({customer_no}){periods}的电费{amount}元代扣未成功（{reason}），请及时缴纳，谢谢。{signature}",
         (*_PAID, "reason"),
         "A direct debit the bank declined."),
+    "reminder": Template(
+        "您好，您({customer_no}){periods}的电费共{amount}元已逾期{days}天未缴，请尽快到供电营业厅或银行网点缴纳，"
+        "如已缴纳请忽略。{signature}",
+        ("customer_no", "periods", "amount", "bills", "due_date", "days", "signature"),
+        "An overdue reminder (`[reminders]`): the customer's overdue bills, what they still owe on them, the "
+        "earliest due date and the days since."),
 }
 
 BILL_TEMPLATES = {"C": "bill_cash", "B": "bill_bank", "D": "bill_debit"}
@@ -228,6 +236,23 @@ def debit_succeeded(customer_no: str, periods: list[str], amount_fen: int) -> st
 def debit_failed(customer_no: str, periods: list[str], amount_fen: int, response_code: str) -> str:
     return _wording.render("debit_failed", customer_no=customer_no, periods=periods_text(periods),
                            amount=yuan(amount_fen), reason=DEBIT_FAILURE_REASONS.get(response_code, "银行扣款失败"))
+
+
+MAX_LISTED_PERIODS = 6
+
+
+def reminder_values(customer_no: str, periods: list[str], amount_fen: int, bills: int, due: date,
+                    days: int) -> dict[str, str]:
+    """An overdue reminder's placeholders (also stored with its outbox row, for platform templates).
+    More than ``MAX_LISTED_PERIODS`` months are named as a span, so a long arrears stays one SMS."""
+    months = sorted(set(periods))
+    named = periods_text(months) if len(months) <= MAX_LISTED_PERIODS else f"{month(months[0])}至{month(months[-1])}"
+    return {"customer_no": customer_no, "periods": named, "amount": yuan(amount_fen), "bills": str(bills),
+            "due_date": f"{due.year}年{due.month}月{due.day}日", "days": str(days)}
+
+
+def reminder(values: Mapping[str, str]) -> str:
+    return _wording.render("reminder", **values)
 
 
 def outbox_row(customer_no: str, mobile: str | None, kind: str, ref: str, text: str,

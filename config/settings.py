@@ -168,11 +168,48 @@ class GatewayConfig(_Model):
     listeners: list[ListenerConfig] = []
 
 
+class PlatformTemplate(_Model):
+    """A notice kind's template on the SMS platform: its code and its parameters."""
+    code: str = Field(min_length=1, max_length=64, description="The platform's template code (e.g. `SMS_15305****`).")
+    params: dict[str, str] = Field({}, description="The template's parameters: name -> value, where the value may "
+                                   "hold the notice's placeholders ({customer_no} {mobile} {text} {ref} {id} {kind}, "
+                                   "and for a reminder its values: {periods} {amount} {bills} {due_date} {days}).")
+
+
+class AliyunSmsConfig(_Model):
+    """The Alibaba Cloud SMS sender (`sender = "aliyun"`): SendSms with the RPC signature (docs/notifier.md)."""
+    endpoint: str = Field("https://dysmsapi.aliyuncs.com/", description="SendSms endpoint.")
+    access_key_id: str = Field("", max_length=128, description="The AccessKey ID (not a secret).")
+    access_key_secret_env: str = Field("", description="Environment variable holding the AccessKey secret.")
+    access_key_secret_file: str = Field("", description="File holding the AccessKey secret instead (for the "
+                                        "service's user alone; see `key_file_permissions`).")
+    sign_name: str = Field("", max_length=64, description="The approved signature name (SignName), e.g. `广州供电局`.")
+    region_id: str = Field("cn-hangzhou", description="RegionId sent with each request.")
+    rate_per_s: float = Field(50.0, gt=0, le=5000, description="Requests per second to the platform, for all "
+                              "send threads of one notifier together (a token bucket); the platform allows 5000.")
+    templates: dict[str, PlatformTemplate] = Field({}, description="Per notice kind (`bill_notice`, `payment`, "
+                                                   "`reversal`, `debit_ok`, `debit_failed`, `reminder`, ...): the "
+                                                   "platform template and its parameters. A notice of a kind not "
+                                                   "listed is dead (`no_template`).")
+
+    def check(self) -> None:
+        from config.sms_request import check_platform_params
+
+        if not (self.access_key_id and self.sign_name and self.templates):
+            raise ValueError("sender = aliyun needs aliyun.access_key_id, aliyun.sign_name and aliyun.templates")
+        if bool(self.access_key_secret_env) == bool(self.access_key_secret_file):
+            raise ValueError("sender = aliyun needs aliyun.access_key_secret_env or aliyun.access_key_secret_file "
+                             "(one of them)")
+        for kind, template in self.templates.items():
+            check_platform_params(kind, template.params, f"aliyun.templates.{kind}")
+
+
 class NotifierConfig(_Model):
     """``gridpay notifier``: sends the outbox's SMS notices, each at most once (docs/notifier.md)."""
-    sender: Literal["file", "http"] = Field(
-        "file", description="Where notices go: `http` (an SMS gateway) or `file` (one JSON line per notice, "
-        "for tests and demos; the default, so a development machine never sends real SMS).")
+    sender: Literal["file", "http", "aliyun"] = Field(
+        "file", description="Where notices go: `http` (an SMS gateway), `aliyun` (Alibaba Cloud SMS, see "
+        "`[notifier.aliyun]`) or `file` (one JSON line per notice, for tests and demos; the default, so a "
+        "development machine never sends real SMS).")
     file_path: str = Field("var/sms-outbox.jsonl", description="The file sender's file.")
     http_url: str = Field("", description="The SMS gateway's URL (required for `sender = http`); may hold "
                           "placeholders {mobile} {text} {ref} {id} {kind} {customer_no}, URL-quoted.")
@@ -219,9 +256,13 @@ class NotifierConfig(_Model):
     metrics_port: int = Field(9109, ge=0, le=65535, description="Port of the notifier's /metrics, /healthz, "
                               "/readyz; 0 = any free port (printed at start).")
     log_file: str = Field("", description="Log to this file (default: stderr).")
+    aliyun: AliyunSmsConfig = Field(AliyunSmsConfig(), description="The Alibaba Cloud SMS sender; see "
+                                    "`[notifier.aliyun]`.")
 
     @model_validator(mode="after")
     def _consistent(self) -> "NotifierConfig":
+        if self.sender == "aliyun":
+            self.aliyun.check()
         if self.sender == "http":
             from config.sms_request import http_request
 
@@ -237,6 +278,32 @@ class NotifierConfig(_Model):
         if self.backoff_max_s < self.backoff_base_s:
             raise ValueError("backoff_max_s must not be below backoff_base_s")
         return self
+
+
+class RemindersConfig(_Model):
+    """Overdue reminders (docs/notifier.md): who is reminded, when, and how often."""
+    enabled: bool = Field(False, description="`gridpay notifier` runs the reminders job every `interval_s` "
+                          "(`gridpay notifier remind` runs it once, whatever this says).")
+    days_after_due: list[int] = Field([3, 10], min_length=1, max_length=12, description="Days after a bill's "
+                                      "due date on which its customer is reminded (local dates).")
+    catch_up_days: int = Field(3, ge=0, le=60, description="A reminder day the job missed (it did not run, or it "
+                               "was quiet) is still reminded this many days later; older ones are not.")
+    min_interval_days: int = Field(7, ge=1, le=365, description="At most one reminder per customer in this "
+                                   "many days.")
+    quiet_from: str = Field("21:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="Quiet hours begin "
+                            "(local time): no reminder is enqueued or sent from then ...")
+    quiet_until: str = Field("08:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="... until this local "
+                             "time (reminders wait; other notices are sent as ever).")
+    interval_s: float = Field(600.0, ge=10, le=86_400, description="How often `gridpay notifier` runs the job.")
+    batch_size: int = Field(2000, ge=1, le=50_000, description="Customers read and reminders inserted per "
+                            "transaction.")
+
+    @field_validator("days_after_due")
+    @classmethod
+    def _days(cls, days: list[int]) -> list[int]:
+        if any(d < 1 or d > 366 for d in days) or len(set(days)) != len(days):
+            raise ValueError("distinct days from 1 to 366")
+        return sorted(days)
 
 
 class EnginesConfig(_Model):
@@ -423,6 +490,7 @@ class Settings(_Model):
     scheduler: SchedulerConfig = SchedulerConfig()
     watch: WatchConfig = WatchConfig()
     notices: NoticesConfig = NoticesConfig()
+    reminders: RemindersConfig = RemindersConfig()
     access: AccessConfig = AccessConfig()
     api: ApiConfig = ApiConfig()
     collection_rate: CollectionRateConfig = CollectionRateConfig()

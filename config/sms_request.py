@@ -21,6 +21,11 @@ def check_template(template: str, where: str) -> None:
                              + ", ".join(f"{{{p}}}" for p in PLACEHOLDERS) + ")")
 
 
+def placeholders(template: str) -> list[str]:
+    """The ``{name}`` placeholders of a template, in order."""
+    return _PLACEHOLDER.findall(template)
+
+
 def fill(template: str, values: Mapping[str, str], escape=lambda s: s) -> str:
     """Replace known {placeholders}; anything else in braces is left alone."""
     return _PLACEHOLDER.sub(lambda m: escape(values[m[1]]) if m[1] in values else m[0], template)
@@ -92,3 +97,18 @@ def http_request(url: str, template: str = DEFAULT_JSON_TEMPLATE, method: str = 
     if upper == "GET" and body_format != "form":
         raise ValueError("a GET request carries its parameters as a form template (body_format = form)")
     return HttpRequest(parts, upper, body)
+
+
+# Values a notice carries beside its row's fields (outbox.params), by kind: what a platform's
+# template parameters may name besides ``PLACEHOLDERS``.
+STORED_VALUES = {"reminder": ("periods", "amount", "bills", "due_date", "days")}
+
+
+def check_platform_params(kind: str, params: Mapping[str, str], where: str) -> None:
+    """Raise ValueError naming a parameter whose value holds a placeholder this kind of notice lacks."""
+    known = PLACEHOLDERS + STORED_VALUES.get(kind, ())
+    for name, value in params.items():
+        for placeholder in placeholders(value):
+            if placeholder not in known:
+                raise ValueError(f"{where}.params.{name}: unknown placeholder {{{placeholder}}} for a {kind} notice "
+                                 "(known: " + ", ".join(f"{{{p}}}" for p in known) + ")")

@@ -44,12 +44,15 @@ from typing import Callable, Iterable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from sqlalchemy import Engine, Select, and_, func, or_, select, update
 
+from runtime.loop_thread import LoopThread
 from runtime.ratelimit import Backoff
 from engines.sms import Notice, Sender, SendError
 from iso8583_specs.masking import mask_number
 from ledger.audit import audit_row, write_audit
 from config.clock import SYSTEM_CLOCK, Clock
 from ledger.db import read_only
+from ledger.reminders import KIND as REMINDER_KIND
+from ledger.reminders import QuietHours
 from ledger.schema import outbox
 
 log = logging.getLogger("gridpay.notifier")
@@ -58,7 +61,7 @@ OUTCOME_UNKNOWN = "outcome unknown: notifier died while sending"
 IN_FLIGHT = "in flight since "
 PENDING, SENDING, SENT, DEAD = "pending", "sending", "sent", "dead"
 NOTICE_COLUMNS = (outbox.c.id, outbox.c.customer_no, outbox.c.mobile, outbox.c.kind, outbox.c.text, outbox.c.ref,
-                  outbox.c.attempts)
+                  outbox.c.attempts, outbox.c.params)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -131,14 +134,17 @@ class OutboxStats:
     dead: int
 
 
-def claim_statement(dialect_name: str, limit: int, now: datetime) -> Select:
+def claim_statement(dialect_name: str, limit: int, now: datetime, held_kinds: tuple[str, ...] = ()) -> Select:
     """Due pending rows, oldest due first, locked for this transaction; other claimers skip them.
+    ``held_kinds``: kinds not to send now (reminders in quiet hours); they stay pending.
 
     Oracle refuses FOR UPDATE with FETCH FIRST (ORA-02014): there the statement has no limit and the
     caller fetches ``limit`` rows (with SKIP LOCKED, Oracle locks rows as they are fetched)."""
     stmt = (select(*NOTICE_COLUMNS)
             .where(outbox.c.state == PENDING, outbox.c.next_attempt_at <= now)
             .order_by(outbox.c.next_attempt_at, outbox.c.id))
+    if held_kinds:
+        stmt = stmt.where(outbox.c.kind.not_in(held_kinds))
     if dialect_name == "sqlite":
         return stmt.limit(limit)            # the transaction holds the write lock already
     if dialect_name == "oracle":
@@ -158,10 +164,10 @@ class OutboxStore:
     def __init__(self, engine: Engine, name: str):
         self.engine, self.name = engine, name
 
-    def claim(self, now: datetime, limit: int, lease_s: float) -> list[Notice]:
+    def claim(self, now: datetime, limit: int, lease_s: float, held_kinds: tuple[str, ...] = ()) -> list[Notice]:
         lease_until = now + timedelta(seconds=lease_s)
         with self.engine.begin() as conn:
-            result = conn.execute(claim_statement(conn.dialect.name, limit, now))
+            result = conn.execute(claim_statement(conn.dialect.name, limit, now, held_kinds))
             rows = result.fetchmany(limit)
             result.close()
             if not rows:
@@ -172,7 +178,7 @@ class OutboxStore:
                 .values(state=SENDING, claimed_by=self.name, next_attempt_at=lease_until)).rowcount
             if claimed != len(ids):     # cannot happen: the rows are locked (or the database is)
                 raise RuntimeError(f"claimed {claimed} of {len(ids)} locked outbox rows")
-        return [Notice(r.id, r.customer_no, r.mobile, r.kind, r.text, r.ref, r.attempts) for r in rows]
+        return [Notice(r.id, r.customer_no, r.mobile, r.kind, r.text, r.ref, r.attempts, r.params) for r in rows]
 
     def begin_attempt(self, notice: Notice, now: datetime) -> bool:
         """Committed before the send: from here on the notice may have gone out."""
@@ -294,7 +300,8 @@ class Notifier:
     def __init__(self, engine: Engine, sender: Sender, *, name: str | None = None, batch_size: int = 50,
                  concurrency: int = 4, max_attempts: int = 8, backoff: Backoff | None = None,
                  lease_s: float = 300.0, send_timeout_s: float = 10.0,
-                 clock: Clock = SYSTEM_CLOCK, metrics: NotifierMetrics | None = None):
+                 clock: Clock = SYSTEM_CLOCK, metrics: NotifierMetrics | None = None,
+                 quiet: QuietHours | None = None):
         if lease_s < 3 * send_timeout_s:
             raise ValueError("lease_s must be at least 3 x send_timeout_s")
         self.engine, self.sender = engine, sender
@@ -303,7 +310,7 @@ class Notifier:
         self.batch_size, self.max_attempts = batch_size, max_attempts
         self.backoff = backoff or Backoff(30.0, 3600.0, jitter=0.2)
         self.lease_s, self.send_timeout_s = lease_s, send_timeout_s
-        self.now = clock.now
+        self.now, self.clock, self.quiet = clock.now, clock, quiet
         self.metrics = metrics or NotifierMetrics()
         self.pool = ThreadPoolExecutor(concurrency, thread_name_prefix="notifier-send") if concurrency > 1 else None
         self._owed: list[tuple[Notice, str, Callable[[], bool]]] = []   # results the database has not taken yet
@@ -370,7 +377,7 @@ class Notifier:
         try:
             self.settle_owed()
             claimed_at = self.now()
-            notices = self.store.claim(claimed_at, self.batch_size, self.lease_s)
+            notices = self.store.claim(claimed_at, self.batch_size, self.lease_s, self.held_kinds(claimed_at))
         except Exception:
             self.metrics.db_up.set(0)
             raise
@@ -389,6 +396,12 @@ class Notifier:
                  report.claimed, report.sent, report.retried, report.dead, report.released, report.skipped,
                  report.unrecorded)
         return report
+
+    def held_kinds(self, at: datetime) -> tuple[str, ...]:
+        """Reminders wait out the quiet hours (their retries too); other notices go as ever."""
+        if self.quiet is not None and self.quiet.covers(self.clock.local(at)):
+            return (REMINDER_KIND,)
+        return ()
 
     def _deliver(self, notice: Notice, last_start: datetime) -> str:
         try:
@@ -471,7 +484,7 @@ class Notifier:
 # the loop
 
 
-class NotifierLoop:
+class NotifierLoop(LoopThread):
     """Runs a notifier in a thread of its own: sweep and gauges every ``sweep_interval_s``, a batch
     whenever notices are due, a wait of ``poll_interval_s`` when the last batch was not full.
     ``stop()`` lets the batch in hand finish."""
@@ -481,25 +494,10 @@ class NotifierLoop:
         self.notifier = notifier
         self.poll_interval_s, self.sweep_interval_s = poll_interval_s, sweep_interval_s
         self.max_error_wait_s = max(max_error_wait_s, poll_interval_s)
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="gridpay-notifier", daemon=True)
+        super().__init__("gridpay-notifier")
         self.last_cycle: float | None = None    # time.monotonic() of the last cycle that reached the database
         self.last_error: str | None = None
         self.batches = 0
-
-    def start(self) -> "NotifierLoop":
-        self.thread.start()
-        return self
-
-    def stop(self, timeout: float | None = None) -> bool:
-        """Ask the loop to stop and wait for it; True when it has."""
-        self.stopping.set()
-        self.thread.join(timeout)
-        return not self.thread.is_alive()
-
-    @property
-    def running(self) -> bool:
-        return self.thread.is_alive() and not self.stopping.is_set()
 
     def _run(self) -> None:
         next_sweep = 0.0

@@ -16,51 +16,20 @@ A sender's ``send(notice)`` blocks (the notifier calls it from a worker thread) 
 from __future__ import annotations
 
 import fcntl
-import http.client
 import json
 import os
-import socket
 import ssl
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any, Mapping, Protocol
+from typing import Any, Mapping
 from urllib.parse import quote
 
 from config.clock import SYSTEM_CLOCK
-from config.sms_request import DEFAULT_JSON_TEMPLATE, PLACEHOLDERS, fill, http_request
+from config.sms_request import DEFAULT_JSON_TEMPLATE, fill, http_request
+from engines.sms_base import MAX_ANSWER, Notice, SendError, Sender, exchange, describe_error
 
-MAX_ANSWER = 64 * 1024
-
-
-@dataclass(frozen=True)
-class Notice:
-    """One outbox row, as a sender sees it."""
-    id: int
-    customer_no: str
-    mobile: str
-    kind: str
-    text: str
-    ref: str
-    attempts: int = 0   # attempts made before this one
-
-    def values(self) -> dict[str, str]:
-        return {k: str(v) for k, v in asdict(self).items() if k in PLACEHOLDERS}
-
-
-class SendError(Exception):
-    def __init__(self, kind: str, reason: str, detail: str, retry_after_s: float | None = None):
-        assert kind in ("transient", "permanent", "unknown"), kind
-        super().__init__(f"{reason}: {detail}")
-        self.kind, self.reason, self.detail, self.retry_after_s = kind, reason, detail, retry_after_s
-
-
-class Sender(Protocol):
-    name: str
-
-    def send(self, notice: Notice) -> None: ...
-
-    def close(self) -> None: ...
+__all__ = ["FileSender", "HttpSender", "MAX_ANSWER", "Notice", "SendError", "Sender", "exchange", "sender_from_config"]
 
 
 def json_field(document: Any, path: str) -> Any:
@@ -117,30 +86,9 @@ class HttpSender:
                    **{k: fill(v, values) for k, v in self.headers.items()}}
         if body is not None:
             headers.setdefault("Content-Type", self.body.content_type)
-        port = self.parts.port
-        if self.context is not None:
-            conn = http.client.HTTPSConnection(self.parts.hostname, port, timeout=self.timeout, context=self.context)
-        else:
-            conn = http.client.HTTPConnection(self.parts.hostname, port, timeout=self.timeout)
-        try:
-            try:
-                conn.connect()
-            except (OSError, ssl.SSLError) as exc:   # nothing was written: safe to retry
-                raise SendError("transient", "connect", _describe(exc)) from None
-            try:
-                conn.request(self.method, target, body=body, headers=headers)
-                response = conn.getresponse()
-                answer = response.read(MAX_ANSWER)
-            except (TimeoutError, socket.timeout) as exc:
-                raise self._unknown("timeout", _describe(exc) or "no answer in time") from None
-            except (OSError, http.client.HTTPException) as exc:
-                raise self._unknown("broken", _describe(exc)) from None
-        finally:
-            conn.close()
+        response, answer = exchange(self.parts, self.context, self.timeout, self.method, target, body, headers,
+                                    self.retry_unknown)
         self._judge(response, answer)
-
-    def _unknown(self, reason: str, detail: str) -> SendError:
-        return SendError("transient" if self.retry_unknown else "unknown", reason, detail)
 
     def _judge(self, response, answer: bytes) -> None:
         status = response.status
@@ -185,15 +133,10 @@ class FileSender:
                 f.flush()
                 os.fsync(f.fileno())
         except OSError as exc:
-            raise SendError("transient", "file", _describe(exc)) from None
+            raise SendError("transient", "file", describe_error(exc)) from None
 
     def close(self) -> None:
         pass
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}" if text != type(exc).__name__ else text
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -216,6 +159,10 @@ def sender_from_config(cfg, environ: Mapping[str, str] | None = None, permission
 
     if cfg.sender == "file":
         return FileSender(cfg.file_path)
+    if cfg.sender == "aliyun":
+        from engines.sms_aliyun import aliyun_sender_from_config
+
+        return aliyun_sender_from_config(cfg, environ, permissions)
     headers = dict(cfg.http_headers)
     if cfg.http_secret_header:
         secret = read_secret("notifier.secret", cfg.secret_env, cfg.secret_file, environ, permissions=permissions)

@@ -45,12 +45,37 @@ def _engine(settings, url: str | None = None):
     return make_engine(url or settings.database_url(), pool_size=pool)
 
 
-def _run_once(settings) -> None:
+def _clock(settings):
+    from config.clock import Clock
+
+    return Clock.of(settings.business)
+
+
+def _quiet(settings):
+    from ledger.reminders import QuietHours
+
+    return QuietHours.of(settings.reminders.quiet_from, settings.reminders.quiet_until)
+
+
+def _notifier(settings, engine):
     from engines.notifier import Notifier
 
+    return Notifier.from_config(settings.notifier, engine, key_file_permissions=settings.key_file_permissions,
+                                clock=_clock(settings), quiet=_quiet(settings))
+
+
+def reminder_job(settings, engine, actor: str, progress=None):
+    from ledger.reminders import ReminderJob, Schedule
+
+    cfg = settings.reminders
+    return ReminderJob(engine, Schedule.of(cfg), _clock(settings), actor=actor, batch_size=cfg.batch_size,
+                       progress=progress)
+
+
+def _run_once(settings) -> None:
     require_schema(settings.database_url())
     engine = _engine(settings)
-    notifier = Notifier.from_config(settings.notifier, engine, key_file_permissions=settings.key_file_permissions)
+    notifier = _notifier(settings, engine)
     totals: dict[str, int] = {}
     try:
         notifier.sweep()
@@ -73,15 +98,20 @@ def _run(settings) -> None:
     reactor = install_reactor()
     from twisted.internet import threads
 
-    from engines.notifier import Notifier, NotifierLoop
+    from engines.notifier import NotifierLoop
+    from engines.reminder_loop import ReminderLoop
+    from ledger.reminders import ACTOR
 
     cfg = settings.notifier
     require_schema(settings.database_url())
     engine = _engine(settings)
-    notifier = Notifier.from_config(cfg, engine, key_file_permissions=settings.key_file_permissions)
+    notifier = _notifier(settings, engine)
     loop = NotifierLoop(notifier, cfg.poll_interval_s, cfg.sweep_interval_s)
+    reminders = None
+    if settings.reminders.enabled:
+        reminders = ReminderLoop(reminder_job(settings, engine, ACTOR), settings.reminders.interval_s)
     log = logging.getLogger("gridpay.notifier")
-    site = ops_site(notifier, loop, engine)
+    site = ops_site(notifier, loop, engine, reminders)
     try:
         port = reactor.listenTCP(cfg.metrics_port, site, interface=cfg.metrics_host)
     except Exception as exc:
@@ -96,9 +126,16 @@ def _run(settings) -> None:
         stopping.append(True)
         log.info("stopping: finishing the batch in hand")
         loop.stopping.set()
-        d = threads.deferToThread(loop.stop)
+        if reminders is not None:
+            reminders.stopping.set()
+        d = threads.deferToThread(stop_loops)
         d.addBoth(lambda _: port.stopListening())
         d.addBoth(lambda _: reactor.stop())
+
+    def stop_loops() -> None:
+        loop.stop()
+        if reminders is not None:
+            reminders.stop()
 
     def on_signal(signum, _frame) -> None:
         reactor.callFromThread(stop)
@@ -114,6 +151,8 @@ def _run(settings) -> None:
     def started() -> None:
         on_stop_signals(on_signal)
         loop.start()
+        if reminders is not None:
+            reminders.start()
         reactor.callLater(1.0, watch_loop)
         host = cfg.metrics_host
         log.info("notifier %s started: sender %s, metrics on http://%s:%d/metrics", notifier.name,
@@ -124,13 +163,15 @@ def _run(settings) -> None:
     reactor.callWhenRunning(started)
     reactor.run(installSignalHandlers=False)
     loop.stop()
+    if reminders is not None:
+        reminders.stop()
     notifier.close()
     engine.dispose()
     if "failed" in stopping:
         sys.exit(1)
 
 
-def ops_site(notifier, loop, engine):
+def ops_site(notifier, loop, engine, reminders=None):
     """/metrics (the notifier's own registry), /healthz and /readyz (the database answers and the
     loop runs), as every process has them."""
     from engines.notifier import mask_digits
@@ -138,9 +179,13 @@ def ops_site(notifier, loop, engine):
 
     def conditions() -> tuple[bool, dict]:
         since = None if loop.last_cycle is None else round(time.monotonic() - loop.last_cycle, 1)
-        return loop.running, {"loop": "running" if loop.running else "stopped", "last_cycle_s_ago": since,
-                              "last_error": loop.last_error, "batches": loop.batches,
-                              "name": notifier.name, "sender": notifier.sender.name}
+        details = {"loop": "running" if loop.running else "stopped", "last_cycle_s_ago": since,
+                   "last_error": loop.last_error, "batches": loop.batches,
+                   "name": notifier.name, "sender": notifier.sender.name}
+        if reminders is not None:
+            last = reminders.last_report
+            details["reminders"] = {"last_run": last.summary() if last else None, "last_error": reminders.last_error}
+        return loop.running, details
 
     return site(notifier.metrics.registry, notifier.metrics.db_up, engine, conditions, mask_digits)
 
@@ -208,3 +253,24 @@ def status(show_dead, as_json, config_path, url) -> None:
     for r in rows:
         click.echo(f"dead {r['id']}: {r['kind']} {r['ref']} customer {r['customer_no']} mobile {r['mobile']} "
                    f"attempts {r['attempts']} by {r['claimed_by']}: {r['last_error']}")
+
+
+@notifier.command()
+@click.option("--dry-run", is_flag=True, help="count who would be reminded; enqueue nothing")
+@config_option
+@url_option
+def remind(dry_run, config_path, url) -> None:
+    """Enqueue today's overdue reminders now (docs/notifier.md, `[reminders]`), as the operator
+    (notice.manage): one per customer due one, none in quiet hours. Progress on stderr; prints a
+    JSON summary. `gridpay notifier` does the same on a timer when `reminders.enabled`."""
+    from ledger.progress import Progress
+
+    settings = load_settings(config_path)
+    require_schema(url or settings.database_url())
+    engine = _engine(settings, url)
+    try:
+        actor = "dry-run" if dry_run else operator_actor((settings, engine), "notice.manage")
+        report = reminder_job(settings, engine, actor, Progress()).run(dry_run=dry_run)
+    finally:
+        engine.dispose()
+    click.echo(json.dumps(report.summary(), ensure_ascii=False))

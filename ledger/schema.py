@@ -121,6 +121,7 @@ bills = Table(
     Index(None, "customer_no", "period"),
     Index(None, "period", "category"),   # month-end reports: a period's bills by category
     Index(None, "replaces_bill_id"),     # a bill's correction history (the API's customer look-up)
+    Index(None, "due_date"),             # the overdue reminders' bills of a reminder day (ledger/reminders.py)
 )
 
 agreements = Table(  # direct-debit agreements; at most one active per customer (enforced in code + history)
@@ -394,6 +395,9 @@ outbox = Table(  # SMS notices, written in the same transaction as the change th
     Column("last_error", String(200), nullable=True),
     Column("created_at", Ts, nullable=False),
     Column("sent_at", Ts, nullable=True),
+    # the notice's values as JSON (a reminder's amount, months, ...), for an SMS platform's template
+    # parameters; NULL for a notice that has none beyond its row (docs/notifier.md)
+    Column("params", Text, nullable=True),
     UniqueConstraint("kind", "ref", name="uq_outbox_kind_ref"),
     Index(None, "state", "next_attempt_at"),
     Index(None, "customer_no"),          # the notices sent to a customer (the API's customer look-up)

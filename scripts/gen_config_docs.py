@@ -51,6 +51,8 @@ DESCRIPTIONS: dict[str, str] = {
     "business": "Business clock and approval thresholds; see `[business]`.",
     "gateway": "The counter-channel daemon `gridpay serve`; see `[gateway]`.",
     "notifier": "The SMS notifier `gridpay notifier` (docs/notifier.md); see `[notifier]`.",
+    "reminders": "Overdue reminders: the schedule, quiet hours and minimum interval (docs/notifier.md); see "
+                 "`[reminders]`.",
     "engines": "The debit engines `gridpay engine`; see `[engines]`.",
     "scheduler": "The plan scheduler `gridpay scheduler`; see `[scheduler]`.",
     "watch": "The drop-directory watcher `gridpay watch`; see `[watch]`.",

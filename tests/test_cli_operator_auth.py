@@ -36,6 +36,7 @@ COMMANDS = [
     (["debit", "now", "C0001"], "debit.single"),
     (["debit", "result", "FILE"], "batch.manage"),
     (["notifier", "requeue", "1"], "notice.manage"),
+    (["notifier", "remind"], "notice.manage"),
 ]
 IDS = [" ".join(argv[:2]) for argv, _ in COMMANDS]
 REFUSALS = ("access.forbidden", "command.refused")
