@@ -5,7 +5,7 @@ any entries dated after it; without an index on the entries' business date each 
 through the whole journal.
 
 Revision ID: 0016
-Revises: 0013
+Revises: 0015
 """
 from alembic import op
 
