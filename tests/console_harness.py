@@ -73,10 +73,11 @@ class Operator:
         self.page: Page = self.context.new_page()
         self.seen: list[str] = []
 
-    def sign_in(self, user: str, password: str = PASSWORD) -> Page:
+    def sign_in(self, user: str, password: str = PASSWORD, totp: str = "") -> Page:
         self.page.goto("/console/sign-in")
         self.page.get_by_label(re.compile("用户名")).fill(user)
         self.page.get_by_label(re.compile("密码")).fill(password)
+        self.page.get_by_label(re.compile("动态口令")).fill(totp)
         self.page.get_by_role("button", name="登录").click()
         self.page.wait_for_load_state()
         return self.page

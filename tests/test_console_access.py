@@ -9,10 +9,14 @@ from datetime import timedelta
 
 import pytest
 
-from api_harness import T0, operator_name, running_service
+import pyotp
+
+from api_harness import T0, add_client_with_key, operator_name, running_service
 from config.clock import Clock
 from console_harness import Operator, in_browser
-from identity_helpers import audit_rows
+from identity_helpers import ADMIN, FAST, PASSWORD, audit_rows
+from ledger.identity import add_operator
+from ledger.identity.totp import code_at
 from ledger.corrections import correct_bill
 from ledger_helpers import add_banks, add_bill, add_customer, assert_ledger_verifies
 
@@ -125,16 +129,41 @@ def test_a_clerk_signs_in_is_refused_approvals_and_signs_out(service, tmp_path):
 
 
 def test_an_api_key_or_a_wrong_password_does_not_sign_in(service, tmp_path):
+    key = add_client_with_key(service.engine, "billing", ["customer.read"])
+
     def scenario(browser):
         someone = Operator(browser, service.base_url, tmp_path, "stranger")
         someone.sign_in(CLERK, "wrong-password-1")
         assert "用户名、密码或动态口令错误" in someone.page.content() and "/console/sign-in" in someone.page.url
         someone.check("refused")
+        someone.sign_in("billing", key)                      # a client's name and key: not an operator
+        assert "用户名、密码或动态口令错误" in someone.page.content()
         assert not [c for c in someone.context.cookies() if c["name"] == "gp_console"]
+        someone.context.add_cookies([{"name": "gp_console", "value": key, "url": service.base_url + "/console/"}])
+        someone.goto("/console/customers")                   # an API key is not a session
+        assert "/console/sign-in?m=needed" in someone.page.url
         missing = someone.page.request.post("/console/sign-in", form={"user": CLERK, "password": "x"},
                                             max_redirects=0)
         assert missing.status == 403
 
     in_browser(scenario)
-    assert [r["reason"] for r in audit_rows(service.engine, "login.refused")] == ["bad_password"]
+    assert [r["reason"] for r in audit_rows(service.engine, "login.refused")] == ["bad_password", "unknown_user"]
+    assert [r["reason"] for r in audit_rows(service.engine, "session.refused")] == ["no_session"]
     assert [r["actor"] for r in audit_rows(service.engine, "console.csrf_refused")] == ["anonymous"]
+
+
+def test_an_operator_with_totp_signs_in_with_the_code(service, tmp_path):
+    with service.engine.begin() as conn:
+        _id, uri = add_operator(conn, T0, ADMIN, "op-totp", "Two Factors", ["clerk"], PASSWORD, FAST, totp=True)
+    code = code_at(pyotp.parse_uri(uri).secret, service.app.state.context.now())
+
+    def scenario(browser):
+        operator = Operator(browser, service.base_url, tmp_path, "totp")
+        operator.sign_in("op-totp")
+        assert "/console/sign-in" in operator.page.url and "用户名、密码或动态口令错误" in operator.page.content()
+        operator.sign_in("op-totp", totp=code)
+        assert operator.page.url.endswith("/console/") and "Two Factors" in operator.page.content()
+
+    in_browser(scenario)
+    assert [r["reason"] for r in audit_rows(service.engine, "login.refused")] == ["totp_missing"]
+    assert [r["actor"] for r in audit_rows(service.engine, "login")] == ["operator:op-totp"]
