@@ -13,12 +13,16 @@ import re
 import threading
 from pathlib import Path
 
+import pytest
 from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from identity_helpers import PASSWORD
 
 CHROMIUM = "/usr/bin/chromium"
+# each console test module: ``pytestmark = needs_chromium``
+needs_chromium = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed at "
+                                    f"{CHROMIUM} (apt-get install -y chromium)")
 # axe-core's rules for the basics every page must meet: a label on every input, headings in order
 # (no level skipped), text contrast of 4.5:1 at least, and names for buttons, links and the document
 A11Y_RULES = ["label", "select-name", "button-name", "link-name", "heading-order", "page-has-heading-one",

@@ -13,13 +13,14 @@ import pyotp
 
 from api_harness import T0, add_client_with_key, operator_name, running_service
 from config.clock import Clock
-from console_harness import Operator, in_browser
+from console_harness import Operator, in_browser, needs_chromium
 from identity_helpers import ADMIN, FAST, PASSWORD, audit_rows
 from ledger.identity import add_operator
 from ledger.identity.totp import code_at
 from ledger.corrections import correct_bill
 from ledger_helpers import add_banks, add_bill, add_customer, assert_ledger_verifies
 
+pytestmark = needs_chromium
 CUSTOMER = "C1"
 CLERK = operator_name("clerk")
 

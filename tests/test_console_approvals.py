@@ -9,13 +9,14 @@ import pytest
 
 from api_harness import T0, operator_name, running_service
 from config.clock import Clock
-from console_harness import Operator, in_browser
+from console_harness import Operator, in_browser, needs_chromium
 from identity_helpers import ADMIN, FAST, PASSWORD, audit_rows
 from ledger.identity import add_operator
 from ledger.refunds import load_refund, request_refund
 from ledger.synchronous_posting import post
 from ledger_helpers import add_banks, add_customer, assert_ledger_verifies, payment, prepaid_of
 
+pytestmark = needs_chromium
 CUSTOMER = "C1"
 ASKER = "op-asker"
 ACCOUNTING, DIRECTOR = operator_name("accounting-approver"), operator_name("director-approver")

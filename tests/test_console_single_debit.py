@@ -12,13 +12,13 @@ from sqlalchemy import select
 
 from api_harness import operator_name, running_service
 from config.settings import ApiConfig
-from console_harness import Operator, in_browser
+from console_harness import Operator, in_browser, needs_chromium
 from ledger.schema import audit_log, debits
 from ledger_helpers import assert_ledger_verifies
 from test_api_single_debit import DEBIT, POOR, RICH, Site
 from test_engine_support import make_settings, seed
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, needs_chromium]
 OPERATIONS = operator_name("operations")
 
 
