@@ -2,20 +2,23 @@
 sign-in, the role's menu, a clerk refused the approvals page (403 page, audited), the customer view
 with a bill's red reversal, the cookies' flags and the Content Security Policy, a form without its
 CSRF token refused (audited), English on request, sign-out, and a session that expires when the
-clock moves on. Every page is saved as a screenshot (not blank) and meets the accessibility rules."""
+clock moves on. Every page is saved as a screenshot (not blank) and meets the accessibility rules.
+Every role's menu and pages against the role table (over HTTP, without a browser: no page is drawn)."""
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
 
 import pyotp
 
+from api.console.menu import MENU
 from api_harness import T0, add_client_with_key, operator_name, running_service
 from config.clock import Clock
 from console_harness import Operator, in_browser, needs_chromium
 from identity_helpers import ADMIN, FAST, PASSWORD, audit_rows
-from ledger.identity import add_operator
+from ledger.identity import ROLES, add_operator
 from ledger.identity.totp import code_at
 from ledger.corrections import correct_bill
 from ledger_helpers import add_banks, add_bill, add_customer, assert_ledger_verifies
@@ -54,7 +57,13 @@ def clerk_session(browser, service, shots):
     clerk.check("approvals-refused")
 
     clerk.goto("/console/customers")
+    clerk.page.get_by_label("户名（包含）").fill("客户C")
+    clerk.page.get_by_role("button", name="查询").click()
+    clerk.page.wait_for_url("**/console/customers?*")
+    found = clerk.page.locator("main table").inner_text()
+    assert CUSTOMER in found and "138****0000" in found          # mobiles masked in a list, as the API's
     clerk.check("customers")
+    clerk.goto("/console/customers")
     clerk.page.get_by_label("客户编号").fill(CUSTOMER)
     clerk.page.get_by_role("button", name="查询").click()
     clerk.page.wait_for_url(f"**/console/customers/{CUSTOMER}")
@@ -168,3 +177,31 @@ def test_an_operator_with_totp_signs_in_with_the_code(service, tmp_path):
     in_browser(scenario)
     assert [r["reason"] for r in audit_rows(service.engine, "login.refused")] == ["totp_missing"]
     assert [r["actor"] for r in audit_rows(service.engine, "login")] == ["operator:op-totp"]
+
+
+def signed_in_client(service, user: str):
+    """An HTTP client signed in to the console by its form (cookies kept by the client)."""
+    http = service.client()
+    form = http.get("/console/sign-in")
+    token = re.search(r'name="csrf_token" value="([0-9a-f]+)"', form.text).group(1)
+    answer = http.post("/console/sign-in", data={"user": user, "password": PASSWORD, "csrf_token": token})
+    assert answer.status_code == 303 and answer.headers["location"] == "/console/", answer.text
+    return http
+
+
+def test_every_role_sees_in_its_menu_and_opens_exactly_the_pages_its_permissions_allow(service):
+    for role, permissions in ROLES.items():
+        http = signed_in_client(service, operator_name(role))
+        try:
+            home = http.get("/console/")
+            for item in MENU:
+                allowed = not item.permissions or bool(set(item.permissions) & permissions)
+                assert (f'href="{item.path}" accesskey=' in home.text) == allowed, (role, item.key)
+                answer = http.get(item.path)
+                assert answer.status_code == (200 if allowed else 403), (role, item.path, answer.status_code)
+        finally:
+            http.close()
+    refused = audit_rows(service.engine, "access.forbidden")
+    expected = sum(1 for permissions in ROLES.values() for item in MENU
+                   if item.permissions and not set(item.permissions) & permissions)
+    assert len(refused) == expected and expected > 0

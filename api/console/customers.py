@@ -4,6 +4,7 @@ single real-time debit started by the same code as ``POST /v1/debits`` (idempote
 its own key, so a second press of the button answers the same debit), then its outcome."""
 from __future__ import annotations
 
+import re
 import uuid
 from urllib.parse import quote
 
@@ -18,8 +19,10 @@ from api.console.render import render
 from api.console.viewer import Viewer, checked_form, context_of, page
 from api.idempotency import Idempotent, IdempotentRequest, body_digest
 from api.problems import Problem
+from api.routes.customer_models import CustomerSummary
 from api.routes.customers import CUSTOMER_NO, customer_detail
 from api.routes.debits import SingleDebitRequest, single_debit_view, start_single_debit
+from ledger import customer_view as view
 from ledger.schema import SINGLE_CHANNELS
 
 router = APIRouter()
@@ -27,19 +30,37 @@ READ = page(*ITEMS["customers"].permissions)
 DEBIT = page("debit.single")
 
 
+NAME = re.compile(r"^[^\x00-\x1f\x7f]{1,120}$")
+MOBILE = re.compile(r"^[0-9]{11}$")
+
+
+def search(ctx, name: str, mobile: str) -> list[CustomerSummary]:
+    """``GET /v1/customers``' search (name contains, the whole mobile), its first page; mobiles masked."""
+    with view.snapshot(ctx.engine) as conn:
+        rows = view.search(conn, name=name or None, mobile=mobile or None, after=None,
+                           limit=ctx.settings.api.page_limit_default)
+    return [CustomerSummary.of(row) for row in rows]
+
+
 @router.get("/customers")
 def find(request: Request, viewer: Viewer = Depends(READ)) -> Response:
-    number = request.query_params.get("customer_no", "").strip()
-    if number:
-        return RedirectResponse(f"/console/customers/{quote(number, safe='')}", 303)
-    return render(request, "customers.html", viewer)
+    """By number: straight to the customer; by name and/or mobile: the customers found."""
+    asked = {key: request.query_params.get(key, "").strip() for key in ("customer_no", "name", "mobile")}
+    if asked["customer_no"]:
+        return RedirectResponse(f"/console/customers/{quote(asked['customer_no'], safe='')}", 303)
+    if not (asked["name"] or asked["mobile"]):
+        return render(request, "customers.html", viewer, asked=asked)
+    if (asked["name"] and not NAME.match(asked["name"])) or (asked["mobile"] and not MOBILE.match(asked["mobile"])):
+        return render(request, "customers.html", viewer, 422, asked=asked, bad_search=True)
+    return render(request, "customers.html", viewer, asked=asked,
+                  found=search(context_of(request), asked["name"], asked["mobile"]))
 
 
 def customer_page(request: Request, viewer: Viewer, customer_no: str, status: int = 200, **values) -> Response:
     try:
         detail = customer_detail(context_of(request), customer_no)
     except Problem:
-        return render(request, "customers.html", viewer, 404, missing=customer_no)
+        return render(request, "customers.html", viewer, 404, missing=customer_no, asked={})
     return render(request, "customer.html", viewer, status, c=detail, channels=SINGLE_CHANNELS,
                   may_debit=viewer.principal.may("debit.single"), debit_key=uuid.uuid4().hex, **values)
 
