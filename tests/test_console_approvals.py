@@ -72,6 +72,9 @@ def scenario(browser, service, shots, refund_id):
     director = Operator(browser, service.base_url, shots, "director")
     director.sign_in(DIRECTOR)
     director.goto("/console/approvals")
+    unexplained = director.page.request.post("/console/approvals", form={
+        "csrf_token": director.csrf(), "refund_id": str(refund_id), "decision": "reject", "comment": " "})
+    assert unexplained.status == 422 and "驳回时需填写意见" in unexplained.text()      # a rejection gives its reason
     assert "已批准（部门主管级）。状态：已退款" in approve(director, refund_id, "agreed")
     assert director.page.locator(f"#refund-{refund_id}").count() == 0      # no longer waiting
     director.check("paid")

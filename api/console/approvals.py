@@ -26,6 +26,7 @@ from ledger.refunds import APPROVE, PENDING, REJECT, Refund, decide_refund_in, l
 
 router = APIRouter()
 APPROVER = page(*ITEMS["approvals"].permissions)
+MAX_ID = 2**62          # as the API's refund ids: a larger number is no refund (and no database error)
 
 
 @dataclass(frozen=True)
@@ -88,12 +89,14 @@ async def post_decision(request: Request, viewer: Viewer = Depends(APPROVER),
                         form: FormData = Depends(checked_form)) -> Response:
     decision = APPROVE if form.get("decision") == "approve" else REJECT
     comment = str(form.get("comment", "")).strip()[:200]
-    refund_id = int(form.get("refund_id", "0")) if str(form.get("refund_id", "")).isdigit() else 0
+    given_id = str(form.get("refund_id", ""))
+    refund_id = int(given_id) if given_id.isascii() and given_id.isdigit() and int(given_id) <= MAX_ID else 0
     if decision == REJECT and not comment:
-        return approvals_page(request, viewer, 422, error_key="approvals.reject_needs_comment")
+        return await run_in_threadpool(approvals_page, request, viewer, 422, error_key="approvals.reject_needs_comment")
     refund, why = await run_in_threadpool(decide, context_of(request), request, viewer.principal, refund_id,
                                           decision, comment)
     if refund is None:
-        return approvals_page(request, viewer, 403 if "why_code" in why else 422, **why)
-    return approvals_page(request, viewer, decided=refund, decision="approve" if decision == APPROVE else "reject",
-                          level=refund.decisions[-1].level)
+        return await run_in_threadpool(approvals_page, request, viewer, 403 if "why_code" in why else 422, **why)
+    return await run_in_threadpool(approvals_page, request, viewer, decided=refund,
+                                   decision="approve" if decision == APPROVE else "reject",
+                                   level=refund.decisions[-1].level)
