@@ -76,6 +76,9 @@ class Operator:
         self.context = browser.new_context(base_url=base_url, viewport={"width": 1280, "height": 900})
         self.page: Page = self.context.new_page()
         self.seen: list[str] = []
+        self.csp_reports: list[str] = []     # what the browser refused under the Content Security Policy
+        self.page.on("console", lambda message: self.csp_reports.append(message.text)
+                     if "Content Security Policy" in message.text else None)
 
     def sign_in(self, user: str, password: str = PASSWORD, totp: str = "") -> Page:
         self.page.goto("/console/sign-in")
@@ -90,7 +93,12 @@ class Operator:
         return self.page.goto(path)
 
     def check(self, label: str) -> Path:
-        """The page as it is now: a screenshot (not blank) under ``shots``, and the accessibility rules."""
+        """The page as it is now: a screenshot (not blank) under ``shots``, the accessibility rules, no
+        inline script or style and nothing the Content Security Policy made the browser refuse."""
+        # before the screenshot, which leaves a style of Playwright's own in the page
+        inline = self.page.locator("script:not([src]), [style]").evaluate_all("(found) => found.map(e => e.outerHTML)")
+        assert not inline, f"{label}: inline script or style {inline}"
+        assert not self.csp_reports, f"{label}: the browser refused {self.csp_reports}"
         path = self.shots / f"{self.name}-{len(self.seen):02d}-{label}.png"
         png = self.page.screenshot(path=str(path), full_page=True)
         assert colours_in(self.browser, png) >= MIN_COLOURS, f"{path.name} looks blank"
