@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 
 from api import docs_page, problems
+from api.console.app import install as install_console
 from api.deps import ApiContext
 from api.idempotency import IDEMPOTENCY_KEY
 from api.metrics import ApiMetrics, MetricsMiddleware
@@ -37,6 +38,7 @@ def create_app(settings: Settings, engine: Engine, clock: Clock,
         app.include_router(router)
     problems.install(app)
     docs_page.install(app)
+    install_console(app)
     app.add_middleware(MetricsMiddleware, metrics=metrics, clock=clock)
     app.openapi = lambda: _openapi(app)
     return app

@@ -8,13 +8,13 @@ from typing import Annotated
 from pydantic import BeforeValidator
 
 
-def _as_utc(value):
+def as_utc(value):
     if isinstance(value, datetime):
         return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
     return value
 
 
-UtcDateTime = Annotated[datetime, BeforeValidator(_as_utc)]
+UtcDateTime = Annotated[datetime, BeforeValidator(as_utc)]
 
 
 def json_row(row: dict) -> dict:
@@ -22,7 +22,7 @@ def json_row(row: dict) -> dict:
     out = {}
     for name, value in row.items():
         if isinstance(value, datetime):
-            value = _as_utc(value).isoformat()
+            value = as_utc(value).isoformat()
         elif isinstance(value, date):
             value = value.isoformat()
         out[name] = value

@@ -1,5 +1,5 @@
-"""``gridpay api`` as a real child process: HTTPS with the configured certificate, ready when its
-database answers, a clean exit on SIGTERM; a private key others may read stops the start."""
+"""``gridpay api`` as a real child process: HTTPS with the configured certificate (the console's
+cookies Secure), ready when its database answers, a clean exit on SIGTERM; a private key others may read stops the start."""
 from __future__ import annotations
 
 import os
@@ -57,6 +57,10 @@ def test_the_api_process_serves_https_and_stops_cleanly_on_sigterm(tmp_path, sql
                     continue
             assert ready.status_code == 200 and ready.json()["database"] == "ok"
             assert http.get("/v1/me").json()["type"].endswith("/not-authenticated")
+            # over TLS the console's cookies are Secure (tests/test_console_*.py run on plain HTTP)
+            cookie = http.get("/console/sign-in").headers["set-cookie"].lower()
+            assert cookie.startswith("gp_console_pre=") and all(
+                flag in cookie for flag in ("; secure", "; httponly", "; samesite=strict"))
         proc.send_signal(signal.SIGTERM)
         # uvicorn finishes the requests in hand, then ends by the signal it was sent (systemd counts an
         # exit by SIGTERM as clean)

@@ -68,6 +68,12 @@ def get_customer(customer_no: str = CUSTOMER_NO, principal: Principal = Depends(
                  ctx: ApiContext = Depends(context)) -> CustomerDetail:
     """One customer: prepaid balance and movements, bills with their corrections, payments with their
     reversals, debit agreements, debits with their attempts, SMS notices (each list's first page)."""
+    return customer_detail(ctx, customer_no)
+
+
+def customer_detail(ctx: ApiContext, customer_no: str) -> CustomerDetail:
+    """What ``GET /v1/customers/{customer_no}`` answers (the console's customer view shows the same),
+    or a not-found ``Problem``."""
     first = PageRequest(None, ctx.settings.api.page_limit_default)
     with view.snapshot(ctx.engine) as conn:
         row = _existing(conn, customer_no)

@@ -126,11 +126,11 @@ def refusal(exc: SingleRefused) -> Problem:
     return Problem("refused", str(exc), reason=exc.reason)
 
 
-@router.post("/v1/debits", status_code=201, response_model=SingleDebitOut)
-async def post_debit(body: SingleDebitRequest, principal: Principal = Depends(SINGLE),
-                     once: Idempotent = Depends(idempotent), ctx: ApiContext = Depends(context)):
-    """Start a single real-time debit of the customer's unpaid bills and wait up to ``wait_s`` for
-    the bank's answer. 201 with the outcome (pending when none came in time) and ``Location``."""
+async def start_single_debit(ctx: ApiContext, principal: Principal, body: SingleDebitRequest,
+                             once: Idempotent) -> tuple[dict, bool]:
+    """Start the debit once per idempotency key and wait up to ``body.wait_s`` (cut to
+    ``api.single_debit_wait_max_s``) for its outcome: (the debit as ``single_debit_view`` shows it,
+    whether the answer was replayed). The console's single debit takes this path too."""
     def change(conn, now):
         try:
             single = create_single_in(conn, ctx.settings, body.customer_no, bank_code=body.bank_code, now=now,
@@ -142,8 +142,17 @@ async def post_debit(body: SingleDebitRequest, principal: Principal = Depends(SI
     first = await run_in_threadpool(once.run, change)
     debit_id = json.loads(first.body)["debit_id"]
     view = await wait_for_outcome(ctx, debit_id, min(body.wait_s, ctx.settings.api.single_debit_wait_max_s))
-    headers = {"Location": f"/v1/debits/{debit_id}"}
-    if REPLAYED in first.headers:
+    return view, REPLAYED in first.headers
+
+
+@router.post("/v1/debits", status_code=201, response_model=SingleDebitOut)
+async def post_debit(body: SingleDebitRequest, principal: Principal = Depends(SINGLE),
+                     once: Idempotent = Depends(idempotent), ctx: ApiContext = Depends(context)):
+    """Start a single real-time debit of the customer's unpaid bills and wait up to ``wait_s`` for
+    the bank's answer. 201 with the outcome (pending when none came in time) and ``Location``."""
+    view, replayed = await start_single_debit(ctx, principal, body, once)
+    headers = {"Location": f"/v1/debits/{view['debit_id']}"}
+    if replayed:
         headers[REPLAYED] = "true"
     return JSONResponse(view, 201, headers=headers)
 
