@@ -142,9 +142,9 @@ def finance(path, reports_dir, lang, amount_tolerance, cheque_window_days, no_ch
 
 
 def _amount(v) -> str:
-    from ledger.recon.report_render import yuan
+    from ledger.reports.cells import yuan
 
-    return "" if v is None else yuan(v)
+    return "" if v is None else yuan(int(v))
 
 
 @recon.command("open")
@@ -283,19 +283,24 @@ def resolve(item_id, action, reason, method, cheque_no, config_path, url) -> Non
 @config_option
 @url_option
 def report(business_date, reports_dir, lang, fmt, config_path, url) -> None:
-    """The day across banks: text table (or CSV) on standard output, CSV + HTML in the reports directory."""
-    from ledger.recon.day_reports import day_report, render_day_csv, render_day_text, write_day_reports
-
+    """The day across banks (the catalogue's ``recon-day``): text table (or CSV) on standard output,
+    CSV + HTML in the reports directory."""
+    import io
     import time
 
+    from ledger.recon.day_reports import day_doc, write_day_reports
+    from ledger.reports.catalogue import write
+
+    out = _reports(config_path, reports_dir, lang)
     with open_database(config_path, url) as (_, engine):
         t0 = time.perf_counter()
-        rep = day_report(engine, business_date.date())
-    out = _reports(config_path, reports_dir, lang)
-    paths = write_day_reports(rep, out)
+        day = business_date.date()
+        paths = write_day_reports(engine, day, out)
+        shown = io.BytesIO()
+        write(day_doc(out.options.context(engine), day), "text" if fmt == "table" else "csv", shown, lang)
     _progress().step(f"reconciliation day report {business_date:%Y-%m-%d}: {len(paths)} files in "
                      f"{time.perf_counter() - t0:.1f} s")
-    click.echo(render_day_text(rep, out.options) if fmt == "table" else render_day_csv(rep, out.options), nl=False)
+    click.echo(shown.getvalue().decode("utf-8").lstrip("\ufeff"), nl=False)
     if fmt == "table":
         for p in paths:
             click.echo(f"report: {p}")
@@ -309,7 +314,7 @@ def report(business_date, reports_dir, lang, fmt, config_path, url) -> None:
 @url_option
 def run_report(run_id, reports_dir, lang, config_path, url) -> None:
     """Write a run's CSV + HTML reports again, as the run and its items stand now (e.g. after
-    resolutions, or in the other language)."""
+    resolutions, or in the other language); ``gridpay report recon-run`` gives it in any format."""
     from ledger.errors import Refused
     from ledger.recon.run_reports import write_run_reports
 

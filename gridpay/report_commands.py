@@ -1,6 +1,7 @@
-"""``gridpay report confirmed|daily|monthly|month-end|aging|arrears``: the finance reports of one
-definition (ledger/reports, docs/reports.md) as HTML, CSV or XLSX. Reads: no operator needed
-(docs/access.md). HTML and CSV go to standard output unless ``--out FILE``; XLSX needs ``--out``."""
+"""``gridpay report confirmed|daily|monthly|month-end|aging|arrears|recon-day|recon-run``: the reports
+of one definition (ledger/reports, docs/reports.md) as HTML, CSV, XLSX or text. Reads: no operator
+needed (docs/access.md). HTML, CSV and text go to standard output unless ``--out FILE``; XLSX needs
+``--out``."""
 from __future__ import annotations
 
 import sys
@@ -21,7 +22,7 @@ def definition_options(command):
                                 help="labels in Chinese or English"),
                    click.option("--out", "out_path", type=click.Path(dir_okay=False),
                                 help="write to FILE (standard output if not given; xlsx needs it)"),
-                   click.option("--format", "fmt", type=click.Choice(["html", "csv", "xlsx"]), default="html",
+                   click.option("--format", "fmt", type=click.Choice(["html", "csv", "xlsx", "text"]), default="html",
                                 show_default=True)):
         command = option(command)
     return command
@@ -32,15 +33,16 @@ def run_report(name: str, fmt: str, out_path: str | None, lang: str, config_path
     import time
 
     from config.clock import Clock
+    from ledger.errors import Refused
     from ledger.progress import Progress
     from ledger.reports.catalogue import ParameterError, ReportParams, build, write
-    from ledger.reports.context import ReportContext, bank_names
+    from ledger.reports.context import report_context
 
     if fmt == "xlsx" and not out_path:
         raise click.UsageError("--format xlsx writes a file: give --out FILE")
     t0 = time.perf_counter()
-    with open_database(config_path, url) as (settings, engine):
-        ctx = ReportContext(engine, Clock.of(settings.business), bank_names(engine, settings.banks))
+    with open_database(config_path, url, refusals=Refused) as (settings, engine):
+        ctx = report_context(engine, Clock.of(settings.business), settings.banks)
         try:
             doc = build(name, ctx, ReportParams(**params))
         except ParameterError as exc:
@@ -107,4 +109,22 @@ def arrears(as_of, district, min_days, fmt, out_path, lang, config_path, url) ->
                min_days=min_days)
 
 
-COMMANDS = {c.name: c for c in (confirmed, monthly, month_end, aging, arrears)}
+@click.command("recon-day")
+@click.option("--date", "business_date", required=True, type=DATE, help="the business date YYYY-MM-DD")
+@definition_options
+def recon_day(business_date, fmt, out_path, lang, config_path, url) -> None:
+    """Each bank's reconciliation of a business date (``gridpay recon report`` also writes it to the
+    reports directory)."""
+    run_report("recon-day", fmt, out_path, lang, config_path, url, date=_day(business_date))
+
+
+@click.command("recon-run")
+@click.argument("run_id", type=click.IntRange(min=1))
+@definition_options
+def recon_run(run_id, fmt, out_path, lang, config_path, url) -> None:
+    """One reconciliation run as it stands now: the bridge, the differences, the exceptions, the
+    sign-off (``gridpay recon run-report`` writes it to the reports directory)."""
+    run_report("recon-run", fmt, out_path, lang, config_path, url, run_id=run_id)
+
+
+COMMANDS = {c.name: c for c in (confirmed, monthly, month_end, aging, arrears, recon_day, recon_run)}

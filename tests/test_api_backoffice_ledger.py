@@ -69,8 +69,8 @@ def test_reports_in_json_and_csv(service):
         rows = list(csv.reader(io.StringIO(as_csv.text.lstrip("\ufeff"))))   # the report definition's CSV
         assert rows[6][0] == f'="{BANK}"'                         # a text cell: the leading zero stays
         assert rows[-1][5:7] == ["171.00", "17100"]               # collected in yuan and in fen
-        recon = http.get("/v1/reports/recon", params={"date": day.isoformat()}).json()
-        assert recon["rows"] == [] and recon["total"] is None          # no bank file reconciled that day
+        (recon,) = http.get("/v1/reports/recon", params={"date": day.isoformat()}).json()["sections"]
+        assert recon["rows"] == [] and recon["totals"] is None         # no bank file reconciled that day
         receivables = http.get("/v1/reports/receivables", params={"period": "202611"}).json()
         assert receivables["total"]["billed"] == 10_100
         missing = http.get("/v1/reports/daily")

@@ -67,8 +67,8 @@ def test_match_many_to_one_and_undo(recon_service):
         assert (match.created_by, match.undone_by) == ("operator:op-clerk", "operator:op-clerk")
         assert conn.execute(select(func.count()).select_from(recon_matches)).scalar() >= 1
     with service.client(service.login(operator_name("finance"))) as http:   # reads, may not match
-        day = http.get("/v1/reports/recon", params={"date": DAY.isoformat()}).json()
-        assert [r["bank_code"] for r in day["rows"]] == [BANK] and day["total"]["open"] == day["rows"][0]["open"] > 0
+        (day,) = http.get("/v1/reports/recon", params={"date": DAY.isoformat()}).json()["sections"]
+        assert [r["bank_code"] for r in day["rows"]] == [BANK] and day["totals"]["open"] == day["rows"][0]["open"] > 0
         assert http.get("/v1/recon/items").status_code == 200
         assert http.post("/v1/recon/matches", json={"item_ids": [credit]},
                          headers={"Idempotency-Key": "x"}).status_code == 403

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from ledger.synchronous_posting import post
 from ledger.errors import Refused
 from ledger.recon.matching import reconcile_bank_file
-from ledger.recon.report_render import csv_tables, identifier_value
+from ledger.reports.render_csv import csv_tables, identifier_value
 from ledger.recon.resolutions import resolve_item
 from ledger.recon_tables import recon_items, recon_runs
 from ledger.schema import business_day_closures, debits, payments, reversals

@@ -13,7 +13,7 @@ from ledger.recon.finance import FinanceRules, reconcile_statement
 from ledger.recon.manual import match_items
 from ledger.recon.match_queries import expected_remittance
 from ledger.recon.matching import reconcile_bank_file
-from ledger.recon.report_render import csv_tables
+from ledger.reports.render_csv import csv_tables
 from ledger.recon.resolutions import resolve_item
 from ledger.recon.run_reports import write_run_reports
 from ledger.schema import payments, reversals

@@ -18,11 +18,11 @@ import pytest
 from pypdf import PdfReader
 
 from config.clock import ManualClock
-from ledger.recon.day_reports import day_report, render_day_text
+from ledger.recon.day_reports import day_report, day_text
 from ledger.recon.finance import reconcile_statement
 from ledger.recon.matching import reconcile_bank_file
 from ledger.recon.report_labels import ReportOptions, ReportsDir
-from ledger.recon.report_render import csv_tables, identifier_value
+from ledger.reports.render_csv import csv_tables, identifier_value
 from ledger.synchronous_posting import post
 from ledger_helpers import T0, add_banks, add_bills, add_customers, customer_row, new_engine, payment
 from test_recon_finance import REMIT, camt, ntry
@@ -120,9 +120,9 @@ def test_amounts_are_yuan_with_separators_and_fen_only_in_csv_columns(reported):
     assert "3,301.00" in page and "330100" not in page              # the bank file's total, in yuan only
     assert "银行 301.00 元，账务 300.00 元" in page                   # P3's amount difference, in words and yuan
     header = report_file(bank, ".csv").read_text(encoding="utf-8-sig").split("\n\n")[1].splitlines()[0]
-    assert header == "table,step,count,amount_fen,key,role"
+    assert header == "table,step,count,amount_yuan,amount_fen,key,role"
     assert amounts(tables(bank)["bridge"])["bank_total"] == 330_100
-    text = render_day_text(day_report(w.engine, DAY), ReportOptions("zh", bank_names=NAMES))
+    text = day_text(w.engine, DAY, ReportOptions("zh", bank_names=NAMES))
     assert "3,301.00" in text and "330100" not in text and not re.search(r"\d\s*fen\b", text)
 
 
@@ -132,9 +132,9 @@ def test_banks_and_customers_appear_by_name(reported):
     assert "中国工商银行广州分行（01020000）" in page
     rows = tables(bank)["exceptions"]
     assert {(identifier_value(r["customer_no"]), r["customer_name"]) for r in rows} >= {("C3", "客户C3"), ("C6", "客户C6")}
-    day = render_day_text(day_report(w.engine, DAY), ReportOptions("en", bank_names=NAMES))
+    day = day_text(w.engine, DAY, ReportOptions("en", bank_names=NAMES))
     assert "ICBC Guangzhou" in day
-    unnamed = render_day_text(day_report(w.engine, DAY))           # no configuration: the ledger's banks row
+    unnamed = day_text(w.engine, DAY)           # no configuration: the ledger's banks row
     assert f"bank {BANK}" in unnamed
 
 
@@ -161,7 +161,7 @@ def test_csv_keeps_identifiers_as_text_and_runs_no_formula(reported):
             for row in cells:
                 for cell in row.values():
                     if cell[:1] in ("=", "+", "-", "@"):
-                        assert re.fullmatch(r'="[^"]*"|-\d+', cell), f"a cell a spreadsheet would run: {cell!r}"
+                        assert re.fullmatch(r'="[^"]*"|-\d+(\.\d\d)?', cell), f"a cell a spreadsheet would run: {cell!r}"
 def chromium(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
     return subprocess.run([str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                            "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -242,7 +242,7 @@ def test_run_report_in_chromium_shows_the_bridge_chart_and_totals(reported, tmp_
     assert '<tr class="end">' in bridge and "2,200.00" in bridge               # = the ledger's total, visible
     table = dom[dom.index('<table id="exceptions">'):]
     assert table[:table.index("</table>")].count('<tr class="open">') == len(bank.items) == 9
-    assert '<tr class="total">' in dom and 'id="chart-differences"' in dom and 'id="chart-totals"' in dom
+    assert '<tr class="totals">' in dom and 'id="chart-differences"' in dom and 'id="chart-totals"' in dom
     assert "调节相符" in dom
 
 

@@ -2,13 +2,14 @@
 
 The report definition's reports (ledger/reports, docs/reports.md): ``confirmed`` (实收: ``date`` or
 ``from`` and ``to``), ``daily`` (``date``), ``monthly`` and ``month-end`` (``month=YYYY-MM``),
-``aging`` (``as_of``) and ``arrears`` (``as_of``, ``district``, ``min_days``); ``lang=zh|en``. JSON
+``aging`` (``as_of``) and ``arrears`` (``as_of``, ``district``, ``min_days``), ``recon`` (or
+``recon-day``: ``date``, each bank's reconciliation of the day, ``gridpay recon report``) and
+``recon-run`` (``run_id``: one reconciliation run's report); ``lang=zh|en``. JSON
 has amounts in integer fen; CSV has each amount in yuan and in fen, identifiers as text
 (spreadsheet-safe); XLSX typed cells; HTML a self-contained page. The file is written to a
 spooled temporary file first (a long list goes to disk, not to memory) and then streamed.
 
-``daily``'s JSON, and ``receivables`` (``period=YYYYMM``) and ``recon`` (``date``: each bank's
-reconciliation of the day, ``gridpay recon report``) in JSON and CSV, are the earlier reports'
+``daily``'s JSON, and ``receivables`` (``period=YYYYMM``) in JSON and CSV, are the earlier reports'
 (``ledger.finance_reports.Report``: amounts in fen, CSV identifiers as text)."""
 from __future__ import annotations
 
@@ -22,23 +23,25 @@ from fastapi.responses import Response, StreamingResponse
 from api.deps import ApiContext, context, require
 from api.problems import Problem, problem_responses
 from ledger.finance_reports import Report, daily_report, receivables_report, render_csv_fen
+from ledger.errors import Refused
 from ledger.identity import Principal
-from ledger.recon.day_reports import day_report
 from ledger.reports.catalogue import MEDIA_TYPES, REPORTS, ParameterError, ReportParams, build, file_name, json_chunks, write
-from ledger.reports.context import ReportContext, bank_names
+from ledger.reports.context import report_context
 
 router = APIRouter(tags=["reports"], responses=problem_responses(400, 401, 403, 422))
 CSV = "text/csv; charset=utf-8"
-EARLIER = ("receivables", "recon")
-NAMES = Literal["confirmed", "daily", "monthly", "month-end", "aging", "arrears", "receivables", "recon"]
+EARLIER = ("receivables",)
+ALIASES = {"recon": "recon-day"}
+NAMES = Literal["confirmed", "daily", "monthly", "month-end", "aging", "arrears", "receivables", "recon", "recon-day",
+                "recon-run"]
 SPOOL_BYTES = 8 * 1024 * 1024
 
 
 def _earlier_report(ctx: ApiContext, name: str, business_date: date | None, period: str | None) -> Report:
-    if name in ("daily", "recon"):
+    if name == "daily":
         if business_date is None:
             raise Problem("invalid-request", f"the {name} report needs date=YYYY-MM-DD")
-        return (daily_report if name == "daily" else day_report)(ctx.engine, business_date).report()
+        return daily_report(ctx.engine, business_date).report()
     if period is None:
         raise Problem("invalid-request", "the receivables report needs period=YYYYMM")
     try:
@@ -70,11 +73,13 @@ def _chunks(spool, size: int = 64 * 1024):
 
 
 def _defined(ctx: ApiContext, name: str, fmt: str, lang: str, params: ReportParams):
-    report_ctx = ReportContext(ctx.engine, ctx.clock, bank_names(ctx.engine, ctx.settings.banks))
+    report_ctx = report_context(ctx.engine, ctx.clock, ctx.settings.banks)
     try:
         doc = build(name, report_ctx, params)
     except ParameterError as exc:
         raise Problem("invalid-request", str(exc)) from None
+    except Refused as exc:
+        raise Problem("not-found", str(exc)) from None
     if fmt == "json":
         return StreamingResponse(json_chunks(doc, lang), media_type=MEDIA_TYPES["json"])
     spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
@@ -89,7 +94,7 @@ def _defined(ctx: ApiContext, name: str, fmt: str, lang: str, params: ReportPara
             responses={200: {"content": {media: {"schema": {"type": "string"}}
                                          for fmt, media in MEDIA_TYPES.items() if fmt != "json"}}})
 def get_report(name: NAMES = Path(),
-               format: Literal["json", "csv", "xlsx", "html"] = Query("json", description="json, csv, xlsx or html"),
+               format: Literal["json", "csv", "xlsx", "html", "text"] = Query("json", description="json, csv, xlsx, html or text"),
                business_date: date | None = Query(None, alias="date", description="daily, confirmed, recon: the business date"),
                first: date | None = Query(None, alias="from", description="confirmed: first business date"),
                last: date | None = Query(None, alias="to", description="confirmed: last business date"),
@@ -98,6 +103,7 @@ def get_report(name: NAMES = Path(),
                district: str | None = Query(None, max_length=20, description="arrears: one district"),
                min_days: int = Query(1, ge=1, le=100_000, description="arrears: at least days past due"),
                period: str | None = Query(None, pattern=r"^[0-9]{6}$", description="receivables: YYYYMM"),
+               run_id: int | None = Query(None, ge=1, description="recon-run: the reconciliation run"),
                lang: Literal["zh", "en"] = Query("zh", description="labels in Chinese or English"),
                principal: Principal = Depends(require("report.read")), ctx: ApiContext = Depends(context)):
     """A finance report in JSON (amounts in fen), CSV, XLSX or HTML."""
@@ -105,7 +111,8 @@ def get_report(name: NAMES = Path(),
         if format not in ("json", "csv"):
             raise Problem("invalid-request", f"the {name} report is served as json or csv")
         return _earlier(ctx, name, format, business_date, period)
+    name = ALIASES.get(name, name)
     assert name in REPORTS
     params = ReportParams(date=business_date, first=first, last=last, month=_month(month), as_of=as_of,
-                          district=district, min_days=min_days)
+                          district=district, min_days=min_days, run_id=run_id)
     return _defined(ctx, name, format, lang, params)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from ledger.recon.report_render import yuan
+from ledger.reports.cells import yuan as grouped_yuan
 
 WORDS: dict[str, tuple[str, str]] = {
     "bank_only": ("银行文件有（{bank_status}），账务无", "in the bank's file ({bank_status}), not in the ledger"),
@@ -37,6 +37,10 @@ WORDS: dict[str, tuple[str, str]] = {
     "manual": ("无划款参考号、支票或缴费可自动匹配：待手工匹配", "no remittance reference, cheque or payment matched: "
                                                     "for manual matching"),
 }
+
+
+def yuan(fen) -> str:
+    return "" if fen is None else grouped_yuan(int(fen))
 
 
 def _w(lang: str, key: str, **values) -> str:

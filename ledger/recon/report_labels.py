@@ -1,8 +1,10 @@
-"""The reconciliation reports' words in Chinese (default) and English, and how a report is asked for.
+"""The reconciliation reports' words in Chinese and English, and how a report is asked for.
 
-``ReportOptions``: the language (``zh`` | ``en``), the clock whose zone local times are shown in,
-and bank names from the configuration (code -> (name, English name); a bank not named there is
-shown by its ``banks.name`` row). ``ReportsDir``: a reports directory carrying its options; it is
+``term(key, **values)``: a word of ``LABELS`` as a ``ledger.reports.definition.Label`` (both
+languages; the report is rendered in one). ``ReportOptions``: the language the files are written
+in (``zh`` | ``en``), the clock whose zone local times are shown in, and bank names from the
+configuration (code -> (name, English name); a bank not named there is shown by its
+``banks.name`` row); ``options.context(engine)`` is the report context they make. ``ReportsDir``: a reports directory carrying its options; it is
 a path (``os.PathLike``), so code that only passes the directory on (the reconciliation runs)
 hands the options on with it.
 """
@@ -12,7 +14,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sqlalchemy import Engine
+
 from config.clock import SYSTEM_CLOCK, Clock
+from ledger.reports.context import ReportContext, bank_names
+from ledger.reports.definition import Label
 
 LANGS = ("zh", "en")
 
@@ -92,11 +98,14 @@ LABELS: dict[str, tuple[str, str]] = {
 }
 
 
-def label(lang: str, key: str, **values) -> str:
-    """The word for ``key`` in ``lang``; an unknown key (a kind added elsewhere) is shown as itself."""
-    pair = LABELS.get(key)
-    text = key if pair is None else pair[LANGS.index(lang)]
-    return text.format(**values) if values else text
+def term(key: str, **values) -> Label:
+    """The words for ``key`` in both languages; an unknown key (a kind added elsewhere) is shown as itself.
+    ``values`` that are ``Label``s are put in in their own language."""
+    zh, en = LABELS.get(key, (key, key))
+    if not values:
+        return Label(zh, en)
+    pick = lambda lang: {k: v(lang) if isinstance(v, Label) else v for k, v in values.items()}   # noqa: E731
+    return Label(zh.format(**pick("zh")), en.format(**pick("en")))
 
 
 @dataclass(frozen=True)
@@ -109,14 +118,11 @@ class ReportOptions:
         if self.lang not in LANGS:
             raise ValueError(f"report language {self.lang!r}: one of {', '.join(LANGS)}")
 
-    def bank_name(self, code: str | None, stored: dict[str, str]) -> str:
-        """The bank's name in the report's language: the configuration's, else its ledger row's."""
-        if not code:
-            return ""
-        name, name_en = self.bank_names.get(code, ("", ""))
-        if self.lang == "en" and name_en:
-            return name_en
-        return name or stored.get(code, "")
+    def context(self, engine: Engine) -> ReportContext:
+        """The report context: the ledger's bank names, overridden by the configuration's."""
+        names = bank_names(engine)
+        names.update({code: name for code, (name, _) in self.bank_names.items() if name})
+        return ReportContext(engine, self.clock, names, {code: en for code, (_, en) in self.bank_names.items() if en})
 
 
 def options_of(settings, lang: str = "zh", clock: Clock = SYSTEM_CLOCK) -> ReportOptions:

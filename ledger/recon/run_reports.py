@@ -1,13 +1,15 @@
-"""Reconciliation run reports for finance: built as data (``report_model``), then written as CSV + HTML.
+"""Reconciliation run reports for finance, as documents of the one report model (``ledger.reports``).
 
-``build_run_doc(conn, run_id, options)`` reads a run and its items and builds the report:
-facts (file, who ran it, when in local time), the bridge from one side's total to the other's
-(``bridge``), the differences by kind with their gross and net amounts, charts of money, the
-exceptions with bank and customer names. ``write_run_reports(engine, run_id, reports_dir)``
-renders it (``report_render``) to ``recon_run_{id}_{bank}_{YYYYMMDD}.csv|.html`` (bank runs) or
+``run_doc(ctx, run_id)`` reads a run and its items and builds the report (a
+``ledger.reports.definition.ReportDoc``, both languages): parameters (file, who ran it, when in
+local time), the bridge from one side's total to the other's (``bridge``), the differences by kind
+with their gross and net amounts, charts of money, the exceptions with bank and customer names,
+the sign-off. ``write_run_reports(engine, run_id, reports_dir)`` writes it as keyed CSV + HTML
+(``ledger.reports.render_*``) to ``recon_run_{id}_{bank}_{YYYYMMDD}.csv|.html`` (bank runs) or
 ``recon_run_{id}_finance.csv|.html``; ``reports_dir`` is a path, or a ``ReportsDir`` carrying the
-language, clock and bank names (``report_labels``). Rejections: ``{file name}.rejected.csv``
-(``line,field,reason``). The day across banks is ``day_reports``.
+language, clock and bank names (``report_labels``). The catalogue serves the same document as
+``recon-run`` in every format. Rejections: ``{file name}.rejected.csv`` (``line,field,reason``).
+The day across banks is ``day_reports``.
 """
 from __future__ import annotations
 
@@ -19,14 +21,18 @@ from pathlib import Path
 
 from sqlalchemy import Engine, func, select
 
+from config.clock import Clock
 from ledger.errors import Refused
 from ledger.recon import bridge
 from ledger.recon.report_details import describe
-from ledger.recon.report_labels import ReportOptions, label, split
-from ledger.recon.report_model import Bar, Chart, Column, ReportDoc, Section, Table
-from ledger.recon.report_render import render_csv, render_html, text_cell, yuan
+from ledger.recon.report_labels import split, term
+from ledger.reports.cells import yuan
+from ledger.reports.context import ReportContext
+from ledger.reports.definition import Chart, Column, Label, ReportDoc, Section, machine
+from ledger.reports.render_csv import csv_text, text_cell
+from ledger.reports.render_html import html_text
 from ledger.recon_tables import recon_items, recon_runs
-from ledger.schema import banks, customers, payments, reversals
+from ledger.schema import customers, payments, reversals
 
 # columns of an exception the CSV keeps for machines beyond what the page shows
 MACHINE_COLUMNS = (("bank_code", "identifier"), ("business_date", "date"), ("channel", "identifier"),
@@ -37,17 +43,13 @@ MACHINE_COLUMNS = (("bank_code", "identifier"), ("business_date", "date"), ("cha
                    ("resolved_by", "text"), ("note", "text"))
 
 
-def local_time(options: ReportOptions, at: datetime | None) -> str:
+def local_time(clock: Clock, at: datetime | None) -> str:
     """A stored UTC time in the business timezone, with its offset (``2026-11-24 09:30:00 UTC+08:00``)."""
     if at is None:
         return ""
-    local = options.clock.local(at if at.tzinfo else at.replace(tzinfo=timezone.utc))
+    local = clock.local(at if at.tzinfo else at.replace(tzinfo=timezone.utc))
     offset = local.strftime("%z")
     return f"{local:%Y-%m-%d %H:%M:%S} UTC{offset[:3]}:{offset[3:]}"
-
-
-def stored_bank_names(conn) -> dict[str, str]:
-    return {code: name for code, name in conn.execute(select(banks.c.bank_code, banks.c.name))}
 
 
 def customer_names(conn, numbers) -> dict[str, str]:
@@ -59,27 +61,15 @@ def customer_names(conn, numbers) -> dict[str, str]:
     return out
 
 
-def bank_label(options: ReportOptions, code: str | None, stored: dict[str, str]) -> str:
-    name = options.bank_name(code, stored)
-    return f"{name}（{code}）" if name and options.lang == "zh" else f"{name} ({code})" if name else (code or "")
-
-
-def bridge_table(table_id: str, lines: list[bridge.BridgeLine], lang: str) -> Table:
-    cols = [Column("step", label(lang, "step")), Column("count", label(lang, "count"), "count"),
-            Column("amount", label(lang, "amount"), "money"), Column("key", "key", printed=False),
-            Column("role", "role", printed=False)]
-    rows = [{"step": label(lang, ln.key), "count": ln.count, "amount": ln.fen, "key": ln.key, "role": ln.role}
-            for ln in lines]
-    return Table(table_id, cols, rows, row_classes=[ln.role for ln in lines])
-
-
-def bridge_section(section_id: str, heading: str, lines: list[bridge.BridgeLine], lang: str) -> Section:
-    gap = bridge.check(lines) + sum(ln.fen for ln in lines if ln.key == "unexplained")
-    ok = gap == 0 and not any(ln.key == "unexplained" for ln in lines)
-    words = label(lang, "identity_ok") if ok else label(lang, "identity_bad", amount=yuan(
-        sum(ln.fen for ln in lines if ln.key == "unexplained")))
-    return Section(section_id, heading, bridge_table(section_id, lines, lang), paragraphs=[words],
-                   status="ok" if ok else "bad")
+def bridge_section(key: str, title: Label, lines: list[bridge.BridgeLine]) -> Section:
+    columns = [Column("step", term("step")), Column("count", term("count"), "count"),
+               Column("amount", term("amount"), "money"), machine("key"), machine("role")]
+    rows = [{"step": term(ln.key), "count": ln.count, "amount": ln.fen, "key": ln.key, "role": ln.role} for ln in lines]
+    unexplained = sum(ln.fen for ln in lines if ln.key == "unexplained")
+    ok = bridge.check(lines) + unexplained == 0 and not any(ln.key == "unexplained" for ln in lines)
+    words = term("identity_ok") if ok else term("identity_bad", amount=yuan(unexplained))
+    return Section(key, title, columns, rows, paragraphs=[words], status="ok" if ok else "bad",
+                   row_classes=[ln.role for ln in lines])
 
 
 def _load(conn, run_id: int) -> tuple[dict, list[dict]]:
@@ -101,164 +91,153 @@ def ledger_now(conn, bank_code: str, business_date) -> tuple[int, int]:
     return int(count), int(total)
 
 
-def _facts(run: dict, items: list[dict], options: ReportOptions) -> list[tuple[str, str]]:
-    lang = options.lang
+def _parameters(run: dict, items: list[dict], clock: Clock) -> list[tuple[Label, str | Label]]:
     open_n = sum(1 for i in items if i["status"] == "open")
-    state = label(lang, "all_matched") if not open_n else label(lang, "n_open", n=open_n)
-    return [(label(lang, "file"), f"{run['file_name']} ({run['file_format']})"), (label(lang, "sha256"), run["file_sha256"]),
-            (label(lang, "run_by"), run["actor"]), (label(lang, "finished"), local_time(options, run["finished_at"])),
-            (label(lang, "printed"), local_time(options, options.clock.now())), (label(lang, "state"), state),
-            (label(lang, "amount_unit"), label(lang, "yuan"))]
+    state = term("all_matched") if not open_n else term("n_open", n=open_n)
+    return [(term("run"), str(run["run_id"])), (term("file"), f"{run['file_name']} ({run['file_format']})"), (term("sha256"), run["file_sha256"]),
+            (term("run_by"), run["actor"]), (term("finished"), local_time(clock, run["finished_at"])),
+            (term("state"), state), (term("amount_unit"), term("yuan"))]
 
 
-def exceptions_table(items: list[dict], names: dict[str, str], options: ReportOptions, finance: bool,
-                     stored: dict[str, str]) -> Table:
-    lang = options.lang
-    cols = [Column("item", label(lang, "item"), "identifier"), Column("kind", label(lang, "kind")),
-            Column("status", label(lang, "status")), Column("date", label(lang, "date"), "date"),
-            Column("reference", label(lang, "reference"), "identifier"),
-            Column("customer_no", label(lang, "customer_no"), "identifier"),
-            Column("customer_name", label(lang, "customer_name")),
-            Column("bank_amount", label(lang, "bank_amount"), "money"),
-            Column("ledger_amount", label(lang, "ledger_amount"), "money"),
-            Column("diff", label(lang, "diff"), "money"), Column("description", label(lang, "detail")),
-            Column("resolution", label(lang, "resolution"))]
-    cols += [Column(key, key, kind, printed=False) for key, kind in MACHINE_COLUMNS]
+def exceptions_section(items: list[dict], names: dict[str, str], ctx: ReportContext, finance: bool,
+                       title: Label) -> Section:
+    columns = [Column("item", term("item"), "identifier"), Column("kind", term("kind")),
+               Column("status", term("status")), Column("date", term("date"), "date"),
+               Column("reference", term("reference"), "identifier"),
+               Column("customer_no", term("customer_no"), "identifier"),
+               Column("customer_name", term("customer_name")),
+               Column("bank_amount", term("bank_amount"), "money"), Column("ledger_amount", term("ledger_amount"), "money"),
+               Column("diff", term("diff"), "money"), Column("description", term("detail")),
+               Column("resolution", term("resolution"))]
+    columns += [machine(key, kind) for key, kind in MACHINE_COLUMNS]
     rows = []
     for i in items:
-        amount = bridge.signed(i) if finance else i["bank_amount"]
-        rows.append({**{k: i.get(k) for k, _ in MACHINE_COLUMNS}, "item": i["item_id"], "kind": label(lang, i["kind"]),
-                     "status": label(lang, i["status"]), "date": i["business_date"],
+        bank = ctx.bank_named(i["bank_code"])
+        customer = bank if finance and i["kind"] == "remittance" else names.get(i["customer_no"], "")
+        rows.append({**{k: i.get(k) for k, _ in MACHINE_COLUMNS}, "item": i["item_id"], "kind": term(i["kind"]),
+                     "status": term(i["status"]), "date": i["business_date"],
                      "reference": i["rrn"] or i["reference"] or i["cheque_no"], "customer_no": i["customer_no"],
-                     "customer_name": names.get(i["customer_no"], ""), "bank_amount": amount,
+                     "customer_name": customer, "bank_amount": bridge.signed(i) if finance else i["bank_amount"],
                      "ledger_amount": i["ledger_amount"], "diff": None if finance else bridge.difference(i),
-                     "description": describe(i, lang, bank_label(options, i["bank_code"], stored)),
-                     "resolution_code": i["resolution"],
-                     "resolution": _resolution(i, lang)})
-    return Table("exceptions", cols, rows, row_classes=[i["status"] for i in items])
+                     "description": Label(*(describe(i, lang, _in(bank, lang)) for lang in ("zh", "en"))),
+                     "resolution_code": i["resolution"], "resolution": _resolution(i)})
+    return Section("exceptions", title, columns, rows, row_classes=[i["status"] for i in items],
+                   paragraphs=[] if items else [term("none")], status="" if items else "ok")
 
 
-def _resolution(item: dict, lang: str) -> str:
+def _in(words: Label | str, lang: str) -> str:
+    return words(lang) if isinstance(words, Label) else words
+
+
+def _resolution(item: dict) -> Label | str:
     if not item["resolved_by"]:
         return ""
-    how = label(lang, f"res_{item['resolution']}") if item["resolution"] else label(lang, "by_hand")
-    return f"{how} · {item['resolved_by']}: {item['note'] or ''}"
+    how = term(f"res_{item['resolution']}") if item["resolution"] else term("by_hand")
+    return term("{how} · {by}: {note}", how=how, by=item["resolved_by"], note=item["note"] or "")
 
 
-def _differences(items: list[dict], lang: str) -> tuple[Table, Chart]:
-    cols = [Column("kind", label(lang, "kind")), Column("count", label(lang, "count"), "count"),
-            Column("open_count", label(lang, "open_count"), "count"),
-            Column("bank_side", label(lang, "bank_side"), "money"), Column("ledger_side", label(lang, "ledger_side"), "money"),
-            Column("gross", label(lang, "gross"), "money"), Column("net", label(lang, "net"), "money"),
-            Column("key", "key", printed=False)]
+def _differences(items: list[dict]) -> Section:
+    columns = [Column("kind", term("kind")), Column("count", term("count"), "count"),
+               Column("open_count", term("open_count"), "count"),
+               Column("bank_side", term("bank_side"), "money"), Column("ledger_side", term("ledger_side"), "money"),
+               Column("gross", term("gross"), "money"), Column("net", term("net"), "money"), machine("key")]
     kinds = list(bridge.BANK_KINDS) + sorted({i["kind"] for i in items} - set(bridge.BANK_KINDS))
     rows = []
     for kind in kinds:
         mine = [i for i in items if i["kind"] == kind]
-        rows.append({"kind": label(lang, kind), "key": kind, "count": len(mine),
+        rows.append({"kind": term(kind), "key": kind, "count": len(mine),
                      "open_count": sum(1 for i in mine if i["status"] == "open"),
                      "bank_side": sum(bridge.bank_side(i) for i in mine),
                      "ledger_side": sum(bridge.ledger_side_at_run(i) for i in mine),
                      "gross": sum(abs(bridge.difference(i)) for i in mine), "net": sum(bridge.difference(i) for i in mine)})
-    totals = {"kind": label(lang, "total"), "key": "total", **{k: sum(r[k] for r in rows) for k in
-                                                               ("count", "open_count", "bank_side", "ledger_side", "gross", "net")}}
-    chart = Chart("chart-differences", label(lang, "chart_differences"),
-                  {"gross": label(lang, "series_gross"), "net": label(lang, "series_net")},
-                  [(r["kind"], [Bar("gross", r["gross"]), Bar("net", r["net"])]) for r in rows])
-    return Table("differences", cols, rows, totals), chart
+    figures = ("count", "open_count", "bank_side", "ledger_side", "gross", "net")
+    totals = {"kind": term("total"), "key": "total", **{k: sum(r[k] for r in rows) for k in figures}}
+    chart = Chart(term("chart_differences"), [term("series_gross"), term("series_net")],
+                  [(r["kind"], [r["gross"], r["net"]]) for r in rows], "chart-differences")
+    return Section("differences", term("differences"), columns, rows, totals, chart=chart)
 
 
-def _channels(run: dict, lang: str) -> Section | None:
+def _channels(run: dict) -> Section | None:
     channels = json.loads(run["details"] or "{}").get("channels")
     if not channels:
         return None
-    cols = [Column("channel", label(lang, "channel")), Column("matched", label(lang, "matched"), "count"),
-            Column("matched_sum", label(lang, "matched_sum"), "money"),
-            Column("matched_reversed", label(lang, "matched_reversed"), "count")]
-    rows = [{"channel": label(lang, ch), **v} for ch, v in sorted(channels.items())]
-    return Section("channels", label(lang, "channels"), Table("channels", cols, rows))
+    columns = [Column("channel", term("channel")), Column("matched", term("matched"), "count"),
+               Column("matched_sum", term("matched_sum"), "money"),
+               Column("matched_reversed", term("matched_reversed"), "count")]
+    rows = [{"channel": term(ch), **v} for ch, v in sorted(channels.items())]
+    return Section("channels", term("channels"), columns, rows)
 
 
-def bank_run_doc(conn, run: dict, items: list[dict], options: ReportOptions) -> ReportDoc:
-    lang = options.lang
-    stored = stored_bank_names(conn)
+def bank_run_doc(ctx: ReportContext, conn, run: dict, items: list[dict]) -> ReportDoc:
     names = customer_names(conn, [i["customer_no"] for i in items])
     lines = bridge.bank_bridge(run, items)
     since = bridge.ledger_since(run, items, *ledger_now(conn, run["bank_code"], run["business_date"]))
-    differences, diff_chart = _differences(items, lang)
-    totals_chart = Chart("chart-totals", label(lang, "chart_totals"), {"amount": label(lang, "series_total")},
-                         [(label(lang, k), [Bar("amount", v)]) for k, v in (
+    totals_chart = Chart(term("chart_totals"), [term("series_total")],
+                         [(term(k), [v]) for k, v in (
                              ("bank_total", int(run["bank_sum"])), ("matched", int(run["matched_sum"])),
-                             ("ledger_total", int(run["ledger_sum"])), ("ledger_now", since[-1].fen))])
-    title = label(lang, "run_title_bank", run=run["run_id"], bank=bank_label(options, run["bank_code"], stored),
-                  date=run["business_date"])
-    sections = [bridge_section("bridge", label(lang, "bridge"), lines, lang),
-                bridge_section("since", label(lang, "since"), since, lang),
-                Section("differences", label(lang, "differences"), differences, diff_chart),
-                Section("totals-chart", label(lang, "chart_totals"), chart=totals_chart),
-                _channels(run, lang),
-                Section("exceptions", f"{label(lang, 'exceptions')} ({len(items)})",
-                        exceptions_table(items, names, options, False, stored) if items else None,
-                        paragraphs=[] if items else [label(lang, "none")], status="" if items else "ok")]
-    return ReportDoc(title, lang, _facts(run, items, options), [s for s in sections if s is not None], sign_off(lang))
+                             ("ledger_total", int(run["ledger_sum"])), ("ledger_now", since[-1].fen))], "chart-totals")
+    title = term("run_title_bank", run=run["run_id"], bank=ctx.bank_named(run["bank_code"]), date=run["business_date"])
+    sections = [bridge_section("bridge", term("bridge"), lines), bridge_section("since", term("since"), since),
+                _differences(items), Section("totals-chart", term("chart_totals"), chart=totals_chart),
+                _channels(run),
+                exceptions_section(items, names, ctx, False, term("{x} ({n})", x=term("exceptions"), n=len(items)))]
+    return ReportDoc("recon-run", title, _parameters(run, items, ctx.clock), [s for s in sections if s is not None],
+                     ctx.clock.local(ctx.clock.now()), sign_off=sign_off())
 
 
-def sign_off(lang: str) -> list[str]:
-    return [label(lang, k) for k in ("prepared_by", "checked_by", "approved_by", "sign_date")]
+def sign_off() -> list[Label]:
+    return [term(k) for k in ("prepared_by", "checked_by", "approved_by", "sign_date")]
 
 
-def _entries(items: list[dict], lang: str) -> tuple[Table, Chart]:
-    cols = [Column("kind", label(lang, "kind")), Column("status", label(lang, "status")),
-            Column("count", label(lang, "count"), "count"), Column("amount", label(lang, "amount"), "money"),
-            Column("key", "key", printed=False)]
+def _entries(items: list[dict]) -> Section:
+    columns = [Column("kind", term("kind")), Column("status", term("status")),
+               Column("count", term("count"), "count"), Column("amount", term("amount"), "money"), machine("key")]
     groups: dict[tuple[str, str], list[int]] = {}
     for i in items:
         g = groups.setdefault((i["kind"], i["status"]), [0, 0])
         g[0] += 1
         g[1] += bridge.signed(i)
-    rows = [{"kind": label(lang, k), "status": label(lang, s), "count": n, "amount": fen, "key": f"{k}:{s}"}
+    rows = [{"kind": term(k), "status": term(s), "count": n, "amount": fen, "key": f"{k}:{s}"}
             for (k, s), (n, fen) in sorted(groups.items())]
-    totals = {"kind": label(lang, "total"), "count": len(items), "amount": sum(bridge.signed(i) for i in items)}
+    totals = {"kind": term("total"), "count": len(items), "amount": sum(bridge.signed(i) for i in items)}
     by_kind: dict[str, dict[str, int]] = {}
     for (k, s), (_, fen) in groups.items():
         by_kind.setdefault(k, {})["matched" if s == "matched" else "open"] = fen
-    chart = Chart("chart-entries", label(lang, "chart_entries"),
-                  {"matched": label(lang, "series_matched"), "open": label(lang, "series_open")},
-                  [(label(lang, k), [Bar("matched", v.get("matched", 0)), Bar("open", v.get("open", 0))])
-                   for k, v in sorted(by_kind.items())])
-    return Table("entries", cols, rows, totals), chart
+    chart = Chart(term("chart_entries"), [term("series_matched"), term("series_open")],
+                  [(term(k), [v.get("matched", 0), v.get("open", 0)]) for k, v in sorted(by_kind.items())],
+                  "chart-entries")
+    return Section("entries", term("entries"), columns, rows, totals, chart=chart)
 
 
-def finance_run_doc(conn, run: dict, items: list[dict], options: ReportOptions) -> ReportDoc:
-    lang = options.lang
-    stored = stored_bank_names(conn)
+def finance_run_doc(ctx: ReportContext, conn, run: dict, items: list[dict]) -> ReportDoc:
     names = customer_names(conn, [i["customer_no"] for i in items])
-    by_kind = bridge.collections_by_kind(items)
-    cols = [Column("kind", label(lang, "kind")), Column("count", label(lang, "count"), "count"),
-            Column("amount", label(lang, "amount"), "money"), Column("key", "key", printed=False)]
-    rows = [{"kind": label(lang, k), "count": n, "amount": fen, "key": k} for k, (n, fen) in sorted(by_kind.items())]
-    collections = Table("collections", cols, rows, {"kind": label(lang, "total"), "count": sum(r["count"] for r in rows),
-                                                    "amount": sum(r["amount"] for r in rows)})
-    entries, chart = _entries(items, lang)
+    columns = [Column("kind", term("kind")), Column("count", term("count"), "count"),
+               Column("amount", term("amount"), "money"), machine("key")]
+    rows = [{"kind": term(k), "count": n, "amount": fen, "key": k}
+            for k, (n, fen) in sorted(bridge.collections_by_kind(items).items())]
+    collections = Section("collections", term("collections_by_kind"), columns, rows,
+                          {"kind": term("total"), "count": sum(r["count"] for r in rows),
+                           "amount": sum(r["amount"] for r in rows)})
     exceptions = [i for i in items if i["status"] != "matched"]
-    table = exceptions_table(exceptions, names, options, True, stored)
-    for row, i in zip(table.rows, exceptions):   # a remittance is a bank's: its name where a customer's would be
-        if i["kind"] == "remittance":
-            row["customer_name"] = bank_label(options, i["bank_code"], stored)
-    sections = [bridge_section("bridge", label(lang, "bridge_finance"), bridge.finance_bridge(items), lang),
-                Section("collections", label(lang, "collections_by_kind"), collections),
-                Section("entries", label(lang, "entries"), entries, chart),
-                Section("exceptions", f"{label(lang, 'exceptions')} ({len(exceptions)})", table if exceptions else None,
-                        paragraphs=[] if exceptions else [label(lang, "none")], status="" if exceptions else "ok")]
-    title = label(lang, "run_title_finance", run=run["run_id"])
-    return ReportDoc(title, lang, _facts(run, items, options), sections, sign_off(lang))
+    sections = [bridge_section("bridge", term("bridge_finance"), bridge.finance_bridge(items)), collections,
+                _entries(items),
+                exceptions_section(exceptions, names, ctx, True,
+                                   term("{x} ({n})", x=term("exceptions"), n=len(exceptions)))]
+    return ReportDoc("recon-run", term("run_title_finance", run=run["run_id"]), _parameters(run, items, ctx.clock),
+                     sections, ctx.clock.local(ctx.clock.now()), sign_off=sign_off())
 
 
-def build_run_doc(conn, run_id: int, options: ReportOptions = ReportOptions()) -> tuple[dict, ReportDoc]:
+def run_doc(ctx: ReportContext, run_id: int) -> ReportDoc:
+    """A run's report, as the run and its items stand now."""
+    return build_run_doc(ctx, run_id)[1]
+
+
+def build_run_doc(ctx: ReportContext, run_id: int) -> tuple[dict, ReportDoc]:
     """(the run's row, its report)."""
-    run, items = _load(conn, run_id)
-    build = bank_run_doc if run["kind"] == "bank" else finance_run_doc
-    return run, build(conn, run, items, options)
+    with ctx.engine.connect() as conn:
+        run, items = _load(conn, run_id)
+        build = bank_run_doc if run["kind"] == "bank" else finance_run_doc
+        return run, build(ctx, conn, run, items)
 
 
 def run_stem(run: dict) -> str:
@@ -270,15 +249,15 @@ def run_stem(run: dict) -> str:
 def write_run_reports(engine: Engine, run_id: int, reports_dir) -> list[Path]:
     directory, options = split(reports_dir)
     directory.mkdir(parents=True, exist_ok=True)
-    with engine.connect() as conn:
-        run, doc = build_run_doc(conn, run_id, options)
-    return write_doc(doc, directory, run_stem(run))
+    run, doc = build_run_doc(options.context(engine), run_id)
+    return write_doc(doc, directory, run_stem(run), options.lang)
 
 
-def write_doc(doc: ReportDoc, directory: Path, stem: str) -> list[Path]:
+def write_doc(doc: ReportDoc, directory: Path, stem: str, lang: str) -> list[Path]:
+    """The report as keyed CSV (for programs and spreadsheets) and HTML (to read, print and sign)."""
     csv_path, html_path = directory / f"{stem}.csv", directory / f"{stem}.html"
-    atomic_write(csv_path, render_csv(doc), "utf-8-sig")
-    atomic_write(html_path, render_html(doc), "utf-8")
+    atomic_write(csv_path, csv_text(doc, lang, keyed=True).lstrip("\ufeff"), "utf-8-sig")
+    atomic_write(html_path, html_text(doc, lang), "utf-8")
     return [csv_path, html_path]
 
 

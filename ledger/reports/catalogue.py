@@ -9,6 +9,11 @@ and ``GET /v1/reports/{name}`` share.
 | ``month-end`` | ``month`` | the month-end receivables summary (its identity: ledger/reports/month_end.py) |
 | ``aging`` | ``as_of`` | open bills by age, by district and customer type |
 | ``arrears`` | ``as_of``, ``district``, ``min_days`` | customers with overdue bills, for follow-up |
+| ``recon-day`` | ``date`` | each bank's reconciliation of a business date (ledger/recon/day_reports.py) |
+| ``recon-run`` | ``run_id`` | one reconciliation run: its bridge, differences, exceptions (ledger/recon/run_reports.py) |
+
+Formats: ``html``, ``csv`` (the sheet layout), ``xlsx``, ``text`` (aligned, for a terminal) and JSON
+(``json_chunks``).
 """
 from __future__ import annotations
 
@@ -17,18 +22,23 @@ from dataclasses import dataclass
 from datetime import date
 from typing import BinaryIO, Callable, Iterator
 
+from ledger.recon.day_reports import day_doc
+from ledger.recon.run_reports import run_doc
 from ledger.reports.aging import aging_report, arrears_list
 from ledger.reports.cells import resolved
 from ledger.reports.collections import confirmed_report, daily_collections, monthly_collections
 from ledger.reports.context import ReportContext
-from ledger.reports.definition import ReportDoc
+from ledger.reports.definition import ReportDoc, say
 from ledger.reports.month_end import month_end_summary
 from ledger.reports.render_csv import write_csv
 from ledger.reports.render_html import write_html
+from ledger.reports.render_text import write_text
 from ledger.reports.render_xlsx import write_xlsx
 
-FORMATS = ("html", "csv", "xlsx")
+FORMATS = ("html", "csv", "xlsx", "text")
+TEXT_WRITERS = {"html": write_html, "csv": write_csv, "text": write_text}
 MEDIA_TYPES = {"html": "text/html; charset=utf-8", "csv": "text/csv; charset=utf-8",
+               "text": "text/plain; charset=utf-8",
                "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
                "json": "application/json"}
 
@@ -46,6 +56,7 @@ class ReportParams:
     as_of: date | None = None         # aging, arrears (default: today's business date)
     district: str | None = None       # arrears
     min_days: int = 1                 # arrears
+    run_id: int | None = None         # recon-run
 
     def need(self, name: str, what: str):
         value = getattr(self, what)
@@ -80,6 +91,8 @@ REPORTS: dict[str, Callable[[ReportContext, ReportParams], ReportDoc]] = {
     "month-end": lambda ctx, p: month_end_summary(ctx, p.need("month-end", "month")),
     "aging": lambda ctx, p: aging_report(ctx, _as_of(ctx, p)),
     "arrears": _arrears,
+    "recon-day": lambda ctx, p: day_doc(ctx, p.need("recon-day", "date")),
+    "recon-run": lambda ctx, p: run_doc(ctx, p.need("recon-run", "run_id")),
 }
 
 
@@ -90,7 +103,7 @@ def build(name: str, ctx: ReportContext, params: ReportParams) -> ReportDoc:
 
 
 def write(doc: ReportDoc, fmt: str, out: BinaryIO, lang: str = "zh") -> None:
-    """Write the report to a binary stream in ``fmt`` (html, csv, xlsx; text as UTF-8)."""
+    """Write the report to a binary stream in ``fmt`` (html, csv, xlsx, text; the text formats as UTF-8)."""
     if fmt == "xlsx":
         write_xlsx(doc, out, lang)
         return
@@ -98,14 +111,14 @@ def write(doc: ReportDoc, fmt: str, out: BinaryIO, lang: str = "zh") -> None:
 
     text = io.TextIOWrapper(out, encoding="utf-8", newline="", write_through=True)
     try:
-        (write_html if fmt == "html" else write_csv)(doc, text, lang)
+        TEXT_WRITERS[fmt](doc, text, lang)
         text.flush()
     finally:
         text.detach()
 
 
 def file_name(doc: ReportDoc, fmt: str) -> str:
-    stem = "-".join([doc.name] + [str(v).replace(" – ", "_") for _, v in doc.parameters[:1]])
+    stem = "-".join([doc.name] + [say(v, "en").replace(" – ", "_") for _, v in doc.parameters[:1]])
     return f"{stem}.{fmt}"
 
 
@@ -117,14 +130,16 @@ def json_chunks(doc: ReportDoc, lang: str = "zh") -> Iterator[str]:
             return None
         return {k: (v.isoformat() if isinstance(v, date) else resolved(v, lang)) for k, v in row.items()}
 
-    head = {"name": doc.name, "title": doc.title(lang),
-            "parameters": [{"label": label(lang), "value": value} for label, value in doc.parameters],
-            "generated_at": doc.generated_at.isoformat()}
+    head = {"name": doc.name, "title": say(doc.title, lang),
+            "parameters": [{"label": say(label, lang), "value": say(value, lang)} for label, value in doc.parameters],
+            "generated_at": doc.generated_at.isoformat(), "notes": [say(n, lang) for n in doc.notes],
+            "sign_off": [say(s, lang) for s in doc.sign_off]}
     yield json.dumps(head, ensure_ascii=False)[:-1] + ', "sections": ['
     for i, section in enumerate(doc.sections):
-        columns = [{"key": c.key, "label": c.label(lang), "kind": c.kind} for c in section.columns]
-        yield ("," if i else "") + json.dumps({"key": section.key, "title": section.title(lang), "columns": columns},
-                                              ensure_ascii=False)[:-1] + ', "rows": ['
+        columns = [{"key": c.key, "label": say(c.label, lang), "kind": c.kind} for c in section.columns]
+        head = {"key": section.key, "title": say(section.title, lang), "columns": columns,
+                "paragraphs": [say(p, lang) for p in section.paragraphs]}
+        yield ("," if i else "") + json.dumps(head, ensure_ascii=False)[:-1] + ', "rows": ['
         for j, row in enumerate(section.rows):
             yield ("," if j else "") + json.dumps(plain(row), ensure_ascii=False)
         yield '], "totals": ' + json.dumps(plain(section.totals), ensure_ascii=False) + "}"

@@ -1,5 +1,6 @@
 """What every report builder is handed: the database, the clock (local time, business dates) and the
-banks' names, and the labels of codes that reports share."""
+banks' names (Chinese, and English where the configuration gives one), and the labels of codes that
+reports share."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -32,11 +33,27 @@ class ReportContext:
     engine: Engine
     clock: Clock
     bank_names: dict[str, str] = field(default_factory=dict)
+    bank_names_en: dict[str, str] = field(default_factory=dict)   # banks.<code>.name_en
 
     def bank(self, code: str) -> str:
         """A bank as finance reads it: its name beside its code."""
         name = self.bank_names.get(code)
         return f"{code} {name}" if name else code
+
+    def bank_name(self, code: str | None) -> Label | str:
+        """A bank's name alone, in either language (English where configured, else the Chinese)."""
+        name = self.bank_names.get(code or "", "")
+        return Label(name, self.bank_names_en.get(code, name)) if code in self.bank_names_en else name
+
+    def bank_named(self, code: str | None) -> Label | str:
+        """A bank's name with its code in brackets: ``中国工商银行（0102）``, ``ICBC (0102)``."""
+        if not code:
+            return ""
+        name = self.bank_name(code)
+        if not name:
+            return code
+        return Label(f"{name('zh') if isinstance(name, Label) else name}（{code}）",
+                     f"{name('en') if isinstance(name, Label) else name} ({code})")
 
 
 def bank_names(engine: Engine, configured: dict | None = None) -> dict[str, str]:
@@ -48,3 +65,13 @@ def bank_names(engine: Engine, configured: dict | None = None) -> dict[str, str]
         if getattr(bank, "name", ""):
             names[code] = bank.name
     return names
+
+
+def bank_names_en(configured: dict | None) -> dict[str, str]:
+    """Each configured bank's English name (``banks.<code>.name_en``), where it has one."""
+    return {code: bank.name_en for code, bank in (configured or {}).items() if getattr(bank, "name_en", "")}
+
+
+def report_context(engine: Engine, clock: Clock, configured: dict | None = None) -> ReportContext:
+    """The context of a site: its banks' names from the ``banks`` table and the configuration."""
+    return ReportContext(engine, clock, bank_names(engine, configured), bank_names_en(configured))

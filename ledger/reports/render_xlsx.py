@@ -2,7 +2,8 @@
 identifiers and text as strings (never a formula, never a number: leading zeros stay), counts as
 integers, money as a number of yuan with the format ``#,##0.00``, dates as dates, percentages as
 numbers formatted ``0.00%``. ``constant_memory`` mode: each row goes to disk as it is written, so a
-million-row list takes the memory of one row.
+million-row list takes the memory of one row. Every column is written, printed or not (a
+workbook is for working with the figures); sections without a table (paragraphs, a chart) are left out.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import BinaryIO
 import xlsxwriter
 
 from ledger.reports.cells import resolved
-from ledger.reports.definition import Column, ReportDoc
+from ledger.reports.definition import Column, ReportDoc, say
 
 WIDTHS = {"text": 24, "identifier": 16, "count": 10, "money": 16, "date": 12, "percent": 10}
 
@@ -42,23 +43,23 @@ def write_xlsx(doc: ReportDoc, out: BinaryIO | str, lang: str = "zh") -> None:
             if k in ("money", "count", "date", "percent", "text")}
     unit = "（元）" if lang != "en" else " (yuan)"
     taken: set[str] = set()
-    for section in doc.sections:
-        sheet = book.add_worksheet(_sheet_name(section.title(lang), taken))
+    for section in (s for s in doc.sections if s.columns):
+        sheet = book.add_worksheet(_sheet_name(say(section.title, lang), taken))
         for i, c in enumerate(section.columns):
             sheet.set_column(i, i, WIDTHS[c.kind])
-        sheet.write_string(0, 0, doc.title(lang), formats["title"])
+        sheet.write_string(0, 0, say(doc.title, lang), formats["title"])
         r = 1
         for label, value in doc.parameters:
-            sheet.write_string(r, 0, label(lang))
-            sheet.write_string(r, 1, str(value))
+            sheet.write_string(r, 0, say(label, lang))
+            sheet.write_string(r, 1, say(value, lang))
             r += 1
         sheet.write_string(r, 0, "generated" if lang == "en" else "生成时间")
         sheet.write_string(r, 1, doc.generated_at.strftime("%Y-%m-%d %H:%M:%S %z"))
         r += 2
-        sheet.write_string(r, 0, section.title(lang), formats["title"])
+        sheet.write_string(r, 0, say(section.title, lang), formats["title"])
         r += 1
         for i, c in enumerate(section.columns):
-            sheet.write_string(r, i, c.label(lang) + (unit if c.kind == "money" else ""), formats["header"])
+            sheet.write_string(r, i, say(c.label, lang) + (unit if c.kind == "money" else ""), formats["header"])
         sheet.freeze_panes(r + 1, 0)
         r += 1
         for row in section.rows:
@@ -72,7 +73,7 @@ def write_xlsx(doc: ReportDoc, out: BinaryIO | str, lang: str = "zh") -> None:
 def _write_row(sheet, r: int, columns: list[Column], row: dict, formats: dict, lang: str) -> None:
     for i, c in enumerate(columns):
         value = resolved(row.get(c.key), lang)
-        if value is None:
+        if value is None or value == "":
             continue
         if c.kind == "money":
             sheet.write_number(r, i, value / 100, formats["money"])
