@@ -10,7 +10,9 @@ import pytest
 
 from api.problems import BASE
 from api_harness import operator_name, running_service
+from ledger.recon.matching import reconcile_bank_file
 from report_ledger import K1, build_ledger
+from test_recon_support import BANK, DAY, build_world, write_bank_file
 
 
 @pytest.fixture
@@ -45,3 +47,28 @@ def test_each_format_over_http(service):
         assert http.get("/v1/reports/receivables", params={"period": "202611", "format": "xlsx"}).status_code == 422
     with service.client(service.login(operator_name("clerk"))) as http:
         assert http.get("/v1/reports/aging", params={"as_of": "2026-11-30"}).status_code == 403
+
+
+def test_reconciliation_reports_over_http(db_url, tmp_path):
+    """``recon`` (the day across banks) and ``recon-run`` are the catalogue's: every format, either language."""
+    world = build_world(db_url)
+    run = reconcile_bank_file(world.engine, write_bank_file(tmp_path, world.lines), actor="alice",
+                              reports_dir=tmp_path / "reports")
+    world.engine.dispose()
+    with running_service(db_url) as service, service.client(service.login(operator_name("finance"))) as http:
+        day = http.get("/v1/reports/recon", params={"date": DAY.isoformat(), "lang": "en"}).json()
+        assert day["title"] == f"Reconciliation of business date {DAY}"
+        (banks,) = day["sections"]
+        assert [r["bank_code"] for r in banks["rows"]] == [BANK] and banks["totals"]["open"] == 9
+        as_xlsx = http.get("/v1/reports/recon", params={"date": DAY.isoformat(), "format": "xlsx"})
+        assert f'filename="recon-day-{DAY}.xlsx"' in as_xlsx.headers["content-disposition"]
+        sheet = openpyxl.load_workbook(io.BytesIO(as_xlsx.content)).worksheets[0]
+        assert sheet["A1"].value == f"{DAY} 各银行对账汇总"
+        assert any(row[0].value == BANK and row[0].data_type == "s" for row in sheet.iter_rows())
+        page = http.get("/v1/reports/recon-run", params={"run_id": run.run_id, "format": "html", "lang": "en"})
+        assert page.status_code == 200 and '<table id="bridge">' in page.text and "checked by:" in page.text
+        as_csv = http.get("/v1/reports/recon-run", params={"run_id": run.run_id, "format": "csv"})
+        rows = list(csv.reader(io.StringIO(as_csv.content.decode("utf-8-sig"))))
+        assert ["项目", "笔数", "金额（元）", "金额（分）", "key", "role"] in rows
+        assert http.get("/v1/reports/recon-run", params={"run_id": 999_999}).status_code == 404
+        assert http.get("/v1/reports/recon-run").status_code == 422

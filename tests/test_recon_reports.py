@@ -6,6 +6,8 @@ debit line, exceptions as a net difference, yuan everywhere, bank and customer n
 identifiers that stay text in a spreadsheet."""
 from __future__ import annotations
 
+import io
+import json
 import re
 import shutil
 import struct
@@ -14,6 +16,7 @@ import zlib
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import openpyxl
 import pytest
 from pypdf import PdfReader
 
@@ -22,6 +25,7 @@ from ledger.recon.day_reports import day_report, day_text
 from ledger.recon.finance import reconcile_statement
 from ledger.recon.matching import reconcile_bank_file
 from ledger.recon.report_labels import ReportOptions, ReportsDir
+from ledger.reports.catalogue import ReportParams, build, json_chunks, write
 from ledger.reports.render_csv import csv_tables, identifier_value
 from ledger.synchronous_posting import post
 from ledger_helpers import T0, add_banks, add_bills, add_customers, customer_row, new_engine, payment
@@ -290,3 +294,44 @@ def test_finance_and_day_reports_render_in_both_languages(reported, tmp_path):
     assert "report:" in english and "Reconciliation run" in page and "ICBC Guangzhou (01020000)" in page
     assert "missing in the ledger (bank only)" in page and "银行" not in page
     assert gridpay("recon", "run-report", "999999", "--url", w.url, "--reports", tmp_path / "en", env=env).returncode == 1
+
+
+def test_recon_reports_are_the_catalogues_in_every_format(reported, tmp_path):
+    """The run and day reports are documents of the one report model: XLSX with typed cells, JSON in
+    fen, text for the terminal, in either language from the same document; the command serves them."""
+    w, bank, fin, _ = reported
+    ctx = ReportOptions("zh", ManualClock(RUN_AT), NAMES).context(w.engine)
+    run = build("recon-run", ctx, ReportParams(run_id=bank.run_id))
+    book_path = tmp_path / "run.xlsx"
+    with open(book_path, "wb") as fh:
+        write(run, "xlsx", fh, "en")
+    book = openpyxl.load_workbook(book_path)
+    bridge = book.worksheets[0]
+    assert bridge["A1"].value.startswith("Reconciliation run") and "ICBC Guangzhou (01020000)" in bridge["A1"].value
+    header_at = next(r for r in bridge.iter_rows() if r[0].value == "item")
+    first = next(bridge.iter_rows(min_row=header_at[0].row + 1))
+    assert (first[0].value, first[1].data_type, first[2].value) == ("bank file total (S lines)", "n", 3301.0)
+    assert first[2].number_format == "#,##0.00" and first[3].value == "bank_total"        # the machine key kept
+    exceptions = next(s for s in book.worksheets if s.title.startswith("Exceptions"))
+    rows = list(exceptions.iter_rows())
+    at = next(i for i, r in enumerate(rows) if r[0].value == "item")
+    bank_code = [c.value for c in rows[at]].index("bank_code")
+    assert all(r[0].data_type == "s" and r[bank_code].value == BANK for r in rows[at + 1:])   # identifiers as text
+    assert len(rows) - at - 1 == 9
+    as_json = json.loads("".join(json_chunks(run, "zh")))
+    sections = {s["key"]: s for s in as_json["sections"]}
+    assert {r["key"]: r["amount"] for r in sections["bridge"]["rows"]}["bank_total"] == 330_100   # fen
+    assert sections["bridge"]["paragraphs"] == ["调节相符"] and as_json["sign_off"][1] == "复核人："
+    assert len(sections["exceptions"]["rows"]) == 9 and sections["exceptions"]["rows"][0]["bank_code"] == BANK
+    day = build("recon-day", ctx, ReportParams(date=DAY))
+    text = io.BytesIO()
+    write(day, "text", text, "en")
+    assert "Reconciliation of business date" in text.getvalue().decode() and "ICBC Guangzhou" in text.getvalue().decode()
+    page = tmp_path / "run-en.html"
+    done = gridpay("report", "recon-run", bank.run_id, "--lang", "en", "--out", page, "--url", w.url, check=True)
+    assert done.returncode == 0 and "missing in the ledger (bank only)" in page.read_text(encoding="utf-8")
+    day_book = tmp_path / "day.xlsx"
+    gridpay("report", "recon-day", "--date", DAY, "--format", "xlsx", "--out", day_book, "--url", w.url, check=True)
+    sheet = openpyxl.load_workbook(day_book).worksheets[0]
+    assert any(row[0].value == BANK and row[0].data_type == "s" for row in sheet.iter_rows())   # the code stays text
+    assert gridpay("report", "recon-run", "999999", "--url", w.url).returncode != 0

@@ -9,7 +9,8 @@ Public API (import from the submodules; names re-exported lazily here):
   and ``resolve_item_in`` in the caller's transaction, for the HTTP service)
 - ``run_page``, ``item_page`` (lists: runs and items page by page)
 - ``day_report``, ``write_day_reports`` (day_reports), ``write_run_reports`` (run_reports), ``ReportsDir``,
-  ``ReportOptions`` (report_labels: language, clock, bank names)
+  ``ReportOptions`` (report_labels: language, clock, bank names); the reports are documents of the one
+  report model (``ledger.reports``), served by its catalogue as ``recon-day`` and ``recon-run``
 - ``DropWatcher``, ``poll_forever``, ``register_handler`` (watch)
 """
 from __future__ import annotations

@@ -20,9 +20,9 @@ from sqlalchemy import Engine, select
 from ledger.recon import bridge
 from ledger.recon.match_queries import active_match_of_run, expected_remittance
 from ledger.recon.report_labels import ReportOptions, split, term
-from ledger.recon.run_reports import sign_off, write_doc
+from ledger.recon.run_reports import write_doc
 from ledger.recon_tables import recon_items, recon_runs
-from ledger.reports.context import ReportContext
+from ledger.reports.context import SIGN_OFF, ReportContext
 from ledger.reports.definition import Chart, Column, Label, ReportDoc, Section, machine, say
 from ledger.reports.render_text import write_text
 from ledger.schema import payments
@@ -86,7 +86,8 @@ def day_doc(ctx: ReportContext, business_date: date) -> ReportDoc:
     rows = [{**r, "bank_name": ctx.bank_name(r["bank_code"])} for r in rep.rows]
     totals = {**rep.totals(), "bank_code": term("total")} if rows else None
     chart = Chart(term("chart_banks"), [term("series_matched"), term("open_gross"), term("open_net")],
-                  [(ctx.bank_named(r["bank_code"]), [r["matched_sum"], r["open_gross"], r["open_net"]]) for r in rep.rows],
+                  [(ctx.bank_named(r["bank_code"]), [r["matched_sum"], r["open_gross"], r["open_net"]])
+                   for r in rep.rows],
                   "chart-banks")
     notes = [] if rows else [term("no_run")]
     if rep.unreconciled_banks:
@@ -95,8 +96,9 @@ def day_doc(ctx: ReportContext, business_date: date) -> ReportDoc:
         notes.append(term("unreconciled", banks=listed))
     section = Section("banks", term("banks"), columns, rows, totals, chart=chart, paragraphs=notes,
                       status="bad" if notes else "")
-    return ReportDoc("recon-day", term("day_title", date=business_date), [(term("date"), business_date.isoformat()), (term("amount_unit"), term("yuan"))],
-                     [section], ctx.clock.local(ctx.clock.now()), sign_off=sign_off())
+    parameters = [(term("date"), business_date.isoformat()), (term("amount_unit"), term("yuan"))]
+    return ReportDoc("recon-day", term("day_title", date=business_date), parameters,
+                     [section], ctx.clock.local(), sign_off=SIGN_OFF)
 
 
 def day_text(engine: Engine, business_date: date, options: ReportOptions = ReportOptions()) -> str:

@@ -4,7 +4,8 @@
 languages; the report is rendered in one). ``ReportOptions``: the language the files are written
 in (``zh`` | ``en``), the clock whose zone local times are shown in, and bank names from the
 configuration (code -> (name, English name); a bank not named there is shown by its
-``banks.name`` row); ``options.context(engine)`` is the report context they make. ``ReportsDir``: a reports directory carrying its options; it is
+``banks.name`` row); ``options.context(engine)`` is the report context they make.
+``ReportsDir``: a reports directory carrying its options; it is
 a path (``os.PathLike``), so code that only passes the directory on (the reconciliation runs)
 hands the options on with it.
 """
@@ -32,8 +33,6 @@ LABELS: dict[str, tuple[str, str]] = {
     "state": ("状态", "state"), "all_matched": ("全部相符", "everything matched"),
     "n_open": ("{n} 笔差异未处理", "{n} open exception(s)"),
     "amount_unit": ("金额单位", "amounts in"), "yuan": ("元", "yuan"),
-    "prepared_by": ("编制人：", "prepared by:"), "checked_by": ("复核人：", "checked by:"),
-    "approved_by": ("财务负责人：", "approved by:"), "sign_date": ("日期：", "date:"),
     # sections
     "bridge": ("银行合计至账务合计调节表", "Bridge from the bank's total to the ledger's total"),
     "bridge_finance": ("对账单合计至实收调节表", "Bridge from the statement to the collections"),
@@ -44,7 +43,8 @@ LABELS: dict[str, tuple[str, str]] = {
     "chart_totals": ("合计金额（元）", "Totals in yuan"),
     "chart_entries": ("对账单金额（元）", "Statement amounts in yuan"),
     "chart_banks": ("各银行金额（元）", "Amounts by bank in yuan"),
-    "channels": ("渠道", "Channels"), "exceptions": ("差异明细", "Exceptions"),
+    "channels": ("渠道", "Channels"), "exceptions": ("差异明细 ({n})", "Exceptions ({n})"),
+    "resolved_as": ("{how} · {by}: {note}", "{how} · {by}: {note}"),
     "entries": ("对账单明细", "Statement entries"), "banks": ("各银行", "By bank"),
     "none": ("无", "none"), "no_run": ("当日无已对账的银行文件", "no bank file reconciled for this date"),
     "unreconciled": ("有交易但未对账的银行：{banks}", "banks with payments but no reconciled file: {banks}"),

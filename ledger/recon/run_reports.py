@@ -27,7 +27,7 @@ from ledger.recon import bridge
 from ledger.recon.report_details import describe
 from ledger.recon.report_labels import split, term
 from ledger.reports.cells import yuan
-from ledger.reports.context import ReportContext
+from ledger.reports.context import SIGN_OFF, ReportContext
 from ledger.reports.definition import Chart, Column, Label, ReportDoc, Section, machine
 from ledger.reports.render_csv import csv_text, text_cell
 from ledger.reports.render_html import html_text
@@ -94,7 +94,8 @@ def ledger_now(conn, bank_code: str, business_date) -> tuple[int, int]:
 def _parameters(run: dict, items: list[dict], clock: Clock) -> list[tuple[Label, str | Label]]:
     open_n = sum(1 for i in items if i["status"] == "open")
     state = term("all_matched") if not open_n else term("n_open", n=open_n)
-    return [(term("run"), str(run["run_id"])), (term("file"), f"{run['file_name']} ({run['file_format']})"), (term("sha256"), run["file_sha256"]),
+    return [(term("run"), str(run["run_id"])), (term("file"), f"{run['file_name']} ({run['file_format']})"),
+            (term("sha256"), run["file_sha256"]),
             (term("run_by"), run["actor"]), (term("finished"), local_time(clock, run["finished_at"])),
             (term("state"), state), (term("amount_unit"), term("yuan"))]
 
@@ -106,7 +107,8 @@ def exceptions_section(items: list[dict], names: dict[str, str], ctx: ReportCont
                Column("reference", term("reference"), "identifier"),
                Column("customer_no", term("customer_no"), "identifier"),
                Column("customer_name", term("customer_name")),
-               Column("bank_amount", term("bank_amount"), "money"), Column("ledger_amount", term("ledger_amount"), "money"),
+               Column("bank_amount", term("bank_amount"), "money"),
+               Column("ledger_amount", term("ledger_amount"), "money"),
                Column("diff", term("diff"), "money"), Column("description", term("detail")),
                Column("resolution", term("resolution"))]
     columns += [machine(key, kind) for key, kind in MACHINE_COLUMNS]
@@ -133,7 +135,7 @@ def _resolution(item: dict) -> Label | str:
     if not item["resolved_by"]:
         return ""
     how = term(f"res_{item['resolution']}") if item["resolution"] else term("by_hand")
-    return term("{how} · {by}: {note}", how=how, by=item["resolved_by"], note=item["note"] or "")
+    return term("resolved_as", how=how, by=item["resolved_by"], note=item["note"] or "")
 
 
 def _differences(items: list[dict]) -> Section:
@@ -149,7 +151,8 @@ def _differences(items: list[dict]) -> Section:
                      "open_count": sum(1 for i in mine if i["status"] == "open"),
                      "bank_side": sum(bridge.bank_side(i) for i in mine),
                      "ledger_side": sum(bridge.ledger_side_at_run(i) for i in mine),
-                     "gross": sum(abs(bridge.difference(i)) for i in mine), "net": sum(bridge.difference(i) for i in mine)})
+                     "gross": sum(abs(bridge.difference(i)) for i in mine),
+                     "net": sum(bridge.difference(i) for i in mine)})
     figures = ("count", "open_count", "bank_side", "ledger_side", "gross", "net")
     totals = {"kind": term("total"), "key": "total", **{k: sum(r[k] for r in rows) for k in figures}}
     chart = Chart(term("chart_differences"), [term("series_gross"), term("series_net")],
@@ -180,13 +183,9 @@ def bank_run_doc(ctx: ReportContext, conn, run: dict, items: list[dict]) -> Repo
     sections = [bridge_section("bridge", term("bridge"), lines), bridge_section("since", term("since"), since),
                 _differences(items), Section("totals-chart", term("chart_totals"), chart=totals_chart),
                 _channels(run),
-                exceptions_section(items, names, ctx, False, term("{x} ({n})", x=term("exceptions"), n=len(items)))]
+                exceptions_section(items, names, ctx, False, term("exceptions", n=len(items)))]
     return ReportDoc("recon-run", title, _parameters(run, items, ctx.clock), [s for s in sections if s is not None],
-                     ctx.clock.local(ctx.clock.now()), sign_off=sign_off())
-
-
-def sign_off() -> list[Label]:
-    return [term(k) for k in ("prepared_by", "checked_by", "approved_by", "sign_date")]
+                     ctx.clock.local(), sign_off=SIGN_OFF)
 
 
 def _entries(items: list[dict]) -> Section:
@@ -222,9 +221,9 @@ def finance_run_doc(ctx: ReportContext, conn, run: dict, items: list[dict]) -> R
     sections = [bridge_section("bridge", term("bridge_finance"), bridge.finance_bridge(items)), collections,
                 _entries(items),
                 exceptions_section(exceptions, names, ctx, True,
-                                   term("{x} ({n})", x=term("exceptions"), n=len(exceptions)))]
+                                   term("exceptions", n=len(exceptions)))]
     return ReportDoc("recon-run", term("run_title_finance", run=run["run_id"]), _parameters(run, items, ctx.clock),
-                     sections, ctx.clock.local(ctx.clock.now()), sign_off=sign_off())
+                     sections, ctx.clock.local(), sign_off=SIGN_OFF)
 
 
 def run_doc(ctx: ReportContext, run_id: int) -> ReportDoc:

@@ -20,7 +20,7 @@ from sqlalchemy import and_, case, exists, func, not_, select
 from ledger.finance_reports import collection_rows
 from ledger.recon_tables import recon_items, recon_match_members, recon_matches, recon_runs
 from ledger.reports.cells import ratio
-from ledger.reports.context import CHANNELS, METHODS, TOTAL, ReportContext, label_of
+from ledger.reports.context import CHANNELS, METHODS, SIGN_OFF, TOTAL, ReportContext, label_of
 from ledger.reports.definition import Chart, Label, ReportDoc, Section, col
 from ledger.schema import payments, reversals
 
@@ -109,7 +109,7 @@ def confirmed_report(ctx: ReportContext, first: date, last: date) -> ReportDoc:
         ctx.clock.local(), chart,
         [Label("实收：银行汇款已与财务对账单核对一致的收款（未冲正）；未确认：已收但尚未经二次对账确认。",
                "Confirmed: unreversed payments whose bank remittance finance's statement matched; not yet "
-               "confirmed: collected, not (yet) vouched for by the second reconciliation.")])
+               "confirmed: collected, not (yet) vouched for by the second reconciliation.")], SIGN_OFF)
 
 
 def _period_parameters(first: date, last: date) -> list:
@@ -156,7 +156,7 @@ def daily_collections(ctx: ReportContext, business_date: date) -> ReportDoc:
     """The daily collections report (``ledger.finance_reports.daily_report``'s figures) as a definition."""
     section = _by_bank_section(ctx, business_date, business_date)
     return ReportDoc("daily", Label("日收款报表", "Daily collections"), _period_parameters(business_date, business_date),
-                     [section], ctx.clock.local(), _bank_chart(section, ctx), [NOTE])
+                     [section], ctx.clock.local(), _bank_chart(section, ctx), [NOTE], SIGN_OFF)
 
 
 def day_rows(engine, first: date, last: date) -> list[dict]:
@@ -190,7 +190,7 @@ def monthly_collections(ctx: ReportContext, month: date) -> ReportDoc:
         "monthly", Label("月收款报表", "Monthly collections"), [(Label("月份", "month"), f"{first:%Y-%m}")],
         [Section("by_day", Label("按营业日", "By business date"),
                  [col("business_date", "营业日", "business date", "date"), *COLLECTION_COLUMNS], days, day_totals),
-         by_bank], ctx.clock.local(), _bank_chart(by_bank, ctx), [NOTE])
+         by_bank], ctx.clock.local(), _bank_chart(by_bank, ctx), [NOTE], SIGN_OFF)
 
 
 def month_bounds(month: date) -> tuple[date, date]:

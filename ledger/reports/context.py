@@ -26,6 +26,9 @@ COLLECTION_TYPES = {"C": Label("坐收", "cash at counters"), "B": Label("银行
                     "D": Label("代扣", "direct debit")}
 TOTAL = Label("合计", "total")   # the totals row's label
 YES_NO = {True: Label("有", "yes"), False: Label("无", "no")}
+# the lines a clerk signs under a report finance signs (the page prints them as a sign-off block)
+SIGN_OFF = (Label("编制人：", "prepared by:"), Label("复核人：", "checked by:"), Label("财务负责人：", "approved by:"),
+            Label("日期：", "date:"))
 
 
 @dataclass

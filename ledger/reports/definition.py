@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Iterable, Union
+from typing import Iterable, Sequence, Union
 
 KINDS = ("text", "identifier", "count", "money", "date", "percent")
 LANGUAGES = ("zh", "en")
@@ -103,7 +103,7 @@ class ReportDoc:
     generated_at: datetime                 # local time (the clock's zone)
     chart: Chart | None = None
     notes: list[Words] = field(default_factory=list)
-    sign_off: list[Words] = field(default_factory=list)   # the lines a clerk signs on paper
+    sign_off: Sequence[Words] = ()                     # the lines a clerk signs on paper
 
     def section(self, key: str) -> Section:
         return next(s for s in self.sections if s.key == key)

@@ -27,7 +27,7 @@ from sqlalchemy import func, literal_column, select
 
 from ledger.journal import PREPAID, RECEIVABLE
 from ledger.reports.collections import month_bounds
-from ledger.reports.context import CATEGORIES, ReportContext
+from ledger.reports.context import CATEGORIES, SIGN_OFF, ReportContext
 from ledger.reports.definition import Chart, Label, ReportDoc, Section, col
 from ledger.schema import bills, journal_entries, journal_lines
 
@@ -145,7 +145,7 @@ def month_end_summary(ctx: ReportContext, month: date) -> ReportDoc:
     return ReportDoc("month-end", Label("月末应收汇总表", "Month-end receivables summary"),
                      [(Label("月份", "month"), f"{f['first']:%Y-%m}")],
                      [Section("summary", Label("应收变动", "Receivables movement"), columns, rows, check)],
-                     ctx.clock.local(), chart, [identity])
+                     ctx.clock.local(), chart, [identity], SIGN_OFF)
 
 
 def _line(key: str, label: Label, amount: int) -> dict:
