@@ -65,6 +65,9 @@ def test_reconciliation_reports_over_http(db_url, tmp_path):
         sheet = openpyxl.load_workbook(io.BytesIO(as_xlsx.content)).worksheets[0]
         assert sheet["A1"].value == f"{DAY} 各银行对账汇总"
         assert any(row[0].value == BANK and row[0].data_type == "s" for row in sheet.iter_rows())
+        as_text = http.get("/v1/reports/recon-day", params={"date": DAY.isoformat(), "format": "text", "lang": "en"})
+        assert as_text.headers["content-type"] == "text/plain; charset=utf-8" and "bank total" in as_text.text
+        assert f'filename="recon-day-{DAY}.txt"' in as_text.headers["content-disposition"]
         page = http.get("/v1/reports/recon-run", params={"run_id": run.run_id, "format": "html", "lang": "en"})
         assert page.status_code == 200 and '<table id="bridge">' in page.text and "checked by:" in page.text
         as_csv = http.get("/v1/reports/recon-run", params={"run_id": run.run_id, "format": "csv"})

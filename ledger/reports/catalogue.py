@@ -119,7 +119,7 @@ def write(doc: ReportDoc, fmt: str, out: BinaryIO, lang: str = "zh") -> None:
 
 def file_name(doc: ReportDoc, fmt: str) -> str:
     stem = "-".join([doc.name] + [say(v, "en").replace(" – ", "_") for _, v in doc.parameters[:1]])
-    return f"{stem}.{fmt}"
+    return f"{stem}.{'txt' if fmt == 'text' else fmt}"
 
 
 def json_chunks(doc: ReportDoc, lang: str = "zh") -> Iterator[str]:
