@@ -29,7 +29,7 @@ h1{font-size:20px;margin:0 0 6px} h2{font-size:15px;margin:20px 0 6px;border-bot
 table{border-collapse:collapse;font-size:12px;margin:4px 0 8px;width:100%}
 th,td{border:1px solid #b9b9b9;padding:2px 6px;text-align:left;vertical-align:top}
 th{background:#e8eef6;font-weight:600} td.num,th.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-td.identifier{font-family:"DejaVu Sans Mono",monospace;white-space:nowrap}
+td.identifier{font-family:"DejaVu Sans Mono",monospace;white-space:nowrap} td.date{white-space:nowrap}
 tr.totals td,tr.end td{font-weight:700;background:#f3f3f3;border-top:2px solid #555} tr.subtotal td{font-style:italic}
 tr.open td{background:#fff3f0} tr.resolved td{background:#f2f8f0}
 td.neg{color:#a11d1d} figure{margin:10px 0} figcaption{font-size:13px;font-weight:600;margin-bottom:4px}
