@@ -2,8 +2,8 @@
 and PostgreSQL).
 
 Operations signs in and lands on the glance: the bank's link signed on with its engine, today's
-counter collection, nothing waiting. They add a plan, run it now (a second press of the same form
-answers the same batch), pause it; the glance shows the batch running, and its progress moves as
+counter collection, nothing waiting. They add a plan (a bad schedule is refused first), run it
+now (a second press of the same form answers the same batch), pause it; the glance shows the batch running, and its progress moves as
 the batch's debits get their outcomes (written by the ledger's own debit functions, as an engine
 does) while the page refreshes itself. The auditor sees the plans and batches without a button,
 and a forged post of theirs is refused (403) and audited. Finance opens every report (its table,
@@ -84,6 +84,11 @@ def operations_scenario(browser, service, shots) -> int:
     ops.goto("/console/plans")
     ops.page.get_by_label(re.compile("^名称")).fill(PLAN)
     ops.page.get_by_label("银行").select_option(BANK)
+    ops.page.get_by_label(re.compile("^执行时间")).fill("61 9 5 * *")
+    ops.page.get_by_role("button", name="新建计划").click()
+    ops.page.wait_for_load_state()
+    assert "not a cron expression" in ops.page.locator("#refused").inner_text()     # refused, nothing made
+    assert ops.page.get_by_label(re.compile("^名称")).input_value() == PLAN           # the form kept
     ops.page.get_by_label(re.compile("^执行时间")).fill("0 9 5 * *")
     ops.page.get_by_role("button", name="新建计划").click()
     ops.page.wait_for_load_state()

@@ -126,7 +126,7 @@ def recon_by_age(conn, now: datetime) -> list[tuple[str, int]]:
 def running_batches(conn) -> list[dict]:
     """Online batches with a chunk not done and file batches waiting, newest first, with their progress."""
     c, eb = debit_chunks.c, engine_batches.c
-    ids = set(conn.execute(select(c.batch_id).where(c.state != "done").distinct()).scalars())
+    ids = set(conn.execute(select(c.batch_id).where(c.state.in_(["ready", "claimed"])).distinct()).scalars())
     ids |= set(conn.execute(select(eb.batch_id).where(eb.state.in_(["new", "written"]))).scalars())
     return [batch_progress(conn, batch_id) for batch_id in sorted(ids, reverse=True)[:RUNNING_BATCHES_SHOWN]]
 

@@ -73,12 +73,12 @@ def _once(request: Request, viewer: Viewer, form: FormData, body: bytes) -> Idem
                                                              request.url.path, body_digest(body)))
 
 
-def _changed(request: Request, viewer: Viewer, change) -> Response:
-    """Run the API's change; the page again with its answer (or why it was refused, 422)."""
+def _changed(request: Request, viewer: Viewer, change, **kept) -> Response:
+    """Run the API's change; the page again with its answer (or why it was refused, 422, the form as sent)."""
     try:
         answer = json.loads(change().body)
     except Refused as exc:
-        return plans_page(request, viewer, 422, refused=str(exc))
+        return plans_page(request, viewer, 422, refused=str(exc), **kept)
     return plans_page(request, viewer, done=answer)
 
 
@@ -94,7 +94,8 @@ async def add_plan(request: Request, viewer: Viewer = Depends(MANAGE), form: For
         why = "; ".join(e["msg"] for e in exc.errors()) if isinstance(exc, ValidationError) else str(exc)
         return await run_in_threadpool(plans_page, request, viewer, 422, refused=why, asked=fields)
     once = _once(request, viewer, form, body.model_dump_json().encode())
-    return await run_in_threadpool(_changed, request, viewer, lambda: post_plan(body, viewer.principal, once, ctx))
+    return await run_in_threadpool(_changed, request, viewer, lambda: post_plan(body, viewer.principal, once, ctx),
+                                   asked=fields)
 
 
 @router.post("/plans/{name}/{action}")
