@@ -123,6 +123,11 @@ def operations_scenario(browser, service, shots) -> int:
     ops.goto("/console/plans")
     assert "3/6" in ops.page.locator(f"#bank-{BANK}").inner_text()
     ops.check("batches-progress")
+    ops.goto("/console/glance?lang=en")                   # every label has its English
+    assert ops.page.locator("h1").inner_text() == "The day at a glance"
+    assert "3 of 6 debits answered" in ops.page.locator(f"#batch-{batch_id}").inner_text()
+    ops.goto("/console/plans?lang=en")
+    assert ops.page.locator(f"#plan-{PLAN} .plan-status").inner_text() == "paused"
     return batch_id
 
 
@@ -163,6 +168,13 @@ def finance_scenario(browser, service, shots, downloads):
             saved = downloads / f"{name}.{fmt}"
             download.value.save_as(saved)
             assert download.value.suggested_filename.endswith(f".{fmt}")
+    page = finance.page.request.get(f"/console/reports/daily?date={TODAY}&format=html")
+    policy = page.headers["content-security-policy"]       # the report's own: its style sheet by hash, no script
+    assert policy.startswith("default-src 'none'; style-src 'sha256-") and "script-src" not in policy
+    assert "unsafe" not in policy and page.headers["x-frame-options"] == "DENY"
+    finance.goto("/console/reports?lang=en")
+    assert finance.page.locator("h1").inner_text() == "Finance reports"
+    assert finance.page.get_by_label("At least days overdue (optional)").input_value() == "1"
 
 
 def test_operations_finance_and_the_auditor_in_the_console(service, tmp_path):
