@@ -20,6 +20,7 @@ function refreshEvery(part) {
   function again() {
     fetch(part.dataset.refreshUrl, {credentials: "same-origin", headers: {"Accept": "text/html"}})
       .then(function (answer) {
+        if (answer.redirected) { window.location.assign(answer.url); }   // the session ended: sign in again
         if (answer.redirected || !answer.ok) { throw new Error("refresh: " + answer.status); }
         return answer.text();
       })
