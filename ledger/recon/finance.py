@@ -24,8 +24,8 @@ run whose items are ALL its booked entries, each matched or left open:
 - anything else stays open (kind ``credit`` / ``debit``) for manual matching.
 
 A remittance credit attributed to its bank (matched, or partly matched: the run was there but the
-credit is less than what remains of it) moves its amount out of the bank's clearing account into the collection account
-(``ledger.recon.remittances``), in the statement's transaction.
+credit is less than what remains of it) moves its amount out of the bank's clearing account into
+the collection account (``ledger.recon.remittances``), in the statement's transaction.
 
 A statement already reconciled (same SHA-256) changes nothing and says so; an entry already stored
 by an earlier statement (same AcctSvcrRef, amount, direction and booking date) is skipped.
@@ -146,7 +146,7 @@ def _remittance_of_run(conn, e: StatementEntry, row: dict, run_id: int, bank: st
         claimed[run_id] += e.amount
         row["detail"] += f": what arrived is posted, bank_clearing:{bank} keeps the difference" + exceptions
     else:
-        row["detail"] += ": more than remains of the run, nothing posted; match it by hand if it is right" + exceptions
+        row["detail"] += ": more than remains of the run, nothing posted; resolve it, or match it by hand within a tolerance" + exceptions
     return False
 
 
