@@ -327,6 +327,10 @@ class WatchConfig(_Model):
     interval_s: float = Field(5.0, gt=0, le=3600, description="Seconds between looks at `drop_dir`.")
     max_file_mib: int = Field(256, ge=1, le=65536, description="Largest file taken from `drop_dir`, in MiB; a larger "
                               "one is refused with a report before it is read (also for the gateway's own watcher).")
+    hold_bank_files_until_day_ended: bool = Field(True, description="A bank's day file (`{bank}_{YYYYMMDD}.txt`) "
+                                                  "waits in `incoming/` until its business date has ended on the "
+                                                  "clock (the cut-off), then is reconciled; false: reconciled when "
+                                                  "it arrives (also for the gateway's own watcher).")
     metrics_host: str = Field("127.0.0.1", description="Address of the watcher's /metrics, /healthz, /readyz.")
     metrics_port: int = Field(9111, ge=0, le=65535, description="Port of the watcher's /metrics, /healthz, "
                               "/readyz; 0: any free port (printed at start).")

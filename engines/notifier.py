@@ -236,14 +236,18 @@ class OutboxStore:
         with self.engine.connect() as conn:
             conn = read_only(conn)
             with conn.begin():
-                backlog, oldest = conn.execute(select(func.count(), func.min(outbox.c.created_at))
-                                               .where(outbox.c.state == PENDING)).one()
-                counts = dict(conn.execute(select(outbox.c.state, func.count())
-                                           .where(outbox.c.state.in_([SENDING, DEAD]))
-                                           .group_by(outbox.c.state)).all())
-        oldest = as_utc(oldest)
-        age = max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0.0
-        return OutboxStats(int(backlog), age, int(counts.get(SENDING, 0)), int(counts.get(DEAD, 0)))
+                return outbox_stats(conn, now)
+
+
+def outbox_stats(conn, now: datetime) -> OutboxStats:
+    """The outbox's backlog (pending, the oldest's age), sending and dead, read in the caller's transaction."""
+    backlog, oldest = conn.execute(select(func.count(), func.min(outbox.c.created_at))
+                                   .where(outbox.c.state == PENDING)).one()
+    counts = dict(conn.execute(select(outbox.c.state, func.count())
+                               .where(outbox.c.state.in_([SENDING, DEAD])).group_by(outbox.c.state)).all())
+    oldest = as_utc(oldest)
+    age = max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0.0
+    return OutboxStats(int(backlog), age, int(counts.get(SENDING, 0)), int(counts.get(DEAD, 0)))
 
 
 class RequeueError(Exception):

@@ -91,6 +91,7 @@ class Gateway:
 
         self.watcher = DropWatcher(self.engine, self.settings.drop_dir, actor="system:gateway-watch", clock=self.clock,
                                    max_file_bytes=self.settings.watch.max_file_mib * MIB,
+                                   hold_until_day_ended=self.settings.watch.hold_bank_files_until_day_ended,
                                    report_options=options_of(self.settings, clock=self.clock))
         self.watcher.start(self.reactor)
         log.info("watching drop directory %s", self.settings.drop_dir)

@@ -375,6 +375,7 @@ def watch(drop_dir, once, interval, settle_debits, amount_tolerance, cheque_wind
         watcher = DropWatcher(engine, drop_dir, actor=actor, clock=clock,
                               rules=_rules(amount_tolerance, cheque_window_days, False), settle_debits=settle_debits,
                               interval_s=interval, max_file_bytes=settings.watch.max_file_mib * MIB,
+                              hold_until_day_ended=settings.watch.hold_bank_files_until_day_ended,
                               report_options=options_of(settings, lang, clock))
 
         def show(r) -> None:

@@ -25,9 +25,10 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import case, func, select
 
 from config.clock import SYSTEM_CLOCK
+from ledger.key_store_db import newest_keys
 
 STATUS_ACTOR = "gridpay-status"
 
@@ -266,18 +267,6 @@ def check_schema(url: str) -> Check:
 
 
 # --- banks and engines ---------------------------------------------------------------------------
-
-def newest_keys(conn) -> dict[tuple[str, str], object]:
-    """The newest bank_keys row of each bank and channel (a null key = signed off)."""
-    from ledger.key_tables import bank_keys
-
-    k = bank_keys.c
-    newest = (select(k.bank_code, k.channel, func.max(k.version).label("version"))
-              .group_by(k.bank_code, k.channel).subquery())
-    rows = conn.execute(select(bank_keys).join(newest, and_(
-        k.bank_code == newest.c.bank_code, k.channel == newest.c.channel, k.version == newest.c.version))).all()
-    return {(r.bank_code, r.channel): r for r in rows}
-
 
 def _key_state(row) -> tuple[bool, str]:
     if row is None:

@@ -111,6 +111,11 @@ def daily_report(engine: Engine, business_date: date) -> DailyReport:
 
 
 def collection_rows(engine: Engine, first: date, last: date) -> list[DailyRow]:
+    with engine.connect() as conn:
+        return collection_rows_in(conn, first, last)
+
+
+def collection_rows_in(conn, first: date, last: date) -> list[DailyRow]:
     """Payments of the business dates first..last and the reversals made on them, by bank, channel
     and method (a reversal by its own business date, under its payment's keys)."""
     keys = (payments.c.bank_code, payments.c.channel, payments.c.method)
@@ -120,13 +125,12 @@ def collection_rows(engine: Engine, first: date, last: date) -> list[DailyRow]:
                  .select_from(reversals.join(payments, payments.c.payment_id == reversals.c.payment_id))
                  .where(reversals.c.business_date.between(first, last)).group_by(*keys))
     rows: dict[tuple, DailyRow] = {}
-    with engine.connect() as conn:
-        for bank, channel, method, count, total in conn.execute(collected):
-            row = rows.setdefault((bank, channel, method), DailyRow(bank, channel, method))
-            row.payments, row.collected = int(count), int(total)
-        for bank, channel, method, count, total in conn.execute(reversed_):
-            row = rows.setdefault((bank, channel, method), DailyRow(bank, channel, method))
-            row.reversals, row.reversed = int(count), int(total)
+    for bank, channel, method, count, total in conn.execute(collected):
+        row = rows.setdefault((bank, channel, method), DailyRow(bank, channel, method))
+        row.payments, row.collected = int(count), int(total)
+    for bank, channel, method, count, total in conn.execute(reversed_):
+        row = rows.setdefault((bank, channel, method), DailyRow(bank, channel, method))
+        row.reversals, row.reversed = int(count), int(total)
     return [rows[k] for k in sorted(rows)]
 
 

@@ -5,7 +5,7 @@ a new row, so the table is also the history of a bank's keys.
 """
 from __future__ import annotations
 
-from sqlalchemy import insert, select
+from sqlalchemy import and_, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from config.clock import SYSTEM_CLOCK, Clock
@@ -58,3 +58,13 @@ class DbKeyBackend:
         zmk = self.zmk_for(bank)
         decrypt = lambda hexkey: wire_keys.decrypt_key(zmk, bytes.fromhex(hexkey)) if hexkey else None  # noqa: E731
         return KeyState(decrypt(row.mak_under_zmk), decrypt(row.previous_under_zmk), row.replaced_at, row.version)
+
+
+def newest_keys(conn) -> dict[tuple[str, str], object]:
+    """The newest bank_keys row of each bank and channel (a null key = signed off)."""
+    k = bank_keys.c
+    newest = (select(k.bank_code, k.channel, func.max(k.version).label("version"))
+              .group_by(k.bank_code, k.channel).subquery())
+    rows = conn.execute(select(bank_keys).join(newest, and_(
+        k.bank_code == newest.c.bank_code, k.channel == newest.c.channel, k.version == newest.c.version))).all()
+    return {(r.bank_code, r.channel): r for r in rows}

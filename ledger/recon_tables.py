@@ -74,6 +74,8 @@ recon_items = Table(
     Column("reference", String(140), nullable=True),
     Column("entry_ref", String(70), nullable=True),        # finance: the bank's own entry reference (AcctSvcrRef)
     Column("counterparty", String(140), nullable=True),
+    # finance: the bank run a remittance credit claims, set when it is stored (0017)
+    Column("remits_run_id", Id, ForeignKey("recon_runs.run_id"), nullable=True),
     Column("value_date", Date, nullable=True),
     Column("detail", String(400), nullable=False, server_default=""),
     Column("resolution", String(20), nullable=True),        # posted | reversed | settled | accepted
@@ -84,6 +86,7 @@ recon_items = Table(
     Index(None, "run_id"),
     Index(None, "status", "bank_code", "business_date"),
     Index(None, "payment_id"),
+    Index(None, "remits_run_id"),
 )
 
 recon_matches = Table(

@@ -21,8 +21,8 @@ Invariants (the chart of accounts is in ledger/schema.py):
 11. the billing feed's seqs are 1 .. its counter's last_seq, without a gap;
 12. every change the billing feed covers has exactly one feed row, and every feed row is a change
     (``ledger.billing_feed.verify`` says which, exactly);
-13-16. money that leaves the ledger: remittances tie to reconciliation, refunds payable, the
-    collection account, refund payouts (``ledger.verify_money_out``).
+13-17. money that leaves the ledger: remittances tie to reconciliation, refunds payable, the
+    collection account, refund payouts, no bank run remitted twice (``ledger.verify_money_out``).
 """
 from __future__ import annotations
 
@@ -186,7 +186,7 @@ def _verify(conn) -> list[str]:
 
     # 11, 12. the billing feed
     failures += feed_failures(conn)
-    # 13-16. money that leaves the ledger
+    # 13-17. money that leaves the ledger
     failures += money_out_failures(conn, balances)
     return failures
 

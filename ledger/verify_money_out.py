@@ -1,4 +1,4 @@
-"""The invariants of money that leaves the ledger (``ledger.verify``'s 13 to 16).
+"""The invariants of money that leaves the ledger (``ledger.verify``'s 13 to 17).
 
 13. each statement credit's remittance entries move exactly what reconciliation attributes to a
     bank (``ledger.recon.remittances.attributed``: matched to the bank's run, or partly matched)
@@ -8,7 +8,11 @@
 15. the collection account = remitted - refunds paid out;
 16. every refund paid out is paid and has exactly one payout entry of its amount, and a payout
     entry is a refund paid out; every statement debit matched to a refund is a debit of its
-    amount, of a refund paid out.
+    amount, of a refund paid out;
+17. per bank run, what its remittances took of it (``remitted_of_runs``: the credits claiming it,
+    plus what its live match took, the remainder it expected then) is at most its expected
+    remittance: money is never remitted twice for one run. (Once matched it was exactly that; the
+    run may expect more since, when its exceptions are resolved: the bank owes the rest.)
 (6, in ``ledger.verify``, subtracts what 13 attributes: bank_clearing:<bank> = the bank's payments
 - their reversals - its remittances.)
 """
@@ -20,7 +24,8 @@ from sqlalchemy import String, and_, cast, func, select
 
 from ledger.journal import COLLECTION, REFUNDS_PAYABLE
 from ledger.posting.money_out_kinds import CLEARING, ITEM
-from ledger.recon.remittances import attributed
+from ledger.recon.match_queries import expected_remittances
+from ledger.recon.remittances import attributed, remitted_of_runs
 from ledger.recon_tables import recon_items, recon_match_members, recon_matches
 from ledger.refunds import PAID, STATUS
 from ledger.schema import journal_entries, journal_lines, refunds
@@ -48,7 +53,14 @@ def money_out_failures(conn, balances: dict[str, int]) -> list[str]:
     if balances.get(COLLECTION, 0) != remitted - paid_out:
         failures.append(f"collection account is {balances.get(COLLECTION, 0)}, but remitted {remitted} - refunds "
                         f"paid out {paid_out} = {remitted - paid_out}")
-    return failures + _payout_failures(conn)
+    return failures + _payout_failures(conn) + _run_failures(conn)
+
+
+def _run_failures(conn) -> list[str]:
+    remitted = remitted_of_runs(conn)
+    expected = expected_remittances(conn, remitted)
+    return [f"bank run {run_id}: its remittances took {fen} fen of it, more than the {expected[run_id]} it expects"
+            for run_id, fen in sorted(remitted.items()) if fen > expected[run_id]]
 
 
 def _remittance_failures(conn) -> list[str]:

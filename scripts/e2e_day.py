@@ -188,7 +188,9 @@ class Day:
                                      if code in sim_ports else {"mode": "file", "result_deadline_h": 24})}
         return {
             "database": {"url": self.url, "pool_size": 5, "group_commit_wait_ms": 1},
-            "engines": {"metrics_port_base": 0}, "scheduler": {"metrics_port": 0}, "watch": {"metrics_port": 0},
+            "engines": {"metrics_port_base": 0}, "scheduler": {"metrics_port": 0},
+            # the day is played in minutes: its bank files are reconciled before its cut-off
+            "watch": {"metrics_port": 0, "hold_bank_files_until_day_ended": False},
             "gateway": {"metrics_port": 0, "echo_interval_s": 60, "key_grace_s": 60, "listeners": [
                 {"name": "ascii", "port": 0, "dialect": "ascii", "banks": [A, C]},
                 {"name": "bcd", "port": 0, "dialect": "bcd", "banks": [B]}]},

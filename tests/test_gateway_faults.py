@@ -299,13 +299,16 @@ class DatabaseProxy(ProxyFactory):
 
 @pytest_twisted.ensureDeferred
 async def test_serve_can_watch_the_drop_directory(sqlite_url, tmp_path):
-    """`gridpay watch` inside `gridpay serve`: a billing file renamed into incoming/ is imported."""
+    """`gridpay watch` inside `gridpay serve`: a billing file renamed into incoming/ is imported;
+    the watcher takes the `[watch]` settings."""
     seed(sqlite_url, STANDARD)
     tree = settings_tree(sqlite_url)
     tree["drop_dir"] = str(tmp_path / "drop")
     tree["gateway"]["watch_drop_dir"] = True
+    tree["watch"] = {**tree.get("watch", {}), "hold_bank_files_until_day_ended": False}
     gw = await start_gateway(reactor, sqlite_url, settings=Settings.model_validate(tree))
     try:
+        assert gw.watcher.hold_until_day_ended is False
         incoming = tmp_path / "drop" / "incoming"
         incoming.mkdir(parents=True, exist_ok=True)
         part = incoming / ".customers.csv.part"

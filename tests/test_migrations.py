@@ -111,3 +111,42 @@ def test_db_sql_prints_only_what_the_database_still_needs_in_its_dialect(db_url)
     migrate.upgrade(db_url)
     done = gridpay_db("sql", "--url", db_url)
     assert done.returncode == 0 and done.stdout == "" and "nothing to apply" in done.stderr
+
+
+def test_0017_gives_stored_remittances_the_run_their_detail_names(db_url):
+    """Remittances stored before 0017 (matched or partly matched: their ledger_amount is the run's)
+    claim the bank run of their bank their detail names; other items claim none."""
+    from datetime import datetime, timezone
+
+    from sqlalchemy import column, insert, select, table
+
+    from ledger.recon_tables import recon_items, recon_runs
+
+    migrate.upgrade(db_url, "0014")
+    engine = make_engine(db_url)
+    at = datetime(2026, 11, 24, tzinfo=timezone.utc)
+    run = {"kind": "bank", "file_name": "f", "file_format": "bank-7.1", "lines": 0, "bank_count": 0, "bank_sum": 0,
+           "ledger_count": 0, "ledger_sum": 0, "matched_count": 0, "matched_sum": 0, "exception_count": 0,
+           "actor": "t", "started_at": at, "finished_at": at, "details": "{}", "business_date": None}
+    items_at_0014 = table("recon_items", *(column(c) for c in ("item_id", "run_id", "kind", "status", "bank_code",
+                                                                "ledger_amount", "detail", "created_at")))
+    details = {1: ("B", 900, "remittance of bank B for 2026-11-23: run 5"),
+               2: ("B", 905, "remittance of bank B for 2026-11-23: run 51, difference 5 fen within tolerance"),
+               3: ("B", 900, "remittance of bank B for 2026-11-23: credit 300 fen, run 5 expects 900 (difference -600)"),
+               4: ("B", None, "bank B 2026-11-23 (run 5) is already matched to another remittance"),
+               5: ("C", 900, "remittance of bank C for 2026-11-23: run 5")}
+    with engine.begin() as conn:
+        conn.execute(insert(recon_runs), [{**run, "run_id": 5, "bank_code": "B", "file_sha256": "a"},
+                                          {**run, "run_id": 51, "bank_code": "B", "file_sha256": "b"},
+                                          {**run, "run_id": 9, "kind": "finance", "bank_code": None, "file_sha256": "c"}])
+        conn.execute(insert(items_at_0014), [
+            {"item_id": item_id, "run_id": 9, "kind": "remittance", "status": "open", "bank_code": bank,
+             "ledger_amount": expected, "detail": detail, "created_at": at}
+            for item_id, (bank, expected, detail) in details.items()])
+    engine.dispose()
+    migrate.upgrade(db_url)
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        claims = dict(conn.execute(select(recon_items.c.item_id, recon_items.c.remits_run_id)).all())
+    engine.dispose()
+    assert claims == {1: 5, 2: 51, 3: 5, 4: None, 5: None}

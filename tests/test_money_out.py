@@ -129,6 +129,58 @@ def test_a_credit_matched_by_hand_is_remitted_and_its_unmatch_posts_the_red_reve
     assert_ledger_verifies(world.engine)
 
 
+def test_a_partly_matched_remittance_claims_its_run_and_the_remainder_is_matched(world, tmp_path):
+    part = reconcile(world.engine, statement(tmp_path, "s1.xml", ntry(8, 30_000, ref=REF))).items[0]
+    assert (part["status"], part["remits_run_id"], part["ledger_amount"]) == ("open", world.run_id, REMIT)
+    rest = reconcile(world.engine, statement(tmp_path, "s2.xml", ntry(8, REMIT - 30_000, ref=REF, booked="2026-11-25"))).items[0]
+    assert (rest["kind"], rest["status"], rest["ledger_amount"]) == ("remittance", "matched", REMIT - 30_000)
+    assert f"30000 of its {REMIT} remitted already" in rest["detail"]
+    after = balances(world.engine)
+    assert (after[bank_clearing(BANK)], after[COLLECTION]) == (COLLECTED - REMIT, REMIT)
+    assert len(entries(world.engine, "remittance")) == 2
+
+
+def test_credits_of_one_statement_for_one_run_add_up_to_what_it_expects(world, tmp_path):
+    items = reconcile(world.engine, statement(tmp_path, "s.xml", ntry(8, 20_000, ref=REF, acct_ref="A1"),
+                                              ntry(8, REMIT - 20_000, ref=REF, acct_ref="A2"),
+                                              ntry(8, 5_000, ref=REF, acct_ref="A3"))).items
+    assert [i["status"] for i in items] == ["open", "matched", "open"]
+    assert "already matched to another remittance" in items[2]["detail"] and items[2]["remits_run_id"] is None
+    assert balances(world.engine)[bank_clearing(BANK)] == COLLECTED - REMIT
+
+
+def test_a_full_credit_after_a_partial_one_is_not_remitted_twice(world, tmp_path):
+    reconcile(world.engine, statement(tmp_path, "s1.xml", ntry(8, 30_000, ref=REF)))
+    full = reconcile(world.engine, statement(tmp_path, "s2.xml", ntry(8, REMIT, ref=REF, booked="2026-11-25"))).items[0]
+    assert (full["kind"], full["status"], full["remits_run_id"]) == ("remittance", "open", None)
+    assert f"expects {REMIT - 30_000} (30000 of its {REMIT} remitted already)" in full["detail"]
+    assert "nothing posted" in full["detail"]
+    after = balances(world.engine)
+    assert (after[bank_clearing(BANK)], after[COLLECTION]) == (COLLECTED - 30_000, 30_000)
+    # by hand neither: the run has only the rest to remit
+    with pytest.raises(Refused, match=f"ledger side to {REMIT - 30_000}"):
+        match_items(world.engine, [full["item_id"]], run_ids=[world.run_id], actor="operator:fin", note="the full one")
+    assert balances(world.engine) == after
+
+
+def test_an_unmatched_partial_claims_its_run_again(world, tmp_path):
+    short = REMIT - 500
+    part = reconcile(world.engine, statement(tmp_path, "s1.xml", ntry(8, short, ref=REF))).items[0]
+    match_id = match_items(world.engine, [part["item_id"]], run_ids=[world.run_id], actor="operator:fin",
+                           tolerance=500, note="the bank's fee")
+    assert_ledger_verifies(world.engine)
+    unmatch(world.engine, match_id, actor="operator:fin", reason="the fee is refunded later")
+    assert len(entries(world.engine, "remittance")) == 1 and not entries(world.engine, "remittance_reversal")
+    full = reconcile(world.engine, statement(tmp_path, "s2.xml", ntry(8, REMIT, ref=REF, booked="2026-11-25"))).items[0]
+    assert full["status"] == "open" and f"({short} of its {REMIT} remitted already)" in full["detail"]
+    assert balances(world.engine)[bank_clearing(BANK)] == COLLECTED - short
+    # a partly matched credit is matched by hand to its own run only
+    other = reconcile_bank_file(world.engine, write_bank_file(tmp_path, [], day=DAY + timedelta(1)), actor="alice")
+    with pytest.raises(Refused, match=f"remits bank run {world.run_id}: match it to that run"):
+        match_items(world.engine, [part["item_id"]], run_ids=[other.run_id], actor="operator:fin", tolerance=REMIT)
+    assert_ledger_verifies(world.engine)
+
+
 @pytest.fixture
 def refundable(world):
     """C1 (its bill paid by P1) pays 50,000 more: prepaid, refundable."""
@@ -209,6 +261,8 @@ def moved(refundable, tmp_path):
                                         ntry(8, 3_000, "DBIT", ref=f"RFD{out.refund_id}"))).items
     assert [i["status"] for i in items] == ["matched", "matched"]
     refundable.items, refundable.refunds = {i["kind"]: i["item_id"] for i in items}, (out.refund_id, kept.refund_id)
+    with engine.connect() as conn:
+        refundable.finance_run_id = conn.execute(select(recon_runs.c.run_id).where(recon_runs.c.kind == "finance")).scalar_one()
     return refundable
 
 
@@ -243,6 +297,13 @@ CORRUPTIONS = {
                                          .values(bank_amount=REMIT + 1)],
                               [f"statement item {{remittance}}: reconciliation attributes {REMIT + 1} fen to bank "
                                f"01020000's remittance, but its journal entries move {REMIT}"]),
+    "run_remitted_twice": (lambda w: [insert(recon_items).values(
+                               item_id=999_998, run_id=w.finance_run_id, kind="remittance", status="open", bank_code=BANK,
+                               business_date=DAY, bank_amount=700, direction="C", reversal="N", remits_run_id=w.run_id,
+                               created_at=T0),
+                           ("remittance", "recon_item", 999_998, [(COLLECTION, 700), (bank_clearing(BANK), -700)])],
+                           [f"bank run {{run}}: its remittances took {REMIT + 700} fen of it, more than the {REMIT} "
+                            f"it expects"]),
     "refunds_payable": (lambda w: [("x", "x", 1, [(REFUNDS_PAYABLE, 100), ("revenue", -100)])],
                         ["refunds_payable is 900 (credit), but refunds paid 4000 - paid out 3000 = 1000"]),
     "collection": (lambda w: [("x", "x", 1, [(COLLECTION, 100), ("revenue", -100)])],
@@ -262,7 +323,7 @@ CORRUPTIONS = {
 @pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))
 def test_verify_finds_each_broken_money_out_invariant(moved, corruption):
     changes, expected = CORRUPTIONS[corruption]
-    names = {"out": moved.refunds[0], "kept": moved.refunds[1], **moved.items}
+    names = {"out": moved.refunds[0], "kept": moved.refunds[1], "run": moved.run_id, **moved.items}
     found = behind_the_ledger(moved.engine, *changes(moved))
     for text in expected:
         assert text.format(**names) in found, found

@@ -119,6 +119,7 @@ def test_remittance_that_differs_stays_open_unless_within_tolerance(reconciled, 
     item = r.items[0]
     assert (item["kind"], item["status"], item["ledger_amount"]) == ("remittance", "open", REMIT)
     assert "difference 5" in item["detail"] and "open exception" in item["detail"]
+    assert "more than remains of the run, nothing posted" in item["detail"] and item["remits_run_id"] is None
     path2 = tmp_path / "s2.xml"
     path2.write_bytes(camt(8, [ntry(8, REMIT + 5, ref=f"{BANK}{DAY:%Y%m%d}", booked="2026-11-25")]))
     r2 = reconcile_statement(reconciled.engine, path2, actor="fin", rules=FinanceRules(amount_tolerance_fen=10))

@@ -209,3 +209,50 @@ async def test_watcher_runs_on_the_twisted_reactor(sqlite_url, tmp_path):
     finally:
         w.stop()
         world.engine.dispose()
+
+
+def test_a_bank_file_waits_in_incoming_until_its_business_date_has_ended(world, tmp_path, caplog):
+    """Its day ends at the cut-off (23:00 Asia/Shanghai, 15:00 UTC): before, the file is held, not
+    rejected, and said so once; the first poll after reconciles it."""
+    from datetime import datetime, time, timedelta, timezone
+
+    from config.clock import ManualClock
+
+    day_ends = datetime.combine(DAY, time(15, 0), tzinfo=timezone.utc)
+    clock = ManualClock(day_ends - timedelta(hours=1))
+    assert clock.end_of(DAY) == day_ends
+    w = DropWatcher(world.engine, tmp_path / "drop", actor="system:test", clock=clock)
+    name = f"{BANK}_{DAY:%Y%m%d}.txt"
+    waiting = drop(w, name, bank_bytes(world, tmp_path))
+    caplog.set_level("INFO", logger="gridpay.recon.watch")
+    assert w.poll_once() == [] and w.poll_once() == []
+    assert waiting.exists() and not list(w.rejected.iterdir()) and not list(w.processed.iterdir())
+    assert [r.getMessage() for r in caplog.records if "held" in r.getMessage()] == [
+        f"bank file {name} held: business date {DAY} ends at {day_ends:%Y-%m-%d %H:%M} UTC "
+        f"(local {DAY} 23:00); it waits in incoming/ until then"]
+    with world.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(recon_runs)).scalar_one() == 0
+    clock.set(day_ends)
+    [done] = w.poll_once()
+    assert (done.name, done.outcome) == (name, "processed") and not waiting.exists()
+
+
+def test_gridpay_watch_holds_a_bank_file_of_a_day_not_ended_unless_set_not_to(world, tmp_path):
+    """The real ``gridpay watch --once``, on the system's clock: a file of a business date that has
+    not ended (tomorrow's: whenever the test runs, it has not) waits; with
+    ``watch.hold_bank_files_until_day_ended = false`` it is reconciled at once."""
+    from datetime import timedelta
+
+    from config.clock import Clock
+
+    today = Clock().business_date() + timedelta(days=1)
+    d = tmp_path / "drop"
+    (d / "incoming").mkdir(parents=True)
+    waiting = d / "incoming" / f"{BANK}_{today:%Y%m%d}.txt"
+    waiting.write_bytes(bank_bytes(world, tmp_path, day=today))
+    args = ("watch", "--dir", d, "--once", "--url", world.url)
+    out = gridpay(*args, check=True)
+    assert "0 file(s)" in out.stdout and f"bank file {waiting.name} held" in out.stderr, out.stdout + out.stderr
+    assert waiting.exists()
+    now = gridpay(*args, check=True, env={**os.environ, "GRIDPAY_WATCH__HOLD_BANK_FILES_UNTIL_DAY_ENDED": "false"})
+    assert f"processed: {waiting.name} (bank)" in now.stdout and not waiting.exists(), now.stdout + now.stderr

@@ -24,6 +24,10 @@ MENU: tuple[MenuItem, ...] = (
     MenuItem("home", "/console/", (), "h"),
     MenuItem("approvals", "/console/approvals", tuple(APPROVAL_PERMISSION.values()), "a"),
     MenuItem("customers", "/console/customers", ("customer.read",), "c"),
+    # the day at a glance, debit plans and batches, reports (issue 20)
+    MenuItem("glance", "/console/glance", ("debit.read", "report.read"), "g"),
+    MenuItem("plans", "/console/plans", ("debit.read",), "p"),
+    MenuItem("reports", "/console/reports", ("report.read",), "f"),
 )
 ITEMS = {item.key: item for item in MENU}
 

@@ -64,7 +64,8 @@ def _month(text: str | None) -> date | None:
     return None if text is None else datetime.strptime(text, "%Y-%m").date()
 
 
-def _chunks(spool, size: int = 64 * 1024):
+def chunks(spool, size: int = 64 * 1024):
+    """A spooled file's bytes, piece by piece; the file closed at the end."""
     try:
         while chunk := spool.read(size):
             yield chunk
@@ -72,21 +73,30 @@ def _chunks(spool, size: int = 64 * 1024):
         spool.close()
 
 
+def built(ctx: ApiContext, name: str, params: ReportParams):
+    """The catalogue's report (ParameterError for parameters it cannot use, Refused for no such run)."""
+    return build(name, report_context(ctx.engine, ctx.clock, ctx.settings.banks), params)
+
+
+def spooled(doc, fmt: str, lang: str):
+    """The report written in ``fmt`` to a spooled temporary file (a long list goes to disk), rewound."""
+    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
+    write(doc, fmt, spool, lang)
+    spool.seek(0)
+    return spool
+
+
 def _defined(ctx: ApiContext, name: str, fmt: str, lang: str, params: ReportParams):
-    report_ctx = report_context(ctx.engine, ctx.clock, ctx.settings.banks)
     try:
-        doc = build(name, report_ctx, params)
+        doc = built(ctx, name, params)
     except ParameterError as exc:
         raise Problem("invalid-request", str(exc)) from None
     except Refused as exc:
         raise Problem("not-found", str(exc)) from None
     if fmt == "json":
         return StreamingResponse(json_chunks(doc, lang), media_type=MEDIA_TYPES["json"])
-    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
-    write(doc, fmt, spool, lang)
-    spool.seek(0)
     disposition = "inline" if fmt == "html" else "attachment"
-    return StreamingResponse(_chunks(spool), media_type=MEDIA_TYPES[fmt],
+    return StreamingResponse(chunks(spooled(doc, fmt, lang)), media_type=MEDIA_TYPES[fmt],
                              headers={"Content-Disposition": f'{disposition}; filename="{file_name(doc, fmt)}"'})
 
 

@@ -9,9 +9,11 @@ run whose items are ALL its booked entries, each matched or left open:
   to each other. A reversal whose original is not in the statement stays open;
 - a credit referenced ``{bank code}{YYYYMMDD}`` is that bank's remittance for that business date
   (kind ``remittance``): matched to the bank's reconciliation run of that date (one credit to the
-  many payments the run matched) when the amount equals the run's expected remittance (its matched
-  S sum plus the bank-side S amounts of the run's items resolved or matched since) within the
-  tolerance; open otherwise (no run yet; amount differs; that run already matched to another credit);
+  many payments the run matched) when the amount equals what remains of the run's expected
+  remittance (its matched S sum plus the bank-side S amounts of the run's items resolved or
+  matched since, less what earlier credits claiming the run remitted) within the tolerance; open
+  otherwise (no run yet; less: partly matched, claiming the run; more: nothing posted; that run
+  already matched to another credit);
 - a cheque credit (kind ``cheque``: a cheque number on the entry, or any credit whose reference
   is the number of a cheque payment) is matched to the unreversed, not yet matched cheque
   payments (method 03) with that number when their sum equals the credit (within the tolerance,
@@ -22,8 +24,8 @@ run whose items are ALL its booked entries, each matched or left open:
 - anything else stays open (kind ``credit`` / ``debit``) for manual matching.
 
 A remittance credit attributed to its bank (matched, or partly matched: the run was there but the
-amount differs) moves its amount out of the bank's clearing account into the collection account
-(``ledger.recon.remittances``), in the statement's transaction.
+credit is less than what remains of it) moves its amount out of the bank's clearing account into
+the collection account (``ledger.recon.remittances``), in the statement's transaction.
 
 A statement already reconciled (same SHA-256) changes nothing and says so; an entry already stored
 by an earlier statement (same AcctSvcrRef, amount, direction and booking date) is skipped.
@@ -47,7 +49,7 @@ from ledger.progress import NoProgress
 from ledger.recon.camt import Statement, StatementEntry, StatementError, read_statement
 from ledger.recon.match_queries import active_match_of_run, expected_remittance, matched_payment_ids, new_match
 from ledger.recon.refund_lines import match_refund_debits, pay_out
-from ledger.recon.remittances import settle_remittance
+from ledger.recon.remittances import remitted_of_runs, settle_remittance
 from ledger.recon_tables import recon_items, recon_runs
 from ledger.schema import payments, reversals
 from runtime.bulk_sql import insert_rows
@@ -122,6 +124,32 @@ def reconcile_statement(engine: Engine, path: str | Path, *, actor: str, rules: 
     return result
 
 
+def _remittance_of_run(conn, e: StatementEntry, row: dict, run_id: int, bank: str, bdate: date,
+                       claimed: dict[int, int], rules: FinanceRules) -> bool:
+    """Compare a credit with what remains of its (unmatched) run: matched (True) when it meets the
+    remainder within the tolerance; less: partly matched, claiming the run; more: open, nothing posted."""
+    expected, open_ = expected_remittance(conn, run_id)
+    already = remitted_of_runs(conn, [run_id]).get(run_id, 0) + claimed[run_id]
+    remaining = expected - already
+    diff = e.amount - remaining
+    row["ledger_amount"] = remaining
+    head = f"remittance of bank {bank} for {bdate}: "
+    so_far = f" ({already} of its {expected} remitted already)" if already else ""
+    exceptions = f"; the run has {open_} open exception(s)" if open_ else ""
+    if abs(diff) <= rules.amount_tolerance_fen:
+        row.update(status="matched", remits_run_id=run_id,
+                   detail=head + f"run {run_id}{so_far}" + (f", difference {diff} fen within tolerance" if diff else ""))
+        return True
+    row["detail"] = head + f"credit {e.amount} fen, run {run_id} expects {remaining}{so_far} (difference {diff})"
+    if diff < 0:
+        row["remits_run_id"] = run_id
+        claimed[run_id] += e.amount
+        row["detail"] += f": what arrived is posted, bank_clearing:{bank} keeps the difference" + exceptions
+    else:
+        row["detail"] += ": more than remains of the run, nothing posted; resolve it, or match it by hand within a tolerance" + exceptions
+    return False
+
+
 def _match_and_store(conn, st: Statement, actor: str, rules: FinanceRules, now: datetime) -> FinanceRunResult:
     (run_id,) = reserve_ids(conn, recon_runs, 1)
     ri = recon_items.c
@@ -174,6 +202,7 @@ def _match_and_store(conn, st: Statement, actor: str, rules: FinanceRules, now: 
 
     # 2. remittances
     runs_used: set[int] = set()
+    claimed: dict[int, int] = defaultdict(int)    # run_id -> fen this statement's partly matched credits claim
     rr = recon_runs.c
     for e, row in zip(entries, items):
         if row["status"] != "open" or e.direction != "C" or not rules.match_remittances:
@@ -191,23 +220,14 @@ def _match_and_store(conn, st: Statement, actor: str, rules: FinanceRules, now: 
         if run is None:
             row["detail"] = f"remittance of bank {bank} for {bdate}: that date's bank file is not reconciled yet"
             continue
-        expected, open_ = expected_remittance(conn, run.run_id)
         if run.run_id in runs_used or active_match_of_run(conn, run.run_id) is not None:
             row["detail"] = f"bank {bank} {bdate} (run {run.run_id}) is already matched to another remittance"
             continue
-        diff = e.amount - expected
-        if abs(diff) <= rules.amount_tolerance_fen:
-            row["status"] = "matched"
-            row["ledger_amount"] = expected
-            row["detail"] = f"remittance of bank {bank} for {bdate}: run {run.run_id}" + (f", difference {diff} fen within tolerance" if diff else "")
+        if _remittance_of_run(conn, e, row, run.run_id, bank, bdate, claimed, rules):
             runs_used.add(run.run_id)
             pending_matches.append((f"remittance {bank}{ymd}", [{"item_id": row["item_id"], "side": "file", "amount": e.amount},
-                                                                {"run_id": run.run_id, "side": "ledger", "amount": expected}]))
-        else:
-            row["ledger_amount"] = expected
-            row["detail"] = (f"remittance of bank {bank} for {bdate}: credit {e.amount} fen, run {run.run_id} expects {expected} "
-                             f"(difference {diff}): what arrived is posted, bank_clearing:{bank} keeps the difference"
-                             + (f"; the run has {open_} open exception(s)" if open_ else ""))
+                                                                {"run_id": run.run_id, "side": "ledger",
+                                                                 "amount": row["ledger_amount"]}]))
 
     # 3. cheques
     if rules.match_cheques:
@@ -280,7 +300,7 @@ def _match_and_store(conn, st: Statement, actor: str, rules: FinanceRules, now: 
     for note, members in pending_matches:
         new_match(conn, "auto", actor, now, note, members)
     for row in items:
-        if row["kind"] == "remittance" and row["ledger_amount"] is not None:
+        if row["remits_run_id"] is not None:
             settle_remittance(conn, row["item_id"], actor=actor, now=now, reason=f"finance run {run_id}")
     pay_out(conn, payouts, actor, now)
     write_audit(conn, [audit_row(now, actor, "recon.finance", "recon_run", run_id, file=st.path.name, sha256=st.sha256,

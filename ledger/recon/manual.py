@@ -8,8 +8,9 @@
   ledger's unreversed, not yet matched payments, and bank runs (for a remittance).
 - ``match_items(engine, item_ids, payment_ids=, run_ids=, actor=, note=)``: one-to-one or
   many-to-one: the file side (bank lines, statement entries) must equal the ledger side (ledger
-  items, payments, bank runs' expected remittances) within ``tolerance`` fen; every item becomes
-  ``matched``; a ``recon_matches`` row (kind manual) and its members record it.
+  items, payments, what remains of bank runs' expected remittances once other credits' claims are
+  taken off) within ``tolerance`` fen; a credit claiming a run is matched only to it; every item
+  becomes ``matched``; a ``recon_matches`` row (kind manual) and its members record it.
 - ``unmatch(engine, match_id, actor=, reason=)``: undoes a manual match: its items are open again.
 - A statement credit matched to a bank run moves out of the bank's clearing account, and an unmatch
   posts the red reversal (``ledger.recon.remittances.settle_remittance``).
@@ -27,7 +28,7 @@ from ledger.audit import audit_row, write_audit
 from config.clock import SYSTEM_CLOCK
 from ledger.errors import Refused
 from ledger.recon.match_queries import expected_remittance, matched_payment_ids, new_match
-from ledger.recon.remittances import settle_remittance
+from ledger.recon.remittances import remitted_of_runs, settle_remittance
 from ledger.recon.resolutions import load_item
 from ledger.recon_tables import recon_items, recon_match_members, recon_matches, recon_runs
 from ledger.schema import payments, reversals
@@ -150,6 +151,7 @@ def show_item(engine: Engine, item_id: int, limit: int = 10) -> dict:
                     stmt = stmt.where(rr.business_date.between(lo - timedelta(days=7), hi))
                 for run in conn.execute(stmt.limit(200)):
                     expected, open_ = expected_remittance(conn, run.run_id)
+                    expected -= remitted_of_runs(conn, [run.run_id], besides=[item_id]).get(run.run_id, 0)
                     fake = {"bank_amount": None, "ledger_amount": expected, "business_date": run.business_date,
                             "customer_no": None, "reference": f"{run.bank_code}{run.business_date:%Y%m%d}",
                             "cheque_no": None, "rrn": None}
@@ -183,6 +185,8 @@ def match_items_in(conn, item_ids: list[int], *, actor: str, note: str = "", pay
         item = load_item(conn, item_id, lock=True)
         if item["status"] != "open":
             raise Refused(f"item {item_id} is {item['status']}, not open")
+        if item["remits_run_id"] is not None and run_ids and item["remits_run_id"] not in run_ids:
+            raise Refused(f"item {item_id} remits bank run {item['remits_run_id']}: match it to that run")
         side, amount = side_amount(item)
         members.append({"item_id": item_id, "side": side, "amount": amount})
         if side == "file":
@@ -211,9 +215,9 @@ def match_items_in(conn, item_ids: list[int], *, actor: str, note: str = "", pay
             raise Refused(f"run {run_id} is not a bank reconciliation run")
         if active_match_of_run(conn, run_id) is not None:
             raise Refused(f"bank run {run_id} is already matched to a remittance")
-        expected, _ = expected_remittance(conn, run_id)
-        members.append({"run_id": run_id, "side": "ledger", "amount": expected})
-        ledger_sum += expected
+        remaining = _remaining(conn, run_id, item_ids)
+        members.append({"run_id": run_id, "side": "ledger", "amount": remaining})
+        ledger_sum += remaining
     if not file_sum and not ledger_sum:
         raise Refused("nothing to match")
     if abs(file_sum - ledger_sum) > tolerance:
@@ -226,6 +230,15 @@ def match_items_in(conn, item_ids: list[int], *, actor: str, note: str = "", pay
                                  payments=list(payment_ids), runs=list(run_ids), file_sum=file_sum, ledger_sum=ledger_sum)])
     _settle(conn, item_ids, actor, now, f"match {match_id}")
     return match_id
+
+
+def _remaining(conn, run_id: int, item_ids) -> int:
+    """What remains of a bank run to remit: its expected remittance less what other credits claim."""
+    expected, _ = expected_remittance(conn, run_id)
+    remaining = expected - remitted_of_runs(conn, [run_id], besides=item_ids).get(run_id, 0)
+    if remaining <= 0:
+        raise Refused(f"bank run {run_id} is remitted in full by other credits already")
+    return remaining
 
 
 def _settle(conn, item_ids, actor: str, now: datetime, reason: str) -> None:

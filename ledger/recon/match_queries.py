@@ -13,12 +13,25 @@ from ledger.recon_tables import recon_items, recon_match_members, recon_matches,
 def expected_remittance(conn, run_id: int) -> tuple[int, int]:
     """(expected remittance, open exceptions) of a bank run: its matched S sum plus the bank-side S
     amounts of its items since resolved or matched by hand."""
-    rr, ri = recon_runs.c, recon_items.c
-    matched = conn.execute(select(rr.matched_sum).where(rr.run_id == run_id)).scalar_one()
-    extra = conn.execute(select(func.coalesce(func.sum(ri.bank_amount), 0)).where(
-        ri.run_id == run_id, ri.bank_status == "S", ri.status.in_(("resolved", "matched")))).scalar_one()
+    ri = recon_items.c
     open_ = conn.execute(select(func.count()).where(ri.run_id == run_id, ri.status == "open")).scalar_one()
-    return int(matched) + int(extra), int(open_)
+    return expected_remittances(conn, [run_id])[run_id], int(open_)
+
+
+def expected_remittances(conn, run_ids) -> dict[int, int]:
+    """run_id -> expected remittance (see ``expected_remittance``) of the bank runs ``run_ids``."""
+    rr, ri = recon_runs.c, recon_items.c
+    out: dict[int, int] = {}
+    ids = sorted(set(run_ids))
+    for start in range(0, len(ids), 900):
+        chunk = ids[start:start + 900]
+        out.update((int(r), int(s)) for r, s in conn.execute(select(rr.run_id, rr.matched_sum)
+                                                             .where(rr.run_id.in_(chunk))))
+        for run_id, extra in conn.execute(select(ri.run_id, func.sum(ri.bank_amount)).where(
+                ri.run_id.in_(chunk), ri.bank_status == "S", ri.status.in_(("resolved", "matched")))
+                .group_by(ri.run_id)):
+            out[int(run_id)] += int(extra)
+    return out
 
 
 def active_match_of_run(conn, run_id: int) -> int | None:

@@ -6,10 +6,15 @@ to a bank:
 - when it is in a live match with a bank's reconciliation run (automatic: its reference names the
   run and the amount agrees within the tolerance; or by hand, ``gridpay recon match ITEM --run N``):
   that run's bank;
-- else when it is a ``remittance`` whose reference named a run that was there and not matched to
-  another credit, but whose amount differs (partly matched: ``ledger_amount`` holds what the run
-  expected): the bank its reference names. What arrived is posted; the clearing account keeps the
-  difference, and the item stays open for it.
+- else when it *claims* a bank run (``remits_run_id``, set when the statement is stored: its
+  reference named the run, which was there, not matched, and the credit came to less than what
+  remained of it: partly matched, ``ledger_amount`` holds that remainder): the bank its reference
+  names. What arrived is posted; the clearing account keeps the difference, and the item stays
+  open for it.
+
+What a bank run's remittances took of it (``remitted_of_runs``) is its claims plus what its live
+match took (the run member's amount: the remainder it expected); a later credit for the run is
+compared with what remains, so the run's remittances together never take more than it expects.
 
 ``settle_remittance`` makes the journal say exactly that for an item: the credit's amount moved
 out of its bank's clearing account into the collection account (``Remittance``), or nothing; what
@@ -20,7 +25,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import and_, exists, select
+from sqlalchemy import and_, exists, func, select
 
 from config.clock import SYSTEM_CLOCK, Clock
 from ledger.errors import Refused
@@ -44,13 +49,38 @@ def _matched_to_runs():
             .where(CREDIT).distinct())
 
 
-def _partly_matched():
-    """(item_id, bank_code, amount) of remittances whose amount differs from their run's, not matched since."""
+def _claims():
+    """The remittances that claim their run and are in no live match with a bank run (partly matched)."""
     in_match = exists().where(item_member.c.item_id == ri.item_id, item_member.c.match_id == m.match_id,
                               m.undone_at.is_(None), run_member.c.match_id == m.match_id,
                               run_member.c.run_id.is_not(None))
-    return (select(ri.item_id, ri.bank_code, ri.bank_amount)
-            .where(CREDIT, ri.kind == "remittance", ri.ledger_amount.is_not(None), ~in_match))
+    return and_(CREDIT, ri.kind == "remittance", ri.remits_run_id.is_not(None), ~in_match)
+
+
+def _partly_matched():
+    """(item_id, bank_code, amount) of the remittances that claim their run, not matched since."""
+    return select(ri.item_id, ri.bank_code, ri.bank_amount).where(_claims())
+
+
+def remitted_of_runs(conn, run_ids=None, *, besides=()) -> dict[int, int]:
+    """run_id -> fen its remittances took of it: the credits claiming it (but ``besides``) plus what
+    its live matches took (their run member's amount); for ``run_ids``, or every such run."""
+    mm = recon_match_members.c
+    claims = (select(ri.remits_run_id, func.sum(ri.bank_amount)).where(_claims())
+              .group_by(ri.remits_run_id))
+    taken = (select(mm.run_id, func.sum(mm.amount))
+             .select_from(recon_match_members.join(recon_matches, and_(m.match_id == mm.match_id,
+                                                                       m.undone_at.is_(None))))
+             .where(mm.run_id.is_not(None)).group_by(mm.run_id))
+    if besides:
+        claims = claims.where(ri.item_id.not_in(list(besides)))
+    if run_ids is not None:
+        claims, taken = claims.where(ri.remits_run_id.in_(list(run_ids))), taken.where(mm.run_id.in_(list(run_ids)))
+    out: dict[int, int] = {}
+    for query in (claims, taken):
+        for run_id, fen in conn.execute(query):
+            out[int(run_id)] = out.get(int(run_id), 0) + int(fen)
+    return out
 
 
 def attributed(conn, item_id: int | None = None) -> dict[int, dict[str, int]]:

@@ -28,6 +28,12 @@ atomic, so a file seen under its final name is whole. Temporary names are never 
 Files are taken billing files first, then bank files, debit results, and finance statements
 last (a remittance is matched against the bank's run of its date), by name within a kind.
 
+**A bank's day file waits for its day's end.** A bank file of a business date that has not ended
+on the clock (``Clock.end_of``: the cut-off) is held: left in ``incoming/``, logged once, and
+reconciled by the first poll after the cut-off (payments of that date may still come in until then).
+``hold_until_day_ended=False`` (setting ``watch.hold_bank_files_until_day_ended``) reconciles it
+when it arrives.
+
 **Hostile files** (``ledger.recon.drop_files``): only regular files of ``incoming/`` itself, with
 one name (no symbolic or hard links; directories, FIFOs, sockets and devices are never opened), a
 name that is UTF-8, printable and at most 200 bytes, and at most ``max_file_bytes`` (checked before
@@ -51,6 +57,7 @@ import os
 import re
 import threading
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
@@ -66,7 +73,7 @@ from ledger.recon_tables import recon_drop_files
 log = logging.getLogger("gridpay.recon.watch")
 
 TEMP_SUFFIXES = (".part", ".tmp", ".partial")
-BANK_NAME = re.compile(r"^\d{1,11}_\d{8}\.txt$")
+BANK_NAME = re.compile(r"^\d{1,11}_(\d{8})\.txt$")
 RET_NAME = re.compile(r"^(\d{1,11})_([^.]+)\.ret$")
 ORDER = {"customers": 0, "bills": 1, "agreements": 2, "bank": 3, "debit_result": 4, "finance": 5, "unknown": 6}
 IN_MEMORY = ("bank", "finance")     # their readers take the file's bytes; the others read it themselves, streaming
@@ -145,8 +152,10 @@ class DropWatcher:
     def __init__(self, engine: Engine, drop_dir: str | Path, *, actor: str = "system:recon-watch",
                  clock: Clock = SYSTEM_CLOCK, rules=None, reports_dir: str | Path | None = None,
                  settle_debits: bool = False, interval_s: float = 5.0, max_file_bytes: int = MAX_FILE_BYTES,
-                 report_options=None):
+                 report_options=None, hold_until_day_ended: bool = True):
         self.engine = engine
+        self.hold_until_day_ended = hold_until_day_ended
+        self._held: set[str] = set()      # names of the bank files logged as held
         self.drop = Path(drop_dir)
         self.actor = actor
         self.clock = clock
@@ -196,6 +205,8 @@ class DropWatcher:
         try:
             out = []
             for c in self.pending():
+                if self._holds(c):
+                    continue
                 try:
                     out.append(self.process(c.kind, c.path, c.refusal))
                 except Exception as exc:  # noqa: BLE001 - one bad file must not stop the others
@@ -207,6 +218,25 @@ class DropWatcher:
             return out
         finally:
             self._busy.release()
+
+    def _holds(self, c: Candidate) -> bool:
+        """A bank file whose business date has not ended on the clock waits in incoming/ (logged once)."""
+        if c.kind != "bank" or c.refusal is not None or not self.hold_until_day_ended:
+            return False
+        try:
+            business_date = datetime.strptime(BANK_NAME.match(c.path.name).group(1), "%Y%m%d").date()
+        except ValueError:
+            return False       # not a date: the reconciler rejects it with its reasons
+        ends = self.clock.end_of(business_date)
+        if self.clock.now() >= ends:
+            self._held.discard(c.path.name)
+            return False
+        if c.path.name not in self._held:
+            self._held.add(c.path.name)
+            log.info("bank file %s held: business date %s ends at %s (local %s); it waits in incoming/ until then",
+                     shown(c.path.name), business_date, f"{ends:%Y-%m-%d %H:%M} UTC",
+                     f"{self.clock.local(ends):%Y-%m-%d %H:%M}")
+        return True
 
     def _write_feed_files(self) -> None:
         """The billing feed's daily files of the days that ended (docs/billing-feed.md): this

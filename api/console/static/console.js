@@ -12,3 +12,24 @@ document.addEventListener("submit", function (event) {
   if (form.dataset.sent) { event.preventDefault(); return; }
   form.dataset.sent = "1";
 });
+// A part of a page that refreshes itself: an element with data-refresh-url (a fragment of the same
+// origin, rendered and escaped by the server) and data-refresh-s gets the fragment again every N
+// seconds. Without script the page reloads itself (<noscript> meta refresh) or by its reload link.
+function refreshEvery(part) {
+  var seconds = Math.max(2, parseInt(part.dataset.refreshS, 10) || 10);
+  function again() {
+    fetch(part.dataset.refreshUrl, {credentials: "same-origin", headers: {"Accept": "text/html"}})
+      .then(function (answer) {
+        if (answer.redirected) { window.location.assign(answer.url); }   // the session ended: sign in again
+        if (answer.redirected || !answer.ok) { throw new Error("refresh: " + answer.status); }
+        return answer.text();
+      })
+      .then(function (html) { part.innerHTML = html; part.dataset.refreshed = String(Date.now()); })
+      .catch(function () { part.dataset.refreshFailed = "1"; })
+      .then(function () { window.setTimeout(again, seconds * 1000); });
+  }
+  window.setTimeout(again, seconds * 1000);
+}
+document.addEventListener("DOMContentLoaded", function () {
+  document.querySelectorAll("[data-refresh-url]").forEach(refreshEvery);
+});

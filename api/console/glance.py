@@ -1,0 +1,36 @@
+"""The day at a glance (``debit.read`` or ``report.read``: operations, finance, the auditor): each
+bank's links, today's collections, what waits (unknown debits, reversals, reconciliation items by
+age, the outbox) and the batches running, read in one snapshot (glance_data.py).
+
+It refreshes itself: ``console.js`` fetches the fragment (``/console/glance/fragment``, the same
+template's part) every ``REFRESH_S`` seconds and puts it in place; without script the page reloads
+itself (``<noscript>`` meta refresh) and has a reload link. Nothing here writes."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from api.console.glance_data import glance
+from api.console.menu import ITEMS
+from api.console.render import render
+from api.console.viewer import Viewer, context_of, page
+
+router = APIRouter()
+READ = page(*ITEMS["glance"].permissions)
+REFRESH_S = 10
+
+
+async def _figures(request: Request):
+    ctx = context_of(request)
+    return await run_in_threadpool(glance, ctx.engine, ctx.settings, ctx.clock)
+
+
+@router.get("/glance")
+async def day_at_a_glance(request: Request, viewer: Viewer = Depends(READ)) -> Response:
+    return render(request, "glance.html", viewer, g=await _figures(request), refresh_s=REFRESH_S)
+
+
+@router.get("/glance/fragment")
+async def glance_fragment(request: Request, viewer: Viewer = Depends(READ)) -> Response:
+    return render(request, "glance_figures.html", viewer, g=await _figures(request))
