@@ -1,4 +1,4 @@
-"""Finance reports (``report.read``): ``GET /v1/reports/{name}?format=json|csv|xlsx|html``.
+"""Finance reports (``report.read``): ``GET /v1/reports/{name}?format=json|csv|xlsx|html|text``.
 
 The report definition's reports (ledger/reports, docs/reports.md): ``confirmed`` (实收: ``date`` or
 ``from`` and ``to``), ``daily`` (``date``), ``monthly`` and ``month-end`` (``month=YYYY-MM``),
@@ -6,7 +6,7 @@ The report definition's reports (ledger/reports, docs/reports.md): ``confirmed``
 ``recon-day``: ``date``, each bank's reconciliation of the day, ``gridpay recon report``) and
 ``recon-run`` (``run_id``: one reconciliation run's report); ``lang=zh|en``. JSON
 has amounts in integer fen; CSV has each amount in yuan and in fen, identifiers as text
-(spreadsheet-safe); XLSX typed cells; HTML a self-contained page. The file is written to a
+(spreadsheet-safe); XLSX typed cells; HTML a self-contained page; text aligned tables. The file is written to a
 spooled temporary file first (a long list goes to disk, not to memory) and then streamed.
 
 ``daily``'s JSON, and ``receivables`` (``period=YYYYMM``) in JSON and CSV, are the earlier reports'
