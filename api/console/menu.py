@@ -24,6 +24,8 @@ MENU: tuple[MenuItem, ...] = (
     MenuItem("home", "/console/", (), "h"),
     MenuItem("approvals", "/console/approvals", tuple(APPROVAL_PERMISSION.values()), "a"),
     MenuItem("customers", "/console/customers", ("customer.read",), "c"),
+    # the reconciliation workbench (api/console/recon.py, recon_items.py)
+    MenuItem("recon", "/console/recon", ("recon.read",), "w"),
 )
 ITEMS = {item.key: item for item in MENU}
 

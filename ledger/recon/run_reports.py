@@ -82,7 +82,7 @@ def bridge_section(section_id: str, heading: str, lines: list[bridge.BridgeLine]
                    status="ok" if ok else "bad")
 
 
-def _load(conn, run_id: int) -> tuple[dict, list[dict]]:
+def load_run(conn, run_id: int) -> tuple[dict, list[dict]]:
     run = conn.execute(select(recon_runs).where(recon_runs.c.run_id == run_id)).mappings().one_or_none()
     if run is None:
         raise Refused(f"no reconciliation run {run_id}")
@@ -256,7 +256,7 @@ def finance_run_doc(conn, run: dict, items: list[dict], options: ReportOptions) 
 
 def build_run_doc(conn, run_id: int, options: ReportOptions = ReportOptions()) -> tuple[dict, ReportDoc]:
     """(the run's row, its report)."""
-    run, items = _load(conn, run_id)
+    run, items = load_run(conn, run_id)
     build = bank_run_doc if run["kind"] == "bank" else finance_run_doc
     return run, build(conn, run, items, options)
 
