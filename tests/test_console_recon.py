@@ -49,10 +49,11 @@ def service(db_url, tmp_path):
 
 
 def drop_bank_file(service, tmp_path) -> None:
-    """P1, P2 as in the ledger; one line of ¥450.00 for C3 (the ledger: P3 + P4); P5 ¥1 more; P6 missing."""
+    """P1, P2 as in the ledger; one line of ¥450.00 for C3 (the ledger: P3 + P4); P5 ¥1 more; P6 under
+    another RRN (left open: a bank-only line and a ledger-only payment)."""
     p = service.pays
     lines = [line_of(p["P1"]), line_of(p["P2"]), "D|C|20261123101500|777001|BANKONLY0001|C3|45000|S|T0000009",
-             line_of(p["P5"], amount=50_100)]
+             line_of(p["P5"], amount=50_100), "D|C|20261123101600|777002|TYPO00000006|C6|60000|S|T0000009"]
     written = write_bank_file(tmp_path, lines)
     incoming = tmp_path / "drop" / "incoming"
     incoming.mkdir(parents=True)
@@ -84,12 +85,12 @@ def clerk_scenario(browser, service, shots):
     page.wait_for_load_state()
     text = page.inner_text("main")
     assert "对账已完成" in text and "调节相符" in text
-    assert "¥1,251.00" in page.locator("#bridge").inner_text() and "¥1,850.00" in page.locator("#bridge").inner_text()
+    assert "¥1,851.00" in page.locator("#bridge").inner_text() and "¥1,850.00" in page.locator("#bridge").inner_text()
     assert "¥300.00" in page.locator("#matched-heading + table").inner_text()       # P1 + P2, matched automatically
-    assert page.locator("#open-items [data-row]").count() == 5
+    assert page.locator("#open-items [data-row]").count() == 6
     clerk.check("run")
     kinds = items_by_kind(service.engine)
-    bank_only, (p3, p4, p6), differs = kinds["bank_only"][0], kinds["ledger_only"], kinds["amount_differs"][0]
+    (bank_only, typo), (p3, p4, p6), differs = kinds["bank_only"], kinds["ledger_only"], kinds["amount_differs"][0]
 
     # the keys: j j to the bank's line (the run lists amount_differs, bank_only, ledger_only...), Enter opens it
     press(clerk, "j", "j", "Enter")
@@ -124,9 +125,9 @@ def clerk_scenario(browser, service, shots):
     assert "差异已接受" in page.inner_text("main")
     clerk.check("resolved")
     clerk.goto(f"/console/recon/runs/{item_run(service.engine, p6)}")
-    assert page.locator("#open-items [data-row]").count() == 1 and "调节相符" in page.inner_text("main")
+    assert page.locator("#open-items [data-row]").count() == 2 and "调节相符" in page.inner_text("main")
     clerk.check("run-after")
-    return bank_only, (p3, p4, p6), differs
+    return (bank_only, typo), (p3, p4, p6), differs
 
 
 def finance_scenario(browser, service, shots, open_item, other):
@@ -134,7 +135,8 @@ def finance_scenario(browser, service, shots, open_item, other):
     page = finance.sign_in(FINANCE)
     finance.goto(f"/console/recon/items/{open_item}")
     assert "不能手工匹配" in page.inner_text("main")
-    assert page.locator("input[type=checkbox]").count() == 0 and page.locator("main button").count() == 0
+    assert page.locator("#candidate-item-%d" % other).count() == 1        # the candidates, side by side
+    assert page.locator("main form").count() == 0 and page.locator("input[type=checkbox]").count() == 0
     finance.check("item-read-only")
     forged = page.request.post(f"/console/recon/items/{open_item}/match", form={
         "csrf_token": finance.csrf(), "pick": f"item:{other}", "idempotency_key": "forged"})
@@ -145,8 +147,8 @@ def test_a_clerk_reconciles_a_dropped_bank_file_and_matches_by_hand(service, tmp
     drop_bank_file(service, tmp_path)
     shots = tmp_path / "shots"
     shots.mkdir()
-    bank_only, (p3, p4, p6), differs = in_browser(clerk_scenario, service, shots)
-    in_browser(finance_scenario, service, shots, p6, bank_only)
+    (bank_only, typo), (p3, p4, p6), differs = in_browser(clerk_scenario, service, shots)
+    in_browser(finance_scenario, service, shots, p6, typo)
 
     incoming, processed = tmp_path / "drop" / "incoming", tmp_path / "drop" / "processed"
     assert not any(incoming.iterdir()) and (processed / FILE).exists()
@@ -158,8 +160,8 @@ def test_a_clerk_reconciles_a_dropped_bank_file_and_matches_by_hand(service, tmp
     clerk = f"operator:{CLERK}"
     assert [(m.kind, m.created_by, m.undone_by) for m in matches] == [("manual", clerk, clerk), ("manual", clerk, None)]
     assert members == {bank_only, p3, p4} and matches[-1].note == "one line for two payments"
-    assert (status[bank_only], status[p3], status[p4], status[differs], status[p6]) == (
-        "matched", "matched", "matched", "resolved", "open")
+    assert (status[bank_only], status[p3], status[p4], status[differs], status[p6], status[typo]) == (
+        "matched", "matched", "matched", "resolved", "open", "open")
     assert [r["actor"] for r in audit_rows(service.engine, "recon.bank")] == [clerk]
     assert [(r["actor"], r["details"]["outcome"]) for r in audit_rows(service.engine, "recon.start")] == [
         (clerk, "processed")]
@@ -177,3 +179,62 @@ def test_a_clerk_reconciles_a_dropped_bank_file_and_matches_by_hand(service, tmp
 def item_run(engine, item_id: int) -> int:
     with engine.connect() as conn:
         return conn.execute(select(recon_items.c.run_id).where(recon_items.c.item_id == item_id)).scalar_one()
+
+
+STATEMENT = "statement.csv"
+BAD = f"{BANK}_20261124.txt"
+
+
+def drop(directory, name: str, data: bytes) -> None:
+    (directory / f".{name}.part").write_bytes(data)
+    os.replace(directory / f".{name}.part", directory / name)
+
+
+def start_scenario(browser, service, shots):
+    finance = Operator(browser, service.base_url, shots, "finance")
+    page = finance.sign_in(FINANCE)
+    finance.goto("/console/recon")
+    text = page.inner_text("main")
+    assert STATEMENT in text and BAD in text and "不能对此类文件对账（recon.run）" in text
+    assert page.get_by_role("button", name=f"开始对账 {BAD}").count() == 0
+    finance.check("files")
+    forged = page.request.post("/console/recon/start", form={"csrf_token": finance.csrf(), "file": BAD})
+    assert forged.status == 403 and "recon.run" in forged.text()
+    page.get_by_role("button", name=f"开始对账 {STATEMENT}").click()
+    page.wait_for_url(re.compile(r"/console/recon/runs/\d+\?done=started"))
+    assert "财务对账单" in page.inner_text("main") and "¥5.00" in page.locator("#bridge").inner_text()
+    assert page.locator("#open-items [data-row]").count() == 1
+    finance.check("statement-run")
+
+    clerk = Operator(browser, service.base_url, shots, "clerk")
+    page = clerk.sign_in(CLERK)
+    clerk.goto("/console/recon")
+    page.get_by_role("button", name=f"开始对账 {BAD}").click()
+    page.wait_for_load_state()
+    assert "已拒收" in page.locator("[role=alert]").inner_text()
+    assert BAD not in page.locator("main table").first.inner_text()      # no longer waiting
+    clerk.check("rejected")
+
+
+def test_each_kind_starts_with_its_permission_and_a_bad_file_is_set_aside(sqlite_url, tmp_path):
+    with running_service(sqlite_url, settings=Settings(drop_dir=str(tmp_path / "drop"))) as service:
+        with service.engine.begin() as conn:
+            add_banks(conn, BANK)
+        incoming = tmp_path / "drop" / "incoming"
+        incoming.mkdir(parents=True)
+        drop(incoming, STATEMENT, b"booking_date,value_date,amount,direction,method,cheque_no,reference,counterparty\n"
+                                  b"2026-11-24,,500,C,,,SOMETHING,x\n")
+        bad = write_bank_file(tmp_path, ["D|C|20261124101500|777001|BANKONLY0001|C3|45000|S|T0000009"],
+                              day=DAY + timedelta(days=1), total=1)
+        drop(incoming, BAD, bad.read_bytes())
+        shots = tmp_path / "shots"
+        shots.mkdir()
+        in_browser(start_scenario, service, shots)
+
+        assert (tmp_path / "drop" / "rejected" / BAD).exists() and (tmp_path / "drop" / "processed" / STATEMENT).exists()
+        assert [(r["actor"], r["object_id"], r["details"]["outcome"]) for r in audit_rows(service.engine, "recon.start")] == [
+            (f"operator:{FINANCE}", STATEMENT, "processed"), (f"operator:{CLERK}", BAD, "rejected")]
+        assert [r["actor"] for r in audit_rows(service.engine, "recon.finance")] == [f"operator:{FINANCE}"]
+        assert [(r["actor"], r["details"]["permission"]) for r in audit_rows(service.engine, "access.forbidden")] == [
+            (f"operator:{FINANCE}", "recon.run")]
+        assert len(list(shots.glob("*.png"))) == 3
