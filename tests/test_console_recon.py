@@ -127,6 +127,9 @@ def clerk_scenario(browser, service, shots):
     clerk.goto(f"/console/recon/runs/{item_run(service.engine, p6)}")
     assert page.locator("#open-items [data-row]").count() == 2 and "调节相符" in page.inner_text("main")
     clerk.check("run-after")
+    clerk.goto(f"/console/recon/runs/{item_run(service.engine, p6)}?lang=en")
+    assert "Reconciliation run" in page.inner_text("h1") and "the bridge adds up" in page.inner_text("main").lower()
+    clerk.check("run-english")
     return (bank_only, typo), (p3, p4, p6), differs
 
 
@@ -171,7 +174,7 @@ def test_a_clerk_reconciles_a_dropped_bank_file_and_matches_by_hand(service, tmp
         (clerk, "bank fee", str(differs))]
     assert [(r["actor"], r["details"]["permission"]) for r in audit_rows(service.engine, "access.forbidden")] == [
         (f"operator:{FINANCE}", "recon.match")]
-    assert len(list(shots.glob("*.png"))) == 8
+    assert len(list(shots.glob("*.png"))) == 9
     assert_ledger_verifies(service.engine)
     gridpay("ledger", "verify", "--url", service.url, check=True)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timezone
 from pathlib import Path as FilePath
 
@@ -80,7 +80,7 @@ def waiting_files(ctx: ApiContext, watcher: DropWatcher) -> list[Received]:
                               bank, day))
     with ctx.engine.connect() as conn:
         made = bank_runs_of(conn, [(f.bank_code, f.business_date) for f in found if f.bank_code])
-    return [Received(**{**f.__dict__, "run_id": made.get((f.bank_code, f.business_date))}) for f in found]
+    return [replace(f, run_id=made.get((f.bank_code, f.business_date))) for f in found]
 
 
 def workbench_page(request: Request, viewer: Viewer, status: int = 200, **values) -> Response:
