@@ -2,7 +2,7 @@
 finance statements waiting in the drop directory's ``incoming/``), each with a start button, the
 recent runs, and a run's result (its bridge, what matched and what is open, side by side).
 
-"Start" takes the file the way the drop watcher does (``DropWatcher.process``: recognised, checked,
+"Start" takes the file the way the drop watcher's poll does (``DropWatcher.take``: recognised, checked,
 reconciled by ``reconcile_bank_file`` / ``reconcile_statement``, moved to ``processed/`` or
 ``rejected/``, recorded in ``recon_drop_files``), as the signed-in operator: a bank file needs
 ``recon.run``, a statement ``statement.import`` (as ``gridpay recon bank`` / ``recon finance``).
@@ -33,7 +33,7 @@ from ledger.recon.lists import bank_runs_of, open_counts, run_page
 from ledger.recon.manual import open_items
 from ledger.recon.report_labels import label, options_of
 from ledger.recon.run_reports import load_run
-from ledger.recon.watch import DropResult, DropWatcher
+from ledger.recon.watch import Candidate, DropResult, DropWatcher
 
 router = APIRouter()
 READ = page(*ITEMS["recon"].permissions)
@@ -103,11 +103,10 @@ def workbench(request: Request, viewer: Viewer = Depends(READ)) -> Response:
 
 def start_file(ctx: ApiContext, request: Request, actor: str, watcher: DropWatcher, kind: str,
                name: str) -> DropResult | None:
-    """Reconcile one file of incoming/ as the watcher would, audited; None when it is gone meanwhile
-    (the watcher took it)."""
-    try:
-        result = watcher.process(kind, watcher.incoming / name)
-    except FileNotFoundError:
+    """Reconcile one file of incoming/ as the watcher's poll does, audited; None when it is gone
+    meanwhile (the watcher took it)."""
+    result = watcher.take(Candidate(kind, watcher.incoming / name))
+    if result is None:
         return None
     with ctx.engine.begin() as conn:
         write_audit(conn, [audit_row(ctx.now(), actor, "recon.start", "recon_file", name[:200], reason=result.message,
