@@ -186,6 +186,7 @@ def item_run(engine, item_id: int) -> int:
 
 STATEMENT = "statement.csv"
 BAD = f"{BANK}_20261124.txt"
+NO_SUCH_DAY = f"{BANK}_20261399.txt"
 
 
 def drop(directory, name: str, data: bytes) -> None:
@@ -199,6 +200,7 @@ def start_scenario(browser, service, shots):
     finance.goto("/console/recon")
     text = page.inner_text("main")
     assert STATEMENT in text and BAD in text and "不能对此类文件对账（recon.run）" in text
+    assert NO_SUCH_DAY in text                  # listed (the reconciliation says what is wrong with it)
     assert page.get_by_role("button", name=f"开始对账 {BAD}").count() == 0
     finance.check("files")
     forged = page.request.post("/console/recon/start", form={"csrf_token": finance.csrf(), "file": BAD})
@@ -230,6 +232,7 @@ def test_each_kind_starts_with_its_permission_and_a_bad_file_is_set_aside(sqlite
         bad = write_bank_file(tmp_path, ["D|C|20261124101500|777001|BANKONLY0001|C3|45000|S|T0000009"],
                               day=DAY + timedelta(days=1), total=1)
         drop(incoming, BAD, bad.read_bytes())
+        drop(incoming, NO_SUCH_DAY, bad.read_bytes())
         shots = tmp_path / "shots"
         shots.mkdir()
         in_browser(start_scenario, service, shots)

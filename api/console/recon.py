@@ -62,6 +62,15 @@ def watcher_for(ctx: ApiContext, actor: str) -> DropWatcher:
                        report_options=options_of(settings, clock=ctx.clock))
 
 
+def named_date(stamp: str) -> date | None:
+    """The business date a bank file's name gives (``YYYYMMDD``); None for a day that does not exist
+    (the reconciliation refuses that file, with its reason, when it is started)."""
+    try:
+        return date(int(stamp[:4]), int(stamp[4:6]), int(stamp[6:]))
+    except ValueError:
+        return None
+
+
 def waiting_files(ctx: ApiContext, watcher: DropWatcher) -> list[Received]:
     """Bank files and statements in ``incoming/`` that the watcher would take now."""
     found = []
@@ -72,14 +81,11 @@ def waiting_files(ctx: ApiContext, watcher: DropWatcher) -> list[Received]:
             st = os.lstat(c.path)
         except FileNotFoundError:
             continue
-        bank, day = None, None
-        if c.kind == "bank":
-            bank, stamp = c.path.stem.split("_")
-            day = date(int(stamp[:4]), int(stamp[4:6]), int(stamp[6:]))
+        bank, day = c.path.stem.split("_") if c.kind == "bank" else (None, None)
         found.append(Received(c.path.name, c.kind, st.st_size, datetime.fromtimestamp(st.st_mtime, timezone.utc),
-                              bank, day))
+                              bank, day and named_date(day)))
     with ctx.engine.connect() as conn:
-        made = bank_runs_of(conn, [(f.bank_code, f.business_date) for f in found if f.bank_code])
+        made = bank_runs_of(conn, [(f.bank_code, f.business_date) for f in found if f.business_date])
     return [replace(f, run_id=made.get((f.bank_code, f.business_date))) for f in found]
 
 
