@@ -97,7 +97,8 @@ def clerk_scenario(browser, service, shots):
     page.wait_for_url(re.compile(f"/console/recon/items/{bank_only}$"))
     assert page.locator("#candidates [data-row]").nth(0).get_attribute("id") == f"candidate-item-{p3}"
     assert page.locator("#candidates [data-row]").nth(1).get_attribute("id") == f"candidate-item-{p4}"
-    assert "C3" in page.locator(f"#candidate-item-{p3}").inner_text()
+    side_by_side = page.locator(f"#candidate-item-{p3}").inner_text()
+    assert all(word in side_by_side for word in ("2026-11-23", "¥300.00", "C3", BANK, "日期相同，户号相同")), side_by_side
     clerk.check("item")
     press(clerk, "j", "Space", "j", "Space", "Enter")                  # tick both ledger items, match: many to one
     page.wait_for_url(re.compile(r"done=matched"))

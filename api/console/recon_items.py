@@ -8,7 +8,9 @@ press of a button answers the first change again instead of making another."""
 from __future__ import annotations
 
 import json
+import re
 import uuid
+from typing import Callable
 
 from fastapi import APIRouter, Depends, Path, Request
 from pydantic import ValidationError
@@ -17,7 +19,8 @@ from starlette.datastructures import FormData
 from starlette.responses import RedirectResponse, Response
 
 from api.console.recon import READ
-from api.console.render import render
+from api.console.i18n import translator
+from api.console.render import language, render
 from api.console.viewer import Viewer, checked_form, context_of, page
 from api.idempotency import Idempotent, IdempotentRequest, body_digest
 from api.problems import Problem
@@ -33,6 +36,24 @@ MATCH = page("recon.match")
 ITEM_ID, MATCH_ID = Path(ge=1, le=2**62), Path(ge=1, le=2**62)   # one per name: FastAPI names a Path by its use
 DONE = ("matched", "undone", "resolved")
 PICKED = {"item": "item_ids", "payment": "payment_ids", "run": "run_ids"}   # a ticked candidate: "<type>:<id>"
+
+
+WHY = ((re.compile(r"^same amount$"), "recon.why.amount"), (re.compile(r"^same date$"), "recon.why.date"),
+       (re.compile(r"^(?P<days>\d+) day\(s\) apart$"), "recon.why.days"),
+       (re.compile(r"^same customer$"), "recon.why.customer"), (re.compile(r"^same reference$"), "recon.why.reference"),
+       (re.compile(r"^(?P<count>\d+) open exception\(s\)$"), "recon.why.open"))
+
+
+def why_words(t) -> Callable[[str], str]:
+    """The ranking's reasons (show_item's ``why``: English phrases) in the page's language."""
+    def words(why: str) -> str:
+        out = []
+        for phrase in re.split(r"[,;] ", why):
+            found = next(((m, key) for pattern, key in WHY if (m := pattern.match(phrase.strip()))), None)
+            out.append(t(found[1], **found[0].groupdict()) if found else phrase)
+        return t("recon.why.join").join(p for p in out if p)
+
+    return words
 
 
 def neighbours(engine, item: dict) -> tuple[int | None, int | None]:
@@ -51,10 +72,11 @@ def item_page(request: Request, viewer: Viewer, item_id: int, status: int = 200,
     except Refused:
         return render(request, "notfound.html", viewer, 404, what=("recon.item.not_found", {"item": item_id}))
     previous, following = neighbours(ctx.engine, shown["item"])
+    lang, _ = language(request)
     return render(request, "recon_item.html", viewer, status, i=shown["item"], match=shown["match"],
                   candidates=shown["candidates"], previous=previous, following=following,
                   may_match=viewer.principal.may("recon.match"), actions=ACTIONS, form_key=uuid.uuid4().hex,
-                  label=label, describe=describe,
+                  label=label, describe=describe, why=why_words(translator(lang)),
                   **values)
 
 

@@ -2,7 +2,7 @@
 
 - ``open_items(engine, bank=, business_date=, kind=, run_id=)``: open items, by bank and date.
 - ``show_item(engine, item_id)``: the item, its match (if any) and candidates ranked by score
-  (each with its date, amount, method or channel, cheque number and customer, side by side):
+  (each with its bank, date, amount, method or channel, cheque number and customer, side by side):
   same amount (+100), near date (+30 same day, +20 one day, +10 within the window), same
   customer (+50), same reference / cheque number (+40). Candidates are the other side's open
   items (bank-only ↔ ledger-only of the same bank; any open item for a statement entry), the
@@ -114,6 +114,7 @@ def show_item(engine: Engine, item_id: int, limit: int = 10) -> dict:
                                            "amount": other["bank_amount"] if other["bank_amount"] is not None else other["ledger_amount"],
                                            "date": other["business_date"], "customer_no": other["customer_no"],
                                            "method": other["method"] or other["channel"], "cheque_no": other["cheque_no"],
+                                           "bank_code": other["bank_code"],
                                            "score": s, "why": ", ".join(why)})
             # payments (statement entries and bank-only lines)
             if item["kind"] in FILE_SIDE and item["kind"] != "reversal":
@@ -142,7 +143,8 @@ def show_item(engine: Engine, item_id: int, limit: int = 10) -> dict:
                         s, why = _score(fake, amount, when, item["customer_no"], ref)
                         candidates.append({"type": "payment", "id": x.payment_id, "kind": f"payment bank {x.bank_code}",
                                            "amount": int(x.amount), "date": x.business_date, "customer_no": x.customer_no,
-                                           "method": x.method, "cheque_no": x.cheque_no, "score": s, "why": ", ".join(why)})
+                                           "method": x.method, "cheque_no": x.cheque_no, "bank_code": x.bank_code,
+                                           "score": s, "why": ", ".join(why)})
             # bank runs (remittances, other credits)
             if item["direction"] == "C":
                 rr = recon_runs.c
@@ -159,7 +161,7 @@ def show_item(engine: Engine, item_id: int, limit: int = 10) -> dict:
                     s, why = _score(fake, amount, when, None, item["reference"])
                     candidates.append({"type": "run", "id": run.run_id, "kind": f"bank run {run.bank_code} {run.business_date}",
                                        "amount": expected, "date": run.business_date, "customer_no": None,
-                                       "method": None, "cheque_no": None, "score": s,
+                                       "method": None, "cheque_no": None, "bank_code": run.bank_code, "score": s,
                                        "why": ", ".join(why) + (f"; {open_} open exception(s)" if open_ else "")})
         candidates.sort(key=lambda c: (-c["score"], c["type"], c["id"]))
     return {"item": item, "match": dict(match) if match else None, "candidates": candidates[:limit]}
