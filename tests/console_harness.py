@@ -71,9 +71,11 @@ def colours_in(browser: Browser, png: bytes) -> int:
 class Operator:
     """One operator's browser (a context of its own: its own cookies), signing in by the form."""
 
-    def __init__(self, browser: Browser, base_url: str, shots: Path, name: str):
+    def __init__(self, browser: Browser, base_url: str, shots: Path, name: str, javascript: bool = True):
         self.browser, self.shots, self.name = browser, shots, name
-        self.context = browser.new_context(base_url=base_url, viewport={"width": 1280, "height": 900})
+        # javascript=False: the pages as a browser without scripts gets them (every action a plain form)
+        self.context = browser.new_context(base_url=base_url, viewport={"width": 1280, "height": 900},
+                                           java_script_enabled=javascript)
         self.page: Page = self.context.new_page()
         self.seen: list[str] = []
         self.csp_reports: list[str] = []     # what the browser refused under the Content Security Policy

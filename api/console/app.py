@@ -12,7 +12,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import RedirectResponse, Response
 
-from api.console import approvals, customers, glance, home, plans, reports, signin
+from api.console import approvals, customers, glance, home, plans, recon, recon_items, reports, signin
 from api.console.protection import SESSION_COOKIE, forget_cookie, secure_headers
 from api.console.render import render
 from api.console.viewer import PageRefused, SignInNeeded
@@ -21,7 +21,7 @@ from api.deps import ApiContext
 PREFIX = "/console"
 STATIC = Path(__file__).resolve().parent / "static"
 ROUTERS = (signin.router, home.router, approvals.router, customers.router,
-           glance.router, plans.router, reports.router)
+           glance.router, plans.router, reports.router, recon.router, recon_items.router)
 
 
 def console_app(context: ApiContext) -> FastAPI:

@@ -28,6 +28,8 @@ MENU: tuple[MenuItem, ...] = (
     MenuItem("glance", "/console/glance", ("debit.read", "report.read"), "g"),
     MenuItem("plans", "/console/plans", ("debit.read",), "p"),
     MenuItem("reports", "/console/reports", ("report.read",), "f"),
+    # the reconciliation workbench (api/console/recon.py, recon_items.py)
+    MenuItem("recon", "/console/recon", ("recon.read",), "w"),
 )
 ITEMS = {item.key: item for item in MENU}
 

@@ -69,17 +69,23 @@ def page(*permissions: str):
     """A dependency: the signed-in operator, holding one of ``permissions`` (none: any operator)."""
 
     async def dependency(request: Request, viewer: Viewer = Depends(signed_in)) -> Viewer:
-        if permissions and not any(viewer.principal.may(p) for p in permissions):
-            ctx = context_of(request)
-            try:
-                await run_in_threadpool(authorize, ctx.engine, viewer.principal, permissions[0], ctx.now(),
-                                        metrics=ctx.metrics.auth)
-            except Forbidden:
-                raise PageRefused("forbidden", " | ".join(permissions)) from None
+        await ensure(request, viewer, *permissions)
         return viewer
 
     dependency.permission = permissions
     return dependency
+
+
+async def ensure(request: Request, viewer: Viewer, *permissions: str) -> None:
+    """Nothing when the operator holds one of ``permissions`` (or none is asked); else the refusal,
+    audited and counted by ledger.identity, as a 403 page (``PageRefused``)."""
+    if permissions and not any(viewer.principal.may(p) for p in permissions):
+        ctx = context_of(request)
+        try:
+            await run_in_threadpool(authorize, ctx.engine, viewer.principal, permissions[0], ctx.now(),
+                                    metrics=ctx.metrics.auth)
+        except Forbidden:
+            raise PageRefused("forbidden", " | ".join(permissions)) from None
 
 
 def refuse_csrf(ctx: ApiContext, request: Request, actor: str, object_type: str, object_id) -> PageRefused:

@@ -1,7 +1,8 @@
 """Manual matching: list open items, show one with ranked candidates, match by hand, undo.
 
 - ``open_items(engine, bank=, business_date=, kind=, run_id=)``: open items, by bank and date.
-- ``show_item(engine, item_id)``: the item, its match (if any) and candidates ranked by score:
+- ``show_item(engine, item_id)``: the item, its match (if any) and candidates ranked by score
+  (each with its bank, date, amount, method or channel, cheque number and customer, side by side):
   same amount (+100), near date (+30 same day, +20 one day, +10 within the window), same
   customer (+50), same reference / cheque number (+40). Candidates are the other side's open
   items (bank-only ↔ ledger-only of the same bank; any open item for a statement entry), the
@@ -113,6 +114,8 @@ def show_item(engine: Engine, item_id: int, limit: int = 10) -> dict:
                         candidates.append({"type": "item", "id": other["item_id"], "kind": other["kind"],
                                            "amount": other["bank_amount"] if other["bank_amount"] is not None else other["ledger_amount"],
                                            "date": other["business_date"], "customer_no": other["customer_no"],
+                                           "method": other["method"] or other["channel"], "cheque_no": other["cheque_no"],
+                                           "bank_code": other["bank_code"],
                                            "score": s, "why": ", ".join(why)})
             # payments (statement entries and bank-only lines)
             if item["kind"] in FILE_SIDE and item["kind"] != "reversal":
@@ -125,7 +128,8 @@ def show_item(engine: Engine, item_id: int, limit: int = 10) -> dict:
                 if item["cheque_no"]:
                     conds.append(p.cheque_no == item["cheque_no"])
                 if conds:
-                    stmt = (select(p.payment_id, p.amount, p.business_date, p.customer_no, p.bank_code, p.cheque_no, p.rrn)
+                    stmt = (select(p.payment_id, p.amount, p.business_date, p.customer_no, p.bank_code, p.method, p.cheque_no,
+                                   p.rrn)
                             .select_from(payments.outerjoin(reversals, r.payment_id == p.payment_id))
                             .where(r.reversal_id.is_(None), or_(*conds)))
                     if when:
@@ -140,6 +144,7 @@ def show_item(engine: Engine, item_id: int, limit: int = 10) -> dict:
                         s, why = _score(fake, amount, when, item["customer_no"], ref)
                         candidates.append({"type": "payment", "id": x.payment_id, "kind": f"payment bank {x.bank_code}",
                                            "amount": int(x.amount), "date": x.business_date, "customer_no": x.customer_no,
+                                           "method": x.method, "cheque_no": x.cheque_no, "bank_code": x.bank_code,
                                            "score": s, "why": ", ".join(why)})
             # bank runs (remittances, other credits)
             if item["direction"] == "C":
@@ -157,7 +162,8 @@ def show_item(engine: Engine, item_id: int, limit: int = 10) -> dict:
                             "cheque_no": None, "rrn": None}
                     s, why = _score(fake, amount, when, None, item["reference"])
                     candidates.append({"type": "run", "id": run.run_id, "kind": f"bank run {run.bank_code} {run.business_date}",
-                                       "amount": expected, "date": run.business_date, "customer_no": None, "score": s,
+                                       "amount": expected, "date": run.business_date, "customer_no": None,
+                                       "method": None, "cheque_no": None, "bank_code": run.bank_code, "score": s,
                                        "why": ", ".join(why) + (f"; {open_} open exception(s)" if open_ else "")})
         candidates.sort(key=lambda c: (-c["score"], c["type"], c["id"]))
     return {"item": item, "match": dict(match) if match else None, "candidates": candidates[:limit]}

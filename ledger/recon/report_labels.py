@@ -108,6 +108,11 @@ def term(key: str, **values) -> Label:
     return Label(zh.format(**pick("zh")), en.format(**pick("en")))
 
 
+def label(lang: str, key: str, **values) -> str:
+    """The words for ``key`` in ``lang`` alone (the console's pages show one language)."""
+    return term(key, **values)(lang)
+
+
 @dataclass(frozen=True)
 class ReportOptions:
     lang: str = "zh"

@@ -72,7 +72,7 @@ def bridge_section(key: str, title: Label, lines: list[bridge.BridgeLine]) -> Se
                    row_classes=[ln.role for ln in lines])
 
 
-def _load(conn, run_id: int) -> tuple[dict, list[dict]]:
+def load_run(conn, run_id: int) -> tuple[dict, list[dict]]:
     run = conn.execute(select(recon_runs).where(recon_runs.c.run_id == run_id)).mappings().one_or_none()
     if run is None:
         raise Refused(f"no reconciliation run {run_id}")
@@ -234,7 +234,7 @@ def run_doc(ctx: ReportContext, run_id: int) -> ReportDoc:
 def build_run_doc(ctx: ReportContext, run_id: int) -> tuple[dict, ReportDoc]:
     """(the run's row, its report)."""
     with ctx.engine.connect() as conn:
-        run, items = _load(conn, run_id)
+        run, items = load_run(conn, run_id)
         build = bank_run_doc if run["kind"] == "bank" else finance_run_doc
         return run, build(ctx, conn, run, items)
 

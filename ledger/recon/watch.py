@@ -45,7 +45,8 @@ logged and left, and the other files go on.
 an ``.error.txt`` naming the earlier file; so is a bank file the reconciler reports as already
 reconciled. Every file taken is recorded in ``recon_drop_files``.
 
-``DropWatcher(engine, drop).poll_once()`` processes what is there now; ``start(reactor)`` /
+``DropWatcher(engine, drop).poll_once()`` processes what is there now (``take`` one entry of
+``pending()``: the console's start button takes one file so); ``start(reactor)`` /
 ``stop()`` poll on a Twisted reactor (each poll in a thread: a large file does not block the
 reactor); ``poll_forever(watcher, interval, stop_event)`` is a plain polling loop.
 """
@@ -203,17 +204,8 @@ class DropWatcher:
         if not self._busy.acquire(blocking=False):
             return []
         try:
-            out = []
-            for c in self.pending():
-                if self._holds(c):
-                    continue
-                try:
-                    out.append(self.process(c.kind, c.path, c.refusal))
-                except Exception as exc:  # noqa: BLE001 - one bad file must not stop the others
-                    log.exception("cannot process %s", shown(c.path.name))
-                    result = self._set_aside(c, exc)
-                    if result is not None:
-                        out.append(result)
+            out = [result for result in map(self.take, (c for c in self.pending() if not self._holds(c)))
+                   if result is not None]
             self._write_feed_files()
             return out
         finally:
@@ -237,6 +229,19 @@ class DropWatcher:
                      shown(c.path.name), business_date, f"{ends:%Y-%m-%d %H:%M} UTC",
                      f"{self.clock.local(ends):%Y-%m-%d %H:%M}")
         return True
+
+    def take(self, c: Candidate) -> DropResult | None:
+        """Process one entry of ``pending()`` (a poll's step, and the console's start button); a file
+        whose handling fails is set aside with the error. None: it is gone (another took it) or could
+        not even be set aside (logged; tried again next poll)."""
+        try:
+            return self.process(c.kind, c.path, c.refusal)
+        except FileNotFoundError:
+            log.info("%s is gone from incoming/ (taken by another process)", shown(c.path.name))
+            return None
+        except Exception as exc:  # noqa: BLE001 - one bad file must not stop the others
+            log.exception("cannot process %s", shown(c.path.name))
+            return self._set_aside(c, exc)
 
     def _write_feed_files(self) -> None:
         """The billing feed's daily files of the days that ended (docs/billing-feed.md): this
