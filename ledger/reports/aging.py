@@ -30,10 +30,13 @@ def open_bills(ctx: ReportContext, as_of: date):
             .group_by(A.bill_id).subquery())
     red = aliased(bills)
     owing = B.principal + B.penalty - func.coalesce(paid.c.paid, 0)
+    # only a reversing bill (kind R) names the bill it cancels: saying so lets PostgreSQL's anti-join
+    # hash the few reversing bills instead of every bill
+    cancelled = exists(select(red.c.bill_id).where(red.c.kind == "R", red.c.reverses_bill_id == B.bill_id,
+                                                   red.c.created_at < cutoff))
     return (select(B.bill_id, B.customer_no, B.due_date, owing.label("owing"))
             .select_from(bills.outerjoin(paid, paid.c.bill_id == B.bill_id))
-            .where(B.kind != "R", B.created_at < cutoff, owing > 0,
-                   ~exists(select(red.c.bill_id).where(red.c.reverses_bill_id == B.bill_id, red.c.created_at < cutoff)))
+            .where(B.kind != "R", B.created_at < cutoff, owing > 0, ~cancelled)
             .subquery())
 
 
@@ -73,14 +76,20 @@ def aging_report(ctx: ReportContext, as_of: date) -> ReportDoc:
                             "a bill due on the as-of date is not yet due.")])
 
 
+def overdue_by_customer(ctx: ReportContext, as_of: date, min_days: int):
+    """SQL: per customer with bills at least ``min_days`` past due: their count, what they owe and
+    the oldest due date."""
+    bill = open_bills(ctx, as_of)
+    return (select(bill.c.customer_no, func.count().label("bills"), func.sum(bill.c.owing).label("owing"),
+                   func.min(bill.c.due_date).label("oldest_due"))
+            .where(bill.c.due_date <= as_of - timedelta(days=max(1, min_days))).group_by(bill.c.customer_no)
+            .subquery())
+
+
 def arrears_query(ctx: ReportContext, as_of: date, district: str | None, min_days: int):
     """SQL: per customer with overdue bills (at least ``min_days`` past due), its bills, owing and
     oldest due date, with what follow-up needs (collection type, whether it has a mobile)."""
-    bill = open_bills(ctx, as_of)
-    overdue = (select(bill.c.customer_no, func.count().label("bills"), func.sum(bill.c.owing).label("owing"),
-                      func.min(bill.c.due_date).label("oldest_due"))
-               .where(bill.c.due_date <= as_of - timedelta(days=max(1, min_days))).group_by(bill.c.customer_no)
-               .subquery())
+    overdue = overdue_by_customer(ctx, as_of, min_days)
     agreed = exists(select(agreements.c.id).where(agreements.c.customer_no == C.customer_no, agreements.c.status == "A"))
     collection = func.coalesce(C.collection_type, case((agreed, "D"), else_="C"))
     query = (select(C.customer_no, C.customer_name, C.district, C.customer_type, overdue.c.bills, overdue.c.owing,
@@ -91,12 +100,21 @@ def arrears_query(ctx: ReportContext, as_of: date, district: str | None, min_day
     return query
 
 
+def arrears_totals(ctx: ReportContext, as_of: date, district: str | None, min_days: int) -> tuple[int, int, int]:
+    """(customers, bills, owing) of the list: the customers are read only to choose a district (each
+    bill's customer exists: a foreign key)."""
+    overdue = overdue_by_customer(ctx, as_of, min_days)
+    query = select(func.count(), func.coalesce(func.sum(overdue.c.bills), 0), func.coalesce(func.sum(overdue.c.owing), 0))
+    if district is not None:
+        query = query.select_from(overdue.join(customers, C.customer_no == overdue.c.customer_no)).where(
+            C.district == district)
+    with ctx.engine.connect() as conn:
+        return tuple(int(v) for v in conn.execute(query).one())
+
+
 def arrears_list(ctx: ReportContext, as_of: date, district: str | None = None, min_days: int = 1) -> ReportDoc:
     query = arrears_query(ctx, as_of, district, min_days)
-    listed = query.subquery()
-    with ctx.engine.connect() as conn:
-        customers_, bills_, owing = conn.execute(select(func.count(), func.coalesce(func.sum(listed.c.bills), 0),
-                                                        func.coalesce(func.sum(listed.c.owing), 0))).one()
+    customers_, bills_, owing = arrears_totals(ctx, as_of, district, min_days)
     totals = {"customer_no": None, "customer_name": TOTAL, "bills": int(bills_), "owing": int(owing),
               "customers": int(customers_)}
     oldest_first = query.selected_columns.oldest_due
