@@ -9,6 +9,7 @@ only as the posting rules apply it).
 """
 from __future__ import annotations
 
+import itertools
 from datetime import date, timedelta
 
 from sqlalchemy import and_, case, exists, func, select
@@ -100,25 +101,17 @@ def arrears_query(ctx: ReportContext, as_of: date, district: str | None, min_day
     return query
 
 
-def arrears_totals(ctx: ReportContext, as_of: date, district: str | None, min_days: int) -> tuple[int, int, int]:
-    """(customers, bills, owing) of the list: the customers are read only to choose a district (each
-    bill's customer exists: a foreign key)."""
-    overdue = overdue_by_customer(ctx, as_of, min_days)
-    query = select(func.count(), func.coalesce(func.sum(overdue.c.bills), 0), func.coalesce(func.sum(overdue.c.owing), 0))
-    if district is not None:
-        query = query.select_from(overdue.join(customers, C.customer_no == overdue.c.customer_no)).where(
-            C.district == district)
-    with ctx.engine.connect() as conn:
-        return tuple(int(v) for v in conn.execute(query).one())
-
-
 def arrears_list(ctx: ReportContext, as_of: date, district: str | None = None, min_days: int = 1) -> ReportDoc:
     query = arrears_query(ctx, as_of, district, min_days)
-    customers_, bills_, owing = arrears_totals(ctx, as_of, district, min_days)
-    totals = {"customer_no": None, "customer_name": TOTAL, "bills": int(bills_), "owing": int(owing),
-              "customers": int(customers_)}
-    oldest_first = query.selected_columns.oldest_due
-    rows = _stream(ctx, query.order_by(C.district, oldest_first, C.customer_no), as_of)
+    listed = query.selected_columns
+    # the list's totals as window sums over the whole list: one pass reads both, not an aggregate
+    # query of its own (the section's title, written before the rows, needs the count)
+    query = query.add_columns(func.count().over().label("listed"), func.sum(listed.bills).over().label("listed_bills"),
+                              func.sum(listed.owing).over().label("listed_owing"))
+    stream = _stream(ctx, query.order_by(C.district, listed.oldest_due, C.customer_no), as_of)
+    customers_, bills_, owing = next(stream)
+    totals = {"customer_no": None, "customer_name": TOTAL, "bills": bills_, "owing": owing, "customers": customers_}
+    rows = stream
     columns = [col("customer_no", "户号", "customer number", "identifier"), col("customer_name", "户名", "customer name"),
                col("district", "供电所/区域", "district", "identifier"), col("customer_type", "客户类型", "customer type"),
                col("bills", "逾期账单数", "overdue bills", "count"), col("owing", "欠费金额", "amount overdue", "money"),
@@ -133,9 +126,15 @@ def arrears_list(ctx: ReportContext, as_of: date, district: str | None = None, m
 
 
 def _stream(ctx: ReportContext, query, as_of: date):
-    """The list's rows, read from a server-side cursor as they are written out."""
+    """First the list's totals (customers, bills, owing: from the first row's window sums; zeros for
+    an empty list), then the list's rows, read from a server-side cursor as they are written out."""
     with ctx.engine.connect() as conn:
-        for r in conn.execution_options(stream_results=True, yield_per=2_000).execute(query):
+        result = conn.execution_options(stream_results=True, yield_per=2_000).execute(query)
+        first = result.fetchone()
+        yield (0, 0, 0) if first is None else (int(first.listed), int(first.listed_bills), int(first.listed_owing))
+        if first is None:
+            return
+        for r in itertools.chain([first], result):
             yield {"customer_no": r.customer_no, "customer_name": r.customer_name, "district": r.district or "",
                    "customer_type": label_of(CUSTOMER_TYPES, r.customer_type), "bills": int(r.bills),
                    "owing": int(r.owing), "days": (as_of - r.oldest_due).days,
