@@ -77,20 +77,14 @@ def aging_report(ctx: ReportContext, as_of: date) -> ReportDoc:
                             "a bill due on the as-of date is not yet due.")])
 
 
-def overdue_by_customer(ctx: ReportContext, as_of: date, min_days: int):
-    """SQL: per customer with bills at least ``min_days`` past due: their count, what they owe and
-    the oldest due date."""
-    bill = open_bills(ctx, as_of)
-    return (select(bill.c.customer_no, func.count().label("bills"), func.sum(bill.c.owing).label("owing"),
-                   func.min(bill.c.due_date).label("oldest_due"))
-            .where(bill.c.due_date <= as_of - timedelta(days=max(1, min_days))).group_by(bill.c.customer_no)
-            .subquery())
-
-
 def arrears_query(ctx: ReportContext, as_of: date, district: str | None, min_days: int):
     """SQL: per customer with overdue bills (at least ``min_days`` past due), its bills, owing and
     oldest due date, with what follow-up needs (collection type, whether it has a mobile)."""
-    overdue = overdue_by_customer(ctx, as_of, min_days)
+    bill = open_bills(ctx, as_of)
+    overdue = (select(bill.c.customer_no, func.count().label("bills"), func.sum(bill.c.owing).label("owing"),
+                      func.min(bill.c.due_date).label("oldest_due"))
+               .where(bill.c.due_date <= as_of - timedelta(days=max(1, min_days))).group_by(bill.c.customer_no)
+               .subquery())
     agreed = exists(select(agreements.c.id).where(agreements.c.customer_no == C.customer_no, agreements.c.status == "A"))
     collection = func.coalesce(C.collection_type, case((agreed, "D"), else_="C"))
     query = (select(C.customer_no, C.customer_name, C.district, C.customer_type, overdue.c.bills, overdue.c.owing,
@@ -108,10 +102,9 @@ def arrears_list(ctx: ReportContext, as_of: date, district: str | None = None, m
     # query of its own (the section's title, written before the rows, needs the count)
     query = query.add_columns(func.count().over().label("listed"), func.sum(listed.bills).over().label("listed_bills"),
                               func.sum(listed.owing).over().label("listed_owing"))
-    stream = _stream(ctx, query.order_by(C.district, listed.oldest_due, C.customer_no), as_of)
-    customers_, bills_, owing = next(stream)
+    rows = _stream(ctx, query.order_by(C.district, listed.oldest_due, C.customer_no), as_of)
+    customers_, bills_, owing = next(rows)
     totals = {"customer_no": None, "customer_name": TOTAL, "bills": bills_, "owing": owing, "customers": customers_}
-    rows = stream
     columns = [col("customer_no", "户号", "customer number", "identifier"), col("customer_name", "户名", "customer name"),
                col("district", "供电所/区域", "district", "identifier"), col("customer_type", "客户类型", "customer type"),
                col("bills", "逾期账单数", "overdue bills", "count"), col("owing", "欠费金额", "amount overdue", "money"),
