@@ -249,7 +249,7 @@ allocations = Table(  # money applied to bills; a reversal adds the negative twi
     Column("prepaid_movement_id", Id, nullable=True),
     Column("correction_bill_id", String(32), ForeignKey("bills.bill_id"), nullable=True),
     Column("created_at", Ts, nullable=False),
-    Index(None, "bill_id"),
+    Index(None, "bill_id", "created_at", "amount"),   # a bill's allocations to a cut-off, summed from the index
     Index(None, "payment_id"),
 )
 
@@ -287,8 +287,9 @@ journal_lines = Table(
     Column("account", String(40), nullable=False),
     Column("amount", Money, nullable=False),              # debit > 0, credit < 0
     Column("customer_no", String(20), nullable=True),
-    Index(None, "entry_id"),
-    Index(None, "account"),
+    # with the amount (and account), the reports' sums read the index alone (migration 0018)
+    Index(None, "entry_id", "account", "amount"),
+    Index(None, "account", "amount"),
 )
 
 refunds = Table(

@@ -99,7 +99,13 @@ def test_aging_and_arrears(ledger):
         (K5, 1, 7_000, 125, "direct debit", "yes"), (K3, 1, 30_000, 33, "bank withholds", "yes")]
     assert arrears.sections[0].totals["owing"] == 61_000 and arrears.sections[0].totals["bills"] == 5
     late = build("arrears", ctx, ReportParams(as_of=NOV30, district="02", min_days=40))
+    assert late.sections[0].totals | {"customer_name": None} == {
+        "customer_no": None, "customer_name": None, "bills": 1, "owing": 7_000, "customers": 1}
     assert [(r["customer_no"], r["owing"]) for r in rows_of(late)] == [(K5, 7_000)]
+    # the totals are window sums read from the list's first row: an empty list has zeros, no rows
+    none = build("arrears", ctx, ReportParams(as_of=NOV30, min_days=400))
+    assert none.sections[0].totals["customers"] == 0 and none.sections[0].totals["owing"] == 0
+    assert none.sections[0].title.en == "Customers in arrears (0)" and rows_of(none) == []
 
 
 def confirmed_figures(engine) -> list[tuple]:

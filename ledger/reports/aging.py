@@ -9,6 +9,7 @@ only as the posting rules apply it).
 """
 from __future__ import annotations
 
+import itertools
 from datetime import date, timedelta
 
 from sqlalchemy import and_, case, exists, func, select
@@ -30,10 +31,13 @@ def open_bills(ctx: ReportContext, as_of: date):
             .group_by(A.bill_id).subquery())
     red = aliased(bills)
     owing = B.principal + B.penalty - func.coalesce(paid.c.paid, 0)
+    # only a reversing bill (kind R) names the bill it cancels: saying so lets PostgreSQL's anti-join
+    # hash the few reversing bills instead of every bill
+    cancelled = exists(select(red.c.bill_id).where(red.c.kind == "R", red.c.reverses_bill_id == B.bill_id,
+                                                   red.c.created_at < cutoff))
     return (select(B.bill_id, B.customer_no, B.due_date, owing.label("owing"))
             .select_from(bills.outerjoin(paid, paid.c.bill_id == B.bill_id))
-            .where(B.kind != "R", B.created_at < cutoff, owing > 0,
-                   ~exists(select(red.c.bill_id).where(red.c.reverses_bill_id == B.bill_id, red.c.created_at < cutoff)))
+            .where(B.kind != "R", B.created_at < cutoff, owing > 0, ~cancelled)
             .subquery())
 
 
@@ -93,14 +97,14 @@ def arrears_query(ctx: ReportContext, as_of: date, district: str | None, min_day
 
 def arrears_list(ctx: ReportContext, as_of: date, district: str | None = None, min_days: int = 1) -> ReportDoc:
     query = arrears_query(ctx, as_of, district, min_days)
-    listed = query.subquery()
-    with ctx.engine.connect() as conn:
-        customers_, bills_, owing = conn.execute(select(func.count(), func.coalesce(func.sum(listed.c.bills), 0),
-                                                        func.coalesce(func.sum(listed.c.owing), 0))).one()
-    totals = {"customer_no": None, "customer_name": TOTAL, "bills": int(bills_), "owing": int(owing),
-              "customers": int(customers_)}
-    oldest_first = query.selected_columns.oldest_due
-    rows = _stream(ctx, query.order_by(C.district, oldest_first, C.customer_no), as_of)
+    listed = query.selected_columns
+    # the list's totals as window sums over the whole list: one pass reads both, not an aggregate
+    # query of its own (the section's title, written before the rows, needs the count)
+    query = query.add_columns(func.count().over().label("listed"), func.sum(listed.bills).over().label("listed_bills"),
+                              func.sum(listed.owing).over().label("listed_owing"))
+    rows = _stream(ctx, query.order_by(C.district, listed.oldest_due, C.customer_no), as_of)
+    customers_, bills_, owing = next(rows)
+    totals = {"customer_no": None, "customer_name": TOTAL, "bills": bills_, "owing": owing, "customers": customers_}
     columns = [col("customer_no", "户号", "customer number", "identifier"), col("customer_name", "户名", "customer name"),
                col("district", "供电所/区域", "district", "identifier"), col("customer_type", "客户类型", "customer type"),
                col("bills", "逾期账单数", "overdue bills", "count"), col("owing", "欠费金额", "amount overdue", "money"),
@@ -115,9 +119,15 @@ def arrears_list(ctx: ReportContext, as_of: date, district: str | None = None, m
 
 
 def _stream(ctx: ReportContext, query, as_of: date):
-    """The list's rows, read from a server-side cursor as they are written out."""
+    """First the list's totals (customers, bills, owing: from the first row's window sums; zeros for
+    an empty list), then the list's rows, read from a server-side cursor as they are written out."""
     with ctx.engine.connect() as conn:
-        for r in conn.execution_options(stream_results=True, yield_per=2_000).execute(query):
+        result = conn.execution_options(stream_results=True, yield_per=2_000).execute(query)
+        first = result.fetchone()
+        yield (0, 0, 0) if first is None else (int(first.listed), int(first.listed_bills), int(first.listed_owing))
+        if first is None:
+            return
+        for r in itertools.chain([first], result):
             yield {"customer_no": r.customer_no, "customer_name": r.customer_name, "district": r.district or "",
                    "customer_type": label_of(CUSTOMER_TYPES, r.customer_type), "bills": int(r.bills),
                    "owing": int(r.owing), "days": (as_of - r.oldest_due).days,
