@@ -223,6 +223,7 @@ reversals = Table(  # one per reversed payment; the payment row itself is never 
     Column("reason", String(200), nullable=False, server_default=""),
     Column("created_at", Ts, nullable=False),
     CheckConstraint("amount > 0", name="amount"),
+    Index(None, "business_date"),        # the day's reversals (the console's glance)
 )
 
 orphan_reversals = Table(  # a reversal whose original had not arrived: the original is declined with 12
@@ -358,6 +359,7 @@ debits = Table(  # one direct debit; state moves forward only (pending → sent 
     CheckConstraint(f"channel in ({', '.join(repr(c) for c in DEBIT_CHANNELS)})", name="channel"),
     Index(None, "state"),
     Index(None, "batch_id", "chunk_no"),
+    Index(None, "batch_id", "state"),       # a batch's progress (the console's glance, every 10 s)
     Index(None, "customer_no"),          # a customer's debits (the API's customer look-up)
 )
 
