@@ -11,7 +11,11 @@ from gridpay.options import business_clock, config_option, open_database
 
 
 def _print(figures) -> None:
-    from ledger.finance_reports import yuan
+    from functools import partial
+
+    from ledger.reports.cells import yuan as yuan_of
+
+    yuan = partial(yuan_of, grouped=False)
 
     def ratio(collected: int, billed: int) -> str:
         return f"{collected / billed:.2%}" if billed > 0 else "-"

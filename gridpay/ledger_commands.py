@@ -252,7 +252,7 @@ def payout(refund_id, reference, config_path, url) -> None:
 @url_option
 def refunds(show_all, customer, config_path, url) -> None:
     """List refunds waiting for approval (or all with --all)."""
-    from ledger.finance_reports import yuan
+    from ledger.reports.cells import yuan
     from ledger.refunds import list_refunds
 
     with open_database(config_path, url) as (_, engine):
@@ -261,7 +261,7 @@ def refunds(show_all, customer, config_path, url) -> None:
         click.echo("no refunds" if show_all else "no pending refunds")
         return
     header = ("id", "customer", "amount", "status", "requested_by", "requested_at", "decided_by", "reason")
-    rows = [(str(r.refund_id), r.customer_no, yuan(r.amount), r.status, r.requested_by,
+    rows = [(str(r.refund_id), r.customer_no, yuan(r.amount, grouped=False), r.status, r.requested_by,
              r.requested_at.strftime("%Y-%m-%d %H:%M"), r.decided_by or "", r.reason) for r in found]
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
     for row in [header, *rows]:
@@ -292,36 +292,6 @@ def verify(config_path, url) -> None:
 # gridpay report
 
 
-def _generated(what: str, make):
-    """Run a report's query, then say on standard error how long it took (standard output is the report)."""
-    import time
-
-    from ledger.progress import Progress
-
-    t0 = time.perf_counter()
-    result = make()
-    Progress().step(f"{what}: {len(result.rows):,} rows in {time.perf_counter() - t0:.1f} s")
-    return result
-
-
-def _emit(report, fmt: str, csv_path: str | None) -> None:
-    from ledger.finance_reports import render_csv, render_table
-
-    if csv_path:
-        with open(csv_path, "w", encoding="utf-8", newline="") as fh:
-            fh.write(render_csv(report))
-        click.echo(f"CSV written to {csv_path}", err=True)
-    if fmt == "csv":
-        click.echo(render_csv(report), nl=False)
-    elif not csv_path:
-        click.echo(render_table(report), nl=False)
-
-
-format_option = click.option("--format", "fmt", type=click.Choice(["table", "csv"]), default="table",
-                             show_default=True, help="aligned table or CSV on standard output")
-csv_option = click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="write the report as CSV to FILE")
-
-
 class _ReportGroup(click.Group):
     """``gridpay report recon`` is ``gridpay recon report``, imported when used (it imports this module);
     the report definition's commands are gridpay/report_commands.py's."""
@@ -341,73 +311,7 @@ class _ReportGroup(click.Group):
         return COMMANDS.get(name) or super().get_command(ctx, name)
 
 
-def _business_date_report(command):
-    """The options of a report of one business date: --date, --format, --csv, --config, --url."""
-    for option in (url_option, config_option, csv_option, format_option,
-                   click.option("--date", "business_date", type=click.DateTime(formats=["%Y-%m-%d"]),
-                                required=True, help="business date YYYY-MM-DD")):
-        command = option(command)
-    return command
-
-
 @click.group(cls=_ReportGroup)
 def report() -> None:
     """Finance reports: 实收 (confirmed), daily and monthly collections, month-end summary, aging,
     arrears list, debits by channel, receivables, reconciliation day report."""
-
-
-@report.command()
-@click.option("--date", "business_date", type=click.DateTime(formats=["%Y-%m-%d"]), required=True,
-              help="business date YYYY-MM-DD")
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "html", "xlsx"]), default="table",
-              show_default=True, help="a text table, or the report definition's CSV, HTML or XLSX (docs/reports.md)")
-@click.option("--out", "out_path", type=click.Path(dir_okay=False), help="write csv, html or xlsx to FILE")
-@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="the same as --format csv --out FILE")
-@click.option("--lang", type=click.Choice(["zh", "en"]), default="zh", show_default=True)
-@config_option
-@url_option
-def daily(business_date, fmt, out_path, csv_path, lang, config_path, url) -> None:
-    """Collections of a business date by bank, channel and method; reversals; net."""
-    from gridpay.report_commands import run_report
-    from ledger.finance_reports import daily_report, render_table
-
-    if csv_path:
-        fmt, out_path = "csv", csv_path
-    if fmt != "table":
-        run_report("daily", fmt, out_path, lang, config_path, url, date=business_date.date())
-        return
-    with open_database(config_path, url) as (_, engine):
-        result = _generated(f"daily report {business_date:%Y-%m-%d}", lambda: daily_report(engine, business_date.date()))
-    click.echo(render_table(result.report()), nl=False)
-
-
-@report.command()
-@_business_date_report
-def debits(business_date, fmt, csv_path, config_path, url) -> None:
-    """Direct debits created on a business date by bank, channel (batch or the single debit's) and state."""
-    from config.clock import Clock
-    from ledger.finance_reports import debits_report
-
-    with open_database(config_path, url) as (settings, engine):
-        clock = Clock.of(settings.business)
-        result = _generated(f"debits report {business_date:%Y-%m-%d}",
-                            lambda: debits_report(engine, business_date.date(), clock))
-    _emit(result.report(), fmt, csv_path)
-
-
-@report.command()
-@click.option("--period", required=True, help="billing period YYYYMM")
-@format_option
-@csv_option
-@config_option
-@url_option
-def receivables(period, fmt, csv_path, config_path, url) -> None:
-    """Billed, collected and outstanding for a billing period, by customer type."""
-    from ledger.finance_reports import receivables_report
-
-    with open_database(config_path, url) as (_, engine):
-        try:
-            result = _generated(f"receivables report {period}", lambda: receivables_report(engine, period))
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--period") from None
-    _emit(result.report(), fmt, csv_path)

@@ -1,7 +1,8 @@
-"""``gridpay report confirmed|daily|monthly|month-end|aging|arrears|recon-day|recon-run``: the reports
-of one definition (ledger/reports, docs/reports.md) as HTML, CSV, XLSX or text. Reads: no operator
-needed (docs/access.md). HTML, CSV and text go to standard output unless ``--out FILE``; XLSX needs
-``--out``."""
+"""``gridpay report confirmed|daily|monthly|month-end|aging|arrears|receivables|debits|recon-day|recon-run``:
+the reports of one definition (ledger/reports, docs/reports.md) as HTML, CSV, XLSX or text. Reads: no
+operator needed (docs/access.md). HTML, CSV and text go to standard output unless ``--out FILE``;
+XLSX needs ``--out``. ``daily``, ``receivables`` and ``debits`` print text unless told otherwise (as
+they always have), and keep ``--csv FILE`` and ``--format table``."""
 from __future__ import annotations
 
 import sys
@@ -15,17 +16,38 @@ DATE = click.DateTime(formats=["%Y-%m-%d"])
 MONTH = click.DateTime(formats=["%Y-%m", "%Y%m"])
 
 
+def _options(fmt_option):
+    return (url_option, config_option,
+            click.option("--lang", type=click.Choice(["zh", "en"]), default="zh", show_default=True,
+                         help="labels in Chinese or English"),
+            click.option("--out", "out_path", type=click.Path(dir_okay=False),
+                         help="write to FILE (standard output if not given; xlsx needs it)"),
+            fmt_option)
+
+
 def definition_options(command):
     """--format, --out, --lang, --config, --url: what every definition report takes."""
-    for option in (url_option, config_option,
-                   click.option("--lang", type=click.Choice(["zh", "en"]), default="zh", show_default=True,
-                                help="labels in Chinese or English"),
-                   click.option("--out", "out_path", type=click.Path(dir_okay=False),
-                                help="write to FILE (standard output if not given; xlsx needs it)"),
-                   click.option("--format", "fmt", type=click.Choice(["html", "csv", "xlsx", "text"]), default="html",
-                                show_default=True)):
+    for option in _options(click.option("--format", "fmt", type=click.Choice(["html", "csv", "xlsx", "text"]),
+                                        default="html", show_default=True)):
         command = option(command)
     return command
+
+
+def text_first_options(command):
+    """The options of the reports that print text by default: ``--format table`` is ``text``, ``--csv
+    FILE`` is ``--format csv --out FILE`` (``text_first`` reads them)."""
+    for option in (click.option("--csv", "csv_path", type=click.Path(dir_okay=False),
+                                help="the same as --format csv --out FILE"),
+                   *_options(click.option("--format", "fmt", default="text", show_default=True,
+                                          type=click.Choice(["text", "table", "html", "csv", "xlsx"])))):
+        command = option(command)
+    return command
+
+
+def text_first(fmt: str, out_path: str | None, csv_path: str | None) -> tuple[str, str | None]:
+    if csv_path:
+        return "csv", csv_path
+    return ("text" if fmt == "table" else fmt), out_path
 
 
 def run_report(name: str, fmt: str, out_path: str | None, lang: str, config_path, url, **params) -> None:
@@ -70,6 +92,30 @@ def confirmed(business_date, first, last, fmt, out_path, lang, config_path, url)
     business date, bank, channel and method."""
     run_report("confirmed", fmt, out_path, lang, config_path, url, date=_day(business_date), first=_day(first),
                last=_day(last))
+
+
+@click.command()
+@click.option("--date", "business_date", required=True, type=DATE, help="the business date YYYY-MM-DD")
+@text_first_options
+def daily(business_date, csv_path, fmt, out_path, lang, config_path, url) -> None:
+    """Collections of a business date by bank, channel and method; reversals; net."""
+    run_report("daily", *text_first(fmt, out_path, csv_path), lang, config_path, url, date=_day(business_date))
+
+
+@click.command()
+@click.option("--date", "business_date", required=True, type=DATE, help="the business date YYYY-MM-DD")
+@text_first_options
+def debits(business_date, csv_path, fmt, out_path, lang, config_path, url) -> None:
+    """Direct debits created on a business date by bank, channel (batch or the single debit's) and state."""
+    run_report("debits", *text_first(fmt, out_path, csv_path), lang, config_path, url, date=_day(business_date))
+
+
+@click.command()
+@click.option("--period", required=True, help="billing period YYYYMM")
+@text_first_options
+def receivables(period, csv_path, fmt, out_path, lang, config_path, url) -> None:
+    """Billed, collected and outstanding for a billing period, by customer type."""
+    run_report("receivables", *text_first(fmt, out_path, csv_path), lang, config_path, url, period=period)
 
 
 @click.command()
@@ -127,4 +173,5 @@ def recon_run(run_id, fmt, out_path, lang, config_path, url) -> None:
     run_report("recon-run", fmt, out_path, lang, config_path, url, run_id=run_id)
 
 
-COMMANDS = {c.name: c for c in (confirmed, monthly, month_end, aging, arrears, recon_day, recon_run)}
+COMMANDS = {c.name: c for c in (confirmed, daily, monthly, month_end, aging, arrears, receivables, debits, recon_day,
+                                 recon_run)}

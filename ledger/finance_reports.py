@@ -1,8 +1,7 @@
-"""Finance reports: the daily collections report and the receivables report of a billing period.
-
-Figures are SQL aggregates (SQLAlchemy Core) over integer fen; they are shown in yuan with two
-decimals, converted with integer arithmetic (``divmod``), never through floats. Each report renders
-as an aligned text table (``render_table``) or CSV (``render_csv``).
+"""The figures behind the daily collections, direct debits and receivables reports: SQL aggregates
+(SQLAlchemy Core) over integer fen. The reports themselves are report definitions
+(ledger/reports: ``collections``, ``debits``, ``receivables``), rendered in every format there; the
+console's glance, the collection rate and the bench read these figures directly.
 
 - ``daily_report(engine, business_date)``: the payments of that business date by bank, channel
   (C counter, D direct debit) and method (01 cash, 02 transfer/card, 03 cheque, 10 direct debit),
@@ -19,9 +18,7 @@ as an aligned text table (``render_table``) or CSV (``render_csv``).
 """
 from __future__ import annotations
 
-import csv
-import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 
 from sqlalchemy import Engine, func, select
@@ -30,37 +27,7 @@ from config.clock import Clock
 from ledger.period_figures import billed_in_force, collected_on
 from ledger.schema import customers, debits, payments, reversals
 
-CHANNELS = {"C": "counter", "D": "direct debit"}
-METHODS = {"01": "cash", "02": "transfer/card", "03": "cheque", "10": "direct debit"}
-CUSTOMER_TYPES = {"R": "resident", "N": "non-resident"}
-
-
-def yuan(fen: int) -> str:
-    """Integer fen as yuan with two decimals: 123456 -> '1234.56', -5 -> '-0.05'."""
-    assert isinstance(fen, int) and not isinstance(fen, bool), "money is integer fen"
-    whole, cents = divmod(abs(fen), 100)
-    return f"{'-' if fen < 0 else ''}{whole}.{cents:02d}"
-
-
-def yuan_grouped(fen: int) -> str:
-    whole, cents = divmod(abs(fen), 100)
-    return f"{'-' if fen < 0 else ''}{whole:,}.{cents:02d}"
-
-
-@dataclass
-class Report:
-    title: str
-    columns: list[str]
-    money: set[str]                          # columns holding fen
-    rows: list[dict] = field(default_factory=list)
-    total: dict | None = None
-
-    def as_text_rows(self, grouped: bool) -> list[list[str]]:
-        fmt = yuan_grouped if grouped else yuan
-        out = []
-        for row in self.rows + ([self.total] if self.total else []):
-            out.append([fmt(row[c]) if c in self.money else str(row[c]) for c in self.columns])
-        return out
+CUSTOMER_TYPES = ("R", "N")      # resident, non-resident: a receivables row for each even when empty
 
 
 @dataclass
@@ -92,18 +59,6 @@ class DailyReport:
             t.reversals += r.reversals
             t.reversed += r.reversed
         return t
-
-    def report(self) -> Report:
-        columns = ["bank", "channel", "method", "payments", "collected", "reversals", "reversed", "net"]
-
-        def as_dict(r: DailyRow) -> dict:
-            return {"bank": r.bank_code, "channel": CHANNELS.get(r.channel, r.channel),
-                    "method": METHODS.get(r.method, r.method), "payments": r.payments, "collected": r.collected,
-                    "reversals": r.reversals, "reversed": r.reversed, "net": r.net}
-
-        return Report(f"Daily collections, business date {self.business_date.isoformat()} (amounts in yuan)",
-                      columns, {"collected", "reversed", "net"}, [as_dict(r) for r in self.rows],
-                      as_dict(self.total))
 
 
 def daily_report(engine: Engine, business_date: date) -> DailyReport:
@@ -138,15 +93,6 @@ def collection_rows_in(conn, first: date, last: date) -> list[DailyRow]:
 class DebitsReport:
     business_date: date
     rows: dict[tuple[str, str, str], list[int]]        # (bank, channel, state) -> [count, sum]
-
-    def report(self) -> Report:
-        columns = ["bank", "channel", "state", "debits", "amount"]
-        rows = [{"bank": bank, "channel": channel, "state": state, "debits": count, "amount": total}
-                for (bank, channel, state), (count, total) in sorted(self.rows.items())]
-        total = {"bank": "total", "channel": "", "state": "", "debits": sum(r["debits"] for r in rows),
-                 "amount": sum(r["amount"] for r in rows)}
-        return Report(f"Direct debits created on business date {self.business_date.isoformat()}, by channel "
-                      "(amounts in yuan)", columns, {"amount"}, rows, total)
 
 
 def debits_report(engine: Engine, business_date: date, clock: Clock) -> DebitsReport:
@@ -201,18 +147,6 @@ class ReceivablesReport:
             t.collected += r.collected
         return t
 
-    def report(self) -> Report:
-        columns = ["customer_type", "bills", "principal", "penalty", "billed", "collected", "outstanding"]
-
-        def as_dict(r: ReceivablesRow) -> dict:
-            return {"customer_type": CUSTOMER_TYPES.get(r.customer_type, r.customer_type), "bills": r.bills,
-                    "principal": r.principal, "penalty": r.penalty, "billed": r.billed,
-                    "collected": r.collected, "outstanding": r.outstanding}
-
-        return Report(f"Receivables, billing period {self.period} (amounts in yuan)", columns,
-                      {"principal", "penalty", "billed", "collected", "outstanding"},
-                      [as_dict(r) for r in self.rows], as_dict(self.total))
-
 
 def receivables_report(engine: Engine, period: str) -> ReceivablesReport:
     ctype = customers.c.customer_type
@@ -226,52 +160,3 @@ def receivables_report(engine: Engine, period: str) -> ReceivablesReport:
         for t, total in conn.execute(collected):
             rows.setdefault(t, ReceivablesRow(t)).collected = int(total)
     return ReceivablesReport(period, list(rows.values()))
-
-
-def render_table(report: Report) -> str:
-    """An aligned text table: text columns left-aligned, figures right-aligned, a rule before the total."""
-    cells = report.as_text_rows(grouped=True)
-    numeric = [c for c in report.columns if c in report.money or all(
-        isinstance(r[c], int) for r in report.rows + ([report.total] if report.total else []))]
-    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(report.columns)]
-
-    def line(values: list[str]) -> str:
-        return "  ".join(v.rjust(w) if c in numeric else v.ljust(w)
-                         for v, w, c in zip(values, widths, report.columns)).rstrip()
-
-    out = [report.title, "", line(report.columns), line(["-" * w for w in widths])]
-    body = cells[:-1] if report.total else cells
-    out += [line(r) for r in body]
-    if not report.rows:
-        out.append("(nothing)")
-    if report.total:
-        out.append(line(["-" * w for w in widths]))
-        out.append(line(cells[-1]))
-    return "\n".join(out) + "\n"
-
-
-def render_csv(report: Report) -> str:
-    """CSV with a header line; amounts in yuan with two decimals (no thousands separators)."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(report.columns)
-    writer.writerows(report.as_text_rows(grouped=False))
-    return buf.getvalue()
-
-
-def spreadsheet_cell(value) -> str:
-    """A text cell a spreadsheet keeps as text: ``="0102"`` keeps a bank code's leading zero, and
-    a value starting with ``=``, ``+``, ``-`` or ``@`` stays a string, never a formula."""
-    return '="' + str(value).replace('"', '""') + '"'
-
-
-def render_csv_fen(report: Report) -> str:
-    """CSV for spreadsheets: amounts and counts as integers (amounts in fen), every other column
-    (identifiers: bank codes, channels, customer types) as text by ``spreadsheet_cell``."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(report.columns)
-    for row in report.rows + ([report.total] if report.total else []):
-        writer.writerow([str(row[c]) if isinstance(row[c], int) and not isinstance(row[c], bool)
-                         else spreadsheet_cell(row[c]) for c in report.columns])
-    return buf.getvalue()

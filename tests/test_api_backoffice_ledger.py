@@ -61,9 +61,10 @@ def test_reports_in_json_and_csv(service):
     with service.client(service.login(operator_name("finance"))) as http:
         as_json = http.get("/v1/reports/daily", params={"date": day.isoformat()})
         assert as_json.status_code == 200, as_json.text
-        report = as_json.json()
-        assert report["total"]["collected"] == 17_100 and isinstance(report["total"]["collected"], int)
-        assert "collected" in report["amount_columns"] and report["rows"][0]["bank"] == BANK
+        (by_bank,) = as_json.json()["sections"]                   # the report definition's JSON: amounts in fen
+        assert by_bank["totals"]["collected"] == 17_100 and isinstance(by_bank["totals"]["collected"], int)
+        assert {"key": "collected", "label": "收款金额", "kind": "money"} in by_bank["columns"]
+        assert by_bank["rows"][0]["bank_code"] == BANK
         as_csv = http.get("/v1/reports/daily", params={"date": day.isoformat(), "format": "csv"})
         assert as_csv.status_code == 200 and as_csv.headers["content-type"].startswith("text/csv")
         rows = list(csv.reader(io.StringIO(as_csv.text.lstrip("\ufeff"))))   # the report definition's CSV
@@ -71,8 +72,8 @@ def test_reports_in_json_and_csv(service):
         assert rows[-1][5:7] == ["171.00", "17100"]               # collected in yuan and in fen
         (recon,) = http.get("/v1/reports/recon", params={"date": day.isoformat()}).json()["sections"]
         assert recon["rows"] == [] and recon["totals"] is None         # no bank file reconciled that day
-        receivables = http.get("/v1/reports/receivables", params={"period": "202611"}).json()
-        assert receivables["total"]["billed"] == 10_100
+        (receivables,) = http.get("/v1/reports/receivables", params={"period": "202611"}).json()["sections"]
+        assert receivables["totals"]["billed"] == 10_100
         missing = http.get("/v1/reports/daily")
         assert missing.status_code == 422 and missing.json()["type"] == BASE + "invalid-request"
     with service.client(service.login(operator_name("clerk"))) as http:

@@ -44,7 +44,14 @@ def test_each_format_over_http(service):
         assert "日收款报表" in as_html.text and "<svg" in as_html.text and "430.00" in as_html.text
         missing = http.get("/v1/reports/monthly")
         assert missing.status_code == 422 and missing.json()["type"] == BASE + "invalid-request"
-        assert http.get("/v1/reports/receivables", params={"period": "202611", "format": "xlsx"}).status_code == 422
+        receivables = http.get("/v1/reports/receivables", params={"period": "202611", "format": "xlsx"})
+        assert 'filename="receivables-202611.xlsx"' in receivables.headers["content-disposition"]
+        sheet = openpyxl.load_workbook(io.BytesIO(receivables.content)).worksheets[0]
+        assert sheet.title and [row[0].value for row in sheet.iter_rows()][-1] == "合计"
+        wrong = http.get("/v1/reports/receivables", params={"period": "202613"})
+        assert wrong.status_code == 422 and wrong.json()["type"] == BASE + "invalid-request"
+        debits = http.get("/v1/reports/debits", params={"date": "2026-11-23", "format": "text", "lang": "en"})
+        assert debits.status_code == 200 and "Direct debits by channel" in debits.text
     with service.client(service.login(operator_name("clerk"))) as http:
         assert http.get("/v1/reports/aging", params={"as_of": "2026-11-30"}).status_code == 403
 

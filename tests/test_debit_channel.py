@@ -3,6 +3,8 @@ refused when not one of the allowed values (by create_single and by the table's 
 and counted by `gridpay report debits` by bank, channel and state, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
+import csv
+import io
 import json
 import subprocess
 import sys
@@ -48,10 +50,13 @@ def test_channels_recorded_refused_and_counted(db_url):
                                                      (BANK, "counter", "pending"): 1}
     assert debits_report(engine, day + timedelta(days=1), Clock()).rows == {}
     out = subprocess.run([sys.executable, "-m", "gridpay", "report", "debits", "--date", day.isoformat(),
-                          "--url", db_url, "--format", "csv"], capture_output=True, text=True, timeout=120)
+                          "--url", db_url, "--format", "csv", "--lang", "en"], capture_output=True, text=True,
+                         timeout=120)
     assert out.returncode == 0, out.stderr
-    lines = out.stdout.strip().splitlines()
-    assert lines[0] == "bank,channel,state,debits,amount"
-    assert f"{BANK},voice,approved,1,{voice.amount // 100}.{voice.amount % 100:02d}" in lines
-    assert lines[-1].startswith("total,,,3,")
+    rows = list(csv.reader(io.StringIO(out.stdout.lstrip("\ufeff"))))     # the report definition's sheet
+    assert rows[0] == ["Direct debits by channel"]
+    assert rows[5][2:] == ["channel", "state", "debits", "amount (yuan)", "amount (fen)"]
+    assert [f'="{BANK}"', "voice system", "approved", "1", f"{voice.amount // 100}.{voice.amount % 100:02d}",
+            str(voice.amount)] in [[r[0], *r[2:]] for r in rows if r]
+    assert rows[-1][1:5] == ["total", "", "", "3"]
     engine.dispose()

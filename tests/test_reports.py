@@ -1,4 +1,5 @@
-"""The daily collections report and the receivables report, checked against known data."""
+"""The daily collections, receivables and direct debits reports (their figures and their report
+definitions), checked against known data."""
 from __future__ import annotations
 
 import csv
@@ -12,7 +13,12 @@ import pytest
 
 from ledger.corrections import correct_bill
 from ledger.debits import create_debit, debit_approved, mark_debit_sent
-from ledger.finance_reports import daily_report, receivables_report, render_csv, render_table, yuan, yuan_grouped
+from config.clock import Clock
+from ledger.finance_reports import daily_report, receivables_report
+from ledger.reports.catalogue import ReportParams, json_chunks, write
+from ledger.reports.catalogue import build as build_report
+from ledger.reports.cells import yuan
+from ledger.reports.context import ReportContext
 from ledger.synchronous_posting import post
 from ledger_helpers import T0, add_banks, add_bill, add_customer, assert_ledger_verifies, new_engine, payment, reversal
 
@@ -94,30 +100,38 @@ def test_receivables_report_figures(data):
 
 
 def test_yuan_formatting_is_exact():
-    assert [yuan(x) for x in (0, 5, -5, 100, 123_456, -123_456, 10 ** 14 + 1)] == \
+    assert [yuan(x, grouped=False) for x in (0, 5, -5, 100, 123_456, -123_456, 10 ** 14 + 1)] == \
         ["0.00", "0.05", "-0.05", "1.00", "1234.56", "-1234.56", "1000000000000.01"]
-    assert yuan_grouped(123_456_789) == "1,234,567.89"
+    assert yuan(123_456_789) == "1,234,567.89"
     with pytest.raises(AssertionError):
         yuan(1.5)
 
 
-def test_rendering_as_table_and_csv(data):
+def written(doc, fmt: str, lang: str = "en") -> str:
+    out = io.BytesIO()
+    write(doc, fmt, out, lang)
+    return out.getvalue().decode("utf-8-sig")
+
+
+def test_receivables_and_debits_as_definitions(data):
     _, engine = data
-    report = daily_report(engine, DAY1).report()
-    text = render_table(report)
-    lines = text.splitlines()
-    assert lines[0] == "Daily collections, business date 2026-11-23 (amounts in yuan)"
-    header = lines[2]
-    assert header.split() == ["bank", "channel", "method", "payments", "collected", "reversals", "reversed", "net"]
-    body = [line for line in lines[4:] if not set(line) <= {"-", " "}]
-    assert body[0].split()[:3] == [A, "counter", "cash"]
-    assert body[-1].split() == ["total", "5", "1,625.00", "1", "400.00", "1,225.00"]
-    # figures right-aligned: every row ends at the same column
-    assert len({len(line) for line in lines[2:] if line.strip()}) == 1
-    rows = list(csv.reader(io.StringIO(render_csv(report))))
-    assert rows[0] == ["bank", "channel", "method", "payments", "collected", "reversals", "reversed", "net"]
-    assert rows[1] == [A, "counter", "cash", "2", "420.00", "0", "0.00", "420.00"]
-    assert rows[-1] == ["total", "", "", "5", "1625.00", "1", "400.00", "1225.00"]
+    ctx = ReportContext(engine, Clock(), {A: "工商银行"})
+    receivables = build_report("receivables", ctx, ReportParams(period="202610"))
+    (section,) = receivables.sections
+    assert [(r["customer_type"]("en"), r["billed"], r["collected"], r["outstanding"]) for r in section.rows] == \
+        [("resident", 68_000, 18_000, 50_000), ("non-resident", 80_500, 80_500, 0)]
+    assert section.totals["outstanding"] == 50_000
+    text = written(receivables, "text").splitlines()
+    assert text[0] == "Receivables of a billing period"
+    assert text[-1].split() == ["total", "5", "1,480.00", "5.00", "1,485.00", "985.00", "500.00"]
+    debits = build_report("debits", ctx, ReportParams(date=DAY1))
+    (section,) = debits.sections
+    assert [(r["bank_code"], r["bank_name"], r["channel"]("en"), r["state"]("en"), r["debits"], r["amount"])
+            for r in section.rows] == [(A, "工商银行", "batch", "approved", 1, 50_000)]
+    sheet = list(csv.reader(io.StringIO(written(debits, "csv"))))
+    assert sheet[-2][:7] == [f'="{A}"', "工商银行", "batch", "approved", "1", "500.00", "50000"]
+    head = "".join(json_chunks(build_report("daily", ctx, ReportParams(date=DAY1)), "en"))
+    assert '"totals": {"payments": 5, "collected": 162500' in head
 
 
 def test_report_commands(sqlite_url, tmp_path):
@@ -130,17 +144,19 @@ def test_report_commands(sqlite_url, tmp_path):
         assert done.returncode == 0, done.stderr
         return done.stdout
 
-    table = gridpay("daily", "--date", "2026-11-23")
-    assert table.startswith("Daily collections, business date 2026-11-23") and "1,625.00" in table
-    out = gridpay("receivables", "--period", "202610", "--format", "csv")
-    assert list(csv.reader(io.StringIO(out))) == [
-        ["customer_type", "bills", "principal", "penalty", "billed", "collected", "outstanding"],
-        ["resident", "3", "680.00", "0.00", "680.00", "180.00", "500.00"],
-        ["non-resident", "2", "800.00", "5.00", "805.00", "805.00", "0.00"],
-        ["total", "5", "1480.00", "5.00", "1485.00", "985.00", "500.00"]]
+    table = gridpay("daily", "--date", "2026-11-23")                 # text unless told otherwise
+    assert table.startswith("日收款报表") and "1,625.00" in table
+    assert gridpay("daily", "--date", "2026-11-23", "--format", "table") == table
+    out = gridpay("receivables", "--period", "202610", "--format", "csv", "--lang", "en")
+    rows = list(csv.reader(io.StringIO(out.lstrip("\ufeff"))))
+    assert rows[-3:] == [
+        ["resident", "3", "680.00", "68000", "0.00", "0", "680.00", "68000", "180.00", "18000", "500.00", "50000"],
+        ["non-resident", "2", "800.00", "80000", "5.00", "500", "805.00", "80500", "805.00", "80500", "0.00", "0"],
+        ["total", "5", "1480.00", "148000", "5.00", "500", "1485.00", "148500", "985.00", "98500", "500.00", "50000"]]
     target = tmp_path / "daily.csv"
     gridpay("daily", "--date", "2026-11-24", "--csv", str(target), "--lang", "en")   # the report definition's CSV
     rows = list(csv.reader(io.StringIO(target.read_text(encoding="utf-8-sig"))))
     assert rows[6] == [f'="{A}"', f"bank {A}", "counter", "cash", "0", "0.00", "0", "1", "170.00", "17000", "-170.00", "-17000"]
-    table = gridpay("receivables", "--period", "202610")
+    table = gridpay("receivables", "--period", "202610", "--lang", "en")
     assert "non-resident" in table and "1,485.00" in table
+    assert "batch" in gridpay("debits", "--date", "2026-11-23", "--lang", "en")

@@ -25,9 +25,11 @@ from engines.batch_progress import batch_progress
 from engines.notifier import OutboxStats, outbox_stats
 from engines.tables import debit_chunks, debit_reversals, engine_batches, engine_instances
 from ledger.customer_view import snapshot
-from ledger.finance_reports import CHANNELS, DailyReport, DailyRow, collection_rows_in
+from ledger.finance_reports import DailyReport, DailyRow, collection_rows_in
 from ledger.key_store_db import newest_keys
 from ledger.recon_tables import recon_items
+from ledger.reports.context import CHANNELS, label_of
+from ledger.reports.definition import say
 from ledger.schema import debits, payments
 
 # open reconciliation items by age: (label key, at least this many days old)
@@ -88,12 +90,17 @@ def links(conn, settings, now: datetime, today: date) -> list[Link]:
     return out
 
 
+def channel_name(code: str) -> str:
+    """A payment channel as the glance names it (the reports' label, in English: counter, direct debit)."""
+    return say(label_of(CHANNELS, code), "en")
+
+
 def collections(conn, today: date) -> list[DailyRow]:
     """Today's collections by channel: ledger.finance_reports' rows (by bank, channel, method) summed."""
     rows = collection_rows_in(conn, today, today)
     by_channel = []
-    for name in sorted({CHANNELS.get(r.channel, r.channel) for r in rows}):
-        total = DailyReport(today, [r for r in rows if CHANNELS.get(r.channel, r.channel) == name]).total
+    for name in sorted({channel_name(r.channel) for r in rows}):
+        total = DailyReport(today, [r for r in rows if channel_name(r.channel) == name]).total
         total.channel = name
         by_channel.append(total)
     return by_channel

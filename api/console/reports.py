@@ -35,7 +35,7 @@ REPORT_CSP = ("default-src 'none'; style-src 'sha256-" + base64.b64encode(hashli
 @dataclass(frozen=True)
 class Field:
     name: str         # ReportParams' attribute and the query's key
-    kind: str         # date | month | text | number
+    kind: str         # date | month | period (a billing period YYYYMM) | text | number
     optional: bool = False
 
 
@@ -46,6 +46,8 @@ FIELDS: dict[str, tuple[Field, ...]] = {
     "month-end": (Field("month", "month"),),
     "aging": (Field("as_of", "date", True),),
     "arrears": (Field("as_of", "date", True), Field("district", "text", True), Field("min_days", "number", True)),
+    "receivables": (Field("period", "period"),),
+    "debits": (Field("date", "date"),),
     "recon-day": (Field("date", "date"),),
     "recon-run": (Field("run_id", "number"),),
 }
@@ -64,6 +66,8 @@ def params_of(name: str, query) -> ReportParams:
                 values[f.name] = date.fromisoformat(text)
             elif f.kind == "month":
                 values[f.name] = datetime.strptime(text, "%Y-%m").date()
+            elif f.kind == "period":
+                values[f.name] = datetime.strptime(text, "%Y%m").strftime("%Y%m")
             elif f.kind == "number":
                 values[f.name] = int(text)
             else:
@@ -76,7 +80,8 @@ def params_of(name: str, query) -> ReportParams:
 def defaults(ctx) -> dict[str, str]:
     today = ctx.clock.business_date()
     return {"date": today.isoformat(), "first": today.replace(day=1).isoformat(), "last": today.isoformat(),
-            "month": today.strftime("%Y-%m"), "as_of": today.isoformat(), "district": "", "min_days": "1", "run_id": ""}
+            "month": today.strftime("%Y-%m"), "as_of": today.isoformat(), "district": "", "min_days": "1", "run_id": "",
+            "period": today.strftime("%Y%m")}
 
 
 @router.get("/reports")

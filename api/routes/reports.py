@@ -2,15 +2,13 @@
 
 The report definition's reports (ledger/reports, docs/reports.md): ``confirmed`` (实收: ``date`` or
 ``from`` and ``to``), ``daily`` (``date``), ``monthly`` and ``month-end`` (``month=YYYY-MM``),
-``aging`` (``as_of``) and ``arrears`` (``as_of``, ``district``, ``min_days``), ``recon`` (or
+``aging`` (``as_of``) and ``arrears`` (``as_of``, ``district``, ``min_days``), ``receivables``
+(``period=YYYYMM``), ``debits`` (``date``), ``recon`` (or
 ``recon-day``: ``date``, each bank's reconciliation of the day, ``gridpay recon report``) and
 ``recon-run`` (``run_id``: one reconciliation run's report); ``lang=zh|en``. JSON
 has amounts in integer fen; CSV has each amount in yuan and in fen, identifiers as text
 (spreadsheet-safe); XLSX typed cells; HTML a self-contained page; text aligned tables. The file is written to a
-spooled temporary file first (a long list goes to disk, not to memory) and then streamed.
-
-``daily``'s JSON, and ``receivables`` (``period=YYYYMM``) in JSON and CSV, are the earlier reports'
-(``ledger.finance_reports.Report``: amounts in fen, CSV identifiers as text)."""
+spooled temporary file first (a long list goes to disk, not to memory) and then streamed."""
 from __future__ import annotations
 
 import tempfile
@@ -18,46 +16,20 @@ from datetime import date, datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import StreamingResponse
 
 from api.deps import ApiContext, context, require
 from api.problems import Problem, problem_responses
-from ledger.finance_reports import Report, daily_report, receivables_report, render_csv_fen
 from ledger.errors import Refused
 from ledger.identity import Principal
 from ledger.reports.catalogue import MEDIA_TYPES, REPORTS, ParameterError, ReportParams, build, file_name, json_chunks, write
 from ledger.reports.context import report_context
 
 router = APIRouter(tags=["reports"], responses=problem_responses(400, 401, 403, 422))
-CSV = "text/csv; charset=utf-8"
-EARLIER = ("receivables",)
 ALIASES = {"recon": "recon-day"}
-NAMES = Literal["confirmed", "daily", "monthly", "month-end", "aging", "arrears", "receivables", "recon", "recon-day",
-                "recon-run"]
+NAMES = Literal["confirmed", "daily", "monthly", "month-end", "aging", "arrears", "receivables", "debits", "recon",
+                "recon-day", "recon-run"]
 SPOOL_BYTES = 8 * 1024 * 1024
-
-
-def _earlier_report(ctx: ApiContext, name: str, business_date: date | None, period: str | None) -> Report:
-    if name == "daily":
-        if business_date is None:
-            raise Problem("invalid-request", f"the {name} report needs date=YYYY-MM-DD")
-        return daily_report(ctx.engine, business_date).report()
-    if period is None:
-        raise Problem("invalid-request", "the receivables report needs period=YYYYMM")
-    try:
-        return receivables_report(ctx.engine, period).report()
-    except ValueError as exc:
-        raise Problem("invalid-request", str(exc)) from None
-
-
-def _earlier(ctx: ApiContext, name: str, fmt: str, business_date: date | None, period: str | None):
-    report = _earlier_report(ctx, name, business_date, period)
-    if fmt == "csv":
-        suffix = business_date.isoformat() if business_date else period
-        return Response(render_csv_fen(report), media_type=CSV,
-                        headers={"Content-Disposition": f'attachment; filename="{name}-{suffix}.csv"'})
-    return {"title": report.title.replace("(amounts in yuan)", "(amounts in fen)"), "columns": report.columns,
-            "amount_columns": sorted(report.money), "rows": report.rows, "total": report.total}
 
 
 def _month(text: str | None) -> date | None:
@@ -105,7 +77,7 @@ def _defined(ctx: ApiContext, name: str, fmt: str, lang: str, params: ReportPara
                                          for fmt, media in MEDIA_TYPES.items() if fmt != "json"}}})
 def get_report(name: NAMES = Path(),
                format: Literal["json", "csv", "xlsx", "html", "text"] = Query("json", description="json, csv, xlsx, html or text"),
-               business_date: date | None = Query(None, alias="date", description="daily, confirmed, recon: the business date"),
+               business_date: date | None = Query(None, alias="date", description="daily, debits, confirmed, recon: the business date"),
                first: date | None = Query(None, alias="from", description="confirmed: first business date"),
                last: date | None = Query(None, alias="to", description="confirmed: last business date"),
                month: str | None = Query(None, pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$", description="monthly, month-end: YYYY-MM"),
@@ -117,12 +89,8 @@ def get_report(name: NAMES = Path(),
                lang: Literal["zh", "en"] = Query("zh", description="labels in Chinese or English"),
                principal: Principal = Depends(require("report.read")), ctx: ApiContext = Depends(context)):
     """A finance report in JSON (amounts in fen), CSV, XLSX or HTML."""
-    if name in EARLIER or (name == "daily" and format == "json"):
-        if format not in ("json", "csv"):
-            raise Problem("invalid-request", f"the {name} report is served as json or csv")
-        return _earlier(ctx, name, format, business_date, period)
     name = ALIASES.get(name, name)
     assert name in REPORTS
     params = ReportParams(date=business_date, first=first, last=last, month=_month(month), as_of=as_of,
-                          district=district, min_days=min_days, run_id=run_id)
+                          district=district, min_days=min_days, run_id=run_id, period=period)
     return _defined(ctx, name, format, lang, params)

@@ -9,6 +9,8 @@ and ``GET /v1/reports/{name}`` share.
 | ``month-end`` | ``month`` | the month-end receivables summary (its identity: ledger/reports/month_end.py) |
 | ``aging`` | ``as_of`` | open bills by age, by district and customer type |
 | ``arrears`` | ``as_of``, ``district``, ``min_days`` | customers with overdue bills, for follow-up |
+| ``receivables`` | ``period`` | a billing period's billed, collected and outstanding by customer type |
+| ``debits`` | ``date`` | the direct debits created on a business date by bank, channel and state |
 | ``recon-day`` | ``date`` | each bank's reconciliation of a business date (ledger/recon/day_reports.py) |
 | ``recon-run`` | ``run_id`` | one reconciliation run: its bridge, differences, exceptions (ledger/recon/run_reports.py) |
 
@@ -28,8 +30,10 @@ from ledger.reports.aging import aging_report, arrears_list
 from ledger.reports.cells import resolved
 from ledger.reports.collections import confirmed_report, daily_collections, monthly_collections
 from ledger.reports.context import ReportContext
+from ledger.reports.debits import debits_doc
 from ledger.reports.definition import ReportDoc, say
 from ledger.reports.month_end import month_end_summary
+from ledger.reports.receivables import receivables_doc
 from ledger.reports.render_csv import write_csv
 from ledger.reports.render_html import write_html
 from ledger.reports.render_text import write_text
@@ -57,6 +61,7 @@ class ReportParams:
     district: str | None = None       # arrears
     min_days: int = 1                 # arrears
     run_id: int | None = None         # recon-run
+    period: str | None = None         # receivables: the billing period YYYYMM
 
     def need(self, name: str, what: str):
         value = getattr(self, what)
@@ -84,6 +89,13 @@ def _arrears(ctx: ReportContext, p: ReportParams) -> ReportDoc:
     return arrears_list(ctx, _as_of(ctx, p), p.district, p.min_days)
 
 
+def _receivables(ctx: ReportContext, p: ReportParams) -> ReportDoc:
+    try:
+        return receivables_doc(ctx, p.need("receivables", "period"))
+    except ValueError as exc:             # a period that is not YYYYMM
+        raise ParameterError(str(exc)) from None
+
+
 REPORTS: dict[str, Callable[[ReportContext, ReportParams], ReportDoc]] = {
     "confirmed": _confirmed,
     "daily": lambda ctx, p: daily_collections(ctx, p.need("daily", "date")),
@@ -91,6 +103,8 @@ REPORTS: dict[str, Callable[[ReportContext, ReportParams], ReportDoc]] = {
     "month-end": lambda ctx, p: month_end_summary(ctx, p.need("month-end", "month")),
     "aging": lambda ctx, p: aging_report(ctx, _as_of(ctx, p)),
     "arrears": _arrears,
+    "receivables": _receivables,
+    "debits": lambda ctx, p: debits_doc(ctx, p.need("debits", "date")),
     "recon-day": lambda ctx, p: day_doc(ctx, p.need("recon-day", "date")),
     "recon-run": lambda ctx, p: run_doc(ctx, p.need("recon-run", "run_id")),
 }
