@@ -39,7 +39,8 @@ OPERATIONS, AUDITOR, FINANCE = operator_name("operations"), operator_name("audit
 PLAN = "monthly-0102"
 CUSTOMERS = 6
 TODAY = Clock().business_date(T0)
-CHARTED = ("confirmed", "daily", "monthly", "month-end", "aging")     # arrears is a list without a chart
+CHARTED = ("confirmed", "daily", "monthly", "month-end", "aging", "receivables")   # arrears, debits: no chart
+REPORTS = ("confirmed", "daily", "monthly", "month-end", "aging", "arrears", "receivables", "debits")
 
 
 @pytest.fixture
@@ -150,7 +151,7 @@ def finance_scenario(browser, service, shots, downloads):
     assert finance.page.locator("h1").inner_text() == "今日概览"
     finance.goto("/console/reports")
     finance.check("reports")
-    for name in ("confirmed", "daily", "monthly", "month-end", "aging", "arrears"):
+    for name in REPORTS:
         finance.goto("/console/reports")
         form = finance.page.locator(f"#form-{name}")
         form.get_by_role("button", name="打开").click()
@@ -201,9 +202,11 @@ def test_operations_finance_and_the_auditor_in_the_console(service, tmp_path):
     assert [row[0] for row in daily if row and "现金" in row] == [f'="{BANK}"']   # text: its leading zero kept
     arrears = list(csv.reader(io.StringIO((downloads / "arrears.csv").read_text(encoding="utf-8-sig"))))
     assert '="C00000001"' in [row[0] for row in arrears if row]          # customer numbers as text
-    for name in ("confirmed", "daily", "monthly", "month-end", "aging", "arrears"):
+    by_channel = list(csv.reader(io.StringIO((downloads / "debits.csv").read_text(encoding="utf-8-sig"))))
+    assert sum(int(row[4]) for row in by_channel if row[2:3] == ["批量代扣"]) == 6      # the batch's six debits
+    for name in REPORTS:
         book = openpyxl.load_workbook(downloads / f"{name}.xlsx", read_only=True)
         assert book.sheetnames and next(book.worksheets[0].iter_rows(values_only=True))
         book.close()
-    assert len(list(shots.glob("*.png"))) == 6 + 1 + 7
+    assert len(list(shots.glob("*.png"))) == 6 + 1 + 1 + len(REPORTS)
     assert_ledger_verifies(service.engine)
