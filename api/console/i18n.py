@@ -12,6 +12,7 @@ from typing import Callable
 
 from api.json_types import as_utc
 from config.clock import Clock
+from ledger.reports.debits import DEBIT_CHANNELS
 
 LANGS = ("zh", "en")
 DEFAULT_LANG = "zh"
@@ -162,11 +163,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "debit.start.bank": ("银行（默认：客户的有效协议）", "Bank (default: the customer's active agreement)"),
     "debit.start.channel": ("发起渠道", "Channel"),
     "debit.start.submit": ("发起代扣", "Start the debit"),
-    "debit.channel.call_centre": ("呼叫中心", "call centre"),
-    "debit.channel.voice": ("语音系统", "voice system"),
-    "debit.channel.online_banking": ("网上银行", "online banking"),
-    "debit.channel.district_office": ("供电所", "district office"),
-    "debit.channel.counter": ("柜台", "counter"),
+    **{f"debit.channel.{code}": (label.zh, label.en) for code, label in DEBIT_CHANNELS.items()},  # as the reports say them
     "debit.result.title": ("代扣 {debit}", "Debit {debit}"),
     "debit.result.outcome": ("结果", "Outcome"),
     "debit.outcome.approved": ("扣款成功", "approved"),
