@@ -33,7 +33,10 @@ SPOOL_BYTES = 8 * 1024 * 1024
 
 
 def _month(text: str | None) -> date | None:
-    return None if text is None else datetime.strptime(text, "%Y-%m").date()
+    try:
+        return None if text is None else datetime.strptime(text, "%Y-%m").date()
+    except ValueError:     # the pattern lets year 0000 through; no calendar has it
+        raise Problem("invalid-request", f"month {text!r} is not a month (YYYY-MM)") from None
 
 
 def chunks(spool, size: int = 64 * 1024):
