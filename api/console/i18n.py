@@ -12,6 +12,7 @@ from typing import Callable
 
 from api.json_types import as_utc
 from config.clock import Clock
+from ledger.reports import cells
 from ledger.reports.debits import DEBIT_CHANNELS
 
 LANGS = ("zh", "en")
@@ -425,10 +426,9 @@ def translator(lang: str) -> Callable[..., str]:
 
 
 def yuan(fen: int) -> str:
-    """Integer fen as yuan with thousands separators: 123456789 -> ¥1,234,567.89 (no float on the way)."""
-    sign = "-" if fen < 0 else ""
-    whole, cents = divmod(abs(int(fen)), 100)
-    return f"{sign}¥{whole:,}.{cents:02d}"
+    """Integer fen as yuan with thousands separators and the sign before ¥: 123456789 -> ¥1,234,567.89,
+    -150 -> -¥1.50 (the reports' formatter; a database sum may come as a Decimal)."""
+    return f"{'-' if fen < 0 else ''}¥{cells.yuan(abs(int(fen)))}"
 
 
 def local_time(clock: Clock) -> Callable[[datetime | None], str]:
