@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Mapping
 
+from config import money
+
 DEBIT_FAILURE_REASONS = {
     "51": "账户余额不足",
     "14": "账户信息有误",
@@ -183,9 +185,8 @@ def current() -> dict:
 
 
 def yuan(fen: int) -> str:
-    assert isinstance(fen, int), "money is integer fen"
-    sign = "-" if fen < 0 else ""
-    return f"{sign}{abs(fen) // 100}.{abs(fen) % 100:02d}"
+    """An SMS amount: yuan ungrouped (``136.20``, ``12345.60``), config/money.py's formatter."""
+    return money.yuan(fen, grouped=False)
 
 
 def month(period: str) -> str:

@@ -434,6 +434,6 @@ def yuan(fen: int) -> str:
 def local_time(clock: Clock) -> Callable[[datetime | None], str]:
     """A formatter of instants as the business timezone's local time (naive ones are UTC: SQLite's)."""
     def formatted(at: datetime | None) -> str:
-        return "" if at is None else clock.local(as_utc(at)).strftime("%Y-%m-%d %H:%M:%S")
+        return "" if at is None else clock.local(as_utc(at)).strftime(cells.LOCAL_TIME)
 
     return formatted
