@@ -26,7 +26,7 @@ def test_yuan_reads_as_before(fen, grouped, ungrouped):
 
 
 def test_sms_texts_and_the_correction_summary_stay_byte_identical():
-    assert notices.payment_reversed("0140580211", 1_234_567) == \
+    assert notices.payment_reversed("0140580211", 1_234_567).text == \
         "您好，您(0140580211)缴纳的电费12345.67元已被银行冲正，如有疑问请联系供电营业厅，谢谢。"
     summary = corrections.CorrectionResult("B1", "B1R", "B1N", 123_456, False, 1_000_005).summary()
     assert summary == "bill B1 reversed by B1R, replaced by B1N; 1234.56 yuan paid on it moved to prepaid; " \
