@@ -147,6 +147,11 @@ def masked(customer_no: str) -> str:
     return "*" * max(len(customer_no) - 4, 0) + customer_no[-4:]
 
 
+# one encoder for every notice's params (json.dumps with options would make one per call: an
+# import writes a notice per bill)
+_PARAMS_JSON = json.JSONEncoder(ensure_ascii=False, sort_keys=True)
+
+
 @dataclass(frozen=True)
 class Sms:
     """A notice: its text, the template it was worded by and that template's values."""
@@ -157,8 +162,8 @@ class Sms:
     @property
     def params(self) -> str:
         """``outbox.params``: the template's name and the values, as JSON."""
-        return json.dumps({"template": self.template, **self.values, CUSTOMER_MASKED: masked(self.values["customer_no"])},
-                          ensure_ascii=False, sort_keys=True)
+        return _PARAMS_JSON.encode({"template": self.template, **self.values,
+                                    CUSTOMER_MASKED: masked(self.values["customer_no"])})
 
 
 def template_problem(name: str, text: str) -> str | None:
