@@ -15,14 +15,23 @@ funds in the bank), ``D`` the utility debits the account of an agreement (asked 
 that account, named by its last four characters). An empty collection type is ``D`` when the
 customer has an active agreement at the time the notice is written, else ``C`` (``collection_type``);
 a ``D`` customer without an active agreement has no account to name and gets the bank wording.
+
+Every notice function returns an ``Sms``: its text, the template it was worded by and its values
+(the template's placeholders but the signature, plus ``customer_masked``). ``outbox_row`` stores
+the values as JSON in ``outbox.params`` with the template's name, so an SMS platform that sends
+only its own approved templates (Alibaba Cloud: engines/sms_aliyun.py) fills them from the same
+values the text was: amounts in yuan, months and dates as the text has them.
 """
 from __future__ import annotations
 
+import json
 import re
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Mapping
+from typing import Iterable, Mapping
+
+from config import money
 
 DEBIT_FAILURE_REASONS = {
     "51": "账户余额不足",
@@ -49,6 +58,8 @@ PLACEHOLDERS = {
     "days": "days since the earliest overdue bill's due date",
     "signature": "the site's signature (`notices.signature`; empty by default)",
 }
+# a value every notice carries for a platform's template, beside its template's placeholders
+CUSTOMER_MASKED = "customer_masked"
 
 
 @dataclass(frozen=True)
@@ -107,6 +118,52 @@ TEMPLATES: dict[str, Template] = {
 }
 
 BILL_TEMPLATES = {"C": "bill_cash", "B": "bill_bank", "D": "bill_debit"}
+# the outbox's notice kinds and the templates each is worded by
+KIND_TEMPLATES = {"bill_notice": ("bill_cash", "bill_bank", "bill_debit", "bill_paid_from_prepaid"),
+                  "payment": ("payment", "payment_to_prepaid"), "reversal": ("reversal",), "debit_ok": ("debit_ok",),
+                  "debit_failed": ("debit_failed",), "reminder": ("reminder",)}
+
+
+def worded_values(wording: str) -> tuple[str, ...]:
+    """The values a notice of this wording stores with its row (``outbox.params``): its template's
+    placeholders but the signature, and ``customer_masked``."""
+    return tuple(p for p in TEMPLATES[wording].placeholders if p != "signature") + (CUSTOMER_MASKED,)
+
+
+def stored_values(name: str, configured: Iterable[str] = ()) -> tuple[str, ...]:
+    """The values a platform template given for ``name`` can rely on. For a wording, its own; for a
+    kind, those of every wording of the kind that falls back to it: each wording but those with a
+    platform template of their own among ``configured`` (a wording of the kind's name is its own)."""
+    if name not in KIND_TEMPLATES:
+        return worded_values(name)
+    wordings = KIND_TEMPLATES[name]
+    falling = [w for w in wordings if w == name or w not in configured] or [wordings[0]]
+    shared = set.intersection(*(set(worded_values(w)) for w in falling))
+    return tuple(p for p in worded_values(falling[0]) if p in shared)
+
+
+def masked(customer_no: str) -> str:
+    """A customer number for a platform's template that should not carry it whole: the last four kept."""
+    return "*" * max(len(customer_no) - 4, 0) + customer_no[-4:]
+
+
+# one encoder for every notice's params (json.dumps with options would make one per call: an
+# import writes a notice per bill)
+_PARAMS_JSON = json.JSONEncoder(ensure_ascii=False, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class Sms:
+    """A notice: its text, the template it was worded by and that template's values."""
+    text: str
+    template: str
+    values: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def params(self) -> str:
+        """``outbox.params``: the template's name and the values, as JSON."""
+        return _PARAMS_JSON.encode({"template": self.template, **self.values,
+                                    CUSTOMER_MASKED: masked(self.values["customer_no"])})
 
 
 def template_problem(name: str, text: str) -> str | None:
@@ -150,8 +207,8 @@ class Wording:
         self.overrides = {name: text for name, text in texts.items() if text != TEMPLATES[name].text}
         self.bill = {kind: _compiled(texts[name], signature) for kind, name in BILL_TEMPLATES.items()}
 
-    def render(self, name: str, **values) -> str:
-        return self.texts[name].format(signature=self.signature, **values)
+    def render(self, name: str, **values) -> Sms:
+        return Sms(self.texts[name].format(signature=self.signature, **values), name, values)
 
 
 def _compiled(text: str, signature: str):
@@ -183,9 +240,8 @@ def current() -> dict:
 
 
 def yuan(fen: int) -> str:
-    assert isinstance(fen, int), "money is integer fen"
-    sign = "-" if fen < 0 else ""
-    return f"{sign}{abs(fen) // 100}.{abs(fen) % 100:02d}"
+    """An SMS amount: yuan ungrouped (``136.20``, ``12345.60``), config/money.py's formatter."""
+    return money.yuan(fen, grouped=False)
 
 
 def month(period: str) -> str:
@@ -203,37 +259,42 @@ def collection_type(given: str | None, active_account: str | None) -> str:
 
 
 def bill_notice(customer_no: str, period: str, amount_fen: int, due: date, collection: str | None = None,
-                account_no: str | None = None) -> str:
+                account_no: str | None = None) -> Sms:
     """A new bill's notice, worded after the customer's collection type (``collection``, as stored:
     None for the default) and the account of its active agreement (``account_no``, if any)."""
     kind = collection_type(collection, account_no)
     if kind == "D" and not account_no:
         kind = "B"   # no account to name
-    return _wording.bill[kind](customer_no, f"{period[:4]}年{int(period[4:6])}月", yuan(amount_fen),
-                               f"{due.year}年{due.month}月{due.day}日", account_no[-4:] if account_no else "")
+    values = {"customer_no": customer_no, "periods": month(period), "amount": yuan(amount_fen),
+              "due_date": f"{due.year}年{due.month}月{due.day}日"}
+    if kind == "D":
+        values["account_tail"] = account_no[-4:]
+    text = _wording.bill[kind](customer_no, values["periods"], values["amount"], values["due_date"],
+                               values.get("account_tail", ""))
+    return Sms(text, BILL_TEMPLATES[kind], values)
 
 
-def bill_paid_from_prepaid(customer_no: str, period: str, amount_fen: int) -> str:
+def bill_paid_from_prepaid(customer_no: str, period: str, amount_fen: int) -> Sms:
     return _wording.render("bill_paid_from_prepaid", customer_no=customer_no, periods=month(period),
                            amount=yuan(amount_fen))
 
 
-def payment_received(customer_no: str, periods: list[str], amount_fen: int, prepaid_fen: int = 0) -> str:
+def payment_received(customer_no: str, periods: list[str], amount_fen: int, prepaid_fen: int = 0) -> Sms:
     if not periods:
         return _wording.render("payment_to_prepaid", customer_no=customer_no, amount=yuan(amount_fen),
                                prepaid=yuan(prepaid_fen))
     return _wording.render("payment", customer_no=customer_no, periods=periods_text(periods), amount=yuan(amount_fen))
 
 
-def payment_reversed(customer_no: str, amount_fen: int) -> str:
+def payment_reversed(customer_no: str, amount_fen: int) -> Sms:
     return _wording.render("reversal", customer_no=customer_no, amount=yuan(amount_fen))
 
 
-def debit_succeeded(customer_no: str, periods: list[str], amount_fen: int) -> str:
+def debit_succeeded(customer_no: str, periods: list[str], amount_fen: int) -> Sms:
     return _wording.render("debit_ok", customer_no=customer_no, periods=periods_text(periods), amount=yuan(amount_fen))
 
 
-def debit_failed(customer_no: str, periods: list[str], amount_fen: int, response_code: str) -> str:
+def debit_failed(customer_no: str, periods: list[str], amount_fen: int, response_code: str) -> Sms:
     return _wording.render("debit_failed", customer_no=customer_no, periods=periods_text(periods),
                            amount=yuan(amount_fen), reason=DEBIT_FAILURE_REASONS.get(response_code, "银行扣款失败"))
 
@@ -251,14 +312,15 @@ def reminder_values(customer_no: str, periods: list[str], amount_fen: int, bills
             "due_date": f"{due.year}年{due.month}月{due.day}日", "days": str(days)}
 
 
-def reminder(values: Mapping[str, str]) -> str:
+def reminder(values: Mapping[str, str]) -> Sms:
     return _wording.render("reminder", **values)
 
 
-def outbox_row(customer_no: str, mobile: str | None, kind: str, ref: str, text: str,
+def outbox_row(customer_no: str, mobile: str | None, kind: str, ref: str, sms: Sms,
                at: datetime) -> dict | None:
-    """The outbox row for a notice, or None when the customer has no mobile number."""
+    """The outbox row for a notice (its text, and its template and values as ``params``), or None
+    when the customer has no mobile number."""
     if not mobile:
         return None
-    return {"customer_no": customer_no, "mobile": mobile, "kind": kind, "ref": ref, "text": text,
-            "state": "pending", "attempts": 0, "next_attempt_at": at, "created_at": at}
+    return {"customer_no": customer_no, "mobile": mobile, "kind": kind, "ref": ref, "text": sms.text,
+            "params": sms.params, "state": "pending", "attempts": 0, "next_attempt_at": at, "created_at": at}

@@ -172,8 +172,9 @@ class PlatformTemplate(_Model):
     """A notice kind's template on the SMS platform: its code and its parameters."""
     code: str = Field(min_length=1, max_length=64, description="The platform's template code (e.g. `SMS_15305****`).")
     params: dict[str, str] = Field({}, description="The template's parameters: name -> value, where the value may "
-                                   "hold the notice's placeholders ({customer_no} {mobile} {text} {ref} {id} {kind}, "
-                                   "and for a reminder its values: {periods} {amount} {bills} {due_date} {days}).")
+                                   "hold the notice's placeholders ({customer_no} {mobile} {text} {ref} {id} {kind}) "
+                                   "and the values its wording stores with it ({amount} {periods} {due_date} "
+                                   "{customer_masked} ...: docs/notifier.md).")
 
 
 class AliyunSmsConfig(_Model):
@@ -188,9 +189,11 @@ class AliyunSmsConfig(_Model):
     rate_per_s: float = Field(50.0, gt=0, le=5000, description="Requests per second to the platform, for all "
                               "send threads of one notifier together (a token bucket); the platform allows 5000.")
     templates: dict[str, PlatformTemplate] = Field({}, description="Per notice kind (`bill_notice`, `payment`, "
-                                                   "`reversal`, `debit_ok`, `debit_failed`, `reminder`, ...): the "
-                                                   "platform template and its parameters. A notice of a kind not "
-                                                   "listed is dead (`no_template`).")
+                                                   "`reversal`, `debit_ok`, `debit_failed`, `reminder`) or wording "
+                                                   "(`bill_cash`, `bill_bank`, `bill_debit`, `bill_paid_from_prepaid`, "
+                                                   "`payment_to_prepaid`; used before its kind's): the platform "
+                                                   "template and its parameters. A notice with neither is dead "
+                                                   "(`no_template`).")
 
     def check(self) -> None:
         from config.sms_request import check_platform_params
@@ -201,7 +204,7 @@ class AliyunSmsConfig(_Model):
             raise ValueError("sender = aliyun needs aliyun.access_key_secret_env or aliyun.access_key_secret_file "
                              "(one of them)")
         for kind, template in self.templates.items():
-            check_platform_params(kind, template.params, f"aliyun.templates.{kind}")
+            check_platform_params(kind, template.params, f"aliyun.templates.{kind}", self.templates)
 
 
 class NotifierConfig(_Model):

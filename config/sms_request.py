@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit
+
+from config.notices import KIND_TEMPLATES, TEMPLATES, stored_values
 
 PLACEHOLDERS = ("id", "mobile", "text", "ref", "kind", "customer_no")
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
@@ -99,14 +101,21 @@ def http_request(url: str, template: str = DEFAULT_JSON_TEMPLATE, method: str = 
     return HttpRequest(parts, upper, body)
 
 
-# Values a notice carries beside its row's fields (outbox.params), by kind: what a platform's
-# template parameters may name besides ``PLACEHOLDERS``.
-STORED_VALUES = {"reminder": ("periods", "amount", "bills", "due_date", "days")}
+def platform_template_names() -> tuple[str, ...]:
+    """What a platform template may be given for: a notice kind (``bill_notice``, ``payment``, ...) or
+    one of the wordings (``bill_cash``, ``payment_to_prepaid``, ...: config.notices.TEMPLATES), which
+    is used before its kind's."""
+    return (*KIND_TEMPLATES, *(t for t in TEMPLATES if t not in KIND_TEMPLATES))
 
 
-def check_platform_params(kind: str, params: Mapping[str, str], where: str) -> None:
-    """Raise ValueError naming a parameter whose value holds a placeholder this kind of notice lacks."""
-    known = PLACEHOLDERS + STORED_VALUES.get(kind, ())
+def check_platform_params(kind: str, params: Mapping[str, str], where: str, configured: Iterable[str] = ()) -> None:
+    """Raise ValueError naming an unknown kind or wording, or a parameter whose value holds a
+    placeholder that notice lacks: its row's fields (``PLACEHOLDERS``) and the values stored with it
+    (``outbox.params``, config.notices.stored_values; ``configured``: every kind and wording given a
+    platform template)."""
+    if kind not in KIND_TEMPLATES and kind not in TEMPLATES:
+        raise ValueError(f"{where}: no notice kind or wording {kind!r} (one of {', '.join(platform_template_names())})")
+    known = PLACEHOLDERS + stored_values(kind, configured)
     for name, value in params.items():
         for placeholder in placeholders(value):
             if placeholder not in known:

@@ -20,8 +20,10 @@ and throttling are retried later (the notifier's backoff), platform faults likew
 else - a bad number, a refused template or signature, an unknown key - is permanent: the
 notice is dead with the platform's code in ``last_error``.
 
-Each notice kind has its platform template (``TemplateCode``) and parameters
-(``TemplateParam``), from ``[notifier.aliyun.templates]``. A token bucket keeps one notifier's
+Each notice kind, or one of its wordings (``bill_cash``, ``payment_to_prepaid``, ...), has its
+platform template (``TemplateCode``) and parameters (``TemplateParam``), from
+``[notifier.aliyun.templates]``; the parameters are filled from the notice's row and the values
+stored with it (``outbox.params``: config/notices.py). A token bucket keeps one notifier's
 requests within ``rate_per_s`` across its send threads.
 """
 from __future__ import annotations
@@ -102,11 +104,15 @@ class AliyunSmsSender:
         self.context = ssl.create_default_context(cafile=ca_file or None) if self.parts.scheme == "https" else None
 
     def request_params(self, notice: Notice) -> dict[str, str]:
-        """The SendSms parameters of a notice, signature excluded."""
-        if notice.kind not in self.templates:
+        """The SendSms parameters of a notice, signature excluded: the platform template of its
+        wording (``outbox.params``' ``template``), else of its kind, filled from its row and values."""
+        stored = json.loads(notice.params or "{}")
+        wording = stored.pop("template", None)
+        chosen = wording if wording in self.templates else notice.kind
+        if chosen not in self.templates:
             raise SendError("permanent", "no_template", f"no platform template for {notice.kind} notices")
-        code, params = self.templates[notice.kind]
-        values = {**notice.values(), **json.loads(notice.params or "{}")}
+        code, params = self.templates[chosen]
+        values = {**notice.values(), **stored}
         missing = sorted({p for v in params.values() for p in placeholders(v)} - set(values))
         if missing:
             raise SendError("permanent", "no_template", f"{notice.kind} notice lacks {', '.join(missing)}")

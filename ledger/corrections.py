@@ -27,6 +27,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ledger.audit import audit_row, write_audit
 from config.clock import SYSTEM_CLOCK, Clock
+from config.money import yuan
 from ledger.errors import Refused
 from ledger.imports import bill_notice_rows
 from ledger.imports.formats import _BILL_ID
@@ -51,15 +52,10 @@ class CorrectionResult:
         text = (f"bill {self.original_bill_id} reversed by {self.reversing_bill_id}, "
                 f"replaced by {self.new_bill_id}")
         if self.moved_to_prepaid:
-            text += f"; {_yuan(self.moved_to_prepaid)} yuan paid on it moved to prepaid"
+            text += f"; {yuan(self.moved_to_prepaid, grouped=False)} yuan paid on it moved to prepaid"
         if self.new_bill_paid:
             text += f"; {self.new_bill_id} paid from prepaid"
-        return text + f"; prepaid balance {_yuan(self.prepaid_balance)} yuan"
-
-
-def _yuan(fen: int) -> str:
-    whole, cents = divmod(abs(fen), 100)
-    return f"{'-' if fen < 0 else ''}{whole}.{cents:02d}"
+        return text + f"; prepaid balance {yuan(self.prepaid_balance, grouped=False)} yuan"
 
 
 def _free_id(conn, candidates) -> str:

@@ -21,7 +21,6 @@ holds reminders already enqueued (engines/notifier.py), so none is sent between 
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 
@@ -240,9 +239,8 @@ def _reminder_row(customer_no: str, mobile: str, overdue: list, amount: int, tod
     earliest = min(b.due_date for b in overdue)
     values = notices.reminder_values(customer_no, [b.period for b in overdue], amount, len(overdue), earliest,
                                      (today - earliest).days)
-    row = notices.outbox_row(customer_no, mobile, KIND, f"{KIND}:{customer_no}:{today:%Y%m%d}",
-                             notices.reminder(values), now)
-    return {**row, "params": json.dumps(values, ensure_ascii=False, sort_keys=True)}
+    return notices.outbox_row(customer_no, mobile, KIND, f"{KIND}:{customer_no}:{today:%Y%m%d}",
+                              notices.reminder(values), now)
 
 
 def _insert_new(conn, rows: list[dict]) -> list[str]:

@@ -7,6 +7,7 @@ the Argon2 parameters (fast, for tests that hash many passwords) differ.
 """
 from __future__ import annotations
 
+import re
 import threading
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -98,6 +99,16 @@ def running_service(url: str, api: ApiConfig | None = None, settings: Settings |
         thread.join(60)
         sock.close()
         engine.dispose()
+
+
+def signed_in_client(service: Service, user: str) -> httpx.Client:
+    """An HTTP client signed in to the console by its form (cookies kept by the client)."""
+    http = service.client()
+    form = http.get("/console/sign-in")
+    token = re.search(r'name="csrf_token" value="([0-9a-f]+)"', form.text).group(1)
+    answer = http.post("/console/sign-in", data={"user": user, "password": PASSWORD, "csrf_token": token})
+    assert answer.status_code == 303 and answer.headers["location"] == "/console/", answer.text
+    return http
 
 
 def post_and_retry(http: httpx.Client, path: str, body: dict | None = None) -> httpx.Response:

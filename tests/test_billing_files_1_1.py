@@ -284,7 +284,7 @@ def test_a_configured_signature_and_template_reach_the_outbox(db_url, engine, tm
     assert payment_text == "您好，您(C003)2026年10月的电费为2530.00元已缴，谢谢。【广州供电局】"
     # a configuration without [notices] brings the built-in wording back
     load_settings(None, environ={})
-    assert notices.payment_reversed("C1", 100) == "您好，您(C1)缴纳的电费1.00元已被银行冲正，如有疑问请联系供电营业厅，谢谢。"
+    assert notices.payment_reversed("C1", 100).text == "您好，您(C1)缴纳的电费1.00元已被银行冲正，如有疑问请联系供电营业厅，谢谢。"
 
 
 @pytest.mark.parametrize("tree, key, words", [
@@ -316,7 +316,7 @@ def test_an_environment_override_sets_a_template():
     settings = load_settings(None, environ={"GRIDPAY_NOTICES__TEMPLATES__DEBIT_OK": "{customer_no} 扣款成功{signature}",
                                             "GRIDPAY_NOTICES__SIGNATURE": "[供电局]"})
     assert settings.notices.templates.debit_ok == "{customer_no} 扣款成功{signature}"
-    assert notices.debit_succeeded("C1", ["202610"], 100) == "C1 扣款成功[供电局]"
+    assert notices.debit_succeeded("C1", ["202610"], 100).text == "C1 扣款成功[供电局]"
 
 
 @pytest_twisted.ensureDeferred
@@ -357,7 +357,7 @@ def test_the_example_configurations_notices_load(tmp_path):
     path.write_text("\n".join(body) + "\n", encoding="utf-8")
     dev = load_settings(path, environ={}).notices
     assert dev.signature == "【广州供电局】" and "{account_tail}" in dev.templates.bill_debit
-    assert notices.debit_succeeded("C1", ["202610"], 100).endswith("谢谢。【广州供电局】")
+    assert notices.debit_succeeded("C1", ["202610"], 100).text.endswith("谢谢。【广州供电局】")
 
 
 def test_0007_gives_existing_rows_valid_values_and_checks_new_ones(db_url):

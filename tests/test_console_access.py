@@ -6,7 +6,6 @@ clock moves on. Every page is saved as a screenshot (not blank) and meets the ac
 Every role's menu and pages against the role table (over HTTP, without a browser: no page is drawn)."""
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 
 import pytest
@@ -14,7 +13,7 @@ import pytest
 import pyotp
 
 from api.console.menu import MENU
-from api_harness import T0, add_client_with_key, operator_name, running_service
+from api_harness import T0, add_client_with_key, operator_name, running_service, signed_in_client
 from config.clock import Clock
 from console_harness import Operator, in_browser, needs_chromium
 from identity_helpers import ADMIN, FAST, PASSWORD, audit_rows
@@ -177,16 +176,6 @@ def test_an_operator_with_totp_signs_in_with_the_code(service, tmp_path):
     in_browser(scenario)
     assert [r["reason"] for r in audit_rows(service.engine, "login.refused")] == ["totp_missing"]
     assert [r["actor"] for r in audit_rows(service.engine, "login")] == ["operator:op-totp"]
-
-
-def signed_in_client(service, user: str):
-    """An HTTP client signed in to the console by its form (cookies kept by the client)."""
-    http = service.client()
-    form = http.get("/console/sign-in")
-    token = re.search(r'name="csrf_token" value="([0-9a-f]+)"', form.text).group(1)
-    answer = http.post("/console/sign-in", data={"user": user, "password": PASSWORD, "csrf_token": token})
-    assert answer.status_code == 303 and answer.headers["location"] == "/console/", answer.text
-    return http
 
 
 def test_every_role_sees_in_its_menu_and_opens_exactly_the_pages_its_permissions_allow(service):

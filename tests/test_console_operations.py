@@ -118,7 +118,7 @@ def operations_scenario(browser, service, shots) -> int:
     outcomes_arrive(service.engine, batch_id, 3)
     # the page fetches its figures again by itself (console.js); the browser waits for them
     expect(ops.page.locator(f"#batch-{batch_id} .done-count")).to_have_text(re.compile("^3/6"), timeout=60_000)
-    assert "approved 2" in ops.page.locator(f"#batch-{batch_id}").inner_text()
+    assert "扣款成功 2, 银行拒绝 1, 待发送 3" in ops.page.locator(f"#batch-{batch_id}").inner_text()   # the page's words
     ops.check("glance-progress")
 
     ops.goto("/console/plans")
@@ -127,6 +127,7 @@ def operations_scenario(browser, service, shots) -> int:
     ops.goto("/console/glance?lang=en")                   # every label has its English
     assert ops.page.locator("h1").inner_text() == "The day at a glance"
     assert "3 of 6 debits answered" in ops.page.locator(f"#batch-{batch_id}").inner_text()
+    assert "approved 2, declined 1, pending 3" in ops.page.locator(f"#batch-{batch_id}").inner_text()
     ops.goto("/console/plans?lang=en")
     assert ops.page.locator(f"#plan-{PLAN} .plan-status").inner_text() == "paused"
     return batch_id

@@ -4,6 +4,7 @@ and answers success, throttling or a permanent error - alone and through the not
 from __future__ import annotations
 
 import json
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,10 @@ from sqlalchemy import insert
 from aliyun_fake import (
     BAD_NUMBER, KEY_ID, SECRET, SYSTEM_ERROR, TEMPLATE_REFUSED, THROTTLED, Answer, FakeAliyunSms,
 )
-from config import ConfigError, load_settings
+from config import ConfigError, load_settings, notices
 from config.clock import ManualClock
 from config.settings import Settings
+from config.sms_request import check_platform_params
 from engines.notifier import Notifier
 from engines.sms import Notice, SendError, sender_from_config
 from engines.sms_aliyun import AliyunSmsSender, sign, string_to_sign
@@ -115,6 +117,53 @@ def test_a_kind_without_template_or_a_missing_value_is_dead_without_a_request():
     assert fake.requests == []
 
 
+def notice_of(kind: str, sms: notices.Sms, n: int = 1) -> Notice:
+    """The outbox row a ledger writer makes for ``sms``, as the notifier hands it to a sender."""
+    row = notices.outbox_row(sms.values["customer_no"], "13812345678", kind, f"{kind}:{n}", sms, T0)
+    return Notice(n, row["customer_no"], row["mobile"], row["kind"], row["text"], row["ref"], 0, row["params"])
+
+
+def test_every_notice_kind_carries_the_values_its_platform_template_needs():
+    """Each kind of notice the outbox holds fills a platform template from the values it stored
+    (outbox.params), as reminders do: amounts in yuan, months and dates as its text has them, the
+    customer masked; a wording's own template goes before its kind's (a bill of a debited customer
+    names its account's tail)."""
+    due = date(2026, 11, 20)
+    written = {
+        "bill_notice": [notices.bill_notice("0140580211", "202610", 37_535, due),
+                        notices.bill_notice("0140580211", "202610", 37_535, due, "D", "6222000012345678"),
+                        notices.bill_paid_from_prepaid("0140580211", "202610", 37_535)],
+        "payment": [notices.payment_received("0140580211", ["202610"], 37_535),
+                    notices.payment_received("0140580211", [], 37_535, 100_000)],
+        "reversal": [notices.payment_reversed("0140580211", 37_535)],
+        "debit_ok": [notices.debit_succeeded("0140580211", ["202610"], 37_535)],
+        "debit_failed": [notices.debit_failed("0140580211", ["202610"], 37_535, "51")],
+        "reminder": [notices.reminder(notices.reminder_values("0140580211", ["202610"], 37_535, 1, due, 3))],
+    }
+    assert set(written) == set(notices.KIND_TEMPLATES)
+    own = {"bill_debit": ("SMS_DEBIT", {"tail": "{account_tail}", "due": "{due_date}", "no": "{customer_masked}"})}
+    templates = {kind: (f"SMS_{n}", {name: f"{{{name}}}" for name in notices.stored_values(kind, own)})
+                 for n, kind in enumerate(notices.KIND_TEMPLATES)} | own
+    for kind, template in templates.items():
+        check_platform_params(kind, template[1], f"aliyun.templates.{kind}", templates)
+    with FakeAliyunSms() as fake:
+        s = AliyunSmsSender(access_key_id=KEY_ID, access_key_secret=SECRET, sign_name="广州供电局", templates=templates,
+                            endpoint=fake.url, rate_per_s=1000.0, timeout=5, clock=ManualClock(T0))
+        for n, (kind, smses) in enumerate(written.items()):
+            for sms in smses:
+                assert send(s, notice_of(kind, sms, n)) is None, (kind, sms.template)
+    sent = [(p["TemplateCode"], json.loads(p["TemplateParam"])) for p in fake.accepted]
+    assert len(sent) == 9
+    for code, values in sent:
+        assert values.get("amount", "375.35") == "375.35" and values.get("no", "******0211") == "******0211", values
+        assert values.get("customer_masked", "******0211") == "******0211"
+    assert ("SMS_DEBIT", {"tail": "5678", "due": "2026年11月20日", "no": "******0211"}) in sent
+    assert (templates["bill_notice"][0], {"customer_no": "0140580211", "periods": "2026年10月", "amount": "375.35",
+                                          "customer_masked": "******0211"}) in sent
+    reminder = next(v for c, v in sent if c == templates["reminder"][0])
+    assert (reminder["due_date"], reminder["days"], reminder["bills"]) == ("2026年11月20日", "3", "1")
+
+
 def test_the_rate_limit_spaces_requests():
     clock = ManualClock(T0)
     waits: list[float] = []
@@ -211,7 +260,9 @@ def test_config_gives_a_sender_whose_secret_comes_from_the_environment(tmp_path,
 @pytest.mark.parametrize("aliyun, problem", [
     ({"access_key_secret_env": ""}, "access_key_secret_env or aliyun.access_key_secret_file"),
     ({"sign_name": ""}, "needs aliyun.access_key_id, aliyun.sign_name"),
-    ({"templates": {"payment": {"code": "SMS_2", "params": {"a": "{amount}"}}}}, "unknown placeholder {amount}"),
+    ({"templates": {"payment": {"code": "SMS_2", "params": {"a": "{prepaid}"}}}}, "unknown placeholder {prepaid}"),
+    ({"templates": {"bill_notice": {"code": "SMS_2", "params": {"d": "{due_date}"}}}}, "unknown placeholder {due_date}"),
+    ({"templates": {"bill": {"code": "SMS_2", "params": {}}}}, "no notice kind or wording 'bill'"),
     ({"access_key_secret": "x"}, "access_key_secret"),
 ])
 def test_bad_configurations_are_refused(tmp_path, aliyun, problem):

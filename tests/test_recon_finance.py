@@ -10,8 +10,10 @@ import pytest
 from sqlalchemy import func, select
 
 from ledger.recon.camt import StatementError, read_statement
+from ledger.recon.day_reports import day_report, day_text
 from ledger.recon.finance import FinanceRules, reconcile_statement
 from ledger.recon.matching import reconcile_bank_file
+from ledger.recon.report_labels import ReportOptions
 from ledger.recon_tables import recon_items, recon_match_members, recon_runs
 from ledger.synchronous_posting import post
 from ledger_helpers import T0, payment
@@ -124,6 +126,26 @@ def test_remittance_that_differs_stays_open_unless_within_tolerance(reconciled, 
     path2.write_bytes(camt(8, [ntry(8, REMIT + 5, ref=f"{BANK}{DAY:%Y%m%d}", booked="2026-11-25")]))
     r2 = reconcile_statement(reconciled.engine, path2, actor="fin", rules=FinanceRules(amount_tolerance_fen=10))
     assert r2.items[0]["status"] == "matched" and "within tolerance" in r2.items[0]["detail"]
+
+
+def test_the_day_report_shows_a_partly_remitted_run_with_what_came_and_what_is_outstanding(reconciled, tmp_path):
+    """A credit for less than the run expects claims it (posted, the item open): the day report says
+    partly remitted, received and outstanding in yuan, in both languages; the rest arriving matches it."""
+    part = tmp_path / "s1.xml"
+    part.write_bytes(camt(8, [ntry(8, 60_000, ref=f"{BANK}{DAY:%Y%m%d}", acct_ref="P1")]))
+    first = reconcile_statement(reconciled.engine, part, actor="fin")
+    assert (first.items[0]["status"], first.items[0]["ledger_amount"]) == ("open", REMIT)
+    (row,) = day_report(reconciled.engine, DAY).rows
+    assert (row["expected_remittance"], row["remitted"], row["outstanding"]) == (REMIT, 60_000, REMIT - 60_000)
+    assert row["remittance"]("zh") == "部分到账：已到 600.00 元，未到 300.00 元"
+    assert "部分到账：已到 600.00 元，未到 300.00 元" in day_text(reconciled.engine, DAY)
+    english = day_text(reconciled.engine, DAY, ReportOptions("en"))
+    assert "partly remitted: 600.00 yuan received, 300.00 yuan outstanding" in english and "not matched" not in english
+    rest = tmp_path / "s2.xml"
+    rest.write_bytes(camt(8, [ntry(8, REMIT - 60_000, ref=f"{BANK}{DAY:%Y%m%d}", booked="2026-11-25", acct_ref="P2")]))
+    assert reconcile_statement(reconciled.engine, rest, actor="fin").items[0]["status"] == "matched"
+    (row,) = day_report(reconciled.engine, DAY).rows
+    assert row["remittance"]("zh").startswith("已到账（匹配") and (row["remitted"], row["outstanding"]) == (REMIT, 0)
 
 
 def test_other_versions_and_unsupported_ones():

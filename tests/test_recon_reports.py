@@ -142,12 +142,22 @@ def test_banks_and_customers_appear_by_name(reported):
     assert f"bank {BANK}" in unnamed
 
 
-def test_times_are_local_through_the_clock(reported):
+def test_times_are_local_through_the_clock(reported, tmp_path):
+    """Every local time of a report in one format (the console's date and time, the zone as
+    ``UTC+08:00``): the run's finish and the report's own time alike, in HTML, CSV and XLSX."""
     w, bank, fin, _ = reported
     page = report_file(bank, ".html").read_text(encoding="utf-8")
     assert "2026-11-24 09:30:00 UTC+08:00" in page and "01:30:00" not in page
+    assert "生成时间: 2026-11-24 09:30:00 UTC+08:00" in page and "+0800" not in page
     facts = {r["label"]: r["value"] for r in tables(bank)["report"]}
-    assert facts["完成时间"] == "2026-11-24 09:30:00 UTC+08:00"
+    assert facts["完成时间"] == facts["生成时间"] == "2026-11-24 09:30:00 UTC+08:00"
+    book_path = tmp_path / "run.xlsx"
+    with open(book_path, "wb") as fh:
+        write(build("recon-run", ReportOptions("zh", ManualClock(RUN_AT), NAMES).context(w.engine),
+                    ReportParams(run_id=bank.run_id)), "xlsx", fh, "zh")
+    sheet = openpyxl.load_workbook(book_path).worksheets[0]
+    cells = {row[0].value: row[1].value for row in sheet.iter_rows(max_col=2) if row[0].value}
+    assert cells["完成时间"] == cells["生成时间"] == "2026-11-24 09:30:00 UTC+08:00"
 
 
 def test_csv_keeps_identifiers_as_text_and_runs_no_formula(reported):

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import insert, select
 
 from config.clock import ManualClock
-from config.notices import outbox_row
+from config.notices import outbox_row, payment_received
 from ledger.debits import create_debit, debit_declined, mark_debit_sent
 from ledger.reminders import QuietHours, ReminderJob, Schedule
 from ledger.schema import audit_log, outbox
@@ -70,7 +70,8 @@ def test_reminded_on_the_third_day_after_the_due_date_with_the_bills_and_amount(
     # 1001's September bill is 33 days overdue: the reminder names both months and what they owe
     assert first.text.startswith("您好，您(1001)2026年9月、2026年10月的电费共300.50元已逾期33天未缴")
     assert json.loads(first.params) == {"customer_no": "1001", "periods": "2026年9月、2026年10月",
-                                        "amount": "300.50", "bills": "2", "due_date": "2026年9月28日", "days": "33"}
+                                        "amount": "300.50", "bills": "2", "due_date": "2026年9月28日", "days": "33",
+                                        "template": "reminder", "customer_masked": "1001"}
     with db.connect() as conn:
         audits = conn.execute(select(audit_log).where(audit_log.c.action == "reminders.enqueue")).all()
     assert {a.actor for a in audits} == {"system:reminders"} and len(audits) == 1
@@ -192,7 +193,7 @@ def test_the_notifier_sends_reminders_only_outside_quiet_hours(db, tmp_path):
     day = DUE + timedelta(days=3)
     assert run(db, at_local(day, 20, 30)).enqueued == 2
     with db.begin() as conn:                          # a payment notice, due now too
-        conn.execute(insert(outbox).values(outbox_row("1001", "13800000000", "payment", "payment:1", "paid",
+        conn.execute(insert(outbox).values(outbox_row("1001", "13800000000", "payment", "payment:1", payment_received("1001", [], 100),
                                                       at_local(day, 20, 45).astimezone(timezone.utc))))
     sink = tmp_path / "sms.jsonl"
     clock = ManualClock(at_local(day, 21, 30))

@@ -13,7 +13,7 @@ from starlette.responses import Response
 
 from api.console.glance_data import glance
 from api.console.menu import ITEMS
-from api.console.render import render
+from api.console.render import bank_names, render
 from api.console.viewer import Viewer, context_of, page
 
 router = APIRouter()
@@ -21,16 +21,20 @@ READ = page(*ITEMS["glance"].permissions)
 REFRESH_S = 10
 
 
-async def _figures(request: Request):
-    ctx = context_of(request)
-    return await run_in_threadpool(glance, ctx.engine, ctx.settings, ctx.clock)
+def _read(ctx) -> dict:
+    return {"g": glance(ctx.engine, ctx.settings, ctx.clock), "names": bank_names(ctx)}
+
+
+async def _figures(request: Request) -> dict:
+    """The figures and the banks' names, read in a worker thread."""
+    return await run_in_threadpool(_read, context_of(request))
 
 
 @router.get("/glance")
 async def day_at_a_glance(request: Request, viewer: Viewer = Depends(READ)) -> Response:
-    return render(request, "glance.html", viewer, g=await _figures(request), refresh_s=REFRESH_S)
+    return render(request, "glance.html", viewer, refresh_s=REFRESH_S, **await _figures(request))
 
 
 @router.get("/glance/fragment")
 async def glance_fragment(request: Request, viewer: Viewer = Depends(READ)) -> Response:
-    return render(request, "glance_figures.html", viewer, g=await _figures(request))
+    return render(request, "glance_figures.html", viewer, **await _figures(request))

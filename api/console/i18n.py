@@ -229,6 +229,21 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "batch.outcomes": ("各状态笔数", "Debits by state"),
     "batch.skipped": ("跳过 {n} 户", "{n} customers skipped"),
     "batch.created": ("创建时间", "Created"),
+    "batch.mode.online": ("联机", "online"),
+    "batch.mode.file": ("文件", "file"),
+    # engine_batches.state: an online batch's (ready, done), a file batch's (new, written, applied, expired)
+    "batch.state.ready": ("执行中", "ready"),
+    "batch.state.done": ("已完成", "done"),
+    "batch.state.new": ("待生成文件", "new"),
+    "batch.state.written": ("文件已发出", "file written"),
+    "batch.state.applied": ("结果已入账", "results applied"),
+    "batch.state.expired": ("已过期", "expired"),
+    "debit.state.pending": ("待发送", "pending"),
+    "debit.state.sent": ("已发送", "sent"),
+    "debit.state.approved": ("扣款成功", "approved"),
+    "debit.state.declined": ("银行拒绝", "declined"),
+    "debit.state.unknown": ("结果未知", "unknown"),
+    "debit.state.reversed": ("已冲正", "reversed"),
     "batches.title": ("代扣批次", "Debit batches"),
     "batches.by_bank": ("按银行", "By bank"),
     "batches.count": ("批次数", "Batches"),
@@ -434,6 +449,6 @@ def yuan(fen: int) -> str:
 def local_time(clock: Clock) -> Callable[[datetime | None], str]:
     """A formatter of instants as the business timezone's local time (naive ones are UTC: SQLite's)."""
     def formatted(at: datetime | None) -> str:
-        return "" if at is None else clock.local(as_utc(at)).strftime("%Y-%m-%d %H:%M:%S")
+        return "" if at is None else clock.local(as_utc(at)).strftime(cells.LOCAL_TIME)
 
     return formatted

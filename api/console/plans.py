@@ -17,7 +17,7 @@ from starlette.datastructures import FormData
 from starlette.responses import Response
 
 from api.console.menu import ITEMS
-from api.console.render import render
+from api.console.render import bank_names, render
 from api.console.viewer import Viewer, checked_form, context_of, page
 from api.idempotency import Idempotent, IdempotentRequest, body_digest
 from api.routes.plans import PLAN_NAME, PlanRequest, plan_action, post_plan
@@ -52,7 +52,7 @@ def plans_page(request: Request, viewer: Viewer, status: int = 200, **values) ->
     ctx = context_of(request)
     batches = recent_batches(ctx)
     return render(request, "plans.html", viewer, status, plans=list_plans(ctx.engine), batches=batches,
-                  banks=by_bank(batches), bank_codes=sorted(ctx.settings.banks), may_manage=viewer.principal.may("plan.manage"),
+                  banks=by_bank(batches), names=bank_names(ctx), bank_codes=sorted(ctx.settings.banks), may_manage=viewer.principal.may("plan.manage"),
                   form_key=uuid.uuid4().hex, refresh_s=REFRESH_S, **values)
 
 
@@ -63,8 +63,10 @@ def plans(request: Request, viewer: Viewer = Depends(READ)) -> Response:
 
 @router.get("/batches/fragment")
 def batches_fragment(request: Request, viewer: Viewer = Depends(READ)) -> Response:
-    batches = recent_batches(context_of(request))
-    return render(request, "batches_figures.html", viewer, batches=batches, banks=by_bank(batches))
+    ctx = context_of(request)
+    batches = recent_batches(ctx)
+    return render(request, "batches_figures.html", viewer, batches=batches, banks=by_bank(batches),
+                  names=bank_names(ctx))
 
 
 def _once(request: Request, viewer: Viewer, form: FormData, body: bytes) -> Idempotent:

@@ -22,7 +22,7 @@ from starlette.datastructures import FormData
 from starlette.responses import RedirectResponse, Response
 
 from api.console.menu import ITEMS
-from api.console.render import render
+from api.console.render import bank_names, render
 from api.console.viewer import Viewer, checked_form, context_of, ensure, page
 from api.deps import ApiContext, source_of
 from ledger.audit import audit_row, write_audit
@@ -99,7 +99,7 @@ def workbench_page(request: Request, viewer: Viewer, status: int = 200, **values
         counts = open_counts(conn, [r["run_id"] for r in runs])
     may_start = {kind: viewer.principal.may(permission) for kind, permission in START.items()}
     return render(request, "recon.html", viewer, status, files=files, runs=runs, open_counts=counts,
-                  may_start=may_start, drop=str(incoming), **values)
+                  may_start=may_start, drop=str(incoming), names=bank_names(ctx), **values)
 
 
 @router.get("/recon")
@@ -159,8 +159,10 @@ def run_view(ctx: ApiContext, run_id: int) -> dict | None:
 
 @router.get("/recon/runs/{run_id}")
 def run_result(request: Request, run_id: int = Path(ge=1, le=2**62), viewer: Viewer = Depends(READ)) -> Response:
-    view = run_view(context_of(request), run_id)
+    ctx = context_of(request)
+    view = run_view(ctx, run_id)
     if view is None:
         return render(request, "notfound.html", viewer, 404, what=("recon.run.not_found", {"run": run_id}))
     done = request.query_params.get("done")
-    return render(request, "recon_run.html", viewer, v=view, started=done == "started", label=label)
+    return render(request, "recon_run.html", viewer, v=view, started=done == "started", label=label,
+                  names=bank_names(ctx))

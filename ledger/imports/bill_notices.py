@@ -46,10 +46,10 @@ def bill_notice_rows(conn, new_bills: Sequence[Mapping], paid_ids: set[str], at:
         mobile, collection, account = facts[b["customer_no"]]
         total = int(b["principal"]) + int(b["penalty"])
         if b["bill_id"] in paid_ids:
-            text = notices.bill_paid_from_prepaid(b["customer_no"], b["period"], total)
+            sms = notices.bill_paid_from_prepaid(b["customer_no"], b["period"], total)
         else:
-            text = notices.bill_notice(b["customer_no"], b["period"], total, b["due_date"], collection, account)
-        rows.append(notices.outbox_row(b["customer_no"], mobile, "bill_notice", f"bill:{b['bill_id']}", text, at))
+            sms = notices.bill_notice(b["customer_no"], b["period"], total, b["due_date"], collection, account)
+        rows.append(notices.outbox_row(b["customer_no"], mobile, "bill_notice", f"bill:{b['bill_id']}", sms, at))
     return rows
 
 

@@ -27,8 +27,8 @@ class _BillsFile(_File):
         self.bills = RowWriter(self.conn, bills, ("bill_id", "customer_no", "period", "principal", "penalty", "due_date",
                                                 "category", "kind", "import_id", "created_at"))
         self.journal = BillJournal(self.conn)
-        self.outbox = RowWriter(self.conn, outbox, ("customer_no", "mobile", "kind", "ref", "text", "state", "attempts",
-                                                  "next_attempt_at", "created_at"))
+        self.outbox = RowWriter(self.conn, outbox, ("customer_no", "mobile", "kind", "ref", "text", "params", "state",
+                                                  "attempts", "next_attempt_at", "created_at"))
         self.unwritten = False                  # lines with a good bill id not written (seen holds them)
         self.again: list[tuple[int, str]] = []  # lines giving a bill written from this file with other content
         self.waiting: list[tuple] = []          # their new bills (and notice facts): told once prepaid is applied
@@ -140,11 +140,11 @@ class _BillsFile(_File):
     def _notice(self, v: tuple, mobile: str, wording: tuple, paid: bool) -> tuple:
         no, period, bill_id, principal, penalty, due, _ = v
         if paid:
-            text = notices.bill_paid_from_prepaid(no, period, principal + penalty)
+            sms = notices.bill_paid_from_prepaid(no, period, principal + penalty)
         else:
-            text = notices.bill_notice(no, period, principal + penalty, date.fromisoformat(due), *wording)
+            sms = notices.bill_notice(no, period, principal + penalty, date.fromisoformat(due), *wording)
         at = self.ctx.at_db
-        return (no, mobile, "bill_notice", f"bill:{bill_id}", text, "pending", 0, at, at)
+        return (no, mobile, "bill_notice", f"bill:{bill_id}", sms.text, sms.params, "pending", 0, at, at)
 
     def finish(self):
         super().finish()

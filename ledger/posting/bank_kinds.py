@@ -69,7 +69,7 @@ class BankKinds(Rules):
         return self.remember(ident, p, Result("00", fields, "", pay)), False
 
     @staticmethod
-    def payment_text(cust, pay: Payment, periods: list[str]) -> str:
+    def payment_text(cust, pay: Payment, periods: list[str]) -> notices.Sms:
         """The SMS of a payment: the bills it paid, or (none) the prepaid balance it left."""
         if periods:
             return notices.payment_received(cust.customer_no, periods, pay.amount - pay.excess)

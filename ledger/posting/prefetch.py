@@ -10,6 +10,7 @@ import json
 from datetime import date, datetime
 from typing import Sequence
 
+from config import notices
 from config.clock import Clock
 from ledger.ids import bank_number, id_year
 from ledger.posting.kinds import CounterPayment, DebitResult, PaymentReversal, Posting
@@ -299,9 +300,9 @@ class BatchState:
     def entry(self, kind, ref_type, ref, business_date, actor, lines) -> None:
         self.entries.append((kind, ref_type, ref, business_date, actor, lines))
 
-    def notice(self, cust: Customer, kind: str, ref_prefix: str, ref, text: str) -> None:
+    def notice(self, cust: Customer, kind: str, ref_prefix: str, ref, sms: notices.Sms) -> None:
         if cust.mobile:
-            self.notices.append((cust, kind, ref_prefix, ref, text))
+            self.notices.append((cust, kind, ref_prefix, ref, sms))
 
     def audit(self, actor, action, object_type, ref, **details) -> None:
         self.rows["audit"].append((actor, action, object_type, ref, details))

@@ -48,8 +48,8 @@ def flush(batch) -> None:
     writes.insert(journal_entries, entry_rows)
     writes.insert(journal_lines, line_rows)
     out = []
-    for cust, kind, prefix, ref, text in batch.notices:
-        row = notices.outbox_row(cust.customer_no, cust.mobile, kind, f"{prefix}:{resolved(ref)}", text, now)
+    for cust, kind, prefix, ref, sms in batch.notices:
+        row = notices.outbox_row(cust.customer_no, cust.mobile, kind, f"{prefix}:{resolved(ref)}", sms, now)
         if row is not None:
             out.append(row)
     writes.insert(outbox, out)

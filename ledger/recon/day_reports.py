@@ -3,8 +3,8 @@ report model (``ledger.reports``).
 
 ``day_report(engine, date)`` reads the figures (``DayReport``: a row per bank run, integer fen);
 ``day_doc(ctx, date)`` makes the report (``ledger.reports.definition.ReportDoc``) with bank names,
-the open differences gross and net (ledger − bank), the expected remittance and whether it came,
-and a chart of money by bank; the catalogue serves it as ``recon-day`` in every format.
+the open differences gross and net (ledger − bank), the expected remittance and whether it came
+(matched; partly, with what was received and what is outstanding; or not), and a chart of money by bank; the catalogue serves it as ``recon-day`` in every format.
 ``day_text`` is the text ``gridpay recon report`` prints; ``write_day_reports`` writes
 ``recon_day_{YYYYMMDD}.csv|.html`` (keyed CSV + HTML, like the run reports).
 """
@@ -19,9 +19,11 @@ from sqlalchemy import Engine, select
 
 from ledger.recon import bridge
 from ledger.recon.match_queries import active_match_of_run, expected_remittance
+from ledger.recon.remittances import remitted_of_runs
 from ledger.recon.report_labels import ReportOptions, split, term
 from ledger.recon.run_reports import write_doc
 from ledger.recon_tables import recon_items, recon_runs
+from ledger.reports.cells import yuan
 from ledger.reports.context import SIGN_OFF, ReportContext
 from ledger.reports.definition import Chart, Column, Label, ReportDoc, Section, machine, say
 from ledger.reports.render_text import write_text
@@ -29,7 +31,7 @@ from ledger.schema import payments
 
 DAY_COLUMNS = ("bank_code", "run_id", "file_name", "bank_lines", "bank_sum", "ledger_records", "ledger_sum",
                "matched", "matched_sum", "open", "open_gross", "open_net", "resolved", "difference",
-               "expected_remittance", "remittance")
+               "expected_remittance", "remitted", "outstanding", "remittance")
 
 
 @dataclass
@@ -54,6 +56,7 @@ def day_report(engine: Engine, business_date: date) -> DayReport:
             open_ = [i for i in items if i["status"] == "open"]
             expected, _ = expected_remittance(conn, run["run_id"])
             match = active_match_of_run(conn, run["run_id"])
+            remitted = remitted_of_runs(conn, [run["run_id"]]).get(run["run_id"], 0)
             rep.rows.append({"bank_code": run["bank_code"], "run_id": run["run_id"], "file_name": run["file_name"],
                              "bank_lines": run["bank_count"], "bank_sum": int(run["bank_sum"]),
                              "ledger_records": run["ledger_count"], "ledger_sum": int(run["ledger_sum"]),
@@ -63,12 +66,23 @@ def day_report(engine: Engine, business_date: date) -> DayReport:
                              "open_net": sum(bridge.difference(i) for i in open_),
                              "resolved": sum(1 for i in items if i["status"] == "resolved"),
                              "difference": int(run["ledger_sum"]) - int(run["bank_sum"]),
-                             "expected_remittance": expected,
-                             "remittance": term("remit_matched", match=match) if match else term("remit_open")})
+                             "expected_remittance": expected, "remitted": remitted,
+                             "outstanding": expected - remitted,
+                             "remittance": remittance_state(match, expected, remitted)})
         seen = {r["bank_code"] for r in rep.rows}
         rep.unreconciled_banks = sorted(b for b in conn.execute(
             select(payments.c.bank_code).where(payments.c.business_date == business_date).distinct()).scalars() if b not in seen)
     return rep
+
+
+def remittance_state(match: int | None, expected: int, remitted: int) -> Label:
+    """Whether a bank run's money came: matched to a credit; partly (credits that claim the run came
+    to less than it expects: what was received, what is outstanding); or not at all."""
+    if match:
+        return term("remit_matched", match=match)
+    if remitted:
+        return term("remit_partly", received=yuan(remitted), outstanding=yuan(expected - remitted))
+    return term("remit_open")
 
 
 def day_doc(ctx: ReportContext, business_date: date) -> ReportDoc:
@@ -82,6 +96,7 @@ def day_doc(ctx: ReportContext, business_date: date) -> ReportDoc:
                Column("open_gross", term("open_gross"), "money"), Column("open_net", term("open_net"), "money"),
                Column("resolved", term("resolved_count"), "count"), Column("difference", term("net"), "money"),
                Column("expected_remittance", term("remittance_due"), "money"),
+               machine("remitted", "money"), machine("outstanding", "money"),
                Column("remittance", term("remittance_state"))]
     rows = [{**r, "bank_name": ctx.bank_name(r["bank_code"])} for r in rep.rows]
     totals = {**rep.totals(), "bank_code": term("total")} if rows else None

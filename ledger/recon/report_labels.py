@@ -93,6 +93,8 @@ LABELS: dict[str, tuple[str, str]] = {
     "remittance_state": ("划款", "remittance"), "matched_reversed": ("已匹配冲正笔数", "matched reversed"),
     "total": ("合计", "total"), "C": ("柜台", "counter"), "D": ("代扣", "direct debit"),
     "remit_matched": ("已到账（匹配 {match}）", "matched (match {match})"), "remit_open": ("未到账", "not matched"),
+    "remit_partly": ("部分到账：已到 {received} 元，未到 {outstanding} 元",
+                     "partly remitted: {received} yuan received, {outstanding} yuan outstanding"),
     "series_gross": ("差异总额", "gross"), "series_net": ("净差额", "net"), "series_total": ("金额", "amount"),
     "series_matched": ("已匹配", "matched"), "series_open": ("未处理差异", "open differences"),
 }

@@ -26,7 +26,7 @@ from ledger.errors import Refused
 from ledger.recon import bridge
 from ledger.recon.report_details import describe
 from ledger.recon.report_labels import split, term
-from ledger.reports.cells import yuan
+from ledger.reports.cells import local_stamp, yuan
 from ledger.reports.context import SIGN_OFF, ReportContext
 from ledger.reports.definition import Chart, Column, Label, ReportDoc, Section, machine
 from ledger.reports.render_csv import csv_text, text_cell
@@ -47,9 +47,7 @@ def local_time(clock: Clock, at: datetime | None) -> str:
     """A stored UTC time in the business timezone, with its offset (``2026-11-24 09:30:00 UTC+08:00``)."""
     if at is None:
         return ""
-    local = clock.local(at if at.tzinfo else at.replace(tzinfo=timezone.utc))
-    offset = local.strftime("%z")
-    return f"{local:%Y-%m-%d %H:%M:%S} UTC{offset[:3]}:{offset[3:]}"
+    return local_stamp(clock.local(at if at.tzinfo else at.replace(tzinfo=timezone.utc)))
 
 
 def customer_names(conn, numbers) -> dict[str, str]:

@@ -1,17 +1,23 @@
-"""How a cell of each column kind reads as text: yuan with thousands separators, percentages, dates."""
+"""How a cell of each column kind reads as text: yuan with thousands separators, percentages, dates;
+and how a report prints a local time."""
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 
+from config.money import yuan  # noqa: F401  (the reports' money cells: config/money.py)
 from ledger.reports.definition import Column, Label
 
 
-def yuan(fen: int, grouped: bool = True) -> str:
-    """Integer fen as yuan, exactly (``divmod``, no float): 123456 -> '1,234.56' ('1234.56' ungrouped)."""
-    assert isinstance(fen, int) and not isinstance(fen, bool), f"money is integer fen, not {fen!r}"
-    whole, cents = divmod(abs(fen), 100)
-    digits = f"{whole:,}" if grouped else str(whole)
-    return f"{'-' if fen < 0 else ''}{digits}.{cents:02d}"
+# a local time as the console shows it; a report adds the zone's offset (``local_stamp``)
+LOCAL_TIME = "%Y-%m-%d %H:%M:%S"
+
+
+def local_stamp(local: datetime) -> str:
+    """A local time as every report prints it: ``2026-11-24 09:30:00 UTC+08:00``, the zone written the
+    way Windows' clock settings show it to a clerk in China ("(UTC+08:00) 北京"), not ISO's ``+0800``."""
+    offset = local.strftime("%z")
+    zone = f" UTC{offset[:3]}:{offset[3:5]}" if offset else ""
+    return f"{local:{LOCAL_TIME}}{zone}"
 
 
 def percent(fraction: float | None) -> str:

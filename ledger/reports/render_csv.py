@@ -26,7 +26,7 @@ import io
 from datetime import date
 from typing import TextIO
 
-from ledger.reports.cells import percent, resolved, yuan
+from ledger.reports.cells import local_stamp, percent, resolved, yuan
 from ledger.reports.definition import Column, ReportDoc, say
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -80,7 +80,7 @@ def write_csv(doc: ReportDoc, out: TextIO, lang: str = "zh", keyed: bool = False
     out.write("\ufeff")
     writer = csv.writer(out, lineterminator="\r\n")
     lead = (lambda table: [table]) if keyed else (lambda table: [])
-    generated = ("generated" if lang == "en" else "生成时间", doc.generated_at.strftime("%Y-%m-%d %H:%M:%S %z"))
+    generated = ("generated" if lang == "en" else "生成时间", local_stamp(doc.generated_at))
     if keyed:
         writer.writerow(["table", "label", "value"])
         writer.writerow(["report", "title", text_cell(say(doc.title, lang))])

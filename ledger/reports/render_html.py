@@ -16,7 +16,7 @@ from typing import TextIO
 from jinja2 import Environment
 from markupsafe import Markup, escape
 
-from ledger.reports.cells import display, yuan
+from ledger.reports.cells import display, local_stamp, yuan
 from ledger.reports.definition import Chart, ReportDoc, say
 
 CSS = """
@@ -59,7 +59,7 @@ TEMPLATE = """{% macro svg(chart) %}<figure id="{{ chart.key }}"><figcaption>{{ 
 <body>
 <h1>{{ say(doc.title) }}</h1>
 {% for label, value in doc.parameters %}<p class="meta">{{ say(label) }}: {{ say(value) }}</p>
-{% endfor %}<p class="meta">{{ generated }}: {{ doc.generated_at.strftime('%Y-%m-%d %H:%M:%S %z') }}</p>
+{% endfor %}<p class="meta">{{ generated }}: {{ stamp(doc.generated_at) }}</p>
 {% for note in doc.notes %}<p class="note">{{ say(note) }}</p>
 {% endfor %}{% if doc_chart %}{{ svg(doc_chart) }}{% endif %}
 {% for section in doc.sections %}<h2 id="h-{{ section.key }}">{{ say(section.title) }}</h2>
@@ -130,7 +130,7 @@ def _stream(doc: ReportDoc, lang: str):
         doc=doc, lang=lang, css=CSS, doc_chart=chart, header=header, cell=cell, rows=rows,
         say=lambda words: say(words, lang), chart=lambda c: _chart_geometry(c, lang),
         printed=lambda section: [c for c in section.columns if c.printed],
-        generated="generated" if lang == "en" else "生成时间", nothing="(nothing)" if lang == "en" else "（无）")
+        generated="generated" if lang == "en" else "生成时间", stamp=local_stamp, nothing="(nothing)" if lang == "en" else "（无）")
 
 
 def write_html(doc: ReportDoc, out: TextIO, lang: str = "zh") -> None:

@@ -13,7 +13,7 @@ from typing import BinaryIO
 
 import xlsxwriter
 
-from ledger.reports.cells import resolved
+from ledger.reports.cells import local_stamp, resolved
 from ledger.reports.definition import Column, ReportDoc, say
 
 WIDTHS = {"text": 24, "identifier": 16, "count": 10, "money": 16, "date": 12, "percent": 10}
@@ -54,7 +54,7 @@ def write_xlsx(doc: ReportDoc, out: BinaryIO | str, lang: str = "zh") -> None:
             sheet.write_string(r, 1, say(value, lang))
             r += 1
         sheet.write_string(r, 0, "generated" if lang == "en" else "生成时间")
-        sheet.write_string(r, 1, doc.generated_at.strftime("%Y-%m-%d %H:%M:%S %z"))
+        sheet.write_string(r, 1, local_stamp(doc.generated_at))
         r += 2
         sheet.write_string(r, 0, say(section.title, lang), formats["title"])
         r += 1
