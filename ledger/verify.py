@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from sqlalchemy import Engine, String, cast, func, select
+from sqlalchemy import Engine, String, and_, cast, func, or_, select
 
 from ledger.billing_feed.verify import feed_failures
 from ledger.journal import PREPAID, RECEIVABLE
@@ -67,29 +67,30 @@ def _verify(conn) -> list[str]:
         failures.append(f"the journal as a whole does not balance: {total}")
     balances = {a: int(s) for a, s in conn.execute(select(jl.c.account, func.sum(jl.c.amount)).group_by(jl.c.account))}
 
-    # 2. bills
+    # 2. bills: only the bad ones leave the database (4.3 million bills, read whole, took 2.3 GB)
     alloc = (select(allocations.c.bill_id, func.sum(allocations.c.amount).label("allocated"))
              .group_by(allocations.c.bill_id).subquery())
     twin = bills.alias("twin")
-    rows = conn.execute(select(bills.c.bill_id, bills.c.kind, bills.c.principal, bills.c.penalty,
-                               func.coalesce(alloc.c.allocated, 0).label("allocated"),
+    amount = bills.c.principal + bills.c.penalty
+    allocated = func.coalesce(alloc.c.allocated, 0)
+    rows = conn.execute(select(bills.c.bill_id, bills.c.kind, amount.label("amount"), allocated.label("allocated"),
                                twin.c.bill_id.label("reversed_by"))
                         .select_from(bills.outerjoin(alloc, alloc.c.bill_id == bills.c.bill_id)
-                                     .outerjoin(twin, twin.c.reverses_bill_id == bills.c.bill_id))).all()
+                                     .outerjoin(twin, twin.c.reverses_bill_id == bills.c.bill_id))
+                        .where(or_(and_(or_(bills.c.kind == "R", twin.c.bill_id.is_not(None)), allocated != 0),
+                                   and_(bills.c.kind != "R", twin.c.bill_id.is_(None),
+                                        or_(allocated < 0, allocated > amount))))
+                        .order_by(bills.c.bill_id)).all()
     bad = []
-    billed = 0
     for r in rows:
-        amount, allocated = int(r.principal) + int(r.penalty), int(r.allocated)
-        billed += amount
         if r.kind == "R":
-            if allocated:
-                bad.append(f"reversing bill {r.bill_id} has allocations of {allocated}")
+            bad.append(f"reversing bill {r.bill_id} has allocations of {int(r.allocated)}")
         elif r.reversed_by is not None:
-            if allocated:
-                bad.append(f"bill {r.bill_id} is cancelled (reversed by {r.reversed_by}) but keeps {allocated} allocated")
-        elif allocated < 0 or allocated > amount:
-            bad.append(f"bill {r.bill_id}: allocated {allocated} outside 0..{amount}")
+            bad.append(f"bill {r.bill_id} is cancelled (reversed by {r.reversed_by}) but keeps {int(r.allocated)} allocated")
+        else:
+            bad.append(f"bill {r.bill_id}: allocated {int(r.allocated)} outside 0..{int(r.amount)}")
     _listed(failures, bad, "bad bills")
+    billed = int(conn.execute(select(func.coalesce(func.sum(amount), 0))).scalar_one())
 
     # 3. prepaid per customer
     rows = conn.execute(select(prepaid_movements.c.customer_no, func.sum(prepaid_movements.c.amount))
