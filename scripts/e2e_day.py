@@ -18,9 +18,6 @@ import csv
 import json
 import os
 import random
-import re
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +30,8 @@ from zoneinfo import ZoneInfo
 
 from config.clock import SYSTEM_CLOCK
 from config.settings import environment_for
+from scripts.e2e import day_files
+from scripts.e2e.processes import Proc, drop_file, free_port, gridpay, log, make_drop_dir, wait_dropped
 
 ROOT = Path(__file__).resolve().parents[1]
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -45,83 +44,6 @@ KILLABLE = ("gw1", "gw2", "e1", "e2", "scheduler", "notifier", "watcher")
 DAY_TIMEOUT_S = 150
 
 
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-
-
-class Proc:
-    """A child process, its command and environment kept so that it can be restarted as it was."""
-
-    def __init__(self, name: str, args: list[str], env: dict, logs: Path, ready: str | None):
-        self.name, self.args, self.env, self.logs, self.ready = name, args, env, logs, ready
-        self.p: subprocess.Popen | None = None
-        self.starts = 0
-        self.kills = 0
-        self.first_line = ""
-
-    def start(self, timeout: float = 60, wait: bool = True) -> "Proc":
-        self.launch()
-        if wait:
-            self.wait_ready(timeout)
-        return self
-
-    def launch(self) -> None:
-        self.starts += 1
-        out = self.logs / f"{self.name}.{self.starts}.out"
-        err = self.logs / f"{self.name}.{self.starts}.err"
-        self.out_path = out
-        self.err_path = err
-        self.p = subprocess.Popen(self.args, env=self.env, stdout=open(out, "w"), stderr=open(err, "w"),
-                                  cwd=ROOT, start_new_session=True)
-
-    def wait_ready(self, timeout: float = 60) -> "Proc":
-        out, err = self.out_path, self.err_path
-        if self.ready:
-            end = time.monotonic() + timeout
-            while True:
-                text = out.read_text()
-                if re.search(self.ready, text):
-                    self.first_line = text.splitlines()[0] if text else ""
-                    break
-                if self.p.poll() is not None or time.monotonic() > end:
-                    raise RuntimeError(f"{self.name} did not start (exit {self.p.poll()}): {err.read_text()[-2000:]}")
-                time.sleep(0.05)
-        return self
-
-    def alive(self) -> bool:
-        return self.p is not None and self.p.poll() is None
-
-    def kill9(self) -> None:
-        self.kills += 1
-        self.p.send_signal(signal.SIGKILL)
-        self.p.wait(30)
-
-    def stop(self, timeout: float = 60) -> int:
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-        try:
-            return self.p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.p.kill()
-            self.p.wait()
-            return -999
-
-    def output(self) -> str:
-        return self.out_path.read_text()
-
-
-def gridpay(*args: str) -> list[str]:
-    return [sys.executable, "-m", "gridpay", *args]
-
-
 class Day:
     def __init__(self, args):
         self.args = args
@@ -130,9 +52,7 @@ class Day:
         self.work.mkdir(parents=True, exist_ok=True)
         self.logs = self.work / "logs"
         self.logs.mkdir(exist_ok=True)
-        self.drop = self.work / "drop"
-        for d in ("incoming", "outgoing", "processed", "rejected"):
-            (self.drop / d).mkdir(parents=True, exist_ok=True)
+        self.drop = make_drop_dir(self.work / "drop")
         self.procs: dict[str, Proc] = {}
         self.failures: list[str] = []
         self.notes: list[str] = []
@@ -209,23 +129,10 @@ class Day:
         return r
 
     def drop_file(self, name: str, data: bytes) -> None:
-        part = self.drop / "incoming" / f".{name}.part"
-        part.write_bytes(data)
-        part.rename(self.drop / "incoming" / name)
+        drop_file(self.drop, name, data)
 
     def wait_dropped(self, names: list[str], timeout: float = 90) -> None:
-        end = time.monotonic() + timeout
-        while True:
-            done = {n for n in names if (self.drop / "processed" / n).exists()}
-            rejected = [n for n in names if any(p.name.startswith(n) for p in (self.drop / "rejected").iterdir())]
-            if rejected:
-                errs = "; ".join(p.read_text()[:1500] for p in (self.drop / "rejected").glob("*.error.txt"))
-                raise RuntimeError(f"the watcher rejected {rejected}: {errs}")
-            if len(done) == len(names) and not any((self.drop / "incoming" / n).exists() for n in names):
-                return
-            if time.monotonic() > end:
-                raise RuntimeError(f"the watcher did not process {sorted(set(names) - done)} in {timeout} s")
-            time.sleep(0.2)
+        wait_dropped(self.drop, names, timeout)
 
     def billing_files(self) -> None:
         """Demo customers and bills; agreements spread over the three banks (half the active customers)."""
@@ -434,21 +341,10 @@ class Day:
     def counter_lines(self, bank: str) -> list[dict]:
         j = json.loads((self.work / f"journal_{bank}.json").read_text())
         self.journals[bank] = j
-        lines = []
-        for r in j["payments"]:
-            lines.append({"channel": "C", "tx": f"{self.business_date.year:04d}{r['f7']}", "stan": r["stan"],
-                          "rrn": r["rrn"], "customer": r["customer"], "amount": int(r["amount"]),
-                          "status": r["status"], "term": f"T{bank[-4:]}001", "method": r["method"],
-                          "cheque": r["cheque"]})
-        return lines
+        return day_files.counter_lines_from_journal(j, bank, self.business_date.year)
 
     def debit_lines_online(self, bank: str, day_file: str) -> list[dict]:
-        out = []
-        for line in Path(day_file).read_text(encoding="gbk").strip().split("\n")[1:]:
-            _, ch, tx, stan, rrn, cust, amount, status, term = line.split("|")
-            out.append({"channel": ch, "tx": tx, "stan": stan, "rrn": rrn, "customer": cust, "amount": int(amount),
-                        "status": status, "term": term})
-        return out
+        return day_files.debit_lines_online(day_file)
 
     def debit_lines_file(self) -> list[dict]:
         """Bank C's debits as its §7.1 file lists them (see docs/e2e-day.md, 'file debits')."""
@@ -462,44 +358,6 @@ class Day:
                 out.append({"channel": "D", "tx": tx, "stan": f"{ln['seq'] % 1_000_000:06d}", "rrn": ln["ref"],
                             "customer": ln["customer"], "amount": ln["amount"], "status": "S", "term": ln["ref"][:6]})
         return out
-
-    def plant(self, lines: dict[str, list[dict]]) -> list[tuple]:
-        """One planted difference of each kind; returns the expected (bank, kind, channel, rrn)."""
-        planted = []
-        rng = random.Random(self.args.seed + 7)
-
-        def pick(bank, status="S"):
-            cands = [ln for ln in lines[bank] if ln["channel"] == "C" and ln["status"] == status and not ln.get("planted")
-                     and ln.get("method") == "01"]
-            ln = rng.choice(cands)
-            ln["planted"] = True
-            return ln
-        # bank only (A): a counter payment the ledger never saw
-        src = pick(A)
-        extra = dict(src, rrn="999900000001", stan="999001", amount=12345, customer=src["customer"], planted=True)
-        lines[A].append(extra)
-        planted.append((A, "bank_only", "C", extra["rrn"]))
-        # status differs (A): the bank shows reversed what the ledger has as paid
-        ln = pick(A)
-        ln["status"] = "R"
-        planted.append((A, "status_differs", "C", ln["rrn"]))
-        # ledger only (B): a payment missing from the bank's file
-        ln = pick(B)
-        lines[B].remove(ln)
-        planted.append((B, "ledger_only", "C", ln["rrn"]))
-        # amount differs (C)
-        ln = pick(C)
-        ln["amount"] += 100
-        planted.append((C, "amount_differs", "C", ln["rrn"]))
-        return planted
-
-    def bank_file(self, bank: str, lines: list[dict]) -> tuple[str, bytes, int]:
-        lines = sorted(lines, key=lambda ln: (ln["tx"], ln["channel"], ln["rrn"]))
-        total = sum(ln["amount"] for ln in lines if ln["status"] == "S")
-        body = [f"H|{bank}|{self.business_date:%Y%m%d}|{len(lines)}|{total}"]
-        body += [f"D|{ln['channel']}|{ln['tx']}|{ln['stan']}|{ln['rrn']}|{ln['customer']}|{ln['amount']}|"
-                 f"{ln['status']}|{ln['term']}" for ln in lines]
-        return f"{bank}_{self.business_date:%Y%m%d}.txt", ("\n".join(body) + "\n").encode("gbk"), total
 
     def end_of_day(self) -> None:
         # every process still up before the clean stop
@@ -521,38 +379,21 @@ class Day:
             lines[bank] += self.debit_lines_online(bank, self.sims[bank]["day_file"])
         lines[C] += self.debit_lines_file()
         self.bank_lines = lines
-        self.planted = self.plant(lines)
+        self.planted = day_files.plant(lines, (A, B, C), self.args.seed + 7)
         names, self.remit = [], {}
         for bank in (A, B, C):
-            name, data, total = self.bank_file(bank, lines[bank])
+            name, data, total = day_files.bank_file(bank, self.business_date, lines[bank])
             self.remit[bank] = total
             (self.work / name).write_bytes(data)
             self.drop_file(name, data)
             names.append(name)
         self.wait_dropped(names)
         log(f"bank files reconciled by the watcher: {', '.join(names)}")
-        # finance: one remittance per bank (its S total), a credit per unreversed cheque, one stranger
-        bd = self.business_date.isoformat()
-        rows = [[bd, bd, str(self.remit[b]), "C", "02", "", f"{b}{self.business_date:%Y%m%d}", f"bank {b}"]
-                for b in (A, B, C)]
-        self.cheques = []
-        for b in (A, B, C):
-            for ln in lines[b]:
-                if ln.get("method") == "03" and ln["status"] == "S":
-                    rows.append([bd, bd, str(ln["amount"]), "C", "03", ln["cheque"], ln["cheque"], ln["customer"]])
-                    self.cheques.append(ln["cheque"])
-        rows.append([bd, bd, "77777", "C", "02", "", "UNKNOWN-REMITTER", "somebody"])
-        import io
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["booking_date", "value_date", "amount", "direction", "method", "cheque_no", "reference",
-                    "counterparty"])
-        w.writerows(rows)
-        name = f"finance_{self.business_date:%Y%m%d}.csv"
-        (self.work / name).write_text(buf.getvalue())
-        self.drop_file(name, buf.getvalue().encode("utf-8"))
+        name, data, self.cheques = day_files.finance_statement(self.business_date, self.remit, lines)
+        (self.work / name).write_bytes(data)
+        self.drop_file(name, data)
         self.wait_dropped([name])
-        log(f"finance statement reconciled: {len(rows)} entries")
+        log(f"finance statement reconciled: {len(data.splitlines()) - 1} entries")
         self.wait_outbox()
 
     def wait_outbox(self, timeout: float = 60) -> None:
@@ -607,10 +448,7 @@ class Day:
         # finance: remittance matches exactly where the bank's S total equals what matched (the planted
         # bank-only and amount-differs lines are in the bank's total but not in the match)
         fin = [i for i in items if i.run_kind == "finance"]
-        expected_open = {("credit", None)}
-        for b in (A, B, C):
-            if any(k in ("bank_only", "amount_differs") for (pb, k, _c, _r) in planted if pb == b):
-                expected_open.add(("remittance", b))
+        expected_open = {("credit", None)} | {("remittance", b) for b in day_files.remittance_open_banks(planted)}
         open_found = {(i.kind, i.bank_code if i.kind == "remittance" else None) for i in fin if i.status == "open"}
         s["finance"] = dict(Counter((i.kind, i.status) for i in fin))
         s["finance"] = {f"{k}:{st}": n for (k, st), n in s["finance"].items()}
