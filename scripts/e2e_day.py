@@ -30,7 +30,7 @@ from zoneinfo import ZoneInfo
 
 from config.clock import SYSTEM_CLOCK
 from config.settings import environment_for
-from scripts.e2e import day_files
+from scripts.e2e import day_checks, day_files
 from scripts.e2e.processes import Proc, drop_file, free_port, gridpay, log, make_drop_dir, wait_dropped
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -343,9 +343,6 @@ class Day:
         self.journals[bank] = j
         return day_files.counter_lines_from_journal(j, bank, self.business_date.year)
 
-    def debit_lines_online(self, bank: str, day_file: str) -> list[dict]:
-        return day_files.debit_lines_online(day_file)
-
     def debit_lines_file(self) -> list[dict]:
         """Bank C's debits as its §7.1 file lists them (see docs/e2e-day.md, 'file debits')."""
         out = []
@@ -376,7 +373,7 @@ class Day:
         self.journals = {}
         lines = {bank: self.counter_lines(bank) for bank in (A, B, C)}
         for bank in (A, B):
-            lines[bank] += self.debit_lines_online(bank, self.sims[bank]["day_file"])
+            lines[bank] += day_files.debit_lines_online(self.sims[bank]["day_file"])
         lines[C] += self.debit_lines_file()
         self.bank_lines = lines
         self.planted = day_files.plant(lines, (A, B, C), self.args.seed + 7)
@@ -428,35 +425,11 @@ class Day:
                                   "unanswered_outcomes": dict(Counter(u.get("outcome") for u in j["unanswered"])),
                                   "reconnects": j["stats"].get("reconnects", 0), "seconds": j["seconds"]}
         # reconciliation: the bank runs' exceptions are exactly the planted ones
-        runs = self.q("select run_id, kind, bank_code, matched_count, exception_count from recon_runs order by run_id")
-        bank_runs = {r.bank_code: r for r in runs if r.kind == "bank"}
-        fin_runs = [r for r in runs if r.kind == "finance"]
-        self.check(set(bank_runs) == {A, B, C} and len(fin_runs) == 1, f"recon runs: {runs}")
-        items = self.q("select i.kind, i.bank_code, i.channel, i.rrn, i.status, i.detail, i.bank_amount, "
-                       "i.ledger_amount, r.kind as run_kind from recon_items i join recon_runs r on r.run_id = i.run_id")
-        found = {(i.bank_code, i.kind, i.channel, i.rrn) for i in items if i.run_kind == "bank"}
-        planted = set(self.planted)
-        s["bank_recon"] = {b: {"matched": r.matched_count, "exceptions": r.exception_count} for b, r in bank_runs.items()}
-        s["planted"] = sorted(planted)
-        s["planted_found"] = sorted(planted & found)
-        unexpected = sorted(found - planted)
-        self.check(planted <= found, f"planted differences not found: {sorted(planted - found)}")
-        if unexpected:
-            detail = [(i.bank_code, i.kind, i.channel, i.rrn, i.detail) for i in items
-                      if i.run_kind == "bank" and (i.bank_code, i.kind, i.channel, i.rrn) in set(unexpected)]
-            self.check(False, f"{len(unexpected)} unplanned bank-recon exception(s): {detail[:12]}")
-        # finance: remittance matches exactly where the bank's S total equals what matched (the planted
-        # bank-only and amount-differs lines are in the bank's total but not in the match)
-        fin = [i for i in items if i.run_kind == "finance"]
-        expected_open = {("credit", None)} | {("remittance", b) for b in day_files.remittance_open_banks(planted)}
-        open_found = {(i.kind, i.bank_code if i.kind == "remittance" else None) for i in fin if i.status == "open"}
-        s["finance"] = dict(Counter((i.kind, i.status) for i in fin))
-        s["finance"] = {f"{k}:{st}": n for (k, st), n in s["finance"].items()}
-        self.check(open_found == expected_open, f"finance open items {sorted(open_found, key=str)} != expected "
-                   f"{sorted(expected_open, key=str)}: {[(i.kind, i.bank_code, i.status, i.detail) for i in fin if i.status == 'open']}")
-        cheques = [i for i in fin if i.kind == "cheque"]
-        self.check(len(cheques) == len(self.cheques) and all(i.status == "matched" for i in cheques),
-                   f"cheque credits: {len(self.cheques)} deposited, items {[(i.status, i.detail) for i in cheques]}")
+        recon, problems = day_checks.recon_problems(self.q, self.planted, {A, B, C}, self.cheques)
+        s["bank_recon"], s["planted"], s["planted_found"] = recon["bank"], recon["planted"], recon["planted_found"]
+        s["finance"] = recon["finance"]
+        for problem in problems:
+            self.check(False, problem)
         # ledger verify
         r = self.cli("ledger", "verify", check=False)
         s["ledger_verify"] = {"exit": r.returncode, "output": (r.stdout + r.stderr).strip()[-300:]}
@@ -472,28 +445,13 @@ class Day:
         s["debits"] = states
         self.check(set(states) <= {"approved", "declined", "reversed"}, f"debit states at the end: {states}")
         for bank in (A, B):
-            # a send the bank answered A0 applied nothing and is followed by one under a new identity (§4.7)
-            rows = self.q("select d.rrn, d.state, d.debit_id, (select count(*) from debit_attempts a where "
-                          "a.debit_id = d.debit_id and a.event = 'sent') - (select count(*) from debit_attempts a "
-                          "where a.debit_id = d.debit_id and a.event = 'mac_refused') as sent from debits d "
-                          "where d.bank_code = :b", b=bank)
-            day = self.debit_lines_online(bank, self.sims[bank]["day_file"])
-            rrns = Counter(ln["rrn"] for ln in day)
-            self.check(all(n == 1 for n in rrns.values()), f"bank {bank} applied an RRN twice: "
-                       f"{[r for r, n in rrns.items() if n > 1]}")
-            bank_status = {ln["rrn"]: ln["status"] for ln in day}
-            held = {r for r, st in bank_status.items() if st == "S"}
-            approved = {r.rrn for r in rows if r.state == "approved"}
-            self.check(held == approved, f"bank {bank}: bank holds {len(held)} debits, ledger approved {len(approved)}: "
-                       f"bank only {sorted(held - approved)[:5]}, ledger only {sorted(approved - held)[:5]}")
-            unknown_seen = {r[0] for r in self.q("select d.rrn from debits d join debit_attempts a on a.debit_id = "
-                                                  "d.debit_id and a.event = 'unknown' where d.bank_code = :b", b=bank)}
-            not_reversed = [r for r in unknown_seen if bank_status.get(r, "R") != "R"]
-            self.check(not not_reversed, f"bank {bank}: debits unknown to the ledger but held by the bank: {not_reversed}")
-            self.check(all(r.sent <= 1 for r in rows), f"bank {bank}: a debit was sent twice")
+            figures, problems = day_checks.debit_problems(self.q, bank, day_files.debit_lines_online(
+                self.sims[bank]["day_file"]))
+            for problem in problems:
+                self.check(False, problem)
             s.setdefault("bank_hosts", {})[bank] = {"applied": self.sims[bank]["applied"],
                                                     "reversed": self.sims[bank]["reversed"],
-                                                    "unknown_in_ledger": len(unknown_seen)}
+                                                    "unknown_in_ledger": figures["unknown_in_ledger"]}
 
     def check_notices(self) -> None:
         s = self.summary

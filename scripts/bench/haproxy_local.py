@@ -5,7 +5,9 @@ benches: the same frontends, backends, balancing, timeouts and health checks, wi
   and so are the backends no frontend kept uses);
 - the servers of each backend replaced by the bench's processes (address, and the port of their health check);
 - what needs the production hosts left out: the user, group, daemon and admin socket of ``global``, its
-  syslog target, the banks' network lists (files under /etc), and TLS (certificates, CA files).
+  syslog target, the banks' network lists (files under /etc), and TLS (certificates, CA files);
+- ``maxconn`` of ``global`` lowered to what this host's open-file limit allows (HAProxy needs two
+  descriptors a connection and refuses to start otherwise).
 
 So a bench runs the production file, not a hand-written twin of it: a change there is measured here.
 HAProxy runs in the foreground (``-db``) as a child of the bench.
@@ -38,6 +40,10 @@ class Server:
 def local_config(text: str, binds: dict[str, int], servers: dict[str, list[Server]]) -> str:
     """``text`` (a production configuration) with ``binds`` {frontend: port} and ``servers``
     {backend: [Server]}; see the module's docstring."""
+    import resource
+
+    fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    max_conn = (fd_limit - 200) // 2 if fd_limit != resource.RLIM_INFINITY else None
     sections = _sections(text)
     kept_backends = set()
     for head, body in sections:
@@ -54,7 +60,9 @@ def local_config(text: str, binds: dict[str, int], servers: dict[str, list[Serve
             if kind == "global" and _GLOBAL_DROP.match(ln) or _SECTION_DROP.match(ln):
                 continue
             stripped = ln.strip()
-            if stripped.startswith("bind "):
+            if kind == "global" and stripped.startswith("maxconn ") and max_conn is not None:
+                ln = f"    maxconn {min(int(stripped.split()[1]), max_conn)}"
+            elif stripped.startswith("bind "):
                 ln = f"    bind 127.0.0.1:{binds[name]}"
             elif stripped.startswith("server "):
                 continue
@@ -98,7 +106,7 @@ def start(config: str, workdir: Path, name: str = "haproxy") -> subprocess.Popen
                             stderr=open(workdir / f"{name}.err", "wb"), start_new_session=True)
 
 
-def wait_listening(port: int, timeout: float = 30) -> None:
+def wait_listening(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
     import socket
 
     end = time.monotonic() + timeout
@@ -107,6 +115,6 @@ def wait_listening(port: int, timeout: float = 30) -> None:
             with socket.create_connection(("127.0.0.1", port), timeout=1):
                 return
         except OSError:
-            if time.monotonic() > end:
-                raise RuntimeError(f"haproxy is not listening on {port} after {timeout:.0f} s") from None
+            if proc.poll() is not None or time.monotonic() > end:
+                raise RuntimeError(f"haproxy is not listening on {port} (exit {proc.poll()}): see its .err file") from None
             time.sleep(0.1)
