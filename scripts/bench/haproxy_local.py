@@ -90,13 +90,18 @@ def _sections(text: str) -> list[tuple[str, list[str]]]:
     return sections
 
 
+def executable() -> str | None:
+    """HAProxy's path: on PATH, or where Debian installs it (/usr/sbin is not on every PATH)."""
+    return shutil.which("haproxy") or ("/usr/sbin/haproxy" if Path("/usr/sbin/haproxy").exists() else None)
+
+
 def installed() -> bool:
-    return shutil.which("haproxy") is not None or Path("/usr/sbin/haproxy").exists()
+    return executable() is not None
 
 
 def start(config: str, workdir: Path, name: str = "haproxy") -> subprocess.Popen:
     """HAProxy in the foreground on ``config`` (checked first with ``-c``), its output in workdir."""
-    exe = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    exe = executable()
     path = workdir / f"{name}.cfg"
     path.write_text(config)
     check = subprocess.run([exe, "-c", "-f", str(path)], capture_output=True, text=True)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -59,6 +60,11 @@ def run_child(args: list[str], workdir: Path, name: str, token: str = "", env: d
             children[name] = proc.pid
         try:
             _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:   # Ctrl-C: the child's group is its own, so the terminal's signal missed it
+            if children is not None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            raise
         finally:
             if children is not None:
                 children.pop(name, None)
