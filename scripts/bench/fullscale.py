@@ -45,7 +45,9 @@ import time
 import urllib.request
 import uuid
 from collections import Counter
+from datetime import date, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import psutil
 
@@ -121,7 +123,12 @@ class Bench:
         self.slack = lambda target: 4 * target * max(scale, 0.01) + 120
         self.summary: dict = {"scale": scale, "sizes": self.n, "seed": args.seed, "work_dir": str(self.work),
                               "targets": TARGETS, "phases": {}}
-        self.business_date = Clock().business_date(SYSTEM_CLOCK.now())
+        # the run is one business day: the cutoff is set a minute behind the local time now, so the
+        # next one is a day away (at the default 23:00 a run started at 22:50 would span two days)
+        zone = Clock().timezone
+        self.cutoff = (datetime.now(ZoneInfo(zone)) - timedelta(minutes=1)).strftime("%H:%M")
+        self.clock = Clock(zone, self.cutoff)
+        self.business_date = self.as_of = self.clock.business_date(SYSTEM_CLOCK.now())
         os.environ.update({f"GRIDPAY_FULLSCALE_ZMK_{b}": zmk(b) for b in self.banks})
 
     def pids(self) -> dict[str, int]:
@@ -186,6 +193,7 @@ class Bench:
                            "debit": {"mode": "online", "host": "127.0.0.1", "port": sim_ports.get(code, 1), **debit}}
         return {
             "database": {"url": self.url, "pool_size": 5, "group_commit_wait_ms": 1},
+            "business": {"cutoff": self.cutoff},
             "engines": {"metrics_port_base": 0}, "scheduler": {"metrics_port": 0},
             "watch": {"metrics_port": 0, "hold_bank_files_until_day_ended": False},
             "gateway": {"metrics_port": 0, "echo_interval_s": 60, "key_grace_s": 60, "listeners": [
@@ -222,7 +230,7 @@ class Bench:
     def rows(self):
         from ledger.demo_data import iter_utility_rows
 
-        return iter_utility_rows(self.n["customers"], self.args.seed, self.business_date, debits_due=self.n["debits"],
+        return iter_utility_rows(self.n["customers"], self.args.seed, self.as_of, debits_due=self.n["debits"],
                                  counter=self.n["payments"], banks=tuple(self.banks))
 
     def collect(self, kind: str, row: list[str]) -> None:
@@ -255,7 +263,11 @@ class Bench:
         self.phase("analyze", wall_s=round(time.perf_counter() - t0, 1))
 
     def regenerate_lists(self) -> None:
-        """A reused schema: the counter customers and debit accounts from the same generator (no files)."""
+        """A reused schema: the counter customers and debit accounts from the same generator (no files),
+        for the business date it was imported on (its earliest due date)."""
+        self.as_of = self.q("select min(due_date) from bills")[0][0]
+        if isinstance(self.as_of, str):
+            self.as_of = date.fromisoformat(self.as_of)
         self.counter_customers, self.accounts = {}, {}
         t0 = time.perf_counter()
         for kind, row in self.rows():
@@ -398,10 +410,12 @@ class Bench:
 
         made = {"debits": 0, "chunks": 0, "skipped": 0}
         now = SYSTEM_CLOCK.now()
+        # the bills due on the import's business date (today's, unless the schema is reused on a later day)
+        due_days = (self.as_of - self.business_date).days
         for bank in self.banks:
             add_plan(self.db, name=f"peak-{bank}", bank_code=bank, cron="0 9 1 1 *", now=now, actor=ACTOR,
-                     due_days=0, chunk_size=1000, time_zone="Asia/Shanghai", paused=True)
-            s = run_now(self.db, None, f"peak-{bank}", now=SYSTEM_CLOCK.now(), actor=ACTOR)
+                     due_days=due_days, chunk_size=1000, time_zone=self.clock.timezone, paused=True)
+            s = run_now(self.db, None, f"peak-{bank}", now=SYSTEM_CLOCK.now(), actor=ACTOR, clock=self.clock)
             made["debits"] += s.debits
             made["chunks"] += s.chunks
             made["skipped"] += len(s.skipped)

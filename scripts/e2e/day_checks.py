@@ -10,7 +10,7 @@ from scripts.e2e.day_files import remittance_open_banks
 def debit_problems(q, bank: str, day_lines: list[dict]) -> tuple[dict, list[str]]:
     """Exactly once, for one bank host's debits: it applied each RRN once, what it holds (S) is what
     the ledger approved, a debit the ledger saw as unknown is not held, none was sent twice (a send
-    the bank answered A0 applied nothing and is followed by one under a new identity, §4.7).
+    the bank answered A0 applied nothing and is followed by one under a new identity, docs/spec/INTERFACE.md §4.7).
     Returns (figures, problems)."""
     rows = q("select d.rrn, d.state, d.debit_id, (select count(*) from debit_attempts a where "
              "a.debit_id = d.debit_id and a.event = 'sent') - (select count(*) from debit_attempts a "
