@@ -714,7 +714,9 @@ def main(argv=None) -> int:
 
     def interrupted(signum, _frame):
         raise KeyboardInterrupt(f"signal {signum}")
-    signal.signal(signal.SIGTERM, interrupted)
+    # SIGINT too: a job started in the background of a script has SIGINT ignored, and Python keeps that
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, interrupted)
     return bench.run()
 
 
