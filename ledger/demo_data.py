@@ -19,7 +19,7 @@ import csv
 import random
 from datetime import date
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from config.clock import SYSTEM_CLOCK
 from ledger.imports import HEADERS, OPTIONAL, SET_FILE_NAMES
@@ -116,6 +116,13 @@ def write_demo_files(directory: str | Path, customers: int = 200, seed: int = 1,
     """Write customers.csv, bills.csv and agreements.csv into ``directory``, a row at a time (a
     million customers take no more memory than ten); returns {kind: path}. ``bills``, ``optional``
     (default: the 1.1 columns): see ``iter_demo_rows``."""
+    return write_rows(directory, iter_demo_rows(customers, seed, as_of, bills, optional), optional)
+
+
+def write_rows(directory: str | Path, rows: Iterator[tuple[str, list[str]]], optional: bool = True,
+               other: Callable[[str, list[str]], None] | None = None) -> dict[str, Path]:
+    """Stream (kind, row) pairs into the set's files in ``directory``; returns {kind: path}. Rows
+    of a kind that is not a billing file go to ``other`` (the caller's own lists)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     out = {kind: directory / SET_FILE_NAMES[kind] for kind in HEADERS}
@@ -125,8 +132,11 @@ def write_demo_files(directory: str | Path, customers: int = 200, seed: int = 1,
             fh = stack.enter_context(open(path, "w", encoding="utf-8", newline="", buffering=1 << 20))
             writers[kind] = csv.writer(fh, lineterminator="\r\n")
             writers[kind].writerow(demo_header(kind, optional))
-        for kind, row in iter_demo_rows(customers, seed, as_of, bills, optional):
-            writers[kind].writerow(row)
+        for kind, row in rows:
+            if kind in writers:
+                writers[kind].writerow(row)
+            elif other is not None:
+                other(kind, row)
     return out
 
 
@@ -136,3 +146,65 @@ def install_demo(engine, directory: str | Path, actor: str = "system:demo", cust
     from ledger.imports import import_files
 
     return import_files(engine, write_demo_files(directory, customers, seed, as_of), actor)
+
+
+# --- the utility at full size (scripts/bench/fullscale.py) -----------------------------------------
+
+UTILITY_BANKS = ("01020000", "01030000", "01040000", "01050000", "03010000", "03020000", "03030000", "03050000",
+                 "03080000", "03090000", "04030000")
+UTILITY_DISTRICTS = (*DISTRICTS, "LIWAN", "HUANGPU", "HUADU", "NANSHA", "CONGHUA", "ZENGCHENG", "LUOGANG")
+_CATEGORIES = (("E", 0.80), ("V", 0.90), ("F", 0.95), ("", 1.0))   # cumulative shares: mixed categories
+
+
+def utility_customer_no(i: int) -> str:
+    return f"02{i:08d}"
+
+
+def iter_utility_rows(customers: int, seed: int, as_of: date, *, agreement_share: float = 0.3,
+                      mobile_share: float = 0.6, debits_due: int = 0, counter: int = 0,
+                      banks: tuple[str, ...] = UTILITY_BANKS, districts: tuple[str, ...] = UTILITY_DISTRICTS
+                      ) -> Iterator[tuple[str, list[str]]]:
+    """A utility's month as the billing system's files (1.1 columns), one customer at a time:
+    ``customers`` customers spread over ``districts`` and ``banks``, ``agreement_share`` of them
+    with a debit agreement, ``mobile_share`` with a mobile number, one bill each for the month
+    before ``as_of`` (mixed categories). The first ``debits_due`` customers with an agreement have
+    their bill due on ``as_of`` and no debit limit (a plan of due_days 0 run that day takes exactly
+    them); every other bill falls due later in the month. Besides the files' rows it yields
+    ("debit_account", [bank, account, customer]) for each of those ``debits_due``, and
+    ("counter", [bank, customer]) for ``counter`` customers without an agreement (they pay at the
+    banks' counters: disjoint from the debits), spread over the whole base and over the banks.
+    Deterministic by (customers, seed, as_of, the shares and counts)."""
+    rng = random.Random(f"utility {seed}")
+    period = _periods(as_of, 1)[0]
+    no_agreement = max(1.0, customers * (1 - agreement_share))
+    counter_share = min(1.0, 1.1 * counter / no_agreement)
+    due, counters = 0, 0
+    for i in range(customers):
+        customer_no = utility_customer_no(i)
+        resident = rng.random() >= 0.05
+        if resident:
+            name = rng.choice(_SURNAMES) + "".join(rng.choice(_GIVEN) for _ in range(rng.choice((1, 2))))
+        else:
+            name = rng.choice(_COMPANY_PLACES) + "市" + rng.choice(_COMPANY_WORDS) + rng.choice(_COMPANY_KINDS)
+        mobile = f"1{rng.choice('3578')}{rng.randrange(10 ** 9):09d}" if rng.random() < mobile_share else ""
+        bank = banks[i % len(banks)]
+        agreement = rng.random() < agreement_share
+        yield "customers", [customer_no, name, "R" if resident else "N", "A", "Y" if resident else "N", mobile,
+                            districts[rng.randrange(len(districts))], "D" if agreement else "C"]
+        principal = rng.randrange(3_000, 60_000) if resident else rng.randrange(50_000, 2_000_000)
+        draw = rng.random()
+        category = next(c for c, share in _CATEGORIES if draw < share)
+        due_today = agreement and due < debits_due
+        due_date = as_of if due_today else date.fromordinal(as_of.toordinal() + 1 + i % 27)
+        yield "bills", [customer_no, period, f"{period}{customer_no}", str(principal), "0", due_date.isoformat(),
+                        category]
+        if agreement:
+            account = f"62{bank[:4]}{i:013d}"
+            limit = "0" if due_today else rng.choice(("0", "0", "300000"))
+            yield "agreements", [customer_no, bank, account, name, "A", limit]
+            if due_today:
+                due += 1
+                yield "debit_account", [bank, account, customer_no]
+        elif counters < counter and rng.random() < counter_share:
+            counters += 1
+            yield "counter", [banks[counters % len(banks)], customer_no]

@@ -18,9 +18,6 @@ import csv
 import json
 import os
 import random
-import re
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +30,8 @@ from zoneinfo import ZoneInfo
 
 from config.clock import SYSTEM_CLOCK
 from config.settings import environment_for
+from scripts.e2e import day_checks, day_files
+from scripts.e2e.processes import Proc, drop_file, free_port, gridpay, log, make_drop_dir, wait_dropped
 
 ROOT = Path(__file__).resolve().parents[1]
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -45,83 +44,6 @@ KILLABLE = ("gw1", "gw2", "e1", "e2", "scheduler", "notifier", "watcher")
 DAY_TIMEOUT_S = 150
 
 
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-
-
-class Proc:
-    """A child process, its command and environment kept so that it can be restarted as it was."""
-
-    def __init__(self, name: str, args: list[str], env: dict, logs: Path, ready: str | None):
-        self.name, self.args, self.env, self.logs, self.ready = name, args, env, logs, ready
-        self.p: subprocess.Popen | None = None
-        self.starts = 0
-        self.kills = 0
-        self.first_line = ""
-
-    def start(self, timeout: float = 60, wait: bool = True) -> "Proc":
-        self.launch()
-        if wait:
-            self.wait_ready(timeout)
-        return self
-
-    def launch(self) -> None:
-        self.starts += 1
-        out = self.logs / f"{self.name}.{self.starts}.out"
-        err = self.logs / f"{self.name}.{self.starts}.err"
-        self.out_path = out
-        self.err_path = err
-        self.p = subprocess.Popen(self.args, env=self.env, stdout=open(out, "w"), stderr=open(err, "w"),
-                                  cwd=ROOT, start_new_session=True)
-
-    def wait_ready(self, timeout: float = 60) -> "Proc":
-        out, err = self.out_path, self.err_path
-        if self.ready:
-            end = time.monotonic() + timeout
-            while True:
-                text = out.read_text()
-                if re.search(self.ready, text):
-                    self.first_line = text.splitlines()[0] if text else ""
-                    break
-                if self.p.poll() is not None or time.monotonic() > end:
-                    raise RuntimeError(f"{self.name} did not start (exit {self.p.poll()}): {err.read_text()[-2000:]}")
-                time.sleep(0.05)
-        return self
-
-    def alive(self) -> bool:
-        return self.p is not None and self.p.poll() is None
-
-    def kill9(self) -> None:
-        self.kills += 1
-        self.p.send_signal(signal.SIGKILL)
-        self.p.wait(30)
-
-    def stop(self, timeout: float = 60) -> int:
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-        try:
-            return self.p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.p.kill()
-            self.p.wait()
-            return -999
-
-    def output(self) -> str:
-        return self.out_path.read_text()
-
-
-def gridpay(*args: str) -> list[str]:
-    return [sys.executable, "-m", "gridpay", *args]
-
-
 class Day:
     def __init__(self, args):
         self.args = args
@@ -130,9 +52,7 @@ class Day:
         self.work.mkdir(parents=True, exist_ok=True)
         self.logs = self.work / "logs"
         self.logs.mkdir(exist_ok=True)
-        self.drop = self.work / "drop"
-        for d in ("incoming", "outgoing", "processed", "rejected"):
-            (self.drop / d).mkdir(parents=True, exist_ok=True)
+        self.drop = make_drop_dir(self.work / "drop")
         self.procs: dict[str, Proc] = {}
         self.failures: list[str] = []
         self.notes: list[str] = []
@@ -209,23 +129,10 @@ class Day:
         return r
 
     def drop_file(self, name: str, data: bytes) -> None:
-        part = self.drop / "incoming" / f".{name}.part"
-        part.write_bytes(data)
-        part.rename(self.drop / "incoming" / name)
+        drop_file(self.drop, name, data)
 
     def wait_dropped(self, names: list[str], timeout: float = 90) -> None:
-        end = time.monotonic() + timeout
-        while True:
-            done = {n for n in names if (self.drop / "processed" / n).exists()}
-            rejected = [n for n in names if any(p.name.startswith(n) for p in (self.drop / "rejected").iterdir())]
-            if rejected:
-                errs = "; ".join(p.read_text()[:1500] for p in (self.drop / "rejected").glob("*.error.txt"))
-                raise RuntimeError(f"the watcher rejected {rejected}: {errs}")
-            if len(done) == len(names) and not any((self.drop / "incoming" / n).exists() for n in names):
-                return
-            if time.monotonic() > end:
-                raise RuntimeError(f"the watcher did not process {sorted(set(names) - done)} in {timeout} s")
-            time.sleep(0.2)
+        wait_dropped(self.drop, names, timeout)
 
     def billing_files(self) -> None:
         """Demo customers and bills; agreements spread over the three banks (half the active customers)."""
@@ -434,21 +341,7 @@ class Day:
     def counter_lines(self, bank: str) -> list[dict]:
         j = json.loads((self.work / f"journal_{bank}.json").read_text())
         self.journals[bank] = j
-        lines = []
-        for r in j["payments"]:
-            lines.append({"channel": "C", "tx": f"{self.business_date.year:04d}{r['f7']}", "stan": r["stan"],
-                          "rrn": r["rrn"], "customer": r["customer"], "amount": int(r["amount"]),
-                          "status": r["status"], "term": f"T{bank[-4:]}001", "method": r["method"],
-                          "cheque": r["cheque"]})
-        return lines
-
-    def debit_lines_online(self, bank: str, day_file: str) -> list[dict]:
-        out = []
-        for line in Path(day_file).read_text(encoding="gbk").strip().split("\n")[1:]:
-            _, ch, tx, stan, rrn, cust, amount, status, term = line.split("|")
-            out.append({"channel": ch, "tx": tx, "stan": stan, "rrn": rrn, "customer": cust, "amount": int(amount),
-                        "status": status, "term": term})
-        return out
+        return day_files.counter_lines_from_journal(j, bank, self.business_date.year)
 
     def debit_lines_file(self) -> list[dict]:
         """Bank C's debits as its §7.1 file lists them (see docs/e2e-day.md, 'file debits')."""
@@ -462,44 +355,6 @@ class Day:
                 out.append({"channel": "D", "tx": tx, "stan": f"{ln['seq'] % 1_000_000:06d}", "rrn": ln["ref"],
                             "customer": ln["customer"], "amount": ln["amount"], "status": "S", "term": ln["ref"][:6]})
         return out
-
-    def plant(self, lines: dict[str, list[dict]]) -> list[tuple]:
-        """One planted difference of each kind; returns the expected (bank, kind, channel, rrn)."""
-        planted = []
-        rng = random.Random(self.args.seed + 7)
-
-        def pick(bank, status="S"):
-            cands = [ln for ln in lines[bank] if ln["channel"] == "C" and ln["status"] == status and not ln.get("planted")
-                     and ln.get("method") == "01"]
-            ln = rng.choice(cands)
-            ln["planted"] = True
-            return ln
-        # bank only (A): a counter payment the ledger never saw
-        src = pick(A)
-        extra = dict(src, rrn="999900000001", stan="999001", amount=12345, customer=src["customer"], planted=True)
-        lines[A].append(extra)
-        planted.append((A, "bank_only", "C", extra["rrn"]))
-        # status differs (A): the bank shows reversed what the ledger has as paid
-        ln = pick(A)
-        ln["status"] = "R"
-        planted.append((A, "status_differs", "C", ln["rrn"]))
-        # ledger only (B): a payment missing from the bank's file
-        ln = pick(B)
-        lines[B].remove(ln)
-        planted.append((B, "ledger_only", "C", ln["rrn"]))
-        # amount differs (C)
-        ln = pick(C)
-        ln["amount"] += 100
-        planted.append((C, "amount_differs", "C", ln["rrn"]))
-        return planted
-
-    def bank_file(self, bank: str, lines: list[dict]) -> tuple[str, bytes, int]:
-        lines = sorted(lines, key=lambda ln: (ln["tx"], ln["channel"], ln["rrn"]))
-        total = sum(ln["amount"] for ln in lines if ln["status"] == "S")
-        body = [f"H|{bank}|{self.business_date:%Y%m%d}|{len(lines)}|{total}"]
-        body += [f"D|{ln['channel']}|{ln['tx']}|{ln['stan']}|{ln['rrn']}|{ln['customer']}|{ln['amount']}|"
-                 f"{ln['status']}|{ln['term']}" for ln in lines]
-        return f"{bank}_{self.business_date:%Y%m%d}.txt", ("\n".join(body) + "\n").encode("gbk"), total
 
     def end_of_day(self) -> None:
         # every process still up before the clean stop
@@ -518,41 +373,24 @@ class Day:
         self.journals = {}
         lines = {bank: self.counter_lines(bank) for bank in (A, B, C)}
         for bank in (A, B):
-            lines[bank] += self.debit_lines_online(bank, self.sims[bank]["day_file"])
+            lines[bank] += day_files.debit_lines_online(self.sims[bank]["day_file"])
         lines[C] += self.debit_lines_file()
         self.bank_lines = lines
-        self.planted = self.plant(lines)
+        self.planted = day_files.plant(lines, (A, B, C), self.args.seed + 7)
         names, self.remit = [], {}
         for bank in (A, B, C):
-            name, data, total = self.bank_file(bank, lines[bank])
+            name, data, total = day_files.bank_file(bank, self.business_date, lines[bank])
             self.remit[bank] = total
             (self.work / name).write_bytes(data)
             self.drop_file(name, data)
             names.append(name)
         self.wait_dropped(names)
         log(f"bank files reconciled by the watcher: {', '.join(names)}")
-        # finance: one remittance per bank (its S total), a credit per unreversed cheque, one stranger
-        bd = self.business_date.isoformat()
-        rows = [[bd, bd, str(self.remit[b]), "C", "02", "", f"{b}{self.business_date:%Y%m%d}", f"bank {b}"]
-                for b in (A, B, C)]
-        self.cheques = []
-        for b in (A, B, C):
-            for ln in lines[b]:
-                if ln.get("method") == "03" and ln["status"] == "S":
-                    rows.append([bd, bd, str(ln["amount"]), "C", "03", ln["cheque"], ln["cheque"], ln["customer"]])
-                    self.cheques.append(ln["cheque"])
-        rows.append([bd, bd, "77777", "C", "02", "", "UNKNOWN-REMITTER", "somebody"])
-        import io
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["booking_date", "value_date", "amount", "direction", "method", "cheque_no", "reference",
-                    "counterparty"])
-        w.writerows(rows)
-        name = f"finance_{self.business_date:%Y%m%d}.csv"
-        (self.work / name).write_text(buf.getvalue())
-        self.drop_file(name, buf.getvalue().encode("utf-8"))
+        name, data, self.cheques = day_files.finance_statement(self.business_date, self.remit, lines)
+        (self.work / name).write_bytes(data)
+        self.drop_file(name, data)
         self.wait_dropped([name])
-        log(f"finance statement reconciled: {len(rows)} entries")
+        log(f"finance statement reconciled: {len(data.splitlines()) - 1} entries")
         self.wait_outbox()
 
     def wait_outbox(self, timeout: float = 60) -> None:
@@ -587,38 +425,11 @@ class Day:
                                   "unanswered_outcomes": dict(Counter(u.get("outcome") for u in j["unanswered"])),
                                   "reconnects": j["stats"].get("reconnects", 0), "seconds": j["seconds"]}
         # reconciliation: the bank runs' exceptions are exactly the planted ones
-        runs = self.q("select run_id, kind, bank_code, matched_count, exception_count from recon_runs order by run_id")
-        bank_runs = {r.bank_code: r for r in runs if r.kind == "bank"}
-        fin_runs = [r for r in runs if r.kind == "finance"]
-        self.check(set(bank_runs) == {A, B, C} and len(fin_runs) == 1, f"recon runs: {runs}")
-        items = self.q("select i.kind, i.bank_code, i.channel, i.rrn, i.status, i.detail, i.bank_amount, "
-                       "i.ledger_amount, r.kind as run_kind from recon_items i join recon_runs r on r.run_id = i.run_id")
-        found = {(i.bank_code, i.kind, i.channel, i.rrn) for i in items if i.run_kind == "bank"}
-        planted = set(self.planted)
-        s["bank_recon"] = {b: {"matched": r.matched_count, "exceptions": r.exception_count} for b, r in bank_runs.items()}
-        s["planted"] = sorted(planted)
-        s["planted_found"] = sorted(planted & found)
-        unexpected = sorted(found - planted)
-        self.check(planted <= found, f"planted differences not found: {sorted(planted - found)}")
-        if unexpected:
-            detail = [(i.bank_code, i.kind, i.channel, i.rrn, i.detail) for i in items
-                      if i.run_kind == "bank" and (i.bank_code, i.kind, i.channel, i.rrn) in set(unexpected)]
-            self.check(False, f"{len(unexpected)} unplanned bank-recon exception(s): {detail[:12]}")
-        # finance: remittance matches exactly where the bank's S total equals what matched (the planted
-        # bank-only and amount-differs lines are in the bank's total but not in the match)
-        fin = [i for i in items if i.run_kind == "finance"]
-        expected_open = {("credit", None)}
-        for b in (A, B, C):
-            if any(k in ("bank_only", "amount_differs") for (pb, k, _c, _r) in planted if pb == b):
-                expected_open.add(("remittance", b))
-        open_found = {(i.kind, i.bank_code if i.kind == "remittance" else None) for i in fin if i.status == "open"}
-        s["finance"] = dict(Counter((i.kind, i.status) for i in fin))
-        s["finance"] = {f"{k}:{st}": n for (k, st), n in s["finance"].items()}
-        self.check(open_found == expected_open, f"finance open items {sorted(open_found, key=str)} != expected "
-                   f"{sorted(expected_open, key=str)}: {[(i.kind, i.bank_code, i.status, i.detail) for i in fin if i.status == 'open']}")
-        cheques = [i for i in fin if i.kind == "cheque"]
-        self.check(len(cheques) == len(self.cheques) and all(i.status == "matched" for i in cheques),
-                   f"cheque credits: {len(self.cheques)} deposited, items {[(i.status, i.detail) for i in cheques]}")
+        recon, problems = day_checks.recon_problems(self.q, self.planted, {A, B, C}, self.cheques)
+        s["bank_recon"], s["planted"], s["planted_found"] = recon["bank"], recon["planted"], recon["planted_found"]
+        s["finance"] = recon["finance"]
+        for problem in problems:
+            self.check(False, problem)
         # ledger verify
         r = self.cli("ledger", "verify", check=False)
         s["ledger_verify"] = {"exit": r.returncode, "output": (r.stdout + r.stderr).strip()[-300:]}
@@ -634,28 +445,13 @@ class Day:
         s["debits"] = states
         self.check(set(states) <= {"approved", "declined", "reversed"}, f"debit states at the end: {states}")
         for bank in (A, B):
-            # a send the bank answered A0 applied nothing and is followed by one under a new identity (§4.7)
-            rows = self.q("select d.rrn, d.state, d.debit_id, (select count(*) from debit_attempts a where "
-                          "a.debit_id = d.debit_id and a.event = 'sent') - (select count(*) from debit_attempts a "
-                          "where a.debit_id = d.debit_id and a.event = 'mac_refused') as sent from debits d "
-                          "where d.bank_code = :b", b=bank)
-            day = self.debit_lines_online(bank, self.sims[bank]["day_file"])
-            rrns = Counter(ln["rrn"] for ln in day)
-            self.check(all(n == 1 for n in rrns.values()), f"bank {bank} applied an RRN twice: "
-                       f"{[r for r, n in rrns.items() if n > 1]}")
-            bank_status = {ln["rrn"]: ln["status"] for ln in day}
-            held = {r for r, st in bank_status.items() if st == "S"}
-            approved = {r.rrn for r in rows if r.state == "approved"}
-            self.check(held == approved, f"bank {bank}: bank holds {len(held)} debits, ledger approved {len(approved)}: "
-                       f"bank only {sorted(held - approved)[:5]}, ledger only {sorted(approved - held)[:5]}")
-            unknown_seen = {r[0] for r in self.q("select d.rrn from debits d join debit_attempts a on a.debit_id = "
-                                                  "d.debit_id and a.event = 'unknown' where d.bank_code = :b", b=bank)}
-            not_reversed = [r for r in unknown_seen if bank_status.get(r, "R") != "R"]
-            self.check(not not_reversed, f"bank {bank}: debits unknown to the ledger but held by the bank: {not_reversed}")
-            self.check(all(r.sent <= 1 for r in rows), f"bank {bank}: a debit was sent twice")
+            figures, problems = day_checks.debit_problems(self.q, bank, day_files.debit_lines_online(
+                self.sims[bank]["day_file"]))
+            for problem in problems:
+                self.check(False, problem)
             s.setdefault("bank_hosts", {})[bank] = {"applied": self.sims[bank]["applied"],
                                                     "reversed": self.sims[bank]["reversed"],
-                                                    "unknown_in_ledger": len(unknown_seen)}
+                                                    "unknown_in_ledger": figures["unknown_in_ledger"]}
 
     def check_notices(self) -> None:
         s = self.summary

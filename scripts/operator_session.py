@@ -33,3 +33,23 @@ def operator_session(url: str, name: str, roles: list[str]) -> str:
 
 def _password() -> str:
     return secrets.token_urlsafe(24) + "-Aa1"     # long and of all four kinds: the policy accepts it
+
+
+def another_session(url: str, name: str, roles: list[str]) -> str:
+    """A session for a run on a database that ``operator_session(url, name, ...)`` set up before (a
+    kept schema, or a copy of one): its administrator ``<name>-admin`` adds a new operator."""
+    from config.clock import SYSTEM_CLOCK
+    from gridpay.operator_auth import os_login
+    from ledger.db import make_engine
+    from ledger.identity import ChangedBy, add_operator, login
+
+    engine = make_engine(url)
+    try:
+        now = SYSTEM_CLOCK.now()
+        operator, password = f"{name}-{secrets.token_hex(4)}", _password()
+        with engine.begin() as conn:
+            by = ChangedBy(f"operator:{name}-admin", os_login(), "script")
+            add_operator(conn, now, by, operator, f"Script operator {name}", roles, password)
+        return login(engine, operator, password, None, now, f"script:{os_login()}").token
+    finally:
+        engine.dispose()

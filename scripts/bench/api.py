@@ -30,7 +30,6 @@ import argparse
 import json
 import os
 import random
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -49,7 +48,7 @@ import httpx  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 
 from config.settings import environment_for  # noqa: E402
-from scripts.bench import gateway, imports, machine  # noqa: E402
+from scripts.bench import gateway, haproxy_local, imports, machine  # noqa: E402
 from tests.ledger_helpers import new_engine, setup_customers  # noqa: E402
 from tests.packaging_harness import free_port  # noqa: E402
 from tests.process_harness import GatewayProcess  # noqa: E402
@@ -111,38 +110,16 @@ def start_api(env: dict, workdir: Path) -> tuple[subprocess.Popen, str]:
     return proc, line.split("listening on ")[1].split()[0]
 
 
-HAPROXY = """global
-    maxconn 4000
-defaults
-    mode http
-    option forwardfor
-    retries 2
-    option redispatch 1
-    timeout connect 5s
-    timeout client 60s
-    timeout server 60s
-    timeout http-keep-alive 10s
-frontend gridpay_api
-    bind 127.0.0.1:{port}
-    default_backend gridpay_api
-backend gridpay_api
-    balance leastconn
-    option httpchk
-    http-check send meth GET uri /readyz ver HTTP/1.1 hdr Host gridpay-api
-    default-server inter 2s fall 3 rise 2 check
-{servers}
-"""
-
-
 def start_haproxy(bases: list[str], workdir: Path) -> tuple[subprocess.Popen, str] | None:
-    """HAProxy (foreground) balancing over the API processes at ``bases``; None without haproxy."""
-    if shutil.which("haproxy") is None:
+    """HAProxy (foreground) on config/haproxy/gridpay-api.cfg made local (scripts/bench/haproxy_local.py),
+    balancing over the API processes at ``bases``; None without haproxy."""
+    if not haproxy_local.installed():
         return None
     port = free_port()
-    servers = "\n".join(f"    server api{n} {base.split('//')[1]}" for n, base in enumerate(bases, 1))
-    (workdir / "haproxy.cfg").write_text(HAPROXY.format(port=port, servers=servers))
-    proc = subprocess.Popen(["haproxy", "-db", "-f", str(workdir / "haproxy.cfg")],
-                            stdout=subprocess.DEVNULL, stderr=open(workdir / "haproxy.err", "wb"))
+    servers = [haproxy_local.Server(f"api{n}", base.split("//")[1]) for n, base in enumerate(bases, 1)]
+    config = haproxy_local.local_config(haproxy_local.API_CFG.read_text(), {"gridpay_api": port},
+                                        {"gridpay_api": servers})
+    proc = haproxy_local.start(config, workdir)
     base = f"http://127.0.0.1:{port}"
     for _ in range(100):
         try:

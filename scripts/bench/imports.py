@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -44,15 +45,29 @@ def gridpay() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "gridpay"]
 
 
-def run_child(args: list[str], workdir: Path, name: str, token: str = "") -> dict:
-    """Run a command (as the operator of ``token``); its wall time, peak RSS (its own, from wait4),
-    exit status, stdout and stderr."""
+def run_child(args: list[str], workdir: Path, name: str, token: str = "", env: dict | None = None,
+              children: dict | None = None) -> dict:
+    """Run a command (as the operator of ``token``, or in ``env``); its wall time, peak RSS (its own,
+    from wait4), exit status, stdout and stderr. ``children``: the child is listed there (name: pid)
+    while it runs, in a process group of its own (for a caller that samples or kills it)."""
     out_path, err_path = workdir / f"{name}.out", workdir / f"{name}.err"
-    env = {**os.environ, "GRIDPAY_CONFIG": "", "GRIDPAY_OPERATOR_TOKEN": token}
+    env = env or {**os.environ, "GRIDPAY_CONFIG": "", "GRIDPAY_OPERATOR_TOKEN": token}
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(args, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
+        proc = subprocess.Popen(args, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env,
+                                start_new_session=children is not None)
+        if children is not None:
+            children[name] = proc.pid
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:   # Ctrl-C: the child's group is its own, so the terminal's signal missed it
+            if children is not None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            raise
+        finally:
+            if children is not None:
+                children.pop(name, None)
         elapsed = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)
     return {"seconds": elapsed, "peak_rss_mib": usage.ru_maxrss / 1024, "rc": proc.returncode,

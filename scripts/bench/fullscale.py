@@ -1,0 +1,722 @@
+"""The utility at full size on PostgreSQL (docs/fullscale.md): its month imported, its peak day played by
+separate processes, its month-end reports and ``ledger verify`` - each phase's figures beside its target.
+
+    .venv/bin/python -m scripts.bench.fullscale --pg-url URL [--scale 1.0] [--customers N] [--payments N]
+        [--debits N] [--counter-seconds S] [--seed N] [--work-dir DIR] [--summary FILE]
+        [--keep-schema NAME | --reuse-schema NAME] [--stop-after-import]
+
+Sizes come from ``--scale`` (1.0: 4,300,000 customers, 200,000 counter payments, 500,000 debits; 0.01:
+43,000 / 2,000 / 5,000), each overridable. Phases:
+
+1. imports: the month's files (``ledger.demo_data.iter_utility_rows``: 12 districts, 11 banks, 30 % with a
+   debit agreement, 60 % with a mobile number, one bill each of mixed categories, written streaming),
+   imported by ``gridpay ledger import customers|bills|agreements`` (each a child process: lines/s, wall
+   time, peak RSS). Then ANALYZE (this machine's PostgreSQL does not autoanalyze).
+2. the peak day: two ``gridpay serve`` behind HAProxy (config/haproxy/gridpay.cfg made local), one
+   ``gridpay sim bank`` per bank (20 ms mean exponential latency, 1 % declines, a few dropped answers),
+   two ``gridpay engine``; one batch per bank (a plan of due_days 0 run now: together ``--debits``
+   debits) while ``gridpay sim counter`` (one per bank, ascii and bcd banks) pays the counter customers
+   paced over ``--counter-seconds``; counter traffic also runs before and after the batch, so its
+   latency is reported before, during and after.
+3. end of day: each bank's docs/spec/INTERFACE.md §7.1 file from what it saw (the counter runs' receipts,
+   the bank host's day file: scripts/e2e/day_files.py, as scripts/e2e_day.py builds them, with the same
+   planted differences) and the finance statement (§7.3), through the drop directory and ``gridpay watch``.
+4. reports: ``gridpay report month-end``, ``confirmed`` and ``aging`` (child processes: wall time, RSS).
+5. ``gridpay ledger verify``; the database's size per table.
+
+Correctness makes the exit status (1 on any failure): exactly-once debits (each bank applied each RRN
+once, what it holds is what the ledger approved), the reconciliation exceptions exactly the planted ones,
+the counter runs clean, ``ledger verify`` true. Time never does: figures are printed beside the targets,
+with the machine's speed before and after (scripts/bench/machine.py). Every process's log stays in the
+work directory; on an error or Ctrl-C every child's process group is killed.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import psutil
+
+from config.clock import SYSTEM_CLOCK, Clock
+from config.settings import environment_for
+from ledger.demo_data import UTILITY_BANKS
+from scripts.bench import haproxy_local, machine
+from scripts.bench.imports import count_lines, run_child
+from scripts.e2e import day_checks, day_files
+from scripts.e2e.processes import ROOT, Proc, drop_file, free_port, gridpay, log, make_drop_dir, wait_dropped
+
+FULL = {"customers": 4_300_000, "payments": 200_000, "debits": 500_000}
+TARGETS = {"imports_s": 600, "rss_mib": 1024, "debits_s": 600, "counter_p99_ms": 100, "reports_s": 60,
+           "verify_s": 300}
+SHARES = {"before": 0.05, "after": 0.10}          # of the counter payments; the rest run during the batch
+ACTOR = "system:fullscale-bench"
+
+
+def zmk(bank: str) -> str:
+    return hashlib.sha256(f"fullscale {bank}".encode()).hexdigest()[:32].upper()
+
+
+def dialect(i: int) -> str:
+    return "ascii" if i % 2 == 0 else "bcd"
+
+
+class RssSampler(threading.Thread):
+    """The peak RSS of every child process (and of its own children: an engine's or a gateway's
+    workers), sampled every half second with psutil, by the child's name."""
+
+    def __init__(self, bench: "Bench"):
+        super().__init__(daemon=True, name="rss-sampler")
+        self.bench, self.peaks, self.stop_event = bench, {}, threading.Event()
+
+    def run(self) -> None:
+        while not self.stop_event.wait(0.5):
+            for name, pid in list(self.bench.pids().items()):
+                try:
+                    root = psutil.Process(pid)
+                    for n, p in [(name, root)] + [(f"{name}/{c.pid}", c) for c in root.children(recursive=True)]:
+                        rss = p.memory_info().rss / 2**20
+                        key = name if n == name else f"{name} (child)"
+                        self.peaks[key] = max(self.peaks.get(key, 0.0), rss)
+                except psutil.Error:
+                    pass
+
+
+def histogram_p(samples: dict[float, float], q: float) -> float | None:
+    """The q-quantile (ms, a bucket's upper bound) of a cumulative histogram {le: count}."""
+    total = samples.get(float("inf"), 0)
+    if not total:
+        return None
+    for le in sorted(samples):
+        if samples[le] >= q * total:
+            return round(le * 1000, 1) if le != float("inf") else None
+    return None
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        scale = args.scale
+        self.n = {k: getattr(args, k) or max(1, round(v * scale)) for k, v in FULL.items()}
+        self.banks = list(UTILITY_BANKS)
+        self.work = Path(args.work_dir or tempfile.mkdtemp(prefix="gridpay-fullscale-"))
+        self.logs = self.work / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.drop = make_drop_dir(self.work / "drop")
+        self.procs: dict[str, Proc] = {}
+        self.children: dict[str, int] = {}          # run_child processes of the moment
+        self.failures: list[str] = []
+        self.counter_seconds = args.counter_seconds or max(30.0, 600 * scale)
+        # a full-size target scaled by the largest size asked: the bench's waits give a phase four
+        # times it, and two minutes more, before calling it stuck
+        ratio = max(self.n[k] / v for k, v in FULL.items())
+        self.slack = lambda target: 4 * target * max(ratio, 0.01) + 120
+        self.summary: dict = {"scale": scale, "sizes": self.n, "seed": args.seed, "work_dir": str(self.work),
+                              "targets": TARGETS, "phases": {}}
+        # the run is one business day: the cutoff is set a minute behind the local time now, so the
+        # next one is a day away (at the default 23:00 a run started at 22:50 would span two days)
+        zone = Clock().timezone
+        self.cutoff = (datetime.now(ZoneInfo(zone)) - timedelta(minutes=1)).strftime("%H:%M")
+        self.clock = Clock(zone, self.cutoff)
+        self.business_date = self.as_of = self.clock.business_date(SYSTEM_CLOCK.now())
+        os.environ.update({f"GRIDPAY_FULLSCALE_ZMK_{b}": zmk(b) for b in self.banks})
+
+    def pids(self) -> dict[str, int]:
+        out = {n: p.p.pid for n, p in self.procs.items() if p.alive()}
+        out.update(self.children)
+        return out
+
+    def check(self, ok: bool, what: str) -> bool:
+        if not ok:
+            self.failures.append(what)
+            log(f"CHECK FAILED: {what}")
+        return ok
+
+    def phase(self, name: str, **figures) -> dict:
+        self.summary["phases"].setdefault(name, {}).update(figures)
+        log(f"phase {name}: {json.dumps(figures, ensure_ascii=False, default=str)}")
+        return self.summary["phases"][name]
+
+    # --- database --------------------------------------------------------------------------
+
+    def open_schema(self) -> None:
+        from sqlalchemy import create_engine, text
+
+        a = self.args
+        self.schema = a.reuse_schema or a.keep_schema or f"fullscale_{uuid.uuid4().hex[:8]}"
+        if not a.reuse_schema:
+            admin = create_engine(a.pg_url, isolation_level="AUTOCOMMIT")
+            with admin.connect() as conn:
+                conn.execute(text(f'create schema "{self.schema}"'))
+            admin.dispose()
+        sep = "&" if "?" in a.pg_url else "?"
+        self.url = f"{a.pg_url}{sep}options=-csearch_path%3D{self.schema}"
+        from ledger.db import make_engine
+        self.db = make_engine(self.url)
+
+    def close_schema(self) -> None:
+        from sqlalchemy import create_engine, text
+
+        self.db.dispose()
+        if self.args.reuse_schema or self.args.keep_schema:
+            log(f"schema {self.schema} kept")
+            return
+        admin = create_engine(self.args.pg_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'drop schema "{self.schema}" cascade'))
+        admin.dispose()
+
+    def q(self, sql: str, **params):
+        from sqlalchemy import text
+        with self.db.connect() as conn:
+            return conn.execute(text(sql), params).all()
+
+    # --- configuration ---------------------------------------------------------------------
+
+    def settings_tree(self, sim_ports: dict[str, int]) -> dict:
+        debit = {"timeout_s": 5.0, "reversal_interval_s": 1.0, "reversal_max": 5, "connections": 2,
+                 "max_in_flight": 32, "echo_interval_s": 30.0}
+        banks = {}
+        for i, code in enumerate(self.banks):
+            banks[code] = {"name": f"Bank {code}", "dialect": dialect(i), "zmk_env": f"GRIDPAY_FULLSCALE_ZMK_{code}",
+                           "channels": ["counter", "debit"], "idle_timeout_s": 600,
+                           "debit": {"mode": "online", "host": "127.0.0.1", "port": sim_ports.get(code, 1), **debit}}
+        return {
+            "database": {"url": self.url, "pool_size": 5, "group_commit_wait_ms": 1},
+            "business": {"cutoff": self.cutoff},
+            "engines": {"metrics_port_base": 0}, "scheduler": {"metrics_port": 0},
+            "watch": {"metrics_port": 0, "hold_bank_files_until_day_ended": False},
+            "gateway": {"metrics_port": 0, "echo_interval_s": 60, "key_grace_s": 60, "listeners": [
+                {"name": "ascii", "port": 0, "dialect": "ascii",
+                 "banks": [b for i, b in enumerate(self.banks) if dialect(i) == "ascii"]},
+                {"name": "bcd", "port": 0, "dialect": "bcd",
+                 "banks": [b for i, b in enumerate(self.banks) if dialect(i) == "bcd"]}]},
+            "banks": banks,
+        }
+
+    def configure(self, sim_ports: dict[str, int]) -> None:
+        config = self.work / "gridpay.toml"     # drop_dir is top level: no GRIDPAY_* variable sets it
+        config.write_text(f'drop_dir = {json.dumps(str(self.drop))}\n')
+        os.environ["GRIDPAY_CONFIG"] = str(config)
+        self.env = {**os.environ, **environment_for(self.settings_tree(sim_ports)),
+                    "GRIDPAY_OPERATOR_TOKEN": getattr(self, "token", "")}
+
+    def cli(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+        r = subprocess.run(gridpay(*args), env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        if r.returncode != 0:
+            raise RuntimeError(f"gridpay {' '.join(args)} failed ({r.returncode}): {r.stdout[-1500:]} {r.stderr[-3000:]}")
+        return r
+
+    def timed(self, name: str, args: list[str]) -> dict:
+        """A gridpay command as a child process of its own: wall time, peak RSS (wait4), output."""
+        res = run_child(gridpay(*args), self.logs, name, env=self.env, children=self.children)
+        # wait4's ru_maxrss survives exec on Linux: a child forked from this process (itself ~150 MiB)
+        # reports at least that; the sampler's figure is the child's own
+        res["wait4_rss_mib"] = round(res["peak_rss_mib"])
+        res["peak_rss_mib"] = self.sampler.peaks.get(name, 0.0)
+        if res["rc"] != 0:
+            raise RuntimeError(f"gridpay {' '.join(args)} failed ({res['rc']}): {res['stdout'][-1500:]} "
+                               f"{res['stderr'][-3000:]}")
+        return res
+
+    # --- phase 1: the month's files ----------------------------------------------------------
+
+    def rows(self):
+        from ledger.demo_data import iter_utility_rows
+
+        return iter_utility_rows(self.n["customers"], self.args.seed, self.as_of, debits_due=self.n["debits"],
+                                 counter=self.n["payments"], banks=tuple(self.banks))
+
+    def collect(self, kind: str, row: list[str]) -> None:
+        if kind == "counter":
+            self.counter_customers.setdefault(row[0], []).append(row[1])
+        elif kind == "debit_account":
+            self.accounts.setdefault(row[0], []).append(row[1])
+
+    def import_month(self) -> None:
+        from ledger.demo_data import write_rows
+
+        self.counter_customers, self.accounts = {}, {}
+        t0 = time.perf_counter()
+        files = write_rows(self.work / "billing", self.rows(), other=self.collect)
+        self.phase("files", wall_s=round(time.perf_counter() - t0, 1),
+                   mb={k: round(p.stat().st_size / 1e6) for k, p in files.items()})
+        total_s = 0.0
+        for kind in ("customers", "bills", "agreements"):
+            lines = count_lines(files[kind])
+            log(f"importing {kind}: {lines:,} lines (its progress: {self.logs}/import-{kind}.err)")
+            res = self.timed(f"import-{kind}", ["ledger", "import", kind, str(files[kind])])
+            total_s += res["seconds"] if kind != "agreements" else 0
+            self.phase(f"import_{kind}", lines=lines, wall_s=round(res["seconds"], 1),
+                       lines_per_s=round(lines / res["seconds"]), peak_rss_mib=round(res["peak_rss_mib"]),
+                       wait4_rss_mib=res["wait4_rss_mib"],
+                       result=res["stdout"].strip().splitlines()[0] if res["stdout"].strip() else "")
+        self.phase("imports", customers_and_bills_s=round(total_s, 1), target_s=TARGETS["imports_s"])
+        t0 = time.perf_counter()
+        with self.db.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("ANALYZE")
+        self.phase("analyze", wall_s=round(time.perf_counter() - t0, 1))
+
+    def regenerate_lists(self) -> None:
+        """A reused schema: the counter customers and debit accounts from the same generator (no files),
+        for the business date it was imported on (its earliest due date)."""
+        self.as_of = self.q("select min(due_date) from bills")[0][0]
+        if isinstance(self.as_of, str):
+            self.as_of = date.fromisoformat(self.as_of)
+        self.counter_customers, self.accounts = {}, {}
+        t0 = time.perf_counter()
+        for kind, row in self.rows():
+            self.collect(kind, row)
+        log(f"counter customers and debit accounts regenerated in {time.perf_counter() - t0:.0f} s")
+
+    # --- phase 2: the peak day ---------------------------------------------------------------
+
+    def start_bank_sims(self) -> dict[str, int]:
+        ports = {}
+        for i, bank in enumerate(self.banks):
+            path = self.work / f"accounts_{bank}.csv"
+            with open(path, "w") as fh:
+                fh.write("account_no,balance,limit,status\n")
+                fh.writelines(f"{a},1000000000,0,A\n" for a in self.accounts.get(bank, []))
+            name = f"simbank_{bank}"
+            self.procs[name] = Proc(name, gridpay(
+                "sim", "bank", "--bank", bank, "--dialect", dialect(i), "--zmk-env", f"GRIDPAY_FULLSCALE_ZMK_{bank}",
+                "--accounts", str(path), "--business-date", self.business_date.isoformat(),
+                "--day-file-dir", str(self.work / f"dayfile_{bank}"), "--seed", str(self.args.seed + i),
+                "--latency-ms", "20", "--latency-dist", "exponential", "--decline", "51=0.01",
+                "--drop-after-apply", str(self.args.drop_rate), "--drop-before-apply", str(self.args.drop_rate)),
+                dict(os.environ), self.logs, r'"port"')
+            self.procs[name].launch()
+        for bank in self.banks:
+            p = self.procs[f"simbank_{bank}"].wait_ready(120)
+            ports[bank] = json.loads(p.first_line)["port"]
+        return ports
+
+    def start_gateways(self) -> None:
+        self.gw = {}
+        for gw in ("gw1", "gw2"):
+            ports = {"ascii": free_port(), "bcd": free_port(), "metrics": free_port()}
+            self.gw[gw] = ports
+            env = {**self.env, "GRIDPAY_GATEWAY__LISTENERS__0__PORT": str(ports["ascii"]),
+                   "GRIDPAY_GATEWAY__LISTENERS__1__PORT": str(ports["bcd"]),
+                   "GRIDPAY_GATEWAY__METRICS_PORT": str(ports["metrics"]),
+                   "GRIDPAY_GATEWAY__LOG_FILE": json.dumps(str(self.logs / f"{gw}.log"))}
+            self.procs[gw] = Proc(gw, gridpay("serve"), env, self.logs, r"gridpay serving:")
+            self.procs[gw].launch()
+        for gw in ("gw1", "gw2"):
+            self.procs[gw].wait_ready(180)
+        self.front = {"ascii": free_port(), "bcd": free_port()}
+        servers = {f"gateways_{d}": [haproxy_local.Server(gw, f"127.0.0.1:{p[d]}", p["metrics"])
+                                     for gw, p in self.gw.items()] for d in ("ascii", "bcd")}
+        config = haproxy_local.local_config(haproxy_local.COUNTER_CFG.read_text(),
+                                            {f"counter_{d}": port for d, port in self.front.items()}, servers)
+        self.haproxy = haproxy_local.start(config, self.logs)
+        self.children["haproxy"] = self.haproxy.pid
+        for port in self.front.values():
+            haproxy_local.wait_listening(port, self.haproxy)
+        time.sleep(4.5)     # rise 2 at inter 2s: both gateways up in HAProxy's eyes
+
+    def start_engines(self) -> None:
+        for e in ("e1", "e2"):
+            self.procs[e] = Proc(e, gridpay("engine", "--id", e, "--poll", "0.2", "--lease", "10", "--log-level",
+                                            "WARNING", "--log-file", str(self.logs / f"{e}.log")),
+                                 self.env, self.logs, r"running")
+            self.procs[e].launch()
+        for e in ("e1", "e2"):
+            self.procs[e].wait_ready(180)
+
+    def start_watcher(self) -> None:
+        self.procs["watcher"] = Proc("watcher", gridpay("watch", "--dir", str(self.drop), "--interval", "0.5",
+                                                        "--actor", "system:fullscale-watch"),
+                                     self.env, self.logs, None).start()
+
+    def counter_run(self, window: str, share: float, seconds: float | None) -> dict[str, Proc]:
+        """One ``gridpay sim counter`` per bank through HAProxy, for its share of the bank's counter customers."""
+        runs = {}
+        for i, bank in enumerate(self.banks):
+            everyone = self.counter_customers.get(bank, [])
+            lo = round(len(everyone) * self.cut[window][0])
+            hi = round(len(everyone) * self.cut[window][1])
+            mine = everyone[lo:hi]
+            if not mine:
+                continue
+            path = self.work / f"counter_{window}_{bank}.txt"
+            path.write_text("\n".join(mine) + "\n")
+            rate = len(mine) / seconds if seconds else 0.0
+            name = f"counter_{window}_{bank}"
+            runs[bank] = Proc(name, gridpay(
+                "sim", "counter", "--port", str(self.front[dialect(i)]), "--bank", bank, "--dialect", dialect(i),
+                "--zmk-env", f"GRIDPAY_FULLSCALE_ZMK_{bank}", "--customers", str(path), "--count", str(len(mine)),
+                "--connections", "2", "--window", "4", "--rate", f"{rate:.3f}", "--timeout", "30",
+                "--seed", str(self.args.seed * 100 + i), "--json",
+                "--receipts", str(self.work / f"receipts_{window}_{bank}.csv")), self.env, self.logs, None)
+            runs[bank].launch()
+        self.procs.update({p.name: p for p in runs.values()})
+        return runs
+
+    def finish_counter_run(self, window: str, runs: dict[str, Proc], timeout: float) -> None:
+        end = time.monotonic() + timeout
+        for p in runs.values():
+            try:
+                p.p.wait(max(1.0, end - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill_group()
+                self.check(False, f"{p.name} did not finish in {timeout:.0f} s")
+        results = {}
+        for bank, p in runs.items():
+            out = p.output().strip().splitlines()
+            r = json.loads(out[-1]) if out else {}
+            results[bank] = r
+            self.check(p.p.returncode == 0, f"{p.name} exited {p.p.returncode}: mismatches {r.get('mismatches')}, "
+                       f"unanswered {r.get('unanswered')}, lost {r.get('connections_lost')} (see {p.err_path})")
+        payments = sum(r.get("payments", 0) for r in results.values())
+        seconds = max((r.get("seconds", 0) for r in results.values()), default=0)
+        worst = lambda key, q: max((r.get(key, {}).get(q, 0) for r in results.values()), default=0)  # noqa: E731
+        self.phase(f"counter_{window}", payments=payments, wall_s=seconds,
+                   payments_per_s=round(payments / seconds, 1) if seconds else None,
+                   payment_p50_ms_worst_bank=worst("payment_latency_ms", "p50"),
+                   payment_p99_ms_worst_bank=worst("payment_latency_ms", "p99"),
+                   message_p99_ms_worst_bank=worst("latency_ms", "p99"), target_p99_ms=TARGETS["counter_p99_ms"],
+                   codes=dict(sum((Counter(r.get("codes", {})) for r in results.values()), Counter())))
+
+    def gateway_histogram(self) -> dict[float, float]:
+        """The two gateways' gridpay_transaction_seconds buckets (every bank and MTI), summed."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        total: dict[float, float] = {}
+        for p in self.gw.values():
+            with urllib.request.urlopen(f"http://127.0.0.1:{p['metrics']}/metrics", timeout=10) as r:
+                text = r.read().decode()
+            for fam in text_string_to_metric_families(text):
+                if fam.name == "gridpay_transaction_seconds":
+                    for s in fam.samples:
+                        if s.name.endswith("_bucket"):
+                            le = float(s.labels["le"])
+                            total[le] = total.get(le, 0) + s.value
+        return total
+
+    def gateway_window(self, name: str, a: dict, b: dict) -> None:
+        diff = {le: b.get(le, 0) - a.get(le, 0) for le in b}
+        self.phase(f"counter_{name}", gateway_requests=int(diff.get(float("inf"), 0)),
+                   gateway_p50_ms=histogram_p(diff, 0.5), gateway_p99_ms=histogram_p(diff, 0.99))
+
+    def make_batches(self) -> dict:
+        from engines.plans import add_plan, run_now
+
+        made = {"debits": 0, "chunks": 0, "skipped": 0}
+        now = SYSTEM_CLOCK.now()
+        # the bills due on the import's business date (today's, unless the schema is reused on a later day)
+        due_days = (self.as_of - self.business_date).days
+        for bank in self.banks:
+            add_plan(self.db, name=f"peak-{bank}", bank_code=bank, cron="0 9 1 1 *", now=now, actor=ACTOR,
+                     due_days=due_days, chunk_size=1000, time_zone=self.clock.timezone, paused=True)
+            s = run_now(self.db, None, f"peak-{bank}", now=SYSTEM_CLOCK.now(), actor=ACTOR, clock=self.clock)
+            made["debits"] += s.debits
+            made["chunks"] += s.chunks
+            made["skipped"] += len(s.skipped)
+        return made
+
+    def wait_batches(self, timeout: float) -> None:
+        end = time.monotonic() + timeout
+        last = 0.0
+        while True:
+            left = self.q("select count(*) from debit_chunks where state <> 'done'")[0][0]
+            if not left:
+                return
+            if time.monotonic() - last > 15:
+                states = dict(self.q("select state, count(*) from debits group by state"))
+                log(f"debits: {states}; chunks not done {left}")
+                last = time.monotonic()
+            if time.monotonic() > end:
+                raise RuntimeError(f"the batch did not finish in {timeout:.0f} s: {left} chunks not done")
+            for name in ("e1", "e2", "gw1", "gw2"):
+                if not self.procs[name].alive():
+                    raise RuntimeError(f"{name} died (exit {self.procs[name].p.poll()}); see {self.logs}")
+            time.sleep(1.0)
+
+    def peak_day(self) -> None:
+        n = len(self.banks)
+        log(f"starting {n} bank hosts, two gateways behind HAProxy, two engines, the watcher")
+        sim_ports = self.start_bank_sims()
+        self.configure(sim_ports)
+        self.start_gateways()
+        self.start_engines()
+        self.start_watcher()
+        before, after = SHARES["before"], SHARES["after"]
+        self.cut = {"before": (0, before), "during": (before, 1 - after), "after": (1 - after, 1)}
+        pace = self.counter_seconds
+        # before and after: a tenth of the pace at least, so that the processes' start is not all they measure
+        side = max(pace * before / (1 - before - after), pace / 10)
+        self.checkpoint()
+        h0 = self.gateway_histogram()
+        log(f"counter traffic before the batch ({before:.0%} of {self.n['payments']:,} payments)")
+        runs = self.counter_run("before", before, side)
+        self.finish_counter_run("before", runs, 4 * side + 120)
+        h1 = self.gateway_histogram()
+        self.gateway_window("before", h0, h1)
+        self.checkpoint()
+        log(f"the batch: one plan per bank run now; counter traffic paced over {pace:.0f} s")
+        t0 = time.perf_counter()
+        h1 = self.gateway_histogram()
+        during = self.counter_run("during", 1 - before - after, pace)
+        made = self.make_batches()
+        built = time.perf_counter() - t0
+        log(f"batches built in {built:.1f} s: {made}")
+        self.wait_batches(self.slack(TARGETS["debits_s"]))
+        debit_s = time.perf_counter() - t0
+        h2 = self.gateway_histogram()
+        self.gateway_window("during", h1, h2)
+        states = dict(self.q("select state, count(*) from debits group by state"))
+        self.phase("debits", debits=made["debits"], skipped=made["skipped"], build_s=round(built, 1),
+                   wall_s=round(debit_s, 1), debits_per_s=round(made["debits"] / debit_s, 1),
+                   target_s=TARGETS["debits_s"], states=states, counter_runs_still_running=sum(
+                       1 for p in during.values() if p.alive()), **self.debit_latency())
+        self.finish_counter_run("during", during, 4 * pace + 120)
+        h3 = self.gateway_histogram()
+        self.gateway_window("between", h2, h3)
+        runs = self.counter_run("after", after, side)
+        self.finish_counter_run("after", runs, 4 * side + 120)
+        self.gateway_window("after", h3, self.gateway_histogram())
+
+    def checkpoint(self) -> None:
+        """Between windows, as scripts/bench/gateway.py's ``settle``: a window does not pay for the
+        writes of the one before it."""
+        with self.db.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("CHECKPOINT")
+
+    def debit_latency(self) -> dict:
+        rows = self.q("select min(updated_at), max(updated_at) from debits")
+        first, last = rows[0]
+        return {"first_to_last_final_s": round((last - first).total_seconds(), 1) if first and last else None}
+
+    # --- phase 3: the banks' files and the statement -------------------------------------------
+
+    def end_of_day(self) -> None:
+        for name in ("e1", "e2"):
+            self.check(self.procs[name].stop(120) == 0, f"{name} did not stop cleanly")
+        self.sims = {}
+        lines = {}
+        for i, bank in enumerate(self.banks):
+            p = self.procs[f"simbank_{bank}"]
+            self.check(p.stop(120) == 0, f"bank host {bank} did not stop cleanly")
+            self.sims[bank] = json.loads(p.output().strip().splitlines()[-1])
+            lines[bank] = []
+            for window in ("before", "during", "after"):
+                path = self.work / f"receipts_{window}_{bank}.csv"
+                if path.exists():
+                    lines[bank] += day_files.counter_lines_from_receipts(path, bank, self.business_date,
+                                                                         len(lines[bank]))
+            lines[bank] += day_files.debit_lines_online(self.sims[bank]["day_file"])
+        self.lines = lines
+        self.planted = day_files.plant(lines, tuple(self.banks[:3]), self.args.seed + 7)
+        names, remit = [], {}
+        t0 = time.perf_counter()
+        for bank in self.banks:
+            name, data, remit[bank] = day_files.bank_file(bank, self.business_date, lines[bank])
+            (self.work / name).write_bytes(data)
+            drop_file(self.drop, name, data)
+            names.append(name)
+        wait_dropped(self.drop, names, self.slack(120))
+        bank_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        name, data, _cheques = day_files.finance_statement(self.business_date, remit, lines)
+        (self.work / name).write_bytes(data)
+        drop_file(self.drop, name, data)
+        wait_dropped(self.drop, [name], self.slack(60))
+        n_lines = sum(len(v) for v in lines.values())
+        self.phase("bank_files", files=len(names), lines=n_lines, wall_s=round(bank_s, 1),
+                   lines_per_s=round(n_lines / bank_s), statement_s=round(time.perf_counter() - t0, 1))
+
+    # --- phases 4 and 5 --------------------------------------------------------------------------
+
+    def reports(self) -> None:
+        month = f"{self.business_date:%Y-%m}"
+        day = self.business_date.isoformat()
+        total = 0.0
+        for name, args in (("month-end", ["--month", month]), ("confirmed", ["--date", day]),
+                           ("aging", ["--as-of", day])):
+            res = self.timed(f"report-{name}", ["report", name, *args, "--format", "csv",
+                                                 "--out", str(self.work / f"report-{name}.csv")])
+            total += res["seconds"]
+            self.phase(f"report_{name}", wall_s=round(res["seconds"], 1), peak_rss_mib=round(res["peak_rss_mib"]))
+        self.phase("reports", wall_s=round(total, 1), target_s=TARGETS["reports_s"])
+
+    def verify(self) -> None:
+        res = run_child(gridpay("ledger", "verify"), self.logs, "verify", env=self.env, children=self.children)
+        self.phase("verify", wall_s=round(res["seconds"], 1), peak_rss_mib=round(self.sampler.peaks.get("verify", 0)),
+                   ok=res["rc"] == 0, target_s=TARGETS["verify_s"],
+                   output=(res["stdout"] + res["stderr"]).strip()[-300:])
+        self.check(res["rc"] == 0, f"gridpay ledger verify exit {res['rc']}: {res['stdout'][-1500:]}")
+
+    def table_sizes(self) -> None:
+        rows = self.q("select c.relname, pg_total_relation_size(c.oid) as size, c.reltuples from pg_class c "
+                      "join pg_namespace n on n.oid = c.relnamespace where n.nspname = :s and c.relkind in ('r', 'p') "
+                      "order by size desc", s=self.schema)
+        self.summary["table_mib"] = {r.relname: round(r.size / 2**20, 1) for r in rows if r.size > 2**20}
+        self.summary["database_mib"] = round(sum(r.size for r in rows) / 2**20, 1)
+
+    # --- checks ------------------------------------------------------------------------------
+
+    def check_debits(self) -> None:
+        final = dict(self.q("select state, count(*) from debits group by state"))
+        self.check(set(final) <= {"approved", "declined", "reversed"}, f"debit states at the end: {final}")
+        for bank in self.banks:
+            day = day_files.debit_lines_online(self.sims[bank]["day_file"])
+            figures, problems = day_checks.debit_problems(self.q, bank, day)
+            self.summary.setdefault("bank_hosts", {})[bank] = {
+                "applied": self.sims[bank]["applied"], "reversed": self.sims[bank]["reversed"], **figures}
+            for p in problems:
+                self.check(False, p)
+
+    def check_recon(self) -> None:
+        found, problems = day_checks.recon_problems(self.q, self.planted, set(self.banks))
+        self.summary["recon"] = found
+        for p in problems:
+            self.check(False, p)
+
+    # --- run -------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        t_start = time.monotonic()
+        self.summary["machine_before"] = machine.speed()
+        log(machine.describe(self.summary["machine_before"]) + " (before)")
+        log(f"sizes: {self.n}; work dir {self.work}")
+        self.sampler = sampler = RssSampler(self)
+        sampler.start()
+        self.open_schema()
+        try:
+            self.configure({})
+            if self.args.reuse_schema:
+                from scripts.operator_session import another_session
+                self.token = another_session(self.url, "fullscale", ["operations", "finance"])
+                self.configure({})
+                self.regenerate_lists()
+            else:
+                self.cli("db", "upgrade")
+                from scripts.operator_session import operator_session
+                self.token = operator_session(self.url, "fullscale", ["operations", "finance"])
+                self.configure({})
+                self.import_month()
+            if not self.args.stop_after_import:
+                self.peak_day()
+                self.end_of_day()
+                self.reports()
+                self.verify()
+                self.check_debits()
+                self.check_recon()
+            self.table_sizes()
+        except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - every child stops, the figures so far print
+            self.failures.append(f"{type(exc).__name__}: {exc}")
+            log(f"ABORTED: {type(exc).__name__}: {exc}")
+        finally:
+            self.stop_all()
+            sampler.stop_event.set()
+            try:
+                self.close_schema()
+            except Exception as exc:  # noqa: BLE001
+                log(f"could not drop schema {self.schema}: {exc}")
+        self.summary["machine_after"] = machine.speed()
+        self.summary["peak_rss_mib"] = {k: round(v) for k, v in sorted(sampler.peaks.items())}
+        self.summary["seconds"] = round(time.monotonic() - t_start, 1)
+        self.summary["failures"] = self.failures
+        self.print_summary()
+        path = Path(self.args.summary) if self.args.summary else self.work / "summary.json"
+        path.write_text(json.dumps(self.summary, indent=1, default=str, ensure_ascii=False))
+        return 1 if self.failures else 0
+
+    def stop_all(self) -> None:
+        for name in ("watcher", "gw1", "gw2"):
+            p = self.procs.get(name)
+            if p is not None and p.alive():
+                rc = p.stop(60)
+                self.check(rc == 0 or self.failures, f"{name} exited {rc} on SIGTERM")
+        for p in self.procs.values():
+            if p.alive():
+                p.kill_group()
+        if getattr(self, "haproxy", None) is not None and self.haproxy.poll() is None:
+            os.killpg(self.haproxy.pid, signal.SIGKILL)
+            self.haproxy.wait()
+        for pid in list(self.children.values()):
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def print_summary(self) -> None:
+        s = self.summary
+        print("\n===== gridpay at full size: the utility's month and peak day =====")
+        print(f"scale {s['scale']}: {s['sizes']}; {s['seconds']} s in all; work dir {s['work_dir']}")
+        print(machine.describe(s["machine_before"]) + " (before)")
+        print(machine.describe(s["machine_after"]) + " (after)")
+        for name, f in s["phases"].items():
+            print(f"  {name:22s} {json.dumps(f, ensure_ascii=False, default=str)}")
+        print(f"targets: {json.dumps(TARGETS)}")
+        print(f"database {s.get('database_mib')} MiB; per table (MiB): {json.dumps(s.get('table_mib'))}")
+        print(f"peak RSS (MiB, target <= {TARGETS['rss_mib']}; the largest of each kind): "
+              f"{json.dumps(by_kind(s['peak_rss_mib']))}")
+        if "recon" in s:
+            print(f"reconciliation: {json.dumps(s['recon'], default=str)}")
+        if self.failures:
+            print(f"FAILED ({len(self.failures)}):")
+            for f in self.failures:
+                print(f"  - {f}")
+        else:
+            print("ALL CHECKS PASSED")
+
+
+def by_kind(peaks: dict[str, float]) -> dict[str, float]:
+    """{name: MiB} with the per-bank processes (simbank_01020000, counter_during_01020000, ...) taken
+    together: the largest of each kind."""
+    out: dict[str, float] = {}
+    for name, mib in peaks.items():
+        kind = name.rsplit("_", 1)[0] + "_*" if name.split(" ")[0][-8:].isdigit() else name
+        out[kind] = max(out.get(kind, 0), mib)
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m scripts.bench.fullscale", description=__doc__.split("\n\n")[0])
+    p.add_argument("--pg-url", default=os.environ.get("GRIDPAY_BENCH_PG_URL",
+                                                      "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
+    p.add_argument("--scale", type=float, default=1.0, help="1.0 = the utility; 0.01 = the CI test's size")
+    p.add_argument("--customers", type=int, default=None)
+    p.add_argument("--payments", type=int, default=None, help="counter payments (each with its inquiry)")
+    p.add_argument("--debits", type=int, default=None, help="debits in the peak day's batch (all banks)")
+    p.add_argument("--counter-seconds", type=float, default=None,
+                   help="the counter traffic's pace (default: the batch's target scaled, at least 30 s)")
+    p.add_argument("--drop-rate", type=float, default=0.0005, help="bank hosts: answers lost before/after applying")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--work-dir", default=None, help="logs, files, reports (default: a new temporary directory)")
+    p.add_argument("--summary", default=None, help="write the JSON summary here (default: WORK_DIR/summary.json)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--keep-schema", default=None, metavar="NAME", help="make the schema NAME and keep it")
+    g.add_argument("--reuse-schema", default=None, metavar="NAME",
+                   help="start from this already imported schema (same sizes and seed; it is changed, not dropped)")
+    p.add_argument("--stop-after-import", action="store_true", help="imports only (with --keep-schema: a start for "
+                                                                      "--reuse-schema)")
+    args = p.parse_args(argv)
+    bench = Bench(args)
+
+    def interrupted(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    # SIGINT too: a job started in the background of a script has SIGINT ignored, and Python keeps that
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, interrupted)
+    return bench.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
