@@ -76,23 +76,63 @@ def dialect(i: int) -> str:
 
 class RssSampler(threading.Thread):
     """The peak RSS of every child process (and of its own children: an engine's or a gateway's
-    workers), sampled every half second with psutil, by the child's name."""
+    workers), sampled every half second with psutil, by the child's name; and the CPU seconds each
+    has used so far, with PostgreSQL's (every ``postgres`` process), so that a phase's CPU can be
+    split by kind of process (``cpu_mark``)."""
 
     def __init__(self, bench: "Bench"):
         super().__init__(daemon=True, name="rss-sampler")
         self.bench, self.peaks, self.stop_event = bench, {}, threading.Event()
+        self.cpu: dict[int, tuple[str, float]] = {}     # pid: (kind, CPU seconds at its last sample)
+        self.lock = threading.Lock()
 
     def run(self) -> None:
         while not self.stop_event.wait(0.5):
-            for name, pid in list(self.bench.pids().items()):
-                try:
-                    root = psutil.Process(pid)
-                    for n, p in [(name, root)] + [(f"{name}/{c.pid}", c) for c in root.children(recursive=True)]:
-                        rss = p.memory_info().rss / 2**20
-                        key = name if n == name else f"{name} (child)"
-                        self.peaks[key] = max(self.peaks.get(key, 0.0), rss)
-                except psutil.Error:
-                    pass
+            self.sample()
+
+    def sample(self) -> None:
+        seen: dict[int, tuple[str, float]] = {}
+        for name, pid in list(self.bench.pids().items()):
+            try:
+                root = psutil.Process(pid)
+                for n, p in [(name, root)] + [(f"{name}/{c.pid}", c) for c in root.children(recursive=True)]:
+                    rss = p.memory_info().rss / 2**20
+                    key = name if n == name else f"{name} (child)"
+                    self.peaks[key] = max(self.peaks.get(key, 0.0), rss)
+                    t = p.cpu_times()
+                    seen[p.pid] = (cpu_kind(name), t.user + t.system)
+            except psutil.Error:
+                pass
+        for p in psutil.process_iter(["name", "cpu_times"]):
+            if p.info["name"] == "postgres" and p.info["cpu_times"] is not None:
+                seen[p.pid] = ("postgresql", p.info["cpu_times"].user + p.info["cpu_times"].system)
+        with self.lock:
+            self.cpu.update(seen)
+
+    def cpu_mark(self) -> dict[str, float]:
+        """CPU seconds used so far by kind of process (a process that ended keeps its last sample)."""
+        self.sample()
+        out: dict[str, float] = {}
+        with self.lock:
+            for kind, seconds in self.cpu.values():
+                out[kind] = out.get(kind, 0.0) + seconds
+        return out
+
+
+def cpu_kind(name: str) -> str:
+    """gw1 -> gateways, e2 -> engines, simbank_01020000 -> bank hosts, counter_during_... -> counter systems."""
+    for prefix, kind in (("gw", "gateways"), ("e1", "engines"), ("e2", "engines"), ("simbank", "bank hosts"),
+                         ("counter", "counter systems")):
+        if name.startswith(prefix):
+            return kind
+    return name.split("-")[0]
+
+
+def cpu_split(a: dict[str, float], b: dict[str, float], seconds: float) -> dict:
+    """Between two marks: CPU seconds by kind, and the cores they kept busy on average."""
+    used = {k: round(b.get(k, 0.0) - a.get(k, 0.0), 1) for k in b if b.get(k, 0.0) - a.get(k, 0.0) > 0.05}
+    return {"cpu_s": dict(sorted(used.items(), key=lambda kv: -kv[1])),
+            "cores_busy": round(sum(used.values()) / seconds, 2) if seconds else None}
 
 
 def histogram_p(samples: dict[float, float], q: float) -> float | None:
@@ -461,29 +501,30 @@ class Bench:
         # before and after: a tenth of the pace at least, so that the processes' start is not all they measure
         side = max(pace * before / (1 - before - after), pace / 10)
         self.checkpoint()
-        h0 = self.gateway_histogram()
+        h0, c0, w0 = self.gateway_histogram(), self.sampler.cpu_mark(), time.perf_counter()
         log(f"counter traffic before the batch ({before:.0%} of {self.n['payments']:,} payments)")
         runs = self.counter_run("before", before, side)
         self.finish_counter_run("before", runs, 4 * side + 120)
         h1 = self.gateway_histogram()
         self.gateway_window("before", h0, h1)
+        self.phase("counter_before", **cpu_split(c0, self.sampler.cpu_mark(), time.perf_counter() - w0))
         self.checkpoint()
         log(f"the batch: one plan per bank run now; counter traffic paced over {pace:.0f} s")
         t0 = time.perf_counter()
-        h1 = self.gateway_histogram()
+        h1, c1 = self.gateway_histogram(), self.sampler.cpu_mark()
         during = self.counter_run("during", 1 - before - after, pace)
         made = self.make_batches()
         built = time.perf_counter() - t0
         log(f"batches built in {built:.1f} s: {made}")
         self.wait_batches(self.slack(TARGETS["debits_s"]))
         debit_s = time.perf_counter() - t0
-        h2 = self.gateway_histogram()
+        h2, c2 = self.gateway_histogram(), self.sampler.cpu_mark()
         self.gateway_window("during", h1, h2)
         states = dict(self.q("select state, count(*) from debits group by state"))
         self.phase("debits", debits=made["debits"], skipped=made["skipped"], build_s=round(built, 1),
                    wall_s=round(debit_s, 1), debits_per_s=round(made["debits"] / debit_s, 1),
                    target_s=TARGETS["debits_s"], states=states, counter_runs_still_running=sum(
-                       1 for p in during.values() if p.alive()), **self.debit_latency())
+                       1 for p in during.values() if p.alive()), **self.debit_latency(), **cpu_split(c1, c2, debit_s))
         self.finish_counter_run("during", during, 4 * pace + 120)
         h3 = self.gateway_histogram()
         self.gateway_window("between", h2, h3)
