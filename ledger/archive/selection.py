@@ -1,0 +1,211 @@
+"""Which rows a month's archive removes: ``select_month(conn, window)``.
+
+Rows dated before the month's end (timestamps before ``window.end``, business dates before
+``window.next_date``) are candidates; a candidate goes only with everything it is tied to, so that
+what remains still satisfies every per-row invariant of ``ledger verify`` and every foreign key:
+
+- a bill, its allocations, the payments and reversals those came from, the payments' other
+  allocations and prepaid movements, a bill's correction twin and replacement, a prepaid movement
+  and the allocation it paid, a debit and its bills, and each of these rows' journal entries are
+  tied together (a connected group; the ties are the columns in ``TIES``);
+- a group stays whole when any of it must stay: a bill still open (not a reversing bill, not
+  cancelled, allocated less than principal + penalty), a row dated after the month's end or tied
+  to one, a payment or debit reconciliation names (reconciliation is not archived: its runs keep
+  their items), a debit not in a final state.
+
+What else goes: the removed rows' journal lines, debit_bills and debit_attempts, the billing feed
+rows naming a removed payment, reversal or movement; outbox notices sent or dead; the audit log.
+Reconciliation, refunds, remittance and payout entries, customers, agreements, bank requests and
+imports are not archived.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+from sqlalchemy import String, cast, func, select
+
+from ledger.billing_feed.tables import billing_feed
+from ledger.recon_tables import recon_items, recon_match_members
+from ledger.schema import (
+    allocations, audit_log, bills, debit_attempts, debit_bills, debits, journal_entries, journal_lines, outbox,
+    payments, prepaid_movements, reversals,
+)
+
+FINAL_DEBITS = ("approved", "declined", "reversed")
+DONE_NOTICES = ("sent", "dead")
+ENTRY_REFS = {"payment": "payments", "reversal": "reversals", "bill": "bills", "prepaid_movement": "prepaid_movements"}
+
+# table -> its key and the columns naming another archived table's row (the ties of a group)
+TIES = {
+    "allocations": ("id", {"bill_id": "bills", "correction_bill_id": "bills", "payment_id": "payments",
+                           "reversal_id": "reversals", "prepaid_movement_id": "prepaid_movements"}),
+    "prepaid_movements": ("id", {"payment_id": "payments", "reversal_id": "reversals", "bill_id": "bills"}),
+    "reversals": ("reversal_id", {"payment_id": "payments"}),
+    "payments": ("payment_id", {"debit_id": "debits"}),
+    "bills": ("bill_id", {"reverses_bill_id": "bills", "replaces_bill_id": "bills"}),
+    "debits": ("debit_id", {}),
+}
+TABLES = {t.name: t for t in (allocations, prepaid_movements, reversals, payments, bills, debits)}
+
+
+@dataclass(frozen=True)
+class Window:
+    month: str          # YYYY-MM
+    end: datetime       # timestamps before it are the month's or older
+    next_date: date     # business dates before it likewise
+
+
+@dataclass
+class Selection:
+    """Ids removed per table (``journal_lines``, ``debit_bills`` etc. follow their parents)."""
+    ids: dict[str, list] = field(default_factory=dict)
+
+    def count(self) -> int:
+        return sum(len(v) for v in self.ids.values())
+
+
+def _candidate(table, window: Window):
+    c = table.c
+    if table is payments or table is reversals or table is journal_entries:
+        return c.business_date < window.next_date
+    if table is debits:
+        return (c.created_at < window.end) & c.state.in_(FINAL_DEBITS)
+    return c.created_at < window.end
+
+
+class _Groups:
+    """Union-find over (table, key); a root marked kept keeps its whole group."""
+
+    def __init__(self):
+        self.parent: dict = {}
+        self.kept: set = set()
+
+    def find(self, node):
+        self.parent.setdefault(node, node)
+        while self.parent[node] != node:
+            self.parent[node] = self.parent[self.parent[node]]
+            node = self.parent[node]
+        return node
+
+    def tie(self, a, b) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[ra] = rb
+            if ra in self.kept:
+                self.kept.add(rb)
+
+    def keep(self, node) -> None:
+        self.kept.add(self.find(node))
+
+    def goes(self, node) -> bool:
+        return self.find(node) not in self.kept
+
+
+def select_month(conn, window: Window) -> Selection:
+    groups = _Groups()
+    candidates: dict[str, set] = {}
+    for name, (key, ties) in TIES.items():
+        table = TABLES[name]
+        cols = [table.c[key], *(table.c[t] for t in ties)]
+        rows = conn.execute(select(*cols).where(_candidate(table, window))).all()
+        candidates[name] = {r[0] for r in rows}
+        for r in rows:
+            groups.find((name, r[0]))
+            for value, target in zip(r[1:], ties.values()):
+                if value is not None:
+                    groups.tie((name, r[0]), (target, value))
+    entries = conn.execute(select(journal_entries.c.entry_id, journal_entries.c.ref_type, journal_entries.c.ref_id)
+                           .where(_candidate(journal_entries, window),
+                                  journal_entries.c.ref_type.in_(ENTRY_REFS))).all()
+    candidates["journal_entries"] = {e.entry_id for e in entries}
+    for e in entries:
+        target = ENTRY_REFS[e.ref_type]
+        ref = e.ref_id if target == "bills" else int(e.ref_id)
+        groups.tie(("journal_entries", e.entry_id), (target, ref))
+    # a tie to a row that is not a candidate (newer, or not final) keeps the group
+    for node in list(groups.parent):
+        if node[1] not in candidates.get(node[0], ()):
+            groups.keep(node)
+    for node in _kept_by_newer_rows(conn, window) + _kept_by_their_state(conn, window):
+        groups.keep(node)
+    return Selection({name: sorted(k for k in keys if groups.goes((name, k))) for name, keys in candidates.items()})
+
+
+def _kept_by_newer_rows(conn, window: Window) -> list[tuple]:
+    """(table, key) of candidates that a row outside the candidates names."""
+    out = []
+    for name, (key, ties) in TIES.items():
+        table = TABLES[name]
+        for column, target in ties.items():
+            for (value,) in conn.execute(select(table.c[column]).distinct()
+                                         .where(~_candidate(table, window), table.c[column].is_not(None))
+                                         .where(table.c[column].in_(select(TABLES[target].c[TIES[target][0]])
+                                                                    .where(_candidate(TABLES[target], window))))):
+                out.append((target, value))
+    je = journal_entries.c
+    for ref_type, target in ENTRY_REFS.items():
+        key = TABLES[target].c[TIES[target][0]]
+        for (ref,) in conn.execute(select(je.ref_id).distinct()
+                                   .where(~_candidate(journal_entries, window), je.ref_type == ref_type)
+                                   .where(je.ref_id.in_(select(cast(key, String))
+                                                        .where(_candidate(TABLES[target], window))))):
+            out.append((target, ref if target == "bills" else int(ref)))
+    db = debit_bills.c
+    for (bill_id,) in conn.execute(select(db.bill_id).distinct().select_from(debit_bills.join(debits))
+                                   .where(~_candidate(debits, window))):
+        out.append(("bills", bill_id))
+    return out
+
+
+def _kept_by_their_state(conn, window: Window) -> list[tuple]:
+    """Open bills, and payments and debits reconciliation names."""
+    out = [("bills", b) for b in _open_bills(conn, window)]
+    for table in (recon_items, recon_match_members):
+        out += [("payments", p) for (p,) in conn.execute(select(table.c.payment_id).distinct()
+                                                          .where(table.c.payment_id.is_not(None)))]
+    out += [("debits", d) for (d,) in conn.execute(select(recon_items.c.debit_id).distinct()
+                                                    .where(recon_items.c.debit_id.is_not(None)))]
+    return out
+
+
+def _open_bills(conn, window: Window) -> list[str]:
+    """Candidate bills still owing: not reversing, not cancelled by a twin, allocated (all of it,
+    whenever) short of principal + penalty."""
+    a, b = allocations.c, bills.c
+    twin = bills.alias("twin")
+    allocated = (select(a.bill_id, func.sum(a.amount).label("s")).group_by(a.bill_id).subquery())
+    owing = b.principal + b.penalty - func.coalesce(allocated.c.s, 0)
+    return list(conn.execute(
+        select(b.bill_id).select_from(bills.outerjoin(allocated, allocated.c.bill_id == b.bill_id)
+                                      .outerjoin(twin, twin.c.reverses_bill_id == b.bill_id))
+        .where(_candidate(bills, window), b.kind != "R", twin.c.bill_id.is_(None), owing != 0)).scalars())
+
+
+CHUNK = 5000    # ids per IN list (SQLite's and Oracle's limits on bound parameters)
+
+
+def chunks(ids: list) -> list[list]:
+    return [ids[i:i + CHUNK] for i in range(0, len(ids), CHUNK)] or [[]]
+
+
+def where_in(column, ids: list) -> list:
+    """``column IN ids`` as clauses of at most CHUNK ids each."""
+    return [column.in_(part) for part in chunks(ids)]
+
+
+def followers(selection: Selection, window: Window) -> dict[str, tuple]:
+    """table name -> (table, [where clauses]) of the rows that go with the selection: lines of removed
+    entries, a removed debit's bills and attempts, feed rows of removed changes; notices sent or dead,
+    the audit log, before the month's end."""
+    ids, feed = selection.ids, billing_feed.c
+    return {
+        "journal_lines": (journal_lines, where_in(journal_lines.c.entry_id, ids.get("journal_entries", []))),
+        "debit_bills": (debit_bills, where_in(debit_bills.c.debit_id, ids.get("debits", []))),
+        "debit_attempts": (debit_attempts, where_in(debit_attempts.c.debit_id, ids.get("debits", []))),
+        "billing_feed": (billing_feed, where_in(feed.payment_id, ids.get("payments", []))
+                         + where_in(feed.reversal_id, ids.get("reversals", []))
+                         + where_in(feed.prepaid_movement_id, ids.get("prepaid_movements", []))),
+        "outbox": (outbox, [(outbox.c.created_at < window.end) & outbox.c.state.in_(DONE_NOTICES)]),
+        "audit_log": (audit_log, [audit_log.c.at < window.end]),
+    }

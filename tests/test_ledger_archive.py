@@ -1,0 +1,140 @@
+"""The archive of old months (ledger/archive, ``gridpay ledger archive``): on the reports' small
+ledger (July, October and November 2026), the months before November leave the database for files;
+``ledger verify`` holds, the customers' balances, the month-end summary of November and the aging
+of open bills are what they were, the files hold exactly the removed rows, a second run does
+nothing, a dry run and a refusal change nothing, and a crash between file and removal leaves the
+month whole."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import date, datetime, timezone
+
+import pytest
+from sqlalchemy import func, select
+
+from config.clock import ManualClock
+from gridpay.all_tables import metadata
+from ledger import customer_view
+from ledger.archive import ArchiveRefused, archive, read_month
+from ledger.archive.tables import archive_openings, archived_months
+from ledger.reports.aging import open_bills
+from ledger.reports.context import ReportContext
+from ledger.reports.month_end import month_end_figures
+from ledger.schema import bills, payments, prepaid_movements
+from ledger_helpers import assert_ledger_verifies
+from report_ledger import K1, K2, K3, K4, K5, build_ledger
+
+NOW = datetime(2026, 12, 6, 2, 0, tzinfo=timezone.utc)
+CLOCK = ManualClock(NOW)
+
+
+def _archive(ledger, directory, **kw):
+    return archive(ledger.engine, kw.pop("before", "2026-11"), directory=str(directory), actor="operator:archivist",
+                   clock=CLOCK, retention_months=kw.pop("retention_months", 1), **kw)
+
+
+def _counts(engine) -> dict[str, int]:
+    with engine.connect() as conn:
+        return {t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
+                for t in metadata.sorted_tables}
+
+
+def _figures(engine) -> dict:
+    """What a customer and finance see of what remains: balances, bills, the month-end of November,
+    the open bills at the start of December."""
+    with engine.connect() as conn:
+        seen = {no: (customer_view.customer(conn, no)["prepaid_balance"],
+                     {b["bill_id"]: dict(b) for b in customer_view.bill_page(conn, no, None, 50)})
+                for no in (K1, K2, K3, K4, K5)}
+        aging = sorted(tuple(r) for r in conn.execute(
+            select(open_bills(ReportContext(engine, CLOCK, {}), date(2026, 12, 1)))))
+    november = month_end_figures(engine, date(2026, 11, 1))
+    return {"customers": seen, "aging": aging, "month_end": november}
+
+
+@pytest.fixture
+def ledger(db_url):
+    built = build_ledger(db_url)
+    yield built
+    built.engine.dispose()
+
+
+def test_archived_months_leave_verify_balances_and_reports_as_they_were(ledger, tmp_path):
+    before, counts = _figures(ledger.engine), _counts(ledger.engine)
+    results = _archive(ledger, tmp_path)
+    assert [r.month for r in results] == ["2026-07", "2026-08", "2026-09", "2026-10"]
+    assert_ledger_verifies(ledger.engine)
+    after = _figures(ledger.engine)
+    assert after["aging"] == before["aging"] and after["month_end"] == before["month_end"]
+    for no, (balance, remaining) in after["customers"].items():
+        assert balance == before["customers"][no][0]
+        assert remaining == {b: before["customers"][no][1][b] for b in remaining}     # as they were
+    assert set(before["customers"][K2][1]) - set(after["customers"][K2][1]) == {"K2-10"}
+    with ledger.engine.connect() as conn:
+        # October's K2-10 was paid in full by K2's 25,000 (5,000 into prepaid): it went with its payment;
+        # the open bills (K5-07, K3-10, K4-10 paid in November, K1-10 corrected in November) stayed
+        remaining = set(conn.execute(select(bills.c.bill_id)).scalars())
+        assert "K2-10" not in remaining and {"K5-07", "K1-10", "K3-10", "K4-10"} <= remaining
+        assert conn.execute(select(func.count()).select_from(payments)
+                            .where(payments.c.business_date < date(2026, 11, 1))).scalar_one() == 0
+        carried = conn.execute(select(prepaid_movements.c.amount).where(prepaid_movements.c.customer_no == K2,
+                                                                        prepaid_movements.c.kind == "opening")).all()
+        assert carried == [(5_000,)]
+        openings = {(r.figure, r.key): r.amount for r in conn.execute(select(archive_openings))}
+    assert openings[("billed", "")] == 20_000 and openings[("allocated", "")] == 20_000
+    assert openings[("bank_paid", "01020000")] == 25_000
+    # the files hold exactly what left: every table's rows, counted and checksummed
+    after = _counts(ledger.engine)
+    october = read_month(tmp_path, "2026-10")
+    assert {r["bill_id"] for r in october["bills"]} == {"K2-10"}
+    removed = {t: sum(len(read_month(tmp_path, r.month).get(t, [])) for r in results) for t in counts}
+    for table, n in counts.items():
+        if table == "prepaid_movements":
+            assert after[table] == n - removed[table] + 1       # K2's opening movement
+        elif table not in ("archive_openings", "archived_months", "audit_log"):
+            assert after[table] == n - removed[table], table
+
+
+def test_a_second_run_archives_nothing(ledger, tmp_path):
+    _archive(ledger, tmp_path)
+    counts = _counts(ledger.engine)
+    assert _archive(ledger, tmp_path) == []
+    assert _counts(ledger.engine) == counts
+    assert_ledger_verifies(ledger.engine)
+
+
+def test_a_dry_run_changes_nothing(ledger, tmp_path):
+    counts = _counts(ledger.engine)
+    results = _archive(ledger, tmp_path / "dry", dry_run=True)
+    assert results[-1].month == "2026-10" and results[-1].rows["bills"] == 1
+    assert _counts(ledger.engine) == counts and not (tmp_path / "dry").exists()
+
+
+def test_a_cutoff_newer_than_the_retention_allows_is_refused(ledger, tmp_path):
+    counts = _counts(ledger.engine)
+    with pytest.raises(ArchiveRefused, match="newer than the retention of 84 months"):
+        _archive(ledger, tmp_path, retention_months=84)
+    with pytest.raises(ArchiveRefused, match=r"at most 2026-11"):
+        _archive(ledger, tmp_path, before="2026-12")
+    assert _counts(ledger.engine) == counts
+
+
+def test_a_crash_between_file_and_removal_leaves_the_month_whole(ledger, tmp_path):
+    counts = _counts(ledger.engine)
+
+    def crash(month):
+        if month == "2026-10":
+            raise RuntimeError("crash after the files")
+
+    with pytest.raises(RuntimeError):
+        _archive(ledger, tmp_path, before_removal=crash)
+    with ledger.engine.connect() as conn:
+        done = set(conn.execute(select(archived_months.c.month)).scalars())
+        assert "2026-10" not in done
+        assert conn.execute(select(func.count()).select_from(bills).where(bills.c.bill_id == "K2-10")).scalar_one() == 1
+    assert _counts(ledger.engine)["payments"] == counts["payments"]
+    assert_ledger_verifies(ledger.engine)
+    assert [r.month for r in _archive(ledger, tmp_path)] == ["2026-10"]     # the rerun rewrites its files
+    assert_ledger_verifies(ledger.engine)
