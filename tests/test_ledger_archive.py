@@ -138,3 +138,73 @@ def test_a_crash_between_file_and_removal_leaves_the_month_whole(ledger, tmp_pat
     assert_ledger_verifies(ledger.engine)
     assert [r.month for r in _archive(ledger, tmp_path)] == ["2026-10"]     # the rerun rewrites its files
     assert_ledger_verifies(ledger.engine)
+
+
+def test_with_reconciliation_debits_and_a_refund_paid_out_verify_holds_and_reconciled_payments_stay(db_url, tmp_path):
+    """The reconciliation tests' bank day (2026-11-23: payments, reversals, debits approved and
+    unknown, the bank file reconciled), C1 paying 50,000 more into prepaid, 3,000 of it refunded and
+    paid out; archived from January 2027. Reconciliation keeps the payments it names; C1's payment
+    and refund movement go, its balance carried by an opening movement."""
+    from datetime import timedelta
+
+    from config.settings import BusinessConfig
+    from ledger.recon.matching import reconcile_bank_file
+    from ledger.recon_tables import recon_items
+    from ledger.refunds import record_payout_in, request_refund
+    from ledger.synchronous_posting import post
+    from ledger_helpers import T0, payment, prepaid_of
+    from test_recon_support import BANK, build_world, write_bank_file
+
+    world = build_world(db_url)
+    engine = world.engine
+    assert reconcile_bank_file(engine, write_bank_file(tmp_path, world.lines), actor="alice").status == "applied"
+    paid_at = T0 + timedelta(hours=2)
+    assert post(engine, [payment(BANK, "C1", 50_000, at=paid_at)], ManualClock(paid_at))[0].ok
+    refund = request_refund(engine, "C1", 3_000, actor="operator:li", reason="moving out", now=T0)
+    with engine.begin() as conn:
+        record_payout_in(conn, refund.refund_id, actor="operator:cai", reference="TX-1", now=T0,
+                         business=BusinessConfig())
+    assert_ledger_verifies(engine)
+    with engine.connect() as conn:
+        prepaid, items = prepaid_of(conn, "C1"), conn.execute(select(func.count()).select_from(recon_items)).scalar_one()
+        reconciled = set(conn.execute(select(recon_items.c.payment_id).where(recon_items.c.payment_id.is_not(None)))
+                         .scalars())
+    results = archive(engine, "2026-12", directory=str(tmp_path / "archive"), actor="operator:archivist",
+                      clock=ManualClock(datetime(2027, 1, 10, 2, 0, tzinfo=timezone.utc)), retention_months=1)
+    assert [r.month for r in results] == ["2026-11"]
+    assert_ledger_verifies(engine)
+    gone = read_month(tmp_path / "archive", "2026-11")
+    assert [p["amount"] for p in gone["payments"]] == [50_000]
+    assert [m["kind"] for m in gone["prepaid_movements"]] == ["excess", "refund"]
+    with engine.connect() as conn:
+        assert prepaid_of(conn, "C1") == prepaid == 47_000
+        assert conn.execute(select(func.count()).select_from(recon_items)).scalar_one() == items
+        assert reconciled <= set(conn.execute(select(payments.c.payment_id)).scalars())
+    engine.dispose()
+
+
+def test_the_command_archives_as_an_authenticated_operator_and_audits_it(db_url, ledger, tmp_path):
+    from identity_helpers import operator_env
+    from ledger.schema import audit_log
+
+    env = operator_env(ledger.engine, "fiona", ["finance"], {
+        **os.environ, "GRIDPAY_DATABASE__URL": db_url, "GRIDPAY_ARCHIVE__DIRECTORY": str(tmp_path / "archive"),
+        "GRIDPAY_ARCHIVE__RETENTION_MONTHS": "1"})
+    run = lambda *args: subprocess.run([sys.executable, "-m", "gridpay", "ledger", *args],  # noqa: E731
+                                       capture_output=True, text=True, env=env)
+    dry = run("archive", "--before", "2026-11", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "2026-10: " in dry.stdout and "4 month(s) would be archived (dry run)" in dry.stdout
+    assert not (tmp_path / "archive").exists()
+    done = run("archive", "--before", "2026-11")
+    assert done.returncode == 0, done.stderr
+    assert "4 month(s) archived" in done.stdout and "opening billed -: 200.00" in done.stdout
+    assert "2026-10: choosing rows" in done.stderr
+    assert run("archive", "--before", "2026-11").stdout.strip() == "nothing to archive"
+    refused = run("archive", "--before", "2099-01")
+    assert refused.returncode == 1 and "newer than the retention of 1 months allows" in refused.stderr
+    assert run("verify").returncode == 0
+    with ledger.engine.connect() as conn:
+        audited = conn.execute(select(audit_log.c.actor, audit_log.c.object_id)
+                               .where(audit_log.c.action == "archive_month").order_by(audit_log.c.id)).all()
+    assert audited == [("operator:fiona", m) for m in ("2026-07", "2026-08", "2026-09", "2026-10")]
