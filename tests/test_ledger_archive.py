@@ -18,6 +18,7 @@ from config.clock import ManualClock
 from gridpay.all_tables import metadata
 from ledger import customer_view
 from ledger.archive import ArchiveRefused, archive, read_month
+from ledger.archive.files import ArchiveFileError
 from ledger.archive.tables import archive_openings, archived_months
 from ledger.reports.aging import open_bills
 from ledger.reports.context import ReportContext
@@ -89,12 +90,23 @@ def test_archived_months_leave_verify_balances_and_reports_as_they_were(ledger, 
     after = _counts(ledger.engine)
     october = read_month(tmp_path, "2026-10")
     assert {r["bill_id"] for r in october["bills"]} == {"K2-10"}
+    assert [(p["customer_no"], p["amount"]) for p in october["payments"]] == [(K2, 25_000)]
     removed = {t: sum(len(read_month(tmp_path, r.month).get(t, [])) for r in results) for t in counts}
     for table, n in counts.items():
         if table == "prepaid_movements":
             assert after[table] == n - removed[table] + 1       # K2's opening movement
         elif table not in ("archive_openings", "archived_months", "audit_log"):
             assert after[table] == n - removed[table], table
+
+
+def test_a_file_that_does_not_match_its_manifest_is_refused_on_reading(ledger, tmp_path):
+    import gzip
+
+    _archive(ledger, tmp_path)
+    path = tmp_path / "2026-10" / "payments.jsonl.gz"
+    path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes()).replace(b"25000", b"2500"), mtime=0))
+    with pytest.raises(ArchiveFileError, match="SHA-256 differs"):
+        read_month(tmp_path, "2026-10")
 
 
 def test_a_second_run_archives_nothing(ledger, tmp_path):

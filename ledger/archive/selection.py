@@ -140,8 +140,7 @@ def _kept_by_newer_rows(conn, window: Window) -> list[tuple]:
         for column, target in ties.items():
             for (value,) in conn.execute(select(table.c[column]).distinct()
                                          .where(~_candidate(table, window), table.c[column].is_not(None))
-                                         .where(table.c[column].in_(select(TABLES[target].c[TIES[target][0]])
-                                                                    .where(_candidate(TABLES[target], window))))):
+                                         .where(table.c[column].in_(_candidates(TABLES[target], window)))):
                 out.append((target, value))
     je = journal_entries.c
     for ref_type, target in ENTRY_REFS.items():
@@ -153,9 +152,15 @@ def _kept_by_newer_rows(conn, window: Window) -> list[tuple]:
             out.append((target, ref if target == "bills" else int(ref)))
     db = debit_bills.c
     for (bill_id,) in conn.execute(select(db.bill_id).distinct().select_from(debit_bills.join(debits))
-                                   .where(~_candidate(debits, window))):
+                                   .where(~_candidate(debits, window), db.bill_id.in_(_candidates(bills, window)))):
         out.append(("bills", bill_id))
     return out
+
+
+def _candidates(table, window: Window):
+    """SQL: the keys of ``table``'s candidates (an IN subquery, so that a check reads only what
+    the month could remove, not the whole history)."""
+    return select(table.c[TIES[table.name][0]]).where(_candidate(table, window))
 
 
 def _kept_by_their_state(conn, window: Window) -> list[tuple]:
@@ -163,9 +168,9 @@ def _kept_by_their_state(conn, window: Window) -> list[tuple]:
     out = [("bills", b) for b in _open_bills(conn, window)]
     for table in (recon_items, recon_match_members):
         out += [("payments", p) for (p,) in conn.execute(select(table.c.payment_id).distinct()
-                                                          .where(table.c.payment_id.is_not(None)))]
+                                                          .where(table.c.payment_id.in_(_candidates(payments, window))))]
     out += [("debits", d) for (d,) in conn.execute(select(recon_items.c.debit_id).distinct()
-                                                    .where(recon_items.c.debit_id.is_not(None)))]
+                                                    .where(recon_items.c.debit_id.in_(_candidates(debits, window))))]
     return out
 
 
@@ -174,7 +179,8 @@ def _open_bills(conn, window: Window) -> list[str]:
     whenever) short of principal + penalty."""
     a, b = allocations.c, bills.c
     twin = bills.alias("twin")
-    allocated = (select(a.bill_id, func.sum(a.amount).label("s")).group_by(a.bill_id).subquery())
+    allocated = (select(a.bill_id, func.sum(a.amount).label("s")).where(a.bill_id.in_(_candidates(bills, window)))
+                 .group_by(a.bill_id).subquery())
     owing = b.principal + b.penalty - func.coalesce(allocated.c.s, 0)
     return list(conn.execute(
         select(b.bill_id).select_from(bills.outerjoin(allocated, allocated.c.bill_id == b.bill_id)
