@@ -155,11 +155,14 @@ def test_a_crash_between_file_and_removal_leaves_the_month_whole(ledger, tmp_pat
 def test_with_reconciliation_debits_and_a_refund_paid_out_verify_holds_and_reconciled_payments_stay(db_url, tmp_path):
     """The reconciliation tests' bank day (2026-11-23: payments, reversals, debits approved and
     unknown, the bank file reconciled), C1 paying 50,000 more into prepaid, 3,000 of it refunded and
-    paid out; archived from January 2027. Reconciliation keeps the payments it names; C1's payment
-    and refund movement go, its balance carried by an opening movement."""
+    paid out, C12's bill debited and approved outside the bank file; archived from January 2027.
+    Reconciliation keeps the payments and debits it names, unknown debits stay; C1's payment and
+    refund movement go, its balance carried by an opening movement; C12's debit goes with its bill,
+    payment and attempts."""
     from datetime import timedelta
 
     from config.settings import BusinessConfig
+    from ledger.debits import create_debit, debit_approved, mark_debit_sent
     from ledger.recon.matching import reconcile_bank_file
     from ledger.recon_tables import recon_items
     from ledger.refunds import record_payout_in, request_refund
@@ -172,6 +175,12 @@ def test_with_reconciliation_debits_and_a_refund_paid_out_verify_holds_and_recon
     assert reconcile_bank_file(engine, write_bank_file(tmp_path, world.lines), actor="alice").status == "applied"
     paid_at = T0 + timedelta(hours=2)
     assert post(engine, [payment(BANK, "C1", 50_000, at=paid_at)], ManualClock(paid_at))[0].ok
+    with engine.begin() as conn:     # C12's bill debited, approved, in no bank file
+        debit_id = create_debit(conn, bank_code=BANK, customer_no="C12", account_no="6222000000000012",
+                                bills_to_pay=[("BC12202610", 120_000)], at=T0)
+        mark_debit_sent(conn, debit_id, transmitted="1123180000", stan="990001", rrn="DRRN99000001",
+                        business_date=T0.date(), at=T0)
+    assert debit_approved(engine, debit_id, paid_at, "A09999", clock=ManualClock(paid_at)).ok
     refund = request_refund(engine, "C1", 3_000, actor="operator:li", reason="moving out", now=T0)
     with engine.begin() as conn:
         record_payout_in(conn, refund.refund_id, actor="operator:cai", reference="TX-1", now=T0,
@@ -186,7 +195,10 @@ def test_with_reconciliation_debits_and_a_refund_paid_out_verify_holds_and_recon
     assert [r.month for r in results] == ["2026-11"]
     assert_ledger_verifies(engine)
     gone = read_month(tmp_path / "archive", "2026-11")
-    assert [p["amount"] for p in gone["payments"]] == [50_000]
+    assert sorted(p["amount"] for p in gone["payments"]) == [50_000, 120_000]
+    assert [d["debit_id"] for d in gone["debits"]] == [debit_id] and len(gone["debit_attempts"]) >= 2
+    assert [(b["bill_id"], b["amount"]) for b in gone["debit_bills"]] == [("BC12202610", 120_000)]
+    assert [b["bill_id"] for b in gone["bills"]] == ["BC12202610"]
     assert [m["kind"] for m in gone["prepaid_movements"]] == ["excess", "refund"]
     with engine.connect() as conn:
         assert prepaid_of(conn, "C1") == prepaid == 47_000

@@ -10,8 +10,9 @@ what remains still satisfies every per-row invariant of ``ledger verify`` and ev
   tied together (a connected group; the ties are the columns in ``TIES``);
 - a group stays whole when any of it must stay: a bill still open (not a reversing bill, not
   cancelled, allocated less than principal + penalty), a row dated after the month's end or tied
-  to one, a payment or debit reconciliation names (reconciliation is not archived: its runs keep
-  their items), a debit not in a final state.
+  to one, a row a table that is not archived names by a foreign key (reconciliation's payments
+  and debits: its runs keep their items; the engines' debit reversals), a debit not in a final
+  state.
 
 What else goes: the removed rows' journal lines, debit_bills and debit_attempts, the billing feed
 rows naming a removed payment, reversal or movement; outbox notices sent or dead; the audit log.
@@ -23,10 +24,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
-from sqlalchemy import String, cast, func, select
+from sqlalchemy import String, cast, func, inspect, select
+from sqlalchemy import column as sql_column, table as sql_table
 
 from ledger.billing_feed.tables import billing_feed
-from ledger.recon_tables import recon_items, recon_match_members
 from ledger.schema import (
     allocations, audit_log, bills, debit_attempts, debit_bills, debits, journal_entries, journal_lines, outbox,
     payments, prepaid_movements, reversals,
@@ -47,6 +48,9 @@ TIES = {
     "debits": ("debit_id", {}),
 }
 TABLES = {t.name: t for t in (allocations, prepaid_movements, reversals, payments, bills, debits)}
+# every table rows leave: what another of these names is taken care of by the ties and followers
+ARCHIVED = {*TABLES, "journal_entries", "journal_lines", "debit_bills", "debit_attempts", "billing_feed", "outbox",
+            "audit_log"}
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,9 @@ def select_month(conn, window: Window) -> Selection:
                            .where(_candidate(journal_entries, window),
                                   journal_entries.c.ref_type.in_(ENTRY_REFS))).all()
     candidates["journal_entries"] = {e.entry_id for e in entries}
+    for debit_id, bill_id in conn.execute(select(debit_bills.c.debit_id, debit_bills.c.bill_id)
+                                          .where(debit_bills.c.debit_id.in_(_candidates(debits, window)))):
+        groups.tie(("debits", debit_id), ("bills", bill_id))
     for e in entries:
         target = ENTRY_REFS[e.ref_type]
         ref = e.ref_id if target == "bills" else int(e.ref_id)
@@ -164,13 +171,21 @@ def _candidates(table, window: Window):
 
 
 def _kept_by_their_state(conn, window: Window) -> list[tuple]:
-    """Open bills, and payments and debits reconciliation names."""
+    """Open bills, and rows a table that is not archived names by a foreign key (reconciliation's
+    payments and debits, the engines' debit reversals and file lines, ...): read from the database's
+    own foreign keys, so that a table added later, in any area, keeps what it names."""
     out = [("bills", b) for b in _open_bills(conn, window)]
-    for table in (recon_items, recon_match_members):
-        out += [("payments", p) for (p,) in conn.execute(select(table.c.payment_id).distinct()
-                                                          .where(table.c.payment_id.in_(_candidates(payments, window))))]
-    out += [("debits", d) for (d,) in conn.execute(select(recon_items.c.debit_id).distinct()
-                                                    .where(recon_items.c.debit_id.in_(_candidates(debits, window))))]
+    found = inspect(conn)
+    for name in found.get_table_names():
+        if name in ARCHIVED:
+            continue
+        for fk in found.get_foreign_keys(name):
+            target = fk["referred_table"]
+            if target in TIES and len(fk["constrained_columns"]) == 1:
+                named = sql_column(fk["constrained_columns"][0])
+                out += [(target, v) for (v,) in conn.execute(
+                    select(named).distinct().select_from(sql_table(name, named))
+                    .where(named.in_(_candidates(TABLES[target], window))))]
     return out
 
 
