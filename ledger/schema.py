@@ -266,6 +266,7 @@ prepaid_movements = Table(  # the prepaid balance of a customer is the sum of th
     Column("refund_id", Id, ForeignKey("refunds.id"), nullable=True),
     Column("created_at", Ts, nullable=False),
     Index(None, "customer_no"),
+    Index(None, "bill_id"),      # a bill's removal (ledger/archive) checks its foreign key here (0021)
 )
 
 journal_entries = Table(
@@ -368,6 +369,7 @@ debit_bills = Table(
     Column("debit_id", Id, ForeignKey("debits.debit_id"), primary_key=True),
     Column("bill_id", String(32), ForeignKey("bills.bill_id"), primary_key=True),
     Column("amount", Money, nullable=False),
+    Index(None, "bill_id"),      # a bill's removal (ledger/archive) checks its foreign key here (0021)
 )
 
 debit_attempts = Table(  # append-only history of a debit: every message sent or received, every state change

@@ -136,7 +136,20 @@ def select_month(conn, window: Window) -> Selection:
             groups.keep(node)
     for node in _kept_by_newer_rows(conn, window) + _kept_by_their_state(conn, window):
         groups.keep(node)
-    return Selection({name: sorted(k for k in keys if groups.goes((name, k))) for name, keys in candidates.items()})
+    selection = Selection({name: sorted(k for k in keys if groups.goes((name, k))) for name, keys in candidates.items()})
+    selection.ids["billing_feed"] = _feed_rows(conn, selection, window)
+    return selection
+
+
+def _feed_rows(conn, selection: Selection, window: Window) -> list[int]:
+    """The seqs of the feed rows naming a removed payment, reversal or movement: one read of the feed's
+    rows dated up to the month's end (the feed has no index on what it names: posting does not need one)."""
+    named = {"payment_id": set(selection.ids["payments"]), "reversal_id": set(selection.ids["reversals"]),
+             "prepaid_movement_id": set(selection.ids["prepaid_movements"])}
+    f = billing_feed.c
+    rows = conn.execute(select(f.seq, f.payment_id, f.reversal_id, f.prepaid_movement_id)
+                        .where(f.business_date < window.next_date))
+    return sorted(r.seq for r in rows if any(r._mapping[c] in ids for c, ids in named.items()))
 
 
 def _kept_by_newer_rows(conn, window: Window) -> list[tuple]:
@@ -224,9 +237,7 @@ def followers(selection: Selection, window: Window) -> dict[str, tuple]:
         "journal_lines": (journal_lines, where_in(journal_lines.c.entry_id, ids.get("journal_entries", []))),
         "debit_bills": (debit_bills, where_in(debit_bills.c.debit_id, ids.get("debits", []))),
         "debit_attempts": (debit_attempts, where_in(debit_attempts.c.debit_id, ids.get("debits", []))),
-        "billing_feed": (billing_feed, where_in(feed.payment_id, ids.get("payments", []))
-                         + where_in(feed.reversal_id, ids.get("reversals", []))
-                         + where_in(feed.prepaid_movement_id, ids.get("prepaid_movements", []))),
+        "billing_feed": (billing_feed, where_in(feed.seq, ids.get("billing_feed", []))),
         "outbox": (outbox, [(outbox.c.created_at < window.end) & outbox.c.state.in_(DONE_NOTICES)]),
         "audit_log": (audit_log, [audit_log.c.at < window.end]),
     }
