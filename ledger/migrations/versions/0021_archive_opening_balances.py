@@ -4,8 +4,9 @@
 account, billed, allocated, each bank's payments less reversals, billing feed rows) that
 ``ledger verify`` and the reports add to what remains. ``archived_months``: one row per month
 archived (``gridpay ledger archive``; docs/ledger.md, "Archiving old months"). Removing a bill
-checks the foreign keys naming it: prepaid_movements.bill_id and debit_bills.bill_id get the
-indexes that check reads (without them, every bill removed would read both tables whole).
+checks the foreign keys naming it: prepaid_movements.bill_id, allocations.correction_bill_id
+(partial: few rows name one) and debit_bills.bill_id get the indexes that check reads (without
+them, every bill removed would read those tables whole).
 
 Revision ID: 0021
 Revises: 0019 (to be re-chained after 0020, the monthly partitions, when both are merged)
@@ -40,12 +41,17 @@ def upgrade() -> None:
     sa.Column('rows', sa.Integer(), nullable=False),
     sa.PrimaryKeyConstraint('month', name=op.f('pk_archived_months'))
     )
-    op.create_index(op.f('ix_prepaid_movements_bill_id'), 'prepaid_movements', ['bill_id'], unique=False)
+    op.create_index(op.f('ix_prepaid_movements_bill_id'), 'prepaid_movements', ['bill_id'], unique=False,
+                    postgresql_where=sa.text('bill_id IS NOT NULL'), sqlite_where=sa.text('bill_id IS NOT NULL'))
+    op.create_index(op.f('ix_allocations_correction_bill_id'), 'allocations', ['correction_bill_id'], unique=False,
+                    postgresql_where=sa.text('correction_bill_id IS NOT NULL'),
+                    sqlite_where=sa.text('correction_bill_id IS NOT NULL'))
     op.create_index(op.f('ix_debit_bills_bill_id'), 'debit_bills', ['bill_id'], unique=False)
 
 
 def downgrade() -> None:
     op.drop_index(op.f('ix_debit_bills_bill_id'), table_name='debit_bills')
+    op.drop_index(op.f('ix_allocations_correction_bill_id'), table_name='allocations')
     op.drop_index(op.f('ix_prepaid_movements_bill_id'), table_name='prepaid_movements')
     op.drop_table('archived_months')
     op.drop_table('archive_openings')
