@@ -485,6 +485,17 @@ class NoticesConfig(_Model):
         return signature
 
 
+class ArchiveConfig(_Model):
+    """``gridpay ledger archive``: months older than the retention period leave the database for
+    archive files, their totals carried forward as openings (docs/runbook.md, "Archiving old months")."""
+    retention_months: int = Field(84, ge=1, description="Months kept in the database: `gridpay ledger archive` "
+                                  "without `--before` archives the months before this business month less this many "
+                                  "(84: 7 years), and refuses a `--before` newer than that.")
+    directory: str = Field("var/archive", min_length=1, description="Where archived months' files go, one directory "
+                           "per month (gzip JSON lines per table and a manifest with row counts and SHA-256); keep it "
+                           "outside the installation, on storage that is backed up.")
+
+
 DEFAULT_DATABASE_URL = DatabaseConfig().url
 
 
@@ -501,6 +512,7 @@ class Settings(_Model):
     access: AccessConfig = AccessConfig()
     api: ApiConfig = ApiConfig()
     collection_rate: CollectionRateConfig = CollectionRateConfig()
+    archive: ArchiveConfig = ArchiveConfig()
     banks: dict[str, BankConfig] = {}
     drop_dir: str = "var/drop"
     reports_dir: str = "var/reports"

@@ -10,6 +10,7 @@ import ledger.identity.tables  # noqa: F401 - principals, API keys, sessions
 import ledger.key_tables  # noqa: F401 - the banks' MAC keys (counter and debit channels)
 import ledger.billing_feed.tables  # noqa: F401 - the billing system's payment feed
 import ledger.recon_tables  # noqa: F401 - reconciliation
+import ledger.archive.tables  # noqa: F401 - what archived months carry forward
 from ledger.schema import metadata
 
 __all__ = ["metadata"]

@@ -288,6 +288,44 @@ def verify(config_path, url) -> None:
     click.echo("ledger verifies: OK")
 
 
+@ledger.command()
+@click.option("--before", metavar="YYYY-MM", help="archive the months before this one (default: the retention's "
+              "limit, this business month less archive.retention_months)")
+@click.option("--dry-run", is_flag=True, help="print what would go (months, tables, rows, openings); change nothing")
+@config_option
+@url_option
+def archive(before, dry_run, config_path, url) -> None:
+    """Archive months older than the retention period: their rows go to archive files
+    (archive.directory), their totals stay as openings, and `ledger verify` holds for what remains.
+
+    A month with open bills keeps them and what they are tied to (docs/ledger.md). Idempotent:
+    an archived month is never archived again. Refused: a --before newer than the retention allows."""
+    import re
+
+    from ledger.archive import ArchiveRefused, archive as archive_months, retention_limit
+    from ledger.reports.cells import yuan
+
+    if before is not None and not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", before):
+        raise click.BadParameter(f"{before!r} is not a month YYYY-MM", param_hint="--before")
+    with open_database(config_path, url) as (settings, engine):
+        actor = operator_actor((settings, engine), "ledger.archive")
+        clock, months = business_clock(settings), settings.archive.retention_months
+        try:
+            results = archive_months(engine, before or retention_limit(clock, months),
+                                     directory=settings.archive.directory, actor=actor, clock=clock,
+                                     retention_months=months, dry_run=dry_run,
+                                     progress=lambda line: click.echo(line, err=True))
+        except ArchiveRefused as exc:
+            refuse(exc)
+    for r in results:
+        click.echo(r.line() + (f" -> {r.directory}" if r.directory else ""))
+        for o in r.openings:
+            amount = str(o["amount"]) if o["figure"] == "feed_rows" else yuan(o["amount"], grouped=False)
+            click.echo(f"  opening {o['figure']} {o['key'] or '-'}: {amount}")
+    click.echo(f"{len(results)} month(s) {'would be archived (dry run)' if dry_run else 'archived'}"
+               if results else "nothing to archive")
+
+
 # ---------------------------------------------------------------------------------------------
 # gridpay report
 

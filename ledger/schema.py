@@ -20,7 +20,7 @@ from __future__ import annotations
 from sqlalchemy.dialects import oracle
 from sqlalchemy import (
     BigInteger, CheckConstraint, Column, Date, DateTime, ForeignKey, Identity, Index, Integer,
-    MetaData, PrimaryKeyConstraint, String, Table, Text, UniqueConstraint,
+    MetaData, PrimaryKeyConstraint, String, Table, Text, UniqueConstraint, text,
 )
 
 metadata = MetaData(naming_convention={
@@ -252,6 +252,9 @@ allocations = Table(  # money applied to bills; a reversal adds the negative twi
     Column("created_at", Ts, nullable=False),
     Index(None, "bill_id", "created_at", "amount"),   # a bill's allocations to a cut-off, summed from the index
     Index(None, "payment_id"),
+    # a bill's removal (ledger/archive) checks its foreign key here; few allocations are a correction's (0021)
+    Index(None, "correction_bill_id", postgresql_where=text("correction_bill_id IS NOT NULL"),
+          sqlite_where=text("correction_bill_id IS NOT NULL")),
 )
 
 prepaid_movements = Table(  # the prepaid balance of a customer is the sum of these
@@ -266,6 +269,8 @@ prepaid_movements = Table(  # the prepaid balance of a customer is the sum of th
     Column("refund_id", Id, ForeignKey("refunds.id"), nullable=True),
     Column("created_at", Ts, nullable=False),
     Index(None, "customer_no"),
+    # a bill's removal (ledger/archive) checks its foreign key here; few movements name a bill (0021)
+    Index(None, "bill_id", postgresql_where=text("bill_id IS NOT NULL"), sqlite_where=text("bill_id IS NOT NULL")),
 )
 
 journal_entries = Table(
@@ -368,6 +373,7 @@ debit_bills = Table(
     Column("debit_id", Id, ForeignKey("debits.debit_id"), primary_key=True),
     Column("bill_id", String(32), ForeignKey("bills.bill_id"), primary_key=True),
     Column("amount", Money, nullable=False),
+    Index(None, "bill_id"),      # a bill's removal (ledger/archive) checks its foreign key here (0021)
 )
 
 debit_attempts = Table(  # append-only history of a debit: every message sent or received, every state change

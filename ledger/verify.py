@@ -1,7 +1,9 @@
 """``verify(engine)``: check every invariant of the ledger; returns failures in plain words.
 
 An empty list means the ledger is consistent. ``gridpay ledger verify`` prints these.
-Invariants (the chart of accounts is in ledger/schema.py):
+Sums over history add what archived months carried forward (``ledger.archive``: the openings of
+accounts, billed, allocated, each bank's payments; a customer's prepaid balance is carried by a
+movement of kind ``opening``). Invariants (the chart of accounts is in ledger/schema.py):
  1. every journal entry balances, and so does the journal as a whole;
  2. per bill, the sum of its allocations is between 0 and principal + penalty; a bill with a
     reversing twin (a corrected bill) is cancelled and its allocations net to 0; a reversing
@@ -30,6 +32,7 @@ from collections import defaultdict
 
 from sqlalchemy import Engine, String, and_, cast, func, or_, select
 
+from ledger.archive.openings import opening, openings
 from ledger.billing_feed.verify import feed_failures
 from ledger.journal import PREPAID, RECEIVABLE
 from ledger.verify_money_out import money_out_failures, remitted_by_bank
@@ -65,7 +68,11 @@ def _verify(conn) -> list[str]:
     total = int(conn.execute(select(func.coalesce(func.sum(jl.c.amount), 0))).scalar_one())
     if total != 0:
         failures.append(f"the journal as a whole does not balance: {total}")
-    balances = {a: int(s) for a, s in conn.execute(select(jl.c.account, func.sum(jl.c.amount)).group_by(jl.c.account))}
+    balances = openings(conn, "account")   # archived months' lines, then what remains
+    for a, s in conn.execute(select(jl.c.account, func.sum(jl.c.amount)).group_by(jl.c.account)):
+        balances[a] += int(s)
+    if sum(balances.values()) != total:
+        failures.append(f"the archived months' openings do not balance: {sum(balances.values()) - total}")
 
     # 2. bills: only the bad ones leave the database (4.3 million bills, read whole, took 2.3 GB)
     alloc = (select(allocations.c.bill_id, func.sum(allocations.c.amount).label("allocated"))
@@ -90,7 +97,7 @@ def _verify(conn) -> list[str]:
         else:
             bad.append(f"bill {r.bill_id}: allocated {int(r.allocated)} outside 0..{int(r.amount)}")
     _listed(failures, bad, "bad bills")
-    billed = int(conn.execute(select(func.coalesce(func.sum(amount), 0))).scalar_one())
+    billed = opening(conn, "billed") + int(conn.execute(select(func.coalesce(func.sum(amount), 0))).scalar_one())
 
     # 3. prepaid per customer
     rows = conn.execute(select(prepaid_movements.c.customer_no, func.sum(prepaid_movements.c.amount))
@@ -98,7 +105,8 @@ def _verify(conn) -> list[str]:
     _listed(failures, [f"customer {c} has a negative prepaid balance {int(s)}" for c, s in rows], "negative balances")
 
     # 4. receivable
-    allocated_total = int(conn.execute(select(func.coalesce(func.sum(allocations.c.amount), 0))).scalar_one())
+    allocated_total = opening(conn, "allocated") + int(conn.execute(
+        select(func.coalesce(func.sum(allocations.c.amount), 0))).scalar_one())
     if balances.get(RECEIVABLE, 0) != billed - allocated_total:
         failures.append(f"receivable account is {balances.get(RECEIVABLE, 0)}, but billed {billed} - allocated "
                         f"{allocated_total} = {billed - allocated_total}")
@@ -110,8 +118,9 @@ def _verify(conn) -> list[str]:
                         f"(expected {-moved})")
 
     # 6. bank clearing
-    paid = defaultdict(int, {b: int(s) for b, s in conn.execute(
-        select(payments.c.bank_code, func.sum(payments.c.amount)).group_by(payments.c.bank_code))})
+    paid = openings(conn, "bank_paid")
+    for b, s in conn.execute(select(payments.c.bank_code, func.sum(payments.c.amount)).group_by(payments.c.bank_code)):
+        paid[b] += int(s)
     for b, s in conn.execute(select(payments.c.bank_code, func.sum(reversals.c.amount))
                              .select_from(reversals.join(payments, payments.c.payment_id == reversals.c.payment_id))
                              .group_by(payments.c.bank_code)):

@@ -60,6 +60,7 @@ DESCRIPTIONS: dict[str, str] = {
               "see `[access]`.",
     "api": "The operations HTTP API `gridpay api` (docs/api.md); see `[api]`.",
     "collection_rate": "The collection-rate exporter `gridpay collection-rate`; see `[collection_rate]`.",
+    "archive": "Archiving months older than the retention, `gridpay ledger archive`; see `[archive]`.",
     "notices": "The SMS notices' wording: every notice's template and the signature (docs/notifier.md); see "
                "`[notices]`.",
 

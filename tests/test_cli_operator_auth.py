@@ -24,6 +24,7 @@ COMMANDS = [
     (["ledger", "approve", "1"], "refund.approve.accounting"),   # or .director: neither held, the first is named
     (["ledger", "reject", "1", "--reason", "x"], "refund.approve.accounting"),
     (["ledger", "feed", "export", "2026-11-23", "--dir", "DIR"], "billing.import"),
+    (["ledger", "archive", "--before", "2020-01"], "ledger.archive"),
     (["recon", "bank", "FILE"], "recon.run"),
     (["recon", "finance", "FILE"], "statement.import"),
     (["recon", "match", "1", "2"], "recon.match"),

@@ -25,6 +25,7 @@ from datetime import date
 
 from sqlalchemy import func, literal_column, select
 
+from ledger.archive.openings import openings
 from ledger.journal import PREPAID, RECEIVABLE
 from ledger.reports.collections import month_bounds
 from ledger.reports.context import CATEGORIES, SIGN_OFF, ReportContext
@@ -45,10 +46,15 @@ def dated_account(conn):
 
 
 def account_totals(conn) -> dict[str, int]:
-    """receivable and prepaid over the whole journal (journal signs): no join, one pass."""
+    """receivable and prepaid over the whole journal (journal signs): no join, one pass; with what
+    archived months carried forward (``ledger.archive``)."""
     rows = conn.execute(select(L.account, func.sum(L.amount)).where(L.account.in_(CUSTOMER_ACCOUNTS))
                         .group_by(L.account))
-    return {account: int(total) for account, total in rows}
+    carried = openings(conn, "account")
+    totals = {account: carried.get(account, 0) for account in CUSTOMER_ACCOUNTS}
+    for account, total in rows:
+        totals[account] += int(total)
+    return totals
 
 
 def dated_from(conn, first: date) -> dict[str, int]:

@@ -1,0 +1,234 @@
+"""The archive of old months (ledger/archive, ``gridpay ledger archive``): on the reports' small
+ledger (July, October and November 2026), the months before November leave the database for files;
+``ledger verify`` holds, the customers' balances, the month-end summary of November and the aging
+of open bills are what they were, the files hold exactly the removed rows, a second run does
+nothing, a dry run and a refusal change nothing, and a crash between file and removal leaves the
+month whole."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import date, datetime, timezone
+
+import pytest
+from sqlalchemy import func, select
+
+from config.clock import ManualClock
+from gridpay.all_tables import metadata
+from ledger import customer_view
+from ledger.archive import ArchiveRefused, archive, read_month
+from ledger.archive.files import ArchiveFileError
+from ledger.archive.tables import archive_openings, archived_months
+from ledger.reports.aging import open_bills
+from ledger.reports.context import ReportContext
+from ledger.reports.month_end import month_end_figures
+from ledger.schema import bills, payments, prepaid_movements
+from ledger_helpers import assert_ledger_verifies
+from report_ledger import K1, K2, K3, K4, K5, build_ledger
+
+NOW = datetime(2026, 12, 6, 2, 0, tzinfo=timezone.utc)
+CLOCK = ManualClock(NOW)
+
+
+def _archive(ledger, directory, **kw):
+    return archive(ledger.engine, kw.pop("before", "2026-11"), directory=str(directory), actor="operator:archivist",
+                   clock=CLOCK, retention_months=kw.pop("retention_months", 1), **kw)
+
+
+def _counts(engine) -> dict[str, int]:
+    with engine.connect() as conn:
+        return {t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
+                for t in metadata.sorted_tables}
+
+
+def _figures(engine) -> dict:
+    """What a customer and finance see of what remains: balances, bills, the month-end of November,
+    the open bills at the start of December."""
+    with engine.connect() as conn:
+        seen = {no: (customer_view.customer(conn, no)["prepaid_balance"],
+                     {b["bill_id"]: dict(b) for b in customer_view.bill_page(conn, no, None, 50)})
+                for no in (K1, K2, K3, K4, K5)}
+        aging = sorted(tuple(r) for r in conn.execute(
+            select(open_bills(ReportContext(engine, CLOCK, {}), date(2026, 12, 1)))))
+    november = month_end_figures(engine, date(2026, 11, 1))
+    return {"customers": seen, "aging": aging, "month_end": november}
+
+
+@pytest.fixture
+def ledger(db_url):
+    built = build_ledger(db_url)
+    yield built
+    built.engine.dispose()
+
+
+def test_archived_months_leave_verify_balances_and_reports_as_they_were(ledger, tmp_path):
+    before, counts = _figures(ledger.engine), _counts(ledger.engine)
+    results = _archive(ledger, tmp_path)
+    assert [r.month for r in results] == ["2026-07", "2026-08", "2026-09", "2026-10"]
+    assert_ledger_verifies(ledger.engine)
+    after = _figures(ledger.engine)
+    assert after["aging"] == before["aging"] and after["month_end"] == before["month_end"]
+    for no, (balance, remaining) in after["customers"].items():
+        assert balance == before["customers"][no][0]
+        assert remaining == {b: before["customers"][no][1][b] for b in remaining}     # as they were
+    assert set(before["customers"][K2][1]) - set(after["customers"][K2][1]) == {"K2-10"}
+    with ledger.engine.connect() as conn:
+        # October's K2-10 was paid in full by K2's 25,000 (5,000 into prepaid): it went with its payment;
+        # the open bills (K5-07, K3-10, K4-10 paid in November, K1-10 corrected in November) stayed
+        remaining = set(conn.execute(select(bills.c.bill_id)).scalars())
+        assert "K2-10" not in remaining and {"K5-07", "K1-10", "K3-10", "K4-10"} <= remaining
+        assert conn.execute(select(func.count()).select_from(payments)
+                            .where(payments.c.business_date < date(2026, 11, 1))).scalar_one() == 0
+        carried = conn.execute(select(prepaid_movements.c.amount).where(prepaid_movements.c.customer_no == K2,
+                                                                        prepaid_movements.c.kind == "opening")).all()
+        assert carried == [(5_000,)]
+        openings = {(r.figure, r.key): r.amount for r in conn.execute(select(archive_openings))}
+    assert openings[("billed", "")] == 20_000 and openings[("allocated", "")] == 20_000
+    assert openings[("bank_paid", "01020000")] == 25_000
+    # the files hold exactly what left: every table's rows, counted and checksummed
+    after = _counts(ledger.engine)
+    october = read_month(tmp_path, "2026-10")
+    assert {r["bill_id"] for r in october["bills"]} == {"K2-10"}
+    assert [(p["customer_no"], p["amount"]) for p in october["payments"]] == [(K2, 25_000)]
+    removed = {t: sum(len(read_month(tmp_path, r.month).get(t, [])) for r in results) for t in counts}
+    for table, n in counts.items():
+        if table == "prepaid_movements":
+            assert after[table] == n - removed[table] + 1       # K2's opening movement
+        elif table not in ("archive_openings", "archived_months", "audit_log"):
+            assert after[table] == n - removed[table], table
+
+
+def test_a_file_that_does_not_match_its_manifest_is_refused_on_reading(ledger, tmp_path):
+    import gzip
+
+    _archive(ledger, tmp_path)
+    path = tmp_path / "2026-10" / "payments.jsonl.gz"
+    path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes()).replace(b"25000", b"2500"), mtime=0))
+    with pytest.raises(ArchiveFileError, match="SHA-256 differs"):
+        read_month(tmp_path, "2026-10")
+
+
+def test_a_second_run_archives_nothing(ledger, tmp_path):
+    _archive(ledger, tmp_path)
+    counts = _counts(ledger.engine)
+    assert _archive(ledger, tmp_path) == []
+    assert _counts(ledger.engine) == counts
+    assert_ledger_verifies(ledger.engine)
+
+
+def test_a_dry_run_changes_nothing(ledger, tmp_path):
+    counts = _counts(ledger.engine)
+    results = _archive(ledger, tmp_path / "dry", dry_run=True)
+    assert results[-1].month == "2026-10" and results[-1].rows["bills"] == 1
+    assert _counts(ledger.engine) == counts and not (tmp_path / "dry").exists()
+
+
+def test_a_cutoff_newer_than_the_retention_allows_is_refused(ledger, tmp_path):
+    counts = _counts(ledger.engine)
+    with pytest.raises(ArchiveRefused, match="newer than the retention of 84 months"):
+        _archive(ledger, tmp_path, retention_months=84)
+    with pytest.raises(ArchiveRefused, match=r"at most 2026-11"):
+        _archive(ledger, tmp_path, before="2026-12")
+    assert _counts(ledger.engine) == counts
+
+
+def test_a_crash_between_file_and_removal_leaves_the_month_whole(ledger, tmp_path):
+    counts = _counts(ledger.engine)
+
+    def crash(month):
+        if month == "2026-10":
+            raise RuntimeError("crash after the files")
+
+    with pytest.raises(RuntimeError):
+        _archive(ledger, tmp_path, before_removal=crash)
+    with ledger.engine.connect() as conn:
+        done = set(conn.execute(select(archived_months.c.month)).scalars())
+        assert "2026-10" not in done
+        assert conn.execute(select(func.count()).select_from(bills).where(bills.c.bill_id == "K2-10")).scalar_one() == 1
+    assert _counts(ledger.engine)["payments"] == counts["payments"]
+    assert_ledger_verifies(ledger.engine)
+    assert [r.month for r in _archive(ledger, tmp_path)] == ["2026-10"]     # the rerun rewrites its files
+    assert_ledger_verifies(ledger.engine)
+
+
+def test_with_reconciliation_debits_and_a_refund_paid_out_verify_holds_and_reconciled_payments_stay(db_url, tmp_path):
+    """The reconciliation tests' bank day (2026-11-23: payments, reversals, debits approved and
+    unknown, the bank file reconciled), C1 paying 50,000 more into prepaid, 3,000 of it refunded and
+    paid out, C12's bill debited and approved outside the bank file; archived from January 2027.
+    Reconciliation keeps the payments and debits it names, unknown debits stay; C1's payment and
+    refund movement go, its balance carried by an opening movement; C12's debit goes with its bill,
+    payment and attempts."""
+    from datetime import timedelta
+
+    from config.settings import BusinessConfig
+    from ledger.debits import create_debit, debit_approved, mark_debit_sent
+    from ledger.recon.matching import reconcile_bank_file
+    from ledger.recon_tables import recon_items
+    from ledger.refunds import record_payout_in, request_refund
+    from ledger.synchronous_posting import post
+    from ledger_helpers import T0, payment, prepaid_of
+    from test_recon_support import BANK, build_world, write_bank_file
+
+    world = build_world(db_url)
+    engine = world.engine
+    assert reconcile_bank_file(engine, write_bank_file(tmp_path, world.lines), actor="alice").status == "applied"
+    paid_at = T0 + timedelta(hours=2)
+    assert post(engine, [payment(BANK, "C1", 50_000, at=paid_at)], ManualClock(paid_at))[0].ok
+    with engine.begin() as conn:     # C12's bill debited, approved, in no bank file
+        debit_id = create_debit(conn, bank_code=BANK, customer_no="C12", account_no="6222000000000012",
+                                bills_to_pay=[("BC12202610", 120_000)], at=T0)
+        mark_debit_sent(conn, debit_id, transmitted="1123180000", stan="990001", rrn="DRRN99000001",
+                        business_date=T0.date(), at=T0)
+    assert debit_approved(engine, debit_id, paid_at, "A09999", clock=ManualClock(paid_at)).ok
+    refund = request_refund(engine, "C1", 3_000, actor="operator:li", reason="moving out", now=T0)
+    with engine.begin() as conn:
+        record_payout_in(conn, refund.refund_id, actor="operator:cai", reference="TX-1", now=T0,
+                         business=BusinessConfig())
+    assert_ledger_verifies(engine)
+    with engine.connect() as conn:
+        prepaid, items = prepaid_of(conn, "C1"), conn.execute(select(func.count()).select_from(recon_items)).scalar_one()
+        reconciled = set(conn.execute(select(recon_items.c.payment_id).where(recon_items.c.payment_id.is_not(None)))
+                         .scalars())
+    results = archive(engine, "2026-12", directory=str(tmp_path / "archive"), actor="operator:archivist",
+                      clock=ManualClock(datetime(2027, 1, 10, 2, 0, tzinfo=timezone.utc)), retention_months=1)
+    assert [r.month for r in results] == ["2026-11"]
+    assert_ledger_verifies(engine)
+    gone = read_month(tmp_path / "archive", "2026-11")
+    assert sorted(p["amount"] for p in gone["payments"]) == [50_000, 120_000]
+    assert [d["debit_id"] for d in gone["debits"]] == [debit_id] and len(gone["debit_attempts"]) >= 2
+    assert [(b["bill_id"], b["amount"]) for b in gone["debit_bills"]] == [("BC12202610", 120_000)]
+    assert [b["bill_id"] for b in gone["bills"]] == ["BC12202610"]
+    assert [m["kind"] for m in gone["prepaid_movements"]] == ["excess", "refund"]
+    with engine.connect() as conn:
+        assert prepaid_of(conn, "C1") == prepaid == 47_000
+        assert conn.execute(select(func.count()).select_from(recon_items)).scalar_one() == items
+        assert reconciled <= set(conn.execute(select(payments.c.payment_id)).scalars())
+    engine.dispose()
+
+
+def test_the_command_archives_as_an_authenticated_operator_and_audits_it(db_url, ledger, tmp_path):
+    from identity_helpers import operator_env
+    from ledger.schema import audit_log
+
+    env = operator_env(ledger.engine, "fiona", ["finance"], {
+        **os.environ, "GRIDPAY_DATABASE__URL": db_url, "GRIDPAY_ARCHIVE__DIRECTORY": str(tmp_path / "archive"),
+        "GRIDPAY_ARCHIVE__RETENTION_MONTHS": "1"})
+    run = lambda *args: subprocess.run([sys.executable, "-m", "gridpay", "ledger", *args],  # noqa: E731
+                                       capture_output=True, text=True, env=env)
+    dry = run("archive", "--before", "2026-11", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "2026-10: " in dry.stdout and "4 month(s) would be archived (dry run)" in dry.stdout
+    assert not (tmp_path / "archive").exists()
+    done = run("archive", "--before", "2026-11")
+    assert done.returncode == 0, done.stderr
+    assert "4 month(s) archived" in done.stdout and "opening billed -: 200.00" in done.stdout
+    assert "2026-10: choosing rows" in done.stderr
+    assert run("archive", "--before", "2026-11").stdout.strip() == "nothing to archive"
+    refused = run("archive", "--before", "2099-01")
+    assert refused.returncode == 1 and "newer than the retention of 1 months allows" in refused.stderr
+    assert run("verify").returncode == 0
+    with ledger.engine.connect() as conn:
+        audited = conn.execute(select(audit_log.c.actor, audit_log.c.object_id)
+                               .where(audit_log.c.action == "archive_month").order_by(audit_log.c.id)).all()
+    assert audited == [("operator:fiona", m) for m in ("2026-07", "2026-08", "2026-09", "2026-10")]
