@@ -224,6 +224,20 @@ class Bench:
         with self.db.connect() as conn:
             return conn.execute(text(sql), params).all()
 
+    def db_mark(self) -> tuple[int, int, float]:
+        """The server's WAL position (bytes), its database's commits so far, and the time: two marks
+        give the WAL written and the commits per second between them (what the disk and the
+        commit path carry)."""
+        (lsn, commits), = self.q("select pg_current_wal_lsn() - '0/0'::pg_lsn, xact_commit from pg_stat_database "
+                                 "where datname = current_database()")
+        return int(lsn), int(commits), time.perf_counter()
+
+    @staticmethod
+    def db_split(a: tuple[int, int, float], b: tuple[int, int, float]) -> dict:
+        seconds = b[2] - a[2]
+        return {"wal_mib": round((b[0] - a[0]) / 2**20), "wal_mib_per_s": round((b[0] - a[0]) / 2**20 / seconds, 2),
+                "db_commits": b[1] - a[1], "db_commits_per_s": round((b[1] - a[1]) / seconds)}
+
     # --- configuration ---------------------------------------------------------------------
 
     def settings_tree(self, sim_ports: dict[str, int]) -> dict:
@@ -511,20 +525,21 @@ class Bench:
         self.checkpoint()
         log(f"the batch: one plan per bank run now; counter traffic paced over {pace:.0f} s")
         t0 = time.perf_counter()
-        h1, c1 = self.gateway_histogram(), self.sampler.cpu_mark()
+        h1, c1, d1 = self.gateway_histogram(), self.sampler.cpu_mark(), self.db_mark()
         during = self.counter_run("during", 1 - before - after, pace)
         made = self.make_batches()
         built = time.perf_counter() - t0
         log(f"batches built in {built:.1f} s: {made}")
         self.wait_batches(self.slack(TARGETS["debits_s"]))
         debit_s = time.perf_counter() - t0
-        h2, c2 = self.gateway_histogram(), self.sampler.cpu_mark()
+        h2, c2, d2 = self.gateway_histogram(), self.sampler.cpu_mark(), self.db_mark()
         self.gateway_window("during", h1, h2)
         states = dict(self.q("select state, count(*) from debits group by state"))
         self.phase("debits", debits=made["debits"], skipped=made["skipped"], build_s=round(built, 1),
                    wall_s=round(debit_s, 1), debits_per_s=round(made["debits"] / debit_s, 1),
                    target_s=TARGETS["debits_s"], states=states, counter_runs_still_running=sum(
-                       1 for p in during.values() if p.alive()), **self.debit_latency(), **cpu_split(c1, c2, debit_s))
+                       1 for p in during.values() if p.alive()), **self.debit_latency(), **cpu_split(c1, c2, debit_s),
+                   **self.db_split(d1, d2))
         self.finish_counter_run("during", during, 4 * pace + 120)
         h3 = self.gateway_histogram()
         self.gateway_window("between", h2, h3)
