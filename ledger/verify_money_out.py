@@ -22,6 +22,7 @@ from collections import defaultdict
 
 from sqlalchemy import String, and_, cast, func, select
 
+from ledger.archive.openings import openings
 from ledger.journal import COLLECTION, REFUNDS_PAYABLE
 from ledger.posting.money_out_kinds import CLEARING, ITEM
 from ledger.recon.match_queries import expected_remittances
@@ -32,8 +33,8 @@ from ledger.schema import journal_entries, journal_lines, refunds
 
 
 def remitted_by_bank(conn) -> dict[str, int]:
-    """bank code -> fen reconciliation attributes to the bank's remittances."""
-    out: dict[str, int] = defaultdict(int)
+    """bank code -> fen reconciliation attributes to the bank's remittances, archived months' included."""
+    out: dict[str, int] = openings(conn, "remitted")
     for banks in attributed(conn).values():
         for bank, amount in banks.items():
             out[bank] += amount

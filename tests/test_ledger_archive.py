@@ -232,3 +232,105 @@ def test_the_command_archives_as_an_authenticated_operator_and_audits_it(db_url,
         audited = conn.execute(select(audit_log.c.actor, audit_log.c.object_id)
                                .where(audit_log.c.action == "archive_month").order_by(audit_log.c.id)).all()
     assert audited == [("operator:fiona", m) for m in ("2026-07", "2026-08", "2026-09", "2026-10")]
+
+
+def _reconciled_day(db_url, tmp_path, *, close_items: bool):
+    """The reconciliation tests' bank day, its bank file reconciled and the bank's remittance of it
+    matched from the statement of the 24th; with ``close_items`` every exception of the run settled
+    or accepted on the 23rd."""
+    from datetime import timedelta
+
+    from ledger.recon.finance import reconcile_statement
+    from ledger.recon.matching import reconcile_bank_file
+    from ledger.recon.resolutions import resolve_item
+    from ledger.recon_tables import recon_items
+    from ledger.synchronous_posting import post
+    from ledger_helpers import T0, payment
+    from test_recon_finance import REMIT, camt, ntry
+    from test_recon_support import BANK, DAY, OTHER, build_world
+
+    world = build_world(db_url)
+    from test_recon_support import write_bank_file
+    assert reconcile_bank_file(world.engine, write_bank_file(tmp_path, world.lines), actor="alice").status == "applied"
+    statement = tmp_path / "s1.xml"
+    statement.write_bytes(camt(8, [ntry(8, REMIT, ref=f"{BANK}{DAY:%Y%m%d}", acct_ref="A1")]))
+    assert reconcile_statement(world.engine, statement, actor="operator:fin").status == "applied"
+    at = T0 + timedelta(hours=3)
+    with world.engine.connect() as conn:
+        open_items = conn.execute(select(recon_items.c.item_id, recon_items.c.kind)
+                                  .where(recon_items.c.status == "open")).all()
+    for item_id, kind in open_items if close_items else ():
+        action = "settle" if kind == "debit_unknown" else "accept"
+        resolve_item(world.engine, item_id, action, actor="operator:li", reason="checked", now=at,
+                      clock=ManualClock(at))
+    if close_items:     # the bills a reversal or a failed debit left open paid at the counter
+        paid = [payment(OTHER, c, 10_000 * int(c[1:]), at=at) for c in ("C2", "C5", "C10", "C11")]
+        assert all(o.ok for o in post(world.engine, paid, ManualClock(at)))
+    assert_ledger_verifies(world.engine)
+    return world, REMIT, BANK
+
+
+def _archive_through_this_month(engine, directory) -> dict[str, list[dict]]:
+    """Every month up to this one (the reconciliation world posts on the system clock's day), and
+    their files' rows by table."""
+    today = datetime.now(timezone.utc)
+    following = date(today.year + today.month // 12, today.month % 12 + 1, 1)
+    results = archive(engine, f"{following:%Y-%m}", directory=str(directory), actor="operator:archivist",
+                      clock=ManualClock(datetime(following.year + following.month // 12, following.month % 12 + 1, 10,
+                                                 tzinfo=timezone.utc)), retention_months=1)
+    gone: dict[str, list[dict]] = {}
+    for r in results:
+        for table, rows in read_month(directory, r.month).items():
+            gone.setdefault(table, []).extend(rows)
+    return gone
+
+
+def test_a_reconciled_day_whose_items_are_closed_goes_with_its_payments_and_remittance(db_url, tmp_path):
+    """Every exception of the bank run closed: the run, its items, the statement's remittance credit,
+    their matches and the drop of nothing go with the payments they name (but those tied to an open
+    bill: C2's payment was reversed); what the remittance moved is carried as an opening, so that
+    invariants 6, 13, 15 and 17 hold on what remains."""
+    from ledger.recon_tables import recon_items, recon_match_members, recon_matches, recon_runs
+
+    world, remit, bank = _reconciled_day(db_url, tmp_path, close_items=True)
+    engine = world.engine
+    with engine.connect() as conn:
+        runs = conn.execute(select(recon_runs.c.run_id, recon_runs.c.kind)).all()
+        items = conn.execute(select(func.count()).select_from(recon_items)).scalar_one()
+    gone = _archive_through_this_month(engine, tmp_path / "archive")
+    assert_ledger_verifies(engine)
+    assert [r["kind"] for r in gone["recon_runs"]] == ["bank"]
+    assert "remittance" in {i["kind"] for i in gone["recon_items"]} and gone["recon_matches"]
+    with engine.connect() as conn:
+        assert conn.execute(select(recon_runs.c.run_id, recon_runs.c.kind)).all() == [r for r in runs
+                                                                                       if r.kind == "finance"]
+        left = conn.execute(select(func.count()).select_from(recon_items)).scalar_one()
+        assert left == items - len(gone["recon_items"])
+        named = set(conn.execute(select(recon_match_members.c.match_id)).scalars())
+        assert named <= set(conn.execute(select(recon_matches.c.match_id)).scalars())
+        openings = {(r.figure, r.key): r.amount for r in conn.execute(select(archive_openings))}
+        remaining = set(conn.execute(select(payments.c.customer_no)).scalars())
+    assert openings[("remitted", bank)] == remit
+    assert {p["customer_no"] for p in gone["payments"]} >= {"C1", "C3", "C5"}
+    assert "C1" not in remaining and "C12" not in remaining
+    engine.dispose()
+
+
+def test_an_open_reconciliation_item_keeps_its_run_and_what_the_run_names(db_url, tmp_path):
+    from ledger.recon_tables import recon_items, recon_runs
+
+    world, _, _ = _reconciled_day(db_url, tmp_path, close_items=False)
+    engine = world.engine
+    with engine.connect() as conn:
+        before = {t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
+                  for t in (recon_runs, recon_items)}
+        named = set(conn.execute(select(recon_items.c.payment_id).where(recon_items.c.payment_id.is_not(None)))
+                    .scalars())
+    _archive_through_this_month(engine, tmp_path / "archive")
+    assert_ledger_verifies(engine)
+    with engine.connect() as conn:
+        assert {t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
+                for t in (recon_runs, recon_items)} == before
+        assert named <= set(conn.execute(select(payments.c.payment_id)).scalars())
+        assert not conn.execute(select(archive_openings).where(archive_openings.c.figure == "remitted")).all()
+    engine.dispose()

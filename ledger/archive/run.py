@@ -23,10 +23,12 @@ from ledger.archive.selection import TABLES, TIES, Selection, Window, followers,
 from ledger.archive.tables import archive_openings, archived_months
 from ledger.audit import audit_row, write_audit
 from ledger.errors import Refused
+from ledger.recon.remittances import attributed
 from ledger.schema import audit_log, bills, journal_entries, outbox, payments, prepaid_movements
 
 # deleted in this order: rows naming another before the row they name
-REMOVAL_ORDER = ("journal_lines", "journal_entries", "billing_feed", "debit_bills", "debit_attempts", "allocations",
+REMOVAL_ORDER = ("journal_lines", "journal_entries", "billing_feed", "recon_match_members", "recon_matches",
+                 "recon_items", "recon_drop_files", "recon_runs", "debit_bills", "debit_attempts", "allocations",
                  "prepaid_movements", "reversals", "payments", "debits", "bills", "outbox", "audit_log")
 OPENING_KIND = "opening"
 
@@ -123,7 +125,7 @@ def _archive_month(engine, window: Window, directory, actor, clock, dry_run, pro
         parts = _parts(selection, window)
         rows = {name: _rows(conn, table, clauses) for name, (table, clauses) in parts.items()}
         parts["bills"] = _newest_bills_first(rows["bills"])
-        openings, carried = _openings(window.month, rows)
+        openings, carried = _openings(window.month, rows, _remitted(conn, selection))
         result = MonthResult(window.month, {n: len(r) for n, r in rows.items()}, openings)
         if dry_run:
             tx.rollback()
@@ -169,9 +171,23 @@ def _rows(conn, table, clauses) -> list[dict]:
     return sorted(out, key=lambda r: tuple(str(r[c]) for c in key))
 
 
-def _openings(month: str, rows: dict[str, list[dict]]) -> tuple[list[dict], dict[str, int]]:
+def _remitted(conn, selection: Selection) -> dict[str, int]:
+    """bank -> what reconciliation attributes of the removed statement credits to the bank's remittances
+    (read before they go: what attributes them goes with them)."""
+    out: dict[str, int] = defaultdict(int)
+    removed = set(selection.ids["recon_items"])
+    for item, banks in attributed(conn).items():
+        if item in removed:
+            for bank, fen in banks.items():
+                out[bank] += fen
+    return out
+
+
+def _openings(month: str, rows: dict[str, list[dict]], remitted: dict[str, int]) -> tuple[list[dict], dict[str, int]]:
     """The figures the removed rows carry forward, and each customer's removed prepaid movements."""
     figures: dict[tuple[str, str], int] = defaultdict(int)
+    for bank, fen in remitted.items():
+        figures[("remitted", bank)] += fen
     for line in rows["journal_lines"]:
         figures[("account", line["account"])] += int(line["amount"])
     figures[("billed", "")] += sum(int(b["principal"]) + int(b["penalty"]) for b in rows["bills"])

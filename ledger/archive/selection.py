@@ -8,16 +8,20 @@ what remains still satisfies every per-row invariant of ``ledger verify`` and ev
   allocations and prepaid movements, a bill's correction twin and replacement, a prepaid movement
   and the allocation it paid, a debit and its bills, and each of these rows' journal entries are
   tied together (a connected group; the ties are the columns in ``TIES``);
+- reconciliation is tied in the same way: a bank run of the month and its items, an item and the
+  payment or debit it names, a statement credit and the bank run it claims, a match and every row
+  its members name, a statement's item and its remittance entries;
 - a group stays whole when any of it must stay: a bill still open (not a reversing bill, not
   cancelled, allocated less than principal + penalty), a row dated after the month's end or tied
-  to one, a row a table that is not archived names by a foreign key (reconciliation's payments
-  and debits: its runs keep their items; the engines' debit reversals), a debit not in a final
-  state.
+  to one, a row a table that is not archived names by a foreign key (the engines' debit
+  reversals), a debit not in a final state, a reconciliation item still open (it keeps its run
+  and what it names), a match naming a refund.
 
 What else goes: the removed rows' journal lines, debit_bills and debit_attempts, the billing feed
-rows naming a removed payment, reversal or movement; outbox notices sent or dead; the audit log.
-Reconciliation, refunds, remittance and payout entries, customers, agreements, bank requests and
-imports are not archived.
+rows naming a removed payment, reversal or movement, the drop directory's record of a removed
+run's file; outbox notices sent or dead; the audit log. Finance runs (a statement's closed
+items go one by one, with the bank runs and payments they are matched to), refunds, payout entries, customers, agreements,
+bank requests and imports are not archived.
 """
 from __future__ import annotations
 
@@ -28,6 +32,8 @@ from sqlalchemy import String, cast, func, inspect, select
 from sqlalchemy import column as sql_column, table as sql_table
 
 from ledger.billing_feed.tables import billing_feed
+from ledger.posting.money_out_kinds import ITEM
+from ledger.recon_tables import recon_drop_files, recon_items, recon_match_members, recon_matches, recon_runs
 from ledger.schema import (
     allocations, audit_log, bills, debit_attempts, debit_bills, debits, journal_entries, journal_lines, outbox,
     payments, prepaid_movements, reversals,
@@ -35,7 +41,9 @@ from ledger.schema import (
 
 FINAL_DEBITS = ("approved", "declined", "reversed")
 DONE_NOTICES = ("sent", "dead")
-ENTRY_REFS = {"payment": "payments", "reversal": "reversals", "bill": "bills", "prepaid_movement": "prepaid_movements"}
+ENTRY_REFS = {"payment": "payments", "reversal": "reversals", "bill": "bills", "prepaid_movement": "prepaid_movements",
+              ITEM: "recon_items"}
+OPEN_ITEM = "open"
 
 # table -> its key and the columns naming another archived table's row (the ties of a group)
 TIES = {
@@ -46,11 +54,18 @@ TIES = {
     "payments": ("payment_id", {"debit_id": "debits"}),
     "bills": ("bill_id", {"reverses_bill_id": "bills", "replaces_bill_id": "bills"}),
     "debits": ("debit_id", {}),
+    # a bank run's items are tied to it by ``_run_items`` (a statement's items are not: its run stays)
+    "recon_items": ("item_id", {"payment_id": "payments", "debit_id": "debits", "remits_run_id": "recon_runs"}),
+    "recon_runs": ("run_id", {}),
+    "recon_matches": ("match_id", {}),
+    "recon_match_members": ("id", {"match_id": "recon_matches", "item_id": "recon_items", "payment_id": "payments",
+                                   "run_id": "recon_runs"}),
 }
-TABLES = {t.name: t for t in (allocations, prepaid_movements, reversals, payments, bills, debits)}
+TABLES = {t.name: t for t in (allocations, prepaid_movements, reversals, payments, bills, debits, recon_items,
+                              recon_runs, recon_matches, recon_match_members)}
 # every table rows leave: what another of these names is taken care of by the ties and followers
 ARCHIVED = {*TABLES, "journal_entries", "journal_lines", "debit_bills", "debit_attempts", "billing_feed", "outbox",
-            "audit_log"}
+            "audit_log", "recon_drop_files"}
 
 
 @dataclass(frozen=True)
@@ -75,6 +90,13 @@ def _candidate(table, window: Window):
         return c.business_date < window.next_date
     if table is debits:
         return (c.created_at < window.end) & c.state.in_(FINAL_DEBITS)
+    if table is recon_runs:
+        return (c.kind == "bank") & (c.business_date < window.next_date)
+    if table is recon_items:
+        # closed items of the month: a bank run's, and a statement's one by one (the statement's run stays)
+        return (c.status != OPEN_ITEM) & (c.business_date < window.next_date)
+    if table is recon_match_members:
+        return c.match_id.in_(select(recon_matches.c.match_id).where(_candidate(recon_matches, window)))
     return c.created_at < window.end
 
 
@@ -126,6 +148,8 @@ def select_month(conn, window: Window) -> Selection:
     for debit_id, bill_id in conn.execute(select(debit_bills.c.debit_id, debit_bills.c.bill_id)
                                           .where(debit_bills.c.debit_id.in_(_candidates(debits, window)))):
         groups.tie(("debits", debit_id), ("bills", bill_id))
+    for item_id, run_id in _run_items(conn, window):
+        groups.tie(("recon_items", item_id), ("recon_runs", run_id))
     for e in entries:
         target = ENTRY_REFS[e.ref_type]
         ref = e.ref_id if target == "bills" else int(e.ref_id)
@@ -138,7 +162,22 @@ def select_month(conn, window: Window) -> Selection:
         groups.keep(node)
     selection = Selection({name: sorted(k for k in keys if groups.goes((name, k))) for name, keys in candidates.items()})
     selection.ids["billing_feed"] = _feed_rows(conn, selection, window)
+    selection.ids["recon_drop_files"] = _drop_files(conn, selection)
     return selection
+
+
+def _run_items(conn, window: Window):
+    """(item_id, run_id) of every item of the month's bank runs: an item not a candidate (open)
+    then keeps its run."""
+    i = recon_items.c
+    return conn.execute(select(i.item_id, i.run_id).where(i.run_id.in_(_candidates(recon_runs, window)))).all()
+
+
+def _drop_files(conn, selection: Selection) -> list[int]:
+    """The drop directory's records of the removed runs' files (``ref`` run:<id>)."""
+    refs = [f"run:{r}" for r in selection.ids["recon_runs"]]
+    return sorted(i for clause in where_in(recon_drop_files.c.ref, refs)
+                  for i in conn.execute(select(recon_drop_files.c.id).where(clause)).scalars())
 
 
 def _feed_rows(conn, selection: Selection, window: Window) -> list[int]:
@@ -188,6 +227,10 @@ def _kept_by_their_state(conn, window: Window) -> list[tuple]:
     payments and debits, the engines' debit reversals and file lines, ...): read from the database's
     own foreign keys, so that a table added later, in any area, keeps what it names."""
     out = [("bills", b) for b in _open_bills(conn, window)]
+    mm = recon_match_members.c      # a statement debit matched to a refund (refunds stay)
+    out += [("recon_matches", m) for m in conn.execute(
+        select(mm.match_id).distinct().where(mm.refund_id.is_not(None), _candidate(recon_match_members, window)))
+        .scalars()]
     found = inspect(conn)
     for name in found.get_table_names():
         if name in ARCHIVED:
@@ -238,6 +281,7 @@ def followers(selection: Selection, window: Window) -> dict[str, tuple]:
         "debit_bills": (debit_bills, where_in(debit_bills.c.debit_id, ids.get("debits", []))),
         "debit_attempts": (debit_attempts, where_in(debit_attempts.c.debit_id, ids.get("debits", []))),
         "billing_feed": (billing_feed, where_in(feed.seq, ids.get("billing_feed", []))),
+        "recon_drop_files": (recon_drop_files, where_in(recon_drop_files.c.id, ids.get("recon_drop_files", []))),
         "outbox": (outbox, [(outbox.c.created_at < window.end) & outbox.c.state.in_(DONE_NOTICES)]),
         "audit_log": (audit_log, [audit_log.c.at < window.end]),
     }

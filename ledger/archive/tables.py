@@ -7,6 +7,8 @@
     allocated   ''          the removed allocations
     bank_paid   <bank>      the bank's removed payments less their removed reversals
     feed_rows   ''          billing feed rows removed (their seqs are in the archive file)
+    remitted    <bank>      what reconciliation attributed of the removed statement credits to the
+                            bank's remittances (invariants 6 and 15 add it to what remains)
   A customer's prepaid balance is carried by a prepaid movement of kind ``opening`` instead, so that
   every reader of the balance (inquiry, posting, the customer view) sums the same rows as before.
 - ``archived_months``: one row per month archived (idempotence: a month listed is never archived
@@ -21,7 +23,7 @@ from ledger.schema import Money, Ts, metadata
 archive_openings = Table(
     "archive_openings", metadata,
     Column("month", String(7), nullable=False),           # YYYY-MM: the archived month that carried it
-    Column("figure", String(20), nullable=False),         # account | billed | allocated | bank_paid | feed_rows
+    Column("figure", String(20), nullable=False),         # account, billed, ... remitted (above)
     Column("key", String(40), nullable=False),            # the account, the bank code, or ''
     Column("amount", Money, nullable=False),
     PrimaryKeyConstraint("month", "figure", "key"),
