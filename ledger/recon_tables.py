@@ -15,7 +15,7 @@
 """
 from __future__ import annotations
 
-from sqlalchemy import Column, Date, ForeignKey, Index, Integer, String, Table, Text, UniqueConstraint
+from sqlalchemy import Column, Date, ForeignKey, Index, Integer, String, Table, Text, UniqueConstraint, text
 
 from ledger.schema import Id, Money, Ts, _id, metadata
 
@@ -87,6 +87,8 @@ recon_items = Table(
     Index(None, "status", "bank_code", "business_date"),
     Index(None, "payment_id"),
     Index(None, "remits_run_id"),
+    # the archive's removal of a debit checks this foreign key (0022)
+    Index(None, "debit_id", postgresql_where=text("debit_id IS NOT NULL"), sqlite_where=text("debit_id IS NOT NULL")),
 )
 
 recon_matches = Table(
@@ -114,6 +116,8 @@ recon_match_members = Table(
     Index(None, "item_id"),
     Index(None, "payment_id"),
     Index(None, "refund_id"),
+    # the archive's removal of a bank run checks this foreign key (0022)
+    Index(None, "run_id", postgresql_where=text("run_id IS NOT NULL"), sqlite_where=text("run_id IS NOT NULL")),
 )
 
 recon_drop_files = Table(
