@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Callable, Iterable
 
 MANIFEST = "manifest.json"
 
@@ -54,20 +55,55 @@ def _sync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_month(directory: str | Path, month: str, rows: dict[str, list[dict]], openings: list[dict]) -> tuple[Path, str]:
-    """Write the month's files; returns (the month's directory, the manifest's SHA-256)."""
+class _Hashing:
+    """A file object that hashes what is written through it."""
+
+    def __init__(self, f):
+        self.f, self.sha = f, hashlib.sha256()
+
+    def write(self, data) -> int:
+        self.sha.update(data)
+        return self.f.write(data)
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def _write_rows(path: Path, rows: Iterable[dict]) -> tuple[int, str]:
+    """Stream ``rows`` into ``path`` (gzip, JSON lines) through a temporary name; (rows, SHA-256)."""
+    tmp = path.with_name(path.name + ".tmp")
+    count = 0
+    with open(tmp, "wb") as f:
+        hashing = _Hashing(f)
+        with gzip.GzipFile(fileobj=hashing, mode="wb", mtime=0, filename="") as z:
+            for row in rows:
+                z.write(_line(row))
+                count += 1
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    digest = hashing.sha.hexdigest()
+    if sha256_of(path) != digest:
+        raise ArchiveFileError(f"{path} does not read back as written")
+    return count, digest
+
+
+def write_month(directory: str | Path, month: str, tables: dict[str, Callable[[], Iterable[dict]]],
+                openings: list[dict]) -> tuple[Path, str, dict[str, int]]:
+    """Write the month's files, each table's rows streamed from ``tables[name]()``; returns (the
+    month's directory, the manifest's SHA-256, rows written per table)."""
     where = Path(directory) / month
     where.mkdir(parents=True, exist_ok=True)
-    tables = {}
-    for table, table_rows in sorted(rows.items()):
-        data = gzip.compress(b"".join(_line(r) for r in table_rows), mtime=0)
+    entries = {}
+    for table, rows in sorted(tables.items()):
         name = f"{table}.jsonl.gz"
-        tables[table] = {"file": name, "rows": len(table_rows), "sha256": _write_synced(where / name, data)}
-    manifest = {"month": month, "tables": tables, "openings": openings}
+        count, digest = _write_rows(where / name, rows())
+        entries[table] = {"file": name, "rows": count, "sha256": digest}
+    manifest = {"month": month, "tables": entries, "openings": openings}
     digest = _write_synced(where / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())
     _sync_dir(where)
     _sync_dir(where.parent)
-    return where, digest
+    return where, digest, {t: e["rows"] for t, e in entries.items()}
 
 
 def read_month(directory: str | Path, month: str) -> dict[str, list[dict]]:

@@ -10,27 +10,27 @@ by the next run).
 """
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
-from typing import Callable
+from functools import partial
+from typing import Callable, Iterator
 
 from sqlalchemy import func, insert, select
 
+from ledger.archive.carry import carry_prepaid, month_openings
 from ledger.archive.files import write_month
 from ledger.archive.remove import remove_month
-from ledger.archive.selection import TABLES, TIES, Selection, Window, followers, select_month, where_in
+from ledger.archive.selection import Window, parts, select_month
 from ledger.archive.tables import archive_openings, archived_months
 from ledger.audit import audit_row, write_audit
 from ledger.errors import Refused
-from ledger.recon.remittances import attributed
 from ledger.schema import audit_log, bills, journal_entries, outbox, payments, prepaid_movements
 
 # deleted in this order: rows naming another before the row they name
 REMOVAL_ORDER = ("journal_lines", "journal_entries", "billing_feed", "recon_match_members", "recon_matches",
                  "recon_items", "recon_drop_files", "recon_runs", "debit_bills", "debit_attempts", "allocations",
                  "prepaid_movements", "reversals", "payments", "debits", "bills", "outbox", "audit_log")
-OPENING_KIND = "opening"
+STREAM_BATCH = 10_000     # rows a server-side cursor hands over at a time
 
 
 class ArchiveRefused(Refused):
@@ -121,100 +121,49 @@ def archive(engine, before: str, *, directory: str, actor: str, clock, retention
 def _archive_month(engine, window: Window, directory, actor, clock, dry_run, progress, before_removal) -> MonthResult:
     conn_options = {"isolation_level": "SERIALIZABLE"} if engine.dialect.name == "postgresql" else {}
     with engine.connect().execution_options(**conn_options) as conn, conn.begin() as tx:
-        selection = select_month(conn, window)
-        parts = _parts(selection, window)
-        rows = {name: _rows(conn, table, clauses) for name, (table, clauses) in parts.items()}
-        parts["bills"] = _newest_bills_first(rows["bills"])
-        openings, carried = _openings(window.month, rows, _remitted(conn, selection))
-        result = MonthResult(window.month, {n: len(r) for n, r in rows.items()}, openings)
+        marks = select_month(conn, window)
+        removing = parts(marks, window)
+        openings = month_openings(conn, marks, window.month)
+        result = MonthResult(window.month, {n: _count(conn, t, c) for n, (t, c) in removing.items()}, openings)
         if dry_run:
             tx.rollback()
             return result
         progress(f"{window.month}: writing {sum(result.rows.values())} rows to {directory}")
-        where, digest = write_month(directory, window.month, rows, openings)
-        result.directory = str(where)
+        where, digest, written = write_month(directory, window.month, {
+            name: partial(_stream, conn, table, clauses) for name, (table, clauses) in removing.items()}, openings)
+        result.directory, result.rows = str(where), written
         before_removal(window.month)
+        carry_prepaid(conn, marks, window.end)
         for name in REMOVAL_ORDER:
-            table, clauses = parts[name]
+            table, clauses = removing[name]
             removed = remove_month(conn, table, window.month, clauses)
-            if removed != len(rows[name]):
+            if removed != written[name]:
                 raise ArchiveRefused(f"{window.month}: {name} removed {removed} rows, the file holds "
-                                     f"{len(rows[name])}: nothing archived")
-        _record(conn, window, openings, carried, actor, clock, str(where), digest, result)
+                                     f"{written[name]}: nothing archived")
+        marks.drop()
+        _record(conn, window, openings, actor, clock, str(where), digest, result)
     return result
 
 
-def _parts(selection: Selection, window: Window) -> dict[str, tuple]:
-    """table name -> (table, clauses naming its rows that go)."""
-    out = {"journal_entries": (journal_entries, where_in(journal_entries.c.entry_id, selection.ids["journal_entries"]))}
-    for name, (key, _) in TIES.items():
-        out[name] = (TABLES[name], where_in(TABLES[name].c[key], selection.ids[name]))
-    return {**out, **followers(selection, window)}
+def _count(conn, table, clauses) -> int:
+    return sum(conn.execute(select(func.count()).select_from(table).where(c)).scalar_one() for c in clauses)
 
 
-def _newest_bills_first(bill_rows: list[dict]) -> tuple:
-    """The bills' removal clauses, newest first: a correction's twin and replacement name the
-    bill they correct, and go in an earlier (or the same) chunk."""
-    ordered = [b["bill_id"] for b in sorted(bill_rows, key=lambda b: b["created_at"], reverse=True)]
-    return bills, where_in(bills.c.bill_id, ordered)
-
-
-def _rows(conn, table, clauses) -> list[dict]:
-    key = [c.name for c in table.primary_key.columns]
-    seen, out = set(), []
+def _stream(conn, table, clauses) -> Iterator[dict]:
+    """The rows, in key order, from a server-side cursor (PostgreSQL) a batch at a time."""
+    key = list(table.primary_key.columns)
     for clause in clauses:
-        for r in conn.execute(select(table).where(clause)).mappings():
-            k = tuple(r[c] for c in key)
-            if k not in seen:
-                seen.add(k)
-                out.append(dict(r))
-    return sorted(out, key=lambda r: tuple(str(r[c]) for c in key))
+        rows = conn.execute(select(table).where(clause).order_by(*key).execution_options(yield_per=STREAM_BATCH))
+        for r in rows.mappings():
+            yield dict(r)
 
 
-def _remitted(conn, selection: Selection) -> dict[str, int]:
-    """bank -> what reconciliation attributes of the removed statement credits to the bank's remittances
-    (read before they go: what attributes them goes with them)."""
-    out: dict[str, int] = defaultdict(int)
-    removed = set(selection.ids["recon_items"])
-    for item, banks in attributed(conn).items():
-        if item in removed:
-            for bank, fen in banks.items():
-                out[bank] += fen
-    return out
-
-
-def _openings(month: str, rows: dict[str, list[dict]], remitted: dict[str, int]) -> tuple[list[dict], dict[str, int]]:
-    """The figures the removed rows carry forward, and each customer's removed prepaid movements."""
-    figures: dict[tuple[str, str], int] = defaultdict(int)
-    for bank, fen in remitted.items():
-        figures[("remitted", bank)] += fen
-    for line in rows["journal_lines"]:
-        figures[("account", line["account"])] += int(line["amount"])
-    figures[("billed", "")] += sum(int(b["principal"]) + int(b["penalty"]) for b in rows["bills"])
-    figures[("allocated", "")] += sum(int(a["amount"]) for a in rows["allocations"])
-    bank_of = {p["payment_id"]: p["bank_code"] for p in rows["payments"]}
-    for p in rows["payments"]:
-        figures[("bank_paid", p["bank_code"])] += int(p["amount"])
-    for r in rows["reversals"]:
-        figures[("bank_paid", bank_of[r["payment_id"]])] -= int(r["amount"])
-    figures[("feed_rows", "")] += len(rows["billing_feed"])
-    carried: dict[str, int] = defaultdict(int)
-    for m in rows["prepaid_movements"]:
-        carried[m["customer_no"]] += int(m["amount"])
-    openings = [{"month": month, "figure": f, "key": k, "amount": v} for (f, k), v in sorted(figures.items()) if v]
-    return openings, {c: v for c, v in carried.items() if v}
-
-
-def _record(conn, window: Window, openings, carried, actor, clock, where, digest, result: MonthResult) -> None:
+def _record(conn, window: Window, openings, actor, clock, where, digest, result: MonthResult) -> None:
     now = clock.now()
     if openings:
         conn.execute(insert(archive_openings), openings)
-    if carried:
-        conn.execute(insert(prepaid_movements), [
-            {"customer_no": c, "amount": v, "kind": OPENING_KIND, "created_at": window.end} for c, v in sorted(carried.items())])
     conn.execute(insert(archived_months).values(month=window.month, cutoff=window.end, archived_at=now, actor=actor,
                                                 directory=where, manifest_sha256=digest,
                                                 rows=sum(result.rows.values())))
     write_audit(conn, [audit_row(now, actor, "archive_month", "month", window.month, rows=result.rows,
                                  directory=where, manifest_sha256=digest)])
-

@@ -25,12 +25,13 @@ bank requests and imports are not archived.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime
 
-from sqlalchemy import String, cast, func, inspect, select
+from sqlalchemy import String, cast, func, inspect, literal, select
 from sqlalchemy import column as sql_column, table as sql_table
 
+from ledger.archive.marks import Marks
 from ledger.billing_feed.tables import billing_feed
 from ledger.posting.money_out_kinds import ITEM
 from ledger.recon_tables import recon_drop_files, recon_items, recon_match_members, recon_matches, recon_runs
@@ -75,13 +76,11 @@ class Window:
     next_date: date     # business dates before it likewise
 
 
-@dataclass
-class Selection:
-    """Ids removed per table (``journal_lines``, ``debit_bills`` etc. follow their parents)."""
-    ids: dict[str, list] = field(default_factory=dict)
-
-    def count(self) -> int:
-        return sum(len(v) for v in self.ids.values())
+def keys() -> dict[str, object]:
+    """table name -> its key column, for every table whose removed keys are marked (``Marks.go``)."""
+    return {**{name: TABLES[name].c[key] for name, (key, _) in TIES.items()},
+            "journal_entries": journal_entries.c.entry_id, "billing_feed": billing_feed.c.seq,
+            "recon_drop_files": recon_drop_files.c.id}
 
 
 def _candidate(table, window: Window):
@@ -100,120 +99,66 @@ def _candidate(table, window: Window):
     return c.created_at < window.end
 
 
-class _Groups:
-    """Union-find over (table, key); a root marked kept keeps its whole group."""
-
-    def __init__(self):
-        self.parent: dict = {}
-        self.kept: set = set()
-
-    def find(self, node):
-        self.parent.setdefault(node, node)
-        while self.parent[node] != node:
-            self.parent[node] = self.parent[self.parent[node]]
-            node = self.parent[node]
-        return node
-
-    def tie(self, a, b) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[ra] = rb
-            if ra in self.kept:
-                self.kept.add(rb)
-
-    def keep(self, node) -> None:
-        self.kept.add(self.find(node))
-
-    def goes(self, node) -> bool:
-        return self.find(node) not in self.kept
-
-
-def select_month(conn, window: Window) -> Selection:
-    groups = _Groups()
-    candidates: dict[str, set] = {}
-    for name, (key, ties) in TIES.items():
+def select_month(conn, window: Window) -> Marks:
+    """Mark the month's rows that go (``Marks.go``: one temporary table of keys per table)."""
+    marks = Marks(conn, keys())
+    for name, (key, tied) in TIES.items():
         table = TABLES[name]
-        cols = [table.c[key], *(table.c[t] for t in ties)]
-        rows = conn.execute(select(*cols).where(_candidate(table, window))).all()
-        candidates[name] = {r[0] for r in rows}
-        for r in rows:
-            groups.find((name, r[0]))
-            for value, target in zip(r[1:], ties.values()):
-                if value is not None:
-                    groups.tie((name, r[0]), (target, value))
-    entries = conn.execute(select(journal_entries.c.entry_id, journal_entries.c.ref_type, journal_entries.c.ref_id)
-                           .where(_candidate(journal_entries, window),
-                                  journal_entries.c.ref_type.in_(ENTRY_REFS))).all()
-    candidates["journal_entries"] = {e.entry_id for e in entries}
-    for debit_id, bill_id in conn.execute(select(debit_bills.c.debit_id, debit_bills.c.bill_id)
-                                          .where(debit_bills.c.debit_id.in_(_candidates(debits, window)))):
-        groups.tie(("debits", debit_id), ("bills", bill_id))
-    for item_id, run_id in _run_items(conn, window):
-        groups.tie(("recon_items", item_id), ("recon_runs", run_id))
-    for e in entries:
-        target = ENTRY_REFS[e.ref_type]
-        ref = e.ref_id if target == "bills" else int(e.ref_id)
-        groups.tie(("journal_entries", e.entry_id), (target, ref))
-    # a tie to a row that is not a candidate (newer, or not final) keeps the group
-    for node in list(groups.parent):
-        if node[1] not in candidates.get(node[0], ()):
-            groups.keep(node)
-    for node in _kept_by_newer_rows(conn, window) + _kept_by_their_state(conn, window):
-        groups.keep(node)
-    selection = Selection({name: sorted(k for k in keys if groups.goes((name, k))) for name, keys in candidates.items()})
-    selection.ids["billing_feed"] = _feed_rows(conn, selection, window)
-    selection.ids["recon_drop_files"] = _drop_files(conn, selection)
-    return selection
+        marks.add_nodes(name, table.c[key], _candidate(table, window))
+        for column, target in tied.items():
+            marks.add_ties(name, table.c[key], target, table.c[column], _candidate(table, window))
+    je = journal_entries.c
+    marks.add_nodes("journal_entries", je.entry_id, _candidate(journal_entries, window), je.ref_type.in_(ENTRY_REFS))
+    for ref_type, target in ENTRY_REFS.items():
+        marks.add_ties("journal_entries", je.entry_id, target, je.ref_id, _candidate(journal_entries, window),
+                       je.ref_type == ref_type)
+    marks.add_ties("debits", debit_bills.c.debit_id, "bills", debit_bills.c.bill_id,
+                   debit_bills.c.debit_id.in_(_candidates(debits, window)))
+    i = recon_items.c     # a bank run and its items, open or not: an open item keeps its run
+    marks.add_ties("recon_runs", i.run_id, "recon_items", i.item_id, i.run_id.in_(_candidates(recon_runs, window)))
+    marks.analyze()
+    marks.keep_tied_to_others()
+    _keep_by_newer_rows(marks, window)
+    _keep_by_their_state(marks, window)
+    marks.analyze()
+    marks.spread()
+    for name in (*TIES, "journal_entries"):
+        marks.settle(name)
+    _mark_feed_rows(marks, window)
+    _mark_drop_files(marks)
+    marks.analyze(*marks.go.values())
+    return marks
 
 
-def _run_items(conn, window: Window):
-    """(item_id, run_id) of every item of the month's bank runs: an item not a candidate (open)
-    then keeps its run."""
-    i = recon_items.c
-    return conn.execute(select(i.item_id, i.run_id).where(i.run_id.in_(_candidates(recon_runs, window)))).all()
-
-
-def _drop_files(conn, selection: Selection) -> list[int]:
+def _mark_drop_files(marks: Marks) -> None:
     """The drop directory's records of the removed runs' files (``ref`` run:<id>)."""
-    refs = [f"run:{r}" for r in selection.ids["recon_runs"]]
-    return sorted(i for clause in where_in(recon_drop_files.c.ref, refs)
-                  for i in conn.execute(select(recon_drop_files.c.id).where(clause)).scalars())
+    d = recon_drop_files.c
+    marks.fill("recon_drop_files", d.id, d.ref.in_(select(literal("run:") + cast(marks.go["recon_runs"].c.k, String))))
 
 
-def _feed_rows(conn, selection: Selection, window: Window) -> list[int]:
-    """The seqs of the feed rows naming a removed payment, reversal or movement: one read of the feed's
-    rows dated up to the month's end (the feed has no index on what it names: posting does not need one)."""
-    named = {"payment_id": set(selection.ids["payments"]), "reversal_id": set(selection.ids["reversals"]),
-             "prepaid_movement_id": set(selection.ids["prepaid_movements"])}
+def _mark_feed_rows(marks: Marks, window: Window) -> None:
+    """The feed rows naming a removed payment, reversal or movement, dated up to the month's end."""
     f = billing_feed.c
-    rows = conn.execute(select(f.seq, f.payment_id, f.reversal_id, f.prepaid_movement_id)
-                        .where(f.business_date < window.next_date))
-    return sorted(r.seq for r in rows if any(r._mapping[c] in ids for c, ids in named.items()))
+    marks.fill("billing_feed", f.seq, f.business_date < window.next_date,
+               f.payment_id.in_(marks.going("payments")) | f.reversal_id.in_(marks.going("reversals"))
+               | f.prepaid_movement_id.in_(marks.going("prepaid_movements")))
 
 
-def _kept_by_newer_rows(conn, window: Window) -> list[tuple]:
-    """(table, key) of candidates that a row outside the candidates names."""
-    out = []
-    for name, (key, ties) in TIES.items():
+def _keep_by_newer_rows(marks: Marks, window: Window) -> None:
+    """Candidates that a row outside the candidates names stay."""
+    for name, (key, tied) in TIES.items():
         table = TABLES[name]
-        for column, target in ties.items():
-            for (value,) in conn.execute(select(table.c[column]).distinct()
-                                         .where(~_candidate(table, window), table.c[column].is_not(None))
-                                         .where(table.c[column].in_(_candidates(TABLES[target], window)))):
-                out.append((target, value))
+        for column, target in tied.items():
+            marks.keep(target, table.c[column], ~_candidate(table, window),
+                       table.c[column].in_(_candidates(TABLES[target], window)))
     je = journal_entries.c
     for ref_type, target in ENTRY_REFS.items():
         key = TABLES[target].c[TIES[target][0]]
-        for (ref,) in conn.execute(select(je.ref_id).distinct()
-                                   .where(~_candidate(journal_entries, window), je.ref_type == ref_type)
-                                   .where(je.ref_id.in_(select(cast(key, String))
-                                                        .where(_candidate(TABLES[target], window))))):
-            out.append((target, ref if target == "bills" else int(ref)))
+        marks.keep(target, je.ref_id, ~_candidate(journal_entries, window), je.ref_type == ref_type,
+                   je.ref_id.in_(select(cast(key, String)).where(_candidate(TABLES[target], window))))
     db = debit_bills.c
-    for (bill_id,) in conn.execute(select(db.bill_id).distinct().select_from(debit_bills.join(debits))
-                                   .where(~_candidate(debits, window), db.bill_id.in_(_candidates(bills, window)))):
-        out.append(("bills", bill_id))
-    return out
+    marks.keep("bills", db.bill_id, ~_candidate(debits, window), db.bill_id.in_(_candidates(bills, window)),
+               select_from=debit_bills.join(debits))
 
 
 def _candidates(table, window: Window):
@@ -222,16 +167,15 @@ def _candidates(table, window: Window):
     return select(table.c[TIES[table.name][0]]).where(_candidate(table, window))
 
 
-def _kept_by_their_state(conn, window: Window) -> list[tuple]:
-    """Open bills, and rows a table that is not archived names by a foreign key (reconciliation's
-    payments and debits, the engines' debit reversals and file lines, ...): read from the database's
-    own foreign keys, so that a table added later, in any area, keeps what it names."""
-    out = [("bills", b) for b in _open_bills(conn, window)]
-    mm = recon_match_members.c      # a statement debit matched to a refund (refunds stay)
-    out += [("recon_matches", m) for m in conn.execute(
-        select(mm.match_id).distinct().where(mm.refund_id.is_not(None), _candidate(recon_match_members, window)))
-        .scalars()]
-    found = inspect(conn)
+def _keep_by_their_state(marks: Marks, window: Window) -> None:
+    """Open bills, matches naming a refund (a statement debit that paid one out: refunds stay), and
+    rows a table that is not archived names by a foreign key (the engines' debit reversals and file
+    lines, ...): read from the database's own foreign keys, so that a table added later, in any
+    area, keeps what it names."""
+    _keep_open_bills(marks, window)
+    mm = recon_match_members.c
+    marks.keep("recon_matches", mm.match_id, mm.refund_id.is_not(None), _candidate(recon_match_members, window))
+    found = inspect(marks.conn)
     for name in found.get_table_names():
         if name in ARCHIVED:
             continue
@@ -239,49 +183,34 @@ def _kept_by_their_state(conn, window: Window) -> list[tuple]:
             target = fk["referred_table"]
             if target in TIES and len(fk["constrained_columns"]) == 1:
                 named = sql_column(fk["constrained_columns"][0])
-                out += [(target, v) for (v,) in conn.execute(
-                    select(named).distinct().select_from(sql_table(name, named))
-                    .where(named.in_(_candidates(TABLES[target], window))))]
-    return out
+                marks.keep(target, named, named.in_(_candidates(TABLES[target], window)),
+                           select_from=sql_table(name, named))
 
 
-def _open_bills(conn, window: Window) -> list[str]:
-    """Candidate bills still owing: not reversing, not cancelled by a twin, allocated (all of it,
-    whenever) short of principal + penalty."""
+def _keep_open_bills(marks: Marks, window: Window) -> None:
+    """Candidate bills still owing stay: not reversing, not cancelled by a twin, allocated (all of
+    it, whenever) short of principal + penalty."""
     a, b = allocations.c, bills.c
     twin = bills.alias("twin")
     allocated = (select(a.bill_id, func.sum(a.amount).label("s")).where(a.bill_id.in_(_candidates(bills, window)))
                  .group_by(a.bill_id).subquery())
     owing = b.principal + b.penalty - func.coalesce(allocated.c.s, 0)
-    return list(conn.execute(
-        select(b.bill_id).select_from(bills.outerjoin(allocated, allocated.c.bill_id == b.bill_id)
-                                      .outerjoin(twin, twin.c.reverses_bill_id == b.bill_id))
-        .where(_candidate(bills, window), b.kind != "R", twin.c.bill_id.is_(None), owing != 0)).scalars())
+    marks.keep("bills", b.bill_id, _candidate(bills, window), b.kind != "R", twin.c.bill_id.is_(None), owing != 0,
+               select_from=bills.outerjoin(allocated, allocated.c.bill_id == b.bill_id)
+               .outerjoin(twin, twin.c.reverses_bill_id == b.bill_id))
 
 
-CHUNK = 5000    # ids per IN list (SQLite's and Oracle's limits on bound parameters)
+def parts(marks: Marks, window: Window) -> dict[str, tuple]:
+    """table name -> (table, [where clauses]) of every table's rows that go: the marked rows; lines of
+    removed entries, a removed debit's bills and attempts; notices sent or dead, the audit log,
+    before the month's end."""
+    out = {name: ({**TABLES, **_FOLLOWING}[name], [key.in_(marks.going(name))]) for name, key in keys().items()}
+    return {**out,
+            "journal_lines": (journal_lines, [journal_lines.c.entry_id.in_(marks.going("journal_entries"))]),
+            "debit_bills": (debit_bills, [debit_bills.c.debit_id.in_(marks.going("debits"))]),
+            "debit_attempts": (debit_attempts, [debit_attempts.c.debit_id.in_(marks.going("debits"))]),
+            "outbox": (outbox, [(outbox.c.created_at < window.end) & outbox.c.state.in_(DONE_NOTICES)]),
+            "audit_log": (audit_log, [audit_log.c.at < window.end])}
 
 
-def chunks(ids: list) -> list[list]:
-    return [ids[i:i + CHUNK] for i in range(0, len(ids), CHUNK)] or [[]]
-
-
-def where_in(column, ids: list) -> list:
-    """``column IN ids`` as clauses of at most CHUNK ids each."""
-    return [column.in_(part) for part in chunks(ids)]
-
-
-def followers(selection: Selection, window: Window) -> dict[str, tuple]:
-    """table name -> (table, [where clauses]) of the rows that go with the selection: lines of removed
-    entries, a removed debit's bills and attempts, feed rows of removed changes; notices sent or dead,
-    the audit log, before the month's end."""
-    ids, feed = selection.ids, billing_feed.c
-    return {
-        "journal_lines": (journal_lines, where_in(journal_lines.c.entry_id, ids.get("journal_entries", []))),
-        "debit_bills": (debit_bills, where_in(debit_bills.c.debit_id, ids.get("debits", []))),
-        "debit_attempts": (debit_attempts, where_in(debit_attempts.c.debit_id, ids.get("debits", []))),
-        "billing_feed": (billing_feed, where_in(feed.seq, ids.get("billing_feed", []))),
-        "recon_drop_files": (recon_drop_files, where_in(recon_drop_files.c.id, ids.get("recon_drop_files", []))),
-        "outbox": (outbox, [(outbox.c.created_at < window.end) & outbox.c.state.in_(DONE_NOTICES)]),
-        "audit_log": (audit_log, [audit_log.c.at < window.end]),
-    }
+_FOLLOWING = {"journal_entries": journal_entries, "billing_feed": billing_feed, "recon_drop_files": recon_drop_files}
