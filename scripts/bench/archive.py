@@ -3,6 +3,9 @@ built through the posting path.
 
     .venv/bin/python -m scripts.bench.archive [--customers 10000] [--db sqlite|postgresql|both]
 
+Run at two sizes (e.g. --customers 20000, then 100000) to see that the archive's peak RSS does not
+grow with the month: it marks the rows on the database and streams them to the files.
+
 Set-up (not timed, reported): a fresh database (an SQLite file, or a PostgreSQL schema of its own on
 GRIDPAY_BENCH_PG_URL), migrated; ``--customers`` customers, each with a September 2026 bill paid in
 September at a counter (one in ten paying 10 % more: prepaid) and an October bill, 80 % paid in
@@ -10,8 +13,9 @@ October. Every payment goes through ``ledger.synchronous_posting.post`` (journal
 so the ledger verifies.
 
 Timed: archiving September (its bills, payments, allocations, prepaid movements, journal entries and
-lines, feed rows, the audit log: files written and fsynced, rows removed, openings written), then
-``ledger verify`` on what remains. Judged by: rows archived per second, read against the utility's
+lines, feed rows, the audit log: files written and fsynced, rows removed, openings written) in a
+process of its own, whose peak RSS (``VmHWM``: this process's own, not the set-up's) is reported,
+then ``ledger verify`` on what remains. Judged by: rows archived per second, read against the utility's
 month (4.3 M bills and their payments: about 30 M rows, with journal lines and feed rows) in a
 maintenance window of a few hours; no target is asserted.
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -66,19 +71,41 @@ def bench(url: str, args) -> dict:
     started = time.perf_counter()
     build(engine, args.customers)
     setup_s = time.perf_counter() - started
+    engine.dispose()
     with tempfile.TemporaryDirectory(prefix="gridpay-bench-archive-") as where:
-        started = time.perf_counter()
-        results = archive(engine, "2026-10", directory=where, actor="bench:archive", clock=ManualClock(NOW),
-                          retention_months=1)
-        archive_s = time.perf_counter() - started
+        child = subprocess.run([sys.executable, "-m", "scripts.bench.archive", "--archive-only", url, where],
+                               cwd=ROOT, capture_output=True, text=True, check=True)
+    archived = json.loads(child.stdout.splitlines()[-1])
+    engine = new_engine(url)
     started = time.perf_counter()
     failures = verify(engine)
     verify_s = time.perf_counter() - started
     engine.dispose()
+    return {"setup_s": round(setup_s, 1), **archived, "verify_s": round(verify_s, 2), "verify_failures": len(failures)}
+
+
+def _rss_mb(field: str) -> float:
+    """``VmHWM`` (peak) or ``VmRSS`` of this process, in MB (Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return float("nan")
+
+
+def archive_only(url: str, where: str) -> dict:
+    """The timed archive, in this (child) process: its figures and peak RSS."""
+    engine = new_engine(url)
+    with engine.connect():
+        pass
+    before_mb = _rss_mb("VmRSS")
+    started = time.perf_counter()
+    results = archive(engine, "2026-10", directory=where, actor="bench:archive", clock=ManualClock(NOW),
+                      retention_months=1)
+    archive_s = time.perf_counter() - started
+    engine.dispose()
     rows = {t: n for r in results for t, n in r.rows.items() if n}
-    return {"setup_s": round(setup_s, 1), "archive_s": round(archive_s, 2), "rows": rows,
-            "rows_per_s": round(sum(rows.values()) / archive_s), "verify_s": round(verify_s, 2),
-            "verify_failures": len(failures)}
+    return {"archive_s": round(archive_s, 2), "rows": rows, "rows_per_s": round(sum(rows.values()) / archive_s),
+            "rss_before_mb": before_mb, "peak_rss_mb": _rss_mb("VmHWM")}
 
 
 def report(db: str, r: dict) -> None:
@@ -87,9 +114,15 @@ def report(db: str, r: dict) -> None:
           f"ledger verify afterwards {r['verify_s']} s, {r['verify_failures']} failure(s)")
     print("  " + ", ".join(f"{t} {n}" for t, n in sorted(r["rows"].items())))
     print(f"  the utility's month, ~30 M rows, at this rate: ~{30_000_000 / r['rows_per_s'] / 3600:.1f} h")
+    print(f"  peak RSS of the archiving process: {r['peak_rss_mb']} MB ({r['rss_before_mb']} MB before it began; "
+          f"target: the same at every size)")
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--archive-only"]:
+        print(json.dumps(archive_only(argv[1], argv[2])))
+        return 0
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--customers", type=int, default=10_000)
     ap.add_argument("--db", choices=["sqlite", "postgresql", "both"], default="both")
