@@ -88,7 +88,8 @@ recon_items = Table(
     Index(None, "payment_id"),
     Index(None, "remits_run_id"),
     # the archive's removal of a debit checks this foreign key (0022)
-    Index(None, "debit_id", postgresql_where=text("debit_id IS NOT NULL"), sqlite_where=text("debit_id IS NOT NULL")),
+    Index(None, "debit_id", postgresql_where=text("debit_id IS NOT NULL"),
+          sqlite_where=text("debit_id IS NOT NULL")),
 )
 
 recon_matches = Table(

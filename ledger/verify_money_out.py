@@ -18,7 +18,6 @@
 """
 from __future__ import annotations
 
-from collections import defaultdict
 
 from sqlalchemy import String, and_, cast, func, select
 

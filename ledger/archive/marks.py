@@ -11,7 +11,9 @@ that the archive's memory stays flat whatever the month's size: no key is held i
 """
 from __future__ import annotations
 
-from sqlalchemy import Column, Index, MetaData, String, Table, and_, cast, delete, exists, func, insert, literal, select, text
+from sqlalchemy import (
+    Column, Index, MetaData, String, Table, and_, cast, delete, exists, func, insert, literal, select, text,
+)
 
 _temporary = MetaData()
 KEY = String(64)
@@ -23,7 +25,8 @@ def _table(name: str, *columns, keys: tuple = ()) -> Table:
 
 
 def _row_ref(prefix: str = "", primary_key: bool = True) -> list[Column]:
-    return [Column(f"{prefix}tbl", String(30), primary_key=primary_key), Column(f"{prefix}k", KEY, primary_key=primary_key)]
+    return [Column(f"{prefix}tbl", String(30), primary_key=primary_key),
+            Column(f"{prefix}k", KEY, primary_key=primary_key)]
 
 
 def _go_table(name: str, key: Column) -> Table:

@@ -19,9 +19,9 @@ what remains still satisfies every per-row invariant of ``ledger verify`` and ev
 
 What else goes: the removed rows' journal lines, debit_bills and debit_attempts, the billing feed
 rows naming a removed payment, reversal or movement, the drop directory's record of a removed
-run's file; outbox notices sent or dead; the audit log. Finance runs (a statement's closed
-items go one by one, with the bank runs and payments they are matched to), refunds, payout entries, customers, agreements,
-bank requests and imports are not archived.
+run's file; outbox notices sent or dead; the audit log. Finance runs (a statement's closed items
+go one by one, with the bank runs and payments they are matched to), refunds, payout entries,
+customers, agreements, bank requests and imports are not archived.
 """
 from __future__ import annotations
 
