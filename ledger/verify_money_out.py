@@ -18,7 +18,6 @@
 """
 from __future__ import annotations
 
-
 from sqlalchemy import String, and_, cast, func, select
 
 from ledger.archive.openings import openings
