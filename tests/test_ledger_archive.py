@@ -334,3 +334,45 @@ def test_an_open_reconciliation_item_keeps_its_run_and_what_the_run_names(db_url
         assert named <= set(conn.execute(select(payments.c.payment_id)).scalars())
         assert not conn.execute(select(archive_openings).where(archive_openings.c.figure == "remitted")).all()
     engine.dispose()
+
+
+def test_on_postgresql_a_month_partition_whose_rows_all_go_is_dropped_and_one_keeping_rows_is_deleted_from(
+        pg_url, tmp_path):
+    """The reports' ledger with a partition for each month from July to October: the audit log's
+    July to October partitions (every row archived) are detached and dropped; the journal's July
+    (K5's open bill) and October (K1's, K3's and K4's) partitions keep the entries that stay, the
+    others deleted from them; a second archive of the same months finds nothing; verify holds and
+    the figures are as they were."""
+    from ledger import partitions
+    from ledger.schema import audit_log, journal_entries
+
+    built = build_ledger(pg_url)
+    engine = built.engine
+    months = [date(2026, m, 1) for m in (7, 8, 9, 10)]
+    with engine.begin() as conn:
+        for name in ("journal_entries", "audit_log"):
+            for month in months:
+                partitions.add_month(conn, name, month)
+        in_july = conn.exec_driver_sql("SELECT count(*) FROM journal_entries_p202607").scalar_one()
+        in_october = conn.exec_driver_sql("SELECT count(*) FROM journal_entries_p202610").scalar_one()
+        audited = conn.exec_driver_sql("SELECT count(*) FROM audit_log_p202610").scalar_one()
+    assert in_july and in_october and audited
+    before = _figures(engine)
+    _archive(built, tmp_path)
+    assert_ledger_verifies(engine)
+    assert _figures(engine) == before
+    with engine.connect() as conn:
+        for month in months:
+            assert partitions.monthly_partition(conn, "audit_log", month) is None      # detached and dropped
+            assert conn.execute(select(func.to_regclass(partitions.partition_name("audit_log", month)))
+                                ).scalar() is None
+        assert partitions.monthly_partition(conn, "journal_entries", months[0]) == "journal_entries_p202607"
+        kept = conn.exec_driver_sql("SELECT count(*) FROM journal_entries_p202610").scalar_one()
+        assert 0 < kept < in_october
+        assert conn.execute(select(func.count()).select_from(audit_log)
+                            .where(audit_log.c.at < datetime(2026, 11, 1, tzinfo=timezone.utc))).scalar_one() == 0
+        assert conn.execute(select(func.count()).select_from(journal_entries)
+                            .where(journal_entries.c.business_date < date(2026, 11, 1))).scalar_one() \
+            == kept + conn.exec_driver_sql("SELECT count(*) FROM journal_entries_p202607").scalar_one()
+    assert len(read_month(tmp_path, "2026-10")["audit_log"]) == audited     # the dropped partition's rows, filed
+    engine.dispose()

@@ -57,8 +57,10 @@ class Marks:
             t.create(conn)
 
     def drop(self) -> None:
+        """Drop the temporary tables (named in the temporary schema: never a table of the ledger)."""
+        schema = "pg_temp" if self.conn.dialect.name == "postgresql" else "temp"
         for t in (*_SHARED, *self.go.values()):
-            self.conn.execute(text(f"DROP TABLE IF EXISTS {t.name}"))
+            self.conn.execute(text(f"DROP TABLE IF EXISTS {schema}.{t.name}"))
 
     def analyze(self, *tables: Table) -> None:
         """PostgreSQL's autovacuum never analyzes a temporary table: without this the planner guesses."""

@@ -19,14 +19,14 @@ what remains still satisfies every per-row invariant of ``ledger verify`` and ev
 
 What else goes: the removed rows' journal lines, debit_bills and debit_attempts, the billing feed
 rows naming a removed payment, reversal or movement, the drop directory's record of a removed
-run's file; outbox notices sent or dead; the audit log. Finance runs (a statement's closed items
+run's file; outbox notices sent or dead; the audit log (by UTC month, as it is partitioned). Finance runs (a statement's closed items
 go one by one, with the bank runs and payments they are matched to), refunds, payout entries,
 customers, agreements, bank requests and imports are not archived.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, time, timezone
 
 from sqlalchemy import String, cast, func, inspect, literal, select
 from sqlalchemy import column as sql_column, table as sql_table
@@ -210,7 +210,8 @@ def parts(marks: Marks, window: Window) -> dict[str, tuple]:
             "debit_bills": (debit_bills, [debit_bills.c.debit_id.in_(marks.going("debits"))]),
             "debit_attempts": (debit_attempts, [debit_attempts.c.debit_id.in_(marks.going("debits"))]),
             "outbox": (outbox, [(outbox.c.created_at < window.end) & outbox.c.state.in_(DONE_NOTICES)]),
-            "audit_log": (audit_log, [audit_log.c.at < window.end])}
+            # by UTC month, as its partitions are: a month's partition can then go whole
+            "audit_log": (audit_log, [audit_log.c.at < datetime.combine(window.next_date, time(), timezone.utc)])}
 
 
 _FOLLOWING = {"journal_entries": journal_entries, "billing_feed": billing_feed, "recon_drop_files": recon_drop_files}
