@@ -172,3 +172,20 @@ def test_partition_names_are_told_from_tables():
     assert not partitions.is_partition_name("audit_log") and not partitions.is_partition_name("payments_p202611")
     with pytest.raises(ValueError):
         partitions.first_of_month("202613")
+
+
+def test_an_entry_id_written_twice_in_two_months_fails_verify(pg_url):
+    """The journal's key holds its month, so the database takes an entry id again in another month
+    (written behind the ledger's back here): ``ledger verify`` names it."""
+    from sqlalchemy import insert
+
+    from ledger.verify import verify
+
+    migrate.upgrade(pg_url)
+    engine = make_engine(pg_url)
+    _ledger(engine, "M1")
+    with engine.begin() as conn:
+        entry = conn.execute(select(journal_entries)).mappings().first()
+        conn.execute(insert(journal_entries), {**entry, "business_date": entry["business_date"] + timedelta(days=40)})
+    assert any(f"journal entry id {entry['entry_id']} is used more than once" in f for f in verify(engine))
+    engine.dispose()
