@@ -7,8 +7,8 @@ history and then with twelve, in one run on PostgreSQL.
 A sample of the customer base, scaled: ``--customers`` customers (the utility has 4.3 million), one
 bill each per month, every bill paid in its month — the same rows per customer as the full base,
 so the tables hold ``customers / 4.3 M`` of a real year's rows. All of it made by the ledger's
-own paths: the demo set's billing files imported by ``gridpay ledger import`` (one child process
-per file), payments posted by ``ledger.synchronous_posting.post`` with a manual clock on their
+own paths: the demo set's customers imported by ``gridpay ledger import``, each month's bills by
+the ledger's import (``ledger.imports.import_file``) with a manual clock on the month's first day, payments posted by ``ledger.synchronous_posting.post`` with a manual clock on their
 days (``--day-payments`` on each of two days, the rest spread over the month), partitions prepared by
 ``gridpay db partitions``. The bank's daily file is the bank's own record of its payments that day.
 
@@ -80,6 +80,16 @@ def import_file(url: str, kind: str, path: Path, workdir: Path, token: str) -> f
     if res["rc"] != 0:
         raise SystemExit(f"gridpay ledger import {kind} {path.name} failed:\n{res['stdout'][-2000:]}{res['stderr'][-2000:]}")
     return res["seconds"]
+
+
+def import_bills(engine, path: Path, month: date) -> None:
+    """A month's bills file, imported by the ledger's import as on the month's first day (its bills'
+    journal entries are of that day, as at the site, where each month's bills come in that month)."""
+    from config.clock import ManualClock
+    from ledger.imports import import_file as ledger_import
+
+    ledger_import(engine, "bills", path, "system:bench-history",
+                  clock=ManualClock(datetime(month.year, month.month, month.day, 2, 0, tzinfo=timezone.utc)))
 
 
 def dues(engine, period: str, customers: list[str]) -> list[tuple[str, int]]:
@@ -227,7 +237,7 @@ def run(url: str, args, workdir: Path) -> dict:
 
     # phase "month": this month's bills, paid but for the customers kept for the measurements
     t0 = time.perf_counter()
-    import_file(url, "bills", bills_of[periods[-1]], workdir, ops)
+    import_bills(engine, bills_of[periods[-1]], months[-1])
     paid = pay_month(engine, dues(engine, periods[-1], history), days_of(months[-1], today, skip=(day_month, day_year)),
                      {day_month: args.day_payments, day_year: args.day_payments})
     setup["month_s"], setup["month_payments"] = round(time.perf_counter() - t0, 1), paid
@@ -244,7 +254,7 @@ def run(url: str, args, workdir: Path) -> dict:
         lines = bills_of[period].read_text(encoding="utf-8").splitlines(keepends=True)
         bills_of[period].write_text(lines[0] + "".join(ln for ln in lines[1:] if ln.split(",")[0] not in kept),
                                     encoding="utf-8")
-        import_file(url, "bills", bills_of[period], workdir, ops)
+        import_bills(engine, bills_of[period], first)
         paid += pay_month(engine, dues(engine, period, kept_month + history), days_of(first, months[-1]), {})
         print(f"set-up {period}: {paid:,} payments so far, {time.perf_counter() - t0:.0f} s", flush=True)
     setup["year_s"], setup["year_payments"] = round(time.perf_counter() - t0, 1), paid
