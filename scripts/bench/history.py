@@ -12,10 +12,11 @@ the ledger's import (``ledger.imports.import_file``) with a manual clock on the 
 days (``--day-payments`` on each of two days, the rest spread over the month), partitions prepared by
 ``gridpay db partitions``. The bank's daily file is the bank's own record of its payments that day.
 
-Phase "month": the customers and this month's bills imported and paid (but for the ``rate x
+Phase "month": the customers and this month's bills imported and paid (but for the 1.25 x ``rate x
 duration`` customers the gateway will serve, and as many kept for the year); then measured:
-- counter: a real ``gridpay serve`` and ``gridpay sim counter`` paced at ``--rate`` payments/s
-  for ``--duration`` s (an inquiry and a payment each), latency p50/p99 per message and per payment;
+- counter: a fresh ``gridpay serve`` and ``gridpay sim counter`` paced at ``--rate`` payments/s, a
+  quarter of ``--duration`` as a warm-up, then ``--duration`` s measured (an inquiry and a payment
+  each): latency p50/p99 per message and per payment;
 - reconciliation: ``gridpay recon bank`` of bank 01020000's file of one day (wall time).
 Phase "year": the eleven months before, imported and paid month by month (their bills, then their
 payments); then the same measurements on the customers and the day kept for it.
@@ -172,22 +173,33 @@ def reconcile(url: str, path: Path, workdir: Path, token: str) -> dict:
             "matched": out["totals"].get("matched_count"), "counts": out["counts"]}
 
 
-def serve_and_pay(url: str, customers: list[str], workdir: Path, rate: int, duration: int, name: str) -> dict:
+def served(args) -> tuple[int, int]:
+    """Customers a phase's gateway serves: (measured, warm-up before them)."""
+    measured = args.rate * args.duration
+    return measured, max(1, measured // 4)
+
+
+def serve_and_pay(url: str, customers: list[str], workdir: Path, args, name: str) -> dict:
+    """A fresh gateway; a warm-up (its pool, caches: unmeasured) at the same pace, then the measured run."""
     from process_harness import GatewayProcess
 
-    listed = workdir / f"paced-{name}.txt"
-    listed.write_text("\n".join(customers))
+    measured, _ = served(args)
     gw = GatewayProcess(workdir, url).start()
     try:
-        return drive(gw, listed, workdir, "--rate", str(rate), "--duration", str(duration), "--count",
-                     str(len(customers)), "--connections", "8", "--window", "16")
+        figures = {}
+        for part, listed in (("warm-up", customers[measured:]), ("measured", customers[:measured])):
+            path = workdir / f"paced-{name}-{part}.txt"
+            path.write_text("\n".join(listed))
+            figures = drive(gw, path, workdir, "--rate", str(args.rate), "--count", str(len(listed)),
+                            "--connections", "8", "--window", "16")
+        return figures
     finally:
         gw.terminate()
 
 
 def measure(url: str, engine, customers: list[str], day: date, workdir: Path, clerk: str, args, name: str) -> dict:
     settle(url, analyze=True)
-    counter = serve_and_pay(url, customers, workdir, args.rate, args.duration, name)
+    counter = serve_and_pay(url, customers, workdir, args, name)
     settle(url)
     recon = reconcile(url, write_bank_file(engine, day, workdir), workdir, clerk)
     print(f"[{name}] counter {json.dumps(counter)}\n[{name}] recon {json.dumps(recon)}", flush=True)
@@ -230,8 +242,8 @@ def run(url: str, args, workdir: Path) -> dict:
     assert periods == [f"{m:%Y%m}" for m in months], (periods, months)
     import_file(url, "customers", files["customers"], workdir, ops)
     numbers = [f"0140{580000 + i:06d}" for i in range(args.customers) if i != args.customers // 2]  # one is suspended
-    served = args.rate * args.duration
-    kept_month, kept_year, history = numbers[:served], numbers[served:2 * served], numbers[2 * served:]
+    kept = sum(served(args))
+    kept_month, kept_year, history = numbers[:kept], numbers[kept:2 * kept], numbers[2 * kept:]
     day_month, day_year = today - timedelta(days=3), today - timedelta(days=2)
     setup = {}
 
@@ -250,9 +262,9 @@ def run(url: str, args, workdir: Path) -> dict:
     t0 = time.perf_counter()
     paid = 0
     for period, first in zip(periods[:-1], months[:-1]):
-        kept = set(kept_year)
+        year_only = set(kept_year)
         lines = bills_of[period].read_text(encoding="utf-8").splitlines(keepends=True)
-        bills_of[period].write_text(lines[0] + "".join(ln for ln in lines[1:] if ln.split(",")[0] not in kept),
+        bills_of[period].write_text(lines[0] + "".join(ln for ln in lines[1:] if ln.split(",")[0] not in year_only),
                                     encoding="utf-8")
         import_bills(engine, bills_of[period], first)
         paid += pay_month(engine, dues(engine, period, kept_month + history), days_of(first, months[-1]), {})
@@ -307,8 +319,8 @@ def main(argv=None) -> int:
     ap.add_argument("--duration", type=int, default=20, help="seconds of paced counter payments per phase")
     ap.add_argument("--day-payments", type=int, default=5_000, help="payments in each reconciled day's file")
     args = ap.parse_args(argv)
-    if args.customers < 2 * args.rate * args.duration + 2 * args.day_payments + 2:
-        ap.error("--customers must cover twice rate x duration and twice --day-payments")
+    if args.customers < 2 * sum(served(args)) + 2 * args.day_payments + 2:
+        ap.error("--customers must cover twice 1.25 x rate x duration and twice --day-payments")
     before = machine.speed()
     print(f"{machine.describe(before)}; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs", flush=True)
     server = os.environ.get("GRIDPAY_BENCH_PG_URL", PG_DEFAULT)
