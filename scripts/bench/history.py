@@ -202,8 +202,9 @@ def measure(url: str, engine, customers: list[str], day: date, workdir: Path, cl
     counter = serve_and_pay(url, customers, workdir, args, name)
     settle(url)
     recon = reconcile(url, write_bank_file(engine, day, workdir), workdir, clerk)
-    print(f"[{name}] counter {json.dumps(counter)}\n[{name}] recon {json.dumps(recon)}", flush=True)
-    return {"counter": counter, "recon": recon}
+    load = round(os.getloadavg()[0], 2)   # the machine is shared: what else ran during the phase
+    print(f"[{name}] counter {json.dumps(counter)}\n[{name}] recon {json.dumps(recon)}\n[{name}] load {load}", flush=True)
+    return {"counter": counter, "recon": recon, "load_average": load}
 
 
 def table_rows(engine) -> dict:
@@ -303,6 +304,8 @@ def report(res: dict, args, before: dict, after: dict) -> None:
              m["recon"]["seconds"], y["recon"]["seconds"])]
     for name, a, b in rows:
         print(f"{name:44s} {a:10.2f} {b:10.2f}   {ratio(b, a)}")
+    print(f"{'load average (1 min) after the phase':44s} {m['load_average']:10.2f} {y['load_average']:10.2f}   "
+          f"on {os.cpu_count()} CPUs")
     print(f"paced at {args.rate} payments/s for {args.duration} s: {m['counter']['payments']} / "
           f"{y['counter']['payments']} payments; mismatches {m['counter']['mismatches']} / {y['counter']['mismatches']}; recon items "
           f"{m['recon']['counts']} / {y['recon']['counts']}")
