@@ -235,7 +235,6 @@ def _prepare(conn, claimed: Claimed, *, owner: str, now: datetime, lease: dateti
         bank = claimed.bank_code
         transmitted = transmitted_of(now, clock)
         day = clock.local(now).strftime("%Y") + transmitted[:4]
-        first = reserve_stans(conn, bank, day, len(pending))
         bd = clock.business_date(now)
         ids = [r.debit_id for r in pending]
         items: dict[int, list[tuple[str, int, int]]] = {i: [] for i in ids}
@@ -246,6 +245,9 @@ def _prepare(conn, claimed: Claimed, *, owner: str, now: datetime, lease: dateti
                               .order_by(debit_bills.c.debit_id, b.period, b.bill_id), {"ids": ids}):
             principal, penalty = bill_split(int(r.principal), int(r.amount))
             items[r.debit_id].append((r.period, principal, penalty))
+        # the bank's STAN row stays locked until this transaction commits: taken after the reads, so
+        # the other engines sending to this bank wait for the writes alone
+        first = reserve_stans(conn, bank, day, len(pending))
         updates = []
         for i, r in enumerate(pending):
             stan = f"{first + i:06d}"

@@ -135,6 +135,38 @@ def cpu_split(a: dict[str, float], b: dict[str, float], seconds: float) -> dict:
             "cores_busy": round(sum(used.values()) / seconds, 2) if seconds else None}
 
 
+class AutoAnalyze(threading.Thread):
+    """What a site's autovacuum does for the planner, on this machine's PostgreSQL that has it off
+    (CI's conf.d): every ``naptime`` seconds, ANALYZE each of the schema's tables changed by more than
+    50 rows + 10 % since its last analyze (autovacuum_analyze_threshold / _scale_factor's defaults).
+    Without it the peak day's tables (debits, debit_bills, debit_chunks: empty at the import's ANALYZE)
+    keep statistics that say they are empty, and the engines' look-ups of a chunk's bills ran for
+    seconds holding their bank's STAN row."""
+
+    def __init__(self, bench: "Bench", naptime: float = 30.0):
+        super().__init__(daemon=True, name="auto-analyze")
+        self.bench, self.naptime, self.stop_event, self.runs = bench, naptime, threading.Event(), []
+
+    def run(self) -> None:
+        while not self.stop_event.wait(self.naptime):
+            try:
+                self.once()
+            except Exception as exc:  # noqa: BLE001 - a missed round is what autovacuum would shrug off too
+                log(f"auto-analyze: {type(exc).__name__}: {exc}")
+
+    def once(self) -> None:
+        due = [name for name, in self.bench.q(
+            "select s.relname from pg_stat_user_tables s join pg_class c on c.oid = s.relid "
+            "where s.schemaname = current_schema() and s.n_mod_since_analyze > 50 + 0.1 * greatest(c.reltuples, 0)")]
+        if due:
+            t0 = time.perf_counter()
+            with self.bench.db.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                for name in due:
+                    conn.exec_driver_sql(f'ANALYZE "{name}"')
+            self.runs.append({"at": datetime.now().strftime("%H:%M:%S"), "tables": due,
+                              "s": round(time.perf_counter() - t0, 1)})
+
+
 def histogram_p(samples: dict[float, float], q: float) -> float | None:
     """The q-quantile (ms, a bucket's upper bound) of a cumulative histogram {le: count}."""
     total = samples.get(float("inf"), 0)
@@ -652,7 +684,9 @@ class Bench:
         log(f"sizes: {self.n}; work dir {self.work}")
         self.sampler = sampler = RssSampler(self)
         sampler.start()
+        self.analyzer = analyzer = AutoAnalyze(self)
         self.open_schema()
+        analyzer.start()
         try:
             self.configure({})
             if self.args.reuse_schema:
@@ -680,6 +714,7 @@ class Bench:
         finally:
             self.stop_all()
             sampler.stop_event.set()
+            analyzer.stop_event.set()
             try:
                 self.close_schema()
             except Exception as exc:  # noqa: BLE001
@@ -688,6 +723,7 @@ class Bench:
         self.summary["peak_rss_mib"] = {k: round(v) for k, v in sorted(sampler.peaks.items())}
         self.summary["seconds"] = round(time.monotonic() - t_start, 1)
         self.summary["failures"] = self.failures
+        self.summary["auto_analyze"] = analyzer.runs
         self.print_summary()
         path = Path(self.args.summary) if self.args.summary else self.work / "summary.json"
         path.write_text(json.dumps(self.summary, indent=1, default=str, ensure_ascii=False))

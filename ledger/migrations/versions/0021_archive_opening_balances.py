@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import oracle
 
 revision = '0021'
-down_revision = '0019'
+down_revision = '0020'
 branch_labels = None
 depends_on = None
 
