@@ -33,6 +33,7 @@ from sqlalchemy import column as sql_column, table as sql_table
 
 from ledger.archive.marks import Marks
 from ledger.billing_feed.tables import billing_feed
+from ledger.partitions import is_partition_name
 from ledger.posting.money_out_kinds import ITEM
 from ledger.recon_tables import recon_drop_files, recon_items, recon_match_members, recon_matches, recon_runs
 from ledger.schema import (
@@ -177,7 +178,7 @@ def _keep_by_their_state(marks: Marks, window: Window) -> None:
     marks.keep("recon_matches", mm.match_id, mm.refund_id.is_not(None), _candidate(recon_match_members, window))
     found = inspect(marks.conn)
     for name in found.get_table_names():
-        if name in ARCHIVED:
+        if name in ARCHIVED or is_partition_name(name):     # a partition is its table's storage
             continue
         for fk in found.get_foreign_keys(name):
             target = fk["referred_table"]
