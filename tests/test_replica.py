@@ -16,16 +16,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
 
 import pytest
-from sqlalchemy import create_engine, event, select, text
+from sqlalchemy import event, select, text
 from sqlalchemy.exc import DBAPIError
 
 from api_harness import operator_name, running_service, signed_in_client
 from config import ConfigError, load_settings
 from config.clock import Clock
 from config.settings import DatabaseConfig, Settings, environment_for
+from conftest import fresh_schema
 from ledger import migrate
 from ledger.audit import audit_row, write_audit
 from ledger.collection_rate import billing_period, collection_figures
@@ -49,15 +49,8 @@ def read_only(url: str) -> str:
 @pytest.fixture
 def other_pg_url(pg_server_url):
     """A second fresh schema: the "replica" of a process test, holding what the primary does not."""
-    schema = f"gp_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(pg_server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'create schema "{schema}"'))
-    sep = "&" if "?" in pg_server_url else "?"
-    yield f"{pg_server_url}{sep}options=-csearch_path%3D{schema}"
-    with admin.connect() as conn:
-        conn.execute(text(f'drop schema "{schema}" cascade'))
-    admin.dispose()
+    with fresh_schema(pg_server_url) as url:
+        yield url
 
 
 def statements_on(engine) -> list[str]:
