@@ -38,6 +38,10 @@ from test_engine_support import BANK, seed, settings_tree
 
 READ_ONLY = "%20-cdefault_transaction_read_only%3Don"
 WRITE_REFUSED = "read-only transaction"
+EVERY_OTHER_REPORT = {"confirmed": {"date": "2026-11-23"}, "daily": {"date": "2026-11-23"},
+                      "monthly": {"month": "2026-11"}, "aging": {"as_of": "2026-11-30"},
+                      "receivables": {"period": "202611"}, "debits": {"date": "2026-11-23"},
+                      "recon-day": {"date": "2026-11-23"}}
 
 
 def read_only(url: str) -> str:
@@ -94,6 +98,9 @@ def test_reports_and_the_glance_over_http_read_the_replica_and_audit_on_the_prim
                 assert {r["key"]: r["amount"] for r in rows}["end_net"] == 62_000
                 arrears = http.get("/v1/reports/arrears", params={"as_of": "2026-11-30", "format": "csv"})
                 assert arrears.status_code == 200 and "21000" in arrears.text
+                for name, params in EVERY_OTHER_REPORT.items():
+                    answer = http.get(f"/v1/reports/{name}", params={**params, "format": "xlsx"})
+                    assert answer.status_code == 200, (name, answer.text)
             after_api = len(on_replica)
             assert after_api > 0
             console = signed_in_client(service, operator_name("finance"))
@@ -111,7 +118,8 @@ def test_reports_and_the_glance_over_http_read_the_replica_and_audit_on_the_prim
         reads.dispose()
     finance = f"operator:{operator_name('finance')}"
     assert [(actor, name) for actor, name, _ in requests] == [
-        (finance, "month-end"), (finance, "arrears"), (finance, "aging")]
+        (finance, "month-end"), (finance, "arrears"), *((finance, name) for name in EVERY_OTHER_REPORT),
+        (finance, "aging")]
     assert '"format": "csv"' in requests[1][2] and '"as_of": "2026-11-30"' in requests[1][2]
     assert_ledger_verifies(pg_url)
 
