@@ -35,6 +35,7 @@ from ledger.synchronous_posting import post
 from ledger_helpers import T0, add_bills, assert_ledger_verifies, payment
 from report_ledger import build_ledger
 from test_engine_support import BANK, seed, settings_tree
+from test_process_ports import free_ports
 
 READ_ONLY = "%20-cdefault_transaction_read_only%3Don"
 WRITE_REFUSED = "read-only transaction"
@@ -190,3 +191,21 @@ def test_the_replica_url_is_refused_with_sqlite_and_holds_no_password(monkeypatc
     monkeypatch.setenv("GRIDPAY_DATABASE__REPLICA_URL", "postgresql+psycopg://gridpay@standby/gridpay")
     with pytest.raises(ConfigError, match="SQLite has no replicas"):
         load_settings(None)
+
+
+def replica_check(primary: str, replica: str):
+    """``gridpay status``'s check of the replica."""
+    from gridpay.site_checks import run_checks
+
+    settings = Settings(database=DatabaseConfig(url=primary, replica_url=replica))
+    (check,) = [c for c in run_checks(settings, use_configured_metrics=False) if c.name == "replica"]
+    return check
+
+
+def test_status_says_whether_the_replica_answers(pg_url):
+    migrate.upgrade(pg_url)
+    answers = replica_check(pg_url, read_only(pg_url))
+    assert answers.ok and answers.figures["standby"] is False and "no standby" in answers.detail
+    (port,) = free_ports(1)
+    gone = replica_check(pg_url, f"postgresql+psycopg://postgres@127.0.0.1:{port}/test")
+    assert not gone.ok and "unreachable" in gone.detail

@@ -25,7 +25,7 @@ from api_harness import operator_name, running_service
 from ledger.db import make_engine
 from report_ledger import build_ledger
 from test_process_ports import free_ports
-from test_replica import WRITE_REFUSED, audited
+from test_replica import WRITE_REFUSED, audited, replica_check
 
 pytestmark = pytest.mark.slow
 CATCH_UP_S = 300          # a guard against a standby that never replays, not a speed figure
@@ -124,6 +124,8 @@ def test_reports_served_from_a_hot_standby_with_the_audit_on_the_primary(primary
             assert [name for _, name, _ in audited(service.engine, "report.read")] == ["month-end"]
             caught_up(service.engine, standby)
             assert [name for _, name, _ in audited(standby, "report.read")] == ["month-end"]   # replayed there
+        status = replica_check(primary_url, standby_url)
+        assert status.ok and status.figures["standby"] is True and status.figures["behind_bytes"] >= 0
         with pytest.raises(DBAPIError, match=WRITE_REFUSED), standby.begin() as conn:
             conn.execute(text("delete from audit_log"))
     finally:
