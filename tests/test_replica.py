@@ -8,8 +8,7 @@ write, as a hot standby does. Where a command runs in a process of its own (noth
 watched), the replica is a read-only connection to ANOTHER schema than the primary's, holding the
 ledger while the primary's is empty: what the command prints shows which database it read.
 
-No real streaming replica (pg_basebackup and a hot standby) is started here: see the report of the
-change and docs/runbook.md, "A replica for reports", for how one is set up.
+A real streaming replica (pg_basebackup, a hot standby) is tests/test_replica_streaming.py (slow).
 """
 from __future__ import annotations
 
