@@ -687,6 +687,11 @@ class Bench:
         self.analyzer = analyzer = AutoAnalyze(self)
         self.open_schema()
         analyzer.start()
+        self.summary["postgresql"] = dict(self.q(
+            "select name, setting || coalesce(unit, '') from pg_settings where name in ('server_version', "
+            "'shared_buffers', 'max_wal_size', 'checkpoint_timeout', 'autovacuum', 'synchronous_commit', "
+            "'wal_compression', 'max_connections')"))
+        log(f"PostgreSQL: {self.summary['postgresql']}")
         try:
             self.configure({})
             if self.args.reuse_schema:
