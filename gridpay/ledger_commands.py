@@ -43,6 +43,33 @@ def current(config_path, url) -> None:
     raise SystemExit(1)
 
 
+@db.command()
+@config_option
+@url_option
+@click.option("--ahead", default=3, show_default=True, type=click.IntRange(min=0),
+              help="prepare this many months after the first one")
+@click.option("--from-month", metavar="YYYYMM", help="the first month to prepare (default: the current one)")
+def partitions(config_path, url, ahead, from_month) -> None:
+    """Prepare the monthly partitions of this month and the next ones (PostgreSQL; it may run any
+    number of times), then list every partition with its rows and size (docs/runbook.md "Partitions")."""
+    from config.clock import SYSTEM_CLOCK
+    from ledger import partitions as monthly
+
+    with open_database(config_path, url, refusals=ValueError) as (settings, engine):
+        actor = operator_actor((settings, engine), "database.manage")
+        clock = business_clock(settings)
+        first = monthly.first_of_month(from_month) if from_month else clock.business_date()
+        made = monthly.prepare_audited(engine, first, ahead, actor, SYSTEM_CLOCK.now())
+        with engine.connect() as conn:
+            listing = monthly.partitions(conn)
+    if not listing:
+        click.echo("no partitioned tables (monthly partitions are PostgreSQL's only)")
+        return
+    click.echo(f"made {len(made)} partition(s)" + (f": {', '.join(made)}" if made else " (all were there)"))
+    for p in listing:
+        click.echo(f"{p.name:32} {p.rows:>12,} rows {p.bytes / 2**20:>10.1f} MiB  {p.bounds}")
+
+
 DIALECT_URLS = {"oracle": "oracle+oracledb://", "postgresql": "postgresql+psycopg://", "sqlite": "sqlite://"}
 
 

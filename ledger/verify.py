@@ -193,6 +193,11 @@ def _verify(conn) -> list[str]:
                             .order_by(child.c[column])).scalars().all()
         _listed(failures, [f"{child.name}.{column} {v} refers to no {parent.name} row" for v in rows],
                 f"dangling {child.name}.{column}")
+    # a partitioned journal's key holds its month (PostgreSQL, docs/runbook.md "Partitions"): an
+    # entry id stays unique by its sequence alone, so it is checked here
+    rows = conn.execute(select(je.c.entry_id).group_by(je.c.entry_id).having(func.count() > 1)
+                        .order_by(je.c.entry_id)).scalars().all()
+    _listed(failures, [f"journal entry id {e} is used more than once" for e in rows], "reused entry ids")
 
     # 11, 12. the billing feed
     failures += feed_failures(conn)

@@ -38,6 +38,7 @@ COMMANDS = [
     (["debit", "result", "FILE"], "batch.manage"),
     (["notifier", "requeue", "1"], "notice.manage"),
     (["notifier", "remind"], "notice.manage"),
+    (["db", "partitions"], "database.manage"),
 ]
 IDS = [" ".join(argv[:2]) for argv, _ in COMMANDS]
 REFUSALS = ("access.forbidden", "command.refused")

@@ -2,12 +2,13 @@ from alembic import context
 
 from gridpay.all_tables import metadata
 from ledger.db import make_engine
+from ledger.partitions import include_name
 
 url = context.config.attributes.get("url") or context.config.get_main_option("sqlalchemy.url")
 
 
 def run_offline() -> None:
-    context.configure(url=url, target_metadata=metadata, literal_binds=True)
+    context.configure(url=url, target_metadata=metadata, literal_binds=True, include_name=include_name)
     with context.begin_transaction():
         context.run_migrations()
 
@@ -22,7 +23,8 @@ def run_online() -> None:
                 # table other tables refer to, which foreign keys forbid. They are off for the
                 # migration (outside any transaction, as SQLite requires) and checked after it.
                 conn.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")
-            context.configure(connection=conn, target_metadata=metadata, render_as_batch=sqlite)
+            context.configure(connection=conn, target_metadata=metadata, render_as_batch=sqlite,
+                              include_name=include_name)
             with context.begin_transaction():
                 context.run_migrations()
                 if sqlite:
