@@ -28,12 +28,13 @@ See docs/api.md."""
 
 
 def create_app(settings: Settings, engine: Engine, clock: Clock,
-               registry: CollectorRegistry | None = None) -> FastAPI:
+               registry: CollectorRegistry | None = None, reads: Engine | None = None) -> FastAPI:
+    """``reads``: the replica's engine for reports and the day at a glance (None: ``engine``)."""
     app = FastAPI(title="gridpay operations API", version="1", description=DESCRIPTION,
                   openapi_url="/openapi.json", docs_url=None, redoc_url=None)
     metrics = ApiMetrics(registry)
     app.state.context = ApiContext(settings, engine, clock, metrics,
-                                   LoginThrottle(settings.api.login_attempts_per_minute))
+                                   LoginThrottle(settings.api.login_attempts_per_minute), reads)
     for router in ROUTERS:
         app.include_router(router)
     problems.install(app)

@@ -30,12 +30,20 @@ API_KEY_PREFIX = "gpk_"
 
 @dataclass
 class ApiContext:
-    """One per application: what every request shares."""
+    """One per application: what every request shares. ``engine`` is the database (the primary):
+    every write, the audit log and whatever decides money. ``reads`` is for the heavy reads that
+    tolerate a replica's lag (reports, the day at a glance): the replica (``database.replica_url``)
+    where there is one, else ``engine`` itself."""
     settings: Settings
     engine: Engine
     clock: Clock
     metrics: ApiMetrics
     login_throttle: LoginThrottle
+    reads: Engine | None = None
+
+    def __post_init__(self) -> None:
+        if self.reads is None:
+            self.reads = self.engine
 
     def now(self) -> datetime:
         return self.clock.now()

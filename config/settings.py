@@ -45,6 +45,7 @@ class _Model(BaseModel):
 
 class DatabaseConfig(_Model):
     url: str = "sqlite:///var/gridpay.db"
+    replica_url: str = ""
     password_env: str = ""
     password_file: str = ""
     pool_size: int = Field(10, ge=1, le=200)
@@ -52,18 +53,32 @@ class DatabaseConfig(_Model):
     group_commit_wait_ms: float = Field(1.0, ge=0, le=1000)
     statement_timeout_s: float = Field(5.0, gt=0)
 
-    @field_validator("url")
+    @field_validator("url", "replica_url")
     @classmethod
-    def _url_has_no_password(cls, url: str) -> str:
+    def _url_has_no_password(cls, url: str, info: ValidationInfo) -> str:
         from sqlalchemy.engine import make_url
 
+        if not url and info.field_name == "replica_url":
+            return url
         try:
             parsed = make_url(url)
         except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises several kinds
             raise ValueError(f"not a database URL: {exc}") from None
-        if parsed.password and not os.environ.get("GRIDPAY_DATABASE__URL"):
+        if parsed.password and not os.environ.get(f"GRIDPAY_DATABASE__{info.field_name.upper()}"):
             raise ValueError("the URL holds a password; use password_env or password_file")
         return url
+
+    @model_validator(mode="after")
+    def _replica_of_postgresql(self) -> "DatabaseConfig":
+        from sqlalchemy.engine import make_url
+
+        if not self.replica_url:
+            return self
+        backends = {make_url(u).get_backend_name() for u in (self.url, self.replica_url)}
+        if backends != {"postgresql"}:
+            raise ValueError("replica_url: a read replica is a PostgreSQL hot standby of a PostgreSQL url "
+                             f"(here: {' and '.join(sorted(backends))}); SQLite has no replicas: remove replica_url")
+        return self
 
 
 class BusinessConfig(_Model):
@@ -556,11 +571,23 @@ class Settings(_Model):
                 f"no configuration names a database (without one, gridpay would use {db.url}, i.e. "
                 f"{Path(where).resolve()}); choose one with --config FILE, GRIDPAY_CONFIG=FILE or "
                 f"GRIDPAY_DATABASE__URL=URL (or --url where the command has it)"))
+        return self._with_password(db.url)
+
+    def replica_url(self) -> str | None:
+        """The read replica's URL with the database password (``database.replica_url``), or None: no
+        replica, every read goes to ``database_url()``."""
+        self.database_url()          # the same refusal when no configuration names a database
+        return self._with_password(self.database.replica_url) if self.database.replica_url else None
+
+    def _with_password(self, url: str) -> str:
+        from sqlalchemy.engine import make_url
+
+        db = self.database
         if not (db.password_env or db.password_file):
-            return db.url
+            return url
         password = read_secret("database.password", db.password_env, db.password_file,
                                permissions=self.key_file_permissions)
-        return make_url(db.url).set(password=password).render_as_string(hide_password=False)
+        return make_url(url).set(password=password).render_as_string(hide_password=False)
 
 
 def read_secret(key: str, env_name: str, file_path: str, environ: Mapping[str, str] | None = None,

@@ -63,11 +63,14 @@ def api(config_path, instance, log_level):
     require_schema(url)
     engine = make_engine(url, pool_size=settings.database.pool_size,
                          statement_timeout_s=settings.database.statement_timeout_s)
+    replica = settings.replica_url()
+    reads = make_engine(replica, pool_size=settings.database.pool_size,
+                        statement_timeout_s=settings.database.statement_timeout_s) if replica else engine
     port = settings.api.port + instance if settings.api.port else 0
     sock = listening_socket(settings.api.host, port)
     scheme = "https" if settings.api.tls_cert_file else "http"
     host, bound = sock.getsockname()[:2]
-    app = create_app(settings, engine, Clock.of(settings.business))
+    app = create_app(settings, engine, Clock.of(settings.business), reads=reads)
     click.echo(f"gridpay api listening on {scheme}://{host}:{bound} (docs: /docs, metrics: /metrics)")
     sys.stdout.flush()
     try:
@@ -75,3 +78,4 @@ def api(config_path, instance, log_level):
     finally:
         sock.close()
         engine.dispose()
+        reads.dispose()

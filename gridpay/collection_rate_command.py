@@ -1,5 +1,6 @@
 """``gridpay collection-rate``: the billing period's collection rate as Prometheus gauges (one
-exporter per site: ``ledger.collection_metrics`` says why), or, with ``--once``, printed."""
+exporter per site: ``ledger.collection_metrics`` says why), or, with ``--once``, printed; read from the
+replica (``database.replica_url``) where there is one."""
 from __future__ import annotations
 
 import logging
@@ -49,7 +50,7 @@ def collection_rate(config_path, once, metrics_host, metrics_port, log_level) ->
     from runtime.process_metrics import serve_threaded
 
     setup_logging("", getattr(logging, log_level))
-    with open_database(config_path, needs_schema=True) as (settings, engine):
+    with open_database(config_path, needs_schema=True, replica=True) as (settings, engine):
         section, clock = settings.collection_rate, business_clock(settings)
         if once:
             with engine.connect() as conn:

@@ -42,13 +42,15 @@ def require_schema(url: str) -> None:
 
 @contextmanager
 def open_database(config_path: str | None, url: str | None = None, *, refusals: type | tuple = (),
-                  pool_size: int | None = None, needs_schema: bool = False) -> Iterator[tuple[Settings, object]]:
+                  pool_size: int | None = None, needs_schema: bool = False,
+                  replica: bool = False) -> Iterator[tuple[Settings, object]]:
     """(settings, engine) for the body; an exception of ``refusals`` is reported with ``refuse``; the
-    engine is disposed of after."""
+    engine is disposed of after. ``replica``: a body that only reads, and tolerates a replica's lag,
+    reads from ``database.replica_url`` where there is one (``--url`` still wins)."""
     from ledger.db import make_engine
 
     settings = load_settings(config_path)
-    url = url or settings.database_url()
+    url = url or (replica and settings.replica_url()) or settings.database_url()
     if needs_schema:
         require_schema(url)
     engine = make_engine(url, pool_size=pool_size) if pool_size else make_engine(url)

@@ -2,7 +2,8 @@
 the reports of one definition (ledger/reports, docs/reports.md) as HTML, CSV, XLSX or text. Reads: no
 operator needed (docs/access.md). HTML, CSV and text go to standard output unless ``--out FILE``;
 XLSX needs ``--out``. ``daily``, ``receivables`` and ``debits`` print text unless told otherwise (as
-they always have), and keep ``--csv FILE`` and ``--format table``."""
+they always have), and keep ``--csv FILE`` and ``--format table``. They read from the replica
+(``database.replica_url``) where there is one, unless ``--url`` names a database."""
 from __future__ import annotations
 
 import sys
@@ -63,7 +64,7 @@ def run_report(name: str, fmt: str, out_path: str | None, lang: str, config_path
     if fmt == "xlsx" and not out_path:
         raise click.UsageError("--format xlsx writes a file: give --out FILE")
     t0 = time.perf_counter()
-    with open_database(config_path, url, refusals=Refused) as (settings, engine):
+    with open_database(config_path, url, refusals=Refused, replica=True) as (settings, engine):
         ctx = report_context(engine, Clock.of(settings.business), settings.banks)
         try:
             doc = build(name, ctx, ReportParams(**params))

@@ -266,6 +266,35 @@ def check_schema(url: str) -> Check:
     return Check("schema", True, f"at the head revision {head}", figures)
 
 
+def check_replica(replica_url: str, primary, statement_timeout_s: float | None = None) -> Check:
+    """The read replica (``database.replica_url``) answers, is a standby, and how much of the
+    primary's WAL it has still to replay (figures; only an unreachable replica fails: the reports
+    and the glance would fail)."""
+    from sqlalchemy import text
+
+    from ledger.db import make_engine
+
+    label = describe_url(replica_url)
+    replica = make_engine(replica_url, pool_size=1, statement_timeout_s=statement_timeout_s)
+    try:
+        with reading(primary) as conn:
+            written = conn.execute(text("select pg_current_wal_lsn()")).scalar()
+        with reading(replica) as conn:
+            standby, behind, replayed_at = conn.execute(text(
+                "select pg_is_in_recovery(), pg_wal_lsn_diff(:lsn, pg_last_wal_replay_lsn()), "
+                "pg_last_xact_replay_timestamp()"), {"lsn": written}).one()
+    except Exception as exc:  # noqa: BLE001 - the driver's error, in one line
+        return Check("replica", False, f"{label}: unreachable: {first_line(exc)}", {"url": label, "reachable": False})
+    finally:
+        replica.dispose()
+    figures = {"url": label, "reachable": True, "standby": standby}
+    if not standby:
+        return Check("replica", True, f"{label} answers, but is no standby: the reports read a primary", figures)
+    figures |= {"behind_bytes": max(0, int(behind or 0)), "last_replayed_commit": when(replayed_at)}
+    return Check("replica", True, f"{label} answers; {figures['behind_bytes']} bytes of the primary's WAL to replay, "
+                 f"last replayed commit {figures['last_replayed_commit']}", figures)
+
+
 # --- banks and engines ---------------------------------------------------------------------------
 
 def _key_state(row) -> tuple[bool, str]:
@@ -570,6 +599,9 @@ def run_checks(settings, *, now: datetime | None = None, thresholds: Thresholds 
         checks += schema
         if schema[0].figures.get("current") is None:
             return checks
+        if settings.database.replica_url:
+            checks += guarded("replica", check_replica, settings.replica_url(), engine,
+                              settings.database.statement_timeout_s)
         try:
             rows = engine_rows(engine, now)
             engines = check_engines(rows)

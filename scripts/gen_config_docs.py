@@ -75,6 +75,13 @@ DESCRIPTIONS: dict[str, str] = {
                              "the URL at connect time).",
     "database.password_file": "Path of a file that holds the database password (first line, stripped; "
                               "for the service's user alone, see `key_file_permissions`). Give `password_env` or `password_file`, or neither for password-less (peer/cert) logins.",
+    "database.replica_url": "SQLAlchemy URL of a PostgreSQL hot standby of `url` (streaming replication) for the "
+                            "heavy reads that tolerate its lag: the reports (`gridpay report`, `GET /v1/reports`, the "
+                            "console's reports), `gridpay collection-rate` and the console's day at a glance. Empty: "
+                            "every read goes to `url`. The same user and password as `url` (a physical standby has "
+                            "the primary's roles); no password in it unless it comes from "
+                            "`GRIDPAY_DATABASE__REPLICA_URL`. Refused with a SQLite (or Oracle) `url`: replicas are "
+                            "PostgreSQL's here. docs/runbook.md, \"A replica for reports\".",
     "database.pool_size": "Connections each process keeps in its SQLAlchemy pool (the gateway's and engines' "
                           "worker processes keep one each).",
     "database.group_commit_max": "Most postings that share one durable commit in the gateway's committer "

@@ -74,16 +74,18 @@ def add_client_with_key(engine, name: str, scopes, days: int = 30) -> str:
 
 
 @contextmanager
-def running_service(url: str, api: ApiConfig | None = None, settings: Settings | None = None) -> Iterator[Service]:
+def running_service(url: str, api: ApiConfig | None = None, settings: Settings | None = None,
+                    reads=None) -> Iterator[Service]:
     """A migrated database at ``url`` with every role's operator, and the API serving it (with
-    ``settings``' banks when given: the single debits need them)."""
+    ``settings``' banks when given: the single debits need them; ``reads``: the engine of its
+    replica, for the reports and the day at a glance)."""
     migrate.upgrade(url)
     engine = make_engine(url)
     add_every_role(engine)
     timer = task.Clock()
     timer.advance(T0.timestamp())
     settings = (settings or Settings()).model_copy(update={"access": FAST, "api": api or ApiConfig()})
-    app = create_app(settings, engine, Clock(timer=timer))
+    app = create_app(settings, engine, Clock(timer=timer), reads=reads)
     sock = listening_socket("127.0.0.1", 0)
     server = server_for(app, settings.api, "WARNING")
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="api-server", daemon=True)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import uuid
+from contextlib import contextmanager
+from typing import Iterator
 
 import pytest
 
@@ -38,9 +40,9 @@ def pg_server_url() -> str:
     return url
 
 
-@pytest.fixture
-def pg_url(pg_server_url):
-    """A PostgreSQL URL whose search_path is a fresh schema, dropped after the test."""
+@contextmanager
+def fresh_schema(pg_server_url: str) -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is a fresh schema, dropped after."""
     from sqlalchemy import create_engine, text
 
     schema = f"gp_{uuid.uuid4().hex[:12]}"
@@ -48,10 +50,19 @@ def pg_url(pg_server_url):
     with admin.connect() as conn:
         conn.execute(text(f'create schema "{schema}"'))
     sep = "&" if "?" in pg_server_url else "?"
-    yield f"{pg_server_url}{sep}options=-csearch_path%3D{schema}"
-    with admin.connect() as conn:
-        conn.execute(text(f'drop schema "{schema}" cascade'))
-    admin.dispose()
+    try:
+        yield f"{pg_server_url}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'drop schema "{schema}" cascade'))
+        admin.dispose()
+
+
+@pytest.fixture
+def pg_url(pg_server_url):
+    """A PostgreSQL URL whose search_path is a fresh schema, dropped after the test."""
+    with fresh_schema(pg_server_url) as url:
+        yield url
 
 
 @pytest.fixture

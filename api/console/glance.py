@@ -1,6 +1,7 @@
 """The day at a glance (``debit.read`` or ``report.read``: operations, finance, the auditor): each
 bank's links, today's collections, what waits (unknown debits, reversals, reconciliation items by
-age, the outbox) and the batches running, read in one snapshot (glance_data.py).
+age, the outbox) and the batches running, read in one snapshot (glance_data.py) from the replica
+where there is one (``database.replica_url``: its figures may be a moment behind).
 
 It refreshes itself: ``console.js`` fetches the fragment (``/console/glance/fragment``, the same
 template's part) every ``REFRESH_S`` seconds and puts it in place; without script the page reloads
@@ -22,7 +23,7 @@ REFRESH_S = 10
 
 
 def _read(ctx) -> dict:
-    return {"g": glance(ctx.engine, ctx.settings, ctx.clock), "names": bank_names(ctx)}
+    return {"g": glance(ctx.reads, ctx.settings, ctx.clock), "names": bank_names(ctx)}
 
 
 async def _figures(request: Request) -> dict:

@@ -1,6 +1,7 @@
 """Finance reports (``report.read``): a form per report of ledger/reports (catalogue.py), and the
 report itself, built by the catalogue's ``build`` and written by its ``write``: as the report's own
-self-contained HTML page (its chart and tables) or downloaded as CSV or XLSX.
+self-contained HTML page (its chart and tables) or downloaded as CSV or XLSX. Read from the replica
+where there is one, the request audited on the primary (api/routes/reports.py, ``built``).
 
 The report page is the renderer's own (ledger/reports/render_html.py: inline CSS, an inline SVG
 chart, no script). It is served with a Content Security Policy of its own that allows exactly its
@@ -20,6 +21,7 @@ from starlette.responses import Response, StreamingResponse
 from api.console.menu import ITEMS
 from api.console.render import language, render
 from api.console.viewer import Viewer, context_of, page
+from api.deps import source_of
 from api.routes.reports import built, chunks, spooled
 from ledger.errors import Refused
 from ledger.reports.catalogue import MEDIA_TYPES, REPORTS, ParameterError, ReportParams, file_name
@@ -90,8 +92,8 @@ def reports(request: Request, viewer: Viewer = Depends(READ)) -> Response:
                   values=defaults(context_of(request)))
 
 
-def _written(ctx, name: str, params: ReportParams, fmt: str, lang: str):
-    doc = built(ctx, name, params)
+def _written(ctx, name: str, params: ReportParams, fmt: str, lang: str, actor: str, source: str):
+    doc = built(ctx, name, params, actor, fmt, source)
     return spooled(doc, fmt, lang), file_name(doc, fmt)
 
 
@@ -103,7 +105,7 @@ async def report(request: Request, name: str, viewer: Viewer = Depends(READ)) ->
         return render(request, "notfound.html", viewer, 404, what=("reports.unknown", {"name": name[:40]}))
     try:
         spool, file = await run_in_threadpool(_written, ctx, name, params_of(name, request.query_params), fmt,
-                                              language(request)[0])
+                                              language(request)[0], viewer.principal.actor, source_of(request))
     except (ParameterError, Refused) as exc:
         return render(request, "reports.html", viewer, 422, fields=FIELDS, formats=FORMATS, values=defaults(ctx),
                       refused=str(exc))

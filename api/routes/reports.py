@@ -8,18 +8,23 @@ The report definition's reports (ledger/reports, docs/reports.md): ``confirmed``
 ``recon-run`` (``run_id``: one reconciliation run's report); ``lang=zh|en``. JSON
 has amounts in integer fen; CSV has each amount in yuan and in fen, identifiers as text
 (spreadsheet-safe); XLSX typed cells; HTML a self-contained page; text aligned tables. The file is written to a
-spooled temporary file first (a long list goes to disk, not to memory) and then streamed."""
+spooled temporary file first (a long list goes to disk, not to memory) and then streamed.
+
+A report is read from the replica where there is one (``database.replica_url``: ``ApiContext.reads``);
+its request is audited (``report.read``) on the primary, which alone takes writes."""
 from __future__ import annotations
 
 import tempfile
+from dataclasses import asdict
 from datetime import date, datetime
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
-from api.deps import ApiContext, context, require
+from api.deps import ApiContext, context, require, source_of
 from api.problems import Problem, problem_responses
+from ledger.audit import audit_row, write_audit
 from ledger.errors import Refused
 from ledger.identity import Principal
 from ledger.reports.catalogue import MEDIA_TYPES, REPORTS, ParameterError, ReportParams, build, file_name, json_chunks, write
@@ -48,9 +53,15 @@ def chunks(spool, size: int = 64 * 1024):
         spool.close()
 
 
-def built(ctx: ApiContext, name: str, params: ReportParams):
-    """The catalogue's report (ParameterError for parameters it cannot use, Refused for no such run)."""
-    return build(name, report_context(ctx.engine, ctx.clock, ctx.settings.banks), params)
+def built(ctx: ApiContext, name: str, params: ReportParams, actor: str, fmt: str, source: str):
+    """The catalogue's report read from ``ctx.reads`` (ParameterError for parameters it cannot use, Refused
+    for no such run), its request audited on the primary (``ctx.engine``) first: a report's rows are read
+    as it is written, and on SQLite a write beside that read would wait for it."""
+    given = {key: value for key, value in asdict(params).items() if value is not None}
+    with ctx.engine.begin() as conn:
+        write_audit(conn, [audit_row(ctx.now(), actor, "report.read", "report", name, format=fmt, source=source,
+                                     **given)])
+    return build(name, report_context(ctx.reads, ctx.clock, ctx.settings.banks), params)
 
 
 def spooled(doc, fmt: str, lang: str):
@@ -61,9 +72,9 @@ def spooled(doc, fmt: str, lang: str):
     return spool
 
 
-def _defined(ctx: ApiContext, name: str, fmt: str, lang: str, params: ReportParams):
+def _defined(ctx: ApiContext, name: str, fmt: str, lang: str, params: ReportParams, actor: str, source: str):
     try:
-        doc = built(ctx, name, params)
+        doc = built(ctx, name, params, actor, fmt, source)
     except ParameterError as exc:
         raise Problem("invalid-request", str(exc)) from None
     except Refused as exc:
@@ -78,7 +89,7 @@ def _defined(ctx: ApiContext, name: str, fmt: str, lang: str, params: ReportPara
 @router.get("/v1/reports/{name}", response_model=dict[str, Any],
             responses={200: {"content": {media: {"schema": {"type": "string"}}
                                          for fmt, media in MEDIA_TYPES.items() if fmt != "json"}}})
-def get_report(name: NAMES = Path(),
+def get_report(request: Request, name: NAMES = Path(),
                format: Literal["json", "csv", "xlsx", "html", "text"] = Query("json", description="json, csv, xlsx, html or text"),
                business_date: date | None = Query(None, alias="date", description="daily, debits, confirmed, recon: the business date"),
                first: date | None = Query(None, alias="from", description="confirmed: first business date"),
@@ -96,4 +107,4 @@ def get_report(name: NAMES = Path(),
     assert name in REPORTS
     params = ReportParams(date=business_date, first=first, last=last, month=_month(month), as_of=as_of,
                           district=district, min_days=min_days, run_id=run_id, period=period)
-    return _defined(ctx, name, format, lang, params)
+    return _defined(ctx, name, format, lang, params, principal.actor, source_of(request))

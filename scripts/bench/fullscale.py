@@ -687,9 +687,18 @@ class Bench:
         self.analyzer = analyzer = AutoAnalyze(self)
         self.open_schema()
         analyzer.start()
+        self.summary["postgresql"] = dict(self.q(
+            "select name, setting || coalesce(unit, '') from pg_settings where name in ('server_version', "
+            "'shared_buffers', 'max_wal_size', 'checkpoint_timeout', 'autovacuum', 'synchronous_commit', "
+            "'wal_compression', 'max_connections')"))
+        log(f"PostgreSQL: {self.summary['postgresql']}")
         try:
             self.configure({})
             if self.args.reuse_schema:
+                # a schema kept by an older checkout: brought to this code's migrations first (timed:
+                # at full size a migration that rebuilds a table is a maintenance window's length)
+                res = self.timed("db-upgrade", ["db", "upgrade"])
+                self.phase("db_upgrade", wall_s=round(res["seconds"], 1))
                 from scripts.operator_session import another_session
                 self.token = another_session(self.url, "fullscale", ["operations", "finance"])
                 self.configure({})

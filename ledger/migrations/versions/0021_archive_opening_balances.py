@@ -9,7 +9,7 @@ checks the foreign keys naming it: prepaid_movements.bill_id, allocations.correc
 them, every bill removed would read those tables whole).
 
 Revision ID: 0021
-Revises: 0019 (to be re-chained after 0020, the monthly partitions, when both are merged)
+Revises: 0020
 """
 from alembic import op
 import sqlalchemy as sa
