@@ -688,7 +688,7 @@ class Bench:
         self.open_schema()
         analyzer.start()
         self.summary["postgresql"] = dict(self.q(
-            "select name, setting || coalesce(unit, '') from pg_settings where name in ('server_version', "
+            "select name, current_setting(name) from pg_settings where name in ('server_version', "
             "'shared_buffers', 'max_wal_size', 'checkpoint_timeout', 'autovacuum', 'synchronous_commit', "
             "'wal_compression', 'max_connections')"))
         log(f"PostgreSQL: {self.summary['postgresql']}")
