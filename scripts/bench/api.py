@@ -107,7 +107,23 @@ def start_api(env: dict, workdir: Path) -> tuple[subprocess.Popen, str]:
     if "listening on" not in line:
         proc.kill()
         raise SystemExit(f"gridpay api did not start: {line}{(workdir / 'api.err').read_text()}")
-    return proc, line.split("listening on ")[1].split()[0]
+    base = line.split("listening on ")[1].split()[0]
+    if not ready(base):     # the line can come before the server takes connections: a loaded machine saw refusals
+        proc.kill()
+        raise SystemExit(f"gridpay api did not become ready: {(workdir / 'api.err').read_text()}")
+    return proc, base
+
+
+def ready(base: str) -> bool:
+    """Whether ``base``/readyz answers 200 within about ten seconds."""
+    for _ in range(100):
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    return False
 
 
 def start_haproxy(bases: list[str], workdir: Path) -> tuple[subprocess.Popen, str] | None:
@@ -121,13 +137,8 @@ def start_haproxy(bases: list[str], workdir: Path) -> tuple[subprocess.Popen, st
                                         {"gridpay_api": servers})
     proc = haproxy_local.start(config, workdir)
     base = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
+    if ready(base):
+        return proc, base
     proc.kill()
     raise SystemExit(f"haproxy did not start: {(workdir / 'haproxy.err').read_text()}")
 
