@@ -117,12 +117,13 @@ def plan_resume(config_path, name):
 @click.argument("name")
 def plan_run_now(config_path, name):
     """Make a batch of the plan now."""
+    from config.clock import Clock
     from engines.plans import PlanError, run_now
 
     settings, db = _open(config_path)
     actor = operator_actor((settings, db), "plan.manage")
-    try:
-        s = run_now(db, settings, name, now=_now(), actor=actor)
+    try:  # the site's business calendar: the batch's run date, and so which bills are due, follow its cut-off
+        s = run_now(db, settings, name, now=_now(), actor=actor, clock=Clock.of(settings.business))
     except PlanError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"batch {s.batch_id}: {s.debits} debits, {s.total} fen, {s.chunks} chunks, mode {s.mode}, "

@@ -3,7 +3,7 @@ date rule, district, customer list) and who it leaves out and why (limit, suspen
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 from click.testing import CliRunner
 from sqlalchemy import select, update
@@ -56,6 +56,25 @@ def test_plan_commands(sqlite_url, tmp_path):
     assert cli(env, "plan", "pause", "nosuch")[0] != 0
     engine.dispose()
 
+
+
+def test_run_now_follows_the_sites_cutoff(sqlite_url, tmp_path, monkeypatch):
+    """`plan run-now` dates its batch by the site's business calendar, not the built-in one: at
+    12:00 in Shanghai with a cut-off at 11:00 it is already the 28th, so a bill due the 28th is due."""
+    engine, numbers = seed(sqlite_url, 2)
+    with engine.begin() as conn:
+        add_bills(conn, [(numbers[0], "202603", 700, 0)])      # due 2026-03-28
+    tree = settings_tree(sqlite_url, drop_dir=str(tmp_path / "drop"))
+    tree["business"] = {"timezone": "Asia/Shanghai", "cutoff": "11:00"}
+    env = operator_env(engine, "wang", ["operations"], environment_for(tree))
+    monkeypatch.setattr("gridpay.debit_commands._now", lambda: datetime(2026, 3, 27, 4, 0, tzinfo=timezone.utc))
+    assert cli(env, "plan", "add", "monthly", "--bank", BANK, "--cron", "0 9 5 * *")[0] == 0
+    code, out = cli(env, "plan", "run-now", "monthly")
+    assert code == 0, out
+    with engine.connect() as conn:
+        owed = dict(conn.execute(select(debits.c.customer_no, debits.c.amount)).all())
+    assert owed == {numbers[0]: 10_050 + 700, numbers[1]: 10_050}
+    engine.dispose()
 
 def test_batch_selection_rules(db_url):
     engine, numbers = seed(db_url, 8, bills_each=2)     # bills 202601 and 202602, due the 28th of their month

@@ -36,6 +36,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -417,9 +418,9 @@ class Bench:
 
     def start_engines(self) -> None:
         for e in ("e1", "e2"):
-            self.procs[e] = Proc(e, gridpay("engine", "--id", e, "--poll", "0.2", "--lease", "10", "--log-level",
-                                            "WARNING", "--log-file", str(self.logs / f"{e}.log")),
-                                 self.env, self.logs, r"running")
+            args = gridpay("engine", "--id", e, "--poll", "0.2", "--lease", "10", "--log-level", "WARNING",
+                           "--log-file", str(self.logs / f"{e}.log"))
+            self.procs[e] = Proc(e, self.batch_side(args), self.env, self.logs, r"running")
             self.procs[e].launch()
         for e in ("e1", "e2"):
             self.procs[e].wait_ready(180)
@@ -500,7 +501,9 @@ class Bench:
                    gateway_p50_ms=histogram_p(diff, 0.5), gateway_p99_ms=histogram_p(diff, 0.99))
 
     def make_batches(self) -> dict:
-        from engines.plans import add_plan, run_now
+        """One plan per bank, run now by ``gridpay plan run-now`` - a process of its own, at the batch
+        side's CPU priority, as the scheduler's unit runs it (config/systemd)."""
+        from engines.plans import add_plan
 
         made = {"debits": 0, "chunks": 0, "skipped": 0}
         now = SYSTEM_CLOCK.now()
@@ -509,11 +512,21 @@ class Bench:
         for bank in self.banks:
             add_plan(self.db, name=f"peak-{bank}", bank_code=bank, cron="0 9 1 1 *", now=now, actor=ACTOR,
                      due_days=due_days, chunk_size=1000, time_zone=self.clock.timezone, paused=True)
-            s = run_now(self.db, None, f"peak-{bank}", now=SYSTEM_CLOCK.now(), actor=ACTOR, clock=self.clock)
-            made["debits"] += s.debits
-            made["chunks"] += s.chunks
-            made["skipped"] += len(s.skipped)
+            res = run_child(self.batch_side(gridpay("plan", "run-now", f"peak-{bank}")), self.logs, f"build-{bank}",
+                            env=self.env, children=self.children)
+            m = re.match(r"batch \d+: (\d+) debits, \d+ fen, (\d+) chunks, mode \w+, (\d+) skipped", res["stdout"])
+            if res["rc"] != 0 or not m:
+                raise RuntimeError(f"plan run-now peak-{bank} failed ({res['rc']}): {res['stdout'][-800:]} "
+                                   f"{res['stderr'][-2000:]}")
+            for key, value in zip(("debits", "chunks", "skipped"), m.groups()):
+                made[key] += int(value)
         return made
+
+    def batch_side(self, args: list[str]) -> list[str]:
+        """The batch's processes (engines, the batch build) run at a lower CPU priority than the
+        gateways, as config/systemd's units set them (Nice=, CPUWeight=): when they share cores, the
+        counter's answers come first and the batch takes the rest (docs/scale-out.md)."""
+        return ["nice", "-n", str(self.args.batch_nice), *args] if self.args.batch_nice else args
 
     def wait_batches(self, timeout: float) -> None:
         end = time.monotonic() + timeout
@@ -800,6 +813,9 @@ def main(argv=None) -> int:
                    help="the counter traffic's pace (default: the batch's target scaled, at least 30 s)")
     p.add_argument("--drop-rate", type=float, default=0.0005, help="bank hosts: answers lost before/after applying")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--batch-nice", type=int, default=10, metavar="N",
+                   help="the engines' and the batch build's niceness (0: as the gateways; default 10, as "
+                        "config/systemd's units)")
     p.add_argument("--work-dir", default=None, help="logs, files, reports (default: a new temporary directory)")
     p.add_argument("--summary", default=None, help="write the JSON summary here (default: WORK_DIR/summary.json)")
     g = p.add_mutually_exclusive_group()
