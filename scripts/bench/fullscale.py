@@ -123,7 +123,7 @@ class RssSampler(threading.Thread):
 def cpu_kind(name: str) -> str:
     """gw1 -> gateways, e2 -> engines, simbank_01020000 -> bank hosts, counter_during_... -> counter systems."""
     for prefix, kind in (("gw", "gateways"), ("e1", "engines"), ("e2", "engines"), ("simbank", "bank hosts"),
-                         ("counter", "counter systems")):
+                         ("counter", "counter systems"), ("build", "batch build")):
         if name.startswith(prefix):
             return kind
     return name.split("-")[0]
@@ -379,12 +379,13 @@ class Bench:
                 fh.write("account_no,balance,limit,status\n")
                 fh.writelines(f"{a},1000000000,0,A\n" for a in self.accounts.get(bank, []))
             name = f"simbank_{bank}"
-            self.procs[name] = Proc(name, gridpay(
+            # the banks' hosts stand for other machines that only the batch talks to: the batch side
+            self.procs[name] = Proc(name, self.batch_side(gridpay(
                 "sim", "bank", "--bank", bank, "--dialect", dialect(i), "--zmk-env", f"GRIDPAY_FULLSCALE_ZMK_{bank}",
                 "--accounts", str(path), "--business-date", self.business_date.isoformat(),
                 "--day-file-dir", str(self.work / f"dayfile_{bank}"), "--seed", str(self.args.seed + i),
                 "--latency-ms", "20", "--latency-dist", "exponential", "--decline", "51=0.01",
-                "--drop-after-apply", str(self.args.drop_rate), "--drop-before-apply", str(self.args.drop_rate)),
+                "--drop-after-apply", str(self.args.drop_rate), "--drop-before-apply", str(self.args.drop_rate))),
                 dict(os.environ), self.logs, r'"port"')
             self.procs[name].launch()
         for bank in self.banks:
@@ -512,7 +513,7 @@ class Bench:
         for bank in self.banks:
             add_plan(self.db, name=f"peak-{bank}", bank_code=bank, cron="0 9 1 1 *", now=now, actor=ACTOR,
                      due_days=due_days, chunk_size=1000, time_zone=self.clock.timezone, paused=True)
-            res = run_child(self.batch_side(gridpay("plan", "run-now", f"peak-{bank}")), self.logs, f"build-{bank}",
+            res = run_child(self.batch_side(gridpay("plan", "run-now", f"peak-{bank}")), self.logs, f"build_{bank}",
                             env=self.env, children=self.children)
             m = re.match(r"batch \d+: (\d+) debits, \d+ fen, (\d+) chunks, mode \w+, (\d+) skipped", res["stdout"])
             if res["rc"] != 0 or not m:
@@ -523,9 +524,10 @@ class Bench:
         return made
 
     def batch_side(self, args: list[str]) -> list[str]:
-        """The batch's processes (engines, the batch build) run at a lower CPU priority than the
-        gateways, as config/systemd's units set them (Nice=, CPUWeight=): when they share cores, the
-        counter's answers come first and the batch takes the rest (docs/scale-out.md)."""
+        """The batch's processes (engines, the batch build; and the banks' hosts, which stand for
+        machines of their own) run below the gateways' CPU priority, as config/systemd's units set
+        them (Nice=, CPUWeight=): sharing cores, the counter's answers come first and the batch takes
+        the rest (docs/scale-out.md). The counter systems stay at the gateways' priority: they measure."""
         return ["nice", "-n", str(self.args.batch_nice), *args] if self.args.batch_nice else args
 
     def wait_batches(self, timeout: float) -> None:
@@ -814,8 +816,8 @@ def main(argv=None) -> int:
     p.add_argument("--drop-rate", type=float, default=0.0005, help="bank hosts: answers lost before/after applying")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--batch-nice", type=int, default=10, metavar="N",
-                   help="the engines' and the batch build's niceness (0: as the gateways; default 10, as "
-                        "config/systemd's units)")
+                   help="the niceness of the engines, the batch build and the banks' hosts (0: as the "
+                        "gateways; default 10, as config/systemd's units)")
     p.add_argument("--work-dir", default=None, help="logs, files, reports (default: a new temporary directory)")
     p.add_argument("--summary", default=None, help="write the JSON summary here (default: WORK_DIR/summary.json)")
     g = p.add_mutually_exclusive_group()
