@@ -559,13 +559,14 @@ class Bench:
         before, after = SHARES["before"], SHARES["after"]
         self.cut = {"before": (0, before), "during": (before, 1 - after), "after": (1 - after, 1)}
         pace = self.counter_seconds
-        # before and after: a tenth of the pace at least, so that the processes' start is not all they measure
-        side = max(pace * before / (1 - before - after), pace / 10)
+        # before and after: at the batch window's rate, but a tenth of its time at least, so that the
+        # processes' start is not all they measure
+        side = {w: max(pace * share / (1 - before - after), pace / 10) for w, share in SHARES.items()}
         self.checkpoint()
         h0, c0, w0 = self.gateway_histogram(), self.sampler.cpu_mark(), time.perf_counter()
         log(f"counter traffic before the batch ({before:.0%} of {self.n['payments']:,} payments)")
-        runs = self.counter_run("before", before, side)
-        self.finish_counter_run("before", runs, 4 * side + 120)
+        runs = self.counter_run("before", before, side["before"])
+        self.finish_counter_run("before", runs, 4 * side["before"] + 120)
         h1 = self.gateway_histogram()
         self.gateway_window("before", h0, h1)
         self.phase("counter_before", **cpu_split(c0, self.sampler.cpu_mark(), time.perf_counter() - w0))
@@ -590,8 +591,8 @@ class Bench:
         self.finish_counter_run("during", during, 4 * pace + 120)
         h3 = self.gateway_histogram()
         self.gateway_window("between", h2, h3)
-        runs = self.counter_run("after", after, side)
-        self.finish_counter_run("after", runs, 4 * side + 120)
+        runs = self.counter_run("after", after, side["after"])
+        self.finish_counter_run("after", runs, 4 * side["after"] + 120)
         self.gateway_window("after", h3, self.gateway_histogram())
 
     def checkpoint(self) -> None:
