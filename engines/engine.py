@@ -209,15 +209,17 @@ class DebitEngine:
         return d
 
     def _load_keys(self) -> dict:
-        """Each bank's MAC key as stored (another engine may have signed on): read on the pool
-        thread, taken on the reactor's (``_take_keys``)."""
-        loaded = {}
-        for code, link in self.links.items():
-            try:
-                loaded[code] = link.keys.backend.load(code, LINK_CHANNEL) if link.keys.backend else None
-            except Exception:  # noqa: BLE001
-                log.warning("engine %s: cannot reload the MAC key of bank %s", self.name, code)
-        return loaded
+        """The banks' MAC keys stored since this engine's (another engine may have signed on): read
+        on the pool thread, in one query, taken on the reactor's (``_take_keys``)."""
+        backends = [link.keys.backend for link in self.links.values() if link.keys.backend]
+        if not backends:
+            return {}
+        known = {code: link.keys.version(code, LINK_CHANNEL) for code, link in self.links.items()}
+        try:
+            return backends[0].newer(LINK_CHANNEL, known)
+        except Exception:  # noqa: BLE001
+            log.warning("engine %s: cannot reload the banks' MAC keys", self.name)
+            return {}
 
     def _take_keys(self, result):
         *rest, loaded = result

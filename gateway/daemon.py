@@ -132,7 +132,7 @@ class Gateway:
         banks = [code for code in self.settings.banks if "counter" in self.directory.channels(code)]
 
         def load():
-            return {code: self.keys.backend.load(code, "counter") for code in banks}
+            return self.keys.backend.newer("counter", {code: self.keys.version(code, "counter") for code in banks})
 
         def take(states):
             for code, state in states.items():

@@ -54,6 +54,10 @@ class KeyStore:
         if self.backend:
             self.backend.save(bank, channel, state)
 
+    def version(self, bank: str, channel: str) -> int:
+        """The version held (0: none yet)."""
+        return self._keys.get((bank, channel), KeyState(None)).version
+
     def current(self, bank: str, channel: str) -> bytes | None:
         return self._keys.get((bank, channel), KeyState(None)).current
 
