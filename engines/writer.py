@@ -4,7 +4,8 @@ The reactor hands in operations (``Writer.submit(op, callback)``); they run in a
 of their own (``runtime.worker_process``), so the engine's reactor thread keeps the interpreter
 lock. The worker takes whatever is queued (up to ``max_batch``; an idle one waits up to
 ``max_wait_s`` for company), runs it in ONE transaction - the ledger's ``apply_batch`` for every
-``DebitResult`` among them, in order, then the engine's own rows - commits, and only then is each
+``DebitResult`` among them, in order, then the engine's own rows, all sent at the end in one round
+trip with the billing feed's numbered rows last - commits, and only then is each
 callback called on the reactor thread with the op's result (an ``Outcome``) or an exception.
 Nothing is acted on before it is durable: a reversal is sent only after its attempt is counted
 in the database. Time comes from the engine (each op is stamped with its ``now()`` when
@@ -22,10 +23,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
 
 from engines.store import ReverseItem, create_reversals
 from engines.tables import debit_chunks, debit_reversals
+from runtime.bulk_sql import Writes
 from runtime.worker_process import BatchProcess
 from config.clock import Clock
 from ledger.group_commit import in_transaction
@@ -176,7 +178,12 @@ class WriterWorker:
                               settles_commit=False)
 
     def _apply(self, conn, ops: list, now: datetime) -> list:
+        # The ledger's rows and the engine's go in one round trip at the end (``writes``): the
+        # billing feed's counter, which every posting process shares, is locked from there to the
+        # COMMIT only - not across this process's statements, which may wait for the CPU (the batch
+        # side runs at a lower priority than the gateways: config/systemd).
         results: list = [None] * len(ops)
+        writes = Writes(conn)
         postings, where = [], []
         for i, op in enumerate(ops):
             p = _posting_of(op, now)
@@ -184,56 +191,32 @@ class WriterWorker:
                 postings.append(p)
                 where.append(i)
         if postings:
-            for i, outcome in zip(where, apply_batch(conn, postings, self.clock, now)):
+            for i, outcome in zip(where, apply_batch(conn, postings, self.clock, now, writes)):
                 results[i] = outcome
-        unknowns = [(i, op) for i, op in enumerate(ops) if isinstance(op, Unknown)]
-        if unknowns:
-            fine = [(i, op) for i, op in unknowns if results[i].ok or results[i].replayed]
-            for i, op in unknowns:
-                if not (results[i].ok or results[i].replayed):
-                    results[i] = RuntimeError(f"ledger refused unknown for debit {op.posting.debit_id}: "
-                                              f"{results[i].response_code} {results[i].detail}")
-            if fine:
-                r = debit_reversals.c
-                existing = {x.debit_id: x for x in conn.execute(select(debit_reversals).where(
-                    r.debit_id.in_([op.posting.debit_id for _, op in fine])))}
-                for i, op in fine:   # already scheduled (a retried write that had committed): reuse it
-                    x = existing.get(op.posting.debit_id)
-                    if x is not None:
-                        results[i] = ReverseItem(x.debit_id, x.bank_code, op.original, x.transmitted, x.stan,
-                                                 x.attempts, x.next_at if x.next_at.tzinfo else
-                                                 x.next_at.replace(tzinfo=timezone.utc))
-                fresh = [(i, op) for i, op in fine if op.posting.debit_id not in existing]
-                if fresh:
-                    owner, lease_s = fresh[0][1].owner, fresh[0][1].lease_s
-                    items = create_reversals(conn, [(op.posting.debit_id, op.bank_code, op.original)
-                                                    for _, op in fresh],
-                                             owner=owner, now=now, lease=now + timedelta(seconds=lease_s),
-                                             clock=self.clock)
-                    for (i, _), item in zip(fresh, items):
-                        results[i] = item
-        r = debit_reversals.c
+        self._schedule_reversals(conn, ops, results, now)
         history = []
+        reversal_rows: dict[str, dict[int, dict]] = {"begun": {}, "answered": {}, "unanswered": {}}
         for i, op in enumerate(ops):
             if isinstance(op, ReversalBegun):
-                conn.execute(update(debit_reversals).where(r.debit_id == op.debit_id).values(
-                    attempts=op.attempt, next_at=op.next_at, updated_at=now))
+                reversal_rows["begun"][op.debit_id] = {"debit_id": op.debit_id, "attempts": op.attempt,
+                                                       "next_at": op.next_at, "updated_at": now}
                 history.append({"debit_id": op.debit_id, "event": "reversal_sent", "mti": op.mti,
                                 "response_code": None, "detail": f"attempt {op.attempt}", "actor": op.actor, "at": now})
                 results[i] = Outcome("00")
             elif isinstance(op, ReversalAnswered):
                 outcome = results[i] or Outcome("00")
                 state = "answered" if op.response_code == "00" else "refused"
-                conn.execute(update(debit_reversals).where(r.debit_id == op.debit_id).values(
-                    state=state, response_code=op.response_code, owner=None, lease_until=None, updated_at=now))
+                reversal_rows["answered"][op.debit_id] = {
+                    "debit_id": op.debit_id, "state": state, "response_code": op.response_code, "owner": None,
+                    "lease_until": None, "updated_at": now}
                 history.append({"debit_id": op.debit_id, "event": "reversal_answer", "mti": "0430",
                                 "response_code": op.response_code,
                                 "detail": "" if op.response_code == "00" else "reversal refused: open for reconciliation",
                                 "actor": op.actor, "at": now})
                 results[i] = outcome
             elif isinstance(op, ReversalUnanswered):
-                conn.execute(update(debit_reversals).where(r.debit_id == op.debit_id).values(
-                    state="unanswered", owner=None, lease_until=None, updated_at=now))
+                reversal_rows["unanswered"][op.debit_id] = {"debit_id": op.debit_id, "state": "unanswered",
+                                                            "owner": None, "lease_until": None, "updated_at": now}
                 history.append({"debit_id": op.debit_id, "event": "reversal_unanswered", "mti": None,
                                 "response_code": None, "detail": f"no 0430 after {op.attempts} attempts: open for "
                                                                  f"reconciliation", "actor": op.actor, "at": now})
@@ -248,6 +231,38 @@ class WriterWorker:
                                 "response_code": op.response_code, "detail": op.detail[:200], "actor": op.actor,
                                 "at": now})
                 results[i] = Outcome("00")
-        if history:
-            conn.execute(insert(debit_attempts), history)
+        for rows in reversal_rows.values():     # in this order: a reversal is sent, then answered or not
+            writes.update(debit_reversals, "debit_id", list(rows.values()))
+        writes.insert(debit_attempts, history)
+        writes.flush()
         return results
+
+    def _schedule_reversals(self, conn, ops: list, results: list, now: datetime) -> None:
+        """Unknown outcomes the ledger took: each gets its reversal row (reused if a retried
+        write had made it), its result the ``ReverseItem`` to send."""
+        unknowns = [(i, op) for i, op in enumerate(ops) if isinstance(op, Unknown)]
+        if not unknowns:
+            return
+        fine = [(i, op) for i, op in unknowns if results[i].ok or results[i].replayed]
+        for i, op in unknowns:
+            if not (results[i].ok or results[i].replayed):
+                results[i] = RuntimeError(f"ledger refused unknown for debit {op.posting.debit_id}: "
+                                          f"{results[i].response_code} {results[i].detail}")
+        if not fine:
+            return
+        r = debit_reversals.c
+        existing = {x.debit_id: x for x in conn.execute(select(debit_reversals).where(
+            r.debit_id.in_([op.posting.debit_id for _, op in fine])))}
+        for i, op in fine:   # already scheduled (a retried write that had committed): reuse it
+            x = existing.get(op.posting.debit_id)
+            if x is not None:
+                results[i] = ReverseItem(x.debit_id, x.bank_code, op.original, x.transmitted, x.stan,
+                                         x.attempts, x.next_at if x.next_at.tzinfo else
+                                         x.next_at.replace(tzinfo=timezone.utc))
+        fresh = [(i, op) for i, op in fine if op.posting.debit_id not in existing]
+        if fresh:
+            owner, lease_s = fresh[0][1].owner, fresh[0][1].lease_s
+            items = create_reversals(conn, [(op.posting.debit_id, op.bank_code, op.original) for _, op in fresh],
+                                     owner=owner, now=now, lease=now + timedelta(seconds=lease_s), clock=self.clock)
+            for (i, _), item in zip(fresh, items):
+                results[i] = item

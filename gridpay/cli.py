@@ -7,6 +7,7 @@ this module only names them, and imports an area when its command is used, so th
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import click
@@ -53,9 +54,14 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="gridpay")
-def gridpay() -> None:
+@click.pass_context
+def gridpay(ctx: click.Context) -> None:
     """gridpay: the utility's bank payment gateway (ISO 8583 counter and debit channels,
     receivables ledger, reconciliation)."""
+    # PostgreSQL's pg_stat_activity names each connection's process ("gridpay serve", "gridpay
+    # engine", ...; their worker processes inherit it): libpq reads PGAPPNAME. A site's own wins.
+    if ctx.invoked_subcommand:
+        os.environ.setdefault("PGAPPNAME", f"gridpay {ctx.invoked_subcommand}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -205,7 +205,8 @@ def select_many(conn, queries: list) -> list[list]:
 
 
 class Writes:
-    """The row writes of one transaction, sent together by ``flush()`` in the order given."""
+    """The row writes of one transaction, sent together by ``flush()`` in the order given, but the
+    numbered ones (``numbered``) last."""
 
     def __init__(self, conn):
         self.conn = conn
@@ -227,6 +228,9 @@ class Writes:
 
     def flush(self) -> None:
         items, self.items = self.items, []
+        # numbered rows last, whatever the order given: their counter's lock is held from that
+        # statement to the COMMIT
+        items = [i for i in items if i[0] != "numbered"] + [i for i in items if i[0] == "numbered"]
         if self.conn.dialect.name != "postgresql":
             for kind, table, rows, key in items:
                 if kind == "insert":

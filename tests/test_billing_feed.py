@@ -205,6 +205,30 @@ def test_a_rolled_back_batch_leaves_no_gap(ledger):
     assert [r["seq"] for r in feed(ledger)] == [1, 2] and last_seq(ledger) == 2
 
 
+
+def test_a_callers_writes_go_before_the_feeds_numbered_rows(ledger):
+    """A process with rows of its own (the debit engine's writer) hands ``apply_batch`` its writes:
+    nothing is sent until its one ``flush``, and there the feed's numbered statement - the one that
+    locks the counter to the COMMIT - is the last, though the caller's rows were added after it."""
+    from sqlalchemy import event
+
+    from runtime.bulk_sql import Writes
+
+    sent = []
+    with ledger.connect() as conn:
+        conn.begin()
+        writes = Writes(conn)
+        event.listen(conn, "before_cursor_execute", lambda *a: sent.append(a[2]))
+        assert apply_batch(conn, [payment(BANK, "C2", 5_000)], CAL, T0, writes)[0].ok
+        assert not [sql for sql in sent if "INSERT" in sql.upper()], "nothing written before the caller's flush"
+        writes.insert(audit_log, [{"at": T0, "actor": "system:test", "action": "test.note", "object_type": "test",
+                                   "object_id": "1", "details": "{}", "reason": ""}])
+        writes.flush()
+        conn.commit()
+    inserts = [sql for sql in sent if "INSERT" in sql.upper()]
+    assert "billing_feed" in inserts[-1] and "audit_log" in inserts[-2], inserts
+    assert [r["seq"] for r in feed(ledger)] == [1]
+
 def test_verify_fails_on_a_gap_and_on_a_missing_row(ledger):
     assert all(o.ok for o in post(ledger, [payment(BANK, "C1", 30_100), payment(BANK, "C2", 5_000)]))
     with ledger.begin() as conn:

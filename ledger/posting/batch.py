@@ -23,8 +23,8 @@ from ledger.posting.writes import flush
 class Batch(MoneyOutKinds):
     """Every kind's decision (``bank_kinds``, ``office_kinds``, ``money_out_kinds``) on one batch state (``prefetch``)."""
 
-    def flush(self) -> None:
-        flush(self)
+    def flush(self, writes=None) -> None:
+        flush(self, writes)
 
 
 _DECIDE = {CounterPayment: Batch.counter_payment, PaymentReversal: Batch.payment_reversal,
@@ -35,8 +35,11 @@ _DECIDE = {CounterPayment: Batch.counter_payment, PaymentReversal: Batch.payment
            RefundPayout: Batch.refund_payout}
 
 
-def apply_batch(conn, postings: Sequence[Posting], clock: Clock, now: datetime) -> list[Outcome]:
-    """Decide and write postings in conn's transaction (the caller commits). Outcomes in order."""
+def apply_batch(conn, postings: Sequence[Posting], clock: Clock, now: datetime, writes=None) -> list[Outcome]:
+    """Decide and write postings in conn's transaction (the caller commits). Outcomes in order.
+    ``writes`` (``runtime.bulk_sql.Writes``): the rows are added to it, for the caller to send with
+    its own (``writes.flush()``) - the billing feed's counter is then locked by that one round trip
+    and the COMMIT, not across the caller's statements in between."""
     batch = Batch(conn, clock, now)
     batch.prefetch(postings)
     decided = []
@@ -45,7 +48,7 @@ def apply_batch(conn, postings: Sequence[Posting], clock: Clock, now: datetime) 
         if decide is None:
             raise TypeError(f"not a posting: {p!r}")
         decided.append(decide(batch, p))
-    batch.flush()
+    batch.flush(writes)
     return [Outcome(res.code, dict(res.final_fields()), res.detail, replayed) for res, replayed in decided]
 
 

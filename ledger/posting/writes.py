@@ -28,8 +28,10 @@ from ledger.schema import (
 )
 
 
-def flush(batch) -> None:
-    """Reserve ids, then one multi-row insert per table (foreign keys' order), all sent together."""
+def flush(batch, writes: Writes | None = None) -> None:
+    """Reserve ids, then one multi-row insert per table (foreign keys' order), all sent together.
+    With ``writes``, the rows join the caller's writes instead, sent by its ``flush()`` (after rows
+    of its own: the billing feed's numbered rows still go last)."""
     now, rows = batch.now, batch.rows
     owners = ((payments, "payment_id", "payments"), (reversals, "reversal_id", "reversals"),
               (prepaid_movements, "id", "prepaid_movements"))
@@ -40,7 +42,7 @@ def flush(batch) -> None:
             row[key].id = new_id
     for row in rows["payments"]:
         row["receipt_no"] = row["receipt_no"].receipt_no()
-    writes = Writes(batch.conn)
+    sending, writes = writes is None, writes or Writes(batch.conn)
     for name, table in (("payments", payments), ("reversals", reversals), ("prepaid_movements", prepaid_movements),
                         ("allocations", allocations)):
         writes.insert(table, [{k: resolved(v) for k, v in row.items()} for row in rows[name]])
@@ -72,7 +74,8 @@ def flush(batch) -> None:
     # COMMIT - the shortest time, and so numbers commit in their order (docs/billing-feed.md).
     # A batch that moved no money has none and takes no lock.
     writes.numbered(billing_feed, feed_rows(rows["billing_feed"]), "seq", billing_feed_counter, "last_seq")
-    writes.flush()
+    if sending:
+        writes.flush()
 
 
 def journal_rows(entries: list[tuple], entry_ids: list[int], created_at: datetime) -> tuple[list, list]:

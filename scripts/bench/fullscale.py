@@ -51,6 +51,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import psutil
+from sqlalchemy import text
 
 from config.clock import SYSTEM_CLOCK, Clock
 from config.settings import environment_for
@@ -85,6 +86,7 @@ class RssSampler(threading.Thread):
         super().__init__(daemon=True, name="rss-sampler")
         self.bench, self.peaks, self.stop_event = bench, {}, threading.Event()
         self.cpu: dict[int, tuple[str, float]] = {}     # pid: (kind, CPU seconds at its last sample)
+        self.waits: Counter = Counter()                  # (process, what its session did): samples
         self.lock = threading.Lock()
 
     def run(self) -> None:
@@ -107,8 +109,32 @@ class RssSampler(threading.Thread):
         for p in psutil.process_iter(["name", "cpu_times"]):
             if p.info["name"] == "postgres" and p.info["cpu_times"] is not None:
                 seen[p.pid] = ("postgresql", p.info["cpu_times"].user + p.info["cpu_times"].system)
+        waits = self.db_waits()
         with self.lock:
             self.cpu.update(seen)
+            self.waits.update(waits)
+
+    def db_waits(self) -> Counter:
+        """What each gridpay process's database sessions are doing now (PGAPPNAME names them):
+        running, or waiting - for a lock, the WAL flush, or their client in an open transaction."""
+        db = getattr(self.bench, "db", None)
+        if db is None:
+            return Counter()
+        try:
+            with db.connect() as conn:
+                rows = conn.execute(text(
+                    "select application_name, state, wait_event_type, wait_event from pg_stat_activity "
+                    "where datname = current_database() and application_name like :gridpay "
+                    "and state in ('active', 'idle in transaction')"), {"gridpay": "gridpay %"}).all()
+        except Exception:  # noqa: BLE001 - a sample missed is not a failure
+            return Counter()
+        return Counter((app, "running" if state == "active" and not kind else
+                        "client, in a transaction" if state == "idle in transaction" else f"{kind}:{event}")
+                       for app, state, kind, event in rows)
+
+    def wait_mark(self) -> Counter:
+        with self.lock:
+            return Counter(self.waits)
 
     def cpu_mark(self) -> dict[str, float]:
         """CPU seconds used so far by kind of process (a process that ended keeps its last sample)."""
@@ -127,6 +153,16 @@ def cpu_kind(name: str) -> str:
         if name.startswith(prefix):
             return kind
     return name.split("-")[0]
+
+
+def wait_split(a: Counter, b: Counter) -> dict:
+    """Between two marks: per gridpay process, the share of its sessions' samples in each state
+    (a gateway's sessions waiting on a lock while the batch runs, or running)."""
+    by_app: dict[str, Counter] = {}
+    for (app, what), n in (b - a).items():
+        by_app.setdefault(app, Counter())[what] += n
+    return {"db_sessions": {app: {what: f"{n / sum(c.values()):.0%}" for what, n in c.most_common(5)}
+                            for app, c in sorted(by_app.items())}}
 
 
 def cpu_split(a: dict[str, float], b: dict[str, float], seconds: float) -> dict:
@@ -563,31 +599,33 @@ class Bench:
         # processes' start is not all they measure
         side = {w: max(pace * share / (1 - before - after), pace / 10) for w, share in SHARES.items()}
         self.checkpoint()
-        h0, c0, w0 = self.gateway_histogram(), self.sampler.cpu_mark(), time.perf_counter()
+        h0, c0, s0 = self.gateway_histogram(), self.sampler.cpu_mark(), self.sampler.wait_mark()
+        w0 = time.perf_counter()
         log(f"counter traffic before the batch ({before:.0%} of {self.n['payments']:,} payments)")
         runs = self.counter_run("before", before, side["before"])
         self.finish_counter_run("before", runs, 4 * side["before"] + 120)
         h1 = self.gateway_histogram()
         self.gateway_window("before", h0, h1)
-        self.phase("counter_before", **cpu_split(c0, self.sampler.cpu_mark(), time.perf_counter() - w0))
+        self.phase("counter_before", **cpu_split(c0, self.sampler.cpu_mark(), time.perf_counter() - w0),
+                   **wait_split(s0, self.sampler.wait_mark()))
         self.checkpoint()
         log(f"the batch: one plan per bank run now; counter traffic paced over {pace:.0f} s")
         t0 = time.perf_counter()
-        h1, c1, d1 = self.gateway_histogram(), self.sampler.cpu_mark(), self.db_mark()
+        h1, c1, d1, s1 = self.gateway_histogram(), self.sampler.cpu_mark(), self.db_mark(), self.sampler.wait_mark()
         during = self.counter_run("during", 1 - before - after, pace)
         made = self.make_batches()
         built = time.perf_counter() - t0
         log(f"batches built in {built:.1f} s: {made}")
         self.wait_batches(self.slack(TARGETS["debits_s"]))
         debit_s = time.perf_counter() - t0
-        h2, c2, d2 = self.gateway_histogram(), self.sampler.cpu_mark(), self.db_mark()
+        h2, c2, d2, s2 = self.gateway_histogram(), self.sampler.cpu_mark(), self.db_mark(), self.sampler.wait_mark()
         self.gateway_window("during", h1, h2)
         states = dict(self.q("select state, count(*) from debits group by state"))
         self.phase("debits", debits=made["debits"], skipped=made["skipped"], build_s=round(built, 1),
                    wall_s=round(debit_s, 1), debits_per_s=round(made["debits"] / debit_s, 1),
                    target_s=TARGETS["debits_s"], states=states, counter_runs_still_running=sum(
                        1 for p in during.values() if p.alive()), **self.debit_latency(), **cpu_split(c1, c2, debit_s),
-                   **self.db_split(d1, d2))
+                   **self.db_split(d1, d2), **wait_split(s1, s2))
         self.finish_counter_run("during", during, 4 * pace + 120)
         h3 = self.gateway_histogram()
         self.gateway_window("between", h2, h3)
