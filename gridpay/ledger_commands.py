@@ -49,7 +49,7 @@ def current(config_path, url) -> None:
 @click.option("--ahead", default=3, show_default=True, type=click.IntRange(min=0),
               help="prepare this many months after the first one")
 @click.option("--from-month", metavar="YYYYMM", help="the first month to prepare (default: the current one)")
-@click.option("--exact", is_flag=True, help="count each partition's rows (reads every row: minutes at full size) "
+@click.option("--exact", is_flag=True, help="count each partition's rows (reads every partition whole) "
               "instead of PostgreSQL's estimate")
 def partitions(config_path, url, ahead, from_month, exact) -> None:
     """Prepare the monthly partitions of this month and the next ones (PostgreSQL; it may run any
