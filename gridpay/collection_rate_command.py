@@ -59,7 +59,8 @@ def collection_rate(config_path, once, metrics_host, metrics_port, log_level) ->
         stop = threading.Event()
         on_stop_signals(lambda *_: stop.set())
         host = metrics_host or section.metrics_host
-        port = serve_threaded(CollectionRateMetrics.of(section, clock), engine, host,
+        metrics = CollectionRateMetrics.of(section, clock, replica=bool(settings.database.replica_url))
+        port = serve_threaded(metrics, engine, host,
                               section.metrics_port if metrics_port is None else metrics_port, stop,
                               refresh_s=section.refresh_s)
         click.echo(f"gridpay collection-rate running: metrics http://{host}:{port}/metrics")

@@ -49,9 +49,12 @@ def current(config_path, url) -> None:
 @click.option("--ahead", default=3, show_default=True, type=click.IntRange(min=0),
               help="prepare this many months after the first one")
 @click.option("--from-month", metavar="YYYYMM", help="the first month to prepare (default: the current one)")
-def partitions(config_path, url, ahead, from_month) -> None:
+@click.option("--exact", is_flag=True, help="count each partition's rows (reads every partition whole) "
+              "instead of PostgreSQL's estimate")
+def partitions(config_path, url, ahead, from_month, exact) -> None:
     """Prepare the monthly partitions of this month and the next ones (PostgreSQL; it may run any
-    number of times), then list every partition with its rows and size (docs/runbook.md "Partitions")."""
+    number of times), then list every partition with its rows (PostgreSQL's estimate, or counted
+    with --exact) and size (docs/runbook.md "Partitions")."""
     from config.clock import SYSTEM_CLOCK
     from ledger import partitions as monthly
 
@@ -61,13 +64,16 @@ def partitions(config_path, url, ahead, from_month) -> None:
         first = monthly.first_of_month(from_month) if from_month else clock.business_date()
         made = monthly.prepare_audited(engine, first, ahead, actor, SYSTEM_CLOCK.now())
         with engine.connect() as conn:
-            listing = monthly.partitions(conn)
+            listing = monthly.partitions(conn, exact=exact)
     if not listing:
         click.echo("no partitioned tables (monthly partitions are PostgreSQL's only)")
         return
     click.echo(f"made {len(made)} partition(s)" + (f": {', '.join(made)}" if made else " (all were there)"))
+    click.echo("rows counted (--exact)" if exact else
+               "rows are PostgreSQL's estimates as of each partition's last ANALYZE (--exact counts them)")
     for p in listing:
-        click.echo(f"{p.name:32} {p.rows:>12,} rows {p.bytes / 2**20:>10.1f} MiB  {p.bounds}")
+        rows = "not analysed" if p.rows is None else f"{'' if p.exact else '~'}{p.rows:,} rows"
+        click.echo(f"{p.name:32} {rows:>16} {p.bytes / 2**20:>10.1f} MiB  {p.bounds}")
 
 
 DIALECT_URLS = {"oracle": "oracle+oracledb://", "postgresql": "postgresql+psycopg://", "sqlite": "sqlite://"}

@@ -273,6 +273,7 @@ def check_replica(replica_url: str, primary, statement_timeout_s: float | None =
     from sqlalchemy import text
 
     from ledger.db import make_engine
+    from ledger.replica_lag import replay_lag_s
 
     label = describe_url(replica_url)
     replica = make_engine(replica_url, pool_size=1, statement_timeout_s=statement_timeout_s)
@@ -283,6 +284,7 @@ def check_replica(replica_url: str, primary, statement_timeout_s: float | None =
             standby, behind, replayed_at = conn.execute(text(
                 "select pg_is_in_recovery(), pg_wal_lsn_diff(:lsn, pg_last_wal_replay_lsn()), "
                 "pg_last_xact_replay_timestamp()"), {"lsn": written}).one()
+            lag_s = replay_lag_s(conn)
     except Exception as exc:  # noqa: BLE001 - the driver's error, in one line
         return Check("replica", False, f"{label}: unreachable: {first_line(exc)}", {"url": label, "reachable": False})
     finally:
@@ -290,9 +292,11 @@ def check_replica(replica_url: str, primary, statement_timeout_s: float | None =
     figures = {"url": label, "reachable": True, "standby": standby}
     if not standby:
         return Check("replica", True, f"{label} answers, but is no standby: the reports read a primary", figures)
-    figures |= {"behind_bytes": max(0, int(behind or 0)), "last_replayed_commit": when(replayed_at)}
+    figures |= {"behind_bytes": max(0, int(behind or 0)), "last_replayed_commit": when(replayed_at),
+                "replay_lag_s": None if lag_s is None else round(lag_s, 1)}
     return Check("replica", True, f"{label} answers; {figures['behind_bytes']} bytes of the primary's WAL to replay, "
-                 f"last replayed commit {figures['last_replayed_commit']}", figures)
+                 f"replay lag {figures['replay_lag_s']} s, last replayed commit {figures['last_replayed_commit']}",
+                 figures)
 
 
 # --- banks and engines ---------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from config.clock import SYSTEM_CLOCK, Clock
 from ledger.collection_rate import CollectionFigures, billing_period, collection_figures
+from ledger.replica_lag import ReplicaLagMetrics
 from runtime.db_probe import PROBE
 from runtime.process_metrics import ProcessMetrics
 
@@ -83,26 +84,32 @@ class CollectionRateCollector:
 
 
 class CollectionRateMetrics(ProcessMetrics):
-    """``gridpay_db_up`` and the collection rate's collector, refreshed at most every ``every_s``."""
+    """``gridpay_db_up`` and the collection rate's collector, refreshed at most every ``every_s``;
+    with ``replica`` (the connection is the read replica's) also the replica's replay lag, read at
+    every refresh: this is the site's one process that reads the replica on a timer."""
 
     def __init__(self, registry: CollectorRegistry | None = None, *, clock: Clock = SYSTEM_CLOCK,
-                 target: float = 0.95, alert_from_day: int = 25, months_back: int = 0, every_s: float = 60.0):
+                 target: float = 0.95, alert_from_day: int = 25, months_back: int = 0, every_s: float = 60.0,
+                 replica: bool = False):
         super().__init__(registry)
         self.clock, self.months_back, self.every_s = clock, months_back, every_s
         self.collector = CollectionRateCollector(clock, target, alert_from_day)
         self.registry.register(self.collector)
+        self.replica_lag = ReplicaLagMetrics(self.registry) if replica else None
 
     @classmethod
-    def of(cls, section, clock: Clock) -> "CollectionRateMetrics":
-        """From the ``[collection_rate]`` settings."""
+    def of(cls, section, clock: Clock, replica: bool = False) -> "CollectionRateMetrics":
+        """From the ``[collection_rate]`` settings; ``replica``: it reads ``database.replica_url``."""
         return cls(clock=clock, target=section.target, alert_from_day=section.alert_from_day,
-                   months_back=section.months_back, every_s=section.refresh_s)
+                   months_back=section.months_back, every_s=section.refresh_s, replica=replica)
 
     def due(self) -> bool:
         snap = self.collector.snapshot
         return snap is None or self.clock.seconds() - snap.read_at >= self.every_s
 
     def refresh(self, conn, now: datetime) -> None:
+        if self.replica_lag is not None:
+            self.replica_lag.refresh(conn)
         if not self.due():
             conn.execute(PROBE)  # the database is still checked: gridpay_db_up stays true to it
             return

@@ -32,8 +32,9 @@ class Partition:
     table: str
     name: str
     bounds: str       # PostgreSQL's words: FOR VALUES FROM (...) TO (...) | DEFAULT
-    rows: int
+    rows: int | None  # counted, or PostgreSQL's estimate; None: an estimate of a partition never analysed
     bytes: int
+    exact: bool       # rows were counted, not estimated
 
 
 def first_of_month(month: date | str) -> date:
@@ -120,19 +121,24 @@ def prepare(conn, today: date, ahead: int) -> list[str]:
     return made
 
 
-def partitions(conn) -> list[Partition]:
-    """Every partition of the partitioned tables, with its exact row count and its size on disk."""
+def partitions(conn, exact: bool = False) -> list[Partition]:
+    """Every partition of the partitioned tables, with its rows and its size on disk. The rows are
+    PostgreSQL's estimate as of the partition's last ANALYZE or VACUUM (``pg_class.reltuples``: a
+    catalogue read, where counting tens of millions of rows reads them all), or with ``exact`` a count."""
     out = []
     for table_name in PARTITION_KEYS:
         if not is_partitioned(conn, table_name):
             continue
-        rows = conn.execute(text("select c.relname, pg_get_expr(c.relpartbound, c.oid), "
+        rows = conn.execute(text("select c.relname, pg_get_expr(c.relpartbound, c.oid), c.reltuples, "
                                  "pg_total_relation_size(c.oid) from pg_inherits i join pg_class c "
                                  "on c.oid = i.inhrelid where i.inhparent = to_regclass(:t) order by c.relname"),
                             {"t": table_name}).all()
-        for name, bounds, size in rows:
-            count = conn.exec_driver_sql(f"SELECT count(*) FROM {name}").scalar_one()
-            out.append(Partition(table_name, name, bounds, count, size))
+        for name, bounds, estimate, size in rows:
+            if exact:
+                count = conn.exec_driver_sql(f"SELECT count(*) FROM {name}").scalar_one()
+            else:
+                count = None if estimate < 0 else round(estimate)   # -1: never analysed (PostgreSQL 14+)
+            out.append(Partition(table_name, name, bounds, count, size, exact))
     return out
 
 

@@ -31,7 +31,8 @@ from zoneinfo import ZoneInfo
 from config.clock import SYSTEM_CLOCK
 from config.settings import environment_for
 from scripts.e2e import day_checks, day_files
-from scripts.e2e.processes import Proc, drop_file, free_port, gridpay, log, make_drop_dir, wait_dropped
+from scripts.e2e.processes import (Proc, SchemaOfItsOwn, drop_file, free_port, gridpay, log, make_drop_dir,
+                                   wait_dropped)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -44,7 +45,7 @@ KILLABLE = ("gw1", "gw2", "e1", "e2", "scheduler", "notifier", "watcher")
 DAY_TIMEOUT_S = 150
 
 
-class Day:
+class Day(SchemaOfItsOwn):
     def __init__(self, args):
         self.args = args
         self.rng = random.Random(args.seed)
@@ -64,35 +65,6 @@ class Day:
             self.failures.append(what)
             log(f"CHECK FAILED: {what}")
         return ok
-
-    # --- database ----------------------------------------------------------------------------
-
-    def create_schema(self) -> None:
-        from sqlalchemy import create_engine, text
-
-        self.schema = self.args.schema or f"e2e_{uuid.uuid4().hex[:10]}"
-        admin = create_engine(self.args.pg_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'create schema "{self.schema}"'))
-        admin.dispose()
-        sep = "&" if "?" in self.args.pg_url else "?"
-        self.url = f"{self.args.pg_url}{sep}options=-csearch_path%3D{self.schema}"
-        from ledger.db import make_engine
-        self.db = make_engine(self.url)
-
-    def drop_schema(self) -> None:
-        from sqlalchemy import create_engine, text
-
-        self.db.dispose()
-        admin = create_engine(self.args.pg_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'drop schema "{self.schema}" cascade'))
-        admin.dispose()
-
-    def q(self, sql: str, **params):
-        from sqlalchemy import text
-        with self.db.connect() as conn:
-            return conn.execute(text(sql), params).all()
 
     # --- configuration -------------------------------------------------------------------------
 
@@ -481,7 +453,7 @@ class Day:
 
     def run(self) -> int:
         t0 = time.monotonic()
-        self.create_schema()
+        self.open_schema(self.args.schema or f"e2e_{uuid.uuid4().hex[:10]}")
         try:
             # drop_dir is top level: no GRIDPAY_* variable can set it (config/settings.py only applies
             # names with a "__"), so it goes into a configuration file (docs/e2e-day.md, "bugs")
@@ -509,11 +481,10 @@ class Day:
                 if p.alive():
                     p.p.kill()
                     p.p.wait()
-            if not self.args.keep_schema:
-                try:
-                    self.drop_schema()
-                except Exception as exc:  # noqa: BLE001
-                    log(f"could not drop schema {self.schema}: {exc}")
+            try:
+                self.close_schema(keep=self.args.keep_schema)
+            except Exception as exc:  # noqa: BLE001
+                log(f"could not drop schema {self.schema}: {exc}")
         s = self.summary
         s["processes"] = {n: {"starts": p.starts, "kills": p.kills, "exit": p.p.returncode if p.p else None}
                           for n, p in self.procs.items()}

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 
+import pytest
 from sqlalchemy import insert, update
 
 from config.clock import ManualClock
@@ -91,3 +92,11 @@ def build_ledger(url: str) -> Ledger:
                  clock=clock, now=T_NOV)
     request_refund(engine, K2, 2_000, actor="clerk.li", reason="moving away", now=T_NOV)
     return Ledger(url, engine)
+
+
+@pytest.fixture
+def ledger(db_url):
+    """``build_ledger`` on SQLite and on PostgreSQL (``db_url``), its engine closed after."""
+    built = build_ledger(db_url)
+    yield built
+    built.engine.dispose()

@@ -181,6 +181,7 @@ def test_the_exporter_serves_the_gauges_on_its_configured_port(tmp_path, sqlite_
         assert "gridpay_collection_target_ratio 0.97" in text
         assert "gridpay_collection_alert_from_day 28.0" in text
         assert 'gridpay_collection_channel_collected_fen{channel="counter",period=' in text
+        assert "gridpay_replica_replay_lag_seconds" not in text     # no database.replica_url
     finally:
         p.send_signal(signal.SIGTERM)
         out, err = p.communicate(timeout=60)

@@ -22,7 +22,7 @@ from ledger.recon import watch as watch_mod
 from ledger.recon.watch import DropWatcher, poll_forever, register_handler
 from ledger.recon_tables import recon_drop_files, recon_runs
 from ledger.schema import customers, imports
-from test_recon_support import BANK, DAY, GRIDPAY, build_world, write_bank_file
+from test_recon_support import BANK, DAY, GRIDPAY, world, write_bank_file  # noqa: F401 - world is a fixture
 from test_recon_watch import RET
 
 BANK_FILE = f"{BANK}_{DAY:%Y%m%d}.txt"
@@ -48,13 +48,6 @@ runpy.run_path(script, run_name="__main__")
 
 def customers_csv(no: str, name: str = "张三") -> bytes:
     return f"{CUSTOMER_HEADER}{no},{name},R,A,Y,13800000000\n".encode()
-
-
-@pytest.fixture
-def world(db_url):
-    w = build_world(db_url)
-    yield w
-    w.engine.dispose()
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from ledger.reports.context import ReportContext
 from ledger.reports.month_end import month_end_figures
 from ledger.schema import bills, payments, prepaid_movements
 from ledger_helpers import assert_ledger_verifies
-from report_ledger import K1, K2, K3, K4, K5, build_ledger
+from report_ledger import K1, K2, K3, K4, K5, build_ledger, ledger  # noqa: F401 - ledger is a fixture
 
 NOW = datetime(2026, 12, 6, 2, 0, tzinfo=timezone.utc)
 CLOCK = ManualClock(NOW)
@@ -53,13 +53,6 @@ def _figures(engine) -> dict:
             select(open_bills(ReportContext(engine, CLOCK, {}), date(2026, 12, 1)))))
     november = month_end_figures(engine, date(2026, 11, 1))
     return {"customers": seen, "aging": aging, "month_end": november}
-
-
-@pytest.fixture
-def ledger(db_url):
-    built = build_ledger(db_url)
-    yield built
-    built.engine.dispose()
 
 
 def test_archived_months_leave_verify_balances_and_reports_as_they_were(ledger, tmp_path):

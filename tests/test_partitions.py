@@ -3,6 +3,7 @@ its own partition, ``gridpay db partitions`` may run any number of times, and th
 uniqueness guarantees hold across months. SQLite keeps plain tables."""
 from __future__ import annotations
 
+import re
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
@@ -127,7 +128,8 @@ def test_db_partitions_is_idempotent_audited_and_lists_partitions(pg_url):
     assert "made 9 partition(s)" in first.output and "journal_entries_p203003" in first.output
     again = _gridpay(pg_url, token, "--ahead", "2", "--from-month", "203001")
     assert again.exit_code == 0 and "made 0 partition(s) (all were there)" in again.output
-    assert "audit_log_default" in again.output and " rows " in again.output
+    assert "audit_log_default" in again.output and "rows are PostgreSQL's estimates" in again.output
+    assert re.search(r"journal_entries_p203001 +not analysed", again.output)   # made, never analysed
     with engine.connect() as conn:
         audits = conn.execute(select(audit_log.c.actor, audit_log.c.details)
                               .where(audit_log.c.action == "db.partitions").order_by(audit_log.c.id)).all()
@@ -135,6 +137,33 @@ def test_db_partitions_is_idempotent_audited_and_lists_partitions(pg_url):
     assert '"made": []' in audits[1].details
     bad = _gridpay(pg_url, token, "--from-month", "2030-13")
     assert bad.exit_code == 1 and "a month is YYYYMM" in bad.output
+    engine.dispose()
+
+
+def test_db_partitions_lists_estimated_rows_and_counts_them_with_exact(pg_url):
+    """The listing reads PostgreSQL's estimate (pg_class.reltuples): a partition never analysed says
+    so rather than 0; after ANALYZE (a sample covering every row of a small table) it is the count.
+    ``--exact`` counts."""
+    migrate.upgrade(pg_url)
+    engine = make_engine(pg_url)
+    _ledger(engine, "M1", "M2")
+    far = datetime(2031, 3, 10, 2, 0, tzinfo=timezone.utc)
+    with engine.begin() as conn:
+        partitions.prepare(conn, far.date(), 0)           # made empty: never analysed
+    post(engine, [payment("0102", "M1", 10_100, at=far), payment("0102", "M2", 10_100, at=far)], ManualClock(far))
+    with engine.connect() as conn:
+        counted = _in(conn, "journal_entries_p203103")
+        before = {p.name: p for p in partitions.partitions(conn)}["journal_entries_p203103"]
+        conn.exec_driver_sql("ANALYZE journal_entries_p203103")
+        after = {p.name: p for p in partitions.partitions(conn)}["journal_entries_p203103"]
+    assert counted > 0 and before.rows is None and not before.exact
+    assert after.rows == counted and before.bytes > 0
+    token = operator_token(engine, "olga", ["operations"])
+    estimated = _gridpay(pg_url, token, "--from-month", "203103", "--ahead", "0")
+    assert re.search(rf"journal_entries_p203103 +~{counted} rows", estimated.output), estimated.output
+    exact = _gridpay(pg_url, token, "--from-month", "203103", "--ahead", "0", "--exact")
+    assert exact.exit_code == 0 and "rows counted (--exact)" in exact.output
+    assert re.search(rf"journal_entries_p203103 +{counted} rows", exact.output), exact.output
     engine.dispose()
 
 

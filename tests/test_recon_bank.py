@@ -17,14 +17,8 @@ from ledger.schema import business_day_closures, debits, payments, reversals
 from ledger.synchronous_posting import post
 from ledger_helpers import assert_ledger_verifies, reversal
 from identity_helpers import operator_env
-from test_recon_support import BANK, DAY, audit_rows, build_world, gridpay, line_of, write_bank_file
-
-
-@pytest.fixture
-def world(db_url):
-    w = build_world(db_url)
-    yield w
-    w.engine.dispose()
+from test_recon_support import (BANK, DAY, audit_rows, gridpay, line_of, world,  # noqa: F401 - a fixture
+                                write_bank_file)
 
 
 def items_by(result):

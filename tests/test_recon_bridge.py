@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
 from sqlalchemy import func, select
 
 from ledger.recon.finance import FinanceRules, reconcile_statement
@@ -21,7 +20,7 @@ from ledger.synchronous_posting import post
 from ledger_helpers import T0, assert_ledger_verifies, payment
 from test_recon_finance import REMIT, camt, ntry
 from test_recon_reports import amounts, bridge_adds_up, reports_dir, tables
-from test_recon_support import BANK, DAY, build_world, write_bank_file
+from test_recon_support import BANK, DAY, world, write_bank_file  # noqa: F401 - world is a fixture
 
 
 def rewritten(engine, run_id: int, directory) -> dict[str, list[dict]]:
@@ -36,13 +35,6 @@ def ledger_now(engine) -> int:
         return int(conn.execute(select(func.coalesce(func.sum(p.amount), 0))
                                 .select_from(payments.outerjoin(reversals, r.payment_id == p.payment_id))
                                 .where(p.bank_code == BANK, p.business_date == DAY, r.reversal_id.is_(None))).scalar_one())
-
-
-@pytest.fixture
-def world(db_url):
-    w = build_world(db_url)
-    yield w
-    w.engine.dispose()
 
 
 def test_the_bank_bridge_adds_up_before_and_after_every_kind_of_resolution(world, tmp_path):

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from ledger.debits import create_debit, debit_approved, debit_unknown, mark_debit_sent
@@ -98,3 +99,11 @@ def gridpay(*args, cwd=None, check=False, env=None) -> subprocess.CompletedProce
     if check and proc.returncode != 0:
         raise AssertionError(f"gridpay {' '.join(map(str, args))} failed {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+@pytest.fixture
+def world(db_url):
+    """``build_world`` on SQLite and on PostgreSQL (``db_url``), its engine closed after."""
+    w = build_world(db_url)
+    yield w
+    w.engine.dispose()

@@ -16,14 +16,7 @@ from ledger.recon.watch import DropWatcher, poll_forever, recognise, register_ha
 from ledger.recon_tables import recon_drop_files, recon_runs
 from ledger.schema import customers
 from test_recon_finance import REMIT, camt, ntry
-from test_recon_support import BANK, DAY, build_world, gridpay, write_bank_file
-
-
-@pytest.fixture
-def world(db_url):
-    w = build_world(db_url)
-    yield w
-    w.engine.dispose()
+from test_recon_support import BANK, DAY, build_world, gridpay, world, write_bank_file  # noqa: F401 - a fixture
 
 
 def drop(watcher: DropWatcher, name: str, data: bytes) -> Path:

@@ -13,8 +13,12 @@ A real streaming replica (pg_basebackup, a hot standby) is tests/test_replica_st
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 from sqlalchemy import event, select, text
@@ -27,6 +31,7 @@ from config.settings import DatabaseConfig, Settings, environment_for
 from conftest import fresh_schema
 from ledger import migrate
 from ledger.audit import audit_row, write_audit
+from ledger.collection_metrics import CollectionRateMetrics
 from ledger.collection_rate import billing_period, collection_figures
 from ledger.db import make_engine
 from ledger.schema import audit_log
@@ -34,7 +39,7 @@ from ledger.synchronous_posting import post
 from ledger_helpers import T0, add_bills, assert_ledger_verifies, payment
 from report_ledger import build_ledger
 from test_engine_support import BANK, seed, settings_tree
-from test_process_ports import free_ports
+from test_process_ports import free_ports, scrape
 
 READ_ONLY = "%20-cdefault_transaction_read_only%3Don"
 WRITE_REFUSED = "read-only transaction"
@@ -138,6 +143,22 @@ def test_the_collection_rate_reads_through_the_replica_connection(pg_url):
     assert figures.total_billed > 0
 
 
+def test_the_replica_lag_gauge_is_there_only_with_a_replica(pg_url):
+    """A replica that is no standby (a read-only connection to the primary) is 0 s behind: the
+    reports read what the primary holds. A real standby's lag: tests/test_replica_streaming.py."""
+    migrate.upgrade(pg_url)
+    reads = make_engine(read_only(pg_url))
+    try:
+        with_replica, without = CollectionRateMetrics(replica=True), CollectionRateMetrics()
+        with_replica.poll(reads)
+        without.poll(reads)
+    finally:
+        reads.dispose()
+    assert with_replica.registry.get_sample_value("gridpay_db_up") == 1
+    assert with_replica.registry.get_sample_value("gridpay_replica_replay_lag_seconds") == 0.0
+    assert without.registry.get_sample_value("gridpay_replica_replay_lag_seconds") is None
+
+
 def _process_env(primary: str, replica: str) -> dict:
     tree = settings_tree(primary)
     tree["database"]["replica_url"] = replica
@@ -170,8 +191,23 @@ def test_the_collection_rate_command_reads_the_replica(tmp_path, pg_url, other_p
         add_bills(conn, [(c, billing_period(Clock()), 20_000, 0, f"N{c}") for c in (c1, c2)])
     assert post(engine, [payment(BANK, c1, 20_000 + 10_050, at=T0)])[0].ok   # seed's own bill and this one
     engine.dispose()
-    rate = gridpay(tmp_path, _process_env(pg_url, read_only(other_pg_url)), "collection-rate", "--once")
+    env = _process_env(pg_url, read_only(other_pg_url))
+    rate = gridpay(tmp_path, env, "collection-rate", "--once")
     assert "50.00% (200.00 of 400.00 yuan)" in rate, rate
+    (port,) = free_ports(1)
+    exporter = subprocess.Popen([sys.executable, "-m", "gridpay", "collection-rate", "--metrics-port", str(port)],
+                                env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        metrics, deadline = scrape(port), time.monotonic() + 120     # a guard, not a speed figure
+        while "gridpay_db_up 1.0" not in metrics:                      # the first read may not be done yet
+            assert exporter.poll() is None and time.monotonic() < deadline, metrics
+            time.sleep(0.2)
+            metrics = scrape(port)
+    finally:
+        exporter.send_signal(signal.SIGTERM)
+        _, err = exporter.communicate(timeout=60)
+    assert exporter.returncode == 0, err[-2000:]
+    assert "gridpay_db_up 1.0" in metrics and "gridpay_replica_replay_lag_seconds 0.0" in metrics, metrics
     assert_ledger_verifies(other_pg_url)
 
 
@@ -208,3 +244,10 @@ def test_status_says_whether_the_replica_answers(pg_url):
     (port,) = free_ports(1)
     gone = replica_check(pg_url, f"postgresql+psycopg://postgres@127.0.0.1:{port}/test")
     assert not gone.ok and "unreachable" in gone.detail
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (Debian package prometheus)")
+def test_the_lag_alert_fires_after_ten_minutes_over_five_and_not_otherwise():
+    rule_tests = Path(__file__).resolve().parent / "prometheus" / "replica-lag.test.yml"
+    result = subprocess.run([shutil.which("promtool"), "test", "rules", str(rule_tests)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,9 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from api_harness import operator_name, running_service
+from ledger import migrate
+from ledger.audit import audit_row, write_audit
+from ledger.collection_metrics import CollectionRateMetrics
 from ledger.db import make_engine
 from report_ledger import build_ledger
 from test_process_ports import free_ports
@@ -126,7 +130,59 @@ def test_reports_served_from_a_hot_standby_with_the_audit_on_the_primary(primary
             assert [name for _, name, _ in audited(standby, "report.read")] == ["month-end"]   # replayed there
         status = replica_check(primary_url, standby_url)
         assert status.ok and status.figures["standby"] is True and status.figures["behind_bytes"] >= 0
+        assert status.figures["replay_lag_s"] >= 0
         with pytest.raises(DBAPIError, match=WRITE_REFUSED), standby.begin() as conn:
             conn.execute(text("delete from audit_log"))
     finally:
+        standby.dispose()
+
+
+def settled_lag(metrics: CollectionRateMetrics, standby) -> float:
+    """The exporter's lag once the standby has replayed all it received (an idle primary may still
+    send a checkpoint's WAL: read again until it is replayed)."""
+    deadline = time.monotonic() + CATCH_UP_S
+    while True:
+        metrics.poll(standby)
+        lag = metrics.registry.get_sample_value("gridpay_replica_replay_lag_seconds")
+        if lag == 0 or time.monotonic() > deadline:
+            return lag
+        time.sleep(0.05)
+
+
+def received(primary, standby) -> None:
+    """Wait until the standby has received (not necessarily replayed) what the primary has written."""
+    with primary.connect() as conn:
+        written = conn.execute(text("select pg_current_wal_lsn()")).scalar()
+    deadline = time.monotonic() + CATCH_UP_S
+    with standby.connect() as conn:
+        while conn.execute(text("select pg_wal_lsn_diff(:lsn, pg_last_wal_receive_lsn()) > 0"), {"lsn": written}).scalar():
+            assert time.monotonic() < deadline, "the standby did not receive the primary's WAL"
+            time.sleep(0.05)
+
+
+def test_the_exporter_reports_the_standbys_replay_lag(primary_and_standby):
+    """Caught up, the standby is 0 s behind however long ago the last commit was; with its replay
+    paused while the primary commits, it is behind by the time since the last commit it replayed."""
+    primary_url, standby_url = primary_and_standby
+    migrate.upgrade(primary_url)
+    primary, standby = make_engine(primary_url), make_engine(standby_url)
+    metrics = CollectionRateMetrics(replica=True)
+    try:
+        caught_up(primary, standby)
+        assert settled_lag(metrics, standby) == 0
+        with standby.connect() as conn:
+            conn.execute(text("select pg_wal_replay_pause()"))
+        with primary.begin() as conn:
+            write_audit(conn, [audit_row(datetime.now(timezone.utc), "test", "replica.lag", "database", "standby")])
+        received(primary, standby)
+        metrics.poll(standby)
+        assert metrics.registry.get_sample_value("gridpay_db_up") == 1
+        assert metrics.registry.get_sample_value("gridpay_replica_replay_lag_seconds") > 0
+        with standby.connect() as conn:
+            conn.execute(text("select pg_wal_replay_resume()"))
+        caught_up(primary, standby)
+        assert settled_lag(metrics, standby) == 0
+        assert [name for _, name, _ in audited(standby, "replica.lag")] == ["standby"]
+    finally:
+        primary.dispose()
         standby.dispose()

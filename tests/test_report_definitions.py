@@ -13,7 +13,6 @@ import sys
 from datetime import date, timedelta
 
 import openpyxl
-import pytest
 from config.clock import ManualClock
 from ledger.recon.finance import reconcile_statement
 from ledger.recon.matching import reconcile_bank_file
@@ -25,19 +24,12 @@ from ledger.reports.render_csv import write_csv
 from ledger.reports.render_html import html_text
 from ledger.synchronous_posting import post
 from ledger_helpers import T0, assert_ledger_verifies, payment
-from report_ledger import A, B, K1, K2, K3, K5, NOV23, T_NOV, build_ledger
+from report_ledger import A, B, K1, K2, K3, K5, NOV23, T_NOV, build_ledger, ledger  # noqa: F401 - a fixture
 from test_recon_finance import REMIT, camt, standard_entries
 from test_recon_reports import assert_self_contained, chromium, needs_chromium, png_pixels
 from test_recon_support import BANK, DAY, build_world, write_bank_file
 
 NOV, NOV30, OCT31 = date(2026, 11, 1), date(2026, 11, 30), date(2026, 10, 31)
-
-
-@pytest.fixture
-def ledger(db_url):
-    built = build_ledger(db_url)
-    yield built
-    built.engine.dispose()
 
 
 def context(engine) -> ReportContext:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -128,15 +127,7 @@ def main(argv=None) -> int:
     ap.add_argument("--db", choices=["sqlite", "postgresql", "both"], default="both")
     args = ap.parse_args(argv)
     print(machine.describe(machine.speed()))
-    results = {}
-    if args.db in ("sqlite", "both"):
-        with tempfile.TemporaryDirectory(prefix="gridpay-bench-archive-db-") as tmp:
-            results["sqlite"] = bench(f"sqlite:///{Path(tmp) / 'bench.db'}", args)
-        report("sqlite", results["sqlite"])
-    if args.db in ("postgresql", "both"):
-        server = os.environ.get("GRIDPAY_BENCH_PG_URL", imports.PG_DEFAULT)
-        results["postgresql"] = imports.with_schema(server, lambda url: bench(url, args))
-        report("postgresql", results["postgresql"])
+    results = imports.for_each_db(args, lambda url: bench(url, args), report)
     print(machine.describe(machine.speed()))
     print(json.dumps({"bench": "archive", "customers": args.customers, "results": results}))
     return 0

@@ -21,13 +21,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
-import tempfile
 import time
 from datetime import date, datetime, timezone
-from pathlib import Path
 
 from scripts.bench import imports
 
@@ -207,15 +204,7 @@ def main(argv=None) -> int:
     ap.add_argument("--months", type=int, default=3, help="bills of this many months (the last one watched)")
     ap.add_argument("--db", choices=["sqlite", "postgresql", "both"], default="both")
     args = ap.parse_args(argv)
-    results = {}
-    if args.db in ("sqlite", "both"):
-        with tempfile.TemporaryDirectory(prefix="gridpay-bench-rate-") as tmp:
-            results["sqlite"] = bench(f"sqlite:///{Path(tmp) / 'bench.db'}", args)
-        report("sqlite", results["sqlite"])
-    if args.db in ("postgresql", "both"):
-        server = os.environ.get("GRIDPAY_BENCH_PG_URL", imports.PG_DEFAULT)
-        results["postgresql"] = imports.with_schema(server, lambda url: bench(url, args))
-        report("postgresql", results["postgresql"])
+    results = imports.for_each_db(args, lambda url: bench(url, args), report)
     print(json.dumps({"bench": "collection_rate", "customers": args.customers, "months": args.months,
                       "results": results}))
     return 0

@@ -59,7 +59,8 @@ from ledger.demo_data import UTILITY_BANKS
 from scripts.bench import haproxy_local, machine
 from scripts.bench.imports import count_lines, run_child
 from scripts.e2e import day_checks, day_files
-from scripts.e2e.processes import ROOT, Proc, drop_file, free_port, gridpay, log, make_drop_dir, wait_dropped
+from scripts.e2e.processes import (ROOT, Proc, SchemaOfItsOwn, drop_file, free_port, gridpay, log, make_drop_dir,
+                                   wait_dropped)
 
 FULL = {"customers": 4_300_000, "payments": 200_000, "debits": 500_000}
 TARGETS = {"imports_s": 600, "rss_mib": 1024, "debits_s": 600, "counter_p99_ms": 100, "reports_s": 60,
@@ -215,7 +216,7 @@ def histogram_p(samples: dict[float, float], q: float) -> float | None:
     return None
 
 
-class Bench:
+class Bench(SchemaOfItsOwn):
     def __init__(self, args):
         self.args = args
         scale = args.scale
@@ -260,38 +261,6 @@ class Bench:
         return self.summary["phases"][name]
 
     # --- database --------------------------------------------------------------------------
-
-    def open_schema(self) -> None:
-        from sqlalchemy import create_engine, text
-
-        a = self.args
-        self.schema = a.reuse_schema or a.keep_schema or f"fullscale_{uuid.uuid4().hex[:8]}"
-        if not a.reuse_schema:
-            admin = create_engine(a.pg_url, isolation_level="AUTOCOMMIT")
-            with admin.connect() as conn:
-                conn.execute(text(f'create schema "{self.schema}"'))
-            admin.dispose()
-        sep = "&" if "?" in a.pg_url else "?"
-        self.url = f"{a.pg_url}{sep}options=-csearch_path%3D{self.schema}"
-        from ledger.db import make_engine
-        self.db = make_engine(self.url)
-
-    def close_schema(self) -> None:
-        from sqlalchemy import create_engine, text
-
-        self.db.dispose()
-        if self.args.reuse_schema or self.args.keep_schema:
-            log(f"schema {self.schema} kept")
-            return
-        admin = create_engine(self.args.pg_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'drop schema "{self.schema}" cascade'))
-        admin.dispose()
-
-    def q(self, sql: str, **params):
-        from sqlalchemy import text
-        with self.db.connect() as conn:
-            return conn.execute(text(sql), params).all()
 
     def db_mark(self) -> tuple[int, int, float]:
         """The server's WAL position (bytes), its database's commits so far, and the time: two marks
@@ -739,7 +708,9 @@ class Bench:
         self.sampler = sampler = RssSampler(self)
         sampler.start()
         self.analyzer = analyzer = AutoAnalyze(self)
-        self.open_schema()
+        a = self.args
+        self.open_schema(a.reuse_schema or a.keep_schema or f"fullscale_{uuid.uuid4().hex[:8]}",
+                         create=not a.reuse_schema)
         analyzer.start()
         self.summary["postgresql"] = dict(self.q(
             "select name, current_setting(name) from pg_settings where name in ('server_version', "
@@ -779,7 +750,7 @@ class Bench:
             sampler.stop_event.set()
             analyzer.stop_event.set()
             try:
-                self.close_schema()
+                self.close_schema(keep=bool(self.args.reuse_schema or self.args.keep_schema))
             except Exception as exc:  # noqa: BLE001
                 log(f"could not drop schema {self.schema}: {exc}")
         self.summary["machine_after"] = machine.speed()

@@ -130,6 +130,21 @@ def with_schema(server: str, fn):
         admin.dispose()
 
 
+def for_each_db(args, bench, report) -> dict:
+    """``bench(url)`` on each database ``args.db`` names (``sqlite``, ``postgresql`` or ``both``):
+    SQLite in a temporary file, PostgreSQL in a schema of its own on ``GRIDPAY_BENCH_PG_URL``, each
+    dropped after; ``report(db, result)`` once each is done. The results by database."""
+    results = {}
+    if args.db in ("sqlite", "both"):
+        with tempfile.TemporaryDirectory(prefix="gridpay-bench-db-") as tmp:
+            results["sqlite"] = bench(f"sqlite:///{Path(tmp) / 'bench.db'}")
+        report("sqlite", results["sqlite"])
+    if args.db in ("postgresql", "both"):
+        results["postgresql"] = with_schema(os.environ.get("GRIDPAY_BENCH_PG_URL", PG_DEFAULT), bench)
+        report("postgresql", results["postgresql"])
+    return results
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--customers", type=int, default=1_000_000)

@@ -28,6 +28,47 @@ def gridpay(*args: str) -> list[str]:
     return [sys.executable, "-m", "gridpay", *args]
 
 
+class SchemaOfItsOwn:
+    """Mixed into a whole-system run: its own PostgreSQL schema on the server ``args.pg_url`` (apart
+    from other work there), its URL (``url``) and an engine on it (``db``), queried with ``q``."""
+
+    def open_schema(self, name: str, create: bool = True) -> None:
+        """Make the schema ``name`` (unless ``create`` is false: it exists) and open an engine on it."""
+        from sqlalchemy import create_engine, text
+
+        from ledger.db import make_engine
+
+        self.schema = name
+        if create:
+            admin = create_engine(self.args.pg_url, isolation_level="AUTOCOMMIT")
+            with admin.connect() as conn:
+                conn.execute(text(f'create schema "{name}"'))
+            admin.dispose()
+        sep = "&" if "?" in self.args.pg_url else "?"
+        self.url = f"{self.args.pg_url}{sep}options=-csearch_path%3D{name}"
+        self.db = make_engine(self.url)
+
+    def close_schema(self, keep: bool) -> None:
+        """Close the engine; drop the schema and all in it unless ``keep``."""
+        from sqlalchemy import create_engine, text
+
+        self.db.dispose()
+        if keep:
+            log(f"schema {self.schema} kept")
+            return
+        admin = create_engine(self.args.pg_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'drop schema "{self.schema}" cascade'))
+        admin.dispose()
+
+    def q(self, sql: str, **params) -> list:
+        """The rows of one statement, in a connection of its own."""
+        from sqlalchemy import text
+
+        with self.db.connect() as conn:
+            return conn.execute(text(sql), params).all()
+
+
 class Proc:
     """A child process, its command and environment kept so that it can be restarted as it was."""
 
