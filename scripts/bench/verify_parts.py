@@ -44,7 +44,7 @@ def _part(headings: list[tuple[int, str]]) -> str:
     for frame in reversed(stack):
         if frame.filename == verify_module.__file__ and frame.name == "_verify":
             return next((n for line, n in reversed(headings) if line <= frame.lineno), "1")
-    return "?"
+    return "other"   # BEGIN
 
 
 def timed_verify(engine: Engine) -> tuple[list[str], float, dict[str, float]]:
