@@ -20,11 +20,13 @@ from ledger import customer_view
 from ledger.archive import ArchiveRefused, archive, read_month
 from ledger.archive.files import ArchiveFileError
 from ledger.archive.tables import archive_openings, archived_months
+from ledger.journal import Entry
 from ledger.reports.aging import open_bills
 from ledger.reports.context import ReportContext
 from ledger.reports.month_end import month_end_figures
 from ledger.schema import bills, payments, prepaid_movements
-from ledger_helpers import assert_ledger_verifies
+from ledger.verify import verify
+from ledger_helpers import assert_ledger_verifies, write_entries
 from report_ledger import K1, K2, K3, K4, K5, build_ledger, ledger  # noqa: F401 - ledger is a fixture
 
 NOW = datetime(2026, 12, 6, 2, 0, tzinfo=timezone.utc)
@@ -90,6 +92,20 @@ def test_archived_months_leave_verify_balances_and_reports_as_they_were(ledger, 
             assert after[table] == n - removed[table] + 1       # K2's opening movement
         elif table not in ("archive_openings", "archived_months", "audit_log"):
             assert after[table] == n - removed[table], table
+
+
+def test_after_an_archive_verify_still_finds_payment_entries_that_name_no_payment_or_a_second_one(ledger, tmp_path):
+    """Invariant 9 on what remains: an entry naming a payment that went with its month names no
+    payment; a second entry for a remaining payment makes two."""
+    with ledger.engine.connect() as conn:
+        archived = conn.execute(select(payments.c.payment_id).where(payments.c.customer_no == K2)).scalar_one()
+    _archive(ledger, tmp_path)
+    with ledger.engine.begin() as conn:
+        kept = conn.execute(select(func.min(payments.c.payment_id))).scalar_one()
+        write_entries(conn, [Entry("payment", "payment", str(p), date(2026, 11, 30), "test") for p in (archived, kept)],
+                      NOW)
+    assert verify(ledger.engine) == [f"payment {kept} has 2 journal entries, not 1",
+                                     "1 journal entries of type payment refer to no payment"]
 
 
 def test_a_file_that_does_not_match_its_manifest_is_refused_on_reading(ledger, tmp_path):

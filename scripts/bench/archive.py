@@ -15,7 +15,8 @@ so the ledger verifies.
 Timed: archiving September (its bills, payments, allocations, prepaid movements, journal entries and
 lines, feed rows, the audit log: files written and fsynced, rows removed, openings written) in a
 process of its own, whose peak RSS (``VmHWM``: this process's own, not the set-up's) is reported,
-then ``ledger verify`` on what remains. Judged by: rows archived per second, read against the utility's
+then ``ledger verify`` on what remains, per database, with its slowest invariants
+(``scripts.bench.verify_parts``). Judged by: rows archived per second, read against the utility's
 month (4.3 M bills and their payments: about 30 M rows, with journal lines and feed rows) in a
 maintenance window of a few hours; no target is asserted.
 """
@@ -37,8 +38,8 @@ if str(ROOT) not in sys.path:
 from config.clock import ManualClock  # noqa: E402
 from ledger.archive import archive  # noqa: E402
 from ledger.synchronous_posting import post  # noqa: E402
-from ledger.verify import verify  # noqa: E402
 from scripts.bench import imports, machine  # noqa: E402
+from scripts.bench.verify_parts import describe, timed_verify  # noqa: E402
 from tests.ledger_helpers import add_banks, add_bills, add_customers, customer_row, new_engine, payment  # noqa: E402
 
 BANK = "01020000"
@@ -76,11 +77,10 @@ def bench(url: str, args) -> dict:
                                cwd=ROOT, capture_output=True, text=True, check=True)
     archived = json.loads(child.stdout.splitlines()[-1])
     engine = new_engine(url)
-    started = time.perf_counter()
-    failures = verify(engine)
-    verify_s = time.perf_counter() - started
+    failures, verify_s, parts = timed_verify(engine)
     engine.dispose()
-    return {"setup_s": round(setup_s, 1), **archived, "verify_s": round(verify_s, 2), "verify_failures": len(failures)}
+    return {"setup_s": round(setup_s, 1), **archived, "verify_s": round(verify_s, 2), "verify_failures": len(failures),
+            "verify_parts_s": {n: round(s, 2) for n, s in parts.items()}}
 
 
 def _rss_mb(field: str) -> float:
@@ -111,6 +111,7 @@ def report(db: str, r: dict) -> None:
     total = sum(r["rows"].values())
     print(f"{db}: archived {total} rows in {r['archive_s']} s ({r['rows_per_s']} rows/s; set-up {r['setup_s']} s); "
           f"ledger verify afterwards {r['verify_s']} s, {r['verify_failures']} failure(s)")
+    print(f"  ledger verify's slowest invariants: {describe(r['verify_parts_s'])}")
     print("  " + ", ".join(f"{t} {n}" for t, n in sorted(r["rows"].items())))
     print(f"  the utility's month, ~30 M rows, at this rate: ~{30_000_000 / r['rows_per_s'] / 3600:.1f} h")
     print(f"  peak RSS of the archiving process: {r['peak_rss_mb']} MB ({r['rss_before_mb']} MB before it began; "
