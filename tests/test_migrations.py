@@ -45,27 +45,27 @@ def test_0005_keeps_a_populated_ledger_and_its_invariants(db_url):
     from ledger.schema import allocations, journal_lines, payments, prepaid_movements, request_rrns
     from ledger.synchronous_posting import post
     from ledger.verify import verify
-    from ledger_helpers import add_banks, add_bill, add_customer, payment, reversal
+    from ledger_helpers import add_banks, add_bill, add_customer, lines_dated, payment, reversal
     from sqlalchemy import func, insert, select
 
     for revision in ("0002", "0003", "0004"):
         migrate.upgrade(db_url, revision)
     engine = make_engine(db_url)
-    with engine.begin() as conn:
-        add_banks(conn, "0102")
-        for c in ("M1", "M2"):
-            add_customer(conn, c, mobile=None)   # no notice: today's carry params (0015), 0004's outbox has none
-            add_bill(conn, c, "202610", 10_000, 100)
     first = payment("0102", "M1", 12_000)
     second = payment("0102", "M2", 10_100)
     # today's postings keep RRNs there (0006) and write the billing feed (0009); 0004 had neither
     later = (request_rrns, billing_feed, billing_feed_counter)
     for table in later:
         table.create(engine)
-    with engine.begin() as conn:
-        conn.execute(insert(billing_feed_counter), {"id": 1, "last_seq": 0, "from_payment_id": 0,
-                                                    "from_reversal_id": 0, "from_movement_id": 0})
-    post(engine, [first, second, reversal(second)], Clock())
+    with lines_dated(engine):
+        with engine.begin() as conn:
+            add_banks(conn, "0102")
+            for c in ("M1", "M2"):
+                add_customer(conn, c, mobile=None)   # no notice: today's carry params (0015), 0004's outbox has none
+                add_bill(conn, c, "202610", 10_000, 100)
+            conn.execute(insert(billing_feed_counter), {"id": 1, "last_seq": 0, "from_payment_id": 0,
+                                                        "from_reversal_id": 0, "from_movement_id": 0})
+        post(engine, [first, second, reversal(second)], Clock())
     for table in later:
         table.drop(engine)
 
@@ -152,3 +152,68 @@ def test_0017_gives_stored_remittances_the_run_their_detail_names(db_url):
         claims = dict(conn.execute(select(recon_items.c.item_id, recon_items.c.remits_run_id)).all())
     engine.dispose()
     assert claims == {1: 5, 2: 51, 3: 5, 4: None, 5: None}
+
+
+def test_0023_dates_every_line_as_its_entry_and_downgrades(db_url):
+    """A ledger at 0021/0022 with entries of two months upgrades to 0023 with every line, each dated
+    as its entry (on PostgreSQL in its month's partition); verify holds; the downgrade gives the
+    undated lines back, and the upgrade runs again."""
+    from datetime import datetime, timezone
+
+    from alembic import command
+    from sqlalchemy import select
+
+    from config.clock import ManualClock
+    from ledger import partitions
+    from ledger.schema import journal_entries, journal_lines
+    from ledger.synchronous_posting import post
+    from ledger_helpers import add_banks, add_bill, add_customer, assert_ledger_verifies, lines_dated, payment
+
+    nov, jan = (datetime(2026, 11, 23, 2, 0, tzinfo=timezone.utc), datetime(2027, 1, 12, 2, 0, tzinfo=timezone.utc))
+    migrate.upgrade(db_url, "0021")
+    migrate.upgrade(db_url, "0022")
+    migrate.upgrade(db_url, "gateway@head")
+    engine = make_engine(db_url)
+    with lines_dated(engine):
+        with engine.begin() as conn:
+            add_banks(conn, "0102")
+            for c in ("M1", "M2"):
+                add_customer(conn, c)
+                add_bill(conn, c, "202610", 10_000, 100)
+        post(engine, [payment("0102", "M1", 12_000, at=nov)], ManualClock(nov))
+        post(engine, [payment("0102", "M2", 10_100, at=jan)], ManualClock(jan))
+    undated = ("id", "entry_id", "account", "amount", "customer_no")
+
+    def lines():
+        with engine.connect() as conn:
+            return sorted(tuple(r) for r in conn.execute(select(*(journal_lines.c[c] for c in undated))))
+
+    before = lines()
+    engine.dispose()
+    migrate.upgrade(db_url)
+    assert migrate.current(db_url) == migrate.newest()
+    engine = make_engine(db_url)
+    assert lines() == before and len(before) >= 8
+    with engine.connect() as conn:
+        dated = conn.execute(select(journal_lines.c.business_date, journal_entries.c.business_date)
+                             .join_from(journal_lines, journal_entries,
+                                        journal_entries.c.entry_id == journal_lines.c.entry_id)).all()
+        assert len(dated) == len(before) and all(line == entry for line, entry in dated)
+        assert {d for d, _ in dated} >= {nov.date(), jan.date()}
+        if db_url.startswith("postgresql"):
+            assert partitions.is_partitioned(conn, "journal_lines")
+            for day in (nov.date(), jan.date()):
+                name = partitions.monthly_partition(conn, "journal_lines", day)
+                in_month = conn.exec_driver_sql(f"SELECT count(*) FROM {name}").scalar_one()
+                assert in_month == sum(1 for d, _ in dated if d.replace(day=1) == day.replace(day=1))
+    assert_ledger_verifies(engine)
+    engine.dispose()
+    command.downgrade(migrate.alembic_config(db_url), "0021")
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        assert sorted(tuple(r) for r in conn.exec_driver_sql(f"SELECT {', '.join(undated)} FROM journal_lines")) \
+            == before
+        assert not partitions.is_partitioned(conn, "journal_lines")
+    engine.dispose()
+    migrate.upgrade(db_url)
+    assert migrate.current(db_url) == migrate.newest()
