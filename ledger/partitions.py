@@ -9,8 +9,8 @@ partition ``<table>_default`` that takes a row of a month not prepared yet (noth
 Their primary key is ``(id, <key>)`` on PostgreSQL (it must hold the partition key); the id stays
 unique on its own as every id comes from the table's one identity sequence, and nothing refers to
 these tables by foreign key (a line names its entry without one: migration 0005). Payments, debits
-and outbox are not partitioned: docs say why. SQLite and Oracle keep the plain tables; every function here answers "not partitioned"
-there, so callers (the archive) fall back to DELETE.
+and outbox are not partitioned: docs say why. SQLite and Oracle keep the plain tables; every
+function here answers "not partitioned" there, so callers (the archive) fall back to DELETE.
 """
 from __future__ import annotations
 

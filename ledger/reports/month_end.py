@@ -13,10 +13,11 @@ Every entry that moves it is one of these, by the entry's kind (ledger/posting):
                + other (any other kind; ``prepaid_applied`` moves money between the two accounts
                  and nets to 0)
 
-Months are business dates (``journal_entries.business_date``). The figures are sums over journal
-lines in SQL: the whole journal's balance of both accounts (no join), less what is dated from the
-month on and from the next month on (found by the index on the entries' business date), gives the
-balances at the start and at the end; one query sums the month's movements by kind.
+Months are business dates (``journal_entries.business_date``; each line has its entry's). The figures
+are sums over journal lines in SQL: the whole journal's balance of both accounts (no join), less what
+is dated from the month on and from the next month on (found by the index on the entries' business
+date; on PostgreSQL, the lines' dates keep the read to those months' partitions), gives the balances
+at the start and at the end; one query sums the month's movements by kind.
 """
 from __future__ import annotations
 
@@ -33,7 +34,10 @@ from ledger.reports.definition import Chart, Label, ReportDoc, Section, col
 from ledger.schema import bills, journal_entries, journal_lines
 
 E, L, B = journal_entries.c, journal_lines.c, bills.c
-LINES = journal_lines.join(journal_entries, E.entry_id == L.entry_id)
+# a line and its entry share a date (``ledger verify``): the join says so, and the dated reads filter
+# both tables' dates (PostgreSQL carries an equality across a join, not a range), so that on
+# PostgreSQL they read the months' partitions of both only
+LINES = journal_lines.join(journal_entries, (E.entry_id == L.entry_id) & (E.business_date == L.business_date))
 CUSTOMER_ACCOUNTS = (RECEIVABLE, PREPAID)
 
 
@@ -62,7 +66,8 @@ def dated_from(conn, first: date) -> dict[str, int]:
     business date finds them; at a month's end, after the month there is little or nothing)."""
     account = dated_account(conn)
     rows = conn.execute(select(account, func.sum(L.amount)).select_from(LINES)
-                        .where(account.in_(CUSTOMER_ACCOUNTS), E.business_date >= first).group_by(account))
+                        .where(account.in_(CUSTOMER_ACCOUNTS), E.business_date >= first, L.business_date >= first)
+                        .group_by(account))
     return {account: int(total) for account, total in rows}
 
 
@@ -72,7 +77,8 @@ def month_lines(conn, first: date, last: date) -> list[tuple[str, str | None, st
     query = (select(E.kind, B.category, B.kind, L.account, func.sum(L.amount))
              .select_from(LINES.outerjoin(bills, (E.ref_type == "bill") & E.kind.in_(("bill", "bill_reversal"))
                                           & (B.bill_id == E.ref_id)))
-             .where(dated_account(conn).in_(CUSTOMER_ACCOUNTS), E.business_date.between(first, last))
+             .where(dated_account(conn).in_(CUSTOMER_ACCOUNTS), E.business_date.between(first, last),
+                    L.business_date.between(first, last))
              .group_by(E.kind, B.category, B.kind, L.account))
     return [(kind, category, bill_kind, account, int(total)) for kind, category, bill_kind, account, total
             in conn.execute(query)]

@@ -8,7 +8,8 @@ lines only. The table is rebuilt partitioned by RANGE(business_date) in this mig
 transaction (ledger/partitions.py), the date read from the entries as the rows are copied (no
 UPDATE of every line); its key becomes (id, business_date). No foreign key to the entries comes
 back: 0005 dropped it from the posting's hot path and ``ledger verify`` checks the reference, and
-now the date too. A line without an entry has no date: the upgrade then fails, nothing changed.
+now the date too. A line without an entry has no date: the upgrade stops there (on PostgreSQL
+with nothing changed); `ledger verify` names such lines beforehand.
 SQLite and Oracle: the column is added and filled, no partitions (docs/runbook.md "Partitions").
 
 Revision ID: 0023
