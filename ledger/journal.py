@@ -57,5 +57,6 @@ class Entry:
                 "ref_id": str(self.ref_id), "actor": self.actor, "created_at": created_at}
 
     def line_rows(self, entry_id: int) -> list[dict]:
-        return [{"entry_id": entry_id, "account": a, "amount": amt, "customer_no": c} for a, amt, c in self.lines]
+        return [{"entry_id": entry_id, "business_date": self.business_date, "account": a, "amount": amt,
+                 "customer_no": c} for a, amt, c in self.lines]
 

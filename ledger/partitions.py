@@ -3,14 +3,14 @@
 Partitioned by RANGE of a date column, one partition ``<table>_pYYYYMM`` per month and a DEFAULT
 partition ``<table>_default`` that takes a row of a month not prepared yet (nothing is ever refused):
 
-- ``journal_entries`` by ``business_date``;
+- ``journal_entries`` and ``journal_lines`` by ``business_date`` (a line's is its entry's: 0023);
 - ``audit_log`` and ``debit_attempts`` by ``at`` (UTC months).
 
 Their primary key is ``(id, <key>)`` on PostgreSQL (it must hold the partition key); the id stays
 unique on its own as every id comes from the table's one identity sequence, and nothing refers to
-these tables by foreign key. Payments, debits, outbox and journal lines are not partitioned: docs
-say why. SQLite and Oracle keep the plain tables; every function here answers "not partitioned"
-there, so callers (the archive) fall back to DELETE.
+these tables by foreign key (a line names its entry without one: migration 0005). Payments, debits
+and outbox are not partitioned: docs say why. SQLite and Oracle keep the plain tables; every
+function here answers "not partitioned" there, so callers (the archive) fall back to DELETE.
 """
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ from sqlalchemy import Table, text
 from sqlalchemy.schema import AddConstraint, CreateIndex
 
 # table -> its partition key
-PARTITION_KEYS: dict[str, str] = {"journal_entries": "business_date", "audit_log": "at", "debit_attempts": "at"}
+PARTITION_KEYS: dict[str, str] = {"journal_entries": "business_date", "journal_lines": "business_date",
+                                  "audit_log": "at", "debit_attempts": "at"}
 
 # keys whose column is a timestamp: a month's bounds are UTC midnights
 _TIMESTAMP_KEYS = {"at"}
@@ -142,24 +143,29 @@ def partitions(conn, exact: bool = False) -> list[Partition]:
     return out
 
 
-def convert(execute, table: Table, today: date, ahead: int) -> None:
+def convert(execute, table: Table, today: date, ahead: int, rows: str | None = None,
+            first_month_of: str | None = None) -> None:
     """Make ``table`` partitioned by month, its rows kept (ids included) — for the migration, in its
     transaction; ``execute`` runs a statement (``alembic.op.execute``: the statements read no data
     in Python, so ``gridpay db sql`` prints them too). A new partitioned table gets a partition per
     month from its first row's to ``ahead`` months after ``today``, and the DEFAULT; the rows are
     copied; the old table is dropped and the new one takes its name, keys, indexes, foreign keys and
-    sequence position."""
+    sequence position. ``rows``: a SELECT of the rows in the table's column order, when they are
+    not the table's own (a key column filled from another table); ``first_month_of``: the table whose
+    oldest key opens the partitions, when not this one. The key is NOT NULL (a row without one is
+    refused: the migration fails, nothing changed)."""
     name, key = table.name, PARTITION_KEYS[table.name]
     (pk,) = table.primary_key.columns
     new = f"{name}_by_month"
     execute(f"CREATE TABLE {new} (LIKE {name} INCLUDING DEFAULTS INCLUDING CONSTRAINTS "
             f"INCLUDING IDENTITY INCLUDING STORAGE) PARTITION BY RANGE ({key})")
+    execute(f"ALTER TABLE {new} ALTER COLUMN {key} SET NOT NULL")
     months = months_from(today, ahead + 1)
-    execute(_past_months_block(name, new, key, months[0]))
+    execute(_past_months_block(first_month_of or name, name, new, key, months[0]))
     for month in months:
         execute(f"CREATE TABLE {partition_name(name, month)} PARTITION OF {new} FOR VALUES {_range(key, month)}")
     execute(f"CREATE TABLE {default_partition_name(name)} PARTITION OF {new} DEFAULT")
-    execute(f"INSERT INTO {new} SELECT * FROM {name}")
+    execute(f"INSERT INTO {new} {rows or f'SELECT * FROM {name}'}")
     execute(f"DROP TABLE {name}")
     execute(f"ALTER TABLE {new} RENAME TO {name}")
     execute(f"ALTER SEQUENCE {new}_{pk.name}_seq RENAME TO {name}_{pk.name}_seq")
@@ -167,13 +173,13 @@ def convert(execute, table: Table, today: date, ahead: int) -> None:
     _keys_and_indexes(execute, table)
 
 
-def _past_months_block(name: str, new: str, key: str, first_ahead: date) -> str:
-    """A DO block: a partition of ``new`` for each month from ``name``'s first row's to the month
-    before ``first_ahead`` (none for an empty table)."""
+def _past_months_block(dated: str, name: str, new: str, key: str, first_ahead: date) -> str:
+    """A DO block: a partition ``<name>_pYYYYMM`` of ``new`` for each month from ``dated``'s first
+    row's to the month before ``first_ahead`` (none for an empty table)."""
     month_of_first = f"min({key} AT TIME ZONE 'UTC')" if key in _TIMESTAMP_KEYS else f"min({key})"
     suffix = " || ' 00:00:00+00'" if key in _TIMESTAMP_KEYS else ""
     return (f"DO $$ DECLARE m date; BEGIN "
-            f"SELECT date_trunc('month', {month_of_first})::date INTO m FROM {name}; "
+            f"SELECT date_trunc('month', {month_of_first})::date INTO m FROM {dated}; "
             f"WHILE m < DATE '{first_ahead:%Y-%m-%d}' LOOP "
             f"EXECUTE format('CREATE TABLE %I PARTITION OF {new} FOR VALUES FROM (%L) TO (%L)', "
             f"'{name}_p' || to_char(m, 'YYYYMM'), to_char(m, 'YYYY-MM-DD'){suffix}, "

@@ -293,6 +293,8 @@ journal_lines = Table(
     Column("account", String(40), nullable=False),
     Column("amount", Money, nullable=False),              # debit > 0, credit < 0
     Column("customer_no", String(20), nullable=True),
+    # its entry's, written with it (the month's partition on PostgreSQL; `ledger verify` checks it: 0023)
+    Column("business_date", Date, nullable=False),
     # with the amount (and account), the reports' sums read the index alone (migration 0018)
     Index(None, "entry_id", "account", "amount"),
     Index(None, "account", "amount"),

@@ -19,7 +19,8 @@ movement of kind ``opening``). Invariants (the chart of accounts is in ledger/sc
  9. every payment and every reversal has exactly one journal entry;
 10. every journal line's entry, and every payment, reversal and prepaid movement an allocation or
     a prepaid movement names, exists (the references a posting creates together with the rows it
-    points at carry no foreign key: migration 0005);
+    points at carry no foreign key: migration 0005); every journal line is dated as its entry (its
+    month's partition on PostgreSQL: migration 0023);
 11. the billing feed's seqs are 1 .. its counter's last_seq, without a gap;
 12. every change the billing feed covers has exactly one feed row, and every feed row is a change
     (``ledger.billing_feed.verify`` says which, exactly);
@@ -196,6 +197,11 @@ def _verify(conn) -> list[str]:
                             .order_by(child.c[column])).scalars().all()
         _listed(failures, [f"{child.name}.{column} {v} refers to no {parent.name} row" for v in rows],
                 f"dangling {child.name}.{column}")
+    rows = conn.execute(select(jl.c.id, jl.c.entry_id, jl.c.business_date, je.c.business_date.label("entry_date"))
+                        .select_from(jl.join(je, je.c.entry_id == jl.c.entry_id))
+                        .where(jl.c.business_date != je.c.business_date).order_by(jl.c.id)).all()
+    _listed(failures, [f"journal line {r.id} is dated {r.business_date}, its entry {r.entry_id} {r.entry_date}"
+                       for r in rows], "lines dated unlike their entries")
     # a partitioned journal's key holds its month (PostgreSQL, docs/runbook.md "Partitions"): an
     # entry id stays unique by its sequence alone, so it is checked here
     rows = conn.execute(select(je.c.entry_id).group_by(je.c.entry_id).having(func.count() > 1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+from contextlib import contextmanager
 from datetime import date, datetime, timedelta, timezone
 
 from sqlalchemy import func, insert, select
@@ -76,6 +77,17 @@ def write_entries(conn, entries: list[Entry], created_at: datetime) -> None:
     lines = [line for e, entry_id in zip(entries, ids) for line in e.line_rows(entry_id)]
     if lines:
         conn.execute(insert(journal_lines), lines)
+
+
+@contextmanager
+def lines_dated(engine):
+    """Today's postings date each journal line (0023): a ledger at an older revision has the column
+    while they post and loses it after (the upgrade fills it again from the entries)."""
+    with engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE journal_lines ADD COLUMN business_date DATE")
+    yield
+    with engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE journal_lines DROP COLUMN business_date")
 
 
 def add_bill(conn, customer_no: str, period: str, principal: int, penalty: int = 0, bill_id: str | None = None) -> str:

@@ -345,6 +345,22 @@ def test_an_open_reconciliation_item_keeps_its_run_and_what_the_run_names(db_url
     engine.dispose()
 
 
+MONTHS = [date(2026, m, 1) for m in (7, 8, 9, 10)]     # the reports' ledger's months before November
+
+
+def _partition_months(conn, *tables: str) -> None:
+    """A partition for each of ``MONTHS`` in each of ``tables`` (PostgreSQL)."""
+    from ledger import partitions
+
+    for name in tables:
+        for month in MONTHS:
+            partitions.add_month(conn, name, month)
+
+
+def _rows_in(conn, partition: str) -> int:
+    return conn.exec_driver_sql(f"SELECT count(*) FROM {partition}").scalar_one()
+
+
 def test_on_postgresql_a_month_partition_whose_rows_all_go_is_dropped_and_one_keeping_rows_is_deleted_from(
         pg_url, tmp_path):
     """The reports' ledger with a partition for each month from July to October: the audit log's
@@ -357,14 +373,10 @@ def test_on_postgresql_a_month_partition_whose_rows_all_go_is_dropped_and_one_ke
 
     built = build_ledger(pg_url)
     engine = built.engine
-    months = [date(2026, m, 1) for m in (7, 8, 9, 10)]
     with engine.begin() as conn:
-        for name in ("journal_entries", "audit_log"):
-            for month in months:
-                partitions.add_month(conn, name, month)
-        in_july = conn.exec_driver_sql("SELECT count(*) FROM journal_entries_p202607").scalar_one()
-        in_october = conn.exec_driver_sql("SELECT count(*) FROM journal_entries_p202610").scalar_one()
-        audited = conn.exec_driver_sql("SELECT count(*) FROM audit_log_p202610").scalar_one()
+        _partition_months(conn, "journal_entries", "audit_log")
+        in_july, in_october = _rows_in(conn, "journal_entries_p202607"), _rows_in(conn, "journal_entries_p202610")
+        audited = _rows_in(conn, "audit_log_p202610")
     assert in_july and in_october and audited
     before = _figures(engine)
     _archive(built, tmp_path)
@@ -373,17 +385,54 @@ def test_on_postgresql_a_month_partition_whose_rows_all_go_is_dropped_and_one_ke
     assert (after["aging"], after["month_end"]) == (before["aging"], before["month_end"])
     assert {no: c[0] for no, c in after["customers"].items()} == {no: c[0] for no, c in before["customers"].items()}
     with engine.connect() as conn:
-        for month in months:
+        for month in MONTHS:
             assert partitions.monthly_partition(conn, "audit_log", month) is None      # detached and dropped
             assert conn.execute(select(func.to_regclass(partitions.partition_name("audit_log", month)))
                                 ).scalar() is None
-        assert partitions.monthly_partition(conn, "journal_entries", months[0]) == "journal_entries_p202607"
-        kept = conn.exec_driver_sql("SELECT count(*) FROM journal_entries_p202610").scalar_one()
+        assert partitions.monthly_partition(conn, "journal_entries", MONTHS[0]) == "journal_entries_p202607"
+        kept = _rows_in(conn, "journal_entries_p202610")
         assert 0 < kept < in_october
         assert conn.execute(select(func.count()).select_from(audit_log)
                             .where(audit_log.c.at < datetime(2026, 11, 1, tzinfo=timezone.utc))).scalar_one() == 0
         assert conn.execute(select(func.count()).select_from(journal_entries)
                             .where(journal_entries.c.business_date < date(2026, 11, 1))).scalar_one() \
-            == kept + conn.exec_driver_sql("SELECT count(*) FROM journal_entries_p202607").scalar_one()
+            == kept + _rows_in(conn, "journal_entries_p202607")
     assert len(read_month(tmp_path, "2026-10")["audit_log"]) == audited     # the dropped partition's rows, filed
+    engine.dispose()
+
+
+def test_on_postgresql_a_month_of_journal_lines_that_all_go_leaves_as_its_partition(pg_url, tmp_path):
+    """A September whose bill is paid in full the same month: every line of it is archived, so the
+    lines' September partition is detached and dropped, its rows in the month's file; October keeps
+    the lines of the entries that stay, each dated as its entry; verify holds."""
+    from ledger import partitions
+    from ledger.schema import journal_entries, journal_lines
+    from ledger.synchronous_posting import post
+    from ledger_helpers import add_bills, add_customer, payment
+    from report_ledger import A
+
+    built = build_ledger(pg_url)
+    engine = built.engine
+    september, k6 = datetime(2026, 9, 14, 2, 0, tzinfo=timezone.utc), "00100006"
+    with engine.begin() as conn:
+        add_customer(conn, k6)
+        add_bills(conn, [(k6, "202609", 6_000, 0)], at=september)
+    post(engine, [payment(A, k6, 6_000, at=september)], ManualClock(september))
+    with engine.begin() as conn:
+        _partition_months(conn, "journal_entries", "journal_lines")
+        in_september, in_october = _rows_in(conn, "journal_lines_p202609"), _rows_in(conn, "journal_lines_p202610")
+    assert in_september == 4 and in_october   # the bill's two lines, the payment's two
+    _archive(built, tmp_path)
+    assert_ledger_verifies(engine)
+    with engine.connect() as conn:
+        assert partitions.monthly_partition(conn, "journal_lines", MONTHS[2]) is None
+        assert conn.execute(select(func.to_regclass("journal_lines_p202609"))).scalar() is None
+        kept = _rows_in(conn, "journal_lines_p202610")
+        assert 0 < kept < in_october
+        entries_kept = select(journal_entries.c.entry_id).where(journal_entries.c.business_date >= date(2026, 10, 1),
+                                                                journal_entries.c.business_date < date(2026, 11, 1))
+        assert conn.execute(select(func.count()).select_from(journal_lines)
+                            .where(journal_lines.c.entry_id.in_(entries_kept))).scalar_one() == kept
+    filed = read_month(tmp_path, "2026-09")["journal_lines"]
+    assert len(filed) == in_september and {r["business_date"] for r in filed} == {"2026-09-14"}
     engine.dispose()

@@ -85,8 +85,8 @@ def test_inquiry_total_due_subtracts_prepaid_never_below_zero(ledger):
         conn.execute(insert(journal_entries), {"entry_id": 9_000, "business_date": T0.date(), "kind": "test",
                                                "ref_type": "test", "ref_id": "x", "actor": "t", "created_at": T0})
         conn.execute(insert(journal_lines), [
-            {"entry_id": 9_000, "account": "bank_clearing:0102", "amount": 1_200},
-            {"entry_id": 9_000, "account": "prepaid", "amount": -1_200}])
+            {"entry_id": 9_000, "business_date": T0.date(), "account": "bank_clearing:0102", "amount": 1_200},
+            {"entry_id": 9_000, "business_date": T0.date(), "account": "prepaid", "amount": -1_200}])
     assert inquire(ledger, "1001", T0).total_due == 29_600
     r = inquire(ledger, "1003", T0)
     assert (r.total_due, r.prepaid_balance) == (0, 700)
@@ -94,8 +94,8 @@ def test_inquiry_total_due_subtracts_prepaid_never_below_zero(ledger):
         conn.execute(insert(journal_entries), {"entry_id": 9_001, "business_date": T0.date(), "kind": "test",
                                                "ref_type": "test", "ref_id": "y", "actor": "t", "created_at": T0})
         conn.execute(insert(journal_lines), [
-            {"entry_id": 9_001, "account": "bank_clearing:0102", "amount": -1_200},
-            {"entry_id": 9_001, "account": "prepaid", "amount": 1_200}])
+            {"entry_id": 9_001, "business_date": T0.date(), "account": "bank_clearing:0102", "amount": -1_200},
+            {"entry_id": 9_001, "business_date": T0.date(), "account": "prepaid", "amount": 1_200}])
         conn.execute(insert(prepaid_movements), [   # the set-up's own kind back out (a refund is in the billing feed)
             {"customer_no": "1001", "amount": -500, "kind": "excess", "created_at": T0},
             {"customer_no": "1003", "amount": -700, "kind": "excess", "created_at": T0}])

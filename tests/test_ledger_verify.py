@@ -45,9 +45,25 @@ def failures_after(engine, *statements) -> str:
     return "\n".join(verify(engine))
 
 
+def _date_of_entry(entry_id: int):
+    return select(journal_entries.c.business_date).where(journal_entries.c.entry_id == entry_id).scalar_subquery()
+
+
 def test_unbalanced_entry(ledger):
-    out = failures_after(ledger, insert(journal_lines).values(entry_id=1, account="revenue", amount=-1))
+    out = failures_after(ledger, insert(journal_lines).values(entry_id=1, business_date=_date_of_entry(1),
+                                                              account="revenue", amount=-1))
     assert "journal entry 1 does not balance" in out and "journal as a whole" in out
+    assert "dated" not in out
+
+
+def test_a_line_dated_unlike_its_entry(ledger):
+    """Invariant 10: a line's business date is its entry's (its month's partition on PostgreSQL)."""
+    with ledger.connect() as conn:
+        line = conn.execute(select(journal_lines).order_by(journal_lines.c.id)).mappings().first()
+    moved = line["business_date"] + timedelta(days=40)
+    out = failures_after(ledger, update(journal_lines).where(journal_lines.c.id == line["id"])
+                         .values(business_date=moved))
+    assert out == f"journal line {line['id']} is dated {moved}, its entry {line['entry_id']} {line['business_date']}"
 
 
 def test_over_allocated_bill(ledger):
@@ -83,7 +99,7 @@ def test_references_a_posting_creates_are_checked(ledger):
     them with the rows they point at) are checked by verify."""
     out = failures_after(
         ledger,
-        insert(journal_lines).values(entry_id=424242, account="revenue", amount=0),
+        insert(journal_lines).values(entry_id=424242, business_date=T0.date(), account="revenue", amount=0),
         insert(allocations).values(bill_id="B3001202610", amount=0, payment_id=515151, created_at=T0),
         insert(allocations).values(bill_id="B3001202610", amount=0, reversal_id=616161, prepaid_movement_id=717171,
                                    created_at=T0),

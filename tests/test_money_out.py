@@ -280,8 +280,8 @@ def behind_the_ledger(engine, *changes) -> str:
             entry_id = conn.execute(insert(journal_entries).returning(journal_entries.c.entry_id).values(
                 business_date=DAY, kind=kind, ref_type=ref_type, ref_id=str(ref_id), actor="test", created_at=T0)
             ).scalar_one()
-            conn.execute(insert(journal_lines), [{"entry_id": entry_id, "account": a, "amount": fen, "customer_no": None}
-                                                 for a, fen in lines])
+            conn.execute(insert(journal_lines), [{"entry_id": entry_id, "business_date": DAY, "account": a,
+                                                  "amount": fen, "customer_no": None} for a, fen in lines])
     return "\n".join(verify(engine))
 
 

@@ -19,7 +19,7 @@ from ledger import migrate, partitions
 from ledger.db import make_engine
 from ledger.schema import audit_log, journal_entries, journal_lines, payments
 from ledger.synchronous_posting import post
-from ledger_helpers import add_banks, add_bill, add_customer, assert_ledger_verifies, payment, reversal
+from ledger_helpers import add_banks, add_bill, add_customer, assert_ledger_verifies, lines_dated, payment, reversal
 from test_engine_support import settings_tree
 
 NOV = datetime(2026, 11, 23, 2, 0, tzinfo=timezone.utc)   # business dates 2026-11-23 and 2027-01-12
@@ -49,9 +49,10 @@ def _payments_in(conn, name: str) -> int:
 def test_0020_partitions_a_populated_ledger_and_it_still_verifies(pg_url):
     migrate.upgrade(pg_url, "0019")
     engine = make_engine(pg_url)
-    _ledger(engine, "M1", "M2")
     first, second = payment("0102", "M1", 12_000, at=NOV), payment("0102", "M2", 10_100, at=NOV)
-    post(engine, [first, second, reversal(second)], ManualClock(NOV))
+    with lines_dated(engine):
+        _ledger(engine, "M1", "M2")
+        post(engine, [first, second, reversal(second)], ManualClock(NOV))
     tables = (payments, journal_entries, journal_lines, audit_log)
     with engine.connect() as conn:
         before = [_rows(conn, t) for t in tables]
@@ -107,9 +108,13 @@ def test_a_month_not_prepared_goes_to_the_default_partition_and_moves_out_when_p
         assert partitions.monthly_partition(conn, "journal_entries", "203103") is None
         assert _payments_in(conn, "journal_entries_default") == 1
         made = partitions.prepare(conn, date(2031, 3, 1), 0)
-        assert made == ["journal_entries_p203103", "audit_log_p203103", "debit_attempts_p203103"]
+        assert made == ["journal_entries_p203103", "journal_lines_p203103", "audit_log_p203103",
+                        "debit_attempts_p203103"]
     with engine.connect() as conn:
         assert _payments_in(conn, "journal_entries_default") == 0 and _payments_in(conn, "journal_entries_p203103") == 1
+        assert _in(conn, "journal_lines_p203103") == 2      # its lines too, none of that month left in the DEFAULT
+        assert conn.exec_driver_sql("SELECT count(*) FROM journal_lines_default "
+                                    "WHERE business_date >= '2031-03-01'").scalar_one() == 0
     assert_ledger_verifies(engine)
     engine.dispose()
 
@@ -125,7 +130,7 @@ def test_db_partitions_is_idempotent_audited_and_lists_partitions(pg_url):
     token = operator_token(engine, "olga", ["operations"])
     first = _gridpay(pg_url, token, "--ahead", "2", "--from-month", "203001")
     assert first.exit_code == 0, first.output
-    assert "made 9 partition(s)" in first.output and "journal_entries_p203003" in first.output
+    assert "made 12 partition(s)" in first.output and "journal_entries_p203003" in first.output
     again = _gridpay(pg_url, token, "--ahead", "2", "--from-month", "203001")
     assert again.exit_code == 0 and "made 0 partition(s) (all were there)" in again.output
     assert "audit_log_default" in again.output and "rows are PostgreSQL's estimates" in again.output

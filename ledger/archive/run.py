@@ -28,10 +28,10 @@ from ledger.schema import audit_log, bills, journal_entries, outbox, payments, p
 
 # deleted in this order: rows naming another before the row they name; the tables partitioned by
 # month (whose partitions may be detached, which locks the table until the commit) as late as that allows
-REMOVAL_ORDER = ("journal_lines", "billing_feed", "recon_match_members", "recon_matches", "recon_items",
+REMOVAL_ORDER = ("billing_feed", "recon_match_members", "recon_matches", "recon_items",
                  "recon_drop_files", "recon_runs", "debit_bills", "debit_attempts", "allocations",
-                 "prepaid_movements", "reversals", "payments", "debits", "bills", "outbox", "journal_entries",
-                 "audit_log")
+                 "prepaid_movements", "reversals", "payments", "debits", "bills", "outbox", "journal_lines",
+                 "journal_entries", "audit_log")
 STREAM_BATCH = 10_000     # rows a server-side cursor hands over at a time
 
 

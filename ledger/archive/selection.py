@@ -207,7 +207,9 @@ def parts(marks: Marks, window: Window) -> dict[str, tuple]:
     before the month's end."""
     out = {name: ({**TABLES, **_FOLLOWING}[name], [key.in_(marks.going(name))]) for name, key in keys().items()}
     return {**out,
-            "journal_lines": (journal_lines, [journal_lines.c.entry_id.in_(marks.going("journal_entries"))]),
+            # by the month too: its lines are dated as their entries, so PostgreSQL reads the month's partitions only
+            "journal_lines": (journal_lines, [(journal_lines.c.business_date < window.next_date)
+                                              & journal_lines.c.entry_id.in_(marks.going("journal_entries"))]),
             "debit_bills": (debit_bills, [debit_bills.c.debit_id.in_(marks.going("debits"))]),
             "debit_attempts": (debit_attempts, [debit_attempts.c.debit_id.in_(marks.going("debits"))]),
             "outbox": (outbox, [(outbox.c.created_at < window.end) & outbox.c.state.in_(DONE_NOTICES)]),

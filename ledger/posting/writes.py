@@ -107,7 +107,8 @@ class BillJournal:
         self.conn = conn
         self.entries = RowWriter(conn, journal_entries, ("entry_id", "business_date", "kind", "ref_type", "ref_id",
                                                          "actor", "created_at"))
-        self.lines = RowWriter(conn, journal_lines, ("entry_id", "account", "amount", "customer_no"))
+        self.lines = RowWriter(conn, journal_lines, ("entry_id", "business_date", "account", "amount",
+                                                     "customer_no"))
 
     def write(self, new: list[tuple], day, actor: str, at) -> None:
         """new: an import's bills as it reads them, (customer_no, period, bill_id, principal, penalty,
@@ -117,10 +118,10 @@ class BillJournal:
         self.entries.write([(entry_id, day, "bill", "bill", v[2], actor, at) for entry_id, v in zip(ids, new)])
         lines = []
         for entry_id, (no, _, _, principal, penalty, _, _) in zip(ids, new):
-            lines.append((entry_id, RECEIVABLE, principal + penalty, no))
-            lines.append((entry_id, REVENUE, -principal, no))
+            lines.append((entry_id, day, RECEIVABLE, principal + penalty, no))
+            lines.append((entry_id, day, REVENUE, -principal, no))
             if penalty:
-                lines.append((entry_id, PENALTY_INCOME, -penalty, no))
+                lines.append((entry_id, day, PENALTY_INCOME, -penalty, no))
         self.lines.write(lines)
 
 

@@ -13,10 +13,11 @@ Every entry that moves it is one of these, by the entry's kind (ledger/posting):
                + other (any other kind; ``prepaid_applied`` moves money between the two accounts
                  and nets to 0)
 
-Months are business dates (``journal_entries.business_date``). The figures are sums over journal
-lines in SQL: the whole journal's balance of both accounts (no join), less what is dated from the
-month on and from the next month on (found by the index on the entries' business date), gives the
-balances at the start and at the end; one query sums the month's movements by kind.
+Months are business dates (``journal_entries.business_date``; each line has its entry's). The figures
+are sums over journal lines in SQL: the whole journal's balance of both accounts (no join), less what
+is dated from the month on and from the next month on (found by the index on the entries' business
+date; on PostgreSQL the lines' own dates keep the read to those months' partitions: ``lines_dated``),
+gives the balances at the start and at the end; one query sums the month's movements by kind.
 """
 from __future__ import annotations
 
@@ -34,7 +35,21 @@ from ledger.schema import bills, journal_entries, journal_lines
 
 E, L, B = journal_entries.c, journal_lines.c, bills.c
 LINES = journal_lines.join(journal_entries, E.entry_id == L.entry_id)
+# a line and its entry share a date (``ledger verify``)
+DATED_LINES = journal_lines.join(journal_entries, (E.entry_id == L.entry_id) & (E.business_date == L.business_date))
 CUSTOMER_ACCOUNTS = (RECEIVABLE, PREPAID)
+
+
+def lines_dated(conn, dated) -> tuple:
+    """The lines joined to their entries, and the conditions ``dated(date column)`` keeping those of
+    the dates asked for. PostgreSQL: on the lines' own date too (it carries an equality across a
+    join, not a range), so that it reads those months' partitions of both tables only. SQLite: the
+    entries' date alone, so that the read starts from the entries' date index and reaches each
+    entry's lines through the covering index on (entry_id, account, amount), which holds no date
+    (the lines' date in the query turned that into a scan of every line)."""
+    if conn.dialect.name != "postgresql":
+        return LINES, [dated(E.business_date)]
+    return DATED_LINES, [dated(E.business_date), dated(L.business_date)]
 
 
 def dated_account(conn):
@@ -61,18 +76,20 @@ def dated_from(conn, first: date) -> dict[str, int]:
     """receivable and prepaid over the entries dated ``first`` or later (the index on the entries'
     business date finds them; at a month's end, after the month there is little or nothing)."""
     account = dated_account(conn)
-    rows = conn.execute(select(account, func.sum(L.amount)).select_from(LINES)
-                        .where(account.in_(CUSTOMER_ACCOUNTS), E.business_date >= first).group_by(account))
+    lines, dates = lines_dated(conn, lambda day: day >= first)
+    rows = conn.execute(select(account, func.sum(L.amount)).select_from(lines)
+                        .where(account.in_(CUSTOMER_ACCOUNTS), *dates).group_by(account))
     return {account: int(total) for account, total in rows}
 
 
 def month_lines(conn, first: date, last: date) -> list[tuple[str, str | None, str | None, str, int]]:
     """The month's lines on receivable and prepaid: (entry kind, bill category, bill kind, account,
     sum); the bill's for an entry of a bill (``bill``, ``bill_reversal``) only."""
+    lines, dates = lines_dated(conn, lambda day: day.between(first, last))
     query = (select(E.kind, B.category, B.kind, L.account, func.sum(L.amount))
-             .select_from(LINES.outerjoin(bills, (E.ref_type == "bill") & E.kind.in_(("bill", "bill_reversal"))
+             .select_from(lines.outerjoin(bills, (E.ref_type == "bill") & E.kind.in_(("bill", "bill_reversal"))
                                           & (B.bill_id == E.ref_id)))
-             .where(dated_account(conn).in_(CUSTOMER_ACCOUNTS), E.business_date.between(first, last))
+             .where(dated_account(conn).in_(CUSTOMER_ACCOUNTS), *dates)
              .group_by(E.kind, B.category, B.kind, L.account))
     return [(kind, category, bill_kind, account, int(total)) for kind, category, bill_kind, account, total
             in conn.execute(query)]

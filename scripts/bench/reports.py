@@ -98,10 +98,10 @@ def fill(engine, customers: int) -> None:
             f"CASE WHEN i % 50 = 0 THEN 'V' WHEN i % 97 = 0 THEN 'F' ELSE 'E' END FROM {src}",
             f"INSERT INTO journal_entries (entry_id, business_date, kind, ref_type, ref_id, actor, created_at) "
             f"{pre}SELECT {m * n} + i, {q.date(created[:10])}, 'bill', 'bill', {bill_id}, 'bench', {q.ts(created)} FROM {src}",
-            f"INSERT INTO journal_lines (entry_id, account, amount, customer_no) "
-            f"{pre}SELECT {m * n} + i, 'receivable', {amount}, {cust_no} FROM {src}",
-            f"INSERT INTO journal_lines (entry_id, account, amount, customer_no) "
-            f"{pre}SELECT {m * n} + i, 'revenue', -({amount}), {cust_no} FROM {src}"]
+            f"INSERT INTO journal_lines (entry_id, business_date, account, amount, customer_no) "
+            f"{pre}SELECT {m * n} + i, {q.date(created[:10])}, 'receivable', {amount}, {cust_no} FROM {src}",
+            f"INSERT INTO journal_lines (entry_id, business_date, account, amount, customer_no) "
+            f"{pre}SELECT {m * n} + i, {q.date(created[:10])}, 'revenue', -({amount}), {cust_no} FROM {src}"]
     for m, (month, paid_month) in enumerate((("09", "10"), ("10", "11"))):
         # ids in business-date order, as the ledger writes them (i's day is 1 + i % 28)
         key = f"(i % 28) * {n // 28 + 1} + i / 28 + 1"
@@ -121,10 +121,10 @@ def fill(engine, customers: int) -> None:
             f"INSERT INTO journal_entries (entry_id, business_date, kind, ref_type, ref_id, actor, created_at) "
             f"{pre}SELECT {entry}, {paid_on}, 'payment', 'payment', '' || ({pid}), 'bench', "
             f"{q.ts(f'2026-{paid_month}-28 02:00:00')} FROM {src} {paying}",
-            f"INSERT INTO journal_lines (entry_id, account, amount, customer_no) {pre}SELECT {entry}, "
-            f"'bank_clearing:' || {bank}, {amount}, {cust_no} FROM {src} {paying}",
-            f"INSERT INTO journal_lines (entry_id, account, amount, customer_no) {pre}SELECT {entry}, 'receivable', "
-            f"-({amount}), {cust_no} FROM {src} {paying}"]
+            f"INSERT INTO journal_lines (entry_id, business_date, account, amount, customer_no) {pre}SELECT {entry}, "
+            f"{paid_on}, 'bank_clearing:' || {bank}, {amount}, {cust_no} FROM {src} {paying}",
+            f"INSERT INTO journal_lines (entry_id, business_date, account, amount, customer_no) {pre}SELECT {entry}, "
+            f"{paid_on}, 'receivable', -({amount}), {cust_no} FROM {src} {paying}"]
         undone, rev_entry = "WHERE i % 100 = 1 AND i % 3 <> 0", f"{7 * n + m * 2 * n} + {key}"
         statements += [
             f"INSERT INTO reversals (reversal_id, payment_id, bank_code, amount, business_date, source, reason, created_at) "
@@ -135,10 +135,10 @@ def fill(engine, customers: int) -> None:
             f"INSERT INTO journal_entries (entry_id, business_date, kind, ref_type, ref_id, actor, created_at) "
             f"{pre}SELECT {rev_entry}, {paid_on}, 'reversal', 'reversal', '' || ({pid}), 'bench', "
             f"{q.ts(f'2026-{paid_month}-28 03:00:00')} FROM {src} {undone}",
-            f"INSERT INTO journal_lines (entry_id, account, amount, customer_no) {pre}SELECT {rev_entry}, "
-            f"'bank_clearing:' || {bank}, -({amount}), {cust_no} FROM {src} {undone}",
-            f"INSERT INTO journal_lines (entry_id, account, amount, customer_no) {pre}SELECT {rev_entry}, 'receivable', "
-            f"{amount}, {cust_no} FROM {src} {undone}"]
+            f"INSERT INTO journal_lines (entry_id, business_date, account, amount, customer_no) {pre}SELECT {rev_entry}, "
+            f"{paid_on}, 'bank_clearing:' || {bank}, -({amount}), {cust_no} FROM {src} {undone}",
+            f"INSERT INTO journal_lines (entry_id, business_date, account, amount, customer_no) {pre}SELECT {rev_entry}, "
+            f"{paid_on}, 'receivable', {amount}, {cust_no} FROM {src} {undone}"]
     with engine.begin() as conn:
         conn.execute(text("INSERT INTO banks (bank_code, name, created_at) VALUES " + ", ".join(
             f"('{b}', '银行{k}', {q.ts('2026-09-01 00:00:00')})" for k, b in enumerate(BANKS))))

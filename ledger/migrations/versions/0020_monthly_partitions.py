@@ -22,18 +22,20 @@ branch_labels = None
 depends_on = None
 
 AHEAD = 3
+# this revision's tables (ledger.partitions.PARTITION_KEYS grew later: journal_lines, 0023)
+TABLES = ("journal_entries", "audit_log", "debit_attempts")
 
 
 def upgrade() -> None:
     if op.get_context().dialect.name != "postgresql":
         return
     today = datetime.now(timezone.utc).date()
-    for name in partitions.PARTITION_KEYS:
+    for name in TABLES:
         partitions.convert(op.execute, metadata.tables[name], today, AHEAD)
 
 
 def downgrade() -> None:
     if op.get_context().dialect.name != "postgresql":
         return
-    for name in partitions.PARTITION_KEYS:
+    for name in TABLES:
         partitions.unconvert(op.execute, metadata.tables[name])
