@@ -507,8 +507,9 @@ class Bench(SchemaOfItsOwn):
                    gateway_p50_ms=histogram_p(diff, 0.5), gateway_p99_ms=histogram_p(diff, 0.99))
 
     def make_batches(self) -> dict:
-        """One plan per bank, run now by ``gridpay plan run-now`` - a process of its own, at the batch
-        side's CPU priority, as the scheduler's unit runs it (config/systemd)."""
+        """One plan per bank, run now by ``gridpay plan run-now`` - a process of its own, at the
+        default CPU priority, as the scheduler's unit runs it (config/systemd): the builds are the
+        batch's critical path (the engines wait for them), and mostly PostgreSQL's work."""
         from engines.plans import add_plan
 
         made = {"debits": 0, "chunks": 0, "skipped": 0}
@@ -518,7 +519,7 @@ class Bench(SchemaOfItsOwn):
         for bank in self.banks:
             add_plan(self.db, name=f"peak-{bank}", bank_code=bank, cron="0 9 1 1 *", now=now, actor=ACTOR,
                      due_days=due_days, chunk_size=1000, time_zone=self.clock.timezone, paused=True)
-            res = run_child(self.batch_side(gridpay("plan", "run-now", f"peak-{bank}")), self.logs, f"build_{bank}",
+            res = run_child(gridpay("plan", "run-now", f"peak-{bank}"), self.logs, f"build_{bank}",
                             env=self.env, children=self.children)
             m = re.match(r"batch \d+: (\d+) debits, \d+ fen, (\d+) chunks, mode \w+, (\d+) skipped", res["stdout"])
             if res["rc"] != 0 or not m:
@@ -529,10 +530,10 @@ class Bench(SchemaOfItsOwn):
         return made
 
     def batch_side(self, args: list[str]) -> list[str]:
-        """The batch's processes (engines, the batch build; and the banks' hosts, which stand for
-        machines of their own) run below the gateways' CPU priority, as config/systemd's units set
-        them (Nice=, CPUWeight=): sharing cores, the counter's answers come first and the batch takes
-        the rest (docs/scale-out.md). The counter systems stay at the gateways' priority: they measure."""
+        """The batch's processes (the engines; and the banks' hosts, which stand for machines of their
+        own) run below the gateways' CPU priority, as config/systemd's engine unit sets it (Nice=,
+        CPUWeight=): sharing cores, the counter's answers come first and the engines take the rest
+        (docs/scale-out.md). The counter systems stay at the gateways' priority: they measure."""
         return ["nice", "-n", str(self.args.batch_nice), *args] if self.args.batch_nice else args
 
     def wait_batches(self, timeout: float) -> None:
@@ -826,8 +827,8 @@ def main(argv=None) -> int:
     p.add_argument("--drop-rate", type=float, default=0.0005, help="bank hosts: answers lost before/after applying")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--batch-nice", type=int, default=10, metavar="N",
-                   help="the niceness of the engines, the batch build and the banks' hosts (0: as the "
-                        "gateways; default 10, as config/systemd's units)")
+                   help="the niceness of the engines and the banks' hosts (0: as the gateways; default 10, "
+                        "as config/systemd's engine unit)")
     p.add_argument("--work-dir", default=None, help="logs, files, reports (default: a new temporary directory)")
     p.add_argument("--summary", default=None, help="write the JSON summary here (default: WORK_DIR/summary.json)")
     g = p.add_mutually_exclusive_group()
