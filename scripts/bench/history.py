@@ -321,6 +321,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rate", type=int, default=100, help="counter payments per second, paced")
     ap.add_argument("--duration", type=int, default=20, help="seconds of paced counter payments per phase")
     ap.add_argument("--day-payments", type=int, default=5_000, help="payments in each reconciled day's file")
+    ap.add_argument("--keep-schema", action="store_true", help="keep the PostgreSQL schema (its name is printed)")
     args = ap.parse_args(argv)
     if args.customers < 2 * sum(served(args)) + 2 * args.day_payments + 2:
         ap.error("--customers must cover twice 1.25 x rate x duration and twice --day-payments")
@@ -328,7 +329,7 @@ def main(argv=None) -> int:
     print(f"{machine.describe(before)}; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs", flush=True)
     server = os.environ.get("GRIDPAY_BENCH_PG_URL", PG_DEFAULT)
     with tempfile.TemporaryDirectory(prefix="gridpay-bench-history-") as tmp:
-        res = with_schema(server, lambda url: run(url, args, Path(tmp)))
+        res = with_schema(server, lambda url: run(url, args, Path(tmp)), keep=args.keep_schema)
     after = machine.speed()
     report(res, args, before, after)
     print(json.dumps({"bench": "history", "customers": args.customers, "months": args.months,

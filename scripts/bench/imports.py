@@ -114,7 +114,9 @@ def run_db(label: str, url: str, files: dict[str, Path], kinds: list[str], workd
     return out
 
 
-def with_schema(server: str, fn):
+def with_schema(server: str, fn, keep: bool = False):
+    """``fn(url)`` in a new schema on ``server``, dropped after unless ``keep`` (then its name is
+    printed, for EXPLAIN afterwards)."""
     from sqlalchemy import create_engine, text
 
     schema = f"gp_bench_imports_{uuid.uuid4().hex[:8]}"
@@ -125,8 +127,11 @@ def with_schema(server: str, fn):
     try:
         return fn(f"{server}{sep}options=-csearch_path%3D{schema}")
     finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'drop schema "{schema}" cascade'))
+        if keep:
+            print(f"schema {schema} kept", flush=True)
+        else:
+            with admin.connect() as conn:
+                conn.execute(text(f'drop schema "{schema}" cascade'))
         admin.dispose()
 
 
