@@ -368,11 +368,11 @@ def test_0007_gives_existing_rows_valid_values_and_checks_new_ones(db_url):
 
     from ledger import migrate
     from ledger.db import make_engine
-    from ledger_helpers import add_bills, add_customer
+    from ledger_helpers import add_bills, add_customer, lines_dated
 
     migrate.upgrade(db_url, "0006")
     engine = make_engine(db_url)
-    with engine.begin() as conn:
+    with lines_dated(engine), engine.begin() as conn:
         add_customer(conn, "M1")
         add_bills(conn, [("M1", "202610", 10_000, 0)])
     engine.dispose()
