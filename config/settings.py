@@ -330,6 +330,10 @@ class EnginesConfig(_Model):
     metrics_port_base: int = Field(9120, ge=0, le=65535, description="Engine number N (`gridpay engine "
                                    "--instance N`, as the systemd template `gridpay-engine@N` starts it) serves "
                                    "its operations port on this port + N; 0: any free port (printed at start).")
+    database_nice: int = Field(0, ge=0, le=19, description="Niceness (1-19) of the engines' database sessions' "
+                               "server processes, where the database has the `prioritize` extension: on a database "
+                               "whose cores the counter shares, the batch's statements yield to the payments'. "
+                               "0: the database's default.")
 
 
 class SchedulerConfig(_Model):

@@ -82,6 +82,7 @@ class DebitEngine:
         self.writer = Writer(reactor, db.url.render_as_string(hide_password=False), self.clock,
                              max_batch=writer_batch, max_wait_s=writer_wait_s,
                              statement_timeout_s=settings.database.statement_timeout_s,
+                             backend_nice=settings.engines.database_nice,
                              on_batch=lambda size, seconds: self._check_watchers())
         self.pool = ThreadPool(2, 4, name=f"debit-db-{self.name}")
         self._loop: task.LoopingCall | None = None

@@ -113,10 +113,11 @@ class Writer:
     runs on the reactor thread after the commit (an exception instead when the op failed)."""
 
     def __init__(self, reactor, url: str, clock: Clock, max_batch: int = 1000, max_wait_s: float = 0.005, statement_timeout_s: float | None = None,
-                 log_file: str = "", on_batch: Callable[[int, float], None] | None = None, name: str = "debit-writer"):
+                 log_file: str = "", on_batch: Callable[[int, float], None] | None = None, name: str = "debit-writer",
+                 backend_nice: int = 0):
         self.clock = clock
         config = {"url": url, "statement_timeout_s": statement_timeout_s, "timezone": clock.timezone,
-                  "cutoff": clock.cutoff, "log_file": log_file}
+                  "cutoff": clock.cutoff, "log_file": log_file, "backend_nice": backend_nice}
         self.process = BatchProcess(reactor, "engines.writer:WriterWorker", config, name=name, max_batch=max_batch,
                                     max_wait_s=max_wait_s, resend=True, on_batch=on_batch)
 
@@ -146,13 +147,13 @@ class Writer:
 
 class WriterWorker:
     """The writer's transactions, in the worker process. ``config``: url, statement_timeout_s,
-    timezone, cutoff."""
+    timezone, cutoff, backend_nice."""
 
     def __init__(self, config: dict):
         from ledger.db import make_engine
 
         self.db = make_engine(config["url"], pool_size=1, statement_timeout_s=config.get("statement_timeout_s"),
-                              pre_ping=False)
+                              pre_ping=False, backend_nice=config.get("backend_nice", 0))
         self.clock = Clock(config["timezone"], config["cutoff"])
 
     def close(self) -> None:

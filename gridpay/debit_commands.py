@@ -16,13 +16,15 @@ from runtime.bootstrap import install_reactor, on_stop_signals
 
 
 
-def _open(config_path, pool_size: int | None = None):
+def _open(config_path, pool_size: int | None = None, batch_side: bool = False):
+    """batch_side: the engine's sessions, at engines.database_nice."""
     from ledger.db import make_engine
 
     settings = load_settings(config_path)
     url = settings.database_url()
     require_schema(url)
-    return settings, make_engine(url, pool_size=pool_size or settings.database.pool_size)
+    nice = settings.engines.database_nice if batch_side else 0
+    return settings, make_engine(url, pool_size=pool_size or settings.database.pool_size, backend_nice=nice)
 
 
 def _now():
@@ -205,7 +207,7 @@ def engine(config_path, name, banks, lease_s, poll_s, chunks_ahead, log_level, l
     from runtime.process_metrics import serve_metrics
     from runtime.gc_settle import settle_gc
 
-    settings, db = _open(config_path, pool_size=8)
+    settings, db = _open(config_path, pool_size=8, batch_side=True)
     metrics_host = metrics_host or settings.engines.metrics_host
     if metrics_port is None:
         base = settings.engines.metrics_port_base

@@ -1,6 +1,7 @@
 """Database engines for embedded SQLite (default), PostgreSQL and Oracle."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
@@ -15,13 +16,16 @@ from sqlalchemy.engine import make_url
 #   100-row lookup took 100 ms.
 SESSION_OPTIONS = ("-c plan_cache_mode=force_custom_plan", "-c jit=off")
 
+log = logging.getLogger("gridpay.db")
+
 
 def make_engine(url: str, pool_size: int = 10, echo: bool = False, statement_timeout_s: float | None = None,
-                pre_ping: bool = True) -> Engine:
+                pre_ping: bool = True, backend_nice: int = 0) -> Engine:
     """An engine set up for durable ledger work on any supported database. ``statement_timeout_s``
     bounds each statement on PostgreSQL, so a wedged database fails a request instead of holding it.
     ``pre_ping=False`` for a caller that retries a transaction whose connection turns out dead (the
-    batch workers): a ping is a round trip per transaction."""
+    batch workers): a ping is a round trip per transaction. ``backend_nice``: the CPU priority of
+    each PostgreSQL session's server process (``lower_backend_priority``)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(url, echo)
@@ -40,7 +44,34 @@ def make_engine(url: str, pool_size: int = 10, echo: bool = False, statement_tim
                 cur.execute(f"SET statement_timeout = {milliseconds}")
             dbapi_conn.commit()
 
+    if backend_nice and parsed.get_backend_name() == "postgresql":
+        lower_backend_priority(engine, backend_nice)
     return engine
+
+
+PRIORITY_FUNCTION = "set_backend_priority(integer,integer)"
+
+
+def lower_backend_priority(engine: Engine, nice: int) -> None:
+    """Each new session's server process runs at ``nice`` (a Unix niceness, 1-19), through the
+    ``prioritize`` extension (Debian's postgresql-NN-prioritize; ``CREATE EXTENSION prioritize``).
+    The batch's sessions then yield the database's cores to the counter's, as the engine processes
+    themselves do (config/systemd: Nice=): on a shared core a payment's statements wait behind a
+    debit's otherwise. A process may only lower its own sessions' priority, never raise it. Without
+    the extension the sessions run at the default priority, said once in the log."""
+    warned = []
+
+    @event.listens_for(engine, "connect")
+    def _nice(dbapi_conn, _record):
+        with dbapi_conn.cursor() as cur:
+            cur.execute("SELECT to_regprocedure(%s) IS NOT NULL", (PRIORITY_FUNCTION,))
+            if cur.fetchone()[0]:
+                cur.execute("SELECT set_backend_priority(pg_backend_pid(), %s)", (nice,))
+            elif not warned:
+                warned.append(True)
+                log.warning("database sessions at the default CPU priority, not nice %d: the database has no "
+                            "prioritize extension (CREATE EXTENSION prioritize; docs/runbook.md)", nice)
+        dbapi_conn.commit()
 
 
 ORACLE_DRIVER_MISSING = (

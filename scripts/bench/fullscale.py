@@ -235,7 +235,8 @@ class Bench(SchemaOfItsOwn):
         ratio = max(self.n[k] / v for k, v in FULL.items())
         self.slack = lambda target: 4 * target * max(ratio, 0.01) + 120
         self.summary: dict = {"scale": scale, "sizes": self.n, "seed": args.seed, "work_dir": str(self.work),
-                              "targets": TARGETS, "phases": {}}
+                              "targets": TARGETS, "phases": {},
+                              "niceness": {"batch_processes": args.batch_nice, "engines_db_sessions": args.batch_db_nice}}
         # the run is one business day: the cutoff is set a minute behind the local time now, so the
         # next one is a day away (at the default 23:00 a run started at 22:50 would span two days)
         zone = Clock().timezone
@@ -289,7 +290,8 @@ class Bench(SchemaOfItsOwn):
         return {
             "database": {"url": self.url, "pool_size": 5, "group_commit_wait_ms": 1},
             "business": {"cutoff": self.cutoff},
-            "engines": {"metrics_port_base": 0}, "scheduler": {"metrics_port": 0},
+            "engines": {"metrics_port_base": 0, "database_nice": self.args.batch_db_nice},
+            "scheduler": {"metrics_port": 0},
             "watch": {"metrics_port": 0, "hold_bank_files_until_day_ended": False},
             "gateway": {"metrics_port": 0, "echo_interval_s": 60, "key_grace_s": 60, "listeners": [
                 {"name": "ascii", "port": 0, "dialect": "ascii",
@@ -423,6 +425,7 @@ class Bench(SchemaOfItsOwn):
         time.sleep(4.5)     # rise 2 at inter 2s: both gateways up in HAProxy's eyes
 
     def start_engines(self) -> None:
+        self.prioritize()
         for e in ("e1", "e2"):
             args = gridpay("engine", "--id", e, "--poll", "0.2", "--lease", "10", "--log-level", "WARNING",
                            "--log-file", str(self.logs / f"{e}.log"))
@@ -430,6 +433,20 @@ class Bench(SchemaOfItsOwn):
             self.procs[e].launch()
         for e in ("e1", "e2"):
             self.procs[e].wait_ready(180)
+        if self.args.batch_db_nice:
+            seen = self.q("select application_name, get_backend_priority(pid), count(*) from pg_stat_activity "
+                          "where application_name like 'gridpay%' group by 1, 2 order by 1, 2") if self.prioritized else []
+            log(f"database sessions' niceness: {[tuple(r) for r in seen] or 'not set (no prioritize extension)'}")
+
+    def prioritize(self) -> None:
+        """The engines' database sessions below the gateways' (engines.database_nice), where this
+        PostgreSQL has the prioritize extension (Debian: postgresql-NN-prioritize)."""
+        self.prioritized = False
+        if self.args.batch_db_nice and self.q("select 1 from pg_available_extensions where name = 'prioritize'"):
+            with self.db.begin() as conn:
+                conn.exec_driver_sql("create extension if not exists prioritize")
+            self.prioritized = True
+        self.summary["niceness"]["db_sessions_prioritized"] = self.prioritized
 
     def start_watcher(self) -> None:
         self.procs["watcher"] = Proc("watcher", gridpay("watch", "--dir", str(self.drop), "--interval", "0.5",
@@ -829,6 +846,9 @@ def main(argv=None) -> int:
     p.add_argument("--batch-nice", type=int, default=10, metavar="N",
                    help="the niceness of the engines and the banks' hosts (0: as the gateways; default 10, "
                         "as config/systemd's engine unit)")
+    p.add_argument("--batch-db-nice", type=int, default=10, metavar="N",
+                   help="engines.database_nice: the niceness of the engines' database sessions, through the "
+                        "prioritize extension, created in the database when PostgreSQL has it (0: as the gateways')")
     p.add_argument("--work-dir", default=None, help="logs, files, reports (default: a new temporary directory)")
     p.add_argument("--summary", default=None, help="write the JSON summary here (default: WORK_DIR/summary.json)")
     g = p.add_mutually_exclusive_group()

@@ -1,0 +1,91 @@
+"""The batch's database sessions at a lower CPU priority (engines.database_nice, ledger/db.py
+lower_backend_priority), through PostgreSQL's prioritize extension, and without it."""
+import logging
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from ledger.db import make_engine
+
+
+def has_prioritize(admin) -> bool:
+    with admin.connect() as conn:
+        return bool(conn.execute(text("select 1 from pg_available_extensions where name = 'prioritize'")).all())
+
+
+@pytest.fixture
+def own_database(pg_server_url):
+    """A database of the test's own: an extension is one per database, and the others' tests share theirs."""
+    name = f"gp_prio_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(pg_server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'create database "{name}"'))
+    try:
+        yield admin, make_url(pg_server_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'drop database "{name}" with (force)'))
+        admin.dispose()
+
+
+def nice_of_sessions(engine, sessions: int = 2) -> list[int]:
+    """The niceness of ``sessions`` of the engine's pooled sessions' server processes, from /proc."""
+    conns = [engine.connect() for _ in range(sessions)]
+    try:
+        pids = [c.execute(text("select pg_backend_pid()")).scalar_one() for c in conns]
+        return [int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16]) for pid in pids]
+    finally:
+        for c in conns:
+            c.close()
+
+
+def test_with_the_extension_each_session_runs_at_the_niceness(own_database):
+    admin, url = own_database
+    if not has_prioritize(admin):
+        pytest.skip("this PostgreSQL has no prioritize extension (Debian: postgresql-NN-prioritize; .ci/run installs it)")
+    plain = make_engine(url, pool_size=2)
+    with plain.begin() as conn:
+        conn.exec_driver_sql("create extension prioritize")
+    niced = make_engine(url, pool_size=2, backend_nice=7)
+    try:
+        assert nice_of_sessions(niced) == [7, 7]
+        with niced.connect() as conn:  # the function is the extension's own: it reads back the same
+            assert conn.execute(text("select get_backend_priority(pg_backend_pid())")).scalar_one() == 7
+        assert nice_of_sessions(plain) == [0, 0]
+    finally:
+        niced.dispose()
+        plain.dispose()
+
+
+def test_without_the_extension_sessions_work_and_the_log_says_so_once(own_database, caplog):
+    _, url = own_database
+    niced = make_engine(url, pool_size=2, backend_nice=7)
+    try:
+        with caplog.at_level(logging.WARNING, logger="gridpay.db"):
+            assert nice_of_sessions(niced) == [0, 0]
+        said = [r.getMessage() for r in caplog.records if r.name == "gridpay.db"]
+        assert len(said) == 1 and "prioritize" in said[0] and "nice 7" in said[0]
+    finally:
+        niced.dispose()
+
+
+def test_the_engines_writer_takes_the_setting(own_database):
+    """engines.database_nice reaches the writer's worker, which writes the debits' results."""
+    from engines.writer import WriterWorker
+
+    admin, url = own_database
+    if not has_prioritize(admin):
+        pytest.skip("this PostgreSQL has no prioritize extension (Debian: postgresql-NN-prioritize; .ci/run installs it)")
+    plain = create_engine(url, isolation_level="AUTOCOMMIT")
+    with plain.connect() as conn:
+        conn.exec_driver_sql("create extension prioritize")
+    plain.dispose()
+    worker = WriterWorker({"url": url, "statement_timeout_s": 5, "timezone": "Asia/Shanghai", "cutoff": "23:00",
+                           "backend_nice": 5})
+    try:
+        assert nice_of_sessions(worker.db, 1) == [5]
+    finally:
+        worker.close()
