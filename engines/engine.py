@@ -56,6 +56,8 @@ class DebitEngine:
         # now, field 7's time, business dates and timers: the reactor's, or the task.Clock a test hands in
         self.clock = Clock.of(settings.business, timer=clock or reactor)
         self.now = self.clock.now
+        # one for every link: the keys of all banks are polled in one query (``_load_keys``)
+        self.key_backend = DbKeyBackend(db, settings.zmk, self.clock)
         self.name = name or default_name()
         self.lease_s, self.poll_s, self.chunks_ahead = lease_s, poll_s, chunks_ahead
         # leases renewed, dead engines' reversals looked for and MAC keys reloaded this often, not
@@ -104,8 +106,7 @@ class DebitEngine:
             return self._link_factory(code, cfg, stans, self._late)
         # every engine (process) of a bank must use the MAK the bank issued last (docs/spec/INTERFACE.md §4.1: one key per
         # bank and channel): keys go through the database, as the counter gateway's do
-        keys = KeyStore(self.clock, grace_s=self.settings.gateway.key_grace_s,
-                        backend=DbKeyBackend(self.db, self.settings.zmk, self.clock))
+        keys = KeyStore(self.clock, grace_s=self.settings.gateway.key_grace_s, backend=self.key_backend)
         keys.refresh(code, LINK_CHANNEL)
         return BankLink(self.reactor, code, cfg, self.settings.zmk(code), clock=self.clock,
                         on_late_response=lambda m, code=code: self._late(code, m), stans=stans,
@@ -212,12 +213,11 @@ class DebitEngine:
     def _load_keys(self) -> dict:
         """The banks' MAC keys stored since this engine's (another engine may have signed on): read
         on the pool thread, in one query, taken on the reactor's (``_take_keys``)."""
-        backends = [link.keys.backend for link in self.links.values() if link.keys.backend]
-        if not backends:
-            return {}
+        if not any(link.keys.backend is self.key_backend for link in self.links.values()):
+            return {}   # links a test made, with keys of their own
         known = {code: link.keys.version(code, LINK_CHANNEL) for code, link in self.links.items()}
         try:
-            return backends[0].newer(LINK_CHANNEL, known)
+            return self.key_backend.newer(LINK_CHANNEL, known)
         except Exception:  # noqa: BLE001
             log.warning("engine %s: cannot reload the banks' MAC keys", self.name)
             return {}

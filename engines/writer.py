@@ -196,28 +196,28 @@ class WriterWorker:
                 results[i] = outcome
         self._schedule_reversals(conn, ops, results, now)
         history = []
-        reversal_rows: dict[str, dict[int, dict]] = {"begun": {}, "answered": {}, "unanswered": {}}
+        reversal_rows: dict[str, list[dict]] = {"begun": [], "answered": [], "unanswered": []}
         for i, op in enumerate(ops):
             if isinstance(op, ReversalBegun):
-                reversal_rows["begun"][op.debit_id] = {"debit_id": op.debit_id, "attempts": op.attempt,
-                                                       "next_at": op.next_at, "updated_at": now}
+                reversal_rows["begun"].append({"debit_id": op.debit_id, "attempts": op.attempt,
+                                               "next_at": op.next_at, "updated_at": now})
                 history.append({"debit_id": op.debit_id, "event": "reversal_sent", "mti": op.mti,
                                 "response_code": None, "detail": f"attempt {op.attempt}", "actor": op.actor, "at": now})
                 results[i] = Outcome("00")
             elif isinstance(op, ReversalAnswered):
                 outcome = results[i] or Outcome("00")
                 state = "answered" if op.response_code == "00" else "refused"
-                reversal_rows["answered"][op.debit_id] = {
+                reversal_rows["answered"].append({
                     "debit_id": op.debit_id, "state": state, "response_code": op.response_code, "owner": None,
-                    "lease_until": None, "updated_at": now}
+                    "lease_until": None, "updated_at": now})
                 history.append({"debit_id": op.debit_id, "event": "reversal_answer", "mti": "0430",
                                 "response_code": op.response_code,
                                 "detail": "" if op.response_code == "00" else "reversal refused: open for reconciliation",
                                 "actor": op.actor, "at": now})
                 results[i] = outcome
             elif isinstance(op, ReversalUnanswered):
-                reversal_rows["unanswered"][op.debit_id] = {"debit_id": op.debit_id, "state": "unanswered",
-                                                            "owner": None, "lease_until": None, "updated_at": now}
+                reversal_rows["unanswered"].append({"debit_id": op.debit_id, "state": "unanswered",
+                                                    "owner": None, "lease_until": None, "updated_at": now})
                 history.append({"debit_id": op.debit_id, "event": "reversal_unanswered", "mti": None,
                                 "response_code": None, "detail": f"no 0430 after {op.attempts} attempts: open for "
                                                                  f"reconciliation", "actor": op.actor, "at": now})
@@ -232,8 +232,10 @@ class WriterWorker:
                                 "response_code": op.response_code, "detail": op.detail[:200], "actor": op.actor,
                                 "at": now})
                 results[i] = Outcome("00")
-        for rows in reversal_rows.values():     # in this order: a reversal is sent, then answered or not
-            writes.update(debit_reversals, "debit_id", list(rows.values()))
+        # in this order: a reversal is sent, then answered or not; a debit's rows within a kind apply
+        # in turn (the last wins), as Writes.update does on either database
+        for rows in reversal_rows.values():
+            writes.update(debit_reversals, "debit_id", rows)
         writes.insert(debit_attempts, history)
         writes.flush()
         return results
