@@ -1,35 +1,38 @@
 """A year of history: counter inquiry + payment and a bank's reconciliation, with one month of
-history and then with twelve, in one run on PostgreSQL.
+history and with twelve, measured in turns in one run on PostgreSQL.
 
     .venv/bin/python -m scripts.bench.history [--customers 20000] [--months 12] [--rate 100] [--duration 20]
-                                              [--day-payments 5000]
+                                              [--day-payments 5000] [--rounds 3]
 
 A sample of the customer base, scaled: ``--customers`` customers (the utility has 4.3 million), one
 bill each per month, every bill paid in its month — the same rows per customer as the full base,
 so the tables hold ``customers / 4.3 M`` of a real year's rows. All of it made by the ledger's
 own paths: the demo set's customers imported by ``gridpay ledger import``, each month's bills by
 the ledger's import (``ledger.imports.import_file``) with a manual clock on the month's first day, payments posted by ``ledger.synchronous_posting.post`` with a manual clock on their
-days (``--day-payments`` on each of two days, the rest spread over the month), partitions prepared by
+days (``--day-payments`` on each round's day, the rest spread over the month), partitions prepared by
 ``gridpay db partitions``. The bank's daily file is the bank's own record of its payments that day.
 
-Phase "month": the customers and this month's bills imported and paid (but for the 1.25 x ``rate x
-duration`` customers the gateway will serve, and as many kept for the year); then measured:
+Two schemas side by side: "month" holds this month's bills and payments; "year" holds the eleven
+months before as well (imported and paid month by month, oldest first). In both, this month's bills
+are paid but for the customers kept for the measurements (1.25 x ``rate x duration`` a round),
+who owe this month's bill only. Each round measures both phases, in turns (the order swapped each
+round, so the machine's drift falls on both alike):
 - counter: a fresh ``gridpay serve`` and ``gridpay sim counter`` paced at ``--rate`` payments/s, a
   quarter of ``--duration`` as a warm-up, then ``--duration`` s measured (an inquiry and a payment
   each): latency p50/p99 per message and per payment;
-- reconciliation: ``gridpay recon bank`` of bank 01020000's file of one day (wall time).
-Phase "year": the eleven months before, imported and paid month by month (their bills, then their
-payments); then the same measurements on the customers and the day kept for it.
+- reconciliation: ``gridpay recon bank`` of bank 01020000's file of the round's day (wall time).
 
-Printed: both phases' figures side by side with the ratio year/month (target <= 1.20), rows per
-table and per partition, and the machine's speed before and after (scripts.bench.machine). The
-bench asserts nothing about time. PostgreSQL: GRIDPAY_BENCH_PG_URL (a schema is created and dropped).
+Printed: each figure's median over the rounds for both phases, the ratio year/month (target <=
+1.20) and each round's ratio; rows per table and per partition; the machine's speed before and
+after (scripts.bench.machine). The bench asserts nothing about time. PostgreSQL:
+GRIDPAY_BENCH_PG_URL (two schemas are created and dropped).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -197,11 +200,11 @@ def serve_and_pay(url: str, customers: list[str], workdir: Path, args, name: str
         gw.terminate()
 
 
-def measure(url: str, engine, customers: list[str], day: date, workdir: Path, clerk: str, args, name: str) -> dict:
-    settle(url, analyze=True)
-    counter = serve_and_pay(url, customers, workdir, args, name)
-    settle(url)
-    recon = reconcile(url, write_bank_file(engine, day, workdir), workdir, clerk)
+def measure(ledger: "Ledger", customers: list[str], day: date, workdir: Path, args, name: str) -> dict:
+    settle(ledger.url, analyze=True)
+    counter = serve_and_pay(ledger.url, customers, workdir, args, name)
+    settle(ledger.url)
+    recon = reconcile(ledger.url, write_bank_file(ledger.engine, day, workdir), workdir, ledger.clerk)
     load = round(os.getloadavg()[0], 2)   # the machine is shared: what else ran during the phase
     print(f"[{name}] counter {json.dumps(counter)}\n[{name}] recon {json.dumps(recon)}\n[{name}] load {load}", flush=True)
     return {"counter": counter, "recon": recon, "load_average": load}
@@ -217,70 +220,108 @@ def table_rows(engine) -> dict:
                 for t in (payments, journal_entries, journal_lines, outbox, audit_log, debit_attempts)}
 
 
-def run(url: str, args, workdir: Path) -> dict:
-    from ledger import migrate, partitions
-    from ledger.db import make_engine
+class Ledger:
+    """One phase's schema: migrated, partitioned for the year, the demo set's customers imported."""
+
+    def __init__(self, url: str, months: list[date], customers: Path, workdir: Path):
+        from ledger import migrate
+        from ledger.db import make_engine
+        from ledger_helpers import add_banks
+        from scripts.operator_session import operator_session
+
+        self.url = url
+        migrate.upgrade(url)
+        self.engine = make_engine(url)
+        with self.engine.begin() as conn:
+            add_banks(conn, BANK, OTHER_BANK)
+        ops = self.clerk = operator_session(url, "bench", ["operations", "clerk"])
+        prepared = run_child([*gridpay(), "db", "partitions", "--url", url, "--from-month", f"{months[0]:%Y%m}",
+                              "--ahead", str(len(months))], workdir, "partitions", ops)
+        if prepared["rc"] != 0:
+            raise SystemExit(f"gridpay db partitions failed: {prepared['stdout']}{prepared['stderr']}")
+        import_file(url, "customers", customers, workdir, ops)
+
+
+def without(path: Path, customers: set[str], workdir: Path) -> Path:
+    """A bills file without the bills of ``customers``."""
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    out = workdir / f"{path.stem}-history.csv"
+    out.write_text(lines[0] + "".join(ln for ln in lines[1:] if ln.split(",")[0] not in customers), encoding="utf-8")
+    return out
+
+
+def run(month_url: str, year_url: str, args, workdir: Path) -> dict:
+    from ledger import partitions
     from ledger.demo_data import write_demo_files
     from ledger.verify import verify
-    from ledger_helpers import add_banks
-    from scripts.operator_session import operator_session
 
     today = datetime.now(timezone.utc).date()
     months = months_back(today, args.months)
-    migrate.upgrade(url)
-    engine = make_engine(url)
-    with engine.begin() as conn:
-        add_banks(conn, BANK, OTHER_BANK)
-    ops = clerk = operator_session(url, "bench", ["operations", "clerk"])
-    prepared = run_child([*gridpay(), "db", "partitions", "--url", url, "--from-month", f"{months[0]:%Y%m}",
-                          "--ahead", str(args.months)], workdir, "partitions", ops)
-    if prepared["rc"] != 0:
-        raise SystemExit(f"gridpay db partitions failed: {prepared['stdout']}{prepared['stderr']}")
     files = write_demo_files(workdir / "billing", customers=args.customers, seed=1, as_of=partitions.next_month(today),
                              bills=args.customers * args.months)
     bills_of = split_bills(files, workdir)
     periods = sorted(bills_of)
     assert periods == [f"{m:%Y%m}" for m in months], (periods, months)
-    import_file(url, "customers", files["customers"], workdir, ops)
     numbers = [f"0140{580000 + i:06d}" for i in range(args.customers) if i != args.customers // 2]  # one is suspended
     kept = sum(served(args))
-    kept_month, kept_year, history = numbers[:kept], numbers[kept:2 * kept], numbers[2 * kept:]
-    day_month, day_year = today - timedelta(days=3), today - timedelta(days=2)
+    rounds = [numbers[r * kept:(r + 1) * kept] for r in range(args.rounds)]
+    measured = {c for listed in rounds for c in listed}
+    history = numbers[args.rounds * kept:]
+    days = [today - timedelta(days=2 + r) for r in range(args.rounds)]   # each round reconciles a day of its own
     setup = {}
+    phases = {"month": Ledger(month_url, months, files["customers"], workdir),
+              "year": Ledger(year_url, months, files["customers"], workdir)}
 
-    # phase "month": this month's bills, paid but for the customers kept for the measurements
-    t0 = time.perf_counter()
-    import_bills(engine, bills_of[periods[-1]], months[-1])
-    paid = pay_month(engine, dues(engine, periods[-1], history), days_of(months[-1], today, skip=(day_month, day_year)),
-                     {day_month: args.day_payments, day_year: args.day_payments})
-    setup["month_s"], setup["month_payments"] = round(time.perf_counter() - t0, 1), paid
-    print(f"set-up month: {paid:,} payments, {setup['month_s']} s", flush=True)
-    month = measure(url, engine, kept_month, day_month, workdir, clerk, args, "month")
-    rows_month = table_rows(engine)
-
-    # phase "year": the months before, each imported and paid in turn (the year's customers keep
-    # only this month's bill, so that what the gateway serves them is what it served the month's)
+    # both: this month's bills, paid but for the customers kept for the measurements, who owe this
+    # month's bill only; the year's schema has the eleven months before too, each imported on its
+    # first day and paid in it, first
     t0 = time.perf_counter()
     paid = 0
     for period, first in zip(periods[:-1], months[:-1]):
-        year_only = set(kept_year)
-        lines = bills_of[period].read_text(encoding="utf-8").splitlines(keepends=True)
-        bills_of[period].write_text(lines[0] + "".join(ln for ln in lines[1:] if ln.split(",")[0] not in year_only),
-                                    encoding="utf-8")
-        import_bills(engine, bills_of[period], first)
-        paid += pay_month(engine, dues(engine, period, kept_month + history), days_of(first, months[-1]), {})
+        import_bills(phases["year"].engine, without(bills_of[period], measured, workdir), first)
+        paid += pay_month(phases["year"].engine, dues(phases["year"].engine, period, history),
+                          days_of(first, months[-1]), {})
         print(f"set-up {period}: {paid:,} payments so far, {time.perf_counter() - t0:.0f} s", flush=True)
-    setup["year_s"], setup["year_payments"] = round(time.perf_counter() - t0, 1), paid
-    year = measure(url, engine, kept_year, day_year, workdir, clerk, args, "year")
-    with engine.connect() as conn:
+    setup["year_before_s"], setup["year_before_payments"] = round(time.perf_counter() - t0, 1), paid
+    for name, ledger in phases.items():
+        t0 = time.perf_counter()
+        import_bills(ledger.engine, bills_of[periods[-1]], months[-1])
+        paid = pay_month(ledger.engine, dues(ledger.engine, periods[-1], history),
+                         days_of(months[-1], today, skip=tuple(days)), {d: args.day_payments for d in days})
+        setup[f"{name}_this_month_s"], setup[f"{name}_this_month_payments"] = round(time.perf_counter() - t0, 1), paid
+        print(f"set-up {name}, this month: {paid:,} payments, {setup[f'{name}_this_month_s']} s", flush=True)
+
+    # measured in turns, the order swapped each round: the machine's drift between the phases falls
+    # on both alike
+    out = {"month": [], "year": []}
+    for r, customers in enumerate(rounds):
+        order = ("month", "year") if r % 2 == 0 else ("year", "month")
+        for name in order:
+            out[name].append(measure(phases[name], customers, days[r], workdir, args, f"{name} {r + 1}"))
+    year = phases["year"].engine
+    with year.connect() as conn:
         parts = [p.__dict__ for p in partitions.partitions(conn, exact=True)]
     t0 = time.perf_counter()
-    failures = verify(engine)
+    failures = verify(year) + verify(phases["month"].engine)
     setup["verify_s"], setup["verify_failures"] = round(time.perf_counter() - t0, 1), failures[:5]
-    out = {"month": month, "year": year, "rows_month": rows_month, "rows_year": table_rows(engine),
+    res = {**out, "rows_month": table_rows(phases["month"].engine), "rows_year": table_rows(year),
            "partitions": parts, "setup": setup}
-    engine.dispose()
-    return out
+    for ledger in phases.values():
+        ledger.engine.dispose()
+    return res
+
+
+FIGURES = (("counter message latency p50 ms", ("counter", "latency_ms", "p50")),
+           ("counter message latency p99 ms", ("counter", "latency_ms", "p99")),
+           ("counter payment 0200 latency p50 ms", ("counter", "payment_latency_ms", "p50")),
+           ("counter payment 0200 latency p99 ms", ("counter", "payment_latency_ms", "p99")),
+           ("reconciliation, s", ("recon", "seconds")))
+
+
+def figure(phase: dict, path: tuple) -> float:
+    for key in path:
+        phase = phase[key]
+    return phase
 
 
 def ratio(year: float, month: float) -> str:
@@ -289,28 +330,26 @@ def ratio(year: float, month: float) -> str:
 
 
 def report(res: dict, args, before: dict, after: dict) -> None:
-    m, y = res["month"], res["year"]
+    ms, ys = res["month"], res["year"]
     print(f"\n{machine.describe(before)} (before)\n{machine.describe(after)} (after)")
     print(f"sample: {args.customers:,} customers x {args.months} months, one bill each a month, all paid "
           f"(the utility: 4,300,000 customers; scale {args.customers / 4_300_000:.4f})")
-    print(f"{'operation':44s} {'month':>10s} {'year':>10s}   ratio (target <= {TARGET_RATIO:.2f}x)")
-    rows = [(f"counter message latency p50 ms", m["counter"]["latency_ms"]["p50"], y["counter"]["latency_ms"]["p50"]),
-            (f"counter message latency p99 ms", m["counter"]["latency_ms"]["p99"], y["counter"]["latency_ms"]["p99"]),
-            (f"counter payment 0200 latency p50 ms", m["counter"]["payment_latency_ms"]["p50"],
-             y["counter"]["payment_latency_ms"]["p50"]),
-            (f"counter payment 0200 latency p99 ms", m["counter"]["payment_latency_ms"]["p99"],
-             y["counter"]["payment_latency_ms"]["p99"]),
-            (f"reconciliation of {m['recon']['lines']:,} / {y['recon']['lines']:,} lines, s",
-             m["recon"]["seconds"], y["recon"]["seconds"])]
-    for name, a, b in rows:
-        print(f"{name:44s} {a:10.2f} {b:10.2f}   {ratio(b, a)}")
-    print(f"{'load average (1 min) after the phase':44s} {m['load_average']:10.2f} {y['load_average']:10.2f}   "
-          f"on {os.cpu_count()} CPUs")
-    print(f"paced at {args.rate} payments/s for {args.duration} s: {m['counter']['payments']} / "
-          f"{y['counter']['payments']} payments; mismatches {m['counter']['mismatches']} / {y['counter']['mismatches']}; recon items "
-          f"{m['recon']['counts']} / {y['recon']['counts']}")
-    print("rows:  " + ", ".join(f"{t} {res['rows_month'][t]:,} -> {n:,}" for t, n in res["rows_year"].items()))
-    print("partitions (rows): " + ", ".join(f"{p['name']} {p['rows']:,}" for p in res["partitions"] if p["rows"]))
+    print(f"{len(ms)} rounds, month and year in turns; each figure the median of the rounds, then each round's ratio")
+    print(f"{'operation':44s} {'month':>10s} {'year':>10s}   ratio (target <= {TARGET_RATIO:.2f}x)   rounds")
+    for name, path in FIGURES:
+        a = statistics.median(figure(m, path) for m in ms)
+        b = statistics.median(figure(y, path) for y in ys)
+        each = " ".join(f"{figure(y, path) / figure(m, path):.2f}" if figure(m, path) else "-" for m, y in zip(ms, ys))
+        print(f"{name:44s} {a:10.2f} {b:10.2f}   {ratio(b, a)}            {each}")
+    print(f"{'load average (1 min) after the phases':44s} {max(m['load_average'] for m in ms):10.2f} "
+          f"{max(y['load_average'] for y in ys):10.2f}   the highest, on {os.cpu_count()} CPUs")
+    print(f"paced at {args.rate} payments/s for {args.duration} s a round: "
+          f"{sum(m['counter']['payments'] for m in ms)} / {sum(y['counter']['payments'] for y in ys)} payments; "
+          f"mismatches {sum(m['counter']['mismatches'] for m in ms)} / {sum(y['counter']['mismatches'] for y in ys)}; "
+          f"reconciled {ms[0]['recon']['lines']:,} / {ys[0]['recon']['lines']:,} lines a round, items "
+          f"{[m['recon']['counts'] for m in ms]} / {[y['recon']['counts'] for y in ys]}")
+    print("rows:  " + ", ".join(f"{t} {res['rows_month'][t]:,} / {n:,}" for t, n in res["rows_year"].items()))
+    print("partitions of the year (rows): " + ", ".join(f"{p['name']} {p['rows']:,}" for p in res["partitions"] if p["rows"]))
     print(f"set-up and ledger verify: {json.dumps(res['setup'])}")
 
 
@@ -321,15 +360,17 @@ def main(argv=None) -> int:
     ap.add_argument("--rate", type=int, default=100, help="counter payments per second, paced")
     ap.add_argument("--duration", type=int, default=20, help="seconds of paced counter payments per phase")
     ap.add_argument("--day-payments", type=int, default=5_000, help="payments in each reconciled day's file")
-    ap.add_argument("--keep-schema", action="store_true", help="keep the PostgreSQL schema (its name is printed)")
+    ap.add_argument("--rounds", type=int, default=3, help="measurements of each phase, in turns")
+    ap.add_argument("--keep-schema", action="store_true", help="keep the PostgreSQL schemas (their names are printed)")
     args = ap.parse_args(argv)
-    if args.customers < 2 * sum(served(args)) + 2 * args.day_payments + 2:
-        ap.error("--customers must cover twice 1.25 x rate x duration and twice --day-payments")
+    if args.customers < args.rounds * (sum(served(args)) + args.day_payments) + 2:
+        ap.error("--customers must cover, each round, 1.25 x rate x duration and --day-payments")
     before = machine.speed()
     print(f"{machine.describe(before)}; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs", flush=True)
     server = os.environ.get("GRIDPAY_BENCH_PG_URL", PG_DEFAULT)
     with tempfile.TemporaryDirectory(prefix="gridpay-bench-history-") as tmp:
-        res = with_schema(server, lambda url: run(url, args, Path(tmp)), keep=args.keep_schema)
+        res = with_schema(server, lambda month: with_schema(
+            server, lambda year: run(month, year, args, Path(tmp)), keep=args.keep_schema), keep=args.keep_schema)
     after = machine.speed()
     report(res, args, before, after)
     print(json.dumps({"bench": "history", "customers": args.customers, "months": args.months,
