@@ -77,6 +77,9 @@ def dialect(i: int) -> str:
     return "ascii" if i % 2 == 0 else "bcd"
 
 
+AUTOGROUP = Path("/proc/sys/kernel/sched_autogroup_enabled")
+
+
 class RssSampler(threading.Thread):
     """The peak RSS of every child process (and of its own children: an engine's or a gateway's
     workers), sampled every half second with psutil, by the child's name; and the CPU seconds each
@@ -735,6 +738,7 @@ class Bench(SchemaOfItsOwn):
             "'shared_buffers', 'max_wal_size', 'checkpoint_timeout', 'autovacuum', 'synchronous_commit', "
             "'wal_compression', 'max_connections')"))
         log(f"PostgreSQL: {self.summary['postgresql']}")
+        autogroup_was = self.autogroup_off()
         try:
             self.configure({})
             if self.args.reuse_schema:
@@ -765,6 +769,8 @@ class Bench(SchemaOfItsOwn):
             log(f"ABORTED: {type(exc).__name__}: {exc}")
         finally:
             self.stop_all()
+            if autogroup_was is not None:
+                AUTOGROUP.write_text(autogroup_was)
             sampler.stop_event.set()
             analyzer.stop_event.set()
             try:
@@ -780,6 +786,27 @@ class Bench(SchemaOfItsOwn):
         path = Path(self.args.summary) if self.args.summary else self.work / "summary.json"
         path.write_text(json.dumps(self.summary, indent=1, default=str, ensure_ascii=False))
         return 1 if self.failures else 0
+
+    def autogroup_off(self) -> str | None:
+        """The kernel's autogroup puts each session in a CPU group of its own, and every process
+        here starts one (as does every PostgreSQL backend: each calls setsid), so a niceness would
+        reach no other process. A server's services run in cgroups instead, where the engine unit's
+        CPUWeight= and Nice= apply (docs/scale-out.md). For the run, autogroup is turned off when the
+        batch side is niced; the setting it had is returned, to be put back."""
+        if not (self.args.batch_nice or self.args.batch_db_nice) or self.args.keep_autogroup:
+            was = AUTOGROUP.read_text().strip() if AUTOGROUP.exists() else "absent"
+            self.summary["niceness"]["autogroup"] = f"left as it was ({was})"
+            return None
+        try:
+            was = AUTOGROUP.read_text()
+            AUTOGROUP.write_text("0")
+        except OSError as exc:
+            self.summary["niceness"]["autogroup"] = f"could not be turned off ({exc}): niceness reaches nothing"
+            log(f"autogroup: {self.summary['niceness']['autogroup']}")
+            return None
+        self.summary["niceness"]["autogroup"] = f"off for the run (was {was.strip()})"
+        log(f"autogroup: {self.summary['niceness']['autogroup']}")
+        return was
 
     def stop_all(self) -> None:
         for name in ("watcher", "gw1", "gw2"):
@@ -846,6 +873,8 @@ def main(argv=None) -> int:
     p.add_argument("--batch-nice", type=int, default=10, metavar="N",
                    help="the niceness of the engines and the banks' hosts (0: as the gateways; default 10, "
                         "as config/systemd's engine unit)")
+    p.add_argument("--keep-autogroup", action="store_true",
+                   help="leave the kernel's autogroup on (then no niceness reaches across processes)")
     p.add_argument("--batch-db-nice", type=int, default=10, metavar="N",
                    help="engines.database_nice: the niceness of the engines' database sessions, through the "
                         "prioritize extension, created in the database when PostgreSQL has it (0: as the gateways')")
