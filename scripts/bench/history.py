@@ -2,7 +2,7 @@
 history and with twelve, measured in turns in one run on PostgreSQL.
 
     .venv/bin/python -m scripts.bench.history [--customers 20000] [--months 12] [--rate 100] [--duration 20]
-                                              [--day-payments 5000] [--rounds 3]
+                                              [--day-payments 5000] [--rounds 4]
 
 A sample of the customer base, scaled: ``--customers`` customers (the utility has 4.3 million), one
 bill each per month, every bill paid in its month — the same rows per customer as the full base,
@@ -22,8 +22,8 @@ round, so the machine's drift falls on both alike):
   each): latency p50/p99 per message and per payment;
 - reconciliation: ``gridpay recon bank`` of bank 01020000's file of the round's day (wall time).
 
-Printed: each figure's median over the rounds for both phases, the ratio year/month (target <=
-1.20) and each round's ratio; rows per table and per partition; the machine's speed before and
+Printed: each figure's median over the rounds for both phases, the ratio year/month (the
+geometric mean of the rounds' ratios; target <= 1.20) and each round's ratio; rows per table and per partition; the machine's speed before and
 after (scripts.bench.machine). The bench asserts nothing about time. PostgreSQL:
 GRIDPAY_BENCH_PG_URL (two schemas are created and dropped).
 """
@@ -334,13 +334,16 @@ def report(res: dict, args, before: dict, after: dict) -> None:
     print(f"\n{machine.describe(before)} (before)\n{machine.describe(after)} (after)")
     print(f"sample: {args.customers:,} customers x {args.months} months, one bill each a month, all paid "
           f"(the utility: 4,300,000 customers; scale {args.customers / 4_300_000:.4f})")
-    print(f"{len(ms)} rounds, month and year in turns; each figure the median of the rounds, then each round's ratio")
+    print(f"{len(ms)} rounds, month and year in turns, the order swapped each round; month and year: the "
+          f"medians of the rounds; ratio: the geometric mean of the rounds' year/month (an even number of "
+          f"rounds cancels which phase ran second), then each round's")
     print(f"{'operation':44s} {'month':>10s} {'year':>10s}   ratio (target <= {TARGET_RATIO:.2f}x)   rounds")
     for name, path in FIGURES:
         a = statistics.median(figure(m, path) for m in ms)
         b = statistics.median(figure(y, path) for y in ys)
-        each = " ".join(f"{figure(y, path) / figure(m, path):.2f}" if figure(m, path) else "-" for m, y in zip(ms, ys))
-        print(f"{name:44s} {a:10.2f} {b:10.2f}   {ratio(b, a)}            {each}")
+        each = [figure(y, path) / figure(m, path) for m, y in zip(ms, ys) if figure(m, path)]
+        mean = statistics.geometric_mean(each) if each else float("inf")
+        print(f"{name:44s} {a:10.2f} {b:10.2f}   {ratio(mean, 1.0)}            {' '.join(f'{r:.2f}' for r in each)}")
     print(f"{'load average (1 min) after the phases':44s} {max(m['load_average'] for m in ms):10.2f} "
           f"{max(y['load_average'] for y in ys):10.2f}   the highest, on {os.cpu_count()} CPUs")
     print(f"paced at {args.rate} payments/s for {args.duration} s a round: "
@@ -360,7 +363,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rate", type=int, default=100, help="counter payments per second, paced")
     ap.add_argument("--duration", type=int, default=20, help="seconds of paced counter payments per phase")
     ap.add_argument("--day-payments", type=int, default=5_000, help="payments in each reconciled day's file")
-    ap.add_argument("--rounds", type=int, default=3, help="measurements of each phase, in turns")
+    ap.add_argument("--rounds", type=int, default=4, help="measurements of each phase, in turns (even: each "
+                                                          "phase runs first as often as second)")
     ap.add_argument("--keep-schema", action="store_true", help="keep the PostgreSQL schemas (their names are printed)")
     args = ap.parse_args(argv)
     if args.customers < args.rounds * (sum(served(args)) + args.day_payments) + 2:
