@@ -66,6 +66,25 @@ def pg_url(pg_server_url):
 
 
 @pytest.fixture
+def pg_database(pg_server_url):
+    """(an AUTOCOMMIT engine on the server, the URL of a database of the test's own), dropped after:
+    for what is one per database (an extension), where the others' tests share theirs."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"gp_db_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(pg_server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'create database "{name}"'))
+    try:
+        yield admin, make_url(pg_server_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'drop database "{name}" with (force)'))
+        admin.dispose()
+
+
+@pytest.fixture
 def sqlite_url(tmp_path):
     return f"sqlite:///{tmp_path / 'gridpay.db'}"
 

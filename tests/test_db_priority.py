@@ -1,12 +1,10 @@
 """The batch's database sessions at a lower CPU priority (engines.database_nice, ledger/db.py
 lower_backend_priority), through PostgreSQL's prioritize extension, and without it."""
 import logging
-import uuid
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from ledger.db import make_engine
 
@@ -14,21 +12,6 @@ from ledger.db import make_engine
 def has_prioritize(admin) -> bool:
     with admin.connect() as conn:
         return bool(conn.execute(text("select 1 from pg_available_extensions where name = 'prioritize'")).all())
-
-
-@pytest.fixture
-def own_database(pg_server_url):
-    """A database of the test's own: an extension is one per database, and the others' tests share theirs."""
-    name = f"gp_prio_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(pg_server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'create database "{name}"'))
-    try:
-        yield admin, make_url(pg_server_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'drop database "{name}" with (force)'))
-        admin.dispose()
 
 
 def nice_of_sessions(engine, sessions: int = 2) -> list[int]:
@@ -42,8 +25,8 @@ def nice_of_sessions(engine, sessions: int = 2) -> list[int]:
             c.close()
 
 
-def test_with_the_extension_each_session_runs_at_the_niceness(own_database):
-    admin, url = own_database
+def test_with_the_extension_each_session_runs_at_the_niceness(pg_database):
+    admin, url = pg_database
     if not has_prioritize(admin):
         pytest.skip("this PostgreSQL has no prioritize extension (Debian: postgresql-NN-prioritize; .ci/run installs it)")
     plain = make_engine(url, pool_size=2)
@@ -60,8 +43,8 @@ def test_with_the_extension_each_session_runs_at_the_niceness(own_database):
         plain.dispose()
 
 
-def test_without_the_extension_sessions_work_and_the_log_says_so_once(own_database, caplog):
-    _, url = own_database
+def test_without_the_extension_sessions_work_and_the_log_says_so_once(pg_database, caplog):
+    _, url = pg_database
     niced = make_engine(url, pool_size=2, backend_nice=7)
     try:
         with caplog.at_level(logging.WARNING, logger="gridpay.db"):
@@ -72,11 +55,11 @@ def test_without_the_extension_sessions_work_and_the_log_says_so_once(own_databa
         niced.dispose()
 
 
-def test_the_engines_writer_takes_the_setting(own_database):
+def test_the_engines_writer_takes_the_setting(pg_database):
     """engines.database_nice reaches the writer's worker, which writes the debits' results."""
     from engines.writer import WriterWorker
 
-    admin, url = own_database
+    admin, url = pg_database
     if not has_prioritize(admin):
         pytest.skip("this PostgreSQL has no prioritize extension (Debian: postgresql-NN-prioritize; .ci/run installs it)")
     plain = create_engine(url, isolation_level="AUTOCOMMIT")
