@@ -85,6 +85,24 @@ def pg_database(pg_server_url):
 
 
 @pytest.fixture
+def pg_prioritized(pg_database) -> str:
+    """The URL of a database of the test's own with PostgreSQL's prioritize extension created (the
+    test skips, saying why, where the server has none)."""
+    from sqlalchemy import create_engine, text
+
+    admin, url = pg_database
+    with admin.connect() as conn:
+        if not conn.execute(text("select 1 from pg_available_extensions where name = 'prioritize'")).all():
+            pytest.skip("this PostgreSQL has no prioritize extension (Debian: postgresql-NN-prioritize; "
+                        ".ci/run installs it)")
+    own = create_engine(url, isolation_level="AUTOCOMMIT")
+    with own.connect() as conn:
+        conn.execute(text("create extension prioritize"))
+    own.dispose()
+    return url
+
+
+@pytest.fixture
 def sqlite_url(tmp_path):
     return f"sqlite:///{tmp_path / 'gridpay.db'}"
 

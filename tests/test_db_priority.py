@@ -3,15 +3,9 @@ lower_backend_priority), through PostgreSQL's prioritize extension, and without 
 import logging
 from pathlib import Path
 
-import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from ledger.db import make_engine
-
-
-def has_prioritize(admin) -> bool:
-    with admin.connect() as conn:
-        return bool(conn.execute(text("select 1 from pg_available_extensions where name = 'prioritize'")).all())
 
 
 def nice_of_sessions(engine, sessions: int = 2) -> list[int]:
@@ -25,13 +19,9 @@ def nice_of_sessions(engine, sessions: int = 2) -> list[int]:
             c.close()
 
 
-def test_with_the_extension_each_session_runs_at_the_niceness(pg_database):
-    admin, url = pg_database
-    if not has_prioritize(admin):
-        pytest.skip("this PostgreSQL has no prioritize extension (Debian: postgresql-NN-prioritize; .ci/run installs it)")
+def test_with_the_extension_each_session_runs_at_the_niceness(pg_prioritized):
+    url = pg_prioritized
     plain = make_engine(url, pool_size=2)
-    with plain.begin() as conn:
-        conn.exec_driver_sql("create extension prioritize")
     niced = make_engine(url, pool_size=2, backend_nice=7)
     try:
         assert nice_of_sessions(niced) == [7, 7]
@@ -55,18 +45,11 @@ def test_without_the_extension_sessions_work_and_the_log_says_so_once(pg_databas
         niced.dispose()
 
 
-def test_the_engines_writer_takes_the_setting(pg_database):
+def test_the_engines_writer_takes_the_setting(pg_prioritized):
     """engines.database_nice reaches the writer's worker, which writes the debits' results."""
     from engines.writer import WriterWorker
 
-    admin, url = pg_database
-    if not has_prioritize(admin):
-        pytest.skip("this PostgreSQL has no prioritize extension (Debian: postgresql-NN-prioritize; .ci/run installs it)")
-    plain = create_engine(url, isolation_level="AUTOCOMMIT")
-    with plain.connect() as conn:
-        conn.exec_driver_sql("create extension prioritize")
-    plain.dispose()
-    worker = WriterWorker({"url": url, "statement_timeout_s": 5, "timezone": "Asia/Shanghai", "cutoff": "23:00",
+    worker = WriterWorker({"url": pg_prioritized, "statement_timeout_s": 5, "timezone": "Asia/Shanghai", "cutoff": "23:00",
                            "backend_nice": 5})
     try:
         assert nice_of_sessions(worker.db, 1) == [5]

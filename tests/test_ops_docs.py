@@ -93,24 +93,17 @@ def test_runbook_sql_names_real_tables():
 
 
 @pytest.mark.postgres
-def test_runbook_sql_runs_on_postgresql(pg_database):
+def test_runbook_sql_runs_on_postgresql(pg_prioritized):
     """In a database of its own: the runbook's query of the sessions' niceness needs the prioritize
     extension, which is one per database (.ci/run installs it)."""
     from sqlalchemy import create_engine, text
 
     from ledger import migrate
 
-    admin, url = pg_database
-    migrate.upgrade(url)
-    engine = create_engine(url)
+    migrate.upgrade(pg_prioritized)
+    engine = create_engine(pg_prioritized)
     try:
         with engine.connect() as conn:
-            if conn.execute(text("select 1 from pg_available_extensions where name = 'prioritize'")).all():
-                conn.execute(text("create extension prioritize"))
-                conn.commit()
-            else:
-                pytest.skip("this PostgreSQL has no prioritize extension, which a runbook query uses "
-                            "(Debian: postgresql-NN-prioritize; .ci/run installs it)")
             for statement in sql_statements():
                 conn.execute(text(statement.replace(":", r"\:"))).fetchall()
     finally:

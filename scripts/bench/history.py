@@ -324,8 +324,8 @@ def figure(phase: dict, path: tuple) -> float:
     return phase
 
 
-def ratio(year: float, month: float) -> str:
-    r = year / month if month else float("inf")
+def verdict(r: float) -> str:
+    """A year/month ratio against the target."""
     return f"{r:5.2f}x {'ok' if r <= TARGET_RATIO else 'ABOVE'}"
 
 
@@ -343,7 +343,7 @@ def report(res: dict, args, before: dict, after: dict) -> None:
         b = statistics.median(figure(y, path) for y in ys)
         each = [figure(y, path) / figure(m, path) for m, y in zip(ms, ys) if figure(m, path)]
         mean = statistics.geometric_mean(each) if each else float("inf")
-        print(f"{name:44s} {a:10.2f} {b:10.2f}   {ratio(mean, 1.0)}            {' '.join(f'{r:.2f}' for r in each)}")
+        print(f"{name:44s} {a:10.2f} {b:10.2f}   {verdict(mean)}            {' '.join(f'{r:.2f}' for r in each)}")
     print(f"{'load average (1 min) after the phases':44s} {max(m['load_average'] for m in ms):10.2f} "
           f"{max(y['load_average'] for y in ys):10.2f}   the highest, on {os.cpu_count()} CPUs")
     print(f"paced at {args.rate} payments/s for {args.duration} s a round: "
