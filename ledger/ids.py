@@ -71,7 +71,8 @@ def reserve_ids(conn, table: Table, n: int) -> list[int]:
 
 
 def reserve_ids_many(conn, wanted: list[tuple[Table, int]]) -> list[list[int]]:
-    """``reserve_ids`` for several tables at once; on PostgreSQL one statement for all of them."""
+    """``reserve_ids`` for several tables at once; on PostgreSQL one statement for all of them,
+    the sequences' names looked up once per connection (``sequence_of``)."""
     if conn.dialect.name != "postgresql":
         return [reserve_ids(conn, table, n) for table, n in wanted]
     asked = [(i, table, n) for i, (table, n) in enumerate(wanted) if n > 0]
@@ -80,14 +81,24 @@ def reserve_ids_many(conn, wanted: list[tuple[Table, int]]) -> list[list[int]]:
         return out
     parts, params = [], {}
     for i, table, n in asked:
-        (pk,) = table.primary_key.columns
-        parts.append(f"(select array_agg(nextval(pg_get_serial_sequence(:t{i}, :c{i}))) from generate_series(1, :n{i}))")
-        params.update({f"t{i}": table.name, f"c{i}": pk.name, f"n{i}": n})
-    row = conn.execute(text("select " + ", ".join(parts)), params).one()
+        parts.append(f"(select array_agg(nextval(%(s{i})s::regclass)) from generate_series(1, %(n{i})s))")
+        params.update({f"s{i}": sequence_of(conn, table), f"n{i}": n})
+    row = conn.exec_driver_sql("select " + ", ".join(parts), params).one()
     for (i, _, n), ids in zip(asked, row):
         assert len(ids) == n
         out[i] = list(ids)
     return out
+
+
+def sequence_of(conn, table: Table) -> str:
+    """The name of the sequence behind a PostgreSQL table's identity column, asked once per
+    connection (it is fixed by the schema)."""
+    cache = conn.info.setdefault("gridpay_sequences", {})
+    if table.name not in cache:
+        (pk,) = table.primary_key.columns
+        cache[table.name] = conn.exec_driver_sql("select pg_get_serial_sequence(%(t)s, %(c)s)",
+                                                 {"t": table.name, "c": pk.name}).scalar_one()
+    return cache[table.name]
 
 
 def reserve_ids_for_bulk(conn, table: Table, n: int) -> list[int]:
@@ -95,10 +106,5 @@ def reserve_ids_for_bulk(conn, table: Table, n: int) -> list[int]:
     not once per id (that lookup was most of the time of a chunk's ids)."""
     if conn.dialect.name != "postgresql" or n <= 0:
         return reserve_ids(conn, table, n)
-    (pk,) = table.primary_key.columns
-    cache = conn.info.setdefault("gridpay_sequences", {})
-    if table.name not in cache:
-        cache[table.name] = conn.exec_driver_sql("select pg_get_serial_sequence(%(t)s, %(c)s)",
-                                                 {"t": table.name, "c": pk.name}).scalar_one()
     return conn.exec_driver_sql("select nextval(%(s)s::regclass) from generate_series(1, %(n)s)",
-                                {"s": cache[table.name], "n": n}).scalars().all()
+                                {"s": sequence_of(conn, table), "n": n}).scalars().all()

@@ -10,7 +10,6 @@ from sqlalchemy import Engine, func, select
 from config.clock import SYSTEM_CLOCK, Clock
 from ledger.money import fits
 from ledger.schema import customers, prepaid_movements
-from runtime.bulk_sql import select_many
 
 
 @dataclass(frozen=True)
@@ -29,47 +28,42 @@ def inquire(engine_or_conn, customer_no: str, at: datetime,
     """The unpaid bills of a customer, oldest first, and the total due. A partly paid bill is
     listed with what it still owes (money paid on a bill goes to its penalty first)."""
     if isinstance(engine_or_conn, Engine):
-        conn = engine_or_conn.connect()
-        if conn.dialect.name == "postgresql":  # one snapshot for bills and prepaid balance
-            conn = conn.execution_options(isolation_level="REPEATABLE READ")
-        try:
-            with conn.begin():
-                return _inquire(conn, customer_no, at, clock)
-        finally:
-            conn.close()
-    return _inquire(engine_or_conn, customer_no, at, clock)
-
-
-def _inquire(conn, customer_no: str, at: datetime, clock: Clock) -> InquiryResult:
-    return inquire_many(conn, [customer_no], at, clock)[customer_no]
+        with engine_or_conn.connect() as conn:
+            return inquire_many(conn, [customer_no], at, clock)[customer_no]
+    return inquire_many(engine_or_conn, [customer_no], at, clock)[customer_no]
 
 
 @functools.cache
-def _statements(dialect_name: str):
+def _statement(dialect_name: str):
+    """One statement, so one snapshot, for the customers, their open bills and their prepaid
+    balances: a row per (customer, open bill), or one with no bill. Each part filters by the
+    customers itself, so the planner reads only theirs."""
     from ledger.posting import open_bills_query
     from runtime.bulk_sql import in_list
 
-    who = (select(customers.c.customer_no, customers.c.customer_name, customers.c.status)
-           .where(in_list(dialect_name, customers.c.customer_no, "custs")))
+    owed = open_bills_query(dialect_name).subquery("owed")
     prepaid = (select(prepaid_movements.c.customer_no, func.sum(prepaid_movements.c.amount).label("balance"))
                .where(in_list(dialect_name, prepaid_movements.c.customer_no, "custs"))
-               .group_by(prepaid_movements.c.customer_no))
-    return who, open_bills_query(dialect_name), prepaid
+               .group_by(prepaid_movements.c.customer_no).subquery("prepaid"))
+    c = customers.c
+    return (select(c.customer_no, c.customer_name, c.status, prepaid.c.balance, owed.c.bill_id, owed.c.period,
+                   owed.c.principal, owed.c.penalty, owed.c.due_date, owed.c.allocated, owed.c.cancelled)
+            .select_from(customers.outerjoin(prepaid, prepaid.c.customer_no == c.customer_no)
+                         .outerjoin(owed, owed.c.customer_no == c.customer_no))
+            .where(in_list(dialect_name, c.customer_no, "custs")))
 
 
 def inquire_many(conn, customer_nos, at: datetime, clock: Clock = SYSTEM_CLOCK) -> dict[str, InquiryResult]:
-    """Inquiries for several customers at once, with one query per table (the gateway batches them)."""
+    """Inquiries for several customers at once, in one statement (the gateway batches them)."""
     from ledger.posting.model import Bill
-
     bd = clock.business_date(at)
     wanted = sorted(set(customer_nos))
-    params = {"custs": wanted}
-    who_rows, bill_rows, prepaid_rows = select_many(conn, [(q, params) for q in _statements(conn.dialect.name)])
-    who = {r.customer_no: r for r in who_rows}
-    open_bills: dict[str, list] = {}
-    for row in bill_rows:
-        open_bills.setdefault(row.customer_no, []).append(Bill(row))
-    prepaid = {r.customer_no: int(r.balance) for r in prepaid_rows}
+    who, open_bills, prepaid = {}, {}, {}
+    for row in conn.execute(_statement(conn.dialect.name), {"custs": wanted}):
+        who[row.customer_no] = row
+        prepaid[row.customer_no] = int(row.balance or 0)
+        if row.bill_id is not None:
+            open_bills.setdefault(row.customer_no, []).append(Bill(row))
     results = {}
     for customer_no in wanted:
         cust = who.get(customer_no)
@@ -83,7 +77,7 @@ def inquire_many(conn, customer_nos, at: datetime, clock: Clock = SYSTEM_CLOCK) 
             bills_owed = sorted(open_bills.get(customer_no, ()), key=Bill.sort_key)
             listed = [(b.period, *b.owing_split()) for b in bills_owed if b.owing > 0]
             owing = sum(p + q for _, p, q in listed)
-            balance = prepaid.get(customer_no, 0)
+            balance = prepaid[customer_no]
             due = max(0, owing - balance)
             if not (fits(due) and fits(balance)):   # field 4 and PB carry 12 digits
                 results[customer_no] = InquiryResult(
@@ -96,7 +90,8 @@ def inquire_many(conn, customer_nos, at: datetime, clock: Clock = SYSTEM_CLOCK) 
 
 class InquiryWorker:
     """Inquiries as a ``runtime.worker_process`` worker: the customer numbers that arrive together
-    are answered from one read transaction (one snapshot on PostgreSQL). ``config``: url,
+    are answered by one statement (``inquire_many``), outside any transaction on PostgreSQL: one
+    round trip for the batch. ``config``: url,
     statement_timeout_s, timezone, cutoff."""
 
     def __init__(self, config: dict):
@@ -121,8 +116,8 @@ class InquiryWorker:
         from ledger.db import read_only
 
         with read_only(self.engine.connect()) as conn:
-            if conn.dialect.name == "postgresql":
-                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            if conn.dialect.name == "postgresql":   # one statement: no BEGIN and COMMIT round trips
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
             with conn.begin():
                 return inquire_many(conn, customer_nos, self.clock.now(), self.clock)
 

@@ -77,6 +77,34 @@ def test_inquiry_codes(ledger):
     assert (r.response_code, r.bills, r.total_due) == ("00", [], 0)
 
 
+def test_inquiry_worker_answers_a_batch_with_one_statement(ledger, db_url):
+    """The gateway's reader answers the inquiries that arrive together with one statement - one
+    snapshot for bills and prepaid balances - sent outside any transaction on PostgreSQL (no BEGIN
+    and COMMIT round trips); each answer is the one a single inquiry gets."""
+    from sqlalchemy import event
+
+    from ledger.inquiry import InquiryWorker
+
+    worker = InquiryWorker({"url": db_url, "timezone": CAL.timezone, "cutoff": CAL.cutoff})
+    sent = []
+    event.listen(worker.engine, "before_cursor_execute",
+                 lambda conn, cursor, statement, *rest: sent.append(
+                     (statement, conn.connection.driver_connection.autocommit if conn.dialect.name == "postgresql"
+                      else None)))
+    try:
+        wanted = ["1001", "9999", "1004", "1003", "1002", "1001"]
+        got = worker.process(wanted)
+    finally:
+        worker.close()
+    reads = [(statement, autocommit) for statement, autocommit in sent if statement != "BEGIN"]  # SQLite's own
+    assert len(reads) == 1
+    assert reads[0][1] is (True if db_url.startswith("postgresql") else None)
+    singles = {c: inquire(ledger, c, T0) for c in set(wanted)}
+    assert [r.response_code for r in got] == ["00", "14", "B2", "00", "00", "00"]
+    assert [(r.bills, r.total_due, r.prepaid_balance, r.customer_name) for r in got] == [
+        (singles[c].bills, singles[c].total_due, singles[c].prepaid_balance, singles[c].customer_name) for c in wanted]
+
+
 def test_inquiry_total_due_subtracts_prepaid_never_below_zero(ledger):
     with ledger.begin() as conn:
         conn.execute(insert(prepaid_movements), [

@@ -2,15 +2,16 @@
 its database worker processes and the load generator, in ms of CPU per payment, plus the
 group commit's batches.
 
-    .venv/bin/python -m scripts.bench.gateway_cpu [--url URL] [--window 24] [--py-spy FILE]
+    .venv/bin/python -m scripts.bench.gateway_cpu [--url URL] [--window 24] [--count N] [--rate PER_S] [--py-spy FILE]
 
-One short saturation run (7,500 inquiry + payment pairs over 8 connections). With --py-spy the
-gateway's reactor is sampled for 6 s into FILE (raw collapsed stacks; py-spy must be installed).
+One short run (7,500 inquiry + payment pairs over 8 connections; as fast as they go, or at --rate). With --py-spy the
+gateway's reactor and its workers are sampled for 6 s into FILE (raw collapsed stacks; py-spy must be installed).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -37,6 +38,9 @@ def main() -> None:
     ap.add_argument("--url", default=None, help="database URL (default: SQLite in a temporary directory)")
     ap.add_argument("--connections", type=int, default=8)
     ap.add_argument("--window", type=int, default=24)
+    ap.add_argument("--count", type=int, default=7500, help="inquiry + payment pairs")
+    ap.add_argument("--rate", type=float, default=0.0,
+                    help="pairs per second (0: as fast as it goes); CPU per payment grows as batches shrink")
     ap.add_argument("--py-spy", dest="py_spy", default=None, help="write py-spy's raw samples of the gateway here")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="gridpay-gwcpu-"))
@@ -57,15 +61,17 @@ def main() -> None:
 def run(gw: GatewayProcess, tmp: Path, args) -> None:
     proc = psutil.Process(gw.proc.pid)
     gw.sim("ascii", "01020000", "ascii", tmp / "customers.txt", tmp / "warm.csv", "--count", "200")
-    workers = proc.children(recursive=True)
-    reactor0, workers0 = cpu_s([proc]), cpu_s(workers)
-    sim = gw.sim("ascii", "01020000", "ascii", tmp / "customers.txt", tmp / "run.csv", "--count", "7500",
-                 "--connections", str(args.connections), "--window", str(args.window), background=True)
+    workers = sorted(proc.children(recursive=True), key=lambda p: p.create_time())  # the committer first
+    reactor0, workers0 = cpu_s([proc]), [cpu_s([w]) for w in workers]
+    sim = gw.sim("ascii", "01020000", "ascii", tmp / "customers.txt", tmp / "run.csv", "--count", str(args.count),
+                 "--connections", str(args.connections), "--window", str(args.window), "--rate", str(args.rate),
+                 background=True)
     sim_proc, sim_cpu = psutil.Process(sim.pid), 0.0
     spy = None
     if args.py_spy:
-        spy = subprocess.Popen(["py-spy", "record", "-p", str(gw.proc.pid), "-o", args.py_spy, "-f", "raw",
-                                "-r", "200", "-d", "6"])
+        py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        spy = subprocess.Popen([py_spy, "record", "-p", str(gw.proc.pid), "-o", args.py_spy, "-f", "raw",
+                                "-r", "200", "-d", "6", "--subprocesses"])
     while sim.poll() is None:
         try:
             sim_cpu = cpu_s([sim_proc])
@@ -78,8 +84,9 @@ def run(gw: GatewayProcess, tmp: Path, args) -> None:
     n = result["payments"]
     per = lambda seconds: seconds / n * 1000  # noqa: E731
     print(f"{n} payments at {result['payments_per_s']}/s, p99 {result['latency_ms']['p99']} ms; CPU ms per payment: "
-          f"gateway reactor {per(cpu_s([proc]) - reactor0):.3f}, its database workers "
-          f"{per(cpu_s(workers) - workers0):.3f}, load generator {per(sim_cpu):.3f} (with its start-up)")
+          f"gateway reactor {per(cpu_s([proc]) - reactor0):.3f}, its database workers (committer, reader) "
+          + ", ".join(f"{per(cpu_s([w]) - w0):.3f}" for w, w0 in zip(workers, workers0))
+          + f", load generator {per(sim_cpu):.3f} (with its start-up)")
     _, body = gw.http("/metrics")
     figures = {line.split()[0]: float(line.split()[1]) for line in body.splitlines()
                if line.startswith(("gridpay_db_commit_seconds_", "gridpay_db_batch_size_"))
