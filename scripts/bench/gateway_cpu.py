@@ -24,6 +24,9 @@ for path in (ROOT, ROOT / "tests"):
         sys.path.insert(0, str(path))
 
 import psutil  # noqa: E402
+from sqlalchemy import select  # noqa: E402
+
+from ledger.schema import banks  # noqa: E402
 
 from tests.ledger_helpers import add_banks, new_engine, setup_customers  # noqa: E402
 from tests.process_harness import GatewayProcess  # noqa: E402
@@ -46,8 +49,11 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="gridpay-gwcpu-"))
     url = args.url or f"sqlite:///{tmp}/gridpay.db"
     engine = new_engine(url)
-    with engine.begin() as conn:
-        add_banks(conn, "01020000", "01030000", "01050000")
+    with engine.begin() as conn:   # a database used before keeps its banks
+        known = set(conn.execute(select(banks.c.bank_code)).scalars())
+        missing = sorted({"01020000", "01030000", "01050000"} - known)
+        if missing:
+            add_banks(conn, *missing)
     customers = setup_customers(engine, 8000, bills_each=1, prefix=f"Q{int(time.time()) % 100000}")
     engine.dispose()
     (tmp / "customers.txt").write_text("\n".join(customers))
