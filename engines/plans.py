@@ -23,10 +23,10 @@ from sqlalchemy import insert, select, text, update
 from engines.tables import debit_chunks, debit_plans, debit_skips, engine_batches
 from ledger.audit import audit_row
 from config.clock import DEFAULT_TIMEZONE, SYSTEM_CLOCK, Clock
-from ledger.ids import reserve_ids
+from ledger.ids import reserve_ids_for_bulk
 from ledger.posting import DEBIT_ACTOR, open_bills_query
 from ledger.schema import agreements, audit_log, customers, debit_attempts, debit_batches, debit_bills, debits
-from runtime.bulk_sql import in_list, insert_rows
+from runtime.bulk_sql import generic_plans, in_list, insert_rows
 
 OPEN_STATES = ("pending", "sent", "unknown")
 _DISTRICT = re.compile(r"[A-Za-z0-9]{1,20}")   # as customers.csv gives it (docs/spec/BILLING-FILES.md)
@@ -184,7 +184,7 @@ def build_batch(conn, *, bank_code: str, at: datetime, clock: Clock, mode: str =
                                                          f"{int(cand.debit_limit)} fen (the bank would answer 61)"))
         else:
             chosen.append((customer_no, cand.account_no, [(i[2], i[3]) for i in items], amount))
-    ids = reserve_ids(conn, debits, len(chosen))
+    ids = reserve_ids_for_bulk(conn, debits, len(chosen))
     debit_rows, bill_rows, hist_rows, audit_rows = [], [], [], []
     for n, ((customer_no, account_no, items, amount), debit_id) in enumerate(zip(chosen, ids)):
         chunk_no = n // chunk_size
@@ -202,19 +202,20 @@ def build_batch(conn, *, bank_code: str, at: datetime, clock: Clock, mode: str =
         summary.total += amount
     summary.debits = len(chosen)
     summary.debit_ids = list(ids)
-    insert_rows(conn, debits, debit_rows)
-    insert_rows(conn, debit_bills, bill_rows)
-    insert_rows(conn, debit_attempts, hist_rows)
-    insert_rows(conn, audit_log, audit_rows)
     chunks = (len(chosen) + chunk_size - 1) // chunk_size
     summary.chunks = chunks if mode == "online" else 0
-    if mode == "online" and chunks:
-        insert_rows(conn, debit_chunks, [{
-            "batch_id": batch_id, "chunk_no": k, "bank_code": bank_code, "priority": priority, "state": "ready",
-            "debit_count": min(chunk_size, len(chosen) - k * chunk_size), "owner": None, "lease_until": None,
-            "claims": 0, "created_at": at, "updated_at": at} for k in range(chunks)])
-    insert_rows(conn, debit_skips, [{"batch_id": batch_id, "customer_no": cust, "amount": amt, "reason": why,
-                                     "created_at": at} for cust, amt, why in summary.skipped])
+    with generic_plans(conn):   # each row's foreign-key checks: planned once, not once a row
+        insert_rows(conn, debits, debit_rows)
+        insert_rows(conn, debit_bills, bill_rows)
+        insert_rows(conn, debit_attempts, hist_rows)
+        insert_rows(conn, audit_log, audit_rows)
+        if mode == "online" and chunks:
+            insert_rows(conn, debit_chunks, [{
+                "batch_id": batch_id, "chunk_no": k, "bank_code": bank_code, "priority": priority, "state": "ready",
+                "debit_count": min(chunk_size, len(chosen) - k * chunk_size), "owner": None, "lease_until": None,
+                "claims": 0, "created_at": at, "updated_at": at} for k in range(chunks)])
+        insert_rows(conn, debit_skips, [{"batch_id": batch_id, "customer_no": cust, "amount": amt, "reason": why,
+                                         "created_at": at} for cust, amt, why in summary.skipped])
     state = ("ready" if chosen else "done") if mode == "online" else ("new" if chosen else "done")
     conn.execute(insert(engine_batches), {
         "batch_id": batch_id, "state": state, "kind": kind, "debit_count": len(chosen), "debit_sum": summary.total,

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import re
+from contextlib import contextmanager
 from itertools import chain
 from typing import Iterable, Iterator, Sequence
 
@@ -277,6 +278,22 @@ def _after(conn, sent: list) -> None:
 
 GENERIC_PLANS = "SET LOCAL plan_cache_mode = force_generic_plan"
 CUSTOM_PLANS = "SET LOCAL plan_cache_mode = force_custom_plan"
+
+
+@contextmanager
+def generic_plans(conn):
+    """PostgreSQL: generic plans for the statements inside (elsewhere nothing). Our sessions plan
+    every statement afresh (``ledger.db``), and so the foreign-key check each written row fires was
+    planned again, row after row: an import's chunk took 2.4 times its COPY's time, a batch build's
+    insert of 116,000 debits 11 s. Their generic plans are index lookups whatever a table's size.
+    Custom plans again after (the reads that follow want them); not after a failure, which has
+    ended the transaction's use."""
+    postgresql = conn.dialect.name == "postgresql"
+    if postgresql:
+        conn.exec_driver_sql(GENERIC_PLANS)
+    yield
+    if postgresql:
+        conn.exec_driver_sql(CUSTOM_PLANS)
 
 
 @functools.lru_cache(maxsize=64)

@@ -11,7 +11,7 @@ from typing import Iterable
 from sqlalchemy import Column, Integer, MetaData, String, Table, case, func, insert, select, update
 
 from ledger.audit import audit_row, command_audit_details, write_audit
-from runtime.bulk_sql import CHUNK, CUSTOM_PLANS, GENERIC_PLANS, RowWriter, in_list, sqlite_max_params
+from runtime.bulk_sql import CHUNK, RowWriter, in_list, sqlite_max_params
 from ledger.schema import (
     agreements, audit_log, bills, customers, imports, journal_entries, prepaid_movements,
 )
@@ -75,26 +75,6 @@ def _query(name: str, dialect_name: str):
     if name == "seen":
         return select(s.k, s.line, s.content).where(_keys(s.k, dialect_name))
     raise KeyError(name)
-
-
-class _GenericPlans:
-    """PostgreSQL: generic plans for a chunk's lookups and writes. Our sessions plan every
-    statement afresh (``ledger.db``), and so the foreign-key check each written row fires (bills,
-    customer_history: customers and imports) was planned again row after row: 2.4 times the COPY's
-    time; the lookups by key (``= ANY(array)`` on a primary key or an index) took twice as long.
-    Their generic plans are index lookups whatever a table's size. Custom plans again after the
-    chunk (the prepaid application at the end has joins that want them)."""
-
-    def __init__(self, conn):
-        self.conn = conn if conn.dialect.name == "postgresql" else None
-
-    def __enter__(self):
-        if self.conn is not None:
-            self.conn.exec_driver_sql(GENERIC_PLANS)
-
-    def __exit__(self, *exc):
-        if self.conn is not None and exc[0] is None:
-            self.conn.exec_driver_sql(CUSTOM_PLANS)
 
 
 _seen_table = Table("gridpay_import_seen", MetaData(),

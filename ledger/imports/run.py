@@ -13,12 +13,13 @@ from sqlalchemy import Engine
 from config.clock import SYSTEM_CLOCK, Clock
 from ledger.progress import NoProgress
 from ledger.imports.agreements_file import _AgreementsFile
-from ledger.imports.applying import _Context, _GenericPlans, _Rejected
+from ledger.imports.applying import _Context, _Rejected
 from ledger.imports.bills_file import _BillsFile
 from ledger.imports.customers_file import _CustomersFile
 from ledger.imports.formats import (
     CHUNK_LINES, HEADERS, ImportResult, KINDS, LineError, SET_FILE_NAMES, SQLITE_CACHE_KIB,
 )
+from runtime.bulk_sql import generic_plans
 from ledger.imports.line_checks import _check_agreement_item, _check_bill_item, _check_customer_item
 from ledger.imports.reading import _Reader, _scan
 
@@ -59,7 +60,7 @@ def _import_one(ctx: _Context, kind: str, path: Path, result: ImportResult, line
     chunks = _chunks(reader, functools.partial(check, errors=read_errors), _KEY_OF[kind])
     try:
         for items, read in chunks:
-            with _GenericPlans(ctx.conn):
+            with generic_plans(ctx.conn):  # a chunk's lookups by key and its rows' foreign-key checks
                 importer.chunk(items)
             progress.set_done(read)
     finally:
