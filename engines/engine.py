@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections import Counter
+import time
+from collections import Counter, deque
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
@@ -64,6 +65,7 @@ class DebitEngine:
         # on every poll: between them a poll costs the database its claim and file work, if any
         self.housekeeping_s = min(1.0, lease_s / 3) if housekeeping_s is None else housekeeping_s
         self._housekeeping_at = float("-inf")
+        self._renewals: task.LoopingCall | None = None
         self.only_chunks = only_chunks
         self.files = files
         self.retry_unsent_s = retry_unsent_s
@@ -78,6 +80,9 @@ class DebitEngine:
         self.links: dict[str, BankLink] = {}
         self.stats: Counter = Counter()
         self.chunks: dict[int, dict] = {}          # chunk_id -> {"bank", "left"}
+        self.closing: set[int] = set()             # chunks settled in memory, their 'done' not yet committed
+        # claimed debits not yet handed to their link, which takes them as its window frees (``_feed``)
+        self.unsent: dict[str, deque[store.SendItem]] = {}
         self.reversals: dict[int, store.ReverseItem] = {}
         self.rev_keys: dict[tuple, int] = {}       # reversal identity (7, 11) -> debit_id
         self.timed_out: dict[tuple, int] = {}      # debit identity (7, 11) -> debit_id, for late answers
@@ -90,6 +95,7 @@ class DebitEngine:
         self._loop: task.LoopingCall | None = None
         self._ticking = False
         self._tick_waiters: list[defer.Deferred] = []
+        self._claim_turn = 0          # which bank claims first (they take turns)
         self._first = True
         self._stopping = False
         self._watchers: list[tuple[Callable[[], bool], defer.Deferred]] = []
@@ -124,7 +130,14 @@ class DebitEngine:
 
         def running(_):
             for code in self.banks:
-                self.links[code] = self.make_link(code).start()
+                link = self.links[code] = self.make_link(code)
+                self.unsent[code] = deque()
+                link.feeder = lambda room, code=code: self._feed(code, room)
+                link.start()
+            self._renewals = task.LoopingCall(self._renew)
+            self._renewals.clock = self.clock
+            self._renewals.start(self.housekeeping_s, now=True).addErrback(
+                lambda f: log.error("engine %s: lease renewals stopped: %s", self.name, f.getTraceback()))
             self._loop = task.LoopingCall(self.tick)
             self._loop.clock = self.clock
             self._loop.start(self.poll_s, now=True).addErrback(lambda f: log.error("engine loop: %s", f.getTraceback()))
@@ -141,8 +154,9 @@ class DebitEngine:
         """Stop claiming, let answers in flight arrive (up to grace_s), stop the links, drain the
         writer, then give up every lease so other engines take over at once."""
         self._stopping = True
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
+        for loop in (self._loop, self._renewals):
+            if loop is not None and loop.running:
+                loop.stop()
         for link in self.links.values():
             yield link.stop(grace_s)
         yield self.writer.stop()
@@ -190,12 +204,11 @@ class DebitEngine:
         now = self.now()
         want = {code: max(0, self.chunks_ahead - sum(1 for c in self.chunks.values() if c["bank"] == code))
                 for code in self.banks if self.links[code].ready}
-        holding = None
         clock_now = self.clock.seconds()
-        if include_own or clock_now >= self._housekeeping_at:
+        housekeeping = include_own or clock_now >= self._housekeeping_at
+        if housekeeping:
             self._housekeeping_at = clock_now + self.housekeeping_s
-            holding = (set(self.chunks), set(self.reversals))  # read here, on the reactor thread
-        d = self._db(self._db_tick, now, include_own, want, holding)
+        d = self._db(self._db_tick, now, include_own, want, housekeeping)
         d.addCallback(self._take_keys)
         d.addCallback(self._dispatch)
         d.addErrback(lambda f: log.error("engine %s poll failed: %s", self.name, f.getErrorMessage()))
@@ -228,34 +241,57 @@ class DebitEngine:
             self.links[code].keys.take(code, LINK_CHANNEL, state)
         return tuple(rest)
 
-    def _db_tick(self, now: datetime, include_own: bool, want: dict[str, int], holding):
-        """holding: the chunks and reversals held, when housekeeping is due (else None)."""
-        held_chunks = held_revs = None
+    def _db_tick(self, now: datetime, include_own: bool, want: dict[str, int], housekeeping: bool):
+        """housekeeping (due every housekeeping_s): a dead engine's reversals and the banks' keys too."""
         revs, keys = [], {}
-        if holding is not None:
-            held_chunks, held_revs = store.renew(self.db, owner=self.name, now=now, lease_s=self.lease_s,
-                                                 chunk_ids=holding[0], reversal_ids=holding[1])
+        if housekeeping:
             revs = store.claim_reversals(self.db, owner=self.name, banks=self.banks, now=now,
                                          lease_s=self.lease_s, include_own=include_own)
             keys = self._load_keys()
-        claimed = []
-        for code, n in want.items():
-            if n > 0:
-                claimed += store.claim_chunks(self.db, owner=self.name, banks=[code], now=now, lease_s=self.lease_s,
-                                              clock=self.clock, limit=n, include_own=include_own,
-                                              only_chunks=self.only_chunks, actor=self.actor)
+        cut_short = self._claim(want, include_own)
         if self.files and self.file_banks:
             from engines import files
             files.run_file_work(self.db, self.settings, now, owner=self.name, banks=self.file_banks,
                                 clock=self.clock)
-        return claimed, revs, held_chunks, held_revs, keys
+        return cut_short, revs, keys
+
+    def _claim(self, want: dict[str, int], include_own: bool) -> bool:
+        """Chunks for the banks that want them, one claim at a time, each handed to the reactor
+        thread (``_take_chunks``: held, and so renewed) as soon as it commits. On a loaded database
+        a claim (a thousand debits' identities) takes seconds: the claims stop once they have taken
+        a third of the lease, so that a poll does not keep the next one's housekeeping (a dead
+        engine's reversals, the keys) waiting. The banks take turns at going first. Answers whether
+        the claims stopped short."""
+        claimed = False
+        started = time.monotonic()
+        banks = [code for code, n in want.items() if n > 0]
+        if banks:
+            self._claim_turn = (self._claim_turn + 1) % len(banks)
+            banks = banks[self._claim_turn:] + banks[:self._claim_turn]
+        for code in banks:
+            for _ in range(want[code]):
+                if claimed and time.monotonic() - started > self.lease_s / 3:
+                    return True
+                got = store.claim_chunks(self.db, owner=self.name, banks=[code], now=self.now(),
+                                         lease_s=self.lease_s, clock=self.clock, limit=1, include_own=include_own,
+                                         only_chunks=self.only_chunks, actor=self.actor)
+                if not got:
+                    break
+                # held (and so renewed) from now on, not once the poll's other claims are done
+                self.reactor.callFromThread(self._take_chunks, got)
+                claimed = True
+        return False
 
     def _dispatch(self, result) -> None:
-        claimed, revs, held_chunks, held_revs = result
-        if held_chunks is not None:
-            self._drop_lost(held_chunks, held_revs)
+        cut_short, revs = result
+        if cut_short:
+            self.stats["claims_deferred"] += 1
         for item in revs:
             self._add_reversal(item)
+
+    def _take_chunks(self, claimed: list) -> None:
+        """Chunks just claimed (on the reactor thread): held, their debits queued for the links,
+        the debits found in flight reversed."""
         for ch in claimed:
             self.stats["chunks"] += 1
             left = len(ch.to_send)
@@ -263,22 +299,63 @@ class DebitEngine:
                 self.stats["orphans_reversed"] += 1
                 self._add_reversal(item)
             if left == 0:
-                self.writer.submit(ChunkDone(ch.chunk_id, self.name), lambda res: None)
+                self._close(ch.chunk_id)
                 continue
             self.chunks[ch.chunk_id] = {"bank": ch.bank_code, "left": left}
-            link = self.links[ch.bank_code]
-            for item in ch.to_send:
-                self._send(link, item)
+            self.unsent[ch.bank_code].extend(ch.to_send)
+        for bank in {ch.bank_code for ch in claimed}:
+            self.links[bank].pump()
+        if any(ch.to_reverse for ch in claimed):
+            self._pump_reversals()
 
-    def _drop_lost(self, held_chunks: set[int], held_revs: set[int]) -> None:
-        """What another engine took over after our lease lapsed is theirs now."""
-        for cid in [cid for cid in self.chunks if cid not in held_chunks]:
+    def _close(self, chunk_id: int) -> None:
+        """The chunk's 'done' goes through the writer, and its lease is renewed until that commits:
+        a busy writer took longer than the lease, the other engine claimed the chunk again and took
+        over the reversals of its unknown debits, both engines then sending them (run r13)."""
+        self.closing.add(chunk_id)
+        self.writer.submit(ChunkDone(chunk_id, self.name), lambda res: self.closing.discard(chunk_id))
+
+    def _renew(self) -> defer.Deferred | None:
+        """The leases of the chunks and reversals held, and the instance's heartbeat: on a timer of
+        their own (every housekeeping_s), beside the polls, not after a poll's claims - under load
+        one claim can outlast the lease, and a lapsed lease lets another engine take a chunk over
+        and reverse its debits in flight. The LoopingCall waits for one renewal before the next."""
+        if self._stopping:
+            return None
+        holding = (set(self.chunks) | self.closing, set(self.reversals))   # read here, on the reactor thread
+        d = self._db(store.renew, self.db, owner=self.name, now=self.now(), lease_s=self.lease_s,
+                     chunk_ids=holding[0], reversal_ids=holding[1])
+        d.addCallback(lambda held: self._drop_lost(holding, *held))
+        return d.addErrback(lambda f: log.error("engine %s: renewing its leases failed: %s", self.name,
+                                                f.getErrorMessage()))
+
+    def _drop_lost(self, holding: tuple[set[int], set[int]], held_chunks: set[int], held_revs: set[int]) -> None:
+        """What another engine took over after our lease lapsed is theirs now. Only what was held
+        when the renewal began is judged: a poll may have claimed more meanwhile."""
+        lost = [cid for cid in holding[0] if cid not in held_chunks and cid in self.chunks]
+        for cid in lost:
             log.warning("engine %s: chunk %d was taken over by another engine", self.name, cid)
             self.chunks.pop(cid, None)
-        for debit_id in [d for d, r in self.reversals.items() if d not in held_revs and not r.busy]:
+        if lost:    # its debits not yet handed over never go: should the chunk come back, it brings them anew
+            for bank, queue in self.unsent.items():
+                self.unsent[bank] = deque(item for item in queue if item.chunk_id in self.chunks)
+        for debit_id in [d for d in holding[1] if d not in held_revs and d in self.reversals
+                         and not self.reversals[d].busy]:
             self.reversals.pop(debit_id, None)
 
     # --- debits ----------------------------------------------------------------------------
+
+    def _feed(self, bank: str, room: int) -> None:
+        """The link has room for ``room`` requests and none waiting: the bank's next claimed debits
+        go. Handed over all at once, most of a chunk would wait out the link's timeout in its queue
+        and fail unsent, to be queued again. A debit of a chunk lost meanwhile is not sent: the
+        engine that took the chunk over reverses it (it may have been sent under that identity)."""
+        queue, link = self.unsent[bank], self.links[bank]
+        while queue and room > 0 and not self._stopping:
+            item = queue.popleft()
+            if item.chunk_id in self.chunks:
+                self._send(link, item)
+                room -= 1
 
     def _send(self, link: BankLink, item: store.SendItem) -> None:
         self.stats["sent"] += 1
@@ -313,8 +390,7 @@ class DebitEngine:
         if self._stopping or item.chunk_id not in self.chunks:
             return  # the debit stays sent under the refused identity: whoever claims the chunk reverses it
         now = self.now()
-        if store.transmitted_of(now, self.clock) == item.fields["7"]:
-            self.clock.callLater(1.0 - now.microsecond / 1e6, self._send_again, link, item)
+        if self._within_the_second_of(item.fields["7"], now, self._send_again, link, item):
             return
 
         def identified(fields):
@@ -329,6 +405,14 @@ class DebitEngine:
             self.clock.callLater(self.retry_unsent_s, self._send_again, link, item)
         self._db(store.send_again_after_a0, self.db, item, now=now, clock=self.clock,
                  actor=self.actor).addCallbacks(identified, failed)
+
+    def _within_the_second_of(self, transmitted: str, now: datetime, retry, *args) -> bool:
+        """A new identity needs a field 7 other than the refused one's (§4.7): within that
+        second, ``retry(*args)`` is called again at the next one, and this answers True."""
+        if store.transmitted_of(now, self.clock) != transmitted:
+            return False
+        self.clock.callLater(1.0 - now.microsecond / 1e6, retry, *args)
+        return True
 
     def _posted(self, item: store.SendItem, posting: DebitResult, res) -> None:
         if isinstance(res, Exception):
@@ -378,6 +462,10 @@ class DebitEngine:
             if isinstance(res, store.ReverseItem):
                 self._add_reversal(res)
                 self._pump_reversals()
+            else:   # refused: another engine took the chunk over and settled the debit meanwhile
+                self.stats["unknown_already_settled"] += 1
+                log.warning("debit %d: not unknown: the ledger answered %s %s", debit_id, res.response_code,
+                            res.detail)
             if chunk_id is not None:
                 self._settled(chunk_id)
         self.writer.submit(op, written)
@@ -389,7 +477,7 @@ class DebitEngine:
         chunk["left"] -= 1
         if chunk["left"] <= 0:
             del self.chunks[chunk_id]
-            self.writer.submit(ChunkDone(chunk_id, self.name), lambda res: None)
+            self._close(chunk_id)
             if not self._stopping:
                 self.reactor.callLater(0, self.tick)
 
@@ -442,7 +530,7 @@ class DebitEngine:
                 continue
             item.busy = True
             attempt = item.attempts + 1
-            mti = "0420" if attempt == 1 else "0421"
+            mti = "0420" if attempt == 1 or item.fresh_identity else "0421"
             next_at = now + timedelta(seconds=cfg.reversal_interval_s)
             self.writer.submit(ReversalBegun(item.debit_id, attempt, mti, next_at, self.actor),
                                lambda res, item=item, mti=mti, next_at=next_at, attempt=attempt:
@@ -455,6 +543,7 @@ class DebitEngine:
             return
         item.attempts = attempt
         item.next_at = next_at
+        item.fresh_identity = False
         link = self.links[item.bank_code]
         fields = reversal_fields(item.original, transmitted=item.transmitted, stan=item.stan)
         self.stats[f"sent_{mti}"] += 1
@@ -487,8 +576,12 @@ class DebitEngine:
         if self.reversals.get(item.debit_id) is not item:
             return
         code = message.fields.get("39", "")
-        item.busy = True          # done: never again
+        item.busy = True          # done: never again (or until its new identity is committed)
         item.next_at = datetime.max.replace(tzinfo=timezone.utc)
+        if code in store.NOTHING_APPLIED:
+            if not self._stopping:  # else the row stays pending: whoever claims it next goes on
+                self._reversal_again(item, code)
+            return
         self.stats["reversed" if code == "00" else f"reversal_refused_{code}"] += 1
 
         def written(res):
@@ -499,6 +592,33 @@ class DebitEngine:
             self.reversals.pop(item.debit_id, None)
             self.rev_keys.pop((item.transmitted, item.stan), None)
         self.writer.submit(ReversalAnswered(item.debit_id, code, self.actor), written)
+
+    def _reversal_again(self, item: store.ReverseItem, code: str) -> None:
+        """The bank applied nothing (A0, 91, 96) and keeps that answer for the identity, so the
+        reversal goes again as a 0420 under a new one, committed first; it counts as an attempt.
+        Its field 7 must differ from the refused one's (``_within_the_second_of``)."""
+        if self._stopping or self.reversals.get(item.debit_id) is not item:
+            return
+        now = self.now()
+        if self._within_the_second_of(item.transmitted, now, self._reversal_again, item, code):
+            return
+        if code == "A0":
+            self.links[item.bank_code].keys.refresh(item.bank_code, LINK_CHANNEL)
+
+        def identified(identity):
+            self.stats[f"reversal_resent_after_{code}"] += 1
+            self.rev_keys.pop((item.transmitted, item.stan), None)
+            item.transmitted, item.stan = identity
+            self.rev_keys[identity] = item.debit_id
+            item.fresh_identity, item.busy, item.next_at = True, False, self.now()
+            self._pump_reversals()
+
+        def failed(f):
+            log.warning("debit %d: a new reversal identity after %s was not recorded (%s); trying again",
+                        item.debit_id, code, f.getErrorMessage())
+            self.clock.callLater(self.retry_unsent_s, self._reversal_again, item, code)
+        self._db(store.reversal_again_after_refusal, self.db, item, code, now=now, clock=self.clock,
+                 actor=self.actor).addCallbacks(identified, failed)
 
 
 def _er(message) -> str:

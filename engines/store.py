@@ -52,6 +52,12 @@ def transmitted_of(now: datetime, clock: Clock = SYSTEM_CLOCK) -> str:
     return clock.local(now).strftime("%m%d%H%M%S")
 
 
+def transmission_of(now: datetime, clock: Clock = SYSTEM_CLOCK) -> tuple[str, str]:
+    """Field 7 of a request sent at ``now``, and the day (YYYYMMDD) of the STAN counter it draws from."""
+    transmitted = transmitted_of(now, clock)
+    return transmitted, clock.local(now).strftime("%Y") + transmitted[:4]
+
+
 def rrn_of(debit_id: int, resend: int = 0) -> str:
     """Field 37 of a debit: its id in 11 digits after a digit counting the sends after A0
     (0 for the first send, so the RRN of a debit never refused is its id, 12 digits). Unique per
@@ -134,6 +140,7 @@ class ReverseItem:
     next_at: datetime
     busy: bool = False
     chunk_id: int | None = None
+    fresh_identity: bool = False  # an identity the bank has not seen: its first send is a 0420
 
 
 @dataclass
@@ -218,23 +225,34 @@ def claim_chunks(db, *, owner: str, banks: list[str], now: datetime, lease_s: fl
             claimed = Claimed(row.chunk_id, row.batch_id, row.chunk_no, row.bank_code, row.priority)
             _prepare(conn, claimed, owner=owner, now=now, lease=lease, clock=clock, actor=actor)
             out.append(claimed)
+        # the lease runs from the claim's end: on a loaded database a claim (a thousand debits'
+        # identities, the bank's STAN row waited for) takes seconds, and a lease run from its start
+        # was gone before the engine held the chunk and renewed it (run r12)
+        ended = clock.now() + timedelta(seconds=lease_s)
+        if ended > lease:
+            conn.execute(update(debit_chunks).where(c.chunk_id.in_([x.chunk_id for x in out]))
+                         .values(lease_until=ended))
     return out
+
+
+def _chunk_debits():
+    """What a claim reads of a chunk's debits: to send the pending ones, to take over the others."""
+    d = debits.c
+    return select(d.debit_id, d.state, d.customer_no, d.account_no, d.amount, d.transmitted, d.stan, d.rrn,
+                  d.bank_code)
 
 
 def _prepare(conn, claimed: Claimed, *, owner: str, now: datetime, lease: datetime, clock: Clock,
              actor: str) -> None:
     d = debits.c
-    rows = conn.execute(select(d.debit_id, d.state, d.customer_no, d.account_no, d.amount, d.transmitted, d.stan,
-                               d.rrn, d.bank_code)
-                        .where(d.batch_id == claimed.batch_id, d.chunk_no == claimed.chunk_no)
+    rows = conn.execute(_chunk_debits().where(d.batch_id == claimed.batch_id, d.chunk_no == claimed.chunk_no)
                         .order_by(d.debit_id)).all()
     pending = [r for r in rows if r.state == "pending"]
     orphans = [r for r in rows if r.state in ("sent", "unknown")]
     claimed.settled = len(rows) - len(pending) - len(orphans)
     if pending:
         bank = claimed.bank_code
-        transmitted = transmitted_of(now, clock)
-        day = clock.local(now).strftime("%Y") + transmitted[:4]
+        transmitted, day = transmission_of(now, clock)
         bd = clock.business_date(now)
         ids = [r.debit_id for r in pending]
         items: dict[int, list[tuple[str, int, int]]] = {i: [] for i in ids}
@@ -309,8 +327,7 @@ def send_again_after_a0(db, item: SendItem, *, now: datetime, clock: Clock,
         if current != old and row.state == "sent" and row.transmitted != old[0]:
             transmitted, stan, rrn = current
         else:
-            transmitted = transmitted_of(now, clock)
-            day = clock.local(now).strftime("%Y") + transmitted[:4]
+            transmitted, day = transmission_of(now, clock)
             stan = f"{reserve_stans(conn, item.bank_code, day, 1):06d}"
             refused = conn.execute(select(func.count()).select_from(debit_attempts).where(
                 debit_attempts.c.debit_id == item.debit_id, debit_attempts.c.event == "mac_refused")).scalar_one()
@@ -320,12 +337,41 @@ def send_again_after_a0(db, item: SendItem, *, now: datetime, clock: Clock,
     return {**f, "7": transmitted, "12": transmitted[4:], "13": transmitted[:4], "11": stan, "37": rrn.ljust(12)}
 
 
+NOTHING_APPLIED = ("A0", "91", "96")   # §6: the bank applied nothing; its answer to that identity is kept (§4.7)
+
+
+def reversal_again_after_refusal(db, item: ReverseItem, code: str, *, now: datetime, clock: Clock,
+                                 actor: str = "system:debit-engine") -> tuple[str, str]:
+    """A reversal the bank answered without applying it (``NOTHING_APPLIED``): a new identity
+    (7, 11) for the next 0420, committed before it is written, with a ``reversal_refused`` row
+    naming both (§4.7, as a debit after A0). Returns (transmitted, stan). A retry after a commit
+    whose answer was lost finds the new identity already there and returns it."""
+    r = debit_reversals.c
+    old = (item.transmitted, item.stan)
+    with db.begin() as conn:
+        row = conn.execute(select(r.transmitted, r.stan).where(r.debit_id == item.debit_id)).one()
+        if (row.transmitted, row.stan) != old:
+            return row.transmitted, row.stan
+        transmitted, day = transmission_of(now, clock)
+        stan = f"{reserve_stans(conn, item.bank_code, day, 1):06d}"
+        conn.execute(update(debit_reversals).where(r.debit_id == item.debit_id)
+                     .values(transmitted=transmitted, stan=stan, updated_at=now))
+        insert_rows(conn, debit_attempts, [{
+            "debit_id": item.debit_id, "event": "reversal_refused", "mti": "0430", "response_code": code,
+            "detail": f"nothing applied under {old[0]}/{old[1]}: the 0420 again as {transmitted}/{stan}",
+            "actor": actor, "at": now}])
+    return transmitted, stan
+
+
 def take_over_orphans(conn, claimed: Claimed | None, rows, *, owner: str, now: datetime, lease: datetime,
                       clock: Clock, actor: str, detail: str = "") -> list[ReverseItem]:
     """Debits left ``sent``/``unknown`` by an engine that is gone: they may have reached the bank,
     so they are never sent again. Each becomes ``unknown`` and gets a reversal (a new row, or the
     existing one taken over)."""
     r = debit_reversals.c
+    rows = _orphans_locked(conn, [row.debit_id for row in rows])
+    if not rows:
+        return []
     ids = [row.debit_id for row in rows]
     existing = {x.debit_id: x for x in conn.execute(
         select(debit_reversals).where(in_list(conn.dialect.name, r.debit_id, "ids")), {"ids": ids})}
@@ -360,13 +406,27 @@ def take_over_orphans(conn, claimed: Claimed | None, rows, *, owner: str, now: d
     return out
 
 
+def _orphans_locked(conn, ids: list[int]) -> list:
+    """The orphans read again under their row locks (PostgreSQL, Oracle; in key order). Until
+    then the engine that held them may still change them: give one a new identity after an A0
+    (``send_again_after_a0``, which sends it under that identity once committed) or settle it. A
+    reversal made from the rows as first read named the refused identity; the bank answered it 00,
+    having nothing under it, and kept the debit it applied under the new one (run r16). Locked,
+    a debit is read as last committed, and the old owner's send after A0 is refused from then on
+    (the debit is no longer ``sent``)."""
+    d = debits.c
+    stmt = _chunk_debits().where(in_list(conn.dialect.name, d.debit_id, "ids")).order_by(d.debit_id)
+    if conn.dialect.name != "sqlite":
+        stmt = stmt.with_for_update()
+    return [row for row in conn.execute(stmt, {"ids": sorted(ids)}) if row.state in ("sent", "unknown")]
+
+
 def create_reversals(conn, items: list[tuple[int, str, dict]], *, owner: str, now: datetime, lease: datetime,
                      clock: Clock) -> list[ReverseItem]:
     """Reversal rows (state pending, due now) with their own identity, for (debit_id, bank, original)."""
     if not items:
         return []
-    transmitted = transmitted_of(now, clock)
-    day = clock.local(now).strftime("%Y") + transmitted[:4]
+    transmitted, day = transmission_of(now, clock)
     by_bank: dict[str, list] = {}
     for it in items:
         by_bank.setdefault(it[1], []).append(it)
@@ -436,16 +496,29 @@ def renew(db, *, owner: str, now: datetime, lease_s: float, chunk_ids: set[int] 
     c, r, e = debit_chunks.c, debit_reversals.c, engine_instances.c
     chunks: set[int] = set()
     revs: set[int] = set()
+    # Two transactions. The chunks' (and the heartbeat) first: nothing else of this engine writes
+    # those rows while it holds them. The reversals' rows its writer updates too (each attempt,
+    # each answer), so their renewal skips a row the writer has locked - that one waits for the
+    # next second - rather than wait for it, or deadlock with it and fail the chunks' renewal
+    # along (run r11). The ids go as one array on PostgreSQL: an engine may hold thousands of
+    # reversals, and rendering an IN list of 5,000 took 0.1 s of CPU a second (10 ms as an array).
     with db.begin() as conn:
+        dialect = conn.dialect.name
         if chunk_ids:
-            mine = and_(c.chunk_id.in_(sorted(chunk_ids)), c.owner == owner, c.state == "claimed")
-            conn.execute(update(debit_chunks).where(mine).values(lease_until=lease))
-            chunks = set(conn.execute(select(c.chunk_id).where(mine)).scalars())
-        if reversal_ids:
-            mine = and_(r.debit_id.in_(sorted(reversal_ids)), r.owner == owner, r.state == "pending")
-            conn.execute(update(debit_reversals).where(mine).values(lease_until=lease))
-            revs = set(conn.execute(select(r.debit_id).where(mine)).scalars())
+            mine = and_(in_list(dialect, c.chunk_id, "held"), c.owner == owner, c.state == "claimed")
+            held = {"held": sorted(chunk_ids)}
+            conn.execute(update(debit_chunks).where(mine).values(lease_until=lease), held)
+            chunks = set(conn.execute(select(c.chunk_id).where(mine), held).scalars())
         conn.execute(update(engine_instances).where(e.name == owner).values(heartbeat_at=now, lease_until=lease))
+    if reversal_ids:
+        with db.begin() as conn:
+            mine = and_(in_list(dialect, r.debit_id, "held"), r.owner == owner, r.state == "pending")
+            held = {"held": sorted(reversal_ids)}
+            target = mine
+            if dialect == "postgresql":
+                target = r.debit_id.in_(select(r.debit_id).where(mine).with_for_update(skip_locked=True))
+            conn.execute(update(debit_reversals).where(target).values(lease_until=lease), held)
+            revs = set(conn.execute(select(r.debit_id).where(mine), held).scalars())
     return chunks, revs
 
 
@@ -515,5 +588,6 @@ def chunk_progress(conn, batch_id: int) -> dict:
 
 __all__ = ["BlockStans", "Claimed", "EngineConflict", "ReverseItem", "SendItem", "StanExhausted", "claim_chunks",
            "claim_reversals", "claim_statement", "create_reversals", "live_engines", "mark_sent",
-           "register_instance", "renew", "reserve_stans", "send_again_after_a0", "unregister_instance", "rrn_of",
+           "register_instance", "renew", "reserve_stans", "reversal_again_after_refusal", "send_again_after_a0",
+           "unregister_instance", "rrn_of",
            "transmitted_of", "original_fields"]

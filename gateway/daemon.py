@@ -192,7 +192,7 @@ class Gateway:
         """Stop accepting, finish what is in flight, close every connection, drain the ledger."""
         self.draining = True
         if self.watcher is not None:
-            self.watcher.stop()
+            yield self.watcher.stop()
         if self.key_reload.running:  # no new key reads on the pool, which is about to stop
             self.key_reload.stop()
         yield defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in self.ports])

@@ -8,6 +8,7 @@ from datetime import date, datetime
 from sqlalchemy import Engine, func, select
 
 from config.clock import SYSTEM_CLOCK, Clock
+from ledger.db import read_only
 from ledger.money import fits
 from ledger.schema import customers, prepaid_movements
 
@@ -29,7 +30,7 @@ def inquire(engine_or_conn, customer_no: str, at: datetime,
     listed with what it still owes (money paid on a bill goes to its penalty first)."""
     if isinstance(engine_or_conn, Engine):
         with engine_or_conn.connect() as conn:
-            return inquire_many(conn, [customer_no], at, clock)[customer_no]
+            return inquire(read_only(conn), customer_no, at, clock)   # SQLite: no write lock for a read
     return inquire_many(engine_or_conn, [customer_no], at, clock)[customer_no]
 
 

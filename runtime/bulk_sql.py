@@ -222,9 +222,14 @@ class Writes:
         if rows:
             self.items.append(("numbered", table, rows, (seq, counter, last)))
 
-    def update(self, table: Table, key: str, rows: list[dict]) -> None:
-        """rows: the key column and the columns to set, the same keys in each row."""
+    def update(self, table: Table, key: str, rows: list[dict], *, in_key_order: bool = False) -> None:
+        """rows: the key column and the columns to set, the same keys in each row. ``in_key_order``
+        (PostgreSQL): the rows are locked in key order first, so that two transactions updating
+        the same rows wait for each other rather than deadlock; the update's own join takes them in
+        whatever order its plan reads them."""
         if rows:
+            if in_key_order and self.conn.dialect.name == "postgresql":
+                self.items.append(("lock", table, rows, key))
             self.items.append(("update", table, rows, key))
 
     def flush(self) -> None:
@@ -238,13 +243,14 @@ class Writes:
                     insert_rows(self.conn, table, rows)
                 elif kind == "numbered":
                     numbered_insert(self.conn, table, rows, *key)
-                else:
+                elif kind == "update":
                     self.conn.execute(_update_by_key(table, key, tuple(rows[0])),
                                       [{f"b_{c}": v for c, v in row.items()} for row in rows])
             return
         raw = self.conn.connection.driver_connection
         statements = [_pg_insert(self.conn, table, rows) if kind == "insert" else
                       _pg_numbered(self.conn, table, rows, *key) if kind == "numbered" else
+                      _pg_lock(self.conn, table, key, rows) if kind == "lock" else
                       _pg_update(self.conn, table, key, rows) for kind, table, rows, key in items]
         if not statements:
             return
@@ -316,6 +322,14 @@ def _pg_update(conn, table: Table, key: str, rows: list[dict]) -> tuple[str, dic
     rows = list({row[key]: row for row in rows}.values())  # one row per key, the last: as if run in turn
     columns = tuple(rows[0])
     return _pg_update_sql(table, key, columns, conn.dialect), {c: [r[c] for r in rows] for c in columns}
+
+
+def _pg_lock(conn, table: Table, key: str, rows: list[dict]) -> tuple[str, dict]:
+    """The rows' locks taken in key order: the locking step sits above the sort in the plan."""
+    q, name = conn.dialect.identifier_preparer.quote, conn.dialect.identifier_preparer.format_table(table)
+    kind = table.c[key].type.compile(dialect=conn.dialect)
+    return (f"SELECT 1 FROM {name} WHERE {q(key)} = ANY(CAST(%(keys)s AS {kind}[])) ORDER BY {q(key)} FOR UPDATE",
+            {"keys": sorted({row[key] for row in rows})})
 
 
 @functools.lru_cache(maxsize=256)

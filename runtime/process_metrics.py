@@ -60,12 +60,12 @@ def serve_threaded(metrics: ProcessMetrics, engine, host: str, port: int, stop, 
 
     from prometheus_client import start_http_server
 
+    metrics.poll(engine)  # before serving: a first scrape must not read a database "down" never checked
     server, _thread = start_http_server(port, addr=host, registry=metrics.registry)
 
     def refresh():
-        while not stop.is_set():
+        while not stop.wait(refresh_s):
             metrics.poll(engine)
-            stop.wait(refresh_s)
 
     threading.Thread(target=refresh, name="metrics-refresh", daemon=True).start()
     return server.server_port

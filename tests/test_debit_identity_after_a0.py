@@ -70,3 +70,29 @@ def test_after_A0_the_debit_is_sent_under_a_new_identity_and_both_are_kept(ledge
         assert conn.execute(select(payments.c.rrn).where(payments.c.debit_id == debit_id)).scalar_one() == NEW[2]
     with pytest.raises(ValueError, match="not sent as"):
         send(ledger, debit_id, ("1123100002", "900003", "200000000001"), after_a0=NEW)  # approved: never again
+
+
+def test_a_takeover_reverses_the_identity_last_committed_not_the_one_it_first_read(ledger):
+    """Run r16: engine e2 took over a chunk whose debit e1 was sending again after an A0. e2's claim
+    had read the debit under its refused identity; e1 committed the new one and sent it; e2's
+    reversal named the refused identity, the bank answered it 00 (nothing under it) and kept the
+    debit it had applied under the new one. The takeover now reads its orphans again under their
+    locks: the reversal names the new identity, and e1 can no longer send the debit again."""
+    from config.clock import Clock
+    from engines import store
+
+    debit_id = sent_debit(ledger)
+    d = debits.c
+    with ledger.connect() as conn:                  # e2's claim reads the chunk's debits ...
+        stale = conn.execute(select(d.debit_id, d.state, d.customer_no, d.account_no, d.amount, d.transmitted,
+                                    d.stan, d.rrn, d.bank_code).where(d.debit_id == debit_id)).all()
+    send(ledger, debit_id, NEW, after_a0=OLD)       # ... e1's send after A0 commits first ...
+    now = T0 + timedelta(seconds=5)
+    with ledger.begin() as conn:                    # ... then e2 takes the debit over
+        (item,) = store.take_over_orphans(conn, None, stale, owner="e2", now=now, lease=now + timedelta(seconds=10),
+                                          clock=Clock(), actor="system:debit-engine")
+    assert (item.original["7"], item.original["11"], item.original["37"].strip()) == NEW
+    with ledger.connect() as conn:
+        assert conn.execute(select(d.state).where(d.debit_id == debit_id)).scalar_one() == "unknown"
+    with pytest.raises(ValueError, match="is unknown"):
+        send(ledger, debit_id, ("1123100009", "900009", "200000000001"), after_a0=NEW)

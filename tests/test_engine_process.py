@@ -111,6 +111,21 @@ def day_file(path: Path) -> dict[str, tuple[str, int]]:
     return out
 
 
+def mismatch_story(engine, rrns: set[str], bank: dict, stats: list, sim: dict) -> str:
+    """Each debit the bank and the ledger disagree on, with its history, and the processes' counters."""
+    lines = []
+    with engine.connect() as conn:
+        for rrn in sorted(rrns):
+            d = conn.execute(select(debits.c.debit_id, debits.c.state).where(debits.c.rrn == rrn)).one()
+            lines.append(f"RRN {rrn}: bank {bank.get(rrn)}, ledger debit {d.debit_id} {d.state}")
+            a = debit_attempts.c
+            for h in conn.execute(select(a.at, a.event, a.mti, a.response_code, a.detail, a.actor)
+                                  .where(a.debit_id == d.debit_id).order_by(a.at)):
+                lines.append(f"    {h.at:%H:%M:%S.%f} {h.actor} {h.event} {h.mti} {h.response_code} {h.detail}")
+    lines += [f"engine stats: {st}" for st in stats] + [f"bank: {sim}"]
+    return "\n".join(lines)
+
+
 def test_three_engines_kill9_drops_exactly_once(procs, pg_url):
     n = 3000
     engine, numbers = seed(pg_url, n)
@@ -161,7 +176,7 @@ def test_three_engines_kill9_drops_exactly_once(procs, pg_url):
     assert sim["applied"] == len(bank)
     ledger_held = {r.rrn for r in rows if r.debit_id in paid and r.debit_id not in reversed_pay}
     bank_held = {rrn for rrn, (status, _) in bank.items() if status == "S"}
-    assert bank_held == ledger_held                           # no double debit, no lost debit
+    assert bank_held == ledger_held, mismatch_story(engine, bank_held ^ ledger_held, bank, stats, sim)
     assert all(r.state == "approved" for r in rows if r.rrn in bank_held)
     for r in rows:
         if r.state in ("reversed", "unknown"):

@@ -87,7 +87,18 @@ async def log_growth(log: LogFile, bank: Bank, frames: list[bytes], rounds: int 
             sent += len(frame)
     echo = await bank.send("0800", {**bank.head(), "70": "301"}, key=False)  # all were read before it
     assert code_of(echo) == "00"
+    await settled(bank.gateway)
     return log.size() - start, sent
+
+
+async def settled(gw, timeout: float = 10.0) -> None:
+    """Until the gateway holds no request: a connection's requests run side by side, so the answer
+    to the last one sent can leave before the answers (and log lines) of those sent before it."""
+    for _ in range(int(timeout / 0.01)):
+        if not sample_sum(gw, "gridpay_in_flight_requests"):
+            return
+        await task.deferLater(reactor, 0.01, lambda: None)
+    raise AssertionError("requests still in flight")
 
 
 @pytest_twisted.ensureDeferred

@@ -200,8 +200,39 @@ async def test_watcher_runs_on_the_twisted_reactor(sqlite_url, tmp_path):
             await task.deferLater(reactor, 0.05, lambda: None)
         assert (w.processed / f"{BANK}_{DAY:%Y%m%d}.txt").exists()
     finally:
-        w.stop()
+        await w.stop()
         world.engine.dispose()
+
+
+@pytest_twisted.ensureDeferred
+async def test_stopping_the_watcher_waits_for_the_poll_in_flight(world, tmp_path):
+    """A poll runs in the thread pool; stop() fires only when it has ended, so whoever stops the
+    watcher (the gateway's drain, a test dropping its schema) leaves nothing writing behind."""
+    from twisted.internet import reactor, task
+
+    w = DropWatcher(world.engine, tmp_path / "drop", interval_s=0.05)
+    entered, release, ended = threading.Event(), threading.Event(), []
+
+    def slow_poll():
+        entered.set()
+        release.wait(10)
+        ended.append(True)
+        return []
+
+    w.poll_once = slow_poll
+    w.start(reactor)
+    for _ in range(200):
+        if entered.is_set():
+            break
+        await task.deferLater(reactor, 0.01, lambda: None)
+    stopped, fired = w.stop(), []
+    stopped.addCallback(fired.append)
+    await task.deferLater(reactor, 0.2, lambda: None)
+    assert not fired, "stop() fired while the poll was still running"
+    release.set()
+    await stopped
+    assert ended == [True]
+    await w.stop()          # stopping again is harmless
 
 
 def test_a_bank_file_waits_in_incoming_until_its_business_date_has_ended(world, tmp_path, caplog):

@@ -1,10 +1,14 @@
 """The debit link's dispatcher: ``send`` queues a request, the pump writes it to the least busy
 ready connection once the caps allow (``max_in_flight`` outstanding, ``max_per_second`` by token
 bucket), reversals ahead of debits. A request queued past its time limit fails unsent
-(``LinkBusy``, or ``LinkDown`` with no ready connection). A part of ``BankLink``."""
+(``LinkBusy``, or ``LinkDown`` with no ready connection). With both queues empty and room under
+the caps, the pump asks the ``feeder`` (if one is set) for more: a caller with many requests hands
+them over as the window frees, not all at once to wait out their time limit in the queue. A part
+of ``BankLink``."""
 from __future__ import annotations
 
 from collections import deque
+from typing import Callable
 
 from twisted.internet import defer
 
@@ -30,6 +34,9 @@ class Dispatcher:
         self._queued = 0
         self._pump_call = None
         self._pumping = self._pump_again = False
+        # called with the room under max_in_flight when nothing waits and a connection is ready;
+        # it may call send() that many times
+        self.feeder: Callable[[int], None] | None = None
 
     def send(self, mti: str, fields: dict[str, str]) -> defer.Deferred:
         """Write a financial request (0200 debit, 0420/0421 reversal) with its caller-given
@@ -54,6 +61,10 @@ class Dispatcher:
             self._arm()
         return d
 
+    def pump(self) -> None:
+        """Write what the caps allow now; with room left, ask the feeder."""
+        self._pump()
+
     def _pump(self) -> None:
         if self._pumping:
             self._pump_again = True
@@ -72,7 +83,7 @@ class Dispatcher:
         if self._pump_call is not None and self._pump_call.active():
             return  # waiting for a token
         cap = self.cfg.max_in_flight
-        ready = None
+        ready, fed = None, False
         while self._in_flight < cap:
             queue = self._high if self._high else self._normal
             while queue and queue[0].done:
@@ -80,7 +91,14 @@ class Dispatcher:
             if not queue:
                 if queue is self._high and self._normal:
                     continue
-                return
+                if self.feeder is None or fed or self._stopped:
+                    return
+                ready = self.ready_connections() if ready is None else ready
+                if not ready:
+                    return
+                fed = True
+                self.feeder(cap - self._in_flight)
+                continue
             if ready is None:
                 ready = self.ready_connections()
                 if not ready:

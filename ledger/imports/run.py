@@ -19,9 +19,9 @@ from ledger.imports.customers_file import _CustomersFile
 from ledger.imports.formats import (
     CHUNK_LINES, HEADERS, ImportResult, KINDS, LineError, SET_FILE_NAMES, SQLITE_CACHE_KIB,
 )
-from runtime.bulk_sql import generic_plans
 from ledger.imports.line_checks import _check_agreement_item, _check_bill_item, _check_customer_item
 from ledger.imports.reading import _Reader, _scan
+from runtime.bulk_sql import generic_plans
 
 
 _FILES = {"customers": _CustomersFile, "bills": _BillsFile, "agreements": _AgreementsFile}

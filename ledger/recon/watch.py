@@ -395,12 +395,22 @@ class DropWatcher:
 
         self._loop = task.LoopingCall(tick)
         self._loop.clock = reactor
-        return self._loop.start(self.interval_s, now=True)
+        self._stopped = self._loop.start(self.interval_s, now=True)
+        return self._stopped
 
-    def stop(self) -> None:
-        if self._loop is not None and self._loop.running:
+    def stop(self):
+        """No further polls; the Deferred fires once a poll in flight in the thread pool has ended
+        (its files recorded), so a caller that waits for it leaves nothing writing behind it."""
+        from twisted.internet import defer
+
+        if self._loop is None:
+            return defer.succeed(None)
+        stopped = defer.Deferred()
+        self._stopped.addBoth(lambda _: stopped.callback(None))
+        if self._loop.running:
             self._loop.stop()
         self._loop = None
+        return stopped
 
 
 def poll_forever(watcher: DropWatcher, interval_s: float | None = None, stop: threading.Event | None = None,

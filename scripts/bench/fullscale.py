@@ -291,7 +291,7 @@ class Bench(SchemaOfItsOwn):
                            "channels": ["counter", "debit"], "idle_timeout_s": 600,
                            "debit": {"mode": "online", "host": "127.0.0.1", "port": sim_ports.get(code, 1), **debit}}
         return {
-            "database": {"url": self.url, "pool_size": 5, "group_commit_wait_ms": 1},
+            "database": {"url": self.url, "pool_size": 5, "group_commit_wait_ms": self.args.group_commit_wait_ms},
             "business": {"cutoff": self.cutoff},
             "engines": {"metrics_port_base": 0, "database_nice": self.args.batch_db_nice},
             "scheduler": {"metrics_port": 0},
@@ -747,6 +747,8 @@ class Bench(SchemaOfItsOwn):
             "'shared_buffers', 'max_wal_size', 'checkpoint_timeout', 'autovacuum', 'synchronous_commit', "
             "'wal_compression', 'max_connections')"))
         log(f"PostgreSQL: {self.summary['postgresql']}")
+        self.summary["group_commit_wait_ms"] = self.args.group_commit_wait_ms
+        log(f"the gateways' committers wait up to {self.args.group_commit_wait_ms:g} ms for company")
         autogroup_was = self.autogroup_off()
         try:
             self.configure({})
@@ -887,6 +889,9 @@ def main(argv=None) -> int:
     p.add_argument("--batch-db-nice", type=int, default=10, metavar="N",
                    help="engines.database_nice: the niceness of the engines' database sessions, through the "
                         "prioritize extension, created in the database when PostgreSQL has it (0: as the gateways')")
+    p.add_argument("--group-commit-wait-ms", type=float, default=1.0, metavar="MS",
+                   help="database.group_commit_wait_ms of the gateways: how long an idle committer waits for "
+                        "more postings (larger batches, less CPU per payment, that much more latency)")
     p.add_argument("--work-dir", default=None, help="logs, files, reports (default: a new temporary directory)")
     p.add_argument("--summary", default=None, help="write the JSON summary here (default: WORK_DIR/summary.json)")
     g = p.add_mutually_exclusive_group()

@@ -2,7 +2,8 @@
 its database worker processes and the load generator, in ms of CPU per payment, plus the
 group commit's batches.
 
-    .venv/bin/python -m scripts.bench.gateway_cpu [--url URL] [--window 24] [--count N] [--rate PER_S] [--py-spy FILE]
+    .venv/bin/python -m scripts.bench.gateway_cpu [--url URL] [--window 24] [--count N] [--rate PER_S]
+        [--group-commit-wait-ms MS] [--py-spy FILE]
 
 One short run (7,500 inquiry + payment pairs over 8 connections; as fast as they go, or at --rate). With --py-spy the
 gateway's reactor and its workers are sampled for 6 s into FILE (raw collapsed stacks; py-spy must be installed).
@@ -44,6 +45,8 @@ def main() -> None:
     ap.add_argument("--count", type=int, default=7500, help="inquiry + payment pairs")
     ap.add_argument("--rate", type=float, default=0.0,
                     help="pairs per second (0: as fast as it goes); CPU per payment grows as batches shrink")
+    ap.add_argument("--group-commit-wait-ms", type=float, default=1.0,
+                    help="database.group_commit_wait_ms: how long the idle committer waits for company")
     ap.add_argument("--py-spy", dest="py_spy", default=None, help="write py-spy's raw samples of the gateway here")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="gridpay-gwcpu-"))
@@ -57,7 +60,9 @@ def main() -> None:
     customers = setup_customers(engine, 8000, bills_each=1, prefix=f"Q{int(time.time()) % 100000}")
     engine.dispose()
     (tmp / "customers.txt").write_text("\n".join(customers))
-    gw = GatewayProcess(tmp, url).start()
+    gw = GatewayProcess(tmp, url)
+    gw.env["GRIDPAY_DATABASE__GROUP_COMMIT_WAIT_MS"] = str(args.group_commit_wait_ms)
+    gw.start()
     try:
         run(gw, tmp, args)
     finally:

@@ -1,0 +1,84 @@
+"""The engine's writer worker on a real database: a batch that fails is written as two halves,
+each the same way, so one bad op fails alone and the rest commit in a handful of transactions."""
+from __future__ import annotations
+
+import math
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from engines.plans import build_batch
+from engines.writer import Note, WriterWorker
+from config.clock import Clock
+from ledger.schema import debit_attempts, debits
+from ledger_helpers import T0
+from test_engine_support import BANK, seed
+
+
+def test_a_bad_op_fails_alone_and_the_rest_commit_in_halves(db_url):
+    engine, _ = seed(db_url, 63)
+    with engine.begin() as conn:
+        build_batch(conn, bank_code=BANK, at=T0, clock=Clock(), chunk_size=100)
+    with engine.connect() as conn:
+        ids = list(conn.execute(select(debits.c.debit_id).order_by(debits.c.debit_id)).scalars())
+    ops = [Note(i, "late_answer", "0210", "00", "a late answer", "system:test") for i in ids]
+    ops.insert(40, Note(10**9, "late_answer", "0210", "00", "no such debit", "system:test"))
+    clock = Clock()
+    worker = WriterWorker({"url": db_url, "statement_timeout_s": 5.0, "timezone": clock.timezone,
+                           "cutoff": clock.cutoff})
+    transactions = []
+    real = worker._transaction
+    worker._transaction = lambda batch, now: transactions.append(len(batch)) or real(batch, now)
+    try:
+        results = worker._process(ops, T0)
+    finally:
+        worker.close()
+    assert [type(r).__name__ for r in results].count("Outcome") == 63
+    assert isinstance(results[40], IntegrityError)
+    # the whole batch, then at each level two halves of which one holds the bad op
+    assert len(transactions) <= 2 * math.ceil(math.log2(len(ops))) + 1, transactions
+    with engine.connect() as conn:
+        noted = conn.execute(select(func.count()).where(debit_attempts.c.event == "late_answer")).scalar_one()
+    assert noted == 63
+    engine.dispose()
+
+
+def test_renewing_skips_a_reversal_its_writer_has_locked_and_still_renews_the_chunks(pg_url):
+    """The engine's writer updates its reversals' rows too: a renewal that finds one locked
+    leaves it for the next second instead of waiting (or deadlocking) and failing the chunks'
+    renewal with it."""
+    from datetime import timedelta
+
+    from sqlalchemy import insert, update
+
+    from engines.store import register_instance, renew
+    from engines.tables import debit_chunks, debit_reversals
+
+    engine, _ = seed(pg_url, 2)
+    with engine.begin() as conn:
+        build_batch(conn, bank_code=BANK, at=T0, clock=Clock(), chunk_size=100)
+        conn.execute(update(debit_chunks).values(state="claimed", owner="e1", lease_until=T0))
+        ids = list(conn.execute(select(debits.c.debit_id).order_by(debits.c.debit_id)).scalars())
+        conn.execute(insert(debit_reversals), [
+            {"debit_id": d, "bank_code": BANK, "transmitted": "1123120000", "stan": f"{n:06d}", "state": "pending",
+             "attempts": 1, "next_at": T0, "owner": "e1", "lease_until": T0, "created_at": T0, "updated_at": T0}
+            for n, d in enumerate(ids, 1)])
+        chunk_id = conn.execute(select(debit_chunks.c.chunk_id)).scalar_one()
+    register_instance(engine, name="e1", banks=[BANK], now=T0, lease_s=10)
+    writer = engine.connect()
+    busy = writer.begin()
+    writer.execute(update(debit_reversals).where(debit_reversals.c.debit_id == ids[0]).values(attempts=2))
+    try:
+        later = T0 + timedelta(seconds=5)
+        chunks, revs = renew(engine, owner="e1", now=later, lease_s=10, chunk_ids={chunk_id},
+                             reversal_ids=set(ids))
+        assert chunks == {chunk_id} and revs == set(ids), "the locked one is still held"
+    finally:
+        busy.rollback()
+        writer.close()
+    with engine.connect() as conn:
+        leases = dict(conn.execute(select(debit_reversals.c.debit_id, debit_reversals.c.lease_until)).all())
+        chunk_lease = conn.execute(select(debit_chunks.c.lease_until)).scalar_one()
+    assert chunk_lease == later + timedelta(seconds=10)
+    assert leases[ids[0]] == T0 and leases[ids[1]] == later + timedelta(seconds=10)
+    engine.dispose()
