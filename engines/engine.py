@@ -29,6 +29,7 @@ from twisted.internet import defer, task, threads
 from twisted.python.threadpool import ThreadPool
 
 from engines import store
+from engines.lease_keeper import LeaseKeeper
 from engines.link import CHANNEL as LINK_CHANNEL
 from engines.link import BankLink, DebitTimeout, LinkError, NotSent, reversal_fields
 from ledger.key_store import KeyStore
@@ -52,7 +53,8 @@ class DebitEngine:
                  chunks_ahead: int = 2, only_chunks: list[int] | None = None, files: bool = True,
                  writer_batch: int = 1000, writer_wait_s: float = 0.05, retry_unsent_s: float = 1.0,
                  single: bool | None = None, housekeeping_s: float | None = None,
-                 link_factory: Callable | None = None, actor: str = DEBIT_ACTOR, link_metrics=None):
+                 link_factory: Callable | None = None, actor: str = DEBIT_ACTOR, link_metrics=None,
+                 keep_leases: bool | None = None):
         self.settings, self.reactor, self.db = settings, reactor, db
         # now, field 7's time, business dates and timers: the reactor's, or the task.Clock a test hands in
         self.clock = Clock.of(settings.business, timer=clock or reactor)
@@ -66,6 +68,11 @@ class DebitEngine:
         self.housekeeping_s = min(1.0, lease_s / 3) if housekeeping_s is None else housekeeping_s
         self._housekeeping_at = float("-inf")
         self._renewals: task.LoopingCall | None = None
+        # leases renewed off the reactor while it is late (engines.lease_keeper); not on a test's
+        # injected clock, whose time stands still until the test moves it
+        keep = clock is None if keep_leases is None else keep_leases
+        self.keeper = LeaseKeeper(self._renew_in_db, self._renewed_off_reactor, self.housekeeping_s,
+                                  self.name) if keep else None
         self.only_chunks = only_chunks
         self.files = files
         self.retry_unsent_s = retry_unsent_s
@@ -134,6 +141,8 @@ class DebitEngine:
                 self.unsent[code] = deque()
                 link.feeder = lambda room, code=code: self._feed(code, room)
                 link.start()
+            if self.keeper is not None:
+                self.keeper.start()
             self._renewals = task.LoopingCall(self._renew)
             self._renewals.clock = self.clock
             self._renewals.start(self.housekeeping_s, now=True).addErrback(
@@ -157,6 +166,8 @@ class DebitEngine:
         for loop in (self._loop, self._renewals):
             if loop is not None and loop.running:
                 loop.stop()
+        if self.keeper is not None:
+            yield threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self.keeper.stop)
         for link in self.links.values():
             yield link.stop(grace_s)
         yield self.writer.stop()
@@ -278,6 +289,8 @@ class DebitEngine:
                 if not got:
                     break
                 # held (and so renewed) from now on, not once the poll's other claims are done
+                if self.keeper is not None:
+                    self.keeper.claimed(ch.chunk_id for ch in got)
                 self.reactor.callFromThread(self._take_chunks, got)
                 claimed = True
         return False
@@ -303,6 +316,9 @@ class DebitEngine:
                 continue
             self.chunks[ch.chunk_id] = {"bank": ch.bank_code, "left": left}
             self.unsent[ch.bank_code].extend(ch.to_send)
+        if self.keeper is not None:
+            self.keeper.holding(set(self.chunks) | self.closing, set(self.reversals))
+            self.keeper.taken(ch.chunk_id for ch in claimed)
         for bank in {ch.bank_code for ch in claimed}:
             self.links[bank].pump()
         if any(ch.to_reverse for ch in claimed):
@@ -323,11 +339,23 @@ class DebitEngine:
         if self._stopping:
             return None
         holding = (set(self.chunks) | self.closing, set(self.reversals))   # read here, on the reactor thread
-        d = self._db(store.renew, self.db, owner=self.name, now=self.now(), lease_s=self.lease_s,
-                     chunk_ids=holding[0], reversal_ids=holding[1])
+        if self.keeper is not None:
+            self.keeper.holding(*holding)
+        d = self._db(self.keeper.renew if self.keeper is not None else self._renew_in_db, *holding)
         d.addCallback(lambda held: self._drop_lost(holding, *held))
         return d.addErrback(lambda f: log.error("engine %s: renewing its leases failed: %s", self.name,
                                                 f.getErrorMessage()))
+
+    def _renew_in_db(self, chunk_ids: set[int], reversal_ids: set[int]) -> tuple[set[int], set[int]]:
+        return store.renew(self.db, owner=self.name, now=self.now(), lease_s=self.lease_s,
+                           chunk_ids=chunk_ids, reversal_ids=reversal_ids)
+
+    def _renewed_off_reactor(self, holding, held) -> None:
+        """The keeper renewed (on its thread): what it found lost is judged on the reactor's."""
+        def judged():
+            self.stats["leases_renewed_off_reactor"] += 1
+            self._drop_lost(holding, *held)
+        self.reactor.callFromThread(judged)
 
     def _drop_lost(self, holding: tuple[set[int], set[int]], held_chunks: set[int], held_revs: set[int]) -> None:
         """What another engine took over after our lease lapsed is theirs now. Only what was held

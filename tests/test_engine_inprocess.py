@@ -306,6 +306,53 @@ async def test_leases_are_renewed_while_a_claim_outlasts_them(sqlite_url, cleanu
     engine.dispose()
 
 
+@pytest.mark.parametrize("keep_leases", [True, False])
+@pytest_twisted.ensureDeferred
+async def test_leases_are_kept_while_the_reactor_is_held_up_longer_than_the_lease(sqlite_url, cleanup,
+                                                                                   keep_leases):
+    """The reactor busy for twice the lease, as a niced engine's is with a burst of answers (runs
+    r16, r17): the keeper's thread renews what the engine holds, so the chunk's lease never lapses
+    and no other engine can take it over while its debits are in flight. Without the keeper it
+    lapses."""
+    import threading
+    import time as time_module
+
+    engine, numbers = seed(sqlite_url, 2)
+    host = make_host(accounts_for(numbers), Behaviour(latency_ms=6000))    # the chunk stays in flight
+    cleanup.append(host.stop)
+    batch(engine, chunk_size=2)
+    eng = DebitEngine(make_settings(sqlite_url, host.port, timeout_s=20.0), reactor, engine, name="e1",
+                      poll_s=0.05, lease_s=1.5, keep_leases=keep_leases)
+    await eng.start()
+    cleanup.append(eng.stop)
+    await until(lambda: len(eng.chunks) == 1)
+    (held,) = eng.chunks
+    margins, watching = [], threading.Event()
+
+    def watch():
+        while not watching.is_set():
+            with engine.connect() as conn:
+                lease = conn.execute(select(debit_chunks.c.lease_until)
+                                     .where(debit_chunks.c.chunk_id == held)).scalar_one()
+            margins.append((lease.replace(tzinfo=None) - CAL.now().replace(tzinfo=None)).total_seconds())
+            time_module.sleep(0.1)
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    busy_until = time_module.monotonic() + 3.0
+    while time_module.monotonic() < busy_until:     # the reactor held up, holding the GIL as Python work does
+        pass
+    watching.set()
+    watcher.join()
+    assert len(margins) >= 10, margins
+    if keep_leases:
+        assert min(margins) > 0, margins
+        await until(lambda: eng.stats["leases_renewed_off_reactor"] >= 1)
+        assert held in eng.chunks
+    else:
+        assert min(margins) < 0, margins    # lapsed: another engine's claim would have taken it
+    engine.dispose()
+
+
 @pytest_twisted.ensureDeferred
 async def test_a_settled_chunks_lease_is_renewed_until_its_done_commits(sqlite_url, cleanup):
     """Every debit of the chunk settled, its 'done' waits behind a busy writer longer than the
