@@ -3,6 +3,7 @@ each the same way, so one bad op fails alone and the rest commit in a handful of
 from __future__ import annotations
 
 import math
+import threading
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -82,3 +83,42 @@ def test_renewing_skips_a_reversal_its_writer_has_locked_and_still_renews_the_ch
     assert chunk_lease == later + timedelta(seconds=10)
     assert leases[ids[0]] == T0 and leases[ids[1]] == later + timedelta(seconds=10)
     engine.dispose()
+
+
+def test_renewing_skips_a_chunk_its_writer_is_closing(pg_url):
+    """The writer marks chunks done several to a transaction; a renewal of many chunks that waited
+    for one of them could deadlock with it (run r18's PostgreSQL log). It skips the locked one,
+    which still counts as held, and renews the others."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from engines.store import register_instance, renew
+    from engines.tables import debit_chunks
+
+    engine, _ = seed(pg_url, 4)
+    with engine.begin() as conn:
+        build_batch(conn, bank_code=BANK, at=T0, clock=Clock(), chunk_size=2)
+        conn.execute(update(debit_chunks).values(state="claimed", owner="e1", lease_until=T0))
+        closing, other = conn.execute(select(debit_chunks.c.chunk_id).order_by(debit_chunks.c.chunk_id)).scalars()
+    register_instance(engine, name="e1", banks=[BANK], now=T0, lease_s=10)
+    writer = engine.connect()
+    busy = writer.begin()
+    writer.execute(update(debit_chunks).where(debit_chunks.c.chunk_id == closing).values(updated_at=T0))
+    later, got = T0 + timedelta(seconds=5), []
+    renewal = threading.Thread(target=lambda: got.append(
+        renew(engine, owner="e1", now=later, lease_s=10, chunk_ids={closing, other})), daemon=True)
+    try:
+        renewal.start()
+        renewal.join(timeout=10)
+        assert got, "the renewal waited for the writer's lock"
+        assert got[0][0] == {closing, other}, "the locked one is still held"
+    finally:
+        busy.rollback()
+        writer.close()
+        renewal.join(timeout=10)
+    with engine.connect() as conn:
+        leases = dict(conn.execute(select(debit_chunks.c.chunk_id, debit_chunks.c.lease_until)).all())
+    assert leases == {closing: T0, other: later + timedelta(seconds=10)}
+    engine.dispose()
+
