@@ -120,21 +120,27 @@ class RssSampler(threading.Thread):
 
     def db_waits(self) -> Counter:
         """What each gridpay process's database sessions are doing now (PGAPPNAME names them):
-        running, or waiting - for a lock, the WAL flush, or their client in an open transaction."""
+        running, or waiting - for a lock (and behind whom: the holder's process and the start of
+        its statement), the WAL flush, or their client in an open transaction."""
         db = getattr(self.bench, "db", None)
         if db is None:
             return Counter()
         try:
             with db.connect() as conn:
                 rows = conn.execute(text(
-                    "select application_name, state, wait_event_type, wait_event from pg_stat_activity "
-                    "where datname = current_database() and application_name like :gridpay "
-                    "and state in ('active', 'idle in transaction')"), {"gridpay": "gridpay %"}).all()
+                    "select a.application_name, a.state, a.wait_event_type, a.wait_event, "
+                    "case when a.wait_event_type = 'Lock' then (select b.application_name || ': ' "
+                    "|| left(regexp_replace(b.query, '\\s+', ' ', 'g'), 48) from pg_stat_activity b "
+                    "where b.pid = any(pg_blocking_pids(a.pid)) limit 1) end "
+                    "from pg_stat_activity a "
+                    "where a.datname = current_database() and a.application_name like :gridpay "
+                    "and a.state in ('active', 'idle in transaction')"), {"gridpay": "gridpay %"}).all()
         except Exception:  # noqa: BLE001 - a sample missed is not a failure
             return Counter()
         return Counter((app, "running" if state == "active" and not kind else
-                        "client, in a transaction" if state == "idle in transaction" else f"{kind}:{event}")
-                       for app, state, kind, event in rows)
+                        "client, in a transaction" if state == "idle in transaction" else
+                        f"{kind}:{event}" + (f" behind {holder}" if holder else ""))
+                       for app, state, kind, event, holder in rows)
 
     def wait_mark(self) -> Counter:
         with self.lock:
