@@ -317,7 +317,7 @@ class DebitEngine:
             self.chunks[ch.chunk_id] = {"bank": ch.bank_code, "left": left}
             self.unsent[ch.bank_code].extend(ch.to_send)
         if self.keeper is not None:
-            self.keeper.holding(set(self.chunks) | self.closing, set(self.reversals))
+            self.keeper.holding(*self._holding())
             self.keeper.taken(ch.chunk_id for ch in claimed)
         for bank in {ch.bank_code for ch in claimed}:
             self.links[bank].pump()
@@ -338,13 +338,17 @@ class DebitEngine:
         and reverse its debits in flight. The LoopingCall waits for one renewal before the next."""
         if self._stopping:
             return None
-        holding = (set(self.chunks) | self.closing, set(self.reversals))   # read here, on the reactor thread
+        holding = self._holding()
         if self.keeper is not None:
             self.keeper.holding(*holding)
         d = self._db(self.keeper.renew if self.keeper is not None else self._renew_in_db, *holding)
         d.addCallback(lambda held: self._drop_lost(holding, *held))
         return d.addErrback(lambda f: log.error("engine %s: renewing its leases failed: %s", self.name,
                                                 f.getErrorMessage()))
+
+    def _holding(self) -> tuple[set[int], set[int]]:
+        """The chunks (those closing too) and reversals this engine holds; read on the reactor thread."""
+        return set(self.chunks) | self.closing, set(self.reversals)
 
     def _renew_in_db(self, chunk_ids: set[int], reversal_ids: set[int]) -> tuple[set[int], set[int]]:
         return store.renew(self.db, owner=self.name, now=self.now(), lease_s=self.lease_s,

@@ -21,7 +21,7 @@ import socket
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import Column, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from engines.tables import debit_chunks, debit_reversals, engine_instances, stan_counters
@@ -349,6 +349,11 @@ def reversal_again_after_refusal(db, item: ReverseItem, code: str, *, now: datet
     r = debit_reversals.c
     old = (item.transmitted, item.stan)
     with db.begin() as conn:
+        # the debit's row first, as the writer takes them (a batch's debits, then their reversals);
+        # the other order - the reversal's row, then the debit's through its history row's foreign
+        # key - deadlocked with the writer posting the same debit
+        conn.execute(select(debits.c.debit_id).where(debits.c.debit_id == item.debit_id)
+                     .with_for_update(key_share=True))
         row = conn.execute(select(r.transmitted, r.stan).where(r.debit_id == item.debit_id)).one()
         if (row.transmitted, row.stan) != old:
             return row.transmitted, row.stan
@@ -496,32 +501,32 @@ def renew(db, *, owner: str, now: datetime, lease_s: float, chunk_ids: set[int] 
     c, r, e = debit_chunks.c, debit_reversals.c, engine_instances.c
     chunks: set[int] = set()
     revs: set[int] = set()
-    # Two transactions. The chunks' (and the heartbeat) first. The writer updates both kinds of
-    # row too (a chunk's 'done'; a reversal's attempts and answer), several in one transaction,
-    # so a renewal skips a row the writer has locked - it is renewed the next second - rather
-    # than wait for it, or deadlock with it (runs r11 and r18) and fail the renewal. The ids go as one array on PostgreSQL: an engine may hold thousands of
-    # reversals, and rendering an IN list of 5,000 took 0.1 s of CPU a second (10 ms as an array).
+    # Two transactions, the chunks' (and the heartbeat) first.
     with db.begin() as conn:
-        dialect = conn.dialect.name
         if chunk_ids:
-            mine = and_(in_list(dialect, c.chunk_id, "held"), c.owner == owner, c.state == "claimed")
-            held = {"held": sorted(chunk_ids)}
-            target = mine
-            if dialect == "postgresql":   # a chunk the writer is closing is skipped too (run r18: they deadlocked)
-                target = c.chunk_id.in_(select(c.chunk_id).where(mine).with_for_update(skip_locked=True))
-            conn.execute(update(debit_chunks).where(target).values(lease_until=lease), held)
-            chunks = set(conn.execute(select(c.chunk_id).where(mine), held).scalars())
+            chunks = _renew_rows(conn, c.chunk_id, and_(c.owner == owner, c.state == "claimed"), chunk_ids, lease)
         conn.execute(update(engine_instances).where(e.name == owner).values(heartbeat_at=now, lease_until=lease))
     if reversal_ids:
         with db.begin() as conn:
-            mine = and_(in_list(dialect, r.debit_id, "held"), r.owner == owner, r.state == "pending")
-            held = {"held": sorted(reversal_ids)}
-            target = mine
-            if dialect == "postgresql":
-                target = r.debit_id.in_(select(r.debit_id).where(mine).with_for_update(skip_locked=True))
-            conn.execute(update(debit_reversals).where(target).values(lease_until=lease), held)
-            revs = set(conn.execute(select(r.debit_id).where(mine), held).scalars())
+            revs = _renew_rows(conn, r.debit_id, and_(r.owner == owner, r.state == "pending"), reversal_ids, lease)
     return chunks, revs
+
+
+def _renew_rows(conn, key: Column, mine, ids: set[int], lease: datetime) -> set[int]:
+    """Move the lease of the rows of ``key``'s table among ``ids`` that are still ``mine`` to
+    ``lease``; returns those still mine. The writer updates these rows too (a chunk's 'done'; a
+    reversal's attempts and answer), several in one transaction, so on PostgreSQL a row it has
+    locked is skipped - renewed the next second, and still counted as held - rather than waited
+    for, or deadlocked with (runs r11 and r18), failing the renewal. The ids go as one array on
+    PostgreSQL: an engine may hold thousands of reversals, and rendering an IN list of 5,000 took
+    0.1 s of CPU a second (10 ms as an array)."""
+    mine = and_(in_list(conn.dialect.name, key, "held"), mine)
+    held = {"held": sorted(ids)}
+    target = mine
+    if conn.dialect.name == "postgresql":
+        target = key.in_(select(key).where(mine).with_for_update(skip_locked=True))
+    conn.execute(update(key.table).where(target).values(lease_until=lease), held)
+    return set(conn.execute(select(key).where(mine), held).scalars())
 
 
 def _alive(host: str, pid: int) -> bool:

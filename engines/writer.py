@@ -184,10 +184,11 @@ class WriterWorker:
                               settles_commit=False)
 
     def _apply(self, conn, ops: list, now: datetime) -> list:
-        # The ledger's rows and the engine's go in one round trip at the end (``writes``): the
-        # billing feed's counter, which every posting process shares, is locked from there to the
-        # COMMIT only - not across this process's statements, which may wait for the CPU (the batch
-        # side runs at a lower priority than the gateways: config/systemd).
+        # The ledger's rows and the engine's go in one round trip at the end (``writes``), with the
+        # COMMIT: the billing feed's counter, which every posting process shares, is locked for the
+        # server's work on them only - not across this process's statements or while it reads
+        # their answers, which may wait for the CPU (the batch side runs at a lower priority than
+        # the gateways: config/systemd).
         results: list = [None] * len(ops)
         writes = Writes(conn)
         postings, where = [], []
@@ -243,7 +244,7 @@ class WriterWorker:
         for rows in reversal_rows.values():
             writes.update(debit_reversals, "debit_id", rows, in_key_order=True)
         writes.insert(debit_attempts, history)
-        writes.flush()
+        writes.flush(commit=True)
         return results
 
     def _schedule_reversals(self, conn, ops: list, results: list, now: datetime) -> None:

@@ -46,6 +46,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyErro
 from config.clock import Clock
 from ledger.answers import UnknownOutcome, stored_answers
 from ledger.posting import Outcome, Posting, apply_batch, system_error
+from runtime.bulk_sql import Writes
 from runtime.ratelimit import Backoff
 
 log = logging.getLogger("gridpay.ledger.group_commit")
@@ -112,15 +113,16 @@ def in_transaction(engine, work: Callable, tries: int, pause_s: float, size: int
         committing, pid = False, None
         try:
             with engine.begin() as conn:
+                pid = _backend_pid(conn) if settles_commit else None
                 result = work(conn)
-                if settles_commit:
-                    pid = _backend_pid(conn)
-                    committing = True  # leaving the block sends the COMMIT
+                committing = settles_commit  # leaving the block sends the COMMIT
             return result
         except IntegrityError:
             raise
         except DBAPIError as exc:
-            if committing and commit_outcome_unknown(exc):
+            # work may have sent the COMMIT itself, with its last writes (runtime.bulk_sql.Writes)
+            sent = committing or (settles_commit and getattr(exc, "commit_sent", False))
+            if sent and commit_outcome_unknown(exc):
                 raise CommitUnknown(exc, pid) from exc
             if attempt + 1 < tries and (_retryable(exc) or (exc.connection_invalidated and attempt == 0)):
                 log.info("retrying a batch of %d after %s", size, type(exc.orig).__name__)
@@ -143,8 +145,16 @@ class Poster:
         self.settle_s = settle_s
 
     def _transaction(self, postings: Sequence[Posting]) -> list[Outcome]:
-        return in_transaction(self.engine, lambda conn: apply_batch(conn, postings, self.clock, self.clock.now()),
-                              self.retries, 0.005, len(postings))
+        return in_transaction(self.engine, lambda conn: self._apply(conn, postings), self.retries, 0.005,
+                              len(postings))
+
+    def _apply(self, conn, postings: Sequence[Posting]) -> list[Outcome]:
+        # the COMMIT goes with the writes: the billing feed's counter, locked by their last
+        # statement, is then held for the server's work only (runtime.bulk_sql.Writes.flush)
+        writes = Writes(conn)
+        outcomes = apply_batch(conn, postings, self.clock, self.clock.now(), writes)
+        writes.flush(commit=True)
+        return outcomes
 
     def process(self, postings: Sequence[Posting], deadlines: Sequence[float | None] | None = None,
                 resent: Sequence[bool] | None = None) -> list[Outcome]:

@@ -232,7 +232,14 @@ class Writes:
                 self.items.append(("lock", table, rows, key))
             self.items.append(("update", table, rows, key))
 
-    def flush(self) -> None:
+    def flush(self, *, commit: bool = False) -> None:
+        """Send the writes. With ``commit``, the transaction ends here: on PostgreSQL its COMMIT goes
+        in the same round trip (elsewhere the caller's commit sends it), and nothing may follow in
+        it - the caller's own commit then finds it done. The numbered rows' counter is then locked
+        only while the server writes them and commits, not while this process reads the answers
+        and sends the COMMIT: a niced process, or a thread waiting for the interpreter lock, held
+        every other posting process that long. A failure once the COMMIT was sent has
+        ``commit_sent`` set: if the connection was lost, it may have landed."""
         items, self.items = self.items, []
         # numbered rows last, whatever the order given: their counter's lock is held from that
         # statement to the COMMIT
@@ -256,16 +263,20 @@ class Writes:
             return
         # The foreign-key checks these writes fire (customers, banks, bills, debits) are one cached
         # lookup each; under the session's force_custom_plan (ledger.db) every one was planned
-        # again, row after row. Generic plans for the writes, custom ones again after them: a
-        # debit's writer batch went from ~310 to ~260 us a debit.
-        statements = [(GENERIC_PLANS, None), *statements, (CUSTOM_PLANS, None)]
+        # again, row after row. Generic plans for the writes, custom ones again after them (but
+        # for a commit, which ends the setting with the transaction): a debit's writer batch went
+        # from ~310 to ~260 us a debit.
+        statements = [(GENERIC_PLANS, None), *statements, *([] if commit else [(CUSTOM_PLANS, None)])]
         sent = []
-        with _as_sqlalchemy_error(self.conn):
+        with _as_sqlalchemy_error(self.conn) as errors:
             with raw.pipeline():
                 for sql, params in statements:
                     sent.append((raw.cursor(), sql, params))
                     _before(self.conn, *sent[-1])
                     sent[-1][0].execute(sql, params)
+                if commit:   # through the dialect, as SQLAlchemy's own commit goes (and tests' faults)
+                    errors.commit_sent = True
+                    self.conn.dialect.do_commit(self.conn.connection)
             _after(self.conn, sent)
 
 
@@ -350,7 +361,7 @@ class _as_sqlalchemy_error:
     with the connection invalidated when it is gone), as every caller's retry rules expect."""
 
     def __init__(self, conn):
-        self.conn = conn
+        self.conn, self.commit_sent = conn, False
 
     def __enter__(self):
         return self
@@ -364,8 +375,10 @@ class _as_sqlalchemy_error:
         gone = dialect.is_disconnect(exc, self.conn.connection.dbapi_connection, None)
         if gone:
             self.conn.invalidate(exc)
-        raise DBAPIError.instance(None, None, exc, dialect.loaded_dbapi.Error, hide_parameters=True,
-                                  connection_invalidated=gone, dialect=dialect) from exc
+        error = DBAPIError.instance(None, None, exc, dialect.loaded_dbapi.Error, hide_parameters=True,
+                                    connection_invalidated=gone, dialect=dialect)
+        error.commit_sent = self.commit_sent
+        raise error from exc
 
 
 # --- rows at bulk speed (imports) -------------------------------------------------------------

@@ -1,8 +1,9 @@
 """A TCP proxy in front of PostgreSQL that loses a write transaction's COMMIT, for real.
 
-Armed, it watches each connection: once the server has answered an INSERT on it (a write
-transaction: the ledger's group commit), the client's next ``COMMIT`` (psycopg sends it as a
-simple-protocol Query) is
+Armed, it watches each connection: once the open transaction on it has written (the server has
+answered an INSERT, or the client has sent one: a write transaction, the ledger's group commit),
+the client's next ``COMMIT`` (psycopg sends it as a simple-protocol Query, or in a pipeline with
+the last writes, ``runtime.bulk_sql.Writes.flush(commit=True)``, as an extended-protocol Parse) is
 - ``"answer_lost"``: forwarded; the server commits, and its answer is swallowed - the client's
   connection is cut instead: the COMMIT's answer never came;
 - ``"never_sent"``: not forwarded; both sides are cut: the server rolls the transaction back. With
@@ -22,6 +23,8 @@ import time
 from sqlalchemy.engine import make_url
 
 COMMIT = b"Q\x00\x00\x00\x0bCOMMIT\x00"        # Query, length 11, "COMMIT"
+PIPELINED_COMMIT = b"P\x00\x00\x00\x0e\x00COMMIT\x00\x00\x00"   # Parse, length 14, unnamed, "COMMIT", no parameters
+INSERT_SENT = b"INSERT INTO "                   # a statement the client sends that writes
 COMMITTED = b"C\x00\x00\x00\x0bCOMMIT\x00"     # CommandComplete, length 11, "COMMIT"
 INSERTED = b"INSERT 0 "                         # a CommandComplete tag of an INSERT
 IDLE = b"Z\x00\x00\x00\x05I"                    # ReadyForQuery, not in a transaction
@@ -122,7 +125,7 @@ def _abort(sock: socket.socket) -> None:
 class _Link:
     def __init__(self, proxy: PgFaultProxy, client: socket.socket, server: socket.socket):
         self.proxy, self.client, self.server = proxy, client, server
-        self.wrote = False          # the server answered an INSERT in the open transaction
+        self.wrote = False          # the open transaction wrote: an INSERT sent or answered
         self.swallow = False        # the COMMIT went through: its answer must not
         self.dead = False
         self.tails = {client: b"", server: b""}
@@ -172,7 +175,9 @@ class _Link:
         self.client.sendall(data)
 
     def _from_client(self, data: bytes, seen: bytes, fresh: int) -> None:
-        if self.wrote and _last(seen, COMMIT, fresh) >= 0:
+        if _last(seen, INSERT_SENT, fresh) >= 0:
+            self.wrote = True
+        if self.wrote and (_last(seen, COMMIT, fresh) >= 0 or _last(seen, PIPELINED_COMMIT, fresh) >= 0):
             mode = self.proxy.take()
             if mode == "never_sent":
                 self.proxy.fire(self)

@@ -229,6 +229,31 @@ def test_a_callers_writes_go_before_the_feeds_numbered_rows(ledger):
     assert "billing_feed" in inserts[-1] and "audit_log" in inserts[-2], inserts
     assert [r["seq"] for r in feed(ledger)] == [1]
 
+
+def test_a_flush_that_commits_frees_the_counter_before_the_caller_hears_back(ledger):
+    """The posting processes send the COMMIT with their last writes (``Writes.flush(commit=True)``):
+    when the flush returns the batch is committed and the counter's lock free - another session
+    takes it at once and sees the rows - though the caller's own commit is still to come (it finds
+    nothing left to do). Before, the lock stayed held until the caller had read the answers and sent
+    its COMMIT: as long as a niced process, or a thread waiting for the interpreter lock, took."""
+    from runtime.bulk_sql import Writes
+
+    with ledger.connect() as conn:
+        conn.begin()
+        writes = Writes(conn)
+        assert apply_batch(conn, [payment(BANK, "C2", 5_000)], CAL, T0, writes)[0].ok
+        writes.flush(commit=True)
+        if ledger.dialect.name == "postgresql":
+            with ledger.connect() as other:
+                other.exec_driver_sql("SET lock_timeout = '2s'")   # held, this fails rather than waits
+                assert other.execute(update(billing_feed_counter).values(last_seq=billing_feed_counter.c.last_seq)
+                                     .returning(billing_feed_counter.c.last_seq)).scalar_one() == 1
+                assert other.execute(select(func.count()).select_from(billing_feed)).scalar_one() == 1
+                other.rollback()
+        conn.commit()
+    assert [r["seq"] for r in feed(ledger)] == [1] and last_seq(ledger) == 1
+
+
 def test_verify_fails_on_a_gap_and_on_a_missing_row(ledger):
     assert all(o.ok for o in post(ledger, [payment(BANK, "C1", 30_100), payment(BANK, "C2", 5_000)]))
     with ledger.begin() as conn:

@@ -122,3 +122,50 @@ def test_renewing_skips_a_chunk_its_writer_is_closing(pg_url):
     assert leases == {closing: T0, other: later + timedelta(seconds=10)}
     engine.dispose()
 
+
+
+def test_a_refused_reversal_waits_for_its_debit_before_locking_its_reversal(pg_url):
+    """The writer locks a batch's debits (its postings read them FOR UPDATE) before their reversals
+    (the flush). Giving a refused reversal a new identity took the other order - its reversal row,
+    then the debit's through its history row's foreign key - and deadlocked with a writer posting
+    the same debit (a 1/10-size run's PostgreSQL log). It now waits for the debit first, holding
+    nothing the writer wants; once the writer is done it goes on."""
+    from datetime import timedelta
+
+    from sqlalchemy import text
+
+    from engines.store import ReverseItem, create_reversals, reversal_again_after_refusal
+    from engines.tables import debit_reversals
+
+    engine, _ = seed(pg_url, 2)
+    clock = Clock()
+    with engine.begin() as conn:
+        build_batch(conn, bank_code=BANK, at=T0, clock=clock, chunk_size=2)
+        debit_id = conn.execute(select(debits.c.debit_id).order_by(debits.c.debit_id)).scalars().first()
+        [item] = create_reversals(conn, [(debit_id, BANK, {})], owner="e1", now=T0,
+                                  lease=T0 + timedelta(seconds=30), clock=clock)
+    writer = engine.connect()
+    busy = writer.begin()
+    writer.execute(select(debits.c.debit_id).where(debits.c.debit_id == debit_id).with_for_update())
+    got = []
+    refusal = threading.Thread(target=lambda: got.append(reversal_again_after_refusal(
+        engine, ReverseItem(debit_id, BANK, {}, item.transmitted, item.stan, 1, T0), "A0",
+        now=T0 + timedelta(seconds=5), clock=clock)), daemon=True)
+    try:
+        refusal.start()
+        refusal.join(timeout=1)
+        assert not got, "it did not wait for the debit's lock"
+        with engine.connect() as other:   # the reversal's row is free for the writer to take
+            other.execute(text("SET lock_timeout = '2s'"))
+            other.execute(select(debit_reversals.c.debit_id).where(debit_reversals.c.debit_id == debit_id)
+                          .with_for_update())
+            other.rollback()
+    finally:
+        busy.rollback()
+        writer.close()
+        refusal.join(timeout=10)
+    assert got and got[0] != (item.transmitted, item.stan), "a new identity once the writer is done"
+    with engine.connect() as conn:
+        assert conn.execute(select(debit_reversals.c.stan).where(debit_reversals.c.debit_id == debit_id)
+                            ).scalar_one() == got[0][1]
+    engine.dispose()

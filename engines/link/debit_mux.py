@@ -118,7 +118,7 @@ class AnswerMatcher:
         if f.get("39") == "91" and req.epoch == self._epoch:  # not a 91 to a key already replaced
             self._invalidate_key("answered 91 (not signed on)")
         req.deferred.callback(message)
-        self._pump()
+        self.pump()
 
     def _finish(self, req: Request) -> None:
         req.done = True
@@ -134,7 +134,7 @@ class AnswerMatcher:
         self.stats["outcome_unknown" if unknown else "timeouts"] += 1
         self.metrics.timed_out(self.bank, req.mti, unknown)
         req.deferred.errback(exc)
-        self._pump()
+        self.pump()
 
     def _expire_overdue(self, now: float) -> None:
         sent = self._sent

@@ -56,16 +56,13 @@ class Dispatcher:
         (self._high if mti in REVERSAL_MTIS else self._normal).append(req)
         self._queued_keys[key] = req
         self._queued += 1
-        self._pump()
+        self.pump()
         if not req.done:
             self._arm()
         return d
 
     def pump(self) -> None:
         """Write what the caps allow now; with room left, ask the feeder."""
-        self._pump()
-
-    def _pump(self) -> None:
         if self._pumping:
             self._pump_again = True
             return
@@ -105,7 +102,7 @@ class Dispatcher:
                     return
             wait = self.bucket.take()
             if wait > 0:
-                self._pump_call = self.clock.callLater(wait, self._pump)
+                self._pump_call = self.clock.callLater(wait, self.pump)
                 return
             req = queue.popleft()
             conn = min(ready, key=lambda c: len(c.in_flight)) if len(ready) > 1 else ready[0]

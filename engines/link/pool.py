@@ -107,7 +107,7 @@ class ConnectionPool:
         self.stats["connections_made"] += 1
         if self._key_valid:
             self._activate(conn)
-            self._pump()
+            self.pump()
         else:
             self._ensure_sign_on()
         self._report_connections()
@@ -203,4 +203,4 @@ class ConnectionPool:
         waiting, self._waiting_ready = self._waiting_ready, []
         for d in waiting:
             d.callback(self)
-        self._pump()
+        self.pump()
