@@ -1,5 +1,6 @@
 """The wire layer's fuzz targets (scripts/fuzz/targets.py): the seeds and every past finding replayed,
 and a short coverage-guided run of each target (docs/testing.md has the longer one)."""
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -45,5 +46,7 @@ def test_a_short_coverage_guided_run_finds_nothing(target, tmp_path):
                          cwd=ROOT, capture_output=True, text=True, timeout=HANG_GUARD_S)
     report = "\n".join(line for line in run.stderr.splitlines() if not line.startswith("INFO: Instrumenting"))
     assert run.returncode == 0, report[-4000:]
-    assert f"stat::number_of_executed_units: {SHORT_RUNS}" in report
+    # libFuzzer checks -runs between its steps, so it may run a few units past it (3,005 once in CI)
+    executed = re.search(r"stat::number_of_executed_units: *(\d+)", report)
+    assert executed and int(executed.group(1)) >= SHORT_RUNS, report[-4000:]
     assert not list((tmp_path / "findings").glob("crash-*"))
