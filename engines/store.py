@@ -13,6 +13,10 @@ Everything here runs in a worker thread (never on the reactor) inside one transa
   number of engines (and ``debit now``) never reuse an identity.
 - ``send_again_after_a0``: the one change of a debit's identity: after the bank answered A0 it
   gets new fields 7, 11 and 37, committed before it is sent again (§4.7).
+
+Row locks are taken in one order - a sent debit's row, then the bank's STAN row, then the
+debit's reversal row (the writer: a batch's debits, then their reversals) - so that the engines'
+transactions wait for one another rather than deadlock.
 """
 from __future__ import annotations
 
@@ -250,6 +254,8 @@ def _prepare(conn, claimed: Claimed, *, owner: str, now: datetime, lease: dateti
     pending = [r for r in rows if r.state == "pending"]
     orphans = [r for r in rows if r.state in ("sent", "unknown")]
     claimed.settled = len(rows) - len(pending) - len(orphans)
+    if orphans and pending:   # a sent debit's row before the bank's STAN row (send_again_after_a0)
+        _orphans_locked(conn, [r.debit_id for r in orphans])
     if pending:
         bank = claimed.bank_code
         transmitted, day = transmission_of(now, clock)
@@ -322,7 +328,11 @@ def send_again_after_a0(db, item: SendItem, *, now: datetime, clock: Clock,
     old = (f["7"], f["11"], f["37"].strip())
     d = debits.c
     with db.begin() as conn:
-        row = conn.execute(select(d.transmitted, d.stan, d.rrn, d.state).where(d.debit_id == item.debit_id)).one()
+        # the debit's row before the bank's STAN row, as every path that holds a sent debit takes
+        # them (a takeover, a refused reversal): the other order could deadlock with a takeover of
+        # this debit, and held the bank's STAN row - every claim for the bank - while it waited
+        row = conn.execute(_for_update(conn, select(d.transmitted, d.stan, d.rrn, d.state)
+                                       .where(d.debit_id == item.debit_id))).one()
         current = (row.transmitted, row.stan, row.rrn)
         if current != old and row.state == "sent" and row.transmitted != old[0]:
             transmitted, stan, rrn = current
@@ -411,6 +421,11 @@ def take_over_orphans(conn, claimed: Claimed | None, rows, *, owner: str, now: d
     return out
 
 
+def _for_update(conn, stmt):
+    """``stmt`` locking its rows, where the database has row locks (not SQLite)."""
+    return stmt if conn.dialect.name == "sqlite" else stmt.with_for_update()
+
+
 def _orphans_locked(conn, ids: list[int]) -> list:
     """The orphans read again under their row locks (PostgreSQL, Oracle; in key order). Until
     then the engine that held them may still change them: give one a new identity after an A0
@@ -420,9 +435,7 @@ def _orphans_locked(conn, ids: list[int]) -> list:
     a debit is read as last committed, and the old owner's send after A0 is refused from then on
     (the debit is no longer ``sent``)."""
     d = debits.c
-    stmt = _chunk_debits().where(in_list(conn.dialect.name, d.debit_id, "ids")).order_by(d.debit_id)
-    if conn.dialect.name != "sqlite":
-        stmt = stmt.with_for_update()
+    stmt = _for_update(conn, _chunk_debits().where(in_list(conn.dialect.name, d.debit_id, "ids")).order_by(d.debit_id))
     return [row for row in conn.execute(stmt, {"ids": sorted(ids)}) if row.state in ("sent", "unknown")]
 
 

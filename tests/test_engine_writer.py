@@ -169,3 +169,86 @@ def test_a_refused_reversal_waits_for_its_debit_before_locking_its_reversal(pg_u
         assert conn.execute(select(debit_reversals.c.stan).where(debit_reversals.c.debit_id == debit_id)
                             ).scalar_one() == got[0][1]
     engine.dispose()
+
+
+def _stan_row_is_free(engine, bank: str) -> None:
+    """Take the bank's STAN rows' locks (failing after 2 s if another transaction holds one)."""
+    from sqlalchemy import text
+
+    from engines.tables import stan_counters
+
+    with engine.connect() as other:
+        other.execute(text("SET lock_timeout = '2s'"))
+        other.execute(select(stan_counters.c.next_stan).where(stan_counters.c.bank_code == bank).with_for_update())
+        other.rollback()
+
+
+def _waits_for_the_debit_holding_no_stans(engine, debit_id: int, work):
+    """Run ``work()`` in a thread while another transaction holds the debit's row: it must wait,
+    holding no STAN row of the bank, and finish once the row is free. Returns its result."""
+    from sqlalchemy import update
+
+    holder = engine.connect()
+    txn = holder.begin()
+    holder.execute(update(debits).where(debits.c.debit_id == debit_id).values(updated_at=T0))
+    got = []
+    worker = threading.Thread(target=lambda: got.append(work()), daemon=True)
+    try:
+        worker.start()
+        worker.join(timeout=1)
+        assert not got, "it did not wait for the debit's lock"
+        _stan_row_is_free(engine, BANK)
+    finally:
+        txn.rollback()
+        holder.close()
+        worker.join(timeout=10)
+    assert got, "it did not finish once the debit was free"
+    return got[0]
+
+
+def test_a_debit_sent_again_after_a0_waits_for_its_row_before_the_banks_stans(pg_url):
+    """Giving a debit a new identity after an A0 locks the debit before the bank's STAN row, the
+    order a takeover of that debit takes them in: it had taken the STAN row first, so it could
+    deadlock with the takeover, and held every claim for the bank while it waited for the debit."""
+    from datetime import timedelta
+
+    from engines.store import claim_chunks, send_again_after_a0
+
+    engine, _ = seed(pg_url, 2)
+    clock = Clock()
+    with engine.begin() as conn:
+        build_batch(conn, bank_code=BANK, at=T0, clock=clock, chunk_size=2)
+    (claimed,) = claim_chunks(engine, owner="e1", banks=[BANK], now=T0, lease_s=30, clock=clock)
+    item = claimed.to_send[0]
+    fields = _waits_for_the_debit_holding_no_stans(engine, item.debit_id, lambda: send_again_after_a0(
+        engine, item, now=T0 + timedelta(seconds=5), clock=clock))
+    assert fields["11"] != item.fields["11"], "a new identity once the debit is free"
+    engine.dispose()
+
+
+def test_a_takeover_with_debits_to_send_locks_the_orphans_before_the_banks_stans(pg_url):
+    """A chunk taken over with debits still to send and debits left sent: the sent ones (orphans)
+    are locked before the bank's STAN row is taken for the others, as everywhere else."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from engines.store import claim_chunks
+    from engines.tables import debit_chunks, debit_reversals
+
+    engine, _ = seed(pg_url, 2)
+    clock = Clock()
+    with engine.begin() as conn:
+        build_batch(conn, bank_code=BANK, at=T0, clock=clock, chunk_size=2)
+    (claimed,) = claim_chunks(engine, owner="dead", banks=[BANK], now=T0, lease_s=30, clock=clock)
+    orphan, unsent = (i.debit_id for i in claimed.to_send)
+    with engine.begin() as conn:   # the dead engine had sent one of the two
+        conn.execute(update(debits).where(debits.c.debit_id == unsent).values(
+            state="pending", transmitted=None, stan=None, rrn=None))
+        conn.execute(update(debit_chunks).values(lease_until=T0))
+    (taken,) = _waits_for_the_debit_holding_no_stans(engine, orphan, lambda: claim_chunks(
+        engine, owner="e2", banks=[BANK], now=T0 + timedelta(seconds=60), lease_s=30, clock=clock))
+    assert [i.debit_id for i in taken.to_send] == [unsent] and [i.debit_id for i in taken.to_reverse] == [orphan]
+    with engine.connect() as conn:
+        assert conn.execute(select(debit_reversals.c.owner)).scalars().all() == ["e2"]
+    engine.dispose()
