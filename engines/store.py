@@ -254,8 +254,8 @@ def _prepare(conn, claimed: Claimed, *, owner: str, now: datetime, lease: dateti
     pending = [r for r in rows if r.state == "pending"]
     orphans = [r for r in rows if r.state in ("sent", "unknown")]
     claimed.settled = len(rows) - len(pending) - len(orphans)
-    if orphans and pending:   # a sent debit's row before the bank's STAN row (send_again_after_a0)
-        _orphans_locked(conn, [r.debit_id for r in orphans])
+    if orphans:   # a sent debit's row before the bank's STAN row (send_again_after_a0)
+        orphans = _orphans_locked(conn, [r.debit_id for r in orphans])
     if pending:
         bank = claimed.bank_code
         transmitted, day = transmission_of(now, clock)
@@ -281,7 +281,8 @@ def _prepare(conn, claimed: Claimed, *, owner: str, now: datetime, lease: dateti
             updates.append((r.debit_id, transmitted, stan, rrn))
         mark_sent(conn, updates, business_date=bd, now=now, actor=actor)
     if orphans:
-        take_over_orphans(conn, claimed, orphans, owner=owner, now=now, lease=lease, clock=clock, actor=actor)
+        take_over_orphans(conn, claimed, orphans, owner=owner, now=now, lease=lease, clock=clock, actor=actor,
+                          locked=True)
 
 
 def mark_sent(conn, updates: list[tuple[int, str, str, str]], *, business_date: date, now: datetime,
@@ -331,8 +332,8 @@ def send_again_after_a0(db, item: SendItem, *, now: datetime, clock: Clock,
         # the debit's row before the bank's STAN row, as every path that holds a sent debit takes
         # them (a takeover, a refused reversal): the other order could deadlock with a takeover of
         # this debit, and held the bank's STAN row - every claim for the bank - while it waited
-        row = conn.execute(_for_update(conn, select(d.transmitted, d.stan, d.rrn, d.state)
-                                       .where(d.debit_id == item.debit_id))).one()
+        row = conn.execute(select(d.transmitted, d.stan, d.rrn, d.state)
+                           .where(d.debit_id == item.debit_id).with_for_update()).one()
         current = (row.transmitted, row.stan, row.rrn)
         if current != old and row.state == "sent" and row.transmitted != old[0]:
             transmitted, stan, rrn = current
@@ -379,12 +380,14 @@ def reversal_again_after_refusal(db, item: ReverseItem, code: str, *, now: datet
 
 
 def take_over_orphans(conn, claimed: Claimed | None, rows, *, owner: str, now: datetime, lease: datetime,
-                      clock: Clock, actor: str, detail: str = "") -> list[ReverseItem]:
+                      clock: Clock, actor: str, detail: str = "", locked: bool = False) -> list[ReverseItem]:
     """Debits left ``sent``/``unknown`` by an engine that is gone: they may have reached the bank,
     so they are never sent again. Each becomes ``unknown`` and gets a reversal (a new row, or the
-    existing one taken over)."""
+    existing one taken over). ``rows`` are read again under their locks unless ``locked`` says
+    they were (``_orphans_locked``)."""
     r = debit_reversals.c
-    rows = _orphans_locked(conn, [row.debit_id for row in rows])
+    if not locked:
+        rows = _orphans_locked(conn, [row.debit_id for row in rows])
     if not rows:
         return []
     ids = [row.debit_id for row in rows]
@@ -421,11 +424,6 @@ def take_over_orphans(conn, claimed: Claimed | None, rows, *, owner: str, now: d
     return out
 
 
-def _for_update(conn, stmt):
-    """``stmt`` locking its rows, where the database has row locks (not SQLite)."""
-    return stmt if conn.dialect.name == "sqlite" else stmt.with_for_update()
-
-
 def _orphans_locked(conn, ids: list[int]) -> list:
     """The orphans read again under their row locks (PostgreSQL, Oracle; in key order). Until
     then the engine that held them may still change them: give one a new identity after an A0
@@ -435,7 +433,8 @@ def _orphans_locked(conn, ids: list[int]) -> list:
     a debit is read as last committed, and the old owner's send after A0 is refused from then on
     (the debit is no longer ``sent``)."""
     d = debits.c
-    stmt = _for_update(conn, _chunk_debits().where(in_list(conn.dialect.name, d.debit_id, "ids")).order_by(d.debit_id))
+    stmt = (_chunk_debits().where(in_list(conn.dialect.name, d.debit_id, "ids")).order_by(d.debit_id)
+            .with_for_update())
     return [row for row in conn.execute(stmt, {"ids": sorted(ids)}) if row.state in ("sent", "unknown")]
 
 
