@@ -10,7 +10,9 @@ Everything here runs in a worker thread (never on the reactor) inside one transa
 - ``claim_reversals``: take over reversal rows whose owner's lease expired.
 - ``renew``: the heartbeat: extends the leases of everything an engine holds.
 - ``reserve_stans``: blocks of STANs from a per-bank, per-day counter under a row lock, so any
-  number of engines (and ``debit now``) never reuse an identity.
+  number of engines (and ``debit now``) never reuse an identity. Every claim for the bank waits
+  for that row, so a claim takes it after its reads and its takeover postings, and builds its
+  0200s only once it has committed.
 - ``send_again_after_a0``: the one change of a debit's identity: after the bank answered A0 it
   gets new fields 7, 11 and 37, committed before it is sent again (§4.7).
 
@@ -77,11 +79,16 @@ def reserve_stans(conn, bank_code: str, day: str, n: int) -> int:
         raise ValueError("n must be > 0")
     sc = stan_counters.c
     dialect = conn.dialect.name
-    if dialect == "postgresql":
+    if dialect == "postgresql":   # one statement: the row made or locked and moved on, in one round trip
         from sqlalchemy.dialects.postgresql import insert as pg_insert
-        conn.execute(pg_insert(stan_counters).values(bank_code=bank_code, day=day, next_stan=1)
-                     .on_conflict_do_nothing())
-    elif dialect == "sqlite":
+        after = conn.execute(pg_insert(stan_counters).values(bank_code=bank_code, day=day, next_stan=1 + n)
+                             .on_conflict_do_update(index_elements=[sc.bank_code, sc.day],
+                                                    set_={"next_stan": sc.next_stan + n})
+                             .returning(sc.next_stan)).scalar_one()
+        if after - 1 > 999_999:   # raised, the transaction rolls back: nothing reserved
+            raise StanExhausted(f"bank {bank_code}: no STANs left for {day} ({after - 1 - n} used)")
+        return after - n
+    if dialect == "sqlite":
         from sqlalchemy.dialects.sqlite import insert as lite_insert
         conn.execute(lite_insert(stan_counters).values(bank_code=bank_code, day=day, next_stan=1)
                      .on_conflict_do_nothing())
@@ -157,6 +164,15 @@ class Claimed:
     to_send: list[SendItem] = field(default_factory=list)
     to_reverse: list[ReverseItem] = field(default_factory=list)
     settled: int = 0            # debits already final when claimed
+    # (pending row, transmitted, stan, rrn, bill items) marked sent: their 0200s are built once the
+    # claim has committed, not while it holds the bank's STAN row
+    unbuilt: list = field(default_factory=list, repr=False)
+
+    def build_sends(self) -> None:
+        for r, transmitted, stan, rrn, items in self.unbuilt:
+            self.to_send.append(SendItem(r.debit_id, self.chunk_id, self.bank_code, debit_message_fields(
+                self.bank_code, transmitted, stan, rrn, r.customer_no, r.account_no, items)))
+        self.unbuilt = []
 
 
 def original_fields(bank_code: str, transmitted: str, stan: str, rrn: str, amount: int, customer_no: str) -> dict:
@@ -236,6 +252,8 @@ def claim_chunks(db, *, owner: str, banks: list[str], now: datetime, lease_s: fl
         if ended > lease:
             conn.execute(update(debit_chunks).where(c.chunk_id.in_([x.chunk_id for x in out]))
                          .values(lease_until=ended))
+    for claimed in out:
+        claimed.build_sends()
     return out
 
 
@@ -248,6 +266,10 @@ def _chunk_debits():
 
 def _prepare(conn, claimed: Claimed, *, owner: str, now: datetime, lease: datetime, clock: Clock,
              actor: str) -> None:
+    """A claimed chunk's debits: the pending ones given their identities and marked sent (their
+    0200s built after the commit, ``Claimed.build_sends``), the ones an engine left sent taken over.
+    Reads, then the orphans' postings, then the bank's STAN row: that row is held from the moment
+    it is taken to the COMMIT, and every other claim for the bank waits for it."""
     d = debits.c
     rows = conn.execute(_chunk_debits().where(d.batch_id == claimed.batch_id, d.chunk_no == claimed.chunk_no)
                         .order_by(d.debit_id)).all()
@@ -256,33 +278,31 @@ def _prepare(conn, claimed: Claimed, *, owner: str, now: datetime, lease: dateti
     claimed.settled = len(rows) - len(pending) - len(orphans)
     if orphans:   # a sent debit's row before the bank's STAN row (send_again_after_a0)
         orphans = _orphans_locked(conn, [r.debit_id for r in orphans])
-    if pending:
-        bank = claimed.bank_code
-        transmitted, day = transmission_of(now, clock)
-        bd = clock.business_date(now)
-        ids = [r.debit_id for r in pending]
-        items: dict[int, list[tuple[str, int, int]]] = {i: [] for i in ids}
-        b = bills.c
-        for r in conn.execute(select(debit_bills.c.debit_id, debit_bills.c.amount, b.period, b.principal)
-                              .join(bills, bills.c.bill_id == debit_bills.c.bill_id)
-                              .where(in_list(conn.dialect.name, debit_bills.c.debit_id, "ids"))
-                              .order_by(debit_bills.c.debit_id, b.period, b.bill_id), {"ids": ids}):
-            principal, penalty = bill_split(int(r.principal), int(r.amount))
-            items[r.debit_id].append((r.period, principal, penalty))
-        # the bank's STAN row stays locked until this transaction commits: taken after the reads, so
-        # the other engines sending to this bank wait for the writes alone
-        first = reserve_stans(conn, bank, day, len(pending))
-        updates = []
-        for i, r in enumerate(pending):
-            stan = f"{first + i:06d}"
-            rrn = rrn_of(r.debit_id)
-            claimed.to_send.append(SendItem(r.debit_id, claimed.chunk_id, bank, debit_message_fields(
-                bank, transmitted, stan, rrn, r.customer_no, r.account_no, items[r.debit_id])))
-            updates.append((r.debit_id, transmitted, stan, rrn))
-        mark_sent(conn, updates, business_date=bd, now=now, actor=actor)
+    items = _bill_items(conn, [r.debit_id for r in pending]) if pending else {}
     if orphans:
         take_over_orphans(conn, claimed, orphans, owner=owner, now=now, lease=lease, clock=clock, actor=actor,
                           locked=True)
+    if pending:
+        transmitted, day = transmission_of(now, clock)
+        rrns = [rrn_of(r.debit_id) for r in pending]
+        first = reserve_stans(conn, claimed.bank_code, day, len(pending))
+        updates = [(r.debit_id, transmitted, f"{first + i:06d}", rrn) for i, (r, rrn) in enumerate(zip(pending, rrns))]
+        mark_sent(conn, updates, business_date=clock.business_date(now), now=now, actor=actor)
+        claimed.unbuilt = [(r, transmitted, stan, rrn, items[r.debit_id]) for r, (_, _, stan, rrn)
+                           in zip(pending, updates)]
+
+
+def _bill_items(conn, ids: list[int]) -> dict[int, list[tuple[str, int, int]]]:
+    """(period, principal, penalty) still owed of each debit's bills, as its 0200 lists them."""
+    items: dict[int, list[tuple[str, int, int]]] = {i: [] for i in ids}
+    b = bills.c
+    for r in conn.execute(select(debit_bills.c.debit_id, debit_bills.c.amount, b.period, b.principal)
+                          .join(bills, bills.c.bill_id == debit_bills.c.bill_id)
+                          .where(in_list(conn.dialect.name, debit_bills.c.debit_id, "ids"))
+                          .order_by(debit_bills.c.debit_id, b.period, b.bill_id), {"ids": ids}):
+        principal, penalty = bill_split(int(r.principal), int(r.amount))
+        items[r.debit_id].append((r.period, principal, penalty))
+    return items
 
 
 def mark_sent(conn, updates: list[tuple[int, str, str, str]], *, business_date: date, now: datetime,

@@ -252,3 +252,64 @@ def test_a_takeover_with_debits_to_send_locks_the_orphans_before_the_banks_stans
     with engine.connect() as conn:
         assert conn.execute(select(debit_reversals.c.owner)).scalars().all() == ["e2"]
     engine.dispose()
+
+
+def test_stans_come_in_consecutive_blocks_per_bank_and_day_and_run_out_reserving_nothing(db_url):
+    """``reserve_stans``: each bank's STANs per day in consecutive blocks from 000001 (§3), and a
+    block past 999999 refused with nothing reserved (on PostgreSQL one statement makes or moves
+    the row; elsewhere three)."""
+    import pytest
+    from sqlalchemy import update
+
+    from engines.store import StanExhausted, reserve_stans
+    from engines.tables import stan_counters
+
+    engine, _ = seed(db_url, 0)
+    day, next_day = "20261207", "20261208"
+    with engine.begin() as conn:
+        assert reserve_stans(conn, BANK, day, 3) == 1
+        assert reserve_stans(conn, BANK, day, 2) == 4
+        assert reserve_stans(conn, BANK, next_day, 1) == 1
+        assert reserve_stans(conn, "01030000", day, 1) == 1
+    with engine.begin() as conn:
+        conn.execute(update(stan_counters).where(stan_counters.c.bank_code == BANK, stan_counters.c.day == day)
+                     .values(next_stan=999_999))
+    with pytest.raises(StanExhausted, match="999998 used"):
+        with engine.begin() as conn:
+            reserve_stans(conn, BANK, day, 2)
+    with engine.begin() as conn:
+        assert reserve_stans(conn, BANK, day, 1) == 999_999
+        assert conn.execute(select(stan_counters.c.next_stan).where(
+            stan_counters.c.bank_code == BANK, stan_counters.c.day == next_day)).scalar_one() == 2
+    engine.dispose()
+
+
+def test_a_claim_holds_the_banks_stans_only_for_its_writes(pg_url, monkeypatch):
+    """A claim builds its debits' 0200s after it commits, not while it holds the bank's STAN row
+    (every other claim for the bank waits for that row): here building them takes a second, and
+    the row is free throughout."""
+    import time
+
+    import engines.store as store
+    from engines.store import claim_chunks, reserve_stans, transmission_of
+
+    engine, _ = seed(pg_url, 2)
+    clock = Clock()
+    with engine.begin() as conn:
+        build_batch(conn, bank_code=BANK, at=T0, clock=clock, chunk_size=2)
+        reserve_stans(conn, BANK, transmission_of(T0, clock)[1], 1)   # the day's row, there to be locked
+    building, real = [], store.debit_message_fields
+
+    def slow_build(*args, **kw):
+        building.append(1)
+        _stan_row_is_free(engine, BANK)
+        time.sleep(0.5)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(store, "debit_message_fields", slow_build)
+    (claimed,) = claim_chunks(engine, owner="e1", banks=[BANK], now=T0, lease_s=30, clock=clock)
+    assert len(building) == 2 and [i.fields["11"] for i in claimed.to_send] == ["000002", "000003"]
+    with engine.connect() as conn:
+        assert sorted(conn.execute(select(debits.c.stan).where(debits.c.state == "sent")).scalars()) == \
+            ["000002", "000003"]
+    engine.dispose()

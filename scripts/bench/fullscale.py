@@ -520,26 +520,45 @@ class Bench(SchemaOfItsOwn):
                    message_p99_ms_worst_bank=worst("latency_ms", "p99"), target_p99_ms=TARGETS["counter_p99_ms"],
                    codes=dict(sum((Counter(r.get("codes", {})) for r in results.values()), Counter())))
 
-    def gateway_histogram(self) -> dict[float, float]:
-        """The two gateways' gridpay_transaction_seconds buckets (every bank and MTI), summed."""
+    def gateway_histogram(self) -> dict[str, dict[float, float]]:
+        """The two gateways' histograms, summed: ``all`` (gridpay_transaction_seconds, every bank and
+        MTI), ``mti 0100``/``mti 0200``... (by MTI), ``commit`` (gridpay_db_commit_seconds: one group
+        commit), and ``postings`` {0: commits, 1: postings} (gridpay_db_batch_size's count and sum)."""
         from prometheus_client.parser import text_string_to_metric_families
 
-        total: dict[float, float] = {}
+        total: dict[str, dict[float, float]] = {"all": {}, "commit": {}, "postings": {}}
+
+        def add(key: str, le: float, value: float) -> None:
+            bucket = total.setdefault(key, {})
+            bucket[le] = bucket.get(le, 0) + value
+
         for p in self.gw.values():
             with urllib.request.urlopen(f"http://127.0.0.1:{p['metrics']}/metrics", timeout=10) as r:
                 text = r.read().decode()
             for fam in text_string_to_metric_families(text):
-                if fam.name == "gridpay_transaction_seconds":
-                    for s in fam.samples:
-                        if s.name.endswith("_bucket"):
-                            le = float(s.labels["le"])
-                            total[le] = total.get(le, 0) + s.value
+                for s in fam.samples:
+                    if fam.name == "gridpay_transaction_seconds" and s.name.endswith("_bucket"):
+                        add("all", float(s.labels["le"]), s.value)
+                        add(f"mti {s.labels['mti']}", float(s.labels["le"]), s.value)
+                    elif fam.name == "gridpay_db_commit_seconds" and s.name.endswith("_bucket"):
+                        add("commit", float(s.labels["le"]), s.value)
+                    elif fam.name == "gridpay_db_batch_size" and s.name.endswith(("_count", "_sum")):
+                        add("postings", 0.0 if s.name.endswith("_count") else 1.0, s.value)
         return total
 
     def gateway_window(self, name: str, a: dict, b: dict) -> None:
-        diff = {le: b.get(le, 0) - a.get(le, 0) for le in b}
-        self.phase(f"counter_{name}", gateway_requests=int(diff.get(float("inf"), 0)),
-                   gateway_p50_ms=histogram_p(diff, 0.5), gateway_p99_ms=histogram_p(diff, 0.99))
+        """The gateways' latency between two ``gateway_histogram`` marks: every request's, each MTI's
+        and one group commit's (where a payment's time goes), and the postings a commit carried."""
+        diff = {key: {le: b[key].get(le, 0) - a.get(key, {}).get(le, 0) for le in b[key]} for key in b}
+        every = diff["all"]
+        by_mti = {key.split()[1]: f"{histogram_p(h, 0.5)} / {histogram_p(h, 0.99)}"
+                  for key, h in sorted(diff.items()) if key.startswith("mti ") and h.get(float("inf"))}
+        commits, postings = diff["postings"].get(0.0, 0), diff["postings"].get(1.0, 0)
+        self.phase(f"counter_{name}", gateway_requests=int(every.get(float("inf"), 0)),
+                   gateway_p50_ms=histogram_p(every, 0.5), gateway_p99_ms=histogram_p(every, 0.99),
+                   gateway_p50_p99_ms_by_mti=by_mti,
+                   group_commit_p50_p99_ms=f"{histogram_p(diff['commit'], 0.5)} / {histogram_p(diff['commit'], 0.99)}",
+                   postings_per_commit=round(postings / commits, 2) if commits else None)
 
     def make_batches(self) -> dict:
         """One plan per bank, run now by ``gridpay plan run-now`` - a process of its own, at the
