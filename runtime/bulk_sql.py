@@ -82,13 +82,14 @@ def _pg_insert(conn, table: Table, rows: list[dict]) -> tuple[str, dict]:
 
 def _pg_columns(rows: list[dict]) -> tuple[tuple[str, ...], dict, set]:
     """The rows' columns, their parameters (an array each, or one scalar for a column that holds
-    one value in every row) and the names of the scalar ones."""
+    one value in every row - every column of a single row: psycopg's cost of an array is mostly
+    per array, not per element) and the names of the scalar ones."""
     columns = tuple(rows[0])
     params, same = {}, set()
     for c in columns:
         values = [r[c] for r in rows]
         first = values[0]
-        if len(values) > 1 and all(v == first and type(v) is type(first) for v in values):
+        if all(v == first and type(v) is type(first) for v in values):
             params[c] = first
             same.add(c)
         else:
