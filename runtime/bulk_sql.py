@@ -27,14 +27,22 @@ from contextlib import contextmanager
 from itertools import chain
 from typing import Iterable, Iterator, Sequence
 
-from sqlalchemy import Table, any_, bindparam, insert, update
+from sqlalchemy import String, Table, any_, bindparam, insert, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError
 
 
+def unsized(kind):
+    """A column's type for its values on their way in, a string's without its length: PostgreSQL
+    casts a longer string to VARCHAR(n) by cutting it short without a word, so a key one character
+    too long would match the key it starts with, and a value would be stored cut. Uncut, a key
+    matches only itself and the column's own assignment refuses a value too long."""
+    return String() if isinstance(kind, String) and kind.length is not None else kind
+
+
 def in_list(dialect_name: str, col, name: str):
     if dialect_name == "postgresql":
-        return col == any_(bindparam(name, type_=ARRAY(col.type)))
+        return col == any_(bindparam(name, type_=ARRAY(unsized(col.type))))
     return col.in_(bindparam(name, expanding=True))
 
 
@@ -52,10 +60,16 @@ def key_filters(conn, column, keys: Iterable[str]) -> Iterator:
     ordered = sorted(set(keys))
     if conn.dialect.name == "postgresql":
         for chunk in chunks(ordered, 20_000):
-            yield column == any_(bindparam(None, list(chunk), type_=ARRAY(column.type)))
+            yield column == any_(bindparam(None, list(chunk), type_=ARRAY(unsized(column.type))))
     else:
         for chunk in chunks(ordered):
             yield column.in_(chunk)
+
+
+def cast_type(column, dialect) -> str:
+    """The type to CAST a value going into ``column`` to (``unsized``): the column's own assignment
+    then refuses a string too long ("value too long"), as a plain INSERT or UPDATE would."""
+    return unsized(column.type).compile(dialect=dialect)
 
 
 @functools.lru_cache(maxsize=512)
@@ -64,7 +78,7 @@ def _unnest_sql(table: Table, columns: tuple[str, ...], same: frozenset, dialect
     in binary, several times cheaper than its text form. A column whose value is the same in every
     row (a batch's timestamp, bank, channel, the NULLs) goes once, as a scalar, not as an array."""
     def cast(c: str, array: str = "") -> str:
-        return f"CAST(%({c})b AS {table.c[c].type.compile(dialect=dialect)}{array})"
+        return f"CAST(%({c})b AS {cast_type(table.c[c], dialect)}{array})"
 
     q = dialect.identifier_preparer.quote
     varying = [c for c in columns if c not in same]
@@ -105,7 +119,7 @@ def _numbered_sql(table: Table, seq: str, counter: Table, last: str, columns: tu
     """One statement: the counter row moved on by the number of rows (its lock is held to the
     commit) and the rows inserted numbered from it, in the arrays' order (WITH ORDINALITY)."""
     def cast(c: str, array: str = "") -> str:
-        return f"CAST(%({c})b AS {table.c[c].type.compile(dialect=dialect)}{array})"
+        return f"CAST(%({c})b AS {cast_type(table.c[c], dialect)}{array})"
 
     q = dialect.identifier_preparer.quote
     varying = [c for c in columns if c not in same]
@@ -323,7 +337,7 @@ def _update_by_key(table: Table, key: str, columns: tuple[str, ...]):
 @functools.lru_cache(maxsize=64)
 def _pg_update_sql(table: Table, key: str, columns: tuple[str, ...], dialect) -> str:
     q = dialect.identifier_preparer.quote
-    casts = ", ".join(f"CAST(%({c})b AS {table.c[c].type.compile(dialect=dialect)}[])" for c in columns)
+    casts = ", ".join(f"CAST(%({c})b AS {cast_type(table.c[c], dialect)}[])" for c in columns)
     sets = ", ".join(f"{q(c)} = v.{q(c)}" for c in columns if c != key)
     name = dialect.identifier_preparer.format_table(table)
     return (f"UPDATE {name} SET {sets} FROM unnest({casts}) AS v({', '.join(q(c) for c in columns)}) "
@@ -339,7 +353,7 @@ def _pg_update(conn, table: Table, key: str, rows: list[dict]) -> tuple[str, dic
 def _pg_lock(conn, table: Table, key: str, rows: list[dict]) -> tuple[str, dict]:
     """The rows' locks taken in key order: the locking step sits above the sort in the plan."""
     q, name = conn.dialect.identifier_preparer.quote, conn.dialect.identifier_preparer.format_table(table)
-    kind = table.c[key].type.compile(dialect=conn.dialect)
+    kind = cast_type(table.c[key], conn.dialect)
     return (f"SELECT 1 FROM {name} WHERE {q(key)} = ANY(CAST(%(keys)s AS {kind}[])) ORDER BY {q(key)} FOR UPDATE",
             {"keys": sorted({row[key] for row in rows})})
 
