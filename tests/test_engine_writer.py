@@ -255,9 +255,9 @@ def test_a_takeover_with_debits_to_send_locks_the_orphans_before_the_banks_stans
 
 
 def test_stans_come_in_consecutive_blocks_per_bank_and_day_and_run_out_reserving_nothing(db_url):
-    """``reserve_stans``: each bank's STANs per day in consecutive blocks from 000001 (§3), and a
-    block past 999999 refused with nothing reserved (on PostgreSQL one statement makes or moves
-    the row; elsewhere three)."""
+    """``reserve_stans``: each bank's STANs per day in consecutive blocks from 000001
+    (docs/spec/INTERFACE.md §3), and a block past 999999 refused with nothing reserved (on
+    PostgreSQL one statement makes or moves the row; elsewhere three)."""
     import pytest
     from sqlalchemy import update
 
