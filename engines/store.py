@@ -284,12 +284,11 @@ def _prepare(conn, claimed: Claimed, *, owner: str, now: datetime, lease: dateti
                           locked=True)
     if pending:
         transmitted, day = transmission_of(now, clock)
-        rrns = [rrn_of(r.debit_id) for r in pending]
         first = reserve_stans(conn, claimed.bank_code, day, len(pending))
-        updates = [(r.debit_id, transmitted, f"{first + i:06d}", rrn) for i, (r, rrn) in enumerate(zip(pending, rrns))]
-        mark_sent(conn, updates, business_date=clock.business_date(now), now=now, actor=actor)
-        claimed.unbuilt = [(r, transmitted, stan, rrn, items[r.debit_id]) for r, (_, _, stan, rrn)
-                           in zip(pending, updates)]
+        claimed.unbuilt = [(r, transmitted, f"{first + i:06d}", rrn_of(r.debit_id), items[r.debit_id])
+                           for i, r in enumerate(pending)]
+        mark_sent(conn, [(r.debit_id, transmitted, stan, rrn) for r, transmitted, stan, rrn, _ in claimed.unbuilt],
+                  business_date=clock.business_date(now), now=now, actor=actor)
 
 
 def _bill_items(conn, ids: list[int]) -> dict[int, list[tuple[str, int, int]]]:

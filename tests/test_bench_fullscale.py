@@ -41,6 +41,11 @@ def test_fullscale_bench_at_one_hundredth(pg_server_url, tmp_path):
     assert set(phases["debits"]["states"]) <= {"approved", "declined", "reversed"}
     paid = sum(phases[f"counter_{w}"]["payments"] for w in ("before", "during", "after"))
     assert paid == 2_000
+    for w in ("before", "during", "after"):   # where a payment's time goes: its group commits, by the metrics
+        window = phases[f"counter_{w}"]
+        if window["payments"]:
+            assert window["postings_per_commit"] >= 1 and window["gateway_requests"] >= window["payments"], window
+            assert "0200" in window["gateway_p50_p99_ms_by_mti"], window
     recon = summary["recon"]
     assert recon["planted"] == recon["planted_found"] and len(recon["planted"]) == 4
     assert sum(b["exceptions"] for b in recon["bank"].values()) == len(recon["planted"])

@@ -46,6 +46,7 @@ import time
 import urllib.request
 import uuid
 from collections import Counter
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -223,6 +224,15 @@ def histogram_p(samples: dict[float, float], q: float) -> float | None:
         if samples[le] >= q * total:
             return round(le * 1000, 1) if le != float("inf") else None
     return None
+
+
+@dataclass
+class GatewayMark:
+    """The gateways' metrics at one moment: cumulative histograms {le: count} by name, and the
+    group commits made so far with the postings they carried."""
+    histograms: dict[str, dict[float, float]]
+    commits: float = 0.0
+    postings: float = 0.0
 
 
 class Bench(SchemaOfItsOwn):
@@ -520,16 +530,17 @@ class Bench(SchemaOfItsOwn):
                    message_p99_ms_worst_bank=worst("latency_ms", "p99"), target_p99_ms=TARGETS["counter_p99_ms"],
                    codes=dict(sum((Counter(r.get("codes", {})) for r in results.values()), Counter())))
 
-    def gateway_histogram(self) -> dict[str, dict[float, float]]:
+    def gateway_histogram(self) -> GatewayMark:
         """The two gateways' histograms, summed: ``all`` (gridpay_transaction_seconds, every bank and
-        MTI), ``mti 0100``/``mti 0200``... (by MTI), ``commit`` (gridpay_db_commit_seconds: one group
-        commit), and ``postings`` {0: commits, 1: postings} (gridpay_db_batch_size's count and sum)."""
+        MTI), ``mti 0100``/``mti 0200``... (by MTI) and ``commit`` (gridpay_db_commit_seconds: one
+        group commit); with the group commits' count and the postings they carried
+        (gridpay_db_batch_size's count and sum)."""
         from prometheus_client.parser import text_string_to_metric_families
 
-        total: dict[str, dict[float, float]] = {"all": {}, "commit": {}, "postings": {}}
+        mark = GatewayMark(histograms={"all": {}, "commit": {}})
 
         def add(key: str, le: float, value: float) -> None:
-            bucket = total.setdefault(key, {})
+            bucket = mark.histograms.setdefault(key, {})
             bucket[le] = bucket.get(le, 0) + value
 
         for p in self.gw.values():
@@ -542,18 +553,21 @@ class Bench(SchemaOfItsOwn):
                         add(f"mti {s.labels['mti']}", float(s.labels["le"]), s.value)
                     elif fam.name == "gridpay_db_commit_seconds" and s.name.endswith("_bucket"):
                         add("commit", float(s.labels["le"]), s.value)
-                    elif fam.name == "gridpay_db_batch_size" and s.name.endswith(("_count", "_sum")):
-                        add("postings", 0.0 if s.name.endswith("_count") else 1.0, s.value)
-        return total
+                    elif fam.name == "gridpay_db_batch_size" and s.name.endswith("_count"):
+                        mark.commits += s.value
+                    elif fam.name == "gridpay_db_batch_size" and s.name.endswith("_sum"):
+                        mark.postings += s.value
+        return mark
 
-    def gateway_window(self, name: str, a: dict, b: dict) -> None:
+    def gateway_window(self, name: str, a: GatewayMark, b: GatewayMark) -> None:
         """The gateways' latency between two ``gateway_histogram`` marks: every request's, each MTI's
         and one group commit's (where a payment's time goes), and the postings a commit carried."""
-        diff = {key: {le: b[key].get(le, 0) - a.get(key, {}).get(le, 0) for le in b[key]} for key in b}
+        diff = {key: {le: h.get(le, 0) - a.histograms.get(key, {}).get(le, 0) for le in h}
+                for key, h in b.histograms.items()}
         every = diff["all"]
         by_mti = {key.split()[1]: f"{histogram_p(h, 0.5)} / {histogram_p(h, 0.99)}"
                   for key, h in sorted(diff.items()) if key.startswith("mti ") and h.get(float("inf"))}
-        commits, postings = diff["postings"].get(0.0, 0), diff["postings"].get(1.0, 0)
+        commits, postings = b.commits - a.commits, b.postings - a.postings
         self.phase(f"counter_{name}", gateway_requests=int(every.get(float("inf"), 0)),
                    gateway_p50_ms=histogram_p(every, 0.5), gateway_p99_ms=histogram_p(every, 0.99),
                    gateway_p50_p99_ms_by_mti=by_mti,
