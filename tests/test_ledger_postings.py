@@ -105,6 +105,39 @@ def test_inquiry_worker_answers_a_batch_with_one_statement(ledger, db_url):
         (singles[c].bills, singles[c].total_due, singles[c].prepaid_balance, singles[c].customer_name) for c in wanted]
 
 
+def test_inquiry_worker_keeps_one_connection_and_takes_a_new_one_when_it_dies(ledger, db_url):
+    """The reader answers batch after batch on one connection (taking one from the pool and giving
+    it back each batch cost more than the statement), and sees what was committed between them. On
+    PostgreSQL its backend terminated between two batches, the next batch is answered all the same,
+    on a new connection."""
+    from sqlalchemy import text
+
+    from ledger.inquiry import InquiryWorker
+
+    worker = InquiryWorker({"url": db_url, "timezone": CAL.timezone, "cutoff": CAL.cutoff})
+    try:
+        first = worker.process(["1003", "1002"])
+        conn = worker.conn
+        add_bill_later = new_engine(db_url)
+        with add_bill_later.begin() as c:
+            add_bill(c, "1003", "202610", 7_000)
+        add_bill_later.dispose()
+        second = worker.process(["1003"])
+        assert worker.conn is conn
+        assert [r.total_due for r in first] == [0, 5_000] and second[0].total_due == 7_000
+        if db_url.startswith("postgresql"):
+            pid = conn.connection.driver_connection.info.backend_pid
+            admin = new_engine(db_url)
+            with admin.connect() as c:
+                assert c.execute(text("select pg_terminate_backend(:p)"), {"p": pid}).scalar() is True
+            admin.dispose()
+            third = worker.process(["1002", "1003"])
+            assert [(r.response_code, r.total_due) for r in third] == [("00", 5_000), ("00", 7_000)]
+            assert worker.conn is not None and worker.conn.connection.driver_connection.info.backend_pid != pid
+    finally:
+        worker.close()
+
+
 def test_inquiry_total_due_subtracts_prepaid_never_below_zero(ledger):
     with ledger.begin() as conn:
         conn.execute(insert(prepaid_movements), [
