@@ -16,6 +16,7 @@ from datetime import date, datetime
 from sqlalchemy import Table, func, select, text
 
 from config.clock import SYSTEM_CLOCK
+from runtime.bulk_sql import pg_fetch_one
 
 
 
@@ -83,7 +84,7 @@ def reserve_ids_many(conn, wanted: list[tuple[Table, int]]) -> list[list[int]]:
     for i, table, n in asked:
         parts.append(f"(select array_agg(nextval(%(s{i})s::regclass)) from generate_series(1, %(n{i})s))")
         params.update({f"s{i}": sequence_of(conn, table), f"n{i}": n})
-    row = conn.exec_driver_sql("select " + ", ".join(parts), params).one()
+    row = pg_fetch_one(conn, "select " + ", ".join(parts), params)
     for (i, _, n), ids in zip(asked, row):
         assert len(ids) == n
         out[i] = list(ids)

@@ -223,6 +223,19 @@ def select_many(conn, queries: list) -> list[list]:
         return [cur.fetchall() for cur, _, _ in sent]
 
 
+def pg_fetch_one(conn, sql: str, params: dict) -> tuple:
+    """PostgreSQL: the one row of a driver-level statement (``%(name)s`` parameters), sent to
+    psycopg past SQLAlchemy's execution context (a tenth of a millisecond a call, on every group
+    commit), with SQLAlchemy's cursor events and errors all the same."""
+    raw = conn.connection.driver_connection
+    with _as_sqlalchemy_error(conn):
+        cursor = raw.cursor()
+        _before(conn, cursor, sql, params)
+        row = cursor.execute(sql, params).fetchone()
+        _after(conn, [(cursor, sql, params)])
+    return row
+
+
 class Writes:
     """The row writes of one transaction, sent together by ``flush()`` in the order given, but the
     numbered ones (``numbered``) last."""
