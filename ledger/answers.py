@@ -9,7 +9,7 @@ reads it back: the stored answer if the posting landed, ``None`` if it did not.
 
 Reading that is conclusive only once the lost transaction has ended. On PostgreSQL its backend
 may still be running it (the server has not yet noticed the client is gone, or is still
-committing). That transaction held its customers' rows ``FOR UPDATE`` (and its debits') from its
+committing). That transaction held its customers' rows ``FOR NO KEY UPDATE`` (and its debits') from its
 first statement on, so the lookup first locks the same rows ``FOR SHARE``: it waits until the
 lost transaction has committed or rolled back. When the lost backend is known it is terminated
 first, so a backend that never got the COMMIT (idle in its transaction, waiting for a client that

@@ -367,10 +367,12 @@ def _pg_update(conn, table: Table, key: str, rows: list[dict]) -> tuple[str, dic
 
 
 def _pg_lock(conn, table: Table, key: str, rows: list[dict]) -> tuple[str, dict]:
-    """The rows' locks taken in key order: the locking step sits above the sort in the plan."""
+    """The rows' locks taken in key order: the locking step sits above the sort in the plan. FOR NO
+    KEY UPDATE, the lock the UPDATE that follows takes itself (it changes no key): FOR UPDATE would
+    also wait for every foreign-key check on the rows by other transactions."""
     q, name = conn.dialect.identifier_preparer.quote, conn.dialect.identifier_preparer.format_table(table)
     kind = cast_type(table.c[key], conn.dialect)
-    return (f"SELECT 1 FROM {name} WHERE {q(key)} = ANY(CAST(%(keys)s AS {kind}[])) ORDER BY {q(key)} FOR UPDATE",
+    return (f"SELECT 1 FROM {name} WHERE {q(key)} = ANY(CAST(%(keys)s AS {kind}[])) ORDER BY {q(key)} FOR NO KEY UPDATE",
             {"keys": sorted({row[key] for row in rows})})
 
 

@@ -54,7 +54,8 @@ class BatchState:
         one round trip each on PostgreSQL). Keys of several columns are fetched by a superset (IN
         per column) and matched exactly here.
 
-        Customers whose money this batch may move are locked FOR UPDATE, in key order (PostgreSQL,
+        Customers whose money this batch may move are locked (FOR NO KEY UPDATE on PostgreSQL, FOR
+        UPDATE on Oracle; ``queries.lock_customers`` says why not FOR UPDATE) in key order (PostgreSQL,
         Oracle; SQLite's BEGIN IMMEDIATE already made this transaction the only writer), BEFORE
         anything that decides is read: the statements of a round run in order, the lock first. A
         reversal locks its CN, so a payment and its reversal arriving at once through two processes
@@ -216,7 +217,7 @@ class BatchState:
                 target.used.append((r.bill_id, -int(r.amount)))
 
     def lock(self, custs: set[str]) -> None:
-        """Read (and on PostgreSQL/Oracle lock FOR UPDATE, in key order) these customers."""
+        """Read (and on PostgreSQL/Oracle lock, in key order) these customers."""
         custs = custs - set(self.customers)
         if custs:
             for r in self.q(statements(self.conn.dialect.name).lock_customers, custs=sorted(custs)):

@@ -36,7 +36,7 @@ def statements(dialect_name: str) -> SimpleNamespace:
         lock_customers=(select(customers.c.customer_no, customers.c.customer_name, customers.c.status,
                                customers.c.prepay_allowed, customers.c.mobile)
                         .where(IN(customers.c.customer_no, "custs")).order_by(customers.c.customer_no)
-                        .with_for_update()),
+                        .with_for_update(key_share=True)),
         known_requests=(select(br.bank_code, br.id_year, br.transmitted, br.stan, br.content_digest,
                                br.response_code, br.response_fields)
                         .where(IN(br.stan, "stans"), IN(br.transmitted, "ts"))),  # the identity index's lead
@@ -54,7 +54,7 @@ def statements(dialect_name: str) -> SimpleNamespace:
         reversal_targets=select(payments).where(pay.channel == "C", IN(pay.stan, "stans"), IN(pay.transmitted, "ts")),
         debit_payments=select(payments).where(IN(pay.debit_id, "ids")),
         lock_debits=(select(debits).where(IN(debits.c.debit_id, "ids")).order_by(debits.c.debit_id)
-                     .with_for_update()),
+                     .with_for_update(key_share=True)),
         debit_bills=select(debit_bills).where(IN(debit_bills.c.debit_id, "ids")),
         prepaid=(select(pm.customer_no, func.sum(pm.amount)).where(IN(pm.customer_no, "custs"))
                  .group_by(pm.customer_no)),
@@ -112,13 +112,16 @@ def closed_days(rows, days: set[tuple]) -> set[tuple]:
 # Reads of any number of customers (the back office's kinds; imports may name 100,000 of them)
 
 def lock_customers(conn, customer_nos: Iterable[str]) -> None:
-    """Lock customers' rows (PostgreSQL, Oracle: SELECT ... FOR UPDATE, in key order) so that their
-    prepaid balances and bills do not move under us. SQLite needs nothing: BEGIN IMMEDIATE."""
+    """Lock customers' rows (PostgreSQL: SELECT ... FOR NO KEY UPDATE, Oracle: FOR UPDATE, in key
+    order) so that their prepaid balances and bills do not move under us. SQLite needs nothing:
+    BEGIN IMMEDIATE. Not FOR UPDATE on PostgreSQL: that lock also waits for, and holds up, every
+    foreign-key check on the row (FOR KEY SHARE) - a batch build inserting debits for the customer,
+    an import adding bills - where only postings, which all take this lock, must wait for each other."""
     if conn.dialect.name == "sqlite":
         return
     for where in key_filters(conn, customers.c.customer_no, customer_nos):
         conn.execute(select(customers.c.customer_no).where(where)
-                     .order_by(customers.c.customer_no).with_for_update()).all()
+                     .order_by(customers.c.customer_no).with_for_update(key_share=True)).all()
 
 
 def prepaid_balances(conn, customer_nos: Iterable[str]) -> dict[str, int]:

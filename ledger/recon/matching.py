@@ -200,6 +200,16 @@ def _ledger_rows(conn, bank_code: str, business_date: date, chunk: int = 50_000)
         yield [tuple(row) for row in part]
 
 
+def lock_bank_for_closing(conn, bank_code: str) -> None:
+    """The bank row's lock, taken first: a reversal being posted for this bank finishes before the
+    day is closed and read (the ledger's reversals take the same row FOR SHARE before reading
+    closures). FOR NO KEY UPDATE on PostgreSQL, not FOR UPDATE: every payment, debit and agreement
+    of the bank checks its foreign key to this row (FOR KEY SHARE), and under FOR UPDATE the
+    bank's counter payments and debits all waited for its reconciliation to commit."""
+    conn.execute(select(banks.c.bank_code).where(banks.c.bank_code == bank_code)
+                 .with_for_update(key_share=True)).all()
+
+
 def _match_and_store(engine: Engine, bf: BankFile, actor: str, now: datetime, clock: Clock, t0: float,
                      t_read: float, progress: NoProgress) -> BankRunResult:
     entries = bf.entries
@@ -208,9 +218,7 @@ def _match_and_store(engine: Engine, bf: BankFile, actor: str, now: datetime, cl
     ledger_count = ledger_sum = matched_count = matched_sum = 0
     with engine.begin() as conn:
         (run_id,) = reserve_ids(conn, recon_runs, 1)
-        # the bank row's lock first: a reversal being posted for this bank finishes before the day is
-        # closed and read (the ledger's reversals take the same row FOR SHARE before reading closures)
-        conn.execute(select(banks.c.bank_code).where(banks.c.bank_code == bf.bank_code).with_for_update()).all()
+        lock_bank_for_closing(conn, bf.bank_code)
         # the closure next: it takes the (bank, date) key, so a concurrent run of the same date fails here
         conn.execute(insert(business_day_closures), {"bank_code": bf.bank_code, "business_date": bf.business_date,
                                                      "closed_at": now, "closed_by": actor, "recon_run_id": run_id})
