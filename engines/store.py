@@ -287,7 +287,7 @@ def _prepare(conn, claimed: Claimed, *, owner: str, now: datetime, lease: dateti
         first = reserve_stans(conn, claimed.bank_code, day, len(pending))
         claimed.unbuilt = [(r, transmitted, f"{first + i:06d}", rrn_of(r.debit_id), items[r.debit_id])
                            for i, r in enumerate(pending)]
-        mark_sent(conn, [(r.debit_id, transmitted, stan, rrn) for r, transmitted, stan, rrn, _ in claimed.unbuilt],
+        mark_sent(conn, [(r.debit_id, transmitted, stan, rrn) for r, _, stan, rrn, _ in claimed.unbuilt],
                   business_date=clock.business_date(now), now=now, actor=actor)
 
 

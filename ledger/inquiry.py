@@ -110,14 +110,11 @@ class InquiryWorker:
 
         try:
             results = self._read(customer_nos)
-        except DBAPIError as exc:
+        except Exception as exc:
             self._drop_connection()
-            if not exc.connection_invalidated:
+            if not (isinstance(exc, DBAPIError) and exc.connection_invalidated):
                 raise
             results = self._read(customer_nos)  # the connection had died: once more on a new one
-        except Exception:
-            self._drop_connection()
-            raise
         return [results[c] for c in customer_nos]
 
     def _read(self, customer_nos: list[str]) -> dict[str, InquiryResult]:
